@@ -1,0 +1,51 @@
+import type { ConfigIssue } from '../errors.js';
+import type { Endpoint } from '../model.js';
+
+/** A full replacement of a service's endpoint set (state of the world, never a delta). */
+export interface DiscoveryUpdate {
+  readonly endpoints: readonly Endpoint[];
+  /** An opaque version for snapshots (file mtime, DNS answer time, resourceVersion, xDS version). */
+  readonly version?: string | undefined;
+}
+
+/** Where a source sends what it finds. Both may be called any number of times. */
+export interface DiscoveryListener {
+  onUpdate(update: DiscoveryUpdate): void;
+  /**
+   * The source failed to refresh. The mesh keeps the last good endpoints and reports the error in
+   * `snapshot()`; the source keeps trying on its own schedule.
+   */
+  onError(error: Error): void;
+}
+
+export interface DiscoverySource {
+  start(listener: DiscoveryListener): void;
+  /** Stops timers, watches and sockets. After close, the listener is never called again. */
+  close(): Promise<void> | void;
+}
+
+export interface DiscoveryContext {
+  /** The service this source discovers endpoints for. */
+  readonly service: string;
+  /** Directory relative paths in the source's config are resolved against. */
+  readonly baseDir: string;
+}
+
+/**
+ * A registered discovery type. `services.<name>.discovery: { type: NAME, ... }` selects it; a
+ * factory with a `shorthand` key also accepts `services.<name>.<shorthand>: value`.
+ */
+export interface DiscoveryFactory<C = unknown> {
+  readonly name: string;
+  /** A service-level key that selects this type (`endpoints` for static, `dns` for DNS, …). */
+  readonly shorthand?: string;
+  /** Turns the shorthand value into the options object `parseConfig` takes. */
+  fromShorthand?(value: unknown): Record<string, unknown>;
+  parseConfig(
+    raw: Readonly<Record<string, unknown>>,
+    path: string,
+    issues: ConfigIssue[],
+    baseDir: string,
+  ): C;
+  create(config: C, ctx: DiscoveryContext): DiscoverySource;
+}

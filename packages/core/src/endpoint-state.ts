@@ -1,0 +1,71 @@
+import type { Endpoint } from './model.js';
+
+/** The result of a pick: a small discriminated union, allocation-free for the `pick` case. */
+export type PickResult =
+  | { readonly kind: 'pick'; readonly endpoint: EndpointState }
+  | { readonly kind: 'queue' }
+  | { readonly kind: 'fail'; readonly error: Error };
+
+/** The mesh's own view of an endpoint's health, on top of what discovery reports. */
+export type ActiveHealth = 'unknown' | 'healthy' | 'unhealthy';
+
+/**
+ * Runtime state of one endpoint of one service. It outlives picker rebuilds (so load estimates,
+ * health and ejection survive discovery updates) and is dropped when discovery removes the endpoint.
+ *
+ * Load fields are written by the request path (one writer: the event loop) and read by pickers.
+ */
+export class EndpointState {
+  /** The latest discovery view of this endpoint (same id, attributes may change). */
+  endpoint: Endpoint;
+  readonly id: string;
+  readonly service: string;
+
+  /** Requests in flight to this endpoint. */
+  active = 0;
+  /** Peak-EWMA of attempt latency in milliseconds (0 until the first observation). */
+  ewmaMs = 0;
+  /** `performance.now()` of the last EWMA update. */
+  ewmaStamp = 0;
+  /** Total attempts sent, and failed, over the endpoint's life (for telemetry and the admin page). */
+  attempts = 0;
+  failures = 0;
+
+  /** Set by active health checking; `unknown` until the first check. */
+  activeHealth: ActiveHealth = 'unknown';
+  /** Outlier detection: ejected until this `performance.now()` time (0 = not ejected). */
+  ejectedUntil = 0;
+  /** How many times outlier detection has ejected this endpoint (ejection time grows with it). */
+  ejectionCount = 0;
+  /** Avoid-until for endpoints that answered 429/503 with Retry-After (0 = none). */
+  penaltyUntil = 0;
+  /** `performance.now()` when the endpoint joined (slow start). */
+  readonly addedAt: number;
+
+  /** The pre-built pick result for this endpoint, so that picking allocates nothing. */
+  readonly picked: PickResult;
+  /**
+   * Per-transport attachments (connection pools, subchannels), indexed by a slot number a
+   * transport obtains once from `allocateEndpointSlot()`: an array index, not a map lookup.
+   */
+  readonly slots: unknown[] = [];
+
+  constructor(service: string, endpoint: Endpoint, now: number) {
+    this.service = service;
+    this.endpoint = endpoint;
+    this.id = endpoint.id;
+    this.addedAt = now;
+    this.picked = Object.freeze({ kind: 'pick', endpoint: this });
+  }
+
+  /** True while outlier detection keeps the endpoint out of rotation. */
+  isEjected(now: number): boolean {
+    return this.ejectedUntil > now;
+  }
+}
+
+let nextSlot = 0;
+/** Reserves a slot index in every `EndpointState.slots` for one transport. Call once per module. */
+export function allocateEndpointSlot(): number {
+  return nextSlot++;
+}

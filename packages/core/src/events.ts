@@ -1,0 +1,164 @@
+import diagnosticsChannel from 'node:diagnostics_channel';
+import type { EndpointState } from './endpoint-state.js';
+import type { Endpoint } from './model.js';
+
+/**
+ * How a request or attempt ended. `success` covers every HTTP response below 500 that is not
+ * retried (4xx are the caller's business, not the upstream's health).
+ */
+export type Outcome =
+  | 'success'
+  | 'http_error'
+  | 'timeout'
+  | 'connect_failure'
+  | 'reset'
+  | 'circuit_open'
+  | 'no_endpoint'
+  | 'overloaded'
+  | 'cancelled'
+  | 'error';
+
+export interface AttemptEvent {
+  readonly service: string;
+  readonly endpoint: EndpointState;
+  /** 0 for the first attempt. */
+  readonly attempt: number;
+  readonly durationMs: number;
+  readonly outcome: Outcome;
+  /** Response status (HTTP status, or gRPC status code for gRPC transports). */
+  readonly status: number | undefined;
+  readonly error: Error | undefined;
+  /** Why this attempt was retried, when it was. */
+  readonly retryReason: string | undefined;
+  readonly transport: 'http' | 'grpc';
+}
+
+export interface RequestEvent {
+  readonly service: string;
+  readonly method: string;
+  readonly path: string;
+  readonly durationMs: number;
+  readonly outcome: Outcome;
+  readonly status: number | undefined;
+  /** Attempts made (1 when no retry). */
+  readonly attempts: number;
+  /** The endpoint of the last attempt, if any attempt was made. */
+  readonly endpoint: EndpointState | undefined;
+  readonly error: Error | undefined;
+  readonly transport: 'http' | 'grpc';
+}
+
+export interface MeshEventMap {
+  /** A logical request finished (after retries). */
+  request: RequestEvent;
+  /** One attempt finished. */
+  attempt: AttemptEvent;
+  /** A service's endpoint set changed (discovery update applied). */
+  endpoints: {
+    service: string;
+    endpoints: readonly Endpoint[];
+    added: number;
+    removed: number;
+    version?: string | undefined;
+  };
+  /** A discovery source failed; the last good endpoints stay in use. */
+  discoveryError: { service: string; source: string; error: Error };
+  /** An endpoint's mesh-level health changed (active checks, outlier ejection). */
+  health: { service: string; endpoint: string; healthy: boolean; reason: string };
+  /** An endpoint was ejected by outlier detection, or returned. */
+  ejection: { service: string; endpoint: string; ejected: boolean; reason: string; durationMs: number };
+  /** The service fell below its panic threshold and balances over every endpoint. */
+  panic: { service: string; panic: boolean; usable: number; total: number };
+  /** A retry was decided (or refused by the budget). */
+  retry: { service: string; attempt: number; reason: string; allowed: boolean; denial?: string | undefined };
+  /** A circuit breaker changed state. */
+  breaker: { service: string; state: 'open' | 'half_open' | 'closed' };
+  /** An endpoint left the service; transports release what they hold for it. */
+  endpointRemoved: { service: string; endpoint: EndpointState };
+  /** Free-form diagnostics from extensions (xDS, Kubernetes, TLS). */
+  log: { level: 'debug' | 'info' | 'warn' | 'error'; scope: string; message: string; data?: unknown };
+}
+
+export type MeshEventName = keyof MeshEventMap;
+
+const EVENT_NAMES: readonly MeshEventName[] = [
+  'request',
+  'attempt',
+  'endpoints',
+  'discoveryError',
+  'health',
+  'ejection',
+  'panic',
+  'retry',
+  'breaker',
+  'endpointRemoved',
+  'log',
+];
+type Listener<K extends MeshEventName> = (event: MeshEventMap[K]) => void;
+
+/**
+ * The mesh's event channel. Listeners run synchronously and must not throw (a throwing listener is
+ * isolated so that telemetry never breaks a request). Every event is also published on the
+ * `node:diagnostics_channel` channel `meshlet:<name>` when that channel has subscribers.
+ */
+export class MeshEvents {
+  readonly #listeners: { [K in MeshEventName]?: Listener<K>[] } = {};
+  readonly #channels = {} as Record<MeshEventName, diagnosticsChannel.Channel>;
+
+  constructor() {
+    for (const name of EVENT_NAMES) this.#channels[name] = diagnosticsChannel.channel(`meshlet:${name}`);
+  }
+
+  on<K extends MeshEventName>(name: K, listener: Listener<K>): () => void {
+    let list = this.#listeners[name] as Listener<K>[] | undefined;
+    if (!list) {
+      list = [];
+      (this.#listeners as Record<string, unknown>)[name] = list;
+    }
+    list.push(listener);
+    return () => {
+      const i = list.indexOf(listener);
+      if (i >= 0) list.splice(i, 1);
+    };
+  }
+
+  /** True when someone listens for `name`; lets the hot path skip building an event object. */
+  wants(name: MeshEventName): boolean {
+    const list = this.#listeners[name];
+    return (list !== undefined && list.length > 0) || this.#channels[name].hasSubscribers;
+  }
+
+  emit<K extends MeshEventName>(name: K, event: MeshEventMap[K]): void {
+    const list = this.#listeners[name] as Listener<K>[] | undefined;
+    if (list) {
+      for (let i = 0; i < list.length; i++) {
+        try {
+          (list[i] as Listener<K>)(event);
+        } catch (err) {
+          process.emitWarning(
+            `meshlet: a '${name}' event listener threw: ${(err as Error)?.message}`,
+            'MeshletWarning',
+          );
+        }
+      }
+    }
+    const ch = this.#channels[name];
+    if (ch.hasSubscribers) ch.publish(event);
+  }
+}
+
+const enabledScopes = new Set(
+  (process.env.MESHLET_DEBUG ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
+
+/**
+ * `MESHLET_DEBUG=lb,discovery` (or `*`) prints why requests went where they went. Returns a
+ * logging function for the scope, or undefined when the scope is off (so callers pay nothing).
+ */
+export function debugLogger(scope: string): ((message: string) => void) | undefined {
+  if (!enabledScopes.has(scope) && !enabledScopes.has('*')) return undefined;
+  return (message: string) => process.stderr.write(`meshlet:${scope} ${message}\n`);
+}

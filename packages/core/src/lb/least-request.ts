@@ -1,0 +1,62 @@
+import type { EndpointState, PickResult } from '../endpoint-state.js';
+import { checkKeys, optNumber } from '../validate.js';
+import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
+
+export interface LeastRequestConfig {
+  /** Endpoints sampled per pick; the least loaded wins (Envoy's `choice_count`, default 2: P2C). */
+  readonly choiceCount: number;
+  /** Weighted mode: weight / (active + 1)^bias (Envoy's `active_request_bias`, default 1). */
+  readonly activeRequestBias: number;
+}
+
+/**
+ * Samples `choiceCount` distinct-ish endpoints uniformly and keeps the one with the fewest requests
+ * in flight (the "power of two choices"). With unequal weights it compares
+ * `weight / (active + 1)^bias` instead, as Envoy does.
+ */
+class LeastRequestPicker implements Picker {
+  readonly #eps: readonly EndpointState[];
+  readonly #choices: number;
+  readonly #weighted: boolean;
+  readonly #bias: number;
+  constructor(eps: readonly EndpointState[], config: LeastRequestConfig) {
+    this.#eps = eps;
+    this.#choices = Math.min(config.choiceCount, eps.length);
+    this.#bias = config.activeRequestBias;
+    this.#weighted = eps.some((e) => e.endpoint.weight !== (eps[0] as EndpointState).endpoint.weight);
+  }
+
+  pick(): PickResult {
+    const eps = this.#eps;
+    const n = eps.length;
+    if (n === 1) return (eps[0] as EndpointState).picked;
+    const i = (Math.random() * n) | 0;
+    let best = eps[i] as EndpointState;
+    // The second choice is always a different endpoint; further choices may repeat.
+    let cand = eps[(i + 1 + ((Math.random() * (n - 1)) | 0)) % n] as EndpointState;
+    for (let c = 1; c < this.#choices; c++) {
+      if (c > 1) cand = eps[(Math.random() * n) | 0] as EndpointState;
+      if (this.#weighted ? this.#score(cand) > this.#score(best) : cand.active < best.active) best = cand;
+    }
+    return best.picked;
+  }
+
+  #score(e: EndpointState): number {
+    const w = e.endpoint.weight;
+    return this.#bias === 1 ? w / (e.active + 1) : w / (e.active + 1) ** this.#bias;
+  }
+}
+
+export const leastRequest: LoadBalancerFactory<LeastRequestConfig> = {
+  name: 'least_request',
+  parseConfig(raw, path, issues) {
+    checkKeys(raw, ['choiceCount', 'activeRequestBias'], path, issues);
+    return Object.freeze({
+      choiceCount: optNumber(raw, 'choiceCount', path, issues, 2, { min: 2, max: 100, integer: true }),
+      activeRequestBias: optNumber(raw, 'activeRequestBias', path, issues, 1, { min: 0, max: 10 }),
+    });
+  },
+  create(config): LoadBalancer {
+    return { update: (endpoints) => new LeastRequestPicker(endpoints, config) };
+  },
+};

@@ -1,0 +1,36 @@
+import type { EndpointState, PickResult } from '../endpoint-state.js';
+import { checkKeys } from '../validate.js';
+import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
+
+/** The shared cursor survives picker rebuilds, so an endpoint change does not restart at index 0. */
+class Cursor {
+  value = Math.floor(Math.random() * 0x7fffffff);
+}
+
+class RoundRobinPicker implements Picker {
+  readonly #endpoints: readonly EndpointState[];
+  readonly #cursor: Cursor;
+  constructor(endpoints: readonly EndpointState[], cursor: Cursor) {
+    this.#endpoints = endpoints;
+    this.#cursor = cursor;
+  }
+  pick(): PickResult {
+    const eps = this.#endpoints;
+    const i = this.#cursor.value++ % eps.length;
+    if (this.#cursor.value > 0x3fffffff) this.#cursor.value = 0;
+    return (eps[i] as EndpointState).picked;
+  }
+}
+
+/** `round_robin`: each endpoint in turn, ignoring weights (as Envoy's and grpc-js' round_robin). */
+export const roundRobin: LoadBalancerFactory<undefined> = {
+  name: 'round_robin',
+  parseConfig(raw, path, issues) {
+    checkKeys(raw, [], path, issues);
+    return undefined;
+  },
+  create(): LoadBalancer {
+    const cursor = new Cursor();
+    return { update: (endpoints) => new RoundRobinPicker(endpoints, cursor) };
+  },
+};

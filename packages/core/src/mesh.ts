@@ -1,0 +1,317 @@
+import { performance } from 'node:perf_hooks';
+import type { MeshConfig, ServiceConfig, ServicePolicy } from './config.js';
+import type { DiscoverySource } from './discovery/types.js';
+import { ErrorCodes, MeshError } from './errors.js';
+import { MeshEvents } from './events.js';
+import { discoverySources } from './registry.js';
+import { ServiceRuntime } from './service.js';
+
+/**
+ * A resolver for names the config does not declare (Kubernetes service names, xDS listeners).
+ * Resolvers are asked in the order they were added; the first that claims a host owns it.
+ */
+export interface NameResolver {
+  readonly name: string;
+  /**
+   * Claims `host` (and `port`, when the URL had one) or returns undefined. Called once per new
+   * authority, never per request.
+   */
+  resolve(host: string, port: number | undefined): ResolvedService | undefined;
+  /** Called when the mesh closes. */
+  close?(): Promise<void> | void;
+}
+
+export interface ResolvedService {
+  /** A unique service key (e.g. `reviews.default.svc.cluster.local:8080`). Same key, same runtime. */
+  readonly key: string;
+  /** Policy for the service; the mesh defaults when omitted. */
+  readonly policy?: ServicePolicy | undefined;
+  /** The discovery type reported in snapshots. */
+  readonly discoveryType: string;
+  /** Creates the source that feeds the service. Called once per key. */
+  createSource(): DiscoverySource;
+}
+
+export interface MeshOptions {
+  /** Time source in ms (default `performance.now`); tests inject a fake clock. */
+  now?: () => number;
+}
+
+export interface EndpointSnapshot {
+  id: string;
+  address: string;
+  port: number;
+  weight: number;
+  priority: number;
+  locality: { region: string; zone: string; subZone: string };
+  health: string;
+  activeHealth: string;
+  ejected: boolean;
+  active: number;
+  ewmaMs: number;
+  attempts: number;
+  failures: number;
+  metadata: Record<string, string>;
+}
+
+export interface ServiceSnapshot {
+  name: string;
+  lb: string;
+  panic: boolean;
+  discovery: {
+    type: string;
+    hasData: boolean;
+    version: string | undefined;
+    lastUpdate: string | undefined;
+    lastError: string | undefined;
+    lastErrorAt: string | undefined;
+    updates: number;
+    errors: number;
+  };
+  retryBudget: { requests: number; retries: number; exhausted: number };
+  endpoints: EndpointSnapshot[];
+}
+
+export interface MeshSnapshot {
+  time: string;
+  ready: boolean;
+  config: { source: string | undefined; services: string[] };
+  services: Record<string, ServiceSnapshot>;
+  /** Sections contributed by extensions (xds, kubernetes, tls, …). */
+  extensions: Record<string, unknown>;
+}
+
+type CloseHook = () => Promise<void> | void;
+
+/**
+ * One per process (or per independent client): owns the services, their discovery sources and
+ * runtimes, the resolvers, and the event channel telemetry subscribes to.
+ *
+ * Lifecycle: construct → `ready()` → … → `close()`, which stops every source, timer and
+ * transport hook the mesh started.
+ */
+export class Mesh {
+  readonly config: MeshConfig;
+  readonly events = new MeshEvents();
+  readonly now: () => number;
+
+  readonly #services = new Map<string, ServiceRuntime>();
+  readonly #sources = new Map<string, DiscoverySource>();
+  readonly #resolvers: NameResolver[] = [];
+  /** Cache of host[:port] → runtime (or null for "not a mesh service"). */
+  readonly #resolved = new Map<string, ServiceRuntime | null>();
+  readonly #closeHooks: CloseHook[] = [];
+  readonly #snapshotContributors = new Map<string, () => unknown>();
+  readonly #readyGates: Array<Promise<unknown>> = [];
+  #ready = false;
+  #closed = false;
+  #readyPromise: Promise<void> | undefined;
+
+  constructor(config: MeshConfig, options: MeshOptions = {}) {
+    this.config = config;
+    this.now = options.now ?? (() => performance.now());
+    for (const svc of Object.values(config.services)) this.#startService(svc);
+  }
+
+  #startService(svc: ServiceConfig): void {
+    const runtime = new ServiceRuntime(svc.name, svc, svc.discovery.type, this.events, this.now);
+    this.#services.set(svc.name, runtime);
+    const factory = discoverySources.get(svc.discovery.type);
+    if (!factory)
+      throw new MeshError(ErrorCodes.CONFIG, `discovery type "${svc.discovery.type}" is not registered`);
+    const source = factory.create(svc.discovery.config, { service: svc.name, baseDir: this.config.baseDir });
+    this.#attach(runtime, source);
+  }
+
+  #attach(runtime: ServiceRuntime, source: DiscoverySource): void {
+    this.#sources.set(runtime.name, source);
+    source.start({
+      onUpdate: (u) => runtime.applyUpdate(u),
+      onError: (e) => runtime.applyError(e),
+    });
+  }
+
+  /** The runtime of a declared or already-resolved service. */
+  service(name: string): ServiceRuntime | undefined {
+    return this.#services.get(name);
+  }
+
+  services(): ServiceRuntime[] {
+    return [...this.#services.values()];
+  }
+
+  /**
+   * Maps a request authority to a service: a declared `host:port`, then a declared `host`, then
+   * each resolver in turn. Returns undefined for hosts the mesh does not own (passthrough).
+   * Results are cached per authority.
+   */
+  resolve(host: string, port?: number): ServiceRuntime | undefined {
+    const key = port === undefined ? host : `${host}:${port}`;
+    const cached = this.#resolved.get(key);
+    if (cached !== undefined) return cached ?? undefined;
+    if (this.#closed) return undefined;
+    let runtime = (port !== undefined ? this.#services.get(key) : undefined) ?? this.#services.get(host);
+    if (!runtime) {
+      for (const r of this.#resolvers) {
+        const spec = r.resolve(host, port);
+        if (!spec) continue;
+        runtime = this.#services.get(spec.key);
+        if (!runtime) {
+          runtime = new ServiceRuntime(
+            spec.key,
+            spec.policy ?? this.config.defaults,
+            spec.discoveryType,
+            this.events,
+            this.now,
+          );
+          this.#services.set(spec.key, runtime);
+          this.#attach(runtime, spec.createSource());
+        }
+        break;
+      }
+    }
+    this.#resolved.set(key, runtime ?? null);
+    return runtime;
+  }
+
+  /** Adds a resolver for undeclared names (Kubernetes, xDS). Clears the authority cache. */
+  addResolver(resolver: NameResolver): void {
+    this.#resolvers.push(resolver);
+    this.#resolved.clear();
+    this.onClose(() => resolver.close?.());
+  }
+
+  /** Registers work to do on `close()` (run in reverse order of registration). */
+  onClose(hook: CloseHook): void {
+    this.#closeHooks.push(hook);
+  }
+
+  /** Adds a section to `snapshot().extensions`. */
+  addSnapshotSection(name: string, contributor: () => unknown): void {
+    this.#snapshotContributors.set(name, contributor);
+  }
+
+  /** Makes `ready()` also wait for `gate` (e.g. the first xDS response, certificates loaded). */
+  addReadyGate(gate: Promise<unknown>): void {
+    this.#readyGates.push(gate);
+    this.#readyPromise = undefined;
+  }
+
+  /**
+   * Resolves when every declared service's discovery has answered once (with endpoints or an
+   * error) and every ready gate has settled, or after `readyTimeout`, whichever comes first.
+   * Rejects only if the mesh is closed, or when a ready gate rejects.
+   */
+  ready(): Promise<void> {
+    if (this.#closed) return Promise.reject(new MeshError(ErrorCodes.CLOSED, 'the mesh is closed'));
+    this.#readyPromise ??= this.#waitReady();
+    return this.#readyPromise;
+  }
+
+  async #waitReady(): Promise<void> {
+    const all = Promise.all([
+      ...[...this.#services.values()].map((s) => s.whenDiscovered()),
+      ...this.#readyGates,
+    ]);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.config.readyTimeoutMs);
+      timer.unref();
+    });
+    try {
+      await Promise.race([all.then(() => undefined), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.#closed) throw new MeshError(ErrorCodes.CLOSED, 'the mesh was closed before it became ready');
+    this.#ready = true;
+  }
+
+  get isReady(): boolean {
+    return this.#ready && !this.#closed;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** A JSON-serialisable dump of services, endpoints, health and config versions. */
+  snapshot(): MeshSnapshot {
+    const now = this.now();
+    const services: Record<string, ServiceSnapshot> = {};
+    for (const [name, s] of this.#services) {
+      const d = s.discovery;
+      services[name] = {
+        name,
+        lb: s.policy.lb.policy,
+        panic: s.panic,
+        discovery: {
+          type: d.type,
+          hasData: d.hasData,
+          version: d.version,
+          lastUpdate: d.lastUpdate === undefined ? undefined : new Date(d.lastUpdate).toISOString(),
+          lastError: d.lastError,
+          lastErrorAt: d.lastErrorAt === undefined ? undefined : new Date(d.lastErrorAt).toISOString(),
+          updates: d.updates,
+          errors: d.errors,
+        },
+        retryBudget: s.retryBudget.stats(now),
+        endpoints: s.endpoints.map((st) => ({
+          id: st.id,
+          address: st.endpoint.address,
+          port: st.endpoint.port,
+          weight: st.endpoint.weight,
+          priority: st.endpoint.priority,
+          locality: { ...st.endpoint.locality },
+          health: st.endpoint.health,
+          activeHealth: st.activeHealth,
+          ejected: st.isEjected(now),
+          active: st.active,
+          ewmaMs: Math.round(st.ewmaMs * 1000) / 1000,
+          attempts: st.attempts,
+          failures: st.failures,
+          metadata: { ...st.endpoint.metadata },
+        })),
+      };
+    }
+    const extensions: Record<string, unknown> = {};
+    for (const [name, fn] of this.#snapshotContributors) {
+      try {
+        extensions[name] = fn();
+      } catch (err) {
+        extensions[name] = { error: (err as Error).message };
+      }
+    }
+    return {
+      time: new Date().toISOString(),
+      ready: this.isReady,
+      config: { source: this.config.source, services: Object.keys(this.config.services) },
+      services,
+      extensions,
+    };
+  }
+
+  /** Stops every discovery source, resolver and hook. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const errors: unknown[] = [];
+    for (const hook of [...this.#closeHooks].reverse()) {
+      try {
+        await hook();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    for (const source of this.#sources.values()) {
+      try {
+        await source.close();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    for (const s of this.#services.values()) s.close();
+    this.#resolved.clear();
+    if (errors.length > 0) throw new AggregateError(errors, 'meshlet: errors while closing the mesh');
+  }
+}

@@ -1,0 +1,352 @@
+import type { ServicePolicy } from './config.js';
+import type { DiscoveryUpdate } from './discovery/types.js';
+import { EndpointState, type PickResult } from './endpoint-state.js';
+import { ErrorCodes, MeshError } from './errors.js';
+import type { MeshEvents, Outcome } from './events.js';
+import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
+import { type Endpoint, sameEndpoint } from './model.js';
+import { loadBalancers } from './registry.js';
+import { RetryBudget } from './retry.js';
+
+/** Discovery status of one service, as `snapshot()` reports it. */
+export interface DiscoveryStatus {
+  readonly type: string;
+  /** True once the source delivered endpoints at least once. */
+  hasData: boolean;
+  version: string | undefined;
+  /** Epoch ms of the last applied update. */
+  lastUpdate: number | undefined;
+  lastError: string | undefined;
+  /** Epoch ms of the last error. */
+  lastErrorAt: number | undefined;
+  updates: number;
+  errors: number;
+}
+
+/**
+ * A filter run when the usable endpoint set is computed. Extensions (priority/locality selection,
+ * zone preference) install one to narrow the set before the load balancer sees it.
+ */
+export type EndpointSetFilter = (
+  usable: readonly EndpointState[],
+  all: readonly EndpointState[],
+) => readonly EndpointState[];
+
+const PEAK_EWMA_DECAY_MS = 10_000;
+
+/**
+ * The runtime of one service: its endpoints (with load and health state that survives updates),
+ * its load balancer and current picker, and the observation hooks every transport calls.
+ *
+ * Data flows one way: discovery → `applyUpdate()` → rebuild → `picker`. The hot path only calls
+ * `pick()`, `startAttempt()` and `endAttempt()`.
+ */
+export class ServiceRuntime {
+  readonly name: string;
+  readonly events: MeshEvents;
+  policy: ServicePolicy;
+  readonly discovery: DiscoveryStatus;
+  retryBudget: RetryBudget;
+  /** Whether the last rebuild fell below the panic threshold. */
+  panic = false;
+  /** Optional narrowing of the usable set (installed by extensions). */
+  filter: EndpointSetFilter | undefined;
+
+  #states = new Map<string, EndpointState>();
+  #all: readonly EndpointState[] = [];
+  #balancer: LoadBalancer;
+  #picker: Picker;
+  #waiters: Array<() => void> = [];
+  #closed = false;
+  /** Time source: `performance.now()` unless a test injects a clock. */
+  readonly now: () => number;
+
+  constructor(
+    name: string,
+    policy: ServicePolicy,
+    discoveryType: string,
+    events: MeshEvents,
+    now: () => number,
+  ) {
+    this.name = name;
+    this.policy = policy;
+    this.events = events;
+    this.now = now;
+    this.discovery = {
+      type: discoveryType,
+      hasData: false,
+      version: undefined,
+      lastUpdate: undefined,
+      lastError: undefined,
+      lastErrorAt: undefined,
+      updates: 0,
+      errors: 0,
+    };
+    this.retryBudget = new RetryBudget(policy.retry.budget);
+    this.#balancer = this.#createBalancer();
+    this.#picker = this.#emptyPicker();
+  }
+
+  #createBalancer(): LoadBalancer {
+    const factory = loadBalancers.get(this.policy.lb.policy);
+    if (!factory) {
+      throw new MeshError(
+        ErrorCodes.CONFIG,
+        `load-balancing policy "${this.policy.lb.policy}" is not registered`,
+        {
+          service: this.name,
+        },
+      );
+    }
+    return factory.create(this.policy.lb.config);
+  }
+
+  /** Every endpoint discovery currently reports, in discovery order. */
+  get endpoints(): readonly EndpointState[] {
+    return this.#all;
+  }
+
+  endpoint(id: string): EndpointState | undefined {
+    return this.#states.get(id);
+  }
+
+  get picker(): Picker {
+    return this.#picker;
+  }
+
+  /** Replaces the service's policy (config reload); rebuilds the balancer when it changed. */
+  setPolicy(policy: ServicePolicy): void {
+    const lbChanged = policy.lb !== this.policy.lb;
+    if (policy.retry.budget !== this.policy.retry.budget)
+      this.retryBudget = new RetryBudget(policy.retry.budget);
+    this.policy = policy;
+    if (lbChanged) {
+      this.#balancer.close?.();
+      this.#balancer = this.#createBalancer();
+    }
+    this.rebuild();
+  }
+
+  /** Applies a full endpoint set from discovery: diffs it, keeps state of unchanged endpoints. */
+  applyUpdate(update: DiscoveryUpdate): void {
+    if (this.#closed) return;
+    const now = this.now();
+    const next = new Map<string, EndpointState>();
+    const list: EndpointState[] = [];
+    let added = 0;
+    let changed = false;
+    for (const ep of update.endpoints) {
+      if (next.has(ep.id)) continue; // duplicates: first wins
+      let st = this.#states.get(ep.id);
+      if (st) {
+        if (!sameEndpoint(st.endpoint, ep)) {
+          st.endpoint = ep;
+          changed = true;
+        }
+      } else {
+        st = new EndpointState(this.name, ep, now);
+        added++;
+      }
+      next.set(ep.id, st);
+      list.push(st);
+    }
+    const removed: EndpointState[] = [];
+    for (const [id, st] of this.#states) if (!next.has(id)) removed.push(st);
+    this.#states = next;
+    this.#all = list;
+    const d = this.discovery;
+    d.hasData = true;
+    d.version = update.version;
+    d.lastUpdate = Date.now();
+    d.updates++;
+    if (added > 0 || removed.length > 0 || changed || d.updates === 1) this.rebuild();
+    for (const st of removed) this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
+    if (this.events.wants('endpoints')) {
+      this.events.emit('endpoints', {
+        service: this.name,
+        endpoints: update.endpoints,
+        added,
+        removed: removed.length,
+        version: update.version,
+      });
+    }
+    this.#wake();
+  }
+
+  /** Records a discovery failure; the last good endpoints stay in use. */
+  applyError(error: Error): void {
+    const d = this.discovery;
+    d.lastError = error.message;
+    d.lastErrorAt = Date.now();
+    d.errors++;
+    this.events.emit('discoveryError', { service: this.name, source: d.type, error });
+    // A first answer, even an error, ends the wait of queued requests (they then fail fast).
+    this.#wake();
+  }
+
+  /**
+   * Recomputes the usable endpoint set (discovery health, active health, ejection, panic
+   * threshold, extension filter) and publishes a new picker. Called on discovery updates and on
+   * health or ejection changes; never on the request path.
+   */
+  rebuild(): void {
+    const now = this.now();
+    const all = this.#all;
+    const usable: EndpointState[] = [];
+    let candidates = 0;
+    for (const st of all) {
+      const h = st.endpoint.health;
+      if (h === 'draining') continue;
+      candidates++;
+      if (h === 'unhealthy' || st.activeHealth === 'unhealthy' || st.isEjected(now)) continue;
+      usable.push(st);
+    }
+    let set: readonly EndpointState[] = usable;
+    const wasPanic = this.panic;
+    // Envoy's panic threshold: when too few endpoints are usable, spread over all of them rather
+    // than overload the few. With no endpoints at all there is nothing to panic about.
+    this.panic = candidates > 0 && (usable.length * 100) / candidates < this.policy.panicThreshold;
+    if (this.panic) set = all.filter((st) => st.endpoint.health !== 'draining');
+    if (set.length === 0 && all.length > 0) set = all; // only draining endpoints left: use them
+    if (this.filter && set.length > 0) set = this.filter(set, all);
+    if (wasPanic !== this.panic) {
+      this.events.emit('panic', {
+        service: this.name,
+        panic: this.panic,
+        usable: usable.length,
+        total: all.length,
+      });
+    }
+    this.#picker = set.length === 0 ? this.#emptyPicker() : this.#balancer.update(set);
+  }
+
+  #emptyPicker(): Picker {
+    if (!this.discovery.hasData && this.discovery.errors === 0) return QUEUE_PICKER;
+    const error = new MeshError(
+      ErrorCodes.NO_HEALTHY_ENDPOINT,
+      this.discovery.lastError
+        ? `service "${this.name}" has no endpoints (discovery: ${this.discovery.lastError})`
+        : `service "${this.name}" has no endpoints`,
+      { service: this.name },
+    );
+    const result: PickResult = Object.freeze({ kind: 'fail', error });
+    return { pick: () => result };
+  }
+
+  /**
+   * Picks an endpoint. `avoid` (the endpoint a failed attempt used) is skipped when another
+   * endpoint is available, so that a retry goes elsewhere (Envoy's previous-hosts predicate).
+   */
+  pick(ctx: PickContext, avoid?: EndpointState): PickResult {
+    let result = this.#picker.pick(ctx);
+    if (avoid !== undefined && result.kind === 'pick' && result.endpoint === avoid && this.#all.length > 1) {
+      for (let i = 0; i < 3 && result.kind === 'pick' && result.endpoint === avoid; i++)
+        result = this.#picker.pick(ctx);
+    }
+    return result;
+  }
+
+  /** Resolves when discovery has answered for the first time (or at once if it already has). */
+  whenDiscovered(): Promise<void> {
+    if (this.discovery.hasData || this.discovery.errors > 0 || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  #wake(): void {
+    if (this.#waiters.length === 0) return;
+    if (this.#picker === QUEUE_PICKER) this.rebuild();
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Marks the start of an attempt on `ep`; returns the start time for `endAttempt`. */
+  startAttempt(ep: EndpointState): number {
+    ep.active++;
+    ep.attempts++;
+    return this.now();
+  }
+
+  /**
+   * Marks the end of an attempt: releases the in-flight count, feeds the latency estimate
+   * (peak-EWMA: a slow response raises the estimate at once, fast ones lower it with decay) and
+   * publishes the attempt to telemetry.
+   */
+  endAttempt(
+    ep: EndpointState,
+    start: number,
+    attempt: number,
+    outcome: Outcome,
+    status: number | undefined,
+    error: Error | undefined,
+    retryReason: string | undefined,
+    transport: 'http' | 'grpc',
+  ): void {
+    ep.active--;
+    const now = this.now();
+    const rtt = now - start;
+    if (outcome !== 'success') ep.failures++;
+    if (outcome !== 'cancelled') {
+      if (rtt > ep.ewmaMs) {
+        ep.ewmaMs = rtt;
+      } else {
+        const elapsed = Math.max(0, now - ep.ewmaStamp);
+        const w = Math.exp(-elapsed / PEAK_EWMA_DECAY_MS);
+        ep.ewmaMs = ep.ewmaMs * w + rtt * (1 - w);
+      }
+      ep.ewmaStamp = now;
+    }
+    for (let i = 0; i < this.#observers.length; i++) {
+      (this.#observers[i] as AttemptObserver)(ep, outcome, status, rtt, now);
+    }
+    if (this.events.wants('attempt')) {
+      this.events.emit('attempt', {
+        service: this.name,
+        endpoint: ep,
+        attempt,
+        durationMs: rtt,
+        outcome,
+        status,
+        error,
+        retryReason,
+        transport,
+      });
+    }
+  }
+
+  #observers: AttemptObserver[] = [];
+  /** Adds a synchronous per-attempt observer (outlier detection, penalties); returns a remover. */
+  addObserver(observer: AttemptObserver): () => void {
+    this.#observers = [...this.#observers, observer];
+    return () => {
+      this.#observers = this.#observers.filter((o) => o !== observer);
+    };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#balancer.close?.();
+    for (const st of this.#all) this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
+    this.#wake();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+}
+
+/** Called at the end of every attempt with its endpoint, outcome, status and latency. */
+export type AttemptObserver = (
+  ep: EndpointState,
+  outcome: Outcome,
+  status: number | undefined,
+  rttMs: number,
+  now: number,
+) => void;
+
+const QUEUE_RESULT: PickResult = Object.freeze({ kind: 'queue' });
+/** The picker of a service whose discovery has not answered yet: requests wait for it. */
+export const QUEUE_PICKER: Picker = Object.freeze({ pick: () => QUEUE_RESULT });
+
+export type { Endpoint };

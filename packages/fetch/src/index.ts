@@ -1,0 +1,4 @@
+export { type ConnectOptionsProvider, MeshDispatcher, type MeshDispatcherOptions } from './dispatcher.js';
+export { classifyError } from './errors.js';
+export { createMeshFetch, type MeshFetch } from './fetch.js';
+export { type LegacyHandler, rawHeader, toLegacyHandler } from './handler.js';

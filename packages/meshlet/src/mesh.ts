@@ -1,0 +1,110 @@
+import {
+  Mesh as CoreMesh,
+  type MeshOptions as CoreMeshOptions,
+  loadConfig,
+  type MeshConfig,
+  parseConfig,
+} from '@meshlet/core';
+import { createMeshFetch, MeshDispatcher, type MeshDispatcherOptions, type MeshFetch } from '@meshlet/fetch';
+import { type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
+
+/**
+ * A piece of meshlet that plugs into `createMesh` (TLS, telemetry, admin, Kubernetes, xDS). Each
+ * runs once per mesh, before discovery traffic starts; `dispatcherOptions` lets it shape the
+ * fetch transport (TLS connect options).
+ */
+export interface MeshExtension {
+  readonly name: string;
+  /** Contributes dispatcher options before the dispatcher is built. */
+  dispatcherOptions?(
+    config: MeshConfig,
+  ): MeshDispatcherOptions | undefined | Promise<MeshDispatcherOptions | undefined>;
+  /** Wires the extension into a fully built mesh. */
+  setup?(mesh: Mesh): void | Promise<void>;
+}
+
+const extensions: MeshExtension[] = [];
+
+/** Adds an extension that every later `createMesh()` runs. */
+export function registerExtension(ext: MeshExtension): void {
+  const i = extensions.findIndex((e) => e.name === ext.name);
+  if (i >= 0) extensions[i] = ext;
+  else extensions.push(ext);
+}
+
+export interface CreateMeshOptions extends CoreMeshOptions {
+  /** Dispatcher for hosts the mesh does not know (default: a new undici Agent). */
+  passthrough?: Dispatcher;
+  /** Environment used for defaults (default `process.env`). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The mesh a service links: discovery, balancing and resilience (from `@meshlet/core`) plus
+ * `fetch` and an undici `dispatcher` that route through them.
+ */
+export class Mesh extends CoreMesh {
+  /** An undici Dispatcher routing mesh hosts through the mesh; usable with `setGlobalDispatcher`. */
+  readonly dispatcher: MeshDispatcher;
+  /** WHATWG `fetch` (undici semantics) through the mesh. */
+  readonly fetch: MeshFetch;
+  #restoreGlobal: (() => void) | undefined;
+
+  constructor(
+    config: MeshConfig,
+    options: CreateMeshOptions = {},
+    dispatcherOptions: MeshDispatcherOptions = {},
+  ) {
+    super(config, options);
+    this.dispatcher = new MeshDispatcher(this, {
+      ...dispatcherOptions,
+      ...(options.passthrough ? { passthrough: options.passthrough } : {}),
+    });
+    this.fetch = createMeshFetch(this.dispatcher);
+    this.onClose(() => this.dispatcher.close());
+  }
+
+  /**
+   * Makes the mesh the process-wide undici dispatcher, so that `fetch()` (Node's global fetch
+   * included) is meshed without code changes. Returns a function that restores the previous one;
+   * `close()` restores it too.
+   */
+  installGlobalDispatcher(): () => void {
+    if (this.#restoreGlobal) return this.#restoreGlobal;
+    const previous = getGlobalDispatcher();
+    setGlobalDispatcher(this.dispatcher);
+    const restore = () => {
+      if (getGlobalDispatcher() === this.dispatcher) setGlobalDispatcher(previous);
+      this.#restoreGlobal = undefined;
+    };
+    this.#restoreGlobal = restore;
+    return restore;
+  }
+
+  override async close(): Promise<void> {
+    this.#restoreGlobal?.();
+    await super.close();
+  }
+}
+
+/**
+ * Creates a mesh from a config object or the path of a YAML/JSON file. Rejects with
+ * `MESHLET_ERR_CONFIG` naming every bad field; nothing is started then.
+ */
+export async function createMesh(config: unknown = {}, options: CreateMeshOptions = {}): Promise<Mesh> {
+  const env = options.env ?? process.env;
+  const parsed = typeof config === 'string' ? loadConfig(config, env) : parseConfig(config, { env });
+  let dispatcherOptions: MeshDispatcherOptions = {};
+  for (const ext of extensions) {
+    const more = await ext.dispatcherOptions?.(parsed);
+    if (more) dispatcherOptions = { ...dispatcherOptions, ...more };
+  }
+  const mesh = new Mesh(parsed, options, dispatcherOptions);
+  try {
+    for (const ext of extensions) await ext.setup?.(mesh);
+  } catch (err) {
+    await mesh.close().catch(() => {});
+    throw err;
+  }
+  return mesh;
+}
