@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { EndpointState, leastRequest, makeEndpoint, roundRobin } from '../src/index.js';
+
+function states(n: number): EndpointState[] {
+  return Array.from({ length: n }, (_, i) => new EndpointState('svc', makeEndpoint({ address: '10.0.0.1', port: 1000 + i }), 0));
+}
+
+function pickMany(picker: { pick(ctx: { attempt: number }): { kind: string } }, n: number): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (let i = 0; i < n; i++) {
+    const r = picker.pick({ attempt: 0 });
+    if (r.kind !== 'pick') throw new Error(`unexpected ${r.kind}`);
+    const id = (r as { endpoint: EndpointState }).endpoint.id;
+    counts.set(id, (counts.get(id) ?? 0) + 1);
+  }
+  return counts;
+}
+
+describe('round_robin', () => {
+  it('visits every endpoint in turn', () => {
+    const eps = states(4);
+    const picker = roundRobin.create(undefined).update(eps);
+    const seq = Array.from({ length: 8 }, () => (picker.pick() as { endpoint: EndpointState }).endpoint.id);
+    expect(new Set(seq.slice(0, 4)).size).toBe(4);
+    expect(seq.slice(4)).toEqual(seq.slice(0, 4));
+  });
+
+  it('spreads exactly evenly', () => {
+    const counts = pickMany(roundRobin.create(undefined).update(states(5)), 5000);
+    expect([...counts.values()]).toEqual([1000, 1000, 1000, 1000, 1000]);
+  });
+
+  it('keeps its position across picker rebuilds', () => {
+    const eps = states(3);
+    const lb = roundRobin.create(undefined);
+    const first = (lb.update(eps).pick() as { endpoint: EndpointState }).endpoint;
+    const second = (lb.update(eps).pick() as { endpoint: EndpointState }).endpoint;
+    expect(second).not.toBe(first);
+  });
+});
+
+describe('least_request (P2C)', () => {
+  const config = leastRequest.parseConfig({}, 'lb', []);
+
+  it('spreads evenly when loads are equal', () => {
+    const counts = pickMany(leastRequest.create(config).update(states(4)), 40_000);
+    for (const c of counts.values()) expect(Math.abs(c - 10_000)).toBeLessThan(600);
+  });
+
+  it('never picks the most loaded of two', () => {
+    const eps = states(2);
+    (eps[0] as EndpointState).active = 5;
+    const counts = pickMany(leastRequest.create(config).update(eps), 1000);
+    expect(counts.get((eps[1] as EndpointState).id)).toBe(1000);
+  });
+
+  it('avoids a loaded endpoint among many', () => {
+    const eps = states(10);
+    (eps[3] as EndpointState).active = 100;
+    const counts = pickMany(leastRequest.create(config).update(eps), 10_000);
+    // The loaded endpoint wins only when both choices are it, which P2C never samples twice.
+    expect(counts.get((eps[3] as EndpointState).id) ?? 0).toBe(0);
+  });
+
+  it('honours weights with an active-request bias', () => {
+    const eps = [
+      new EndpointState('svc', makeEndpoint({ address: '10.0.0.1', port: 1, weight: 3 }), 0),
+      new EndpointState('svc', makeEndpoint({ address: '10.0.0.1', port: 2, weight: 1 }), 0),
+      new EndpointState('svc', makeEndpoint({ address: '10.0.0.1', port: 3, weight: 1 }), 0),
+    ];
+    const counts = pickMany(leastRequest.create(config).update(eps), 30_000);
+    const heavy = counts.get('10.0.0.1:1') ?? 0;
+    expect(heavy).toBeGreaterThan(counts.get('10.0.0.1:2') ?? 0);
+    expect(heavy).toBeGreaterThan(counts.get('10.0.0.1:3') ?? 0);
+  });
+});
