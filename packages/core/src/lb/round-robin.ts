@@ -4,7 +4,7 @@ import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
 
 /** The shared cursor survives picker rebuilds, so an endpoint change does not restart at index 0. */
 class Cursor {
-  value = Math.floor(Math.random() * 0x7fffffff);
+  value = Math.floor(Math.random() * 1_000_000);
 }
 
 class RoundRobinPicker implements Picker {
@@ -16,8 +16,9 @@ class RoundRobinPicker implements Picker {
   }
   pick(): PickResult {
     const eps = this.#endpoints;
-    const i = this.#cursor.value++ % eps.length;
-    if (this.#cursor.value > 0x3fffffff) this.#cursor.value = 0;
+    let i = this.#cursor.value;
+    if (i >= eps.length) i %= eps.length;
+    this.#cursor.value = i + 1;
     return (eps[i] as EndpointState).picked;
   }
 }
