@@ -24,78 +24,78 @@ function headersObject(raw: Buffer[] | string[] | null | undefined): Record<stri
   return util.parseHeaders(raw as Buffer[]) as Record<string, string | string[]>;
 }
 
-/** Adapts a handler written against undici's controller API (`onRequestStart`, …) to the legacy form. */
-class ControllerAdapter implements LegacyHandler {
-  readonly #h: NewHandler;
+/** The controller a controller-form handler receives; backed by the legacy abort/resume pair. */
+class AdapterController {
   #abort: ((err?: Error) => void) | undefined;
   #resume: (() => void) | undefined;
   #paused = false;
   #aborted = false;
   #reason: Error | null = null;
-  readonly controller = {
-    abort: (reason?: Error) => {
-      if (this.#aborted) return;
-      this.#aborted = true;
-      this.#reason = reason ?? null;
-      this.#abort?.(reason);
-    },
-    pause: () => {
-      this.#paused = true;
-    },
-    resume: () => {
-      if (this.#paused) {
-        this.#paused = false;
-        this.#resume?.();
-      }
-    },
-    get paused() {
-      return false;
-    },
-    get aborted() {
-      return false;
-    },
-    get reason() {
-      return null as Error | null;
-    },
-  };
+
+  get paused(): boolean {
+    return this.#paused;
+  }
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+  get reason(): Error | null {
+    return this.#reason;
+  }
+  bind(abort: (err?: Error) => void): void {
+    this.#abort = abort;
+  }
+  bindResume(resume: () => void): void {
+    this.#resume = resume;
+  }
+  abort(reason?: Error): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason ?? null;
+    this.#abort?.(reason);
+  }
+  pause(): void {
+    this.#paused = true;
+  }
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#resume?.();
+  }
+}
+
+/** Adapts a handler written against undici's controller API (`onRequestStart`, …) to the legacy form. */
+class ControllerAdapter implements LegacyHandler {
+  readonly #h: NewHandler;
+  readonly #c = new AdapterController();
+  // undici's controller type is structural; ours implements every member it declares.
+  readonly #controller = this.#c as unknown as Dispatcher.DispatchController;
 
   constructor(h: NewHandler) {
     this.#h = h;
-    Object.defineProperties(this.controller, {
-      paused: { get: () => this.#paused },
-      aborted: { get: () => this.#aborted },
-      reason: { get: () => this.#reason },
-    });
   }
 
   onConnect(abort: (err?: Error) => void, context?: unknown): void {
-    this.#abort = abort;
-    // biome-ignore lint/suspicious/noExplicitAny: undici's controller type is structural
-    this.#h.onRequestStart?.(this.controller as any, context);
+    this.#c.bind(abort);
+    this.#h.onRequestStart?.(this.#controller, context);
   }
   onUpgrade(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: unknown): void {
-    // biome-ignore lint/suspicious/noExplicitAny: see above
-    this.#h.onRequestUpgrade?.(this.controller as any, statusCode, headersObject(rawHeaders), socket as any);
+    this.#h.onRequestUpgrade?.(this.#controller, statusCode, headersObject(rawHeaders), socket as import('node:stream').Duplex);
   }
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    this.#resume = resume;
-    // biome-ignore lint/suspicious/noExplicitAny: see above
-    this.#h.onResponseStart?.(this.controller as any, statusCode, headersObject(rawHeaders), statusText);
-    return !this.#paused;
+    this.#c.bindResume(resume);
+    this.#h.onResponseStart?.(this.#controller, statusCode, headersObject(rawHeaders), statusText);
+    return !this.#c.paused;
   }
   onData(chunk: Buffer): boolean {
-    // biome-ignore lint/suspicious/noExplicitAny: see above
-    this.#h.onResponseData?.(this.controller as any, chunk);
-    return !this.#paused;
+    this.#h.onResponseData?.(this.#controller, chunk);
+    return !this.#c.paused;
   }
   onComplete(trailers: Buffer[] | string[] | null): void {
-    // biome-ignore lint/suspicious/noExplicitAny: see above
-    this.#h.onResponseEnd?.(this.controller as any, headersObject(trailers));
+    this.#h.onResponseEnd?.(this.#controller, headersObject(trailers));
   }
   onError(err: Error): void {
-    // biome-ignore lint/suspicious/noExplicitAny: see above
-    if (this.#h.onResponseError) this.#h.onResponseError(this.controller as any, err);
-    else throw err;
+    if (!this.#h.onResponseError) throw err;
+    this.#h.onResponseError(this.#controller, err);
   }
 }
 

@@ -202,6 +202,47 @@ describe('MeshDispatcher', () => {
     expect(calls).toBe(1);
   });
 
+  it('accepts handlers in undici\'s controller form (interceptors, compose)', async () => {
+    const s = await servers(1);
+    const { dispatcher } = meshOf({ reviews: [s[0]?.address] });
+    const result = await new Promise<{ status: number; body: string; host: unknown }>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let status = 0;
+      let host: unknown;
+      dispatcher.dispatch(
+        { origin: 'http://reviews', path: '/ctl', method: 'GET' },
+        {
+          onRequestStart() {},
+          onResponseStart(_c, statusCode) {
+            status = statusCode;
+          },
+          onResponseData(_c, chunk) {
+            chunks.push(chunk);
+          },
+          onResponseEnd() {
+            const body = Buffer.concat(chunks).toString();
+            host = (JSON.parse(body) as { host: string }).host;
+            resolve({ status, body, host });
+          },
+          onResponseError(_c, err) {
+            reject(err);
+          },
+        },
+      );
+    });
+    expect(result.status).toBe(200);
+    expect(result.host).toBe('reviews');
+    // An interceptor composed on top sees mesh routing underneath.
+    const seen: string[] = [];
+    const composed = dispatcher.compose((dispatch) => (opts, handler) => {
+      seen.push(String(opts.path));
+      return dispatch(opts, handler);
+    });
+    const r = await request('http://reviews/composed', { dispatcher: composed });
+    expect(((await r.body.json()) as { path: string }).path).toBe('/composed');
+    expect(seen).toEqual(['/composed']);
+  });
+
   it('close() leaves no sockets or timers behind', async () => {
     const count = () => {
       const by = new Map<string, number>();
