@@ -44,16 +44,31 @@ export async function startDnsServer(records: DnsRecords): Promise<FakeDnsServer
       const name = q.name;
       const known = [state.records.A, state.records.AAAA, state.records.SRV].some((z) => z && name in z);
       if (!known) rcode = 'NXDOMAIN';
-      if (q.type === 'A') for (const ip of state.records.A?.[name] ?? []) answers.push({ type: 'A', name, ttl: state.ttl, data: ip });
-      if (q.type === 'AAAA') for (const ip of state.records.AAAA?.[name] ?? []) answers.push({ type: 'AAAA', name, ttl: state.ttl, data: ip });
+      if (q.type === 'A')
+        for (const ip of state.records.A?.[name] ?? [])
+          answers.push({ type: 'A', name, ttl: state.ttl, data: ip });
+      if (q.type === 'AAAA')
+        for (const ip of state.records.AAAA?.[name] ?? [])
+          answers.push({ type: 'AAAA', name, ttl: state.ttl, data: ip });
       if (q.type === 'SRV') {
         for (const r of state.records.SRV?.[name] ?? []) {
-          answers.push({ type: 'SRV', name, ttl: state.ttl, data: { target: r.target, port: r.port, priority: r.priority ?? 0, weight: r.weight ?? 1 } });
+          answers.push({
+            type: 'SRV',
+            name,
+            ttl: state.ttl,
+            data: { target: r.target, port: r.port, priority: r.priority ?? 0, weight: r.weight ?? 1 },
+          });
         }
       }
     }
     const flags = (rcode === 'SERVFAIL' ? 2 : rcode === 'NXDOMAIN' ? 3 : 0) | dnsPacket.AUTHORITATIVE_ANSWER;
-    const response = dnsPacket.encode({ type: 'response', id: query.id, flags, questions: query.questions, answers });
+    const response = dnsPacket.encode({
+      type: 'response',
+      id: query.id,
+      flags,
+      questions: query.questions,
+      answers,
+    });
     socket.send(response, rinfo.port, rinfo.address);
   });
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));

@@ -12,7 +12,9 @@ export interface TestServer {
 }
 
 /** Starts an HTTP server on 127.0.0.1 port 0 that tracks its sockets so `close()` is immediate. */
-export async function startServer(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<TestServer> {
+export async function startServer(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<TestServer> {
   const sockets = new Set<Socket>();
   const requests: IncomingMessage[] = [];
   const server = createServer((req, res) => {

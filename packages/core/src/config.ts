@@ -6,6 +6,12 @@ import { type ConfigIssue, MeshConfigError } from './errors.js';
 import type { LbSelection } from './lb/types.js';
 import { discoverySources, loadBalancers } from './registry.js';
 import {
+  DEFAULT_RESILIENCE,
+  parseResiliencePolicy,
+  RESILIENCE_KEYS,
+  type ResiliencePolicy,
+} from './resilience/policy.js';
+import {
   checkKeys,
   describe,
   expectObject,
@@ -76,7 +82,7 @@ export interface ConnectionPolicy {
 }
 
 /** Everything that governs how requests to a service are sent. `defaults` holds the same fields. */
-export interface ServicePolicy {
+export interface ServicePolicy extends ResiliencePolicy {
   readonly lb: LbSelection;
   /** Deadline for the whole call, retries included, in ms; 0 = none. Default 15s (Envoy's). */
   readonly timeoutMs: number;
@@ -163,7 +169,8 @@ const NO_RETRY: RetryPolicy = Object.freeze({
 });
 
 export const DEFAULT_POLICY: ServicePolicy = Object.freeze({
-  lb: Object.freeze({ policy: 'least_request', config: undefined }) as LbSelection,
+  // `config: undefined` means the policy's defaults (every built-in accepts it).
+  lb: Object.freeze({ policy: 'peak_ewma', config: undefined }) as LbSelection,
   timeoutMs: 15_000,
   perTryTimeoutMs: 0,
   retry: DEFAULT_RETRY,
@@ -171,6 +178,7 @@ export const DEFAULT_POLICY: ServicePolicy = Object.freeze({
   identity: undefined,
   connection: Object.freeze({ maxPerEndpoint: 0, connectTimeoutMs: 10_000, keepAliveTimeoutMs: 4_000 }),
   extensions: Object.freeze({}),
+  ...DEFAULT_RESILIENCE,
 });
 
 /** Overridden by a later issue's policy: the default LB is chosen at registration time. */
@@ -180,7 +188,16 @@ export function setDefaultLoadBalancer(name: string): void {
   defaultLbPolicy = name;
 }
 
-const POLICY_KEYS = ['lb', 'timeout', 'perTryTimeout', 'retry', 'panicThreshold', 'identity', 'connection'];
+const POLICY_KEYS = [
+  'lb',
+  'timeout',
+  'perTryTimeout',
+  'retry',
+  'panicThreshold',
+  'identity',
+  'connection',
+  ...RESILIENCE_KEYS,
+];
 
 function parseLb(raw: unknown, path: string, issues: ConfigIssue[]): LbSelection {
   let name: string | undefined;
@@ -378,6 +395,7 @@ function parsePolicy(
     identity,
     connection,
     extensions: Object.freeze(extensions),
+    ...parseResiliencePolicy(obj, path, issues, base),
   });
 }
 

@@ -41,6 +41,15 @@ export class EndpointState {
   penaltyUntil = 0;
   /** `performance.now()` when the endpoint joined (slow start). */
   readonly addedAt: number;
+  /**
+   * The weight load balancers honour: `endpoint.weight` times the slow-start factor. Written by
+   * `ServiceRuntime.rebuild` (off the hot path), read by pickers.
+   */
+  lbWeight: number;
+  /** Start of the current slow-start window: when the endpoint joined or last passed health checks. */
+  slowStartFrom: number;
+  /** Active health as of the last rebuild (to notice unhealthy → healthy transitions). */
+  lbSeenHealth: ActiveHealth = 'unknown';
 
   /** The pre-built pick result for this endpoint, so that picking allocates nothing. */
   readonly picked: PickResult;
@@ -55,6 +64,8 @@ export class EndpointState {
     this.endpoint = endpoint;
     this.id = endpoint.id;
     this.addedAt = now;
+    this.slowStartFrom = now;
+    this.lbWeight = endpoint.weight;
     this.picked = Object.freeze({ kind: 'pick', endpoint: this });
   }
 

@@ -26,7 +26,25 @@ export {
   type ServicePolicy,
   setDefaultLoadBalancer,
 } from './config.js';
+export {
+  currentDeadline,
+  DEADLINE_HEADER,
+  type DeadlineContext,
+  effectiveTimeout,
+  parseDeadlineHeader,
+  REQUEST_TIMEOUT_HEADER,
+  remainingTime,
+  runWithDeadline,
+} from './deadline.js';
+export {
+  type DnsDiscoveryConfig,
+  type DnsRecordType,
+  type DnsResolverLike,
+  DnsSource,
+  dnsDiscovery,
+} from './discovery/dns.js';
 export { parseEndpointList } from './discovery/endpoints.js';
+export { type FileDiscoveryConfig, FileSource, fileDiscovery, parseEndpointsFile } from './discovery/file.js';
 export { type StaticDiscoveryConfig, staticDiscovery } from './discovery/static.js';
 export type {
   DiscoveryContext,
@@ -35,6 +53,7 @@ export type {
   DiscoverySource,
   DiscoveryUpdate,
 } from './discovery/types.js';
+export { HttpDrainer, type HttpDrainOptions } from './drain.js';
 export { formatDuration, parseDuration } from './duration.js';
 export { type ActiveHealth, allocateEndpointSlot, EndpointState, type PickResult } from './endpoint-state.js';
 export {
@@ -57,9 +76,55 @@ export {
   type Outcome,
   type RequestEvent,
 } from './events.js';
+export {
+  ActiveHealthChecker,
+  type HealthCheckHost,
+  type HealthCheckPolicy,
+  parseHealthCheckPolicy,
+} from './health/checker.js';
+export { type HttpHealthCheckConfig, httpHealthChecker } from './health/http.js';
+export { tcpHealthChecker } from './health/tcp.js';
+export {
+  type HealthChecker,
+  type HealthCheckerFactory,
+  type HealthCheckResult,
+  type HealthCheckTarget,
+  healthCheckers,
+  registerHealthChecker,
+} from './health/types.js';
+export {
+  computeRequestHash,
+  fmix32,
+  type HashRule,
+  type HeaderInput,
+  murmur3,
+  parseHashPolicy,
+} from './lb/hash.js';
 export { type LeastRequestConfig, leastRequest } from './lb/least-request.js';
+export { buildMaglevTable, type MaglevConfig, maglev } from './lb/maglev.js';
+export { DEFAULT_PEAK_EWMA, type PeakEwmaConfig, peakEwma } from './lb/peak-ewma.js';
+export {
+  type BalancingConfig,
+  balancingOf,
+  DEFAULT_BALANCING,
+  type Plan,
+  type PlanInput,
+  parseBalancing,
+  planPicker,
+  slowStartFactor,
+} from './lb/priority.js';
+export { random } from './lb/random.js';
+export { HashRing, type RingHashConfig, ringHash } from './lb/ring-hash.js';
 export { roundRobin } from './lb/round-robin.js';
-export type { LbSelection, LoadBalancer, LoadBalancerFactory, PickContext, Picker } from './lb/types.js';
+export type {
+  LbContext,
+  LbSelection,
+  LoadBalancer,
+  LoadBalancerFactory,
+  PickContext,
+  Picker,
+} from './lb/types.js';
+export { weightedRoundRobin } from './lb/weighted-round-robin.js';
 export {
   type EndpointSnapshot,
   Mesh,
@@ -83,20 +148,61 @@ export {
   UNSPECIFIED_LOCALITY,
 } from './model.js';
 export {
+  DEFAULT_OUTLIER,
+  type EjectionReason,
+  OutlierDetector,
+  type OutlierHost,
+  type OutlierPolicy,
+  parseOutlierPolicy,
+} from './outlier.js';
+export {
   discoverySources,
   loadBalancers,
   Registry,
   registerDiscovery,
   registerLoadBalancer,
 } from './registry.js';
+export {
+  BreakerPermit,
+  type BreakerPolicy,
+  type BreakerState,
+  type BreakerVerdict,
+  CircuitBreaker,
+  DEFAULT_BREAKER,
+  parseBreakerPolicy,
+} from './resilience/breaker.js';
+export { DEFAULT_RESILIENCE, type HedgePolicy, type ResiliencePolicy } from './resilience/policy.js';
+export { type ResilienceHost, ServiceResilience } from './resilience/service-resilience.js';
+export {
+  DEFAULT_THRESHOLDS,
+  type Overflow,
+  Thresholds,
+  type ThresholdsPolicy,
+  UNLIMITED,
+} from './resilience/thresholds.js';
 export { backoffDelay, isIdempotentMethod, parseRetryAfter, RetryBudget } from './retry.js';
+export type { RouteRequest, RouteResult, Router, RouteTarget } from './router.js';
 export {
   type AttemptObserver,
   type DiscoveryStatus,
   type EndpointSetFilter,
   QUEUE_PICKER,
   ServiceRuntime,
+  type ServiceRuntimeOptions,
 } from './service.js';
+export {
+  type InboundAttributes,
+  type InboundAuthorizer,
+  type InboundDecision,
+  type InboundHeaders,
+  type InboundRequestInfo,
+  type InboundSpan,
+  type InboundTelemetry,
+  isDraining,
+  isServing,
+  onServingChange,
+  startDraining,
+} from './serving.js';
 export {
   checkKeys,
   describe,

@@ -4,6 +4,7 @@ import type { DiscoverySource } from './discovery/types.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import { MeshEvents } from './events.js';
 import { discoverySources } from './registry.js';
+import type { Router } from './router.js';
 import { ServiceRuntime } from './service.js';
 
 /**
@@ -17,6 +18,11 @@ export interface NameResolver {
    * authority, never per request.
    */
   resolve(host: string, port: number | undefined): ResolvedService | undefined;
+  /**
+   * Claims `host` (and `port`) for per-request routing (see router.ts) or returns undefined. Asked
+   * before `resolve()`, once per new authority; a router's targets come from `ensureService()`.
+   */
+  router?(host: string, port: number | undefined): Router | undefined;
   /** Called when the mesh closes. */
   close?(): Promise<void> | void;
 }
@@ -69,6 +75,8 @@ export interface ServiceSnapshot {
     errors: number;
   };
   retryBudget: { requests: number; retries: number; exhausted: number };
+  /** Breaker state and counts, threshold counters, ejections, active health check type. */
+  resilience: Record<string, unknown>;
   endpoints: EndpointSnapshot[];
 }
 
@@ -100,6 +108,8 @@ export class Mesh {
   readonly #resolvers: NameResolver[] = [];
   /** Cache of host[:port] → runtime (or null for "not a mesh service"). */
   readonly #resolved = new Map<string, ServiceRuntime | null>();
+  /** Cache of host[:port] → router (or null for "not routed"). */
+  readonly #routers = new Map<string, Router | null>();
   readonly #closeHooks: CloseHook[] = [];
   readonly #snapshotContributors = new Map<string, () => unknown>();
   readonly #readyGates: Array<Promise<unknown>> = [];
@@ -114,7 +124,9 @@ export class Mesh {
   }
 
   #startService(svc: ServiceConfig): void {
-    const runtime = new ServiceRuntime(svc.name, svc, svc.discovery.type, this.events, this.now);
+    const runtime = new ServiceRuntime(svc.name, svc, svc.discovery.type, this.events, this.now, {
+      local: this.config.local,
+    });
     this.#services.set(svc.name, runtime);
     const factory = discoverySources.get(svc.discovery.type);
     if (!factory)
@@ -163,6 +175,7 @@ export class Mesh {
             spec.discoveryType,
             this.events,
             this.now,
+            { local: this.config.local },
           );
           this.#services.set(spec.key, runtime);
           this.#attach(runtime, spec.createSource());
@@ -174,10 +187,54 @@ export class Mesh {
     return runtime;
   }
 
+  /**
+   * The runtime of `spec.key`, created (with its discovery source) on first use. Routers use it for
+   * services that no authority names directly (xDS clusters).
+   */
+  ensureService(spec: ResolvedService): ServiceRuntime {
+    let runtime = this.#services.get(spec.key);
+    if (runtime) return runtime;
+    if (this.#closed) throw new MeshError(ErrorCodes.CLOSED, 'the mesh is closed');
+    runtime = new ServiceRuntime(
+      spec.key,
+      spec.policy ?? this.config.defaults,
+      spec.discoveryType,
+      this.events,
+      this.now,
+      { local: this.config.local },
+    );
+    this.#services.set(spec.key, runtime);
+    this.#attach(runtime, spec.createSource());
+    return runtime;
+  }
+
+  /**
+   * The router that claims an authority (asked of resolvers that have a `router` method, in order),
+   * or undefined when requests to it go to one service (`resolve()`) or pass through. Declared
+   * services win over routed names. Cached per authority.
+   */
+  router(host: string, port?: number): Router | undefined {
+    const key = port === undefined ? host : `${host}:${port}`;
+    const cached = this.#routers.get(key);
+    if (cached !== undefined) return cached ?? undefined;
+    if (this.#closed) return undefined;
+    let router: Router | undefined;
+    const declared = this.config.services;
+    if (declared[key] === undefined && declared[host] === undefined) {
+      for (const r of this.#resolvers) {
+        router = r.router?.(host, port);
+        if (router) break;
+      }
+    }
+    this.#routers.set(key, router ?? null);
+    return router;
+  }
+
   /** Adds a resolver for undeclared names (Kubernetes, xDS). Clears the authority cache. */
   addResolver(resolver: NameResolver): void {
     this.#resolvers.push(resolver);
     this.#resolved.clear();
+    this.#routers.clear();
     this.onClose(() => resolver.close?.());
   }
 
@@ -256,6 +313,7 @@ export class Mesh {
           errors: d.errors,
         },
         retryBudget: s.retryBudget.stats(now),
+        resilience: s.resilience.snapshot(),
         endpoints: s.endpoints.map((st) => ({
           id: st.id,
           address: st.endpoint.address,
@@ -312,6 +370,7 @@ export class Mesh {
     }
     for (const s of this.#services.values()) s.close();
     this.#resolved.clear();
+    this.#routers.clear();
     if (errors.length > 0) throw new AggregateError(errors, 'meshlet: errors while closing the mesh');
   }
 }

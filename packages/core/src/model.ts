@@ -40,6 +40,11 @@ export interface Endpoint {
   readonly locality: Locality;
   /** Failover priority: 0 is used first (Envoy semantics). */
   readonly priority: number;
+  /**
+   * Weight of this endpoint's locality within its priority (EDS `load_balancing_weight` of the
+   * `LocalityLbEndpoints`), for locality-weighted balancing; undefined when discovery gives none.
+   */
+  readonly localityWeight?: number | undefined;
   readonly health: HealthStatus;
   /** Free-form labels (pod name, version, …). */
   readonly metadata: Readonly<Record<string, string>>;
@@ -53,6 +58,7 @@ export interface EndpointInit {
   weight?: number | undefined;
   locality?: Partial<Locality> | undefined;
   priority?: number | undefined;
+  localityWeight?: number | undefined;
   health?: HealthStatus | undefined;
   metadata?: Record<string, string> | undefined;
   hostname?: string | undefined;
@@ -78,6 +84,7 @@ export function makeEndpoint(init: EndpointInit): Endpoint {
     weight: init.weight ?? 1,
     locality,
     priority: init.priority ?? 0,
+    localityWeight: init.localityWeight,
     health: init.health ?? 'healthy',
     metadata: Object.freeze({ ...(init.metadata ?? {}) }),
     hostname: init.hostname,
@@ -95,6 +102,7 @@ export function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
     a.id !== b.id ||
     a.weight !== b.weight ||
     a.priority !== b.priority ||
+    a.localityWeight !== b.localityWeight ||
     a.health !== b.health ||
     a.hostname !== b.hostname ||
     localityKey(a.locality) !== localityKey(b.locality)

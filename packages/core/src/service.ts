@@ -3,9 +3,12 @@ import type { DiscoveryUpdate } from './discovery/types.js';
 import { EndpointState, type PickResult } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import type { MeshEvents, Outcome } from './events.js';
+import type { HeaderInput } from './lb/hash.js';
+import { balancingOf, planPicker } from './lb/priority.js';
 import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
-import { type Endpoint, sameEndpoint } from './model.js';
+import { type Endpoint, type Locality, sameEndpoint } from './model.js';
 import { loadBalancers } from './registry.js';
+import { ServiceResilience } from './resilience/service-resilience.js';
 import { RetryBudget } from './retry.js';
 
 /** Discovery status of one service, as `snapshot()` reports it. */
@@ -34,6 +37,12 @@ export type EndpointSetFilter = (
 
 const PEAK_EWMA_DECAY_MS = 10_000;
 
+/** Optional collaborators of a ServiceRuntime. */
+export interface ServiceRuntimeOptions {
+  /** This workload's locality (`config.local`), for zone-aware routing. */
+  readonly local?: Pick<Locality, 'region' | 'zone'> | undefined;
+}
+
 /**
  * The runtime of one service: its endpoints (with load and health state that survives updates),
  * its load balancer and current picker, and the observation hooks every transport calls.
@@ -51,6 +60,8 @@ export class ServiceRuntime {
   panic = false;
   /** Optional narrowing of the usable set (installed by extensions). */
   filter: EndpointSetFilter | undefined;
+  /** Circuit breaker, thresholds, outlier detection and active health checks (every transport's). */
+  readonly resilience: ServiceResilience;
 
   #states = new Map<string, EndpointState>();
   #all: readonly EndpointState[] = [];
@@ -60,6 +71,13 @@ export class ServiceRuntime {
   #closed = false;
   /** Time source: `performance.now()` unless a test injects a clock. */
   readonly now: () => number;
+  readonly #local: Pick<Locality, 'region' | 'zone'> | undefined;
+  /** When the picker must be recomputed (slow start, ejection or penalty end); Infinity if never. */
+  #refreshAt = Number.POSITIVE_INFINITY;
+  #ewmaDecayMs = PEAK_EWMA_DECAY_MS;
+  /** The clock as of the last attempt end or rebuild (see `LbContext.clock`). */
+  readonly #clock = { ms: 0 };
+  #priorityLoad: ReadonlyMap<number, number> = new Map();
 
   constructor(
     name: string,
@@ -67,8 +85,10 @@ export class ServiceRuntime {
     discoveryType: string,
     events: MeshEvents,
     now: () => number,
+    options: ServiceRuntimeOptions = {},
   ) {
     this.name = name;
+    this.#local = options.local;
     this.policy = policy;
     this.events = events;
     this.now = now;
@@ -85,6 +105,7 @@ export class ServiceRuntime {
     this.retryBudget = new RetryBudget(policy.retry.budget);
     this.#balancer = this.#createBalancer();
     this.#picker = this.#emptyPicker();
+    this.resilience = new ServiceResilience(this, policy);
   }
 
   #createBalancer(): LoadBalancer {
@@ -98,7 +119,42 @@ export class ServiceRuntime {
         },
       );
     }
-    return factory.create(this.policy.lb.config);
+    const balancer = factory.create(this.policy.lb.config, { now: this.now, clock: this.#clock });
+    this.#ewmaDecayMs = balancer.ewmaDecayMs ?? PEAK_EWMA_DECAY_MS;
+    return balancer;
+  }
+
+  /** Traffic share (percent) per priority level as of the last rebuild. */
+  get priorityLoad(): ReadonlyMap<number, number> {
+    return this.#priorityLoad;
+  }
+
+  /**
+   * The request's affinity hash for hash-based policies (ring_hash, maglev), computed from the
+   * policy's `hashPolicy`; undefined for other policies. Transports call it once per request and
+   * store the result in `PickContext.hash`.
+   */
+  requestHash(headers: HeaderInput, sourceIp?: string): number | undefined {
+    const b = this.#balancer;
+    return b.requestHash === undefined ? undefined : b.requestHash(headers, sourceIp);
+  }
+
+  /**
+   * Records that `ep` answered `status` (with `retryAfterMs` from its Retry-After header, if any):
+   * when the status is one of `balancing.penalty.statuses`, the endpoint takes no new requests
+   * until the penalty (Retry-After, or the configured default, capped at `max`) ends.
+   */
+  penalize(ep: EndpointState, status: number, retryAfterMs: number | undefined): void {
+    const p = balancingOf(this.policy.extensions).penalty;
+    if (!p.statuses.includes(status)) return;
+    const ms = Math.min(retryAfterMs ?? p.defaultMs, p.maxMs);
+    if (!(ms > 0)) return;
+    const now = this.now();
+    const until = now + ms;
+    if (until <= ep.penaltyUntil) return;
+    const wasPenalized = ep.penaltyUntil > now;
+    ep.penaltyUntil = until;
+    if (!wasPenalized && this.#states.get(ep.id) === ep) this.rebuild();
   }
 
   /** Every endpoint discovery currently reports, in discovery order. */
@@ -120,6 +176,7 @@ export class ServiceRuntime {
     if (policy.retry.budget !== this.policy.retry.budget)
       this.retryBudget = new RetryBudget(policy.retry.budget);
     this.policy = policy;
+    this.resilience.setPolicy(policy);
     if (lbChanged) {
       this.#balancer.close?.();
       this.#balancer = this.#createBalancer();
@@ -160,6 +217,7 @@ export class ServiceRuntime {
     d.lastUpdate = Date.now();
     d.updates++;
     if (added > 0 || removed.length > 0 || changed || d.updates === 1) this.rebuild();
+    if (added > 0 || removed.length > 0) this.resilience.endpointsChanged();
     for (const st of removed) this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
     if (this.events.wants('endpoints')) {
       this.events.emit('endpoints', {
@@ -181,6 +239,7 @@ export class ServiceRuntime {
     d.errors++;
     this.events.emit('discoveryError', { service: this.name, source: d.type, error });
     // A first answer, even an error, ends the wait of queued requests (they then fail fast).
+    if (this.#picker === QUEUE_PICKER) this.rebuild();
     this.#wake();
   }
 
@@ -191,33 +250,45 @@ export class ServiceRuntime {
    */
   rebuild(): void {
     const now = this.now();
+    this.#clock.ms = now;
     const all = this.#all;
-    const usable: EndpointState[] = [];
-    let candidates = 0;
-    for (const st of all) {
-      const h = st.endpoint.health;
-      if (h === 'draining') continue;
-      candidates++;
-      if (h === 'unhealthy' || st.activeHealth === 'unhealthy' || st.isEjected(now)) continue;
-      usable.push(st);
-    }
-    let set: readonly EndpointState[] = usable;
     const wasPanic = this.panic;
-    // Envoy's panic threshold: when too few endpoints are usable, spread over all of them rather
-    // than overload the few. With no endpoints at all there is nothing to panic about.
-    this.panic = candidates > 0 && (usable.length * 100) / candidates < this.policy.panicThreshold;
-    if (this.panic) set = all.filter((st) => st.endpoint.health !== 'draining');
-    if (set.length === 0 && all.length > 0) set = all; // only draining endpoints left: use them
-    if (this.filter && set.length > 0) set = this.filter(set, all);
+    const plan = planPicker({
+      all,
+      now,
+      panicThreshold: this.policy.panicThreshold,
+      config: balancingOf(this.policy.extensions),
+      local: this.#local,
+      balancer: this.#balancer,
+      filter: this.filter,
+    });
+    this.panic = plan.panic;
+    this.#refreshAt = plan.refreshAt;
+    this.#priorityLoad = plan.priorityLoad;
     if (wasPanic !== this.panic) {
       this.events.emit('panic', {
         service: this.name,
         panic: this.panic,
-        usable: usable.length,
+        usable: plan.usable,
         total: all.length,
       });
     }
-    this.#picker = set.length === 0 ? this.#emptyPicker() : this.#balancer.update(set);
+    this.#picker =
+      plan.picker !== undefined
+        ? plan.picker
+        : all.length === 0
+          ? this.#emptyPicker()
+          : this.#noHealthyPicker();
+  }
+
+  #noHealthyPicker(): Picker {
+    const error = new MeshError(
+      ErrorCodes.NO_HEALTHY_ENDPOINT,
+      `service "${this.name}" has no healthy endpoint (${this.#all.length} known; panic threshold is 0)`,
+      { service: this.name },
+    );
+    const result: PickResult = Object.freeze({ kind: 'fail', error });
+    return { pick: () => result };
   }
 
   #emptyPicker(): Picker {
@@ -238,6 +309,9 @@ export class ServiceRuntime {
    * endpoint is available, so that a retry goes elsewhere (Envoy's previous-hosts predicate).
    */
   pick(ctx: PickContext, avoid?: EndpointState): PickResult {
+    // Slow start ramps, ejections and penalties end with time: recompute lazily when one is due
+    // (one clock read per pick only while such a deadline is pending).
+    if (this.#refreshAt !== Number.POSITIVE_INFINITY && this.now() >= this.#refreshAt) this.rebuild();
     let result = this.#picker.pick(ctx);
     if (avoid !== undefined && result.kind === 'pick' && result.endpoint === avoid && this.#all.length > 1) {
       for (let i = 0; i < 3 && result.kind === 'pick' && result.endpoint === avoid; i++)
@@ -254,7 +328,6 @@ export class ServiceRuntime {
 
   #wake(): void {
     if (this.#waiters.length === 0) return;
-    if (this.#picker === QUEUE_PICKER) this.rebuild();
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const w of waiters) w();
@@ -284,17 +357,23 @@ export class ServiceRuntime {
   ): void {
     ep.active--;
     const now = this.now();
+    this.#clock.ms = now;
     const rtt = now - start;
     if (outcome !== 'success') ep.failures++;
     if (outcome !== 'cancelled') {
-      if (rtt > ep.ewmaMs) {
+      // Peak-EWMA (Finagle/Linkerd): the estimate as pickers read it has decayed towards zero
+      // since the last observation; a latency above that jumps in at once, a lower one is blended
+      // in with a weight that grows with the time since the last observation. Failures only ever
+      // raise the estimate, so an endpoint that fails fast does not look attractive.
+      const w = ep.ewmaMs === 0 ? 0 : Math.exp(-Math.max(0, now - ep.ewmaStamp) / this.#ewmaDecayMs);
+      const current = ep.ewmaMs * w;
+      if (rtt >= current) {
         ep.ewmaMs = rtt;
-      } else {
-        const elapsed = Math.max(0, now - ep.ewmaStamp);
-        const w = Math.exp(-elapsed / PEAK_EWMA_DECAY_MS);
-        ep.ewmaMs = ep.ewmaMs * w + rtt * (1 - w);
+        ep.ewmaStamp = now;
+      } else if (outcome === 'success') {
+        ep.ewmaMs = current + rtt * (1 - w);
+        ep.ewmaStamp = now;
       }
-      ep.ewmaStamp = now;
     }
     for (let i = 0; i < this.#observers.length; i++) {
       (this.#observers[i] as AttemptObserver)(ep, outcome, status, rtt, now);
@@ -326,6 +405,7 @@ export class ServiceRuntime {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.resilience.close();
     this.#balancer.close?.();
     for (const st of this.#all) this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
     this.#wake();

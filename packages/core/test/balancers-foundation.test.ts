@@ -1,26 +1,42 @@
 import { describe, expect, it } from 'vitest';
-import { EndpointState, leastRequest, makeEndpoint, roundRobin } from '../src/index.js';
+import {
+  EndpointState,
+  leastRequest,
+  makeEndpoint,
+  type Picker,
+  type PickResult,
+  peakEwma,
+  roundRobin,
+} from '../src/index.js';
 
 function states(n: number): EndpointState[] {
-  return Array.from({ length: n }, (_, i) => new EndpointState('svc', makeEndpoint({ address: '10.0.0.1', port: 1000 + i }), 0));
+  return Array.from(
+    { length: n },
+    (_, i) => new EndpointState('svc', makeEndpoint({ address: '10.0.0.1', port: 1000 + i }), 0),
+  );
 }
 
-function pickMany(picker: { pick(ctx: { attempt: number }): { kind: string } }, n: number): Map<string, number> {
+function pickMany(picker: Picker, n: number): Map<string, number> {
   const counts = new Map<string, number>();
   for (let i = 0; i < n; i++) {
     const r = picker.pick({ attempt: 0 });
     if (r.kind !== 'pick') throw new Error(`unexpected ${r.kind}`);
-    const id = (r as { endpoint: EndpointState }).endpoint.id;
+    const id = r.endpoint.id;
     counts.set(id, (counts.get(id) ?? 0) + 1);
   }
   return counts;
+}
+
+function idOf(r: PickResult): string {
+  if (r.kind !== 'pick') throw new Error(`unexpected ${r.kind}`);
+  return r.endpoint.id;
 }
 
 describe('round_robin', () => {
   it('visits every endpoint in turn', () => {
     const eps = states(4);
     const picker = roundRobin.create(undefined).update(eps);
-    const seq = Array.from({ length: 8 }, () => (picker.pick() as { endpoint: EndpointState }).endpoint.id);
+    const seq = Array.from({ length: 8 }, () => idOf(picker.pick({ attempt: 0 })));
     expect(new Set(seq.slice(0, 4)).size).toBe(4);
     expect(seq.slice(4)).toEqual(seq.slice(0, 4));
   });
@@ -33,8 +49,8 @@ describe('round_robin', () => {
   it('keeps its position across picker rebuilds', () => {
     const eps = states(3);
     const lb = roundRobin.create(undefined);
-    const first = (lb.update(eps).pick() as { endpoint: EndpointState }).endpoint;
-    const second = (lb.update(eps).pick() as { endpoint: EndpointState }).endpoint;
+    const first = idOf(lb.update(eps).pick({ attempt: 0 }));
+    const second = idOf(lb.update(eps).pick({ attempt: 0 }));
     expect(second).not.toBe(first);
   });
 });
@@ -72,5 +88,20 @@ describe('least_request (P2C)', () => {
     const heavy = counts.get('10.0.0.1:1') ?? 0;
     expect(heavy).toBeGreaterThan(counts.get('10.0.0.1:2') ?? 0);
     expect(heavy).toBeGreaterThan(counts.get('10.0.0.1:3') ?? 0);
+  });
+});
+
+describe('peak_ewma with a never-observed endpoint', () => {
+  it('sends it one probe at once, and no flood while the probe is out', () => {
+    const [seen, fresh] = states(2) as [EndpointState, EndpointState];
+    seen.ewmaMs = 1;
+    seen.ewmaStamp = 0;
+    const picker = peakEwma
+      .create(peakEwma.parseConfig({}, 'lb', []), { now: () => 0, clock: { ms: 0 } })
+      .update([seen, fresh]);
+    expect(idOf(picker.pick({ attempt: 0 }))).toBe(fresh.id);
+    fresh.active = 1; // the probe is in flight: now it costs the mean (1ms) x 2 in flight
+    const counts = pickMany(picker, 100);
+    expect(counts.get(seen.id)).toBe(100);
   });
 });

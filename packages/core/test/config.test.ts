@@ -2,7 +2,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { checkConfig, ErrorCodes, isConfigError, isMeshError, loadConfig, MeshConfigError, parseConfig } from '../src/index.js';
+import {
+  checkConfig,
+  ErrorCodes,
+  isConfigError,
+  isMeshError,
+  loadConfig,
+  MeshConfigError,
+  parseConfig,
+} from '../src/index.js';
 
 function issuesOf(raw: unknown): string[] {
   return checkConfig(raw).issues.map((i) => `${i.path}: ${i.message}`);
@@ -15,13 +23,20 @@ describe('config', () => {
   });
 
   it('accepts the design example and fills defaults', () => {
-    const config = parseConfig({ services: { reviews: { endpoints: ['127.0.0.1:9001', '127.0.0.1:9002'], lb: 'round_robin' } } });
+    const config = parseConfig({
+      services: { reviews: { endpoints: ['127.0.0.1:9001', '127.0.0.1:9002'], lb: 'round_robin' } },
+    });
     const svc = config.services.reviews;
     expect(svc?.discovery.type).toBe('static');
     expect(svc?.lb.policy).toBe('round_robin');
     expect(svc?.timeoutMs).toBe(15_000);
     expect(svc?.retry.maxRetries).toBe(2);
-    expect([...(svc?.retry.on ?? [])].sort()).toEqual(['connect-failure', 'refused-stream', 'reset', 'retriable-status-codes']);
+    expect([...(svc?.retry.on ?? [])].sort()).toEqual([
+      'connect-failure',
+      'refused-stream',
+      'reset',
+      'retriable-status-codes',
+    ]);
     expect(svc?.retry.statusCodes).toEqual([503]);
     expect(config.passthrough).toBe(true);
   });
@@ -30,11 +45,18 @@ describe('config', () => {
     const config = parseConfig({
       services: {
         a: ['10.0.0.1:80'],
-        b: { endpoints: [{ address: '::1', port: 8080, weight: 3, zone: 'z1', priority: 1, metadata: { pod: 'b-1' } }] },
+        b: {
+          endpoints: [
+            { address: '::1', port: 8080, weight: 3, zone: 'z1', priority: 1, metadata: { pod: 'b-1' } },
+          ],
+        },
       },
     });
-    const ep = (config.services.b?.discovery.config as { endpoints: { id: string; weight: number; locality: { zone: string } }[] })
-      .endpoints[0];
+    const b = config.services.b;
+    if (!b) throw new Error('service b missing');
+    const ep = (
+      b.discovery.config as { endpoints: { id: string; weight: number; locality: { zone: string } }[] }
+    ).endpoints[0];
     expect(ep?.id).toBe('[::1]:8080');
     expect(ep?.weight).toBe(3);
     expect(ep?.locality.zone).toBe('z1');
@@ -44,7 +66,11 @@ describe('config', () => {
     const issues = issuesOf({
       services: {
         reviews: { endpoints: ['127.0.0.1', 'x:99999', 42], lb: 'nope', timeout: 'soon', endpionts: [] },
-        ratings: { lb: { policy: 'least_request', choiceCount: 1 }, endpoints: ['127.0.0.1:1'], retry: { on: ['bogus', 503] } },
+        ratings: {
+          lb: { policy: 'least_request', choiceCount: 1 },
+          endpoints: ['127.0.0.1:1'],
+          retry: { on: ['bogus', 503] },
+        },
         empty: {},
       },
       defaults: { panicThreshold: 120 },
@@ -79,12 +105,17 @@ describe('config', () => {
   });
 
   it('rejects two discovery kinds for one service', () => {
-    expect(issuesOf({ services: { x: { endpoints: ['a:1'], dns: 'b:2' } } }).join()).toContain('more than one discovery');
+    expect(issuesOf({ services: { x: { endpoints: ['a:1'], dns: 'b:2' } } }).join()).toContain(
+      'more than one discovery',
+    );
   });
 
   it('parses retry options and defaults inheritance', () => {
     const config = parseConfig({
-      defaults: { timeout: '2s', retry: { attempts: 3, on: 'connect-failure,5xx', backoff: { base: '10ms', max: '1s' } } },
+      defaults: {
+        timeout: '2s',
+        retry: { attempts: 3, on: 'connect-failure,5xx', backoff: { base: '10ms', max: '1s' } },
+      },
       services: { a: { endpoints: ['h:1'] }, b: { endpoints: ['h:2'], retry: false, timeout: 0 } },
     });
     expect(config.services.a?.timeoutMs).toBe(2000);
@@ -99,7 +130,9 @@ describe('config', () => {
     dirs.push(dir);
     writeFileSync(join(dir, 'mesh.yaml'), 'services:\n  reviews:\n    file: ./reviews.yaml\n');
     const config = loadConfig(join(dir, 'mesh.yaml'));
-    expect((config.services.reviews?.discovery.config as { path: string }).path).toBe(join(dir, 'reviews.yaml'));
+    const reviews = config.services.reviews;
+    if (!reviews) throw new Error('service reviews missing');
+    expect((reviews.discovery.config as { path: string }).path).toBe(join(dir, 'reviews.yaml'));
     writeFileSync(join(dir, 'mesh.json'), JSON.stringify({ services: { r: { endpoints: ['h:1'] } } }));
     expect(Object.keys(loadConfig(join(dir, 'mesh.json')).services)).toEqual(['r']);
   });

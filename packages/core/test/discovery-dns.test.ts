@@ -21,12 +21,20 @@ describe('DNS discovery (against a real DNS server on loopback)', () => {
       },
     });
     cleanups.push(() => server.close());
-    const mesh = new Mesh(parseConfig({ services: { ratings: { dns: { servers: [server.address], timeout: '300ms', tries: 1, ...dns } } } }));
+    const mesh = new Mesh(
+      parseConfig({
+        services: { ratings: { dns: { servers: [server.address], timeout: '300ms', tries: 1, ...dns } } },
+      }),
+    );
     cleanups.push(() => mesh.close());
     return { server, mesh };
   }
 
-  const ids = (mesh: Mesh) => mesh.service('ratings')?.endpoints.map((e) => e.id).sort() ?? [];
+  const ids = (mesh: Mesh) =>
+    mesh
+      .service('ratings')
+      ?.endpoints.map((e) => e.id)
+      .sort() ?? [];
 
   it('resolves A and AAAA records into endpoints', async () => {
     const { mesh } = await setup({ name: 'ratings.test:8080' });
@@ -51,7 +59,12 @@ describe('DNS discovery (against a real DNS server on loopback)', () => {
   });
 
   it('re-resolves periodically and applies changes', async () => {
-    const { server, mesh } = await setup({ name: 'ratings.test:8080', recordType: 'A', refreshInterval: '50ms', respectTtl: false });
+    const { server, mesh } = await setup({
+      name: 'ratings.test:8080',
+      recordType: 'A',
+      refreshInterval: '50ms',
+      respectTtl: false,
+    });
     await mesh.ready();
     const changed = nextEvent(mesh.events, 'endpoints', (e) => e.added === 1);
     server.records.A = { 'ratings.test': ['10.1.0.1', '10.1.0.3'] };
@@ -61,14 +74,21 @@ describe('DNS discovery (against a real DNS server on loopback)', () => {
   });
 
   it('keeps the last good answer when the resolver fails, and recovers', async () => {
-    const { server, mesh } = await setup({ name: 'ratings.test:8080', recordType: 'A', refreshInterval: '50ms', respectTtl: false });
+    const { server, mesh } = await setup({
+      name: 'ratings.test:8080',
+      recordType: 'A',
+      refreshInterval: '50ms',
+      respectTtl: false,
+    });
     await mesh.ready();
     const failed = nextEvent(mesh.events, 'discoveryError');
     server.failing = true;
     const err = await failed;
     expect(err.error.message).toContain('DNS A lookup of "ratings.test" failed');
     expect(ids(mesh)).toEqual(['10.1.0.1:8080', '10.1.0.2:8080']);
-    expect(mesh.snapshot().services.ratings?.discovery.lastError).toContain('keeping the last good endpoints');
+    expect(mesh.snapshot().services.ratings?.discovery.lastError).toContain(
+      'keeping the last good endpoints',
+    );
     // NXDOMAIN (the name vanished) also keeps the last good answer.
     server.failing = false;
     server.records.A = {};
@@ -90,7 +110,9 @@ describe('DNS discovery (against a real DNS server on loopback)', () => {
   });
 
   it('validates its options by path', () => {
-    expect(() => parseConfig({ services: { r: { dns: { name: 'x.test', servers: ['not-an-ip'], recordType: 'MX' } } } })).toThrowError(
+    expect(() =>
+      parseConfig({ services: { r: { dns: { name: 'x.test', servers: ['not-an-ip'], recordType: 'MX' } } } }),
+    ).toThrowError(
       /services\.r\.recordType: must be one of[\s\S]*services\.r\.servers\[0\]: must be an IP address/,
     );
   });

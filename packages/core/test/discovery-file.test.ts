@@ -15,7 +15,9 @@ describe('file discovery', () => {
     const dir = mkdtempSync(join(tmpdir(), 'meshlet-file-'));
     const file = join(dir, 'reviews.yaml');
     writeFileSync(file, initial);
-    const mesh = new Mesh(parseConfig({ services: { reviews: { file: { path: file, pollInterval: '200ms', ...extra } } } }));
+    const mesh = new Mesh(
+      parseConfig({ services: { reviews: { file: { path: file, pollInterval: '200ms', ...extra } } } }),
+    );
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     cleanups.push(() => mesh.close());
     return { dir, file, mesh };
@@ -28,7 +30,10 @@ describe('file discovery', () => {
     await mesh.ready();
     expect(ids(mesh)).toEqual(['127.0.0.1:9001', '127.0.0.1:9002']);
     const updated = nextEvent(mesh.events, 'endpoints', (e) => e.service === 'reviews');
-    writeFileSync(file, 'endpoints:\n  - 127.0.0.1:9003\n  - { address: 127.0.0.1, port: 9004, weight: 5 }\n');
+    writeFileSync(
+      file,
+      'endpoints:\n  - 127.0.0.1:9003\n  - { address: 127.0.0.1, port: 9004, weight: 5 }\n',
+    );
     const ev = await updated;
     expect(ev.added).toBe(2);
     expect(ev.removed).toBe(2);
@@ -112,7 +117,9 @@ describe('file discovery', () => {
     mesh.events.on('endpoints', () => updates++);
     writeFileSync(file, '- 127.0.0.1:9002\n');
     // Close is synchronous for file sources: nothing is scheduled afterwards.
-    expect(process.getActiveResourcesInfo().filter((r) => r === 'FSEvent' || r === 'StatWatcher')).toEqual([]);
+    expect(process.getActiveResourcesInfo().filter((r) => r === 'FSEvent' || r === 'StatWatcher')).toEqual(
+      [],
+    );
     expect(updates).toBe(0);
   });
 });

@@ -13,13 +13,20 @@ describe('Mesh', () => {
   };
 
   it('is ready once static services are known and snapshots as JSON', async () => {
-    const mesh = make({ services: { reviews: { endpoints: ['127.0.0.1:9001', { address: '127.0.0.1', port: 9002, zone: 'z1' }] } } });
+    const mesh = make({
+      services: {
+        reviews: { endpoints: ['127.0.0.1:9001', { address: '127.0.0.1', port: 9002, zone: 'z1' }] },
+      },
+    });
     await mesh.ready();
     expect(mesh.isReady).toBe(true);
     const snap = JSON.parse(JSON.stringify(mesh.snapshot()));
     expect(snap.ready).toBe(true);
     expect(snap.services.reviews.discovery.type).toBe('static');
-    expect(snap.services.reviews.endpoints.map((e: { id: string }) => e.id)).toEqual(['127.0.0.1:9001', '127.0.0.1:9002']);
+    expect(snap.services.reviews.endpoints.map((e: { id: string }) => e.id)).toEqual([
+      '127.0.0.1:9001',
+      '127.0.0.1:9002',
+    ]);
     expect(snap.services.reviews.endpoints[1].locality.zone).toBe('z1');
   });
 
@@ -73,7 +80,11 @@ describe('Mesh', () => {
   });
 
   it('balances over all endpoints below the panic threshold', async () => {
-    const mesh = make({ services: { s: { endpoints: ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3', '127.0.0.1:4'], lb: 'round_robin' } } });
+    const mesh = make({
+      services: {
+        s: { endpoints: ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3', '127.0.0.1:4'], lb: 'round_robin' },
+      },
+    });
     await mesh.ready();
     const rt = mesh.service('s');
     if (!rt) throw new Error('no runtime');
@@ -85,10 +96,12 @@ describe('Mesh', () => {
     }
     rt.rebuild();
     expect(rt.panic).toBe(true);
-    const picked = new Set(Array.from({ length: 8 }, () => {
-      const r = rt.pick({ attempt: 0 });
-      return r.kind === 'pick' ? r.endpoint.id : '';
-    }));
+    const picked = new Set(
+      Array.from({ length: 8 }, () => {
+        const r = rt.pick({ attempt: 0 });
+        return r.kind === 'pick' ? r.endpoint.id : '';
+      }),
+    );
     expect(picked.size).toBe(4);
     expect(panics).toEqual([true]);
   });

@@ -4,11 +4,16 @@ import {
   ErrorCodes,
   type Mesh,
   MeshError,
+  type Router,
   type ServiceRuntime,
+  UNLIMITED,
 } from '@meshlet/core';
 import { Agent, Dispatcher, Pool } from 'undici';
 import { toLegacyHandler } from './handler.js';
-import { MeshRequest, type RequestHost } from './request.js';
+import { startMeshRequest } from './hedge.js';
+import type { RequestHook } from './hook.js';
+import type { RequestHost } from './request.js';
+import { dispatchRouted } from './routed.js';
 
 /** The slot in `EndpointState.slots` where this transport keeps the endpoint's connection pool. */
 const POOL_SLOT = allocateEndpointSlot();
@@ -26,11 +31,18 @@ export interface MeshDispatcherOptions {
   poolOptions?: Pool.Options;
   /** TLS and other connect options per endpoint. */
   connect?: ConnectOptionsProvider;
+  /**
+   * Observes every logical mesh request (start, each attempt, end) and may add headers once per
+   * request — how tracing injects `traceparent`. See `RequestHook` in hook.ts. Default none.
+   */
+  requestHook?: RequestHook;
 }
 
 interface RouteEntry {
   readonly runtime: ServiceRuntime | null;
   readonly authority: string;
+  /** A route table (xDS listener) that picks the service per request; null for plain services. */
+  readonly router?: Router | undefined;
 }
 
 /**
@@ -44,10 +56,25 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
   readonly #ownsPassthrough: boolean;
   readonly #poolOptions: Pool.Options;
   readonly #connect: ConnectOptionsProvider | undefined;
+  /**
+   * The request hook (tracing). Settable after construction so that extensions wired in
+   * `createMesh` can install it; undefined costs one property read per request.
+   */
+  requestHook: RequestHook | undefined;
   readonly #routes = new Map<string, RouteEntry>();
+  /** For routed requests (created once, not per request). */
+  readonly #isClosed = (): boolean => this.#closed;
   readonly #pools = new Set<Pool>();
   readonly #unsubscribe: () => void;
   #closed = false;
+  /**
+   * undici's `fetch` hands a dispatcher with this flag the request body's *source* (the string,
+   * bytes, Blob or FormData the caller gave) instead of a one-shot async generator. That is what
+   * makes fetch bodies replayable, so that idempotent requests with bodies can be retried; a
+   * streamed body still arrives as a stream and is never retried. The flag has no other effect
+   * (undici 7.x reads it in exactly one place, `httpNetworkFetch`).
+   */
+  readonly isMockActive = true;
 
   constructor(mesh: Mesh, options: MeshDispatcherOptions = {}) {
     super();
@@ -56,6 +83,7 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
     this.#passthrough = options.passthrough ?? new Agent();
     this.#poolOptions = options.poolOptions ?? {};
     this.#connect = options.connect;
+    this.requestHook = options.requestHook;
     this.#unsubscribe = mesh.events.on('endpointRemoved', ({ endpoint }) => this.#release(endpoint));
   }
 
@@ -64,6 +92,10 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
     const key = typeof origin === 'string' ? origin : origin instanceof URL ? origin.origin : '';
     let route = this.#routes.get(key);
     if (route === undefined) route = this.#route(key);
+    if (route.router !== undefined) {
+      dispatchRouted(this, route.router, opts, toLegacyHandler(handler), route.authority, this.#isClosed);
+      return true;
+    }
     const rt = route.runtime;
     if (rt === null) {
       if (!this.mesh.config.passthrough && key !== '') {
@@ -85,7 +117,7 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
       h.onError?.(new MeshError(ErrorCodes.CLOSED, 'the mesh dispatcher is closed', { service: rt.name }));
       return true;
     }
-    new MeshRequest(this, rt, opts, toLegacyHandler(handler), route.authority).start();
+    startMeshRequest(this, rt, opts, toLegacyHandler(handler), route.authority);
     return true;
   }
 
@@ -96,8 +128,10 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
         const url = new URL(key);
         const port = url.port === '' ? undefined : Number(url.port);
         const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-        const runtime = this.mesh.resolve(host, port);
-        if (runtime) entry = { runtime, authority: url.host };
+        const router = this.mesh.router(host, port);
+        const runtime = router ? undefined : this.mesh.resolve(host, port);
+        if (router) entry = { runtime: null, authority: url.host, router };
+        else if (runtime) entry = { runtime, authority: url.host };
       } catch {
         // Not a URL: leave it to the passthrough, which reports it.
       }
@@ -112,13 +146,18 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
     const existing = ep.slots[POOL_SLOT] as Pool | undefined;
     if (existing !== undefined) return existing;
     const c = rt.policy.connection;
+    // thresholds.maxConnections caps each endpoint's pool (requests over it wait as pending).
+    const maxConn = Math.min(
+      c.maxPerEndpoint > 0 ? c.maxPerEndpoint : UNLIMITED,
+      rt.policy.thresholds.maxConnections,
+    );
     const connect = this.#connect?.(ep, rt);
     const secure = connect !== undefined;
     const host = ep.endpoint.address.includes(':') ? `[${ep.endpoint.address}]` : ep.endpoint.address;
     const pool = new Pool(`${secure ? 'https' : 'http'}://${host}:${ep.endpoint.port}`, {
       keepAliveTimeout: c.keepAliveTimeoutMs,
       connectTimeout: c.connectTimeoutMs,
-      ...(c.maxPerEndpoint > 0 ? { connections: c.maxPerEndpoint } : {}),
+      ...(maxConn < UNLIMITED ? { connections: maxConn } : {}),
       ...this.#poolOptions,
       ...(connect ? { connect } : {}),
     });

@@ -79,7 +79,12 @@ class ControllerAdapter implements LegacyHandler {
     this.#h.onRequestStart?.(this.#controller, context);
   }
   onUpgrade(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: unknown): void {
-    this.#h.onRequestUpgrade?.(this.#controller, statusCode, headersObject(rawHeaders), socket as import('node:stream').Duplex);
+    this.#h.onRequestUpgrade?.(
+      this.#controller,
+      statusCode,
+      headersObject(rawHeaders),
+      socket as import('node:stream').Duplex,
+    );
   }
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     this.#c.bindResume(resume);

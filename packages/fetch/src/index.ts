@@ -2,3 +2,10 @@ export { type ConnectOptionsProvider, MeshDispatcher, type MeshDispatcherOptions
 export { classifyError } from './errors.js';
 export { createMeshFetch, type MeshFetch } from './fetch.js';
 export { type LegacyHandler, rawHeader, toLegacyHandler } from './handler.js';
+export {
+  addHeaders,
+  type RequestHook,
+  type RequestObserver,
+  type RequestStartInfo,
+  readHeader,
+} from './hook.js';

@@ -1,22 +1,32 @@
 import {
+  type BreakerPermit,
   backoffDelay,
+  currentDeadline,
+  DEADLINE_HEADER,
   type EndpointState,
   ErrorCodes,
+  effectiveTimeout,
   isIdempotentMethod,
   MeshError,
   type Outcome,
   type PickContext,
   parseRetryAfter,
   type RetryCondition,
+  type RouteTarget,
+  type ServicePolicy,
   type ServiceRuntime,
+  type Thresholds,
 } from '@meshlet/core';
 import type { Dispatcher } from 'undici';
 import { type Classified, classifyError, toMeshError } from './errors.js';
 import { type LegacyHandler, rawHeader } from './handler.js';
+import { addHeaders, type RequestHook, type RequestObserver, startObserver } from './hook.js';
 
 /** What a request needs from the dispatcher that runs it. */
 export interface RequestHost {
   poolFor(ep: EndpointState, runtime: ServiceRuntime): Dispatcher;
+  /** Tracing/header hook (see hook.ts); undefined costs nothing. */
+  readonly requestHook?: RequestHook | undefined;
 }
 
 enum State {
@@ -59,6 +69,16 @@ function withHost(
   return { ...(headers as Record<string, string>), host: authority };
 }
 
+/** Appends a header to headers already normalised by `withHost` (array or plain object). */
+function withHeader(
+  headers: Dispatcher.DispatchOptions['headers'],
+  name: string,
+  value: string,
+): Dispatcher.DispatchOptions['headers'] {
+  if (Array.isArray(headers)) return [...headers, name, value] as Dispatcher.DispatchOptions['headers'];
+  return { ...(headers as Record<string, string>), [name]: value };
+}
+
 /**
  * One logical request through the mesh: deadline → (retry → pick → attempt)*. Each attempt gets
  * its own undici abort function and its own per-try timer; the caller's handler sees exactly one
@@ -78,6 +98,8 @@ export class MeshRequest {
   readonly #start: number;
   readonly #idempotent: boolean;
   readonly #replayable: boolean;
+  /** The request hook's observer for this request (tracing), if any. */
+  readonly #observer: RequestObserver | undefined;
 
   #state = State.Idle;
   #attempt = -1;
@@ -88,6 +110,13 @@ export class MeshRequest {
   /** Why the request was stopped by us or the caller (timeout, cancellation). */
   #stopReason: Error | undefined;
   #lastStatus: number | undefined;
+  #queued = false;
+  /** A retry slot (max active retries) taken for the next attempt. */
+  #retrySlot = false;
+  /** The service's policy, or the route's override of it. */
+  readonly #policy: ServicePolicy;
+  /** The policy timeout, shortened to what is left of the inbound deadline in scope (core deadline.ts). */
+  readonly #timeoutMs: number;
 
   constructor(
     host: RequestHost,
@@ -95,12 +124,29 @@ export class MeshRequest {
     opts: Dispatcher.DispatchOptions,
     handler: LegacyHandler,
     authority: string,
+    route?: RouteTarget,
   ) {
     this.#host = host;
     this.#rt = rt;
     this.#handler = handler;
-    this.#opts = { ...opts, headers: withHost(opts.headers, authority) };
-    this.#ctx = { attempt: 0, headers: undefined, hash: undefined };
+    // A router (xDS routes) may override the service's timeout/retry policy and set the hash.
+    this.#policy = route?.policy ?? rt.policy;
+    this.#timeoutMs = effectiveTimeout(this.#policy.timeoutMs);
+    const headers = withHost(opts.headers, authority);
+    // Under an inbound deadline, tell the next hop how long it has (x-meshlet-deadline-ms).
+    // Object.assign, not `{ ...opts }`: undici's Request reads an object built by spread several
+    // µs slower per request (measured in test/bench/suites/fetch.ts, see docs/benchmarks.md).
+    this.#opts = Object.assign({}, opts, {
+      headers:
+        currentDeadline() === undefined
+          ? headers
+          : withHeader(headers, DEADLINE_HEADER, String(this.#timeoutMs)),
+    });
+    this.#ctx = { attempt: 0, headers: undefined, hash: route?.hash ?? rt.requestHash(headers) };
+    const hook = host.requestHook;
+    this.#observer = hook === undefined ? undefined : startObserver(hook, rt, opts, authority);
+    const extra = this.#observer?.headers;
+    if (extra !== undefined) this.#opts.headers = addHeaders(this.#opts.headers, extra);
     this.#start = rt.now();
     const method = opts.method;
     this.#idempotent = isIdempotentMethod(method);
@@ -110,7 +156,7 @@ export class MeshRequest {
   start(): void {
     const rt = this.#rt;
     rt.retryBudget.recordRequest(this.#start);
-    const timeout = rt.policy.timeoutMs;
+    const timeout = this.#timeoutMs;
     if (timeout > 0) {
       this.#deadline = setTimeout(
         (self: MeshRequest) =>
@@ -158,9 +204,42 @@ export class MeshRequest {
   #next(): void {
     if (this.#state === State.Done) return;
     const rt = this.#rt;
+    // Resilience before the pick: the breaker (fail fast when open; one probe when half-open),
+    // then the concurrency thresholds. Shared with every transport through `rt.resilience`.
+    const resilience = rt.resilience;
+    const breaker = resilience.breaker;
+    let permit: BreakerPermit | undefined;
+    if (breaker !== undefined) {
+      permit = breaker.tryAcquire();
+      if (permit === undefined) {
+        this.#finish(breaker.openError(this.#lastEndpoint?.id), 'circuit_open');
+        return;
+      }
+    }
+    const thresholds = resilience.thresholds;
+    const overflow = thresholds.enter();
+    if (overflow !== undefined) {
+      permit?.done('ignore');
+      this.#finish(thresholds.overloadedError(overflow), 'overloaded');
+      return;
+    }
     this.#ctx.attempt = this.#attempt + 1;
     const res = rt.pick(this.#ctx, this.#lastEndpoint);
+    if (res.kind !== 'pick') {
+      permit?.done('ignore');
+      thresholds.leave(true);
+    }
     if (res.kind === 'queue') {
+      // Discovery has not answered yet: wait for its first answer (bounded by the deadline).
+      // A second `queue` means the service closed meanwhile.
+      if (this.#queued || rt.closed) {
+        this.#finish(
+          new MeshError(ErrorCodes.CLOSED, `service "${rt.name}" was closed`, { service: rt.name }),
+          'no_endpoint',
+        );
+        return;
+      }
+      this.#queued = true;
       this.#state = State.Idle;
       rt.whenDiscovered().then(() => this.#next());
       return;
@@ -173,8 +252,12 @@ export class MeshRequest {
     this.#attempt++;
     this.#state = State.InFlight;
     const att = new Attempt(this, ep, this.#attempt, rt.startAttempt(ep));
+    att.permit = permit;
+    att.thresholds = thresholds;
+    att.retrySlot = this.#retrySlot;
+    this.#retrySlot = false;
     this.#current = att;
-    const perTry = rt.policy.perTryTimeoutMs;
+    const perTry = this.#policy.perTryTimeoutMs;
     if (perTry > 0) att.startTimer(perTry);
     this.#host.poolFor(ep, rt).dispatch(this.#opts, att);
   }
@@ -182,7 +265,7 @@ export class MeshRequest {
   /** True when the attempt's failure may be retried under the policy and budget. */
   #mayRetry(condition: RetryCondition | undefined, status: number | undefined): string | undefined {
     if (this.#stopReason || this.#state === State.Streaming) return undefined;
-    const p = this.#rt.policy.retry;
+    const p = this.#policy.retry;
     if (this.#attempt >= p.maxRetries || !this.#replayable) return undefined;
     let reason: string | undefined;
     const on = p.on;
@@ -213,17 +296,28 @@ export class MeshRequest {
   #admitRetry(reason: string, retryAfterMs: number | undefined): number | undefined {
     const rt = this.#rt;
     const now = rt.now();
-    let delay = backoffDelay(rt.policy.retry, this.#attempt);
+    let delay = backoffDelay(this.#policy.retry, this.#attempt);
     if (retryAfterMs !== undefined) delay = Math.max(delay, retryAfterMs);
-    const pastDeadline = rt.policy.timeoutMs > 0 && now + delay >= this.#start + rt.policy.timeoutMs;
-    const allowed = !pastDeadline && rt.retryBudget.tryRetry(now);
+    const pastDeadline = this.#timeoutMs > 0 && now + delay >= this.#start + this.#timeoutMs;
+    // Never retry into an open breaker; respect the max-active-retries threshold.
+    const breakerOpen = rt.resilience.breaker !== undefined && rt.resilience.breaker.state !== 'closed';
+    let denial: string | undefined;
+    if (pastDeadline) denial = 'deadline';
+    else if (breakerOpen) denial = 'circuit_open';
+    else if (!rt.resilience.thresholds.startRetry()) denial = 'max_retries';
+    else if (!rt.retryBudget.tryRetry(now)) {
+      rt.resilience.thresholds.endRetry();
+      denial = 'budget';
+    }
+    const allowed = denial === undefined;
+    if (allowed) this.#retrySlot = true;
     if (rt.events.wants('retry')) {
       rt.events.emit('retry', {
         service: rt.name,
         attempt: this.#attempt + 1,
         reason,
         allowed,
-        denial: allowed ? undefined : pastDeadline ? 'deadline' : 'budget',
+        denial,
       });
     }
     return allowed ? delay : undefined;
@@ -246,7 +340,10 @@ export class MeshRequest {
   onAttemptHeaders(att: Attempt, status: number, raw: Buffer[], resume: () => void, text: string): boolean {
     if (att !== this.#current || this.#state !== State.InFlight) return false;
     this.#lastStatus = status;
-    if (status >= 500 || (status === 429 && this.#rt.policy.retry.statusCodes.includes(429))) {
+    // A shedding endpoint (429/503 + Retry-After) is avoided until the penalty ends.
+    if (status === 429 || status >= 500)
+      this.#rt.penalize(att.endpoint, status, parseRetryAfter(rawHeader(raw, 'retry-after')));
+    if (status >= 500 || (status >= 400 && this.#policy.retry.statusCodes.includes(status))) {
       const reason = this.#mayRetry(undefined, status);
       const delay =
         reason === undefined
@@ -312,6 +409,7 @@ export class MeshRequest {
     this.#endAttempt(att, 'success', status, undefined, undefined);
     this.#clearTimers();
     this.#state = State.Done;
+    this.#report('success', status, undefined);
     this.#handler.onUpgrade?.(status, raw, socket);
   }
 
@@ -351,7 +449,22 @@ export class MeshRequest {
     if (att.ended) return;
     att.ended = true;
     att.clearTimer();
+    att.release(outcome);
     this.#rt.endAttempt(att.endpoint, att.started, att.index, outcome, status, err, retryReason, 'http');
+    const o = this.#observer;
+    if (o?.attemptEnd !== undefined) {
+      try {
+        o.attemptEnd(
+          att.endpoint,
+          att.index,
+          outcome,
+          status,
+          this.#rt.now() - att.started,
+          err,
+          retryReason,
+        );
+      } catch {}
+    }
   }
 
   #clearTimers(): void {
@@ -366,12 +479,21 @@ export class MeshRequest {
     if (this.#state === State.Done) return;
     this.#state = State.Done;
     this.#clearTimers();
+    if (this.#retrySlot) {
+      this.#retrySlot = false;
+      this.#rt.resilience.thresholds.endRetry();
+    }
     this.#report(outcome, this.#lastStatus, err);
     if (this.#handler.onError) this.#handler.onError(err);
   }
 
   #report(outcome: Outcome, status: number | undefined, error: Error | undefined): void {
     const rt = this.#rt;
+    if (this.#observer !== undefined) {
+      try {
+        this.#observer.end(outcome, status, this.#attempt + 1, this.#current?.endpoint, error);
+      } catch {}
+    }
     if (!rt.events.wants('request')) return;
     rt.events.emit('request', {
       service: rt.name,
@@ -398,6 +520,13 @@ export class Attempt implements LegacyHandler {
   ended = false;
   discardReason: string | undefined;
   retryDelayMs = 0;
+  /** The breaker permit this attempt holds (settled once when it ends). */
+  permit: BreakerPermit | undefined;
+  /** The thresholds this attempt is counted in; `pendingCounted` while it waits for a connection. */
+  thresholds: Thresholds | undefined;
+  pendingCounted = true;
+  /** Whether this attempt holds a max-active-retries slot. */
+  retrySlot = false;
   #abort: ((err?: Error) => void) | undefined;
   #pendingAbort: Error | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -423,8 +552,32 @@ export class Attempt implements LegacyHandler {
     else this.#pendingAbort = err;
   }
 
+  /** Gives back what the attempt holds: breaker verdict, threshold counts, retry slot. */
+  release(outcome: Outcome): void {
+    const permit = this.permit;
+    if (permit !== undefined) {
+      this.permit = undefined;
+      // 4xx are the caller's business and cancellations say nothing about the upstream.
+      permit.done(outcome === 'success' ? 'success' : outcome === 'cancelled' ? 'ignore' : 'failure');
+    }
+    const t = this.thresholds;
+    if (t !== undefined) {
+      this.thresholds = undefined;
+      t.leave(this.pendingCounted);
+      this.pendingCounted = false;
+      if (this.retrySlot) {
+        this.retrySlot = false;
+        t.endRetry();
+      }
+    }
+  }
+
   onConnect(abort: (err?: Error) => void): void {
     this.connected = true;
+    if (this.pendingCounted && this.thresholds !== undefined) {
+      this.pendingCounted = false;
+      this.thresholds.connected();
+    }
     this.#abort = abort;
     if (this.#pendingAbort) abort(this.#pendingAbort);
   }

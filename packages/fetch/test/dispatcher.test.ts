@@ -1,6 +1,12 @@
 import type { IncomingMessage } from 'node:http';
 import { Mesh, parseConfig } from '@meshlet/core';
-import { fetch as undiciFetch, getGlobalDispatcher, request, setGlobalDispatcher } from 'undici';
+import {
+  getGlobalDispatcher,
+  type RequestInit,
+  request,
+  setGlobalDispatcher,
+  fetch as undiciFetch,
+} from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { refusedPort, startServer, type TestServer } from '../../../test/helpers/http.js';
 import { createMeshFetch, MeshDispatcher } from '../src/index.js';
@@ -11,7 +17,10 @@ describe('MeshDispatcher', () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
 
-  async function servers(n: number, handler?: (i: number, req: IncomingMessage, res: import('node:http').ServerResponse) => void) {
+  async function servers(
+    n: number,
+    handler?: (i: number, req: IncomingMessage, res: import('node:http').ServerResponse) => void,
+  ) {
     const list: TestServer[] = [];
     for (let i = 0; i < n; i++) {
       const s = await startServer((req, res) => {
@@ -39,7 +48,11 @@ describe('MeshDispatcher', () => {
     const { fetch } = meshOf({ reviews: { endpoints: s.map((x) => x.address), lb: 'round_robin' } });
     const seen = new Set<number>();
     for (let i = 0; i < 6; i++) {
-      const body = (await (await fetch('http://reviews/ratings?x=1')).json()) as { server: number; host: string; path: string };
+      const body = (await (await fetch('http://reviews/ratings?x=1')).json()) as {
+        server: number;
+        host: string;
+        path: string;
+      };
       expect(body.host).toBe('reviews');
       expect(body.path).toBe('/ratings?x=1');
       seen.add(body.server);
@@ -61,7 +74,10 @@ describe('MeshDispatcher', () => {
   it('passes hosts the mesh does not know through to a plain Agent', async () => {
     const s = await servers(1);
     const { fetch } = meshOf({ reviews: ['127.0.0.1:1'] });
-    const body = (await (await fetch(`http://${s[0]?.address}/direct`)).json()) as { path: string; host: string };
+    const body = (await (await fetch(`http://${s[0]?.address}/direct`)).json()) as {
+      path: string;
+      host: string;
+    };
     expect(body.path).toBe('/direct');
     expect(body.host).toBe(s[0]?.address);
   });
@@ -101,7 +117,9 @@ describe('MeshDispatcher', () => {
       res.end('fast');
     });
     const { fetch, mesh } = meshOf({ reviews: { endpoints: [s[0]?.address], timeout: '100ms' } });
-    const aborted = new Promise<void>((resolve) => s[0]?.server.once('request', (req: IncomingMessage) => req.socket.once('close', () => resolve())));
+    const aborted = new Promise<void>((resolve) =>
+      s[0]?.server.once('request', (req: IncomingMessage) => req.socket.once('close', () => resolve())),
+    );
     const err = await fetch('http://reviews/slow').catch((e: unknown) => e);
     expect((err as { cause?: { code?: string } }).cause?.code).toBe('MESHLET_ERR_TIMEOUT');
     await aborted;
@@ -127,7 +145,9 @@ describe('MeshDispatcher', () => {
   it('retries a refused connection on another endpoint', async () => {
     const s = await servers(1);
     const dead = await refusedPort();
-    const { fetch, mesh } = meshOf({ reviews: { endpoints: [`127.0.0.1:${dead}`, s[0]?.address], lb: 'round_robin' } });
+    const { fetch, mesh } = meshOf({
+      reviews: { endpoints: [`127.0.0.1:${dead}`, s[0]?.address], lb: 'round_robin' },
+    });
     const retries: string[] = [];
     mesh.events.on('retry', (e) => retries.push(e.reason));
     for (let i = 0; i < 10; i++) expect((await fetch('http://reviews/')).status).toBe(200);
@@ -148,7 +168,12 @@ describe('MeshDispatcher', () => {
     for (let i = 0; i < 4; i++) expect(await (await fetch('http://reviews/')).text()).toBe('ok');
     calls = 0;
     const results = await Promise.all(
-      Array.from({ length: 4 }, () => fetch('http://reviews/', { method: 'POST', body: 'payload' }).then((r) => r.status, (e: { cause?: { code?: string } }) => e.cause?.code)),
+      Array.from({ length: 4 }, () =>
+        fetch('http://reviews/', { method: 'POST', body: 'payload' }).then(
+          (r) => r.status,
+          (e: { cause?: { code?: string } }) => e.cause?.code,
+        ),
+      ),
     );
     expect(results).toContain('MESHLET_ERR_RESET');
     expect(calls).toBe(4); // no POST was sent twice
@@ -189,7 +214,9 @@ describe('MeshDispatcher', () => {
         res.end(body);
       });
     });
-    const { fetch } = meshOf({ reviews: { endpoints: [s[0]?.address], retry: { on: [503], nonIdempotent: true } } });
+    const { fetch } = meshOf({
+      reviews: { endpoints: [s[0]?.address], retry: { on: [503], nonIdempotent: true } },
+    });
     const stream = new ReadableStream({
       start(c) {
         c.enqueue(new TextEncoder().encode('streamed'));
@@ -202,7 +229,7 @@ describe('MeshDispatcher', () => {
     expect(calls).toBe(1);
   });
 
-  it('accepts handlers in undici\'s controller form (interceptors, compose)', async () => {
+  it("accepts handlers in undici's controller form (interceptors, compose)", async () => {
     const s = await servers(1);
     const { dispatcher } = meshOf({ reviews: [s[0]?.address] });
     const result = await new Promise<{ status: number; body: string; host: unknown }>((resolve, reject) => {
@@ -247,11 +274,17 @@ describe('MeshDispatcher', () => {
     const count = () => {
       const by = new Map<string, number>();
       for (const r of process.getActiveResourcesInfo()) by.set(r, (by.get(r) ?? 0) + 1);
-      return { sockets: by.get('TCPSocketWrap') ?? 0, servers: by.get('TCPServerWrap') ?? 0, timers: by.get('Timeout') ?? 0 };
+      return {
+        sockets: by.get('TCPSocketWrap') ?? 0,
+        servers: by.get('TCPServerWrap') ?? 0,
+        timers: by.get('Timeout') ?? 0,
+      };
     };
     const before = count();
     const s = await servers(2);
-    const { fetch, dispatcher, mesh } = meshOf({ reviews: { endpoints: s.map((x) => x.address), timeout: '5s' } });
+    const { fetch, dispatcher, mesh } = meshOf({
+      reviews: { endpoints: s.map((x) => x.address), timeout: '5s' },
+    });
     for (let i = 0; i < 4; i++) await (await fetch('http://reviews/')).text();
     expect(count().sockets).toBeGreaterThan(before.sockets);
     await dispatcher.close();

@@ -1,3 +1,5 @@
+import './extensions.js';
+
 export {
   type ConfigIssue,
   type ErrorCode,

@@ -6,6 +6,7 @@ import {
   parseConfig,
 } from '@meshlet/core';
 import { createMeshFetch, MeshDispatcher, type MeshDispatcherOptions, type MeshFetch } from '@meshlet/fetch';
+import { getTelemetry, type TelemetryOptions } from '@meshlet/telemetry';
 import { type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
 
 /**
@@ -37,6 +38,11 @@ export interface CreateMeshOptions extends CoreMeshOptions {
   passthrough?: Dispatcher;
   /** Environment used for defaults (default `process.env`). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Telemetry objects that cannot live in a config file: your prom-client `registry`, your
+   * OpenTelemetry `tracerProvider`, an `accessLogSink` (pino logger or function). See docs/telemetry.md.
+   */
+  telemetry?: TelemetryOptions;
 }
 
 /**
@@ -48,6 +54,8 @@ export class Mesh extends CoreMesh {
   readonly dispatcher: MeshDispatcher;
   /** WHATWG `fetch` (undici semantics) through the mesh. */
   readonly fetch: MeshFetch;
+  /** The options `createMesh` was given (extensions read theirs from here). */
+  readonly options: CreateMeshOptions;
   #restoreGlobal: (() => void) | undefined;
 
   constructor(
@@ -56,12 +64,18 @@ export class Mesh extends CoreMesh {
     dispatcherOptions: MeshDispatcherOptions = {},
   ) {
     super(config, options);
+    this.options = options;
     this.dispatcher = new MeshDispatcher(this, {
       ...dispatcherOptions,
       ...(options.passthrough ? { passthrough: options.passthrough } : {}),
     });
     this.fetch = createMeshFetch(this.dispatcher);
     this.onClose(() => this.dispatcher.close());
+  }
+
+  /** The admin page URL (`http://127.0.0.1:PORT/`) when `admin` is configured, else undefined. */
+  get adminUrl(): string | undefined {
+    return getTelemetry(this)?.admin?.url;
   }
 
   /**

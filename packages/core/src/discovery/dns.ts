@@ -1,9 +1,19 @@
-import { isIP } from 'node:net';
 import { Resolver } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { parseDuration } from '../duration.js';
 import { ErrorCodes, MeshError } from '../errors.js';
 import { type Endpoint, makeEndpoint, parseHostPort } from '../model.js';
-import { checkKeys, checkNumber, describe, isPlainObject, join, optBoolean, optEnum, optNumber, optString } from '../validate.js';
+import {
+  checkKeys,
+  checkNumber,
+  describe,
+  isPlainObject,
+  join,
+  optBoolean,
+  optEnum,
+  optNumber,
+  optString,
+} from '../validate.js';
 import type { DiscoveryContext, DiscoveryFactory, DiscoveryListener, DiscoverySource } from './types.js';
 
 export type DnsRecordType = 'A' | 'AAAA' | 'A+AAAA' | 'SRV';
@@ -94,7 +104,8 @@ export class DnsSource implements DiscoverySource {
       }
       const c = this.#config;
       next = c.refreshIntervalMs;
-      if (c.respectTtl && answer.ttl !== undefined) next = Math.max(c.minRefreshMs, Math.min(next, answer.ttl * 1000));
+      if (c.respectTtl && answer.ttl !== undefined)
+        next = Math.max(c.minRefreshMs, Math.min(next, answer.ttl * 1000));
     } catch (err) {
       if (this.#closed) return;
       this.#failures++;
@@ -119,11 +130,25 @@ export class DnsSource implements DiscoverySource {
     return this.#lookupAddresses(c.name, c.port as number, c.recordType, 1, 0);
   }
 
-  async #lookupAddresses(name: string, port: number, type: DnsRecordType, weight: number, priority: number): Promise<Answer> {
-    if (isIP(name)) return { endpoints: [makeEndpoint({ address: name, port, weight, priority, hostname: name })], ttl: undefined };
+  async #lookupAddresses(
+    name: string,
+    port: number,
+    type: DnsRecordType,
+    weight: number,
+    priority: number,
+  ): Promise<Answer> {
+    if (isIP(name))
+      return {
+        endpoints: [makeEndpoint({ address: name, port, weight, priority, hostname: name })],
+        ttl: undefined,
+      };
     const families: Array<'4' | '6'> = type === 'A' ? ['4'] : type === 'AAAA' ? ['6'] : ['4', '6'];
     const results = await Promise.allSettled(
-      families.map((f) => (f === '4' ? this.#resolver.resolve4(name, { ttl: true }) : this.#resolver.resolve6(name, { ttl: true }))),
+      families.map((f) =>
+        f === '4'
+          ? this.#resolver.resolve4(name, { ttl: true })
+          : this.#resolver.resolve6(name, { ttl: true }),
+      ),
     );
     const endpoints: Endpoint[] = [];
     let ttl: number | undefined;
@@ -189,15 +214,27 @@ export const dnsDiscovery: DiscoveryFactory<DnsDiscoveryConfig> = {
   parseConfig(raw, path, issues) {
     checkKeys(
       raw,
-      ['name', 'port', 'recordType', 'refreshInterval', 'respectTtl', 'minRefresh', 'servers', 'timeout', 'tries'],
+      [
+        'name',
+        'port',
+        'recordType',
+        'refreshInterval',
+        'respectTtl',
+        'minRefresh',
+        'servers',
+        'timeout',
+        'tries',
+      ],
       path,
       issues,
     );
     const recordType = optEnum(raw, 'recordType', path, issues, RECORD_TYPES, 'A+AAAA');
     let name = optString(raw, 'name', path, issues) ?? '';
-    if (raw.name === undefined) issues.push({ path: join(path, 'name'), message: 'is required (the DNS name to resolve)' });
+    if (raw.name === undefined)
+      issues.push({ path: join(path, 'name'), message: 'is required (the DNS name to resolve)' });
     let port: number | undefined;
-    if (raw.port !== undefined) port = checkNumber(raw.port, join(path, 'port'), issues, { min: 1, max: 65535, integer: true });
+    if (raw.port !== undefined)
+      port = checkNumber(raw.port, join(path, 'port'), issues, { min: 1, max: 65535, integer: true });
     if (recordType !== 'SRV' && name !== '' && raw.port === undefined) {
       const hp = parseHostPort(name, join(path, 'name'), issues);
       if (hp) {
@@ -208,7 +245,10 @@ export const dnsDiscovery: DiscoveryFactory<DnsDiscoveryConfig> = {
     const servers: string[] = [];
     if (raw.servers !== undefined) {
       if (!Array.isArray(raw.servers)) {
-        issues.push({ path: join(path, 'servers'), message: `must be a list of "ip" or "ip:port", got ${describe(raw.servers)}` });
+        issues.push({
+          path: join(path, 'servers'),
+          message: `must be a list of "ip" or "ip:port", got ${describe(raw.servers)}`,
+        });
       } else {
         raw.servers.forEach((s: unknown, i: number) => {
           const p = join(join(path, 'servers'), i);
@@ -217,8 +257,10 @@ export const dnsDiscovery: DiscoveryFactory<DnsDiscoveryConfig> = {
             return;
           }
           const hp = parseHostPort(s, p, issues, 53);
-          if (hp && !isIP(hp.address)) issues.push({ path: p, message: `must be an IP address, got "${hp.address}"` });
-          else if (hp) servers.push(isIP(hp.address) === 6 ? `[${hp.address}]:${hp.port}` : `${hp.address}:${hp.port}`);
+          if (hp && !isIP(hp.address))
+            issues.push({ path: p, message: `must be an IP address, got "${hp.address}"` });
+          else if (hp)
+            servers.push(isIP(hp.address) === 6 ? `[${hp.address}]:${hp.port}` : `${hp.address}:${hp.port}`);
         });
       }
     }

@@ -106,7 +106,10 @@ export class FileSource implements DiscoverySource {
       if (this.#lastFingerprint === 'missing') return;
       this.#lastFingerprint = 'missing';
       this.#lastText = undefined;
-      const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'the file does not exist (removed?)' : (err as Error).message;
+      const reason =
+        (err as NodeJS.ErrnoException).code === 'ENOENT'
+          ? 'the file does not exist (removed?)'
+          : (err as Error).message;
       this.#fail(`cannot read endpoints file ${path}: ${reason}; keeping the last good endpoints`, err);
       return;
     }
@@ -124,7 +127,14 @@ export class FileSource implements DiscoverySource {
 
   #fail(message: string, cause: unknown): void {
     if (this.#closed) return;
-    this.#listener?.onError(new MeshError(ErrorCodes.DISCOVERY, message, { service: this.#service, path: this.#config.path }, { cause }));
+    this.#listener?.onError(
+      new MeshError(
+        ErrorCodes.DISCOVERY,
+        message,
+        { service: this.#service, path: this.#config.path },
+        { cause },
+      ),
+    );
   }
 
   close(): void {
@@ -137,7 +147,11 @@ export class FileSource implements DiscoverySource {
 }
 
 /** Parses the text of an endpoints file. Every problem is reported with its field path. */
-export function parseEndpointsFile(text: string, source: string, key: string | undefined): { endpoints: Endpoint[] } | { error: string } {
+export function parseEndpointsFile(
+  text: string,
+  source: string,
+  key: string | undefined,
+): { endpoints: Endpoint[] } | { error: string } {
   let raw: unknown;
   try {
     raw = parseConfigText(text, source);
@@ -148,7 +162,9 @@ export function parseEndpointsFile(text: string, source: string, key: string | u
   let path = '';
   if (key !== undefined) {
     if (!isPlainObject(raw) || !(key in raw)) {
-      return { error: `invalid endpoints file ${source}: no entry "${key}" (the file must map service keys to endpoint lists)` };
+      return {
+        error: `invalid endpoints file ${source}: no entry "${key}" (the file must map service keys to endpoint lists)`,
+      };
     }
     raw = raw[key];
     path = key;
@@ -177,11 +193,15 @@ export const fileDiscovery: DiscoveryFactory<FileDiscoveryConfig> = {
   parseConfig(raw, path, issues, baseDir) {
     checkKeys(raw, ['path', 'key', 'pollInterval'], path, issues);
     const p = optString(raw, 'path', path, issues);
-    if (p === undefined && raw.path === undefined) issues.push({ path: join(path, 'path'), message: `is required, got ${describe(raw.path)}` });
+    if (p === undefined && raw.path === undefined)
+      issues.push({ path: join(path, 'path'), message: `is required, got ${describe(raw.path)}` });
     return Object.freeze({
       path: resolve(baseDir, p ?? '.'),
       key: optString(raw, 'key', path, issues),
-      pollIntervalMs: raw.pollInterval === undefined ? 5000 : (parseDuration(raw.pollInterval, join(path, 'pollInterval'), issues) ?? 5000),
+      pollIntervalMs:
+        raw.pollInterval === undefined
+          ? 5000
+          : (parseDuration(raw.pollInterval, join(path, 'pollInterval'), issues) ?? 5000),
     });
   },
   create(config, ctx: DiscoveryContext) {

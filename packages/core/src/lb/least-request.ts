@@ -23,17 +23,19 @@ class LeastRequestPicker implements Picker {
     this.#eps = eps;
     this.#choices = Math.min(config.choiceCount, eps.length);
     this.#bias = config.activeRequestBias;
-    this.#weighted = eps.some((e) => e.endpoint.weight !== (eps[0] as EndpointState).endpoint.weight);
+    this.#weighted = eps.some((e) => e.lbWeight !== (eps[0] as EndpointState).lbWeight);
   }
 
   pick(): PickResult {
     const eps = this.#eps;
     const n = eps.length;
     if (n === 1) return (eps[0] as EndpointState).picked;
-    const i = (Math.random() * n) | 0;
+    // One random draw gives two distinct endpoints: the integer part the first, the fraction the
+    // second among the other n - 1. Further choices may repeat.
+    const r = Math.random() * n;
+    const i = r | 0;
     let best = eps[i] as EndpointState;
-    // The second choice is always a different endpoint; further choices may repeat.
-    let cand = eps[(i + 1 + ((Math.random() * (n - 1)) | 0)) % n] as EndpointState;
+    let cand = eps[(i + 1 + (((r - i) * (n - 1)) | 0)) % n] as EndpointState;
     for (let c = 1; c < this.#choices; c++) {
       if (c > 1) cand = eps[(Math.random() * n) | 0] as EndpointState;
       if (this.#weighted ? this.#score(cand) > this.#score(best) : cand.active < best.active) best = cand;
@@ -42,7 +44,7 @@ class LeastRequestPicker implements Picker {
   }
 
   #score(e: EndpointState): number {
-    const w = e.endpoint.weight;
+    const w = e.lbWeight;
     return this.#bias === 1 ? w / (e.active + 1) : w / (e.active + 1) ** this.#bias;
   }
 }
@@ -57,6 +59,7 @@ export const leastRequest: LoadBalancerFactory<LeastRequestConfig> = {
     });
   },
   create(config): LoadBalancer {
+    config ??= Object.freeze({ choiceCount: 2, activeRequestBias: 1 });
     return { update: (endpoints) => new LeastRequestPicker(endpoints, config) };
   },
 };

@@ -1,5 +1,6 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
 import type { ConfigIssue } from '../errors.js';
+import type { HeaderInput } from './hash.js';
 
 /** What a request offers the picker. Only fields a policy needs are read. */
 export interface PickContext {
@@ -20,11 +21,36 @@ export interface Picker {
 export interface LoadBalancer {
   /**
    * Called with the endpoints that may take traffic (already filtered for health, ejection,
-   * priority and locality) whenever that set changes. Never called with an empty array.
+   * priority and locality) whenever that set changes. Never called with an empty array. May be
+   * called several times per rebuild (one picker per priority level or locality); weights to honour
+   * are in `EndpointState.lbWeight` (endpoint weight with slow start applied).
    */
   update(endpoints: readonly EndpointState[]): Picker;
   /** Releases timers or caches. */
   close?(): void;
+  /**
+   * Hash-based policies compute a request's affinity hash here (called once per request by the
+   * transport through `ServiceRuntime.requestHash`). Policies without it get `hash: undefined`.
+   */
+  requestHash?(headers: HeaderInput, sourceIp?: string | undefined): number;
+  /**
+   * False for policies that must see a whole priority level at once (ring_hash, maglev: Envoy
+   * applies neither locality weights nor zone-aware routing to them). Default true.
+   */
+  readonly localityAware?: boolean;
+  /** Decay window (ms) of the peak-EWMA latency estimate the runtime keeps (default 10s). */
+  readonly ewmaDecayMs?: number;
+}
+
+/** What the runtime offers a balancer when it creates one. */
+export interface LbContext {
+  /** The service's clock in ms (`performance.now()` unless a test injects one). */
+  readonly now: () => number;
+  /**
+   * The clock as of the latest attempt end or rebuild, kept by the runtime: a property read for
+   * pickers that need "about now" on the hot path without paying for a clock call.
+   */
+  readonly clock?: { readonly ms: number };
 }
 
 /** A registered load-balancing policy. Built-ins register exactly like third-party ones. */
@@ -33,7 +59,8 @@ export interface LoadBalancerFactory<C = unknown> {
   readonly name: string;
   /** Validates the policy's options (everything but `policy`); pushes issues under `path`. */
   parseConfig(raw: Readonly<Record<string, unknown>>, path: string, issues: ConfigIssue[]): C;
-  create(config: C): LoadBalancer;
+  /** `ctx` is always given by the runtime; standalone use (tests, benchmarks) may omit it. */
+  create(config: C, ctx?: LbContext): LoadBalancer;
 }
 
 /** A policy name together with its parsed options. */

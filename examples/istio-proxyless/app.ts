@@ -1,0 +1,40 @@
+/**
+ * The productpage side of Bookinfo, proxyless: with GRPC_XDS_BOOTSTRAP set by Istio's agent,
+ * `createMesh()` turns xDS on, and `http://reviews.default.svc.cluster.local:9080/…` resolves
+ * through the LDS listener of that name (gRPC's `xds:///` convention) — routes, weighted subsets,
+ * retries, timeouts and outlier detection come from istiod.
+ *
+ * Run locally against meshlet's own control plane instead of istiod:
+ *   pnpm meshlet control-plane --config examples/istio-proxyless/local-mesh.yaml --port 18000 &
+ *   GRPC_XDS_BOOTSTRAP_CONFIG='{"xds_servers":[{"server_uri":"127.0.0.1:18000","channel_creds":[{"type":"insecure"}]}],"node":{"id":"productpage"}}' \
+ *     npx tsx --conditions=meshlet-source examples/istio-proxyless/app.ts
+ */
+import { createServer } from 'node:http';
+import { createMesh } from '../../packages/meshlet/src/index.js';
+
+const REVIEWS = process.env.REVIEWS_URL ?? 'http://reviews.default.svc.cluster.local:9080';
+
+const mesh = await createMesh();
+await mesh.ready();
+
+const server = createServer(async (req, res) => {
+  try {
+    const user = req.headers['end-user'];
+    const upstream = await mesh.fetch(`${REVIEWS}/reviews/0`, {
+      headers: typeof user === 'string' ? { 'end-user': user } : {},
+    });
+    res.writeHead(upstream.status, { 'content-type': 'application/json' });
+    res.end(await upstream.text());
+  } catch (err) {
+    res.writeHead(503, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: (err as Error).message, cause: String((err as Error).cause ?? '') }));
+  }
+});
+server.listen(Number(process.env.PORT ?? 9080));
+
+const stop = async () => {
+  server.close();
+  await mesh.close();
+};
+process.once('SIGTERM', stop);
+process.once('SIGINT', stop);

@@ -1,0 +1,321 @@
+import { type FSWatcher, readFileSync, watch } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { isMeshError, parseConfigText } from '@meshlet/core';
+import { adsService, CDS_TYPE, LDS_TYPE, type Msg, RESOURCE_TYPES, type ResourceType } from '@meshlet/xds';
+import { parseControlPlaneConfig } from './config.js';
+import { buildSnapshot, type ResourceSet, resourcesFromConfig, type Snapshot } from './snapshot.js';
+
+export interface ControlPlaneOptions {
+  /** Port to listen on; 0 picks a free one (default 0). */
+  port?: number;
+  /** Address to bind (default `127.0.0.1`). */
+  host?: string;
+  /** A mesh YAML/JSON file to serve; watched for changes unless `watch: false`. */
+  configFile?: string;
+  /** A config object to serve (instead of a file). */
+  config?: unknown;
+  /** Raw resources to serve (tests; instead of a config). */
+  resources?: ResourceSet;
+  /** Watch `configFile` and push changes (default true). */
+  watch?: boolean;
+  /** Server credentials (default insecure). */
+  credentials?: grpc.ServerCredentials;
+  /** Called for stream and snapshot events (logging). */
+  onEvent?: (event: ControlPlaneEvent) => void;
+}
+
+export type ControlPlaneEvent =
+  | { kind: 'snapshot'; version: string }
+  | { kind: 'configError'; error: string }
+  | { kind: 'stream'; node: string; open: boolean }
+  | { kind: 'ack'; node: string; typeUrl: string; version: string }
+  | { kind: 'nack'; node: string; typeUrl: string; version: string; error: string };
+
+/** What the server knows of one connected client (for tests and `meshlet control-plane`). */
+export interface ClientStatus {
+  node: string;
+  /** Per type: the version the client last ACKed, the last NACK's message, the names it watches. */
+  types: Record<
+    string,
+    { acked: string | undefined; nack: string | undefined; names: string[]; acks: number; nacks: number }
+  >;
+}
+
+interface TypeStream {
+  /** Names the client asked for; null: wildcard (LDS/CDS with no names). */
+  names: Set<string> | null;
+  nonce: string;
+  sentVersion: string | undefined;
+  acked: string | undefined;
+  nack: string | undefined;
+  acks: number;
+  nacks: number;
+}
+
+interface StreamState {
+  node: string;
+  readonly call: grpc.ServerDuplexStream<Msg, Msg>;
+  readonly types: Map<string, TypeStream>;
+}
+
+const SHORT: Record<string, string> = {
+  [LDS_TYPE]: 'listener',
+  'type.googleapis.com/envoy.config.route.v3.RouteConfiguration': 'route_config',
+  [CDS_TYPE]: 'cluster',
+  'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment': 'endpoints',
+};
+
+/**
+ * An xDS (ADS, state of the world) server over @grpc/grpc-js serving versioned snapshots. Every
+ * response carries the snapshot version and a fresh nonce; requests with a stale nonce are ignored;
+ * ACKs and NACKs are recorded per stream and type; a snapshot change is pushed to every stream.
+ */
+export class ControlPlane {
+  readonly #server: grpc.Server;
+  readonly #streams = new Set<StreamState>();
+  readonly #onEvent: ((e: ControlPlaneEvent) => void) | undefined;
+  #snapshot: Snapshot;
+  #nonce = 0;
+  #generation = 0;
+  #port = 0;
+  #host: string;
+  #watcher: FSWatcher | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  #lastError: string | undefined;
+  #closed = false;
+
+  constructor(snapshot: Snapshot, host: string, onEvent?: (e: ControlPlaneEvent) => void) {
+    this.#snapshot = snapshot;
+    this.#host = host;
+    this.#onEvent = onEvent;
+    this.#server = new grpc.Server();
+    this.#server.addService(adsService().service, {
+      StreamAggregatedResources: (call: grpc.ServerDuplexStream<Msg, Msg>) => this.#onStream(call),
+    });
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  /** `host:port` to put in a bootstrap's `server_uri`. */
+  get address(): string {
+    return `${this.#host}:${this.#port}`;
+  }
+
+  get version(): string {
+    return this.#snapshot.version;
+  }
+
+  /** The last error reading the watched config (the previous snapshot stays served). */
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  /** @internal */
+  async listen(port: number, credentials: grpc.ServerCredentials): Promise<void> {
+    this.#port = await new Promise<number>((res, rej) =>
+      this.#server.bindAsync(`${this.#host}:${port}`, credentials, (err, p) => (err ? rej(err) : res(p))),
+    );
+  }
+
+  /** Serves a new snapshot and pushes it to every stream. */
+  setSnapshot(snapshot: Snapshot): void {
+    this.#snapshot = snapshot;
+    this.#onEvent?.({ kind: 'snapshot', version: snapshot.version });
+    for (const s of this.#streams) for (const [typeUrl] of s.types) this.#send(s, typeUrl);
+  }
+
+  /** Serves a config object (validated) as the next version. */
+  setConfig(raw: unknown, source?: string): void {
+    this.setSnapshot(
+      buildSnapshot(resourcesFromConfig(parseControlPlaneConfig(raw, source)), this.#nextVersion()),
+    );
+  }
+
+  /** Serves raw resources (they are encoded, not validated: tests use this to send bad resources). */
+  setResources(set: ResourceSet): void {
+    this.setSnapshot(buildSnapshot(set, this.#nextVersion()));
+  }
+
+  #nextVersion(): string {
+    return String(++this.#generation);
+  }
+
+  /** @internal */
+  nextVersion(): string {
+    return this.#nextVersion();
+  }
+
+  /** Connected clients and what they ACKed or NACKed. */
+  clients(): ClientStatus[] {
+    return [...this.#streams].map((s) => {
+      const types: ClientStatus['types'] = {};
+      for (const [t, ts] of s.types) {
+        types[SHORT[t] ?? t] = {
+          acked: ts.acked,
+          nack: ts.nack,
+          names: ts.names ? [...ts.names].sort() : ['*'],
+          acks: ts.acks,
+          nacks: ts.nacks,
+        };
+      }
+      return { node: s.node, types };
+    });
+  }
+
+  /** @internal Watches a config file and serves each valid version of it. */
+  watchFile(file: string): void {
+    const abs = resolve(file);
+    const reload = () => {
+      this.#debounce = undefined;
+      if (this.#closed) return;
+      try {
+        const raw = parseConfigText(readFileSync(abs, 'utf8'), abs);
+        this.setConfig(raw, abs);
+        this.#lastError = undefined;
+      } catch (err) {
+        this.#lastError = isMeshError(err) ? err.message : `cannot read ${abs}: ${(err as Error).message}`;
+        this.#onEvent?.({ kind: 'configError', error: this.#lastError });
+      }
+    };
+    // Watch the directory: editors and ConfigMap updates replace the file rather than write it.
+    this.#watcher = watch(dirname(abs), (_event, name) => {
+      if (name !== null && name !== basename(abs) && !String(name).startsWith('..')) return;
+      if (this.#debounce) clearTimeout(this.#debounce);
+      this.#debounce = setTimeout(reload, 50);
+      this.#debounce.unref();
+    });
+    this.#watcher.unref();
+  }
+
+  #onStream(call: grpc.ServerDuplexStream<Msg, Msg>): void {
+    const s: StreamState = { node: '', call, types: new Map() };
+    this.#streams.add(s);
+    const done = () => {
+      if (!this.#streams.delete(s)) return;
+      this.#onEvent?.({ kind: 'stream', node: s.node, open: false });
+    };
+    call.on('data', (req: Msg) => {
+      try {
+        this.#onRequest(s, req);
+      } catch {
+        // A malformed request: ignore it.
+      }
+    });
+    call.on('end', () => {
+      done();
+      call.end();
+    });
+    call.on('error', done);
+    call.on('cancelled', done);
+    call.on('close', done);
+  }
+
+  #onRequest(s: StreamState, req: Msg): void {
+    const node = req.node as Msg | undefined;
+    if (node && s.node === '') {
+      s.node = String(node.id ?? '');
+      this.#onEvent?.({ kind: 'stream', node: s.node, open: true });
+    }
+    const typeUrl = String(req.typeUrl ?? '');
+    if (!(RESOURCE_TYPES as readonly string[]).includes(typeUrl)) return;
+    const nonce = String(req.responseNonce ?? '');
+    const rawNames = Array.isArray(req.resourceNames) ? (req.resourceNames as unknown[]).map(String) : [];
+    const wildcard =
+      rawNames.length === 0 ? typeUrl === LDS_TYPE || typeUrl === CDS_TYPE : rawNames.includes('*');
+    const names = wildcard ? null : new Set(rawNames);
+    let ts = s.types.get(typeUrl);
+    if (!ts) {
+      ts = { names, nonce: '', sentVersion: undefined, acked: undefined, nack: undefined, acks: 0, nacks: 0 };
+      s.types.set(typeUrl, ts);
+      this.#send(s, typeUrl);
+      return;
+    }
+    if (nonce !== '' && nonce !== ts.nonce) return; // stale: a newer response is on its way
+    if (nonce !== '' && nonce === ts.nonce) {
+      const version = String(req.versionInfo ?? '');
+      const detail = req.errorDetail as Msg | undefined;
+      if (detail && (detail.message || detail.code)) {
+        ts.nack = String(detail.message ?? '');
+        ts.nacks++;
+        this.#onEvent?.({
+          kind: 'nack',
+          node: s.node,
+          typeUrl,
+          version: ts.sentVersion ?? '',
+          error: ts.nack,
+        });
+      } else {
+        ts.acked = version;
+        ts.nack = undefined;
+        ts.acks++;
+        this.#onEvent?.({ kind: 'ack', node: s.node, typeUrl, version });
+      }
+    }
+    const changed =
+      nonce === '' ||
+      (names === null) !== (ts.names === null) ||
+      (names !== null && !sameSet(names, ts.names as Set<string>));
+    ts.names = names;
+    if (changed) this.#send(s, typeUrl);
+  }
+
+  #send(s: StreamState, typeUrl: string): void {
+    const ts = s.types.get(typeUrl);
+    if (!ts) return;
+    const snap = this.#snapshot;
+    const all = snap.resources.get(typeUrl as ResourceType);
+    const resources: Array<{ type_url: string; value: Uint8Array }> = [];
+    if (all) {
+      if (ts.names === null)
+        for (const r of all.values()) resources.push({ type_url: r.any.typeUrl, value: r.any.value });
+      else
+        for (const n of ts.names) {
+          const r = all.get(n);
+          if (r) resources.push({ type_url: r.any.typeUrl, value: r.any.value });
+        }
+    }
+    ts.nonce = String(++this.#nonce);
+    ts.sentVersion = snap.version;
+    s.call.write({ versionInfo: snap.version, typeUrl, nonce: ts.nonce, resources });
+  }
+
+  /** Stops the server: ends every stream at once. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watcher?.close();
+    if (this.#debounce) clearTimeout(this.#debounce);
+    for (const s of this.#streams) s.call.destroy();
+    this.#streams.clear();
+    this.#server.forceShutdown();
+  }
+}
+
+function sameSet(a: Set<string>, b: Set<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
+}
+
+/** Starts a control plane (in-process; tests use `port: 0`). */
+export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
+  let snapshot: Snapshot;
+  const host = options.host ?? '127.0.0.1';
+  if (options.configFile !== undefined) {
+    const abs = resolve(options.configFile);
+    const raw = parseConfigText(readFileSync(abs, 'utf8'), abs);
+    snapshot = buildSnapshot(resourcesFromConfig(parseControlPlaneConfig(raw, abs)), '1');
+  } else if (options.resources !== undefined) {
+    snapshot = buildSnapshot(options.resources, '1');
+  } else {
+    snapshot = buildSnapshot(resourcesFromConfig(parseControlPlaneConfig(options.config ?? {})), '1');
+  }
+  const cp = new ControlPlane(snapshot, host, options.onEvent);
+  cp.nextVersion(); // version "1" is the initial snapshot
+  await cp.listen(options.port ?? 0, options.credentials ?? grpc.ServerCredentials.createInsecure());
+  if (options.configFile !== undefined && options.watch !== false) cp.watchFile(options.configFile);
+  return cp;
+}

@@ -1,0 +1,67 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/**
+ * Deadline context: the absolute time (epoch ms, `Date.now()` clock) by which the inbound request
+ * currently being served must be answered. Inbound adapters (Express, Fastify, gRPC servers) run
+ * the handler inside `runWithDeadline()`; every outbound mesh call made from it (mesh fetch, gRPC
+ * channels through meshlet) reads `currentDeadline()` and never waits longer than what is left.
+ *
+ * Kept in core so that transports read it without depending on any server framework.
+ */
+export interface DeadlineContext {
+  /** Absolute deadline, epoch ms. */
+  readonly deadline: number;
+}
+
+const storage = new AsyncLocalStorage<DeadlineContext>();
+
+/** The HTTP header carrying the remaining time of a call, in milliseconds (meshlet's own). */
+export const DEADLINE_HEADER = 'x-meshlet-deadline-ms';
+/** Also honoured on inbound HTTP requests: `x-request-timeout` (milliseconds). */
+export const REQUEST_TIMEOUT_HEADER = 'x-request-timeout';
+
+/** Runs `fn` with the given absolute deadline (epoch ms) as the current one. */
+export function runWithDeadline<R>(deadline: number, fn: () => R): R {
+  return storage.run({ deadline }, fn);
+}
+
+/** The absolute deadline (epoch ms) of the request being served, or undefined outside one. */
+export function currentDeadline(): number | undefined {
+  return storage.getStore()?.deadline;
+}
+
+/**
+ * Milliseconds left before the current deadline (never negative), or undefined when no deadline
+ * is in scope.
+ */
+export function remainingTime(now: number = Date.now()): number | undefined {
+  const store = storage.getStore();
+  if (store === undefined) return undefined;
+  return Math.max(0, store.deadline - now);
+}
+
+/**
+ * Combines a configured timeout (ms, 0 = none) with the deadline in scope: the smaller of the
+ * two, or 0 when neither applies. A deadline already passed yields 1 (fail almost at once).
+ */
+export function effectiveTimeout(configuredMs: number, now: number = Date.now()): number {
+  const left = remainingTime(now);
+  if (left === undefined) return configuredMs;
+  const l = left < 1 ? 1 : Math.ceil(left);
+  return configuredMs > 0 && configuredMs < l ? configuredMs : l;
+}
+
+/**
+ * Parses a deadline header value (a non-negative number of milliseconds) into an absolute
+ * deadline; undefined when absent or malformed.
+ */
+export function parseDeadlineHeader(
+  value: string | string[] | undefined,
+  now: number = Date.now(),
+): number | undefined {
+  const v = Array.isArray(value) ? value[0] : value;
+  if (v === undefined || v.length === 0 || v.length > 12) return undefined;
+  const ms = Number(v);
+  if (!Number.isFinite(ms) || ms < 0) return undefined;
+  return now + ms;
+}

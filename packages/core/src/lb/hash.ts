@@ -1,0 +1,198 @@
+import type { ConfigIssue } from '../errors.js';
+import { checkKeys, describe, isPlainObject, join } from '../validate.js';
+
+/**
+ * 32-bit MurmurHash3 (x86_32) over the UTF-16 code units of a string, written from the published
+ * algorithm. Each code unit is mixed as one 16-bit lane pair so ASCII keys hash exactly like their
+ * Latin-1 bytes paired up; the output is a uint32. Used for ring and Maglev placement and for
+ * request affinity keys, so one function decides both sides.
+ */
+export function murmur3(key: string, seed = 0): number {
+  let h = seed >>> 0;
+  const n = key.length;
+  const pairs = n >>> 1;
+  let i = 0;
+  for (let p = 0; p < pairs; p++, i += 2) {
+    let k = (key.charCodeAt(i) & 0xffff) | ((key.charCodeAt(i + 1) & 0xffff) << 16);
+    k = Math.imul(k, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, 0x1b873593);
+    h ^= k;
+    h = (h << 13) | (h >>> 19);
+    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  if ((n & 1) === 1) {
+    let k = key.charCodeAt(i) & 0xffff;
+    k = Math.imul(k, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    k = Math.imul(k, 0x1b873593);
+    h ^= k;
+  }
+  h ^= n * 2;
+  return fmix32(h);
+}
+
+interface MemoEntry<P> {
+  readonly eps: readonly object[];
+  readonly weights: readonly number[];
+  readonly picker: P;
+}
+
+/**
+ * Remembers the pickers built for the last few endpoint lists (one per priority level, usually
+ * one), so that rebuilds that leave a hash policy's input unchanged (slow-start steps, health
+ * changes in another level) reuse the ring or table instead of rebuilding it.
+ */
+export class PickerMemo<P> {
+  #entries: MemoEntry<P>[] = [];
+  get(eps: readonly { readonly endpoint: { readonly weight: number } }[], build: () => P): P {
+    for (const entry of this.#entries) {
+      if (entry.eps.length !== eps.length) continue;
+      let same = true;
+      for (let i = 0; same && i < eps.length; i++) {
+        const e = eps[i] as (typeof eps)[number];
+        same = entry.eps[i] === e && entry.weights[i] === e.endpoint.weight;
+      }
+      if (same) return entry.picker;
+    }
+    const picker = build();
+    this.#entries.unshift({ eps: [...eps], weights: eps.map((e) => e.endpoint.weight), picker });
+    if (this.#entries.length > 4) this.#entries.pop();
+    return picker;
+  }
+}
+
+/** MurmurHash3's finaliser: a full-avalanche mix of a 32-bit integer. */
+export function fmix32(x: number): number {
+  let h = x | 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/**
+ * What a request is hashed on, in order: the first rule that yields a value decides the hash
+ * (Envoy's `hash_policy` with every rule terminal). Requests for which no rule yields a value get
+ * a random hash, so they spread like `random`.
+ */
+export type HashRule =
+  | { readonly kind: 'header'; readonly name: string }
+  | { readonly kind: 'cookie'; readonly name: string }
+  | { readonly kind: 'sourceIp' };
+
+/** Request attributes a transport offers to `requestHash`. */
+export type HeaderInput =
+  | Readonly<Record<string, string | string[] | number | undefined | null>>
+  | readonly (string | Buffer)[]
+  | Iterable<readonly [string, string | string[] | undefined]>
+  | null
+  | undefined;
+
+/** Parses `hashPolicy: [{ header: 'x-user' }, { cookie: 'session' }, { sourceIp: true }]`. */
+export function parseHashPolicy(raw: unknown, path: string, issues: ConfigIssue[]): readonly HashRule[] {
+  if (raw === undefined) return [];
+  const list = Array.isArray(raw) ? raw : [raw];
+  const rules: HashRule[] = [];
+  list.forEach((item: unknown, i: number) => {
+    const p = Array.isArray(raw) ? join(path, i) : path;
+    if (!isPlainObject(item)) {
+      issues.push({
+        path: p,
+        message: `must be { header: name } | { cookie: name } | { sourceIp: true }, got ${describe(item)}`,
+      });
+      return;
+    }
+    checkKeys(item, ['header', 'cookie', 'sourceIp'], p, issues);
+    const keys = ['header', 'cookie', 'sourceIp'].filter((k) => item[k] !== undefined);
+    if (keys.length !== 1) {
+      issues.push({ path: p, message: 'must give exactly one of header, cookie, sourceIp' });
+      return;
+    }
+    if (item.header !== undefined) {
+      if (typeof item.header !== 'string' || item.header.length === 0)
+        issues.push({
+          path: join(p, 'header'),
+          message: `must be a header name, got ${describe(item.header)}`,
+        });
+      else rules.push({ kind: 'header', name: item.header.toLowerCase() });
+    } else if (item.cookie !== undefined) {
+      if (typeof item.cookie !== 'string' || item.cookie.length === 0)
+        issues.push({
+          path: join(p, 'cookie'),
+          message: `must be a cookie name, got ${describe(item.cookie)}`,
+        });
+      else rules.push({ kind: 'cookie', name: item.cookie });
+    } else if (item.sourceIp !== true) {
+      issues.push({ path: join(p, 'sourceIp'), message: `must be true, got ${describe(item.sourceIp)}` });
+    } else {
+      rules.push({ kind: 'sourceIp' });
+    }
+  });
+  return Object.freeze(rules);
+}
+
+function headerValue(headers: HeaderInput, name: string): string | undefined {
+  if (headers == null) return undefined;
+  if (Array.isArray(headers)) {
+    // undici's flat [name, value, name, value] form.
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      const n = String(headers[i]);
+      if (n.length === name.length && n.toLowerCase() === name) return String(headers[i + 1]);
+    }
+    return undefined;
+  }
+  const iter = (headers as Iterable<unknown>)[Symbol.iterator];
+  if (typeof iter === 'function') {
+    for (const [n, v] of headers as Iterable<readonly [string, string | string[] | undefined]>) {
+      if (n.length === name.length && n.toLowerCase() === name && v !== undefined)
+        return Array.isArray(v) ? v.join(',') : v;
+    }
+    return undefined;
+  }
+  const rec = headers as Readonly<Record<string, unknown>>;
+  let v = rec[name];
+  if (v === undefined) {
+    for (const k in rec) {
+      if (k.length === name.length && k.toLowerCase() === name) {
+        v = rec[k];
+        break;
+      }
+    }
+  }
+  if (v === undefined || v === null) return undefined;
+  return Array.isArray(v) ? v.join(',') : String(v);
+}
+
+function cookieValue(header: string, name: string): string | undefined {
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/**
+ * Computes a request's affinity hash under `rules`, once per request (transports store it in
+ * `PickContext.hash`). Returns a uint32; a random one when no rule yields a value.
+ */
+export function computeRequestHash(
+  rules: readonly HashRule[],
+  headers: HeaderInput,
+  sourceIp?: string | undefined,
+): number {
+  for (let i = 0; i < rules.length; i++) {
+    const r = rules[i] as HashRule;
+    let key: string | undefined;
+    if (r.kind === 'header') key = headerValue(headers, r.name);
+    else if (r.kind === 'cookie') {
+      const c = headerValue(headers, 'cookie');
+      if (c !== undefined) key = cookieValue(c, r.name);
+    } else key = sourceIp;
+    if (key !== undefined && key.length > 0) return murmur3(key);
+  }
+  return (Math.random() * 0x100000000) >>> 0;
+}

@@ -1,0 +1,119 @@
+import { performance } from 'node:perf_hooks';
+import { parseDuration } from '../duration.js';
+import type { EndpointState, PickResult } from '../endpoint-state.js';
+import { checkKeys, join } from '../validate.js';
+import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
+
+export interface PeakEwmaConfig {
+  /** Time constant of the latency estimate's decay, in ms (Finagle/Linkerd: 10s). */
+  readonly decayMs: number;
+  /** Latency assumed while no endpoint of a set has been observed, in ms (Linkerd's `default_rtt`: 30ms). */
+  readonly defaultRttMs: number;
+}
+
+/**
+ * Power of two choices over the peak-EWMA cost (Finagle's `Balancers.p2cPeakEwma`, Linkerd's
+ * balancer): two distinct endpoints are sampled at random and the cheaper one wins, where
+ *
+ *   cost = latency estimate × (requests in flight + 1) / lbWeight
+ *
+ * The estimate (`EndpointState.ewmaMs`, kept by `ServiceRuntime.endAttempt`) jumps to any latency
+ * above it at once (the "peak") and moves towards lower ones with a weight that grows with the time
+ * since the last observation. When read it decays towards zero with time constant `decay`, so an
+ * endpoint that was slow, and therefore stopped getting traffic, is probed again after a while and
+ * recovers as soon as it answers fast. An endpoint never observed is costed at the mean estimate
+ * of the observed endpoints of its set (as of the last rebuild), or `defaultRtt` when none has
+ * been observed, so a new endpoint is neither flooded (zero cost) nor starved (a guess far above
+ * the fleet's real latency); its first response replaces the guess outright.
+ */
+class PeakEwmaPicker implements Picker {
+  readonly #eps: readonly EndpointState[];
+  readonly #clock: { readonly ms: number };
+  readonly #invDecay: number;
+  /** The estimate for endpoints never observed: the mean of the others', else `defaultRtt`. */
+  readonly #unobservedRtt: number;
+  constructor(eps: readonly EndpointState[], config: PeakEwmaConfig, clock: { readonly ms: number }) {
+    this.#eps = eps;
+    this.#clock = clock;
+    this.#invDecay = 1 / config.decayMs;
+    let sum = 0;
+    let observed = 0;
+    for (const e of eps) {
+      if (e.ewmaMs > 0) {
+        sum += e.ewmaMs;
+        observed++;
+      }
+    }
+    this.#unobservedRtt = observed > 0 ? sum / observed : config.defaultRttMs;
+  }
+
+  pick(): PickResult {
+    const eps = this.#eps;
+    const n = eps.length;
+    if (n === 1) return (eps[0] as EndpointState).picked;
+    // Two distinct endpoints from one random draw: the integer part picks the first, the
+    // fraction the second among the other n - 1.
+    const r = Math.random() * n;
+    const i = r | 0;
+    let j = ((r - i) * (n - 1)) | 0;
+    if (j >= i) j++;
+    const a = eps[i] as EndpointState;
+    const b = eps[j] as EndpointState;
+    let ca = (a.active + 1) / a.lbWeight;
+    let cb = (b.active + 1) / b.lbWeight;
+    const ea = a.ewmaMs;
+    const eb = b.ewmaMs;
+    if (ea !== 0 && eb !== 0) {
+      // Both estimates decay from their own stamps towards zero at the same rate, so "now"
+      // cancels out of the comparison: scale a's by the decay between the two stamps.
+      ca *= ea;
+      cb *= eb;
+      const d = a.ewmaStamp - b.ewmaStamp;
+      if (d !== 0) ca *= Math.exp(d * this.#invDecay);
+    } else {
+      // An endpoint never observed takes one probe request at once (cost 0 while it has nothing
+      // in flight), so it is never starved, even by strictly sequential traffic; while that probe
+      // is out it looks like an average endpoint, so it is not flooded either.
+      const t = this.#clock.ms;
+      const inv = this.#invDecay;
+      ca *= ea === 0 ? (a.active === 0 ? 0 : this.#unobservedRtt) : ea * Math.exp((a.ewmaStamp - t) * inv);
+      cb *= eb === 0 ? (b.active === 0 ? 0 : this.#unobservedRtt) : eb * Math.exp((b.ewmaStamp - t) * inv);
+    }
+    return cb < ca ? b.picked : a.picked;
+  }
+}
+
+export const DEFAULT_PEAK_EWMA: PeakEwmaConfig = Object.freeze({ decayMs: 10_000, defaultRttMs: 30 });
+
+export const peakEwma: LoadBalancerFactory<PeakEwmaConfig> = {
+  name: 'peak_ewma',
+  parseConfig(raw, path, issues) {
+    checkKeys(raw, ['decay', 'defaultRtt'], path, issues);
+    let decayMs = 10_000;
+    if (raw.decay !== undefined) {
+      const d = parseDuration(raw.decay, join(path, 'decay'), issues);
+      if (d !== undefined && d <= 0) issues.push({ path: join(path, 'decay'), message: 'must be > 0' });
+      else if (d !== undefined) decayMs = d;
+    }
+    let defaultRttMs = 30;
+    if (raw.defaultRtt !== undefined) {
+      const d = parseDuration(raw.defaultRtt, join(path, 'defaultRtt'), issues);
+      if (d !== undefined && d <= 0) issues.push({ path: join(path, 'defaultRtt'), message: 'must be > 0' });
+      else if (d !== undefined) defaultRttMs = d;
+    }
+    return Object.freeze({ decayMs, defaultRttMs });
+  },
+  create(config, ctx): LoadBalancer {
+    // A policy built without parseConfig (e.g. `{ policy: 'peak_ewma', config: undefined }`) gets the defaults.
+    config ??= DEFAULT_PEAK_EWMA;
+    const clock = ctx?.clock ?? {
+      get ms() {
+        return performance.now();
+      },
+    };
+    return {
+      ewmaDecayMs: config.decayMs,
+      update: (eps) => new PeakEwmaPicker(eps, config, clock),
+    };
+  },
+};

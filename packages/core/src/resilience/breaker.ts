@@ -1,0 +1,230 @@
+import CircuitBreakerImpl from 'opossum';
+import { parseDuration } from '../duration.js';
+import { type ConfigIssue, ErrorCodes, MeshError } from '../errors.js';
+import type { MeshEvents } from '../events.js';
+import { checkKeys, expectObject, join, optNumber } from '../validate.js';
+
+/** The error-rate circuit breaker of a service (opossum semantics, per attempt). */
+export interface BreakerPolicy {
+  /** Open when the failure percentage in the window exceeds this (opossum: 50). */
+  readonly errorThresholdPercentage: number;
+  /** Attempts in the window before the breaker may open at all (20). */
+  readonly volumeThreshold: number;
+  /** The rolling window the error rate is computed over (10s), split into `buckets` (10). */
+  readonly windowMs: number;
+  readonly buckets: number;
+  /** Time open before one probe is let through (5s, Hystrix's sleep window). */
+  readonly resetTimeoutMs: number;
+}
+
+export const DEFAULT_BREAKER: BreakerPolicy = Object.freeze({
+  errorThresholdPercentage: 50,
+  volumeThreshold: 20,
+  windowMs: 10_000,
+  buckets: 10,
+  resetTimeoutMs: 5_000,
+});
+
+/** Parses `circuitBreaker: { ... } | false` on top of `base`; `false` turns the breaker off. */
+export function parseBreakerPolicy(
+  raw: unknown,
+  path: string,
+  issues: ConfigIssue[],
+  base: BreakerPolicy | undefined,
+): BreakerPolicy | undefined {
+  if (raw === false) return undefined;
+  const from = base ?? DEFAULT_BREAKER;
+  if (raw === true) return from;
+  const obj = expectObject(raw, path, issues);
+  if (!obj) return from;
+  checkKeys(
+    obj,
+    ['errorThresholdPercentage', 'volumeThreshold', 'window', 'buckets', 'resetTimeout'],
+    path,
+    issues,
+  );
+  const windowMs =
+    obj.window === undefined
+      ? from.windowMs
+      : (parseDuration(obj.window, join(path, 'window'), issues) ?? from.windowMs);
+  const buckets = optNumber(obj, 'buckets', path, issues, from.buckets, { min: 1, max: 1000, integer: true });
+  if (windowMs < buckets)
+    issues.push({ path: join(path, 'window'), message: 'must be at least 1ms per bucket' });
+  return Object.freeze({
+    errorThresholdPercentage: optNumber(
+      obj,
+      'errorThresholdPercentage',
+      path,
+      issues,
+      from.errorThresholdPercentage,
+      {
+        min: 0,
+        max: 100,
+      },
+    ),
+    volumeThreshold: optNumber(obj, 'volumeThreshold', path, issues, from.volumeThreshold, {
+      min: 0,
+      integer: true,
+    }),
+    windowMs,
+    buckets,
+    resetTimeoutMs:
+      obj.resetTimeout === undefined
+        ? from.resetTimeoutMs
+        : (parseDuration(obj.resetTimeout, join(path, 'resetTimeout'), issues) ?? from.resetTimeoutMs),
+  });
+}
+
+export type BreakerState = 'closed' | 'open' | 'half_open';
+
+/** How an attempt ended, as far as the breaker cares. */
+export type BreakerVerdict = 'success' | 'failure' | 'ignore';
+
+const FAILURE = Object.freeze(new Error('meshlet: attempt failed'));
+const noop = (): void => {};
+
+/**
+ * A ticket for one attempt through the breaker. Settle it exactly once with `done()` (further
+ * calls are ignored).
+ */
+export class BreakerPermit {
+  readonly #breaker: CircuitBreaker;
+  #resolve: ((v: undefined) => void) | undefined;
+  #reject: ((e: Error) => void) | undefined;
+  /** True when this permit is the single probe a half-open breaker let through. */
+  probe = false;
+
+  constructor(breaker: CircuitBreaker) {
+    this.#breaker = breaker;
+  }
+
+  /** Called synchronously by opossum when it admits the call. */
+  bind(resolve: (v: undefined) => void, reject: (e: Error) => void): void {
+    this.#resolve = resolve;
+    this.#reject = reject;
+  }
+
+  get admitted(): boolean {
+    return this.#resolve !== undefined;
+  }
+
+  /**
+   * Settles the permit. `failure` counts against the error rate (a half-open probe that fails
+   * re-opens the breaker); `success` counts for it (a probe that succeeds closes it); `ignore` is
+   * for outcomes that say nothing about the upstream (the caller cancelled, a hedge lost): it counts
+   * as neither, except that an ignored probe re-opens the breaker so that exactly one new probe
+   * follows after the reset timeout, never a flood.
+   */
+  done(verdict: BreakerVerdict): void {
+    const resolve = this.#resolve;
+    const reject = this.#reject;
+    if (resolve === undefined || reject === undefined) return;
+    this.#resolve = undefined;
+    this.#reject = undefined;
+    if (verdict === 'failure') {
+      reject(FAILURE);
+      return;
+    }
+    if (verdict === 'ignore' && this.probe) this.#breaker.reopen();
+    resolve(undefined);
+  }
+}
+
+function admit(permit: BreakerPermit): Promise<undefined> {
+  return new Promise<undefined>((resolve, reject) => permit.bind(resolve, reject));
+}
+
+/**
+ * The circuit breaker of one service, on opossum: a rolling error-rate window with a volume
+ * threshold; when open, calls fail fast with `MESHLET_ERR_CIRCUIT_OPEN`; after the reset timeout
+ * it turns half-open and lets exactly ONE attempt through (opossum 9 does this by clearing its
+ * pending-close flag on the first call; meshlet checks it again before admitting, so the guarantee
+ * holds even if that changes). The probe's outcome closes or re-opens it.
+ *
+ * Transport-neutral: the fetch pipeline and the gRPC transport take a permit per attempt with
+ * `tryAcquire()` and settle it with `permit.done()`.
+ */
+export class CircuitBreaker {
+  readonly service: string;
+  readonly policy: BreakerPolicy;
+  readonly #cb: CircuitBreakerImpl<[BreakerPermit], undefined>;
+  readonly #events: MeshEvents;
+  #probeOut = false;
+  #state: BreakerState = 'closed';
+  /** Calls refused because the breaker was open or its probe was out. */
+  rejected = 0;
+
+  constructor(service: string, policy: BreakerPolicy, events: MeshEvents) {
+    this.service = service;
+    this.policy = policy;
+    this.#events = events;
+    this.#cb = new CircuitBreakerImpl<[BreakerPermit], undefined>(admit, {
+      name: `meshlet:${service}`,
+      timeout: false,
+      resetTimeout: policy.resetTimeoutMs,
+      errorThresholdPercentage: policy.errorThresholdPercentage,
+      volumeThreshold: policy.volumeThreshold,
+      rollingCountTimeout: policy.windowMs,
+      rollingCountBuckets: policy.buckets,
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
+    });
+    this.#cb.on('open', () => this.#transition('open'));
+    this.#cb.on('halfOpen', () => this.#transition('half_open'));
+    this.#cb.on('close', () => this.#transition('closed'));
+  }
+
+  #transition(state: BreakerState): void {
+    if (state === this.#state) return;
+    this.#state = state;
+    this.#probeOut = false;
+    this.#events.emit('breaker', { service: this.service, state });
+  }
+
+  get state(): BreakerState {
+    return this.#state;
+  }
+
+  /** Takes a permit for one attempt, or returns undefined when the call must fail fast. */
+  tryAcquire(): BreakerPermit | undefined {
+    const state = this.#state;
+    if (state === 'open' || (state === 'half_open' && this.#probeOut)) {
+      this.rejected++;
+      return undefined;
+    }
+    const permit = new BreakerPermit(this);
+    this.#cb.fire(permit).catch(noop);
+    if (!permit.admitted) {
+      this.rejected++;
+      return undefined;
+    }
+    if (state === 'half_open') {
+      permit.probe = true;
+      this.#probeOut = true;
+    }
+    return permit;
+  }
+
+  /** The error a refused call fails with. */
+  openError(endpoint?: string): MeshError {
+    return new MeshError(
+      ErrorCodes.CIRCUIT_OPEN,
+      `the circuit breaker of service "${this.service}" is ${this.#state === 'open' ? 'open' : 'half-open (probing)'}`,
+      { service: this.service, endpoint, state: this.#state },
+    );
+  }
+
+  /** Re-opens after an inconclusive probe; the reset timer starts again. */
+  reopen(): void {
+    this.#cb.open();
+  }
+
+  stats(): { state: BreakerState; fires: number; failures: number; rejected: number } {
+    const s = this.#cb.stats;
+    return { state: this.#state, fires: s.fires, failures: s.failures, rejected: this.rejected };
+  }
+
+  close(): void {
+    this.#cb.shutdown();
+  }
+}

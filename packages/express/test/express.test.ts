@@ -1,0 +1,336 @@
+import { Agent, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import {
+  currentDeadline,
+  type InboundRequestInfo,
+  type InboundTelemetry,
+  Mesh,
+  parseConfig,
+  startDraining,
+} from '@meshlet/core';
+import { createAuthorizer } from '@meshlet/tls';
+import express from 'express';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEADLINE_HEADER, gracefulShutdown, meshMiddleware } from '../src/index.js';
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function newMesh(): Promise<Mesh> {
+  const mesh = new Mesh(parseConfig({}));
+  cleanups.push(() => mesh.close());
+  await mesh.ready();
+  return mesh;
+}
+
+async function listen(app: express.Express): Promise<{ server: Server; base: string; port: number }> {
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
+  const port = (server.address() as AddressInfo).port;
+  return { server, base: `http://127.0.0.1:${port}`, port };
+}
+
+async function get(url: string, headers: Record<string, string> = {}) {
+  const res = await fetch(url, { headers });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('meshMiddleware', () => {
+  it('serves liveness and readiness; readiness fails while draining', async () => {
+    const mesh = await newMesh();
+    const app = express();
+    app.use(meshMiddleware({ mesh }));
+    const { base } = await listen(app);
+    expect(await get(`${base}/healthz`)).toEqual({ status: 200, body: { status: 'alive' } });
+    expect(await get(`${base}/ready`)).toEqual({ status: 200, body: { status: 'ready' } });
+    startDraining(mesh);
+    expect(await get(`${base}/ready`)).toEqual({ status: 503, body: { status: 'not_ready' } });
+    expect((await get(`${base}/healthz`)).status).toBe(200);
+  });
+
+  it('is not ready before the mesh is', async () => {
+    const mesh = new Mesh(parseConfig({ services: { slow: { endpoints: ['127.0.0.1:1'] } } }));
+    cleanups.push(() => mesh.close());
+    const app = express();
+    app.use(meshMiddleware({ mesh, readinessPath: '/readyz' }));
+    const { base } = await listen(app);
+    // static discovery answers at once but ready() has not been awaited yet: isReady is false
+    const first = await get(`${base}/readyz`);
+    await mesh.ready();
+    const second = await get(`${base}/readyz`);
+    expect([first.status, second.status]).toEqual([503, 200]);
+  });
+
+  it('enforces the authorization policy with a 403 and a coded body', async () => {
+    const authorizer = createAuthorizer([
+      {
+        name: 'deny-mallory',
+        action: 'DENY',
+        rules: [{ when: [{ key: 'request.headers[x-user]', values: ['mallory'] }] }],
+      },
+    ]);
+    const app = express();
+    app.use(meshMiddleware({ authorizer }));
+    app.get('/data', (_req, res) => {
+      res.json({ ok: true });
+    });
+    const { base } = await listen(app);
+    expect(await get(`${base}/data`, { 'x-user': 'alice' })).toEqual({ status: 200, body: { ok: true } });
+    const denied = await get(`${base}/data`, { 'x-user': 'mallory' });
+    expect(denied.status).toBe(403);
+    expect(denied.body).toMatchObject({ error: { code: 'MESHLET_ERR_FORBIDDEN', policy: 'deny-mallory' } });
+  });
+
+  it('runs handlers in the deadline context of x-meshlet-deadline-ms / x-request-timeout', async () => {
+    const app = express();
+    app.use(meshMiddleware({ defaultTimeoutMs: 0 }));
+    app.get('/d', async (_req, res) => {
+      await new Promise((r) => setTimeout(r, 5));
+      const d = currentDeadline();
+      res.json({ left: d === undefined ? null : d - Date.now() });
+    });
+    const { base } = await listen(app);
+    const a = await get(`${base}/d`, { [DEADLINE_HEADER]: '2000' });
+    expect(a.body.left).toBeGreaterThan(1_000);
+    expect(a.body.left).toBeLessThanOrEqual(2_000);
+    const b = await get(`${base}/d`, { 'x-request-timeout': '800' });
+    expect(b.body.left).toBeLessThanOrEqual(800);
+    expect((await get(`${base}/d`)).body.left).toBeNull();
+    expect((await get(`${base}/d`, { [DEADLINE_HEADER]: 'soon' })).body.left).toBeNull();
+  });
+
+  it('reports every request to telemetry with its status', async () => {
+    const ended: Array<{ info: InboundRequestInfo; status: number }> = [];
+    let inside = false;
+    const telemetry: InboundTelemetry = {
+      start(info) {
+        return {
+          run: (fn) => {
+            inside = true;
+            try {
+              return fn();
+            } finally {
+              inside = false;
+            }
+          },
+          end: (status) => ended.push({ info, status }),
+        };
+      },
+    };
+    const app = express();
+    app.use(meshMiddleware({ telemetry }));
+    let sawSpan = false;
+    app.get('/x', (_req, res) => {
+      sawSpan = inside;
+      res.status(201).json({});
+    });
+    const { base } = await listen(app);
+    await get(`${base}/x`);
+    await get(`${base}/missing`).catch(() => undefined);
+    await new Promise((r) => setImmediate(r));
+    expect(sawSpan).toBe(true);
+    expect(ended.map((e) => [e.info.method, e.info.path, e.status])).toEqual([
+      ['GET', '/x', 201],
+      ['GET', '/missing', 404],
+    ]);
+  });
+});
+
+function call(
+  port: number,
+  agent: Agent,
+  path: string,
+): Promise<{ status: number; connection: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('gracefulShutdown', () => {
+  it('drains under load losing zero requests: readiness first, in-flight finish, keep-alive closed, then stop', async () => {
+    const mesh = await newMesh();
+    const app = express();
+    app.use(meshMiddleware({ mesh }));
+    let inFlight = 0;
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let arrived: () => void = () => {};
+    const allArrived = new Promise<void>((r) => {
+      arrived = r;
+    });
+    app.get('/work', async (_req, res) => {
+      if (++inFlight === 40) arrived();
+      await gate;
+      res.json({ ok: true });
+    });
+    const { server, port } = await listen(app);
+    const g = gracefulShutdown(server, { mesh, signals: [], closeMesh: false, timeoutMs: 5_000 });
+    cleanups.push(g.dispose);
+    const agent = new Agent({ keepAlive: true, maxSockets: 50 });
+    cleanups.push(() => agent.destroy());
+    // an idle keep-alive connection, closed at once by the drain
+    await call(port, agent, '/healthz');
+    const calls: Promise<{ status: number; connection: string | undefined }>[] = [];
+    for (let i = 0; i < 40; i++) calls.push(call(port, agent, '/work'));
+    await allArrived;
+    expect((await get(`http://127.0.0.1:${port}/ready`)).status).toBe(200);
+    const drained = g.drain();
+    expect(mesh.isReady).toBe(true);
+    // readiness fails first
+    const { isServing } = await import('@meshlet/core');
+    expect(isServing(mesh)).toBe(false);
+    await new Promise((r) => setTimeout(r, 20));
+    release();
+    const results = await Promise.all(calls);
+    await drained;
+    expect(results.map((r) => r.status)).toEqual(new Array(40).fill(200));
+    expect(results.every((r) => r.connection === 'close')).toBe(true);
+    expect(server.listening).toBe(false);
+    expect(g.drainer.stats.connections).toBe(0);
+  });
+
+  it('closes keep-alive connections older than maxConnectionAgeMs after their response', async () => {
+    const app = express();
+    app.get('/x', (_req, res) => {
+      res.json({});
+    });
+    const { server, port } = await listen(app);
+    const g = gracefulShutdown(server, { signals: [], maxConnectionAgeMs: 0 });
+    cleanups.push(g.dispose);
+    const agent = new Agent({ keepAlive: true });
+    cleanups.push(() => agent.destroy());
+    expect((await call(port, agent, '/x')).connection).toBe('close');
+  });
+
+  it('starts on SIGTERM and closes the mesh afterwards', async () => {
+    const mesh = await newMesh();
+    const app = express();
+    const { server } = await listen(app);
+    const g = gracefulShutdown(server, { mesh, signals: ['SIGUSR2'] });
+    cleanups.push(g.dispose);
+    const closed = new Promise<void>((resolve) => mesh.onClose(() => resolve()));
+    process.emit('SIGUSR2', 'SIGUSR2');
+    await closed;
+    expect(mesh.closed).toBe(true);
+    expect(server.listening).toBe(false);
+  });
+});
+
+describe('mTLS peer identity and HTTPS drain', () => {
+  it('authorizes on the client SPIFFE ID and drains an HTTPS server without cutting requests', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const https = await import('node:https');
+    const { CertificateSource, createCa, createHttpsServer, issueWorkloadCertificate, writeCertDirectory } =
+      await import('@meshlet/tls');
+    const ca = await createCa();
+    const dirFor = async (name: string) => {
+      const dir = mkdtempSync(join(tmpdir(), `meshlet-express-${name}-`));
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      const leaf = await issueWorkloadCertificate({
+        ca,
+        spiffeId: `spiffe://cluster.local/ns/default/sa/${name}`,
+      });
+      await writeCertDirectory(dir, { cert: leaf.cert, key: leaf.key, ca: ca.cert });
+      return new CertificateSource({ dir, watch: false });
+    };
+    const serverSource = await dirFor('api');
+    const clientSource = await dirFor('frontend');
+    const otherSource = await dirFor('intruder');
+    cleanups.push(() => serverSource.close());
+    cleanups.push(() => clientSource.close());
+    cleanups.push(() => otherSource.close());
+    const authorizer = createAuthorizer([
+      {
+        name: 'frontend-only',
+        action: 'ALLOW',
+        rules: [{ from: [{ source: { principals: ['cluster.local/ns/default/sa/frontend'] } }] }],
+      },
+    ]);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let arrived: () => void = () => {};
+    const inFlight = new Promise<void>((r) => {
+      arrived = r;
+    });
+    const app = express();
+    app.use(meshMiddleware({ authorizer }));
+    app.get('/slow', async (_req, res) => {
+      arrived();
+      await gate;
+      res.json({ ok: true });
+    });
+    app.get('/who', (_req, res) => {
+      res.json({ ok: true });
+    });
+    const server = createHttpsServer({ source: serverSource }, app);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const g = gracefulShutdown(server, { signals: [] });
+    cleanups.push(g.dispose);
+
+    const get = (source: InstanceType<typeof CertificateSource>, path: string) =>
+      new Promise<{ status: number; body: string; connection: string | undefined }>((resolve, reject) => {
+        const pem = source.pem();
+        const req = https.request(
+          {
+            host: '127.0.0.1',
+            port,
+            path,
+            ca: pem.ca,
+            cert: pem.cert,
+            key: pem.key,
+            checkServerIdentity: () => undefined,
+            agent: false,
+          },
+          (res) => {
+            let body = '';
+            res.on('data', (c) => {
+              body += c;
+            });
+            res.on('end', () =>
+              resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    expect((await get(clientSource, '/who')).status).toBe(200);
+    const denied = await get(otherSource, '/who');
+    expect(denied.status).toBe(403);
+    expect(JSON.parse(denied.body)).toMatchObject({ error: { code: 'MESHLET_ERR_FORBIDDEN' } });
+
+    const slow = get(clientSource, '/slow');
+    await inFlight;
+    const drained = g.drain();
+    await new Promise((r) => setTimeout(r, 20));
+    release();
+    const res = await slow;
+    await drained;
+    expect(res.status).toBe(200);
+    expect(res.connection).toBe('close');
+    expect(server.listening).toBe(false);
+  });
+});

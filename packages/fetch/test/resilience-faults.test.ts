@@ -1,0 +1,132 @@
+import type { ServerResponse } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { refusedPort } from '../../../test/helpers/http.js';
+import type { MeshFetch } from '../src/index.js';
+import { causeCode, Rig } from './resilience-helpers.js';
+
+interface LoadResult {
+  ok: number;
+  failed: Array<string | undefined>;
+  statuses: Map<number, number>;
+}
+
+/** Runs `total` GETs with `concurrency` workers; `onProgress(done)` may inject a fault. */
+async function load(
+  fetch: MeshFetch,
+  total: number,
+  concurrency: number,
+  onProgress?: (done: number) => Promise<void> | void,
+): Promise<LoadResult> {
+  const result: LoadResult = { ok: 0, failed: [], statuses: new Map() };
+  let started = 0;
+  let done = 0;
+  const worker = async () => {
+    while (started < total) {
+      started++;
+      try {
+        const res = await fetch('http://svc/');
+        await res.arrayBuffer();
+        result.statuses.set(res.status, (result.statuses.get(res.status) ?? 0) + 1);
+        if (res.status === 200) result.ok++;
+        else result.failed.push(`status ${res.status}`);
+      } catch (err) {
+        result.failed.push(causeCode(err) ?? String(err));
+      }
+      done++;
+      await onProgress?.(done);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return result;
+}
+
+const ok = (_req: unknown, res: ServerResponse) => res.end('ok');
+
+describe('fault tests on real loopback servers (default config)', () => {
+  const rig = new Rig();
+  afterEach(() => rig.cleanup());
+
+  it('survives a dead endpoint in a static list: ejected, zero failures, budget intact', async () => {
+    const live = await Promise.all([rig.server(ok), rig.server(ok), rig.server(ok)]);
+    const dead = `127.0.0.1:${await refusedPort()}`;
+    const { fetch, mesh } = rig.mesh({ services: { svc: [...live.map((s) => s.address), dead] } });
+    const ejections = rig.collect(mesh, 'ejection');
+    const r = await load(fetch, 400, 20);
+    expect(r.failed).toEqual([]);
+    expect(r.ok).toBe(400);
+    expect(ejections.filter((e) => e.ejected).map((e) => [e.endpoint, e.reason])).toEqual([
+      [dead, 'consecutive_gateway_failure'],
+    ]);
+    expect(mesh.service('svc')?.retryBudget.exhausted).toBe(0);
+  }, 60_000);
+
+  it('an endpoint killed under steady load: zero failed idempotent requests', async () => {
+    const servers = await Promise.all([rig.server(ok), rig.server(ok), rig.server(ok), rig.server(ok)]);
+    const victim = servers[1];
+    if (!victim) throw new Error('no victim');
+    const { fetch, mesh } = rig.mesh({ services: { svc: servers.map((s) => s.address) } });
+    const ejections = rig.collect(mesh, 'ejection');
+    const retries = rig.collect(mesh, 'retry');
+    let killed = false;
+    const r = await load(fetch, 1000, 20, async (done) => {
+      if (!killed && done >= 200) {
+        killed = true;
+        await victim.close();
+      }
+    });
+    expect(killed).toBe(true);
+    expect(r.failed).toEqual([]);
+    expect(r.ok).toBe(1000);
+    expect(ejections.some((e) => e.ejected && e.endpoint === victim.address)).toBe(true);
+    expect(retries.every((x) => x.allowed)).toBe(true);
+  }, 60_000);
+
+  it('an endpoint that turns slow: per-try timeouts move traffic and eject it, no failures', async () => {
+    let slow = false;
+    const held: ServerResponse[] = [];
+    const fast = await Promise.all([rig.server(ok), rig.server(ok)]);
+    const turning = await rig.server((_req, res) => {
+      if (slow) held.push(res);
+      else res.end('ok');
+    });
+    rig.defer(() => {
+      for (const res of held) res.destroy();
+    });
+    const { fetch, mesh } = rig.mesh({
+      services: {
+        svc: {
+          endpoints: [...fast.map((s) => s.address), turning.address],
+          perTryTimeout: '400ms',
+          retry: { on: ['connect-failure', 'reset', 'per-try-timeout', 503] },
+        },
+      },
+    });
+    const ejections = rig.collect(mesh, 'ejection');
+    const before = turning.requests.length;
+    const r = await load(fetch, 600, 10, (done) => {
+      if (done === 100) slow = true;
+    });
+    expect(r.failed).toEqual([]);
+    expect(ejections.some((e) => e.ejected && e.endpoint === turning.address)).toBe(true);
+    // Once slow, it got a handful of attempts (up to the ejection), not its third of 500.
+    expect(turning.requests.length - before).toBeLessThan(100 + 60);
+  }, 60_000);
+
+  it('all endpoints failing: fails fast once the breaker opens, no retry storm', async () => {
+    const fail = (_req: unknown, res: ServerResponse) => {
+      res.statusCode = 503;
+      res.end('down');
+    };
+    const servers = await Promise.all([rig.server(fail), rig.server(fail), rig.server(fail)]);
+    const { fetch, mesh } = rig.mesh({ services: { svc: servers.map((s) => s.address) } });
+    const breaker = rig.collect(mesh, 'breaker');
+    const r = await load(fetch, 400, 10);
+    const serverSide = servers.reduce((n, s) => n + s.requests.length, 0);
+    expect(r.ok).toBe(0);
+    expect(breaker[0]?.state).toBe('open');
+    const fastFailures = r.failed.filter((f) => f === 'MESHLET_ERR_CIRCUIT_OPEN').length;
+    expect(fastFailures).toBeGreaterThan(300);
+    // Without the breaker and budget, 400 requests × 3 attempts = 1200 upstream requests.
+    expect(serverSide).toBeLessThan(100);
+  }, 60_000);
+});

@@ -1,0 +1,212 @@
+import {
+  Channel,
+  type ChannelCredentials,
+  type ChannelInterface,
+  type ChannelOptions,
+  type Client,
+  type ClientOptions,
+  credentials,
+  type Interceptor,
+} from '@grpc/grpc-js';
+import type { Mesh, ServiceRuntime } from '@meshlet/core';
+import { type CallHook, type MeshInterceptorOptions, meshInterceptor } from './interceptors.js';
+import { parseMeshTarget, resolveTarget } from './resolver.js';
+
+/**
+ * Client keepalive defaults for mesh channels. A ping every 5 minutes when calls are in flight,
+ * failing the connection when the ack takes more than 20 s: this detects dead peers (half-open
+ * TCP, a crashed node) while staying at the 5-minute minimum interval that gRPC servers enforce by
+ * default (gRFC A8), so no server answers with GOAWAY `too_many_pings`. No pings on idle
+ * connections (`permit_without_calls: 0`), which servers also reject by default.
+ */
+export const CLIENT_KEEPALIVE_DEFAULTS: Readonly<ChannelOptions> = Object.freeze({
+  'grpc.keepalive_time_ms': 300_000,
+  'grpc.keepalive_timeout_ms': 20_000,
+  'grpc.keepalive_permit_without_calls': 0,
+});
+
+export interface MeshClientOptions extends MeshInterceptorOptions {
+  /**
+   * Channel credentials. Default: the mesh's mTLS credentials when `tls` is configured
+   * (rotating with the certificate files), otherwise insecure.
+   */
+  readonly credentials?: ChannelCredentials;
+  /** Extra grpc-js channel options, on top of `CLIENT_KEEPALIVE_DEFAULTS`. */
+  readonly channelOptions?: ChannelOptions;
+  /** The caller's own interceptors; they run before meshlet's (outermost first). */
+  readonly interceptors?: readonly Interceptor[];
+}
+
+/**
+ * Provides the default channel credentials of a service's channels (installed by the TLS
+ * integration); undefined means insecure. Return the same object for the same material, so
+ * channels are shared.
+ */
+export type CredentialsProvider = (service: ServiceRuntime) => ChannelCredentials | undefined;
+
+interface Pooled {
+  readonly channel: Channel;
+  readonly key: string;
+  refs: number;
+}
+
+interface MeshPool {
+  readonly channels: Map<string, Pooled>;
+  credentials: CredentialsProvider | undefined;
+  callHook: (() => CallHook | undefined) | undefined;
+}
+
+const pools = new WeakMap<Mesh, MeshPool>();
+const credentialIds = new WeakMap<ChannelCredentials, number>();
+let nextCredentialId = 1;
+
+function poolOf(mesh: Mesh): MeshPool {
+  let p = pools.get(mesh);
+  if (!p) {
+    p = { channels: new Map(), credentials: undefined, callHook: undefined };
+    pools.set(mesh, p);
+  }
+  return p;
+}
+
+function credentialId(c: ChannelCredentials): number {
+  let id = credentialIds.get(c);
+  if (id === undefined) {
+    id = nextCredentialId++;
+    credentialIds.set(c, id);
+  }
+  return id;
+}
+
+/**
+ * Sets the call hook of `mesh`'s clients (client spans and trace propagation; `createMesh` installs
+ * `@meshlet/telemetry`'s). Read when a client is created with `meshClientOptions`/`createMeshClient`.
+ */
+export function setCallHook(mesh: Mesh, provider: (() => CallHook | undefined) | undefined): void {
+  poolOf(mesh).callHook = provider;
+}
+
+/** Sets the default channel credentials of `mesh`'s channels (mTLS from @meshlet/tls). */
+export function setChannelCredentials(mesh: Mesh, provider: CredentialsProvider | undefined): void {
+  poolOf(mesh).credentials = provider;
+}
+
+const insecure = credentials.createInsecure();
+
+/** The default channel credentials of `service` in `mesh`: its provider's, or insecure. */
+export function defaultChannelCredentials(mesh: Mesh, service: ServiceRuntime): ChannelCredentials {
+  return poolOf(mesh).credentials?.(service) ?? insecure;
+}
+
+/**
+ * A handle on a pooled channel. Every client of the same target, credentials and options shares
+ * one grpc-js channel; `close()` releases this handle, and the channel closes when its last
+ * handle is released or when the mesh closes.
+ */
+class SharedChannel implements ChannelInterface {
+  readonly #pooled: Pooled;
+  readonly #pool: MeshPool;
+  #closed = false;
+  constructor(pool: MeshPool, pooled: Pooled) {
+    this.#pool = pool;
+    this.#pooled = pooled;
+  }
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const p = this.#pooled;
+    if (--p.refs === 0 && this.#pool.channels.get(p.key) === p) {
+      this.#pool.channels.delete(p.key);
+      p.channel.close();
+    }
+  }
+  getTarget(): string {
+    return this.#pooled.channel.getTarget();
+  }
+  getConnectivityState(tryToConnect: boolean): ReturnType<Channel['getConnectivityState']> {
+    return this.#pooled.channel.getConnectivityState(tryToConnect);
+  }
+  watchConnectivityState(...args: Parameters<Channel['watchConnectivityState']>): void {
+    this.#pooled.channel.watchConnectivityState(...args);
+  }
+  getChannelzRef(): ReturnType<Channel['getChannelzRef']> {
+    return this.#pooled.channel.getChannelzRef();
+  }
+  createCall(...args: Parameters<Channel['createCall']>): ReturnType<Channel['createCall']> {
+    return this.#pooled.channel.createCall(...args);
+  }
+}
+
+/**
+ * Returns a handle on the shared channel of `target` (a `mesh:` URI) in `mesh`'s pool, creating
+ * the channel on first use with `CLIENT_KEEPALIVE_DEFAULTS` under `options`.
+ */
+export function meshChannel(
+  mesh: Mesh,
+  target: string,
+  creds: ChannelCredentials,
+  options: ChannelOptions = {},
+): ChannelInterface {
+  const pool = poolOf(mesh);
+  const merged: ChannelOptions = { ...CLIENT_KEEPALIVE_DEFAULTS, ...options };
+  const key = `${target}\u0000${credentialId(creds)}\u0000${JSON.stringify(merged)}`;
+  let pooled = pool.channels.get(key);
+  if (!pooled) {
+    pooled = { channel: new Channel(target, creds, merged), key, refs: 0 };
+    pool.channels.set(key, pooled);
+  }
+  pooled.refs++;
+  return new SharedChannel(pool, pooled);
+}
+
+/** Closes every pooled channel of `mesh` (called when the mesh closes). */
+export function closeMeshChannels(mesh: Mesh): void {
+  const pool = pools.get(mesh);
+  if (!pool) return;
+  for (const p of pool.channels.values()) p.channel.close();
+  pool.channels.clear();
+}
+
+/** Number of open pooled channels of `mesh` (for tests and the admin page). */
+export function pooledChannelCount(mesh: Mesh): number {
+  return pools.get(mesh)?.channels.size ?? 0;
+}
+
+/**
+ * grpc-js `ClientOptions` for a `mesh:` target: the shared channel of the target and meshlet's
+ * interceptor (deadline propagation, retries within the retry budget, telemetry).
+ *
+ * ```ts
+ * const client = new ReviewsClient('mesh:///reviews', credentials.createInsecure(), meshClientOptions('mesh:///reviews'));
+ * ```
+ */
+export function meshClientOptions(target: string, options: MeshClientOptions = {}): ClientOptions {
+  const { mesh, runtime } = resolveTarget(parseMeshTarget(target));
+  const creds = options.credentials ?? defaultChannelCredentials(mesh, runtime);
+  return {
+    channelOverride: meshChannel(mesh, target, creds, options.channelOptions) as Channel,
+    interceptors: [
+      ...(options.interceptors ?? []),
+      meshInterceptor(runtime, {
+        ...options,
+        callHook: options.callHook ?? pools.get(mesh)?.callHook?.(),
+      }),
+    ],
+  };
+}
+
+type ClientConstructor<T extends Client> = new (
+  address: string,
+  credentials: ChannelCredentials,
+  options?: ClientOptions,
+) => T;
+
+/** Creates a client of a generated/`makeClientConstructor` class for a `mesh:` target. */
+export function createMeshClient<T extends Client>(
+  ctor: ClientConstructor<T>,
+  target: string,
+  options: MeshClientOptions = {},
+): T {
+  const opts = meshClientOptions(target, options);
+  return new ctor(target, options.credentials ?? insecure, opts);
+}

@@ -1,0 +1,72 @@
+export { type AttachGrpcOptions, attachGrpc } from './attach.js';
+export {
+  LB_POLICY_NAME,
+  MeshLoadBalancer,
+  outcomeOf,
+  RUNTIME_ATTRIBUTE,
+  registerMeshBalancer,
+} from './balancer.js';
+export { CallTag } from './call-tag.js';
+export {
+  CLIENT_KEEPALIVE_DEFAULTS,
+  type CredentialsProvider,
+  closeMeshChannels,
+  createMeshClient,
+  defaultChannelCredentials,
+  type MeshClientOptions,
+  meshChannel,
+  meshClientOptions,
+  pooledChannelCount,
+  setCallHook,
+  setChannelCredentials,
+} from './client.js';
+export {
+  identityMatches,
+  type MeshChannelCredentialsOptions,
+  type MeshServerCredentialsOptions,
+  meshChannelCredentials,
+  meshServerCredentials,
+  PemCertificateProvider,
+  type PemSource,
+  spiffeIdOfCertificate,
+} from './credentials.js';
+export {
+  decodeRequest,
+  decodeResponse,
+  encodeRequest,
+  encodeResponse,
+  type HealthCheckRequest,
+  type HealthCheckResponse,
+  healthServiceDefinition,
+  MeshHealth,
+  type MeshHealthOptions,
+  ServingStatus,
+  type ServingStatusName,
+} from './health.js';
+export {
+  type CallHook,
+  type CallObserver,
+  type CallStartInfo,
+  type MeshInterceptorOptions,
+  meshInterceptor,
+  type RetryOptions,
+} from './interceptors.js';
+export {
+  findMesh,
+  MESH_SCHEME,
+  parseMeshTarget,
+  registerMeshResolver,
+  resolveTarget,
+  splitTarget,
+} from './resolver.js';
+export {
+  callPrincipal,
+  createMeshServer,
+  type DrainOptions,
+  drainServer,
+  type MeshServer,
+  type MeshServerInterceptorOptions,
+  type MeshServerOptions,
+  meshServerInterceptor,
+  SERVER_KEEPALIVE_DEFAULTS,
+} from './server.js';

@@ -1,0 +1,187 @@
+import { experimental, Metadata, type ServiceConfig, status } from '@grpc/grpc-js';
+import { ErrorCodes, type Mesh, MeshError, type ServiceRuntime } from '@meshlet/core';
+import { LB_POLICY_NAME, RUNTIME_ATTRIBUTE, registerMeshBalancer } from './balancer.js';
+
+type GrpcUri = experimental.GrpcUri;
+type ResolverListener = experimental.ResolverListener;
+
+/** The URI scheme meshlet registers with grpc-js: `mesh:///reviews`, `mesh:///reviews:9090`. */
+export const MESH_SCHEME = 'mesh';
+
+interface Registered {
+  readonly mesh: Mesh;
+  readonly name: string | undefined;
+}
+
+/** Open meshes attached to gRPC, oldest first. The last one is the default. */
+const meshes: Registered[] = [];
+
+/**
+ * Which Mesh a `mesh:` channel uses when a process has several:
+ * - `mesh:///reviews` uses the most recently attached mesh that is still open (closing it falls
+ *   back to the one attached before it);
+ * - `mesh://<name>/reviews` uses the mesh attached with that name (`attachGrpc(mesh, { name })`;
+ *   `createMesh` attaches with the config's `local.workload`).
+ */
+export function findMesh(name: string): Mesh | undefined {
+  for (let i = meshes.length - 1; i >= 0; i--) {
+    const r = meshes[i] as Registered;
+    if (r.mesh.closed) continue;
+    if (name === '' || r.name === name) return r.mesh;
+  }
+  return undefined;
+}
+
+/** Adds a mesh to the registry; returns a function that removes it. */
+export function registerMesh(mesh: Mesh, name: string | undefined): () => void {
+  registerMeshResolver();
+  const entry: Registered = { mesh, name };
+  meshes.push(entry);
+  return () => {
+    const i = meshes.indexOf(entry);
+    if (i >= 0) meshes.splice(i, 1);
+  };
+}
+
+/** Splits the target path into host and optional port (`reviews`, `reviews:9090`, `[::1]:9090`). */
+export function splitTarget(path: string): { host: string; port: number | undefined } {
+  const p = path.startsWith('/') ? path.slice(1) : path;
+  const hp = experimental.splitHostPort(p);
+  if (!hp) return { host: p, port: undefined };
+  return { host: hp.host, port: hp.port };
+}
+
+/** Resolves a `mesh:` target to the service runtime, or throws a MeshError. */
+export function resolveTarget(target: GrpcUri | string): { mesh: Mesh; runtime: ServiceRuntime } {
+  const uri = typeof target === 'string' ? parseMeshTarget(target) : target;
+  const mesh = findMesh(uri.authority ?? '');
+  if (!mesh) {
+    throw new MeshError(
+      ErrorCodes.UNKNOWN_SERVICE,
+      uri.authority
+        ? `no open meshlet Mesh named "${uri.authority}" for target mesh://${uri.authority}/${uri.path}`
+        : `no open meshlet Mesh for target mesh:///${uri.path} (create one with createMesh() first)`,
+    );
+  }
+  const { host, port } = splitTarget(uri.path);
+  const runtime = mesh.resolve(host, port);
+  if (!runtime) {
+    throw new MeshError(ErrorCodes.UNKNOWN_SERVICE, `"${uri.path}" is not a service the mesh knows`, {
+      service: host,
+    });
+  }
+  return { mesh, runtime };
+}
+
+/** Parses `mesh://[name]/service[:port]`. */
+export function parseMeshTarget(target: string): GrpcUri {
+  const m = /^mesh:(?:\/\/([^/]*)\/)?(.+)$/.exec(target);
+  if (!m)
+    throw new MeshError(ErrorCodes.CONFIG, `"${target}" is not a mesh: target (mesh:///service[:port])`);
+  return { scheme: MESH_SCHEME, authority: m[1] ?? '', path: m[2] as string };
+}
+
+const SERVICE_CONFIG: ServiceConfig = {
+  loadBalancingConfig: [{ [LB_POLICY_NAME]: {} }],
+  methodConfig: [],
+};
+
+/**
+ * The grpc-js resolver of the `mesh:` scheme. It hands the channel the service's endpoints, the
+ * `ServiceRuntime` (as a resolver attribute for the `meshlet` balancer) and a service config that
+ * selects that balancer; it re-reports whenever discovery changes the endpoint set.
+ */
+class MeshResolver implements experimental.Resolver {
+  readonly #target: GrpcUri;
+  readonly #listener: ResolverListener;
+  #runtime: ServiceRuntime | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #pending = false;
+  #destroyed = false;
+
+  constructor(target: GrpcUri, listener: ResolverListener) {
+    this.#target = target;
+    this.#listener = listener;
+  }
+
+  updateResolution(): void {
+    this.#destroyed = false;
+    if (this.#pending) return;
+    this.#pending = true;
+    setImmediate(() => {
+      this.#pending = false;
+      if (!this.#destroyed) this.#resolve();
+    });
+  }
+
+  #resolve(): void {
+    let runtime: ServiceRuntime;
+    let mesh: Mesh;
+    try {
+      ({ mesh, runtime } = resolveTarget(this.#target));
+    } catch (err) {
+      this.#listener(
+        {
+          ok: false,
+          error: { code: status.UNAVAILABLE, details: (err as Error).message, metadata: new Metadata() },
+        },
+        {},
+        null,
+        '',
+      );
+      return;
+    }
+    if (this.#runtime !== runtime) {
+      this.#unsubscribe?.();
+      this.#runtime = runtime;
+      const name = runtime.name;
+      const offEndpoints = mesh.events.on('endpoints', (e) => {
+        if (e.service === name) this.updateResolution();
+      });
+      const offError = mesh.events.on('discoveryError', (e) => {
+        if (e.service === name) this.updateResolution();
+      });
+      this.#unsubscribe = () => {
+        offEndpoints();
+        offError();
+      };
+      if (!runtime.discovery.hasData && runtime.discovery.errors === 0) {
+        runtime.whenDiscovered().then(() => this.updateResolution());
+      }
+    }
+    this.#report(runtime);
+  }
+
+  #report(runtime: ServiceRuntime): void {
+    const endpoints = runtime.endpoints.map((st) => ({
+      addresses: [{ host: st.endpoint.address, port: st.endpoint.port }],
+    }));
+    this.#listener(
+      { ok: true, value: endpoints },
+      { [RUNTIME_ATTRIBUTE]: runtime },
+      { ok: true, value: SERVICE_CONFIG },
+      '',
+    );
+  }
+
+  destroy(): void {
+    this.#destroyed = true;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+    this.#runtime = undefined;
+  }
+
+  static getDefaultAuthority(target: GrpcUri): string {
+    const { host, port } = splitTarget(target.path);
+    return port === undefined ? host : `${host}:${port}`;
+  }
+}
+
+let registered = false;
+/** Registers the `mesh:` scheme and the `meshlet` balancer with the application's grpc-js. */
+export function registerMeshResolver(): void {
+  registerMeshBalancer();
+  if (registered) return;
+  registered = true;
+  experimental.registerResolver(MESH_SCHEME, MeshResolver);
+}

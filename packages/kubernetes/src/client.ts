@@ -1,0 +1,307 @@
+import { ErrorCodes, isMeshError, isPlainObject, MeshError } from '@meshlet/core';
+import { Pool } from 'undici';
+import type { ClusterAccess } from './auth.js';
+
+/** A Kubernetes API `Status` (the body of an error response, or of a watch `ERROR` event). */
+export interface KubeStatus {
+  readonly code: number | undefined;
+  readonly reason: string | undefined;
+  readonly message: string | undefined;
+  /** `details.retryAfterSeconds` (429 from API priority and fairness, 503 …). */
+  readonly retryAfterSeconds?: number | undefined;
+}
+
+export function readStatus(obj: unknown): KubeStatus {
+  if (!isPlainObject(obj)) return { code: undefined, reason: undefined, message: undefined };
+  const details = isPlainObject(obj.details) ? obj.details : {};
+  return {
+    ...(typeof details.retryAfterSeconds === 'number'
+      ? { retryAfterSeconds: details.retryAfterSeconds }
+      : {}),
+    code: typeof obj.code === 'number' ? obj.code : undefined,
+    reason: typeof obj.reason === 'string' ? obj.reason : undefined,
+    message: typeof obj.message === 'string' ? obj.message : undefined,
+  };
+}
+
+/** An API error as a coded `MESHLET_ERR_DISCOVERY` error carrying the HTTP status and reason. */
+export function apiError(status: number, kube: KubeStatus, what: string): MeshError {
+  let hint = '';
+  if (status === 403)
+    hint =
+      ' — the service account lacks RBAC permission: grant get, list and watch on services and discovery.k8s.io endpointslices (see examples/kubernetes/01-rbac.yaml)';
+  else if (status === 401)
+    hint = ' — the credentials were rejected (expired or invalid token or certificate)';
+  else if (status === 404) hint = ' — not found';
+  return new MeshError(
+    ErrorCodes.DISCOVERY,
+    `kubernetes: ${what} failed with HTTP ${status}${kube.reason ? ` ${kube.reason}` : ''}${kube.message ? `: ${kube.message}` : ''}${hint}`,
+    {
+      status,
+      reason: kube.reason ?? (status === 403 ? 'Forbidden' : status === 401 ? 'Unauthorized' : undefined),
+      ...(kube.retryAfterSeconds !== undefined ? { retryAfterMs: kube.retryAfterSeconds * 1000 } : {}),
+    },
+  );
+}
+
+/** A token bucket bounding the request rate to the API server (all watches together). */
+export class RateLimiter {
+  readonly #rate: number;
+  readonly #burst: number;
+  #tokens: number;
+  #stamp: number;
+  readonly #now: () => number;
+
+  constructor(
+    perSecond: number,
+    burst = Math.max(1, Math.ceil(perSecond * 2)),
+    now: () => number = Date.now,
+  ) {
+    this.#rate = perSecond;
+    this.#burst = burst;
+    this.#tokens = burst;
+    this.#now = now;
+    this.#stamp = now();
+  }
+
+  /** Takes a token; returns 0 or the ms to wait before the request may go. */
+  take(): number {
+    const now = this.#now();
+    this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#stamp) * this.#rate) / 1000);
+    this.#stamp = now;
+    this.#tokens -= 1;
+    return this.#tokens >= 0 ? 0 : (-this.#tokens * 1000) / this.#rate;
+  }
+}
+
+/** Resolves after `ms`, or rejects when `signal` aborts. The timer is unref'ed. */
+export function delay(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0) return signal.aborted ? Promise.reject(signal.reason) : Promise.resolve();
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    timer.unref();
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Splits a stream of newline-delimited JSON into values: tolerates partial chunks, several
+ * events in one chunk and multi-byte characters split across chunks.
+ */
+export class NdjsonParser {
+  readonly #decoder = new TextDecoder();
+  #buffer = '';
+
+  /** Feeds a chunk; returns the complete values it finished. Throws on a malformed line. */
+  push(chunk: Uint8Array | string): unknown[] {
+    this.#buffer += typeof chunk === 'string' ? chunk : this.#decoder.decode(chunk, { stream: true });
+    const out: unknown[] = [];
+    let start = 0;
+    for (;;) {
+      const nl = this.#buffer.indexOf('\n', start);
+      if (nl < 0) break;
+      const line = this.#buffer.slice(start, nl).trim();
+      start = nl + 1;
+      if (line.length > 0) out.push(JSON.parse(line));
+    }
+    this.#buffer = start === 0 ? this.#buffer : this.#buffer.slice(start);
+    return out;
+  }
+
+  /** Whatever is left at the end of the stream (a last line without a newline). */
+  end(): unknown[] {
+    const rest = (this.#buffer + this.#decoder.decode()).trim();
+    this.#buffer = '';
+    return rest.length > 0 ? [JSON.parse(rest)] : [];
+  }
+}
+
+export interface ClientOptions {
+  readonly access: ClusterAccess;
+  readonly requestTimeoutMs: number;
+  readonly maxRequestsPerSecond: number;
+  readonly now?: () => number;
+}
+
+/** Counters for the snapshot and tests. */
+export interface ClientStats {
+  requests: number;
+  unauthorizedRetries: number;
+  rateLimitedMs: number;
+}
+
+/**
+ * A small Kubernetes API client over one undici Pool that carries the cluster CA and client
+ * certificate. Every request takes a token from the rate limiter; a 401 re-reads the token file
+ * and retries once, so a rotated bound token never surfaces as an error.
+ */
+export class KubeClient {
+  readonly access: ClusterAccess;
+  readonly #pool: Pool;
+  readonly #limiter: RateLimiter;
+  readonly #requestTimeoutMs: number;
+  readonly #basePath: string;
+  readonly stats: ClientStats = { requests: 0, unauthorizedRetries: 0, rateLimitedMs: 0 };
+
+  constructor(opts: ClientOptions) {
+    this.access = opts.access;
+    const url = new URL(opts.access.server);
+    this.#basePath = url.pathname.replace(/\/+$/, '');
+    const secure = url.protocol === 'https:';
+    this.#pool = new Pool(url.origin, {
+      connect: secure
+        ? {
+            ...(opts.access.ca !== undefined ? { ca: opts.access.ca } : {}),
+            ...(opts.access.cert !== undefined ? { cert: opts.access.cert } : {}),
+            ...(opts.access.key !== undefined ? { key: opts.access.key } : {}),
+            rejectUnauthorized: !opts.access.insecureSkipTlsVerify,
+          }
+        : {},
+      keepAliveTimeout: 30_000,
+    });
+    this.#limiter = new RateLimiter(opts.maxRequestsPerSecond, undefined, opts.now);
+    this.#requestTimeoutMs = opts.requestTimeoutMs;
+  }
+
+  #headers(): Record<string, string> {
+    const h: Record<string, string> = { accept: 'application/json', 'user-agent': 'meshlet' };
+    const token = this.access.token?.get();
+    if (token !== undefined) h.authorization = `Bearer ${token}`;
+    else if (this.access.basic)
+      h.authorization = `Basic ${Buffer.from(`${this.access.basic.username}:${this.access.basic.password}`).toString('base64')}`;
+    return h;
+  }
+
+  async #send(
+    path: string,
+    signal: AbortSignal,
+    what: string,
+    watch: boolean,
+  ): Promise<{
+    status: number;
+    body: AsyncIterable<Uint8Array> & {
+      text(): Promise<string>;
+      json(): Promise<unknown>;
+      dump(): Promise<void>;
+    };
+  }> {
+    for (let attempt = 0; ; attempt++) {
+      const wait = this.#limiter.take();
+      if (wait > 0) {
+        this.stats.rateLimitedMs += wait;
+        await delay(wait, signal);
+      }
+      this.stats.requests++;
+      let res: Awaited<ReturnType<Pool['request']>>;
+      try {
+        res = await this.#pool.request({
+          path: this.#basePath + path,
+          method: 'GET',
+          headers: this.#headers(),
+          signal,
+          headersTimeout: this.#requestTimeoutMs,
+          bodyTimeout: watch ? 0 : this.#requestTimeoutMs,
+        });
+      } catch (err) {
+        if (signal.aborted) throw err;
+        throw new MeshError(
+          ErrorCodes.DISCOVERY,
+          `kubernetes: ${what}: cannot reach the API server ${this.access.server}: ${(err as Error).message}`,
+          { reason: 'Unavailable' },
+          { cause: err },
+        );
+      }
+      if (res.statusCode === 401 && attempt === 0 && this.access.token?.file !== undefined) {
+        // Bound service-account tokens rotate: re-read the file and try once more.
+        await res.body.dump();
+        this.access.token.refresh();
+        this.stats.unauthorizedRetries++;
+        continue;
+      }
+      return { status: res.statusCode, body: res.body };
+    }
+  }
+
+  /** GETs a JSON resource. Non-2xx responses throw a coded error (see `apiError`). */
+  async get(path: string, signal: AbortSignal, what: string): Promise<unknown> {
+    const { status, body } = await this.#send(path, signal, what, false);
+    let parsed: unknown;
+    try {
+      parsed = await body.json();
+    } catch (err) {
+      if (signal.aborted) throw err;
+      if (status >= 200 && status < 300)
+        throw new MeshError(
+          ErrorCodes.DISCOVERY,
+          `kubernetes: ${what}: invalid JSON from the API server`,
+          {},
+          { cause: err },
+        );
+      parsed = undefined;
+    }
+    if (status < 200 || status >= 300) throw apiError(status, readStatus(parsed), what);
+    return parsed;
+  }
+
+  /**
+   * Opens a watch and feeds each decoded event to `onEvents` (all events of one chunk at once).
+   * Resolves when the server ends the stream; rejects on a non-2xx answer or a broken stream.
+   */
+  async watch(
+    path: string,
+    signal: AbortSignal,
+    what: string,
+    onEvents: (events: unknown[]) => void,
+  ): Promise<void> {
+    const { status, body } = await this.#send(path, signal, what, true);
+    if (status < 200 || status >= 300) {
+      let parsed: unknown;
+      try {
+        parsed = await body.json();
+      } catch {
+        parsed = undefined;
+      }
+      throw apiError(status, readStatus(parsed), what);
+    }
+    onEvents([]); // headers arrived: the watch is established
+    const parser = new NdjsonParser();
+    try {
+      for await (const chunk of body) {
+        const events = parser.push(chunk);
+        if (events.length > 0) onEvents(events);
+      }
+      const rest = parser.end();
+      if (rest.length > 0) onEvents(rest);
+    } catch (err) {
+      if (signal.aborted || isMeshError(err)) throw err;
+      if (err instanceof SyntaxError)
+        throw new MeshError(
+          ErrorCodes.DISCOVERY,
+          `kubernetes: ${what}: malformed watch event: ${err.message}`,
+          {},
+          { cause: err },
+        );
+      throw new MeshError(
+        ErrorCodes.DISCOVERY,
+        `kubernetes: ${what}: watch stream broke: ${(err as Error).message}`,
+        { reason: 'Unavailable' },
+        { cause: err },
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.destroy();
+  }
+}

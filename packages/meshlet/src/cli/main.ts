@@ -1,0 +1,119 @@
+// The umbrella package's entry registers every config section and extension meshlet ships, so
+// that `meshlet validate` knows the same keys `createMesh` does.
+import '../index.js';
+import { readFileSync, realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { CERTS_USAGE, runCertsCommand } from '@meshlet/tls';
+import { demoCommand, UsageError } from './demo.js';
+import { type CliCommand, type CliIo, processIo } from './io.js';
+import { validateCommand } from './validate.js';
+
+/** The command table: name → command. Packages that add commands register here. */
+export const commands = new Map<string, CliCommand>();
+
+/** Adds (or replaces) a `meshlet <name>` command. */
+export function registerCommand(command: CliCommand): void {
+  commands.set(command.name, command);
+}
+
+registerCommand(demoCommand);
+registerCommand(validateCommand);
+// `control-plane` is imported when run, so that the other commands do not load xDS and gRPC.
+registerCommand({
+  name: 'certs',
+  summary: 'development CA and workload certificates with SPIFFE IDs (init, issue, rotate)',
+  usage: CERTS_USAGE.trimEnd(),
+  run: (argv, io) => runCertsCommand(argv, io),
+});
+registerCommand({
+  name: 'control-plane',
+  summary: 'serve a mesh file over xDS (ADS) to meshlet and gRPC clients',
+  usage: 'Usage: meshlet control-plane --config FILE [--port N] [--host ADDR]',
+  ownHelp: true,
+  async run(argv, io) {
+    const { runControlPlaneCommand } = await import('@meshlet/control-plane');
+    return runControlPlaneCommand(argv, io);
+  },
+});
+
+/** The version of the `meshlet` package. */
+export function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version?: string;
+  };
+  return pkg.version ?? '0.0.0';
+}
+
+function help(): string {
+  const width = Math.max(...[...commands.keys()].map((n) => n.length));
+  const list = [...commands.values()]
+    .sort((a, b) => a.name.localeCompare(b.name))
+    .map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`)
+    .join('\n');
+  return `meshlet ${version()} — a proxyless service mesh for Node.js
+
+Usage: meshlet <command> [options]
+
+Commands:
+${list}
+
+Options:
+  -h, --help     show this help (or \`meshlet <command> --help\`)
+  -v, --version  print the version
+`;
+}
+
+function isUsageError(err: unknown): boolean {
+  if (err instanceof UsageError) return true;
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
+}
+
+/** Runs the CLI with `argv` (without node and script); resolves with the exit code. */
+export async function runCli(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
+  // `pnpm demo -- --duration 10` may hand us the separator itself.
+  const args = argv.filter((a, i) => !(a === '--' && i <= 1));
+  const [name, ...rest] = args;
+  if (name === undefined || name === '-h' || name === '--help' || name === 'help') {
+    const topic = name === 'help' && rest[0] !== undefined ? commands.get(rest[0]) : undefined;
+    io.stdout.write(topic ? `${topic.usage}\n` : help());
+    return 0;
+  }
+  if (name === '-v' || name === '--version') {
+    io.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  const command = commands.get(name);
+  if (!command) {
+    io.stderr.write(`meshlet: unknown command "${name}"\n\n${help()}`);
+    return 2;
+  }
+  if (!command.ownHelp && (rest.includes('--help') || rest.includes('-h'))) {
+    io.stdout.write(`${command.usage}\n`);
+    return 0;
+  }
+  try {
+    return await command.run(rest, io);
+  } catch (err) {
+    if (isUsageError(err)) {
+      io.stderr.write(`meshlet ${name}: ${(err as Error).message}\n\n${command.usage}\n`);
+      return 2;
+    }
+    io.stderr.write(`meshlet ${name}: ${(err as Error)?.stack ?? String(err)}\n`);
+    return 1;
+  }
+}
+
+function isEntry(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return pathToFileURL(realpathSync(script)).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntry()) {
+  process.exitCode = await runCli(process.argv.slice(2));
+}

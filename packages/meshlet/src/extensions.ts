@@ -1,0 +1,90 @@
+/**
+ * The extensions `createMesh()` runs, one per package that plugs into the mesh. Each package
+ * registers its own block here; imported for its side effect from `index.ts`.
+ */
+
+import { attachGrpc, type CredentialsProvider, meshChannelCredentials } from '@meshlet/grpc';
+import { setupKubernetes } from '@meshlet/kubernetes';
+import { getTelemetry, installTelemetry } from '@meshlet/telemetry';
+import { getMeshTls, type MeshTls, meshTlsFor } from '@meshlet/tls';
+import { setupXds } from '@meshlet/xds';
+import { registerExtension } from './mesh.js';
+
+// Kubernetes EndpointSlice discovery: on with `kubernetes: {}` in the config, or in a cluster.
+registerExtension({
+  name: 'kubernetes',
+  async setup(mesh) {
+    await setupKubernetes(mesh, { env: mesh.options.env });
+  },
+});
+
+// mTLS from mounted certificates (`tls: { dir }`, per-service `tls` overrides) and inbound
+// authorization (`authorization: { mode, policies }`). Certificates are read (and validated)
+// before the dispatcher exists, so a bad directory fails createMesh with MESHLET_ERR_TLS.
+registerExtension({
+  name: 'tls',
+  dispatcherOptions(config) {
+    const tls = meshTlsFor(config);
+    return tls.enabled ? { connect: tls.connect } : undefined;
+  },
+  setup(mesh) {
+    const tls = meshTlsFor(mesh.config);
+    if (tls.enabled || tls.authorizer) tls.attach(mesh);
+  },
+});
+
+// gRPC: `mesh:///service` targets of the application's grpc-js resolve and balance through the
+// newest open mesh (`mesh://<local.workload>/service` names this one). With mTLS on, channels get
+// rotating mTLS credentials checking the service's `identity`.
+function grpcCredentials(tls: MeshTls): CredentialsProvider {
+  const cache = new Map<unknown, Map<string, ReturnType<typeof meshChannelCredentials>>>();
+  return (rt) => {
+    const source = tls.sourceFor(rt.policy);
+    if (!source) return undefined;
+    let byIdentity = cache.get(source);
+    if (!byIdentity) {
+      byIdentity = new Map();
+      cache.set(source, byIdentity);
+    }
+    const key = rt.policy.identity ?? '';
+    let creds = byIdentity.get(key);
+    if (!creds) {
+      creds = meshChannelCredentials(source, { identity: rt.policy.identity });
+      byIdentity.set(key, creds);
+    }
+    return creds;
+  };
+}
+
+registerExtension({
+  name: 'grpc',
+  setup(mesh) {
+    const tls = getMeshTls(mesh);
+    attachGrpc(mesh, {
+      name: mesh.config.local.workload,
+      credentials: tls?.enabled ? grpcCredentials(tls) : undefined,
+      // client spans + traceparent in metadata, from the telemetry installed on this mesh
+      callHook: () => getTelemetry(mesh)?.requestHook,
+    });
+  },
+});
+
+// Metrics (prom-client), tracing (@opentelemetry/api), access logs and the admin server
+// (`telemetry: {…}`, `admin: { port }`). The user's Registry / TracerProvider / access log sink
+// come from `createMesh(config, { telemetry: { registry, tracerProvider, accessLogSink } })`.
+registerExtension({
+  name: 'telemetry',
+  async setup(mesh) {
+    const tel = await installTelemetry(mesh, mesh.options.telemetry);
+    if (tel.requestHook !== undefined) mesh.dispatcher.requestHook = tel.requestHook;
+  },
+});
+
+// xDS: a gRPC xDS bootstrap (`GRPC_XDS_BOOTSTRAP`, `GRPC_XDS_BOOTSTRAP_CONFIG`, or `xds:` in the
+// config) turns it on; `http://NAME/` then resolves through the LDS listener NAME (docs/xds.md).
+registerExtension({
+  name: 'xds',
+  setup(mesh) {
+    setupXds(mesh, { env: mesh.options.env });
+  },
+});

@@ -1,0 +1,54 @@
+export { type AccessLogEntry, type AccessLogSink, JsonLineWriter } from './access-log.js';
+export {
+  type AdminServer,
+  type AdminSource,
+  type ClusterEndpoint,
+  type ClusterService,
+  clusters,
+  startAdmin,
+} from './admin.js';
+export {
+  type AccessLogConfig,
+  type AdminConfig,
+  DEFAULT_BUCKETS,
+  DEFAULT_TELEMETRY,
+  type MetricsConfig,
+  type MetricsNaming,
+  type Propagation,
+  parseAdminConfig,
+  parseTelemetryConfig,
+  registerTelemetryConfig,
+  type TelemetryConfig,
+  type TracingConfig,
+} from './config.js';
+export {
+  ENDPOINT_STATES,
+  ISTIO_BUCKETS_MS,
+  ISTIO_LABELS,
+  MeshMetrics,
+  OUTCOMES,
+  type ServiceStats,
+} from './metrics.js';
+export type { AnyRegistry } from './series.js';
+export {
+  getTelemetry,
+  installTelemetry,
+  MeshTelemetry,
+  ServerRequest,
+  type ServerRequestInfo,
+  ServerTelemetry,
+  type TelemetryOptions,
+} from './telemetry.js';
+export {
+  ClientTracing,
+  extractContext,
+  formatTraceparent,
+  type HeaderGetter,
+  headerGetter,
+  injectHeaders,
+  parseB3,
+  parseTraceparent,
+  type ServerSpanInfo,
+  ServerTracing,
+  TraceStash,
+} from './tracing.js';

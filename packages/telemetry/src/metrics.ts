@@ -1,0 +1,805 @@
+import {
+  type AttemptEvent,
+  allocateEndpointSlot,
+  type EndpointState,
+  type Mesh,
+  type MeshEventMap,
+  type Outcome,
+  type RequestEvent,
+  type ServiceRuntime,
+} from '@meshlet/core';
+import { collectDefaultMetrics } from 'prom-client';
+import type { MetricsConfig } from './config.js';
+import {
+  type AnyRegistry,
+  type CounterFamily as CF,
+  CounterFamily,
+  type CounterSeries,
+  GaugeFamily,
+  type GaugeSeries,
+  HistogramFamily,
+  type HistogramSeries,
+  type Labels,
+  registerFamily,
+} from './series.js';
+import type { TraceStash } from './tracing.js';
+import { VERSION } from './version.js';
+
+export const OUTCOMES: readonly Outcome[] = [
+  'success',
+  'http_error',
+  'timeout',
+  'connect_failure',
+  'reset',
+  'circuit_open',
+  'no_endpoint',
+  'overloaded',
+  'cancelled',
+  'error',
+];
+const OUTCOME_INDEX: Readonly<Record<string, number>> = Object.freeze(
+  Object.fromEntries(OUTCOMES.map((o, i) => [o, i])),
+);
+const METHODS = ['_OTHER', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'];
+const METHOD_INDEX: Readonly<Record<string, number>> = Object.freeze(
+  Object.fromEntries(METHODS.map((m, i) => [m, i])),
+);
+
+/** Endpoint states reported by `meshlet_endpoints`. */
+export const ENDPOINT_STATES = [
+  'healthy',
+  'unknown',
+  'degraded',
+  'draining',
+  'unhealthy',
+  'ejected',
+] as const;
+
+/** Envoy response flags for outcomes without a response, as Istio reports them. */
+const RESPONSE_FLAGS: Readonly<Record<Outcome, string>> = {
+  success: '-',
+  http_error: '-',
+  timeout: 'UT',
+  connect_failure: 'UF',
+  reset: 'UC',
+  circuit_open: 'UO',
+  no_endpoint: 'UH',
+  overloaded: 'UO',
+  cancelled: 'DC',
+  error: 'UC',
+};
+
+/** Istio's standard histogram buckets for `istio_request_duration_milliseconds`. */
+export const ISTIO_BUCKETS_MS: readonly number[] = [
+  0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000,
+  3600000,
+];
+
+const HTTP_LABELS = [
+  'service',
+  'http_request_method',
+  'http_response_status_code',
+  'status_class',
+  'outcome',
+];
+const ATTEMPT_LABELS = ['service', 'http_response_status_code', 'status_class', 'outcome'];
+const SERVER_LABELS = ['http_request_method', 'http_response_status_code', 'status_class', 'http_route'];
+export const ISTIO_LABELS = [
+  'reporter',
+  'source_workload',
+  'source_workload_namespace',
+  'source_principal',
+  'source_app',
+  'source_canonical_service',
+  'destination_workload',
+  'destination_workload_namespace',
+  'destination_principal',
+  'destination_app',
+  'destination_service',
+  'destination_service_name',
+  'destination_service_namespace',
+  'destination_canonical_service',
+  'request_protocol',
+  'response_code',
+  'grpc_response_status',
+  'response_flags',
+  'connection_security_policy',
+];
+
+interface Bound {
+  readonly count: CounterSeries;
+  readonly duration: HistogramSeries;
+}
+
+/** Counters the admin page reads (cumulative; the page derives rates). */
+export interface ServiceStats {
+  requests: number;
+  errors: number;
+  durationSumMs: number;
+  retries: number;
+  retriesDenied: number;
+  ejections: number;
+  breaker: 'closed' | 'open' | 'half_open';
+}
+
+class ServiceSeries {
+  readonly name: string;
+  readonly logical = new Map<number, Bound>();
+  readonly attempts = new Map<number, Bound>();
+  readonly istio = new Map<number, Bound>();
+  readonly stats: ServiceStats = {
+    requests: 0,
+    errors: 0,
+    durationSumMs: 0,
+    retries: 0,
+    retriesDenied: 0,
+    ejections: 0,
+    breaker: 'closed',
+  };
+  constructor(name: string) {
+    this.name = name;
+  }
+}
+
+interface EndpointSeries {
+  readonly labels: Labels;
+  readonly duration: HistogramSeries;
+  readonly outcomes: Array<CounterSeries | undefined>;
+}
+
+/** Where a MeshMetrics keeps an endpoint's per-endpoint series (an array index, not a map lookup). */
+const ENDPOINT_SLOT = allocateEndpointSlot();
+
+function statusClass(status: number | undefined): string {
+  if (status === undefined) return 'none';
+  if (status >= 100 && status < 600) return `${Math.floor(status / 100)}xx`;
+  return 'other';
+}
+
+/** `reviews.default.svc.cluster.local:8080` → name `reviews`, namespace `default`. */
+function splitServiceName(service: string, fallbackNs: string): { name: string; namespace: string } {
+  const host = service.replace(/:\d+$/, '');
+  const parts = host.split('.');
+  if (parts.length >= 3 && parts[2] === 'svc')
+    return { name: parts[0] as string, namespace: parts[1] as string };
+  return { name: parts[0] as string, namespace: fallbackNs };
+}
+
+/**
+ * Prometheus metrics of one mesh: client request metrics (OpenTelemetry HTTP names and/or Istio's
+ * names) recorded into pre-bound series from the mesh's `request`/`attempt` events, and mesh
+ * internals (endpoints by state, ejections, breakers, retries, discovery) read at scrape time.
+ */
+export class MeshMetrics {
+  readonly registry: AnyRegistry;
+  readonly config: MetricsConfig;
+  readonly #mesh: Mesh;
+  readonly #stash: TraceStash | undefined;
+  readonly #services = new Map<string, ServiceSeries>();
+  readonly #otel: boolean;
+  readonly #istio: boolean;
+  readonly #disposers: Array<() => void> = [];
+  readonly #workload: string;
+  readonly #namespace: string;
+  readonly #mtls: boolean;
+
+  readonly #logicalCount: CF | undefined;
+  readonly #logicalDuration: HistogramFamily | undefined;
+  readonly #attemptCount: CF | undefined;
+  readonly #attemptDuration: HistogramFamily | undefined;
+  readonly #istioCount: CF | undefined;
+  readonly #istioDuration: HistogramFamily | undefined;
+  readonly #serverCount: CF | undefined;
+  readonly #serverDuration: HistogramFamily | undefined;
+  readonly #istioServerCount: CF | undefined;
+  readonly #istioServerDuration: HistogramFamily | undefined;
+  readonly #epAttempts: CF | undefined;
+  readonly #epDuration: HistogramFamily | undefined;
+  readonly #epActive: GaugeFamily | undefined;
+  readonly #epEwma: GaugeFamily | undefined;
+
+  readonly #ejections: CF;
+  readonly #healthChanges: CF;
+  readonly #panicEntered: CF;
+  readonly #breakerState: GaugeFamily;
+  readonly #breakerTransitions: CF;
+  readonly #retries: CF;
+  readonly #retriesDenied: CF;
+  readonly #budgetExhausted: CF;
+  readonly #certExpiry: GaugeFamily;
+  readonly #serverBound = new Map<string, Bound>();
+  readonly #istioServerBound = new Map<string, Bound>();
+
+  constructor(mesh: Mesh, registry: AnyRegistry, config: MetricsConfig, stash?: TraceStash) {
+    this.#mesh = mesh;
+    this.registry = registry;
+    this.config = config;
+    this.#stash = config.exemplars ? stash : undefined;
+    this.#otel = config.naming !== 'istio';
+    this.#istio = config.naming !== 'otel';
+    this.#workload = mesh.config.local.workload;
+    this.#namespace = mesh.config.local.namespace;
+    this.#mtls = mesh.config.extensions.tls !== undefined;
+    const b = config.buckets;
+    const reg = <F extends CounterFamily | GaugeFamily | HistogramFamily>(f: F): F =>
+      registerFamily(registry, f);
+
+    if (this.#otel) {
+      this.#logicalCount = reg(
+        new CounterFamily(
+          'http_client_requests_total',
+          'HTTP requests to mesh services, one per fetch call (retries are not counted again).',
+          HTTP_LABELS,
+        ),
+      );
+      this.#logicalDuration = reg(
+        new HistogramFamily(
+          'http_client_request_duration_seconds',
+          'Duration of HTTP requests to mesh services as the caller sees it (retries and backoff included), in seconds.',
+          HTTP_LABELS,
+          b,
+        ),
+      );
+      this.#attemptCount = reg(
+        new CounterFamily(
+          'meshlet_client_attempts_total',
+          'Attempts sent to mesh services (the first try and every retry).',
+          ATTEMPT_LABELS,
+        ),
+      );
+      this.#attemptDuration = reg(
+        new HistogramFamily(
+          'meshlet_client_attempt_duration_seconds',
+          'Duration of single attempts to mesh services, in seconds.',
+          ATTEMPT_LABELS,
+          b,
+        ),
+      );
+      this.#serverCount = reg(
+        new CounterFamily('http_server_requests_total', 'Inbound HTTP requests served.', SERVER_LABELS),
+      );
+      this.#serverDuration = reg(
+        new HistogramFamily(
+          'http_server_request_duration_seconds',
+          'Duration of inbound HTTP requests, in seconds.',
+          SERVER_LABELS,
+          b,
+        ),
+      );
+    }
+    if (this.#istio) {
+      this.#istioCount = reg(
+        new CounterFamily('istio_requests_total', 'Requests (Istio-compatible).', ISTIO_LABELS),
+      );
+      this.#istioDuration = reg(
+        new HistogramFamily(
+          'istio_request_duration_milliseconds',
+          'Request duration in milliseconds (Istio-compatible).',
+          ISTIO_LABELS,
+          ISTIO_BUCKETS_MS,
+        ),
+      );
+      this.#istioServerCount = this.#istioCount;
+      this.#istioServerDuration = this.#istioDuration;
+    }
+    if (config.perEndpoint) {
+      const l = ['service', 'endpoint'];
+      this.#epAttempts = reg(
+        new CounterFamily('meshlet_endpoint_attempts_total', 'Attempts sent to an endpoint, by outcome.', [
+          ...l,
+          'outcome',
+        ]),
+      );
+      this.#epDuration = reg(
+        new HistogramFamily(
+          'meshlet_endpoint_attempt_duration_seconds',
+          'Attempt duration per endpoint, in seconds.',
+          l,
+          b,
+        ),
+      );
+      this.#epActive = reg(
+        new GaugeFamily('meshlet_endpoint_active_requests', 'Requests in flight to an endpoint.', l),
+      );
+      this.#epEwma = reg(
+        new GaugeFamily(
+          'meshlet_endpoint_latency_ewma_seconds',
+          'Peak-EWMA latency estimate of an endpoint (what the balancer sees), in seconds.',
+          l,
+        ),
+      );
+    }
+
+    const svc = ['service'];
+    const endpoints = reg(
+      new GaugeFamily('meshlet_endpoints', 'Endpoints of a service by state.', ['service', 'state']),
+    );
+    const panic = reg(
+      new GaugeFamily(
+        'meshlet_panic_mode',
+        '1 while a service balances over all endpoints (panic threshold).',
+        svc,
+      ),
+    );
+    this.#panicEntered = reg(
+      new CounterFamily('meshlet_panic_mode_entered_total', 'Times a service entered panic mode.', svc),
+    );
+    this.#ejections = reg(
+      new CounterFamily('meshlet_outlier_ejections_total', 'Endpoints ejected by outlier detection.', svc),
+    );
+    this.#healthChanges = reg(
+      new CounterFamily(
+        'meshlet_endpoint_health_transitions_total',
+        'Endpoint health changes by new state.',
+        ['service', 'state'],
+      ),
+    );
+    this.#breakerState = reg(
+      new GaugeFamily('meshlet_circuit_breaker_state', '1 for the current breaker state of a service.', [
+        'service',
+        'state',
+      ]),
+    );
+    this.#breakerTransitions = reg(
+      new CounterFamily(
+        'meshlet_circuit_breaker_transitions_total',
+        'Circuit breaker state changes by new state.',
+        ['service', 'state'],
+      ),
+    );
+    this.#retries = reg(
+      new CounterFamily('meshlet_retries_total', 'Retries the mesh made, by reason.', ['service', 'reason']),
+    );
+    this.#retriesDenied = reg(
+      new CounterFamily('meshlet_retries_denied_total', 'Retries refused, by cause (budget, deadline).', [
+        'service',
+        'cause',
+      ]),
+    );
+    this.#budgetExhausted = reg(
+      new CounterFamily(
+        'meshlet_retry_budget_exhausted_total',
+        'Retries refused because the retry budget was spent.',
+        svc,
+      ),
+    );
+    const dl = ['service', 'source'];
+    const dUpdates = reg(
+      new CounterFamily('meshlet_discovery_updates_total', 'Endpoint updates applied from discovery.', dl),
+    );
+    const dErrors = reg(new CounterFamily('meshlet_discovery_errors_total', 'Discovery failures.', dl));
+    const dAge = reg(
+      new GaugeFamily(
+        'meshlet_discovery_last_update_age_seconds',
+        'Seconds since the last good discovery update of a service.',
+        dl,
+      ),
+    );
+    const dStamp = reg(
+      new GaugeFamily(
+        'meshlet_discovery_last_update_timestamp_seconds',
+        'Unix time of the last good discovery update of a service.',
+        dl,
+      ),
+    );
+    this.#certExpiry = reg(
+      new GaugeFamily('meshlet_certificate_expiry_timestamp_seconds', 'Unix time a certificate expires.', [
+        'certificate',
+        'identity',
+      ]),
+    );
+    const info = reg(
+      new GaugeFamily('meshlet_info', 'Constant 1, labelled with the workload and meshlet version.', [
+        'workload',
+        'namespace',
+        'version',
+      ]),
+    );
+    info.set({ workload: this.#workload, namespace: this.#namespace, version: VERSION }, 1);
+    const ready = reg(new GaugeFamily('meshlet_ready', '1 once the mesh is ready.', ['workload']));
+
+    if (config.defaultMetrics && registry.getSingleMetric('process_cpu_user_seconds_total') === undefined) {
+      collectDefaultMetrics({ register: registry });
+    }
+
+    // ---- scrape-time collectors (off the request path) ----
+    let seen = new Set<string>();
+    const perService = new WeakMap<
+      ServiceRuntime,
+      {
+        states: GaugeSeries[];
+        panic: GaugeSeries;
+        updates: CounterSeries;
+        errors: CounterSeries;
+        age: GaugeSeries | undefined;
+        stamp: GaugeSeries | undefined;
+      }
+    >();
+    // One pass over the mesh per scrape, whichever family the registry reads first.
+    let collected = false;
+    const collect = () => {
+      if (collected) return;
+      collected = true;
+      queueMicrotask(() => {
+        collected = false;
+      });
+      {
+        const now = mesh.now();
+        const wall = Date.now();
+        const current = new Set<string>();
+        for (const rt of mesh.services()) {
+          current.add(rt.name);
+          let bound = perService.get(rt);
+          if (bound === undefined) {
+            const dlab = { service: rt.name, source: rt.discovery.type };
+            bound = {
+              states: ENDPOINT_STATES.map((state) => endpoints.child({ service: rt.name, state })),
+              panic: panic.child({ service: rt.name }),
+              updates: dUpdates.child(dlab),
+              errors: dErrors.child(dlab),
+              age: undefined,
+              stamp: undefined,
+            };
+            perService.set(rt, bound);
+          }
+          const counts = [0, 0, 0, 0, 0, 0];
+          for (const st of rt.endpoints) {
+            const i = stateIndex(st, now);
+            counts[i] = (counts[i] as number) + 1;
+          }
+          for (let i = 0; i < counts.length; i++)
+            (bound.states[i] as GaugeSeries).value = counts[i] as number;
+          bound.panic.value = rt.panic ? 1 : 0;
+          const d = rt.discovery;
+          bound.updates.value = d.updates;
+          bound.errors.value = d.errors;
+          if (d.lastUpdate !== undefined) {
+            const dlab = { service: rt.name, source: d.type };
+            bound.age ??= dAge.child(dlab);
+            bound.stamp ??= dStamp.child(dlab);
+            bound.age.value = Math.max(0, (wall - d.lastUpdate) / 1000);
+            bound.stamp.value = d.lastUpdate / 1000;
+          }
+          this.#service(rt.name); // zero breaker state for services without events
+          if (this.#epActive !== undefined && this.#epEwma !== undefined) {
+            for (const st of rt.endpoints) {
+              const l = { service: rt.name, endpoint: st.id };
+              this.#epActive.set(l, st.active);
+              this.#epEwma.set(l, st.ewmaMs / 1000);
+            }
+          }
+        }
+        for (const name of seen) {
+          if (current.has(name)) continue;
+          for (const f of [endpoints, panic, dUpdates, dErrors, dAge, dStamp])
+            f.removeMatching({ service: name });
+        }
+        seen = current;
+        ready.set({ workload: this.#workload }, mesh.isReady ? 1 : 0);
+      }
+    };
+    const scraped: Array<GaugeFamily | CounterFamily | undefined> = [
+      endpoints,
+      panic,
+      dUpdates,
+      dErrors,
+      dAge,
+      dStamp,
+      ready,
+      this.#breakerState,
+      this.#epActive,
+      this.#epEwma,
+    ];
+    for (const f of scraped) if (f !== undefined) this.#disposers.push(f.addCollector(collect));
+
+    // ---- events ----
+    const on = <K extends keyof MeshEventMap>(name: K, fn: (e: MeshEventMap[K]) => void) =>
+      this.#disposers.push(mesh.events.on(name, fn));
+    if (this.#otel || this.#epAttempts !== undefined) on('attempt', (e) => this.#onAttempt(e));
+    on('ejection', (e) => {
+      if (!e.ejected) return;
+      this.#ejections.child({ service: e.service }).inc();
+      this.#service(e.service).stats.ejections++;
+    });
+    on('health', (e) =>
+      this.#healthChanges.child({ service: e.service, state: e.healthy ? 'healthy' : 'unhealthy' }).inc(),
+    );
+    on('panic', (e) => {
+      if (e.panic) this.#panicEntered.child({ service: e.service }).inc();
+    });
+    on('breaker', (e) => {
+      const s = this.#service(e.service);
+      s.stats.breaker = e.state;
+      for (const st of ['closed', 'open', 'half_open'])
+        this.#breakerState.set({ service: e.service, state: st }, st === e.state ? 1 : 0);
+      this.#breakerTransitions.child({ service: e.service, state: e.state }).inc();
+    });
+    on('retry', (e) => {
+      const s = this.#service(e.service);
+      if (e.allowed) {
+        s.stats.retries++;
+        this.#retries.child({ service: e.service, reason: e.reason }).inc();
+      } else {
+        s.stats.retriesDenied++;
+        const cause = e.denial ?? 'unknown';
+        this.#retriesDenied.child({ service: e.service, cause }).inc();
+        if (cause === 'budget') this.#budgetExhausted.child({ service: e.service }).inc();
+      }
+    });
+    on('endpointRemoved', (e) => this.#removeEndpoint(e.endpoint));
+    on('log', (e) => this.#onLog(e));
+  }
+
+  #service(name: string): ServiceSeries {
+    let s = this.#services.get(name);
+    if (s === undefined) {
+      s = new ServiceSeries(name);
+      this.#services.set(name, s);
+      for (const st of ['closed', 'open', 'half_open'])
+        this.#breakerState.set({ service: name, state: st }, st === 'closed' ? 1 : 0);
+    }
+    return s;
+  }
+
+  /** Cumulative per-service counters for the admin page. */
+  stats(service: string): ServiceStats | undefined {
+    return this.#services.get(service)?.stats;
+  }
+
+  #bind(
+    count: CF,
+    duration: HistogramFamily,
+    service: string,
+    method: string,
+    status: number | undefined,
+    outcome: Outcome,
+  ): Bound {
+    const labels = {
+      service,
+      http_request_method: METHOD_INDEX[method] === undefined ? '_OTHER' : method,
+      http_response_status_code: status === undefined ? '' : String(status),
+      status_class: statusClass(status),
+      outcome,
+    };
+    return { count: count.child(labels), duration: duration.child(labels) };
+  }
+
+  #istioBind(service: string, status: number | undefined, outcome: Outcome, grpc: boolean): Bound {
+    const { name, namespace } = splitServiceName(service, 'unknown');
+    const labels: Record<string, string> = {
+      reporter: 'source',
+      source_workload: this.#workload,
+      source_workload_namespace: this.#namespace,
+      source_principal: 'unknown',
+      source_app: this.#workload,
+      source_canonical_service: this.#workload,
+      destination_workload: 'unknown',
+      destination_workload_namespace: namespace,
+      destination_principal: 'unknown',
+      destination_app: 'unknown',
+      destination_service: service.replace(/:\d+$/, ''),
+      destination_service_name: name,
+      destination_service_namespace: namespace,
+      destination_canonical_service: name,
+      request_protocol: grpc ? 'grpc' : 'http',
+      response_code: status === undefined ? '0' : String(status),
+      grpc_response_status: '',
+      response_flags: RESPONSE_FLAGS[outcome] ?? '-',
+      connection_security_policy: 'unknown',
+    };
+    if (grpc && status !== undefined) {
+      labels.grpc_response_status = String(status);
+      labels.response_code = '200';
+    }
+    const c = this.#istioCount as CF;
+    const d = this.#istioDuration as HistogramFamily;
+    return { count: c.child(labels), duration: d.child(labels) };
+  }
+
+  /** Records a logical request (called by the telemetry's `request` listener). */
+  onRequest(e: RequestEvent): void {
+    const s = this.#service(e.service);
+    const st = s.stats;
+    st.requests++;
+    if (e.outcome !== 'success') st.errors++;
+    st.durationSumMs += e.durationMs;
+    const status = e.status;
+    const oi = OUTCOME_INDEX[e.outcome] ?? 9;
+    const mi = METHOD_INDEX[e.method] ?? 0;
+    const key = mi * 1_000_000 + oi * 1000 + (status ?? 0);
+    const stash = this.#stash;
+    const traceId = stash?.traceId;
+    if (this.#otel) {
+      let b = s.logical.get(key);
+      if (b === undefined) {
+        b = this.#bind(
+          this.#logicalCount as CF,
+          this.#logicalDuration as HistogramFamily,
+          e.service,
+          e.method,
+          status,
+          e.outcome,
+        );
+        s.logical.set(key, b);
+      }
+      b.count.value++;
+      if (traceId !== undefined)
+        b.duration.observeWithExemplar(e.durationMs / 1000, traceId, stash?.spanId as string);
+      else b.duration.observe(e.durationMs / 1000);
+    }
+    if (this.#istio) {
+      const grpc = e.transport === 'grpc';
+      const ikey = key + (grpc ? 500_000 : 0);
+      let b = s.istio.get(ikey);
+      if (b === undefined) {
+        b = this.#istioBind(e.service, status, e.outcome, grpc);
+        s.istio.set(ikey, b);
+      }
+      b.count.value++;
+      if (traceId !== undefined)
+        b.duration.observeWithExemplar(e.durationMs, traceId, stash?.spanId as string);
+      else b.duration.observe(e.durationMs);
+    }
+  }
+
+  #onAttempt(e: AttemptEvent): void {
+    const status = e.status;
+    if (this.#otel) {
+      const s = this.#service(e.service);
+      const key = (OUTCOME_INDEX[e.outcome] ?? 9) * 1000 + (status ?? 0);
+      let b = s.attempts.get(key);
+      if (b === undefined) {
+        const labels = {
+          service: e.service,
+          http_response_status_code: status === undefined ? '' : String(status),
+          status_class: statusClass(status),
+          outcome: e.outcome,
+        };
+        b = {
+          count: (this.#attemptCount as CF).child(labels),
+          duration: (this.#attemptDuration as HistogramFamily).child(labels),
+        };
+        s.attempts.set(key, b);
+      }
+      b.count.value++;
+      b.duration.observe(e.durationMs / 1000);
+    }
+    if (this.#epAttempts !== undefined) {
+      const ep = e.endpoint;
+      let es = ep.slots[ENDPOINT_SLOT] as EndpointSeries | undefined;
+      if (es === undefined) {
+        const labels = { service: e.service, endpoint: ep.id };
+        es = { labels, duration: (this.#epDuration as HistogramFamily).child(labels), outcomes: [] };
+        ep.slots[ENDPOINT_SLOT] = es;
+      }
+      const oi = OUTCOME_INDEX[e.outcome] ?? 9;
+      let c = es.outcomes[oi];
+      if (c === undefined) {
+        c = this.#epAttempts.child({ ...es.labels, outcome: e.outcome });
+        es.outcomes[oi] = c;
+      }
+      c.value++;
+      es.duration.observe(e.durationMs / 1000);
+    }
+  }
+
+  #removeEndpoint(ep: EndpointState): void {
+    ep.slots[ENDPOINT_SLOT] = undefined;
+    if (this.#epAttempts === undefined) return;
+    const labels = { service: ep.service, endpoint: ep.id };
+    this.#epAttempts.removeMatching(labels);
+    this.#epDuration?.remove(labels);
+    this.#epActive?.remove(labels);
+    this.#epEwma?.remove(labels);
+  }
+
+  #onLog(e: MeshEventMap['log']): void {
+    const cert = (
+      e.data as { certificate?: { notAfter?: unknown; identity?: unknown; name?: unknown } } | undefined
+    )?.certificate;
+    if (cert === undefined || cert.notAfter === undefined) return;
+    const t = new Date(cert.notAfter as string | number | Date).getTime();
+    if (Number.isNaN(t)) return;
+    this.setCertificateExpiry(
+      typeof cert.name === 'string' ? cert.name : e.scope,
+      new Date(t),
+      typeof cert.identity === 'string' ? cert.identity : '',
+    );
+  }
+
+  /**
+   * Reports when a certificate expires (`meshlet_certificate_expiry_timestamp_seconds`). The TLS
+   * package calls it (or emits a `log` event whose `data.certificate` is `{ notAfter, identity,
+   * name }`) whenever it loads or rotates a certificate.
+   */
+  setCertificateExpiry(name: string, notAfter: Date, identity = ''): void {
+    this.#certExpiry.removeMatching({ certificate: name });
+    this.#certExpiry.set({ certificate: name, identity }, notAfter.getTime() / 1000);
+  }
+
+  /** Records one inbound request (server side; used by `ServerTelemetry`). */
+  recordServer(
+    method: string,
+    status: number | undefined,
+    route: string,
+    durationMs: number,
+    grpc: boolean,
+  ): void {
+    if (this.#serverCount !== undefined && this.#serverDuration !== undefined) {
+      const m = METHOD_INDEX[method] === undefined ? '_OTHER' : method;
+      const key = `${m} ${status ?? ''} ${route}`;
+      let b = this.#serverBound.get(key);
+      if (b === undefined) {
+        if (this.#serverBound.size > 5000) this.#serverBound.clear();
+        const labels = {
+          http_request_method: m,
+          http_response_status_code: status === undefined ? '' : String(status),
+          status_class: statusClass(status),
+          http_route: route,
+        };
+        b = { count: this.#serverCount.child(labels), duration: this.#serverDuration.child(labels) };
+        this.#serverBound.set(key, b);
+      }
+      b.count.value++;
+      b.duration.observe(durationMs / 1000);
+    }
+    if (this.#istioServerCount !== undefined && this.#istioServerDuration !== undefined) {
+      const key = `${status ?? ''} ${grpc}`;
+      let b = this.#istioServerBound.get(key);
+      if (b === undefined) {
+        const labels: Record<string, string> = {
+          reporter: 'destination',
+          source_workload: 'unknown',
+          source_workload_namespace: 'unknown',
+          source_principal: 'unknown',
+          source_app: 'unknown',
+          source_canonical_service: 'unknown',
+          destination_workload: this.#workload,
+          destination_workload_namespace: this.#namespace,
+          destination_principal: 'unknown',
+          destination_app: this.#workload,
+          destination_service: `${this.#workload}.${this.#namespace}.svc.cluster.local`,
+          destination_service_name: this.#workload,
+          destination_service_namespace: this.#namespace,
+          destination_canonical_service: this.#workload,
+          request_protocol: grpc ? 'grpc' : 'http',
+          response_code: status === undefined ? '0' : grpc ? '200' : String(status),
+          grpc_response_status: grpc && status !== undefined ? String(status) : '',
+          response_flags: '-',
+          connection_security_policy: this.#mtls ? 'mutual_tls' : 'none',
+        };
+        b = {
+          count: this.#istioServerCount.child(labels),
+          duration: this.#istioServerDuration.child(labels),
+        };
+        this.#istioServerBound.set(key, b);
+      }
+      b.count.value++;
+      b.duration.observe(durationMs);
+    }
+  }
+
+  /** Unsubscribes from the mesh. Series stay in the registry (counters never go back). */
+  close(): void {
+    for (const d of this.#disposers.splice(0)) d();
+    for (const rt of this.#mesh.services())
+      for (const ep of rt.endpoints) ep.slots[ENDPOINT_SLOT] = undefined;
+  }
+}
+
+function stateIndex(st: EndpointState, now: number): number {
+  if (st.isEjected(now)) return 5;
+  if (st.activeHealth === 'unhealthy') return 4;
+  switch (st.endpoint.health) {
+    case 'healthy':
+      return st.activeHealth === 'healthy' || st.activeHealth === 'unknown' ? 0 : 4;
+    case 'unknown':
+      return 1;
+    case 'degraded':
+      return 2;
+    case 'draining':
+      return 3;
+    default:
+      return 4;
+  }
+}

@@ -1,0 +1,240 @@
+import { performance } from 'node:perf_hooks';
+import type { Mesh, RequestEvent } from '@meshlet/core';
+import type { RequestHook } from '@meshlet/fetch';
+import { type Context, type Span, type TracerProvider, trace } from '@opentelemetry/api';
+import { Registry } from 'prom-client';
+import { AccessLog, type AccessLogSink } from './access-log.js';
+import { type AdminServer, startAdmin } from './admin.js';
+import {
+  type AdminConfig,
+  DEFAULT_TELEMETRY,
+  registerTelemetryConfig,
+  type TelemetryConfig,
+} from './config.js';
+import { MeshMetrics } from './metrics.js';
+import { type AnyRegistry, MeshRegistry } from './series.js';
+import { ClientTracing, type ServerSpanInfo, ServerTracing, TraceStash } from './tracing.js';
+
+registerTelemetryConfig();
+
+/** A registry of our own: OpenMetrics when exemplars are on (only that format carries them). */
+function newRegistry(openMetrics: boolean): AnyRegistry {
+  const r = new MeshRegistry();
+  if (openMetrics) r.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  return r;
+}
+
+export interface TelemetryOptions {
+  /**
+   * The prom-client `Registry` to register meshlet's metrics in (default: a new registry owned by
+   * the mesh, served by the admin endpoint). Registering twice in one registry is safe.
+   */
+  registry?: AnyRegistry;
+  /** The OpenTelemetry `TracerProvider` (default: the global one, a no-op until an SDK registers). */
+  tracerProvider?: TracerProvider;
+  /** Where access log entries go (default: JSON lines to `telemetry.accessLog.output`). */
+  accessLogSink?: AccessLogSink;
+  /** Overrides `telemetry` from the mesh config. */
+  config?: TelemetryConfig;
+  /** Overrides `admin` from the mesh config; `false` disables the admin server. */
+  admin?: AdminConfig | false;
+}
+
+export interface ServerRequestInfo extends ServerSpanInfo {
+  readonly transport?: 'http' | 'grpc' | undefined;
+}
+
+/** One inbound request being served; `end()` it exactly once. */
+export class ServerRequest {
+  /** The context to run the handler in (`context.with(req.context, handler)`): it holds the server span. */
+  readonly context: Context;
+  readonly span: Span;
+  readonly #tel: ServerTelemetry;
+  readonly #info: ServerRequestInfo;
+  readonly #start = performance.now();
+  #ended = false;
+
+  constructor(tel: ServerTelemetry, info: ServerRequestInfo, span: Span, ctx: Context) {
+    this.#tel = tel;
+    this.#info = info;
+    this.span = span;
+    this.context = ctx;
+  }
+
+  /** Ends the request: closes the span, records server metrics and the access log line. */
+  end(status: number | undefined, error?: Error, route?: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    const durationMs = performance.now() - this.#start;
+    const info = this.#info;
+    const r = route ?? info.route;
+    this.#tel.tracing.end(this.span, status, error, r);
+    this.#tel.metrics?.recordServer(info.method, status, r ?? '', durationMs, info.transport === 'grpc');
+    const log = this.#tel.accessLog;
+    const failed = error !== undefined || (status !== undefined && status >= 500);
+    if (log?.sampled(failed)) {
+      const sc = this.span.spanContext();
+      const local = this.#tel.mesh.config.local;
+      const err = error as (Error & { code?: unknown }) | undefined;
+      log.write({
+        time: new Date().toISOString(),
+        direction: 'inbound',
+        service: local.workload,
+        endpoint: info.clientAddress,
+        method: info.method,
+        path: info.path,
+        status,
+        outcome: failed ? (error ? 'error' : 'http_error') : 'success',
+        duration_ms: Math.round(durationMs * 1000) / 1000,
+        attempts: 1,
+        peer_identity: info.peerIdentity,
+        trace_id: trace.isSpanContextValid(sc) ? sc.traceId : undefined,
+        span_id: trace.isSpanContextValid(sc) ? sc.spanId : undefined,
+        error: err === undefined ? undefined : typeof err.code === 'string' ? err.code : err.message,
+        workload: local.workload,
+        namespace: local.namespace,
+        transport: info.transport ?? 'http',
+      });
+    }
+  }
+}
+
+/**
+ * Inbound-side telemetry for the Express/Fastify/gRPC adapters: a SERVER span continuing the
+ * caller's trace, `http_server_*` (or Istio `reporter="destination"`) metrics, and access logs.
+ */
+export class ServerTelemetry {
+  readonly mesh: Mesh;
+  readonly tracing: ServerTracing;
+  readonly metrics: MeshMetrics | undefined;
+  readonly accessLog: AccessLog | undefined;
+
+  constructor(
+    mesh: Mesh,
+    tracing: ServerTracing,
+    metrics: MeshMetrics | undefined,
+    accessLog: AccessLog | undefined,
+  ) {
+    this.mesh = mesh;
+    this.tracing = tracing;
+    this.metrics = metrics;
+    this.accessLog = accessLog;
+  }
+
+  start(info: ServerRequestInfo): ServerRequest {
+    const { span, context } = this.tracing.start(info);
+    return new ServerRequest(this, info, span, context);
+  }
+}
+
+/** Everything telemetry attaches to one mesh. */
+export class MeshTelemetry {
+  readonly mesh: Mesh;
+  readonly config: TelemetryConfig;
+  readonly registry: AnyRegistry;
+  readonly metrics: MeshMetrics | undefined;
+  readonly accessLog: AccessLog | undefined;
+  /** Install as `MeshDispatcher.requestHook` (createMesh does): spans and header injection. */
+  readonly requestHook: RequestHook | undefined;
+  readonly server: ServerTelemetry;
+  admin: AdminServer | undefined;
+  readonly #stash = new TraceStash();
+  readonly #unsubscribe: () => void;
+  #closed = false;
+
+  constructor(mesh: Mesh, options: TelemetryOptions = {}) {
+    this.mesh = mesh;
+    const config =
+      options.config ??
+      (mesh.config.extensions.telemetry as TelemetryConfig | undefined) ??
+      DEFAULT_TELEMETRY;
+    this.config = config;
+    this.registry = options.registry ?? newRegistry(config.metrics.exemplars);
+    this.metrics = config.metrics.enabled
+      ? new MeshMetrics(mesh, this.registry, config.metrics, this.#stash)
+      : undefined;
+    this.accessLog = config.accessLog.enabled
+      ? new AccessLog(mesh, config.accessLog, options.accessLogSink)
+      : undefined;
+    const provider = options.tracerProvider ?? trace.getTracerProvider();
+    this.requestHook = config.tracing.enabled
+      ? new ClientTracing(provider, config.tracing, this.#stash)
+      : undefined;
+    this.server = new ServerTelemetry(
+      mesh,
+      new ServerTracing(provider, config.tracing),
+      this.metrics,
+      this.accessLog,
+    );
+
+    const metrics = this.metrics;
+    const log = this.accessLog;
+    const stash = this.#stash;
+    this.#unsubscribe =
+      metrics === undefined && log === undefined
+        ? () => {}
+        : mesh.events.on('request', (e: RequestEvent) => {
+            try {
+              stash.check(e.service);
+              metrics?.onRequest(e);
+              log?.onRequest(e, stash);
+            } finally {
+              stash.clear();
+            }
+          });
+  }
+
+  /** Reports a certificate's expiry (`meshlet_certificate_expiry_timestamp_seconds`). */
+  setCertificateExpiry(name: string, notAfter: Date, identity = ''): void {
+    this.metrics?.setCertificateExpiry(name, notAfter, identity);
+  }
+
+  /** Prometheus exposition of the registry (what `/metrics` serves). */
+  async scrape(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#unsubscribe();
+    this.metrics?.close();
+    await this.admin?.close();
+    await this.accessLog?.close();
+    installed.delete(this.mesh);
+  }
+}
+
+const installed = new WeakMap<Mesh, MeshTelemetry>();
+
+/** The telemetry installed on `mesh`, if any (the inbound adapters use it for server spans). */
+export function getTelemetry(mesh: Mesh): MeshTelemetry | undefined {
+  return installed.get(mesh);
+}
+
+/**
+ * Attaches metrics, tracing, access logs and (when `admin` is configured) the admin server to a
+ * mesh. Idempotent per mesh. Closes with the mesh. Install `requestHook` on the fetch dispatcher
+ * yourself when not using `createMesh` (which does it).
+ */
+export async function installTelemetry(mesh: Mesh, options: TelemetryOptions = {}): Promise<MeshTelemetry> {
+  const existing = installed.get(mesh);
+  if (existing) return existing;
+  const tel = new MeshTelemetry(mesh, options);
+  installed.set(mesh, tel);
+  mesh.onClose(() => tel.close());
+  const adminConfig =
+    options.admin === false
+      ? undefined
+      : (options.admin ?? (mesh.config.extensions.admin as AdminConfig | undefined));
+  if (adminConfig !== undefined) {
+    try {
+      tel.admin = await startAdmin(mesh, tel, adminConfig);
+    } catch (err) {
+      await tel.close();
+      throw err;
+    }
+    mesh.addSnapshotSection('admin', () => ({ url: tel.admin?.url }));
+  }
+  return tel;
+}

@@ -1,0 +1,424 @@
+import type { EndpointState, Outcome } from '@meshlet/core';
+import type { RequestHook, RequestObserver, RequestStartInfo } from '@meshlet/fetch';
+import {
+  type Attributes,
+  type Context,
+  context,
+  createTraceState,
+  isSpanContextValid,
+  isValidSpanId,
+  isValidTraceId,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  SpanStatusCode,
+  TraceFlags,
+  type Tracer,
+  type TracerProvider,
+  trace,
+} from '@opentelemetry/api';
+import type { Propagation, TracingConfig } from './config.js';
+import { VERSION } from './version.js';
+
+/**
+ * The span context of the request whose `request` event is being delivered right now. The client
+ * hook sets it synchronously just before the mesh emits the event, and the telemetry's request
+ * listener clears it after use: it lets metrics exemplars and access logs carry trace ids without
+ * adding a field to the core event.
+ */
+export class TraceStash {
+  traceId: string | undefined = undefined;
+  spanId: string | undefined = undefined;
+  service: string | undefined = undefined;
+  set(sc: SpanContext, service: string): void {
+    this.traceId = sc.traceId;
+    this.spanId = sc.spanId;
+    this.service = service;
+  }
+  /** Keeps the ids only if they belong to a request of `service` (guards against a stale stash). */
+  check(service: string): void {
+    if (this.service !== service) this.clear();
+  }
+  clear(): void {
+    this.traceId = undefined;
+    this.spanId = undefined;
+    this.service = undefined;
+  }
+}
+
+// ---- propagation ----------------------------------------------------------------------------
+
+const TRACEPARENT_RE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
+
+/** Formats a W3C `traceparent` header value. */
+export function formatTraceparent(sc: SpanContext): string {
+  const flags = (sc.traceFlags & 0xff).toString(16).padStart(2, '0');
+  return `00-${sc.traceId}-${sc.spanId}-${flags}`;
+}
+
+/** Parses a W3C `traceparent` (version 00, or a later version read as 00); undefined when invalid. */
+export function parseTraceparent(value: string | undefined): SpanContext | undefined {
+  if (value === undefined) return undefined;
+  const m = TRACEPARENT_RE.exec(value.trim());
+  if (!m) return undefined;
+  const [, version, traceId, spanId, flags, rest] = m as unknown as [
+    string,
+    string,
+    string,
+    string,
+    string,
+    string?,
+  ];
+  if (version === 'ff') return undefined;
+  if (version === '00' && rest !== undefined) return undefined;
+  if (!isValidTraceId(traceId) || !isValidSpanId(spanId)) return undefined;
+  return { traceId, spanId, traceFlags: Number.parseInt(flags, 16) & 0xff, isRemote: true };
+}
+
+/** Parses a single-header `b3` value (`traceid-spanid[-sampled[-parent]]`); undefined when invalid or `0`. */
+export function parseB3(value: string | undefined): SpanContext | undefined {
+  if (value === undefined) return undefined;
+  const parts = value.trim().split('-');
+  if (parts.length < 2) return undefined;
+  const [tid, sid, sampled] = parts as [string, string, string?];
+  return b3Context(tid, sid, sampled);
+}
+
+function b3Context(tid: string, sid: string, sampled: string | undefined): SpanContext | undefined {
+  const traceId = tid.length === 16 ? `0000000000000000${tid}` : tid;
+  const t = traceId.toLowerCase();
+  const s = sid.toLowerCase();
+  if (!isValidTraceId(t) || !isValidSpanId(s)) return undefined;
+  const flags =
+    sampled === '1' || sampled === 'd' || sampled === 'true' ? TraceFlags.SAMPLED : TraceFlags.NONE;
+  return { traceId: t, spanId: s, traceFlags: flags, isRemote: true };
+}
+
+/** Header lookup used by extraction: give it a function over the inbound request's headers. */
+export type HeaderGetter = (lowerName: string) => string | undefined;
+
+/** Builds a getter over Node's `IncomingHttpHeaders` (or any record of lower-case names). */
+export function headerGetter(headers: Readonly<Record<string, string | string[] | undefined>>): HeaderGetter {
+  return (name) => {
+    const v = headers[name];
+    return Array.isArray(v) ? v.join(',') : v;
+  };
+}
+
+/**
+ * Extracts the remote parent from inbound headers in the configured formats (first valid wins,
+ * in the order given) and returns `base` with it set as the span context.
+ */
+export function extractContext(
+  get: HeaderGetter,
+  formats: readonly Propagation[],
+  base: Context = ROOT_CONTEXT,
+): Context {
+  for (const f of formats) {
+    let sc: SpanContext | undefined;
+    if (f === 'w3c') {
+      sc = parseTraceparent(get('traceparent'));
+      if (sc) {
+        const ts = get('tracestate');
+        if (ts) {
+          try {
+            sc = { ...sc, traceState: createTraceState(ts) };
+          } catch {
+            // an invalid tracestate is dropped, the traceparent kept (W3C §3.3)
+          }
+        }
+      }
+    } else if (f === 'b3') {
+      sc = parseB3(get('b3'));
+    } else {
+      const tid = get('x-b3-traceid');
+      const sid = get('x-b3-spanid');
+      if (tid && sid)
+        sc = b3Context(tid, sid, get('x-b3-sampled') ?? (get('x-b3-flags') === '1' ? 'd' : undefined));
+    }
+    if (sc) return trace.setSpanContext(base, sc);
+  }
+  return base;
+}
+
+/** The headers (flat `[name, value, …]`) that carry `sc` in `formats`. */
+export function injectHeaders(sc: SpanContext, formats: readonly Propagation[]): string[] {
+  const out: string[] = [];
+  const sampled = (sc.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
+  for (const f of formats) {
+    if (f === 'w3c') {
+      out.push('traceparent', formatTraceparent(sc));
+      const ts = sc.traceState?.serialize();
+      if (ts) out.push('tracestate', ts);
+    } else if (f === 'b3') {
+      out.push('b3', `${sc.traceId}-${sc.spanId}-${sampled ? '1' : '0'}`);
+    } else {
+      out.push('x-b3-traceid', sc.traceId, 'x-b3-spanid', sc.spanId, 'x-b3-sampled', sampled ? '1' : '0');
+    }
+  }
+  return out;
+}
+
+// ---- client ---------------------------------------------------------------------------------
+
+/** The provider a ProxyTracerProvider delegates to while no SDK is registered. */
+const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+function hostPort(authority: string): { host: string; port: number | undefined } {
+  const close = authority.lastIndexOf(']');
+  const colon = authority.lastIndexOf(':');
+  if (colon > close && colon > 0) {
+    const port = Number(authority.slice(colon + 1));
+    return { host: authority.slice(0, colon), port: Number.isInteger(port) ? port : undefined };
+  }
+  return { host: authority, port: undefined };
+}
+
+function errorType(
+  outcome: Outcome,
+  status: number | undefined,
+  error: Error | undefined,
+): string | undefined {
+  if (error !== undefined) return (error as { code?: unknown }).code?.toString() ?? error.name;
+  if (status !== undefined && status >= 400) return String(status);
+  if (outcome !== 'success' && outcome !== 'http_error') return outcome;
+  return undefined;
+}
+
+class ClientObserver implements RequestObserver {
+  readonly headers: readonly string[] | undefined;
+  readonly #span: Span;
+  readonly #tracing: ClientTracing;
+  readonly #ctx: Context | undefined;
+  readonly #name: string;
+  readonly #service: string;
+
+  constructor(
+    span: Span,
+    headers: readonly string[] | undefined,
+    tracing: ClientTracing,
+    ctx: Context | undefined,
+    name: string,
+    service: string,
+  ) {
+    this.#span = span;
+    this.#name = name;
+    this.#service = service;
+    this.headers = headers;
+    this.#tracing = tracing;
+    this.#ctx = ctx;
+  }
+
+  attemptEnd(
+    endpoint: EndpointState,
+    attempt: number,
+    outcome: Outcome,
+    status: number | undefined,
+    durationMs: number,
+    error: Error | undefined,
+    retryReason: string | undefined,
+  ): void {
+    const span = this.#span;
+    if (!span.isRecording()) return;
+    const attrs: Attributes = {
+      'meshlet.attempt': attempt,
+      'meshlet.endpoint': endpoint.id,
+      'network.peer.address': endpoint.endpoint.address,
+      'network.peer.port': endpoint.endpoint.port,
+      'meshlet.outcome': outcome,
+      'meshlet.duration_ms': Math.round(durationMs * 1000) / 1000,
+    };
+    if (status !== undefined) attrs['http.response.status_code'] = status;
+    const et = errorType(outcome, status, error);
+    if (et !== undefined && outcome !== 'success') attrs['error.type'] = et;
+    if (error !== undefined) attrs['meshlet.error'] = error.message;
+    if (retryReason !== undefined) attrs['meshlet.retry_reason'] = retryReason;
+    // An attempt is recorded when the next one starts or the request ends: only then is it known
+    // whether a failed attempt was retried (the retry reason of a connect failure, reset or
+    // per-try timeout is decided after the attempt ended).
+    this.#flush(true);
+    this.#pending = { attrs, end: Date.now(), durationMs, failed: outcome !== 'success', errorType: et };
+  }
+
+  #pending:
+    | { attrs: Attributes; end: number; durationMs: number; failed: boolean; errorType: string | undefined }
+    | undefined;
+
+  #flush(retried: boolean): void {
+    const p = this.#pending;
+    if (p === undefined) return;
+    this.#pending = undefined;
+    if (retried && p.attrs['meshlet.retry_reason'] === undefined)
+      p.attrs['meshlet.retry_reason'] = String(p.attrs['meshlet.outcome']).replaceAll('_', '-');
+    if (this.#tracing.attemptSpans && this.#ctx !== undefined) {
+      const child = this.#tracing.tracer.startSpan(
+        this.#name,
+        { kind: SpanKind.CLIENT, startTime: p.end - p.durationMs, attributes: p.attrs },
+        this.#ctx,
+      );
+      if (p.failed) child.setStatus({ code: SpanStatusCode.ERROR, message: p.errorType });
+      child.end(p.end);
+    } else {
+      this.#span.addEvent('meshlet.attempt', p.attrs, p.end);
+    }
+  }
+
+  end(
+    outcome: Outcome,
+    status: number | undefined,
+    attempts: number,
+    endpoint: EndpointState | undefined,
+    error: Error | undefined,
+  ): void {
+    const span = this.#span;
+    const sc = span.spanContext();
+    if (isSpanContextValid(sc)) this.#tracing.stash.set(sc, this.#service);
+    if (!span.isRecording()) return;
+    this.#flush(false);
+    if (status !== undefined) span.setAttribute('http.response.status_code', status);
+    if (attempts > 1) span.setAttribute('http.request.resend_count', attempts - 1);
+    span.setAttribute('meshlet.outcome', outcome);
+    if (endpoint !== undefined) {
+      span.setAttribute('network.peer.address', endpoint.endpoint.address);
+      span.setAttribute('network.peer.port', endpoint.endpoint.port);
+    }
+    const et = errorType(outcome, status, error);
+    if (et !== undefined) {
+      span.setAttribute('error.type', et);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: error?.message });
+    }
+    if (error !== undefined) span.recordException(error);
+    span.end();
+  }
+}
+
+/**
+ * Tracing of outbound mesh requests: a CLIENT span per logical request (parented on the context
+ * active when `fetch`/`dispatch` was called), per-attempt detail as span events (or child spans),
+ * and the propagation headers injected once per logical request. Installed as the fetch
+ * dispatcher's `requestHook`.
+ */
+export class ClientTracing implements RequestHook {
+  readonly tracer: Tracer;
+  readonly formats: readonly Propagation[];
+  readonly attemptSpans: boolean;
+  readonly stash: TraceStash;
+
+  readonly #proxy: ProxyTracerProvider | undefined;
+
+  constructor(provider: TracerProvider, config: TracingConfig, stash: TraceStash) {
+    this.tracer = provider.getTracer('@meshlet/telemetry', VERSION);
+    this.#proxy = provider instanceof ProxyTracerProvider ? provider : undefined;
+    this.formats = config.propagation;
+    this.attemptSpans = config.attemptSpans;
+    this.stash = stash;
+  }
+
+  start(info: RequestStartInfo): RequestObserver | undefined {
+    const parent = context.active();
+    // The global provider with no SDK behind it: skip span construction entirely unless there is
+    // a remote parent to pass along (near-zero cost when tracing is not set up).
+    const proxy = this.#proxy;
+    if (proxy !== undefined && proxy.getDelegate() === NOOP_PROVIDER) {
+      const psc = trace.getSpanContext(parent);
+      if (psc === undefined || !isSpanContextValid(psc)) return undefined;
+    }
+    const { host, port } = hostPort(info.authority);
+    const attributes: Attributes = {
+      'http.request.method': info.method,
+      'server.address': host,
+      'url.full': `http://${info.authority}${info.path}`,
+      'meshlet.service': info.service.name,
+    };
+    if (port !== undefined) attributes['server.port'] = port;
+    const span = this.tracer.startSpan(info.method, { kind: SpanKind.CLIENT, attributes }, parent);
+    const sc = span.spanContext();
+    // No provider: a non-recording span with no valid context; nothing to observe or propagate.
+    if (!isSpanContextValid(sc)) return undefined;
+    const obs = new ClientObserver(
+      span,
+      injectHeaders(sc, this.formats),
+      this,
+      this.attemptSpans && span.isRecording() ? trace.setSpan(parent, span) : undefined,
+      info.method,
+      info.service.name,
+    );
+    return obs;
+  }
+}
+
+// ---- server ---------------------------------------------------------------------------------
+
+export interface ServerSpanInfo {
+  readonly method: string;
+  /** The request target path (without the query string is best). */
+  readonly path: string;
+  /** The matched route template (`/reviews/:id`), when the framework knows it. */
+  readonly route?: string | undefined;
+  readonly scheme?: 'http' | 'https' | undefined;
+  readonly serverAddress?: string | undefined;
+  readonly serverPort?: number | undefined;
+  readonly clientAddress?: string | undefined;
+  readonly userAgent?: string | undefined;
+  /** The verified peer identity (SPIFFE ID) under mTLS. */
+  readonly peerIdentity?: string | undefined;
+  /** Reads an inbound header by lower-case name (see `headerGetter`). */
+  readonly header: HeaderGetter;
+}
+
+/**
+ * Server-side spans for the Express/Fastify/gRPC adapters: `start()` extracts the remote parent
+ * (W3C `traceparent`/`tracestate`, or B3 when configured), starts a SERVER span and returns the
+ * context to run the handler in.
+ */
+export class ServerTracing {
+  readonly tracer: Tracer;
+  readonly formats: readonly Propagation[];
+  readonly enabled: boolean;
+
+  constructor(provider: TracerProvider, config: TracingConfig) {
+    this.tracer = provider.getTracer('@meshlet/telemetry', VERSION);
+    this.formats = config.propagation;
+    this.enabled = config.enabled;
+  }
+
+  /** Starts a SERVER span; returns it with the context that has it active. */
+  start(info: ServerSpanInfo): { span: Span; context: Context } {
+    const parent = extractContext(info.header, this.formats, context.active());
+    const attributes: Attributes = {
+      'http.request.method': info.method,
+      'url.path': info.path,
+      'url.scheme': info.scheme ?? 'http',
+    };
+    if (info.route !== undefined) attributes['http.route'] = info.route;
+    if (info.serverAddress !== undefined) attributes['server.address'] = info.serverAddress;
+    if (info.serverPort !== undefined) attributes['server.port'] = info.serverPort;
+    if (info.clientAddress !== undefined) attributes['client.address'] = info.clientAddress;
+    if (info.userAgent !== undefined) attributes['user_agent.original'] = info.userAgent;
+    if (info.peerIdentity !== undefined) attributes['meshlet.peer.identity'] = info.peerIdentity;
+    const name = info.route !== undefined ? `${info.method} ${info.route}` : info.method;
+    const span = this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+    return { span, context: trace.setSpan(parent, span) };
+  }
+
+  /** Ends a server span with the response status (5xx, or an error, marks it failed). */
+  end(span: Span, status: number | undefined, error?: Error, route?: string): void {
+    if (!span.isRecording()) {
+      span.end();
+      return;
+    }
+    if (route !== undefined) span.setAttribute('http.route', route);
+    if (status !== undefined) span.setAttribute('http.response.status_code', status);
+    if (error !== undefined) {
+      span.recordException(error);
+      span.setAttribute('error.type', (error as { code?: unknown }).code?.toString() ?? error.name);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+    } else if (status !== undefined && status >= 500) {
+      span.setAttribute('error.type', String(status));
+      span.setStatus({ code: SpanStatusCode.ERROR });
+    }
+    span.end();
+  }
+}

@@ -1,0 +1,2 @@
+/** The package version reported as the tracer/instrumentation version. */
+export const VERSION = '0.1.0';

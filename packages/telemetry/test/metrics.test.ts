@@ -1,0 +1,221 @@
+import { makeEndpoint } from '@meshlet/core';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Backend, run, sample, startBackend, startMesh, type TestMesh } from './helpers.js';
+
+const cleanup: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+async function setup(telemetry: unknown, options = {}, backends = 1): Promise<{ m: TestMesh; b: Backend[] }> {
+  const b: Backend[] = [];
+  for (let i = 0; i < backends; i++) {
+    const x = await startBackend();
+    cleanup.push(() => x.close());
+    b.push(x);
+  }
+  const m = await startMesh(
+    {
+      local: { workload: 'productpage', namespace: 'bookinfo' },
+      services: { reviews: { endpoints: b.map((x) => x.address), lb: 'round_robin' } },
+      telemetry,
+    },
+    options,
+  );
+  cleanup.push(() => m.close());
+  return { m, b };
+}
+
+describe('request metrics', () => {
+  it('counts logical requests and attempts with OpenTelemetry names and outcome labels', async () => {
+    const { m, b } = await setup({});
+    (b[0] as Backend).statuses = [503, 200, 404];
+    expect((await m.fetch('http://reviews/a')).status).toBe(200); // 503 retried, then 200
+    expect((await m.fetch('http://reviews/b', { method: 'POST', body: 'x' })).status).toBe(404);
+    const text = (await m.telemetry.scrape()).body;
+    expect(
+      sample(text, 'http_client_requests_total', {
+        service: 'reviews',
+        http_request_method: 'GET',
+        http_response_status_code: '200',
+        status_class: '2xx',
+        outcome: 'success',
+      }),
+    ).toBe(1);
+    expect(
+      sample(text, 'http_client_request_duration_seconds_count', {
+        service: 'reviews',
+        http_request_method: 'POST',
+        http_response_status_code: '404',
+        status_class: '4xx',
+      }),
+    ).toBe(1);
+    // Three attempts: 503 (retried), 200, 404.
+    expect(
+      sample(text, 'meshlet_client_attempts_total', { service: 'reviews', http_response_status_code: '503' }),
+    ).toBe(1);
+    expect(
+      sample(text, 'meshlet_client_attempts_total', { service: 'reviews', http_response_status_code: '200' }),
+    ).toBe(1);
+    expect(sample(text, 'meshlet_retries_total', { service: 'reviews', reason: '503' })).toBe(1);
+    expect(sample(text, 'meshlet_endpoints', { service: 'reviews', state: 'healthy' })).toBe(1);
+    expect(sample(text, 'meshlet_discovery_updates_total', { service: 'reviews', source: 'static' })).toBe(1);
+    expect(
+      sample(text, 'meshlet_discovery_last_update_age_seconds', { service: 'reviews' }),
+    ).toBeGreaterThanOrEqual(0);
+    expect(sample(text, 'meshlet_ready', {})).toBe(1);
+    expect(text).not.toContain('istio_requests_total');
+  });
+
+  it('labels connect failures and missing endpoints by outcome', async () => {
+    const { m, b } = await setup({});
+    const dead = b[0] as Backend;
+    await dead.close();
+    await expect(m.fetch('http://reviews/')).rejects.toThrow();
+    const rt = m.mesh.service('reviews');
+    rt?.applyUpdate({ endpoints: [] });
+    await expect(m.fetch('http://reviews/')).rejects.toThrow();
+    const text = (await m.telemetry.scrape()).body;
+    expect(
+      sample(text, 'http_client_requests_total', { outcome: 'connect_failure', status_class: 'none' }),
+    ).toBe(1);
+    expect(sample(text, 'http_client_requests_total', { outcome: 'no_endpoint' })).toBe(1);
+  });
+
+  it('emits Istio-compatible series in istio mode', async () => {
+    const { m } = await setup({ metrics: { naming: 'istio' } });
+    await m.fetch('http://reviews/');
+    const text = (await m.telemetry.scrape()).body;
+    const labels = {
+      reporter: 'source',
+      source_workload: 'productpage',
+      source_workload_namespace: 'bookinfo',
+      destination_service: 'reviews',
+      destination_service_name: 'reviews',
+      response_code: '200',
+      response_flags: '-',
+      request_protocol: 'http',
+    };
+    expect(sample(text, 'istio_requests_total', labels)).toBe(1);
+    expect(sample(text, 'istio_request_duration_milliseconds_count', labels)).toBe(1);
+    expect(sample(text, 'istio_request_duration_milliseconds_bucket', { ...labels, le: '+Inf' })).toBe(1);
+    expect(text).not.toContain('http_client_requests_total');
+  });
+
+  it('passes promtool check metrics, lint included', async () => {
+    const { m } = await setup({ metrics: { perEndpoint: true } });
+    await m.fetch('http://reviews/');
+    m.telemetry.setCertificateExpiry(
+      'workload',
+      new Date('2030-01-01T00:00:00Z'),
+      'spiffe://cluster.local/ns/a/sa/b',
+    );
+    m.mesh.events.emit('breaker', { service: 'reviews', state: 'half_open' });
+    const text = (await m.telemetry.scrape()).body;
+    expect(text).toContain('meshlet_endpoint_attempts_total{');
+    const r = await run('promtool', ['check', 'metrics'], text);
+    expect(r.code, r.out).toBe(0);
+    expect(r.out).toBe('');
+  });
+
+  it("istio mode parses in promtool; its only lint finding is Istio's own millisecond unit", async () => {
+    const { m } = await setup({ metrics: { naming: 'both' } });
+    await m.fetch('http://reviews/');
+    const r = await run('promtool', ['check', 'metrics'], (await m.telemetry.scrape()).body);
+    const findings = r.out.trim().split('\n');
+    expect(findings).toEqual([
+      'istio_request_duration_milliseconds use base unit "seconds" instead of "milliseconds"',
+    ]);
+  });
+
+  it('adds default process metrics only when asked', async () => {
+    const { m } = await setup({ metrics: { defaultMetrics: true } });
+    const text = (await m.telemetry.scrape()).body;
+    expect(text).toContain('process_cpu_user_seconds_total');
+  });
+
+  it('accepts the caller registry, and registering twice is safe', async () => {
+    const registry = new Registry();
+    const one = await setup({}, { registry });
+    const two = await setup({}, { registry });
+    await one.m.fetch('http://reviews/');
+    await two.m.fetch('http://reviews/');
+    const text = await registry.metrics();
+    expect(sample(text, 'http_client_requests_total', { service: 'reviews', outcome: 'success' })).toBe(2);
+    expect(text).not.toContain('process_cpu_user_seconds_total'); // default metrics only when asked
+  });
+
+  it('reports breaker state, ejections, panic, budget exhaustion, discovery errors and certificate expiry', async () => {
+    const { m } = await setup({});
+    const ev = m.mesh.events;
+    ev.emit('breaker', { service: 'reviews', state: 'open' });
+    ev.emit('ejection', {
+      service: 'reviews',
+      endpoint: 'x',
+      ejected: true,
+      reason: '5xx',
+      durationMs: 30000,
+    });
+    ev.emit('panic', { service: 'reviews', panic: true, usable: 0, total: 1 });
+    ev.emit('retry', { service: 'reviews', attempt: 1, reason: '503', allowed: false, denial: 'budget' });
+    m.mesh.service('reviews')?.applyError(new Error('dns down'));
+    ev.emit('log', {
+      level: 'info',
+      scope: 'tls',
+      message: 'certificate loaded',
+      data: {
+        certificate: {
+          name: 'workload',
+          notAfter: '2031-05-01T00:00:00Z',
+          identity: 'spiffe://td/ns/x/sa/y',
+        },
+      },
+    });
+    const text = (await m.telemetry.scrape()).body;
+    expect(sample(text, 'meshlet_circuit_breaker_state', { service: 'reviews', state: 'open' })).toBe(1);
+    expect(sample(text, 'meshlet_circuit_breaker_state', { service: 'reviews', state: 'closed' })).toBe(0);
+    expect(sample(text, 'meshlet_circuit_breaker_transitions_total', { state: 'open' })).toBe(1);
+    expect(sample(text, 'meshlet_outlier_ejections_total', { service: 'reviews' })).toBe(1);
+    expect(sample(text, 'meshlet_panic_mode_entered_total', { service: 'reviews' })).toBe(1);
+    expect(sample(text, 'meshlet_retry_budget_exhausted_total', { service: 'reviews' })).toBe(1);
+    expect(sample(text, 'meshlet_retries_denied_total', { cause: 'budget' })).toBe(1);
+    expect(sample(text, 'meshlet_discovery_errors_total', { service: 'reviews', source: 'static' })).toBe(1);
+    expect(sample(text, 'meshlet_certificate_expiry_timestamp_seconds', { certificate: 'workload' })).toBe(
+      Date.parse('2031-05-01T00:00:00Z') / 1000,
+    );
+  });
+});
+
+describe('cardinality', () => {
+  it('keeps per-endpoint series only for current endpoints while endpoints churn', async () => {
+    const { m, b } = await setup({ metrics: { perEndpoint: true } }, {}, 1);
+    const rt = m.mesh.service('reviews');
+    if (!rt) throw new Error('no runtime');
+    const live = (b[0] as Backend).address;
+    const [host, port] = live.split(':') as [string, string];
+    for (let round = 0; round < 50; round++) {
+      // Each round: the live backend plus 5 fresh (fake) endpoints that never take traffic but
+      // get attempts recorded through the attempt event, as a real churn would.
+      const fake = Array.from({ length: 5 }, (_, i) =>
+        makeEndpoint({ address: '127.0.0.2', port: 20000 + round * 5 + i, health: 'draining' }),
+      );
+      rt.applyUpdate({ endpoints: [makeEndpoint({ address: host, port: Number(port) }), ...fake] });
+      for (const st of rt.endpoints) {
+        if (st.endpoint.address !== '127.0.0.2') continue;
+        rt.endAttempt(st, rt.startAttempt(st), 0, 'success', 200, undefined, undefined, 'http');
+      }
+      await m.fetch('http://reviews/');
+    }
+    const text = (await m.telemetry.scrape()).body;
+    const series = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`)).length;
+    // 6 current endpoints at most; never the 250 that came and went.
+    expect(series('meshlet_endpoint_active_requests')).toBe(6);
+    expect(series('meshlet_endpoint_attempt_duration_seconds_count')).toBeLessThanOrEqual(6);
+    expect(series('meshlet_endpoint_attempts_total')).toBeLessThanOrEqual(6);
+    expect(text).not.toContain('127.0.0.2:20000');
+    expect(text).toContain(`endpoint="${live}"`);
+    // Request series are bounded by service x method x status x outcome, not by endpoints.
+    expect(series('http_client_requests_total')).toBe(1);
+  });
+});

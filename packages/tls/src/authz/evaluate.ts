@@ -1,0 +1,418 @@
+import { BlockList, isIP } from 'node:net';
+import { ErrorCodes, MeshError } from '@meshlet/core';
+import type {
+  AuthorizationAction,
+  AuthorizationConfig,
+  AuthorizationMode,
+  AuthorizationPolicy,
+  Condition,
+  Operation,
+  Rule,
+  Source,
+} from './policy.js';
+
+/** Headers as Node gives them (lower-case keys) or as a WHATWG `Headers`-like object. */
+export type HeaderSource =
+  | Readonly<Record<string, string | readonly string[] | undefined>>
+  | { get(name: string): string | null | undefined };
+
+/** What a server integration knows about an inbound request. */
+export interface RequestAttributes {
+  /** The peer's SPIFFE ID from its client certificate; undefined for plaintext or no certificate. */
+  readonly principal?: string | undefined;
+  /** Whether the connection is mTLS (default: a principal is present). */
+  readonly mtls?: boolean | undefined;
+  /** The direct peer's IP (`source.ip`, `ipBlocks`). */
+  readonly sourceIp?: string | undefined;
+  /** The original client IP, e.g. from X-Forwarded-For (`remote.ip`, `remoteIpBlocks`); default sourceIp. */
+  readonly remoteIp?: string | undefined;
+  readonly destinationIp?: string | undefined;
+  /** The port the request arrived on (`ports`, `destination.port`). */
+  readonly destinationPort?: number | undefined;
+  /** The TLS server name the client sent (`connection.sni`). */
+  readonly sni?: string | undefined;
+  readonly method?: string | undefined;
+  /** Request path; a query string is ignored. For gRPC, `/package.Service/Method`. */
+  readonly path?: string | undefined;
+  /** The Host / :authority. */
+  readonly host?: string | undefined;
+  readonly headers?: HeaderSource | undefined;
+}
+
+export interface AuthorizationDecision {
+  readonly allowed: boolean;
+  /** The policy that decided (the matching DENY or ALLOW policy), if one did. */
+  readonly policy: string | undefined;
+  /** Index of the matching rule within that policy. */
+  readonly rule: number | undefined;
+  /** Why, in words (`matched DENY policy "x" rule 0`, `mTLS required (STRICT)`, …). */
+  readonly reason: string;
+  /** Names of AUDIT policies that matched (they never change the decision). */
+  readonly audited: readonly string[];
+}
+
+export interface AuthorizerStats {
+  allowed: number;
+  denied: number;
+  audited: number;
+}
+
+export interface AuthorizerOptions {
+  /** Called for every denial (log and count it). Must not throw. */
+  onDeny?: (decision: AuthorizationDecision, attributes: RequestAttributes) => void;
+  /** Called when AUDIT policies matched. */
+  onAudit?: (decision: AuthorizationDecision, attributes: RequestAttributes) => void;
+}
+
+export interface Authorizer {
+  (attributes: RequestAttributes): AuthorizationDecision;
+  readonly mode: AuthorizationMode;
+  readonly policies: readonly AuthorizationPolicy[];
+  readonly stats: Readonly<AuthorizerStats>;
+}
+
+type Match = (a: RequestAttributes) => boolean;
+
+const NONE: readonly string[] = Object.freeze([]);
+
+/** Istio string matching: exact, `prefix*`, `*suffix`, or `*` (any non-empty value). */
+function stringMatcher(patterns: readonly string[], normalize: (s: string) => string = (s) => s) {
+  const exact = new Set<string>();
+  const prefixes: string[] = [];
+  const suffixes: string[] = [];
+  let any = false;
+  for (const raw of patterns) {
+    const p = normalize(raw);
+    if (p === '*') any = true;
+    else if (p.endsWith('*')) prefixes.push(p.slice(0, -1));
+    else if (p.startsWith('*')) suffixes.push(p.slice(1));
+    else exact.add(p);
+  }
+  return (value: string | undefined): boolean => {
+    if (value === undefined || value === '') return false;
+    const v = normalize(value);
+    if (any || exact.has(v)) return true;
+    for (const p of prefixes) if (v.startsWith(p)) return true;
+    for (const s of suffixes) if (v.endsWith(s)) return true;
+    return false;
+  };
+}
+
+function unmapIp(ip: string): string {
+  return ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip;
+}
+
+function ipMatcher(blocks: readonly string[]) {
+  const list = new BlockList();
+  for (const b of blocks) {
+    const [addr = '', bits] = b.split('/');
+    const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(addr, type);
+    else list.addSubnet(addr, Number(bits), type);
+  }
+  return (ip: string | undefined): boolean => {
+    if (!ip) return false;
+    const v = unmapIp(ip);
+    const fam = isIP(v);
+    if (fam === 0) return false;
+    return list.check(v, fam === 6 ? 'ipv6' : 'ipv4');
+  };
+}
+
+const stripSpiffe = (s: string) => (s.startsWith('spiffe://') ? s.slice(9) : s);
+
+/** The namespace of a Kubernetes-style SPIFFE ID (`…/ns/<ns>/sa/<sa>`). */
+export function namespaceOf(principal: string | undefined): string | undefined {
+  if (!principal) return undefined;
+  const m = /\/ns\/([^/]+)/.exec(principal);
+  return m?.[1];
+}
+
+function pathOnly(path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  const q = path.indexOf('?');
+  return q < 0 ? path : path.slice(0, q);
+}
+
+function hostMatcher(patterns: readonly string[]) {
+  const m = stringMatcher(patterns, (s) => s.toLowerCase());
+  return (host: string | undefined): boolean => {
+    if (!host) return false;
+    if (m(host)) return true;
+    const colon = host.lastIndexOf(':');
+    return colon > 0 && !host.endsWith(']') && m(host.slice(0, colon));
+  };
+}
+
+export function headerValue(headers: HeaderSource | undefined, name: string): string | undefined {
+  if (!headers) return undefined;
+  const getter = (headers as { get?: unknown }).get;
+  if (typeof getter === 'function') {
+    const v = (headers as { get(n: string): string | null | undefined }).get(name);
+    return v ?? undefined;
+  }
+  const rec = headers as Readonly<Record<string, string | readonly string[] | undefined>>;
+  const v = rec[name] ?? rec[name.toLowerCase()];
+  if (v === undefined) return undefined;
+  return typeof v === 'string' ? v : v.join(',');
+}
+
+/** Builds `positive AND NOT negative` for one field; absent fields match. */
+function field<T>(
+  pos: readonly string[] | undefined,
+  neg: readonly string[] | undefined,
+  build: (p: readonly string[]) => (v: T) => boolean,
+  get: (a: RequestAttributes) => T,
+  out: Match[],
+): void {
+  if (pos) {
+    const m = build(pos);
+    out.push((a) => m(get(a)));
+  }
+  if (neg) {
+    const m = build(neg);
+    out.push((a) => !m(get(a)));
+  }
+}
+
+function all(matches: Match[]): Match {
+  if (matches.length === 0) return () => true;
+  return (a) => {
+    for (const m of matches) if (!m(a)) return false;
+    return true;
+  };
+}
+
+function anyOf(matches: Match[]): Match {
+  return (a) => {
+    for (const m of matches) if (m(a)) return true;
+    return false;
+  };
+}
+
+const principal = (a: RequestAttributes) => a.principal;
+const principalNs = (a: RequestAttributes) => namespaceOf(a.principal);
+const sourceIp = (a: RequestAttributes) => a.sourceIp;
+const remoteIp = (a: RequestAttributes) => a.remoteIp ?? a.sourceIp;
+const portOf = (a: RequestAttributes) =>
+  a.destinationPort === undefined ? undefined : String(a.destinationPort);
+
+function compileSource(s: Source): Match {
+  const m: Match[] = [];
+  const principals = (p: readonly string[]) => stringMatcher(p, stripSpiffe);
+  field(s.principals, s.notPrincipals, principals, principal, m);
+  field(s.namespaces, s.notNamespaces, (p) => stringMatcher(p), principalNs, m);
+  field(s.ipBlocks, s.notIpBlocks, ipMatcher, sourceIp, m);
+  field(s.remoteIpBlocks, s.notRemoteIpBlocks, ipMatcher, remoteIp, m);
+  return all(m);
+}
+
+function compileOperation(o: Operation): Match {
+  const m: Match[] = [];
+  field(o.hosts, o.notHosts, hostMatcher, (a) => a.host, m);
+  field(
+    o.methods,
+    o.notMethods,
+    (p) => stringMatcher(p),
+    (a) => a.method,
+    m,
+  );
+  field(
+    o.paths,
+    o.notPaths,
+    (p) => stringMatcher(p),
+    (a) => pathOnly(a.path),
+    m,
+  );
+  field(o.ports, o.notPorts, (p) => stringMatcher(p), portOf, m);
+  return all(m);
+}
+
+function conditionGetter(key: string): (a: RequestAttributes) => string | undefined {
+  const header = /^request\.headers\[(.+)\]$/.exec(key);
+  if (header) {
+    const name = (header[1] as string).toLowerCase();
+    return (a) => headerValue(a.headers, name);
+  }
+  switch (key) {
+    case 'source.ip':
+      return sourceIp;
+    case 'remote.ip':
+      return remoteIp;
+    case 'source.namespace':
+      return principalNs;
+    case 'source.principal':
+      return principal;
+    case 'destination.ip':
+      return (a) => a.destinationIp;
+    case 'destination.port':
+      return portOf;
+    case 'connection.sni':
+      return (a) => a.sni;
+    default:
+      return () => undefined;
+  }
+}
+
+function compileCondition(c: Condition): Match {
+  const get = conditionGetter(c.key);
+  const build = c.key.endsWith('.ip')
+    ? ipMatcher
+    : c.key === 'source.principal'
+      ? (p: readonly string[]) => stringMatcher(p, stripSpiffe)
+      : (p: readonly string[]) => stringMatcher(p);
+  const m: Match[] = [];
+  field(c.values, c.notValues, build, get, m);
+  return all(m);
+}
+
+function compileRule(r: Rule): Match {
+  const parts: Match[] = [];
+  if (r.from && r.from.length > 0) parts.push(anyOf(r.from.map((f) => compileSource(f.source))));
+  if (r.to && r.to.length > 0) parts.push(anyOf(r.to.map((t) => compileOperation(t.operation))));
+  if (r.when && r.when.length > 0) parts.push(all(r.when.map(compileCondition)));
+  return all(parts);
+}
+
+interface Compiled {
+  readonly name: string;
+  readonly action: AuthorizationAction;
+  readonly rules: readonly Match[];
+}
+
+function firstRule(p: Compiled, a: RequestAttributes): number {
+  for (let i = 0; i < p.rules.length; i++) if ((p.rules[i] as Match)(a)) return i;
+  return -1;
+}
+
+/**
+ * The one authorization evaluator (Istio AuthorizationPolicy semantics), shared by every server
+ * integration: in STRICT mode requests without mTLS are denied; AUDIT policies are only recorded;
+ * a matching DENY policy denies; then, if any ALLOW policy exists, one must match; with no ALLOW
+ * policy the request is allowed. A policy without rules matches nothing; an empty rule matches
+ * everything.
+ */
+export function createAuthorizer(
+  input: AuthorizationConfig | readonly AuthorizationPolicy[],
+  options: AuthorizerOptions = {},
+): Authorizer {
+  const config: AuthorizationConfig = Array.isArray(input)
+    ? { mode: 'PERMISSIVE', policies: input as readonly AuthorizationPolicy[] }
+    : (input as AuthorizationConfig);
+  const compiled = config.policies.map((p) => ({
+    name: p.name,
+    action: p.action,
+    rules: (p.rules ?? []).map(compileRule),
+  }));
+  const deny = compiled.filter((p) => p.action === 'DENY');
+  const allow = compiled.filter((p) => p.action === 'ALLOW');
+  const audit = compiled.filter((p) => p.action === 'AUDIT');
+  const strict = config.mode === 'STRICT';
+  const stats: AuthorizerStats = { allowed: 0, denied: 0, audited: 0 };
+
+  const decide = (a: RequestAttributes): AuthorizationDecision => {
+    let audited = NONE;
+    if (audit.length > 0) {
+      const hits: string[] = [];
+      for (const p of audit) if (firstRule(p, a) >= 0) hits.push(p.name);
+      if (hits.length > 0) audited = hits;
+    }
+    const mtls = a.mtls ?? a.principal !== undefined;
+    if (strict && !mtls) {
+      return {
+        allowed: false,
+        policy: undefined,
+        rule: undefined,
+        reason: 'mTLS is required (STRICT mode)',
+        audited,
+      };
+    }
+    for (const p of deny) {
+      const i = firstRule(p, a);
+      if (i >= 0)
+        return {
+          allowed: false,
+          policy: p.name,
+          rule: i,
+          reason: `matched DENY policy "${p.name}" rule ${i}`,
+          audited,
+        };
+    }
+    if (allow.length === 0) {
+      return {
+        allowed: true,
+        policy: undefined,
+        rule: undefined,
+        reason: 'no ALLOW policy applies',
+        audited,
+      };
+    }
+    for (const p of allow) {
+      const i = firstRule(p, a);
+      if (i >= 0)
+        return {
+          allowed: true,
+          policy: p.name,
+          rule: i,
+          reason: `matched ALLOW policy "${p.name}" rule ${i}`,
+          audited,
+        };
+    }
+    return { allowed: false, policy: undefined, rule: undefined, reason: 'no ALLOW policy matched', audited };
+  };
+
+  const authorizer = ((a: RequestAttributes) => {
+    const d = decide(a);
+    if (d.audited.length > 0) {
+      stats.audited++;
+      options.onAudit?.(d, a);
+    }
+    if (d.allowed) stats.allowed++;
+    else {
+      stats.denied++;
+      options.onDeny?.(d, a);
+    }
+    return d;
+  }) as Authorizer;
+  Object.defineProperties(authorizer, {
+    mode: { value: config.mode, enumerable: true },
+    policies: { value: config.policies, enumerable: true },
+    stats: { get: () => ({ ...stats }), enumerable: true },
+  });
+  return authorizer;
+}
+
+/** The JSON body of a 403 answer: `{ error: { code: 'MESHLET_ERR_FORBIDDEN', message, policy, rule } }`. */
+export function forbiddenBody(decision: AuthorizationDecision): {
+  error: { code: string; message: string; policy: string | undefined; rule: number | undefined };
+} {
+  return {
+    error: {
+      code: ErrorCodes.FORBIDDEN,
+      message: `RBAC: access denied (${decision.reason})`,
+      policy: decision.policy,
+      rule: decision.rule,
+    },
+  };
+}
+
+/** A ready 403 answer: status, headers and the serialised coded body. */
+export function forbiddenResponse(decision: AuthorizationDecision): {
+  status: 403;
+  headers: Record<string, string>;
+  body: string;
+} {
+  return {
+    status: 403,
+    headers: { 'content-type': 'application/json; charset=utf-8' },
+    body: JSON.stringify(forbiddenBody(decision)),
+  };
+}
+
+/** A `MESHLET_ERR_FORBIDDEN` MeshError for a denial (gRPC maps it to PERMISSION_DENIED). */
+export function forbiddenError(decision: AuthorizationDecision): MeshError {
+  return new MeshError(ErrorCodes.FORBIDDEN, `RBAC: access denied (${decision.reason})`, {
+    policy: decision.policy,
+    rule: decision.rule,
+  });
+}

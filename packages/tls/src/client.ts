@@ -1,0 +1,134 @@
+import type { PeerCertificate } from 'node:tls';
+import { type EndpointState, ErrorCodes, isMeshError, MeshError, type ServiceRuntime } from '@meshlet/core';
+import { buildConnector } from 'undici';
+import type { TlsMaterial } from './material.js';
+import { matchesIdentity, spiffeIdOf } from './pem.js';
+import type { CertificateSource } from './source.js';
+
+/** Certificate verification failures that are the peer's fault (wrong CA, expired, …). */
+const VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'INVALID_CA',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Checks a peer certificate against an expected SPIFFE ID (exact) or trust domain (`spiffe://td`).
+ * Returns a `MESHLET_ERR_PEER_IDENTITY` error, or undefined when the peer is accepted. With no
+ * expectation every peer whose chain verified is accepted. Usable as `checkServerIdentity`.
+ */
+export function verifyPeerIdentity(
+  expected: string | undefined,
+  cert: Pick<PeerCertificate, 'subjectaltname'> | undefined,
+  context: { service?: string; endpoint?: string } = {},
+): MeshError | undefined {
+  if (expected === undefined) return undefined;
+  const actual = cert ? spiffeIdOf(cert) : undefined;
+  if (matchesIdentity(expected, actual)) return undefined;
+  const who = context.service ? ` of service "${context.service}"` : '';
+  const at = context.endpoint ? ` at ${context.endpoint}` : '';
+  return new MeshError(
+    ErrorCodes.PEER_IDENTITY,
+    `peer${who}${at} presented ${actual === undefined ? 'no SPIFFE ID' : `"${actual}"`}; expected ${expected}`,
+    { ...context, expected, actual },
+  );
+}
+
+export interface TlsConnectorOptions {
+  /** Expected peer SPIFFE ID or trust domain (ServicePolicy.identity). */
+  readonly identity?: string | undefined;
+  /** Service name, for error messages. */
+  readonly service?: string | undefined;
+  /** TLS server name (SNI) to send; default none for IP addresses, the host name otherwise. */
+  readonly servername?: string | undefined;
+  /** Connect (TCP + handshake) timeout in ms (default 10s). */
+  readonly timeoutMs?: number | undefined;
+  /** Sessions kept for resumption (default 100; 0 disables resumption). */
+  readonly maxCachedSessions?: number | undefined;
+}
+
+export type Connector = buildConnector.connector;
+
+function wrapVerifyError(err: Error, service: string | undefined, endpoint: string): Error {
+  if (isMeshError(err)) return err;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && VERIFY_CODES.has(code)) {
+    const who = service ? ` of service "${service}"` : '';
+    return new MeshError(
+      ErrorCodes.TLS,
+      `the certificate of peer${who} at ${endpoint} was refused: ${err.message} (${code})`,
+      { service, endpoint, reason: code },
+      { cause: err },
+    );
+  }
+  return err;
+}
+
+/**
+ * An undici connector (for `Pool`/`Client`/`Agent` `connect`) doing mTLS with a source's current
+ * material: every NEW connection uses the latest certificate (the connector and its session cache
+ * are rebuilt after a rotation), open connections are left alone. The peer must chain to the trust
+ * bundle and, when `identity` is set, present a matching SPIFFE ID; otherwise the connection is
+ * refused with `MESHLET_ERR_TLS` / `MESHLET_ERR_PEER_IDENTITY`. There is never a plaintext fallback.
+ */
+export function createTlsConnector(source: CertificateSource, options: TlsConnectorOptions = {}): Connector {
+  let builtFor: TlsMaterial | undefined;
+  let inner: Connector | undefined;
+  const identity = options.identity;
+  const service = options.service;
+  const checkServerIdentity = (_host: string, cert: PeerCertificate) =>
+    verifyPeerIdentity(identity, cert, service === undefined ? {} : { service });
+  const build = (): Connector => {
+    builtFor = source.current;
+    return buildConnector({
+      secureContext: source.secureContext(),
+      rejectUnauthorized: true,
+      minVersion: source.minVersion,
+      checkServerIdentity,
+      timeout: options.timeoutMs ?? 10_000,
+      maxCachedSessions: options.maxCachedSessions ?? 100,
+      ...(options.servername ? { servername: options.servername } : {}),
+    } as buildConnector.BuildOptions);
+  };
+  return (opts, callback) => {
+    if (inner === undefined || builtFor !== source.current) inner = build();
+    const endpoint = `${opts.hostname}:${opts.port}`;
+    inner({ ...opts, protocol: 'https:' }, (err, socket) => {
+      if (err) {
+        callback(wrapVerifyError(err, service, endpoint), null);
+        return;
+      }
+      callback(null, socket as NonNullable<typeof socket>);
+    });
+  };
+}
+
+/** Resolves the certificate source (if any) and expected identity of a service. */
+export type TlsSourceLookup = (service: ServiceRuntime) => CertificateSource | undefined;
+
+/**
+ * A `MeshDispatcherOptions.connect` provider: services with TLS get an mTLS connector verifying
+ * `policy.identity`; the rest stay plaintext.
+ */
+export function createConnectProvider(
+  lookup: TlsSourceLookup,
+): (ep: EndpointState, service: ServiceRuntime) => Connector | undefined {
+  return (_ep, rt) => {
+    const source = lookup(rt);
+    if (!source) return undefined;
+    return createTlsConnector(source, {
+      identity: rt.policy.identity,
+      service: rt.name,
+      timeoutMs: rt.policy.connection.connectTimeoutMs,
+    });
+  };
+}

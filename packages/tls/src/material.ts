@@ -1,0 +1,252 @@
+import { createPrivateKey, type KeyObject, X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { readFile, realpath } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCodes, MeshError } from '@meshlet/core';
+import { spiffeIdOf, splitPemCertificates } from './pem.js';
+
+/** The two mounted-directory layouts meshlet reads. */
+export type TlsLayout = 'kubernetes' | 'spiffe';
+
+export const LAYOUT_FILES: Readonly<Record<TlsLayout, { cert: string; key: string; ca: string }>> = {
+  /** A Kubernetes TLS Secret (cert-manager adds `ca.crt`). */
+  kubernetes: { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' },
+  /** The SPIFFE CSI driver / spiffe-helper layout. */
+  spiffe: { cert: 'svid.pem', key: 'svid_key.pem', ca: 'bundle.pem' },
+};
+
+/** Validated certificate material: PEM text plus what was learnt from it. */
+export interface TlsMaterial {
+  readonly dir: string;
+  readonly layout: TlsLayout;
+  /** The workload certificate followed by any intermediates (PEM). */
+  readonly cert: string;
+  readonly key: string;
+  /** The trust bundle: one or more CA certificates (PEM). */
+  readonly ca: string;
+  /** The workload's SPIFFE ID (URI SAN), when it has one. */
+  readonly spiffeId: string | undefined;
+  readonly subject: string;
+  readonly issuer: string;
+  readonly serialNumber: string;
+  readonly fingerprint256: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** Number of CA certificates in the bundle. */
+  readonly caCount: number;
+  /** When this material was loaded (ms since epoch). */
+  readonly loadedAt: number;
+}
+
+export interface RawMaterial {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+}
+
+function tlsError(message: string, details: Record<string, unknown>, cause?: unknown): MeshError {
+  return new MeshError(ErrorCodes.TLS, message, details, cause === undefined ? undefined : { cause });
+}
+
+/** Which layout a directory holds, or undefined when it has neither. */
+export function detectLayout(dir: string): TlsLayout | undefined {
+  if (existsSync(join(dir, LAYOUT_FILES.kubernetes.cert))) return 'kubernetes';
+  if (existsSync(join(dir, LAYOUT_FILES.spiffe.cert))) return 'spiffe';
+  return undefined;
+}
+
+/**
+ * The directory to read files from: Kubernetes' atomic writer keeps each generation in a
+ * timestamped directory behind the `..data` symlink, so reading through its resolved path gives
+ * one consistent generation even while a swap happens.
+ */
+function generationDirSync(dir: string): string {
+  const data = join(dir, '..data');
+  try {
+    return realpathSync(data);
+  } catch {
+    return dir;
+  }
+}
+
+async function generationDir(dir: string): Promise<string> {
+  try {
+    return await realpath(join(dir, '..data'));
+  } catch {
+    return dir;
+  }
+}
+
+function layoutOrThrow(dir: string, layout: TlsLayout | undefined): TlsLayout {
+  const l = layout ?? detectLayout(dir);
+  if (!l) {
+    throw tlsError(
+      `no certificates in ${dir}: expected tls.crt, tls.key and ca.crt (Kubernetes) or svid.pem, svid_key.pem and bundle.pem (SPIFFE)`,
+      { dir, reason: 'missing' },
+    );
+  }
+  return l;
+}
+
+function readErr(dir: string, file: string, err: unknown): MeshError {
+  return tlsError(
+    `cannot read ${join(dir, file)}: ${(err as Error).message}`,
+    { dir, file, reason: 'unreadable' },
+    err,
+  );
+}
+
+/** Reads the files of a directory synchronously (startup). */
+export function readMaterialSync(dir: string, layout?: TlsLayout): { layout: TlsLayout; raw: RawMaterial } {
+  const l = layoutOrThrow(dir, layout);
+  const files = LAYOUT_FILES[l];
+  const gen = generationDirSync(dir);
+  const read = (f: string) => {
+    try {
+      return readFileSync(join(gen, f), 'utf8');
+    } catch (err) {
+      throw readErr(dir, f, err);
+    }
+  };
+  return { layout: l, raw: { cert: read(files.cert), key: read(files.key), ca: read(files.ca) } };
+}
+
+/** Reads the files of a directory without blocking the event loop (rotation). */
+export async function readMaterial(
+  dir: string,
+  layout?: TlsLayout,
+): Promise<{ layout: TlsLayout; raw: RawMaterial }> {
+  const l = layoutOrThrow(dir, layout);
+  const files = LAYOUT_FILES[l];
+  const gen = await generationDir(dir);
+  const read = async (f: string) => {
+    try {
+      return await readFile(join(gen, f), 'utf8');
+    } catch (err) {
+      throw readErr(dir, f, err);
+    }
+  };
+  const [cert, key, ca] = await Promise.all([read(files.cert), read(files.key), read(files.ca)]);
+  return { layout: l, raw: { cert, key, ca } };
+}
+
+function parseAll(text: string, what: string, dir: string): X509Certificate[] {
+  const blocks = splitPemCertificates(text);
+  if (blocks.length === 0)
+    throw tlsError(`${what} in ${dir} holds no PEM certificate`, { dir, reason: 'no_certificate' });
+  return blocks.map((pem, i) => {
+    try {
+      return new X509Certificate(pem);
+    } catch (err) {
+      throw tlsError(
+        `${what} in ${dir}: certificate #${i + 1} cannot be parsed: ${(err as Error).message}`,
+        { dir, reason: 'malformed_certificate' },
+        err,
+      );
+    }
+  });
+}
+
+function issuedBy(child: X509Certificate, parent: X509Certificate): boolean {
+  try {
+    return child.checkIssued(parent) && child.verify(parent.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Validates material: the key matches the certificate, the certificate chains (through the
+ * intermediates that follow it) to a CA of the bundle, and it is within its validity period.
+ * Throws a `MESHLET_ERR_TLS` MeshError whose `details.reason` says what is wrong.
+ */
+export function validateMaterial(
+  raw: RawMaterial,
+  options: { dir?: string; layout?: TlsLayout; now?: number } = {},
+): TlsMaterial {
+  const dir = options.dir ?? '(inline)';
+  const now = options.now ?? Date.now();
+  const chain = parseAll(raw.cert, 'the certificate file', dir);
+  const bundle = parseAll(raw.ca, 'the CA bundle', dir);
+  const leaf = chain[0] as X509Certificate;
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(raw.key);
+  } catch (err) {
+    throw tlsError(
+      `the private key in ${dir} cannot be parsed: ${(err as Error).message}`,
+      { dir, reason: 'malformed_key' },
+      err,
+    );
+  }
+  let matches = false;
+  try {
+    matches = leaf.checkPrivateKey(key);
+  } catch {
+    matches = false;
+  }
+  if (!matches) {
+    throw tlsError(`the private key in ${dir} does not match its certificate (${leaf.subject})`, {
+      dir,
+      reason: 'key_mismatch',
+    });
+  }
+  const notBefore = new Date(leaf.validFrom);
+  const notAfter = new Date(leaf.validTo);
+  if (now > notAfter.getTime()) {
+    throw tlsError(`the certificate in ${dir} expired at ${notAfter.toISOString()}`, {
+      dir,
+      reason: 'expired',
+      notAfter: notAfter.toISOString(),
+    });
+  }
+  if (now < notBefore.getTime()) {
+    throw tlsError(`the certificate in ${dir} is not valid before ${notBefore.toISOString()}`, {
+      dir,
+      reason: 'not_yet_valid',
+      notBefore: notBefore.toISOString(),
+    });
+  }
+  // Walk leaf → intermediates → a CA of the bundle.
+  let current = leaf;
+  let trusted = false;
+  const intermediates = chain.slice(1);
+  for (let depth = 0; depth < 10 && !trusted; depth++) {
+    if (bundle.some((ca) => issuedBy(current, ca))) {
+      trusted = true;
+      break;
+    }
+    if (bundle.some((ca) => ca.fingerprint256 === current.fingerprint256)) {
+      trusted = true;
+      break;
+    }
+    const next = intermediates.find((c) => issuedBy(current, c));
+    if (!next) break;
+    current = next;
+  }
+  if (!trusted) {
+    throw tlsError(
+      `the certificate in ${dir} (issuer ${leaf.issuer.replace(/\n/g, ', ')}) does not chain to a CA of its bundle`,
+      {
+        dir,
+        reason: 'untrusted_chain',
+      },
+    );
+  }
+  return Object.freeze({
+    dir,
+    layout: options.layout ?? 'kubernetes',
+    cert: raw.cert,
+    key: raw.key,
+    ca: raw.ca,
+    spiffeId: spiffeIdOf({ subjectAltName: leaf.subjectAltName }),
+    subject: leaf.subject,
+    issuer: leaf.issuer,
+    serialNumber: leaf.serialNumber,
+    fingerprint256: leaf.fingerprint256,
+    notBefore,
+    notAfter,
+    caCount: bundle.length,
+    loadedAt: now,
+  });
+}

@@ -1,0 +1,159 @@
+import type { Server as HttpServer, IncomingMessage, RequestListener } from 'node:http';
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type SecureServerOptions,
+} from 'node:http2';
+import {
+  createServer as createHttpsServerRaw,
+  type ServerOptions as HttpsOptions,
+  type Server as HttpsServer,
+} from 'node:https';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { RequestAttributes } from './authz/evaluate.js';
+import { spiffeIdOf } from './pem.js';
+import type { CertificateSource } from './source.js';
+
+/** STRICT: clients must present a certificate that chains to the bundle. PERMISSIVE: optional. */
+export type ServerTlsMode = 'STRICT' | 'PERMISSIVE';
+
+export interface MeshServerTlsOptions {
+  readonly source: CertificateSource;
+  /** Default STRICT. */
+  readonly mode?: ServerTlsMode | undefined;
+}
+
+function tlsOptions(source: CertificateSource, mode: ServerTlsMode) {
+  return {
+    ...source.secureContextOptions(),
+    requestCert: true,
+    rejectUnauthorized: mode === 'STRICT',
+  };
+}
+
+/** Keeps `server`'s certificate in step with `source` (new handshakes get the new material). */
+export function rotateServerContext(
+  server: { setSecureContext(options: object): void; once(event: 'close', fn: () => void): unknown },
+  source: CertificateSource,
+): () => void {
+  const off = source.on('rotate', () => server.setSecureContext(source.secureContextOptions()));
+  server.once('close', off);
+  return off;
+}
+
+/**
+ * An HTTPS server with the source's certificate, rotated in place (`setSecureContext`) whenever
+ * the files change. In STRICT mode (default) clients without a valid certificate are refused
+ * during the handshake.
+ */
+export function createHttpsServer(
+  options: MeshServerTlsOptions & Omit<HttpsOptions, 'key' | 'cert' | 'ca'>,
+  handler?: RequestListener,
+): HttpsServer {
+  const { source, mode = 'STRICT', ...rest } = options;
+  const server = createHttpsServerRaw({ ...rest, ...tlsOptions(source, mode) }, handler);
+  rotateServerContext(server, source);
+  return server;
+}
+
+/** An HTTP/2 server (HTTP/1.1 accepted too, via ALPN) with rotating certificates. */
+export function createHttp2Server(
+  options: MeshServerTlsOptions & Omit<SecureServerOptions, 'key' | 'cert' | 'ca'>,
+  handler?: (req: Http2ServerRequest, res: Http2ServerResponse) => void,
+): Http2SecureServer {
+  const { source, mode = 'STRICT', ...rest } = options;
+  const server = createSecureServer({ allowHTTP1: true, ...rest, ...tlsOptions(source, mode) }, handler);
+  rotateServerContext(server, source);
+  return server;
+}
+
+/**
+ * PERMISSIVE mode on one port: a TCP listener that looks at the first byte of each connection and
+ * hands TLS handshakes (0x16) to `tlsServer` and everything else to `plainServer`.
+ */
+export function createPermissiveListener(
+  tlsServer: HttpsServer | Http2SecureServer,
+  plainServer: HttpServer,
+): NetServer {
+  const listener = createNetServer({ pauseOnConnect: true }, (socket) => {
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      // The TLS wrap drains what was unshifted itself; the HTTP parser needs the stream flowing.
+      if (chunk[0] === 0x16) tlsServer.emit('connection', socket);
+      else {
+        plainServer.emit('connection', socket);
+        socket.resume();
+      }
+    });
+    socket.once('error', () => socket.destroy());
+    socket.resume();
+  });
+  listener.once('close', () => {
+    tlsServer.close();
+    plainServer.close();
+  });
+  return listener;
+}
+
+type SocketLike = Socket | TLSSocket;
+const identityCache = new WeakMap<object, string | null>();
+
+function socketOf(x: IncomingMessage | Http2ServerRequest | SocketLike): SocketLike | undefined {
+  if ('getPeerCertificate' in x || 'remoteAddress' in x) {
+    if (typeof (x as TLSSocket).getPeerCertificate === 'function') return x as SocketLike;
+  }
+  const req = x as { socket?: unknown; stream?: { session?: { socket?: unknown } } };
+  const s = req.stream?.session?.socket ?? req.socket;
+  return (s as SocketLike | undefined) ?? undefined;
+}
+
+/**
+ * The peer's SPIFFE ID (the `spiffe://` URI SAN of its verified client certificate), from a
+ * request (HTTP/1.1 or HTTP/2) or a socket. Undefined for plaintext, for clients without a
+ * certificate and for certificates that did not verify. Cached per connection.
+ */
+export function peerIdentity(
+  reqOrSocket: IncomingMessage | Http2ServerRequest | SocketLike,
+): string | undefined {
+  const socket = socketOf(reqOrSocket);
+  if (!socket) return undefined;
+  const cached = identityCache.get(socket);
+  if (cached !== undefined) return cached ?? undefined;
+  const tls = socket as TLSSocket;
+  let id: string | undefined;
+  if (tls.encrypted && tls.authorized && typeof tls.getPeerCertificate === 'function') {
+    const cert = tls.getPeerCertificate();
+    id = cert && Object.keys(cert).length > 0 ? spiffeIdOf(cert) : undefined;
+  }
+  identityCache.set(socket, id ?? null);
+  return id;
+}
+
+/** Authorization attributes of an inbound HTTP request (for `createAuthorizer`). */
+export function requestAttributes(req: IncomingMessage | Http2ServerRequest): RequestAttributes {
+  const socket = socketOf(req) as TLSSocket | undefined;
+  const headers = req.headers as Record<string, string | string[] | undefined>;
+  const host = (headers[':authority'] as string | undefined) ?? (headers.host as string | undefined);
+  const xff = headers['x-forwarded-for'];
+  const first = typeof xff === 'string' ? xff.split(',')[0]?.trim() : undefined;
+  const servername = socket?.encrypted
+    ? (socket as TLSSocket & { servername?: string | false }).servername
+    : undefined;
+  return {
+    principal: peerIdentity(req),
+    mtls: socket?.encrypted === true && socket.authorized === true,
+    sourceIp: socket?.remoteAddress,
+    remoteIp: first || socket?.remoteAddress,
+    destinationIp: socket?.localAddress,
+    destinationPort: socket?.localPort,
+    sni: typeof servername === 'string' ? servername : undefined,
+    method: req.method,
+    path: req.url,
+    host,
+    headers,
+  };
+}

@@ -1,0 +1,169 @@
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { type ConfigIssue, MeshConfigError } from '@meshlet/core';
+
+/** Channel credentials for one xDS server (gRPC bootstrap `channel_creds`). */
+export type ChannelCreds =
+  | { readonly type: 'insecure' }
+  | {
+      readonly type: 'tls';
+      /** PEM files (gRPC's file_watcher plugin config); re-read on every (re)connect. */
+      readonly caFile: string | undefined;
+      readonly certFile: string | undefined;
+      readonly keyFile: string | undefined;
+    };
+
+export interface XdsServer {
+  /** A gRPC target: `host:port`, `dns:///host:port`, `unix:///path`. */
+  readonly uri: string;
+  readonly creds: ChannelCreds;
+  /** `server_features`: `ignore_resource_deletion` keeps LDS/CDS resources the server stops sending. */
+  readonly ignoreResourceDeletion: boolean;
+}
+
+export interface XdsNode {
+  readonly id: string;
+  readonly cluster: string;
+  readonly metadata: Record<string, unknown>;
+  readonly locality: { readonly region: string; readonly zone: string; readonly subZone: string };
+}
+
+export interface Bootstrap {
+  /** Servers in order of preference: the next is used when the previous is unreachable (gRFC A71). */
+  readonly servers: readonly XdsServer[];
+  readonly node: XdsNode;
+  /** Where it came from (`GRPC_XDS_BOOTSTRAP=/path`, `GRPC_XDS_BOOTSTRAP_CONFIG`, `config`). */
+  readonly source: string;
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parseCreds(
+  raw: unknown,
+  path: string,
+  issues: ConfigIssue[],
+  baseDir: string,
+): ChannelCreds | undefined {
+  if (!Array.isArray(raw) || raw.length === 0) {
+    issues.push({ path, message: 'must be a non-empty list of { type, config? }' });
+    return undefined;
+  }
+  const seen: string[] = [];
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i] as unknown;
+    if (!isObj(c) || typeof c.type !== 'string') {
+      issues.push({ path: `${path}[${i}]`, message: 'must be { type, config? }' });
+      return undefined;
+    }
+    seen.push(c.type);
+    // gRPC uses the first credential type it supports.
+    if (c.type === 'insecure') return { type: 'insecure' };
+    if (c.type === 'tls') {
+      const cfg = isObj(c.config) ? c.config : {};
+      const file = (k: string): string | undefined => {
+        const v = cfg[k];
+        if (v === undefined) return undefined;
+        if (typeof v !== 'string') {
+          issues.push({ path: `${path}[${i}].config.${k}`, message: 'must be a file path' });
+          return undefined;
+        }
+        return isAbsolute(v) ? v : resolve(baseDir, v);
+      };
+      const certFile = file('certificate_file');
+      const keyFile = file('private_key_file');
+      if ((certFile === undefined) !== (keyFile === undefined)) {
+        issues.push({
+          path: `${path}[${i}].config`,
+          message: 'certificate_file and private_key_file must be given together',
+        });
+      }
+      return { type: 'tls', caFile: file('ca_certificate_file'), certFile, keyFile };
+    }
+  }
+  issues.push({
+    path,
+    message: `no supported channel credentials (got ${seen.join(', ')}; supported: insecure, tls)`,
+  });
+  return undefined;
+}
+
+/**
+ * Validates a gRPC xDS bootstrap object (the JSON of `GRPC_XDS_BOOTSTRAP`). Unknown keys are
+ * ignored, as gRPC does (real files carry `authorities`, `certificate_providers`, stray keys).
+ */
+export function parseBootstrap(raw: unknown, source: string, baseDir = process.cwd()): Bootstrap {
+  const issues: ConfigIssue[] = [];
+  if (!isObj(raw))
+    throw new MeshConfigError([{ path: '', message: 'the xDS bootstrap must be a JSON object' }], source);
+  const servers: XdsServer[] = [];
+  if (!Array.isArray(raw.xds_servers) || raw.xds_servers.length === 0) {
+    issues.push({ path: 'xds_servers', message: 'must be a non-empty list' });
+  } else {
+    raw.xds_servers.forEach((s: unknown, i: number) => {
+      const p = `xds_servers[${i}]`;
+      if (!isObj(s) || typeof s.server_uri !== 'string' || s.server_uri === '') {
+        issues.push({ path: `${p}.server_uri`, message: 'is required' });
+        return;
+      }
+      const creds = parseCreds(s.channel_creds, `${p}.channel_creds`, issues, baseDir);
+      const features = Array.isArray(s.server_features) ? s.server_features : [];
+      if (creds) {
+        servers.push({
+          uri: s.server_uri,
+          creds,
+          ignoreResourceDeletion: features.includes('ignore_resource_deletion'),
+        });
+      }
+    });
+  }
+  const n = isObj(raw.node) ? raw.node : {};
+  const loc = isObj(n.locality) ? n.locality : {};
+  const s = (v: unknown) => (typeof v === 'string' ? v : '');
+  const node: XdsNode = {
+    id: s(n.id),
+    cluster: s(n.cluster),
+    metadata: isObj(n.metadata) ? n.metadata : {},
+    locality: { region: s(loc.region), zone: s(loc.zone), subZone: s(loc.sub_zone ?? loc.subZone) },
+  };
+  if (issues.length > 0) throw new MeshConfigError(issues, source);
+  return { servers, node, source };
+}
+
+/**
+ * The bootstrap from the environment, as gRPC looks for it: `GRPC_XDS_BOOTSTRAP` (a file), then
+ * `GRPC_XDS_BOOTSTRAP_CONFIG` (inline JSON). Undefined when neither is set.
+ */
+export function bootstrapFromEnv(env: NodeJS.ProcessEnv = process.env): Bootstrap | undefined {
+  const file = env.GRPC_XDS_BOOTSTRAP;
+  if (file) return readBootstrapFile(file);
+  const inline = env.GRPC_XDS_BOOTSTRAP_CONFIG;
+  if (inline) {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(inline);
+    } catch (err) {
+      throw new MeshConfigError(
+        [{ path: '', message: `GRPC_XDS_BOOTSTRAP_CONFIG is not JSON: ${(err as Error).message}` }],
+        'GRPC_XDS_BOOTSTRAP_CONFIG',
+      );
+    }
+    return parseBootstrap(raw, 'GRPC_XDS_BOOTSTRAP_CONFIG');
+  }
+  return undefined;
+}
+
+export function readBootstrapFile(file: string): Bootstrap {
+  const abs = resolve(file);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(abs, 'utf8'));
+  } catch (err) {
+    throw new MeshConfigError(
+      [{ path: '', message: `cannot read the xDS bootstrap: ${(err as Error).message}` }],
+      abs,
+    );
+  }
+  return parseBootstrap(raw, abs, resolve(abs, '..'));
+}

@@ -1,0 +1,608 @@
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import type { Bootstrap, XdsServer } from './bootstrap.js';
+import { decodeAny, decodeMessage, type Msg, XdsDecodeError } from './codec.js';
+import {
+  adsService,
+  CDS_TYPE,
+  EDS_TYPE,
+  LDS_TYPE,
+  lookupType,
+  RDS_TYPE,
+  type ResourceType,
+} from './protos.js';
+
+const RESOURCE_WRAPPER = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
+
+import {
+  translateCluster,
+  translateEndpoints,
+  translateListener,
+  translateRouteConfig,
+} from './translate.js';
+
+/** Receives one resource's changes. */
+export interface ResourceWatcher<T> {
+  onUpdate(value: T): void;
+  /** The control plane sent an invalid version of the resource (the last good one stays in use). */
+  onError?(error: Error): void;
+  /** The resource does not exist (absent from a full LDS/CDS response, or the timer fired). */
+  onDoesNotExist?(): void;
+}
+
+export type ResourceStatus = 'REQUESTED' | 'ACKED' | 'NACKED' | 'DOES_NOT_EXIST';
+
+interface Entry {
+  readonly name: string;
+  readonly watchers: Set<ResourceWatcher<unknown>>;
+  value: unknown;
+  raw: Uint8Array | undefined;
+  version: string | undefined;
+  status: ResourceStatus;
+  error: string | undefined;
+  failedVersion: string | undefined;
+  updatedAt: number | undefined;
+  timer: NodeJS.Timeout | undefined;
+}
+
+interface TypeState {
+  readonly typeUrl: ResourceType;
+  readonly entries: Map<string, Entry>;
+  /** The last accepted version (sent in ACKs, NACKs and on new streams). */
+  version: string;
+  /** The nonce of the last response on the current stream. */
+  nonce: string;
+  /** Whether a request for this type was sent on the current stream. */
+  subscribed: boolean;
+  /** Names last sent, to skip redundant requests. */
+  sentNames: string;
+}
+
+const TRANSLATORS: Record<ResourceType, (m: Msg) => { name: string }> = {
+  [LDS_TYPE]: translateListener,
+  [RDS_TYPE]: translateRouteConfig,
+  [CDS_TYPE]: translateCluster,
+  [EDS_TYPE]: translateEndpoints,
+};
+
+const SHORT: Record<ResourceType, string> = {
+  [LDS_TYPE]: 'listener',
+  [RDS_TYPE]: 'route_config',
+  [CDS_TYPE]: 'cluster',
+  [EDS_TYPE]: 'endpoints',
+};
+
+/** State-of-the-world types: a resource missing from a response no longer exists. */
+const FULL_STATE = new Set<ResourceType>([LDS_TYPE, CDS_TYPE]);
+
+export interface XdsClientOptions {
+  /** How long a requested resource may stay unanswered before it is reported as not existing (15s). */
+  resourceTimeoutMs?: number;
+  /** Reconnect backoff: exponential from `baseMs` (1s) to `maxMs` (30s), ±20% jitter. */
+  backoff?: { baseMs?: number; maxMs?: number };
+  /** gRPC user agent reported in the node (default `meshlet`). */
+  userAgent?: string;
+  /** Called on connection changes and resource events (for debug logs and metrics). */
+  onEvent?: (event: XdsClientEvent) => void;
+}
+
+export type XdsClientEvent =
+  | { kind: 'connected'; server: string }
+  | { kind: 'disconnected'; server: string; error: string; receivedResponse: boolean }
+  | { kind: 'ack'; typeUrl: string; version: string }
+  | { kind: 'nack'; typeUrl: string; version: string; error: string }
+  | { kind: 'doesNotExist'; typeUrl: string; name: string };
+
+/** One resource in the CSDS-like dump. */
+export interface XdsResourceDump {
+  type: string;
+  name: string;
+  status: ResourceStatus;
+  version: string | undefined;
+  lastUpdated: string | undefined;
+  error: string | undefined;
+  failedVersion: string | undefined;
+}
+
+export interface XdsClientDump {
+  node: string;
+  servers: string[];
+  /** The server of the current (or last) stream. */
+  server: string | undefined;
+  connected: boolean;
+  streams: number;
+  lastError: string | undefined;
+  versions: Record<string, string>;
+  resources: XdsResourceDump[];
+}
+
+/**
+ * An ADS client (state of the world) on one gRPC stream per process. Resources are watched by type
+ * and name; every response is ACKed or NACKed (with the reasons) per type; invalid resources keep
+ * their last good version; the cache survives stream restarts, and the stream reconnects with
+ * jittered exponential backoff forever, trying the bootstrap's servers in order (gRFC A71).
+ */
+export class XdsClient {
+  readonly bootstrap: Bootstrap;
+  readonly #types = new Map<ResourceType, TypeState>();
+  readonly #resourceTimeoutMs: number;
+  readonly #backoffBase: number;
+  readonly #backoffMax: number;
+  readonly #onEvent: ((e: XdsClientEvent) => void) | undefined;
+  readonly #userAgent: string;
+  readonly #clients = new Map<number, grpc.Client>();
+  #call: grpc.ClientDuplexStream<unknown, unknown> | undefined;
+  #serverIndex = 0;
+  #connected = false;
+  #receivedOnStream = false;
+  #sentNode = false;
+  #failures = 0;
+  #streams = 0;
+  #lastError: string | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #readyWaiters: Array<() => void> = [];
+  #started = false;
+
+  constructor(bootstrap: Bootstrap, options: XdsClientOptions = {}) {
+    if (bootstrap.servers.length === 0) throw new Error('the xDS bootstrap names no server');
+    this.bootstrap = bootstrap;
+    this.#resourceTimeoutMs = options.resourceTimeoutMs ?? 15_000;
+    this.#backoffBase = options.backoff?.baseMs ?? 1_000;
+    this.#backoffMax = options.backoff?.maxMs ?? 30_000;
+    this.#onEvent = options.onEvent;
+    this.#userAgent = options.userAgent ?? 'meshlet';
+    for (const t of [LDS_TYPE, RDS_TYPE, CDS_TYPE, EDS_TYPE] as const) {
+      this.#types.set(t, {
+        typeUrl: t,
+        entries: new Map(),
+        version: '',
+        nonce: '',
+        subscribed: false,
+        sentNames: '',
+      });
+    }
+  }
+
+  /** True while a stream is up and has received at least one response. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  /** True after every server of the bootstrap failed at least once since the last good stream. */
+  get unreachable(): boolean {
+    return !this.#receivedOnStream && this.#failures > 0;
+  }
+
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  /**
+   * Watches one resource. The watcher gets the cached value at once (asynchronously) if there is
+   * one. Returns a function that stops watching (the last watcher unsubscribes the name).
+   */
+  watch<T>(typeUrl: ResourceType, name: string, watcher: ResourceWatcher<T>): () => void {
+    const ts = this.#types.get(typeUrl) as TypeState;
+    let e = ts.entries.get(name);
+    const w = watcher as ResourceWatcher<unknown>;
+    if (!e) {
+      e = {
+        name,
+        watchers: new Set(),
+        value: undefined,
+        raw: undefined,
+        version: undefined,
+        status: 'REQUESTED',
+        error: undefined,
+        failedVersion: undefined,
+        updatedAt: undefined,
+        timer: undefined,
+      };
+      ts.entries.set(name, e);
+      e.watchers.add(w);
+      this.#ensureStarted();
+      this.#sendRequest(ts);
+    } else {
+      e.watchers.add(w);
+      const entry = e;
+      if (entry.value !== undefined) queueMicrotask(() => entry.watchers.has(w) && w.onUpdate(entry.value));
+      else if (entry.status === 'DOES_NOT_EXIST')
+        queueMicrotask(() => entry.watchers.has(w) && w.onDoesNotExist?.());
+    }
+    return () => {
+      const cur = ts.entries.get(name);
+      if (!cur?.watchers.delete(w) || cur.watchers.size > 0) return;
+      if (cur.timer) clearTimeout(cur.timer);
+      ts.entries.delete(name);
+      if (!this.#closed) this.#sendRequest(ts);
+    };
+  }
+
+  /** The cached value of a resource, if any. */
+  get<T>(typeUrl: ResourceType, name: string): T | undefined {
+    return this.#types.get(typeUrl)?.entries.get(name)?.value as T | undefined;
+  }
+
+  /** Resolves at the first response (or once the client is known to be unreachable). */
+  whenFirstAnswer(): Promise<void> {
+    if (this.#receivedOnStream || this.unreachable || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => this.#readyWaiters.push(resolve));
+  }
+
+  #wakeReady(): void {
+    const ws = this.#readyWaiters;
+    this.#readyWaiters = [];
+    for (const w of ws) w();
+  }
+
+  #ensureStarted(): void {
+    if (this.#started || this.#closed) return;
+    this.#started = true;
+    this.#connect();
+  }
+
+  /** A fresh channel per stream: credentials files are re-read and no broken connection is reused. */
+  #grpcClient(index: number): grpc.Client {
+    for (const old of this.#clients.values()) old.close();
+    this.#clients.clear();
+    const server = this.bootstrap.servers[index] as XdsServer;
+    const Ctor = adsService().client;
+    const c = new Ctor(server.uri, credentials(server), {
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.primary_user_agent': this.#userAgent,
+      // Fail the stream fast when the server is unreachable, so that the next server is tried.
+      'grpc.initial_reconnect_backoff_ms': 200,
+    });
+    this.#clients.set(index, c);
+    return c;
+  }
+
+  #connect(): void {
+    if (this.#closed) return;
+    const index = this.#serverIndex;
+    const server = this.bootstrap.servers[index] as XdsServer;
+    const client = this.#grpcClient(index);
+    const method = adsService().service.StreamAggregatedResources as grpc.MethodDefinition<unknown, unknown>;
+    const call = client.makeBidiStreamRequest(
+      method.path,
+      method.requestSerialize,
+      method.responseDeserialize,
+      new grpc.Metadata(),
+      {},
+    );
+    this.#call = call;
+    this.#streams++;
+    this.#receivedOnStream = false;
+    this.#sentNode = false;
+    let ended = false;
+    const end = (err: Error | undefined) => {
+      if (ended) return;
+      ended = true;
+      if (this.#call === call) this.#onStreamEnd(server, err);
+    };
+    call.on('data', (resp: unknown) => {
+      if (this.#call !== call) return;
+      try {
+        this.#onResponse(resp as DiscoveryResponse, server);
+      } catch (err) {
+        this.#lastError = `internal error handling a response: ${(err as Error).message}`;
+      }
+    });
+    call.on('error', (err: Error) => end(err));
+    call.on('status', (st: grpc.StatusObject) => {
+      if (st.code !== grpc.status.OK) end(new Error(`${grpc.status[st.code]}: ${st.details}`));
+      else end(new Error('the server ended the stream'));
+    });
+    call.on('end', () => end(new Error('the server ended the stream')));
+    // Subscribe every type with names; resources keep their versions across streams.
+    for (const ts of this.#types.values()) {
+      ts.nonce = '';
+      ts.subscribed = false;
+      ts.sentNames = '';
+      this.#sendRequest(ts);
+    }
+  }
+
+  #onStreamEnd(server: XdsServer, err: Error | undefined): void {
+    const had = this.#receivedOnStream;
+    this.#call = undefined;
+    this.#connected = false;
+    this.#lastError = `${server.uri}: ${err?.message ?? 'stream ended'}`;
+    for (const ts of this.#types.values()) {
+      for (const e of ts.entries.values()) {
+        // The does-not-exist timer only runs while a stream is up.
+        if (e.timer) clearTimeout(e.timer);
+        e.timer = undefined;
+      }
+    }
+    if (this.#closed) return;
+    let delay: number;
+    if (had) {
+      // A working stream broke: start over with the primary server, after a short jittered pause.
+      this.#failures = 0;
+      this.#serverIndex = 0;
+      delay = jitter(Math.min(this.#backoffBase, 1_000) / 10);
+    } else if (this.#serverIndex + 1 < this.bootstrap.servers.length) {
+      // Unreachable: fall back to the next server at once (gRFC A71).
+      this.#serverIndex++;
+      delay = 0;
+    } else {
+      this.#failures++;
+      this.#serverIndex = 0;
+      delay = jitter(Math.min(this.#backoffMax, this.#backoffBase * 1.6 ** (this.#failures - 1)));
+      this.#wakeReady();
+    }
+    this.#onEvent?.({
+      kind: 'disconnected',
+      server: server.uri,
+      error: this.#lastError,
+      receivedResponse: had,
+    });
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#connect();
+    }, delay);
+    this.#retryTimer.unref();
+  }
+
+  #node(): Msg {
+    const n = this.bootstrap.node;
+    return {
+      id: n.id,
+      cluster: n.cluster,
+      metadata: n.metadata,
+      locality: n.locality,
+      userAgentName: this.#userAgent,
+      userAgentVersion: '0.1.0',
+      clientFeatures: ['envoy.lb.does_not_support_overprovisioning', 'xds.config.resource-in-sotw'],
+    };
+  }
+
+  /** Sends the subscription of a type (with the current version and nonce). */
+  #sendRequest(ts: TypeState, errorDetail?: string): void {
+    const call = this.#call;
+    if (!call || this.#closed) return;
+    const names = [...ts.entries.keys()].sort();
+    const key = names.join('\n');
+    if (errorDetail === undefined && ts.subscribed && key === ts.sentNames) return;
+    if (names.length === 0 && !ts.subscribed) return;
+    // LDS/CDS with no names would mean "everything": leave the subscription as it was.
+    if (names.length === 0 && FULL_STATE.has(ts.typeUrl)) return;
+    ts.subscribed = true;
+    ts.sentNames = key;
+    const req: Msg = {
+      typeUrl: ts.typeUrl,
+      resourceNames: names,
+      versionInfo: ts.version,
+      responseNonce: ts.nonce,
+    };
+    if (!this.#sentNode) {
+      req.node = this.#node();
+      this.#sentNode = true;
+    }
+    if (errorDetail !== undefined)
+      req.errorDetail = { code: grpc.status.INVALID_ARGUMENT, message: errorDetail };
+    call.write(req);
+    for (const e of ts.entries.values()) this.#armTimer(ts, e);
+  }
+
+  #sendAck(ts: TypeState, errorDetail?: string): void {
+    const call = this.#call;
+    if (!call) return;
+    const names = [...ts.entries.keys()].sort();
+    ts.sentNames = names.join('\n');
+    const req: Msg = {
+      typeUrl: ts.typeUrl,
+      resourceNames: names,
+      versionInfo: ts.version,
+      responseNonce: ts.nonce,
+    };
+    if (errorDetail !== undefined)
+      req.errorDetail = { code: grpc.status.INVALID_ARGUMENT, message: errorDetail };
+    call.write(req);
+  }
+
+  #armTimer(ts: TypeState, e: Entry): void {
+    if (e.timer || e.value !== undefined || e.status !== 'REQUESTED' || !this.#call) return;
+    e.timer = setTimeout(() => {
+      e.timer = undefined;
+      if (e.value !== undefined || ts.entries.get(e.name) !== e) return;
+      e.status = 'DOES_NOT_EXIST';
+      e.updatedAt = Date.now();
+      this.#onEvent?.({ kind: 'doesNotExist', typeUrl: ts.typeUrl, name: e.name });
+      for (const w of [...e.watchers]) w.onDoesNotExist?.();
+    }, this.#resourceTimeoutMs);
+    e.timer.unref();
+  }
+
+  #onResponse(resp: DiscoveryResponse, server: XdsServer): void {
+    if (!this.#receivedOnStream) {
+      this.#receivedOnStream = true;
+      this.#connected = true;
+      this.#failures = 0;
+      this.#onEvent?.({ kind: 'connected', server: server.uri });
+    }
+    const ts = this.#types.get(resp.typeUrl as ResourceType);
+    if (!ts) {
+      // A type this client never asked for: NACK it so the server knows.
+      this.#call?.write({
+        typeUrl: resp.typeUrl,
+        responseNonce: resp.nonce,
+        errorDetail: {
+          code: grpc.status.INVALID_ARGUMENT,
+          message: `unsupported resource type ${resp.typeUrl}`,
+        },
+      });
+      this.#wakeReady();
+      return;
+    }
+    ts.nonce = resp.nonce ?? '';
+    const version = resp.versionInfo ?? '';
+    const translate = TRANSLATORS[ts.typeUrl];
+    const errors: string[] = [];
+    const seen = new Set<string>();
+    const now = Date.now();
+    const updates: Array<[Entry, unknown]> = [];
+    const failed: Array<[Entry, Error]> = [];
+    (resp.resources ?? []).forEach((any, i) => {
+      let typeUrl = any.type_url ?? '';
+      let bytes: Uint8Array = any.value ?? new Uint8Array();
+      let m: Msg;
+      let name: string | undefined;
+      try {
+        if (typeUrl === RESOURCE_WRAPPER) {
+          // `Resource` wrappers in a SotW response (xds.config.resource-in-sotw).
+          const wrapper = lookupType(RESOURCE_WRAPPER).decode(bytes) as unknown as {
+            name?: string;
+            resource?: { type_url?: string; value?: Uint8Array };
+          };
+          name = wrapper.name || undefined;
+          if (!wrapper.resource) throw new XdsDecodeError('resource', 'is missing');
+          typeUrl = wrapper.resource.type_url ?? '';
+          bytes = wrapper.resource.value ?? new Uint8Array();
+        }
+        if (typeUrl !== ts.typeUrl)
+          throw new XdsDecodeError('', `has type ${typeUrl}, expected ${ts.typeUrl}`);
+        // Large EDS assignments skip the conversion to plain objects (translateEndpoints reads both).
+        m = ts.typeUrl === EDS_TYPE ? decodeMessage(typeUrl, bytes) : decodeAny(typeUrl, bytes);
+        name = (m.name ?? m.clusterName) as string | undefined;
+        const value = translate(m);
+        name = value.name;
+        seen.add(name);
+        const e = ts.entries.get(name);
+        if (!e) return; // not subscribed (or a wildcard extra): ignore
+        if (
+          e.status === 'ACKED' &&
+          e.raw !== undefined &&
+          Buffer.compare(Buffer.from(e.raw), Buffer.from(bytes)) === 0
+        ) {
+          e.version = version;
+          return;
+        }
+        e.raw = bytes;
+        updates.push([e, value]);
+      } catch (err) {
+        const message = `${name ? `${SHORT[ts.typeUrl]} "${name}"` : `resource [${i}]`}: ${(err as Error).message}`;
+        errors.push(message);
+        if (name) {
+          seen.add(name);
+          const e = ts.entries.get(name);
+          if (e) failed.push([e, new Error(message)]);
+        }
+      }
+    });
+    const removed: Entry[] = [];
+    if (FULL_STATE.has(ts.typeUrl) && !server.ignoreResourceDeletion) {
+      for (const e of ts.entries.values()) {
+        if (!seen.has(e.name) && (e.value !== undefined || e.status === 'ACKED' || e.status === 'NACKED'))
+          removed.push(e);
+      }
+    }
+    if (errors.length > 0) {
+      const detail = errors.join('; ');
+      this.#sendAck(ts, detail);
+      this.#onEvent?.({ kind: 'nack', typeUrl: ts.typeUrl, version, error: detail });
+    } else {
+      ts.version = version;
+      this.#sendAck(ts);
+      this.#onEvent?.({ kind: 'ack', typeUrl: ts.typeUrl, version });
+    }
+    // Valid resources of a NACKed response are applied (gRPC semantics); invalid ones keep the last good value.
+    for (const [e, value] of updates) {
+      e.value = value;
+      e.version = version;
+      e.status = 'ACKED';
+      e.error = undefined;
+      e.failedVersion = undefined;
+      e.updatedAt = now;
+      if (e.timer) clearTimeout(e.timer);
+      e.timer = undefined;
+    }
+    for (const [e, err] of failed) {
+      e.status = 'NACKED';
+      e.error = err.message;
+      e.failedVersion = version;
+      e.updatedAt = now;
+      if (e.timer) clearTimeout(e.timer);
+      e.timer = undefined;
+    }
+    for (const e of removed) {
+      e.value = undefined;
+      e.raw = undefined;
+      e.status = 'DOES_NOT_EXIST';
+      e.version = version;
+      e.updatedAt = now;
+    }
+    for (const [e, value] of updates) for (const w of [...e.watchers]) w.onUpdate(value);
+    for (const [e, err] of failed) for (const w of [...e.watchers]) w.onError?.(err);
+    for (const e of removed) {
+      this.#onEvent?.({ kind: 'doesNotExist', typeUrl: ts.typeUrl, name: e.name });
+      for (const w of [...e.watchers]) w.onDoesNotExist?.();
+    }
+    this.#wakeReady();
+  }
+
+  /** A CSDS-like dump: per resource its status, version and last update. */
+  dump(): XdsClientDump {
+    const resources: XdsResourceDump[] = [];
+    const versions: Record<string, string> = {};
+    for (const ts of this.#types.values()) {
+      versions[SHORT[ts.typeUrl]] = ts.version;
+      for (const e of ts.entries.values()) {
+        resources.push({
+          type: SHORT[ts.typeUrl],
+          name: e.name,
+          status: e.status,
+          version: e.version,
+          lastUpdated: e.updatedAt === undefined ? undefined : new Date(e.updatedAt).toISOString(),
+          error: e.error,
+          failedVersion: e.failedVersion,
+        });
+      }
+    }
+    return {
+      node: this.bootstrap.node.id,
+      servers: this.bootstrap.servers.map((s) => s.uri),
+      server: this.bootstrap.servers[this.#serverIndex]?.uri,
+      connected: this.#connected,
+      streams: this.#streams,
+      lastError: this.#lastError,
+      versions,
+      resources,
+    };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    for (const ts of this.#types.values())
+      for (const e of ts.entries.values()) if (e.timer) clearTimeout(e.timer);
+    const call = this.#call;
+    this.#call = undefined;
+    call?.cancel();
+    for (const c of this.#clients.values()) c.close();
+    this.#clients.clear();
+    this.#wakeReady();
+  }
+}
+
+interface DiscoveryResponse {
+  versionInfo?: string;
+  typeUrl: string;
+  nonce?: string;
+  /** `google.protobuf.Any` keeps its snake_case field names in protobufjs' built-in definition. */
+  resources?: Array<{ type_url?: string; value?: Uint8Array }>;
+}
+
+function jitter(ms: number): number {
+  return Math.max(0, Math.round(ms * (0.8 + Math.random() * 0.4)));
+}
+
+function credentials(server: XdsServer): grpc.ChannelCredentials {
+  const c = server.creds;
+  if (c.type === 'insecure') return grpc.credentials.createInsecure();
+  const read = (f: string | undefined) => (f === undefined ? null : readFileSync(f));
+  return grpc.credentials.createSsl(read(c.caFile), read(c.keyFile), read(c.certFile));
+}

@@ -1,0 +1,62 @@
+import { registerXdsConfig } from './setup.js';
+
+registerXdsConfig();
+
+export {
+  type Bootstrap,
+  bootstrapFromEnv,
+  type ChannelCreds,
+  parseBootstrap,
+  readBootstrapFile,
+  type XdsNode,
+  type XdsServer,
+} from './bootstrap.js';
+export {
+  type ResourceStatus,
+  type ResourceWatcher,
+  XdsClient,
+  type XdsClientDump,
+  type XdsClientEvent,
+  type XdsClientOptions,
+  type XdsResourceDump,
+} from './client.js';
+export { decodeAny, decodeMessage, encodeMessage, fromJson, type Msg, XdsDecodeError } from './codec.js';
+export {
+  AGGREGATE_CLUSTER_TYPE,
+  adsService,
+  CDS_TYPE,
+  EDS_TYPE,
+  HCM_TYPE,
+  LDS_TYPE,
+  protoIncludeDirs,
+  RDS_TYPE,
+  RESOURCE_TYPES,
+  type ResourceType,
+  UPSTREAM_TLS_TYPE,
+} from './protos.js';
+export { clusterPolicy, XdsResolver, type XdsResolverOptions } from './resolver.js';
+export { ListenerRouter, routePolicy, selectVirtualHost } from './router.js';
+export { registerXdsConfig, type SetupXdsOptions, setupXds, type XdsSettings } from './setup.js';
+export {
+  translateCluster,
+  translateEndpoints,
+  translateListener,
+  translateRouteConfig,
+} from './translate.js';
+export type {
+  CircuitBreakers,
+  ClusterUpdate,
+  DropOverload,
+  EndpointsUpdate,
+  FaultPolicy,
+  HashPolicy,
+  HeaderMatch,
+  ListenerUpdate,
+  OutlierDetection,
+  RouteConfigUpdate,
+  RouteMatch,
+  RouteRetry,
+  VirtualHost,
+  WeightedCluster,
+  XdsRoute,
+} from './types.js';

@@ -1,0 +1,773 @@
+import {
+  type Endpoint,
+  endpointId,
+  type HealthStatus,
+  type LbSelection,
+  type Locality,
+  loadBalancers,
+  type OutlierPolicy,
+  parseOutlierPolicy,
+} from '@meshlet/core';
+import { bool, durationMs, list, type Msg, msg, num, str, structToJson, XdsDecodeError } from './codec.js';
+import type {
+  CircuitBreakers,
+  ClusterUpdate,
+  DropOverload,
+  EndpointsUpdate,
+  FaultPolicy,
+  HashPolicy,
+  HeaderMatch,
+  ListenerUpdate,
+  OutlierDetection,
+  RouteConfigUpdate,
+  RouteMatch,
+  RouteRetry,
+  VirtualHost,
+  WeightedCluster,
+  XdsRoute,
+} from './types.js';
+
+const HCM = 'envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+const FAULT = 'envoy.extensions.filters.http.fault.v3.HTTPFault';
+const ROUTER = 'envoy.extensions.filters.http.router.v3.Router';
+const UPSTREAM_TLS = 'envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
+const AGGREGATE = 'envoy.extensions.clusters.aggregate.v3.ClusterConfig';
+
+function typeOf(any: unknown): string {
+  const t = str(msg(any)?.['@type']) ?? str(msg(any)?.type_url) ?? '';
+  return t.slice(t.lastIndexOf('/') + 1);
+}
+
+function fail(field: string, message: string): never {
+  throw new XdsDecodeError(field, message);
+}
+
+/** A `FractionalPercent` as parts per million. */
+export function fractionPpm(v: unknown): number {
+  const m = msg(v);
+  if (!m) return 0;
+  const n = num(m.numerator) ?? 0;
+  const raw = m.denominator;
+  // Numeric when read from a raw protobufjs message (HUNDRED = 0, TEN_THOUSAND = 1, MILLION = 2).
+  const d =
+    typeof raw === 'number'
+      ? (['HUNDRED', 'TEN_THOUSAND', 'MILLION'][raw] ?? 'HUNDRED')
+      : (str(raw) ?? 'HUNDRED');
+  const scale = d === 'MILLION' ? 1 : d === 'TEN_THOUSAND' ? 100 : 10_000;
+  return Math.min(1_000_000, n * scale);
+}
+
+// ---- LDS ---------------------------------------------------------------------------------------
+
+function translateFault(cfg: Msg, path: string): FaultPolicy | undefined {
+  const delay = msg(cfg.delay);
+  const abort = msg(cfg.abort);
+  if (!delay && !abort) return undefined;
+  const delayMs = delay ? (durationMs(delay.fixedDelay) ?? 0) : 0;
+  if (delay && delay.headerDelay !== undefined)
+    fail(`${path}.delay.header_delay`, 'header-controlled delays are not supported');
+  if (abort && abort.headerAbort !== undefined)
+    fail(`${path}.abort.header_abort`, 'header-controlled aborts are not supported');
+  const httpStatus = abort ? num(abort.httpStatus) : undefined;
+  if (httpStatus !== undefined && (httpStatus < 200 || httpStatus >= 600))
+    fail(`${path}.abort.http_status`, `${httpStatus} is not a valid HTTP status`);
+  return Object.freeze({
+    delayMs,
+    delayPpm: delay ? fractionPpm(delay.percentage) : 0,
+    abortStatus: httpStatus,
+    abortGrpcStatus: abort ? num(abort.grpcStatus) : undefined,
+    abortPpm: abort ? fractionPpm(abort.percentage) : 0,
+  });
+}
+
+function translateHcm(name: string, hcm: Msg, path: string): ListenerUpdate {
+  let rdsName: string | undefined;
+  let routeConfig: RouteConfigUpdate | undefined;
+  const rds = msg(hcm.rds);
+  if (rds) {
+    rdsName = str(rds.routeConfigName);
+    if (!rdsName) fail(`${path}.rds.route_config_name`, 'is required');
+    const cs = msg(rds.configSource);
+    if (cs && cs.ads === undefined && cs.self === undefined)
+      fail(`${path}.rds.config_source`, 'must be ads or self (one ADS stream per process)');
+  } else if (hcm.routeConfig !== undefined) {
+    routeConfig = translateRouteConfig(msg(hcm.routeConfig) ?? {}, `${path}.route_config`);
+  } else if (hcm.scopedRoutes !== undefined) {
+    fail(`${path}.scoped_routes`, 'scoped routes are not supported');
+  } else {
+    fail(path, 'has neither rds nor route_config');
+  }
+  const filters: string[] = [];
+  let fault: FaultPolicy | undefined;
+  list(hcm.httpFilters).forEach((f, i) => {
+    const t = typeOf(f.typedConfig);
+    const fp = `${path}.http_filters[${i}]`;
+    if (t === FAULT) {
+      filters.push('fault');
+      fault = translateFault(msg(f.typedConfig) ?? {}, `${fp}.typed_config`);
+    } else if (t === ROUTER) {
+      filters.push('router');
+    } else {
+      const optional = bool(f.isOptional) === true;
+      filters.push(t || str(f.name) || 'unknown');
+      // gRPC NACKs unknown non-optional filters on client listeners; Envoy-only filters in
+      // sidecar dumps (istio.stats, cors) do not change client routing, so they are recorded only.
+      void optional;
+    }
+  });
+  const cp = msg(hcm.commonHttpProtocolOptions);
+  return Object.freeze({
+    name,
+    rdsName,
+    routeConfig,
+    maxStreamDurationMs: durationMs(cp?.maxStreamDuration),
+    httpFilters: Object.freeze(filters),
+    fault,
+  });
+}
+
+/** Translates an LDS `Listener`: an API listener (proxyless) or the first HCM of a filter chain. */
+export function translateListener(m: Msg): ListenerUpdate {
+  const name = str(m.name);
+  if (!name) fail('name', 'is required');
+  const api = msg(msg(m.apiListener)?.apiListener);
+  if (api) {
+    if (typeOf(api) !== HCM)
+      fail('api_listener.api_listener', `must be an HttpConnectionManager, got ${typeOf(api) || 'nothing'}`);
+    return translateHcm(name, api, 'api_listener.api_listener');
+  }
+  const chains = list(m.filterChains);
+  const dfc = msg(m.defaultFilterChain);
+  if (dfc) chains.push(dfc);
+  for (let c = 0; c < chains.length; c++) {
+    const filters = list(chains[c]?.filters);
+    for (let f = 0; f < filters.length; f++) {
+      const tc = msg(filters[f]?.typedConfig);
+      if (tc && typeOf(tc) === HCM)
+        return translateHcm(name, tc, `filter_chains[${c}].filters[${f}].typed_config`);
+    }
+  }
+  return fail('api_listener', 'has no api_listener and no HttpConnectionManager filter');
+}
+
+// ---- RDS ---------------------------------------------------------------------------------------
+
+function compileRegex(re: unknown, path: string, flags = ''): RegExp {
+  const text = str(msg(re)?.regex);
+  if (text === undefined) fail(path, 'safe_regex needs a regex');
+  try {
+    return new RegExp(`^(?:${text})$`, flags);
+  } catch (err) {
+    return fail(path, `invalid regex "${text}": ${(err as Error).message}`);
+  }
+}
+
+function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
+  const name = (str(h.name) ?? '').toLowerCase();
+  if (!name) fail(`${path}.name`, 'is required');
+  let kind: HeaderMatch['kind'];
+  let value = '';
+  let regex: RegExp | undefined;
+  let range: HeaderMatch['range'];
+  let present = true;
+  let ignoreCase = false;
+  if (h.exactMatch !== undefined) {
+    kind = 'exact';
+    value = str(h.exactMatch) ?? '';
+  } else if (h.safeRegexMatch !== undefined) {
+    kind = 'regex';
+    regex = compileRegex(h.safeRegexMatch, `${path}.safe_regex_match`);
+  } else if (h.rangeMatch !== undefined) {
+    kind = 'range';
+    const r = msg(h.rangeMatch) ?? {};
+    range = { start: num(r.start) ?? 0, end: num(r.end) ?? 0 };
+  } else if (h.presentMatch !== undefined) {
+    kind = 'present';
+    present = h.presentMatch === true;
+  } else if (h.prefixMatch !== undefined) {
+    kind = 'prefix';
+    value = str(h.prefixMatch) ?? '';
+  } else if (h.suffixMatch !== undefined) {
+    kind = 'suffix';
+    value = str(h.suffixMatch) ?? '';
+  } else if (h.containsMatch !== undefined) {
+    kind = 'contains';
+    value = str(h.containsMatch) ?? '';
+  } else if (h.stringMatch !== undefined) {
+    const sm = msg(h.stringMatch) ?? {};
+    ignoreCase = sm.ignoreCase === true;
+    if (sm.exact !== undefined) {
+      kind = 'exact';
+      value = str(sm.exact) ?? '';
+    } else if (sm.prefix !== undefined) {
+      kind = 'prefix';
+      value = str(sm.prefix) ?? '';
+    } else if (sm.suffix !== undefined) {
+      kind = 'suffix';
+      value = str(sm.suffix) ?? '';
+    } else if (sm.contains !== undefined) {
+      kind = 'contains';
+      value = str(sm.contains) ?? '';
+    } else if (sm.safeRegex !== undefined) {
+      kind = 'regex';
+      regex = compileRegex(sm.safeRegex, `${path}.string_match.safe_regex`, ignoreCase ? 'i' : '');
+    } else {
+      return fail(`${path}.string_match`, 'has no match type');
+    }
+    if (ignoreCase) value = value.toLowerCase();
+  } else {
+    // No match specifier: Envoy treats it as "present".
+    kind = 'present';
+  }
+  return Object.freeze({
+    name,
+    kind,
+    value,
+    regex,
+    range,
+    present,
+    invert: h.invertMatch === true,
+    ignoreCase,
+  });
+}
+
+function translateMatch(m: Msg, path: string): RouteMatch | undefined {
+  const caseSensitive = bool(m.caseSensitive) ?? true;
+  let pathKind: RouteMatch['pathKind'];
+  let p = '';
+  let regex: RegExp | undefined;
+  if (m.prefix !== undefined) {
+    pathKind = 'prefix';
+    p = str(m.prefix) ?? '';
+  } else if (m.path !== undefined) {
+    pathKind = 'path';
+    p = str(m.path) ?? '';
+  } else if (m.safeRegex !== undefined) {
+    pathKind = 'regex';
+    regex = compileRegex(m.safeRegex, `${path}.safe_regex`, caseSensitive ? '' : 'i');
+  } else if (m.pathSeparatedPrefix !== undefined) {
+    pathKind = 'prefix';
+    p = str(m.pathSeparatedPrefix) ?? '';
+  } else if (m.connectMatcher !== undefined || m.pathMatchPolicy !== undefined) {
+    return undefined; // never matches a client request (gRPC semantics)
+  } else {
+    return fail(path, 'has no path specifier (prefix, path or safe_regex)');
+  }
+  if (!caseSensitive) p = p.toLowerCase();
+  // gRPC: a route with query-parameter matchers never matches.
+  if (list(m.queryParameters).length > 0) return undefined;
+  const rf = msg(m.runtimeFraction);
+  return Object.freeze({
+    pathKind,
+    path: p,
+    regex,
+    caseSensitive,
+    headers: Object.freeze(list(m.headers).map((h, i) => translateHeaderMatcher(h, `${path}.headers[${i}]`))),
+    fractionPpm: rf ? fractionPpm(rf.defaultValue) : undefined,
+  });
+}
+
+function translateRetry(r: Msg, path: string): RouteRetry {
+  const retryOn = (str(r.retryOn) ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const numRetries = num(r.numRetries) ?? 1;
+  const bo = msg(r.retryBackOff);
+  const base = bo ? durationMs(bo.baseInterval) : undefined;
+  if (bo && (base === undefined || base <= 0)) fail(`${path}.retry_back_off.base_interval`, 'must be > 0');
+  const max = bo ? (durationMs(bo.maxInterval) ?? (base as number) * 10) : undefined;
+  if (base !== undefined && max !== undefined && max < base)
+    fail(`${path}.retry_back_off.max_interval`, 'must be >= base_interval');
+  return Object.freeze({
+    retryOn: Object.freeze(retryOn),
+    numRetries,
+    retriableStatusCodes: Object.freeze(
+      (Array.isArray(r.retriableStatusCodes) ? r.retriableStatusCodes : []).map(Number),
+    ),
+    perTryTimeoutMs: durationMs(r.perTryTimeout),
+    backoffBaseMs: base,
+    backoffMaxMs: max,
+  });
+}
+
+function translateHashPolicy(list_: Msg[], path: string): HashPolicy[] {
+  const out: HashPolicy[] = [];
+  list_.forEach((h, i) => {
+    const terminal = h.terminal === true;
+    const hdr = msg(h.header);
+    if (hdr) {
+      const name = str(hdr.headerName);
+      if (!name) fail(`${path}[${i}].header.header_name`, 'is required');
+      out.push({ kind: 'header', name: name.toLowerCase(), terminal });
+    } else if (msg(h.cookie)) {
+      out.push({ kind: 'cookie', name: str(msg(h.cookie)?.name) ?? '', terminal });
+    } else if (msg(h.connectionProperties)?.sourceIp === true) {
+      out.push({ kind: 'sourceIp', terminal });
+    }
+    // filter_state (gRPC's io.grpc.channel_id) and query parameters: not supported, ignored.
+  });
+  return out;
+}
+
+function perFilterFault(cfg: unknown, path: string): FaultPolicy | undefined {
+  const m = msg(cfg);
+  if (!m) return undefined;
+  for (const [k, v] of Object.entries(m)) {
+    let inner = msg(v);
+    // FilterConfig wrapper ({ config: Any, is_optional })
+    if (inner && typeOf(inner) === 'envoy.config.route.v3.FilterConfig') inner = msg(inner.config);
+    if (inner && typeOf(inner) === FAULT) return translateFault(inner, `${path}.${k}`);
+  }
+  return undefined;
+}
+
+function translateRoute(r: Msg, path: string, vhFault: FaultPolicy | undefined): XdsRoute | undefined {
+  const match = translateMatch(msg(r.match) ?? {}, `${path}.match`);
+  if (!match) return undefined;
+  const ra = msg(r.route);
+  const fault = perFilterFault(r.typedPerFilterConfig, `${path}.typed_per_filter_config`) ?? vhFault;
+  const name = str(r.name) ?? '';
+  if (!ra) {
+    return Object.freeze({
+      name,
+      match,
+      action: r.nonForwardingAction !== undefined ? 'nonForwarding' : 'unsupported',
+      clusters: [],
+      totalWeight: 0,
+      timeoutMs: undefined,
+      maxStreamDurationMs: undefined,
+      retry: undefined,
+      hashPolicy: [],
+      fault,
+    });
+  }
+  let clusters: WeightedCluster[];
+  if (ra.cluster !== undefined) {
+    const c = str(ra.cluster);
+    if (!c) fail(`${path}.route.cluster`, 'must not be empty');
+    clusters = [{ name: c, weight: 1 }];
+  } else if (ra.weightedClusters !== undefined) {
+    const wc = msg(ra.weightedClusters) ?? {};
+    clusters = list(wc.clusters).map((c, i) => {
+      const n = str(c.name);
+      if (!n) fail(`${path}.route.weighted_clusters.clusters[${i}].name`, 'is required');
+      return { name: n, weight: num(c.weight) ?? 0 };
+    });
+    if (clusters.length === 0) fail(`${path}.route.weighted_clusters.clusters`, 'must not be empty');
+  } else if (ra.clusterSpecifierPlugin !== undefined || ra.clusterHeader !== undefined) {
+    return Object.freeze({
+      name,
+      match,
+      action: 'unsupported',
+      clusters: [],
+      totalWeight: 0,
+      timeoutMs: undefined,
+      maxStreamDurationMs: undefined,
+      retry: undefined,
+      hashPolicy: [],
+      fault,
+    });
+  } else {
+    return fail(`${path}.route`, 'has no cluster specifier');
+  }
+  const total = clusters.reduce((a, c) => a + c.weight, 0);
+  if (total <= 0) fail(`${path}.route.weighted_clusters`, 'total weight must be > 0');
+  if (total > 0xffffffff) fail(`${path}.route.weighted_clusters`, 'total weight exceeds uint32');
+  const msd = msg(ra.maxStreamDuration);
+  const rp = msg(ra.retryPolicy);
+  return Object.freeze({
+    name,
+    match,
+    action: 'cluster',
+    clusters: Object.freeze(clusters),
+    totalWeight: total,
+    timeoutMs: durationMs(ra.timeout),
+    maxStreamDurationMs: durationMs(msd?.grpcTimeoutHeaderMax) ?? durationMs(msd?.maxStreamDuration),
+    retry: rp ? translateRetry(rp, `${path}.route.retry_policy`) : undefined,
+    hashPolicy: Object.freeze(translateHashPolicy(list(ra.hashPolicy), `${path}.route.hash_policy`)),
+    fault,
+  });
+}
+
+/** Translates an RDS `RouteConfiguration` (or an HCM's inline `route_config`). */
+export function translateRouteConfig(m: Msg, base = ''): RouteConfigUpdate {
+  const name = str(m.name) ?? '';
+  const pre = base ? `${base}.` : '';
+  const virtualHosts: VirtualHost[] = list(m.virtualHosts).map((vh, v) => {
+    const vp = `${pre}virtual_hosts[${v}]`;
+    const domains = (Array.isArray(vh.domains) ? vh.domains : []).map(String);
+    if (domains.length === 0) fail(`${vp}.domains`, 'must not be empty');
+    const vhFault = perFilterFault(vh.typedPerFilterConfig, `${vp}.typed_per_filter_config`);
+    const vhRetry = msg(vh.retryPolicy);
+    const routes: XdsRoute[] = [];
+    list(vh.routes).forEach((r, i) => {
+      const route = translateRoute(r, `${vp}.routes[${i}]`, vhFault);
+      if (!route) return;
+      // A virtual host's retry policy applies to routes without their own.
+      if (route.retry === undefined && vhRetry && route.action === 'cluster') {
+        routes.push(Object.freeze({ ...route, retry: translateRetry(vhRetry, `${vp}.retry_policy`) }));
+      } else {
+        routes.push(route);
+      }
+    });
+    return Object.freeze({
+      name: str(vh.name) ?? '',
+      domains: Object.freeze(domains.map((d) => d.toLowerCase())),
+      routes: Object.freeze(routes),
+    });
+  });
+  return Object.freeze({ name, virtualHosts: Object.freeze(virtualHosts) });
+}
+
+// ---- CDS ---------------------------------------------------------------------------------------
+
+const LB_ENUM: Record<string, string> = {
+  ROUND_ROBIN: 'round_robin',
+  LEAST_REQUEST: 'least_request',
+  RING_HASH: 'ring_hash',
+  MAGLEV: 'maglev',
+  RANDOM: 'random',
+};
+
+function lbSelection(policy: string, options: Record<string, unknown>, path: string): LbSelection {
+  const factory = loadBalancers.get(policy);
+  if (!factory) fail(path, `load-balancing policy "${policy}" is not registered in this process`);
+  const issues: { path: string; message: string }[] = [];
+  const config = factory.parseConfig(options, path, issues);
+  if (issues.length > 0) fail(path, issues.map((i) => `${i.path}: ${i.message}`).join('; '));
+  return Object.freeze({ policy, config });
+}
+
+/** Maps one typed LB policy to a meshlet policy, or undefined when this client does not know it. */
+function typedLb(cfg: Msg, path: string): LbSelection | undefined {
+  const t = typeOf(cfg);
+  const has = (n: string) => loadBalancers.get(n) !== undefined;
+  switch (t) {
+    case 'envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin':
+      return has('round_robin') ? lbSelection('round_robin', {}, path) : undefined;
+    case 'envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest': {
+      if (!has('least_request')) return undefined;
+      const cc = num(cfg.choiceCount);
+      return lbSelection('least_request', cc === undefined ? {} : { choiceCount: cc }, path);
+    }
+    case 'envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash': {
+      if (!has('ring_hash')) return undefined;
+      const o: Record<string, unknown> = {};
+      const min = num(cfg.minimumRingSize);
+      const max = num(cfg.maximumRingSize);
+      if (min !== undefined) o.minRingSize = min;
+      if (max !== undefined) o.maxRingSize = max;
+      return lbSelection('ring_hash', o, path);
+    }
+    case 'envoy.extensions.load_balancing_policies.maglev.v3.Maglev': {
+      if (!has('maglev')) return undefined;
+      const ts = num(cfg.tableSize);
+      return lbSelection('maglev', ts === undefined ? {} : { tableSize: ts }, path);
+    }
+    case 'envoy.extensions.load_balancing_policies.wrr_locality.v3.WrrLocality':
+      return typedLbList(msg(cfg.endpointPickingPolicy) ?? {}, `${path}.endpoint_picking_policy`);
+    case 'xds.type.v3.TypedStruct':
+    case 'udpa.type.v1.TypedStruct': {
+      // Custom policies (gRFC A52): `type_url` names a meshlet policy (…/meshlet.lb.peak_ewma).
+      const url = str(cfg.typeUrl) ?? '';
+      const name = url.slice(url.lastIndexOf('/') + 1).replace(/^meshlet\.lb\./, '');
+      return has(name) ? lbSelection(name, structToJson(cfg.value), path) : undefined;
+    }
+    default:
+      return undefined;
+  }
+}
+
+function typedLbList(policy: Msg, path: string): LbSelection | undefined {
+  const policies = list(policy.policies);
+  for (let i = 0; i < policies.length; i++) {
+    const cfg = msg(msg(policies[i]?.typedExtensionConfig)?.typedConfig);
+    if (!cfg) continue;
+    const sel = typedLb(cfg, `${path}.policies[${i}]`);
+    if (sel) return sel;
+  }
+  return undefined;
+}
+
+function clusterLb(m: Msg): LbSelection {
+  const typed = msg(m.loadBalancingPolicy);
+  if (typed) {
+    const sel = typedLbList(typed, 'load_balancing_policy');
+    if (!sel) fail('load_balancing_policy', 'names no load-balancing policy this client supports');
+    return sel;
+  }
+  const e = str(m.lbPolicy) ?? 'ROUND_ROBIN';
+  const policy = LB_ENUM[e];
+  if (!policy) fail('lb_policy', `${e} is not supported`);
+  const o: Record<string, unknown> = {};
+  if (policy === 'least_request') {
+    const cc = num(msg(m.leastRequestLbConfig)?.choiceCount);
+    if (cc !== undefined) o.choiceCount = cc;
+  } else if (policy === 'ring_hash') {
+    const rh = msg(m.ringHashLbConfig);
+    const min = num(rh?.minimumRingSize);
+    const max = num(rh?.maximumRingSize);
+    if (min !== undefined) o.minRingSize = min;
+    if (max !== undefined) o.maxRingSize = max;
+    if (rh?.hashFunction !== undefined && rh.hashFunction !== 'XX_HASH')
+      fail('ring_hash_lb_config.hash_function', 'only XX_HASH is supported (as in gRPC)');
+  } else if (policy === 'maglev') {
+    const ts = num(msg(m.maglevLbConfig)?.tableSize);
+    if (ts !== undefined) o.tableSize = ts;
+  }
+  return lbSelection(policy, o, 'lb_policy');
+}
+
+function circuitBreakers(m: Msg): CircuitBreakers | undefined {
+  const cb = msg(m.circuitBreakers);
+  if (!cb) return undefined;
+  const th = list(cb.thresholds).find((t) => (str(t.priority) ?? 'DEFAULT') === 'DEFAULT');
+  if (!th) return undefined;
+  return Object.freeze({
+    maxConnections: num(th.maxConnections),
+    maxPendingRequests: num(th.maxPendingRequests),
+    maxRequests: num(th.maxRequests),
+    maxRetries: num(th.maxRetries),
+  });
+}
+
+/** Validates the outlier detection against meshlet's policy and converts it (NACK on bad values). */
+function outlierPolicy(od: OutlierDetection | undefined): OutlierPolicy | undefined {
+  if (!od) return undefined;
+  const raw: Record<string, unknown> = {};
+  const ms = (v: number | undefined) => (v === undefined ? undefined : `${Math.round(v)}ms`);
+  const put = (k: string, v: unknown) => {
+    if (v !== undefined) raw[k] = v;
+  };
+  // A count of 0 disables that detector (Envoy); gateway-failure enforcement defaults to 0 in Envoy.
+  if (od.consecutive5xx === 0) put('enforcingConsecutive5xx', 0);
+  else put('consecutive5xx', od.consecutive5xx);
+  put('enforcingConsecutiveGatewayFailure', 0);
+  if (od.consecutiveGatewayFailure !== 0) put('consecutiveGatewayFailure', od.consecutiveGatewayFailure);
+  put('interval', ms(od.intervalMs));
+  put('baseEjectionTime', ms(od.baseEjectionTimeMs));
+  put('maxEjectionPercent', od.maxEjectionPercent);
+  put('successRateMinimumHosts', od.successRateMinimumHosts);
+  put('successRateStdevFactor', od.successRateStdevFactor);
+  put('failurePercentageThreshold', od.failurePercentageThreshold);
+  const issues: { path: string; message: string }[] = [];
+  const p = parseOutlierPolicy(raw, 'outlier_detection', issues, undefined);
+  if (issues.length > 0) fail('outlier_detection', issues.map((i) => `${i.path}: ${i.message}`).join('; '));
+  return p;
+}
+
+function outlierDetection(m: Msg): OutlierDetection | undefined {
+  const o = msg(m.outlierDetection);
+  if (!o) return undefined;
+  const pct = num(o.maxEjectionPercent);
+  if (pct !== undefined && pct > 100) fail('outlier_detection.max_ejection_percent', 'must be <= 100');
+  return Object.freeze({
+    consecutive5xx: num(o.consecutive_5xx) ?? num(o.consecutive5xx),
+    consecutiveGatewayFailure: num(o.consecutiveGatewayFailure),
+    intervalMs: durationMs(o.interval),
+    baseEjectionTimeMs: durationMs(o.baseEjectionTime),
+    maxEjectionPercent: pct,
+    successRateMinimumHosts: num(o.successRateMinimumHosts),
+    successRateStdevFactor: num(o.successRateStdevFactor),
+    failurePercentageThreshold: num(o.failurePercentageThreshold),
+  });
+}
+
+/** The expected peer identity from SAN matchers: an exact SPIFFE ID, or a trust domain from a prefix. */
+function sanIdentity(matchers: Msg[]): string | undefined {
+  for (const sm of matchers) {
+    const exact = str(sm.exact);
+    if (exact?.startsWith('spiffe://')) return exact;
+    const prefix = str(sm.prefix);
+    if (prefix?.startsWith('spiffe://')) {
+      const td = prefix.slice('spiffe://'.length).split('/')[0];
+      if (td) return `spiffe://${td}`;
+    }
+  }
+  return undefined;
+}
+
+function upstreamTls(m: Msg): { identity: string | undefined; sni: string | undefined } | undefined {
+  const candidates: Msg[] = [];
+  const ts = msg(m.transportSocket);
+  if (ts) candidates.push(ts);
+  for (const tsm of list(m.transportSocketMatches)) {
+    const s = msg(tsm.transportSocket);
+    if (s) candidates.push(s);
+  }
+  for (const s of candidates) {
+    const tc = msg(s.typedConfig);
+    if (!tc || typeOf(tc) !== UPSTREAM_TLS) continue;
+    const ctc = msg(tc.commonTlsContext) ?? {};
+    const vc =
+      msg(ctc.validationContext) ?? msg(msg(ctc.combinedValidationContext)?.defaultValidationContext) ?? {};
+    const matchers = [
+      ...list(vc.matchSubjectAltNames),
+      ...list(vc.matchTypedSubjectAltNames).map((t) => msg(t.matcher) ?? {}),
+    ];
+    return { identity: sanIdentity(matchers), sni: str(tc.sni) };
+  }
+  return undefined;
+}
+
+/** Translates a CDS `Cluster`. LB policy names must be registered in `@meshlet/core`'s registry. */
+export function translateCluster(m: Msg): ClusterUpdate {
+  const name = str(m.name);
+  if (!name) fail('name', 'is required');
+  let kind: ClusterUpdate['kind'];
+  let edsServiceName: string | undefined;
+  let endpoints: Endpoint[] | undefined;
+  let children: string[] = [];
+  const ct = msg(m.clusterType);
+  if (ct) {
+    const cfg = msg(ct.typedConfig);
+    if (typeOf(cfg) !== AGGREGATE) fail('cluster_type', `unsupported custom cluster type ${typeOf(cfg)}`);
+    kind = 'aggregate';
+    children = (Array.isArray(cfg?.clusters) ? cfg.clusters : []).map(String);
+    if (children.length === 0) fail('cluster_type.typed_config.clusters', 'must not be empty');
+  } else {
+    const t = str(m.type) ?? 'STATIC';
+    if (t === 'EDS') {
+      kind = 'eds';
+      const ec = msg(m.edsClusterConfig);
+      const cs = msg(ec?.edsConfig);
+      if (cs && cs.ads === undefined && cs.self === undefined)
+        fail('eds_cluster_config.eds_config', 'must be ads or self');
+      edsServiceName = str(ec?.serviceName) || name;
+    } else if (t === 'STATIC' || t === 'STRICT_DNS' || t === 'LOGICAL_DNS') {
+      kind = t === 'STATIC' ? 'static' : 'logical_dns';
+      const la = msg(m.loadAssignment);
+      if (!la) fail('load_assignment', `is required for a ${t} cluster`);
+      endpoints = [...translateEndpoints({ ...la, clusterName: name }, 'load_assignment').endpoints];
+      if (t === 'LOGICAL_DNS' && endpoints.length !== 1)
+        fail('load_assignment', 'a LOGICAL_DNS cluster needs exactly one endpoint');
+    } else {
+      return fail('type', `${t} clusters are not supported`);
+    }
+  }
+  const tls = upstreamTls(m);
+  const od = outlierDetection(m);
+  return Object.freeze({
+    name,
+    kind,
+    edsServiceName,
+    endpoints: endpoints && Object.freeze(endpoints),
+    children: Object.freeze(children),
+    lb: clusterLb(m),
+    circuitBreakers: circuitBreakers(m),
+    outlierDetection: od,
+    outlierPolicy: outlierPolicy(od),
+    identity: tls?.identity,
+    tls: tls !== undefined,
+    sni: tls?.sni,
+    connectTimeoutMs: durationMs(m.connectTimeout),
+  });
+}
+
+// ---- EDS ---------------------------------------------------------------------------------------
+
+const HEALTH: Record<string, HealthStatus> = {
+  UNKNOWN: 'unknown',
+  HEALTHY: 'healthy',
+  UNHEALTHY: 'unhealthy',
+  DRAINING: 'draining',
+  TIMEOUT: 'unhealthy',
+  DEGRADED: 'degraded',
+};
+/** `HealthStatus` enum numbers (raw protobufjs messages). */
+const HEALTH_BY_NUMBER: readonly HealthStatus[] = [
+  'unknown',
+  'healthy',
+  'unhealthy',
+  'draining',
+  'unhealthy',
+  'degraded',
+];
+const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
+
+function flatMetadata(md: unknown): Readonly<Record<string, string>> {
+  const fm = msg(msg(md)?.filterMetadata);
+  if (!fm) return NO_METADATA;
+  let any = false;
+  for (const _k in fm) {
+    any = true;
+    break;
+  }
+  if (!any) return NO_METADATA;
+  const out: Record<string, string> = {};
+  for (const [ns, s] of Object.entries(fm)) {
+    for (const [k, v] of Object.entries(structToJson(s))) {
+      if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')
+        out[`${ns}/${k}`] = String(v);
+    }
+  }
+  return out;
+}
+
+/**
+ * Translates an EDS `ClusterLoadAssignment` (a plain object or a raw protobufjs message). Endpoint
+ * weight = endpoint weight × locality weight. Endpoints of one locality share its frozen Locality.
+ */
+export function translateEndpoints(m: Msg, base = ''): EndpointsUpdate {
+  const name = str(m.clusterName);
+  if (!name) fail('cluster_name', 'is required');
+  const pre = base ? `${base}.` : '';
+  const endpoints: Endpoint[] = [];
+  const seenPriorities = new Set<number>();
+  list(m.endpoints).forEach((lle, l) => {
+    const lp = `${pre}endpoints[${l}]`;
+    const locWeight = num(lle.loadBalancingWeight);
+    if (locWeight === 0) return; // gRPC drops localities with weight 0
+    const priority = num(lle.priority) ?? 0;
+    seenPriorities.add(priority);
+    const loc = msg(lle.locality) ?? {};
+    const locality: Locality = Object.freeze({
+      region: str(loc.region) ?? '',
+      zone: str(loc.zone) ?? '',
+      subZone: str(loc.subZone) ?? '',
+    });
+    list(lle.lbEndpoints).forEach((lbe, e) => {
+      const ep = msg(lbe.endpoint);
+      const sa = msg(msg(ep?.address)?.socketAddress);
+      if (!sa) {
+        if (msg(msg(ep?.address)?.pipe)) return; // unix pipes cannot be dialled by a remote client
+        fail(`${lp}.lb_endpoints[${e}].endpoint.address`, 'needs a socket_address');
+      }
+      const address = str(sa.address);
+      const port = num(sa.portValue);
+      if (!address) fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.address`, 'is required');
+      if (port === undefined || port < 1 || port > 65535)
+        fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.port_value`, 'must be 1-65535');
+      const w = num(lbe.loadBalancingWeight) ?? 1;
+      if (w < 1) fail(`${lp}.lb_endpoints[${e}].load_balancing_weight`, 'must be >= 1');
+      const hs = lbe.healthStatus;
+      const health =
+        typeof hs === 'number'
+          ? (HEALTH_BY_NUMBER[hs] ?? 'unknown')
+          : (HEALTH[str(hs) ?? 'UNKNOWN'] ?? 'unknown');
+      const endpoint: Endpoint = {
+        id: endpointId(address, port),
+        address,
+        port,
+        weight: w * (locWeight ?? 1),
+        locality,
+        priority,
+        health,
+        metadata: flatMetadata(lbe.metadata),
+        hostname: str(ep?.hostname) || undefined,
+      };
+      endpoints.push(Object.freeze(endpoint));
+    });
+  });
+  // Envoy/gRPC: priorities must be contiguous from 0.
+  const max = seenPriorities.size === 0 ? -1 : Math.max(...seenPriorities);
+  for (let p = 0; p <= max; p++)
+    if (!seenPriorities.has(p))
+      fail(`${pre}endpoints`, `priority ${p} is missing (priorities must be contiguous)`);
+  const drops: DropOverload[] = list(msg(m.policy)?.dropOverloads).map((d) => ({
+    category: str(d.category) ?? '',
+    ppm: fractionPpm(d.dropPercentage),
+  }));
+  return Object.freeze({ name, endpoints: Object.freeze(endpoints), dropOverloads: Object.freeze(drops) });
+}

@@ -1,0 +1,216 @@
+import { Pool, fetch as undiciFetch } from 'undici';
+import { createMesh } from '../../../packages/meshlet/src/index.js';
+import type { BenchSuite, BenchSuiteResult } from '../lib.js';
+import {
+  pairedDiff,
+  pairedRatio,
+  round2,
+  round3,
+  runInterleaved,
+  type Variant,
+  type VariantStats,
+} from '../support/ab.js';
+import { startServerProcess } from '../support/server.js';
+import { cpuNsPerCall, sinkHandler, stubPool } from '../support/stub-pool.js';
+
+/**
+ * The mesh's own CPU per request, attributed: `MeshDispatcher.dispatch` against a stub pool (no
+ * network), with the default config and with one policy turned off at a time.
+ */
+const STUB_VARIANTS: ReadonlyArray<readonly [string, Record<string, unknown>]> = [
+  ['defaults', {}],
+  ['no circuit breaker', { circuitBreaker: false }],
+  ['no deadline timer', { timeout: 0 }],
+  ['no outlier detection', { outlierDetection: false }],
+  ['no retries', { retry: false }],
+  ['all of these off', { circuitBreaker: false, timeout: 0, outlierDetection: false, retry: false }],
+];
+
+async function stubCosts(quick: boolean): Promise<Record<string, number>> {
+  const opts = { origin: 'http://bench', method: 'GET', path: '/items/42' } as const;
+  const out: Record<string, number> = {};
+  out['raw stub pool'] = await cpuNsPerCall(
+    () => stubPool.dispatch(opts, sinkHandler),
+    quick ? 10_000 : 200_000,
+  );
+  // Quick runs measure the defaults only.
+  for (const [label, extra] of quick ? STUB_VARIANTS.slice(0, 1) : STUB_VARIANTS) {
+    let mesh: Awaited<ReturnType<typeof createMesh>>;
+    try {
+      mesh = await createMesh({ services: { bench: { endpoints: ['127.0.0.1:9'], ...extra } } });
+    } catch {
+      continue; // a policy key this build does not have
+    }
+    try {
+      await mesh.ready();
+      mesh.dispatcher.poolFor = () => stubPool;
+      const d = mesh.dispatcher;
+      out[label] = await cpuNsPerCall(
+        () => d.dispatch(opts, sinkHandler as unknown as Parameters<typeof d.dispatch>[1]),
+        quick ? 10_000 : 200_000,
+        quick ? 2 : 5,
+      );
+    } finally {
+      await mesh.close();
+    }
+  }
+  return out;
+}
+
+/**
+ * The foundation benchmark: mesh fetch vs raw undici `Pool` against the same loopback server (in
+ * its own process), interleaved rounds, at concurrency 1, 10 and 50. Two client APIs are measured:
+ * `fetch` (undici's fetch over a raw Pool vs `mesh.fetch`) and `request` (undici's
+ * `Dispatcher.request` on a raw Pool vs on `mesh.dispatcher`), which isolates the mesh's own cost
+ * from fetch's.
+ */
+const CONCURRENCY = [1, 10, 50] as const;
+
+interface Comparison {
+  api: 'fetch' | 'request';
+  concurrency: number;
+  raw: VariantStats;
+  mesh: VariantStats;
+  throughputRatio: number;
+  addedP50Us: number;
+  addedP99Us: number;
+  cpuPerRequestRatio: number;
+  addedCpuUsPerRequest: number;
+}
+
+const suite: BenchSuite = {
+  name: 'fetch',
+  inQuick: true,
+  async run({ quick }): Promise<BenchSuiteResult> {
+    const server = await startServerProcess();
+    const pool = new Pool(server.origin, { keepAliveTimeout: 4_000, connectTimeout: 10_000 });
+    const mesh = await createMesh({ services: { bench: { endpoints: [`127.0.0.1:${server.port}`] } } });
+    try {
+      await mesh.ready();
+      const rawUrl = `${server.origin}/items/42`;
+      const meshUrl = 'http://bench/items/42';
+      const fetchVariants: Variant[] = [
+        {
+          name: 'raw',
+          send: async () => {
+            const res = await undiciFetch(rawUrl, { dispatcher: pool });
+            await res.arrayBuffer();
+          },
+        },
+        {
+          name: 'mesh',
+          send: async () => {
+            const res = await mesh.fetch(meshUrl);
+            await res.arrayBuffer();
+          },
+        },
+      ];
+      const requestVariants: Variant[] = [
+        {
+          name: 'raw',
+          send: async () => {
+            const res = await pool.request({ method: 'GET', path: '/items/42' });
+            await res.body.arrayBuffer();
+          },
+        },
+        {
+          name: 'mesh',
+          send: async () => {
+            const res = await mesh.dispatcher.request({
+              origin: 'http://bench',
+              method: 'GET',
+              path: '/items/42',
+            });
+            await res.body.arrayBuffer();
+          },
+        },
+      ];
+      const apis: Array<['fetch' | 'request', Variant[]]> = [
+        ['fetch', fetchVariants],
+        ['request', requestVariants],
+      ];
+      const comparisons: Comparison[] = [];
+      for (const [api, variants] of apis) {
+        // Quick runs keep the request API at c=1 only (the mesh's own latency, without fetch's).
+        for (const concurrency of quick && api === 'request' ? [1] : CONCURRENCY) {
+          const stats = await runInterleaved(
+            variants,
+            quick
+              ? { concurrency, rounds: 2, roundMs: 150, warmupMs: 100 }
+              : { concurrency, rounds: 8, roundMs: 1000, warmupMs: 500 },
+          );
+          const raw = stats.raw as VariantStats;
+          const m = stats.mesh as VariantStats;
+          comparisons.push({
+            api,
+            concurrency,
+            raw,
+            mesh: m,
+            throughputRatio: pairedRatio(m, raw),
+            addedP50Us: pairedDiff(m.roundP50Us, raw.roundP50Us),
+            addedP99Us: pairedDiff(m.roundP99Us, raw.roundP99Us),
+            cpuPerRequestRatio: m.cpuUsPerRequest / raw.cpuUsPerRequest,
+            addedCpuUsPerRequest: m.cpuUsPerRequest - raw.cpuUsPerRequest,
+          });
+        }
+      }
+      const results: Record<string, unknown> = {};
+      const summary: string[] = [];
+      const stub = await stubCosts(quick);
+      results.stubCpuNsPerRequest = Object.fromEntries(
+        Object.entries(stub).map(([k, v]) => [k, Math.round(v)]),
+      );
+      summary.push(
+        `mesh dispatch CPU per request, stub pool (no network): ${Object.entries(stub)
+          .map(([k, v]) => `${k} ${(v / 1000).toFixed(2)}us`)
+          .join(', ')}`,
+      );
+      for (const c of comparisons) {
+        const key = `${c.api}.c${c.concurrency}`;
+        results[key] = {
+          throughputRatio: round3(c.throughputRatio),
+          addedP50Us: round2(c.addedP50Us),
+          addedP99Us: round2(c.addedP99Us),
+          cpuPerRequestRatio: round3(c.cpuPerRequestRatio),
+          addedCpuUsPerRequest: round2(c.addedCpuUsPerRequest),
+          addedP50UsPooled: round2(c.mesh.p50Us - c.raw.p50Us),
+          addedP99UsPooled: round2(c.mesh.p99Us - c.raw.p99Us),
+          raw: summarise(c.raw),
+          mesh: summarise(c.mesh),
+        };
+        const targets: string[] = [];
+        if (c.concurrency >= 10)
+          targets.push(c.throughputRatio >= 0.9 ? 'throughput ok' : 'THROUGHPUT < 0.90x');
+        if (c.concurrency === 1) {
+          targets.push(c.addedP50Us <= 25 ? 'p50 ok' : 'ADDED P50 > 25us');
+          targets.push(c.addedP99Us <= 100 ? 'p99 ok' : 'ADDED P99 > 100us');
+        }
+        summary.push(
+          `${c.api.padEnd(7)} c=${String(c.concurrency).padEnd(2)}  mesh/raw throughput ${c.throughputRatio.toFixed(3)}x ` +
+            `(${Math.round(c.mesh.rps)} vs ${Math.round(c.raw.rps)} req/s)  added p50 ${c.addedP50Us.toFixed(1)}us ` +
+            `p99 ${c.addedP99Us.toFixed(1)}us  cpu/req ${c.cpuPerRequestRatio.toFixed(2)}x (+${c.addedCpuUsPerRequest.toFixed(1)}us)  [${targets.join(', ')}]`,
+        );
+      }
+      return { results, summary };
+    } finally {
+      await mesh.close();
+      await pool.close();
+      await server.close();
+    }
+  },
+};
+
+function summarise(s: VariantStats): Record<string, number> {
+  return {
+    requests: s.requests,
+    errors: s.errors,
+    rps: Math.round(s.rps),
+    p50Us: round2(s.p50Us),
+    p90Us: round2(s.p90Us),
+    p99Us: round2(s.p99Us),
+    meanUs: round2(s.meanUs),
+    cpuUsPerRequest: round2(s.cpuUsPerRequest),
+  };
+}
+
+export default suite;

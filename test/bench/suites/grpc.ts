@@ -1,0 +1,296 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import type { Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { type Client, credentials } from '@grpc/grpc-js';
+import express from 'express';
+import Fastify from 'fastify';
+import { Pool } from 'undici';
+import { Mesh as CoreMesh, parseConfig } from '../../../packages/core/src/index.js';
+import { meshMiddleware } from '../../../packages/express/src/index.js';
+import { meshPlugin } from '../../../packages/fastify/src/index.js';
+import { createMeshClient } from '../../../packages/grpc/src/index.js';
+import { EchoClient, echo } from '../../../packages/grpc/test/helpers.js';
+import { createMesh } from '../../../packages/meshlet/src/index.js';
+import type { BenchSuite, BenchSuiteResult } from '../lib.js';
+import { pairedRatio, round2, round3, runInterleaved, type VariantStats } from '../support/ab.js';
+
+/**
+ * gRPC and server-side benchmarks:
+ * 1. mesh gRPC unary calls (`mesh:///bench`, meshlet resolver + balancer + interceptor) vs raw
+ *    grpc-js (`127.0.0.1:port`) against the same server in its own process, interleaved
+ *    (target >= 0.95x throughput);
+ * 2. the slow-backend scenario over gRPC: 10 backends, one 20x slower, meshlet `peak_ewma` vs
+ *    grpc-js's own `round_robin` LB policy (what grpc-js-xds configures for ROUND_ROBIN clusters);
+ * 3. Express and Fastify with meshlet's middleware/plugin vs the bare framework (target >= 0.95x).
+ */
+
+interface Servers {
+  readonly ports: number[];
+  setSlow(index: number | null): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function startServers(count: number, baseMs: number, factor: number): Promise<Servers> {
+  const child: ChildProcess = fork(
+    new URL('../support/grpc-servers.mjs', import.meta.url),
+    [String(count), String(baseMs), String(factor)],
+    { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+  );
+  const ports = await new Promise<number[]>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`gRPC bench servers exited early (code ${code})`)));
+    child.once('message', (m) => resolve((m as { ports: number[] }).ports));
+  });
+  child.removeAllListeners('exit');
+  return {
+    ports,
+    setSlow: (index) =>
+      new Promise<void>((resolve) => {
+        child.once('message', () => resolve());
+        child.send({ slow: index });
+      }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+const summarise = (s: VariantStats) => ({
+  rps: Math.round(s.rps),
+  p50Us: round2(s.p50Us),
+  p99Us: round2(s.p99Us),
+  errors: s.errors,
+});
+
+async function throughput(
+  quick: boolean,
+  results: Record<string, unknown>,
+  summary: string[],
+): Promise<void> {
+  const servers = await startServers(1, 0, 1);
+  const mesh = await createMesh({ services: { bench: { endpoints: [`127.0.0.1:${servers.ports[0]}`] } } });
+  const raw = new EchoClient(`127.0.0.1:${servers.ports[0]}`, credentials.createInsecure());
+  const meshed = createMeshClient(EchoClient, 'mesh:///bench');
+  try {
+    await mesh.ready();
+    await echo(raw, { text: 'warm' });
+    await echo(meshed, { text: 'warm' });
+    const variants = [
+      { name: 'raw', send: () => echo(raw, { text: 'x' }) },
+      { name: 'mesh', send: () => echo(meshed, { text: 'x' }) },
+    ];
+    for (const concurrency of quick ? [10] : [1, 10, 50]) {
+      const stats = await runInterleaved(
+        variants,
+        quick
+          ? { concurrency, rounds: 2, roundMs: 200, warmupMs: 100 }
+          : { concurrency, rounds: 8, roundMs: 1000, warmupMs: 500 },
+      );
+      const r = stats.raw as VariantStats;
+      const m = stats.mesh as VariantStats;
+      const ratio = pairedRatio(m, r);
+      results[`unary.c${concurrency}`] = {
+        throughputRatio: round3(ratio),
+        raw: summarise(r),
+        mesh: summarise(m),
+      };
+      summary.push(
+        `grpc unary c=${String(concurrency).padEnd(2)} mesh/raw throughput ${ratio.toFixed(3)}x ` +
+          `(${Math.round(m.rps)} vs ${Math.round(r.rps)} calls/s) p50 ${m.p50Us.toFixed(0)}us vs ${r.p50Us.toFixed(0)}us ` +
+          `[${ratio >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`,
+      );
+    }
+  } finally {
+    raw.close();
+    meshed.close();
+    await mesh.close();
+    await servers.close();
+  }
+}
+
+interface SlowStats {
+  calls: number;
+  errors: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+async function closedLoop(client: Client, ms: number, concurrency: number): Promise<SlowStats> {
+  const lat: number[] = [];
+  let errors = 0;
+  const t0 = performance.now();
+  const end = t0 + ms;
+  const worker = async () => {
+    while (performance.now() < end) {
+      const s = performance.now();
+      try {
+        await echo(client, { text: 'x' });
+        lat.push(performance.now() - s);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const seconds = (performance.now() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  const q = (p: number) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] ?? 0;
+  return {
+    calls: lat.length,
+    errors,
+    rps: lat.length / seconds,
+    p50Ms: round2(q(0.5)),
+    p99Ms: round2(q(0.99)),
+  };
+}
+
+async function slowBackend(
+  quick: boolean,
+  results: Record<string, unknown>,
+  summary: string[],
+): Promise<void> {
+  const servers = await startServers(10, 10, 20);
+  const addrs = servers.ports.map((p) => `127.0.0.1:${p}`);
+  const mesh = await createMesh({ services: { slow: { endpoints: addrs, lb: 'peak_ewma', retry: false } } });
+  const rr = new EchoClient(`ipv4:${addrs.join(',')}`, credentials.createInsecure(), {
+    'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+  });
+  const ewma = createMeshClient(EchoClient, 'mesh:///slow', { retry: false });
+  try {
+    await mesh.ready();
+    for (let i = 0; i < 20; i++) {
+      await echo(rr, { text: 'warm' });
+      await echo(ewma, { text: 'warm' });
+    }
+    await servers.setSlow(3);
+    const ms = quick ? 1500 : 6000;
+    const concurrency = 10;
+    const out: Record<string, SlowStats> = {};
+    // ABBA order on a shared machine
+    for (const [name, client] of [
+      ['grpc_round_robin', rr],
+      ['meshlet_peak_ewma', ewma],
+      ['meshlet_peak_ewma#2', ewma],
+      ['grpc_round_robin#2', rr],
+    ] as const) {
+      out[name] = await closedLoop(client, ms / 2, concurrency);
+    }
+    const merge = (a: SlowStats, b: SlowStats): SlowStats => ({
+      calls: a.calls + b.calls,
+      errors: a.errors + b.errors,
+      rps: round2((a.rps + b.rps) / 2),
+      p50Ms: round2((a.p50Ms + b.p50Ms) / 2),
+      p99Ms: round2((a.p99Ms + b.p99Ms) / 2),
+    });
+    const a = merge(out.grpc_round_robin as SlowStats, out['grpc_round_robin#2'] as SlowStats);
+    const b = merge(out.meshlet_peak_ewma as SlowStats, out['meshlet_peak_ewma#2'] as SlowStats);
+    results.slowBackend = { grpcRoundRobin: a, meshletPeakEwma: b, throughputRatio: round3(b.rps / a.rps) };
+    summary.push(
+      `grpc slow backend (10 servers, one 20x slower, c=${concurrency}): meshlet peak_ewma ${Math.round(b.rps)} calls/s ` +
+        `p50 ${b.p50Ms}ms p99 ${b.p99Ms}ms vs grpc-js round_robin ${Math.round(a.rps)} calls/s p50 ${a.p50Ms}ms ` +
+        `p99 ${a.p99Ms}ms (${(b.rps / a.rps).toFixed(2)}x throughput)`,
+    );
+  } finally {
+    rr.close();
+    ewma.close();
+    await mesh.close();
+    await servers.close();
+  }
+}
+
+async function listenExpress(withMesh: CoreMesh | undefined): Promise<HttpServer> {
+  const app = express();
+  if (withMesh) app.use(meshMiddleware({ mesh: withMesh }));
+  app.get('/items/:id', (req, res) => {
+    res.json({ id: req.params.id });
+  });
+  return new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+}
+
+async function middleware(
+  quick: boolean,
+  results: Record<string, unknown>,
+  summary: string[],
+): Promise<void> {
+  const mesh = new CoreMesh(parseConfig({}));
+  await mesh.ready();
+  const bareEx = await listenExpress(undefined);
+  const meshEx = await listenExpress(mesh);
+  const bareFa = Fastify();
+  bareFa.get('/items/:id', async (req) => ({ id: (req.params as { id: string }).id }));
+  await bareFa.listen({ port: 0, host: '127.0.0.1' });
+  const meshFa = Fastify();
+  await meshFa.register(meshPlugin, { mesh, drain: false });
+  meshFa.get('/items/:id', async (req) => ({ id: (req.params as { id: string }).id }));
+  await meshFa.listen({ port: 0, host: '127.0.0.1' });
+  const port = (s: HttpServer) => (s.address() as AddressInfo).port;
+  const pools = {
+    bareEx: new Pool(`http://127.0.0.1:${port(bareEx)}`),
+    meshEx: new Pool(`http://127.0.0.1:${port(meshEx)}`),
+    bareFa: new Pool(`http://127.0.0.1:${port(bareFa.server)}`),
+    meshFa: new Pool(`http://127.0.0.1:${port(meshFa.server)}`),
+  };
+  const send = (p: Pool) => async () => {
+    const res = await p.request({
+      method: 'GET',
+      path: '/items/42',
+      headers: { 'x-meshlet-deadline-ms': '5000' },
+    });
+    await res.body.arrayBuffer();
+  };
+  try {
+    for (const [fw, bare, meshed] of [
+      ['express', pools.bareEx, pools.meshEx],
+      ['fastify', pools.bareFa, pools.meshFa],
+    ] as const) {
+      const stats = await runInterleaved(
+        [
+          { name: 'bare', send: send(bare) },
+          { name: 'mesh', send: send(meshed) },
+        ],
+        quick
+          ? { concurrency: 10, rounds: 2, roundMs: 200, warmupMs: 100 }
+          : { concurrency: 10, rounds: 8, roundMs: 1000, warmupMs: 500 },
+      );
+      const b = stats.bare as VariantStats;
+      const m = stats.mesh as VariantStats;
+      const ratio = pairedRatio(m, b);
+      results[`${fw}Middleware`] = { throughputRatio: round3(ratio), bare: summarise(b), mesh: summarise(m) };
+      summary.push(
+        `${fw} + meshlet vs bare ${fw}: ${ratio.toFixed(3)}x throughput (${Math.round(m.rps)} vs ${Math.round(b.rps)} req/s) ` +
+          `[${ratio >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`,
+      );
+    }
+  } finally {
+    for (const p of Object.values(pools)) await p.close();
+    for (const s of [bareEx, meshEx]) {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+    await bareFa.close();
+    await meshFa.close();
+    await mesh.close();
+  }
+}
+
+const suite: BenchSuite = {
+  name: 'grpc',
+  inQuick: true,
+  async run({ quick }): Promise<BenchSuiteResult> {
+    const results: Record<string, unknown> = {};
+    const summary: string[] = [];
+    await throughput(quick, results, summary);
+    await slowBackend(quick, results, summary);
+    await middleware(quick, results, summary);
+    return { results, summary };
+  },
+};
+
+export default suite;

@@ -1,0 +1,164 @@
+import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
+
+/**
+ * Interleaved A/B(/C…) measurement for benchmark suites: every variant runs closed-loop at the
+ * same concurrency in short rounds, variants alternate round by round (ABBA order, so that drift of
+ * a shared, noisy machine hits each side alike), and latency is recorded per request in
+ * nanoseconds into an HDR histogram (`perf_hooks.createHistogram`).
+ */
+export interface Variant {
+  readonly name: string;
+  /** Sends one request and resolves when its response body was fully read. */
+  readonly send: () => Promise<unknown>;
+}
+
+export interface AbOptions {
+  /** Requests in flight per variant (closed loop: each worker sends the next when one returns). */
+  readonly concurrency: number;
+  /** Measured rounds per variant. */
+  readonly rounds: number;
+  /** Length of a round in ms. */
+  readonly roundMs: number;
+  /** Unmeasured warm-up per variant before the first round, in ms. */
+  readonly warmupMs: number;
+}
+
+export interface VariantStats {
+  readonly requests: number;
+  readonly errors: number;
+  /** Requests per second over all rounds. */
+  readonly rps: number;
+  /** Latency percentiles in microseconds (from a nanosecond histogram). */
+  readonly p50Us: number;
+  readonly p90Us: number;
+  readonly p99Us: number;
+  readonly meanUs: number;
+  /** Client CPU time (user + system) per request, in microseconds. */
+  readonly cpuUsPerRequest: number;
+  /** Throughput, p50 and p99 (µs) of each round, in order. */
+  readonly roundRps: readonly number[];
+  readonly roundP50Us: readonly number[];
+  readonly roundP99Us: readonly number[];
+}
+
+interface Acc {
+  requests: number;
+  errors: number;
+  seconds: number;
+  cpuUs: number;
+  hist: RecordableHistogram;
+  roundRps: number[];
+  roundP50Us: number[];
+  roundP99Us: number[];
+}
+
+async function round(v: Variant, concurrency: number, ms: number, acc: Acc | undefined): Promise<void> {
+  const send = v.send;
+  const hist = acc === undefined ? undefined : createHistogram();
+  let requests = 0;
+  let errors = 0;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const end = t0 + ms;
+  const worker = async () => {
+    while (performance.now() < end) {
+      const s = performance.now();
+      try {
+        await send();
+      } catch {
+        errors++;
+      }
+      const ns = Math.round((performance.now() - s) * 1e6);
+      hist?.record(ns > 0 ? ns : 1);
+      requests++;
+    }
+  };
+  const workers: Promise<void>[] = [];
+  for (let i = 0; i < concurrency; i++) workers.push(worker());
+  await Promise.all(workers);
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  if (acc) {
+    acc.requests += requests;
+    acc.errors += errors;
+    acc.seconds += seconds;
+    acc.cpuUs += cpu.user + cpu.system;
+    acc.roundRps.push(requests / seconds);
+    if (hist && requests > 0) {
+      acc.hist.add(hist);
+      acc.roundP50Us.push(hist.percentile(50) / 1000);
+      acc.roundP99Us.push(hist.percentile(99) / 1000);
+    }
+  }
+}
+
+/** Runs the variants interleaved and returns per-variant statistics keyed by name. */
+export async function runInterleaved(
+  variants: readonly Variant[],
+  options: AbOptions,
+): Promise<Record<string, VariantStats>> {
+  const accs = variants.map(
+    (): Acc => ({
+      requests: 0,
+      errors: 0,
+      seconds: 0,
+      cpuUs: 0,
+      hist: createHistogram(),
+      roundRps: [],
+      roundP50Us: [],
+      roundP99Us: [],
+    }),
+  );
+  for (const v of variants) await round(v, options.concurrency, options.warmupMs, undefined);
+  for (let r = 0; r < options.rounds; r++) {
+    const order = r % 2 === 0 ? variants.map((_, i) => i) : variants.map((_, i) => variants.length - 1 - i);
+    for (const i of order) await round(variants[i] as Variant, options.concurrency, options.roundMs, accs[i]);
+  }
+  const out: Record<string, VariantStats> = {};
+  variants.forEach((v, i) => {
+    const a = accs[i] as Acc;
+    out[v.name] = {
+      requests: a.requests,
+      errors: a.errors,
+      rps: a.requests / a.seconds,
+      p50Us: a.hist.percentile(50) / 1000,
+      p90Us: a.hist.percentile(90) / 1000,
+      p99Us: a.hist.percentile(99) / 1000,
+      meanUs: a.hist.mean / 1000,
+      cpuUsPerRequest: a.cpuUs / Math.max(1, a.requests),
+      roundRps: a.roundRps,
+      roundP50Us: a.roundP50Us,
+      roundP99Us: a.roundP99Us,
+    };
+  });
+  return out;
+}
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+/** Median of the per-round throughput ratios `a / b` (rounds are paired in time). */
+export function pairedRatio(a: VariantStats, b: VariantStats): number {
+  const n = Math.min(a.roundRps.length, b.roundRps.length);
+  const ratios: number[] = [];
+  for (let i = 0; i < n; i++) ratios.push((a.roundRps[i] as number) / (b.roundRps[i] as number));
+  return median(ratios);
+}
+
+/**
+ * Median over rounds of `a - b` for a per-round statistic (p50 or p99): each round of `a` is paired
+ * with the round of `b` next to it in time, so a burst of noise shifts both sides of a pair.
+ */
+export function pairedDiff(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
+  const diffs: number[] = [];
+  for (let i = 0; i < n; i++) diffs.push((a[i] as number) - (b[i] as number));
+  return median(diffs);
+}
+
+export const round2 = (n: number): number => Math.round(n * 100) / 100;
+export const round3 = (n: number): number => Math.round(n * 1000) / 1000;

@@ -1,0 +1,125 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const root = resolve(import.meta.dirname, '../..');
+const tsx = join(root, 'node_modules/.bin/tsx');
+const main = join(root, 'packages/meshlet/src/cli/main.ts');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function meshlet(...args: string[]): Promise<Run> {
+  return new Promise((done) => {
+    execFile(
+      tsx,
+      ['--conditions=meshlet-source', main, ...args],
+      { cwd: root, env: { ...process.env, NO_COLOR: '1' }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        done({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+let dir: string | undefined;
+afterEach(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+// Each test starts the CLI as a child process through tsx, which loads every meshlet package.
+describe('meshlet CLI', { timeout: 90_000 }, () => {
+  it('validate accepts a good config, exits 0 and summarises its services', async () => {
+    const r = await meshlet('validate', 'examples/quickstart/mesh.yaml');
+    expect(r.stderr).not.toMatch(/Error/);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('is valid: 2 services');
+    expect(r.stdout).toMatch(/catalog\s+5 endpoints\s+lb=peak_ewma\s+timeout=5s\s+retries=2/);
+    expect(r.stdout).toMatch(/reviews\s+2 endpoints\s+lb=round_robin\s+timeout=500ms/);
+    expect(r.stdout).toContain('mesh sections: admin');
+  });
+
+  it('validate prints every problem of a bad config with its field path and exits 1', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshlet-cli-'));
+    const file = join(dir, 'bad.yaml');
+    await writeFile(
+      file,
+      [
+        'servics: {}',
+        'defaults:',
+        '  timeout: soon',
+        'services:',
+        '  reviews:',
+        "    endpoints: ['127.0.0.1:99999', 'nohost']",
+        '    lb: fastest',
+        '  ratings:',
+        "    endpoints: ['127.0.0.1:9000']",
+        '    retry: { attempts: 50, on: [teapot] }',
+        '    identity: reviews',
+        '',
+      ].join('\n'),
+    );
+    const r = await meshlet('validate', file);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('8 problems');
+    for (const path of [
+      'servics',
+      'defaults.timeout',
+      'services.reviews.lb',
+      'services.reviews.endpoints[0]',
+      'services.reviews.endpoints[1]',
+      'services.ratings.retry.attempts',
+      'services.ratings.retry.on[0]',
+      'services.ratings.identity',
+    ]) {
+      expect(r.stdout).toMatch(new RegExp(`^  ${path.replace(/[.[\]]/g, '\\$&')}: `, 'm'));
+    }
+  });
+
+  it('validate reports YAML syntax errors and unreadable files, and exits 1', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshlet-cli-'));
+    const file = join(dir, 'syntax.yaml');
+    await writeFile(file, 'services: [1\n');
+    const r = await meshlet('validate', file, join(dir, 'missing.yaml'));
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/syntax\.yaml: 1 problem\n {2}line \d+, column \d+: /);
+    expect(r.stdout).toMatch(/missing\.yaml: 1 problem\n {2}\(root\): cannot read/);
+  });
+
+  it('validate without a file is a usage error (exit 2)', async () => {
+    const r = await meshlet('validate');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('Usage: meshlet validate');
+  });
+
+  it('prints help and version, and rejects unknown commands', async () => {
+    const [help, version, unknown] = await Promise.all([
+      meshlet('--help'),
+      meshlet('--version'),
+      meshlet('frobnicate'),
+    ]);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/Commands:\n(.|\n)*demo(.|\n)*validate/);
+    expect(help.stdout).toMatch(/^ {2}certs /m);
+    expect(help.stdout).toMatch(/^ {2}control-plane /m);
+    expect(version.code).toBe(0);
+    expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command "frobnicate"');
+  });
+
+  it('demo -- --duration 3 runs the quickstart as `pnpm demo` does and exits 0', async () => {
+    const r = await meshlet('demo', '--', '--duration', '3');
+    expect(r.stdout).toMatch(/^\[ {2}1s\] /m);
+    expect(r.stdout).toContain('summary after');
+    expect(r.stdout).toContain('PASS');
+    expect(r.code).toBe(0);
+  });
+});

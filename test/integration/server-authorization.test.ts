@@ -1,0 +1,96 @@
+import type { Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { credentials, Metadata, ServerCredentials, status } from '@grpc/grpc-js';
+import express from 'express';
+import Fastify from 'fastify';
+import { afterEach, describe, expect, it } from 'vitest';
+import { meshMiddleware } from '../../packages/express/src/index.js';
+import { meshPlugin } from '../../packages/fastify/src/index.js';
+import { createMeshServer } from '../../packages/grpc/src/index.js';
+import { EchoClient, type EchoReply, echoDefinition } from '../../packages/grpc/test/helpers.js';
+import { createAuthorizer } from '../../packages/tls/src/index.js';
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** One policy, enforced by all three server kinds. */
+const authorizer = createAuthorizer([
+  {
+    name: 'deny-mallory',
+    action: 'DENY',
+    rules: [{ when: [{ key: 'request.headers[x-user]', values: ['mallory'] }] }],
+  },
+  {
+    name: 'allow-known-users',
+    action: 'ALLOW',
+    rules: [{ when: [{ key: 'request.headers[x-user]', values: ['alice', 'mallory'] }] }],
+  },
+]);
+
+async function httpStatus(url: string, user?: string): Promise<{ status: number; code?: string }> {
+  const res = await fetch(url, { headers: user ? { 'x-user': user } : {} });
+  const body = (await res.json()) as { error?: { code: string } };
+  return { status: res.status, code: body.error?.code };
+}
+
+describe('authorization: the same policy on Express, Fastify and gRPC', () => {
+  it('allows alice, denies mallory (DENY) and anonymous callers (no ALLOW match)', async () => {
+    const ex = express();
+    ex.use(meshMiddleware({ authorizer }));
+    ex.get('/x', (_req, res) => {
+      res.json({ ok: true });
+    });
+    const exServer = await new Promise<HttpServer>((resolve) => {
+      const s = ex.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    cleanups.push(() => new Promise<void>((r) => exServer.close(() => r())));
+    cleanups.push(() => exServer.closeAllConnections());
+    const exBase = `http://127.0.0.1:${(exServer.address() as AddressInfo).port}`;
+
+    const fa = Fastify();
+    await fa.register(meshPlugin, { authorizer, drain: false });
+    fa.get('/x', async () => ({ ok: true }));
+    await fa.listen({ port: 0, host: '127.0.0.1' });
+    cleanups.push(() => fa.close());
+    const faBase = `http://127.0.0.1:${(fa.server.address() as AddressInfo).port}`;
+
+    const g = createMeshServer({ authorizer, health: false });
+    g.server.addService(echoDefinition, {
+      Echo: (call: { request: { text: string } }, cb: (e: null, r: EchoReply) => void) =>
+        cb(null, { text: call.request.text, server: 'g' }),
+    });
+    const gPort = await new Promise<number>((resolve, reject) =>
+      g.server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    cleanups.push(() => g.server.forceShutdown());
+    const client = new EchoClient(`127.0.0.1:${gPort}`, credentials.createInsecure());
+    cleanups.push(() => client.close());
+    const grpcCall = (user?: string) =>
+      new Promise<number>((resolve) => {
+        const md = new Metadata();
+        if (user) md.set('x-user', user);
+        (client as unknown as { echo: (...a: unknown[]) => void }).echo(
+          { text: 'x' },
+          md,
+          (err: { code: number } | null) => resolve(err ? err.code : status.OK),
+        );
+      });
+
+    for (const base of [exBase, faBase]) {
+      expect(await httpStatus(`${base}/x`, 'alice')).toEqual({ status: 200, code: undefined });
+      expect(await httpStatus(`${base}/x`, 'mallory')).toEqual({
+        status: 403,
+        code: 'MESHLET_ERR_FORBIDDEN',
+      });
+      expect(await httpStatus(`${base}/x`)).toEqual({ status: 403, code: 'MESHLET_ERR_FORBIDDEN' });
+    }
+    expect(await grpcCall('alice')).toBe(status.OK);
+    expect(await grpcCall('mallory')).toBe(status.PERMISSION_DENIED);
+    expect(await grpcCall()).toBe(status.PERMISSION_DENIED);
+    expect(authorizer.stats.denied).toBe(6);
+  });
+});
