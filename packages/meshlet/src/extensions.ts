@@ -77,6 +77,16 @@ registerExtension({
   async setup(mesh) {
     const tel = await installTelemetry(mesh, mesh.options.telemetry);
     if (tel.requestHook !== undefined) mesh.dispatcher.requestHook = tel.requestHook;
+    // Certificate expiry (meshlet_certificate_expiry_timestamp_seconds), now and after each rotation.
+    const tls = getMeshTls(mesh);
+    if (tls?.enabled) {
+      const report = (s: (typeof tls.sources)[number]) => {
+        const st = s.status();
+        tel.setCertificateExpiry(s.dir, new Date(st.notAfter), st.spiffeId ?? '');
+      };
+      for (const s of tls.sources) report(s);
+      mesh.onClose(tls.onRotate((e) => report(e.source)));
+    }
   },
 });
 
