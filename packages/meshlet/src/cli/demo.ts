@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { runDemo } from '../demo/run.js';
 import { type CliCommand, wantsColor } from './io.js';
 
-const USAGE = `Usage: meshlet demo [--duration <seconds>] [--rps <n>] [--no-color]
+const USAGE = `Usage: meshlet demo [--duration <seconds>] [--rps <n>] [--no-mtls] [--no-color]
 
 Starts five instances of a small HTTP service on 127.0.0.1 (one slow, one that answers 10% of
 requests with 503, one that dies part-way through), and a client sending steady traffic through
@@ -12,6 +12,9 @@ of the client's requests succeeded despite the faults, 1 otherwise. Needs no net
 Options:
   --duration <s>  length of the run in seconds (default 30); Ctrl-C ends it early
   --rps <n>       requests per second the client sends (default 100)
+  --no-mtls       plain HTTP instead of mTLS (by default a development CA issues SPIFFE
+                  certificates, the instances require client certificates and the mesh checks
+                  the instances' identity)
   --no-color      plain output (also NO_COLOR=1); without a terminal the live view prints one
                   compact line a second instead of redrawing a table`;
 
@@ -39,6 +42,7 @@ export const demoCommand: CliCommand = {
         duration: { type: 'string' },
         rps: { type: 'string' },
         'no-color': { type: 'boolean' },
+        'no-mtls': { type: 'boolean' },
         color: { type: 'boolean' },
       },
       strict: true,
@@ -50,7 +54,14 @@ export const demoCommand: CliCommand = {
     const onSigint = () => ac.abort();
     process.once('SIGINT', onSigint);
     try {
-      const result = await runDemo({ durationSec, rps, color, out: io.stdout, signal: ac.signal });
+      const result = await runDemo({
+        durationSec,
+        rps,
+        color,
+        out: io.stdout,
+        signal: ac.signal,
+        mtls: values['no-mtls'] !== true,
+      });
       return result.exitCode;
     } finally {
       process.off('SIGINT', onSigint);

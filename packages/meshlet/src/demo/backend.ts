@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { type CertificateSource, createHttpsServer } from '@meshlet/tls';
 
 /** The fault a demo instance injects. */
 export type Fault =
@@ -14,6 +15,8 @@ export type Fault =
 export interface BackendSpec {
   readonly name: string;
   readonly fault: Fault;
+  /** Serve HTTPS requiring client certificates (mTLS, STRICT) with these rotating certificates. */
+  readonly tls?: CertificateSource | undefined;
 }
 
 /** One running instance of the demo's `catalog` service. */
@@ -69,7 +72,10 @@ class HttpBackend implements Backend {
     this.name = spec.name;
     this.fault = spec.fault;
     this.#random = random;
-    this.#server = createServer((req, res) => this.#handle(req, res));
+    const handler = (req: IncomingMessage, res: ServerResponse) => this.#handle(req, res);
+    this.#server = spec.tls
+      ? createHttpsServer({ source: spec.tls, mode: 'STRICT' }, handler)
+      : createServer(handler);
     this.#server.keepAliveTimeout = 10_000;
   }
 

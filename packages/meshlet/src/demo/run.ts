@@ -1,6 +1,12 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { checkConfig, type EndpointState, isMeshError, type ServiceRuntime } from '@meshlet/core';
+import { CertificateSource, createCa, issueWorkloadCertificate, writeCertDirectory } from '@meshlet/tls';
 import { paint } from '../cli/io.js';
+// The extensions (TLS, telemetry/admin, …) must be registered whoever imports the demo.
+import '../extensions.js';
 import { createMesh, type Mesh } from '../mesh.js';
 import { type Backend, type BackendSpec, describeFault, startBackend } from './backend.js';
 import { formatMs, formatPercent, Stats } from './stats.js';
@@ -24,6 +30,49 @@ export interface DemoOptions {
   signal?: AbortSignal;
   /** Random source for the injected faults (tests may pin it). */
   random?: () => number;
+  /**
+   * mTLS between the client and the instances (default true): a development CA issues SPIFFE
+   * certificates into a temporary directory, the instances require client certificates, and the
+   * mesh verifies the instances' SPIFFE ID.
+   */
+  mtls?: boolean;
+}
+
+const TRUST_DOMAIN = 'spiffe://cluster.local/ns/demo/sa';
+
+interface DemoPki {
+  readonly clientDir: string;
+  readonly serverSource: CertificateSource;
+  readonly identity: string;
+  close(): Promise<void>;
+}
+
+/** A development CA and two workload certificates (instances, client) in a temporary directory. */
+async function createDemoPki(): Promise<DemoPki> {
+  const root = await mkdtemp(join(tmpdir(), 'meshlet-demo-'));
+  try {
+    const ca = await createCa({ commonName: 'meshlet demo CA' });
+    const identity = `${TRUST_DOMAIN}/${SERVICE}`;
+    const serverDir = join(root, SERVICE);
+    const clientDir = join(root, 'client');
+    const server = await issueWorkloadCertificate({ ca, spiffeId: identity });
+    const client = await issueWorkloadCertificate({ ca, spiffeId: `${TRUST_DOMAIN}/demo-client` });
+    await writeCertDirectory(serverDir, { cert: server.cert, key: server.key, ca: ca.cert });
+    await writeCertDirectory(clientDir, { cert: client.cert, key: client.key, ca: ca.cert });
+    const serverSource = new CertificateSource({ dir: serverDir, watch: false });
+    return {
+      clientDir,
+      serverSource,
+      identity,
+      async close() {
+        serverSource.close();
+        await rm(root, { recursive: true, force: true });
+      },
+    };
+  } catch (err) {
+    await rm(root, { recursive: true, force: true });
+    throw err;
+  }
 }
 
 export interface DemoEndpointResult {
@@ -120,7 +169,10 @@ const OPTIONAL_FEATURES: readonly Feature[] = [
 ];
 
 /** The demo's mesh configuration for the given instances. */
-export function demoConfig(backends: readonly Backend[]): {
+export function demoConfig(
+  backends: readonly Backend[],
+  mtls?: { readonly clientDir: string; readonly identity: string },
+): {
   config: Record<string, unknown>;
   features: string[];
 } {
@@ -139,6 +191,21 @@ export function demoConfig(backends: readonly Backend[]): {
       Object.assign(mesh, f.mesh);
       features.push(f.label);
     }
+  }
+  if (mtls) {
+    // Every connection is mTLS: the instances demand a client certificate, the mesh checks that
+    // they present the SPIFFE ID of "catalog". Health checks then probe TCP (the plaintext HTTP
+    // checker cannot speak to an mTLS-only port).
+    mesh.tls = { dir: mtls.clientDir };
+    service.identity = mtls.identity;
+    const hc = service.healthCheck as Record<string, unknown> | undefined;
+    if (hc?.type === 'http') {
+      const { type: _t, path: _p, ...rest } = hc;
+      service.healthCheck = { ...rest, type: 'tcp' };
+      const i = features.findIndex((f) => f.startsWith('active health checks'));
+      if (i >= 0) features[i] = 'active health checks (TCP connect every 2s)';
+    }
+    features.push(`mTLS with SPIFFE identities (instances must be ${mtls.identity})`);
   }
   if (!features.some((f) => f.includes('balancing'))) features.unshift('least_request (P2C) balancing');
   features.push('retries (2, budgeted) on connect failure, reset and 503', '5s deadline');
@@ -198,10 +265,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
 
   const backends: Backend[] = [];
   let mesh: Mesh | undefined;
+  let pki: DemoPki | undefined;
   const timers: NodeJS.Timeout[] = [];
   try {
-    for (const spec of demoBackends(durationMs)) backends.push(await startBackend(spec, random));
-    const { config, features } = demoConfig(backends);
+    if (options.mtls ?? true) pki = await createDemoPki();
+    for (const spec of demoBackends(durationMs)) {
+      backends.push(await startBackend({ ...spec, tls: pki?.serverSource }, random));
+    }
+    const { config, features } = demoConfig(backends, pki);
     mesh = await createMesh(config);
     await mesh.ready();
     const rt = mesh.service(SERVICE) as ServiceRuntime;
@@ -484,5 +555,6 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     for (const t of timers) clearTimeout(t);
     await mesh?.close().catch(() => {});
     await Promise.all(backends.map((b) => b.close()));
+    await pki?.close();
   }
 }
