@@ -6,7 +6,7 @@
  * `test/bench/results/full.json` or `quick.json` with the machine's description.
  *
  * Options: `--quick`; `--only name[,name]` runs just those suites; `--out file` writes elsewhere.
- * In quick mode every suite gets a time cap (`MESHLET_BENCH_QUICK_CAP_MS`, default 6000) and the
+ * In quick mode every suite gets a time cap (`MESHLET_BENCH_QUICK_CAP_MS`, default 8000) and the
  * whole run a budget (`MESHLET_BENCH_QUICK_BUDGET_MS`, default 50000): a suite over its cap is
  * reported and abandoned, suites left when the budget is spent are reported as skipped. Suites run
  * in this process (a child process per suite would cost seconds of module loading each), so the
@@ -82,7 +82,7 @@ async function main(): Promise<number> {
   });
   const quick = values.quick === true;
   const only = values.only?.split(',').map((s) => s.trim());
-  const capMs = quick ? envMs('MESHLET_BENCH_QUICK_CAP_MS', 6_000) : undefined;
+  const capMs = quick ? envMs('MESHLET_BENCH_QUICK_CAP_MS', 8_000) : undefined;
   const budgetMs = quick ? envMs('MESHLET_BENCH_QUICK_BUDGET_MS', 50_000) : Number.POSITIVE_INFINITY;
   const runStart = performance.now();
 

@@ -168,7 +168,7 @@ async function slowBackend(
       await echo(ewma, { text: 'warm' });
     }
     await servers.setSlow(3);
-    const ms = quick ? 1500 : 6000;
+    const ms = quick ? 800 : 6000;
     const concurrency = 10;
     const out: Record<string, SlowStats> = {};
     // ABBA order on a shared machine
@@ -256,7 +256,7 @@ async function middleware(
           { name: 'mesh', send: send(meshed) },
         ],
         quick
-          ? { concurrency: 10, rounds: 2, roundMs: 200, warmupMs: 100 }
+          ? { concurrency: 10, rounds: 2, roundMs: 100, warmupMs: 50 }
           : { concurrency: 10, rounds: 8, roundMs: 1000, warmupMs: 500 },
       );
       const b = stats.bare as VariantStats;
