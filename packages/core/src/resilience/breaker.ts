@@ -1,3 +1,4 @@
+/// <reference path="./opossum.d.ts" />
 import CircuitBreakerImpl from 'opossum';
 import { parseDuration } from '../duration.js';
 import { type ConfigIssue, ErrorCodes, MeshError } from '../errors.js';
