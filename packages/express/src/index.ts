@@ -11,6 +11,7 @@ import {
   REQUEST_TIMEOUT_HEADER,
   runWithDeadline,
 } from '@meshlet/core';
+import { inboundTelemetry } from '@meshlet/telemetry';
 import {
   type AuthorizationDecision,
   forbiddenBody,
@@ -18,7 +19,6 @@ import {
   type RequestAttributes,
   requestAttributes,
 } from '@meshlet/tls';
-import { inboundTelemetry } from './telemetry.js';
 
 /** Decides whether an inbound request may proceed (`@meshlet/tls` `createAuthorizer`). */
 export type RequestAuthorizer = (attributes: RequestAttributes) => AuthorizationDecision;

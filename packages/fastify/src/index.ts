@@ -11,6 +11,7 @@ import {
   REQUEST_TIMEOUT_HEADER,
   runWithDeadline,
 } from '@meshlet/core';
+import { inboundTelemetry } from '@meshlet/telemetry';
 import {
   type AuthorizationDecision,
   forbiddenBody,
@@ -20,7 +21,6 @@ import {
 } from '@meshlet/tls';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { inboundTelemetry } from './telemetry.js';
 
 /** Decides whether an inbound request may proceed (`@meshlet/tls` `createAuthorizer`). */
 export type RequestAuthorizer = (attributes: RequestAttributes) => AuthorizationDecision;

@@ -21,6 +21,7 @@ export {
   type TelemetryConfig,
   type TracingConfig,
 } from './config.js';
+export { inboundTelemetry } from './inbound.js';
 export {
   ENDPOINT_STATES,
   ISTIO_BUCKETS_MS,

@@ -1,6 +1,8 @@
 import type { InboundRequestInfo, InboundSpan, InboundTelemetry, Mesh } from '@meshlet/core';
-import { getTelemetry, headerGetter, type ServerRequest } from '@meshlet/telemetry';
 import { context } from '@opentelemetry/api';
+import type { ServerRequest } from './telemetry.js';
+import { getTelemetry } from './telemetry.js';
+import { headerGetter } from './tracing.js';
 
 class Span implements InboundSpan {
   readonly #req: ServerRequest;
