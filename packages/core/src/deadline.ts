@@ -65,3 +65,20 @@ export function parseDeadlineHeader(
   if (!Number.isFinite(ms) || ms < 0) return undefined;
   return now + ms;
 }
+
+/**
+ * The deadline of an inbound HTTP request: `x-meshlet-deadline-ms`, else `x-request-timeout`
+ * (both in ms from now), else `now + defaultTimeoutMs` when that is > 0. Used by every inbound
+ * integration (Express, Fastify) so that they agree on the headers and their precedence.
+ */
+export function inboundDeadline(
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  defaultTimeoutMs = 0,
+  now: number = Date.now(),
+): number | undefined {
+  return (
+    parseDeadlineHeader(headers[DEADLINE_HEADER], now) ??
+    parseDeadlineHeader(headers[REQUEST_TIMEOUT_HEADER], now) ??
+    (defaultTimeoutMs > 0 ? now + defaultTimeoutMs : undefined)
+  );
+}

@@ -31,6 +31,7 @@ export {
   DEADLINE_HEADER,
   type DeadlineContext,
   effectiveTimeout,
+  inboundDeadline,
   parseDeadlineHeader,
   REQUEST_TIMEOUT_HEADER,
   remainingTime,

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   currentDeadline,
   effectiveTimeout,
+  inboundDeadline,
   parseDeadlineHeader,
   remainingTime,
   runWithDeadline,
@@ -43,5 +44,14 @@ describe('deadline context', () => {
     for (const bad of [undefined, '', '-5', 'soon', '1e400', '9999999999999']) {
       expect(parseDeadlineHeader(bad, 1_000)).toBeUndefined();
     }
+  });
+
+  it('reads an inbound deadline: meshlet header first, then x-request-timeout, then the default', () => {
+    expect(inboundDeadline({ 'x-meshlet-deadline-ms': '200', 'x-request-timeout': '900' }, 0, 1_000)).toBe(
+      1_200,
+    );
+    expect(inboundDeadline({ 'x-request-timeout': '900' }, 0, 1_000)).toBe(1_900);
+    expect(inboundDeadline({ 'x-request-timeout': 'bogus' }, 50, 1_000)).toBe(1_050);
+    expect(inboundDeadline({}, 0, 1_000)).toBeUndefined();
   });
 });

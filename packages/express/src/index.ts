@@ -5,9 +5,9 @@ import {
   type HttpDrainOptions,
   type InboundSpan,
   type InboundTelemetry,
+  inboundDeadline,
   isServing,
   type Mesh,
-  parseDeadlineHeader,
   REQUEST_TIMEOUT_HEADER,
   runWithDeadline,
 } from '@meshlet/core';
@@ -45,19 +45,6 @@ export interface MeshMiddlewareOptions {
   readonly readinessPath?: string | false;
   /** Deadline applied when the request carries none, in ms (default 0: none). */
   readonly defaultTimeoutMs?: number;
-}
-
-/** Reads the inbound deadline: `x-meshlet-deadline-ms`, else `x-request-timeout` (ms). */
-export function inboundDeadline(
-  headers: IncomingMessage['headers'],
-  defaultTimeoutMs = 0,
-  now = Date.now(),
-): number | undefined {
-  return (
-    parseDeadlineHeader(headers[DEADLINE_HEADER], now) ??
-    parseDeadlineHeader(headers[REQUEST_TIMEOUT_HEADER], now) ??
-    (defaultTimeoutMs > 0 ? now + defaultTimeoutMs : undefined)
-  );
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
@@ -188,4 +175,4 @@ export function gracefulShutdown(
   };
 }
 
-export { DEADLINE_HEADER, inboundTelemetry, REQUEST_TIMEOUT_HEADER };
+export { DEADLINE_HEADER, inboundDeadline, inboundTelemetry, REQUEST_TIMEOUT_HEADER };

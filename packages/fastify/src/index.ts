@@ -1,13 +1,12 @@
-import type { IncomingHttpHeaders } from 'node:http';
 import {
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
   type InboundSpan,
   type InboundTelemetry,
+  inboundDeadline,
   isServing,
   type Mesh,
-  parseDeadlineHeader,
   REQUEST_TIMEOUT_HEADER,
   runWithDeadline,
 } from '@meshlet/core';
@@ -49,19 +48,6 @@ export interface MeshFastifyOptions {
    * on SIGTERM with `delayMs` 0 and `timeoutMs` 25 s, then `fastify.close()` and `mesh.close()`.
    */
   readonly drain?: (HttpDrainOptions & { readonly signals?: readonly NodeJS.Signals[] }) | false;
-}
-
-/** Reads the inbound deadline: `x-meshlet-deadline-ms`, else `x-request-timeout` (ms). */
-export function inboundDeadline(
-  headers: IncomingHttpHeaders,
-  defaultTimeoutMs = 0,
-  now = Date.now(),
-): number | undefined {
-  return (
-    parseDeadlineHeader(headers[DEADLINE_HEADER], now) ??
-    parseDeadlineHeader(headers[REQUEST_TIMEOUT_HEADER], now) ??
-    (defaultTimeoutMs > 0 ? now + defaultTimeoutMs : undefined)
-  );
 }
 
 interface MeshRequestState {
@@ -191,4 +177,4 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
  */
 export const meshPlugin = fp(plugin, { fastify: '4.x || 5.x', name: '@meshlet/fastify' });
 export default meshPlugin;
-export { DEADLINE_HEADER, inboundTelemetry, REQUEST_TIMEOUT_HEADER };
+export { DEADLINE_HEADER, inboundDeadline, inboundTelemetry, REQUEST_TIMEOUT_HEADER };
