@@ -34,17 +34,18 @@ export function currentDeadline(): number | undefined {
  * Milliseconds left before the current deadline (never negative), or undefined when no deadline
  * is in scope.
  */
-export function remainingTime(now: number = Date.now()): number | undefined {
+export function remainingTime(now?: number): number | undefined {
   const store = storage.getStore();
   if (store === undefined) return undefined;
-  return Math.max(0, store.deadline - now);
+  // The clock is read only when a deadline is in scope: this runs on every outbound request.
+  return Math.max(0, store.deadline - (now ?? Date.now()));
 }
 
 /**
  * Combines a configured timeout (ms, 0 = none) with the deadline in scope: the smaller of the
  * two, or 0 when neither applies. A deadline already passed yields 1 (fail almost at once).
  */
-export function effectiveTimeout(configuredMs: number, now: number = Date.now()): number {
+export function effectiveTimeout(configuredMs: number, now?: number): number {
   const left = remainingTime(now);
   if (left === undefined) return configuredMs;
   const l = left < 1 ? 1 : Math.ceil(left);
