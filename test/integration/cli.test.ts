@@ -41,8 +41,8 @@ describe('meshlet CLI', { timeout: 90_000 }, () => {
     expect(r.stderr).not.toMatch(/Error/);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('is valid: 2 services');
-    expect(r.stdout).toMatch(/catalog\s+5 endpoints\s+lb=peak_ewma\s+timeout=5s\s+retries=2/);
-    expect(r.stdout).toMatch(/reviews\s+2 endpoints\s+lb=round_robin\s+timeout=500ms/);
+    expect(r.stdout).toMatch(/catalog\s+3 endpoints\s+lb=peak_ewma\s+timeout=5s\s+retries=2/);
+    expect(r.stdout).toMatch(/reviews\s+4 endpoints\s+lb=peak_ewma\s+timeout=5s\s+retries=3/);
     expect(r.stdout).toContain('mesh sections: admin');
   });
 

@@ -70,6 +70,11 @@ export interface RetryPolicy {
   /** Retry non-idempotent methods (POST, PATCH) too. Default false. */
   readonly nonIdempotent: boolean;
   readonly budget: RetryBudgetPolicy;
+  /**
+   * gRPC status codes retried by gRPC transports, when a route says (xDS `retry_on`: `cancelled`,
+   * `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`); undefined: the client's.
+   */
+  readonly grpcCodes?: readonly number[] | undefined;
 }
 
 export interface ConnectionPolicy {

@@ -50,6 +50,8 @@ export class EndpointState {
   slowStartFrom: number;
   /** Active health as of the last rebuild (to notice unhealthy → healthy transitions). */
   lbSeenHealth: ActiveHealth = 'unknown';
+  /** @internal The number of the last discovery update that listed this endpoint (diffing). */
+  seenInUpdate = 0;
 
   /** The pre-built pick result for this endpoint, so that picking allocates nothing. */
   readonly picked: PickResult;

@@ -196,6 +196,7 @@ export {
   type InboundAuthorizer,
   type InboundDecision,
   type InboundHeaders,
+  type InboundOptions,
   type InboundRequestInfo,
   type InboundSpan,
   type InboundTelemetry,

@@ -95,6 +95,11 @@ export function localityKey(l: Locality): string {
   return `${l.region}/${l.zone}/${l.subZone}`;
 }
 
+/** True when two localities name the same place (without building their keys). */
+export function sameLocality(a: Locality, b: Locality): boolean {
+  return a === b || (a.zone === b.zone && a.region === b.region && a.subZone === b.subZone);
+}
+
 /** True when two endpoints are interchangeable for the balancer (same id and same attributes). */
 export function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
   if (a === b) return true;
@@ -105,7 +110,7 @@ export function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
     a.localityWeight !== b.localityWeight ||
     a.health !== b.health ||
     a.hostname !== b.hostname ||
-    localityKey(a.locality) !== localityKey(b.locality)
+    !sameLocality(a.locality, b.locality)
   ) {
     return false;
   }

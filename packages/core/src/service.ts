@@ -4,7 +4,7 @@ import { EndpointState, type PickResult } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import type { MeshEvents, Outcome } from './events.js';
 import type { HeaderInput } from './lb/hash.js';
-import { balancingOf, planPicker } from './lb/priority.js';
+import { balancingOf, planPicker, usableOnItsOwn } from './lb/priority.js';
 import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
 import { type Endpoint, type Locality, sameEndpoint } from './model.js';
 import { loadBalancers } from './registry.js';
@@ -65,6 +65,8 @@ export class ServiceRuntime {
 
   #states = new Map<string, EndpointState>();
   #all: readonly EndpointState[] = [];
+  /** Numbers discovery updates, to mark the states an update lists (`EndpointState.seenInUpdate`). */
+  #updateEpoch = 0;
   #balancer: LoadBalancer;
   #picker: Picker;
   #waiters: Array<() => void> = [];
@@ -184,33 +186,65 @@ export class ServiceRuntime {
     this.rebuild();
   }
 
-  /** Applies a full endpoint set from discovery: diffs it, keeps state of unchanged endpoints. */
+  /**
+   * Applies a full endpoint set from discovery: diffs it, keeps state of unchanged endpoints.
+   * O(n) with small constants: an endpoint object that sits at the same index as in the previous
+   * update (sources that reuse unchanged `Endpoint` objects, such as the xDS client) is matched
+   * without a map lookup, others by id; only added endpoints get new state, and the map of states
+   * is updated in place (removals are swept only when the sizes say something was removed).
+   */
   applyUpdate(update: DiscoveryUpdate): void {
     if (this.#closed) return;
     const now = this.now();
-    const next = new Map<string, EndpointState>();
-    const list: EndpointState[] = [];
+    const eps = update.endpoints;
+    const states = this.#states;
+    const prevAll = this.#all;
+    const prevLen = prevAll.length;
+    const epoch = ++this.#updateEpoch;
+    // The new list of states, built only from the first difference with the previous one on.
+    let list: EndpointState[] | undefined;
+    let same = 0;
     let added = 0;
     let changed = false;
-    for (const ep of update.endpoints) {
-      if (next.has(ep.id)) continue; // duplicates: first wins
-      let st = this.#states.get(ep.id);
-      if (st) {
-        if (!sameEndpoint(st.endpoint, ep)) {
+    for (let i = 0; i < eps.length; i++) {
+      const ep = eps[i] as Endpoint;
+      // A state whose endpoint is this very object is its state (a hint by index, no lookup).
+      let st = i < prevLen ? (prevAll[i] as EndpointState) : undefined;
+      if (st === undefined || st.endpoint !== ep) {
+        st = states.get(ep.id);
+        if (st === undefined) {
+          st = new EndpointState(this.name, ep, now);
+          states.set(ep.id, st);
+          added++;
+        } else if (st.seenInUpdate !== epoch && st.endpoint !== ep) {
+          if (!sameEndpoint(st.endpoint, ep)) changed = true;
           st.endpoint = ep;
-          changed = true;
         }
-      } else {
-        st = new EndpointState(this.name, ep, now);
-        added++;
       }
-      next.set(ep.id, st);
+      if (st.seenInUpdate === epoch) continue; // duplicates: the first wins
+      st.seenInUpdate = epoch;
+      if (list === undefined) {
+        if (i === same && st === prevAll[i]) {
+          same++;
+          continue;
+        }
+        list = prevAll.slice(0, same);
+      }
       list.push(st);
     }
+    const count = list === undefined ? same : list.length;
     const removed: EndpointState[] = [];
-    for (const [id, st] of this.#states) if (!next.has(id)) removed.push(st);
-    this.#states = next;
-    this.#all = list;
+    if (states.size !== count) {
+      states.forEach((st, id) => {
+        if (st.seenInUpdate !== epoch) {
+          removed.push(st);
+          states.delete(id);
+        }
+      });
+    }
+    // Unchanged membership and order: keep the previous array.
+    if (list === undefined) this.#all = same === prevLen ? prevAll : prevAll.slice(0, same);
+    else this.#all = added === 0 && removed.length === 0 && sameOrder(list, prevAll) ? prevAll : list;
     const d = this.discovery;
     d.hasData = true;
     d.version = update.version;
@@ -308,14 +342,32 @@ export class ServiceRuntime {
    * Picks an endpoint. `avoid` (the endpoint a failed attempt used) is skipped when another
    * endpoint is available, so that a retry goes elsewhere (Envoy's previous-hosts predicate).
    */
-  pick(ctx: PickContext, avoid?: EndpointState): PickResult {
+  pick(ctx: PickContext, avoid?: EndpointState | readonly EndpointState[]): PickResult {
     // Slow start ramps, ejections and penalties end with time: recompute lazily when one is due
     // (one clock read per pick only while such a deadline is pending).
     if (this.#refreshAt !== Number.POSITIVE_INFINITY && this.now() >= this.#refreshAt) this.rebuild();
     let result = this.#picker.pick(ctx);
-    if (avoid !== undefined && result.kind === 'pick' && result.endpoint === avoid && this.#all.length > 1) {
-      for (let i = 0; i < 3 && result.kind === 'pick' && result.endpoint === avoid; i++)
+    // A retry avoids every endpoint the request already tried (Envoy's `previous_hosts` retry
+    // predicate): up to 5 more picks (Istio's host selection attempts), then — a balancer may keep
+    // preferring a failing endpoint, e.g. P2C one that fails fast — any usable endpoint not tried,
+    // from a random start; the last pick only when every usable endpoint was tried.
+    if (avoid !== undefined && result.kind === 'pick' && this.#all.length > 1) {
+      for (let i = 0; i < 5 && result.kind === 'pick' && isAvoided(result.endpoint, avoid); i++)
         result = this.#picker.pick(ctx);
+      if (result.kind === 'pick' && isAvoided(result.endpoint, avoid)) {
+        const all = this.#all;
+        const now = this.now();
+        const from = Math.floor(Math.random() * all.length);
+        let best: EndpointState | undefined;
+        for (let i = 0; i < all.length; i++) {
+          const st = all[(from + i) % all.length] as EndpointState;
+          if (isAvoided(st, avoid) || !usableOnItsOwn(st, now)) continue;
+          // The highest priority (lowest number) that has one: failover order still holds.
+          if (best === undefined || st.endpoint.priority < best.endpoint.priority) best = st;
+          if (best.endpoint.priority === 0) break;
+        }
+        if (best !== undefined) return best.picked;
+      }
     }
     return result;
   }
@@ -424,6 +476,16 @@ export type AttemptObserver = (
   rttMs: number,
   now: number,
 ) => void;
+
+function isAvoided(ep: EndpointState, avoid: EndpointState | readonly EndpointState[]): boolean {
+  return ep === avoid || (Array.isArray(avoid) && avoid.includes(ep));
+}
+
+function sameOrder(a: readonly EndpointState[], b: readonly EndpointState[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 const QUEUE_RESULT: PickResult = Object.freeze({ kind: 'queue' });
 /** The picker of a service whose discovery has not answered yet: requests wait for it. */

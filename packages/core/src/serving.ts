@@ -102,19 +102,59 @@ export type InboundAuthorizer = (attributes: InboundAttributes) => InboundDecisi
 export interface InboundRequestInfo {
   readonly transport: 'http' | 'grpc';
   readonly method: string;
-  /** Route template when the framework knows it (`/reviews/:id`), else the path. */
-  readonly route: string;
+  /**
+   * The matched route template (`/reviews/:id`; the method path for gRPC) when the framework knows
+   * it before the handler runs; undefined otherwise (no route matched, or one known only at the
+   * end: see `InboundSpan.end`). Never the raw path: it labels metrics, whose series must stay
+   * bounded.
+   */
+  readonly route?: string | undefined;
   readonly path: string;
   readonly headers: InboundHeaders;
   readonly principal?: string | undefined;
+}
+
+/**
+ * The options every inbound adapter takes (the Express middleware, the Fastify plugin; the gRPC
+ * server takes `mesh`, `authorizer` and `telemetry`). `A` is the authorizer's type.
+ */
+export interface InboundOptions<A = InboundAuthorizer> {
+  /**
+   * The mesh: readiness (ready and not draining), and the default authorizer and telemetry. Which
+   * mesh a server belongs to is always this option: nothing is looked up process-wide.
+   */
+  readonly mesh?: Mesh | undefined;
+  /**
+   * Authorization evaluator. Default: the mesh's (`authorization:` in the mesh config, through
+   * `@meshlet/tls`), if any; `false` disables it. A denial answers HTTP 403 with
+   * `{ error: { code: 'MESHLET_ERR_FORBIDDEN', … } }`, gRPC PERMISSION_DENIED.
+   */
+  readonly authorizer?: A | false | undefined;
+  /**
+   * Inbound metrics and server spans. Default: the `@meshlet/telemetry` installed on `mesh`
+   * (`inboundTelemetry(mesh)`; createMesh installs it), none without a mesh; `false` disables.
+   */
+  readonly telemetry?: InboundTelemetry | false | undefined;
+  /** Liveness endpoint path (always 200 while the process runs); `false` disables. Default `/healthz`. */
+  readonly livenessPath?: string | false;
+  /**
+   * Readiness endpoint path: 200 while the mesh is ready and not draining, else 503. `false`
+   * disables. Default `/ready`.
+   */
+  readonly readinessPath?: string | false;
+  /** Deadline applied when the request carries none, in ms (default 0: none). */
+  readonly defaultTimeoutMs?: number;
 }
 
 /** One inbound request as telemetry sees it: ended once, with the status sent. */
 export interface InboundSpan {
   /** Runs the handler inside the span's context (so outbound calls carry the trace). */
   run<R>(fn: () => R): R;
-  /** The request finished with `status` (HTTP status, or gRPC status code). */
-  end(status: number, error?: Error): void;
+  /**
+   * The request finished with `status` (HTTP status, or gRPC status code). `route`: the matched
+   * route template when it became known only after routing (Express), over `InboundRequestInfo.route`.
+   */
+  end(status: number, error?: Error, route?: string): void;
 }
 
 /**

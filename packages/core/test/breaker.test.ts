@@ -115,6 +115,40 @@ describe('circuit breaker', () => {
     expect(b.stats().failures).toBe(0);
   });
 
+  it('closed: counts permits straight into the window and opens synchronously at the threshold', () => {
+    const { b, states } = make({ volumeThreshold: 4, errorThresholdPercentage: 50 });
+    for (const v of ['success', 'success', 'failure', 'failure'] as const) b.tryAcquire()?.done(v);
+    // 2 of 4 failed: 50% is not above the threshold.
+    expect(b.state).toBe('closed');
+    expect(b.stats()).toMatchObject({ fires: 4, failures: 2 });
+    b.tryAcquire()?.done('failure');
+    // 3 of 5: open at once, without waiting for a microtask.
+    expect(b.state).toBe('open');
+    expect(states).toEqual(['open']);
+    expect(b.tryAcquire()).toBeUndefined();
+  });
+
+  it('an attempt admitted while closed that ends after the breaker left closed decides nothing', async () => {
+    const { b, states } = make({ volumeThreshold: 2, errorThresholdPercentage: 40, resetTimeoutMs: 1_000 });
+    const early = b.tryAcquire();
+    const late = b.tryAcquire();
+    await run(b, ['failure', 'failure']);
+    expect(b.state).toBe('open');
+    vi.advanceTimersByTime(1_000);
+    expect(b.state).toBe('half_open');
+    early?.done('success');
+    late?.done('failure');
+    await flush();
+    expect(b.state).toBe('half_open');
+    // The probe still decides.
+    const probe = b.tryAcquire();
+    expect(probe?.probe).toBe(true);
+    probe?.done('success');
+    await flush();
+    expect(b.state).toBe('closed');
+    expect(states).toEqual(['open', 'half_open', 'closed']);
+  });
+
   it('is configured per service with defaults, and can be turned off', () => {
     const cfg = parseConfig({
       defaults: { circuitBreaker: { errorThresholdPercentage: 25, resetTimeout: '2s' } },

@@ -3,49 +3,18 @@ import {
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
-  type InboundSpan,
-  type InboundTelemetry,
+  type InboundOptions,
   inboundDeadline,
   isServing,
-  type Mesh,
   REQUEST_TIMEOUT_HEADER,
   runWithDeadline,
 } from '@meshlet/core';
 import { inboundTelemetry } from '@meshlet/telemetry';
-import {
-  type AuthorizationDecision,
-  forbiddenBody,
-  getMeshTls,
-  type RequestAttributes,
-  requestAttributes,
-} from '@meshlet/tls';
+import { forbiddenBody, getMeshTls, type RequestAuthorizer, requestAttributes } from '@meshlet/tls';
 
-/** Decides whether an inbound request may proceed (`@meshlet/tls` `createAuthorizer`). */
-export type RequestAuthorizer = (attributes: RequestAttributes) => AuthorizationDecision;
-
-export interface MeshMiddlewareOptions {
-  /** The mesh: readiness (ready and not draining), and the default authorizer (`authorization:` config). */
-  readonly mesh?: Mesh | undefined;
-  /**
-   * Authorization evaluator. Default: the mesh's (`authorization:` in the mesh config), if any;
-   * `false` disables it. A denial answers 403 with `{ error: { code: 'MESHLET_ERR_FORBIDDEN', … } }`.
-   */
-  readonly authorizer?: RequestAuthorizer | false | undefined;
-  /**
-   * Inbound metrics and server spans. Default: the `@meshlet/telemetry` installed on `mesh`
-   * (`inboundTelemetry(mesh)`), none without a mesh; `false` disables.
-   */
-  readonly telemetry?: InboundTelemetry | false | undefined;
-  /** Liveness endpoint path (always 200 while the process runs); `false` disables. Default `/healthz`. */
-  readonly livenessPath?: string | false;
-  /**
-   * Readiness endpoint path: 200 while the mesh is ready and not draining, else 503. `false`
-   * disables. Default `/ready`.
-   */
-  readonly readinessPath?: string | false;
-  /** Deadline applied when the request carries none, in ms (default 0: none). */
-  readonly defaultTimeoutMs?: number;
-}
+/** The middleware's options: the inbound options every adapter takes (see `InboundOptions`). */
+export type MeshMiddlewareOptions = InboundOptions<RequestAuthorizer>;
+export type { RequestAuthorizer };
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -104,7 +73,7 @@ export function meshMiddleware(
     }
     const authz = getAuthorizer();
     let principal: string | undefined;
-    if (authz) {
+    if (authz !== undefined) {
       const attrs = requestAttributes(req);
       principal = attrs.principal;
       const decision = authz({ ...attrs, path });
@@ -113,33 +82,40 @@ export function meshMiddleware(
         return;
       }
     }
-    let span: InboundSpan | undefined;
-    if (telemetry) {
-      span = telemetry.start({
-        transport: 'http',
-        method: req.method ?? 'GET',
-        route: path,
-        path,
-        headers: req.headers,
-        principal,
-      });
-      if (span) {
-        const s = span;
-        let ended = false;
-        const end = () => {
-          if (ended) return;
-          ended = true;
-          s.end(res.statusCode);
-        };
-        res.once('finish', end);
-        res.once('close', end);
-      }
-    }
     const deadline = inboundDeadline(req.headers, defaultTimeoutMs);
-    const go = deadline === undefined ? () => next() : () => runWithDeadline(deadline, () => next());
-    if (span) span.run(go);
-    else go();
+    const span =
+      telemetry === undefined
+        ? undefined
+        : telemetry.start({
+            transport: 'http',
+            method: req.method ?? 'GET',
+            route: undefined, // known after routing: see matchedRoute
+            path,
+            headers: req.headers,
+            principal,
+          });
+    if (span === undefined) {
+      if (deadline === undefined) next();
+      else runWithDeadline(deadline, next);
+      return;
+    }
+    // 'close' is emitted once per response: after it finished, or when the connection died first
+    // (\`on\`, not \`once\`: no wrapper to allocate for an event that cannot repeat).
+    res.on('close', () => span.end(res.statusCode, undefined, matchedRoute(req)));
+    if (deadline === undefined) span.run(next);
+    else span.run(() => runWithDeadline(deadline, next));
   };
+}
+
+/**
+ * The template of the route Express matched (`req.baseUrl` + `req.route.path`, e.g.
+ * `/api/items/:id`), or undefined when none did (a 404, or a handler mounted with `app.use`):
+ * metrics and spans are labelled with templates, never raw paths, so their series stay bounded.
+ */
+function matchedRoute(req: IncomingMessage): string | undefined {
+  const r = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: string };
+  const p = r.route?.path;
+  return typeof p === 'string' ? `${r.baseUrl ?? ''}${p}` : undefined;
 }
 
 export interface GracefulShutdownOptions extends HttpDrainOptions {

@@ -109,8 +109,8 @@ describe('meshMiddleware', () => {
     expect((await get(`${base}/d`, { [DEADLINE_HEADER]: 'soon' })).body.left).toBeNull();
   });
 
-  it('reports every request to telemetry with its status', async () => {
-    const ended: Array<{ info: InboundRequestInfo; status: number }> = [];
+  it('reports every request to telemetry with its status and matched route template, never the raw path', async () => {
+    const ended: Array<{ info: InboundRequestInfo; status: number; route: string | undefined }> = [];
     let inside = false;
     const telemetry: InboundTelemetry = {
       start(info) {
@@ -123,7 +123,7 @@ describe('meshMiddleware', () => {
               inside = false;
             }
           },
-          end: (status) => ended.push({ info, status }),
+          end: (status, _error, route) => ended.push({ info, status, route }),
         };
       },
     };
@@ -134,14 +134,21 @@ describe('meshMiddleware', () => {
       sawSpan = inside;
       res.status(201).json({});
     });
+    const api = express.Router();
+    api.get('/items/:id', (req, res) => {
+      res.json({ id: req.params.id });
+    });
+    app.use('/api', api);
     const { base } = await listen(app);
     await get(`${base}/x`);
+    await get(`${base}/api/items/42`);
     await get(`${base}/missing`).catch(() => undefined);
     await new Promise((r) => setImmediate(r));
     expect(sawSpan).toBe(true);
-    expect(ended.map((e) => [e.info.method, e.info.path, e.status])).toEqual([
-      ['GET', '/x', 201],
-      ['GET', '/missing', 404],
+    expect(ended.map((e) => [e.info.method, e.info.path, e.status, e.route ?? e.info.route])).toEqual([
+      ['GET', '/x', 201, '/x'],
+      ['GET', '/api/items/42', 200, '/api/items/:id'],
+      ['GET', '/missing', 404, undefined],
     ]);
   });
 });

@@ -2,47 +2,22 @@ import {
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
+  type InboundOptions,
   type InboundSpan,
-  type InboundTelemetry,
   inboundDeadline,
   isServing,
-  type Mesh,
   REQUEST_TIMEOUT_HEADER,
   runWithDeadline,
 } from '@meshlet/core';
 import { inboundTelemetry } from '@meshlet/telemetry';
-import {
-  type AuthorizationDecision,
-  forbiddenBody,
-  getMeshTls,
-  type RequestAttributes,
-  requestAttributes,
-} from '@meshlet/tls';
+import { forbiddenBody, getMeshTls, type RequestAuthorizer, requestAttributes } from '@meshlet/tls';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 
-/** Decides whether an inbound request may proceed (`@meshlet/tls` `createAuthorizer`). */
-export type RequestAuthorizer = (attributes: RequestAttributes) => AuthorizationDecision;
+export type { RequestAuthorizer };
 
-export interface MeshFastifyOptions {
-  /** The mesh: readiness (ready and not draining), and the default authorizer (`authorization:` config). */
-  readonly mesh?: Mesh | undefined;
-  /**
-   * Authorization evaluator. Default: the mesh's (`authorization:` config), if any; `false`
-   * disables it. A denial answers 403 with `{ error: { code: 'MESHLET_ERR_FORBIDDEN', … } }`.
-   */
-  readonly authorizer?: RequestAuthorizer | false | undefined;
-  /**
-   * Inbound metrics and server spans. Default: the `@meshlet/telemetry` installed on `mesh`
-   * (`inboundTelemetry(mesh)`), none without a mesh; `false` disables.
-   */
-  readonly telemetry?: InboundTelemetry | false | undefined;
-  /** Liveness route (always 200); `false` disables. Default `/healthz`. */
-  readonly livenessPath?: string | false;
-  /** Readiness route: 200 while the mesh is ready and not draining, else 503; `false` disables. Default `/ready`. */
-  readonly readinessPath?: string | false;
-  /** Deadline applied when the request carries none, in ms (default 0: none). */
-  readonly defaultTimeoutMs?: number;
+/** The plugin's options: the inbound options every adapter takes (see `InboundOptions`), and drain. */
+export interface MeshFastifyOptions extends InboundOptions<RequestAuthorizer> {
   /**
    * Graceful drain of `fastify.server` (see `HttpDrainOptions`); `false` disables. Default: drain
    * on SIGTERM with `delayMs` 0 and `timeoutMs` 25 s, then `fastify.close()` and `mesh.close()`.
@@ -50,13 +25,18 @@ export interface MeshFastifyOptions {
   readonly drain?: (HttpDrainOptions & { readonly signals?: readonly NodeJS.Signals[] }) | false;
 }
 
+/**
+ * What the plugin keeps per request, as a request decoration (`decorateRequest`, so every request
+ * object has the same shape from its constructor on): the server span and the deadline. `null`
+ * for requests the plugin leaves alone (probes, requests with neither a span nor a deadline).
+ */
 interface MeshRequestState {
   span: InboundSpan | undefined;
-  deadline: number | undefined;
+  readonly deadline: number | undefined;
 }
 
 const STATE = Symbol('meshlet');
-type WithState = FastifyRequest & { [STATE]?: MeshRequestState };
+type WithState = FastifyRequest & { [STATE]: MeshRequestState | null };
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -78,31 +58,35 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
     options.authorizer === false
       ? undefined
       : (options.authorizer ?? (mesh ? getMeshTls(mesh)?.authorizer : undefined));
-  const probePaths = new Set<string>();
 
   if (liveness !== false) {
-    probePaths.add(liveness);
     fastify.get(liveness, (_req, reply) => {
       reply.send({ status: 'alive' });
     });
   }
   if (readiness !== false) {
-    probePaths.add(readiness);
     fastify.get(readiness, (_req, reply) => {
       const ok = mesh ? isServing(mesh) : true;
       reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready' });
     });
   }
 
-  fastify.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, next) => {
-    const path = request.url.split('?', 1)[0] as string;
-    if (probePaths.has(path)) {
+  if (!fastify.hasRequestDecorator(STATE)) fastify.decorateRequest(STATE, null);
+
+  // Per request: no closures, no work for what is not configured. Authorization runs before the
+  // body is read; the span starts here too, so that it covers body parsing.
+  fastify.addHook('onRequest', function meshOnRequest(request: FastifyRequest, reply: FastifyReply, next) {
+    const raw = request.raw;
+    const url = raw.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    if (path === liveness || path === readiness) {
       next();
       return;
     }
     let principal: string | undefined;
-    if (authorizer) {
-      const attrs = requestAttributes(request.raw);
+    if (authorizer !== undefined) {
+      const attrs = requestAttributes(raw);
       principal = attrs.principal;
       const decision = authorizer({ ...attrs, path });
       if (!decision.allowed) {
@@ -113,44 +97,51 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
         return;
       }
     }
-    const state: MeshRequestState = {
-      span: telemetry?.start({
-        transport: 'http',
-        method: request.method,
-        route: request.routeOptions?.url ?? path,
-        path,
-        headers: request.headers,
-        principal,
-      }),
-      deadline: inboundDeadline(request.headers, defaultTimeoutMs),
-    };
-    (request as WithState)[STATE] = state;
+    const headers = raw.headers;
+    const span =
+      telemetry === undefined
+        ? undefined
+        : telemetry.start({
+            transport: 'http',
+            method: request.method,
+            route: request.routeOptions?.url, // undefined when no route matched (404)
+            path,
+            headers,
+            principal,
+          });
+    const deadline = inboundDeadline(headers, defaultTimeoutMs);
+    if (span !== undefined || deadline !== undefined) (request as WithState)[STATE] = { span, deadline };
     next();
   });
 
   // The handler runs right after preHandler's callback (after body parsing): enter the deadline
   // and span context there so it covers the handler and everything it awaits.
-  fastify.addHook('preHandler', (request: FastifyRequest, _reply: FastifyReply, next) => {
+  fastify.addHook('preHandler', function meshPreHandler(request: FastifyRequest, _reply: FastifyReply, next) {
     const state = (request as WithState)[STATE];
-    if (!state) {
+    if (state === null) {
       next();
       return;
     }
-    const d = state.deadline;
-    const go = d === undefined ? () => next() : () => runWithDeadline(d, () => next());
-    if (state.span) state.span.run(go);
-    else go();
+    const { span, deadline } = state;
+    if (span === undefined) runWithDeadline(deadline as number, next);
+    else if (deadline === undefined) span.run(next);
+    else span.run(() => runWithDeadline(deadline, next));
   });
 
-  fastify.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, next) => {
-    const state = (request as WithState)[STATE];
-    if (state?.span) {
-      const s = state.span;
-      state.span = undefined;
-      s.end(reply.statusCode);
-    }
-    next();
-  });
+  if (telemetry !== undefined) {
+    fastify.addHook(
+      'onResponse',
+      function meshOnResponse(request: FastifyRequest, reply: FastifyReply, next) {
+        const state = (request as WithState)[STATE];
+        const span = state?.span;
+        if (span !== undefined) {
+          (state as MeshRequestState).span = undefined;
+          span.end(reply.statusCode);
+        }
+        next();
+      },
+    );
+  }
 
   let drainer: HttpDrainer | undefined;
   if (options.drain !== false) {

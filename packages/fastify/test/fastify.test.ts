@@ -11,7 +11,7 @@ import {
 } from '@meshlet/core';
 import { createAuthorizer } from '@meshlet/tls';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEADLINE_HEADER, type MeshFastifyOptions, meshPlugin } from '../src/index.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -130,9 +130,13 @@ describe('meshPlugin', () => {
       });
     });
     await get(`${base}/items/7`);
+    await get(`${base}/no/such/path`).catch(() => undefined);
+    await vi.waitFor(() => expect(ended).toHaveLength(2));
     expect(sawSpan).toBe(true);
+    // The route template, never the raw path (a 404 has no route: metric series stay bounded).
     expect(ended.map((e) => [e.info.route, e.info.path, e.status])).toEqual([
       ['/items/:id', '/items/7', 202],
+      [undefined, '/no/such/path', 404],
     ]);
   });
 });

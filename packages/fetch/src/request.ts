@@ -1,7 +1,6 @@
 import {
   type BreakerPermit,
   backoffDelay,
-  currentDeadline,
   DEADLINE_HEADER,
   type EndpointState,
   ErrorCodes,
@@ -46,37 +45,45 @@ function isReplayable(body: unknown): boolean {
 }
 
 /** Adds the logical authority as `host` unless the caller set one (Envoy keeps `:authority`). */
-function withHost(
+/**
+ * The headers sent upstream: the caller's, plus `host` (the authority) unless set, plus the call's
+ * deadline as `x-meshlet-deadline-ms` when it has one (`deadline`, ms; undefined: none), with at
+ * most one copy of the caller's headers.
+ */
+function outboundHeaders(
   headers: Dispatcher.DispatchOptions['headers'],
   authority: string,
+  deadline: string | undefined,
 ): Dispatcher.DispatchOptions['headers'] {
-  if (headers == null) return { host: authority };
+  if (headers == null)
+    return deadline === undefined ? { host: authority } : { host: authority, [DEADLINE_HEADER]: deadline };
   if (Array.isArray(headers)) {
+    let hasHost = false;
     for (let i = 0; i < headers.length; i += 2) {
       const n = headers[i];
-      if (typeof n === 'string' && n.length === 4 && n.toLowerCase() === 'host') return headers;
+      if (typeof n === 'string' && n.length === 4 && n.toLowerCase() === 'host') {
+        hasHost = true;
+        break;
+      }
     }
-    return [...headers, 'host', authority] as Dispatcher.DispatchOptions['headers'];
+    if (hasHost && deadline === undefined) return headers;
+    const out = headers.slice() as string[];
+    if (!hasHost) out.push('host', authority);
+    if (deadline !== undefined) out.push(DEADLINE_HEADER, deadline);
+    return out as Dispatcher.DispatchOptions['headers'];
   }
+  let out: Record<string, string | string[]>;
   if (typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
-    const out: Record<string, string | string[]> = {};
+    out = {};
     for (const [k, v] of headers as Iterable<[string, string | string[]]>) out[k] = v;
-    if (!('host' in out) && !('Host' in out)) out.host = authority;
-    return out;
+  } else {
+    const h = headers as Record<string, unknown>;
+    if (deadline === undefined && (h.host !== undefined || h.Host !== undefined)) return headers;
+    out = { ...(headers as Record<string, string>) };
   }
-  const h = headers as Record<string, unknown>;
-  if (h.host !== undefined || h.Host !== undefined) return headers;
-  return { ...(headers as Record<string, string>), host: authority };
-}
-
-/** Appends a header to headers already normalised by `withHost` (array or plain object). */
-function withHeader(
-  headers: Dispatcher.DispatchOptions['headers'],
-  name: string,
-  value: string,
-): Dispatcher.DispatchOptions['headers'] {
-  if (Array.isArray(headers)) return [...headers, name, value] as Dispatcher.DispatchOptions['headers'];
-  return { ...(headers as Record<string, string>), [name]: value };
+  if (out.host === undefined && out.Host === undefined) out.host = authority;
+  if (deadline !== undefined) out[DEADLINE_HEADER] = deadline;
+  return out;
 }
 
 /**
@@ -105,6 +112,8 @@ export class MeshRequest {
   #attempt = -1;
   #current: Attempt | undefined;
   #lastEndpoint: EndpointState | undefined;
+  /** Every endpoint tried so far, from the second retry on (a retry avoids them all). */
+  #tried: EndpointState[] | undefined;
   #deadline: NodeJS.Timeout | undefined;
   #backoff: NodeJS.Timeout | undefined;
   /** Why the request was stopped by us or the caller (timeout, cancellation). */
@@ -132,16 +141,16 @@ export class MeshRequest {
     // A router (xDS routes) may override the service's timeout/retry policy and set the hash.
     this.#policy = route?.policy ?? rt.policy;
     this.#timeoutMs = effectiveTimeout(this.#policy.timeoutMs);
-    const headers = withHost(opts.headers, authority);
-    // Under an inbound deadline, tell the next hop how long it has (x-meshlet-deadline-ms).
+    // A call with a deadline tells the next hop how long it has (x-meshlet-deadline-ms), as
+    // grpc-timeout does for gRPC and x-envoy-expected-rq-timeout-ms for Envoy.
+    const headers = outboundHeaders(
+      opts.headers,
+      authority,
+      this.#timeoutMs > 0 ? String(this.#timeoutMs) : undefined,
+    );
     // Object.assign, not `{ ...opts }`: undici's Request reads an object built by spread several
     // µs slower per request (measured in test/bench/suites/fetch.ts, see docs/benchmarks.md).
-    this.#opts = Object.assign({}, opts, {
-      headers:
-        currentDeadline() === undefined
-          ? headers
-          : withHeader(headers, DEADLINE_HEADER, String(this.#timeoutMs)),
-    });
+    this.#opts = Object.assign({}, opts, { headers });
     this.#ctx = { attempt: 0, headers: undefined, hash: route?.hash ?? rt.requestHash(headers) };
     const hook = host.requestHook;
     this.#observer = hook === undefined ? undefined : startObserver(hook, rt, opts, authority);
@@ -224,7 +233,7 @@ export class MeshRequest {
       return;
     }
     this.#ctx.attempt = this.#attempt + 1;
-    const res = rt.pick(this.#ctx, this.#lastEndpoint);
+    const res = rt.pick(this.#ctx, this.#tried ?? this.#lastEndpoint);
     if (res.kind !== 'pick') {
       permit?.done('ignore');
       thresholds.leave(true);
@@ -364,13 +373,22 @@ export class MeshRequest {
     return this.#handler.onData ? this.#handler.onData(chunk) : true;
   }
 
+  /** Records the endpoint of a failed attempt before a retry (no array for a first retry). */
+  #triedEndpoint(ep: EndpointState): void {
+    const last = this.#lastEndpoint;
+    this.#lastEndpoint = ep;
+    if (last === undefined || last === ep) return;
+    if (this.#tried === undefined) this.#tried = [last, ep];
+    else if (!this.#tried.includes(ep)) this.#tried.push(ep);
+  }
+
   onAttemptComplete(att: Attempt, trailers: Buffer[] | string[] | null): void {
     const status = this.#lastStatus;
     const outcome: Outcome = status !== undefined && status >= 500 ? 'http_error' : 'success';
     this.#endAttempt(att, outcome, status, undefined, att.discardReason);
     if (att !== this.#current || this.#state === State.Done) return;
     if (att.discardReason !== undefined) {
-      this.#lastEndpoint = att.endpoint;
+      this.#triedEndpoint(att.endpoint);
       this.#scheduleRetry(att.retryDelayMs);
       return;
     }
@@ -397,7 +415,7 @@ export class MeshRequest {
     const reason = this.#mayRetry(c.condition, undefined);
     const delay = reason === undefined ? undefined : this.#admitRetry(reason, undefined);
     if (delay !== undefined) {
-      this.#lastEndpoint = att.endpoint;
+      this.#triedEndpoint(att.endpoint);
       this.#scheduleRetry(delay);
       return;
     }

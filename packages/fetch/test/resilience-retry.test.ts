@@ -1,3 +1,4 @@
+import { runWithDeadline } from '@meshlet/core';
 import type { RequestInit } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { refusedPort } from '../../../test/helpers/http.js';
@@ -50,6 +51,57 @@ describe('retries', () => {
       new Set(['connect-failure:true']),
     );
     expect(g.requests).toHaveLength(10);
+  });
+
+  it.each(['random', 'peak_ewma'])(
+    'a retry avoids every endpoint already tried, not only the last one (%s)',
+    async (lb) => {
+      // Two endpoints answer 503, one answers 200. With 2 retries, a request must reach the healthy
+      // one: its second retry may not go back to the endpoint of its first attempt (peak_ewma even
+      // prefers the fast-failing endpoints).
+      const busy = (_req: unknown, res: { statusCode: number; end: (b: string) => void }) => {
+        res.statusCode = 503;
+        res.end('busy');
+      };
+      const a = await rig.server(busy);
+      const b = await rig.server(busy);
+      const g = await rig.server((_req, res) => res.end('ok'));
+      const { fetch } = rig.mesh({
+        services: {
+          svc: {
+            endpoints: [a.address, b.address, g.address],
+            lb,
+            outlierDetection: false,
+            circuitBreaker: false,
+            retry: { attempts: 2, budget: { percent: 100, minPerSecond: 1000 } },
+          },
+        },
+      });
+      for (let i = 0; i < 60; i++) expect((await fetch('http://svc/x')).status).toBe(200);
+      expect(g.requests).toHaveLength(60);
+      // No request visited a busy endpoint twice: at most 2 of its 3 attempts went to busy ones.
+      expect(a.requests.length + b.requests.length).toBeLessThanOrEqual(120);
+    },
+  );
+
+  it('tells the next hop its deadline (x-meshlet-deadline-ms): the timeout, shortened by an inbound deadline', async () => {
+    const g = await rig.server((_req, res) => res.end('ok'));
+    const { fetch } = rig.mesh({
+      services: {
+        timed: { endpoints: [g.address], timeout: '2s' },
+        untimed: { endpoints: [g.address], timeout: 0 },
+      },
+    });
+    await (await fetch('http://timed/a')).text();
+    await (await fetch('http://untimed/b')).text();
+    await runWithDeadline(Date.now() + 500, async () => {
+      await (await fetch('http://timed/c')).text();
+    });
+    const sent = g.requests.map((r) => r.headers['x-meshlet-deadline-ms']);
+    expect(sent[0]).toBe('2000');
+    expect(sent[1]).toBeUndefined();
+    expect(Number(sent[2])).toBeGreaterThan(0);
+    expect(Number(sent[2])).toBeLessThanOrEqual(500);
   });
 
   it('retries a reset connection by default for idempotent requests', async () => {

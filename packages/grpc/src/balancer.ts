@@ -4,9 +4,11 @@ import {
   type EndpointState,
   type Outcome,
   type PickContext,
+  type Router,
   type ServiceRuntime,
 } from '@meshlet/core';
 import { CallTag } from './call-tag.js';
+import { CONFIG_SELECTOR_KEY } from './routing.js';
 
 type ChannelControlHelper = experimental.ChannelControlHelper;
 type GrpcEndpoint = experimental.Endpoint;
@@ -21,6 +23,8 @@ type TypedLoadBalancingConfig = experimental.TypedLoadBalancingConfig;
 export const LB_POLICY_NAME = 'meshlet';
 /** Resolver attribute carrying the `ServiceRuntime` from the `mesh:` resolver to the balancer. */
 export const RUNTIME_ATTRIBUTE = 'meshlet.runtime';
+/** Resolver attribute carrying the `Router` of a routed target (an xDS listener) to the balancer. */
+export const ROUTER_ATTRIBUTE = 'meshlet.router';
 
 const SLOT = allocateEndpointSlot();
 /**
@@ -62,6 +66,8 @@ export function outcomeOf(code: number): Outcome {
 /** One subchannel of one balancer for one endpoint. */
 class Entry {
   readonly lb: MeshLoadBalancer;
+  /** The service the endpoint belongs to. */
+  readonly rt: ServiceRuntime;
   readonly st: EndpointState;
   readonly subchannel: SubchannelInterface;
   state: connectivityState = IDLE;
@@ -71,11 +77,39 @@ class Entry {
   everReady = false;
   /** `Date.now()` when the subchannel was created (first-connect grace). */
   readonly createdAt = Date.now();
-  constructor(lb: MeshLoadBalancer, st: EndpointState, subchannel: SubchannelInterface) {
+  /** The pick result of calls owned by a `MeshCall` (shared: their accounting rides on the CallTag). */
+  readonly result: PickResult;
+  constructor(lb: MeshLoadBalancer, rt: ServiceRuntime, st: EndpointState, subchannel: SubchannelInterface) {
     this.lb = lb;
+    this.rt = rt;
     this.st = st;
     this.subchannel = subchannel;
+    this.result = Object.freeze({
+      pickResultType: PICK_COMPLETE,
+      subchannel,
+      status: null,
+      onCallStarted: null,
+      onCallEnded: null,
+    });
   }
+}
+
+/**
+ * A pick for a call owned by a `MeshCall`: records the attempt's start on the call's tag (the call
+ * records its end) and returns the entry's shared result. A second pick of the same attempt (grpc-js
+ * re-picks when the subchannel stopped being READY before the call started) undoes the first.
+ */
+function managedPick(tag: CallTag, rt: ServiceRuntime, entry: Entry): PickResult {
+  const prev = tag.pending;
+  if (prev !== undefined) {
+    prev.active--;
+    prev.attempts--;
+  }
+  const ep = entry.st;
+  tag.pending = ep;
+  tag.endpoint = ep;
+  tag.startedAt = rt.startAttempt(ep);
+  return entry.result;
 }
 
 /**
@@ -177,26 +211,44 @@ const QUEUE_RESULT: PickResult = Object.freeze({
   onCallEnded: null,
 });
 
+/** What a picker knows of one service's subchannels as of its publication. */
+interface ServiceView {
+  /** READY entries of the service (used when the service's own choice has no connection yet). */
+  readonly ready: readonly Entry[];
+  /** No subchannel of the service is READY, CONNECTING or IDLE. */
+  readonly allFailed: boolean;
+  /** The service's first connections are still being made (calls wait, see `#publish`). */
+  readonly warming: boolean;
+}
+
 /**
  * The grpc-js picker: asks meshlet's service picker (`runtime.pick`) for every call, so the
  * service's balancer (`peak_ewma`, `ring_hash`, `least_request`, …), health, outlier ejection and
  * panic threshold decide where each call goes. When the chosen endpoint has no READY subchannel,
  * it is asked to connect and the pick is retried; then any READY subchannel is used; with none
  * READY the call queues (or fails with UNAVAILABLE when every subchannel is in TRANSIENT_FAILURE).
+ *
+ * On a routed channel (an xDS listener) the service is the call's route target (on its `CallTag`);
+ * a service seen for the first time gets its subchannels then, and its calls wait for them.
  */
 class MeshPicker implements GrpcPicker {
   readonly #lb: MeshLoadBalancer;
-  readonly #rt: ServiceRuntime;
-  readonly #ready: readonly Entry[];
-  readonly #allFailed: boolean;
+  /** The channel's service (undefined on a routed channel). */
+  readonly #rt: ServiceRuntime | undefined;
+  readonly #view: ServiceView | undefined;
+  readonly #views: ReadonlyMap<ServiceRuntime, ServiceView>;
   readonly #ctx: PickContext = { attempt: 0, headers: undefined, hash: undefined };
   #rr = 0;
 
-  constructor(lb: MeshLoadBalancer, rt: ServiceRuntime, ready: readonly Entry[], allFailed: boolean) {
+  constructor(
+    lb: MeshLoadBalancer,
+    rt: ServiceRuntime | undefined,
+    views: ReadonlyMap<ServiceRuntime, ServiceView>,
+  ) {
     this.#lb = lb;
     this.#rt = rt;
-    this.#ready = ready;
-    this.#allFailed = allFailed;
+    this.#views = views;
+    this.#view = rt === undefined ? undefined : views.get(rt);
   }
 
   pick(args: PickArgs): PickResult {
@@ -204,19 +256,35 @@ class MeshPicker implements GrpcPicker {
     const md = args.metadata;
     const opts = md.getOptions();
     const tag = opts instanceof CallTag ? opts : undefined;
+    const target = tag?.target;
+    let rt = this.#rt;
+    let view = this.#view;
+    if (target !== undefined && target.runtime !== rt) {
+      rt = target.runtime;
+      view = this.#views.get(rt);
+      if (view === undefined) {
+        if (rt.closed) return failResult(`service "${rt.name}" was removed`);
+        // A service this channel has not connected to yet: connect, and wait for it.
+        lb.track(rt);
+        return QUEUE_RESULT;
+      }
+    }
+    if (rt === undefined || view === undefined) return failResult('the call was not routed');
+    if (view.warming) return QUEUE_RESULT;
     const ctx = this.#ctx;
     ctx.attempt = tag ? tag.attempt : 0;
     lb.headers.metadata = md;
     ctx.headers = lb.headers.view;
-    const rt = this.#rt;
-    // Hash policies (ring_hash, maglev) hash on metadata through the headers view; others skip it.
-    ctx.hash = rt.requestHash(lb.headers.view);
+    // Hash policies (ring_hash, maglev) hash on the route's hash policy, or on metadata through
+    // the headers view; others skip it.
+    ctx.hash = target?.hash ?? rt.requestHash(lb.headers.view);
     let res = rt.pick(ctx, tag?.endpoint);
     for (let i = 0; i < 3 && res.kind === 'pick'; i++) {
       const entry = lb.entryOf(res.endpoint);
       if (entry !== undefined) {
         if (entry.state === READY) {
           lb.headers.metadata = undefined;
+          if (tag?.managed === true) return managedPick(tag, rt, entry);
           return new MeshPick(rt, res.endpoint, entry.subchannel, tag);
         }
         if (entry.state === IDLE) entry.subchannel.startConnecting();
@@ -239,12 +307,13 @@ class MeshPicker implements GrpcPicker {
     if (res.kind === 'queue') return QUEUE_RESULT;
     if (res.kind === 'fail') return failResult(res.error.message);
     // The service's choice has no connection yet: use a READY one meanwhile.
-    const ready = this.#ready;
+    const ready = view.ready;
     if (ready.length > 0) {
       const e = ready[this.#rr++ % ready.length] as Entry;
+      if (tag?.managed === true) return managedPick(tag, rt, e);
       return new MeshPick(rt, e.st, e.subchannel, tag);
     }
-    if (this.#allFailed)
+    if (view.allFailed)
       return failResult(`no connection to any endpoint of service "${rt.name}" could be made`);
     return QUEUE_RESULT;
   }
@@ -279,21 +348,34 @@ export class MeshLbConfig implements TypedLoadBalancingConfig {
   }
 }
 
+interface Tracked {
+  /** True until the service's first set of subchannels has connected (see `#publish`). */
+  warmup: boolean;
+  /** Stops following the service's endpoint updates (routed services only). */
+  readonly stop: (() => void) | undefined;
+}
+
 /**
  * meshlet's grpc-js load-balancing policy. It keeps one subchannel per endpoint of the service
  * (connecting eagerly, reconnecting after IDLE), feeds subchannel connectivity into endpoint
  * health (TRANSIENT_FAILURE marks the endpoint unhealthy, READY restores it) and publishes a
  * `MeshPicker` that balances every call with the service's own picker.
+ *
+ * On a routed channel (`mesh:///NAME` where NAME is an xDS listener) there is no single service:
+ * the balancer follows every service the channel's calls were routed to (the first call to a
+ * service creates its subchannels) and keeps one subchannel per endpoint of each.
  */
 export class MeshLoadBalancer implements GrpcLoadBalancer {
   readonly #helper: ChannelControlHelper;
+  /** The channel's service (non-routed channels). */
   #rt: ServiceRuntime | undefined;
+  /** The channel's router (routed channels). */
+  #router: Router | undefined;
+  readonly #tracked = new Map<ServiceRuntime, Tracked>();
   readonly #entries = new Map<EndpointState, Entry>();
   #options: ChannelOptions = {};
   #destroyed = false;
   #scheduled = false;
-  /** True until the first set of subchannels has connected (see `#publish`). */
-  #warmup = true;
   readonly headers = new MetadataHeaders();
   readonly #onState = (sub: SubchannelInterface, _prev: connectivityState, next: connectivityState) =>
     this.#subchannelState(sub, next);
@@ -334,18 +416,74 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       }
       return true;
     }
-    const rt = (options as Record<string, unknown>)[RUNTIME_ATTRIBUTE] as ServiceRuntime | undefined;
-    if (rt === undefined) {
+    const attrs = options as Record<string, unknown>;
+    const rt = attrs[RUNTIME_ATTRIBUTE] as ServiceRuntime | undefined;
+    const router = attrs[ROUTER_ATTRIBUTE] as Router | undefined;
+    if (rt === undefined && router === undefined) {
       const msg = 'the meshlet load-balancing policy needs a mesh: target (mesh:///service)';
       this.#helper.updateState(TRANSIENT_FAILURE, new FailPicker(msg), msg);
       return false;
     }
-    const { [RUNTIME_ATTRIBUTE]: _drop, ...subchannelOptions } = options as Record<string, unknown>;
+    const {
+      [RUNTIME_ATTRIBUTE]: _rt,
+      [ROUTER_ATTRIBUTE]: _router,
+      [CONFIG_SELECTOR_KEY]: _selector,
+      ...subchannelOptions
+    } = attrs;
     this.#options = subchannelOptions as ChannelOptions;
-    this.#rt = rt;
-    this.#reconcile(rt);
+    if (rt !== undefined) {
+      if (this.#rt !== rt) this.#untrackAll();
+      this.#rt = rt;
+      this.#router = undefined;
+      if (!this.#tracked.has(rt)) this.#tracked.set(rt, { warmup: true, stop: undefined });
+      this.#reconcile(rt);
+    } else {
+      if (this.#rt !== undefined) this.#untrackAll();
+      this.#rt = undefined;
+      this.#router = router;
+    }
     this.#publish();
     return true;
+  }
+
+  /** Follows `rt` (a service a routed call was sent to): creates its subchannels, tracks its updates. */
+  track(rt: ServiceRuntime): void {
+    if (this.#destroyed || rt.closed || this.#tracked.has(rt)) return;
+    const name = rt.name;
+    const offEndpoints = rt.events.on('endpoints', (e) => {
+      if (e.service === name && this.#tracked.has(rt)) {
+        this.#reconcile(rt);
+        this.#schedulePublish();
+      }
+    });
+    // A service that goes away (its cluster was removed) gives up its subchannels.
+    const offRemoved = rt.events.on('endpointRemoved', (e) => {
+      if (e.service === name && rt.closed) this.#untrack(rt);
+    });
+    const stop = () => {
+      offEndpoints();
+      offRemoved();
+    };
+    this.#tracked.set(rt, { warmup: true, stop });
+    this.#reconcile(rt);
+    this.#schedulePublish();
+  }
+
+  #untrack(rt: ServiceRuntime): void {
+    const t = this.#tracked.get(rt);
+    if (t === undefined) return;
+    t.stop?.();
+    this.#tracked.delete(rt);
+    for (const e of [...this.#entries.values()]) if (e.rt === rt) this.#drop(e);
+    this.#schedulePublish();
+  }
+
+  #untrackAll(): void {
+    for (const [rt, t] of this.#tracked) {
+      t.stop?.();
+      for (const e of [...this.#entries.values()]) if (e.rt === rt) this.#drop(e);
+    }
+    this.#tracked.clear();
   }
 
   #reconcile(rt: ServiceRuntime): void {
@@ -358,7 +496,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
         { host: st.endpoint.address, port: st.endpoint.port },
         this.#options,
       );
-      const entry = new Entry(this, st, sub);
+      const entry = new Entry(this, rt, st, sub);
       this.#entries.set(st, entry);
       if (st.slots[SLOT] === undefined || (st.slots[SLOT] as Entry).lb.#destroyed) st.slots[SLOT] = entry;
       sub.ref();
@@ -374,7 +512,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       t.unref();
     }
     for (const [st, entry] of this.#entries) {
-      if (!seen.has(st)) this.#drop(entry);
+      if (entry.rt === rt && !seen.has(st)) this.#drop(entry);
     }
   }
 
@@ -398,9 +536,9 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     if (!entry) return;
     entry.state = next;
     if (next === READY) entry.everReady = true;
-    const rt = this.#rt;
+    const rt = entry.rt;
     if (next === TRANSIENT_FAILURE) {
-      if (rt && entry.st.activeHealth !== 'unhealthy') {
+      if (entry.st.activeHealth !== 'unhealthy') {
         entry.st.activeHealth = 'unhealthy';
         entry.marked = true;
         rt.rebuild();
@@ -414,7 +552,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
         }
       }
     } else if (next === READY) {
-      if (rt && entry.marked) {
+      if (entry.marked) {
         entry.marked = false;
         if (entry.st.activeHealth === 'unhealthy') entry.st.activeHealth = 'healthy';
         rt.rebuild();
@@ -443,27 +581,43 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     });
   }
 
+  /**
+   * Publishes a picker with a view of each service's subchannels. A service's first connections
+   * hold its calls until every endpoint connected (or failed, or the grace period ended), so the
+   * first burst is balanced over all of them rather than sent to whichever connected first.
+   * Endpoints added later never hold calls back.
+   */
   #publish(): void {
-    const rt = this.#rt;
-    if (!rt) return;
-    const ready: Entry[] = [];
-    let connecting = 0;
-    let warming = 0;
+    const views = new Map<ServiceRuntime, ServiceView>();
+    const acc = new Map<ServiceRuntime, { ready: Entry[]; connecting: number; warming: number }>();
+    for (const rt of this.#tracked.keys()) acc.set(rt, { ready: [], connecting: 0, warming: 0 });
     for (const e of this.#entries.values()) {
-      if (e.state === READY) ready.push(e);
+      const a = acc.get(e.rt);
+      if (a === undefined) continue;
+      if (e.state === READY) a.ready.push(e);
       else if (e.state === CONNECTING || e.state === IDLE) {
-        connecting++;
-        if (!e.everReady && this.inFirstConnectGrace(e)) warming++;
+        a.connecting++;
+        if (!e.everReady && this.inFirstConnectGrace(e)) a.warming++;
       }
     }
-    // The channel's first connections: hold calls until every endpoint connected (or failed, or
-    // the grace period ended), so the first burst is balanced over all of them rather than sent
-    // to whichever connected first. Endpoints added later never hold the channel back.
-    if (this.#warmup && warming > 0) {
+    for (const [rt, a] of acc) {
+      const t = this.#tracked.get(rt) as Tracked;
+      const warming = t.warmup && a.warming > 0;
+      if (!warming) t.warmup = false;
+      views.set(rt, { ready: a.ready, allFailed: a.ready.length === 0 && a.connecting === 0, warming });
+    }
+    const rt = this.#rt;
+    if (rt === undefined) {
+      // A routed channel is READY to route; each service's calls wait for its own connections.
+      if (this.#router !== undefined)
+        this.#helper.updateState(READY, new MeshPicker(this, undefined, views), null);
+      return;
+    }
+    const view = views.get(rt) as ServiceView;
+    if (view.warming) {
       this.#helper.updateState(CONNECTING, new QueuePicker(), null);
       return;
     }
-    this.#warmup = false;
     if (this.#entries.size === 0) {
       if (rt.discovery.hasData || rt.discovery.errors > 0) {
         const msg = `service "${rt.name}" has no endpoints${rt.discovery.lastError ? ` (discovery: ${rt.discovery.lastError})` : ''}`;
@@ -473,12 +627,11 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       }
       return;
     }
-    const allFailed = ready.length === 0 && connecting === 0;
-    const state = ready.length > 0 ? READY : allFailed ? TRANSIENT_FAILURE : CONNECTING;
+    const state = view.ready.length > 0 ? READY : view.allFailed ? TRANSIENT_FAILURE : CONNECTING;
     this.#helper.updateState(
       state,
-      new MeshPicker(this, rt, ready, allFailed),
-      allFailed ? `no connection to any endpoint of service "${rt.name}"` : null,
+      new MeshPicker(this, rt, views),
+      view.allFailed ? `no connection to any endpoint of service "${rt.name}"` : null,
     );
   }
 
@@ -493,8 +646,11 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
+    for (const t of this.#tracked.values()) t.stop?.();
+    this.#tracked.clear();
     for (const e of [...this.#entries.values()]) this.#drop(e);
     this.#rt = undefined;
+    this.#router = undefined;
   }
 
   /** For tests and the admin page: the connectivity state of each endpoint's subchannel. */

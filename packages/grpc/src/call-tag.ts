@@ -1,5 +1,5 @@
 import type { MetadataOptions } from '@grpc/grpc-js';
-import type { EndpointState } from '@meshlet/core';
+import type { EndpointState, RouteTarget } from '@meshlet/core';
 
 /**
  * Per-call state shared between meshlet's client interceptor and its grpc-js picker. It rides on
@@ -16,6 +16,18 @@ export class CallTag implements MetadataOptions {
   attempt = 0;
   /** The endpoint the latest attempt was sent to (set by the picker when the attempt starts). */
   endpoint: EndpointState | undefined = undefined;
+  /**
+   * True when a `MeshCall` (a mesh client's call) owns this call: the picker then records the
+   * attempt's start in `pending`/`startedAt` and the call ends it when the attempt's status arrives,
+   * so that a pick allocates nothing.
+   */
+  managed = false;
+  /** The endpoint of the attempt in flight whose end is not recorded yet (managed calls). */
+  pending: EndpointState | undefined = undefined;
+  /** `ServiceRuntime.startAttempt()`'s start time of `pending`. */
+  startedAt = 0;
+  /** Where a router (an xDS listener) sent this call: the picker balances over its service. */
+  target: RouteTarget | undefined = undefined;
 
   constructor(base: MetadataOptions) {
     if (base.idempotentRequest !== undefined) this.idempotentRequest = base.idempotentRequest;

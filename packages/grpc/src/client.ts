@@ -7,10 +7,12 @@ import {
   type ClientOptions,
   credentials,
   type Interceptor,
+  type ServiceDefinition,
 } from '@grpc/grpc-js';
 import type { Mesh, ServiceRuntime } from '@meshlet/core';
-import { type CallHook, type MeshInterceptorOptions, meshInterceptor } from './interceptors.js';
-import { parseMeshTarget, resolveTarget } from './resolver.js';
+import type { CallHook, MeshInterceptorOptions } from './interceptors.js';
+import { type GrpcCall, MeshClientPolicy, unaryMarker } from './mesh-call.js';
+import { parseMeshTarget, resolveRoutedTarget } from './resolver.js';
 
 /**
  * Client keepalive defaults for mesh channels. A ping every 5 minutes when calls are in flight,
@@ -106,10 +108,12 @@ export function defaultChannelCredentials(mesh: Mesh, service: ServiceRuntime): 
 class SharedChannel implements ChannelInterface {
   readonly #pooled: Pooled;
   readonly #pool: MeshPool;
+  readonly #policy: MeshClientPolicy | undefined;
   #closed = false;
-  constructor(pool: MeshPool, pooled: Pooled) {
+  constructor(pool: MeshPool, pooled: Pooled, policy: MeshClientPolicy | undefined) {
     this.#pool = pool;
     this.#pooled = pooled;
+    this.#policy = policy;
   }
   close(): void {
     if (this.#closed) return;
@@ -132,8 +136,17 @@ class SharedChannel implements ChannelInterface {
   getChannelzRef(): ReturnType<Channel['getChannelzRef']> {
     return this.#pooled.channel.getChannelzRef();
   }
-  createCall(...args: Parameters<Channel['createCall']>): ReturnType<Channel['createCall']> {
-    return this.#pooled.channel.createCall(...args);
+  createCall(
+    method: string,
+    deadline: Parameters<Channel['createCall']>[1],
+    host: Parameters<Channel['createCall']>[2],
+    parent: Parameters<Channel['createCall']>[3],
+    flags: Parameters<Channel['createCall']>[4],
+  ): GrpcCall {
+    const channel = this.#pooled.channel;
+    const policy = this.#policy;
+    if (policy === undefined) return channel.createCall(method, deadline, host, parent, flags);
+    return policy.createCall(channel, method, deadline, host, parent, flags);
   }
 }
 
@@ -146,6 +159,7 @@ export function meshChannel(
   target: string,
   creds: ChannelCredentials,
   options: ChannelOptions = {},
+  policy?: MeshClientPolicy,
 ): ChannelInterface {
   const pool = poolOf(mesh);
   const merged: ChannelOptions = { ...CLIENT_KEEPALIVE_DEFAULTS, ...options };
@@ -156,7 +170,7 @@ export function meshChannel(
     pool.channels.set(key, pooled);
   }
   pooled.refs++;
-  return new SharedChannel(pool, pooled);
+  return new SharedChannel(pool, pooled, policy);
 }
 
 /** Closes every pooled channel of `mesh` (called when the mesh closes). */
@@ -173,26 +187,52 @@ export function pooledChannelCount(mesh: Mesh): number {
 }
 
 /**
- * grpc-js `ClientOptions` for a `mesh:` target: the shared channel of the target and meshlet's
- * interceptor (deadline propagation, retries within the retry budget, telemetry).
+ * grpc-js `ClientOptions` for a `mesh:` target: the shared channel of the target, through which
+ * every call of the client runs as a `MeshCall` (deadline propagation, breaker, retries within the
+ * retry budget, telemetry; see mesh-call.ts), plus the caller's own interceptors. meshlet adds no
+ * interceptor layer of its own: only a marker telling the channel which calls are unary.
  *
  * ```ts
  * const client = new ReviewsClient('mesh:///reviews', credentials.createInsecure(), meshClientOptions('mesh:///reviews'));
  * ```
  */
 export function meshClientOptions(target: string, options: MeshClientOptions = {}): ClientOptions {
-  const { mesh, runtime } = resolveTarget(parseMeshTarget(target));
-  const creds = options.credentials ?? defaultChannelCredentials(mesh, runtime);
+  return clientOptions(target, options, undefined);
+}
+
+function clientOptions(
+  target: string,
+  options: MeshClientOptions,
+  unaryPaths: ReadonlySet<string> | undefined,
+): ClientOptions {
+  const { mesh, runtime, router } = resolveRoutedTarget(parseMeshTarget(target));
+  // A routed target (an xDS listener) has no single service to take default credentials from.
+  const creds =
+    options.credentials ?? (runtime === undefined ? insecure : defaultChannelCredentials(mesh, runtime));
+  const policy = new MeshClientPolicy(
+    runtime ?? (router as NonNullable<typeof router>),
+    { ...options, callHook: options.callHook ?? pools.get(mesh)?.callHook?.() },
+    unaryPaths,
+  );
+  const interceptors = [...(options.interceptors ?? [])];
+  // Without the client's method table, the innermost interceptor tells the channel which calls are unary.
+  if (policy.mayRetry && unaryPaths === undefined) interceptors.push(unaryMarker);
   return {
-    channelOverride: meshChannel(mesh, target, creds, options.channelOptions) as Channel,
-    interceptors: [
-      ...(options.interceptors ?? []),
-      meshInterceptor(runtime, {
-        ...options,
-        callHook: options.callHook ?? pools.get(mesh)?.callHook?.(),
-      }),
-    ],
+    channelOverride: meshChannel(mesh, target, creds, options.channelOptions, policy) as Channel,
+    interceptors,
   };
+}
+
+/** The paths of the unary methods of a generated/`makeClientConstructor` client class, if it says. */
+function unaryPathsOf(ctor: unknown): ReadonlySet<string> | undefined {
+  const service = (ctor as { service?: ServiceDefinition }).service;
+  if (service === undefined || service === null || typeof service !== 'object') return undefined;
+  const paths = new Set<string>();
+  for (const name of Object.keys(service)) {
+    const def = service[name];
+    if (def !== undefined && !def.requestStream && !def.responseStream) paths.add(def.path);
+  }
+  return paths;
 }
 
 type ClientConstructor<T extends Client> = new (
@@ -207,6 +247,6 @@ export function createMeshClient<T extends Client>(
   target: string,
   options: MeshClientOptions = {},
 ): T {
-  const opts = meshClientOptions(target, options);
+  const opts = clientOptions(target, options, unaryPathsOf(ctor));
   return new ctor(target, options.credentials ?? insecure, opts);
 }

@@ -3,6 +3,7 @@ export {
   LB_POLICY_NAME,
   MeshLoadBalancer,
   outcomeOf,
+  ROUTER_ATTRIBUTE,
   RUNTIME_ATTRIBUTE,
   registerMeshBalancer,
 } from './balancer.js';
@@ -55,7 +56,9 @@ export {
   findMesh,
   MESH_SCHEME,
   parseMeshTarget,
+  type ResolvedTarget,
   registerMeshResolver,
+  resolveRoutedTarget,
   resolveTarget,
   splitTarget,
 } from './resolver.js';

@@ -1,6 +1,7 @@
 import { experimental, Metadata, type ServiceConfig, status } from '@grpc/grpc-js';
-import { ErrorCodes, type Mesh, MeshError, type ServiceRuntime } from '@meshlet/core';
-import { LB_POLICY_NAME, RUNTIME_ATTRIBUTE, registerMeshBalancer } from './balancer.js';
+import { ErrorCodes, type Mesh, MeshError, type Router, type ServiceRuntime } from '@meshlet/core';
+import { LB_POLICY_NAME, ROUTER_ATTRIBUTE, RUNTIME_ATTRIBUTE, registerMeshBalancer } from './balancer.js';
+import { CONFIG_SELECTOR_KEY, RoutingConfigSelector } from './routing.js';
 
 type GrpcUri = experimental.GrpcUri;
 type ResolverListener = experimental.ResolverListener;
@@ -51,9 +52,12 @@ export function splitTarget(path: string): { host: string; port: number | undefi
   return { host: hp.host, port: hp.port };
 }
 
-/** Resolves a `mesh:` target to the service runtime, or throws a MeshError. */
-export function resolveTarget(target: GrpcUri | string): { mesh: Mesh; runtime: ServiceRuntime } {
-  const uri = typeof target === 'string' ? parseMeshTarget(target) : target;
+/** What a `mesh:` target resolves to: a service, or a router (an xDS listener) in front of services. */
+export type ResolvedTarget =
+  | { readonly mesh: Mesh; readonly runtime: ServiceRuntime; readonly router?: undefined }
+  | { readonly mesh: Mesh; readonly runtime?: undefined; readonly router: Router };
+
+function findTargetMesh(uri: GrpcUri): Mesh {
   const mesh = findMesh(uri.authority ?? '');
   if (!mesh) {
     throw new MeshError(
@@ -63,14 +67,38 @@ export function resolveTarget(target: GrpcUri | string): { mesh: Mesh; runtime: 
         : `no open meshlet Mesh for target mesh:///${uri.path} (create one with createMesh() first)`,
     );
   }
+  return mesh;
+}
+
+/**
+ * Resolves a `mesh:` target the way mesh fetch resolves an authority: a router first (with xDS,
+ * `mesh:///NAME` is the listener `NAME`, routed per call), else the service; throws a MeshError.
+ */
+export function resolveRoutedTarget(target: GrpcUri | string): ResolvedTarget {
+  const uri = typeof target === 'string' ? parseMeshTarget(target) : target;
+  const mesh = findTargetMesh(uri);
   const { host, port } = splitTarget(uri.path);
+  const router = mesh.router(host, port);
+  if (router) return { mesh, router };
+  return { mesh, runtime: resolveRuntime(mesh, uri.path, host, port) };
+}
+
+function resolveRuntime(mesh: Mesh, path: string, host: string, port: number | undefined): ServiceRuntime {
   const runtime = mesh.resolve(host, port);
   if (!runtime) {
-    throw new MeshError(ErrorCodes.UNKNOWN_SERVICE, `"${uri.path}" is not a service the mesh knows`, {
+    throw new MeshError(ErrorCodes.UNKNOWN_SERVICE, `"${path}" is not a service the mesh knows`, {
       service: host,
     });
   }
-  return { mesh, runtime };
+  return runtime;
+}
+
+/** Resolves a `mesh:` target to the service runtime (not through routers), or throws a MeshError. */
+export function resolveTarget(target: GrpcUri | string): { mesh: Mesh; runtime: ServiceRuntime } {
+  const uri = typeof target === 'string' ? parseMeshTarget(target) : target;
+  const mesh = findTargetMesh(uri);
+  const { host, port } = splitTarget(uri.path);
+  return { mesh, runtime: resolveRuntime(mesh, uri.path, host, port) };
 }
 
 /** Parses `mesh://[name]/service[:port]`. */
@@ -95,6 +123,10 @@ class MeshResolver implements experimental.Resolver {
   readonly #target: GrpcUri;
   readonly #listener: ResolverListener;
   #runtime: ServiceRuntime | undefined;
+  #router: Router | undefined;
+  #selector: RoutingConfigSelector | undefined;
+  /** Whether the router's route table is known (its `whenReady()` resolved). */
+  #ready = false;
   #unsubscribe: (() => void) | undefined;
   #pending = false;
   #destroyed = false;
@@ -115,10 +147,9 @@ class MeshResolver implements experimental.Resolver {
   }
 
   #resolve(): void {
-    let runtime: ServiceRuntime;
-    let mesh: Mesh;
+    let resolved: ResolvedTarget;
     try {
-      ({ mesh, runtime } = resolveTarget(this.#target));
+      resolved = resolveRoutedTarget(this.#target);
     } catch (err) {
       this.#listener(
         {
@@ -131,6 +162,11 @@ class MeshResolver implements experimental.Resolver {
       );
       return;
     }
+    if (resolved.router !== undefined) {
+      this.#routed(resolved.router);
+      return;
+    }
+    const { mesh, runtime } = resolved;
     if (this.#runtime !== runtime) {
       this.#unsubscribe?.();
       this.#runtime = runtime;
@@ -164,7 +200,40 @@ class MeshResolver implements experimental.Resolver {
     );
   }
 
+  /**
+   * A routed target (an xDS listener): no endpoints of its own; the `meshlet` balancer connects to
+   * the endpoints of every service the calls are routed to, and a config selector routes the calls
+   * of plain clients (mesh clients route in `MeshCall`). Reported once the route table is known.
+   */
+  #routed(router: Router): void {
+    if (this.#router !== router) {
+      this.#unsubscribe?.();
+      this.#unsubscribe = undefined;
+      this.#runtime = undefined;
+      this.#router = router;
+      this.#selector?.unref();
+      this.#selector = new RoutingConfigSelector(router);
+      this.#ready = false;
+      router.whenReady().then(() => {
+        if (this.#router !== router) return;
+        this.#ready = true;
+        this.updateResolution();
+      });
+      return;
+    }
+    if (!this.#ready) return;
+    this.#listener(
+      { ok: true, value: [] },
+      { [ROUTER_ATTRIBUTE]: router, [CONFIG_SELECTOR_KEY]: this.#selector },
+      { ok: true, value: SERVICE_CONFIG },
+      '',
+    );
+  }
+
   destroy(): void {
+    this.#selector?.unref();
+    this.#selector = undefined;
+    this.#router = undefined;
     this.#destroyed = true;
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;

@@ -12,12 +12,15 @@ import {
   ErrorCodes,
   type InboundAuthorizer,
   type InboundHeaders,
+  type InboundOptions,
   type InboundSpan,
   type InboundTelemetry,
   type Mesh,
   runWithDeadline,
   startDraining,
 } from '@meshlet/core';
+import { inboundTelemetry } from '@meshlet/telemetry';
+import { getMeshTls } from '@meshlet/tls';
 import { spiffeIdOfCertificate } from './credentials.js';
 import { MeshHealth } from './health.js';
 
@@ -136,9 +139,11 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
   };
 }
 
-export interface MeshServerOptions extends MeshServerInterceptorOptions {
-  /** The mesh whose readiness and drain the Health service follows. */
-  readonly mesh?: Mesh | undefined;
+/**
+ * `mesh` (the Health service follows its readiness and drain), `authorizer` and `telemetry` (the
+ * mesh's by default) as every inbound adapter takes them (see `InboundOptions`).
+ */
+export interface MeshServerOptions extends Pick<InboundOptions, 'mesh' | 'authorizer' | 'telemetry'> {
   /** Add the `grpc.health.v1.Health` service (default true). */
   readonly health?: boolean;
   /**
@@ -162,6 +167,24 @@ export interface MeshServer {
   drain(options?: DrainOptions): Promise<void>;
 }
 
+/**
+ * The interceptor options of `createMeshServer`: the mesh's own authorizer and telemetry unless
+ * given or disabled, as the Express middleware and the Fastify plugin do (the mesh's authorizer
+ * is looked up when the server is created: createMesh has installed `@meshlet/tls` by then).
+ */
+function serverInterceptorOptions(options: MeshServerOptions): MeshServerInterceptorOptions {
+  const mesh = options.mesh;
+  const telemetry =
+    options.telemetry === false
+      ? undefined
+      : (options.telemetry ?? (mesh ? inboundTelemetry(mesh) : undefined));
+  const authorizer =
+    options.authorizer === false
+      ? undefined
+      : (options.authorizer ?? (mesh ? getMeshTls(mesh)?.authorizer : undefined));
+  return { authorizer, telemetry };
+}
+
 /** Creates a grpc-js server wired to the mesh. Add services, then `bindAsync` as usual. */
 export function createMeshServer(options: MeshServerOptions = {}): MeshServer {
   const server = new Server({
@@ -173,7 +196,7 @@ export function createMeshServer(options: MeshServerOptions = {}): MeshServer {
         }
       : {}),
     ...options.serverOptions,
-    interceptors: [meshServerInterceptor(options), ...(options.interceptors ?? [])],
+    interceptors: [meshServerInterceptor(serverInterceptorOptions(options)), ...(options.interceptors ?? [])],
   });
   const health = options.health === false ? undefined : new MeshHealth(options.mesh);
   health?.addToServer(server);

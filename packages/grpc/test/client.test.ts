@@ -1,8 +1,26 @@
-import { credentials, type Metadata, status } from '@grpc/grpc-js';
+import {
+  type ClientReadableStream,
+  credentials,
+  Metadata,
+  makeGenericClientConstructor,
+  Server,
+  ServerCredentials,
+  type ServerWritableStream,
+  type ServiceError,
+  status,
+} from '@grpc/grpc-js';
 import { type Mesh, runWithDeadline } from '@meshlet/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createMeshClient, meshClientOptions, pooledChannelCount } from '../src/index.js';
-import { EchoClient, echo, meshFor, startEchoServer, stopServer, type TestServer } from './helpers.js';
+import { createMeshClient, meshClientOptions, meshInterceptor, pooledChannelCount } from '../src/index.js';
+import {
+  EchoClient,
+  type EchoClientType,
+  echo,
+  meshFor,
+  startEchoServer,
+  stopServer,
+  type TestServer,
+} from './helpers.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -253,6 +271,24 @@ describe('interceptor: retries and deadlines', () => {
     });
   });
 
+  it('enforces the service timeout in the client (no timer per call); explicit deadlines travel', async () => {
+    const list = await servers(1);
+    await mesh({ echo: { endpoints: eps(list), timeout: '200ms' } });
+    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(() => client.close());
+    // Only the service timeout: ended by the client's sweeper, not sent as grpc-timeout.
+    expect((await echo(client, { text: 'x' })).deadline).toBeUndefined();
+    await expect(echo(client, { text: 'slow', delayMs: 3_000 })).rejects.toMatchObject({
+      code: status.DEADLINE_EXCEEDED,
+      details: expect.stringContaining('service timeout'),
+    });
+    // A caller's deadline (or the inbound request's) is sent.
+    const withDeadline = await echo(client, { text: 'x' }, { deadline: Date.now() + 5_000 });
+    expect(withDeadline.deadline).toBeGreaterThan(Date.now());
+    // The call keeps working afterwards.
+    expect((await echo(client, { text: 'x' })).server).toBe('s0');
+  });
+
   it('opens the service breaker on failing calls and then fails fast without sending', async () => {
     const list = await servers(1);
     (list[0] as TestServer).failWith = status.INTERNAL;
@@ -295,5 +331,133 @@ describe('interceptor: retries and deadlines', () => {
     const { code } = await result;
     expect([status.CANCELLED, status.UNAVAILABLE]).toContain(code);
     expect((list[0] as TestServer).calls).toBeLessThanOrEqual(2);
+  });
+});
+
+describe('mesh calls: the channel-level call of mesh clients', () => {
+  const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+  const parse = (b: Buffer) => JSON.parse(b.toString());
+  const streamDef = {
+    Count: {
+      path: '/test.Stream/Count',
+      requestStream: false,
+      responseStream: true,
+      requestSerialize: json,
+      requestDeserialize: parse,
+      responseSerialize: json,
+      responseDeserialize: parse,
+      originalName: 'count',
+    },
+  };
+  const StreamClient = makeGenericClientConstructor(streamDef, 'Stream');
+
+  it('retries through meshClientOptions too (a marker interceptor tells unary calls apart)', async () => {
+    const list = await servers(2);
+    (list[0] as TestServer).failWith = status.UNAVAILABLE;
+    const m = await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
+    const retries: boolean[] = [];
+    m.events.on('retry', (e) => retries.push(e.allowed));
+    const client = new EchoClient(
+      'mesh:///echo',
+      credentials.createInsecure(),
+      meshClientOptions('mesh:///echo'),
+    );
+    cleanups.push(() => client.close());
+    for (let i = 0; i < 4; i++) expect((await echo(client, { text: 'x' })).server).toBe('s1');
+    expect(retries.length).toBeGreaterThan(0);
+    expect(retries.every(Boolean)).toBe(true);
+  });
+
+  it('meshInterceptor gives a channel meshlet did not create the same retries and request events', async () => {
+    const list = await servers(2);
+    (list[0] as TestServer).failWith = status.UNAVAILABLE;
+    const m = await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
+    const requests: number[] = [];
+    m.events.on('request', (e) => requests.push(e.attempts));
+    const rt = m.service('echo');
+    if (!rt) throw new Error('no runtime');
+    const client = new EchoClient('mesh:///echo', credentials.createInsecure(), {
+      interceptors: [meshInterceptor(rt)],
+    });
+    cleanups.push(() => client.close());
+    for (let i = 0; i < 4; i++) expect((await echo(client, { text: 'x' })).server).toBe('s1');
+    expect(requests).toHaveLength(4);
+    expect(Math.max(...requests)).toBe(2);
+  });
+
+  it('passes streamed responses through as they arrive, never retries a stream, and reports it', async () => {
+    const server = new Server();
+    let release: (() => void) | undefined;
+    let calls = 0;
+    server.addService(streamDef, {
+      Count: (call: ServerWritableStream<{ n: number }, { i: number }>) => {
+        calls++;
+        call.write({ i: 0 });
+        // The rest only after the client saw the first message.
+        release = () => {
+          for (let i = 1; i < call.request.n; i++) call.write({ i });
+          call.emit('error', { code: status.UNAVAILABLE, details: 'stream broke' });
+        };
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    cleanups.push(() => stopServer(server));
+    const m = await mesh({ counter: { endpoints: [`127.0.0.1:${port}`] } });
+    const requests: Array<[string, number | undefined, number]> = [];
+    m.events.on('request', (e) => requests.push([e.transport, e.status, e.attempts]));
+    const client = createMeshClient(StreamClient, 'mesh:///counter');
+    cleanups.push(() => client.close());
+    const got: number[] = [];
+    const code = await new Promise<number>((resolve) => {
+      const stream = (
+        client as unknown as { count(req: { n: number }): ClientReadableStream<{ i: number }> }
+      ).count({
+        n: 3,
+      });
+      stream.on('data', (d: { i: number }) => {
+        got.push(d.i);
+        if (d.i === 0) release?.();
+      });
+      stream.on('error', (e: ServiceError) => resolve(e.code));
+    });
+    expect(got).toEqual([0, 1, 2]);
+    expect(code).toBe(status.UNAVAILABLE);
+    expect(calls).toBe(1);
+    expect(requests).toEqual([['grpc', status.UNAVAILABLE, 1]]);
+  });
+
+  it('holds a unary response back until its status, so a retried attempt is never seen', async () => {
+    const list = await servers(2);
+    let n = 0;
+    // s0 sends response metadata first, then fails: the caller must only see s1's answer.
+    const flaky = await startEchoServer('flaky', {
+      handler: (call, cb) => {
+        n++;
+        const md = new Metadata();
+        md.set('x-from', 'flaky');
+        call.sendMetadata(md);
+        cb({ code: status.UNAVAILABLE, details: 'flaky' });
+      },
+    });
+    cleanups.push(() => stopServer(flaky));
+    await mesh({ echo: { endpoints: [`127.0.0.1:${flaky.port}`, eps(list)[1]], lb: 'round_robin' } });
+    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(() => client.close());
+    for (let i = 0; i < 4; i++) {
+      const seen: string[] = [];
+      const reply = await new Promise<{ server: string }>((resolve, reject) => {
+        const c = (client as unknown as EchoClientType).echo({ text: 'x' }, {}, (err, res) =>
+          err ? reject(err) : resolve(res as { server: string }),
+        ) as { on(ev: 'metadata', fn: (md: Metadata) => void): void };
+        c.on('metadata', (md) => seen.push(String(md.get('x-from')[0] ?? 'none')));
+      });
+      expect(reply.server).toBe('s1');
+      expect(seen).toEqual(['none']);
+    }
+    expect(n).toBeGreaterThan(0);
   });
 });

@@ -207,8 +207,11 @@ export class MeshMetrics {
   readonly #retriesDenied: CF;
   readonly #budgetExhausted: CF;
   readonly #certExpiry: GaugeFamily;
-  readonly #serverBound = new Map<string, Bound>();
-  readonly #istioServerBound = new Map<string, Bound>();
+  /** Inbound series by route, then by `status * 16 + methodIndex` (no key string per request). */
+  readonly #serverBound = new Map<string, Map<number, Bound>>();
+  #serverBoundCount = 0;
+  /** Istio inbound series by `status * 2 + grpc` (status -1: none). */
+  readonly #istioServerBound = new Map<number, Bound>();
 
   constructor(mesh: Mesh, registry: AnyRegistry, config: MetricsConfig, stash?: TraceStash) {
     this.#mesh = mesh;
@@ -726,11 +729,22 @@ export class MeshMetrics {
     grpc: boolean,
   ): void {
     if (this.#serverCount !== undefined && this.#serverDuration !== undefined) {
-      const m = METHOD_INDEX[method] === undefined ? '_OTHER' : method;
-      const key = `${m} ${status ?? ''} ${route}`;
-      let b = this.#serverBound.get(key);
+      const mi = METHOD_INDEX[method] ?? 0;
+      const m = METHODS[mi] as string;
+      let byStatus = this.#serverBound.get(route);
+      if (byStatus === undefined) {
+        // Bounded: routes are templates, but a framework without them reports paths.
+        if (this.#serverBoundCount > 5000) {
+          this.#serverBound.clear();
+          this.#serverBoundCount = 0;
+        }
+        byStatus = new Map();
+        this.#serverBound.set(route, byStatus);
+      }
+      const slot = (status === undefined ? -1 : status) * 16 + mi;
+      let b = byStatus.get(slot);
       if (b === undefined) {
-        if (this.#serverBound.size > 5000) this.#serverBound.clear();
+        this.#serverBoundCount++;
         const labels = {
           http_request_method: m,
           http_response_status_code: status === undefined ? '' : String(status),
@@ -738,13 +752,13 @@ export class MeshMetrics {
           http_route: route,
         };
         b = { count: this.#serverCount.child(labels), duration: this.#serverDuration.child(labels) };
-        this.#serverBound.set(key, b);
+        byStatus.set(slot, b);
       }
       b.count.value++;
       b.duration.observe(durationMs / 1000);
     }
     if (this.#istioServerCount !== undefined && this.#istioServerDuration !== undefined) {
-      const key = `${status ?? ''} ${grpc}`;
+      const key = (status === undefined ? -1 : status) * 2 + (grpc ? 1 : 0);
       let b = this.#istioServerBound.get(key);
       if (b === undefined) {
         const labels: Record<string, string> = {

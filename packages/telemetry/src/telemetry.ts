@@ -1,7 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import type { Mesh, RequestEvent } from '@meshlet/core';
 import type { RequestHook } from '@meshlet/fetch';
-import { type Context, type Span, type TracerProvider, trace } from '@opentelemetry/api';
+import {
+  type Context,
+  context as otelContext,
+  type Span,
+  type TracerProvider,
+  trace,
+} from '@opentelemetry/api';
 import { Registry } from 'prom-client';
 import { AccessLog, type AccessLogSink } from './access-log.js';
 import { type AdminServer, startAdmin } from './admin.js';
@@ -61,6 +67,11 @@ export class ServerRequest {
     this.context = ctx;
   }
 
+  /** Runs `fn` (the handler) in `context`, the server span's (`InboundSpan.run`). */
+  run<R>(fn: () => R): R {
+    return otelContext.with(this.context, fn);
+  }
+
   /** Ends the request: closes the span, records server metrics and the access log line. */
   end(status: number | undefined, error?: Error, route?: string): void {
     if (this.#ended) return;
@@ -68,6 +79,9 @@ export class ServerRequest {
     const durationMs = performance.now() - this.#start;
     const info = this.#info;
     const r = route ?? info.route;
+    // A route known only now (Express matches after the middleware ran): the span is named after it.
+    if (route !== undefined && route !== info.route && this.span.isRecording())
+      this.span.updateName(`${info.method} ${route}`);
     this.#tel.tracing.end(this.span, status, error, r);
     this.#tel.metrics?.recordServer(info.method, status, r ?? '', durationMs, info.transport === 'grpc');
     const log = this.#tel.accessLog;

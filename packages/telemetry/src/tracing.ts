@@ -5,6 +5,8 @@ import {
   type Context,
   context,
   createTraceState,
+  INVALID_SPAN_CONTEXT,
+  INVALID_TRACEID,
   isSpanContextValid,
   isValidSpanId,
   isValidTraceId,
@@ -165,6 +167,8 @@ export function injectHeaders(sc: SpanContext, formats: readonly Propagation[]):
 
 /** The provider a ProxyTracerProvider delegates to while no SDK is registered. */
 const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
+/** The span of requests nobody traces (no SDK, no caller's trace): records and carries nothing. */
+const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 function hostPort(authority: string): { host: string; port: number | undefined } {
   const close = authority.lastIndexOf(']');
@@ -378,8 +382,11 @@ export class ServerTracing {
   readonly formats: readonly Propagation[];
   readonly enabled: boolean;
 
+  readonly #proxy: ProxyTracerProvider | undefined;
+
   constructor(provider: TracerProvider, config: TracingConfig) {
     this.tracer = provider.getTracer('@meshlet/telemetry', VERSION);
+    this.#proxy = provider instanceof ProxyTracerProvider ? provider : undefined;
     this.formats = config.propagation;
     this.enabled = config.enabled;
   }
@@ -387,6 +394,13 @@ export class ServerTracing {
   /** Starts a SERVER span; returns it with the context that has it active. */
   start(info: ServerSpanInfo): { span: Span; context: Context } {
     const parent = extractContext(info.header, this.formats, context.active());
+    // The global provider with no SDK behind it and no caller's trace to carry on: nothing to
+    // record or propagate, so no span, attributes or context are built for the request.
+    const proxy = this.#proxy;
+    if (proxy !== undefined && proxy.getDelegate() === NOOP_PROVIDER) {
+      const psc = trace.getSpanContext(parent);
+      if (psc === undefined || !isSpanContextValid(psc)) return { span: NO_SPAN, context: parent };
+    }
     const attributes: Attributes = {
       'http.request.method': info.method,
       'url.path': info.path,
@@ -400,6 +414,12 @@ export class ServerTracing {
     if (info.peerIdentity !== undefined) attributes['meshlet.peer.identity'] = info.peerIdentity;
     const name = info.route !== undefined ? `${info.method} ${info.route}` : info.method;
     const span = this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+    // A span that records nothing and carries no trace (no SDK registered, no caller's trace)
+    // changes nothing downstream: keep the caller's context rather than allocate one per request.
+    if (!span.isRecording()) {
+      const sc = span.spanContext();
+      if (sc.traceId === INVALID_TRACEID || !isSpanContextValid(sc)) return { span, context: parent };
+    }
     return { span, context: trace.setSpan(parent, span) };
   }
 

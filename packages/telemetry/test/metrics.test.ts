@@ -83,6 +83,43 @@ describe('request metrics', () => {
     expect(sample(text, 'http_client_requests_total', { outcome: 'no_endpoint' })).toBe(1);
   });
 
+  it('records inbound requests as Istio destination series, one per status and protocol', async () => {
+    const { m } = await setup({ metrics: { naming: 'istio' } });
+    const serve = (status: number | undefined, grpc: boolean) =>
+      m.telemetry.server
+        .start({
+          method: 'POST',
+          path: '/x',
+          route: '/x',
+          header: () => undefined,
+          transport: grpc ? 'grpc' : 'http',
+        })
+        .end(status);
+    serve(200, false);
+    serve(200, false);
+    serve(503, false);
+    serve(0, true);
+    serve(14, true);
+    serve(undefined, false);
+    const text = (await m.telemetry.scrape()).body;
+    const dest = { reporter: 'destination', destination_workload: 'productpage' };
+    expect(
+      sample(text, 'istio_requests_total', { ...dest, request_protocol: 'http', response_code: '200' }),
+    ).toBe(2);
+    expect(
+      sample(text, 'istio_requests_total', { ...dest, request_protocol: 'http', response_code: '503' }),
+    ).toBe(1);
+    expect(
+      sample(text, 'istio_requests_total', { ...dest, request_protocol: 'http', response_code: '0' }),
+    ).toBe(1);
+    expect(
+      sample(text, 'istio_requests_total', { ...dest, request_protocol: 'grpc', grpc_response_status: '0' }),
+    ).toBe(1);
+    expect(
+      sample(text, 'istio_requests_total', { ...dest, request_protocol: 'grpc', grpc_response_status: '14' }),
+    ).toBe(1);
+  });
+
   it('emits Istio-compatible series in istio mode', async () => {
     const { m } = await setup({ metrics: { naming: 'istio' } });
     await m.fetch('http://reviews/');

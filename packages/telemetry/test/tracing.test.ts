@@ -244,6 +244,61 @@ describe('server spans and propagation', () => {
     );
   });
 
+  it('keeps one server series per route, method and status; without an SDK it adds no context of its own', async () => {
+    const { m } = await setup({}, false);
+    const start = (method: string, route: string, headers: Record<string, string> = {}, grpc = false) =>
+      m.telemetry.server.start({
+        method,
+        path: route,
+        route,
+        header: headerGetter(headers),
+        transport: grpc ? 'grpc' : 'http',
+      });
+    // No tracer provider registered and no caller's trace: the span records nothing and carries no
+    // trace, so the handler runs in the caller's own context (no per-request context object).
+    const plain = start('GET', '/a');
+    expect(plain.span.isRecording()).toBe(false);
+    expect(plain.context).toBe(context.active());
+    expect(plain.run(() => context.active())).toBe(context.active());
+    plain.end(200);
+    // A caller's trace still carries on through a non-recording span.
+    const traced = start('GET', '/a', {
+      traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+    });
+    expect(trace.getSpanContext(traced.context)?.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+    expect(traced.run(() => trace.getSpanContext(context.active())?.traceId)).toBe(
+      '4bf92f3577b34da6a3ce929d0e0e4736',
+    );
+    traced.end(200);
+    start('GET', '/a').end(503);
+    start('POST', '/a').end(200);
+    start('GET', '/b').end(200);
+    start('BREW', '/a').end(200);
+    start('GET', '/a').end(undefined);
+    start('POST', '/pkg.Svc/Call', {}, true).end(14);
+    start('POST', '/pkg.Svc/Call', {}, true).end(0);
+    const text = (await m.telemetry.scrape()).body;
+    const series = (method: string, status: string, route: string) => {
+      const line = text
+        .split('\n')
+        .find(
+          (l) =>
+            l.startsWith(
+              `http_server_requests_total{http_request_method="${method}",http_response_status_code="${status}",`,
+            ) && l.includes(`http_route="${route}"}`),
+        );
+      return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+    };
+    expect(series('GET', '200', '/a')).toBe(2);
+    expect(series('GET', '503', '/a')).toBe(1);
+    expect(series('POST', '200', '/a')).toBe(1);
+    expect(series('GET', '200', '/b')).toBe(1);
+    expect(series('_OTHER', '200', '/a')).toBe(1);
+    expect(series('GET', '', '/a')).toBe(1);
+    expect(series('POST', '14', '/pkg.Svc/Call')).toBe(1);
+    expect(series('POST', '0', '/pkg.Svc/Call')).toBe(1);
+  });
+
   it('parses and rejects traceparent and b3 per spec', () => {
     expect(parseTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')?.traceFlags).toBe(1);
     expect(parseTraceparent('00-00000000000000000000000000000000-00f067aa0ba902b7-01')).toBeUndefined();

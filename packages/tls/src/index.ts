@@ -27,6 +27,7 @@ export {
   parsePolicies,
   parsePolicy,
   type RequestAttributes,
+  type RequestAuthorizer,
   type Rule,
   type Source,
 } from './authz/index.js';

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Bootstrap, XdsServer } from './bootstrap.js';
-import { decodeAny, decodeMessage, type Msg, XdsDecodeError } from './codec.js';
+import { decodeAny, type Msg, XdsDecodeError } from './codec.js';
+import { type EdsState, peekClusterName, sameBytes, translateEndpointsIncremental } from './eds.js';
 import {
   adsService,
   CDS_TYPE,
@@ -37,6 +38,8 @@ interface Entry {
   readonly watchers: Set<ResourceWatcher<unknown>>;
   value: unknown;
   raw: Uint8Array | undefined;
+  /** EDS: the translated state of the last good version, the base of the next incremental diff. */
+  eds: EdsState | undefined;
   version: string | undefined;
   status: ResourceStatus;
   error: string | undefined;
@@ -192,6 +195,7 @@ export class XdsClient {
         watchers: new Set(),
         value: undefined,
         raw: undefined,
+        eds: undefined,
         version: undefined,
         status: 'REQUESTED',
         error: undefined,
@@ -222,6 +226,11 @@ export class XdsClient {
   /** The cached value of a resource, if any. */
   get<T>(typeUrl: ResourceType, name: string): T | undefined {
     return this.#types.get(typeUrl)?.entries.get(name)?.value as T | undefined;
+  }
+
+  /** The last accepted version of a resource type ('' before the first). */
+  versionOf(typeUrl: ResourceType): string {
+    return this.#types.get(typeUrl)?.version ?? '';
   }
 
   /** Resolves at the first response (or once the client is known to be unreachable). */
@@ -444,6 +453,7 @@ export class XdsClient {
     const seen = new Set<string>();
     const now = Date.now();
     const updates: Array<[Entry, unknown]> = [];
+    const edsStates: Array<[Entry, EdsState]> = [];
     const failed: Array<[Entry, Error]> = [];
     (resp.resources ?? []).forEach((any, i) => {
       let typeUrl = any.type_url ?? '';
@@ -464,19 +474,40 @@ export class XdsClient {
         }
         if (typeUrl !== ts.typeUrl)
           throw new XdsDecodeError('', `has type ${typeUrl}, expected ${ts.typeUrl}`);
-        // Large EDS assignments skip the conversion to plain objects (translateEndpoints reads both).
-        m = ts.typeUrl === EDS_TYPE ? decodeMessage(typeUrl, bytes) : decodeAny(typeUrl, bytes);
+        if (ts.typeUrl === EDS_TYPE) {
+          // EDS: unchanged bytes are skipped before any decoding; changed ones are translated
+          // incrementally against the last good version (see eds.ts).
+          const peeked = peekClusterName(bytes);
+          const known = peeked === undefined ? undefined : ts.entries.get(peeked);
+          if (
+            known !== undefined &&
+            known.status === 'ACKED' &&
+            known.raw !== undefined &&
+            sameBytes(known.raw, bytes)
+          ) {
+            seen.add(known.name);
+            known.version = version;
+            return;
+          }
+          name = peeked;
+          const state = translateEndpointsIncremental(bytes, known?.eds);
+          name = state.update.name;
+          seen.add(name);
+          const e = ts.entries.get(name);
+          if (!e) return; // not subscribed (or a wildcard extra): ignore
+          e.raw = bytes;
+          edsStates.push([e, state]);
+          updates.push([e, state.update]);
+          return;
+        }
+        m = decodeAny(typeUrl, bytes);
         name = (m.name ?? m.clusterName) as string | undefined;
         const value = translate(m);
         name = value.name;
         seen.add(name);
         const e = ts.entries.get(name);
         if (!e) return; // not subscribed (or a wildcard extra): ignore
-        if (
-          e.status === 'ACKED' &&
-          e.raw !== undefined &&
-          Buffer.compare(Buffer.from(e.raw), Buffer.from(bytes)) === 0
-        ) {
+        if (e.status === 'ACKED' && e.raw !== undefined && sameBytes(e.raw, bytes)) {
           e.version = version;
           return;
         }
@@ -509,6 +540,7 @@ export class XdsClient {
       this.#onEvent?.({ kind: 'ack', typeUrl: ts.typeUrl, version });
     }
     // Valid resources of a NACKed response are applied (gRPC semantics); invalid ones keep the last good value.
+    for (const [e, state] of edsStates) e.eds = state;
     for (const [e, value] of updates) {
       e.value = value;
       e.version = version;
@@ -530,6 +562,7 @@ export class XdsClient {
     for (const e of removed) {
       e.value = undefined;
       e.raw = undefined;
+      e.eds = undefined;
       e.status = 'DOES_NOT_EXIST';
       e.version = version;
       e.updatedAt = now;

@@ -142,7 +142,7 @@ class ClusterSource implements DiscoverySource {
       const stop = this.#client.watch<EndpointsUpdate>(EDS_TYPE, c.edsServiceName ?? c.name, {
         onUpdate: (e) => {
           this.#ref.drops = e.dropOverloads;
-          listener.onUpdate({ endpoints: e.endpoints, version: this.#client.dump().versions.endpoints });
+          listener.onUpdate({ endpoints: e.endpoints, version: this.#client.versionOf(EDS_TYPE) });
         },
         onError: (err) =>
           listener.onError(new MeshError(ErrorCodes.XDS_RESOURCE, err.message, { service: c.name })),
@@ -167,6 +167,10 @@ class ClusterSource implements DiscoverySource {
 
   #watchAggregate(c: ClusterUpdate, listener: DiscoveryListener): void {
     const parts: Array<readonly Endpoint[] | undefined> = c.children.map(() => undefined);
+    // The shifted copy of each endpoint is kept while its original lives, so that an unchanged
+    // endpoint stays the same object from one update to the next (the runtime then matches it
+    // without a lookup).
+    const shifted = new WeakMap<Endpoint, Endpoint>();
     const publish = () => {
       const out: Endpoint[] = [];
       let offset = 0;
@@ -174,7 +178,15 @@ class ClusterSource implements DiscoverySource {
         if (!p) continue;
         let max = -1;
         for (const ep of p) {
-          out.push(offset === 0 ? ep : Object.freeze({ ...ep, priority: ep.priority + offset }));
+          if (offset === 0) out.push(ep);
+          else {
+            let s = shifted.get(ep);
+            if (s === undefined || s.priority !== ep.priority + offset) {
+              s = Object.freeze({ ...ep, priority: ep.priority + offset });
+              shifted.set(ep, s);
+            }
+            out.push(s);
+          }
           if (ep.priority > max) max = ep.priority;
         }
         offset += max + 1;

@@ -66,9 +66,29 @@ const RETRY_ON: Record<string, RetryCondition[]> = {
   unavailable: ['connect-failure', 'refused-stream', 'reset'],
 };
 
+/** gRPC `retry_on` conditions and their status codes (gRPC's xDS retry support, gRFC A44). */
+const GRPC_RETRY_ON: Record<string, number> = {
+  cancelled: 1,
+  'deadline-exceeded': 4,
+  'resource-exhausted': 8,
+  internal: 13,
+  unavailable: 14,
+};
+
 function retryPolicy(base: RetryPolicy, r: RouteRetry): RetryPolicy {
   const on = new Set<RetryCondition>();
   for (const c of r.retryOn) for (const m of RETRY_ON[c] ?? []) on.add(m);
+  const grpcCodes: number[] = [];
+  for (const c of r.retryOn) {
+    const code = GRPC_RETRY_ON[c];
+    if (code !== undefined && !grpcCodes.includes(code)) grpcCodes.push(code);
+  }
+  // Transport-level conditions are what a gRPC client sees as UNAVAILABLE.
+  if (
+    !grpcCodes.includes(14) &&
+    (on.has('reset') || on.has('connect-failure') || on.has('refused-stream') || on.has('5xx'))
+  )
+    grpcCodes.push(14);
   const statusCodes =
     r.retriableStatusCodes.length > 0
       ? r.retriableStatusCodes
@@ -82,6 +102,7 @@ function retryPolicy(base: RetryPolicy, r: RouteRetry): RetryPolicy {
     statusCodes: Object.freeze([...statusCodes]),
     backoffBaseMs: r.backoffBaseMs ?? base.backoffBaseMs,
     backoffMaxMs: r.backoffMaxMs ?? base.backoffMaxMs,
+    grpcCodes: Object.freeze(grpcCodes),
   });
 }
 

@@ -676,7 +676,7 @@ const HEALTH: Record<string, HealthStatus> = {
   DEGRADED: 'degraded',
 };
 /** `HealthStatus` enum numbers (raw protobufjs messages). */
-const HEALTH_BY_NUMBER: readonly HealthStatus[] = [
+export const HEALTH_BY_NUMBER: readonly HealthStatus[] = [
   'unknown',
   'healthy',
   'unhealthy',
@@ -684,7 +684,7 @@ const HEALTH_BY_NUMBER: readonly HealthStatus[] = [
   'unhealthy',
   'degraded',
 ];
-const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
+export const NO_METADATA: Readonly<Record<string, string>> = Object.freeze({});
 
 function flatMetadata(md: unknown): Readonly<Record<string, string>> {
   const fm = msg(msg(md)?.filterMetadata);
@@ -705,9 +705,104 @@ function flatMetadata(md: unknown): Readonly<Record<string, string>> {
   return out;
 }
 
+/** What the LbEndpoints of one `LocalityLbEndpoints` share. */
+export interface LocalityFrame {
+  readonly locality: Locality;
+  /**
+   * The locality's `load_balancing_weight` (undefined when absent), carried on each endpoint as
+   * `localityWeight`: the core splits a priority's traffic across localities by it (gRPC's
+   * weighted_target), then balances within a locality by endpoint weight.
+   */
+  readonly locWeight: number | undefined;
+  readonly priority: number;
+}
+
+/** Scratch output of `translateLbEndpoint`: the endpoint's own `load_balancing_weight`. */
+export const lbEndpointOut = { ownWeight: 1 };
+
 /**
- * Translates an EDS `ClusterLoadAssignment` (a plain object or a raw protobufjs message). Endpoint
- * weight = endpoint weight × locality weight. Endpoints of one locality share its frozen Locality.
+ * Translates one decoded `LbEndpoint` of a locality (`lp` is the locality's field path, `e` the
+ * endpoint's index, for errors). Returns undefined for a unix pipe (a remote client cannot dial it).
+ * Sets `lbEndpointOut.ownWeight`. The endpoint carries its own weight and its locality's weight.
+ */
+export function translateLbEndpoint(
+  lbe: Msg,
+  frame: LocalityFrame,
+  lp: string,
+  e: number,
+): Endpoint | undefined {
+  const ep = msg(lbe.endpoint);
+  const sa = msg(msg(ep?.address)?.socketAddress);
+  if (!sa) {
+    if (msg(msg(ep?.address)?.pipe)) return undefined;
+    fail(`${lp}.lb_endpoints[${e}].endpoint.address`, 'needs a socket_address');
+  }
+  const address = str(sa.address);
+  const port = num(sa.portValue);
+  if (!address) fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.address`, 'is required');
+  if (port === undefined || port < 1 || port > 65535)
+    fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.port_value`, 'must be 1-65535');
+  const w = num(lbe.loadBalancingWeight) ?? 1;
+  if (w < 1) fail(`${lp}.lb_endpoints[${e}].load_balancing_weight`, 'must be >= 1');
+  const hs = lbe.healthStatus;
+  const health =
+    typeof hs === 'number'
+      ? (HEALTH_BY_NUMBER[hs] ?? 'unknown')
+      : (HEALTH[str(hs) ?? 'UNKNOWN'] ?? 'unknown');
+  lbEndpointOut.ownWeight = w;
+  return Object.freeze({
+    id: endpointId(address, port),
+    address,
+    port,
+    weight: w,
+    localityWeight: frame.locWeight,
+    locality: frame.locality,
+    priority: frame.priority,
+    health,
+    metadata: flatMetadata(lbe.metadata),
+    hostname: str(ep?.hostname) || undefined,
+  });
+}
+
+/** The same endpoint in another locality frame (`ownWeight`: its own `load_balancing_weight`). */
+export function reframeEndpoint(ep: Endpoint, ownWeight: number, frame: LocalityFrame): Endpoint {
+  return Object.freeze({
+    id: ep.id,
+    address: ep.address,
+    port: ep.port,
+    weight: ownWeight,
+    localityWeight: frame.locWeight,
+    locality: frame.locality,
+    priority: frame.priority,
+    health: ep.health,
+    metadata: ep.metadata,
+    hostname: ep.hostname,
+  });
+}
+
+/** Translates a `ClusterLoadAssignment.Policy` (decoded) into its drop overloads. */
+export function translateDrops(policy: unknown): readonly DropOverload[] {
+  return Object.freeze(
+    list(msg(policy)?.dropOverloads).map((d) => ({
+      category: str(d.category) ?? '',
+      ppm: fractionPpm(d.dropPercentage),
+    })),
+  );
+}
+
+/** Throws unless the priorities seen are contiguous from 0 (Envoy, gRPC). */
+export function checkPriorities(seen: ReadonlySet<number>, path: string): void {
+  let max = -1;
+  for (const p of seen) if (p > max) max = p;
+  for (let p = 0; p <= max; p++)
+    if (!seen.has(p)) fail(path, `priority ${p} is missing (priorities must be contiguous)`);
+}
+
+/**
+ * Translates an EDS `ClusterLoadAssignment` (a plain object or a raw protobufjs message). Each
+ * endpoint keeps its own weight and carries its locality's weight (`localityWeight`); endpoints of
+ * one locality share its frozen Locality.
+ * (The xDS client translates EDS incrementally from the wire format, see eds.ts, with the same result.)
  */
 export function translateEndpoints(m: Msg, base = ''): EndpointsUpdate {
   const name = str(m.clusterName);
@@ -722,52 +817,25 @@ export function translateEndpoints(m: Msg, base = ''): EndpointsUpdate {
     const priority = num(lle.priority) ?? 0;
     seenPriorities.add(priority);
     const loc = msg(lle.locality) ?? {};
-    const locality: Locality = Object.freeze({
-      region: str(loc.region) ?? '',
-      zone: str(loc.zone) ?? '',
-      subZone: str(loc.subZone) ?? '',
-    });
-    list(lle.lbEndpoints).forEach((lbe, e) => {
-      const ep = msg(lbe.endpoint);
-      const sa = msg(msg(ep?.address)?.socketAddress);
-      if (!sa) {
-        if (msg(msg(ep?.address)?.pipe)) return; // unix pipes cannot be dialled by a remote client
-        fail(`${lp}.lb_endpoints[${e}].endpoint.address`, 'needs a socket_address');
-      }
-      const address = str(sa.address);
-      const port = num(sa.portValue);
-      if (!address) fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.address`, 'is required');
-      if (port === undefined || port < 1 || port > 65535)
-        fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.port_value`, 'must be 1-65535');
-      const w = num(lbe.loadBalancingWeight) ?? 1;
-      if (w < 1) fail(`${lp}.lb_endpoints[${e}].load_balancing_weight`, 'must be >= 1');
-      const hs = lbe.healthStatus;
-      const health =
-        typeof hs === 'number'
-          ? (HEALTH_BY_NUMBER[hs] ?? 'unknown')
-          : (HEALTH[str(hs) ?? 'UNKNOWN'] ?? 'unknown');
-      const endpoint: Endpoint = {
-        id: endpointId(address, port),
-        address,
-        port,
-        weight: w * (locWeight ?? 1),
-        locality,
-        priority,
-        health,
-        metadata: flatMetadata(lbe.metadata),
-        hostname: str(ep?.hostname) || undefined,
-      };
-      endpoints.push(Object.freeze(endpoint));
-    });
+    const frame: LocalityFrame = {
+      locality: Object.freeze({
+        region: str(loc.region) ?? '',
+        zone: str(loc.zone) ?? '',
+        subZone: str(loc.subZone) ?? '',
+      }),
+      locWeight,
+      priority,
+    };
+    const lbes = list(lle.lbEndpoints);
+    for (let e = 0; e < lbes.length; e++) {
+      const endpoint = translateLbEndpoint(lbes[e] as Msg, frame, lp, e);
+      if (endpoint !== undefined) endpoints.push(endpoint);
+    }
   });
-  // Envoy/gRPC: priorities must be contiguous from 0.
-  const max = seenPriorities.size === 0 ? -1 : Math.max(...seenPriorities);
-  for (let p = 0; p <= max; p++)
-    if (!seenPriorities.has(p))
-      fail(`${pre}endpoints`, `priority ${p} is missing (priorities must be contiguous)`);
-  const drops: DropOverload[] = list(msg(m.policy)?.dropOverloads).map((d) => ({
-    category: str(d.category) ?? '',
-    ppm: fractionPpm(d.dropPercentage),
-  }));
-  return Object.freeze({ name, endpoints: Object.freeze(endpoints), dropOverloads: Object.freeze(drops) });
+  checkPriorities(seenPriorities, `${pre}endpoints`);
+  return Object.freeze({
+    name,
+    endpoints: Object.freeze(endpoints),
+    dropOverloads: translateDrops(m.policy),
+  });
 }

@@ -92,9 +92,10 @@ describe('real xDS resources from real control planes', () => {
       (v) => (v as EndpointsUpdate).endpoints !== undefined,
     ) as EndpointsUpdate;
     expect(e.endpoints).toHaveLength(1);
-    // endpoint weight 1 × locality weight 100, locality with only sub_zone
+    // endpoint weight 1 in a locality of weight 100 with only sub_zone set
     expect(e.endpoints[0]).toMatchObject({
-      weight: 100,
+      weight: 1,
+      localityWeight: 100,
       health: 'healthy',
       locality: { region: '', zone: '' },
     });
@@ -130,7 +131,9 @@ describe('real xDS resources from real control planes', () => {
     expect(eds.flatMap((e) => e.endpoints).some((e) => e.health === 'draining')).toBe(true);
     expect(eds.flatMap((e) => e.endpoints).some((e) => e.priority === 1)).toBe(true);
     expect(
-      eds.flatMap((e) => e.endpoints).some((e) => e.weight === 70 && e.locality.zone === 'us-east-1a'),
+      eds
+        .flatMap((e) => e.endpoints)
+        .some((e) => e.localityWeight === 70 && e.locality.zone === 'us-east-1a'),
     ).toBe(true);
     const clusters = all.filter((v) => (v as ClusterUpdate).kind !== undefined) as ClusterUpdate[];
     expect(clusters.some((c) => c.outlierDetection?.consecutive5xx === 5)).toBe(true);

@@ -222,6 +222,40 @@ describe('per-route policy, hash policy and fault injection', () => {
     expect(p.retry.backoffBaseMs).toBe(10);
     expect(p.retry.backoffMaxMs).toBe(100);
     expect(p.retry.budget).toBe(DEFAULT_POLICY.retry.budget);
+    // gRPC calls retry UNAVAILABLE for the transport-level conditions.
+    expect(p.retry.grpcCodes).toEqual([14]);
+  });
+
+  it('keeps the gRPC retry_on conditions as status codes for gRPC transports', () => {
+    const rc = translateRouteConfig(
+      fromJson('envoy.config.route.v3.RouteConfiguration', {
+        name: 'rc',
+        virtual_hosts: [
+          {
+            name: 'vh',
+            domains: ['*'],
+            routes: [
+              {
+                match: { prefix: '/' },
+                route: {
+                  cluster: 'c',
+                  retry_policy: {
+                    retry_on: 'cancelled,deadline-exceeded,internal,resource-exhausted',
+                    num_retries: 2,
+                  },
+                },
+              },
+            ],
+          },
+        ],
+      }),
+    );
+    const route = rc.virtualHosts[0]?.routes[0];
+    if (!route) throw new Error('no route');
+    const p = routePolicy(DEFAULT_POLICY, route, undefined);
+    expect(p.retry.grpcCodes).toEqual([1, 4, 13, 8]);
+    expect(p.retry.maxRetries).toBe(2);
+    expect(DEFAULT_POLICY.retry.grpcCodes).toBeUndefined();
   });
 
   it('hashes the route hash policy header and shares targets when there is nothing per request', () => {

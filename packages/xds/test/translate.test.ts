@@ -1,3 +1,4 @@
+import { Mesh, parseConfig } from '@meshlet/core';
 import { describe, expect, it } from 'vitest';
 import {
   fromJson,
@@ -186,8 +187,46 @@ describe('EDS, LDS and RDS validation (NACK reasons name the field)', () => {
       },
     );
     expect(r.endpoints).toHaveLength(1); // weight-0 localities are dropped
-    expect(r.endpoints[0]).toMatchObject({ weight: 6, health: 'degraded', locality: { zone: 'a' } });
+    expect(r.endpoints[0]).toMatchObject({
+      weight: 2,
+      localityWeight: 3,
+      health: 'degraded',
+      locality: { zone: 'a' },
+    });
     expect(r.dropOverloads).toEqual([{ category: 'throttle', ppm: 500 }]);
+  });
+
+  it('EDS locality weights split traffic per locality (gRPC weighted_target), not per endpoint', () => {
+    // Locality a: one endpoint; locality b: three. Weights 1:1 → half the traffic to a's one host.
+    const lle = (zone: string, weight: number, ports: number[]) => ({
+      locality: { zone },
+      loadBalancingWeight: weight,
+      lbEndpoints: ports.map((p) => ({
+        endpoint: { address: { socketAddress: { address: '10.0.0.1', portValue: p } } },
+      })),
+    });
+    const update = translateEndpoints(
+      fromJson('envoy.config.endpoint.v3.ClusterLoadAssignment', {
+        clusterName: 'c',
+        endpoints: [lle('a', 1, [1001]), lle('b', 1, [2001, 2002, 2003])],
+      }),
+    );
+    const mesh = new Mesh(parseConfig({}));
+    const rt = mesh.ensureService({
+      key: 'c',
+      discoveryType: 'xds',
+      createSource: () => ({ start: () => {}, close: () => {} }),
+    });
+    rt.applyUpdate({ endpoints: update.endpoints });
+    const n = 20_000;
+    let toA = 0;
+    for (let i = 0; i < n; i++) {
+      const r = rt.picker.pick({ attempt: 0 });
+      if (r.kind !== 'pick') throw new Error(`unexpected ${r.kind}`);
+      if (r.endpoint.id === '10.0.0.1:1001') toA++;
+    }
+    expect(Math.abs(toA / n - 0.5)).toBeLessThan(0.02);
+    void mesh.close();
   });
 
   it('LDS: API listener must hold an HCM; RDS or inline routes; scoped routes NACKed', () => {

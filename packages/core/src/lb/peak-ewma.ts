@@ -38,7 +38,8 @@ class PeakEwmaPicker implements Picker {
     this.#invDecay = 1 / config.decayMs;
     let sum = 0;
     let observed = 0;
-    for (const e of eps) {
+    for (let i = 0; i < eps.length; i++) {
+      const e = eps[i] as EndpointState;
       if (e.ewmaMs > 0) {
         sum += e.ewmaMs;
         observed++;

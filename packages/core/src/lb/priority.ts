@@ -1,7 +1,7 @@
 import { parseDuration } from '../duration.js';
 import type { EndpointState, PickResult } from '../endpoint-state.js';
 import type { ConfigIssue } from '../errors.js';
-import { type Locality, localityKey } from '../model.js';
+import { type Locality, localityKey, sameLocality } from '../model.js';
 import {
   checkKeys,
   describe,
@@ -211,8 +211,22 @@ export interface Plan {
   readonly priorityLoad: ReadonlyMap<number, number>;
 }
 
+interface LocalityEntry {
+  /** The first locality object seen with this key (others compare equal to it). */
+  readonly locality: Locality;
+  readonly weight: number | undefined;
+  total: number;
+  hosts: EndpointState[];
+}
+
 interface Group {
   readonly priority: number;
+  readonly all: readonly EndpointState[];
+  readonly healthy: readonly EndpointState[];
+  readonly degraded: readonly EndpointState[];
+}
+
+interface MutableGroup extends Group {
   readonly all: EndpointState[];
   readonly healthy: EndpointState[];
   readonly degraded: EndpointState[];
@@ -254,6 +268,21 @@ function isLocal(l: Locality, local: Pick<Locality, 'region' | 'zone'>): boolean
  * zone-aware algorithms (source/common/upstream/load_balancer_impl.cc), documented in
  * docs/load-balancing.md. Also applies slow start to `EndpointState.lbWeight`. Off the hot path.
  */
+/**
+ * True when `st` may take traffic on its own merits at `now`: not draining or unhealthy (discovery
+ * or active health checks), not ejected, not penalised (Retry-After).
+ */
+export function usableOnItsOwn(st: EndpointState, now: number): boolean {
+  const h = st.endpoint.health;
+  return (
+    h !== 'unhealthy' &&
+    h !== 'draining' &&
+    st.activeHealth !== 'unhealthy' &&
+    st.ejectedUntil <= now &&
+    st.penaltyUntil <= now
+  );
+}
+
 export function planPicker(input: PlanInput): Plan {
   const { all, now, config, balancer } = input;
   const ss = config.slowStart;
@@ -262,7 +291,13 @@ export function planPicker(input: PlanInput): Plan {
   const groups = new Map<number, Group>();
   const draining: EndpointState[] = [];
   let usable = 0;
-  for (const st of all) {
+  // Pass 1: weights (slow start), deadlines, and whether the set is uniform: one priority, none
+  // draining, every endpoint usable and healthy (the common case, which needs no copies).
+  const first = all[0];
+  const firstPriority = first === undefined ? 0 : first.endpoint.priority;
+  let uniform = first !== undefined;
+  for (let i = 0; i < all.length; i++) {
+    const st = all[i] as EndpointState;
     // Slow start begins when the endpoint joins, and again when active health checks bring it back.
     if (st.activeHealth === 'healthy' && st.lbSeenHealth === 'unhealthy') st.slowStartFrom = now;
     st.lbSeenHealth = st.activeHealth;
@@ -271,27 +306,50 @@ export function planPicker(input: PlanInput): Plan {
     if (f < 1) refreshAt = Math.min(refreshAt, now + step);
     const h = st.endpoint.health;
     if (h === 'draining') {
-      draining.push(st);
+      uniform = false;
       continue;
     }
-    let g = groups.get(st.endpoint.priority);
-    if (!g) {
-      g = { priority: st.endpoint.priority, all: [], healthy: [], degraded: [] };
-      groups.set(st.endpoint.priority, g);
-    }
-    g.all.push(st);
     if (st.ejectedUntil > now) refreshAt = Math.min(refreshAt, st.ejectedUntil);
     if (st.penaltyUntil > now) refreshAt = Math.min(refreshAt, st.penaltyUntil);
-    if (
-      h === 'unhealthy' ||
-      st.activeHealth === 'unhealthy' ||
-      st.ejectedUntil > now ||
-      st.penaltyUntil > now
-    )
+    if (!usableOnItsOwn(st, now)) {
+      uniform = false;
       continue;
+    }
     usable++;
-    if (h === 'degraded') g.degraded.push(st);
-    else g.healthy.push(st);
+    if (h === 'degraded' || st.endpoint.priority !== firstPriority) uniform = false;
+  }
+  if (uniform) {
+    groups.set(firstPriority, { priority: firstPriority, all, healthy: all, degraded: [] });
+  } else {
+    // Pass 2: group by priority and health.
+    // Endpoints of one priority usually come together: remember the last group (no lookup each).
+    let g: MutableGroup | undefined;
+    for (let i = 0; i < all.length; i++) {
+      const st = all[i] as EndpointState;
+      const h = st.endpoint.health;
+      if (h === 'draining') {
+        draining.push(st);
+        continue;
+      }
+      const priority = st.endpoint.priority;
+      if (g === undefined || g.priority !== priority) {
+        g = groups.get(priority) as MutableGroup | undefined;
+        if (!g) {
+          g = { priority, all: [], healthy: [], degraded: [] };
+          groups.set(priority, g);
+        }
+      }
+      g.all.push(st);
+      if (
+        h === 'unhealthy' ||
+        st.activeHealth === 'unhealthy' ||
+        st.ejectedUntil > now ||
+        st.penaltyUntil > now
+      )
+        continue;
+      if (h === 'degraded') g.degraded.push(st);
+      else g.healthy.push(st);
+    }
   }
   const priorityLoad = new Map<number, number>();
   const leaf = (set: readonly EndpointState[]): Picker => {
@@ -402,23 +460,47 @@ function addLocalitySplit(
     return;
   }
   if (config.localityWeighted) {
-    const byLocality = new Map<
-      string,
-      { weight: number | undefined; total: number; hosts: EndpointState[] }
-    >();
+    const byLocality = new Map<string, LocalityEntry>();
     let weighted = false;
-    for (const st of group.all) {
-      const key = localityKey(st.endpoint.locality);
-      let e = byLocality.get(key);
-      if (!e) {
-        e = { weight: st.endpoint.localityWeight ?? config.localityWeights[key], total: 0, hosts: [] };
-        byLocality.set(key, e);
+    // Endpoints of one locality usually come together: its key is built once per run, not per endpoint.
+    let last: LocalityEntry | undefined;
+    const members = group.all;
+    for (let i = 0; i < members.length; i++) {
+      const st = members[i] as EndpointState;
+      const loc = st.endpoint.locality;
+      let e = last !== undefined && sameLocality(last.locality, loc) ? last : undefined;
+      if (e === undefined) {
+        const key = localityKey(loc);
+        e = byLocality.get(key);
+        if (!e) {
+          e = {
+            locality: loc,
+            weight: st.endpoint.localityWeight ?? config.localityWeights[key],
+            total: 0,
+            hosts: [],
+          };
+          byLocality.set(key, e);
+        }
+        last = e;
       }
       if (e.weight !== undefined) weighted = true;
       e.total++;
     }
     if (weighted) {
-      for (const st of set) byLocality.get(localityKey(st.endpoint.locality))?.hosts.push(st);
+      // Each run of one locality becomes a slice of `set` (exact size, no growth copies).
+      let from = 0;
+      last = undefined;
+      for (let i = 0; i <= set.length; i++) {
+        const loc = i < set.length ? (set[i] as EndpointState).endpoint.locality : undefined;
+        if (last !== undefined && loc !== undefined && sameLocality(last.locality, loc)) continue;
+        if (last !== undefined && i > from) {
+          const run = set.slice(from, i);
+          last.hosts = last.hosts.length === 0 ? run : last.hosts.concat(run);
+        }
+        if (loc === undefined) break;
+        last = byLocality.get(localityKey(loc));
+        from = i;
+      }
       const of = config.overprovisioningFactor / 100;
       let sum = 0;
       const parts: Array<{ w: number; hosts: EndpointState[] }> = [];

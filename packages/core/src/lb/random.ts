@@ -27,7 +27,7 @@ class AliasPicker implements Picker {
     this.#prob = new Float64Array(n);
     this.#alias = new Int32Array(n);
     let total = 0;
-    for (const e of eps) total += e.lbWeight;
+    for (let i = 0; i < eps.length; i++) total += (eps[i] as EndpointState).lbWeight;
     const scaled = new Float64Array(n);
     const small: number[] = [];
     const large: number[] = [];

@@ -92,11 +92,17 @@ export class BreakerPermit {
   readonly #breaker: CircuitBreaker;
   #resolve: ((v: undefined) => void) | undefined;
   #reject: ((e: Error) => void) | undefined;
+  /**
+   * True for a permit taken while the breaker was closed (the fast path): it is counted directly
+   * into opossum's rolling window, without an opossum call or a Promise.
+   */
+  #fast = false;
   /** True when this permit is the single probe a half-open breaker let through. */
   probe = false;
 
-  constructor(breaker: CircuitBreaker) {
+  constructor(breaker: CircuitBreaker, fast = false) {
     this.#breaker = breaker;
+    this.#fast = fast;
   }
 
   /** Called synchronously by opossum when it admits the call. */
@@ -106,7 +112,7 @@ export class BreakerPermit {
   }
 
   get admitted(): boolean {
-    return this.#resolve !== undefined;
+    return this.#fast || this.#resolve !== undefined;
   }
 
   /**
@@ -117,6 +123,11 @@ export class BreakerPermit {
    * follows after the reset timeout, never a flood.
    */
   done(verdict: BreakerVerdict): void {
+    if (this.#fast) {
+      this.#fast = false;
+      this.#breaker.settleFast(verdict);
+      return;
+    }
     const resolve = this.#resolve;
     const reject = this.#reject;
     if (resolve === undefined || reject === undefined) return;
@@ -144,6 +155,14 @@ function admit(permit: BreakerPermit): Promise<undefined> {
  *
  * Transport-neutral: the fetch pipeline and the gRPC transport take a permit per attempt with
  * `tryAcquire()` and settle it with `permit.done()`.
+ *
+ * Closed-state fast path: while the breaker is closed (nearly always), a permit is a plain object
+ * and its outcome is counted straight into opossum's rolling window (`fires`, `successes`,
+ * `failures`), with opossum's own open rule applied on a failure (volume threshold, error
+ * percentage); no opossum call, Promise or timer per attempt. Open and half-open (the reset timer,
+ * the single probe, the probe's verdict) stay opossum's state machine, as above. An attempt taken
+ * while closed that ends after the breaker left the closed state is counted but decides nothing:
+ * only the probe closes or re-opens a half-open breaker.
  */
 export class CircuitBreaker {
   readonly service: string;
@@ -193,6 +212,10 @@ export class CircuitBreaker {
       this.rejected++;
       return undefined;
     }
+    if (state === 'closed' && this.#cb.closed) {
+      this.#cb.status.increment('fires');
+      return new BreakerPermit(this, true);
+    }
     const permit = new BreakerPermit(this);
     this.#cb.fire(permit).catch(noop);
     if (!permit.admitted) {
@@ -213,6 +236,23 @@ export class CircuitBreaker {
       `the circuit breaker of service "${this.service}" is ${this.#state === 'open' ? 'open' : 'half-open (probing)'}`,
       { service: this.service, endpoint, state: this.#state },
     );
+  }
+
+  /** Counts the outcome of a closed-state (fast path) permit; see the class comment. */
+  settleFast(verdict: BreakerVerdict): void {
+    const cb = this.#cb;
+    const status = cb.status;
+    if (verdict !== 'failure') {
+      status.increment('successes', 0);
+      return;
+    }
+    status.increment('failures', 0);
+    // opossum's rule for a failure while closed (its `fail()`): open once the window holds at
+    // least `volumeThreshold` attempts and the failure percentage exceeds the threshold.
+    if (this.#state !== 'closed' || !cb.closed || cb.warmUp) return;
+    const stats = cb.stats;
+    if (stats.fires < cb.volumeThreshold) return;
+    if ((stats.failures / stats.fires) * 100 > this.policy.errorThresholdPercentage) cb.open();
   }
 
   /** Re-opens after an inconclusive probe; the reset timer starts again. */

@@ -22,6 +22,11 @@ declare module 'opossum' {
     rejects: number;
   }
 
+  /** The rolling-window counters (`circuit.status`). */
+  interface CircuitBreakerStatus {
+    increment(property: 'fires' | 'successes' | 'failures', latencyRunTime?: number): void;
+  }
+
   class CircuitBreaker<A extends unknown[] = unknown[], R = unknown> extends EventEmitter {
     constructor(action: (...args: A) => Promise<R>, options?: CircuitBreakerOptions);
     fire(...args: A): Promise<R>;
@@ -33,6 +38,9 @@ declare module 'opossum' {
     readonly halfOpen: boolean;
     readonly pendingClose: boolean;
     readonly stats: CircuitBreakerStats;
+    readonly status: CircuitBreakerStatus;
+    readonly warmUp: boolean;
+    readonly volumeThreshold: number;
   }
 
   export default CircuitBreaker;

@@ -4,17 +4,20 @@ import { type CliCommand, wantsColor } from './io.js';
 
 const USAGE = `Usage: meshlet demo [--duration <seconds>] [--rps <n>] [--no-mtls] [--no-color]
 
-Starts five instances of a small HTTP service on 127.0.0.1 (one slow, one that answers 10% of
-requests with 503, one that dies part-way through), and a client sending steady traffic through
-mesh.fetch. Shows a live view every second and a summary at the end. Exits 0 when at least 99.9%
-of the client's requests succeeded despite the faults, 1 otherwise. Needs no network.
+Runs a small topology on 127.0.0.1 with a mesh on both sides of every call: a client sending
+steady traffic to a "frontend" (Express, 2 instances) that calls "catalog" (gRPC, 3 instances, one
+slow) and "reviews" (Fastify, 4 instances, one answering 10% of requests with 503, one that dies
+part-way through) for every request. Shows a live per-hop and per-instance view every second and a
+summary at the end. Exits 0 when at least 99.9% of the client's requests succeeded despite the
+faults, 1 otherwise. Needs no network.
 
 Options:
   --duration <s>  length of the run in seconds (default 30); Ctrl-C ends it early
-  --rps <n>       requests per second the client sends (default 100)
-  --no-mtls       plain HTTP instead of mTLS (by default a development CA issues SPIFFE
-                  certificates, the instances require client certificates and the mesh checks
-                  the instances' identity)
+  --rps <n>       requests per second the client sends to the frontend (default 100)
+  --no-mtls       plaintext HTTP and gRPC instead of mTLS (by default a development CA issues a
+                  SPIFFE certificate per workload, every server requires client certificates,
+                  every mesh checks the identity of the service it calls, and each service's
+                  authorization policy admits only its caller)
   --no-color      plain output (also NO_COLOR=1); without a terminal the live view prints one
                   compact line a second instead of redrawing a table`;
 
@@ -33,7 +36,7 @@ export class UsageError extends Error {
 
 export const demoCommand: CliCommand = {
   name: 'demo',
-  summary: 'run the quickstart: a meshed client against faulty local instances, live view',
+  summary: 'run the quickstart: client -> Express -> gRPC + Fastify, meshed, faults injected, live view',
   usage: USAGE,
   async run(argv, io) {
     const { values } = parseArgs({

@@ -64,6 +64,9 @@ export interface AuthorizerOptions {
   onAudit?: (decision: AuthorizationDecision, attributes: RequestAttributes) => void;
 }
 
+/** Decides whether an inbound request may proceed (an `Authorizer`, or any function of that shape). */
+export type RequestAuthorizer = (attributes: RequestAttributes) => AuthorizationDecision;
+
 export interface Authorizer {
   (attributes: RequestAttributes): AuthorizationDecision;
   readonly mode: AuthorizationMode;

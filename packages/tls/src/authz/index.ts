@@ -11,6 +11,7 @@ export {
   headerValue,
   namespaceOf,
   type RequestAttributes,
+  type RequestAuthorizer,
 } from './evaluate.js';
 export {
   AUTHORIZATION_ACTIONS,

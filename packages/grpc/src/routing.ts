@@ -1,0 +1,149 @@
+import { experimental, type Metadata, status } from '@grpc/grpc-js';
+import {
+  isMeshError,
+  type RouteRequest,
+  type Router,
+  type RouteTarget,
+  type ServicePolicy,
+} from '@meshlet/core';
+import { CallTag } from './call-tag.js';
+
+type ConfigSelector = experimental.ConfigSelector;
+type CallConfig = ReturnType<ConfigSelector['invoke']>;
+type MethodConfig = CallConfig['methodConfig'];
+
+/** The resolver attribute under which grpc-js takes a channel's config selector. */
+export const CONFIG_SELECTOR_KEY = experimental.CHANNEL_ARGS_CONFIG_SELECTOR_KEY;
+
+/** The first string value of a metadata key (`-bin` keys and absent keys: undefined). */
+export function metadataHeader(metadata: Metadata, name: string): string | undefined {
+  if (name.endsWith('-bin')) return undefined;
+  const v = metadata.get(name);
+  if (v.length === 0) return undefined;
+  const first = v[0];
+  return typeof first === 'string' ? first : undefined;
+}
+
+/**
+ * A gRPC call as a router sees it (the same `RouteRequest` mesh fetch builds): method `POST`, the
+ * call's method path (`/package.Service/Method`) as the path, and its metadata as the headers.
+ */
+export class MetadataRouteRequest implements RouteRequest {
+  readonly method = 'POST';
+  path = '';
+  metadata: Metadata | undefined;
+  header(name: string): string | undefined {
+    return this.metadata === undefined ? undefined : metadataHeader(this.metadata, name);
+  }
+}
+
+/**
+ * The gRPC status of an HTTP status (fault injection aborts, as the gRPC HTTP mapping defines it):
+ * 400 INTERNAL, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504
+ * UNAVAILABLE, anything else UNKNOWN.
+ */
+export function grpcStatusOfHttp(httpStatus: number): status {
+  switch (httpStatus) {
+    case 400:
+      return status.INTERNAL;
+    case 401:
+      return status.UNAUTHENTICATED;
+    case 403:
+      return status.PERMISSION_DENIED;
+    case 404:
+      return status.UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return status.UNAVAILABLE;
+    default:
+      return status.UNKNOWN;
+  }
+}
+
+const NO_FILTERS: CallConfig['dynamicFilterFactories'] = [];
+const NO_PICK_INFO: CallConfig['pickInformation'] = {};
+const PLAIN_METHOD_CONFIG: MethodConfig = { name: [] };
+
+function callConfig(methodConfig: MethodConfig, code: status): CallConfig {
+  return { methodConfig, pickInformation: NO_PICK_INFO, status: code, dynamicFilterFactories: NO_FILTERS };
+}
+
+/** The config of calls that need nothing from the selector (mesh clients route in `MeshCall`). */
+const PASS: CallConfig = callConfig(PLAIN_METHOD_CONFIG, status.OK);
+const UNROUTED: CallConfig = callConfig(PLAIN_METHOD_CONFIG, status.UNAVAILABLE);
+
+function toDuration(ms: number): { seconds: number; nanos: number } {
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) };
+}
+
+/**
+ * The method config of a plain client's call routed to a service with `policy`: the route's
+ * timeout, and its retries as a grpc-js retry policy (a plain client has no meshlet retry layer).
+ */
+function methodConfigOf(policy: ServicePolicy): MethodConfig {
+  const mc: { -readonly [K in keyof MethodConfig]: MethodConfig[K] } = { name: [] };
+  if (policy.timeoutMs > 0) mc.timeout = toDuration(policy.timeoutMs);
+  const r = policy.retry;
+  const codes = r.grpcCodes ?? [status.UNAVAILABLE];
+  if (r.maxRetries > 0 && codes.length > 0) {
+    mc.retryPolicy = {
+      maxAttempts: Math.min(5, r.maxRetries + 1),
+      initialBackoff: `${Math.max(0.001, r.backoffBaseMs / 1000)}s`,
+      maxBackoff: `${Math.max(0.001, r.backoffMaxMs / 1000)}s`,
+      backoffMultiplier: 2,
+      retryableStatusCodes: [...codes],
+    };
+  }
+  return mc;
+}
+
+/**
+ * grpc-js's per-call config selector of a routed `mesh:` channel (what grpc-js-xds uses for xDS
+ * routing): it routes each call of a plain grpc-js client by its method path and metadata, records
+ * the route target on the call's `CallTag` (which the `meshlet` picker balances over), and turns
+ * the route's timeout and retry policy into the call's method config. Calls of mesh clients arrive
+ * already routed (by `MeshCall`) and pass through.
+ */
+export class RoutingConfigSelector implements ConfigSelector {
+  readonly #router: Router;
+  readonly #request = new MetadataRouteRequest();
+  readonly #configs = new WeakMap<ServicePolicy, CallConfig>();
+
+  constructor(router: Router) {
+    this.#router = router;
+  }
+
+  invoke(methodName: string, metadata: Metadata): CallConfig {
+    const opts = metadata.getOptions();
+    if (opts instanceof CallTag && opts.target !== undefined) return PASS;
+    const req = this.#request;
+    req.path = methodName;
+    req.metadata = metadata;
+    const result = this.#router.route(req);
+    req.metadata = undefined;
+    if (result === undefined || isMeshError(result)) return UNROUTED;
+    const target = result as RouteTarget;
+    if (target.abortStatus > 0) return callConfig(PLAIN_METHOD_CONFIG, grpcStatusOfHttp(target.abortStatus));
+    let tag: CallTag;
+    if (opts instanceof CallTag) tag = opts;
+    else {
+      tag = new CallTag(opts);
+      metadata.setOptions(tag);
+    }
+    tag.target = target;
+    const policy = target.policy ?? target.runtime.policy;
+    let config = this.#configs.get(policy);
+    if (config === undefined) {
+      config = callConfig(methodConfigOf(policy), status.OK);
+      this.#configs.set(policy, config);
+    }
+    return config;
+  }
+
+  unref(): void {
+    // Nothing is held beyond the router, which the mesh owns.
+  }
+}

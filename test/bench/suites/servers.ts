@@ -1,0 +1,195 @@
+import { type ChildProcess, fork } from 'node:child_process';
+import { createHistogram, performance } from 'node:perf_hooks';
+import { Pool } from 'undici';
+import type { BenchSuite, BenchSuiteResult } from '../lib.js';
+import { median, round2, round3 } from '../support/ab.js';
+
+/**
+ * Inbound overhead: Express and Fastify with meshlet's middleware/plugin vs the bare framework
+ * (target >= 0.95x throughput), same route, same client, side by side in one run.
+ *
+ * The servers run in two child processes (`support/inbound-servers.ts`): one with the bare
+ * frameworks, one with the meshed ones — `core` (a core `Mesh` without telemetry: probes,
+ * authorization lookup, deadline context) and `full` (what `createMesh()` gives: `@meshlet/telemetry`
+ * installed, so + server metrics and spans through the no-op tracer). Every request carries
+ * `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds alternate
+ * between the variants (bare, core, full, then the reverse), and for each round we record the
+ * client-observed throughput and the server process' CPU time per request (`process.cpuUsage()`
+ * deltas of the child, over IPC). Throughput on a shared 2-core machine is noisy (the client
+ * competes with the server for the same cores); server CPU per request is what the middleware
+ * adds, and survives noise better. Ratios are medians over rounds of the paired per-round ratios.
+ * Quick mode measures `full` against bare only, in short rounds: a smoke test, not a measurement.
+ */
+
+type Framework = 'express' | 'fastify';
+type VariantName = 'bare' | 'core' | 'full';
+
+interface Child {
+  readonly ports: Readonly<Record<string, number>>;
+  cpuUs(): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function startChild(mode: 'bare' | 'mesh'): Promise<Child> {
+  const child: ChildProcess = fork(new URL('../support/inbound-servers.ts', import.meta.url), [mode], {
+    execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const ports = await new Promise<Record<string, number>>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) =>
+      reject(new Error(`inbound bench servers (${mode}) exited early (code ${code})`)),
+    );
+    child.once('message', (m) => resolve((m as { ports: Record<string, number> }).ports));
+  });
+  child.removeAllListeners('exit');
+  let seq = 0;
+  return {
+    ports,
+    cpuUs: () =>
+      new Promise<number>((resolve) => {
+        const id = ++seq;
+        const on = (m: unknown) => {
+          const msg = m as { cpu?: number; us?: number };
+          if (msg.cpu !== id) return;
+          child.off('message', on);
+          resolve(msg.us as number);
+        };
+        child.on('message', on);
+        child.send({ cpu: id });
+      }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+interface Round {
+  readonly rps: number;
+  readonly serverUsPerRequest: number;
+  readonly p50Us: number;
+  readonly errors: number;
+}
+
+async function closedLoop(
+  pool: Pool,
+  concurrency: number,
+  ms: number,
+): Promise<Omit<Round, 'serverUsPerRequest'> & { n: number }> {
+  const hist = createHistogram();
+  let n = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  const end = t0 + ms;
+  const worker = async () => {
+    while (performance.now() < end) {
+      const s = performance.now();
+      try {
+        const res = await pool.request({
+          method: 'GET',
+          path: '/items/42',
+          headers: { 'x-meshlet-deadline-ms': '5000' },
+        });
+        await res.body.arrayBuffer();
+        if (res.statusCode !== 200) errors++;
+      } catch {
+        errors++;
+      }
+      hist.record(Math.max(1, Math.round((performance.now() - s) * 1e6)));
+      n++;
+    }
+  };
+  const workers: Promise<void>[] = [];
+  for (let i = 0; i < concurrency; i++) workers.push(worker());
+  await Promise.all(workers);
+  const seconds = (performance.now() - t0) / 1000;
+  return { n, rps: n / seconds, p50Us: hist.percentile(50) / 1000, errors };
+}
+
+interface Target {
+  readonly pool: Pool;
+  readonly child: Child;
+}
+
+async function measure(t: Target, concurrency: number, ms: number): Promise<Round> {
+  const c0 = await t.child.cpuUs();
+  const r = await closedLoop(t.pool, concurrency, ms);
+  const c1 = await t.child.cpuUs();
+  return { rps: r.rps, p50Us: r.p50Us, errors: r.errors, serverUsPerRequest: (c1 - c0) / Math.max(1, r.n) };
+}
+
+const suite: BenchSuite = {
+  name: 'servers',
+  inQuick: true,
+  async run({ quick }): Promise<BenchSuiteResult> {
+    const results: Record<string, unknown> = {};
+    const summary: string[] = [];
+    const concurrency = 10;
+    // Many short rounds: a pair of neighbouring rounds sees the same machine load. Quick: the
+    // default (`full`) against bare only, to stay within the quick run's per-suite cap.
+    const rounds = quick ? 2 : 24;
+    const roundMs = quick ? 100 : 400;
+    const warmupMs = quick ? 500 : 2000;
+    const VARIANTS: readonly VariantName[] = quick ? ['bare', 'full'] : ['bare', 'core', 'full'];
+    const [bare, mesh] = await Promise.all([startChild('bare'), startChild('mesh')]);
+    const pools: Pool[] = [];
+    try {
+      for (const fw of ['express', 'fastify'] as const satisfies readonly Framework[]) {
+        const targets = {} as Record<VariantName, Target>;
+        for (const v of VARIANTS) {
+          const child = v === 'bare' ? bare : mesh;
+          const port = child.ports[`${fw}.${v}`];
+          const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
+          pools.push(pool);
+          targets[v] = { pool, child };
+        }
+        for (const v of VARIANTS) await closedLoop(targets[v].pool, concurrency, warmupMs);
+        const per: Record<VariantName, Round[]> = { bare: [], core: [], full: [] };
+        for (let r = 0; r < rounds; r++) {
+          const order = r % 2 === 0 ? VARIANTS : [...VARIANTS].reverse();
+          for (const v of order) per[v].push(await measure(targets[v], concurrency, roundMs));
+        }
+        const paired = (v: VariantName, f: (m: Round, b: Round) => number) =>
+          median(per[v].map((m, i) => f(m, per.bare[i] as Round)));
+        const med = (v: VariantName, f: (x: Round) => number) => median(per[v].map(f));
+        const out: Record<string, unknown> = {};
+        for (const v of VARIANTS) {
+          out[v] = {
+            rps: Math.round(med(v, (x) => x.rps)),
+            p50Us: round2(med(v, (x) => x.p50Us)),
+            serverUsPerRequest: round2(med(v, (x) => x.serverUsPerRequest)),
+            errors: per[v].reduce((n, x) => n + x.errors, 0),
+          };
+        }
+        for (const v of VARIANTS) {
+          if (v === 'bare') continue;
+          const tput = paired(v, (m, b) => m.rps / b.rps);
+          // What the server's CPU allows: bare CPU per request over meshed CPU per request.
+          const cpu = paired(v, (m, b) => b.serverUsPerRequest / m.serverUsPerRequest);
+          const addedUs = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest);
+          out[`${v}VsBare`] = {
+            throughputRatio: round3(tput),
+            serverCpuRatio: round3(cpu),
+            addedServerUsPerRequest: round2(addedUs),
+          };
+          summary.push(
+            `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : 'createMesh defaults, telemetry on'}) vs bare ${fw}: ` +
+              `${tput.toFixed(3)}x throughput, ${cpu.toFixed(3)}x by server CPU ` +
+              `(+${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us) ` +
+              `[${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`,
+          );
+        }
+        results[`${fw}Middleware`] = out;
+      }
+    } finally {
+      for (const p of pools) await p.close();
+      await Promise.all([bare.close(), mesh.close()]);
+    }
+    return { results, summary };
+  },
+};
+
+export default suite;
