@@ -278,7 +278,7 @@ class MeshPicker implements GrpcPicker {
     // Hash policies (ring_hash, maglev) hash on the route's hash policy, or on metadata through
     // the headers view; others skip it.
     ctx.hash = target?.hash ?? rt.requestHash(lb.headers.view);
-    let res = rt.pick(ctx, tag?.endpoint);
+    let res = rt.pick(ctx, tag?.avoid());
     for (let i = 0; i < 3 && res.kind === 'pick'; i++) {
       const entry = lb.entryOf(res.endpoint);
       if (entry !== undefined) {

@@ -28,6 +28,30 @@ export class CallTag implements MetadataOptions {
   startedAt = 0;
   /** Where a router (an xDS listener) sent this call: the picker balances over its service. */
   target: RouteTarget | undefined = undefined;
+  /** The endpoints of the earlier attempts (created at the first retry). */
+  #tried: EndpointState[] | undefined = undefined;
+  /** The attempt whose earlier endpoints `#tried` holds. */
+  #triedFor = 0;
+
+  /**
+   * What the pick of the current attempt must avoid: every endpoint an earlier attempt of this
+   * call went to (a retry never goes back to one while another is usable). Nothing to avoid for a
+   * first attempt; no allocation until the first retry.
+   */
+  avoid(): readonly EndpointState[] | undefined {
+    const attempt = this.attempt;
+    if (attempt === 0) return undefined;
+    if (this.#triedFor !== attempt) {
+      // `endpoint` is still the previous attempt's: this attempt has not been picked yet.
+      this.#triedFor = attempt;
+      const ep = this.endpoint;
+      if (ep !== undefined) {
+        if (this.#tried === undefined) this.#tried = [ep];
+        else if (!this.#tried.includes(ep)) this.#tried.push(ep);
+      }
+    }
+    return this.#tried;
+  }
 
   constructor(base: MetadataOptions) {
     if (base.idempotentRequest !== undefined) this.idempotentRequest = base.idempotentRequest;

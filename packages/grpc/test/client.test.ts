@@ -206,6 +206,30 @@ describe('interceptor: retries and deadlines', () => {
     expect(retries.every(Boolean)).toBe(true);
   });
 
+  it.each(['random', 'peak_ewma'])(
+    'a retry avoids every server already tried, not only the last one (%s)',
+    async (lb) => {
+      // Two servers answer UNAVAILABLE, one answers: with 2 retries every call must reach it.
+      const list = await servers(3);
+      (list[0] as TestServer).failWith = status.UNAVAILABLE;
+      (list[1] as TestServer).failWith = status.UNAVAILABLE;
+      await mesh({
+        echo: {
+          endpoints: eps(list),
+          lb,
+          outlierDetection: false,
+          circuitBreaker: false,
+          retry: { attempts: 2, budget: { percent: 100, minPerSecond: 1000 } },
+        },
+      });
+      const client = createMeshClient(EchoClient, 'mesh:///echo');
+      cleanups.push(() => client.close());
+      for (let i = 0; i < 40; i++) expect((await echo(client, { text: 'x' })).server).toBe('s2');
+      // No call went to a failing server twice: at most two of its three attempts failed.
+      expect((list[0] as TestServer).calls + (list[1] as TestServer).calls).toBeLessThanOrEqual(80);
+    },
+  );
+
   it('does not retry codes outside the list, and honours retry: false', async () => {
     const list = await servers(1);
     (list[0] as TestServer).failWith = status.INTERNAL;
