@@ -37,9 +37,12 @@ describe('quickstart demo', { timeout: 60_000 }, () => {
     // The faults really happened: the flaky reviews instance answered 503s, the dying one died
     // and the frontend's mesh saw attempts to it fail, the slow catalog instance was slow.
     const why = JSON.stringify(result.endpoints);
+    // The flaky instance answers 503 to one draw in ten. Latency-aware balancing may send it
+    // little traffic (an instance that looked slower at the start is avoided), so it must have
+    // failed only once it served enough; every failure it injected, the frontend's mesh saw.
     const flaky = byName.get('reviews-2');
-    expect(flaky?.injected, why).toBeGreaterThan(0);
-    expect(flaky?.errors, why).toBeGreaterThan(0);
+    if ((flaky?.served ?? 0) >= 20) expect(flaky?.injected, why).toBeGreaterThan(0);
+    expect(flaky?.errors ?? 0, why).toBeGreaterThanOrEqual(flaky?.injected ?? 0);
     // The dying instance died, and the frontend's mesh noticed: attempts to it failed, or (when
     // a health check ran first, as can happen on a loaded machine) it was taken out of rotation.
     const dying = byName.get('reviews-4');
@@ -66,8 +69,9 @@ describe('quickstart demo', { timeout: 60_000 }, () => {
       expect(hop(to)?.requests, to).toBeGreaterThanOrEqual(result.requests - 5);
       expect(hop(to)?.failures, to).toBeLessThanOrEqual(1);
     }
-    // the reviews hop absorbed the flaky and dead instances with retries
-    expect(hop('reviews')?.retries, JSON.stringify(result.hops)).toBeGreaterThan(0);
+    // the reviews hop absorbed the failures of the flaky and dead instances with retries
+    if ((flaky?.errors ?? 0) + (dying?.errors ?? 0) > 0)
+      expect(hop('reviews')?.retries, JSON.stringify(result.hops)).toBeGreaterThan(0);
     expect(result.inbound.frontend).toBeGreaterThanOrEqual(result.requests - 5);
     expect(result.inbound.catalog).toBeGreaterThanOrEqual(result.requests - 5);
     // retried attempts arrive as inbound requests too
