@@ -229,4 +229,38 @@ describe('xDS routing of mesh: gRPC channels', () => {
     }
     expect((s as TestServer).calls).toBe(0);
   });
+
+  it('applies a fault-injection delay (and an abort after it) to plain and mesh clients alike', async () => {
+    const [s] = await servers('s');
+    const cp = await controlPlane({
+      backend: { endpoints: [addr(s)], listener: false },
+      slow: { routes: [{ cluster: 'backend', fault: { delay: { fixed: '1s', percent: 100 } } }] },
+      slowabort: {
+        routes: [
+          {
+            cluster: 'backend',
+            fault: { delay: { fixed: '20ms', percent: 100 }, abort: { status: 503, percent: 100 } },
+          },
+        ],
+      },
+    });
+    await meshFor(cp);
+    const withDeadline = (client: Client, ms: number) =>
+      new Promise<EchoReply>((resolve, reject) => {
+        (client as unknown as { echo: EchoFn }).echo(
+          { text: 'x' },
+          new Metadata(),
+          { deadline: Date.now() + ms },
+          (err, res) => (err ? reject(err) : resolve(res as EchoReply)),
+        );
+      });
+    for (const client of [meshClient('mesh:///slow'), plainClient('mesh:///slow')]) {
+      // The delay outlasts the deadline: the call ends DEADLINE_EXCEEDED, never sent.
+      await expect(withDeadline(client, 150)).rejects.toMatchObject({ code: status.DEADLINE_EXCEEDED });
+    }
+    for (const client of [meshClient('mesh:///slowabort'), plainClient('mesh:///slowabort')]) {
+      await expect(call(client)).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    }
+    expect((s as TestServer).calls).toBe(0);
+  });
 });

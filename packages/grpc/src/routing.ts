@@ -1,4 +1,4 @@
-import { experimental, type Metadata, status } from '@grpc/grpc-js';
+import { experimental, Metadata, type StatusObject, status } from '@grpc/grpc-js';
 import {
   isMeshError,
   type RouteRequest,
@@ -80,6 +80,34 @@ function toDuration(ms: number): { seconds: number; nanos: number } {
 }
 
 /**
+ * Fault injection for a plain client's call (what grpc-js-xds does with its fault filter): the
+ * call's metadata is held back `delayMs` before the call goes out; then, with `abort`, the call
+ * ends with that status without being sent. The call's deadline keeps running meanwhile.
+ */
+class FaultFilter extends experimental.BaseFilter {
+  readonly #delayMs: number;
+  readonly #abort: status | undefined;
+  constructor(delayMs: number, abort: status | undefined) {
+    super();
+    this.#delayMs = delayMs;
+    this.#abort = abort;
+  }
+  override async sendMetadata(metadata: Promise<Metadata>): Promise<Metadata> {
+    const md = await metadata;
+    await new Promise<void>((resolve) => setTimeout(resolve, this.#delayMs).unref());
+    if (this.#abort !== undefined) {
+      const st: StatusObject = {
+        code: this.#abort,
+        details: 'fault injected (abort after delay)',
+        metadata: new Metadata(),
+      };
+      throw st;
+    }
+    return md;
+  }
+}
+
+/**
  * The method config of a plain client's call routed to a service with `policy`: the route's
  * timeout, and its retries as a grpc-js retry policy (a plain client has no meshlet retry layer).
  */
@@ -126,7 +154,8 @@ export class RoutingConfigSelector implements ConfigSelector {
     req.metadata = undefined;
     if (result === undefined || isMeshError(result)) return UNROUTED;
     const target = result as RouteTarget;
-    if (target.abortStatus > 0) return callConfig(PLAIN_METHOD_CONFIG, grpcStatusOfHttp(target.abortStatus));
+    const abort = target.abortStatus > 0 ? grpcStatusOfHttp(target.abortStatus) : undefined;
+    if (abort !== undefined && target.delayMs <= 0) return callConfig(PLAIN_METHOD_CONFIG, abort);
     let tag: CallTag;
     if (opts instanceof CallTag) tag = opts;
     else {
@@ -139,6 +168,11 @@ export class RoutingConfigSelector implements ConfigSelector {
     if (config === undefined) {
       config = callConfig(methodConfigOf(policy), status.OK);
       this.#configs.set(policy, config);
+    }
+    if (target.delayMs > 0) {
+      // A delay (then maybe an abort) for this call: a filter of its own on the route's config.
+      const filter = new FaultFilter(target.delayMs, abort);
+      return { ...config, dynamicFilterFactories: [{ createFilter: () => filter }] };
     }
     return config;
   }
