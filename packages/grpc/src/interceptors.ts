@@ -77,7 +77,8 @@ export interface MeshInterceptorOptions {
   readonly callHook?: CallHook | undefined;
 }
 
-function addHeaders(metadata: Metadata, headers: readonly string[] | undefined): void {
+/** Adds the hook's headers (trace context) the caller did not set. */
+export function addHeaders(metadata: Metadata, headers: readonly string[] | undefined): void {
   if (!headers) return;
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const name = headers[i] as string;
@@ -86,13 +87,13 @@ function addHeaders(metadata: Metadata, headers: readonly string[] | undefined):
 }
 
 /** The breaker verdict of a finished attempt: caller errors count as success, cancellations say nothing. */
-function verdictOf(code: number): 'success' | 'failure' | 'ignore' {
+export function verdictOf(code: number): 'success' | 'failure' | 'ignore' {
   const o = outcomeOf(code);
   return o === 'success' ? 'success' : o === 'cancelled' ? 'ignore' : 'failure';
 }
 
 /** Status of a call refused by an open (or probing) breaker: UNAVAILABLE, MESHLET_ERR_CIRCUIT_OPEN. */
-function circuitOpenStatus(rt: ServiceRuntime): StatusObject {
+export function circuitOpenStatus(rt: ServiceRuntime): StatusObject {
   const err = rt.resilience.breaker?.openError();
   const md = new Metadata();
   md.set('x-meshlet-error', 'MESHLET_ERR_CIRCUIT_OPEN');
@@ -110,7 +111,8 @@ function acquire(rt: ServiceRuntime): BreakerPermit | null | undefined {
   return b.tryAcquire() ?? null;
 }
 
-function errorOf(st: StatusObject): Error | undefined {
+/** The error a non-OK status stands for (telemetry), undefined for OK. */
+export function errorOf(st: StatusObject): Error | undefined {
   return st.code === status.OK ? undefined : new Error(`${status[st.code] ?? st.code}: ${st.details}`);
 }
 

@@ -22,7 +22,15 @@ import {
 } from '@meshlet/core';
 import { outcomeOf } from './balancer.js';
 import { CallTag } from './call-tag.js';
-import type { CallHook, CallObserver, MeshInterceptorOptions } from './interceptors.js';
+import {
+  addHeaders,
+  type CallHook,
+  type CallObserver,
+  circuitOpenStatus,
+  errorOf,
+  type MeshInterceptorOptions,
+  verdictOf,
+} from './interceptors.js';
 import { grpcStatusOfHttp, metadataHeader } from './routing.js';
 
 /** grpc-js's channel-level call (what `Channel.createCall` returns). */
@@ -48,38 +56,6 @@ export const unaryMarker: Interceptor = (options, nextCall) => {
   nextCallIsUnary = false;
   return call as ReturnType<Interceptor>;
 };
-
-function addHeaders(metadata: Metadata, headers: readonly string[] | undefined): void {
-  if (!headers) return;
-  for (let i = 0; i + 1 < headers.length; i += 2) {
-    const name = headers[i] as string;
-    if (metadata.get(name).length === 0) metadata.set(name, headers[i + 1] as string);
-  }
-}
-
-/** The breaker verdict of a finished attempt: caller errors count as success, cancellations say nothing. */
-function verdictOf(code: number): 'success' | 'failure' | 'ignore' {
-  const o = outcomeOf(code);
-  return o === 'success' ? 'success' : o === 'cancelled' ? 'ignore' : 'failure';
-}
-
-/** Status of a call refused by an open (or probing) breaker: UNAVAILABLE, MESHLET_ERR_CIRCUIT_OPEN. */
-export function circuitOpenStatus(rt: ServiceRuntime): StatusObject {
-  const err = rt.resilience.breaker?.openError();
-  const md = new Metadata();
-  md.set('x-meshlet-error', 'MESHLET_ERR_CIRCUIT_OPEN');
-  return {
-    code: status.UNAVAILABLE,
-    details: `MESHLET_ERR_CIRCUIT_OPEN: ${err?.message ?? 'circuit open'}`,
-    metadata: md,
-  };
-}
-
-function errorOf(st: StatusObject): Error | undefined {
-  return st.code === status.OK ? undefined : new Error(`${status[st.code] ?? st.code}: ${st.details}`);
-}
-
-const _CANCELLED_STATUS_DETAILS = 'Cancelled on client';
 
 function maskOf(codes: readonly number[]): number {
   let mask = 0;
