@@ -8,8 +8,8 @@ import { median, round2, round3 } from '../support/ab.js';
  * Inbound overhead: Express and Fastify with meshlet's middleware/plugin vs the bare framework
  * (target >= 0.95x throughput), same route, same client, side by side in one run.
  *
- * The servers run in two child processes (`support/inbound-servers.ts`): one with the bare
- * frameworks, one with the meshed ones — `core` (a core `Mesh` without telemetry: probes,
+ * The servers of each framework run in two child processes (`support/inbound-servers.ts`): one
+ * with the bare framework, one with the meshed ones — `core` (a core `Mesh` without telemetry: probes,
  * authorization lookup, deadline context) and `full` (what `createMesh()` gives: `@meshlet/telemetry`
  * installed, so + server metrics and spans through the no-op tracer). Every request carries
  * `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds alternate
@@ -30,8 +30,8 @@ interface Child {
   close(): Promise<void>;
 }
 
-async function startChild(mode: 'bare' | 'mesh'): Promise<Child> {
-  const child: ChildProcess = fork(new URL('../support/inbound-servers.ts', import.meta.url), [mode], {
+async function startChild(mode: 'bare' | 'mesh', fw: Framework): Promise<Child> {
+  const child: ChildProcess = fork(new URL('../support/inbound-servers.ts', import.meta.url), [mode, fw], {
     execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -134,10 +134,11 @@ const suite: BenchSuite = {
     const roundMs = quick ? 100 : 400;
     const warmupMs = quick ? 500 : 2000;
     const VARIANTS: readonly VariantName[] = quick ? ['bare', 'full'] : ['bare', 'core', 'full'];
-    const [bare, mesh] = await Promise.all([startChild('bare'), startChild('mesh')]);
     const pools: Pool[] = [];
-    try {
-      for (const fw of ['express', 'fastify'] as const satisfies readonly Framework[]) {
+    for (const fw of ['express', 'fastify'] as const satisfies readonly Framework[]) {
+      // One process per framework and variant kind, as a service runs one framework.
+      const [bare, mesh] = await Promise.all([startChild('bare', fw), startChild('mesh', fw)]);
+      try {
         const targets = {} as Record<VariantName, Target>;
         for (const v of VARIANTS) {
           const child = v === 'bare' ? bare : mesh;
@@ -183,10 +184,10 @@ const suite: BenchSuite = {
           );
         }
         results[`${fw}Middleware`] = out;
+      } finally {
+        for (const p of pools.splice(0)) await p.close();
+        await Promise.all([bare.close(), mesh.close()]);
       }
-    } finally {
-      for (const p of pools) await p.close();
-      await Promise.all([bare.close(), mesh.close()]);
     }
     return { results, summary };
   },

@@ -2,6 +2,8 @@
  * Express and Fastify servers for the `servers` benchmark, run in a child process (through tsx,
  * `--conditions=meshlet-source`) so that their CPU is measured apart from the load generator's.
  *
+ * argv[3] (optional) = `express` or `fastify`: only that framework's servers (a process serves one
+ * framework, as a service does, so the code both share is not shaped by the other's objects).
  * argv[2] = `bare`: the bare frameworks; `mesh`: each framework twice, with meshlet's inbound
  * middleware/plugin over a core `Mesh` without telemetry (`core`: authorization, probes, deadline
  * context only) and over a mesh with `@meshlet/telemetry` installed as `createMesh()` does (`full`: + server
@@ -20,6 +22,8 @@ import type { Mesh as CoreMesh } from '../../../packages/core/src/index.js';
 
 // The meshlet packages are loaded only by the `mesh` process: the bare one stays bare.
 const mode = process.argv[2] === 'mesh' ? 'mesh' : 'bare';
+const only = process.argv[3];
+const wants = (fw: 'express' | 'fastify') => only === undefined || only === fw;
 const m =
   mode === 'mesh'
     ? {
@@ -54,8 +58,8 @@ async function listenFastify(mesh: CoreMesh | undefined): Promise<number> {
 
 const ports: Record<string, number> = {};
 if (mode === 'bare') {
-  ports['express.bare'] = await listenExpress(undefined);
-  ports['fastify.bare'] = await listenFastify(undefined);
+  if (wants('express')) ports['express.bare'] = await listenExpress(undefined);
+  if (wants('fastify')) ports['fastify.bare'] = await listenFastify(undefined);
 } else if (m) {
   const core = new m.Mesh(m.parseConfig({}));
   await core.ready();
@@ -63,10 +67,14 @@ if (mode === 'bare') {
   const full = new m.Mesh(m.parseConfig({}));
   await m.installTelemetry(full, { admin: false });
   await full.ready();
-  ports['express.core'] = await listenExpress(core);
-  ports['fastify.core'] = await listenFastify(core);
-  ports['express.full'] = await listenExpress(full);
-  ports['fastify.full'] = await listenFastify(full);
+  if (wants('express')) {
+    ports['express.core'] = await listenExpress(core);
+    ports['express.full'] = await listenExpress(full);
+  }
+  if (wants('fastify')) {
+    ports['fastify.core'] = await listenFastify(core);
+    ports['fastify.full'] = await listenFastify(full);
+  }
   // Diagnostics (MESHLET_BENCH_DIAG=1, not part of the suite): a bare Fastify/Express in the mesh
   // process (the process-wide cost of the deadline context's AsyncLocalStorage on Node 20), and a
   // Fastify with three empty hooks and a request decoration (what any plugin of this shape costs).
