@@ -162,6 +162,30 @@ function compileRegex(re: unknown, path: string, flags = ''): RegExp {
   }
 }
 
+type StringKind = 'exact' | 'prefix' | 'suffix' | 'contains';
+/** A header matcher's deprecated string fields, and `StringMatcher`'s (one of each is set: a oneof). */
+const HEADER_STRING_FIELDS: ReadonlyArray<readonly [StringKind, string]> = [
+  ['exact', 'exactMatch'],
+  ['prefix', 'prefixMatch'],
+  ['suffix', 'suffixMatch'],
+  ['contains', 'containsMatch'],
+];
+const STRING_MATCHER_FIELDS: ReadonlyArray<readonly [StringKind, string]> = [
+  ['exact', 'exact'],
+  ['prefix', 'prefix'],
+  ['suffix', 'suffix'],
+  ['contains', 'contains'],
+];
+
+/** The string match of `o` among `fields`, if one is set. */
+function stringMatchOf(
+  o: Msg,
+  fields: ReadonlyArray<readonly [StringKind, string]>,
+): { kind: StringKind; value: string } | undefined {
+  for (const [kind, key] of fields) if (o[key] !== undefined) return { kind, value: str(o[key]) ?? '' };
+  return undefined;
+}
+
 function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
   const name = (str(h.name) ?? '').toLowerCase();
   if (!name) fail(`${path}.name`, 'is required');
@@ -171,9 +195,9 @@ function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
   let range: HeaderMatch['range'];
   let present = true;
   let ignoreCase = false;
-  if (h.exactMatch !== undefined) {
-    kind = 'exact';
-    value = str(h.exactMatch) ?? '';
+  const legacy = stringMatchOf(h, HEADER_STRING_FIELDS);
+  if (legacy !== undefined) {
+    ({ kind, value } = legacy);
   } else if (h.safeRegexMatch !== undefined) {
     kind = 'regex';
     regex = compileRegex(h.safeRegexMatch, `${path}.safe_regex_match`);
@@ -184,30 +208,12 @@ function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
   } else if (h.presentMatch !== undefined) {
     kind = 'present';
     present = h.presentMatch === true;
-  } else if (h.prefixMatch !== undefined) {
-    kind = 'prefix';
-    value = str(h.prefixMatch) ?? '';
-  } else if (h.suffixMatch !== undefined) {
-    kind = 'suffix';
-    value = str(h.suffixMatch) ?? '';
-  } else if (h.containsMatch !== undefined) {
-    kind = 'contains';
-    value = str(h.containsMatch) ?? '';
   } else if (h.stringMatch !== undefined) {
     const sm = msg(h.stringMatch) ?? {};
     ignoreCase = sm.ignoreCase === true;
-    if (sm.exact !== undefined) {
-      kind = 'exact';
-      value = str(sm.exact) ?? '';
-    } else if (sm.prefix !== undefined) {
-      kind = 'prefix';
-      value = str(sm.prefix) ?? '';
-    } else if (sm.suffix !== undefined) {
-      kind = 'suffix';
-      value = str(sm.suffix) ?? '';
-    } else if (sm.contains !== undefined) {
-      kind = 'contains';
-      value = str(sm.contains) ?? '';
+    const m = stringMatchOf(sm, STRING_MATCHER_FIELDS);
+    if (m !== undefined) {
+      ({ kind, value } = m);
     } else if (sm.safeRegex !== undefined) {
       kind = 'regex';
       regex = compileRegex(sm.safeRegex, `${path}.string_match.safe_regex`, ignoreCase ? 'i' : '');
