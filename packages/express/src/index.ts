@@ -115,7 +115,8 @@ export function meshMiddleware(
 function matchedRoute(req: IncomingMessage): string | undefined {
   const r = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: string };
   const p = r.route?.path;
-  return typeof p === 'string' ? `${r.baseUrl ?? ''}${p}` : undefined;
+  if (typeof p !== 'string') return undefined;
+  return r.baseUrl ? r.baseUrl + p : p; // no new string for routes mounted at the root
 }
 
 export interface GracefulShutdownOptions extends HttpDrainOptions {
