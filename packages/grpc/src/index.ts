@@ -52,6 +52,7 @@ export {
   meshInterceptor,
   type RetryOptions,
 } from './interceptors.js';
+export { STREAM_RETRY_BUFFER_BYTES } from './mesh-call.js';
 export {
   findMesh,
   MESH_SCHEME,

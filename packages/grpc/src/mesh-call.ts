@@ -37,6 +37,13 @@ import { grpcStatusOfHttp, metadataHeader } from './routing.js';
 export type GrpcCall = ReturnType<Channel['createCall']>;
 type MessageContext = Parameters<GrpcCall['sendMessageWithContext']>[0];
 
+/** A message of a retryable stream: its flags, bytes, and the writer's callback if still owed. */
+interface QueuedMessage {
+  readonly flags: number | undefined;
+  readonly message: Buffer;
+  callback: (() => void) | undefined;
+}
+
 /**
  * Whether the call being created right now is unary. Set by `unaryMarker` (the innermost client
  * interceptor of a mesh client) immediately before grpc-js synchronously creates the channel call,
@@ -56,6 +63,13 @@ export const unaryMarker: Interceptor = (options, nextCall) => {
   nextCallIsUnary = false;
   return call as ReturnType<Interceptor>;
 };
+
+/**
+ * How many bytes of request messages a streaming call keeps for a replay while it is not
+ * committed (gRPC's per-call retry buffer, gRFC A6: 256 KiB). Past it the call commits to its
+ * current attempt: no more retries, nothing more kept.
+ */
+export const STREAM_RETRY_BUFFER_BYTES = 256 * 1024;
 
 function maskOf(codes: readonly number[]): number {
   let mask = 0;
@@ -204,10 +218,14 @@ export class MeshClientPolicy {
  *   request in scope and the service `timeout` (grpc-js sends it as `grpc-timeout`);
  * - **the breaker**: a permit per attempt; an open (or probing) breaker fails the call with
  *   UNAVAILABLE `MESHLET_ERR_CIRCUIT_OPEN` without sending it;
- * - **retries** of unary calls whose status is retried, at most `maxRetries` times, with the
- *   service's backoff, within the deadline and the retry budget, each retry avoiding the previous
- *   attempt's endpoint; the request (metadata and the serialized message) is replayed, and the
- *   response of an attempt is held back until its status says whether it is retried;
+ * - **retries** of calls whose status is retried, at most `maxRetries` times, with the service's
+ *   backoff, within the deadline and the retry budget, each retry avoiding every endpoint already
+ *   tried; the request (metadata and the serialized messages) is replayed. A unary call's response
+ *   is held back until its status says whether it is retried. A streaming call is retried only
+ *   until it **commits** (gRFC A6): when the server's response headers arrive (from then on its
+ *   messages flow to the caller as they come), or when its sent messages outgrow
+ *   `STREAM_RETRY_BUFFER_BYTES`; until then its messages are kept for a replay and the writer is
+ *   told each was written at once (as grpc-js's own retries do);
  * - **attempt accounting** for the balancer (in-flight count, latency, outlier detection) with the
  *   endpoint the `meshlet` picker chose, and **telemetry**: the call hook and a `request` event.
  */
@@ -244,10 +262,31 @@ export class MeshCall implements GrpcCall, RouteRequest {
   #start = 0;
   /** Messages sent while the call was still being routed: context, message, … */
   #early: Array<MessageContext | Buffer> | undefined;
-  // Replay state (retryable calls only).
+  // Replay state (retryable calls only): a unary call's one message,
   #context: MessageContext | undefined;
   #message: Buffer | undefined;
+  /** A unary call whose response is held back until its status (it may be retried). */
+  #holdBack = false;
+  /** A streaming call that may be retried and has not committed: its messages are kept. */
+  #replay: boolean;
+  /**
+   * A retryable streaming call's messages, written to the current attempt one at a time (each
+   * after the previous one's write completed, as grpc-js's calls below expect): all of them until
+   * the call commits, then only those not written yet. Undefined once committed and drained (the
+   * messages then go straight to the attempt) and for every other call.
+   */
+  #queue: QueuedMessage[] | undefined;
+  /** The next message of `#queue` to write to the current attempt. */
+  #queueNext = 0;
+  /** A write to the current attempt is pending (its callback has not come back). */
+  #writing = false;
+  /** Bytes kept for a replay (at most `STREAM_RETRY_BUFFER_BYTES`). */
+  #keptBytes = 0;
+  /** The write callback of the current attempt (a new one per attempt: stale callbacks are ignored). */
+  #written: (() => void) | undefined;
   #halfClosed = false;
+  /** `halfClose` reached the current attempt (queued calls half-close once the queue drained). */
+  #halfCloseSent = false;
   #reading = false;
   // Held-back response of the current attempt (retryable calls only).
   #respMetadata: Metadata | undefined;
@@ -275,6 +314,8 @@ export class MeshCall implements GrpcCall, RouteRequest {
     this.#parent = parent;
     this.#flags = flags;
     this.#unary = unary;
+    this.#replay = !unary && policy.mayRetry;
+    this.#queue = this.#replay ? [] : undefined;
   }
 
   // --- RouteRequest (what a router sees of this call) ---
@@ -362,7 +403,7 @@ export class MeshCall implements GrpcCall, RouteRequest {
         policy.sweeper.add(this, svc.timeoutMs);
       }
     }
-    if (this.#unary && policy.retries) {
+    if (policy.retries) {
       const retry = svc.retry;
       if (retry.grpcCodes !== undefined && retry !== rt.policy.retry) {
         // The route's own retry policy (xDS): its codes and attempts.
@@ -377,6 +418,12 @@ export class MeshCall implements GrpcCall, RouteRequest {
         this.#retryMask = policy.retryMask;
         this.#maxRetries = policy.maxRetries ?? retry.maxRetries;
       }
+    }
+    this.#holdBack = this.#unary && this.#maxRetries > 0;
+    if (!this.#unary && (this.#maxRetries === 0 || !this.#replay)) {
+      // Not retried (or already committed while it was being routed): nothing more to keep.
+      this.#maxRetries = 0;
+      if (this.#replay) this.#commit();
     }
     const hook = policy.hook;
     if (hook !== undefined) {
@@ -420,10 +467,22 @@ export class MeshCall implements GrpcCall, RouteRequest {
     if (this.#credentials !== undefined) call.setCredentials(this.#credentials);
     this.#attempt = call;
     (this.#tag as CallTag).attempt = this.#attemptNo;
+    const queued = this.#queue !== undefined;
+    if (queued) {
+      // A retryable stream: its kept messages go to this attempt from the first, one at a time.
+      this.#written = () => this.#onWritten(call);
+      this.#writing = false;
+      this.#queueNext = 0;
+      this.#halfCloseSent = false;
+    }
     call.start(this.#metadata as Metadata, this);
     // Replay what the client did before this attempt existed (a retry, or a call that waited
     // for its route).
     if (this.#reading) call.startRead();
+    if (queued) {
+      if (this.#attempt === call) this.#pump();
+      return;
+    }
     const early = this.#early;
     if (early !== undefined) {
       this.#early = undefined;
@@ -438,6 +497,21 @@ export class MeshCall implements GrpcCall, RouteRequest {
   // --- Call (towards grpc-js's client above) ---
 
   sendMessageWithContext(context: MessageContext, message: Buffer): void {
+    const queue = this.#queue;
+    if (queue !== undefined) {
+      let cb = context.callback;
+      if (this.#replay) {
+        if (this.#keptBytes + message.length <= STREAM_RETRY_BUFFER_BYTES) {
+          // Kept for a replay: the writer may go on at once (next tick, as after a write).
+          this.#keptBytes += message.length;
+          if (cb !== undefined) process.nextTick(cb);
+          cb = undefined;
+        } else this.#commit();
+      }
+      queue.push({ flags: context.flags, message, callback: cb });
+      this.#pump();
+      return;
+    }
     if (this.#rt === undefined) {
       // Still being routed: keep every message until the first attempt exists.
       if (this.#early === undefined) this.#early = [];
@@ -457,7 +531,48 @@ export class MeshCall implements GrpcCall, RouteRequest {
 
   halfClose(): void {
     this.#halfClosed = true;
-    this.#attempt?.halfClose();
+    if (this.#queue !== undefined) this.#pump();
+    else this.#attempt?.halfClose();
+  }
+
+  /**
+   * Writes the next queued message to the current attempt when no write is pending; once the
+   * queue is drained, half-closes the attempt if the caller did, and, for a committed call, stops
+   * queueing.
+   */
+  #pump(): void {
+    const queue = this.#queue;
+    const call = this.#attempt;
+    if (queue === undefined || call === undefined || this.#writing) return;
+    const m = queue[this.#queueNext];
+    if (m !== undefined) {
+      this.#writing = true;
+      call.sendMessageWithContext({ flags: m.flags, callback: this.#written }, m.message);
+      return;
+    }
+    if (!this.#replay) this.#queue = undefined; // committed and drained: straight through now
+    if (this.#halfClosed && !this.#halfCloseSent) {
+      this.#halfCloseSent = true;
+      call.halfClose();
+    }
+  }
+
+  /** The current attempt finished writing a queued message. */
+  #onWritten(attempt: GrpcCall): void {
+    if (attempt !== this.#attempt) return; // an attempt given up (retried, or the call ended)
+    this.#writing = false;
+    const queue = this.#queue;
+    if (queue === undefined) return;
+    const m = queue[this.#queueNext] as QueuedMessage;
+    // Committed: what the attempt wrote is not kept; kept for a replay: move on.
+    if (this.#replay) this.#queueNext++;
+    else queue.shift();
+    const cb = m.callback;
+    if (cb !== undefined) {
+      m.callback = undefined;
+      cb();
+    }
+    this.#pump();
   }
 
   cancelWithStatus(code: status, details: string): void {
@@ -514,12 +629,16 @@ export class MeshCall implements GrpcCall, RouteRequest {
   // --- InterceptingListener (from the current attempt's channel call) ---
 
   onReceiveMetadata(metadata: Metadata): void {
-    if (this.#maxRetries > 0) this.#respMetadata = metadata;
-    else this.#listener?.onReceiveMetadata(metadata);
+    if (this.#holdBack) this.#respMetadata = metadata;
+    else {
+      // The server answered: a streaming call commits to this attempt.
+      if (this.#replay) this.#commit();
+      this.#listener?.onReceiveMetadata(metadata);
+    }
   }
 
   onReceiveMessage(message: unknown): void {
-    if (this.#maxRetries > 0) {
+    if (this.#holdBack) {
       this.#respMessage = message;
       this.#hasMessage = true;
     } else this.#listener?.onReceiveMessage(message);
@@ -550,6 +669,21 @@ export class MeshCall implements GrpcCall, RouteRequest {
       return;
     }
     this.#deliver(st, outcomeOf(code));
+  }
+
+  /**
+   * A streaming call commits to its current attempt (gRFC A6): no more retries, no more messages
+   * kept (those kept go to the next attempt when none is out yet, then are dropped).
+   */
+  #commit(): void {
+    this.#replay = false;
+    if (this.#maxRetries > this.#attemptNo) this.#maxRetries = this.#attemptNo;
+    const queue = this.#queue;
+    if (queue !== undefined && this.#attempt !== undefined && this.#queueNext > 0) {
+      // What the current attempt already wrote is not needed any more.
+      queue.splice(0, this.#queueNext);
+      this.#queueNext = 0;
+    }
   }
 
   /** Decides on and schedules a retry after a failed attempt; false when it is not allowed. */
@@ -610,7 +744,7 @@ export class MeshCall implements GrpcCall, RouteRequest {
     }
     const l = this.#listener;
     if (l === undefined) return;
-    if (this.#maxRetries > 0) {
+    if (this.#holdBack) {
       if (this.#respMetadata !== undefined) l.onReceiveMetadata(this.#respMetadata);
       else if (st.code === status.OK) l.onReceiveMetadata(new Metadata());
       if (this.#hasMessage) l.onReceiveMessage(this.#respMessage);

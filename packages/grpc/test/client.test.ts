@@ -409,7 +409,7 @@ describe('mesh calls: the channel-level call of mesh clients', () => {
     expect(Math.max(...requests)).toBe(2);
   });
 
-  it('passes streamed responses through as they arrive, never retries a stream, and reports it', async () => {
+  it('passes streamed responses through as they arrive, never retries a stream that answered, and reports it', async () => {
     const server = new Server();
     let release: (() => void) | undefined;
     let calls = 0;
