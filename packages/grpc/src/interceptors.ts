@@ -66,7 +66,11 @@ export interface CallHook {
 }
 
 export interface MeshInterceptorOptions {
-  /** Retry policy for unary calls; `false` disables retries. Default `{ codes: [UNAVAILABLE] }`. */
+  /**
+   * Retry policy; `false` disables retries. Default `{ codes: [UNAVAILABLE] }`. Mesh clients retry
+   * every call until it commits (streams: see `STREAM_RETRY_BUFFER_BYTES`); `meshInterceptor` retries
+   * unary calls only.
+   */
   readonly retry?: RetryOptions | false;
   /**
    * Apply the service's `timeout` as the call deadline when the caller set none (default true).
