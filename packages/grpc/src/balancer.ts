@@ -25,6 +25,11 @@ export const LB_POLICY_NAME = 'meshlet';
 export const RUNTIME_ATTRIBUTE = 'meshlet.runtime';
 /** Resolver attribute carrying the `Router` of a routed target (an xDS listener) to the balancer. */
 export const ROUTER_ATTRIBUTE = 'meshlet.router';
+/**
+ * Subchannel argument naming the mesh service a routed channel's subchannel serves: the routed
+ * channel's credentials (`routedChannelCredentials`) secure each connection as that service's own.
+ */
+export const SERVICE_SUBCHANNEL_ARG = 'grpc-node.meshlet.service';
 
 const SLOT = allocateEndpointSlot();
 /**
@@ -494,7 +499,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       if (this.#entries.has(st)) continue;
       const sub = this.#helper.createSubchannel(
         { host: st.endpoint.address, port: st.endpoint.port },
-        this.#options,
+        this.#router === undefined ? this.#options : { ...this.#options, [SERVICE_SUBCHANNEL_ARG]: rt.name },
       );
       const entry = new Entry(this, rt, st, sub);
       this.#entries.set(st, entry);

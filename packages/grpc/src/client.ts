@@ -1,6 +1,6 @@
 import {
   Channel,
-  type ChannelCredentials,
+  ChannelCredentials,
   type ChannelInterface,
   type ChannelOptions,
   type Client,
@@ -10,6 +10,7 @@ import {
   type ServiceDefinition,
 } from '@grpc/grpc-js';
 import type { Mesh, ServiceRuntime } from '@meshlet/core';
+import { SERVICE_SUBCHANNEL_ARG } from './balancer.js';
 import type { CallHook, MeshInterceptorOptions } from './interceptors.js';
 import { type GrpcCall, MeshClientPolicy, unaryMarker } from './mesh-call.js';
 import { parseMeshTarget, resolveRoutedTarget } from './resolver.js';
@@ -98,6 +99,55 @@ const insecure = credentials.createInsecure();
 /** The default channel credentials of `service` in `mesh`: its provider's, or insecure. */
 export function defaultChannelCredentials(mesh: Mesh, service: ServiceRuntime): ChannelCredentials {
   return poolOf(mesh).credentials?.(service) ?? insecure;
+}
+
+/**
+ * Channel credentials of a routed channel (an xDS listener, whose calls go to several services):
+ * each subchannel connects with the credentials of the service it serves (named by the balancer
+ * in `SERVICE_SUBCHANNEL_ARG`), so every cluster's connections check that cluster's identity —
+ * as one channel per service would. Insecure for a service the provider has nothing for.
+ */
+class RoutedChannelCredentials extends ChannelCredentials {
+  readonly #mesh: Mesh;
+  readonly #provider: CredentialsProvider;
+
+  constructor(mesh: Mesh, provider: CredentialsProvider) {
+    super();
+    this.#mesh = mesh;
+    this.#provider = provider;
+  }
+
+  _isSecure(): boolean {
+    return true;
+  }
+
+  _equals(other: ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  _createSecureConnector(
+    ...args: Parameters<ChannelCredentials['_createSecureConnector']>
+  ): ReturnType<ChannelCredentials['_createSecureConnector']> {
+    const name = args[1][SERVICE_SUBCHANNEL_ARG];
+    const rt = typeof name === 'string' ? this.#mesh.service(name) : undefined;
+    const creds = (rt === undefined ? undefined : this.#provider(rt)) ?? insecure;
+    return creds._createSecureConnector(...args);
+  }
+}
+
+const routedCredentials = new WeakMap<Mesh, { provider: CredentialsProvider; creds: ChannelCredentials }>();
+
+/** The default channel credentials of a routed target of `mesh` (see `RoutedChannelCredentials`). */
+export function routedChannelCredentials(mesh: Mesh): ChannelCredentials {
+  const provider = poolOf(mesh).credentials;
+  if (provider === undefined) return insecure;
+  let r = routedCredentials.get(mesh);
+  if (r === undefined || r.provider !== provider) {
+    // One object per mesh and provider: pooled channels and subchannels compare credentials.
+    r = { provider, creds: new RoutedChannelCredentials(mesh, provider) };
+    routedCredentials.set(mesh, r);
+  }
+  return r.creds;
 }
 
 /**
@@ -206,9 +256,10 @@ function clientOptions(
   unaryPaths: ReadonlySet<string> | undefined,
 ): ClientOptions {
   const { mesh, runtime, router } = resolveRoutedTarget(parseMeshTarget(target));
-  // A routed target (an xDS listener) has no single service to take default credentials from.
+  // A routed target (an xDS listener) secures each connection as the service it goes to.
   const creds =
-    options.credentials ?? (runtime === undefined ? insecure : defaultChannelCredentials(mesh, runtime));
+    options.credentials ??
+    (runtime === undefined ? routedChannelCredentials(mesh) : defaultChannelCredentials(mesh, runtime));
   const policy = new MeshClientPolicy(
     runtime ?? (router as NonNullable<typeof router>),
     { ...options, callHook: options.callHook ?? pools.get(mesh)?.callHook?.() },

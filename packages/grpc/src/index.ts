@@ -6,6 +6,7 @@ export {
   ROUTER_ATTRIBUTE,
   RUNTIME_ATTRIBUTE,
   registerMeshBalancer,
+  SERVICE_SUBCHANNEL_ARG,
 } from './balancer.js';
 export { CallTag } from './call-tag.js';
 export {
@@ -18,6 +19,7 @@ export {
   meshChannel,
   meshClientOptions,
   pooledChannelCount,
+  routedChannelCredentials,
   setCallHook,
   setChannelCredentials,
 } from './client.js';
