@@ -8,12 +8,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
  *
  * Kept in core so that transports read it without depending on any server framework.
  */
-export interface DeadlineContext {
-  /** Absolute deadline, epoch ms. */
-  readonly deadline: number;
-}
-
-const storage = new AsyncLocalStorage<DeadlineContext>();
+// The store is the deadline itself (a number): nothing allocated per request but the context.
+const storage = new AsyncLocalStorage<number>();
 
 /** The HTTP header carrying the remaining time of a call, in milliseconds (meshlet's own). */
 export const DEADLINE_HEADER = 'x-meshlet-deadline-ms';
@@ -22,12 +18,12 @@ export const REQUEST_TIMEOUT_HEADER = 'x-request-timeout';
 
 /** Runs `fn` with the given absolute deadline (epoch ms) as the current one. */
 export function runWithDeadline<R>(deadline: number, fn: () => R): R {
-  return storage.run({ deadline }, fn);
+  return storage.run(deadline, fn);
 }
 
 /** The absolute deadline (epoch ms) of the request being served, or undefined outside one. */
 export function currentDeadline(): number | undefined {
-  return storage.getStore()?.deadline;
+  return storage.getStore();
 }
 
 /**
@@ -38,7 +34,7 @@ export function remainingTime(now?: number): number | undefined {
   const store = storage.getStore();
   if (store === undefined) return undefined;
   // The clock is read only when a deadline is in scope: this runs on every outbound request.
-  return Math.max(0, store.deadline - (now ?? Date.now()));
+  return Math.max(0, store - (now ?? Date.now()));
 }
 
 /**

@@ -29,7 +29,6 @@ export {
 export {
   currentDeadline,
   DEADLINE_HEADER,
-  type DeadlineContext,
   effectiveTimeout,
   inboundDeadline,
   parseDeadlineHeader,
