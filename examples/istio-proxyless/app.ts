@@ -14,7 +14,9 @@ import { createMesh } from '../../packages/meshlet/src/index.js';
 
 const REVIEWS = process.env.REVIEWS_URL ?? 'http://reviews.default.svc.cluster.local:9080';
 
-const mesh = await createMesh();
+// mTLS with the certificates Istio's agent writes (cert-chain.pem, key.pem, root-cert.pem).
+const certDir = process.env.ISTIO_CERT_DIR;
+const mesh = await createMesh(certDir ? { tls: { dir: certDir } } : {});
 await mesh.ready();
 
 const server = createServer(async (req, res) => {

@@ -3,7 +3,7 @@ import { lstat, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from 
 import { join } from 'node:path';
 import { ErrorCodes, MeshError } from '@meshlet/core';
 import type * as X509 from '@peculiar/x509';
-import { LAYOUT_FILES, type TlsLayout } from './material.js';
+import { detectLayout, LAYOUT_FILES, type TlsLayout } from './material.js';
 import { parseSpiffeId, spiffeIdOf } from './pem.js';
 
 type X509Crypto = NonNullable<Parameters<typeof X509.X509CertificateGenerator.createSelfSigned>[1]>;
@@ -245,7 +245,7 @@ export interface RotateOptions {
 
 /** Issues a new certificate for the workload whose files are in `dir` and swaps it in atomically. */
 export async function rotateCertDirectory(dir: string, options: RotateOptions): Promise<PemPair> {
-  const layout: TlsLayout = (await exists(join(dir, LAYOUT_FILES.spiffe.cert))) ? 'spiffe' : 'kubernetes';
+  const layout: TlsLayout = detectLayout(dir) ?? 'kubernetes';
   let spiffeId = options.spiffeId;
   if (!spiffeId) {
     const current = await readFile(join(dir, LAYOUT_FILES[layout].cert), 'utf8');

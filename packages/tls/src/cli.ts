@@ -10,7 +10,7 @@ import {
   rotateCertDirectory,
   writeCertDirectory,
 } from './ca.js';
-import type { TlsLayout } from './material.js';
+import { TLS_LAYOUTS, type TlsLayout } from './material.js';
 import { parseSpiffeId } from './pem.js';
 
 /** Streams and environment for `runCertsCommand` (structurally the CLI's `CliIo`). */
@@ -30,7 +30,8 @@ Development certificates with SPIFFE identities (never use the development CA in
   meshlet certs issue --spiffe spiffe://cluster.local/ns/default/sa/reviews --out DIR
                       [--ca-dir DIR] [--ttl 24h] [--dns NAME]... [--layout kubernetes|spiffe]
       Issues a workload key and certificate with the SPIFFE ID as URI SAN and writes tls.crt,
-      tls.key and ca.crt (or svid.pem, svid_key.pem, bundle.pem) into DIR, atomically (..data).
+      tls.key and ca.crt (or svid.pem, svid_key.pem, bundle.pem with --layout spiffe, or
+      cert-chain.pem, key.pem, root-cert.pem with --layout istio) into DIR, atomically (..data).
   meshlet certs rotate DIR [--ca-dir DIR] [--ttl 24h]
       Issues a fresh certificate for the same SPIFFE ID and swaps it into DIR atomically.
 `;
@@ -122,8 +123,10 @@ export async function runCertsCommand(argv: readonly string[], io: CertsIo): Pro
         }
         if (!values.out) throw new CertsUsageError('--out DIR is required');
         const layout = (values.layout ?? 'kubernetes') as TlsLayout;
-        if (layout !== 'kubernetes' && layout !== 'spiffe') {
-          throw new CertsUsageError(`--layout must be kubernetes or spiffe, got "${values.layout}"`);
+        if (!TLS_LAYOUTS.includes(layout)) {
+          throw new CertsUsageError(
+            `--layout must be one of ${TLS_LAYOUTS.join(', ')}, got "${values.layout}"`,
+          );
         }
         const ca = await loadCa(caDir);
         const issued = await issueWorkloadCertificate({

@@ -13,7 +13,7 @@ import {
   registerServiceSection,
 } from '@meshlet/core';
 import { parseAuthorizationSection } from './authz/policy.js';
-import type { TlsLayout } from './material.js';
+import { TLS_LAYOUTS, type TlsLayout } from './material.js';
 
 /** Parsed `tls` section (mesh-wide, or a service's override). */
 export interface TlsSettings {
@@ -66,7 +66,7 @@ export function parseTlsSettings(
   const layout =
     obj.layout === undefined
       ? undefined
-      : optEnum<TlsLayout>(obj, 'layout', path, issues, ['kubernetes', 'spiffe'], 'kubernetes');
+      : optEnum<TlsLayout>(obj, 'layout', path, issues, TLS_LAYOUTS, 'kubernetes');
   const warnBeforeMs =
     obj.warnBefore === undefined ? undefined : duration(obj, 'warnBefore', path, issues, 0);
   return Object.freeze({

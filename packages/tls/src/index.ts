@@ -59,6 +59,7 @@ export {
   type RawMaterial,
   readMaterial,
   readMaterialSync,
+  TLS_LAYOUTS,
   type TlsLayout,
   type TlsMaterial,
   validateMaterial,

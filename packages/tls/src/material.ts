@@ -5,14 +5,23 @@ import { join } from 'node:path';
 import { ErrorCodes, MeshError } from '@meshlet/core';
 import { spiffeIdOf, splitPemCertificates } from './pem.js';
 
-/** The two mounted-directory layouts meshlet reads. */
-export type TlsLayout = 'kubernetes' | 'spiffe';
+/** The mounted-directory layouts meshlet reads. */
+export type TlsLayout = 'kubernetes' | 'spiffe' | 'istio';
+
+/** Every layout, in the order `detectLayout` tries them. */
+export const TLS_LAYOUTS: readonly TlsLayout[] = ['kubernetes', 'spiffe', 'istio'];
 
 export const LAYOUT_FILES: Readonly<Record<TlsLayout, { cert: string; key: string; ca: string }>> = {
   /** A Kubernetes TLS Secret (cert-manager adds `ca.crt`). */
   kubernetes: { cert: 'tls.crt', key: 'tls.key', ca: 'ca.crt' },
   /** The SPIFFE CSI driver / spiffe-helper layout. */
   spiffe: { cert: 'svid.pem', key: 'svid_key.pem', ca: 'bundle.pem' },
+  /**
+   * Istio's workload certificate files (`/var/lib/istio/data` of a proxyless pod, written by the
+   * Istio agent and named by its gRPC bootstrap's `file_watcher` certificate provider;
+   * `/etc/certs` of older mounted-secret setups).
+   */
+  istio: { cert: 'cert-chain.pem', key: 'key.pem', ca: 'root-cert.pem' },
 };
 
 /** Validated certificate material: PEM text plus what was learnt from it. */
@@ -50,8 +59,7 @@ function tlsError(message: string, details: Record<string, unknown>, cause?: unk
 
 /** Which layout a directory holds, or undefined when it has neither. */
 export function detectLayout(dir: string): TlsLayout | undefined {
-  if (existsSync(join(dir, LAYOUT_FILES.kubernetes.cert))) return 'kubernetes';
-  if (existsSync(join(dir, LAYOUT_FILES.spiffe.cert))) return 'spiffe';
+  for (const layout of TLS_LAYOUTS) if (existsSync(join(dir, LAYOUT_FILES[layout].cert))) return layout;
   return undefined;
 }
 
@@ -81,7 +89,7 @@ function layoutOrThrow(dir: string, layout: TlsLayout | undefined): TlsLayout {
   const l = layout ?? detectLayout(dir);
   if (!l) {
     throw tlsError(
-      `no certificates in ${dir}: expected tls.crt, tls.key and ca.crt (Kubernetes) or svid.pem, svid_key.pem and bundle.pem (SPIFFE)`,
+      `no certificates in ${dir}: expected tls.crt, tls.key and ca.crt (Kubernetes), svid.pem, svid_key.pem and bundle.pem (SPIFFE) or cert-chain.pem, key.pem and root-cert.pem (Istio)`,
       { dir, reason: 'missing' },
     );
   }

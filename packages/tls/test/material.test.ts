@@ -114,14 +114,24 @@ describe('SPIFFE identities', () => {
 });
 
 describe('CertificateSource', () => {
-  it('detects the Kubernetes and the SPIFFE layouts', async () => {
+  it('detects the Kubernetes, SPIFFE and Istio layouts', async () => {
     const k = join(tmp.dir, 'k8s');
     const s = join(tmp.dir, 'spiffe');
+    const i = join(tmp.dir, 'istio');
     await writeCertDirectory(k, { ...leaf, ca: ca.cert });
     await writeCertDirectory(s, { ...leaf, ca: ca.cert }, 'spiffe');
+    // What the Istio agent writes for a proxyless pod (/var/lib/istio/data).
+    mkdirSync(i);
+    writeFileSync(join(i, 'cert-chain.pem'), leaf.cert);
+    writeFileSync(join(i, 'key.pem'), leaf.key);
+    writeFileSync(join(i, 'root-cert.pem'), ca.cert);
     expect(detectLayout(k)).toBe('kubernetes');
     expect(detectLayout(s)).toBe('spiffe');
+    expect(detectLayout(i)).toBe('istio');
     expect(new CertificateSource({ dir: s }).current.layout).toBe('spiffe');
+    const istio = new CertificateSource({ dir: i, watch: false }).current;
+    expect(istio.layout).toBe('istio');
+    expect(istio.spiffeId).toBe(ID);
     expect(detectLayout(tmp.dir)).toBeUndefined();
     expect(() => new CertificateSource({ dir: join(tmp.dir, 'missing') })).toThrow(/no certificates/);
   });
