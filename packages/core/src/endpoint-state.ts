@@ -53,13 +53,37 @@ export class EndpointState {
   /** @internal The number of the last discovery update that listed this endpoint (diffing). */
   seenInUpdate = 0;
 
-  /** The pre-built pick result for this endpoint, so that picking allocates nothing. */
-  readonly picked: PickResult;
+  #picked: PickResult | undefined = undefined;
+  #slots: unknown[] | undefined = undefined;
+
+  /**
+   * The pick result for this endpoint, created on first use and then reused, so that picking
+   * allocates nothing (and an endpoint never picked costs no object: a discovery update of many
+   * endpoints creates fewer objects).
+   */
+  get picked(): PickResult {
+    let p = this.#picked;
+    if (p === undefined) {
+      p = Object.freeze({ kind: 'pick', endpoint: this });
+      this.#picked = p;
+    }
+    return p;
+  }
+
   /**
    * Per-transport attachments (connection pools, subchannels), indexed by a slot number a
    * transport obtains once from `allocateEndpointSlot()`: an array index, not a map lookup.
+   * Created on first use, with room for every slot allocated so far (growing an empty array to
+   * a slot's index would reserve 16 more), and the same array from then on.
    */
-  readonly slots: unknown[] = [];
+  get slots(): unknown[] {
+    let s = this.#slots;
+    if (s === undefined) {
+      s = new Array(nextSlot);
+      this.#slots = s;
+    }
+    return s;
+  }
 
   constructor(service: string, endpoint: Endpoint, now: number) {
     this.service = service;
@@ -68,7 +92,6 @@ export class EndpointState {
     this.addedAt = now;
     this.slowStartFrom = now;
     this.lbWeight = endpoint.weight;
-    this.picked = Object.freeze({ kind: 'pick', endpoint: this });
   }
 
   /** True while outlier detection keeps the endpoint out of rotation. */

@@ -4,7 +4,7 @@ import { EndpointState, type PickResult } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import type { MeshEvents, Outcome } from './events.js';
 import type { HeaderInput } from './lb/hash.js';
-import { balancingOf, planPicker, usableOnItsOwn } from './lb/priority.js';
+import { balancingOf, type HostArrays, planPicker, usableOnItsOwn } from './lb/priority.js';
 import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
 import { type Endpoint, type Locality, sameEndpoint } from './model.js';
 import { loadBalancers } from './registry.js';
@@ -80,6 +80,8 @@ export class ServiceRuntime {
   /** The clock as of the last attempt end or rebuild (see `LbContext.clock`). */
   readonly #clock = { ms: 0 };
   #priorityLoad: ReadonlyMap<number, number> = new Map();
+  /** The last plan's per-locality host arrays (reused by the next rebuild when unchanged). */
+  #hostArrays: ReadonlyMap<string, EndpointState[]> = new Map();
 
   constructor(
     name: string,
@@ -287,6 +289,7 @@ export class ServiceRuntime {
     this.#clock.ms = now;
     const all = this.#all;
     const wasPanic = this.panic;
+    const hostArrays: HostArrays = { prev: this.#hostArrays, next: new Map() };
     const plan = planPicker({
       all,
       now,
@@ -295,7 +298,9 @@ export class ServiceRuntime {
       local: this.#local,
       balancer: this.#balancer,
       filter: this.filter,
+      hostArrays,
     });
+    this.#hostArrays = hostArrays.next;
     this.panic = plan.panic;
     this.#refreshAt = plan.refreshAt;
     this.#priorityLoad = plan.priorityLoad;

@@ -32,6 +32,23 @@ function idOf(r: PickResult): string {
   return r.endpoint.id;
 }
 
+describe('EndpointState', () => {
+  it('has one pick result and one slot array, created on first use and reused', () => {
+    const [st] = states(1) as [EndpointState];
+    const picked = st.picked;
+    expect(picked).toEqual({ kind: 'pick', endpoint: st });
+    expect(Object.isFrozen(picked)).toBe(true);
+    expect(st.picked).toBe(picked);
+    const picker = roundRobin.create(undefined).update([st]);
+    expect(picker.pick({ attempt: 0 })).toBe(picked);
+    const slots = st.slots;
+    slots[3] = 'pool';
+    expect(st.slots).toBe(slots);
+    expect(st.slots[3]).toBe('pool');
+    expect(states(1)[0]?.slots[3]).toBeUndefined();
+  });
+});
+
 describe('round_robin', () => {
   it('visits every endpoint in turn', () => {
     const eps = states(4);

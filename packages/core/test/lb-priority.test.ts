@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { type Endpoint, isMeshErrorCode, type ServiceRuntime } from '../src/index.js';
+import {
+  DEFAULT_BALANCING,
+  type Endpoint,
+  EndpointState,
+  isMeshErrorCode,
+  planPicker,
+  type ServiceRuntime,
+} from '../src/index.js';
 import { countPicks, ep, runtime } from './lb-helpers.js';
 
 /** `healthy` of `total` endpoints at `priority`, ports from `base`. */
@@ -116,6 +123,100 @@ describe('locality-weighted balancing', () => {
     rt.applyUpdate({ endpoints: [a(0), a(1), b(0), b(1, 'unhealthy')] });
     shares = sharesBy(rt, (p) => (p < 2000 ? 'a' : 'b'));
     expect(Math.abs((shares.get('a') ?? 0) - 1 / 3.1)).toBeLessThan(0.015);
+  });
+
+  it('gives each locality its hosts in discovery order, whether they come in one run or several', () => {
+    const seen: (readonly EndpointState[])[] = [];
+    const balancer = {
+      update(set: readonly EndpointState[]) {
+        seen.push(set);
+        return { pick: () => ({ kind: 'queue' }) as const };
+      },
+    };
+    // Zone a in three runs (a b a a c b a), zone b in two, c in one; one unhealthy a in a run.
+    const zones = ['a', 'b', 'a', 'a', 'c', 'b', 'a'];
+    const all = zones.map(
+      (zone, i) =>
+        new EndpointState(
+          'svc',
+          ep(1000 + i, {
+            locality: { zone },
+            localityWeight: 1,
+            health: i === 2 ? 'unhealthy' : 'healthy',
+          }),
+          0,
+        ),
+    );
+    const plan = planPicker({
+      all,
+      now: 0,
+      panicThreshold: 0,
+      config: DEFAULT_BALANCING,
+      local: undefined,
+      balancer,
+      filter: undefined,
+    });
+    expect(plan.picker).toBeDefined();
+    const ports = seen.map((set) => set.map((st) => st.endpoint.port));
+    expect(ports).toEqual([[1000, 1003, 1006], [1001, 1005], [1004]]);
+  });
+
+  it('reuses the previous plan’s host array of a locality whose hosts did not change', () => {
+    const seen: (readonly EndpointState[])[] = [];
+    const balancer = {
+      update(set: readonly EndpointState[]) {
+        seen.push(set);
+        return { pick: () => ({ kind: 'queue' }) as const };
+      },
+    };
+    const make = (zone: string, i: number) =>
+      new EndpointState('svc', ep(1000 + i, { locality: { zone }, localityWeight: 1 }), 0);
+    const all = ['a', 'b', 'a', 'b', 'c'].map(make);
+    const plan = (eps: readonly EndpointState[], prev: ReadonlyMap<string, EndpointState[]>) => {
+      seen.length = 0;
+      const hostArrays = { prev, next: new Map<string, EndpointState[]>() };
+      planPicker({
+        all: eps,
+        now: 0,
+        panicThreshold: 0,
+        config: DEFAULT_BALANCING,
+        local: undefined,
+        balancer,
+        filter: undefined,
+        hostArrays,
+      });
+      return { sets: [...seen], next: hostArrays.next };
+    };
+    const first = plan(all, new Map());
+    // The same hosts again: every locality keeps its array.
+    const second = plan(all, first.next);
+    expect(second.sets).toHaveLength(3);
+    for (let i = 0; i < 3; i++) expect(second.sets[i]).toBe(first.sets[i]);
+    // One host of b replaced: b gets a new array with the new host, a and c keep theirs.
+    const replaced = [...all];
+    replaced[3] = make('b', 9);
+    const third = plan(replaced, second.next);
+    expect(third.sets[0]).toBe(first.sets[0]);
+    expect(third.sets[2]).toBe(first.sets[2]);
+    expect(third.sets[1]).not.toBe(first.sets[1]);
+    expect(third.sets[1]?.map((st) => st.endpoint.port)).toEqual([1001, 1009]);
+    expect(first.sets[1]?.map((st) => st.endpoint.port)).toEqual([1001, 1003]);
+    // Only the last plan's arrays are kept.
+    expect([...third.next.values()]).toEqual(third.sets);
+  });
+
+  it('a weight change within a locality whose hosts are unchanged reaches the balancer', () => {
+    const rt = runtime({ lb: 'weighted_round_robin' });
+    const a = (i: number, weight: number) =>
+      ep(1000 + i, { locality: { zone: 'a' }, localityWeight: 1, weight });
+    const b = (i: number) => ep(2000 + i, { locality: { zone: 'b' }, localityWeight: 1 });
+    rt.applyUpdate({ endpoints: [a(0, 1), a(1, 1), b(0)] });
+    let counts = countPicks(rt.picker, 40_000);
+    const ratio = () => (counts.get('10.0.0.1:1001') ?? 0) / (counts.get('10.0.0.1:1000') ?? 1);
+    expect(Math.abs(ratio() - 1)).toBeLessThan(0.1);
+    rt.applyUpdate({ endpoints: [a(0, 1), a(1, 3), b(0)] });
+    counts = countPicks(rt.picker, 40_000);
+    expect(Math.abs(ratio() - 3)).toBeLessThan(0.3);
   });
 
   it('takes locality weights from config when discovery gives none', () => {

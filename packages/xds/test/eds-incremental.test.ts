@@ -161,6 +161,9 @@ type Edit =
   | { kind: 'endpointWeight'; loc: number; at: number; weight: number | undefined }
   | { kind: 'endpointHealth'; loc: number; at: number; health: number }
   | { kind: 'endpointPort'; loc: number; at: number; port: number }
+  | { kind: 'endpointAddress'; loc: number; at: number; address: string }
+  | { kind: 'endpointHostname'; loc: number; at: number; hostname: string | undefined }
+  | { kind: 'endpointMetadata'; loc: number; at: number }
   | { kind: 'localityWeight'; loc: number; weight: number | undefined }
   | { kind: 'localityZone'; loc: number; zone: string }
   | { kind: 'priority'; loc: number; priority: number }
@@ -188,6 +191,19 @@ const editArb: fc.Arbitrary<Edit> = fc.oneof(
     at: idx,
     port: fc.constantFrom(8000, 8003, 0),
   }),
+  fc.record({
+    kind: fc.constant('endpointAddress' as const),
+    loc: idx,
+    at: idx,
+    address: fc.constantFrom('10.0.0.1', '10.0.0.4', '10.0.0.10', '::1', ''),
+  }),
+  fc.record({
+    kind: fc.constant('endpointHostname' as const),
+    loc: idx,
+    at: idx,
+    hostname: fc.option(fc.constantFrom('a.example', 'b.example', ''), { nil: undefined }),
+  }),
+  fc.record({ kind: fc.constant('endpointMetadata' as const), loc: idx, at: idx }),
   fc.record({
     kind: fc.constant('localityWeight' as const),
     loc: idx,
@@ -256,6 +272,21 @@ function applyEdit(m: ClaModel, e: Edit): ClaModel {
     case 'endpointPort': {
       const x = lbe(loc(e.loc), e.at);
       if (x) x.port = e.port;
+      break;
+    }
+    case 'endpointAddress': {
+      const x = lbe(loc(e.loc), e.at);
+      if (x) x.address = e.address;
+      break;
+    }
+    case 'endpointHostname': {
+      const x = lbe(loc(e.loc), e.at);
+      if (x) x.hostname = e.hostname;
+      break;
+    }
+    case 'endpointMetadata': {
+      const x = lbe(loc(e.loc), e.at);
+      if (x) x.metadata = !x.metadata;
       break;
     }
     case 'localityWeight': {
@@ -395,6 +426,56 @@ describe('incremental EDS translation (wire-format diff)', () => {
     expect(eb[0]?.locality).toBe(ea[0]?.locality);
     // The same bytes again (a re-sent SotW response): the very same state, nothing translated.
     expect(translateEndpointsIncremental(Buffer.from(bytesB), b)).toBe(b);
+  });
+
+  it('detects every kind of change to one endpoint or its locality in a large assignment', () => {
+    const base = big(() => 1);
+    const a = translateEndpointsIncremental(encodeCla(base), undefined);
+    const lbe = (m: ClaModel) => (m.localities[5] as LleModel).lbes[17] as LbeModel;
+    const edits: Record<string, (m: ClaModel) => void> = {
+      address: (m) => {
+        lbe(m).address = '10.9.9.9';
+      },
+      port: (m) => {
+        lbe(m).port = 8001;
+      },
+      weight: (m) => {
+        lbe(m).weight = 2;
+      },
+      health: (m) => {
+        lbe(m).health = 2;
+      },
+      metadata: (m) => {
+        lbe(m).metadata = true;
+      },
+      hostname: (m) => {
+        lbe(m).hostname = 'a.example';
+      },
+      locality: (m) => {
+        (m.localities[5] as LleModel).zone = 'zz';
+      },
+      localityWeight: (m) => {
+        (m.localities[5] as LleModel).weight = 3;
+      },
+      priority: (m) => {
+        (m.localities[5] as LleModel).priority = 1;
+      },
+    };
+    for (const [kind, edit] of Object.entries(edits)) {
+      const m = structuredClone(base);
+      edit(m);
+      const bytes = encodeCla(m);
+      const b = translateEndpointsIncremental(bytes, a);
+      expect(b.update, kind).toStrictEqual(translateEndpoints(decodeMessage(EDS_TYPE, bytes)));
+      const eb = b.update.endpoints;
+      const ea = a.update.endpoints;
+      expect(eb[517], kind).not.toBe(ea[517]);
+      // Other localities keep their endpoint objects.
+      expect(eb[0], kind).toBe(ea[0]);
+      expect(eb[999], kind).toBe(ea[999]);
+      // And back: the change is seen in the other direction too.
+      expect(translateEndpointsIncremental(encodeCla(base), b).update, kind).toStrictEqual(a.update);
+    }
   });
 
   it('an endpoint inserted or removed in a long locality shifts the rest without re-translating them', () => {

@@ -196,6 +196,33 @@ export interface PlanInput {
   readonly filter:
     | ((usable: readonly EndpointState[], all: readonly EndpointState[]) => readonly EndpointState[])
     | undefined;
+  /** The previous plan's per-locality host arrays, reused when unchanged, and this plan's. */
+  readonly hostArrays?: HostArrays | undefined;
+}
+
+/**
+ * Per-locality host arrays (by priority, health and locality) kept from one plan to the next by
+ * the caller: when one endpoint changes, the localities whose hosts did not change keep their
+ * arrays rather than being copied again. Arrays are never mutated once a plan made them.
+ */
+export interface HostArrays {
+  readonly prev: ReadonlyMap<string, EndpointState[]>;
+  /** Filled by the plan: give it as `prev` to the next one. */
+  readonly next: Map<string, EndpointState[]>;
+}
+
+/** True when `hosts` is exactly the elements of `set` in `runs` (start, end pairs), in order. */
+function holdsRuns(
+  hosts: readonly EndpointState[],
+  set: readonly EndpointState[],
+  runs: readonly number[],
+  count: number,
+): boolean {
+  if (hosts.length !== count) return false;
+  let k = 0;
+  for (let r = 0; r < runs.length; r += 2)
+    for (let j = runs[r] as number; j < (runs[r + 1] as number); j++) if (hosts[k++] !== set[j]) return false;
+  return true;
 }
 
 export interface Plan {
@@ -217,6 +244,9 @@ interface LocalityEntry {
   readonly weight: number | undefined;
   total: number;
   hosts: EndpointState[];
+  /** While the hosts are gathered: how many, and the runs of `set` they are in (start, end pairs). */
+  count: number;
+  runs: number[];
 }
 
 interface Group {
@@ -478,6 +508,8 @@ function addLocalitySplit(
             weight: st.endpoint.localityWeight ?? config.localityWeights[key],
             total: 0,
             hosts: [],
+            count: 0,
+            runs: [],
           };
           byLocality.set(key, e);
         }
@@ -487,19 +519,41 @@ function addLocalitySplit(
       e.total++;
     }
     if (weighted) {
-      // Each run of one locality becomes a slice of `set` (exact size, no growth copies).
+      // Each locality's hosts are one array of exact size, allocated once: a slice of `set` when
+      // they form one run, else (several runs, e.g. two `LocalityLbEndpoints` of one place) an
+      // exact-size copy overwritten run by run (no growth or concatenation copies).
       let from = 0;
       last = undefined;
       for (let i = 0; i <= set.length; i++) {
         const loc = i < set.length ? (set[i] as EndpointState).endpoint.locality : undefined;
         if (last !== undefined && loc !== undefined && sameLocality(last.locality, loc)) continue;
         if (last !== undefined && i > from) {
-          const run = set.slice(from, i);
-          last.hosts = last.hosts.length === 0 ? run : last.hosts.concat(run);
+          last.runs.push(from, i);
+          last.count += i - from;
         }
         if (loc === undefined) break;
         last = byLocality.get(localityKey(loc));
         from = i;
+      }
+      const cache = input.hostArrays;
+      const prefix =
+        cache === undefined ? '' : `${group.priority}\u0000${set === group.degraded ? 'd' : 'h'}\u0000`;
+      for (const [key, e] of byLocality) {
+        const runs = e.runs;
+        if (runs.length === 0) continue;
+        const cacheKey = cache === undefined ? '' : prefix + key;
+        const kept = cache?.prev.get(cacheKey);
+        if (kept !== undefined && holdsRuns(kept, set, runs, e.count)) e.hosts = kept;
+        else if (runs.length === 2) e.hosts = set.slice(runs[0], runs[1]);
+        else {
+          const hosts = set.slice(0, e.count);
+          let k = 0;
+          for (let r = 0; r < runs.length; r += 2)
+            for (let j = runs[r] as number; j < (runs[r + 1] as number); j++)
+              hosts[k++] = set[j] as EndpointState;
+          e.hosts = hosts;
+        }
+        cache?.next.set(cacheKey, e.hosts);
       }
       const of = config.overprovisioningFactor / 100;
       let sum = 0;
