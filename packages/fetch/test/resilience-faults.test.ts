@@ -124,7 +124,7 @@ describe('fault tests on real loopback servers (default config)', () => {
       if (ejects) expect(ejections.some((e) => e.ejected && e.endpoint === turning.address)).toBe(true);
       // Once slow, it got a handful of attempts (up to the ejection, or until its estimate rose),
       // not its third of the remaining 500.
-    expect(turning.requests.length - atSlow).toBeLessThan(60);
+      expect(turning.requests.length - atSlow).toBeLessThan(60);
     },
     60_000,
   );
