@@ -393,6 +393,8 @@ export class ServerTracing {
 
   /** Starts a SERVER span; returns it with the context that has it active. */
   start(info: ServerSpanInfo): { span: Span; context: Context } {
+    // Tracing off: no server span, no trace carried on (the caller's trace headers are ignored).
+    if (!this.enabled) return { span: NO_SPAN, context: context.active() };
     const parent = extractContext(info.header, this.formats, context.active());
     // The global provider with no SDK behind it and no caller's trace to carry on: nothing to
     // record or propagate, so no span, attributes or context are built for the request.

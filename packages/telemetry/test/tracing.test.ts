@@ -244,6 +244,23 @@ describe('server spans and propagation', () => {
     );
   });
 
+  it('with tracing off, starts no server span and carries no caller trace, but still records metrics', async () => {
+    const { m } = await setup({ tracing: false });
+    const req = m.telemetry.server.start({
+      method: 'GET',
+      path: '/books/7',
+      route: '/books/:id',
+      header: headerGetter({ traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' }),
+    });
+    expect(req.span.isRecording()).toBe(false);
+    expect(trace.getSpanContext(req.context)).toBeUndefined();
+    req.end(200);
+    expect(exporter.getFinishedSpans()).toHaveLength(0);
+    expect((await m.telemetry.scrape()).body).toMatch(
+      /http_server_requests_total\{[^}]*http_route="\/books\/:id"\} 1/,
+    );
+  });
+
   it('keeps one server series per route, method and status; without an SDK it adds no context of its own', async () => {
     const { m } = await setup({}, false);
     const start = (method: string, route: string, headers: Record<string, string> = {}, grpc = false) =>
