@@ -8,10 +8,10 @@ import { median, round2, round3 } from '../support/ab.js';
  * Inbound overhead: Express and Fastify with meshlet's middleware/plugin vs the bare framework
  * (target >= 0.95x throughput), same route, same client, side by side in one run.
  *
- * The servers of each framework run in two child processes (`support/inbound-servers.ts`): one
- * with the bare framework, one with the meshed ones — `core` (a core `Mesh` without telemetry: probes,
- * authorization lookup, deadline context) and `full` (what `createMesh()` gives: `@meshlet/telemetry`
- * installed, so + server metrics and spans through the no-op tracer). Every request carries
+ * Each framework runs in three child processes (`support/inbound-servers.ts`), one per variant:
+ * the bare framework, `core` (a core `Mesh` without telemetry: probes, authorization lookup,
+ * deadline context) and `full` (what `createMesh()` gives: `@meshlet/telemetry` installed, so +
+ * server metrics and spans through the no-op tracer). Every request carries
  * `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds alternate
  * between the variants (bare, core, full, then the reverse), and for each round we record the
  * client-observed throughput and the server process' CPU time per request (`process.cpuUsage()`
@@ -30,7 +30,7 @@ interface Child {
   close(): Promise<void>;
 }
 
-async function startChild(mode: 'bare' | 'mesh', fw: Framework): Promise<Child> {
+async function startChild(mode: VariantName, fw: Framework): Promise<Child> {
   const child: ChildProcess = fork(new URL('../support/inbound-servers.ts', import.meta.url), [mode, fw], {
     execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -136,12 +136,12 @@ const suite: BenchSuite = {
     const VARIANTS: readonly VariantName[] = quick ? ['bare', 'full'] : ['bare', 'core', 'full'];
     const pools: Pool[] = [];
     for (const fw of ['express', 'fastify'] as const satisfies readonly Framework[]) {
-      // One process per framework and variant kind, as a service runs one framework.
-      const [bare, mesh] = await Promise.all([startChild('bare', fw), startChild('mesh', fw)]);
+      // One process per framework and variant, as a service runs one framework one way.
+      const children = await Promise.all(VARIANTS.map((v) => startChild(v, fw)));
       try {
         const targets = {} as Record<VariantName, Target>;
-        for (const v of VARIANTS) {
-          const child = v === 'bare' ? bare : mesh;
+        for (const [i, v] of VARIANTS.entries()) {
+          const child = children[i] as Child;
           const port = child.ports[`${fw}.${v}`];
           const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
           pools.push(pool);
@@ -186,7 +186,7 @@ const suite: BenchSuite = {
         results[`${fw}Middleware`] = out;
       } finally {
         for (const p of pools.splice(0)) await p.close();
-        await Promise.all([bare.close(), mesh.close()]);
+        await Promise.all(children.map((c) => c.close()));
       }
     }
     return { results, summary };
