@@ -28,8 +28,7 @@ type Next = (err?: unknown) => void;
 
 /**
  * The inbound half of the mesh as an Express (4 or 5) middleware. Mount it first:
- * `app.use(meshMiddleware({ mesh }))`, or put it in front of the app with `meshApp(app, options)`
- * (the same, without an Express router layer's cost). Per request it
+ * `app.use(meshMiddleware({ mesh }))`. Per request it
  * - answers `livenessPath` and `readinessPath`;
  * - authorizes the request (peer SPIFFE ID from the mTLS socket, IP, method, path, headers) and
  *   answers 403 with a coded body when denied;
@@ -106,47 +105,6 @@ export function meshMiddleware(
     if (deadline === undefined) span.run(next);
     else span.run(() => runWithDeadline(deadline, next));
   };
-}
-
-/** Marks a `handle` that `meshApp` wrapped (wrapping twice would run the mesh twice). */
-const MESH_APP = Symbol('meshlet.meshApp');
-
-/**
- * An Express application (4 or 5): the request listener function `express()` returns. `meshApp`
- * also needs its `handle` method, which Express has but its type declarations do not show.
- */
-export type ExpressAppLike = (req: IncomingMessage, res: ServerResponse) => unknown;
-
-type Handle = (req: IncomingMessage, res: ServerResponse, callback?: Next) => void;
-
-/**
- * Puts the mesh in front of an Express application rather than in its middleware stack: the
- * same per-request behaviour as `app.use(meshMiddleware(options))` mounted first, without the
- * cost of an Express router layer (measured at ~10 µs per request on Node 20 for an empty
- * middleware; see docs/benchmarks.md). It wraps `app.handle`, which the app's request listener
- * (`app.listen()`, `http.createServer(app)`) and a parent app mounting it both call, so it must be
- * called once, before the app serves requests. Returns the app.
- *
- * ```ts
- * const app = meshApp(express(), { mesh });
- * app.get('/reviews/:id', handler);
- * app.listen(8080);
- * ```
- */
-export function meshApp<A extends ExpressAppLike>(app: A, options: MeshMiddlewareOptions = {}): A {
-  const target = app as unknown as { handle?: Handle & { [MESH_APP]?: true } };
-  const handle = target.handle;
-  if (typeof handle !== 'function')
-    throw new TypeError('meshApp: expected an Express application (no app.handle)');
-  if (handle[MESH_APP]) throw new TypeError('meshApp: the mesh is already in front of this app');
-  const middleware = meshMiddleware(options);
-  const meshHandle: Handle & { [MESH_APP]?: true } = function meshHandle(this: unknown, req, res, callback) {
-    // The middleware only ever continues without an error (it answers probes and denials itself).
-    middleware(req, res, () => handle.call(this, req, res, callback));
-  };
-  meshHandle[MESH_APP] = true;
-  target.handle = meshHandle;
-  return app;
 }
 
 /**

@@ -11,7 +11,7 @@ import {
 import { createAuthorizer } from '@meshlet/tls';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEADLINE_HEADER, gracefulShutdown, meshApp, meshMiddleware } from '../src/index.js';
+import { DEADLINE_HEADER, gracefulShutdown, meshMiddleware } from '../src/index.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -150,59 +150,6 @@ describe('meshMiddleware', () => {
       ['GET', '/api/items/42', 200, '/api/items/:id'],
       ['GET', '/missing', 404, undefined],
     ]);
-  });
-});
-
-describe('meshApp: the mesh in front of the app instead of a router layer', () => {
-  it('serves probes, authorizes, runs handlers in the deadline context and reports route templates', async () => {
-    const mesh = await newMesh();
-    const authorizer = createAuthorizer([
-      {
-        name: 'deny-mallory',
-        action: 'DENY',
-        rules: [{ when: [{ key: 'request.headers[x-user]', values: ['mallory'] }] }],
-      },
-    ]);
-    const ended: Array<[number, string | undefined]> = [];
-    const telemetry: InboundTelemetry = {
-      start: () => ({ run: (fn) => fn(), end: (status, _e, route) => ended.push([status, route]) }),
-    };
-    const app = meshApp(express(), { mesh, authorizer, telemetry });
-    app.get('/d/:id', async (req, res) => {
-      await new Promise((r) => setTimeout(r, 1));
-      const d = currentDeadline();
-      res.json({ id: req.params.id, left: d === undefined ? null : d - Date.now() });
-    });
-    // A sub-app mounted on the meshed one: the mesh runs once, for the outer app.
-    const sub = express();
-    sub.get('/ping', (_req, res) => {
-      res.json({ pong: true });
-    });
-    app.use('/sub', sub);
-    const { base } = await listen(app);
-    expect(await get(`${base}/healthz`)).toEqual({ status: 200, body: { status: 'alive' } });
-    expect((await get(`${base}/ready`)).status).toBe(200);
-    const a = await get(`${base}/d/7`, { [DEADLINE_HEADER]: '2000', 'x-user': 'alice' });
-    expect(a.status).toBe(200);
-    expect(a.body.id).toBe('7');
-    expect(a.body.left).toBeGreaterThan(1_000);
-    expect(a.body.left).toBeLessThanOrEqual(2_000);
-    const denied = await get(`${base}/d/7`, { 'x-user': 'mallory' });
-    expect(denied).toMatchObject({ status: 403, body: { error: { code: 'MESHLET_ERR_FORBIDDEN' } } });
-    expect((await get(`${base}/sub/ping`)).body).toEqual({ pong: true });
-    startDraining(mesh);
-    expect((await get(`${base}/ready`)).status).toBe(503);
-    await new Promise((r) => setImmediate(r));
-    expect(ended).toEqual([
-      [200, '/d/:id'],
-      [200, '/sub/ping'],
-    ]);
-  });
-
-  it('refuses to wrap twice, and refuses what is not an Express app', () => {
-    const app = meshApp(express());
-    expect(() => meshApp(app)).toThrow(/already in front/);
-    expect(() => meshApp({} as unknown as express.Express)).toThrow(/expected an Express application/);
   });
 });
 

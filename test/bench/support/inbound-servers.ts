@@ -35,13 +35,8 @@ const m =
       };
 
 async function listenExpress(mesh: CoreMesh | undefined): Promise<number> {
-  // The documented way to put the mesh in front of an app (`app.use(meshMiddleware())` costs an
-  // Express router layer more: MESHLET_BENCH_EXPRESS_LAYER=1 measures that form).
   const app = express();
-  if (mesh && m) {
-    if (process.env.MESHLET_BENCH_EXPRESS_LAYER) app.use(m.meshMiddleware({ mesh }));
-    else m.meshApp(app, { mesh });
-  }
+  if (mesh && m) app.use(m.meshMiddleware({ mesh }));
   app.get('/items/:id', (req, res) => {
     res.json({ id: req.params.id });
   });
