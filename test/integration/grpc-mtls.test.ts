@@ -9,14 +9,8 @@ import {
   meshServerCredentials,
 } from '../../packages/grpc/src/index.js';
 import { EchoClient, type EchoReply, echo, echoDefinition } from '../../packages/grpc/test/helpers.js';
-import {
-  CertificateSource,
-  createCa,
-  issueWorkloadCertificate,
-  rotateCertDirectory,
-  writeCertDirectory,
-} from '../../packages/tls/src/index.js';
-import { tempDir } from '../../packages/tls/test/helpers.js';
+import { CertificateSource, createCa, rotateCertDirectory } from '../../packages/tls/src/index.js';
+import { issuedWorkloadDir } from '../../packages/tls/test/helpers.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -25,13 +19,8 @@ afterEach(async () => {
 
 const TD = 'spiffe://cluster.local/ns/default/sa';
 
-async function workloadDir(ca: { cert: string; key: string }, name: string): Promise<string> {
-  const { dir, cleanup } = tempDir(`meshlet-grpc-${name}-`);
-  cleanups.push(cleanup);
-  const leaf = await issueWorkloadCertificate({ ca, spiffeId: `${TD}/${name}` });
-  await writeCertDirectory(dir, { cert: leaf.cert, key: leaf.key, ca: ca.cert });
-  return dir;
-}
+const workloadDir = (ca: { cert: string; key: string }, name: string): Promise<string> =>
+  issuedWorkloadDir(ca, `${TD}/${name}`, cleanups);
 
 describe('gRPC mTLS with rotating credentials', () => {
   it('verifies both sides by SPIFFE ID, exposes the peer identity, and uses rotated certificates for new connections', async () => {

@@ -4,13 +4,8 @@ import { startControlPlane } from '../../packages/control-plane/src/index.js';
 import { createMeshClient, createMeshServer, meshServerCredentials } from '../../packages/grpc/src/index.js';
 import { EchoClient, type EchoReply, echoDefinition } from '../../packages/grpc/test/helpers.js';
 import { createMesh } from '../../packages/meshlet/src/index.js';
-import {
-  CertificateSource,
-  createCa,
-  issueWorkloadCertificate,
-  writeCertDirectory,
-} from '../../packages/tls/src/index.js';
-import { tempDir } from '../../packages/tls/test/helpers.js';
+import { CertificateSource, createCa } from '../../packages/tls/src/index.js';
+import { issuedWorkloadDir } from '../../packages/tls/test/helpers.js';
 import { bootstrapJson } from './xds/helpers.js';
 
 // A routed gRPC target (`mesh:///NAME`, NAME an xDS listener) reaches several clusters over one
@@ -24,13 +19,8 @@ afterEach(async () => {
 
 const TD = 'spiffe://cluster.local/ns/default/sa';
 
-async function workloadDir(ca: { cert: string; key: string }, name: string): Promise<string> {
-  const { dir, cleanup } = tempDir(`meshlet-xds-grpc-${name}-`);
-  cleanups.push(cleanup);
-  const leaf = await issueWorkloadCertificate({ ca, spiffeId: `${TD}/${name}` });
-  await writeCertDirectory(dir, { cert: leaf.cert, key: leaf.key, ca: ca.cert });
-  return dir;
-}
+const workloadDir = (ca: { cert: string; key: string }, name: string): Promise<string> =>
+  issuedWorkloadDir(ca, `${TD}/${name}`, cleanups);
 
 /** An mTLS gRPC echo server answering with `name`; records the callers' SPIFFE IDs. */
 async function mtlsServer(

@@ -28,6 +28,18 @@ function sharesBy(rt: ServiceRuntime, key: (port: number) => string, n = 40_000)
 
 const byPriority = (port: number) => (port < 2000 ? 'P0' : 'P1');
 
+/** A balancer that records every host set it is given (one per locality and priority). */
+function recordingBalancer() {
+  const seen: (readonly EndpointState[])[] = [];
+  const balancer = {
+    update(set: readonly EndpointState[]) {
+      seen.push(set);
+      return { pick: () => ({ kind: 'queue' }) as const };
+    },
+  };
+  return { seen, balancer };
+}
+
 describe('priority failover with the overprovisioning factor (Envoy table, panic threshold 50%)', () => {
   const cases: Array<[number, number, number, number, number, boolean]> = [
     // [P0 healthy, P0 total, P1 healthy, P1 total, expected P0 load %, panic]
@@ -126,13 +138,7 @@ describe('locality-weighted balancing', () => {
   });
 
   it('gives each locality its hosts in discovery order, whether they come in one run or several', () => {
-    const seen: (readonly EndpointState[])[] = [];
-    const balancer = {
-      update(set: readonly EndpointState[]) {
-        seen.push(set);
-        return { pick: () => ({ kind: 'queue' }) as const };
-      },
-    };
+    const { seen, balancer } = recordingBalancer();
     // Zone a in three runs (a b a a c b a), zone b in two, c in one; one unhealthy a in a run.
     const zones = ['a', 'b', 'a', 'a', 'c', 'b', 'a'];
     const all = zones.map(
@@ -162,13 +168,7 @@ describe('locality-weighted balancing', () => {
   });
 
   it('reuses the previous plan’s host array of a locality whose hosts did not change', () => {
-    const seen: (readonly EndpointState[])[] = [];
-    const balancer = {
-      update(set: readonly EndpointState[]) {
-        seen.push(set);
-        return { pick: () => ({ kind: 'queue' }) as const };
-      },
-    };
+    const { seen, balancer } = recordingBalancer();
     const make = (zone: string, i: number) =>
       new EndpointState('svc', ep(1000 + i, { locality: { zone }, localityWeight: 1 }), 0);
     const all = ['a', 'b', 'a', 'b', 'c'].map(make);

@@ -2,11 +2,28 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { issueWorkloadCertificate, writeCertDirectory } from '../src/index.js';
 
 /** A temporary directory removed by the returned cleanup. */
 export function tempDir(prefix = 'meshlet-tls-'): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * A temporary Kubernetes-layout certificate directory holding a workload certificate for
+ * `spiffeId` issued by `ca` (meshlet's own CA code); `cleanups` gets its removal.
+ */
+export async function issuedWorkloadDir(
+  ca: { cert: string; key: string },
+  spiffeId: string,
+  cleanups: Array<() => unknown>,
+): Promise<string> {
+  const { dir, cleanup } = tempDir('meshlet-workload-');
+  cleanups.push(cleanup);
+  const leaf = await issueWorkloadCertificate({ ca, spiffeId });
+  await writeCertDirectory(dir, { cert: leaf.cert, key: leaf.key, ca: ca.cert });
+  return dir;
 }
 
 function openssl(args: string[], cwd: string): void {
