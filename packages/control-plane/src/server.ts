@@ -1,10 +1,25 @@
+import { createHash } from 'node:crypto';
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { isMeshError, parseConfigText } from '@meshlet/core';
-import { adsService, CDS_TYPE, LDS_TYPE, type Msg, RESOURCE_TYPES, type ResourceType } from '@meshlet/xds';
+import {
+  adsService,
+  CDS_TYPE,
+  deltaAdsMethod,
+  LDS_TYPE,
+  type Msg,
+  RESOURCE_TYPES,
+  type ResourceType,
+} from '@meshlet/xds';
 import { parseControlPlaneConfig } from './config.js';
-import { buildSnapshot, type ResourceSet, resourcesFromConfig, type Snapshot } from './snapshot.js';
+import {
+  buildSnapshot,
+  type EncodedResource,
+  type ResourceSet,
+  resourcesFromConfig,
+  type Snapshot,
+} from './snapshot.js';
 
 export interface ControlPlaneOptions {
   /** Port to listen on; 0 picks a free one (default 0). */
@@ -23,6 +38,8 @@ export interface ControlPlaneOptions {
   credentials?: grpc.ServerCredentials;
   /** Called for stream and snapshot events (logging). */
   onEvent?: (event: ControlPlaneEvent) => void;
+  /** Serve incremental ADS (DeltaAggregatedResources) besides state of the world (default true). */
+  delta?: boolean;
 }
 
 export type ControlPlaneEvent =
@@ -30,11 +47,32 @@ export type ControlPlaneEvent =
   | { kind: 'configError'; error: string }
   | { kind: 'stream'; node: string; open: boolean }
   | { kind: 'ack'; node: string; typeUrl: string; version: string }
-  | { kind: 'nack'; node: string; typeUrl: string; version: string; error: string };
+  | { kind: 'nack'; node: string; typeUrl: string; version: string; error: string }
+  /** Delta: a request changing the subscription (the first one of a type carries the client's versions). */
+  | {
+      kind: 'deltaRequest';
+      node: string;
+      typeUrl: string;
+      subscribe: string[];
+      unsubscribe: string[];
+      initialResourceVersions: Record<string, string>;
+    }
+  /** Delta: a response, with the names of the resources sent and removed. */
+  | {
+      kind: 'deltaResponse';
+      node: string;
+      typeUrl: string;
+      version: string;
+      nonce: string;
+      resources: string[];
+      removed: string[];
+    };
 
 /** What the server knows of one connected client (for tests and `meshlet control-plane`). */
 export interface ClientStatus {
   node: string;
+  /** Set on incremental (delta) streams only. */
+  protocol?: 'delta';
   /** Per type: the version the client last ACKed, the last NACK's message, the names it watches. */
   types: Record<
     string,
@@ -59,6 +97,36 @@ interface StreamState {
   readonly types: Map<string, TypeStream>;
 }
 
+interface DeltaTypeStream {
+  wildcard: boolean;
+  readonly names: Set<string>;
+  /** What the client has: name → version, or null once it was told the resource does not exist. */
+  readonly known: Map<string, string | null>;
+  /** Responses awaiting their ACK/NACK: nonce → snapshot version. */
+  readonly pending: Map<string, string>;
+  acked: string | undefined;
+  nack: string | undefined;
+  acks: number;
+  nacks: number;
+}
+
+interface DeltaStreamState {
+  node: string;
+  readonly call: grpc.ServerDuplexStream<Msg, Msg>;
+  readonly types: Map<string, DeltaTypeStream>;
+}
+
+/** Per-resource versions: a digest of the encoded resource, so they survive control-plane restarts. */
+const resourceVersions = new WeakMap<EncodedResource, string>();
+function resourceVersion(r: EncodedResource): string {
+  let v = resourceVersions.get(r);
+  if (v === undefined) {
+    v = createHash('sha256').update(r.any.typeUrl).update(r.any.value).digest('base64url').slice(0, 16);
+    resourceVersions.set(r, v);
+  }
+  return v;
+}
+
 const SHORT: Record<string, string> = {
   [LDS_TYPE]: 'listener',
   'type.googleapis.com/envoy.config.route.v3.RouteConfiguration': 'route_config',
@@ -74,6 +142,7 @@ const SHORT: Record<string, string> = {
 export class ControlPlane {
   readonly #server: grpc.Server;
   readonly #streams = new Set<StreamState>();
+  readonly #deltaStreams = new Set<DeltaStreamState>();
   readonly #onEvent: ((e: ControlPlaneEvent) => void) | undefined;
   #snapshot: Snapshot;
   #nonce = 0;
@@ -85,14 +154,23 @@ export class ControlPlane {
   #lastError: string | undefined;
   #closed = false;
 
-  constructor(snapshot: Snapshot, host: string, onEvent?: (e: ControlPlaneEvent) => void) {
+  constructor(snapshot: Snapshot, host: string, onEvent?: (e: ControlPlaneEvent) => void, delta = true) {
     this.#snapshot = snapshot;
     this.#host = host;
     this.#onEvent = onEvent;
     this.#server = new grpc.Server();
-    this.#server.addService(adsService().service, {
-      StreamAggregatedResources: (call: grpc.ServerDuplexStream<Msg, Msg>) => this.#onStream(call),
-    });
+    if (delta)
+      this.#server.addService(
+        { ...adsService().service, DeltaAggregatedResources: deltaAdsMethod() },
+        {
+          StreamAggregatedResources: (call: grpc.ServerDuplexStream<Msg, Msg>) => this.#onStream(call),
+          DeltaAggregatedResources: (call: grpc.ServerDuplexStream<Msg, Msg>) => this.#onDeltaStream(call),
+        },
+      );
+    else
+      this.#server.addService(adsService().service, {
+        StreamAggregatedResources: (call: grpc.ServerDuplexStream<Msg, Msg>) => this.#onStream(call),
+      });
   }
 
   get port(): number {
@@ -125,6 +203,7 @@ export class ControlPlane {
     this.#snapshot = snapshot;
     this.#onEvent?.({ kind: 'snapshot', version: snapshot.version });
     for (const s of this.#streams) for (const [typeUrl] of s.types) this.#send(s, typeUrl);
+    for (const s of this.#deltaStreams) for (const [typeUrl] of s.types) this.#sendDelta(s, typeUrl);
   }
 
   /** Serves a config object (validated) as the next version. */
@@ -150,19 +229,34 @@ export class ControlPlane {
 
   /** Connected clients and what they ACKed or NACKed. */
   clients(): ClientStatus[] {
-    return [...this.#streams].map((s) => {
+    const delta = [...this.#deltaStreams].map((s) => {
       const types: ClientStatus['types'] = {};
       for (const [t, ts] of s.types) {
         types[SHORT[t] ?? t] = {
           acked: ts.acked,
           nack: ts.nack,
-          names: ts.names ? [...ts.names].sort() : ['*'],
+          names: [...(ts.wildcard ? ['*'] : []), ...[...ts.names].sort()],
           acks: ts.acks,
           nacks: ts.nacks,
         };
       }
-      return { node: s.node, types };
+      return { node: s.node, protocol: 'delta' as const, types };
     });
+    return [...this.#streams]
+      .map((s) => {
+        const types: ClientStatus['types'] = {};
+        for (const [t, ts] of s.types) {
+          types[SHORT[t] ?? t] = {
+            acked: ts.acked,
+            nack: ts.nack,
+            names: ts.names ? [...ts.names].sort() : ['*'],
+            acks: ts.acks,
+            nacks: ts.nacks,
+          };
+        }
+        return { node: s.node, types };
+      })
+      .concat(delta);
   }
 
   /** @internal Watches a config file and serves each valid version of it. */
@@ -282,6 +376,150 @@ export class ControlPlane {
     s.call.write({ versionInfo: snap.version, typeUrl, nonce: ts.nonce, resources });
   }
 
+  #onDeltaStream(call: grpc.ServerDuplexStream<Msg, Msg>): void {
+    const s: DeltaStreamState = { node: '', call, types: new Map() };
+    this.#deltaStreams.add(s);
+    // Headers at once: a client with every resource current may get no response for a long time.
+    call.sendMetadata(new grpc.Metadata());
+    const done = () => {
+      if (!this.#deltaStreams.delete(s)) return;
+      this.#onEvent?.({ kind: 'stream', node: s.node, open: false });
+    };
+    call.on('data', (req: Msg) => {
+      try {
+        this.#onDeltaRequest(s, req);
+      } catch {
+        // A malformed request: ignore it.
+      }
+    });
+    call.on('end', () => {
+      done();
+      call.end();
+    });
+    call.on('error', done);
+    call.on('cancelled', done);
+    call.on('close', done);
+  }
+
+  #onDeltaRequest(s: DeltaStreamState, req: Msg): void {
+    const node = req.node as Msg | undefined;
+    if (node && s.node === '') {
+      s.node = String(node.id ?? '');
+      this.#onEvent?.({ kind: 'stream', node: s.node, open: true });
+    }
+    const typeUrl = String(req.typeUrl ?? '');
+    if (!(RESOURCE_TYPES as readonly string[]).includes(typeUrl)) return;
+    const list = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
+    const subscribe = list(req.resourceNamesSubscribe);
+    const unsubscribe = list(req.resourceNamesUnsubscribe);
+    const nonce = String(req.responseNonce ?? '');
+    let ts = s.types.get(typeUrl);
+    let changed = false;
+    let initial: Record<string, string> = {};
+    if (!ts) {
+      const raw = req.initialResourceVersions;
+      if (raw !== null && typeof raw === 'object')
+        initial = Object.fromEntries(Object.entries(raw as Msg).map(([k, v]) => [k, String(v)]));
+      ts = {
+        // The first request of LDS/CDS with no names is a (legacy) wildcard subscription.
+        wildcard: subscribe.length === 0 && (typeUrl === LDS_TYPE || typeUrl === CDS_TYPE),
+        names: new Set(),
+        known: new Map(Object.entries(initial)),
+        pending: new Map(),
+        acked: undefined,
+        nack: undefined,
+        acks: 0,
+        nacks: 0,
+      };
+      s.types.set(typeUrl, ts);
+      changed = true;
+    }
+    if (changed || subscribe.length > 0 || unsubscribe.length > 0)
+      this.#onEvent?.({
+        kind: 'deltaRequest',
+        node: s.node,
+        typeUrl,
+        subscribe,
+        unsubscribe,
+        initialResourceVersions: initial,
+      });
+    const version = nonce === '' ? undefined : ts.pending.get(nonce);
+    if (version !== undefined) {
+      // Every delta response is (N)ACKed on its own; the resources a NACK rejected are not resent
+      // until their version changes (the client's `known` version stays the rejected one here).
+      ts.pending.delete(nonce);
+      const detail = req.errorDetail as Msg | undefined;
+      if (detail && (detail.message || detail.code)) {
+        ts.nack = String(detail.message ?? '');
+        ts.nacks++;
+        this.#onEvent?.({ kind: 'nack', node: s.node, typeUrl, version, error: ts.nack });
+      } else {
+        ts.acked = version;
+        ts.nack = undefined;
+        ts.acks++;
+        this.#onEvent?.({ kind: 'ack', node: s.node, typeUrl, version });
+      }
+    }
+    for (const n of subscribe) {
+      if (n === '*') {
+        if (!ts.wildcard) changed = true;
+        ts.wildcard = true;
+      } else if (!ts.names.has(n)) {
+        ts.names.add(n);
+        changed = true;
+      }
+    }
+    for (const n of unsubscribe) {
+      if (n === '*') ts.wildcard = false;
+      else ts.names.delete(n);
+      // A later subscription gets the resource again.
+      if (n !== '*') ts.known.delete(n);
+    }
+    if (changed) this.#sendDelta(s, typeUrl);
+  }
+
+  /** Delta: sends the resources whose version the client does not have and the ones gone, if any. */
+  #sendDelta(s: DeltaStreamState, typeUrl: string): void {
+    const ts = s.types.get(typeUrl);
+    if (!ts) return;
+    const snap = this.#snapshot;
+    const all = snap.resources.get(typeUrl as ResourceType) ?? new Map<string, EncodedResource>();
+    const scope = new Set(ts.names);
+    if (ts.wildcard) {
+      for (const n of all.keys()) scope.add(n);
+      for (const [n, v] of ts.known) if (v !== null) scope.add(n);
+    }
+    const resources: Msg[] = [];
+    const names: string[] = [];
+    const removed: string[] = [];
+    for (const n of [...scope].sort()) {
+      const r = all.get(n);
+      if (r) {
+        const v = resourceVersion(r);
+        if (ts.known.get(n) === v) continue;
+        ts.known.set(n, v);
+        names.push(n);
+        resources.push({ name: n, version: v, resource: { type_url: r.any.typeUrl, value: r.any.value } });
+      } else if (ts.known.get(n) !== null) {
+        ts.known.set(n, null);
+        removed.push(n);
+      }
+    }
+    if (resources.length === 0 && removed.length === 0) return;
+    const nonce = String(++this.#nonce);
+    ts.pending.set(nonce, snap.version);
+    s.call.write({ systemVersionInfo: snap.version, typeUrl, nonce, resources, removedResources: removed });
+    this.#onEvent?.({
+      kind: 'deltaResponse',
+      node: s.node,
+      typeUrl,
+      version: snap.version,
+      nonce,
+      resources: names,
+      removed,
+    });
+  }
+
   /** Stops the server: ends every stream at once. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -290,6 +528,8 @@ export class ControlPlane {
     if (this.#debounce) clearTimeout(this.#debounce);
     for (const s of this.#streams) s.call.destroy();
     this.#streams.clear();
+    for (const s of this.#deltaStreams) s.call.destroy();
+    this.#deltaStreams.clear();
     this.#server.forceShutdown();
   }
 }
@@ -313,7 +553,7 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
   } else {
     snapshot = buildSnapshot(resourcesFromConfig(parseControlPlaneConfig(options.config ?? {})), '1');
   }
-  const cp = new ControlPlane(snapshot, host, options.onEvent);
+  const cp = new ControlPlane(snapshot, host, options.onEvent, options.delta ?? true);
   cp.nextVersion(); // version "1" is the initial snapshot
   await cp.listen(options.port ?? 0, options.credentials ?? grpc.ServerCredentials.createInsecure());
   if (options.configFile !== undefined && options.watch !== false) cp.watchFile(options.configFile);

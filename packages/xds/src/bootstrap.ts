@@ -19,6 +19,8 @@ export interface XdsServer {
   readonly creds: ChannelCreds;
   /** `server_features`: `ignore_resource_deletion` keeps LDS/CDS resources the server stops sending. */
   readonly ignoreResourceDeletion: boolean;
+  /** `server_features`: `delta_ads` speaks incremental (delta) ADS to this server (default: state of the world). */
+  readonly delta?: boolean;
 }
 
 export interface XdsNode {
@@ -114,6 +116,7 @@ export function parseBootstrap(raw: unknown, source: string, baseDir = process.c
           uri: s.server_uri,
           creds,
           ignoreResourceDeletion: features.includes('ignore_resource_deletion'),
+          ...(features.includes('delta_ads') ? { delta: true } : {}),
         });
       }
     });

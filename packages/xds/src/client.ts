@@ -59,6 +59,8 @@ interface TypeState {
   subscribed: boolean;
   /** Names last sent, to skip redundant requests. */
   sentNames: string;
+  /** Delta: the names subscribed on the current stream. */
+  readonly deltaNames: Set<string>;
 }
 
 const TRANSLATORS: Record<ResourceType, (m: Msg) => { name: string }> = {
@@ -87,6 +89,12 @@ export interface XdsClientOptions {
   userAgent?: string;
   /** Called on connection changes and resource events (for debug logs and metrics). */
   onEvent?: (event: XdsClientEvent) => void;
+  /**
+   * `sotw` (default): state-of-the-world ADS. `delta`: incremental ADS (DeltaAggregatedResources)
+   * with every server; a server with `delta_ads` in its `server_features` gets delta either way.
+   * A server answering UNIMPLEMENTED to a delta stream is spoken to in state of the world from then on.
+   */
+  protocol?: 'sotw' | 'delta';
 }
 
 export type XdsClientEvent =
@@ -94,7 +102,9 @@ export type XdsClientEvent =
   | { kind: 'disconnected'; server: string; error: string; receivedResponse: boolean }
   | { kind: 'ack'; typeUrl: string; version: string }
   | { kind: 'nack'; typeUrl: string; version: string; error: string }
-  | { kind: 'doesNotExist'; typeUrl: string; name: string };
+  | { kind: 'doesNotExist'; typeUrl: string; name: string }
+  /** The server does not implement delta ADS: the client uses state of the world from now on (once). */
+  | { kind: 'protocolFallback'; server: string; error: string };
 
 /** One resource in the CSDS-like dump. */
 export interface XdsResourceDump {
@@ -146,6 +156,11 @@ export class XdsClient {
   #closed = false;
   #readyWaiters: Array<() => void> = [];
   #started = false;
+  readonly #protocol: 'sotw' | 'delta';
+  /** Whether the current stream is a delta one. */
+  #streamDelta = false;
+  /** Set once a server answered UNIMPLEMENTED to a delta stream. */
+  #fellBack = false;
 
   constructor(bootstrap: Bootstrap, options: XdsClientOptions = {}) {
     if (bootstrap.servers.length === 0) throw new Error('the xDS bootstrap names no server');
@@ -155,6 +170,7 @@ export class XdsClient {
     this.#backoffMax = options.backoff?.maxMs ?? 30_000;
     this.#onEvent = options.onEvent;
     this.#userAgent = options.userAgent ?? 'meshlet';
+    this.#protocol = options.protocol ?? 'sotw';
     for (const t of [LDS_TYPE, RDS_TYPE, CDS_TYPE, EDS_TYPE] as const) {
       this.#types.set(t, {
         typeUrl: t,
@@ -163,6 +179,7 @@ export class XdsClient {
         nonce: '',
         subscribed: false,
         sentNames: '',
+        deltaNames: new Set(),
       });
     }
   }
@@ -272,7 +289,11 @@ export class XdsClient {
     const index = this.#serverIndex;
     const server = this.bootstrap.servers[index] as XdsServer;
     const client = this.#grpcClient(index);
-    const method = adsService().service.StreamAggregatedResources as grpc.MethodDefinition<unknown, unknown>;
+    const delta = !this.#fellBack && (this.#protocol === 'delta' || server.delta === true);
+    this.#streamDelta = delta;
+    const method = delta
+      ? (deltaAdsMethod() as grpc.MethodDefinition<unknown, unknown>)
+      : (adsService().service.StreamAggregatedResources as grpc.MethodDefinition<unknown, unknown>);
     const call = client.makeBidiStreamRequest(
       method.path,
       method.requestSerialize,
@@ -285,22 +306,35 @@ export class XdsClient {
     this.#receivedOnStream = false;
     this.#sentNode = false;
     let ended = false;
+    let gotData = false;
     const end = (err: Error | undefined) => {
       if (ended) return;
       ended = true;
-      if (this.#call === call) this.#onStreamEnd(server, err);
+      if (this.#call !== call) return;
+      if (delta && !gotData && (err as { code?: unknown } | undefined)?.code === grpc.status.UNIMPLEMENTED)
+        this.#fallBack(server, err as Error);
+      else this.#onStreamEnd(server, err);
     };
+    if (delta)
+      // Response headers mean the server took the stream: with nothing changed since the cached
+      // versions it may send no response at all.
+      call.on('metadata', () => {
+        if (this.#call === call) this.#markReceived(server);
+      });
     call.on('data', (resp: unknown) => {
       if (this.#call !== call) return;
+      gotData = true;
       try {
-        this.#onResponse(resp as DiscoveryResponse, server);
+        if (delta) this.#onDeltaResponse(resp as DeltaDiscoveryResponse, server);
+        else this.#onResponse(resp as DiscoveryResponse, server);
       } catch (err) {
         this.#lastError = `internal error handling a response: ${(err as Error).message}`;
       }
     });
     call.on('error', (err: Error) => end(err));
     call.on('status', (st: grpc.StatusObject) => {
-      if (st.code !== grpc.status.OK) end(new Error(`${grpc.status[st.code]}: ${st.details}`));
+      if (st.code !== grpc.status.OK)
+        end(Object.assign(new Error(`${grpc.status[st.code]}: ${st.details}`), { code: st.code }));
       else end(new Error('the server ended the stream'));
     });
     call.on('end', () => end(new Error('the server ended the stream')));
@@ -309,8 +343,29 @@ export class XdsClient {
       ts.nonce = '';
       ts.subscribed = false;
       ts.sentNames = '';
+      ts.deltaNames.clear();
       this.#sendRequest(ts);
     }
+  }
+
+  /** The server has no delta ADS: say so once and reconnect to it at once in state of the world. */
+  #fallBack(server: XdsServer, err: Error): void {
+    this.#call = undefined;
+    this.#fellBack = true;
+    this.#lastError = `${server.uri}: ${err.message}`;
+    for (const ts of this.#types.values()) {
+      for (const e of ts.entries.values()) {
+        if (e.timer) clearTimeout(e.timer);
+        e.timer = undefined;
+      }
+    }
+    if (this.#closed) return;
+    this.#onEvent?.({ kind: 'protocolFallback', server: server.uri, error: this.#lastError });
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#connect();
+    }, 0);
+    this.#retryTimer.unref();
   }
 
   #onStreamEnd(server: XdsServer, err: Error | undefined): void {
@@ -372,6 +427,10 @@ export class XdsClient {
   #sendRequest(ts: TypeState, errorDetail?: string): void {
     const call = this.#call;
     if (!call || this.#closed) return;
+    if (this.#streamDelta) {
+      this.#sendDeltaRequest(ts, call);
+      return;
+    }
     const names = [...ts.entries.keys()].sort();
     const key = names.join('\n');
     if (errorDetail === undefined && ts.subscribed && key === ts.sentNames) return;
@@ -576,6 +635,174 @@ export class XdsClient {
     this.#wakeReady();
   }
 
+  #markReceived(server: XdsServer): void {
+    if (this.#receivedOnStream) return;
+    this.#receivedOnStream = true;
+    this.#connected = true;
+    this.#failures = 0;
+    this.#onEvent?.({ kind: 'connected', server: server.uri });
+  }
+
+  /**
+   * Delta: subscribes the names watched but not yet subscribed on this stream and unsubscribes the
+   * ones no longer watched. The first request of a type on a stream names every watched resource
+   * (never empty, so never a wildcard subscription) and the versions of the cached ones.
+   */
+  #sendDeltaRequest(ts: TypeState, call: grpc.ClientDuplexStream<unknown, unknown>): void {
+    const subscribe = [...ts.entries.keys()].filter((n) => !ts.deltaNames.has(n)).sort();
+    const unsubscribe = [...ts.deltaNames].filter((n) => !ts.entries.has(n)).sort();
+    if (subscribe.length === 0 && unsubscribe.length === 0) return;
+    const req: Msg = {
+      typeUrl: ts.typeUrl,
+      resourceNamesSubscribe: subscribe,
+      resourceNamesUnsubscribe: unsubscribe,
+    };
+    if (!ts.subscribed) {
+      const initial: Record<string, string> = {};
+      for (const e of ts.entries.values())
+        if (e.value !== undefined && e.version !== undefined) initial[e.name] = e.version;
+      req.initialResourceVersions = initial;
+      ts.subscribed = true;
+    }
+    if (!this.#sentNode) {
+      req.node = this.#node();
+      this.#sentNode = true;
+    }
+    for (const n of subscribe) ts.deltaNames.add(n);
+    for (const n of unsubscribe) ts.deltaNames.delete(n);
+    call.write(req);
+    for (const e of ts.entries.values()) this.#armTimer(ts, e);
+  }
+
+  /** Delta: applies added/updated resources (each with its version) and removals, then (N)ACKs by nonce. */
+  #onDeltaResponse(resp: DeltaDiscoveryResponse, server: XdsServer): void {
+    this.#markReceived(server);
+    const nonce = resp.nonce ?? '';
+    const ts = this.#types.get(resp.typeUrl as ResourceType);
+    if (!ts) {
+      this.#call?.write({
+        typeUrl: resp.typeUrl,
+        responseNonce: nonce,
+        errorDetail: {
+          code: grpc.status.INVALID_ARGUMENT,
+          message: `unsupported resource type ${resp.typeUrl}`,
+        },
+      });
+      this.#wakeReady();
+      return;
+    }
+    ts.nonce = nonce;
+    const systemVersion = resp.systemVersionInfo ?? '';
+    const translate = TRANSLATORS[ts.typeUrl];
+    const errors: string[] = [];
+    const now = Date.now();
+    const updates: Array<[Entry, unknown, string]> = [];
+    const edsStates: Array<[Entry, EdsState]> = [];
+    const failed: Array<[Entry, Error, string]> = [];
+    (resp.resources ?? []).forEach((r, i) => {
+      const version = r.version ?? '';
+      let name: string | undefined = r.name || undefined;
+      try {
+        const any = r.resource;
+        if (!any) throw new XdsDecodeError('resource', 'is missing');
+        const typeUrl = any.type_url ?? '';
+        const bytes: Uint8Array = any.value ?? new Uint8Array();
+        if (typeUrl !== ts.typeUrl)
+          throw new XdsDecodeError('', `has type ${typeUrl}, expected ${ts.typeUrl}`);
+        let value: { name: string };
+        let state: EdsState | undefined;
+        if (ts.typeUrl === EDS_TYPE) {
+          const peeked = peekClusterName(bytes) ?? name;
+          const known = peeked === undefined ? undefined : ts.entries.get(peeked);
+          if (known?.status === 'ACKED' && known.raw !== undefined && sameBytes(known.raw, bytes)) {
+            known.version = version;
+            return;
+          }
+          name = name ?? peeked;
+          state = translateEndpointsIncremental(bytes, known?.eds);
+          value = state.update;
+        } else {
+          const m = decodeAny(typeUrl, bytes);
+          name = name ?? ((m.name ?? m.clusterName) as string | undefined);
+          value = translate(m);
+        }
+        if (name !== undefined && value.name !== name)
+          throw new XdsDecodeError('name', `is "${value.name}" but the Resource is named "${name}"`);
+        name = value.name;
+        const e = ts.entries.get(name);
+        if (!e) return; // not (or no longer) subscribed: ignore
+        if (e.status === 'ACKED' && e.raw !== undefined && sameBytes(e.raw, bytes)) {
+          e.version = version;
+          return;
+        }
+        e.raw = bytes;
+        if (state) edsStates.push([e, state]);
+        updates.push([e, value, version]);
+      } catch (err) {
+        const message = `${name ? `${SHORT[ts.typeUrl]} "${name}"` : `resource [${i}]`}: ${(err as Error).message}`;
+        errors.push(message);
+        const e = name === undefined ? undefined : ts.entries.get(name);
+        if (e) failed.push([e, new Error(message), version]);
+      }
+    });
+    const removed: Entry[] = [];
+    const keep = FULL_STATE.has(ts.typeUrl) && server.ignoreResourceDeletion;
+    for (const n of resp.removedResources ?? []) {
+      const e = ts.entries.get(n);
+      if (e && !keep && !(e.status === 'DOES_NOT_EXIST' && e.value === undefined)) removed.push(e);
+    }
+    if (errors.length > 0) {
+      const detail = errors.join('; ');
+      this.#call?.write({
+        typeUrl: ts.typeUrl,
+        responseNonce: nonce,
+        errorDetail: { code: grpc.status.INVALID_ARGUMENT, message: detail },
+      });
+      this.#onEvent?.({ kind: 'nack', typeUrl: ts.typeUrl, version: systemVersion, error: detail });
+    } else {
+      if (systemVersion !== '') ts.version = systemVersion;
+      this.#call?.write({ typeUrl: ts.typeUrl, responseNonce: nonce });
+      this.#onEvent?.({ kind: 'ack', typeUrl: ts.typeUrl, version: systemVersion });
+    }
+    // As in state of the world: valid resources apply, invalid ones keep their last good version.
+    for (const [e, state] of edsStates) e.eds = state;
+    for (const [e, value, version] of updates) {
+      e.value = value;
+      e.version = version;
+      e.status = 'ACKED';
+      e.error = undefined;
+      e.failedVersion = undefined;
+      e.updatedAt = now;
+      if (e.timer) clearTimeout(e.timer);
+      e.timer = undefined;
+    }
+    for (const [e, err, version] of failed) {
+      e.status = 'NACKED';
+      e.error = err.message;
+      e.failedVersion = version;
+      e.updatedAt = now;
+      if (e.timer) clearTimeout(e.timer);
+      e.timer = undefined;
+    }
+    for (const e of removed) {
+      e.value = undefined;
+      e.raw = undefined;
+      e.eds = undefined;
+      e.status = 'DOES_NOT_EXIST';
+      e.version = undefined;
+      e.updatedAt = now;
+      if (e.timer) clearTimeout(e.timer);
+      e.timer = undefined;
+    }
+    for (const [e, value] of updates) for (const w of [...e.watchers]) w.onUpdate(value);
+    for (const [e, err] of failed) for (const w of [...e.watchers]) w.onError?.(err);
+    for (const e of removed) {
+      this.#onEvent?.({ kind: 'doesNotExist', typeUrl: ts.typeUrl, name: e.name });
+      for (const w of [...e.watchers]) w.onDoesNotExist?.();
+    }
+    this.#wakeReady();
+  }
+
   /** A CSDS-like dump: per resource its status, version and last update. */
   dump(): XdsClientDump {
     const resources: XdsResourceDump[] = [];
@@ -627,6 +854,46 @@ interface DiscoveryResponse {
   nonce?: string;
   /** `google.protobuf.Any` keeps its snake_case field names in protobufjs' built-in definition. */
   resources?: Array<{ type_url?: string; value?: Uint8Array }>;
+}
+
+interface DeltaDiscoveryResponse {
+  systemVersionInfo?: string;
+  typeUrl: string;
+  nonce?: string;
+  resources?: Array<{
+    name?: string;
+    version?: string;
+    resource?: { type_url?: string; value?: Uint8Array } | null;
+  }>;
+  removedResources?: string[];
+}
+
+let deltaMethod: grpc.MethodDefinition<Msg, Msg> | undefined;
+
+/**
+ * `AggregatedDiscoveryService/DeltaAggregatedResources` with messages (de)serialised by the
+ * resource root, as `adsService()` does for the state-of-the-world method.
+ */
+export function deltaAdsMethod(): grpc.MethodDefinition<Msg, Msg> {
+  if (deltaMethod) return deltaMethod;
+  const path = `${adsService().service.StreamAggregatedResources?.path.replace(/\/[^/]*$/, '')}/DeltaAggregatedResources`;
+  const reqType = lookupType('envoy.service.discovery.v3.DeltaDiscoveryRequest');
+  const resType = lookupType('envoy.service.discovery.v3.DeltaDiscoveryResponse');
+  const ser = (t: ReturnType<typeof lookupType>) => (v: Msg) =>
+    Buffer.from(t.encode(t.fromObject(v)).finish());
+  const de = (t: ReturnType<typeof lookupType>) => (b: Buffer) =>
+    t.toObject(t.decode(b), { enums: String, longs: Number, defaults: true }) as Msg;
+  deltaMethod = {
+    path,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: ser(reqType),
+    requestDeserialize: de(reqType),
+    responseSerialize: ser(resType),
+    responseDeserialize: de(resType),
+    originalName: 'deltaAggregatedResources',
+  };
+  return deltaMethod;
 }
 
 function jitter(ms: number): number {

@@ -12,6 +12,7 @@ export {
   type XdsServer,
 } from './bootstrap.js';
 export {
+  deltaAdsMethod,
   type ResourceStatus,
   type ResourceWatcher,
   XdsClient,

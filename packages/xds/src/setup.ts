@@ -26,6 +26,8 @@ export interface XdsSettings {
   readonly hosts: readonly string[];
   /** `enabled: false` turns xDS off even with a bootstrap in the environment. */
   readonly enabled: boolean;
+  /** `protocol`: `sotw` (default, state-of-the-world ADS) or `delta` (incremental ADS). */
+  readonly protocol: 'sotw' | 'delta';
 }
 
 function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], baseDir: string): XdsSettings {
@@ -36,6 +38,7 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
     backoffMaxMs: 30_000,
     hosts: ['*'] as readonly string[],
     enabled: true,
+    protocol: 'sotw' as 'sotw' | 'delta',
   };
   if (raw === null || raw === true) return out;
   if (!isPlainObject(raw)) {
@@ -44,7 +47,7 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
   }
   checkKeys(
     raw,
-    ['bootstrap', 'servers', 'node', 'resourceTimeout', 'backoff', 'hosts', 'enabled'],
+    ['bootstrap', 'servers', 'node', 'resourceTimeout', 'backoff', 'hosts', 'enabled', 'protocol'],
     path,
     issues,
   );
@@ -102,6 +105,11 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
       issues.push({ path: join(path, 'hosts'), message: 'must be a list of host names or patterns' });
     else out.hosts = raw.hosts as string[];
   }
+  if (raw.protocol !== undefined) {
+    if (raw.protocol !== 'sotw' && raw.protocol !== 'delta')
+      issues.push({ path: join(path, 'protocol'), message: 'must be "sotw" or "delta"' });
+    else out.protocol = raw.protocol;
+  }
   if (raw.enabled !== undefined) {
     if (typeof raw.enabled !== 'boolean')
       issues.push({ path: join(path, 'enabled'), message: 'must be a boolean' });
@@ -137,7 +145,15 @@ export function setupXds(mesh: Mesh, options: SetupXdsOptions = {}): XdsResolver
   const client = new XdsClient(bootstrap, {
     resourceTimeoutMs: settings?.resourceTimeoutMs ?? 15_000,
     backoff: { baseMs: settings?.backoffBaseMs ?? 1_000, maxMs: settings?.backoffMaxMs ?? 30_000 },
+    protocol: settings?.protocol ?? 'sotw',
     onEvent: (e) => {
+      // Emitted once per client: the server does not implement DeltaAggregatedResources.
+      if (e.kind === 'protocolFallback')
+        mesh.events.emit('log', {
+          level: 'warn',
+          scope: 'xds',
+          message: `xDS: ${e.error}; using state-of-the-world ADS from now on`,
+        });
       if (e.kind === 'disconnected') resolver?.onConnectivityChange();
       if (mesh.events.wants('discoveryError') && e.kind === 'nack') {
         mesh.events.emit('discoveryError', { service: 'xds', source: 'xds', error: new Error(e.error) });
