@@ -495,11 +495,20 @@ function addLocalitySplit(
     // Endpoints of one locality usually come together: its key is built once per run, not per endpoint.
     let last: LocalityEntry | undefined;
     const members = group.all;
+    // When every member is in the set (the common case), the set's runs of one locality are found
+    // in this same pass: one walk over the endpoints instead of two.
+    const fused = set === members;
+    let from = 0;
     for (let i = 0; i < members.length; i++) {
       const st = members[i] as EndpointState;
       const loc = st.endpoint.locality;
       let e = last !== undefined && sameLocality(last.locality, loc) ? last : undefined;
       if (e === undefined) {
+        if (fused && last !== undefined) {
+          last.runs.push(from, i);
+          last.count += i - from;
+        }
+        from = i;
         const key = localityKey(loc);
         e = byLocality.get(key);
         if (!e) {
@@ -518,22 +527,28 @@ function addLocalitySplit(
       if (e.weight !== undefined) weighted = true;
       e.total++;
     }
+    if (fused && last !== undefined && members.length > from) {
+      last.runs.push(from, members.length);
+      last.count += members.length - from;
+    }
     if (weighted) {
       // Each locality's hosts are one array of exact size, allocated once: a slice of `set` when
       // they form one run, else (several runs, e.g. two `LocalityLbEndpoints` of one place) an
       // exact-size copy overwritten run by run (no growth or concatenation copies).
-      let from = 0;
-      last = undefined;
-      for (let i = 0; i <= set.length; i++) {
-        const loc = i < set.length ? (set[i] as EndpointState).endpoint.locality : undefined;
-        if (last !== undefined && loc !== undefined && sameLocality(last.locality, loc)) continue;
-        if (last !== undefined && i > from) {
-          last.runs.push(from, i);
-          last.count += i - from;
+      if (!fused) {
+        from = 0;
+        last = undefined;
+        for (let i = 0; i <= set.length; i++) {
+          const loc = i < set.length ? (set[i] as EndpointState).endpoint.locality : undefined;
+          if (last !== undefined && loc !== undefined && sameLocality(last.locality, loc)) continue;
+          if (last !== undefined && i > from) {
+            last.runs.push(from, i);
+            last.count += i - from;
+          }
+          if (loc === undefined) break;
+          last = byLocality.get(localityKey(loc));
+          from = i;
         }
-        if (loc === undefined) break;
-        last = byLocality.get(localityKey(loc));
-        from = i;
       }
       const cache = input.hostArrays;
       const prefix =
