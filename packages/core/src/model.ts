@@ -102,10 +102,14 @@ export function sameLocality(a: Locality, b: Locality): boolean {
 
 /** True when two endpoints are interchangeable for the balancer (same id and same attributes). */
 export function sameEndpoint(a: Endpoint, b: Endpoint): boolean {
+  return a === b || (a.weight === b.weight && sameButWeight(a, b));
+}
+
+/** True when two endpoints differ at most in their weight. */
+export function sameButWeight(a: Endpoint, b: Endpoint): boolean {
   if (a === b) return true;
   if (
     a.id !== b.id ||
-    a.weight !== b.weight ||
     a.priority !== b.priority ||
     a.localityWeight !== b.localityWeight ||
     a.health !== b.health ||

@@ -4,9 +4,9 @@ import { EndpointState, type PickResult } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import type { MeshEvents, Outcome } from './events.js';
 import type { HeaderInput } from './lb/hash.js';
-import { balancingOf, type HostArrays, planPicker, usableOnItsOwn } from './lb/priority.js';
+import { balancingOf, type HostArrays, planPicker, slowStartFactor, usableOnItsOwn } from './lb/priority.js';
 import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
-import { type Endpoint, type Locality, sameEndpoint } from './model.js';
+import { type Endpoint, type Locality, sameButWeight, sameEndpoint } from './model.js';
 import { loadBalancers } from './registry.js';
 import { ServiceResilience } from './resilience/service-resilience.js';
 import { RetryBudget } from './retry.js';
@@ -208,6 +208,8 @@ export class ServiceRuntime {
     let same = 0;
     let added = 0;
     let changed = false;
+    /** Endpoints whose weight alone changed (no new picker needed when the policy reads weights live). */
+    let reweighted: EndpointState[] | undefined;
     for (let i = 0; i < eps.length; i++) {
       const ep = eps[i] as Endpoint;
       // A state whose endpoint is this very object is its state (a hint by index, no lookup).
@@ -219,7 +221,12 @@ export class ServiceRuntime {
           states.set(ep.id, st);
           added++;
         } else if (st.seenInUpdate !== epoch && st.endpoint !== ep) {
-          if (!sameEndpoint(st.endpoint, ep)) changed = true;
+          const old = st.endpoint;
+          if (!sameEndpoint(old, ep)) {
+            if (!sameButWeight(old, ep)) changed = true;
+            else if (reweighted === undefined) reweighted = [st];
+            else reweighted.push(st);
+          }
           st.endpoint = ep;
         }
       }
@@ -252,7 +259,9 @@ export class ServiceRuntime {
     d.version = update.version;
     d.lastUpdate = Date.now();
     d.updates++;
-    if (added > 0 || removed.length > 0 || changed || d.updates === 1) this.rebuild();
+    if (added > 0 || removed.length > 0 || changed || d.updates === 1 || this.#all !== prevAll)
+      this.rebuild();
+    else if (reweighted !== undefined) this.#reweight(reweighted);
     if (added > 0 || removed.length > 0) this.resilience.endpointsChanged();
     for (const st of removed) this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
     if (this.events.wants('endpoints')) {
@@ -265,6 +274,21 @@ export class ServiceRuntime {
       });
     }
     this.#wake();
+  }
+
+  /**
+   * Applies new endpoint weights without new pickers when the policy reads `lbWeight` at pick
+   * time (peak_ewma, round_robin) and no filter narrows the sets; otherwise rebuilds. O(changed):
+   * a one-endpoint weight change in a 10,000-endpoint service does not walk them all again.
+   */
+  #reweight(states: readonly EndpointState[]): void {
+    if (this.#balancer.liveWeights !== true || this.filter !== undefined) {
+      this.rebuild();
+      return;
+    }
+    const now = this.now();
+    const ss = balancingOf(this.policy.extensions).slowStart;
+    for (const st of states) st.lbWeight = st.endpoint.weight * slowStartFactor(now - st.slowStartFrom, ss);
   }
 
   /** Records a discovery failure; the last good endpoints stay in use. */

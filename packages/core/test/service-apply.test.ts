@@ -34,13 +34,48 @@ describe('ServiceRuntime.applyUpdate (diff)', () => {
     const before = [...rt.endpoints];
     const picker = rt.picker;
     const next = [...eps];
-    next[17] = ep(17, 5);
+    next[17] = ep(17, 1, 'b'); // another zone
     rt.applyUpdate({ endpoints: next });
     expect(rt.endpoints).toEqual(before);
     expect(rt.endpoints.every((s, i) => s === before[i])).toBe(true);
-    expect(rt.endpoint('10.0.0.17:80')?.endpoint.weight).toBe(5);
+    expect(rt.endpoint('10.0.0.17:80')?.endpoint.locality.zone).toBe('b');
     expect(rt.picker).not.toBe(picker);
     expect(removed).toEqual([]);
+  });
+
+  it('a weight-only change updates lbWeight in place for policies that read it live, else rebuilds', () => {
+    const eps = Array.from({ length: 50 }, (_, i) => ep(i));
+    const next = [...eps];
+    next[17] = ep(17, 5);
+    // peak_ewma (the default) divides by lbWeight when it picks: no new picker needed.
+    const { rt } = runtime();
+    rt.applyUpdate({ endpoints: eps });
+    const picker = rt.picker;
+    const st = rt.endpoint('10.0.0.17:80');
+    rt.applyUpdate({ endpoints: next });
+    expect(rt.picker).toBe(picker);
+    expect(st?.endpoint.weight).toBe(5);
+    expect(st?.lbWeight).toBe(5);
+    // weighted_round_robin builds its schedule from the weights: a new picker.
+    const events = new MeshEvents();
+    const wrr = new ServiceRuntime(
+      'svc',
+      parseConfig({ defaults: { lb: 'weighted_round_robin' } }).defaults,
+      'static',
+      events,
+      () => 0,
+    );
+    wrr.applyUpdate({ endpoints: eps });
+    const wrrPicker = wrr.picker;
+    wrr.applyUpdate({ endpoints: next });
+    expect(wrr.picker).not.toBe(wrrPicker);
+    expect(wrr.endpoint('10.0.0.17:80')?.lbWeight).toBe(5);
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 540; i++) {
+      const r = wrr.pick({ attempt: 0 });
+      if (r.kind === 'pick') counts.set(r.endpoint.id, (counts.get(r.endpoint.id) ?? 0) + 1);
+    }
+    expect(counts.get('10.0.0.17:80')).toBe(50); // 5 of every 54
   });
 
   it('equal endpoints in new objects change nothing; reordering keeps states', () => {

@@ -82,7 +82,13 @@ function gcPauses() {
   };
 }
 
-function cla(name: string, n: number, portBase: number, weightOf: (i: number) => number = () => 1): Msg {
+function cla(
+  name: string,
+  n: number,
+  portBase: number,
+  weightOf: (i: number) => number = () => 1,
+  healthOf: (i: number) => string = () => 'HEALTHY',
+): Msg {
   const perLocality = 1000;
   const endpoints: Msg[] = [];
   for (let l = 0; l * perLocality < n; l++) {
@@ -97,7 +103,7 @@ function cla(name: string, n: number, portBase: number, weightOf: (i: number) =>
             },
           },
         },
-        healthStatus: 'HEALTHY',
+        healthStatus: healthOf(i),
         loadBalancingWeight: { value: weightOf(i) },
       });
     }
@@ -219,6 +225,26 @@ const suite: BenchSuite = {
       const t3 = performance.now();
       if (translateEndpointsIncremental(again, eds) !== eds) throw new Error('not skipped');
       resent.push(performance.now() - t3);
+    }
+    // 2b. One endpoint's health flips (HEALTHY ↔ UNHEALTHY): the usable set changes, so the
+    // pickers are rebuilt (a weight-only change, above, is applied in place by peak_ewma).
+    const healthVariants = ['HEALTHY', 'UNHEALTHY'].map((h) =>
+      encodeMessage(
+        EDS_TYPE,
+        cla('big', N, 8000, undefined, (i) => (i === 17 ? h : 'HEALTHY')),
+      ),
+    );
+    const healthChange: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      eds = translateEndpointsIncremental(healthVariants[i % 2] as Uint8Array, eds);
+      rt.applyUpdate({ endpoints: eds.update.endpoints });
+    }
+    for (let i = 0; i < runs * 2; i++) {
+      await sleep(ONE_GAP_MS);
+      const t0 = performance.now();
+      eds = translateEndpointsIncremental(healthVariants[i % 2] as Uint8Array, eds);
+      rt.applyUpdate({ endpoints: eds.update.endpoints });
+      healthChange.push(performance.now() - t0);
     }
     gcs.stop();
     /** GC pause inside each measured run: the total, and the most in one run. */
@@ -359,6 +385,11 @@ const suite: BenchSuite = {
       oneEndpointChangeCpuMs: { p50: r3(pct(oneChangeCpu, 50)), p99: r3(pct(oneChangeCpu, 99)) },
       oneEndpointApplyOnlyMs: { p50: r3(pct(applyOnly, 50)), p99: r3(pct(applyOnly, 99)) },
       unchangedResendMs: { p50: r3(pct(resent, 50)), p99: r3(pct(resent, 99)) },
+      oneEndpointHealthChangeMs: {
+        p50: r3(pct(healthChange, 50)),
+        p99: r3(pct(healthChange, 99)),
+        runs: runs * 2,
+      },
       gapBetweenRunsMs: { full: FULL_GAP_MS, oneEndpoint: ONE_GAP_MS },
       gcPauseInRunsMs: { full: fullGc, oneEndpoint: oneGc },
       bytesPerEndpoint: Math.round(bytesPerEndpoint),
@@ -378,6 +409,7 @@ const suite: BenchSuite = {
       summary: [
         `xds: CDS+EDS update of ${N} endpoints decoded+translated+applied p50 ${results.fullUpdateMs.p50} / p99 ${results.fullUpdateMs.p99} ms (target p99 <= 50), CPU p50 ${results.fullUpdateCpuMs.p50} ms; full-decode path p50 ${results.fullUpdateFullDecodeMs.p50} / p99 ${results.fullUpdateFullDecodeMs.p99} ms`,
         `xds: one-endpoint change (whole CLA re-sent) p50 ${results.oneEndpointChangeMs.p50} / p99 ${results.oneEndpointChangeMs.p99} ms (target <= 1), CPU p50 ${results.oneEndpointChangeCpuMs.p50} ms; diff+apply alone p99 ${results.oneEndpointApplyOnlyMs.p99} ms; unchanged re-send p99 ${results.unchangedResendMs.p99} ms`,
+        `xds: one endpoint's health flips (pickers rebuilt) p50 ${results.oneEndpointHealthChangeMs.p50} / p99 ${results.oneEndpointHealthChangeMs.p99} ms`,
         `xds: runs ${FULL_GAP_MS} ms (full) / ${ONE_GAP_MS} ms (one endpoint) apart; GC pauses inside measured runs: full ${fullGc.total} ms over ${runs} runs (at most ${fullGc.maxInOneRun} in one), one-endpoint ${oneGc.total} ms over ${runs * 4} (at most ${oneGc.maxInOneRun})`,
         `xds: ~${results.bytesPerEndpoint} bytes of heap per endpoint, ~${results.bytesPerEndpointPickedWithSlot} once picked and given a transport slot${gc ? '' : ' (no --expose-gc: approximate)'}`,
         `xds: request p99 ${results.requestP99Ms.steady} ms steady vs ${results.requestP99Ms.duringUpdates} ms during ${applied} applied 10k-endpoint pushes (one per 500 ms) (ratio ${results.requestP99Ms.ratio}, target <= 1.5); event-loop max delay ${results.eventLoopMaxDelayMs.steady} ms steady, ${results.eventLoopMaxDelayMs.duringUpdates} ms during`,

@@ -114,6 +114,7 @@ export const peakEwma: LoadBalancerFactory<PeakEwmaConfig> = {
     };
     return {
       ewmaDecayMs: config.decayMs,
+      liveWeights: true, // the cost divides by lbWeight at pick time
       update: (eps) => new PeakEwmaPicker(eps, config, clock),
     };
   },

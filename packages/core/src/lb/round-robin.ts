@@ -32,6 +32,7 @@ export const roundRobin: LoadBalancerFactory<undefined> = {
   },
   create(): LoadBalancer {
     const cursor = new Cursor();
-    return { update: (endpoints) => new RoundRobinPicker(endpoints, cursor) };
+    // Weights play no part in round robin: a weight change needs no new picker.
+    return { liveWeights: true, update: (endpoints) => new RoundRobinPicker(endpoints, cursor) };
   },
 };

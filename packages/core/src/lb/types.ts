@@ -40,6 +40,12 @@ export interface LoadBalancer {
   readonly localityAware?: boolean;
   /** Decay window (ms) of the peak-EWMA latency estimate the runtime keeps (default 10s). */
   readonly ewmaDecayMs?: number;
+  /**
+   * True when the policy's pickers read `EndpointState.lbWeight` when they pick (or ignore
+   * weights): a discovery update that changes only endpoint weights then updates `lbWeight` in
+   * place instead of building new pickers. Default false (pickers keep what `update` saw).
+   */
+  readonly liveWeights?: boolean;
 }
 
 /** What the runtime offers a balancer when it creates one. */
