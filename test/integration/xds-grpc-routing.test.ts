@@ -93,7 +93,10 @@ describe('xDS routing of mesh: gRPC channels', () => {
       },
     });
     await meshFor(cp);
-    for (const client of [meshClient('mesh:///reviews'), plainClient('mesh:///reviews')]) {
+    for (const [kind, client] of [
+      ['mesh client', meshClient('mesh:///reviews')],
+      ['plain grpc-js client', plainClient('mesh:///reviews')],
+    ] as const) {
       for (let i = 0; i < 10; i++) expect((await call(client, { 'x-user': 'alice' })).server).toBe('v2');
       const counts: Record<string, number> = { v1: 0, v2: 0 };
       const n = 300;
@@ -102,8 +105,9 @@ describe('xDS routing of mesh: gRPC channels', () => {
         counts[r.server] = (counts[r.server] ?? 0) + 1;
       }
       // 80/20 within ±8 points (binomial sd at n=300 is 2.3 points).
-      expect((counts.v1 ?? 0) / n).toBeGreaterThan(0.72);
-      expect((counts.v1 ?? 0) / n).toBeLessThan(0.88);
+      const share = (counts.v1 ?? 0) / n;
+      expect(share, `${kind}: ${JSON.stringify(counts)}`).toBeGreaterThan(0.72);
+      expect(share, `${kind}: ${JSON.stringify(counts)}`).toBeLessThan(0.88);
     }
   });
 
