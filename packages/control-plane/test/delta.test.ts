@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import {
+  adsService,
   CDS_TYPE,
   type ClusterUpdate,
   deltaAdsMethod,
@@ -122,7 +123,65 @@ const acked = (c: XdsClient, n: number) => () =>
 const responses = (events: ControlPlaneEvent[]) =>
   events.flatMap((e) => (e.kind === 'deltaResponse' ? [e] : []));
 
+/**
+ * An ADS server that accepts every stream (response headers), then fails it with
+ * PERMISSION_DENIED: a server that is reachable but not usable, as a primary.
+ */
+async function refusingServer(): Promise<{ address: string; streams: () => number }> {
+  const server = new grpc.Server();
+  let streams = 0;
+  const handler = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
+    streams++;
+    call.sendMetadata(new grpc.Metadata());
+    call.on('data', () => {
+      call.emit('error', { code: grpc.status.PERMISSION_DENIED, details: 'node not allowed' });
+    });
+  };
+  server.addService(
+    { ...adsService().service, DeltaAggregatedResources: deltaAdsMethod() },
+    {
+      StreamAggregatedResources: handler,
+      DeltaAggregatedResources: handler,
+    },
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  cleanup.push(() => server.forceShutdown());
+  return { address: `127.0.0.1:${port}`, streams: () => streams };
+}
+
 describe('delta (incremental) ADS', () => {
+  it('moves on to the next server when the first accepts streams and then fails them', async () => {
+    const bad = await refusingServer();
+    const good = await cp(CONFIG);
+    const c = new XdsClient(
+      parseBootstrap(
+        {
+          xds_servers: [
+            { server_uri: bad.address, channel_creds: [{ type: 'insecure' }] },
+            { server_uri: good.address, channel_creds: [{ type: 'insecure' }] },
+          ],
+          node: { id: 'n1' },
+        },
+        'test',
+      ),
+      { backoff: { baseMs: 20, maxMs: 100 }, resourceTimeoutMs: 60_000, protocol: 'delta' },
+    );
+    cleanup.push(() => c.close());
+    let got = false;
+    c.watch(LDS_TYPE, 'reviews', {
+      onUpdate: () => {
+        got = true;
+      },
+    });
+    await until(() => got, 'the listener from the second server');
+    // Headers then an error is a failed server, not a working stream to go back to at once.
+    expect(bad.streams()).toBeLessThan(5);
+  });
+
   it('translates to the same config as state of the world, with per-resource versions', async () => {
     const server = await cp(CONFIG);
     const sotw = client(server.address, { protocol: 'sotw' });

@@ -48,6 +48,13 @@ interface Entry {
   timer: NodeJS.Timeout | undefined;
 }
 
+/**
+ * How long a delta stream that was accepted (response headers) but carried no response must have
+ * lived to count as a working stream when it ends (then the client restarts with the primary
+ * server at once, instead of moving to the next server and backing off).
+ */
+const QUIET_DELTA_STREAM_MS = 10_000;
+
 interface TypeState {
   readonly typeUrl: ResourceType;
   readonly entries: Map<string, Entry>;
@@ -159,8 +166,10 @@ export class XdsClient {
   readonly #protocol: 'sotw' | 'delta';
   /** Whether the current stream is a delta one. */
   #streamDelta = false;
-  /** Set once a server answered UNIMPLEMENTED to a delta stream. */
-  #fellBack = false;
+  /** Indices of the servers that answered UNIMPLEMENTED to a delta stream (spoken to in SotW since). */
+  readonly #noDelta = new Set<number>();
+  /** Delta: when the current stream's response headers came (0: not yet). */
+  #headersAt = 0;
 
   constructor(bootstrap: Bootstrap, options: XdsClientOptions = {}) {
     if (bootstrap.servers.length === 0) throw new Error('the xDS bootstrap names no server');
@@ -289,7 +298,7 @@ export class XdsClient {
     const index = this.#serverIndex;
     const server = this.bootstrap.servers[index] as XdsServer;
     const client = this.#grpcClient(index);
-    const delta = !this.#fellBack && (this.#protocol === 'delta' || server.delta === true);
+    const delta = !this.#noDelta.has(index) && (this.#protocol === 'delta' || server.delta === true);
     this.#streamDelta = delta;
     const method = delta
       ? (deltaAdsMethod() as grpc.MethodDefinition<unknown, unknown>)
@@ -304,6 +313,7 @@ export class XdsClient {
     this.#call = call;
     this.#streams++;
     this.#receivedOnStream = false;
+    this.#headersAt = 0;
     this.#sentNode = false;
     let ended = false;
     let gotData = false;
@@ -319,7 +329,12 @@ export class XdsClient {
       // Response headers mean the server took the stream: with nothing changed since the cached
       // versions it may send no response at all.
       call.on('metadata', () => {
-        if (this.#call === call) this.#markReceived(server);
+        if (this.#call !== call || this.#headersAt > 0) return;
+        this.#headersAt = Date.now();
+        if (!this.#connected) {
+          this.#connected = true;
+          this.#onEvent?.({ kind: 'connected', server: server.uri });
+        }
       });
     call.on('data', (resp: unknown) => {
       if (this.#call !== call) return;
@@ -351,7 +366,8 @@ export class XdsClient {
   /** The server has no delta ADS: say so once and reconnect to it at once in state of the world. */
   #fallBack(server: XdsServer, err: Error): void {
     this.#call = undefined;
-    this.#fellBack = true;
+    this.#connected = false;
+    this.#noDelta.add(this.#serverIndex);
     this.#lastError = `${server.uri}: ${err.message}`;
     for (const ts of this.#types.values()) {
       for (const e of ts.entries.values()) {
@@ -369,7 +385,12 @@ export class XdsClient {
   }
 
   #onStreamEnd(server: XdsServer, err: Error | undefined): void {
-    const had = this.#receivedOnStream;
+    // A working stream: it carried a response — or (delta, where a server with nothing new for the
+    // versions presented may send none) it was accepted and lived a while. Headers followed soon by
+    // an error are a failure like an unreachable server: next server, then backoff.
+    const had =
+      this.#receivedOnStream ||
+      (this.#headersAt > 0 && Date.now() - this.#headersAt >= QUIET_DELTA_STREAM_MS);
     this.#call = undefined;
     this.#connected = false;
     this.#lastError = `${server.uri}: ${err?.message ?? 'stream ended'}`;
@@ -638,9 +659,11 @@ export class XdsClient {
   #markReceived(server: XdsServer): void {
     if (this.#receivedOnStream) return;
     this.#receivedOnStream = true;
-    this.#connected = true;
     this.#failures = 0;
-    this.#onEvent?.({ kind: 'connected', server: server.uri });
+    if (!this.#connected) {
+      this.#connected = true;
+      this.#onEvent?.({ kind: 'connected', server: server.uri });
+    }
   }
 
   /**
@@ -749,7 +772,9 @@ export class XdsClient {
     const keep = FULL_STATE.has(ts.typeUrl) && server.ignoreResourceDeletion;
     for (const n of resp.removedResources ?? []) {
       const e = ts.entries.get(n);
-      if (e && !keep && !(e.status === 'DOES_NOT_EXIST' && e.value === undefined)) removed.push(e);
+      // `ignore_resource_deletion` protects resources the client has, not names it never got.
+      if (e && !(keep && e.value !== undefined) && !(e.status === 'DOES_NOT_EXIST' && e.value === undefined))
+        removed.push(e);
     }
     if (errors.length > 0) {
       const detail = errors.join('; ');
