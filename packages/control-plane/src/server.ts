@@ -97,6 +97,9 @@ interface StreamState {
   readonly types: Map<string, TypeStream>;
 }
 
+/** Delta responses per stream and type awaiting their ACK/NACK, at most (the oldest go first). */
+const MAX_PENDING_RESPONSES = 64;
+
 interface DeltaTypeStream {
   wildcard: boolean;
   readonly names: Set<string>;
@@ -501,13 +504,18 @@ export class ControlPlane {
         names.push(n);
         resources.push({ name: n, version: v, resource: { type_url: r.any.typeUrl, value: r.any.value } });
       } else if (ts.known.get(n) !== null) {
-        ts.known.set(n, null);
+        // A name the client subscribed to stays known as gone (told once); one it had only through
+        // the wildcard is forgotten, so names that come and go do not pile up per stream.
+        if (ts.names.has(n)) ts.known.set(n, null);
+        else ts.known.delete(n);
         removed.push(n);
       }
     }
     if (resources.length === 0 && removed.length === 0) return;
     const nonce = String(++this.#nonce);
     ts.pending.set(nonce, snap.version);
+    // Every response is (N)ACKed in order; a client that skips some must not grow this for ever.
+    if (ts.pending.size > MAX_PENDING_RESPONSES) ts.pending.delete(ts.pending.keys().next().value as string);
     s.call.write({ systemVersionInfo: snap.version, typeUrl, nonce, resources, removedResources: removed });
     this.#onEvent?.({
       kind: 'deltaResponse',
