@@ -289,14 +289,27 @@ export class ControlPlane {
 
   #onStream(call: grpc.ServerDuplexStream<Msg, Msg>): void {
     const s: StreamState = { node: '', call, types: new Map() };
-    this.#streams.add(s);
+    this.#serve(this.#streams, s, (req) => this.#onRequest(s, req));
+  }
+
+  /**
+   * Tracks one ADS stream (state of the world or delta) in `streams` until it ends, handing each
+   * request to `onRequest` (a malformed one is ignored).
+   */
+  #serve<S extends { node: string; readonly call: grpc.ServerDuplexStream<Msg, Msg> }>(
+    streams: Set<S>,
+    s: S,
+    onRequest: (req: Msg) => void,
+  ): void {
+    const call = s.call;
+    streams.add(s);
     const done = () => {
-      if (!this.#streams.delete(s)) return;
+      if (!streams.delete(s)) return;
       this.#onEvent?.({ kind: 'stream', node: s.node, open: false });
     };
     call.on('data', (req: Msg) => {
       try {
-        this.#onRequest(s, req);
+        onRequest(req);
       } catch {
         // A malformed request: ignore it.
       }
@@ -310,14 +323,20 @@ export class ControlPlane {
     call.on('close', done);
   }
 
-  #onRequest(s: StreamState, req: Msg): void {
+  /** The request's resource type when it is one served here; records the stream's node on its first request. */
+  #requestType(s: { node: string }, req: Msg): string | undefined {
     const node = req.node as Msg | undefined;
     if (node && s.node === '') {
       s.node = String(node.id ?? '');
       this.#onEvent?.({ kind: 'stream', node: s.node, open: true });
     }
     const typeUrl = String(req.typeUrl ?? '');
-    if (!(RESOURCE_TYPES as readonly string[]).includes(typeUrl)) return;
+    return (RESOURCE_TYPES as readonly string[]).includes(typeUrl) ? typeUrl : undefined;
+  }
+
+  #onRequest(s: StreamState, req: Msg): void {
+    const typeUrl = this.#requestType(s, req);
+    if (typeUrl === undefined) return;
     const nonce = String(req.responseNonce ?? '');
     const rawNames = Array.isArray(req.resourceNames) ? (req.resourceNames as unknown[]).map(String) : [];
     const wildcard =
@@ -381,37 +400,14 @@ export class ControlPlane {
 
   #onDeltaStream(call: grpc.ServerDuplexStream<Msg, Msg>): void {
     const s: DeltaStreamState = { node: '', call, types: new Map() };
-    this.#deltaStreams.add(s);
     // Headers at once: a client with every resource current may get no response for a long time.
     call.sendMetadata(new grpc.Metadata());
-    const done = () => {
-      if (!this.#deltaStreams.delete(s)) return;
-      this.#onEvent?.({ kind: 'stream', node: s.node, open: false });
-    };
-    call.on('data', (req: Msg) => {
-      try {
-        this.#onDeltaRequest(s, req);
-      } catch {
-        // A malformed request: ignore it.
-      }
-    });
-    call.on('end', () => {
-      done();
-      call.end();
-    });
-    call.on('error', done);
-    call.on('cancelled', done);
-    call.on('close', done);
+    this.#serve(this.#deltaStreams, s, (req) => this.#onDeltaRequest(s, req));
   }
 
   #onDeltaRequest(s: DeltaStreamState, req: Msg): void {
-    const node = req.node as Msg | undefined;
-    if (node && s.node === '') {
-      s.node = String(node.id ?? '');
-      this.#onEvent?.({ kind: 'stream', node: s.node, open: true });
-    }
-    const typeUrl = String(req.typeUrl ?? '');
-    if (!(RESOURCE_TYPES as readonly string[]).includes(typeUrl)) return;
+    const typeUrl = this.#requestType(s, req);
+    if (typeUrl === undefined) return;
     const list = (v: unknown) => (Array.isArray(v) ? v.map(String) : []);
     const subscribe = list(req.resourceNamesSubscribe);
     const unsubscribe = list(req.resourceNamesUnsubscribe);

@@ -6,6 +6,7 @@ import { type EdsState, peekClusterName, sameBytes, translateEndpointsIncrementa
 import {
   adsService,
   CDS_TYPE,
+  deltaAdsMethod,
   EDS_TYPE,
   LDS_TYPE,
   lookupType,
@@ -301,7 +302,7 @@ export class XdsClient {
     const delta = !this.#noDelta.has(index) && (this.#protocol === 'delta' || server.delta === true);
     this.#streamDelta = delta;
     const method = delta
-      ? (deltaAdsMethod() as grpc.MethodDefinition<unknown, unknown>)
+      ? deltaAdsMethod()
       : (adsService().service.StreamAggregatedResources as grpc.MethodDefinition<unknown, unknown>);
     const call = client.makeBidiStreamRequest(
       method.path,
@@ -532,9 +533,9 @@ export class XdsClient {
     const errors: string[] = [];
     const seen = new Set<string>();
     const now = Date.now();
-    const updates: Array<[Entry, unknown]> = [];
+    const updates: Array<[Entry, unknown, string]> = [];
     const edsStates: Array<[Entry, EdsState]> = [];
-    const failed: Array<[Entry, Error]> = [];
+    const failed: Array<[Entry, Error, string]> = [];
     (resp.resources ?? []).forEach((any, i) => {
       let typeUrl = any.type_url ?? '';
       let bytes: Uint8Array = any.value ?? new Uint8Array();
@@ -577,7 +578,7 @@ export class XdsClient {
           if (!e) return; // not subscribed (or a wildcard extra): ignore
           e.raw = bytes;
           edsStates.push([e, state]);
-          updates.push([e, state.update]);
+          updates.push([e, state.update, version]);
           return;
         }
         m = decodeAny(typeUrl, bytes);
@@ -592,14 +593,14 @@ export class XdsClient {
           return;
         }
         e.raw = bytes;
-        updates.push([e, value]);
+        updates.push([e, value, version]);
       } catch (err) {
         const message = `${name ? `${SHORT[ts.typeUrl]} "${name}"` : `resource [${i}]`}: ${(err as Error).message}`;
         errors.push(message);
         if (name) {
           seen.add(name);
           const e = ts.entries.get(name);
-          if (e) failed.push([e, new Error(message)]);
+          if (e) failed.push([e, new Error(message), version]);
         }
       }
     });
@@ -620,40 +621,7 @@ export class XdsClient {
       this.#onEvent?.({ kind: 'ack', typeUrl: ts.typeUrl, version });
     }
     // Valid resources of a NACKed response are applied (gRPC semantics); invalid ones keep the last good value.
-    for (const [e, state] of edsStates) e.eds = state;
-    for (const [e, value] of updates) {
-      e.value = value;
-      e.version = version;
-      e.status = 'ACKED';
-      e.error = undefined;
-      e.failedVersion = undefined;
-      e.updatedAt = now;
-      if (e.timer) clearTimeout(e.timer);
-      e.timer = undefined;
-    }
-    for (const [e, err] of failed) {
-      e.status = 'NACKED';
-      e.error = err.message;
-      e.failedVersion = version;
-      e.updatedAt = now;
-      if (e.timer) clearTimeout(e.timer);
-      e.timer = undefined;
-    }
-    for (const e of removed) {
-      e.value = undefined;
-      e.raw = undefined;
-      e.eds = undefined;
-      e.status = 'DOES_NOT_EXIST';
-      e.version = version;
-      e.updatedAt = now;
-    }
-    for (const [e, value] of updates) for (const w of [...e.watchers]) w.onUpdate(value);
-    for (const [e, err] of failed) for (const w of [...e.watchers]) w.onError?.(err);
-    for (const e of removed) {
-      this.#onEvent?.({ kind: 'doesNotExist', typeUrl: ts.typeUrl, name: e.name });
-      for (const w of [...e.watchers]) w.onDoesNotExist?.();
-    }
-    this.#wakeReady();
+    this.#commit(ts, now, edsStates, updates, failed, removed, version);
   }
 
   #markReceived(server: XdsServer): void {
@@ -790,6 +758,23 @@ export class XdsClient {
       this.#onEvent?.({ kind: 'ack', typeUrl: ts.typeUrl, version: systemVersion });
     }
     // As in state of the world: valid resources apply, invalid ones keep their last good version.
+    this.#commit(ts, now, edsStates, updates, failed, removed, undefined);
+  }
+
+  /**
+   * Records the outcome of one response in the cache (each entry with its version) and then tells
+   * the watchers: updated values, rejected resources, resources that no longer exist (recorded
+   * with `removedVersion`).
+   */
+  #commit(
+    ts: TypeState,
+    now: number,
+    edsStates: ReadonlyArray<[Entry, EdsState]>,
+    updates: ReadonlyArray<[Entry, unknown, string]>,
+    failed: ReadonlyArray<[Entry, Error, string]>,
+    removed: readonly Entry[],
+    removedVersion: string | undefined,
+  ): void {
     for (const [e, state] of edsStates) e.eds = state;
     for (const [e, value, version] of updates) {
       e.value = value;
@@ -814,7 +799,7 @@ export class XdsClient {
       e.raw = undefined;
       e.eds = undefined;
       e.status = 'DOES_NOT_EXIST';
-      e.version = undefined;
+      e.version = removedVersion;
       e.updatedAt = now;
       if (e.timer) clearTimeout(e.timer);
       e.timer = undefined;
@@ -891,34 +876,6 @@ interface DeltaDiscoveryResponse {
     resource?: { type_url?: string; value?: Uint8Array } | null;
   }>;
   removedResources?: string[];
-}
-
-let deltaMethod: grpc.MethodDefinition<Msg, Msg> | undefined;
-
-/**
- * `AggregatedDiscoveryService/DeltaAggregatedResources` with messages (de)serialised by the
- * resource root, as `adsService()` does for the state-of-the-world method.
- */
-export function deltaAdsMethod(): grpc.MethodDefinition<Msg, Msg> {
-  if (deltaMethod) return deltaMethod;
-  const path = `${adsService().service.StreamAggregatedResources?.path.replace(/\/[^/]*$/, '')}/DeltaAggregatedResources`;
-  const reqType = lookupType('envoy.service.discovery.v3.DeltaDiscoveryRequest');
-  const resType = lookupType('envoy.service.discovery.v3.DeltaDiscoveryResponse');
-  const ser = (t: ReturnType<typeof lookupType>) => (v: Msg) =>
-    Buffer.from(t.encode(t.fromObject(v)).finish());
-  const de = (t: ReturnType<typeof lookupType>) => (b: Buffer) =>
-    t.toObject(t.decode(b), { enums: String, longs: Number, defaults: true }) as Msg;
-  deltaMethod = {
-    path,
-    requestStream: true,
-    responseStream: true,
-    requestSerialize: ser(reqType),
-    requestDeserialize: de(reqType),
-    responseSerialize: ser(resType),
-    responseDeserialize: de(resType),
-    originalName: 'deltaAggregatedResources',
-  };
-  return deltaMethod;
 }
 
 function jitter(ms: number): number {

@@ -12,7 +12,6 @@ export {
   type XdsServer,
 } from './bootstrap.js';
 export {
-  deltaAdsMethod,
   type ResourceStatus,
   type ResourceWatcher,
   XdsClient,
@@ -26,6 +25,7 @@ export {
   AGGREGATE_CLUSTER_TYPE,
   adsService,
   CDS_TYPE,
+  deltaAdsMethod,
   EDS_TYPE,
   HCM_TYPE,
   LDS_TYPE,

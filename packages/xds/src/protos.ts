@@ -98,27 +98,58 @@ export function adsService(): AdsServiceDefinitions {
     includeDirs: protoIncludeDirs(),
   });
   const def = pkg['envoy.service.discovery.v3.AggregatedDiscoveryService'] as protoLoader.ServiceDefinition;
-  const reqType = lookupType('envoy.service.discovery.v3.DiscoveryRequest');
-  const resType = lookupType('envoy.service.discovery.v3.DiscoveryResponse');
-  const ser = (t: protobuf.Type) => (v: unknown) => Buffer.from(t.encode(t.fromObject(v as object)).finish());
-  const de = (t: protobuf.Type) => (b: Buffer) =>
-    t.toObject(t.decode(b), { enums: String, longs: Number, defaults: true });
   const method = def.StreamAggregatedResources as protoLoader.MethodDefinition<unknown, unknown>;
   const service: grpc.ServiceDefinition = {
-    StreamAggregatedResources: {
-      path: method.path,
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: ser(reqType),
-      requestDeserialize: de(reqType),
-      responseSerialize: ser(resType),
-      responseDeserialize: de(resType),
-      originalName: 'streamAggregatedResources',
-    },
+    StreamAggregatedResources: bidiMethod(
+      method.path,
+      'envoy.service.discovery.v3.DiscoveryRequest',
+      'envoy.service.discovery.v3.DiscoveryResponse',
+      'streamAggregatedResources',
+    ),
   };
   ads = {
     service,
     client: grpc.makeGenericClientConstructor(service, 'AggregatedDiscoveryService'),
   };
   return ads;
+}
+
+/** A bidi-streaming method whose messages protobufjs' resource root (de)serialises. */
+function bidiMethod(
+  path: string,
+  request: string,
+  response: string,
+  originalName: string,
+): grpc.MethodDefinition<unknown, unknown> {
+  const ser = (t: protobuf.Type) => (v: unknown) => Buffer.from(t.encode(t.fromObject(v as object)).finish());
+  const de = (t: protobuf.Type) => (b: Buffer) =>
+    t.toObject(t.decode(b), { enums: String, longs: Number, defaults: true });
+  const req = lookupType(request);
+  const res = lookupType(response);
+  return {
+    path,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: ser(req),
+    requestDeserialize: de(req),
+    responseSerialize: ser(res),
+    responseDeserialize: de(res),
+    originalName,
+  };
+}
+
+let deltaMethod: grpc.MethodDefinition<unknown, unknown> | undefined;
+
+/**
+ * `AggregatedDiscoveryService/DeltaAggregatedResources` with messages (de)serialised by the
+ * resource root, as `adsService()` does for the state-of-the-world method.
+ */
+export function deltaAdsMethod(): grpc.MethodDefinition<unknown, unknown> {
+  deltaMethod ??= bidiMethod(
+    `${adsService().service.StreamAggregatedResources?.path.replace(/\/[^/]*$/, '')}/DeltaAggregatedResources`,
+    'envoy.service.discovery.v3.DeltaDiscoveryRequest',
+    'envoy.service.discovery.v3.DeltaDiscoveryResponse',
+    'deltaAggregatedResources',
+  );
+  return deltaMethod;
 }
