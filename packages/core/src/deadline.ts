@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { clampTimer, MAX_TIMER_MS } from './duration.js';
 
 /**
  * Deadline context: the absolute time (epoch ms, `Date.now()` clock) by which the inbound request
@@ -39,18 +40,21 @@ export function remainingTime(now?: number): number | undefined {
 
 /**
  * Combines a configured timeout (ms, 0 = none) with the deadline in scope: the smaller of the
- * two, or 0 when neither applies. A deadline already passed yields 1 (fail almost at once).
+ * two, or 0 when neither applies. A deadline already passed yields 1 (fail almost at once). Never
+ * more than a timer can hold (`MAX_TIMER_MS`): a longer wait would fire at once.
  */
 export function effectiveTimeout(configuredMs: number, now?: number): number {
   const left = remainingTime(now);
-  if (left === undefined) return configuredMs;
-  const l = left < 1 ? 1 : Math.ceil(left);
-  return configuredMs > 0 && configuredMs < l ? configuredMs : l;
+  const c = clampTimer(configuredMs);
+  if (left === undefined) return c;
+  const l = left < 1 ? 1 : left > MAX_TIMER_MS ? MAX_TIMER_MS : Math.ceil(left);
+  return c > 0 && c < l ? c : l;
 }
 
 /**
  * Parses a deadline header value (a non-negative number of milliseconds) into an absolute
- * deadline; undefined when absent or malformed.
+ * deadline; undefined when absent or malformed. A value above `MAX_TIMER_MS` (`1e308`) is clamped
+ * to it, as grpc-js treats a deadline beyond what a timer holds as none.
  */
 export function parseDeadlineHeader(
   value: string | string[] | undefined,
@@ -60,7 +64,7 @@ export function parseDeadlineHeader(
   if (v === undefined || v.length === 0 || v.length > 12) return undefined;
   const ms = Number(v);
   if (!Number.isFinite(ms) || ms < 0) return undefined;
-  return now + ms;
+  return now + clampTimer(ms);
 }
 
 /**

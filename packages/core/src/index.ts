@@ -54,7 +54,7 @@ export type {
   DiscoveryUpdate,
 } from './discovery/types.js';
 export { HttpDrainer, type HttpDrainOptions } from './drain.js';
-export { formatDuration, parseDuration } from './duration.js';
+export { clampTimer, formatDuration, MAX_TIMER_MS, parseDuration } from './duration.js';
 export { type ActiveHealth, allocateEndpointSlot, EndpointState, type PickResult } from './endpoint-state.js';
 export {
   type ConfigIssue,

@@ -1,4 +1,4 @@
-import { parseDuration } from './duration.js';
+import { clampTimer, parseDuration } from './duration.js';
 import { allocateEndpointSlot, type EndpointState } from './endpoint-state.js';
 import type { ConfigIssue } from './errors.js';
 import type { MeshEvents, Outcome } from './events.js';
@@ -359,7 +359,8 @@ export class OutlierDetector {
     this.#returnAt = at;
     this.#returnTimer = setTimeout(
       (self: OutlierDetector) => self.#returnHosts(),
-      Math.max(0, at - now),
+      // base × count + jitter may exceed what a timer holds: wake at the cap and re-arm then.
+      clampTimer(Math.max(0, at - now)),
       this,
     );
     this.#returnTimer.unref();

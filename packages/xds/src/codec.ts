@@ -1,3 +1,4 @@
+import { clampTimer } from '@meshlet/core';
 import type * as protobuf from 'protobufjs';
 import { lookupType, resourceRoot, TO_OBJECT } from './protos.js';
 
@@ -300,16 +301,37 @@ export function bool(v: unknown): boolean | undefined {
   return undefined;
 }
 
-/** Milliseconds of a `Duration` (`{ seconds, nanos }` or `"1.5s"`). */
-export function durationMs(v: unknown): number | undefined {
+/** The largest `google.protobuf.Duration` (10,000 years, as the proto defines it). */
+const MAX_DURATION_SECONDS = 315_576_000_000;
+
+/**
+ * Milliseconds of a `Duration` (`{ seconds, nanos }` or `"1.5s"`), read at `field` (for errors).
+ * A negative or out-of-range duration is an error (a NACK, as Envoy's validation rejects it); a
+ * valid one longer than a timer can hold (a 30-day route timeout) is clamped to `MAX_TIMER_MS`
+ * (about 24.8 days): Envoy accepts such values, so NACKing them would reject a resource Envoy
+ * takes, and a timer of 24.8 days is as good as "never" for a request.
+ */
+export function durationMs(v: unknown, field = ''): number | undefined {
   if (v === undefined || v === null) return undefined;
+  let seconds: number;
+  let nanos: number;
   if (typeof v === 'string') {
-    const d = parseDurationText(v, '');
-    return (d.seconds as number) * 1000 + (d.nanos as number) / 1e6;
+    const d = parseDurationText(v, field);
+    seconds = d.seconds as number;
+    nanos = d.nanos as number;
+  } else {
+    const m = msg(v);
+    if (!m) return undefined;
+    seconds = num(m.seconds) ?? 0;
+    nanos = num(m.nanos) ?? 0;
   }
-  const m = msg(v);
-  if (!m) return undefined;
-  return (num(m.seconds) ?? 0) * 1000 + (num(m.nanos) ?? 0) / 1e6;
+  if (!Number.isFinite(seconds) || !Number.isFinite(nanos) || Math.abs(nanos) > 999_999_999)
+    throw new XdsDecodeError(field, 'is not a valid duration');
+  if (seconds < 0 || nanos < 0) throw new XdsDecodeError(field, 'must not be negative');
+  if (seconds > MAX_DURATION_SECONDS)
+    throw new XdsDecodeError(field, `is out of range (at most ${MAX_DURATION_SECONDS}s)`);
+  const ms = seconds * 1000 + nanos / 1e6;
+  return clampTimer(ms);
 }
 
 /** Converts a decoded `Struct` back to plain JSON. */

@@ -1,4 +1,5 @@
 import {
+  clampTimer,
   type Endpoint,
   endpointId,
   type HealthStatus,
@@ -63,7 +64,7 @@ function translateFault(cfg: Msg, path: string): FaultPolicy | undefined {
   const delay = msg(cfg.delay);
   const abort = msg(cfg.abort);
   if (!delay && !abort) return undefined;
-  const delayMs = delay ? (durationMs(delay.fixedDelay) ?? 0) : 0;
+  const delayMs = delay ? (durationMs(delay.fixedDelay, `${path}.delay.fixed_delay`) ?? 0) : 0;
   if (delay && delay.headerDelay !== undefined)
     fail(`${path}.delay.header_delay`, 'header-controlled delays are not supported');
   if (abort && abort.headerAbort !== undefined)
@@ -120,7 +121,10 @@ function translateHcm(name: string, hcm: Msg, path: string): ListenerUpdate {
     name,
     rdsName,
     routeConfig,
-    maxStreamDurationMs: durationMs(cp?.maxStreamDuration),
+    maxStreamDurationMs: durationMs(
+      cp?.maxStreamDuration,
+      `${path}.common_http_protocol_options.max_stream_duration`,
+    ),
     httpFilters: Object.freeze(filters),
     fault,
   });
@@ -280,9 +284,11 @@ function translateRetry(r: Msg, path: string): RouteRetry {
     .filter(Boolean);
   const numRetries = num(r.numRetries) ?? 1;
   const bo = msg(r.retryBackOff);
-  const base = bo ? durationMs(bo.baseInterval) : undefined;
+  const base = bo ? durationMs(bo.baseInterval, `${path}.retry_back_off.base_interval`) : undefined;
   if (bo && (base === undefined || base <= 0)) fail(`${path}.retry_back_off.base_interval`, 'must be > 0');
-  const max = bo ? (durationMs(bo.maxInterval) ?? (base as number) * 10) : undefined;
+  const max = bo
+    ? (durationMs(bo.maxInterval, `${path}.retry_back_off.max_interval`) ?? clampTimer((base as number) * 10))
+    : undefined;
   if (base !== undefined && max !== undefined && max < base)
     fail(`${path}.retry_back_off.max_interval`, 'must be >= base_interval');
   return Object.freeze({
@@ -291,7 +297,7 @@ function translateRetry(r: Msg, path: string): RouteRetry {
     retriableStatusCodes: Object.freeze(
       (Array.isArray(r.retriableStatusCodes) ? r.retriableStatusCodes : []).map(Number),
     ),
-    perTryTimeoutMs: durationMs(r.perTryTimeout),
+    perTryTimeoutMs: durationMs(r.perTryTimeout, `${path}.per_try_timeout`),
     backoffBaseMs: base,
     backoffMaxMs: max,
   });
@@ -388,8 +394,10 @@ function translateRoute(r: Msg, path: string, vhFault: FaultPolicy | undefined):
     action: 'cluster',
     clusters: Object.freeze(clusters),
     totalWeight: total,
-    timeoutMs: durationMs(ra.timeout),
-    maxStreamDurationMs: durationMs(msd?.grpcTimeoutHeaderMax) ?? durationMs(msd?.maxStreamDuration),
+    timeoutMs: durationMs(ra.timeout, `${path}.route.timeout`),
+    maxStreamDurationMs:
+      durationMs(msd?.grpcTimeoutHeaderMax, `${path}.route.max_stream_duration.grpc_timeout_header_max`) ??
+      durationMs(msd?.maxStreamDuration, `${path}.route.max_stream_duration.max_stream_duration`),
     retry: rp ? translateRetry(rp, `${path}.route.retry_policy`) : undefined,
     hashPolicy: Object.freeze(translateHashPolicy(list(ra.hashPolicy), `${path}.route.hash_policy`)),
     fault,
@@ -571,8 +579,8 @@ function outlierDetection(m: Msg): OutlierDetection | undefined {
   return Object.freeze({
     consecutive5xx: num(o.consecutive_5xx) ?? num(o.consecutive5xx),
     consecutiveGatewayFailure: num(o.consecutiveGatewayFailure),
-    intervalMs: durationMs(o.interval),
-    baseEjectionTimeMs: durationMs(o.baseEjectionTime),
+    intervalMs: durationMs(o.interval, 'outlier_detection.interval'),
+    baseEjectionTimeMs: durationMs(o.baseEjectionTime, 'outlier_detection.base_ejection_time'),
     maxEjectionPercent: pct,
     successRateMinimumHosts: num(o.successRateMinimumHosts),
     successRateStdevFactor: num(o.successRateStdevFactor),
@@ -667,7 +675,7 @@ export function translateCluster(m: Msg): ClusterUpdate {
     identity: tls?.identity,
     tls: tls !== undefined,
     sni: tls?.sni,
-    connectTimeoutMs: durationMs(m.connectTimeout),
+    connectTimeoutMs: durationMs(m.connectTimeout, 'connect_timeout'),
   });
 }
 
