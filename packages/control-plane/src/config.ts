@@ -12,6 +12,7 @@ import {
   parseDuration,
   parseEndpointList,
 } from '@meshlet/core';
+import { compileSafeRegex } from '@meshlet/xds';
 
 /** A header matcher of a control-plane route. Exactly one of the match keys is given. */
 export interface CpHeaderMatch {
@@ -198,13 +199,7 @@ function parseHeaders(raw: unknown, path: string, issues: ConfigIssue[]): CpHead
     const given = MATCHERS.filter((m) => o[m] !== undefined);
     if (given.length > 1)
       issues.push({ path: p, message: `gives more than one match (${given.join(', ')})` });
-    if (o.regex !== undefined) {
-      try {
-        new RegExp(String(o.regex));
-      } catch (err) {
-        issues.push({ path: join(p, 'regex'), message: (err as Error).message });
-      }
-    }
+    if (o.regex !== undefined) checkRegex(o.regex, join(p, 'regex'), issues);
     return [
       {
         name,
@@ -220,6 +215,19 @@ function parseHeaders(raw: unknown, path: string, issues: ConfigIssue[]): CpHead
   });
 }
 
+/**
+ * A regex the clients will compile as `safe_regex`: RE2 syntax within the default program-size
+ * limit (clients NACK anything else, so it is refused here, naming the field).
+ */
+function checkRegex(v: unknown, path: string, issues: ConfigIssue[]): void {
+  if (typeof v !== 'string') return; // optString reports the type
+  try {
+    compileSafeRegex(v);
+  } catch (err) {
+    issues.push({ path, message: (err as Error).message });
+  }
+}
+
 function parseRoute(raw: unknown, path: string, issues: ConfigIssue[], service: string): CpRoute | undefined {
   const o = expectObject(raw, path, issues);
   if (!o) return undefined;
@@ -229,6 +237,7 @@ function parseRoute(raw: unknown, path: string, issues: ConfigIssue[], service: 
   const mp = join(path, 'match');
   checkKeys(m, ['prefix', 'path', 'regex', 'caseSensitive', 'headers'], mp, issues);
   const pathKeys = ['prefix', 'path', 'regex'].filter((k) => m[k] !== undefined);
+  if (m.regex !== undefined) checkRegex(m.regex, join(mp, 'regex'), issues);
   if (pathKeys.length > 1)
     issues.push({ path: mp, message: `gives more than one of ${pathKeys.join(', ')}` });
   let clusters: Array<{ name: string; weight: number }> = [];

@@ -64,6 +64,37 @@ describe('control-plane config', () => {
       ]),
     );
   });
+
+  it("route and header regexes are RE2 within the clients' program-size limit", () => {
+    let err: unknown;
+    try {
+      parseControlPlaneConfig({
+        services: {
+          reviews: {
+            endpoints: ['127.0.0.1:9001'],
+            routes: [
+              { match: { regex: '/(a)\\1' } },
+              { match: { headers: [{ name: 'x', regex: 'a{150}' }] } },
+              { match: { regex: '/api/(?!admin).*' } },
+            ],
+          },
+        },
+      });
+    } catch (e) {
+      err = e;
+    }
+    const issues = (err as { issues: Array<{ path: string; message: string }> }).issues;
+    expect(issues).toEqual(
+      expect.arrayContaining([
+        { path: 'services.reviews.routes[0].match.regex', message: expect.stringMatching(/backreferences/) },
+        {
+          path: 'services.reviews.routes[1].match.headers[0].regex',
+          message: expect.stringMatching(/program size 152, over the limit of 100/),
+        },
+        { path: 'services.reviews.routes[2].match.regex', message: expect.stringMatching(/lookarounds/) },
+      ]),
+    );
+  });
 });
 
 describe('serving a mesh YAML file', () => {

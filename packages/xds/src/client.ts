@@ -17,6 +17,7 @@ import {
 const RESOURCE_WRAPPER = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
 
 import {
+  type TranslateOptions,
   translateCluster,
   translateEndpoints,
   translateListener,
@@ -71,12 +72,16 @@ interface TypeState {
   readonly deltaNames: Set<string>;
 }
 
-const TRANSLATORS: Record<ResourceType, (m: Msg) => { name: string }> = {
-  [LDS_TYPE]: translateListener,
-  [RDS_TYPE]: translateRouteConfig,
-  [CDS_TYPE]: translateCluster,
-  [EDS_TYPE]: translateEndpoints,
-};
+type Translators = Record<ResourceType, (m: Msg) => { name: string }>;
+
+function translators(opts: TranslateOptions): Translators {
+  return {
+    [LDS_TYPE]: (m) => translateListener(m, opts),
+    [RDS_TYPE]: (m) => translateRouteConfig(m, '', opts),
+    [CDS_TYPE]: translateCluster,
+    [EDS_TYPE]: translateEndpoints,
+  };
+}
 
 const SHORT: Record<ResourceType, string> = {
   [LDS_TYPE]: 'listener',
@@ -103,6 +108,8 @@ export interface XdsClientOptions {
    * A server answering UNIMPLEMENTED to a delta stream is spoken to in state of the world from then on.
    */
   protocol?: 'sotw' | 'delta';
+  /** Largest RE2 program a `safe_regex` may compile to; larger ones are NACKed (default 100, Envoy's). */
+  maxRegexProgramSize?: number;
 }
 
 export type XdsClientEvent =
@@ -151,6 +158,7 @@ export class XdsClient {
   readonly #backoffMax: number;
   readonly #onEvent: ((e: XdsClientEvent) => void) | undefined;
   readonly #userAgent: string;
+  readonly #translate: Translators;
   readonly #clients = new Map<number, grpc.Client>();
   #call: grpc.ClientDuplexStream<unknown, unknown> | undefined;
   #serverIndex = 0;
@@ -181,6 +189,7 @@ export class XdsClient {
     this.#onEvent = options.onEvent;
     this.#userAgent = options.userAgent ?? 'meshlet';
     this.#protocol = options.protocol ?? 'sotw';
+    this.#translate = translators({ maxRegexProgramSize: options.maxRegexProgramSize });
     for (const t of [LDS_TYPE, RDS_TYPE, CDS_TYPE, EDS_TYPE] as const) {
       this.#types.set(t, {
         typeUrl: t,
@@ -529,7 +538,7 @@ export class XdsClient {
     }
     ts.nonce = resp.nonce ?? '';
     const version = resp.versionInfo ?? '';
-    const translate = TRANSLATORS[ts.typeUrl];
+    const translate = this.#translate[ts.typeUrl];
     const errors: string[] = [];
     const seen = new Set<string>();
     const now = Date.now();
@@ -684,7 +693,7 @@ export class XdsClient {
     }
     ts.nonce = nonce;
     const systemVersion = resp.systemVersionInfo ?? '';
-    const translate = TRANSLATORS[ts.typeUrl];
+    const translate = this.#translate[ts.typeUrl];
     const errors: string[] = [];
     const now = Date.now();
     const updates: Array<[Entry, unknown, string]> = [];

@@ -35,10 +35,18 @@ export {
   type ResourceType,
   UPSTREAM_TLS_TYPE,
 } from './protos.js';
+export {
+  compileSafeRegex,
+  DEFAULT_MAX_PROGRAM_SIZE,
+  type SafeRegex,
+  SafeRegexError,
+  type SafeRegexOptions,
+} from './regex.js';
 export { clusterPolicy, XdsResolver, type XdsResolverOptions } from './resolver.js';
 export { ListenerRouter, routePolicy, selectVirtualHost } from './router.js';
 export { registerXdsConfig, type SetupXdsOptions, setupXds, type XdsSettings } from './setup.js';
 export {
+  type TranslateOptions,
   translateCluster,
   translateEndpoints,
   translateListener,

@@ -11,6 +11,7 @@ import {
   type ServicePolicy,
   type ServiceRuntime,
 } from '@meshlet/core';
+import type { SafeRegex } from './regex.js';
 import type {
   DropOverload,
   FaultPolicy,
@@ -178,7 +179,7 @@ function headerMatches(m: HeaderMatch, req: RouteRequest): boolean {
         ok = v.includes(m.value);
         break;
       case 'regex':
-        ok = (m.regex as RegExp).test(v);
+        ok = (m.regex as SafeRegex).test(v);
         break;
       case 'range': {
         const n = /^-?\d+$/.test(v) ? Number(v) : Number.NaN;
@@ -198,7 +199,7 @@ function routeMatches(route: XdsRoute, req: RouteRequest, path: string, lower: s
     if (!p.startsWith(m.path)) return false;
   } else if (m.pathKind === 'path') {
     if (p !== m.path) return false;
-  } else if (!(m.regex as RegExp).test(path)) {
+  } else if (!(m.regex as SafeRegex).test(path)) {
     return false;
   }
   for (let i = 0; i < m.headers.length; i++)

@@ -11,6 +11,7 @@ import {
 } from '@meshlet/core';
 import { type Bootstrap, bootstrapFromEnv, parseBootstrap, readBootstrapFile } from './bootstrap.js';
 import { XdsClient } from './client.js';
+import { DEFAULT_MAX_PROGRAM_SIZE } from './regex.js';
 import { XdsResolver } from './resolver.js';
 
 /** The `xds:` section of a mesh config. Every key is optional. */
@@ -28,6 +29,8 @@ export interface XdsSettings {
   readonly enabled: boolean;
   /** `protocol`: `sotw` (default, state-of-the-world ADS) or `delta` (incremental ADS). */
   readonly protocol: 'sotw' | 'delta';
+  /** `regex.maxProgramSize`: largest RE2 program of a `safe_regex` (default 100, Envoy's); larger ones are NACKed. */
+  readonly maxRegexProgramSize: number;
 }
 
 function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], baseDir: string): XdsSettings {
@@ -39,6 +42,7 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
     hosts: ['*'] as readonly string[],
     enabled: true,
     protocol: 'sotw' as 'sotw' | 'delta',
+    maxRegexProgramSize: DEFAULT_MAX_PROGRAM_SIZE,
   };
   if (raw === null || raw === true) return out;
   if (!isPlainObject(raw)) {
@@ -47,7 +51,7 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
   }
   checkKeys(
     raw,
-    ['bootstrap', 'servers', 'node', 'resourceTimeout', 'backoff', 'hosts', 'enabled', 'protocol'],
+    ['bootstrap', 'servers', 'node', 'resourceTimeout', 'backoff', 'hosts', 'enabled', 'protocol', 'regex'],
     path,
     issues,
   );
@@ -110,6 +114,22 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
       issues.push({ path: join(path, 'protocol'), message: 'must be "sotw" or "delta"' });
     else out.protocol = raw.protocol;
   }
+  if (raw.regex !== undefined) {
+    const rp = join(path, 'regex');
+    if (!isPlainObject(raw.regex)) issues.push({ path: rp, message: 'must be { maxProgramSize }' });
+    else {
+      checkKeys(raw.regex, ['maxProgramSize'], rp, issues);
+      const v = raw.regex.maxProgramSize;
+      if (v !== undefined) {
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+          issues.push({
+            path: join(rp, 'maxProgramSize'),
+            message: `must be a positive integer, got ${describe(v)}`,
+          });
+        else out.maxRegexProgramSize = v;
+      }
+    }
+  }
   if (raw.enabled !== undefined) {
     if (typeof raw.enabled !== 'boolean')
       issues.push({ path: join(path, 'enabled'), message: 'must be a boolean' });
@@ -146,6 +166,7 @@ export function setupXds(mesh: Mesh, options: SetupXdsOptions = {}): XdsResolver
     resourceTimeoutMs: settings?.resourceTimeoutMs ?? 15_000,
     backoff: { baseMs: settings?.backoffBaseMs ?? 1_000, maxMs: settings?.backoffMaxMs ?? 30_000 },
     protocol: settings?.protocol ?? 'sotw',
+    maxRegexProgramSize: settings?.maxRegexProgramSize ?? DEFAULT_MAX_PROGRAM_SIZE,
     onEvent: (e) => {
       // Emitted once per client: the server does not implement DeltaAggregatedResources.
       if (e.kind === 'protocolFallback')

@@ -10,6 +10,7 @@ import {
   parseOutlierPolicy,
 } from '@meshlet/core';
 import { bool, durationMs, list, type Msg, msg, num, str, structToJson, XdsDecodeError } from './codec.js';
+import { compileSafeRegex, DEFAULT_MAX_PROGRAM_SIZE, type SafeRegex } from './regex.js';
 import type {
   CircuitBreakers,
   ClusterUpdate,
@@ -81,7 +82,7 @@ function translateFault(cfg: Msg, path: string): FaultPolicy | undefined {
   });
 }
 
-function translateHcm(name: string, hcm: Msg, path: string): ListenerUpdate {
+function translateHcm(name: string, hcm: Msg, path: string, opts: TranslateOptions): ListenerUpdate {
   let rdsName: string | undefined;
   let routeConfig: RouteConfigUpdate | undefined;
   const rds = msg(hcm.rds);
@@ -92,7 +93,7 @@ function translateHcm(name: string, hcm: Msg, path: string): ListenerUpdate {
     if (cs && cs.ads === undefined && cs.self === undefined)
       fail(`${path}.rds.config_source`, 'must be ads or self (one ADS stream per process)');
   } else if (hcm.routeConfig !== undefined) {
-    routeConfig = translateRouteConfig(msg(hcm.routeConfig) ?? {}, `${path}.route_config`);
+    routeConfig = translateRouteConfig(msg(hcm.routeConfig) ?? {}, `${path}.route_config`, opts);
   } else if (hcm.scopedRoutes !== undefined) {
     fail(`${path}.scoped_routes`, 'scoped routes are not supported');
   } else {
@@ -131,14 +132,14 @@ function translateHcm(name: string, hcm: Msg, path: string): ListenerUpdate {
 }
 
 /** Translates an LDS `Listener`: an API listener (proxyless) or the first HCM of a filter chain. */
-export function translateListener(m: Msg): ListenerUpdate {
+export function translateListener(m: Msg, opts: TranslateOptions = NO_OPTIONS): ListenerUpdate {
   const name = str(m.name);
   if (!name) fail('name', 'is required');
   const api = msg(msg(m.apiListener)?.apiListener);
   if (api) {
     if (typeOf(api) !== HCM)
       fail('api_listener.api_listener', `must be an HttpConnectionManager, got ${typeOf(api) || 'nothing'}`);
-    return translateHcm(name, api, 'api_listener.api_listener');
+    return translateHcm(name, api, 'api_listener.api_listener', opts);
   }
   const chains = list(m.filterChains);
   const dfc = msg(m.defaultFilterChain);
@@ -148,7 +149,7 @@ export function translateListener(m: Msg): ListenerUpdate {
     for (let f = 0; f < filters.length; f++) {
       const tc = msg(filters[f]?.typedConfig);
       if (tc && typeOf(tc) === HCM)
-        return translateHcm(name, tc, `filter_chains[${c}].filters[${f}].typed_config`);
+        return translateHcm(name, tc, `filter_chains[${c}].filters[${f}].typed_config`, opts);
     }
   }
   return fail('api_listener', 'has no api_listener and no HttpConnectionManager filter');
@@ -156,13 +157,30 @@ export function translateListener(m: Msg): ListenerUpdate {
 
 // ---- RDS ---------------------------------------------------------------------------------------
 
-function compileRegex(re: unknown, path: string, flags = ''): RegExp {
-  const text = str(msg(re)?.regex);
+/** Options of a translation (from the mesh's `xds` config section). */
+export interface TranslateOptions {
+  /** Largest RE2 program a `safe_regex` may compile to (default 100, Envoy's). */
+  readonly maxRegexProgramSize?: number;
+}
+
+const NO_OPTIONS: TranslateOptions = Object.freeze({});
+
+/**
+ * Compiles a `RegexMatcher` with RE2 semantics (linear time, RE2 syntax, full match). Its own
+ * deprecated `google_re2.max_program_size` overrides the configured limit, as in Envoy.
+ */
+function compileRegex(re: unknown, path: string, ignoreCase: boolean, opts: TranslateOptions): SafeRegex {
+  const m = msg(re);
+  const text = str(m?.regex);
   if (text === undefined) fail(path, 'safe_regex needs a regex');
+  const own = num(msg(msg(m?.googleRe2)?.maxProgramSize));
   try {
-    return new RegExp(`^(?:${text})$`, flags);
+    return compileSafeRegex(text, {
+      ignoreCase,
+      maxProgramSize: own ?? opts.maxRegexProgramSize ?? DEFAULT_MAX_PROGRAM_SIZE,
+    });
   } catch (err) {
-    return fail(path, `invalid regex "${text}": ${(err as Error).message}`);
+    return fail(`${path}.regex`, (err as Error).message);
   }
 }
 
@@ -190,12 +208,12 @@ function stringMatchOf(
   return undefined;
 }
 
-function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
+function translateHeaderMatcher(h: Msg, path: string, opts: TranslateOptions): HeaderMatch {
   const name = (str(h.name) ?? '').toLowerCase();
   if (!name) fail(`${path}.name`, 'is required');
   let kind: HeaderMatch['kind'];
   let value = '';
-  let regex: RegExp | undefined;
+  let regex: SafeRegex | undefined;
   let range: HeaderMatch['range'];
   let present = true;
   let ignoreCase = false;
@@ -204,7 +222,7 @@ function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
     ({ kind, value } = legacy);
   } else if (h.safeRegexMatch !== undefined) {
     kind = 'regex';
-    regex = compileRegex(h.safeRegexMatch, `${path}.safe_regex_match`);
+    regex = compileRegex(h.safeRegexMatch, `${path}.safe_regex_match`, false, opts);
   } else if (h.rangeMatch !== undefined) {
     kind = 'range';
     const r = msg(h.rangeMatch) ?? {};
@@ -220,7 +238,7 @@ function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
       ({ kind, value } = m);
     } else if (sm.safeRegex !== undefined) {
       kind = 'regex';
-      regex = compileRegex(sm.safeRegex, `${path}.string_match.safe_regex`, ignoreCase ? 'i' : '');
+      regex = compileRegex(sm.safeRegex, `${path}.string_match.safe_regex`, ignoreCase, opts);
     } else {
       return fail(`${path}.string_match`, 'has no match type');
     }
@@ -241,11 +259,11 @@ function translateHeaderMatcher(h: Msg, path: string): HeaderMatch {
   });
 }
 
-function translateMatch(m: Msg, path: string): RouteMatch | undefined {
+function translateMatch(m: Msg, path: string, opts: TranslateOptions): RouteMatch | undefined {
   const caseSensitive = bool(m.caseSensitive) ?? true;
   let pathKind: RouteMatch['pathKind'];
   let p = '';
-  let regex: RegExp | undefined;
+  let regex: SafeRegex | undefined;
   if (m.prefix !== undefined) {
     pathKind = 'prefix';
     p = str(m.prefix) ?? '';
@@ -254,7 +272,7 @@ function translateMatch(m: Msg, path: string): RouteMatch | undefined {
     p = str(m.path) ?? '';
   } else if (m.safeRegex !== undefined) {
     pathKind = 'regex';
-    regex = compileRegex(m.safeRegex, `${path}.safe_regex`, caseSensitive ? '' : 'i');
+    regex = compileRegex(m.safeRegex, `${path}.safe_regex`, !caseSensitive, opts);
   } else if (m.pathSeparatedPrefix !== undefined) {
     pathKind = 'prefix';
     p = str(m.pathSeparatedPrefix) ?? '';
@@ -272,7 +290,9 @@ function translateMatch(m: Msg, path: string): RouteMatch | undefined {
     path: p,
     regex,
     caseSensitive,
-    headers: Object.freeze(list(m.headers).map((h, i) => translateHeaderMatcher(h, `${path}.headers[${i}]`))),
+    headers: Object.freeze(
+      list(m.headers).map((h, i) => translateHeaderMatcher(h, `${path}.headers[${i}]`, opts)),
+    ),
     fractionPpm: rf ? fractionPpm(rf.defaultValue) : undefined,
   });
 }
@@ -334,8 +354,13 @@ function perFilterFault(cfg: unknown, path: string): FaultPolicy | undefined {
   return undefined;
 }
 
-function translateRoute(r: Msg, path: string, vhFault: FaultPolicy | undefined): XdsRoute | undefined {
-  const match = translateMatch(msg(r.match) ?? {}, `${path}.match`);
+function translateRoute(
+  r: Msg,
+  path: string,
+  vhFault: FaultPolicy | undefined,
+  opts: TranslateOptions,
+): XdsRoute | undefined {
+  const match = translateMatch(msg(r.match) ?? {}, `${path}.match`, opts);
   if (!match) return undefined;
   const ra = msg(r.route);
   const fault = perFilterFault(r.typedPerFilterConfig, `${path}.typed_per_filter_config`) ?? vhFault;
@@ -405,7 +430,11 @@ function translateRoute(r: Msg, path: string, vhFault: FaultPolicy | undefined):
 }
 
 /** Translates an RDS `RouteConfiguration` (or an HCM's inline `route_config`). */
-export function translateRouteConfig(m: Msg, base = ''): RouteConfigUpdate {
+export function translateRouteConfig(
+  m: Msg,
+  base = '',
+  opts: TranslateOptions = NO_OPTIONS,
+): RouteConfigUpdate {
   const name = str(m.name) ?? '';
   const pre = base ? `${base}.` : '';
   const virtualHosts: VirtualHost[] = list(m.virtualHosts).map((vh, v) => {
@@ -416,7 +445,7 @@ export function translateRouteConfig(m: Msg, base = ''): RouteConfigUpdate {
     const vhRetry = msg(vh.retryPolicy);
     const routes: XdsRoute[] = [];
     list(vh.routes).forEach((r, i) => {
-      const route = translateRoute(r, `${vp}.routes[${i}]`, vhFault);
+      const route = translateRoute(r, `${vp}.routes[${i}]`, vhFault, opts);
       if (!route) return;
       // A virtual host's retry policy applies to routes without their own.
       if (route.retry === undefined && vhRetry && route.action === 'cluster') {

@@ -1,4 +1,5 @@
 import type { Endpoint, LbSelection, OutlierPolicy } from '@meshlet/core';
+import type { SafeRegex } from './regex.js';
 
 /** A compiled header matcher of a route (Envoy `HeaderMatcher`). */
 export interface HeaderMatch {
@@ -6,7 +7,7 @@ export interface HeaderMatch {
   readonly name: string;
   readonly kind: 'exact' | 'prefix' | 'suffix' | 'contains' | 'regex' | 'present' | 'range';
   readonly value: string;
-  readonly regex: RegExp | undefined;
+  readonly regex: SafeRegex | undefined;
   readonly range: { readonly start: number; readonly end: number } | undefined;
   /** For `present`: whether the header must be present (true) or absent (false). */
   readonly present: boolean;
@@ -18,7 +19,7 @@ export interface RouteMatch {
   readonly pathKind: 'prefix' | 'path' | 'regex';
   /** The prefix/path (lower-cased when not case sensitive). */
   readonly path: string;
-  readonly regex: RegExp | undefined;
+  readonly regex: SafeRegex | undefined;
   readonly caseSensitive: boolean;
   readonly headers: readonly HeaderMatch[];
   /** `runtime_fraction` as parts per million of requests (undefined: all requests). */

@@ -281,6 +281,6 @@ describe('EDS, LDS and RDS validation (NACK reasons name the field)', () => {
           route: { cluster: 'a' },
         },
       ]),
-    ).toThrow(/routes\[0\]\.match\.headers\[0\]\.safe_regex_match: invalid regex/);
+    ).toThrow(/routes\[0\]\.match\.headers\[0\]\.safe_regex_match\.regex: invalid regex/);
   });
 });
