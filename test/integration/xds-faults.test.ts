@@ -151,7 +151,7 @@ describe('xDS fault handling end to end', () => {
     const rc = xdsOf(m).resources.find((r) => r.type === 'route_config');
     expect(rc).toMatchObject({ status: 'NACKED', version: '1', failedVersion: '2' });
     expect(rc?.error).toMatch(
-      /route_config "reviews": virtual_hosts\[0\]\.routes\[0\]\.match\.safe_regex: invalid regex "\("/,
+      /route_config "reviews": virtual_hosts\[0\]\.routes\[0\]\.match\.safe_regex\.regex: invalid regex "\("/,
     );
     for (let i = 0; i < 5; i++) expect(await get(m, 'http://reviews/')).toBe('a');
     expect(cp.clients()[0]?.types.route_config?.nack).toMatch(/invalid regex/);

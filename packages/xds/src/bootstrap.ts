@@ -21,7 +21,21 @@ export interface XdsServer {
   readonly ignoreResourceDeletion: boolean;
   /** `server_features`: `delta_ads` speaks incremental (delta) ADS to this server (default: state of the world). */
   readonly delta?: boolean;
+  /**
+   * `max_xds_message_size` (gRFC A70): the largest ADS response accepted from this server, in
+   * bytes (default 4 MiB, gRPC's receive limit). A larger one fails the stream with
+   * RESOURCE_EXHAUSTED, which counts as a failure for the reconnect backoff.
+   */
+  readonly maxMessageSize?: number;
+  /**
+   * `max_xds_resource_size` (gRFC A70): the largest single resource, in bytes (default 4 MiB). A
+   * larger one is NACKed by name; the rest of the response is used.
+   */
+  readonly maxResourceSize?: number;
 }
+
+/** gRPC's default receive limit, and gRFC A70's default for both bootstrap limits. */
+export const DEFAULT_MAX_XDS_MESSAGE_SIZE = 4 * 1024 * 1024;
 
 export interface XdsNode {
   readonly id: string;
@@ -111,12 +125,26 @@ export function parseBootstrap(raw: unknown, source: string, baseDir = process.c
       }
       const creds = parseCreds(s.channel_creds, `${p}.channel_creds`, issues, baseDir);
       const features = Array.isArray(s.server_features) ? s.server_features : [];
+      const size = (key: string): number | undefined => {
+        const v = s[key];
+        if (v === undefined) return undefined;
+        // A protobuf message is at most 2 GiB: no limit above that makes sense.
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) {
+          issues.push({ path: `${p}.${key}`, message: 'must be a number of bytes between 1 and 2147483647' });
+          return undefined;
+        }
+        return v;
+      };
+      const maxMessageSize = size('max_xds_message_size');
+      const maxResourceSize = size('max_xds_resource_size');
       if (creds) {
         servers.push({
           uri: s.server_uri,
           creds,
           ignoreResourceDeletion: features.includes('ignore_resource_deletion'),
           ...(features.includes('delta_ads') ? { delta: true } : {}),
+          ...(maxMessageSize !== undefined ? { maxMessageSize } : {}),
+          ...(maxResourceSize !== undefined ? { maxResourceSize } : {}),
         });
       }
     });

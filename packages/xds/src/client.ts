@@ -1,8 +1,14 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import type { Bootstrap, XdsServer } from './bootstrap.js';
+import { type Bootstrap, DEFAULT_MAX_XDS_MESSAGE_SIZE, type XdsServer } from './bootstrap.js';
 import { decodeAny, type Msg, XdsDecodeError } from './codec.js';
-import { type EdsState, peekClusterName, sameBytes, translateEndpointsIncremental } from './eds.js';
+import {
+  type EdsState,
+  peekClusterName,
+  peekResourceName,
+  sameBytes,
+  translateEndpointsIncremental,
+} from './eds.js';
 import {
   adsService,
   CDS_TYPE,
@@ -114,7 +120,15 @@ export interface XdsClientOptions {
 
 export type XdsClientEvent =
   | { kind: 'connected'; server: string }
-  | { kind: 'disconnected'; server: string; error: string; receivedResponse: boolean }
+  | {
+      kind: 'disconnected';
+      server: string;
+      error: string;
+      /** Whether the stream worked (then the client reconnects at once, backoff reset). */
+      receivedResponse: boolean;
+      /** The delay before the next stream, in ms. */
+      retryInMs: number;
+    }
   | { kind: 'ack'; typeUrl: string; version: string }
   | { kind: 'nack'; typeUrl: string; version: string; error: string }
   | { kind: 'doesNotExist'; typeUrl: string; name: string }
@@ -298,6 +312,8 @@ export class XdsClient {
       'grpc.primary_user_agent': this.#userAgent,
       // Fail the stream fast when the server is unreachable, so that the next server is tried.
       'grpc.initial_reconnect_backoff_ms': 200,
+      // gRFC A70: a larger response fails the stream with RESOURCE_EXHAUSTED.
+      'grpc.max_receive_message_length': server.maxMessageSize ?? DEFAULT_MAX_XDS_MESSAGE_SIZE,
     });
     this.#clients.set(index, c);
     return c;
@@ -395,15 +411,23 @@ export class XdsClient {
   }
 
   #onStreamEnd(server: XdsServer, err: Error | undefined): void {
+    // A response larger than max_xds_message_size (gRFC A70) ends the stream with
+    // RESOURCE_EXHAUSTED. The server will send it again on the next stream, so however many
+    // responses came before it, that stream failed: back off (growing, never reset by the responses
+    // before it), or the client reconnects in a tight loop.
+    const exhausted = (err as { code?: unknown } | undefined)?.code === grpc.status.RESOURCE_EXHAUSTED;
     // A working stream: it carried a response — or (delta, where a server with nothing new for the
     // versions presented may send none) it was accepted and lived a while. Headers followed soon by
     // an error are a failure like an unreachable server: next server, then backoff.
     const had =
-      this.#receivedOnStream ||
-      (this.#headersAt > 0 && Date.now() - this.#headersAt >= QUIET_DELTA_STREAM_MS);
+      !exhausted &&
+      (this.#receivedOnStream ||
+        (this.#headersAt > 0 && Date.now() - this.#headersAt >= QUIET_DELTA_STREAM_MS));
     this.#call = undefined;
     this.#connected = false;
     this.#lastError = `${server.uri}: ${err?.message ?? 'stream ended'}`;
+    if (exhausted)
+      this.#lastError += ` (max_xds_message_size is ${server.maxMessageSize ?? DEFAULT_MAX_XDS_MESSAGE_SIZE} bytes: raise it in the bootstrap's xds_servers entry if the control plane is right to send more, see docs/xds.md)`;
     for (const ts of this.#types.values()) {
       for (const e of ts.entries.values()) {
         // The does-not-exist timer only runs while a stream is up.
@@ -433,6 +457,7 @@ export class XdsClient {
       server: server.uri,
       error: this.#lastError,
       receivedResponse: had,
+      retryInMs: delay,
     });
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
@@ -516,10 +541,11 @@ export class XdsClient {
   }
 
   #onResponse(resp: DiscoveryResponse, server: XdsServer): void {
+    // The backoff (`#failures`) is reset when a working stream ends, not here: a stream that
+    // then fails on an oversized response must not reset it.
     if (!this.#receivedOnStream) {
       this.#receivedOnStream = true;
       this.#connected = true;
-      this.#failures = 0;
       this.#onEvent?.({ kind: 'connected', server: server.uri });
     }
     const ts = this.#types.get(resp.typeUrl as ResourceType);
@@ -539,6 +565,7 @@ export class XdsClient {
     ts.nonce = resp.nonce ?? '';
     const version = resp.versionInfo ?? '';
     const translate = this.#translate[ts.typeUrl];
+    const maxResource = server.maxResourceSize ?? DEFAULT_MAX_XDS_MESSAGE_SIZE;
     const errors: string[] = [];
     const seen = new Set<string>();
     const now = Date.now();
@@ -564,6 +591,10 @@ export class XdsClient {
         }
         if (typeUrl !== ts.typeUrl)
           throw new XdsDecodeError('', `has type ${typeUrl}, expected ${ts.typeUrl}`);
+        if (bytes.length > maxResource) {
+          name ??= peekResourceName(bytes);
+          throw oversized(bytes.length, maxResource);
+        }
         if (ts.typeUrl === EDS_TYPE) {
           // EDS: unchanged bytes are skipped before any decoding; changed ones are translated
           // incrementally against the last good version (see eds.ts).
@@ -636,7 +667,6 @@ export class XdsClient {
   #markReceived(server: XdsServer): void {
     if (this.#receivedOnStream) return;
     this.#receivedOnStream = true;
-    this.#failures = 0;
     if (!this.#connected) {
       this.#connected = true;
       this.#onEvent?.({ kind: 'connected', server: server.uri });
@@ -694,6 +724,7 @@ export class XdsClient {
     ts.nonce = nonce;
     const systemVersion = resp.systemVersionInfo ?? '';
     const translate = this.#translate[ts.typeUrl];
+    const maxResource = server.maxResourceSize ?? DEFAULT_MAX_XDS_MESSAGE_SIZE;
     const errors: string[] = [];
     const now = Date.now();
     const updates: Array<[Entry, unknown, string]> = [];
@@ -709,6 +740,10 @@ export class XdsClient {
         const bytes: Uint8Array = any.value ?? new Uint8Array();
         if (typeUrl !== ts.typeUrl)
           throw new XdsDecodeError('', `has type ${typeUrl}, expected ${ts.typeUrl}`);
+        if (bytes.length > maxResource) {
+          name ??= peekResourceName(bytes);
+          throw oversized(bytes.length, maxResource);
+        }
         let value: { name: string };
         let state: EdsState | undefined;
         if (ts.typeUrl === EDS_TYPE) {
@@ -885,6 +920,14 @@ interface DeltaDiscoveryResponse {
     resource?: { type_url?: string; value?: Uint8Array } | null;
   }>;
   removedResources?: string[];
+}
+
+/** gRFC A70: a resource above `max_xds_resource_size` is NACKed; the rest of the response is used. */
+function oversized(size: number, max: number): XdsDecodeError {
+  return new XdsDecodeError(
+    '',
+    `is ${size} bytes, more than max_xds_resource_size (${max} bytes; raise it in the bootstrap, see docs/xds.md)`,
+  );
 }
 
 function jitter(ms: number): number {

@@ -259,9 +259,23 @@ export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * occurrence, as a decoder keeps), or undefined when the bytes are not what the scanner expects.
  */
 export function peekClusterName(bytes: Uint8Array): string | undefined {
+  return peekName(bytes, wireTables().cla);
+}
+
+const NO_TABLE: ReadonlyMap<number, number> = new Map();
+
+/**
+ * The name of any of the four resource types (field 1, a string, in `Listener`,
+ * `RouteConfiguration`, `Cluster` and `ClusterLoadAssignment`) without decoding the rest: to name
+ * a resource that is refused before decoding (too large).
+ */
+export function peekResourceName(bytes: Uint8Array): string | undefined {
+  return peekName(bytes, NO_TABLE);
+}
+
+function peekName(bytes: Uint8Array, table: ReadonlyMap<number, number>): string | undefined {
   const buf = asBuffer(bytes);
   const w = new Wire(buf, 0, buf.length);
-  const table = wireTables().cla;
   let name: string | undefined;
   try {
     while (w.pos < w.end) {
