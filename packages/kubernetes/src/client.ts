@@ -96,34 +96,93 @@ export function delay(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
+ * The largest watch event accepted by default, in bytes (4 MiB). etcd refuses requests above
+ * 1.5 MiB by default (`--max-request-bytes`), so no stored object — an EndpointSlice holds at most
+ * 1,000 endpoints, a few hundred KiB — comes near it; the headroom covers clusters that raised it.
+ */
+export const DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024;
+
+/** A watch line longer than the parser's limit (the watch restarts from a fresh list). */
+export class WatchEventTooLargeError extends Error {
+  constructor(readonly limit: number) {
+    super(`a watch event is larger than ${limit} bytes (kubernetes.maxEventSize)`);
+    this.name = 'WatchEventTooLargeError';
+  }
+}
+
+const NEWLINE = 0x0a;
+
+/**
  * Splits a stream of newline-delimited JSON into values: tolerates partial chunks, several
- * events in one chunk and multi-byte characters split across chunks.
+ * events in one chunk and multi-byte characters split across chunks (a newline byte never occurs
+ * inside a UTF-8 sequence, so lines are cut on bytes and decoded whole).
+ *
+ * Linear in the bytes it reads: each chunk is searched once, an unfinished line is kept as a list
+ * of chunks and joined once when its newline arrives. A line longer than `maxEventBytes` throws
+ * `WatchEventTooLargeError` as soon as the limit is passed, so memory stays bounded.
  */
 export class NdjsonParser {
-  readonly #decoder = new TextDecoder();
-  #buffer = '';
+  readonly #max: number;
+  #parts: Buffer[] = [];
+  #size = 0;
+  /** Bytes searched for newlines so far (each byte once: equal to the bytes fed). */
+  bytesScanned = 0;
+
+  constructor(maxEventBytes: number = DEFAULT_MAX_EVENT_BYTES) {
+    this.#max = maxEventBytes;
+  }
 
   /** Feeds a chunk; returns the complete values it finished. Throws on a malformed line. */
   push(chunk: Uint8Array | string): unknown[] {
-    this.#buffer += typeof chunk === 'string' ? chunk : this.#decoder.decode(chunk, { stream: true });
+    const buf =
+      typeof chunk === 'string'
+        ? Buffer.from(chunk)
+        : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     const out: unknown[] = [];
     let start = 0;
     for (;;) {
-      const nl = this.#buffer.indexOf('\n', start);
+      const nl = buf.indexOf(NEWLINE, start);
       if (nl < 0) break;
-      const line = this.#buffer.slice(start, nl).trim();
+      let line: Buffer;
+      if (this.#size === 0) {
+        line = buf.subarray(start, nl);
+      } else {
+        this.#parts.push(buf.subarray(start, nl));
+        line = Buffer.concat(this.#parts, this.#size + nl - start);
+        this.#parts = [];
+        this.#size = 0;
+      }
+      if (line.length > this.#max) throw new WatchEventTooLargeError(this.#max);
       start = nl + 1;
-      if (line.length > 0) out.push(JSON.parse(line));
+      this.#parse(line, out);
     }
-    this.#buffer = start === 0 ? this.#buffer : this.#buffer.slice(start);
+    this.bytesScanned += buf.length;
+    if (start < buf.length) {
+      this.#size += buf.length - start;
+      if (this.#size > this.#max) {
+        this.#parts = [];
+        this.#size = 0;
+        throw new WatchEventTooLargeError(this.#max);
+      }
+      // A copy: the chunk's memory may be reused by the stream that lent it.
+      this.#parts.push(Buffer.from(buf.subarray(start)));
+    }
     return out;
+  }
+
+  #parse(line: Buffer, out: unknown[]): void {
+    const text = line.toString('utf8').trim();
+    if (text.length > 0) out.push(JSON.parse(text));
   }
 
   /** Whatever is left at the end of the stream (a last line without a newline). */
   end(): unknown[] {
-    const rest = (this.#buffer + this.#decoder.decode()).trim();
-    this.#buffer = '';
-    return rest.length > 0 ? [JSON.parse(rest)] : [];
+    const rest = Buffer.concat(this.#parts, this.#size);
+    this.#parts = [];
+    this.#size = 0;
+    const out: unknown[] = [];
+    this.#parse(rest, out);
+    return out;
   }
 }
 
@@ -131,6 +190,8 @@ export interface ClientOptions {
   readonly access: ClusterAccess;
   readonly requestTimeoutMs: number;
   readonly maxRequestsPerSecond: number;
+  /** The largest watch event accepted, in bytes (default 4 MiB). */
+  readonly maxEventBytes?: number;
   readonly now?: () => number;
 }
 
@@ -151,6 +212,7 @@ export class KubeClient {
   readonly #pool: Pool;
   readonly #limiter: RateLimiter;
   readonly #requestTimeoutMs: number;
+  readonly #maxEventBytes: number;
   readonly #basePath: string;
   readonly stats: ClientStats = { requests: 0, unauthorizedRetries: 0, rateLimitedMs: 0 };
 
@@ -172,6 +234,7 @@ export class KubeClient {
     });
     this.#limiter = new RateLimiter(opts.maxRequestsPerSecond, undefined, opts.now);
     this.#requestTimeoutMs = opts.requestTimeoutMs;
+    this.#maxEventBytes = opts.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
   }
 
   #headers(): Record<string, string> {
@@ -275,7 +338,7 @@ export class KubeClient {
       throw apiError(status, readStatus(parsed), what);
     }
     onEvents([]); // headers arrived: the watch is established
-    const parser = new NdjsonParser();
+    const parser = new NdjsonParser(this.#maxEventBytes);
     try {
       for await (const chunk of body) {
         const events = parser.push(chunk);
@@ -285,6 +348,13 @@ export class KubeClient {
       if (rest.length > 0) onEvents(rest);
     } catch (err) {
       if (signal.aborted || isMeshError(err)) throw err;
+      if (err instanceof WatchEventTooLargeError)
+        throw new MeshError(
+          ErrorCodes.DISCOVERY,
+          `kubernetes: ${what}: ${err.message}; the watch restarts from a fresh list`,
+          { reason: 'EventTooLarge', limit: err.limit },
+          { cause: err },
+        );
       if (err instanceof SyntaxError)
         throw new MeshError(
           ErrorCodes.DISCOVERY,

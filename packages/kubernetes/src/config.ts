@@ -71,6 +71,11 @@ export interface KubernetesSettings {
   readonly backoffMaxMs: number;
   /** Requests per second to the API server, all watches together (default 10; burst 20). */
   readonly maxRequestsPerSecond: number;
+  /**
+   * The largest watch event read, in bytes (`maxEventSize`, default 4 MiB): a longer line fails the
+   * watch with a coded error and the watch restarts from a fresh list.
+   */
+  readonly maxEventBytes: number;
   /** Per-service overrides keyed by `svc` (own namespace) or `svc.namespace`. */
   readonly services: Readonly<Record<string, KubernetesServiceOverride>>;
 }
@@ -95,6 +100,7 @@ export const DEFAULT_SETTINGS: KubernetesSettings = Object.freeze({
   backoffBaseMs: 500,
   backoffMaxMs: 30_000,
   maxRequestsPerSecond: 10,
+  maxEventBytes: 4 * 1024 * 1024,
   services: Object.freeze({}),
 });
 
@@ -115,6 +121,7 @@ const KEYS = [
   'tokenRefresh',
   'backoff',
   'maxRequestsPerSecond',
+  'maxEventSize',
   'services',
 ];
 
@@ -271,6 +278,10 @@ export function parseKubernetesSettings(
         min: 0.1,
       },
     ),
+    maxEventBytes: optNumber(obj, 'maxEventSize', path, issues, DEFAULT_SETTINGS.maxEventBytes, {
+      min: 1024,
+      integer: true,
+    }),
     services: Object.freeze(services),
   });
 }

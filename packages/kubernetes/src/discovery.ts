@@ -64,6 +64,7 @@ export class KubernetesDiscovery implements NameResolver {
       access,
       requestTimeoutMs: options.settings.requestTimeoutMs,
       maxRequestsPerSecond: options.settings.maxRequestsPerSecond,
+      maxEventBytes: options.settings.maxEventBytes,
     });
     this.namespace = options.settings.namespace ?? access.namespace ?? options.localNamespace ?? 'default';
     this.zone = options.settings.zone ?? options.localZone ?? '';

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { type Endpoint, type HealthStatus, isPlainObject, type Locality } from '@meshlet/core';
 
 /** One EndpointSlice port. `name` is '' for the unnamed port of a single-port Service. */
@@ -32,6 +33,22 @@ export interface ParsedSlice {
   readonly addressType: string;
   readonly ports: readonly SlicePort[];
   readonly endpoints: readonly SliceEndpoint[];
+  /**
+   * Entries dropped because they are not valid (`ports[0].port: -5 is not a port number (1-65535)`,
+   * `endpoints[2].addresses[0]: "not-an-ip" is not an IPv4 address`): they never reach a pool.
+   */
+  readonly problems: readonly string[];
+}
+
+/** An RFC 1123 host name (an FQDN slice's address). */
+const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/i;
+
+/** Why `address` is not valid for a slice of `addressType`, or undefined when it is. */
+function badAddress(address: string, addressType: string): string | undefined {
+  if (addressType === 'IPv4') return isIP(address) === 4 ? undefined : 'an IPv4 address';
+  if (addressType === 'IPv6') return isIP(address) === 6 ? undefined : 'an IPv6 address';
+  if (addressType === 'FQDN') return HOSTNAME.test(address) ? undefined : 'a host name';
+  return undefined; // other address types are skipped whole by sliceEndpoints
 }
 
 function str(v: unknown): string | undefined {
@@ -48,23 +65,36 @@ export function parseSlice(obj: unknown): ParsedSlice | undefined {
   if (!isPlainObject(obj) || !isPlainObject(obj.metadata)) return undefined;
   const name = str(obj.metadata.name);
   if (name === undefined) return undefined;
+  const addressType = str(obj.addressType) ?? 'IPv4';
+  const problems: string[] = [];
   const ports: SlicePort[] = [];
   if (Array.isArray(obj.ports)) {
-    for (const p of obj.ports) {
-      if (!isPlainObject(p)) continue;
+    obj.ports.forEach((p: unknown, i: number) => {
+      if (!isPlainObject(p)) return;
+      // An absent port means "all ports" (Kubernetes); a present one must be a port number.
+      if (p.port !== undefined && p.port !== null && !validPort(p.port)) {
+        problems.push(`ports[${i}].port: ${JSON.stringify(p.port)} is not a port number (1-65535)`);
+        return;
+      }
       ports.push({
         name: typeof p.name === 'string' ? p.name : '',
-        port: typeof p.port === 'number' && Number.isInteger(p.port) ? p.port : undefined,
+        port: typeof p.port === 'number' ? p.port : undefined,
         protocol: str(p.protocol) ?? 'TCP',
       });
-    }
+    });
   }
   const endpoints: SliceEndpoint[] = [];
   if (Array.isArray(obj.endpoints)) {
-    for (const e of obj.endpoints) {
+    for (let i = 0; i < obj.endpoints.length; i++) {
+      const e: unknown = obj.endpoints[i];
       if (!isPlainObject(e) || !Array.isArray(e.addresses)) continue;
       const address = str(e.addresses[0]);
       if (address === undefined) continue;
+      const bad = badAddress(address, addressType);
+      if (bad !== undefined) {
+        problems.push(`endpoints[${i}].addresses[0]: ${JSON.stringify(address)} is not ${bad}`);
+        continue;
+      }
       const c = isPlainObject(e.conditions) ? e.conditions : {};
       // Kubernetes: an absent `ready` means ready; an absent `serving` means "same as ready".
       const ready = c.ready !== false;
@@ -103,10 +133,15 @@ export function parseSlice(obj: unknown): ParsedSlice | undefined {
   return Object.freeze({
     name,
     resourceVersion: str(obj.metadata.resourceVersion),
-    addressType: str(obj.addressType) ?? 'IPv4',
+    addressType,
     ports,
     endpoints,
+    problems,
   });
+}
+
+function validPort(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535;
 }
 
 /** Metadata key carrying an endpoint's `hints.forZones`, comma-separated. */

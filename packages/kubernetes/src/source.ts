@@ -58,6 +58,8 @@ export class SliceSource implements DiscoverySource, WatchSubscriber {
   #cache = new Map<string, CacheEntry>();
   #last: Map<string, Endpoint> | undefined;
   #lastProblem: string | undefined;
+  /** Slices (by object: a new version is a new object) whose dropped entries were reported. */
+  #reported = new WeakSet<ParsedSlice>();
   readonly stats: SourceStats = { updates: 0, added: 0, removed: 0, replaced: 0 };
 
   constructor(watch: ServiceWatch, port: PortSelector, release: () => void) {
@@ -159,6 +161,19 @@ export class SliceSource implements DiscoverySource, WatchSubscriber {
     }
     this.#cache = cache;
     this.#emit(list, byId, state.resourceVersion, listener);
+    // Invalid entries were dropped when the slice was parsed; say so once per slice version,
+    // after the valid endpoints are applied (an error first would fail queued requests).
+    for (const slice of state.slices.values()) {
+      if (slice.problems.length === 0 || this.#reported.has(slice)) continue;
+      this.#reported.add(slice);
+      this.#listener?.onError(
+        new MeshError(
+          ErrorCodes.DISCOVERY,
+          `kubernetes: EndpointSlice ${this.#watch.namespace}/${slice.name}: ${slice.problems.join('; ')} (dropped; the valid entries are used)`,
+          { reason: 'InvalidEndpointSlice', slice: slice.name, problems: slice.problems },
+        ),
+      );
+    }
   }
 
   #emit(

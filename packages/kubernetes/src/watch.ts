@@ -47,6 +47,10 @@ export interface WatchStats {
 
 type WatchEnd = 'closed' | 'gone' | 'stalled';
 
+function isPort(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 65535;
+}
+
 function isGone(err: unknown): boolean {
   return isMeshError(err) && err.details.status === 410;
 }
@@ -170,12 +174,12 @@ export class ServiceWatch {
     const spec = isPlainObject(obj) && isPlainObject(obj.spec) ? obj.spec : {};
     if (Array.isArray(spec.ports)) {
       for (const p of spec.ports) {
-        if (!isPlainObject(p) || typeof p.port !== 'number') continue;
+        // A port outside 1-65535 never reaches a pool (the API server validates, a proxy may not).
+        if (!isPlainObject(p) || !isPort(p.port)) continue;
         ports.push({
           name: typeof p.name === 'string' ? p.name : '',
           port: p.port,
-          targetPort:
-            typeof p.targetPort === 'number' || typeof p.targetPort === 'string' ? p.targetPort : undefined,
+          targetPort: isPort(p.targetPort) || typeof p.targetPort === 'string' ? p.targetPort : undefined,
           protocol: typeof p.protocol === 'string' ? p.protocol : 'TCP',
         });
       }
@@ -352,6 +356,8 @@ export class ServiceWatch {
           needList = true;
           if (++goneInARow <= 1) continue;
         }
+        // Watching again from the same version would replay the event that was too large.
+        if (isMeshError(err) && err.details.reason === 'EventTooLarge') needList = true;
         const error = isMeshError(err)
           ? err
           : new MeshError(

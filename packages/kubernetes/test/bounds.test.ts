@@ -1,0 +1,165 @@
+import { ErrorCodes, isMeshErrorCode, type Mesh, type MeshEventMap } from '@meshlet/core';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NdjsonParser } from '../src/client.js';
+import type { KubernetesDiscovery } from '../src/discovery.js';
+import { parseSlice } from '../src/slices.js';
+import { FakeApiServer, makeSlice } from './fake-apiserver.js';
+import { meshWith, nextEmit, nextEvent, plainAccess, pods, reviewsService, reviewsSlice } from './harness.js';
+
+let server: FakeApiServer | undefined;
+let mesh: Mesh | undefined;
+
+afterEach(async () => {
+  await mesh?.close();
+  mesh = undefined;
+  await server?.stop();
+  server = undefined;
+});
+
+async function setup(
+  kubernetes: Record<string, unknown>,
+  init: (s: FakeApiServer) => void,
+): Promise<{ server: FakeApiServer; mesh: Mesh; discovery: KubernetesDiscovery }> {
+  server = await new FakeApiServer().start();
+  init(server);
+  const made = await meshWith(plainAccess(server.url), kubernetes);
+  mesh = made.mesh;
+  return { server, mesh: made.mesh, discovery: made.discovery };
+}
+
+function badSlice(): Record<string, unknown> {
+  const slice = reviewsSlice('reviews-bad', [
+    { ip: '10.1.0.1', pod: 'reviews-1' },
+    { ip: 'not-an-ip', pod: 'reviews-2' },
+    { ip: '10.1.0.3', pod: 'reviews-3' },
+  ]);
+  (slice.ports as Array<Record<string, unknown>>).push({ name: 'neg', port: -5, protocol: 'TCP' });
+  (slice.ports as Array<Record<string, unknown>>).push({ name: 'big', port: 70000, protocol: 'TCP' });
+  return slice;
+}
+
+describe('EndpointSlice validation', () => {
+  it('parseSlice drops bad addresses and ports, naming each field', () => {
+    const s = parseSlice(badSlice());
+    expect(s?.endpoints.map((e) => e.address)).toEqual(['10.1.0.1', '10.1.0.3']);
+    expect(s?.ports.map((p) => p.name)).toEqual(['http', 'admin']);
+    expect(s?.problems).toEqual([
+      'ports[2].port: -5 is not a port number (1-65535)',
+      'ports[3].port: 70000 is not a port number (1-65535)',
+      'endpoints[1].addresses[0]: "not-an-ip" is not an IPv4 address',
+    ]);
+    const v6 = parseSlice(
+      makeSlice({
+        name: 's6',
+        service: 'x',
+        addressType: 'IPv6',
+        ports: [{ port: 80 }],
+        endpoints: [{ ip: '10.0.0.1' }, { ip: 'fd00::1' }],
+      }),
+    );
+    expect(v6?.endpoints.map((e) => e.address)).toEqual(['fd00::1']);
+    expect(v6?.problems).toEqual(['endpoints[0].addresses[0]: "10.0.0.1" is not an IPv6 address']);
+    const fq = parseSlice(
+      makeSlice({
+        name: 'sf',
+        service: 'x',
+        addressType: 'FQDN',
+        ports: [{ port: 80 }],
+        endpoints: [{ ip: 'db.example.com' }, { ip: 'a b' }],
+      }),
+    );
+    expect(fq?.endpoints.map((e) => e.address)).toEqual(['db.example.com']);
+  });
+
+  it('bad entries never reach a pool: the valid ones are used and a coded discovery error names the slice and field', async () => {
+    const { mesh: m } = await setup({}, (s) => {
+      s.setService(reviewsService());
+      s.applySlice(badSlice());
+    });
+    const errors: Array<MeshEventMap['discoveryError']> = [];
+    m.events.on('discoveryError', (e) => errors.push(e));
+    const rt = m.resolve('reviews.default.svc.cluster.local', 8080);
+    await rt?.whenDiscovered();
+    expect(rt?.endpoints.map((e) => e.id).sort()).toEqual(['10.1.0.1:9376', '10.1.0.3:9376']);
+    await new Promise((r) => setImmediate(r));
+    const err = errors[0]?.error;
+    expect(isMeshErrorCode(err, ErrorCodes.DISCOVERY)).toBe(true);
+    expect(err?.message).toMatch(
+      /EndpointSlice default\/reviews-bad: .*endpoints\[1\]\.addresses\[0\]: "not-an-ip" is not an IPv4 address/,
+    );
+    expect(err?.message).toMatch(/ports\[2\]\.port: -5/);
+    // Reported once per slice version, not on every publish.
+    const count = errors.length;
+    server?.applySlice(reviewsSlice('reviews-ok', pods('reviews', 7, 7)));
+    await nextEvent(m, 'endpoints', (e) => e.service.startsWith('reviews'));
+    expect(errors.length).toBe(count);
+  });
+});
+
+describe('watch stream bounds', () => {
+  it('the parser reads each byte once and refuses a line above the limit before buffering it all', () => {
+    const p = new NdjsonParser(64 * 1024);
+    const line = `${JSON.stringify({ type: 'ADDED', object: { pad: 'x'.repeat(60_000) } })}\n`;
+    const bytes = Buffer.from(line.repeat(4));
+    for (let i = 0; i < bytes.length; i += 1000) p.push(bytes.subarray(i, i + 1000));
+    expect(p.bytesScanned).toBe(bytes.length);
+    // A 50 MB line: refused once the limit is passed (here after ~64 KiB), never held whole.
+    const big = new NdjsonParser(64 * 1024);
+    const chunk = Buffer.alloc(16 * 1024, 0x61);
+    let fed = 0;
+    let error: unknown;
+    try {
+      for (; fed < 50e6; fed += chunk.length) big.push(chunk);
+    } catch (e) {
+      error = e;
+    }
+    expect((error as Error)?.name).toBe('WatchEventTooLargeError');
+    expect(fed).toBeLessThanOrEqual(64 * 1024 + chunk.length);
+  });
+
+  it('an event above maxEventSize fails the watch with a coded error and the watch restarts from a list', async () => {
+    const {
+      server: s,
+      mesh: m,
+      discovery,
+    } = await setup({ maxEventSize: 64 * 1024 }, (srv) => {
+      srv.setService(reviewsService());
+      srv.applySlice(reviewsSlice('reviews-abc', pods('reviews', 1, 2)));
+    });
+    const rt = m.resolve('reviews.default.svc.cluster.local', 8080);
+    await rt?.whenDiscovered();
+    if (s.openWatches === 0) await nextEmit(s, 'watch');
+    const huge = reviewsSlice('reviews-huge', pods('reviews', 5, 5));
+    (huge.metadata as Record<string, unknown>).annotations = { blob: 'x'.repeat(200_000) };
+    const failed = nextEvent(m, 'discoveryError');
+    s.applySlice(huge);
+    const e = (await failed).error;
+    expect(isMeshErrorCode(e, ErrorCodes.DISCOVERY)).toBe(true);
+    expect(e.message).toMatch(
+      /a watch event is larger than 65536 bytes \(kubernetes.maxEventSize\); the watch restarts from a fresh list/,
+    );
+    const watch = discovery.watch('default', 'reviews');
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if ((watch?.stats.relists ?? 0) >= 1) {
+          clearInterval(t);
+          resolve();
+        }
+      }, 5);
+    });
+    // The list (not a replay of the same watch event) brings the slice in.
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if (rt?.endpoints.some((x) => x.id === '10.1.0.5:9376')) {
+          clearInterval(t);
+          resolve();
+        }
+      }, 5);
+    });
+    expect(rt?.endpoints.map((x) => x.id).sort()).toEqual([
+      '10.1.0.1:9376',
+      '10.1.0.2:9376',
+      '10.1.0.5:9376',
+    ]);
+  });
+});
