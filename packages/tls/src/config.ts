@@ -27,12 +27,23 @@ export interface TlsSettings {
   /** undefined = warn when a fifth of the lifetime remains. */
   readonly warnBeforeMs: number | undefined;
   readonly minVersion: SecureVersion;
+  /** The certificate must carry one workload SPIFFE ID (`requireSpiffeId`, default true). */
+  readonly requireSpiffeId: boolean;
 }
 
 /** A service's `tls`: its own settings, or `false` for plaintext. */
 export type ServiceTlsSetting = TlsSettings | false;
 
-const TLS_KEYS = ['dir', 'layout', 'watch', 'debounce', 'pollInterval', 'warnBefore', 'minVersion'];
+const TLS_KEYS = [
+  'dir',
+  'layout',
+  'watch',
+  'debounce',
+  'pollInterval',
+  'warnBefore',
+  'minVersion',
+  'requireSpiffeId',
+];
 
 function duration(
   obj: Record<string, unknown>,
@@ -77,6 +88,7 @@ export function parseTlsSettings(
     pollIntervalMs: duration(obj, 'pollInterval', path, issues, 60_000),
     warnBeforeMs,
     minVersion: optEnum<SecureVersion>(obj, 'minVersion', path, issues, ['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
+    requireSpiffeId: optBoolean(obj, 'requireSpiffeId', path, issues, true),
   });
 }
 

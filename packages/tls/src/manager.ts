@@ -80,6 +80,7 @@ export class MeshTls {
         pollIntervalMs: setting.pollIntervalMs,
         warnBeforeMs: setting.warnBeforeMs,
         minVersion: setting.minVersion,
+        requireSpiffeId: setting.requireSpiffeId,
         now: this.#options.now,
       });
       this.#sources.set(key, s);

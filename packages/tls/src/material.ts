@@ -3,7 +3,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { readFile, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCodes, MeshError } from '@meshlet/core';
-import { spiffeIdOf, splitPemCertificates } from './pem.js';
+import { parseSpiffeId, splitPemCertificates, uriSans } from './pem.js';
 
 /** The mounted-directory layouts meshlet reads. */
 export type TlsLayout = 'kubernetes' | 'spiffe' | 'istio';
@@ -170,7 +170,7 @@ function issuedBy(child: X509Certificate, parent: X509Certificate): boolean {
  */
 export function validateMaterial(
   raw: RawMaterial,
-  options: { dir?: string; layout?: TlsLayout; now?: number } = {},
+  options: { dir?: string; layout?: TlsLayout; now?: number; requireSpiffeId?: boolean } = {},
 ): TlsMaterial {
   const dir = options.dir ?? '(inline)';
   const now = options.now ?? Date.now();
@@ -241,13 +241,16 @@ export function validateMaterial(
       },
     );
   }
+  const layout = options.layout ?? 'kubernetes';
+  const spiffeIds = uriSans(leaf.subjectAltName).filter((u) => u.startsWith('spiffe://'));
+  if (options.requireSpiffeId !== false) checkSpiffeId(spiffeIds, dir, layout);
   return Object.freeze({
     dir,
-    layout: options.layout ?? 'kubernetes',
+    layout,
     cert: raw.cert,
     key: raw.key,
     ca: raw.ca,
-    spiffeId: spiffeIdOf({ subjectAltName: leaf.subjectAltName }),
+    spiffeId: spiffeIds[0],
     subject: leaf.subject,
     issuer: leaf.issuer,
     serialNumber: leaf.serialNumber,
@@ -257,4 +260,37 @@ export function validateMaterial(
     caCount: bundle.length,
     loadedAt: now,
   });
+}
+
+/**
+ * An X.509-SVID carries exactly one URI SAN, a workload SPIFFE ID (`spiffe://trust-domain/path`):
+ * meshlet's mTLS identifies workloads by it (peers' `identity` and authorization `principals`), so
+ * a workload certificate without one is refused rather than used silently without an identity
+ * (`tls.requireSpiffeId: false` allows it, for encryption only).
+ */
+function checkSpiffeId(ids: readonly string[], dir: string, layout: TlsLayout): void {
+  const file = dir === '(inline)' ? 'the certificate' : join(dir, LAYOUT_FILES[layout].cert);
+  const fix = 'issue it with a URI SAN spiffe://trust-domain/path, or set tls.requireSpiffeId: false';
+  if (ids.length === 0)
+    throw tlsError(`${file} has no SPIFFE ID (no spiffe:// URI SAN): ${fix}`, {
+      dir,
+      file,
+      reason: 'no_spiffe_id',
+    });
+  if (ids.length > 1)
+    throw tlsError(
+      `${file} has ${ids.length} SPIFFE IDs (${ids.join(', ')}); an X.509-SVID has exactly one`,
+      {
+        dir,
+        file,
+        reason: 'several_spiffe_ids',
+      },
+    );
+  const id = parseSpiffeId(ids[0] as string);
+  if (id === undefined || id.path === '')
+    throw tlsError(`${file} has an invalid workload SPIFFE ID ${JSON.stringify(ids[0])}: ${fix}`, {
+      dir,
+      file,
+      reason: 'invalid_spiffe_id',
+    });
 }

@@ -28,6 +28,8 @@ export interface CertificateSourceOptions {
   readonly warnBeforeMs?: number | undefined;
   /** Lowest TLS version (default `TLSv1.2`; TLS 1.3 is always preferred when both sides have it). */
   readonly minVersion?: SecureVersion | undefined;
+  /** The certificate must carry one workload SPIFFE ID (default true): `MESHLET_ERR_TLS` otherwise. */
+  readonly requireSpiffeId?: boolean | undefined;
   /** Clock in ms since the epoch (tests). */
   readonly now?: (() => number) | undefined;
 }
@@ -116,7 +118,12 @@ export class CertificateSource {
     this.#options = options;
     this.#now = options.now ?? Date.now;
     const { layout, raw } = readMaterialSync(options.dir, options.layout);
-    this.#material = validateMaterial(raw, { dir: options.dir, layout, now: this.#now() });
+    this.#material = validateMaterial(raw, {
+      dir: options.dir,
+      layout,
+      now: this.#now(),
+      requireSpiffeId: options.requireSpiffeId,
+    });
   }
 
   /** The material in use. */
@@ -253,7 +260,12 @@ export class CertificateSource {
       }
       const fingerprint = `${raw.cert}\0${raw.key}\0${raw.ca}`;
       try {
-        next = validateMaterial(raw, { dir: this.dir, layout, now: this.#now() });
+        next = validateMaterial(raw, {
+          dir: this.dir,
+          layout,
+          now: this.#now(),
+          requireSpiffeId: this.#options.requireSpiffeId,
+        });
         this.#lastRejected = undefined;
       } catch (err) {
         // The same bad files seen again (several change events for one write): reported once.
