@@ -28,6 +28,16 @@ function meshlet(...args: string[]): Promise<Run> {
   });
 }
 
+/** Nine levels of nine aliases each: 9^9 nodes once expanded. */
+const ALIAS_BOMB = [
+  'a: &a ["x","x","x","x","x","x","x","x","x"]',
+  ...'bcdefghi'.split('').map((c, i) => {
+    const prev = 'abcdefghi'[i] as string;
+    return `${c}: &${c} [${Array(9).fill(`*${prev}`).join(',')}]`;
+  }),
+  '',
+].join('\n');
+
 let dir: string | undefined;
 afterEach(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
@@ -87,10 +97,15 @@ describe('meshlet CLI', { timeout: 90_000 }, () => {
     dir = await mkdtemp(join(tmpdir(), 'meshlet-cli-'));
     const file = join(dir, 'syntax.yaml');
     await writeFile(file, 'services: [1\n');
-    const r = await meshlet('validate', file, join(dir, 'missing.yaml'));
+    // A "billion laughs" alias bomb: a coded problem, not a stack trace.
+    const bomb = join(dir, 'bomb.yaml');
+    await writeFile(bomb, ALIAS_BOMB);
+    const r = await meshlet('validate', file, join(dir, 'missing.yaml'), bomb);
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/syntax\.yaml: 1 problem\n {2}line \d+, column \d+: /);
     expect(r.stdout).toMatch(/missing\.yaml: 1 problem\n {2}\(root\): cannot read/);
+    expect(r.stdout).toMatch(/bomb\.yaml: 1 problem\n {2}\(root\): cannot be loaded: .*alias/);
+    expect(r.stderr).not.toMatch(/ReferenceError|\n\s+at /);
   });
 
   it('validate without a file is a usage error (exit 2)', async () => {

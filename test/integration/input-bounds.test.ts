@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMesh, ErrorCodes } from '../../packages/meshlet/src/index.js';
 import { opensslCa, opensslLeaf, tempDir, writePlainDir } from '../../packages/tls/test/helpers.js';
@@ -8,7 +10,37 @@ afterEach(async () => {
   cleanups = [];
 });
 
+/** Nine levels of nine aliases each: 9^9 nodes once expanded. */
+const ALIAS_BOMB = [
+  'a: &a ["x","x","x","x","x","x","x","x","x"]',
+  ...'bcdefghi'.split('').map((c, i) => `${c}: &${c} [${Array(9).fill(`*${'abcdefghi'[i]}`).join(',')}]`),
+  '',
+].join('\n');
+
 describe('createMesh refuses bad input at the edge with coded errors', () => {
+  it('a YAML alias bomb in a config file is MESHLET_ERR_CONFIG naming the file, not a raw ReferenceError', async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const file = join(t.dir, 'mesh.yaml');
+    writeFileSync(file, `services: {}\n${ALIAS_BOMB}`);
+    const err = await createMesh(file).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: ErrorCodes.CONFIG, details: { source: file } });
+    expect((err as Error).message).toMatch(/cannot be loaded: .*alias/i);
+  });
+
+  it('a YAML alias bomb in a kubeconfig is a coded error naming the file', async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const file = join(t.dir, 'kubeconfig');
+    writeFileSync(file, `apiVersion: v1\nkind: Config\n${ALIAS_BOMB}`);
+    const err = await createMesh({ kubernetes: { kubeconfig: file, inCluster: false } }).catch(
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: ErrorCodes.DISCOVERY });
+    expect((err as Error).message).toContain(file);
+    expect((err as Error).message).toMatch(/alias/i);
+  });
+
   it('a workload certificate without a SPIFFE ID; requireSpiffeId: false accepts it for encryption only', async () => {
     const work = tempDir();
     cleanups.push(work.cleanup);

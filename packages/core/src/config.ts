@@ -598,8 +598,25 @@ export function parseConfigText(text: string, source: string): unknown {
       source,
     );
   }
-  return doc.toJS();
+  try {
+    // Aliases expand on conversion: a "billion laughs" file (aliases of aliases) would take
+    // exponential time and memory. yaml stops past `maxAliasCount` expansions with a ReferenceError.
+    return doc.toJS({ maxAliasCount: MAX_YAML_ALIAS_COUNT });
+  } catch (err) {
+    throw new MeshConfigError(
+      [
+        {
+          path: '',
+          message: `cannot be loaded: ${(err as Error).message} (at most ${MAX_YAML_ALIAS_COUNT} alias expansions)`,
+        },
+      ],
+      source,
+    );
+  }
 }
+
+/** The most YAML alias expansions a config file may use (the `yaml` package's default, made explicit). */
+export const MAX_YAML_ALIAS_COUNT = 100;
 
 /** Loads and validates a config file. */
 export function loadConfig(path: string, env?: NodeJS.ProcessEnv): MeshConfig {

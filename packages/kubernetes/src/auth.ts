@@ -191,7 +191,8 @@ export function loadKubeconfig(
 ): ClusterAccess {
   let doc: unknown;
   try {
-    doc = parseYaml(readFileSync(file, 'utf8'));
+    // An alias bomb stops after 100 expansions (a coded error below, not a hang).
+    doc = parseYaml(readFileSync(file, 'utf8'), { maxAliasCount: 100 });
   } catch (err) {
     throw credentialsError(`cannot read kubeconfig ${file}: ${(err as Error).message}`, err);
   }
