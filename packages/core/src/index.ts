@@ -140,6 +140,7 @@ export {
   endpointId,
   HEALTH_STATUSES,
   type HealthStatus,
+  isValidHost,
   type Locality,
   localityKey,
   makeEndpoint,

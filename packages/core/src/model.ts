@@ -128,6 +128,19 @@ export function sameButWeight(a: Endpoint, b: Endpoint): boolean {
  * Parses `host:port`, `[v6]:port` or `v4` plus a default port. Returns undefined (and records an
  * issue at `path`) when the text is not an address.
  */
+/** A DNS host name: labels of letters, digits, `-` (and `_`, which container networks use). */
+const HOST_NAME =
+  /^(?=.{1,253}\.?$)[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]{0,61}[a-z0-9_])?)*\.?$/i;
+
+/**
+ * True for an IP literal (v4, or v6 without brackets) or a DNS host name: what an endpoint address
+ * from config, a discovery source or a control plane may be before it reaches a connection pool
+ * (anything else fails later, in undici, as a raw `ERR_INVALID_URL`).
+ */
+export function isValidHost(host: string): boolean {
+  return isIP(host) !== 0 || HOST_NAME.test(host);
+}
+
 export function parseHostPort(
   text: string,
   path: string,
@@ -166,6 +179,10 @@ export function parseHostPort(
   }
   if (host.length === 0) {
     issues.push({ path, message: `"${text}" has no host` });
+    return undefined;
+  }
+  if (!isValidHost(host)) {
+    issues.push({ path, message: `"${text}": ${JSON.stringify(host)} is not an IP address or a host name` });
     return undefined;
   }
   let port = defaultPort;

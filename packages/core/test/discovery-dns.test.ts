@@ -58,6 +58,18 @@ describe('DNS discovery (against a real DNS server on loopback)', () => {
     expect(b?.priority).toBe(1);
   });
 
+  it('skips SRV records with port 0 (RFC 2782: not available) instead of making an endpoint of them', async () => {
+    const { server, mesh } = await setup({ name: '_http._tcp.ratings.test', recordType: 'SRV' });
+    server.records.SRV = {
+      '_http._tcp.ratings.test': [
+        { target: 'a.test', port: 0, weight: 1, priority: 0 },
+        { target: 'b.test', port: 8082, weight: 1, priority: 0 },
+      ],
+    };
+    await mesh.ready();
+    expect(ids(mesh)).toEqual(['10.2.0.2:8082']);
+  });
+
   it('re-resolves periodically and applies changes', async () => {
     const { server, mesh } = await setup({
       name: 'ratings.test:8080',

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { type Endpoint, type HealthStatus, isPlainObject, type Locality } from '@meshlet/core';
+import { type Endpoint, type HealthStatus, isPlainObject, isValidHost, type Locality } from '@meshlet/core';
 
 /** One EndpointSlice port. `name` is '' for the unnamed port of a single-port Service. */
 export interface SlicePort {
@@ -40,14 +40,11 @@ export interface ParsedSlice {
   readonly problems: readonly string[];
 }
 
-/** An RFC 1123 host name (an FQDN slice's address). */
-const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/i;
-
 /** Why `address` is not valid for a slice of `addressType`, or undefined when it is. */
 function badAddress(address: string, addressType: string): string | undefined {
   if (addressType === 'IPv4') return isIP(address) === 4 ? undefined : 'an IPv4 address';
   if (addressType === 'IPv6') return isIP(address) === 6 ? undefined : 'an IPv6 address';
-  if (addressType === 'FQDN') return HOSTNAME.test(address) ? undefined : 'a host name';
+  if (addressType === 'FQDN') return isIP(address) === 0 && isValidHost(address) ? undefined : 'a host name';
   return undefined; // other address types are skipped whole by sliceEndpoints
 }
 

@@ -3,6 +3,7 @@ import {
   type Endpoint,
   endpointId,
   type HealthStatus,
+  isValidHost,
   type LbSelection,
   type Locality,
   loadBalancers,
@@ -783,6 +784,13 @@ export function translateLbEndpoint(
   const address = str(sa.address);
   const port = num(sa.portValue);
   if (!address) fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.address`, 'is required');
+  // gRPC takes IP literals only; host names are accepted too (LOGICAL_DNS clusters, and mesh files
+  // served by meshlet's control plane name hosts), anything else is refused before a pool sees it.
+  if (!isValidHost(address))
+    fail(
+      `${lp}.lb_endpoints[${e}].endpoint.address.socket_address.address`,
+      `${JSON.stringify(address)} is not an IP address or a host name`,
+    );
   if (port === undefined || port < 1 || port > 65535)
     fail(`${lp}.lb_endpoints[${e}].endpoint.address.socket_address.port_value`, 'must be 1-65535');
   const w = num(lbe.loadBalancingWeight) ?? 1;

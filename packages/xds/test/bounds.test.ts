@@ -5,6 +5,7 @@ import {
   fromJson,
   type HeaderMatch,
   translateCluster,
+  translateEndpoints,
   translateListener,
   translateRouteConfig,
 } from '../src/index.js';
@@ -150,5 +151,24 @@ describe('safe_regex: RE2 semantics', () => {
     expect(() => compileSafeRegex('x{20}', { maxProgramSize: 10 })).toThrow(
       /program size 22, over the limit of 10/,
     );
+  });
+});
+
+describe('EDS endpoint addresses', () => {
+  it('an address that is neither an IP nor a host name is NACKed naming the field', () => {
+    const cla = (address: string) =>
+      translateEndpoints(
+        fromJson('envoy.config.endpoint.v3.ClusterLoadAssignment', {
+          clusterName: 'c',
+          endpoints: [
+            { lbEndpoints: [{ endpoint: { address: { socketAddress: { address, portValue: 80 } } } }] },
+          ],
+        }),
+      );
+    expect(() => cla('not an ip')).toThrow(
+      /endpoints\[0\]\.lb_endpoints\[0\]\.endpoint\.address\.socket_address\.address: "not an ip" is not an IP address or a host name/,
+    );
+    expect(cla('10.0.0.1').endpoints[0]?.id).toBe('10.0.0.1:80');
+    expect(cla('db.internal').endpoints[0]?.address).toBe('db.internal');
   });
 });

@@ -169,7 +169,10 @@ export class DnsSource implements DiscoverySource {
   }
 
   async #lookupSrv(): Promise<Answer> {
-    const records = await this.#resolver.resolveSrv(this.#config.name);
+    // RFC 2782: a target of "." means the service is not available there; port 0 is no port.
+    const records = (await this.#resolver.resolveSrv(this.#config.name)).filter(
+      (r) => r.port >= 1 && r.port <= 65535 && r.name !== '' && r.name !== '.',
+    );
     const answers = await Promise.all(
       records.map((r) =>
         this.#lookupAddresses(r.name, r.port, 'A+AAAA', Math.max(1, r.weight), r.priority).catch(

@@ -1,5 +1,12 @@
 import type { ConfigIssue } from '../errors.js';
-import { type Endpoint, HEALTH_STATUSES, type HealthStatus, makeEndpoint, parseHostPort } from '../model.js';
+import {
+  type Endpoint,
+  HEALTH_STATUSES,
+  type HealthStatus,
+  isValidHost,
+  makeEndpoint,
+  parseHostPort,
+} from '../model.js';
 import { checkKeys, describe, isPlainObject, join, optNumber, optString } from '../validate.js';
 
 const ENDPOINT_KEYS = [
@@ -41,6 +48,11 @@ export function parseEndpointList(raw: unknown, path: string, issues: ConfigIssu
       checkKeys(item, ENDPOINT_KEYS, p, issues);
       const address = optString(item, 'address', p, issues);
       if (address === undefined) issues.push({ path: join(p, 'address'), message: 'is required' });
+      else if (!isValidHost(address))
+        issues.push({
+          path: join(p, 'address'),
+          message: `${JSON.stringify(address)} is not an IP address or a host name`,
+        });
       const port =
         item.port === undefined
           ? undefined
