@@ -1,6 +1,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
+import { FakeApiServer } from '../../packages/kubernetes/test/fake-apiserver.js';
 import { createMesh, ErrorCodes } from '../../packages/meshlet/src/index.js';
 import { opensslCa, opensslLeaf, tempDir, writePlainDir } from '../../packages/tls/test/helpers.js';
 
@@ -56,5 +58,45 @@ describe('createMesh refuses bad input at the edge with coded errors', () => {
     const m = await createMesh({ tls: { dir, watch: false, requireSpiffeId: false } });
     cleanups.push(() => m.close());
     expect(m.snapshot()).toBeDefined();
+  });
+});
+
+describe('unknown Kubernetes names through createMesh', () => {
+  it('300 unknown *.svc.cluster.local names: runtimes, watches and metric series are closed when idle', async () => {
+    const api = await new FakeApiServer().start();
+    cleanups.push(() => api.stop());
+    let now = 0;
+    const registry = new Registry();
+    const mesh = await createMesh(
+      {
+        idleServiceTimeout: '1m',
+        kubernetes: {
+          apiServer: api.url,
+          inCluster: false,
+          namespace: 'default',
+          maxRequestsPerSecond: 1000,
+        },
+      },
+      { telemetry: { registry }, now: () => now, env: {} },
+    );
+    cleanups.push(() => mesh.close());
+    const results = await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        mesh.fetch(`http://nope-${i}.default.svc.cluster.local:8080/`).then(
+          (r) => r.status,
+          (e: Error) => (e.cause as { code?: string } | undefined)?.code,
+        ),
+      ),
+    );
+    expect(new Set(results)).toEqual(new Set(['MESHLET_ERR_NO_HEALTHY_ENDPOINT']));
+    const series = async () =>
+      (await registry.metrics()).split('\n').filter((l) => l.startsWith('meshlet_endpoints{')).length;
+    expect(await series()).toBe(300 * 6);
+    now += 61_000;
+    expect(mesh.sweepIdle()).toBe(300);
+    expect(mesh.services()).toEqual([]);
+    const k8s = mesh.snapshot().extensions.kubernetes as { watches: object };
+    expect(Object.keys(k8s.watches)).toEqual([]);
+    expect(await series()).toBe(0);
   });
 });

@@ -1,9 +1,11 @@
+import { Mesh, parseConfig } from '@meshlet/core';
 import {
   CDS_TYPE,
   type ClusterUpdate,
   EDS_TYPE,
   LDS_TYPE,
   parseBootstrap,
+  setupXds,
   XdsClient,
   type XdsClientEvent,
 } from '@meshlet/xds';
@@ -145,5 +147,48 @@ describe('xDS message and resource size limits (gRFC A70)', () => {
     ).toThrow(
       /xds_servers\[0\]\.max_xds_message_size: must be a number of bytes.*\n?.*max_xds_resource_size/s,
     );
+  });
+});
+
+describe('xDS names seen once are not subscribed forever', () => {
+  it("with hosts ['*'], 300 external names make 300 listener subscriptions that close when idle", async () => {
+    const server = await cp({ services: { reviews: { endpoints: ['127.0.0.1:9001'] } } });
+    let now = 0;
+    const mesh = new Mesh(
+      parseConfig({
+        idleServiceTimeout: '1m',
+        xds: { servers: [server.address], resourceTimeout: '300ms', backoff: { base: '20ms', max: '100ms' } },
+      }),
+      { now: () => now },
+    );
+    cleanup.push(() => mesh.close());
+    const resolver = setupXds(mesh) as NonNullable<ReturnType<typeof setupXds>>;
+    const routers = Array.from({ length: 300 }, (_, i) => mesh.router(`ext-${i}.example.com`));
+    const used = mesh.router('reviews');
+    await Promise.all([...routers, used].map((r) => r?.whenReady()));
+    expect(routers.every((r) => r !== undefined)).toBe(true);
+    const listeners = () => resolver.client.dump().resources.filter((r) => r.type === 'listener');
+    expect(listeners().length).toBe(301);
+    expect(routers[0]?.route({ method: 'GET', path: '/', header: () => undefined })).toMatchObject({
+      code: 'MESHLET_ERR_UNKNOWN_SERVICE',
+    });
+    // `reviews` carries requests; the external names carry none for a minute.
+    now += 30_000;
+    used?.route({ method: 'GET', path: '/', header: () => undefined });
+    mesh.sweepIdle();
+    now += 31_000;
+    used?.route({ method: 'GET', path: '/', header: () => undefined });
+    // ext-0 carried the one request above (at 0 s, seen by the sweep at 30 s): idle for 31 s only.
+    expect(mesh.sweepIdle()).toBe(299);
+    now += 30_000;
+    used?.route({ method: 'GET', path: '/', header: () => undefined });
+    expect(mesh.sweepIdle()).toBe(1);
+    expect(listeners().map((l) => l.name)).toEqual(['reviews']);
+    expect(routers[0]?.released).toBe(true);
+    expect(used?.released).toBe(false);
+    // Asked again, a released name gets a fresh router (and subscription).
+    const again = mesh.router('ext-0.example.com');
+    expect(again).not.toBe(routers[0]);
+    expect(listeners().length).toBe(2);
   });
 });

@@ -129,6 +129,11 @@ export interface MeshConfig {
   readonly passthrough: boolean;
   /** Time `ready()` waits for every discovery source's first answer, in ms (10s). */
   readonly readyTimeoutMs: number;
+  /**
+   * Services and routes created on demand for undeclared names (Kubernetes, xDS) are closed after
+   * this long without a request (`idleServiceTimeout`, 5m; 0 keeps them for the mesh's life).
+   */
+  readonly idleServiceTimeoutMs: number;
   readonly local: LocalConfig;
   /** Mesh-level sections registered by other packages (`tls`, `admin`, `kubernetes`, …). */
   readonly extensions: Readonly<Record<string, unknown>>;
@@ -524,7 +529,15 @@ export function checkConfig(
   if (!root) return { issues };
   checkKeys(
     root,
-    ['services', 'defaults', 'passthrough', 'readyTimeout', 'local', ...meshSections.keys()],
+    [
+      'services',
+      'defaults',
+      'passthrough',
+      'readyTimeout',
+      'idleServiceTimeout',
+      'local',
+      ...meshSections.keys(),
+    ],
     '',
     issues,
   );
@@ -566,6 +579,10 @@ export function checkConfig(
       root.readyTimeout === undefined
         ? 10_000
         : (parseDuration(root.readyTimeout, 'readyTimeout', issues) ?? 10_000),
+    idleServiceTimeoutMs:
+      root.idleServiceTimeout === undefined
+        ? 300_000
+        : (parseDuration(root.idleServiceTimeout, 'idleServiceTimeout', issues) ?? 300_000),
     local: parseLocal(root.local, 'local', issues, env),
     extensions: Object.freeze(extensions),
     baseDir,

@@ -127,6 +127,7 @@ export type {
 export { weightedRoundRobin } from './lb/weighted-round-robin.js';
 export {
   type EndpointSnapshot,
+  MAX_UNKNOWN_AUTHORITIES,
   Mesh,
   type MeshOptions,
   type MeshSnapshot,

@@ -23,8 +23,35 @@ export interface NameResolver {
    * before `resolve()`, once per new authority; a router's targets come from `ensureService()`.
    */
   router?(host: string, port: number | undefined): Router | undefined;
+  /**
+   * Called when the mesh drops a router of this resolver that carried no request for
+   * `idleServiceTimeout`: stop its watches (and set its `released`). Resolvers without it keep
+   * their routers for the mesh's life.
+   */
+  releaseRouter?(router: Router): void;
   /** Called when the mesh closes. */
   close?(): Promise<void> | void;
+}
+
+/**
+ * How many "not a mesh service" answers each authority cache remembers (oldest forgotten first):
+ * a client spraying 100,000 host names leaves at most this many entries, not one per name.
+ */
+export const MAX_UNKNOWN_AUTHORITIES = 10_000;
+
+/** A runtime or router a resolver created for an undeclared name: closed when idle. */
+interface OnDemand {
+  readonly runtime: ServiceRuntime | undefined;
+  readonly router: Router | undefined;
+  readonly resolver: NameResolver | undefined;
+  /** Cache keys (authorities) that point at it. */
+  readonly authorities: Set<string>;
+  /** Attempts and active requests (runtime) or `uses` (router) at the last sweep. */
+  usage: number;
+  /** When `usage` last changed (mesh clock). */
+  since: number;
+  /** Holders that keep it open whatever its use (a gRPC channel). */
+  holds: number;
 }
 
 export interface ResolvedService {
@@ -106,10 +133,19 @@ export class Mesh {
   readonly #services = new Map<string, ServiceRuntime>();
   readonly #sources = new Map<string, DiscoverySource>();
   readonly #resolvers: NameResolver[] = [];
-  /** Cache of host[:port] → runtime (or null for "not a mesh service"). */
-  readonly #resolved = new Map<string, ServiceRuntime | null>();
-  /** Cache of host[:port] → router (or null for "not routed"). */
-  readonly #routers = new Map<string, Router | null>();
+  /** Cache of host[:port] → runtime. */
+  readonly #resolved = new Map<string, ServiceRuntime>();
+  /** host[:port] that are not mesh services (bounded: oldest forgotten first). */
+  readonly #notResolved = new Set<string>();
+  /** Cache of host[:port] → router. */
+  readonly #routers = new Map<string, Router>();
+  /** host[:port] that are not routed (bounded). */
+  readonly #notRouted = new Set<string>();
+  /** Runtimes created by `resolve()` for undeclared names, by service key. */
+  readonly #onDemand = new Map<string, OnDemand>();
+  /** Routers created by resolvers, each with its resolver. */
+  readonly #onDemandRouters = new Map<Router, OnDemand>();
+  #sweeper: NodeJS.Timeout | undefined;
   readonly #closeHooks: CloseHook[] = [];
   readonly #snapshotContributors = new Map<string, () => unknown>();
   readonly #readyGates: Array<Promise<unknown>> = [];
@@ -160,8 +196,8 @@ export class Mesh {
   resolve(host: string, port?: number): ServiceRuntime | undefined {
     const key = port === undefined ? host : `${host}:${port}`;
     const cached = this.#resolved.get(key);
-    if (cached !== undefined) return cached ?? undefined;
-    if (this.#closed) return undefined;
+    if (cached !== undefined) return cached;
+    if (this.#closed || this.#notResolved.has(key)) return undefined;
     let runtime = (port !== undefined ? this.#services.get(key) : undefined) ?? this.#services.get(host);
     if (!runtime) {
       for (const r of this.#resolvers) {
@@ -179,12 +215,111 @@ export class Mesh {
           );
           this.#services.set(spec.key, runtime);
           this.#attach(runtime, spec.createSource());
+          this.#onDemand.set(spec.key, this.#track(runtime, undefined, undefined));
         }
+        this.#onDemand.get(spec.key)?.authorities.add(key);
         break;
       }
     }
-    this.#resolved.set(key, runtime ?? null);
+    if (runtime) this.#resolved.set(key, runtime);
+    else remember(this.#notResolved, key);
     return runtime;
+  }
+
+  #track(
+    runtime: ServiceRuntime | undefined,
+    router: Router | undefined,
+    resolver: NameResolver | undefined,
+  ): OnDemand {
+    if (this.#sweeper === undefined && this.config.idleServiceTimeoutMs > 0) {
+      const period = Math.min(60_000, Math.max(1_000, this.config.idleServiceTimeoutMs / 4));
+      this.#sweeper = setInterval((self: Mesh) => self.sweepIdle(), period, this);
+      this.#sweeper.unref();
+    }
+    return { runtime, router, resolver, authorities: new Set(), usage: 0, since: this.now(), holds: 0 };
+  }
+
+  /**
+   * Keeps an on-demand runtime or router open while a long-lived holder (a gRPC channel) uses it,
+   * whatever its traffic. Returns the release function (idempotent).
+   */
+  retain(target: ServiceRuntime | Router): () => void {
+    const entry =
+      target instanceof ServiceRuntime ? this.#onDemand.get(target.name) : this.#onDemandRouters.get(target);
+    if (!entry || (entry.runtime !== undefined && entry.runtime !== target)) return () => {};
+    entry.holds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      entry.holds--;
+      entry.since = this.now();
+    };
+  }
+
+  /**
+   * Closes the runtimes and routers created on demand (by resolvers, for undeclared names) that
+   * carried no request for `idleServiceTimeout`: their discovery watches stop and their names are
+   * forgotten; a later request resolves the name again. Runs on a timer; returns how many it closed.
+   */
+  sweepIdle(): number {
+    const idle = this.config.idleServiceTimeoutMs;
+    if (idle <= 0 || this.#closed) return 0;
+    const now = this.now();
+    let closed = 0;
+    for (const [key, e] of this.#onDemand) {
+      const rt = e.runtime as ServiceRuntime;
+      let usage = 0;
+      for (const st of rt.endpoints) usage += st.attempts + st.active;
+      if (usage !== e.usage || e.holds > 0) {
+        e.usage = usage;
+        e.since = now;
+        continue;
+      }
+      // Requests queued for a first answer are waiting on it: never close under them.
+      const answered = rt.discovery.hasData || rt.discovery.errors > 0;
+      if (!answered || now - e.since < idle) continue;
+      this.#onDemand.delete(key);
+      for (const a of e.authorities) if (this.#resolved.get(a) === rt) this.#resolved.delete(a);
+      this.releaseService(key);
+      closed++;
+    }
+    for (const [router, e] of this.#onDemandRouters) {
+      const usage = router.uses;
+      if (usage === undefined) continue; // a router that does not count its requests stays
+      if (usage !== e.usage || e.holds > 0) {
+        e.usage = usage;
+        e.since = now;
+        continue;
+      }
+      if (now - e.since < idle) continue;
+      this.#onDemandRouters.delete(router);
+      for (const a of e.authorities) if (this.#routers.get(a) === router) this.#routers.delete(a);
+      e.resolver?.releaseRouter?.(router);
+      closed++;
+    }
+    return closed;
+  }
+
+  /**
+   * Closes the runtime of `key` and its discovery source and forgets it (a resolver that created
+   * it with `ensureService()` and no longer needs it; idle on-demand services). Requests already
+   * holding it fail with `MESHLET_ERR_CLOSED`; transports resolve the name again.
+   */
+  releaseService(key: string): void {
+    const runtime = this.#services.get(key);
+    if (!runtime || this.config.services[key] !== undefined) return;
+    this.#services.delete(key);
+    this.#onDemand.delete(key);
+    for (const [a, rt] of this.#resolved) if (rt === runtime) this.#resolved.delete(a);
+    const source = this.#sources.get(key);
+    this.#sources.delete(key);
+    try {
+      Promise.resolve(source?.close()).catch(() => {});
+    } catch {
+      // a source that throws on close is gone all the same
+    }
+    runtime.close();
   }
 
   /**
@@ -216,17 +351,26 @@ export class Mesh {
   router(host: string, port?: number): Router | undefined {
     const key = port === undefined ? host : `${host}:${port}`;
     const cached = this.#routers.get(key);
-    if (cached !== undefined) return cached ?? undefined;
-    if (this.#closed) return undefined;
+    if (cached !== undefined) return cached;
+    if (this.#closed || this.#notRouted.has(key)) return undefined;
     let router: Router | undefined;
     const declared = this.config.services;
     if (declared[key] === undefined && declared[host] === undefined) {
       for (const r of this.#resolvers) {
         router = r.router?.(host, port);
-        if (router) break;
+        if (router) {
+          let e = this.#onDemandRouters.get(router);
+          if (!e) {
+            e = this.#track(undefined, router, r);
+            this.#onDemandRouters.set(router, e);
+          }
+          e.authorities.add(key);
+          break;
+        }
       }
     }
-    this.#routers.set(key, router ?? null);
+    if (router) this.#routers.set(key, router);
+    else remember(this.#notRouted, key);
     return router;
   }
 
@@ -234,7 +378,9 @@ export class Mesh {
   addResolver(resolver: NameResolver): void {
     this.#resolvers.push(resolver);
     this.#resolved.clear();
+    this.#notResolved.clear();
     this.#routers.clear();
+    this.#notRouted.clear();
     this.onClose(() => resolver.close?.());
   }
 
@@ -353,6 +499,7 @@ export class Mesh {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#sweeper) clearInterval(this.#sweeper);
     const errors: unknown[] = [];
     for (const hook of [...this.#closeHooks].reverse()) {
       try {
@@ -370,7 +517,20 @@ export class Mesh {
     }
     for (const s of this.#services.values()) s.close();
     this.#resolved.clear();
+    this.#notResolved.clear();
     this.#routers.clear();
+    this.#notRouted.clear();
+    this.#onDemand.clear();
+    this.#onDemandRouters.clear();
     if (errors.length > 0) throw new AggregateError(errors, 'meshlet: errors while closing the mesh');
   }
+}
+
+/** Adds `key` to a bounded set of negative answers, forgetting the oldest past the bound. */
+function remember(set: Set<string>, key: string): void {
+  if (set.size >= MAX_UNKNOWN_AUTHORITIES) {
+    const oldest = set.values().next().value;
+    if (oldest !== undefined) set.delete(oldest);
+  }
+  set.add(key);
 }

@@ -44,4 +44,11 @@ export interface Router {
   route(request: RouteRequest): RouteResult;
   /** Resolves when `route()` can answer with something other than `undefined` (data or an error). */
   whenReady(): Promise<void>;
+  /**
+   * Requests routed so far (a plain counter). A router that counts them is closed by the mesh
+   * after `idleServiceTimeout` without a request; one that does not stays for the mesh's life.
+   */
+  readonly uses?: number;
+  /** True once the mesh released the router (idle): transports resolve the authority again. */
+  readonly released?: boolean;
 }

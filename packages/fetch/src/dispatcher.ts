@@ -91,7 +91,12 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
     const origin = opts.origin;
     const key = typeof origin === 'string' ? origin : origin instanceof URL ? origin.origin : '';
     let route = this.#routes.get(key);
-    if (route === undefined) route = this.#route(key);
+    // A service or route the mesh closed when idle (undeclared names): resolve the name again.
+    if (
+      route === undefined ||
+      ((route.runtime?.closed === true || route.router?.released === true) && !this.mesh.closed)
+    )
+      route = this.#route(key);
     if (route.router !== undefined) {
       dispatchRouted(this, route.router, opts, toLegacyHandler(handler), route.authority, this.#isClosed);
       return true;

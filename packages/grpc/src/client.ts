@@ -256,6 +256,9 @@ function clientOptions(
   unaryPaths: ReadonlySet<string> | undefined,
 ): ClientOptions {
   const { mesh, runtime, router } = resolveRoutedTarget(parseMeshTarget(target));
+  // The client holds its runtime (or router) for its whole life, which the mesh cannot see end:
+  // an on-demand one is never closed as idle under it.
+  mesh.retain(runtime ?? (router as NonNullable<typeof router>));
   // A routed target (an xDS listener) secures each connection as the service it goes to.
   const creds =
     options.credentials ??

@@ -128,6 +128,8 @@ class MeshResolver implements experimental.Resolver {
   /** Whether the router's route table is known (its `whenReady()` resolved). */
   #ready = false;
   #unsubscribe: (() => void) | undefined;
+  /** Keeps an on-demand runtime or router open while this channel lives (see `Mesh.retain`). */
+  #release: (() => void) | undefined;
   #pending = false;
   #destroyed = false;
 
@@ -163,12 +165,14 @@ class MeshResolver implements experimental.Resolver {
       return;
     }
     if (resolved.router !== undefined) {
-      this.#routed(resolved.router);
+      this.#routed(resolved.router, resolved.mesh);
       return;
     }
     const { mesh, runtime } = resolved;
     if (this.#runtime !== runtime) {
       this.#unsubscribe?.();
+      this.#release?.();
+      this.#release = mesh.retain(runtime);
       this.#runtime = runtime;
       const name = runtime.name;
       const offEndpoints = mesh.events.on('endpoints', (e) => {
@@ -205,10 +209,12 @@ class MeshResolver implements experimental.Resolver {
    * the endpoints of every service the calls are routed to, and a config selector routes the calls
    * of plain clients (mesh clients route in `MeshCall`). Reported once the route table is known.
    */
-  #routed(router: Router): void {
+  #routed(router: Router, mesh: Mesh): void {
     if (this.#router !== router) {
       this.#unsubscribe?.();
       this.#unsubscribe = undefined;
+      this.#release?.();
+      this.#release = mesh.retain(router);
       this.#runtime = undefined;
       this.#router = router;
       this.#selector?.unref();
@@ -237,6 +243,8 @@ class MeshResolver implements experimental.Resolver {
     this.#destroyed = true;
     this.#unsubscribe?.();
     this.#unsubscribe = undefined;
+    this.#release?.();
+    this.#release = undefined;
     this.#runtime = undefined;
   }
 

@@ -190,6 +190,11 @@ export interface ClientOptions {
   readonly access: ClusterAccess;
   readonly requestTimeoutMs: number;
   readonly maxRequestsPerSecond: number;
+  /**
+   * Requests per second for names the API server said do not exist (their look-ups after a 404),
+   * a budget of their own so that they never delay the requests of real services (default 1).
+   */
+  readonly notFoundRequestsPerSecond?: number;
   /** The largest watch event accepted, in bytes (default 4 MiB). */
   readonly maxEventBytes?: number;
   readonly now?: () => number;
@@ -198,6 +203,8 @@ export interface ClientOptions {
 /** Counters for the snapshot and tests. */
 export interface ClientStats {
   requests: number;
+  /** Of which look-ups of names that were not found (on their own budget). */
+  notFoundRequests: number;
   unauthorizedRetries: number;
   rateLimitedMs: number;
 }
@@ -211,10 +218,16 @@ export class KubeClient {
   readonly access: ClusterAccess;
   readonly #pool: Pool;
   readonly #limiter: RateLimiter;
+  readonly #notFoundLimiter: RateLimiter;
   readonly #requestTimeoutMs: number;
   readonly #maxEventBytes: number;
   readonly #basePath: string;
-  readonly stats: ClientStats = { requests: 0, unauthorizedRetries: 0, rateLimitedMs: 0 };
+  readonly stats: ClientStats = {
+    requests: 0,
+    notFoundRequests: 0,
+    unauthorizedRetries: 0,
+    rateLimitedMs: 0,
+  };
 
   constructor(opts: ClientOptions) {
     this.access = opts.access;
@@ -233,6 +246,7 @@ export class KubeClient {
       keepAliveTimeout: 30_000,
     });
     this.#limiter = new RateLimiter(opts.maxRequestsPerSecond, undefined, opts.now);
+    this.#notFoundLimiter = new RateLimiter(opts.notFoundRequestsPerSecond ?? 1, undefined, opts.now);
     this.#requestTimeoutMs = opts.requestTimeoutMs;
     this.#maxEventBytes = opts.maxEventBytes ?? DEFAULT_MAX_EVENT_BYTES;
   }
@@ -251,6 +265,7 @@ export class KubeClient {
     signal: AbortSignal,
     what: string,
     watch: boolean,
+    notFound: boolean,
   ): Promise<{
     status: number;
     body: AsyncIterable<Uint8Array> & {
@@ -260,12 +275,13 @@ export class KubeClient {
     };
   }> {
     for (let attempt = 0; ; attempt++) {
-      const wait = this.#limiter.take();
+      const wait = (notFound ? this.#notFoundLimiter : this.#limiter).take();
       if (wait > 0) {
         this.stats.rateLimitedMs += wait;
         await delay(wait, signal);
       }
       this.stats.requests++;
+      if (notFound) this.stats.notFoundRequests++;
       let res: Awaited<ReturnType<Pool['request']>>;
       try {
         res = await this.#pool.request({
@@ -296,9 +312,12 @@ export class KubeClient {
     }
   }
 
-  /** GETs a JSON resource. Non-2xx responses throw a coded error (see `apiError`). */
-  async get(path: string, signal: AbortSignal, what: string): Promise<unknown> {
-    const { status, body } = await this.#send(path, signal, what, false);
+  /**
+   * GETs a JSON resource. Non-2xx responses throw a coded error (see `apiError`). `notFound`: a
+   * look-up of a name the API server said does not exist, on its own request budget.
+   */
+  async get(path: string, signal: AbortSignal, what: string, notFound = false): Promise<unknown> {
+    const { status, body } = await this.#send(path, signal, what, false, notFound);
     let parsed: unknown;
     try {
       parsed = await body.json();
@@ -327,7 +346,7 @@ export class KubeClient {
     what: string,
     onEvents: (events: unknown[]) => void,
   ): Promise<void> {
-    const { status, body } = await this.#send(path, signal, what, true);
+    const { status, body } = await this.#send(path, signal, what, true, false);
     if (status < 200 || status >= 300) {
       let parsed: unknown;
       try {

@@ -76,6 +76,13 @@ export interface KubernetesSettings {
    * watch with a coded error and the watch restarts from a fresh list.
    */
   readonly maxEventBytes: number;
+  /**
+   * A Service the API server answered 404 for is taken as absent this long (`notFoundTtl`, 30s):
+   * requests to it fail at once, and it is looked up again only then, on its own request budget
+   * (`notFoundRequestsPerSecond`, 1), never the one real services use.
+   */
+  readonly notFoundTtlMs: number;
+  readonly notFoundRequestsPerSecond: number;
   /** Per-service overrides keyed by `svc` (own namespace) or `svc.namespace`. */
   readonly services: Readonly<Record<string, KubernetesServiceOverride>>;
 }
@@ -101,6 +108,8 @@ export const DEFAULT_SETTINGS: KubernetesSettings = Object.freeze({
   backoffMaxMs: 30_000,
   maxRequestsPerSecond: 10,
   maxEventBytes: 4 * 1024 * 1024,
+  notFoundTtlMs: 30_000,
+  notFoundRequestsPerSecond: 1,
   services: Object.freeze({}),
 });
 
@@ -122,6 +131,8 @@ const KEYS = [
   'backoff',
   'maxRequestsPerSecond',
   'maxEventSize',
+  'notFoundTtl',
+  'notFoundRequestsPerSecond',
   'services',
 ];
 
@@ -282,6 +293,15 @@ export function parseKubernetesSettings(
       min: 1024,
       integer: true,
     }),
+    notFoundTtlMs: duration(obj, 'notFoundTtl', path, issues, DEFAULT_SETTINGS.notFoundTtlMs),
+    notFoundRequestsPerSecond: optNumber(
+      obj,
+      'notFoundRequestsPerSecond',
+      path,
+      issues,
+      DEFAULT_SETTINGS.notFoundRequestsPerSecond,
+      { min: 0.01 },
+    ),
     services: Object.freeze(services),
   });
 }

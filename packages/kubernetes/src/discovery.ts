@@ -15,7 +15,7 @@ import {
 } from './config.js';
 import { HINTS_KEY } from './slices.js';
 import { type PortSelector, SliceSource } from './source.js';
-import { ServiceWatch, type WatchStats } from './watch.js';
+import { type NotFoundCache, ServiceWatch, type WatchStats } from './watch.js';
 
 registerKubernetesSection();
 
@@ -55,6 +55,8 @@ export class KubernetesDiscovery implements NameResolver {
   readonly #namespaces = new Set<string>();
   readonly #random: (() => number) | undefined;
   readonly #sources = new Map<string, SliceSource>();
+  /** Services the API server said do not exist, until when (bounded, expired entries dropped). */
+  readonly #notFound = new NotFoundNames();
   #closed = false;
 
   constructor(options: KubernetesDiscoveryOptions, mesh?: Mesh) {
@@ -65,6 +67,7 @@ export class KubernetesDiscovery implements NameResolver {
       requestTimeoutMs: options.settings.requestTimeoutMs,
       maxRequestsPerSecond: options.settings.maxRequestsPerSecond,
       maxEventBytes: options.settings.maxEventBytes,
+      notFoundRequestsPerSecond: options.settings.notFoundRequestsPerSecond,
     });
     this.namespace = options.settings.namespace ?? access.namespace ?? options.localNamespace ?? 'default';
     this.zone = options.settings.zone ?? options.localZone ?? '';
@@ -168,6 +171,9 @@ export class KubernetesDiscovery implements NameResolver {
       createSource: () => {
         const source = this.createSource(ref, selector);
         this.#sources.set(key, source);
+        source.onClose(() => {
+          if (this.#sources.get(key) === source) this.#sources.delete(key);
+        });
         const runtime = this.#mesh?.service(key);
         if (runtime && zoneAware && this.zone !== '') runtime.filter = zoneFilter(this.zone);
         return source;
@@ -186,7 +192,14 @@ export class KubernetesDiscovery implements NameResolver {
     let entry = this.#watches.get(id);
     if (entry === undefined) {
       entry = {
-        watch: new ServiceWatch(this.client, ref.namespace, ref.service, this.settings, this.#random),
+        watch: new ServiceWatch(
+          this.client,
+          ref.namespace,
+          ref.service,
+          this.settings,
+          this.#random,
+          this.#notFound,
+        ),
         refs: 0,
       };
       this.#watches.set(id, entry);
@@ -225,6 +238,7 @@ export class KubernetesDiscovery implements NameResolver {
       namespace: this.namespace,
       zone: this.zone,
       requests: { ...this.client.stats },
+      notFound: this.#notFound.size,
       watches,
     };
   }
@@ -236,6 +250,40 @@ export class KubernetesDiscovery implements NameResolver {
     this.#watches.clear();
     await Promise.all(all.map((e) => e.watch.close()));
     await this.client.close();
+  }
+}
+
+/** The most not-found names remembered (oldest forgotten first). */
+const MAX_NOT_FOUND = 10_000;
+
+/** A `NotFoundCache` with a bound; an expired entry is dropped when read. */
+class NotFoundNames implements NotFoundCache {
+  readonly #until = new Map<string, number>();
+
+  get size(): number {
+    return this.#until.size;
+  }
+
+  get(id: string): number | undefined {
+    const u = this.#until.get(id);
+    if (u !== undefined && u <= Date.now()) {
+      this.#until.delete(id);
+      return undefined;
+    }
+    return u;
+  }
+
+  set(id: string, until: number): void {
+    this.#until.delete(id);
+    if (this.#until.size >= MAX_NOT_FOUND) {
+      const oldest = this.#until.keys().next().value;
+      if (oldest !== undefined) this.#until.delete(oldest);
+    }
+    this.#until.set(id, until);
+  }
+
+  delete(id: string): void {
+    this.#until.delete(id);
   }
 }
 

@@ -54,6 +54,7 @@ export class SliceSource implements DiscoverySource, WatchSubscriber {
   readonly #watch: ServiceWatch;
   readonly #port: PortSelector;
   readonly #release: () => void;
+  #onClose: Array<() => void> = [];
   #listener: DiscoveryListener | undefined;
   #cache = new Map<string, CacheEntry>();
   #last: Map<string, Endpoint> | undefined;
@@ -223,7 +224,15 @@ export class SliceSource implements DiscoverySource, WatchSubscriber {
     this.#listener?.onError(error);
   }
 
+  /** Runs `fn` when the source closes (the discovery forgets it). */
+  onClose(fn: () => void): void {
+    this.#onClose.push(fn);
+  }
+
   close(): void {
+    const hooks = this.#onClose;
+    this.#onClose = [];
+    for (const fn of hooks) fn();
     if (!this.#listener) return;
     this.#listener = undefined;
     this.#watch.unsubscribe(this);

@@ -29,6 +29,18 @@ export interface WatchTiming {
   readonly stallTimeoutMs: number;
   readonly backoffBaseMs: number;
   readonly backoffMaxMs: number;
+  /** How long a Service the API server answered 404 for is taken as absent before a new look-up. */
+  readonly notFoundTtlMs: number;
+}
+
+/**
+ * Names the API server said do not exist, each until a time (epoch ms), shared by the watches of
+ * one discovery: a name asked again within its TTL fails at once, without a request.
+ */
+export interface NotFoundCache {
+  get(id: string): number | undefined;
+  set(id: string, until: number): void;
+  delete(id: string): void;
 }
 
 /** Counters of one watch (snapshot, tests, benchmarks). */
@@ -40,6 +52,8 @@ export interface WatchStats {
   bookmarks: number;
   gone: number;
   stalls: number;
+  /** Look-ups that found no such Service (HTTP 404). */
+  notFound: number;
   errors: number;
   lastError: string | undefined;
   connected: boolean;
@@ -72,6 +86,7 @@ export class ServiceWatch {
     bookmarks: 0,
     gone: 0,
     stalls: 0,
+    notFound: 0,
     errors: 0,
     lastError: undefined,
     connected: false,
@@ -89,6 +104,9 @@ export class ServiceWatch {
   #closed = false;
   #pending: NodeJS.Immediate | undefined;
   #random: () => number;
+  readonly #notFoundCache: NotFoundCache | undefined;
+  /** The Service was not found: its look-ups go on the not-found request budget until it is. */
+  #absent = false;
 
   constructor(
     client: KubeClient,
@@ -96,12 +114,27 @@ export class ServiceWatch {
     service: string,
     timing: WatchTiming,
     random: () => number = Math.random,
+    notFound?: NotFoundCache,
   ) {
     this.#client = client;
     this.namespace = namespace;
     this.service = service;
     this.#timing = timing;
     this.#random = random;
+    this.#notFoundCache = notFound;
+  }
+
+  get #id(): string {
+    return `${this.namespace}/${this.service}`;
+  }
+
+  #notFoundError(cause?: unknown): MeshError {
+    return new MeshError(
+      ErrorCodes.DISCOVERY,
+      `kubernetes: service ${this.namespace}/${this.service} does not exist (HTTP 404); looked up again after ${Math.round(this.#timing.notFoundTtlMs / 1000)}s`,
+      { status: 404, reason: 'NotFound' },
+      cause === undefined ? undefined : { cause },
+    );
   }
 
   get state(): WatchState | undefined {
@@ -169,7 +202,12 @@ export class ServiceWatch {
       `/api/v1/namespaces/${encodeURIComponent(this.namespace)}/services/${encodeURIComponent(this.service)}`,
       signal,
       `get service ${this.namespace}/${this.service}`,
+      this.#absent,
     );
+    if (this.#absent) {
+      this.#absent = false;
+      this.#notFoundCache?.delete(this.#id);
+    }
     const ports: ServicePort[] = [];
     const spec = isPlainObject(obj) && isPlainObject(obj.spec) ? obj.spec : {};
     if (Array.isArray(spec.ports)) {
@@ -200,6 +238,7 @@ export class ServiceWatch {
         `${this.#slicesPath}?${q}`,
         signal,
         `list endpointslices of ${this.namespace}/${this.service}`,
+        this.#absent,
       );
       if (!isPlainObject(list) || !isPlainObject(list.metadata))
         throw new MeshError(
@@ -320,6 +359,18 @@ export class ServiceWatch {
     let needList = true;
     let failures = 0;
     let goneInARow = 0;
+    // Known not to exist (another watch of this name found so, within the TTL): fail at once, look
+    // again when the TTL ends.
+    const until = this.#notFoundCache?.get(this.#id);
+    if (until !== undefined && until > Date.now()) {
+      this.#absent = true;
+      this.#fail(this.#notFoundError());
+      try {
+        await delay(until - Date.now(), signal);
+      } catch {
+        return;
+      }
+    }
     while (!this.#closed) {
       try {
         if (needList) {
@@ -358,6 +409,22 @@ export class ServiceWatch {
         }
         // Watching again from the same version would replay the event that was too large.
         if (isMeshError(err) && err.details.reason === 'EventTooLarge') needList = true;
+        if (isMeshError(err) && err.details.status === 404) {
+          needList = true;
+          // No such Service: say so, remember it for notFoundTtl, and look again only then — on the
+          // not-found request budget, never the one real services use (a client asking for 300
+          // made-up names must not starve the first request to a real one).
+          this.stats.notFound++;
+          this.#absent = true;
+          this.#notFoundCache?.set(this.#id, Date.now() + this.#timing.notFoundTtlMs);
+          this.#fail(this.#notFoundError(err));
+          try {
+            await delay(this.#timing.notFoundTtlMs, signal);
+          } catch {
+            break;
+          }
+          continue;
+        }
         const error = isMeshError(err)
           ? err
           : new MeshError(

@@ -1,7 +1,8 @@
-import { ErrorCodes, isMeshErrorCode, type Mesh, type MeshEventMap } from '@meshlet/core';
+import { ErrorCodes, isMeshErrorCode, Mesh, type MeshEventMap, parseConfig } from '@meshlet/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NdjsonParser } from '../src/client.js';
-import type { KubernetesDiscovery } from '../src/discovery.js';
+import type { KubernetesSettings } from '../src/config.js';
+import { KubernetesDiscovery } from '../src/discovery.js';
 import { parseSlice } from '../src/slices.js';
 import { FakeApiServer, makeSlice } from './fake-apiserver.js';
 import { meshWith, nextEmit, nextEvent, plainAccess, pods, reviewsService, reviewsSlice } from './harness.js';
@@ -163,3 +164,81 @@ describe('watch stream bounds', () => {
     ]);
   });
 });
+
+describe('unknown names are bounded', () => {
+  async function fakeClockMesh(kubernetes: Record<string, unknown>) {
+    server = await new FakeApiServer().start();
+    server.setService(reviewsService());
+    server.applySlice(reviewsSlice('reviews-abc', pods('reviews', 1, 2)));
+    let now = 0;
+    const config = parseConfig({
+      idleServiceTimeout: '1m',
+      kubernetes: { backoff: { base: '10ms', max: '50ms' }, maxRequestsPerSecond: 1000, ...kubernetes },
+    });
+    const m = new Mesh(config, { now: () => now });
+    const discovery = new KubernetesDiscovery(
+      { settings: config.extensions.kubernetes as KubernetesSettings, access: plainAccess(server.url) },
+      m,
+    );
+    m.onClose(() => discovery.close());
+    m.addResolver(discovery);
+    mesh = m;
+    return { mesh: m, discovery, advance: (ms: number) => (now += ms) };
+  }
+
+  it('300 unknown Services: one 404 each, retries only on the not-found budget, closed when idle', async () => {
+    const {
+      mesh: m,
+      discovery,
+      advance,
+    } = await fakeClockMesh({ notFoundTtl: '20ms', notFoundRequestsPerSecond: 50 });
+    const unknown = Array.from({ length: 300 }, (_, i) =>
+      m.resolve(`made-up-${i}.default.svc.cluster.local`, 8080),
+    );
+    await Promise.all(unknown.map((rt) => rt?.whenDiscovered()));
+    for (const rt of unknown) expect(rt?.discovery.lastError).toMatch(/does not exist \(HTTP 404\)/);
+    const main = () => discovery.client.stats.requests - discovery.client.stats.notFoundRequests;
+    // One look-up each on the main budget; later ones (after the TTL) on the not-found budget.
+    expect(main()).toBe(300);
+    // The TTL (20 ms) passes: the names are looked up again, each on the not-found budget.
+    await until(() => discovery.client.stats.notFoundRequests >= 20, 'look-ups after the TTL');
+    // A real Service answers at once, its requests on the main budget, none of it spent by the retries.
+    expect(main()).toBe(300);
+    const reviews = m.resolve('reviews.default.svc.cluster.local', 8080);
+    await reviews?.whenDiscovered();
+    expect(reviews?.endpoints.length).toBe(2);
+    expect(main()).toBeLessThanOrEqual(303); // service, list, watch
+    const release = m.retain(reviews as NonNullable<typeof reviews>);
+    // No request for a minute: the 300 runtimes and their watches are closed, their names forgotten.
+    advance(61_000);
+    expect(m.sweepIdle()).toBe(300);
+    expect(m.services().map((s) => s.name)).toEqual(['reviews.default.svc.cluster.local:8080']);
+    expect(Object.keys(discovery.snapshot().watches as object)).toEqual(['default/reviews']);
+    const seen = discovery.client.stats.requests;
+    await new Promise((r) => setTimeout(r, 60));
+    expect(discovery.client.stats.requests).toBe(seen); // nothing retries for closed names
+    release();
+  });
+
+  it('a name found absent is remembered for its TTL: asked again, it fails at once without a request', async () => {
+    const { mesh: m, discovery, advance } = await fakeClockMesh({ notFoundTtl: '1h' });
+    const host = 'ghost.default.svc.cluster.local';
+    await m.resolve(host, 8080)?.whenDiscovered();
+    expect(discovery.client.stats.requests).toBe(1);
+    advance(61_000);
+    expect(m.sweepIdle()).toBe(1);
+    const again = m.resolve(host, 8080);
+    await again?.whenDiscovered();
+    expect(again?.discovery.lastError).toMatch(/ghost does not exist/);
+    expect(discovery.client.stats.requests).toBe(1);
+    expect(discovery.snapshot().notFound).toBe(1);
+  });
+});
+
+async function until(fn: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!fn()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -386,6 +386,26 @@ export class XdsResolver implements NameResolver {
     };
   }
 
+  /**
+   * The mesh found the router idle: unsubscribe its listener (and route configuration), and close
+   * the clusters no other router sends to, so that names seen once (`hosts: ['*']` claims every
+   * host) do not stay subscribed for the process's life.
+   */
+  releaseRouter(router: Router): void {
+    const entry = this.#routers.get(router.name);
+    if (!entry || entry.router !== router) return;
+    this.#routers.delete(router.name);
+    entry.stop();
+    entry.router.released = true;
+    const inUse = new Set<string>();
+    for (const { router: r } of this.#routers.values()) for (const c of r.clusterNames()) inUse.add(c);
+    for (const name of entry.router.clusterNames()) {
+      if (inUse.has(name) || !this.#clusters.has(name)) continue;
+      this.#clusters.delete(name);
+      this.#mesh.releaseService(name);
+    }
+  }
+
   close(): void {
     for (const { stop } of this.#routers.values()) stop();
     this.#routers.clear();

@@ -238,6 +238,10 @@ function requestHash(policies: readonly HashPolicy[], req: RouteRequest): number
  */
 export class ListenerRouter implements Router {
   readonly name: string;
+  /** Requests routed (the mesh closes a router idle for `idleServiceTimeout`). */
+  uses = 0;
+  /** Set when the resolver stopped watching this listener (idle): transports resolve again. */
+  released = false;
   readonly #authority: string;
   #table: RouteTable | undefined;
   #error: MeshError | undefined;
@@ -316,7 +320,15 @@ export class ListenerRouter implements Router {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
+  /** The clusters the current route table sends to. */
+  clusterNames(): string[] {
+    const out: string[] = [];
+    for (const r of this.#table?.routes ?? []) for (const c of r.clusters) out.push(c.ref.name);
+    return out;
+  }
+
   route(req: RouteRequest): RouteResult {
+    this.uses++;
     const table = this.#table;
     if (table === undefined) return this.#error ?? this.#unreachable();
     const path = req.path;
