@@ -8,7 +8,7 @@ import { registerHealthChecker } from './health/types.js';
 import { leastRequest } from './lb/least-request.js';
 import { maglev } from './lb/maglev.js';
 import { peakEwma } from './lb/peak-ewma.js';
-import { parseBalancing } from './lb/priority.js';
+import { balancingSchema, parseBalancing } from './lb/priority.js';
 import { random } from './lb/random.js';
 import { ringHash } from './lb/ring-hash.js';
 import { roundRobin } from './lb/round-robin.js';
@@ -28,6 +28,7 @@ export function registerBuiltins(): void {
   setDefaultLoadBalancer('peak_ewma');
   registerServiceSection({
     name: 'balancing',
+    schema: balancingSchema,
     parse: (raw, path, issues) => parseBalancing(raw, path, issues),
   });
   registerDiscovery(staticDiscovery);

@@ -1,26 +1,20 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { parseDuration } from './duration.js';
+import { endpointSchema } from './discovery/endpoints.js';
+import type { DiscoveryFactory } from './discovery/types.js';
+import { formatDuration } from './duration.js';
 import { type ConfigIssue, MeshConfigError } from './errors.js';
 import type { LbSelection } from './lb/types.js';
 import { discoverySources, loadBalancers } from './registry.js';
 import {
   DEFAULT_RESILIENCE,
   parseResiliencePolicy,
-  RESILIENCE_KEYS,
   type ResiliencePolicy,
+  resilienceFields,
 } from './resilience/policy.js';
-import {
-  checkKeys,
-  describe,
-  expectObject,
-  isPlainObject,
-  join,
-  optBoolean,
-  optNumber,
-  optString,
-} from './validate.js';
+import { type Fields, JsonEmitter, type JsonSchema, type Schema, s, taggedJson } from './schema.js';
+import { describe, expectObject, isPlainObject, join } from './validate.js';
 
 /** Conditions under which a failed attempt is retried (Envoy's `retry_on` names). */
 export type RetryCondition =
@@ -146,6 +140,11 @@ export interface MeshConfig {
 /** A config section contributed by another package, at mesh level or service level. */
 export interface ConfigSection<T = unknown> {
   readonly name: string;
+  /**
+   * The section's schema: its editors' JSON Schema and its generated TypeScript type. Without one
+   * the section is typed `unknown` and any value passes the JSON Schema (only `parse` checks it).
+   */
+  readonly schema?: Schema<unknown, unknown, boolean> | undefined;
   parse(raw: unknown, path: string, issues: ConfigIssue[], baseDir: string): T;
 }
 
@@ -160,6 +159,28 @@ export function registerMeshSection<T>(section: ConfigSection<T>): void {
 /** Registers a service-level config key, valid in `defaults` and every `services.<name>`. */
 export function registerServiceSection<T>(section: ConfigSection<T>): void {
   serviceSections.set(section.name, section as ConfigSection);
+}
+
+/** The registered sections (for the schema generator and `meshlet validate`). */
+export function configSections(level: 'mesh' | 'service'): ReadonlyMap<string, ConfigSection> {
+  return level === 'mesh' ? meshSections : serviceSections;
+}
+
+function sectionFields(sections: ReadonlyMap<string, ConfigSection>): Fields {
+  const out: Record<string, Schema<unknown, unknown, boolean>> = {};
+  for (const [name, section] of sections) {
+    out[name] =
+      section.schema ??
+      s.custom<unknown, unknown>(
+        {
+          ts: 'unknown',
+          json: {},
+          parse: (raw, path, issues, baseDir) => section.parse(raw, path, issues, baseDir),
+        },
+        { doc: `The \`${name}\` section (registered without a schema).`, defaultText: 'none' },
+      );
+  }
+  return out;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = Object.freeze({
@@ -178,6 +199,12 @@ const NO_RETRY: RetryPolicy = Object.freeze({
   on: new Set<RetryCondition>(),
 });
 
+const DEFAULT_CONNECTION: ConnectionPolicy = Object.freeze({
+  maxPerEndpoint: 0,
+  connectTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 4_000,
+});
+
 export const DEFAULT_POLICY: ServicePolicy = Object.freeze({
   // `config: undefined` means the policy's defaults (every built-in accepts it).
   lb: Object.freeze({ policy: 'peak_ewma', config: undefined }) as LbSelection,
@@ -186,7 +213,7 @@ export const DEFAULT_POLICY: ServicePolicy = Object.freeze({
   retry: DEFAULT_RETRY,
   panicThreshold: 50,
   identity: undefined,
-  connection: Object.freeze({ maxPerEndpoint: 0, connectTimeoutMs: 10_000, keepAliveTimeoutMs: 4_000 }),
+  connection: DEFAULT_CONNECTION,
   extensions: Object.freeze({}),
   ...DEFAULT_RESILIENCE,
 });
@@ -197,17 +224,6 @@ let defaultLbPolicy = 'least_request';
 export function setDefaultLoadBalancer(name: string): void {
   defaultLbPolicy = name;
 }
-
-const POLICY_KEYS = [
-  'lb',
-  'timeout',
-  'perTryTimeout',
-  'retry',
-  'panicThreshold',
-  'identity',
-  'connection',
-  ...RESILIENCE_KEYS,
-];
 
 function parseLb(raw: unknown, path: string, issues: ConfigIssue[]): LbSelection {
   let name: string | undefined;
@@ -231,101 +247,169 @@ function parseLb(raw: unknown, path: string, issues: ConfigIssue[]): LbSelection
   return Object.freeze({ policy: name, config: factory.parseConfig(options, path, issues) });
 }
 
+/** `lb`: a registered policy's name, or `{ policy, ...options }` (LbPolicies in the generated types). */
+const lbSchema = s.custom<unknown, LbSelection>(
+  {
+    ts: (e) => {
+      e.use('LbInput');
+      return 'LbInput';
+    },
+    json: (e) =>
+      e.ref('LbInput', () => ({
+        description: 'A load-balancing policy: its name, or { policy, ...options }.',
+        anyOf: [
+          { enum: loadBalancers.names() },
+          ...loadBalancers.names().map((n) => taggedJson(e, 'policy', n, loadBalancers.get(n)?.schema)),
+        ],
+      })),
+    accepts: (raw) => typeof raw === 'string' || isPlainObject(raw),
+    parse: parseLb,
+  },
+  {
+    doc: 'The load-balancing policy: a name or `{ policy, ...options }` (docs/load-balancing.md).',
+    default: 'peak_ewma',
+  },
+);
+
+const RETRY_ON_ITEM_MESSAGE = `must be an HTTP status code or one of ${RETRY_CONDITIONS.join(', ')}`;
+
+/** One `retry.on` entry: a condition name or a status code (a number or a 3-digit string). */
+const retryOnItem = s.custom<RetryCondition | number, RetryCondition | number>({
+  ts: `${RETRY_CONDITIONS.map((c) => JSON.stringify(c)).join(' | ')} | number`,
+  json: {
+    anyOf: [
+      { enum: [...RETRY_CONDITIONS] },
+      { type: 'integer', minimum: 100, maximum: 599 },
+      { type: 'string', pattern: '^\\d{3}$' },
+    ],
+  },
+  parse(item, path, issues) {
+    const asNum =
+      typeof item === 'number'
+        ? item
+        : typeof item === 'string' && /^\d{3}$/.test(item)
+          ? Number(item)
+          : Number.NaN;
+    if (Number.isInteger(asNum) && asNum >= 100 && asNum <= 599) return asNum;
+    if (typeof item === 'string' && (RETRY_CONDITIONS as readonly string[]).includes(item))
+      return item as RetryCondition;
+    issues.push({ path, message: `${RETRY_ON_ITEM_MESSAGE}, got ${describe(item)}` });
+    return undefined;
+  },
+});
+
+export const retrySchema = s.object(
+  {
+    attempts: s.integer({
+      min: 0,
+      max: 10,
+      default: DEFAULT_RETRY.maxRetries,
+      doc: "Retries after the first attempt (Istio's default); 0 disables retries.",
+    }),
+    on: s.array(retryOnItem, {
+      commaSeparated: true,
+      message: 'must be a list or comma-separated string',
+      default: 'connect-failure,refused-stream,reset,503',
+      doc:
+        "Conditions retried (Envoy's `retry_on` names) and status codes: `connect-failure`, `reset`, " +
+        '`refused-stream`, `5xx`, `gateway-error`, `retriable-status-codes`, `per-try-timeout`, `503`, …',
+    }),
+    backoff: s.object(
+      {
+        base: s.duration({
+          default: formatDuration(DEFAULT_RETRY.backoffBaseMs),
+          doc: "First backoff; exponential with full jitter (Envoy's).",
+        }),
+        max: s.duration({
+          defaultText: `${formatDuration(DEFAULT_RETRY.backoffMaxMs)}, or 10 × base when only base is given`,
+          doc: 'The backoff cap (must be >= base).',
+        }),
+      },
+      { name: 'RetryBackoffInput', doc: 'Exponential backoff with full jitter between attempts.' },
+    ),
+    nonIdempotent: s.boolean({
+      default: false,
+      doc: 'Also retry POST, PATCH and other non-idempotent methods after they may have reached the server.',
+    }),
+    budget: s.object(
+      {
+        percent: s.number({
+          min: 0,
+          max: 1000,
+          default: DEFAULT_RETRY.budget.percent,
+          doc: 'Retries may be at most this share (%) of requests in the window (Linkerd, Finagle).',
+        }),
+        minPerSecond: s.number({
+          min: 0,
+          default: DEFAULT_RETRY.budget.minPerSecond,
+          doc: 'Retries always allowed per second, whatever the traffic.',
+        }),
+        window: s.duration({
+          default: formatDuration(DEFAULT_RETRY.budget.windowMs),
+          doc: 'The sliding window of the budget.',
+        }),
+      },
+      { name: 'RetryBudgetInput', doc: 'The retry budget: retries as a share of requests.' },
+    ),
+  },
+  { name: 'RetryInput', doc: "Retries (Istio's defaults), within a retry budget; `false` disables them." },
+);
+
 function parseRetry(raw: unknown, path: string, issues: ConfigIssue[]): RetryPolicy {
   if (raw === false) return NO_RETRY;
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return DEFAULT_RETRY;
-  checkKeys(obj, ['attempts', 'on', 'backoff', 'nonIdempotent', 'budget'], path, issues);
-  const maxRetries = optNumber(obj, 'attempts', path, issues, DEFAULT_RETRY.maxRetries, {
-    min: 0,
-    max: 10,
-    integer: true,
-  });
-  let on = DEFAULT_RETRY.on;
-  let statusCodes = DEFAULT_RETRY.statusCodes;
-  if (obj.on !== undefined) {
-    const list =
-      typeof obj.on === 'string'
-        ? obj.on
-            .split(',')
-            .map((s) => s.trim())
-            .filter(Boolean)
-        : obj.on;
-    if (!Array.isArray(list)) {
-      issues.push({
-        path: join(path, 'on'),
-        message: `must be a list or comma-separated string, got ${describe(obj.on)}`,
-      });
-    } else {
-      const conds = new Set<RetryCondition>();
-      const codes: number[] = [];
-      list.forEach((item: unknown, i: number) => {
-        const p = `${join(path, 'on')}[${i}]`;
-        const asNum =
-          typeof item === 'number'
-            ? item
-            : typeof item === 'string' && /^\d{3}$/.test(item)
-              ? Number(item)
-              : NaN;
-        if (Number.isInteger(asNum) && asNum >= 100 && asNum <= 599) {
-          codes.push(asNum);
-          conds.add('retriable-status-codes');
-        } else if (typeof item === 'string' && (RETRY_CONDITIONS as readonly string[]).includes(item)) {
-          conds.add(item as RetryCondition);
-        } else {
-          issues.push({
-            path: p,
-            message: `must be an HTTP status code or one of ${RETRY_CONDITIONS.join(', ')}, got ${describe(item)}`,
-          });
-        }
-      });
-      on = conds;
-      statusCodes =
-        codes.length > 0 ? codes : conds.has('retriable-status-codes') ? DEFAULT_RETRY.statusCodes : [];
-    }
+  const o = retrySchema.parse(raw, path, issues);
+  if (!o) return DEFAULT_RETRY;
+  const on = new Set<RetryCondition>();
+  const codes: number[] = [];
+  for (const item of o.on) {
+    if (typeof item === 'number') {
+      codes.push(item);
+      on.add('retriable-status-codes');
+    } else on.add(item);
   }
+  const statusCodes =
+    codes.length > 0 ? codes : on.has('retriable-status-codes') ? DEFAULT_RETRY.statusCodes : [];
   let backoffBaseMs = DEFAULT_RETRY.backoffBaseMs;
   let backoffMaxMs = DEFAULT_RETRY.backoffMaxMs;
-  if (obj.backoff !== undefined) {
-    const b = expectObject(obj.backoff, join(path, 'backoff'), issues);
-    if (b) {
-      checkKeys(b, ['base', 'max'], join(path, 'backoff'), issues);
-      if (b.base !== undefined)
-        backoffBaseMs = parseDuration(b.base, join(path, 'backoff.base'), issues) ?? backoffBaseMs;
-      if (b.max !== undefined)
-        backoffMaxMs = parseDuration(b.max, join(path, 'backoff.max'), issues) ?? 10 * backoffBaseMs;
-      else backoffMaxMs = Math.max(backoffBaseMs * 10, backoffMaxMs);
-      if (backoffMaxMs < backoffBaseMs) {
-        issues.push({ path: join(path, 'backoff.max'), message: 'must be >= backoff.base' });
-      }
+  if (o.backoff) {
+    backoffBaseMs = o.backoff.base;
+    backoffMaxMs = o.backoff.max ?? Math.max(backoffBaseMs * 10, DEFAULT_RETRY.backoffMaxMs);
+    if (backoffMaxMs < backoffBaseMs) {
+      issues.push({ path: join(path, 'backoff.max'), message: 'must be >= backoff.base' });
     }
   }
-  let budget = DEFAULT_RETRY.budget;
-  if (obj.budget !== undefined) {
-    const b = expectObject(obj.budget, join(path, 'budget'), issues);
-    if (b) {
-      const bp = join(path, 'budget');
-      checkKeys(b, ['percent', 'minPerSecond', 'window'], bp, issues);
-      budget = Object.freeze({
-        percent: optNumber(b, 'percent', bp, issues, budget.percent, { min: 0, max: 1000 }),
-        minPerSecond: optNumber(b, 'minPerSecond', bp, issues, budget.minPerSecond, { min: 0 }),
-        windowMs:
-          b.window === undefined
-            ? budget.windowMs
-            : (parseDuration(b.window, join(bp, 'window'), issues) ?? budget.windowMs),
-      });
-    }
-  }
+  const b = o.budget;
   return Object.freeze({
-    maxRetries,
+    maxRetries: o.attempts,
     on,
     statusCodes: Object.freeze(statusCodes),
     backoffBaseMs,
     backoffMaxMs,
-    nonIdempotent: optBoolean(obj, 'nonIdempotent', path, issues, false),
-    budget,
+    nonIdempotent: o.nonIdempotent,
+    budget: b
+      ? Object.freeze({ percent: b.percent, minPerSecond: b.minPerSecond, windowMs: b.window })
+      : DEFAULT_RETRY.budget,
   });
 }
+
+export const connectionSchema = s.object(
+  {
+    maxPerEndpoint: s.integer({
+      min: 0,
+      default: DEFAULT_CONNECTION.maxPerEndpoint,
+      doc: 'Connections per endpoint (undici Pool `connections`); 0 = unlimited.',
+    }),
+    connectTimeout: s.duration({
+      default: formatDuration(DEFAULT_CONNECTION.connectTimeoutMs),
+      doc: 'TCP and TLS connect timeout.',
+    }),
+    keepAliveTimeout: s.duration({
+      default: formatDuration(DEFAULT_CONNECTION.keepAliveTimeoutMs),
+      doc: "Idle keep-alive timeout (undici's default).",
+    }),
+  },
+  { name: 'ConnectionInput', doc: 'Connection pool settings of each endpoint.' },
+);
 
 function parseConnection(
   raw: unknown,
@@ -333,25 +417,59 @@ function parseConnection(
   issues: ConfigIssue[],
   base: ConnectionPolicy,
 ): ConnectionPolicy {
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return base;
-  checkKeys(obj, ['maxPerEndpoint', 'connectTimeout', 'keepAliveTimeout'], path, issues);
+  const o = connectionSchema.given(raw, path, issues);
+  if (!o) return base;
   return Object.freeze({
-    maxPerEndpoint: optNumber(obj, 'maxPerEndpoint', path, issues, base.maxPerEndpoint, {
-      min: 0,
-      integer: true,
-    }),
-    connectTimeoutMs:
-      obj.connectTimeout === undefined
-        ? base.connectTimeoutMs
-        : (parseDuration(obj.connectTimeout, join(path, 'connectTimeout'), issues) ?? base.connectTimeoutMs),
-    keepAliveTimeoutMs:
-      obj.keepAliveTimeout === undefined
-        ? base.keepAliveTimeoutMs
-        : (parseDuration(obj.keepAliveTimeout, join(path, 'keepAliveTimeout'), issues) ??
-          base.keepAliveTimeoutMs),
+    maxPerEndpoint: o.maxPerEndpoint ?? base.maxPerEndpoint,
+    connectTimeoutMs: o.connectTimeout ?? base.connectTimeoutMs,
+    keepAliveTimeoutMs: o.keepAliveTimeout ?? base.keepAliveTimeoutMs,
   });
 }
+
+/**
+ * The policy fields of `defaults` and of every service. A field a service gives replaces the
+ * `defaults` value (objects such as `connection` and `circuitBreaker` field by field).
+ */
+export const policySchema = s.object(
+  {
+    lb: lbSchema,
+    timeout: s.duration({
+      default: formatDuration(DEFAULT_POLICY.timeoutMs),
+      doc:
+        "Deadline for the whole call, retries and backoff included (Envoy's route default); 0 = none. " +
+        'Expiry fails the call with MESHLET_ERR_TIMEOUT and aborts the request on the wire.',
+    }),
+    perTryTimeout: s.duration({
+      default: DEFAULT_POLICY.perTryTimeoutMs,
+      doc: 'Timeout of one attempt (MESHLET_ERR_PER_TRY_TIMEOUT); 0 = only the overall deadline.',
+    }),
+    retry: s.union([s.literal(false), retrySchema], {
+      doc: "Retries (Istio's defaults: two, on connect-failure, refused-stream, reset and 503); `false` disables them.",
+      defaultText: '{ attempts: 2 }',
+    }),
+    panicThreshold: s.number({
+      min: 0,
+      max: 100,
+      default: DEFAULT_POLICY.panicThreshold,
+      doc:
+        'Below this percentage of usable endpoints in a priority level, balance over all its endpoints ' +
+        "(Envoy's panic mode).",
+    }),
+    identity: s.string({
+      pattern: /^spiffe:\/\//,
+      patternMessage: 'must be a SPIFFE ID or trust domain (spiffe://…)',
+      defaultText: 'none',
+      doc: 'Expected peer SPIFFE ID (`spiffe://td/ns/x/sa/y`) or trust domain (`spiffe://td`) under mTLS.',
+    }),
+    connection: connectionSchema,
+    ...resilienceFields,
+  },
+  {
+    name: 'PolicyInput',
+    doc: 'How requests to a service are sent. A field a service leaves out comes from `defaults`.',
+    extensions: [{ ts: 'ServiceSections', fields: () => sectionFields(serviceSections) }],
+  },
+);
 
 /** Parses policy fields of `obj` on top of `base` (each field given replaces the base's). */
 function parsePolicy(
@@ -361,55 +479,92 @@ function parsePolicy(
   base: ServicePolicy,
   baseDir: string,
 ): ServicePolicy {
-  const lb = obj.lb === undefined ? base.lb : parseLb(obj.lb, join(path, 'lb'), issues);
-  const timeoutMs =
-    obj.timeout === undefined
-      ? base.timeoutMs
-      : (parseDuration(obj.timeout, join(path, 'timeout'), issues) ?? base.timeoutMs);
-  const perTryTimeoutMs =
-    obj.perTryTimeout === undefined
-      ? base.perTryTimeoutMs
-      : (parseDuration(obj.perTryTimeout, join(path, 'perTryTimeout'), issues) ?? base.perTryTimeoutMs);
-  const retry = obj.retry === undefined ? base.retry : parseRetry(obj.retry, join(path, 'retry'), issues);
-  const panicThreshold = optNumber(obj, 'panicThreshold', path, issues, base.panicThreshold, {
-    min: 0,
-    max: 100,
-  });
-  let identity = base.identity;
-  if (obj.identity !== undefined) {
-    const id = optString(obj, 'identity', path, issues);
-    if (id !== undefined && !id.startsWith('spiffe://')) {
-      issues.push({
-        path: join(path, 'identity'),
-        message: `must be a SPIFFE ID or trust domain (spiffe://…), got "${id}"`,
-      });
-    } else {
-      identity = id;
-    }
-  }
-  const connection =
-    obj.connection === undefined
-      ? base.connection
-      : parseConnection(obj.connection, join(path, 'connection'), issues, base.connection);
+  const field = <K extends keyof typeof policySchema.fields & string>(key: K) =>
+    policySchema.field(obj, key, path, issues, baseDir);
   const extensions: Record<string, unknown> = { ...base.extensions };
   for (const [name, section] of serviceSections) {
     if (obj[name] !== undefined)
       extensions[name] = section.parse(obj[name], join(path, name), issues, baseDir);
   }
   return Object.freeze({
-    lb,
-    timeoutMs,
-    perTryTimeoutMs,
-    retry,
-    panicThreshold,
-    identity,
-    connection,
+    lb: field('lb') ?? base.lb,
+    timeoutMs: field('timeout') ?? base.timeoutMs,
+    perTryTimeoutMs: field('perTryTimeout') ?? base.perTryTimeoutMs,
+    retry: obj.retry === undefined ? base.retry : parseRetry(obj.retry, join(path, 'retry'), issues),
+    panicThreshold: field('panicThreshold') ?? base.panicThreshold,
+    identity: field('identity') ?? base.identity,
+    connection:
+      obj.connection === undefined
+        ? base.connection
+        : parseConnection(obj.connection, join(path, 'connection'), issues, base.connection),
     extensions: Object.freeze(extensions),
     ...parseResiliencePolicy(obj, path, issues, base),
   });
 }
 
 const SERVICE_NAME_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(:\d{1,5})?$/;
+
+/** The registered discovery types' shorthand keys (`endpoints`, `dns`, `file`, …), by key. */
+function discoveryShorthands(): Map<string, DiscoveryFactory<unknown>> {
+  const out = new Map<string, DiscoveryFactory<unknown>>();
+  for (const name of discoverySources.names()) {
+    const f = discoverySources.get(name);
+    if (f?.shorthand) out.set(f.shorthand, f);
+  }
+  return out;
+}
+
+function shorthandFields(): Fields {
+  const out: Record<string, Schema<unknown, unknown, boolean>> = {};
+  for (const [key, f] of discoveryShorthands()) {
+    out[key] =
+      f.shorthandSchema ??
+      s.custom<unknown, unknown>(
+        { ts: 'unknown', json: {}, parse: (raw) => raw },
+        { doc: `Endpoints from the \`${f.name}\` discovery type.`, defaultText: 'none' },
+      );
+  }
+  return out;
+}
+
+/** `discovery: { type, ...options }`: any registered discovery type (DiscoveryTypes in the types). */
+const discoverySchema = s.custom<unknown, unknown>(
+  {
+    ts: (e) => {
+      e.use('DiscoveryInput');
+      return 'DiscoveryInput';
+    },
+    json: (e) =>
+      e.ref('DiscoveryInput', () => ({
+        description: 'A registered discovery type and its options.',
+        anyOf: discoverySources.names().map((n) => taggedJson(e, 'type', n, discoverySources.get(n)?.schema)),
+      })),
+    accepts: isPlainObject,
+    parse: (raw) => raw,
+  },
+  {
+    doc: 'Endpoints from a registered discovery type: `{ type, ...options }` (the general form of the shorthands).',
+    defaultText: 'none',
+  },
+);
+
+export const serviceSchema = s.object(
+  { discovery: discoverySchema },
+  {
+    name: 'ServiceInput',
+    doc:
+      'A service this process calls, addressed as `http://NAME/`. It takes exactly one source of ' +
+      'endpoints: `endpoints`, `dns`, `file` or `discovery`.',
+    extensions: [
+      {
+        ts: 'PolicyInput',
+        fields: () => policySchema.allFields(),
+        declare: (e) => policySchema.ts(e),
+      },
+      { ts: 'DiscoveryShorthands', fields: shorthandFields },
+    ],
+  },
+);
 
 function parseService(
   name: string,
@@ -428,17 +583,8 @@ function parseService(
   // `reviews: ['127.0.0.1:9001']` is short for `reviews: { endpoints: [...] }`.
   const obj = Array.isArray(raw) ? { endpoints: raw } : expectObject(raw, path, issues);
   if (!obj) return undefined;
-  const shorthands = new Map<string, string>();
-  for (const name of discoverySources.names()) {
-    const f = discoverySources.get(name);
-    if (f?.shorthand) shorthands.set(f.shorthand, name);
-  }
-  checkKeys(
-    obj,
-    [...POLICY_KEYS, ...serviceSections.keys(), 'discovery', ...shorthands.keys()],
-    path,
-    issues,
-  );
+  const shorthands = discoveryShorthands();
+  serviceSchema.checkKeys(obj, path, issues);
   const policy = parsePolicy(obj, path, issues, defaults, baseDir);
 
   const given: string[] = [];
@@ -457,8 +603,7 @@ function parseService(
   }
   const key = given[0] as string;
   let type: string;
-  let options: Record<string, unknown>;
-  let optionsPath: string;
+  let config: unknown;
   if (key === 'discovery') {
     const d = expectObject(obj.discovery, join(path, 'discovery'), issues);
     if (!d) return undefined;
@@ -471,31 +616,102 @@ function parseService(
     }
     type = d.type;
     const { type: _t, ...rest } = d;
-    options = rest;
-    optionsPath = join(path, 'discovery');
+    const factory = discoverySources.lookup(type, join(path, 'discovery.type'), issues);
+    if (!factory) return undefined;
+    config = factory.parseConfig(rest, join(path, 'discovery'), issues, baseDir);
   } else {
-    type = shorthands.get(key) as string;
-    const f = discoverySources.get(type);
-    options = f?.fromShorthand ? f.fromShorthand(obj[key]) : { [key]: obj[key] };
-    optionsPath = path;
+    const factory = shorthands.get(key) as DiscoveryFactory<unknown>;
+    type = factory.name;
+    // Problems inside the shorthand keep its key in their path (`services.x.dns.name`).
+    const at = join(path, key);
+    config = factory.parseShorthand
+      ? factory.parseShorthand(obj[key], at, issues, baseDir)
+      : factory.parseConfig(factory.fromShorthand?.(obj[key]) ?? { [key]: obj[key] }, at, issues, baseDir);
   }
-  const factory = discoverySources.lookup(type, join(path, 'discovery.type'), issues);
-  if (!factory) return undefined;
-  const config = factory.parseConfig(options, optionsPath, issues, baseDir);
   return Object.freeze({ ...policy, name, discovery: Object.freeze({ type, config }) });
 }
 
+export const localSchema = s.object(
+  {
+    region: s.string({ defaultText: '`$MESHLET_REGION`, else ""', doc: 'The region this process runs in.' }),
+    zone: s.string({
+      defaultText: '`$MESHLET_ZONE`, else ""',
+      doc: 'The zone this process runs in (zone-aware routing).',
+    }),
+    subZone: s.string({ defaultText: '""', doc: 'The sub-zone this process runs in.' }),
+    workload: s.string({
+      defaultText: '`$MESHLET_WORKLOAD`, else `$HOSTNAME`, else "unknown"',
+      doc: "This workload's name, for telemetry and gRPC targets (`mesh://<workload>/…`).",
+    }),
+    namespace: s.string({
+      defaultText: '`$POD_NAMESPACE`, else "default"',
+      doc: "This workload's namespace, for telemetry.",
+    }),
+  },
+  { name: 'LocalInput', doc: 'Where this process runs and who it is.' },
+);
+
 function parseLocal(raw: unknown, path: string, issues: ConfigIssue[], env: NodeJS.ProcessEnv): LocalConfig {
-  const obj = raw === undefined ? {} : expectObject(raw, path, issues);
-  const o = obj ?? {};
-  checkKeys(o, ['region', 'zone', 'subZone', 'workload', 'namespace'], path, issues);
+  const o = raw === undefined ? undefined : localSchema.parse(raw, path, issues);
   return Object.freeze({
-    region: optString(o, 'region', path, issues) ?? env.MESHLET_REGION ?? '',
-    zone: optString(o, 'zone', path, issues) ?? env.MESHLET_ZONE ?? '',
-    subZone: optString(o, 'subZone', path, issues) ?? '',
-    workload: optString(o, 'workload', path, issues) ?? env.MESHLET_WORKLOAD ?? env.HOSTNAME ?? 'unknown',
-    namespace: optString(o, 'namespace', path, issues) ?? env.POD_NAMESPACE ?? 'default',
+    region: o?.region ?? env.MESHLET_REGION ?? '',
+    zone: o?.zone ?? env.MESHLET_ZONE ?? '',
+    subZone: o?.subZone ?? '',
+    workload: o?.workload ?? env.MESHLET_WORKLOAD ?? env.HOSTNAME ?? 'unknown',
+    namespace: o?.namespace ?? env.POD_NAMESPACE ?? 'default',
   });
+}
+
+/** The root of a mesh config (`MeshConfig` in the generated types). */
+export const meshSchema = s.object(
+  {
+    services: s.record(
+      s.union([s.array(endpointSchema, { doc: 'Short for `{ endpoints: [...] }`.' }), serviceSchema]),
+      {
+        keyPattern: SERVICE_NAME_RE.source,
+        default: {},
+        doc: 'The services this process calls, by name (a DNS-style host name, optionally with `:port`).',
+      },
+    ),
+    defaults: policySchema.with({
+      defaultText: 'the built-in default of each field',
+      doc: 'Policy fields applied to every service that does not set them.',
+    }),
+    passthrough: s.boolean({
+      default: true,
+      doc: 'Hosts the mesh does not know go to a plain undici Agent; `false` fails them with MESHLET_ERR_UNKNOWN_SERVICE.',
+    }),
+    readyTimeout: s.duration({
+      default: '10s',
+      doc: "How long `mesh.ready()` waits for every discovery source's first answer.",
+    }),
+    idleServiceTimeout: s.duration({
+      default: '5m',
+      doc:
+        'Services and routes created on demand for undeclared names (Kubernetes, xDS) are closed after this ' +
+        "long without a request; 0 keeps them for the mesh's life.",
+    }),
+    local: localSchema,
+  },
+  {
+    name: 'MeshConfig',
+    doc:
+      'A mesh config, as given to `createMesh()` or written in a YAML/JSON file. Sections of other ' +
+      'packages (`tls`, `telemetry`, `admin`, `kubernetes`, `xds`, …) come from MeshSections.',
+    extensions: [{ ts: 'MeshSections', fields: () => sectionFields(meshSections) }],
+  },
+);
+
+/** The JSON Schema of a mesh config, with every registered section, policy and discovery type. */
+export function meshConfigJsonSchema(): JsonSchema {
+  const e = new JsonEmitter();
+  const root = meshSchema.json(e);
+  return {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    title: 'meshlet mesh config',
+    ...root,
+    definitions: e.definitions,
+  };
 }
 
 export interface ParseOptions {
@@ -527,20 +743,8 @@ export function checkConfig(
   const env = options.env ?? process.env;
   const root = raw === undefined || raw === null ? {} : expectObject(raw, '', issues);
   if (!root) return { issues };
-  checkKeys(
-    root,
-    [
-      'services',
-      'defaults',
-      'passthrough',
-      'readyTimeout',
-      'idleServiceTimeout',
-      'local',
-      ...meshSections.keys(),
-    ],
-    '',
-    issues,
-  );
+  meshSchema.checkKeys(root, '', issues);
+  const f = meshSchema.fields;
 
   let defaults: ServicePolicy = { ...DEFAULT_POLICY, lb: { policy: defaultLbPolicy, config: undefined } };
   const defLb = loadBalancers.get(defaultLbPolicy);
@@ -552,7 +756,7 @@ export function checkConfig(
   if (root.defaults !== undefined) {
     const d = expectObject(root.defaults, 'defaults', issues);
     if (d) {
-      checkKeys(d, [...POLICY_KEYS, ...serviceSections.keys()], 'defaults', issues);
+      policySchema.checkKeys(d, 'defaults', issues);
       defaults = parsePolicy(d, 'defaults', issues, defaults, baseDir);
     }
   }
@@ -574,15 +778,11 @@ export function checkConfig(
   const config: MeshConfig = Object.freeze({
     services: Object.freeze(services),
     defaults,
-    passthrough: optBoolean(root, 'passthrough', '', issues, true),
+    passthrough: meshSchema.field(root, 'passthrough', '', issues) ?? f.passthrough.defaultValue() ?? true,
     readyTimeoutMs:
-      root.readyTimeout === undefined
-        ? 10_000
-        : (parseDuration(root.readyTimeout, 'readyTimeout', issues) ?? 10_000),
+      meshSchema.field(root, 'readyTimeout', '', issues) ?? f.readyTimeout.defaultValue() ?? 10_000,
     idleServiceTimeoutMs:
-      root.idleServiceTimeout === undefined
-        ? 300_000
-        : (parseDuration(root.idleServiceTimeout, 'idleServiceTimeout', issues) ?? 300_000),
+      meshSchema.field(root, 'idleServiceTimeout', '', issues) ?? f.idleServiceTimeout.defaultValue() ?? 300_000,
     local: parseLocal(root.local, 'local', issues, env),
     extensions: Object.freeze(extensions),
     baseDir,

@@ -1,8 +1,8 @@
-import { clampTimer, parseDuration } from './duration.js';
+import { clampTimer, formatDuration } from './duration.js';
 import { allocateEndpointSlot, type EndpointState } from './endpoint-state.js';
 import type { ConfigIssue } from './errors.js';
 import type { MeshEvents, Outcome } from './events.js';
-import { checkKeys, expectObject, join, optBoolean, optNumber } from './validate.js';
+import { s } from './schema.js';
 
 /**
  * Outlier detection (passive health checking) with Envoy's semantics. Every field mirrors a field
@@ -81,35 +81,116 @@ export const DEFAULT_OUTLIER: OutlierPolicy = Object.freeze({
   successfulActiveHealthCheckUnejectHost: true,
 });
 
+const D = DEFAULT_OUTLIER;
+const percent = (def: number, doc: string) => s.number({ min: 0, max: 100, default: def, doc });
+const count = (def: number, doc: string) => s.integer({ min: 1, default: def, doc });
+
+/** `outlierDetection: { ... }`: every field is Envoy's `OutlierDetection` field of the same name. */
+export const outlierSchema = s.object(
+  {
+    consecutive5xx: count(
+      D.consecutive5xx,
+      'Consecutive 5xx (and, unless split, local-origin failures) before ejection.',
+    ),
+    enforcingConsecutive5xx: percent(
+      D.enforcingConsecutive5xx,
+      'Percent chance a consecutive-5xx ejection is enforced.',
+    ),
+    consecutiveGatewayFailure: count(
+      D.consecutiveGatewayFailure,
+      'Consecutive gateway errors (502/503/504, connect failures, timeouts) before ejection.',
+    ),
+    enforcingConsecutiveGatewayFailure: percent(
+      D.enforcingConsecutiveGatewayFailure,
+      "Percent chance a gateway-failure ejection is enforced (Envoy's default is 0; see docs/resilience.md).",
+    ),
+    splitExternalLocalOriginErrors: s.boolean({
+      default: D.splitExternalLocalOriginErrors,
+      doc: 'Count local-origin failures (connect, reset, timeout) apart from HTTP statuses.',
+    }),
+    consecutiveLocalOriginFailure: count(
+      D.consecutiveLocalOriginFailure,
+      'Consecutive local-origin failures before ejection (split mode only).',
+    ),
+    enforcingConsecutiveLocalOriginFailure: percent(
+      D.enforcingConsecutiveLocalOriginFailure,
+      'Percent chance a local-origin ejection is enforced (split mode only).',
+    ),
+    interval: s.duration({
+      positive: true,
+      default: formatDuration(D.intervalMs),
+      doc: 'Time between analysis sweeps (success rate, failure percentage, multiplier decay).',
+    }),
+    baseEjectionTime: s.duration({
+      default: formatDuration(D.baseEjectionTimeMs),
+      doc: 'An ejection lasts baseEjectionTime × the ejection multiplier, capped by maxEjectionTime.',
+    }),
+    maxEjectionTime: s.duration({
+      default: formatDuration(D.maxEjectionTimeMs),
+      doc: "Cap on one ejection's duration.",
+    }),
+    maxEjectionTimeJitter: s.duration({
+      default: D.maxEjectionTimeJitterMs,
+      doc: 'A random 0..jitter added to each ejection.',
+    }),
+    maxEjectionPercent: percent(
+      D.maxEjectionPercent,
+      'At most this percentage of hosts ejected at once; the first ejection is always allowed.',
+    ),
+    enforcingSuccessRate: percent(D.enforcingSuccessRate, 'Success-rate ejection: percent chance enforced.'),
+    successRateMinimumHosts: count(
+      D.successRateMinimumHosts,
+      'Hosts with at least successRateRequestVolume requests needed to compute the success rate.',
+    ),
+    successRateRequestVolume: count(
+      D.successRateRequestVolume,
+      'Requests a host needs in an interval to be part of the success-rate analysis.',
+    ),
+    successRateStdevFactor: count(
+      D.successRateStdevFactor,
+      'Eject below mean - (stdevFactor / 1000) × stdev (1900 is 1.9).',
+    ),
+    enforcingLocalOriginSuccessRate: percent(
+      D.enforcingLocalOriginSuccessRate,
+      'Local-origin success rate (split mode only): percent chance enforced.',
+    ),
+    failurePercentageThreshold: percent(
+      D.failurePercentageThreshold,
+      'Failure-percentage ejection: eject at or above this failure percentage.',
+    ),
+    enforcingFailurePercentage: percent(
+      D.enforcingFailurePercentage,
+      'Failure-percentage ejection: percent chance enforced (0: off).',
+    ),
+    enforcingFailurePercentageLocalOrigin: percent(
+      D.enforcingFailurePercentageLocalOrigin,
+      'Local-origin failure-percentage ejection (split mode only): percent chance enforced.',
+    ),
+    failurePercentageMinimumHosts: count(
+      D.failurePercentageMinimumHosts,
+      'Hosts with enough volume needed for the failure-percentage analysis.',
+    ),
+    failurePercentageRequestVolume: count(
+      D.failurePercentageRequestVolume,
+      'Requests a host needs in an interval for the failure-percentage analysis.',
+    ),
+    successfulActiveHealthCheckUnejectHost: s.boolean({
+      default: D.successfulActiveHealthCheckUnejectHost,
+      doc: 'A passing active health check returns an ejected host at once.',
+    }),
+  },
+  {
+    name: 'OutlierDetectionInput',
+    doc: "Outlier detection (passive health checking) with Envoy's semantics and defaults.",
+  },
+);
+
 const DURATIONS = {
   interval: 'intervalMs',
   baseEjectionTime: 'baseEjectionTimeMs',
   maxEjectionTime: 'maxEjectionTimeMs',
   maxEjectionTimeJitter: 'maxEjectionTimeJitterMs',
 } as const;
-
-const PERCENTS = [
-  'enforcingConsecutive5xx',
-  'enforcingConsecutiveGatewayFailure',
-  'enforcingConsecutiveLocalOriginFailure',
-  'maxEjectionPercent',
-  'enforcingSuccessRate',
-  'enforcingLocalOriginSuccessRate',
-  'failurePercentageThreshold',
-  'enforcingFailurePercentage',
-  'enforcingFailurePercentageLocalOrigin',
-] as const;
-
-const COUNTS = [
-  'consecutive5xx',
-  'consecutiveGatewayFailure',
-  'consecutiveLocalOriginFailure',
-  'successRateMinimumHosts',
-  'successRateRequestVolume',
-  'successRateStdevFactor',
-  'failurePercentageMinimumHosts',
-  'failurePercentageRequestVolume',
-] as const;
 
 /**
  * Parses `outlierDetection: { ... } | false` on top of `base`. `false` turns detection off (returns
@@ -124,45 +205,14 @@ export function parseOutlierPolicy(
   if (raw === false) return undefined;
   const from = base ?? DEFAULT_OUTLIER;
   if (raw === true) return from;
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return from;
-  checkKeys(
-    obj,
-    [
-      ...Object.keys(DURATIONS),
-      ...PERCENTS,
-      ...COUNTS,
-      'splitExternalLocalOriginErrors',
-      'successfulActiveHealthCheckUnejectHost',
-    ],
-    path,
-    issues,
-  );
+  const given = outlierSchema.given(raw, path, issues);
+  if (!given) return from;
   const out: Record<string, unknown> = { ...from };
-  for (const [key, field] of Object.entries(DURATIONS)) {
-    if (obj[key] !== undefined) {
-      const ms = parseDuration(obj[key], join(path, key), issues);
-      if (ms !== undefined) out[field] = ms;
-    }
+  for (const [key, value] of Object.entries(given)) {
+    if (value === undefined) continue;
+    const field = (DURATIONS as Record<string, string>)[key] ?? key;
+    out[field] = value;
   }
-  for (const key of PERCENTS) out[key] = optNumber(obj, key, path, issues, from[key], { min: 0, max: 100 });
-  for (const key of COUNTS)
-    out[key] = optNumber(obj, key, path, issues, from[key], { min: 1, integer: true });
-  out.splitExternalLocalOriginErrors = optBoolean(
-    obj,
-    'splitExternalLocalOriginErrors',
-    path,
-    issues,
-    from.splitExternalLocalOriginErrors,
-  );
-  out.successfulActiveHealthCheckUnejectHost = optBoolean(
-    obj,
-    'successfulActiveHealthCheckUnejectHost',
-    path,
-    issues,
-    from.successfulActiveHealthCheckUnejectHost,
-  );
-  if ((out.intervalMs as number) <= 0) issues.push({ path: join(path, 'interval'), message: 'must be > 0' });
   return Object.freeze(out as unknown as OutlierPolicy);
 }
 

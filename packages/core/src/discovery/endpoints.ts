@@ -1,26 +1,63 @@
 import type { ConfigIssue } from '../errors.js';
-import {
-  type Endpoint,
-  HEALTH_STATUSES,
-  type HealthStatus,
-  isValidHost,
-  makeEndpoint,
-  parseHostPort,
-} from '../model.js';
-import { checkKeys, describe, isPlainObject, join, optNumber, optString } from '../validate.js';
+import { type Endpoint, HEALTH_STATUSES, isValidHost, makeEndpoint, parseHostPort } from '../model.js';
+import { type InputOf, s } from '../schema.js';
+import { describe, isPlainObject, join } from '../validate.js';
 
-const ENDPOINT_KEYS = [
-  'address',
-  'port',
-  'weight',
-  'region',
-  'zone',
-  'subZone',
-  'priority',
-  'health',
-  'metadata',
-  'hostname',
-];
+const endpointObject = s.object(
+  {
+    address: s.string({ required: true, doc: 'IP literal or host name.' }),
+    port: s.integer({ min: 1, max: 65535, required: true, doc: 'Port, 1–65535.' }),
+    weight: s.integer({ min: 1, max: 1_000_000, default: 1, doc: 'Relative weight for weighted policies.' }),
+    priority: s.integer({ min: 0, max: 1000, default: 0, doc: 'Failover priority (0 first).' }),
+    region: s.string({ defaultText: '""', doc: 'Locality: region.' }),
+    zone: s.string({ defaultText: '""', doc: 'Locality: zone.' }),
+    subZone: s.string({ defaultText: '""', doc: 'Locality: sub-zone.' }),
+    health: s.enum(HEALTH_STATUSES, { default: 'healthy', doc: 'Health as discovery reports it.' }),
+    metadata: s.record(s.string({ empty: true }), { default: {}, doc: 'String labels.' }),
+    hostname: s.string({ defaultText: 'none', doc: 'TLS server name and logical host name.' }),
+  },
+  {
+    name: 'EndpointInput',
+    doc: 'One endpoint: an address and a port, with optional weight, priority and locality.',
+  },
+);
+
+/** One endpoint as written in config and endpoint files: `"host:port"`, `"[v6]:port"` or an object. */
+export const endpointSchema = s.custom<string | InputOf<typeof endpointObject>, Endpoint>({
+  ts: (e) => `string | ${endpointObject.ts(e)}`,
+  json: (e) => ({
+    anyOf: [{ type: 'string', description: '"host:port" or "[v6]:port"' }, endpointObject.json(e)],
+  }),
+  accepts: (raw) => typeof raw === 'string' || isPlainObject(raw),
+  parse(item, p, issues) {
+    if (typeof item === 'string') {
+      const hp = parseHostPort(item, p, issues);
+      return hp ? makeEndpoint(hp) : undefined;
+    }
+    if (!isPlainObject(item)) {
+      issues.push({ path: p, message: `must be "host:port" or { address, port }, got ${describe(item)}` });
+      return undefined;
+    }
+    const before = issues.length;
+    const o = endpointObject.parse(item, p, issues);
+    if (o?.address !== undefined && !isValidHost(o.address))
+      issues.push({
+        path: join(p, 'address'),
+        message: `${JSON.stringify(o.address)} is not an IP address or a host name`,
+      });
+    if (!o || issues.length > before || o.address === undefined || o.port === undefined) return undefined;
+    return makeEndpoint({
+      address: o.address,
+      port: o.port,
+      weight: o.weight,
+      priority: o.priority,
+      health: o.health,
+      metadata: item.metadata === undefined ? undefined : o.metadata,
+      hostname: o.hostname,
+      locality: { region: o.region ?? '', zone: o.zone ?? '', subZone: o.subZone ?? '' },
+    });
+  },
+});
 
 /**
  * Parses an endpoint list as written in config and endpoint files: each item is `"host:port"` or
@@ -39,68 +76,7 @@ export function parseEndpointList(raw: unknown, path: string, issues: ConfigIssu
   const seen = new Set<string>();
   raw.forEach((item: unknown, i: number) => {
     const p = join(path, i);
-    const before = issues.length;
-    let ep: Endpoint | undefined;
-    if (typeof item === 'string') {
-      const hp = parseHostPort(item, p, issues);
-      if (hp) ep = makeEndpoint(hp);
-    } else if (isPlainObject(item)) {
-      checkKeys(item, ENDPOINT_KEYS, p, issues);
-      const address = optString(item, 'address', p, issues);
-      if (address === undefined) issues.push({ path: join(p, 'address'), message: 'is required' });
-      else if (!isValidHost(address))
-        issues.push({
-          path: join(p, 'address'),
-          message: `${JSON.stringify(address)} is not an IP address or a host name`,
-        });
-      const port =
-        item.port === undefined
-          ? undefined
-          : optNumber(item, 'port', p, issues, 0, { min: 1, max: 65535, integer: true });
-      if (item.port === undefined) issues.push({ path: join(p, 'port'), message: 'is required' });
-      const weight = optNumber(item, 'weight', p, issues, 1, { min: 1, max: 1_000_000, integer: true });
-      const priority = optNumber(item, 'priority', p, issues, 0, { min: 0, max: 1000, integer: true });
-      let health: HealthStatus = 'healthy';
-      if (item.health !== undefined) {
-        if (typeof item.health === 'string' && (HEALTH_STATUSES as readonly string[]).includes(item.health)) {
-          health = item.health as HealthStatus;
-        } else {
-          issues.push({
-            path: join(p, 'health'),
-            message: `must be one of ${HEALTH_STATUSES.join(', ')}, got ${describe(item.health)}`,
-          });
-        }
-      }
-      let metadata: Record<string, string> | undefined;
-      if (item.metadata !== undefined) {
-        if (
-          isPlainObject(item.metadata) &&
-          Object.values(item.metadata).every((v) => typeof v === 'string')
-        ) {
-          metadata = item.metadata as Record<string, string>;
-        } else {
-          issues.push({ path: join(p, 'metadata'), message: 'must be a map of strings' });
-        }
-      }
-      if (address !== undefined && port !== undefined && issues.length === before) {
-        ep = makeEndpoint({
-          address,
-          port,
-          weight,
-          priority,
-          health,
-          metadata,
-          hostname: optString(item, 'hostname', p, issues),
-          locality: {
-            region: optString(item, 'region', p, issues) ?? '',
-            zone: optString(item, 'zone', p, issues) ?? '',
-            subZone: optString(item, 'subZone', p, issues) ?? '',
-          },
-        });
-      }
-    } else {
-      issues.push({ path: p, message: `must be "host:port" or { address, port }, got ${describe(item)}` });
-    }
+    const ep = endpointSchema.parse(item, p, issues);
     if (ep) {
       if (seen.has(ep.id)) {
         issues.push({ path: p, message: `duplicate endpoint ${ep.id}` });
@@ -112,3 +88,19 @@ export function parseEndpointList(raw: unknown, path: string, issues: ConfigIssu
   });
   return out;
 }
+
+const endpointArray = s.array(endpointSchema);
+
+/** A list of endpoints (`endpoints: [...]`, endpoint files). */
+export const endpointListSchema = s.custom<readonly (string | InputOf<typeof endpointObject>)[], Endpoint[]>(
+  {
+    ts: (e) => endpointArray.ts(e),
+    json: (e) => endpointArray.json(e),
+    accepts: Array.isArray,
+    parse: parseEndpointList,
+  },
+  {
+    doc: 'A fixed list of endpoints: `"host:port"`, `"[v6]:port"` or `{ address, port, … }`.',
+    required: true,
+  },
+);

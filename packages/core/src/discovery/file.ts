@@ -2,10 +2,10 @@ import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { parseConfigText } from '../config.js';
-import { parseDuration } from '../duration.js';
 import { type ConfigIssue, ErrorCodes, isMeshError, MeshError } from '../errors.js';
 import type { Endpoint } from '../model.js';
-import { checkKeys, describe, isPlainObject, join, optString } from '../validate.js';
+import { type OutputOf, s } from '../schema.js';
+import { checkKeys, isPlainObject, join } from '../validate.js';
 import { parseEndpointList } from './endpoints.js';
 import type { DiscoveryContext, DiscoveryFactory, DiscoveryListener, DiscoverySource } from './types.js';
 
@@ -183,26 +183,56 @@ export function parseEndpointsFile(
   return { endpoints };
 }
 
+const fileOptions = s.object(
+  {
+    path: s.string({
+      required: 'is required, got undefined',
+      doc: "The endpoints file (YAML or JSON), relative to the config file's directory.",
+    }),
+    key: s.string({
+      defaultText: 'none: the file holds one list',
+      doc: 'The entry of a shared file that maps service keys to endpoint lists (one ConfigMap for many services).',
+    }),
+    pollInterval: s.duration({
+      default: '5s',
+      doc: 'Safety-net re-check for filesystems that lose change events.',
+    }),
+  },
+  {
+    name: 'FileDiscoveryInput',
+    doc: 'Endpoints from a watched YAML/JSON file: a list, `{ endpoints: [...] }`, or a map of lists with `key`.',
+  },
+);
+
+function toFileConfig(o: OutputOf<typeof fileOptions> | undefined, baseDir: string): FileDiscoveryConfig {
+  return Object.freeze({
+    path: resolve(baseDir, o?.path ?? '.'),
+    key: o?.key,
+    pollIntervalMs: o?.pollInterval ?? 5000,
+  });
+}
+
 /** `file: ./endpoints.yaml` or `discovery: { type: file, path, key?, pollInterval? }`. */
 export const fileDiscovery: DiscoveryFactory<FileDiscoveryConfig> = {
   name: 'file',
   shorthand: 'file',
-  fromShorthand(value) {
-    return typeof value === 'string' ? { path: value } : isPlainObject(value) ? value : { path: value };
+  schema: fileOptions,
+  shorthandSchema: s.union([s.string(), fileOptions], {
+    doc: 'Endpoints from a watched file: its path, or `{ path, key?, pollInterval? }`.',
+    defaultText: 'none',
+  }),
+  parseShorthand(value, path, issues, baseDir) {
+    if (typeof value === 'string') {
+      const p = s.string().parse(value, path, issues);
+      return toFileConfig(
+        p === undefined ? undefined : { path: p, key: undefined, pollInterval: 5000 },
+        baseDir,
+      );
+    }
+    return toFileConfig(fileOptions.parse(value, path, issues), baseDir);
   },
   parseConfig(raw, path, issues, baseDir) {
-    checkKeys(raw, ['path', 'key', 'pollInterval'], path, issues);
-    const p = optString(raw, 'path', path, issues);
-    if (p === undefined && raw.path === undefined)
-      issues.push({ path: join(path, 'path'), message: `is required, got ${describe(raw.path)}` });
-    return Object.freeze({
-      path: resolve(baseDir, p ?? '.'),
-      key: optString(raw, 'key', path, issues),
-      pollIntervalMs:
-        raw.pollInterval === undefined
-          ? 5000
-          : (parseDuration(raw.pollInterval, join(path, 'pollInterval'), issues) ?? 5000),
-    });
+    return toFileConfig(fileOptions.parse(raw, path, issues), baseDir);
   },
   create(config, ctx: DiscoveryContext) {
     return new FileSource(config, ctx.service);

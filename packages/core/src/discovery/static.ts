@@ -1,6 +1,6 @@
 import type { Endpoint } from '../model.js';
-import { checkKeys } from '../validate.js';
-import { parseEndpointList } from './endpoints.js';
+import { s } from '../schema.js';
+import { endpointListSchema, parseEndpointList } from './endpoints.js';
 import type { DiscoveryFactory, DiscoveryListener, DiscoverySource } from './types.js';
 
 export interface StaticDiscoveryConfig {
@@ -19,15 +19,26 @@ class StaticSource implements DiscoverySource {
   close(): void {}
 }
 
+const staticOptions = s.object(
+  { endpoints: endpointListSchema },
+  { name: 'StaticDiscoveryInput', doc: 'A fixed list of endpoints from the config.' },
+);
+
 /** `endpoints: [...]` — a fixed list from the config. */
 export const staticDiscovery: DiscoveryFactory<StaticDiscoveryConfig> = {
   name: 'static',
   shorthand: 'endpoints',
+  schema: staticOptions,
+  shorthandSchema: endpointListSchema.with({
+    doc: 'A fixed list of endpoints: `"host:port"`, `"[v6]:port"` or `{ address, port, … }`.',
+    defaultText: 'none',
+  }),
+  parseShorthand(value, path, issues) {
+    return Object.freeze({ endpoints: Object.freeze(parseEndpointList(value, path, issues)) });
+  },
   parseConfig(raw, path, issues) {
-    checkKeys(raw, ['endpoints'], path, issues);
-    return Object.freeze({
-      endpoints: Object.freeze(parseEndpointList(raw.endpoints, `${path}.endpoints`, issues)),
-    });
+    const o = staticOptions.parse(raw, path, issues);
+    return Object.freeze({ endpoints: Object.freeze(o?.endpoints ?? []) });
   },
   create(config) {
     return new StaticSource(config.endpoints);

@@ -1,5 +1,6 @@
 import type { ConfigIssue } from '../errors.js';
 import type { Endpoint } from '../model.js';
+import type { Fields, ObjectSchema, Schema } from '../schema.js';
 
 /** A full replacement of a service's endpoint set (state of the world, never a delta). */
 export interface DiscoveryUpdate {
@@ -37,8 +38,21 @@ export interface DiscoveryContext {
  */
 export interface DiscoveryFactory<C = unknown> {
   readonly name: string;
+  /**
+   * The options of `discovery: { type: NAME, ... }` (everything but `type`), for the JSON Schema
+   * and the generated types (`DiscoveryTypes`). A type registered without one accepts any options
+   * in editors.
+   */
+  readonly schema?: ObjectSchema<Fields, boolean> | undefined;
   /** A service-level key that selects this type (`endpoints` for static, `dns` for DNS, …). */
   readonly shorthand?: string;
+  /** The shorthand's value (`DiscoveryShorthands` in the generated types). */
+  readonly shorthandSchema?: Schema<unknown, unknown, boolean> | undefined;
+  /**
+   * Parses the shorthand's value; `path` ends with the shorthand key (`services.x.dns`), so that
+   * problems inside it keep that segment. Without it, `fromShorthand` then `parseConfig` are used.
+   */
+  parseShorthand?(value: unknown, path: string, issues: ConfigIssue[], baseDir: string): C;
   /** Turns the shorthand value into the options object `parseConfig` takes. */
   fromShorthand?(value: unknown): Record<string, unknown>;
   parseConfig(

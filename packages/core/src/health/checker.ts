@@ -1,8 +1,8 @@
-import { parseDuration } from '../duration.js';
 import type { EndpointState } from '../endpoint-state.js';
 import type { ConfigIssue } from '../errors.js';
 import type { MeshEvents } from '../events.js';
-import { describe, expectObject, join, optNumber } from '../validate.js';
+import { s, taggedJson } from '../schema.js';
+import { describe, expectObject, isPlainObject, join } from '../validate.js';
 import { type HealthChecker, healthCheckers } from './types.js';
 
 /** Active health checking of a service (Envoy's `HealthCheck`, trimmed to what a client needs). */
@@ -22,7 +22,56 @@ export interface HealthCheckPolicy {
   readonly unhealthyThreshold: number;
 }
 
-const COMMON = ['type', 'interval', 'jitter', 'timeout', 'healthyThreshold', 'unhealthyThreshold'];
+/** The fields every `healthCheck` has, whatever its type. */
+export const healthCheckCommonSchema = s.object(
+  {
+    interval: s.duration({ positive: true, default: '10s', doc: 'Time between checks of one endpoint.' }),
+    jitter: s.duration({
+      default: '1s',
+      doc: 'A random 0..jitter added to every interval; the first check waits a random part of one interval.',
+    }),
+    timeout: s.duration({ positive: true, default: '1s', doc: 'A check not answered within this fails.' }),
+    healthyThreshold: s.integer({
+      min: 1,
+      default: 2,
+      doc: 'Consecutive passes to turn an unhealthy endpoint healthy (an unchecked one needs one).',
+    }),
+    unhealthyThreshold: s.integer({
+      min: 1,
+      default: 3,
+      doc: 'Consecutive failures to turn an endpoint unhealthy.',
+    }),
+  },
+  { name: 'HealthCheckCommonInput', doc: 'Active health checking of every endpoint of a service.' },
+);
+
+const COMMON = ['type', ...Object.keys(healthCheckCommonSchema.fields)];
+
+/** `healthCheck`: `{ type?, ...common, ...the checker's options }` (HealthCheckers in the generated types). */
+export const healthCheckSchema = s.custom<unknown, HealthCheckPolicy>(
+  {
+    ts: (e) => {
+      e.use('HealthCheckInput');
+      return 'HealthCheckInput';
+    },
+    json: (e) =>
+      e.ref('HealthCheckInput', () => ({
+        description:
+          "Active health checks: `type` (default `http`), the common fields and the checker's own.",
+        anyOf: healthCheckers.names().map((n) => {
+          const own = healthCheckers.get(n)?.schema;
+          const merged = s.object({
+            ...healthCheckCommonSchema.fields,
+            ...(own?.fields ?? {}),
+          });
+          return taggedJson(e, 'type', n, merged, n !== 'http');
+        }),
+      })),
+    accepts: isPlainObject,
+    parse: (raw, path, issues) => parseHealthCheckPolicy(raw, path, issues),
+  },
+  { doc: 'Active health checks (off unless configured); `false` turns them off.', defaultText: 'off' },
+);
 
 /** Parses `healthCheck: { type, interval, ... } | false`. Undefined means no active checks. */
 export function parseHealthCheckPolicy(
@@ -43,22 +92,22 @@ export function parseHealthCheckPolicy(
   }
   const factory = healthCheckers.lookup(typeName, join(path, 'type'), issues);
   const own: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(obj)) if (!COMMON.includes(k)) own[k] = v;
+  const common: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) {
+    if (!COMMON.includes(k)) own[k] = v;
+    else if (k !== 'type') common[k] = v;
+  }
   const config = factory?.parseConfig(own, path, issues);
-  const dur = (key: string, def: number): number =>
-    obj[key] === undefined ? def : (parseDuration(obj[key], join(path, key), issues) ?? def);
-  const intervalMs = dur('interval', 10_000);
-  const timeoutMs = dur('timeout', 1_000);
-  if (intervalMs <= 0) issues.push({ path: join(path, 'interval'), message: 'must be > 0' });
-  if (timeoutMs <= 0) issues.push({ path: join(path, 'timeout'), message: 'must be > 0' });
+  const c = healthCheckCommonSchema.parse(common, path, issues);
+  if (!c) return undefined;
   return Object.freeze({
     type: typeName,
     config,
-    intervalMs,
-    jitterMs: dur('jitter', 1_000),
-    timeoutMs,
-    healthyThreshold: optNumber(obj, 'healthyThreshold', path, issues, 2, { min: 1, integer: true }),
-    unhealthyThreshold: optNumber(obj, 'unhealthyThreshold', path, issues, 3, { min: 1, integer: true }),
+    intervalMs: c.interval,
+    jitterMs: c.jitter,
+    timeoutMs: c.timeout,
+    healthyThreshold: c.healthyThreshold,
+    unhealthyThreshold: c.unhealthyThreshold,
   });
 }
 

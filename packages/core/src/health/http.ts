@@ -1,5 +1,6 @@
 import { request } from 'node:http';
-import { checkKeys, describe, join, optString } from '../validate.js';
+import { s } from '../schema.js';
+import { describe } from '../validate.js';
 import type { HealthCheckerFactory, HealthCheckResult, HealthCheckTarget } from './types.js';
 
 export interface HttpHealthCheckConfig {
@@ -12,14 +13,16 @@ export interface HttpHealthCheckConfig {
   readonly method: 'GET' | 'HEAD';
 }
 
-function parseStatuses(raw: unknown, path: string, issues: import('../errors.js').ConfigIssue[]) {
-  if (!Array.isArray(raw)) {
-    issues.push({ path, message: `must be a list of statuses or ranges ("200-299"), got ${describe(raw)}` });
-    return undefined;
-  }
-  const out: Array<readonly [number, number]> = [];
-  raw.forEach((item: unknown, i: number) => {
-    const p = join(path, i);
+/** A status (`200`) or an inclusive range (`"200-299"`). */
+const statusRange = s.custom<number | string, readonly [number, number]>({
+  ts: 'number | string',
+  json: {
+    anyOf: [
+      { type: 'integer', minimum: 100, maximum: 599 },
+      { type: 'string', pattern: '^\\d{3}(-\\d{3})?$' },
+    ],
+  },
+  parse(item, p, issues) {
     const m = typeof item === 'string' ? /^(\d{3})(?:-(\d{3}))?$/.exec(item.trim()) : undefined;
     const lo = typeof item === 'number' ? item : m ? Number(m[1]) : Number.NaN;
     const hi = typeof item === 'number' ? item : m?.[2] !== undefined ? Number(m[2]) : lo;
@@ -28,12 +31,37 @@ function parseStatuses(raw: unknown, path: string, issues: import('../errors.js'
         path: p,
         message: `must be a status (200) or a range ("200-299"), got ${describe(item)}`,
       });
-    } else {
-      out.push([lo, hi] as const);
+      return undefined;
     }
-  });
-  return out;
-}
+    return [lo, hi] as const;
+  },
+});
+
+const httpOptions = s.object(
+  {
+    path: s.string({
+      pattern: /^\//,
+      patternMessage: 'must start with "/"',
+      default: '/healthz',
+      doc: 'Request path.',
+    }),
+    host: s.string({ defaultText: "the endpoint's host name, else the service name", doc: 'Host header.' }),
+    expectedStatuses: s.array(statusRange, {
+      message: 'must be a list of statuses or ranges ("200-299")',
+      default: ['200-299'],
+      doc: 'Statuses that count as healthy: statuses (`200`) or inclusive ranges (`"200-299"`).',
+    }),
+    method: s.enum(['GET', 'HEAD'], {
+      message: 'must be GET or HEAD',
+      default: 'GET',
+      doc: 'Request method.',
+    }),
+  },
+  {
+    name: 'HttpHealthCheckOptions',
+    doc: 'A plaintext HTTP/1.1 request on a fresh connection; healthy when the status is expected.',
+  },
+);
 
 /**
  * `healthCheck: { type: 'http', path, host, expectedStatuses, method }` — a plaintext HTTP/1.1
@@ -41,23 +69,14 @@ function parseStatuses(raw: unknown, path: string, issues: import('../errors.js'
  */
 export const httpHealthChecker: HealthCheckerFactory<HttpHealthCheckConfig> = {
   name: 'http',
+  schema: httpOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, ['path', 'host', 'expectedStatuses', 'method'], path, issues);
-    const p = optString(raw, 'path', path, issues) ?? '/healthz';
-    if (!p.startsWith('/'))
-      issues.push({ path: join(path, 'path'), message: `must start with "/", got "${p}"` });
-    const method = optString(raw, 'method', path, issues) ?? 'GET';
-    if (method !== 'GET' && method !== 'HEAD')
-      issues.push({ path: join(path, 'method'), message: `must be GET or HEAD, got "${method}"` });
-    const statuses =
-      raw.expectedStatuses === undefined
-        ? undefined
-        : parseStatuses(raw.expectedStatuses, join(path, 'expectedStatuses'), issues);
+    const o = httpOptions.parse(raw, path, issues) ?? httpOptions.parse({}, path, []);
     return Object.freeze({
-      path: p,
-      host: optString(raw, 'host', path, issues),
-      expectedStatuses: Object.freeze(statuses ?? [[200, 299] as const]),
-      method: method === 'HEAD' ? 'HEAD' : 'GET',
+      path: o?.path ?? '/healthz',
+      host: o?.host,
+      expectedStatuses: Object.freeze(o?.expectedStatuses ?? [[200, 299] as const]),
+      method: o?.method ?? 'GET',
     });
   },
   create(config) {

@@ -1,12 +1,18 @@
 import { connect } from 'node:net';
-import { checkKeys } from '../validate.js';
+import { s } from '../schema.js';
 import type { HealthCheckerFactory, HealthCheckResult, HealthCheckTarget } from './types.js';
+
+const tcpOptions = s.object(
+  {},
+  { name: 'TcpHealthCheckOptions', doc: 'Healthy when a TCP connection opens within the timeout.' },
+);
 
 /** `healthCheck: { type: 'tcp' }` — healthy when a TCP connection opens within the timeout. */
 export const tcpHealthChecker: HealthCheckerFactory<Record<string, never>> = {
   name: 'tcp',
+  schema: tcpOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, [], path, issues);
+    tcpOptions.parse(raw, path, issues);
     return {};
   },
   create() {

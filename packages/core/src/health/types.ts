@@ -1,5 +1,6 @@
 import type { ConfigIssue } from '../errors.js';
 import { Registry } from '../registry.js';
+import type { Fields, ObjectSchema } from '../schema.js';
 
 /** Where a health check goes: one endpoint of a service. */
 export interface HealthCheckTarget {
@@ -27,6 +28,8 @@ export interface HealthChecker {
  */
 export interface HealthCheckerFactory<C = unknown> {
   readonly name: string;
+  /** The checker's own options, for the JSON Schema and the generated types (`HealthCheckers`). */
+  readonly schema?: ObjectSchema<Fields, boolean> | undefined;
   /** Validates the checker's own options (the common ones are already removed). */
   parseConfig(raw: Readonly<Record<string, unknown>>, path: string, issues: ConfigIssue[]): C;
   create(config: C): HealthChecker;

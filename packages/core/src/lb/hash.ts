@@ -1,5 +1,5 @@
 import type { ConfigIssue } from '../errors.js';
-import { checkKeys, describe, isPlainObject, join } from '../validate.js';
+import { s } from '../schema.js';
 
 /**
  * 32-bit MurmurHash3 (x86_32) over the UTF-16 code units of a string, written from the published
@@ -91,47 +91,44 @@ export type HeaderInput =
   | null
   | undefined;
 
+const hashRuleSchema = s.union(
+  [
+    s
+      .object(
+        {
+          header: s.string({ defaultText: 'none', doc: 'Hash on this request header.' }),
+          cookie: s.string({ defaultText: 'none', doc: 'Hash on this cookie.' }),
+          sourceIp: s.literal(true, { defaultText: 'none', doc: "Hash on the client's IP address." }),
+        },
+        { name: 'HashRuleInput', doc: 'One rule: exactly one of header, cookie, sourceIp.' },
+      )
+      .to((o, path, issues): HashRule | undefined => {
+        const given = [o.header, o.cookie, o.sourceIp].filter((v) => v !== undefined).length;
+        if (given !== 1) {
+          issues.push({ path, message: 'must give exactly one of header, cookie, sourceIp' });
+          return undefined;
+        }
+        if (o.header !== undefined) return { kind: 'header', name: o.header.toLowerCase() };
+        if (o.cookie !== undefined) return { kind: 'cookie', name: o.cookie };
+        return { kind: 'sourceIp' };
+      }),
+  ],
+  { message: 'must be { header: name } | { cookie: name } | { sourceIp: true }' },
+);
+
+/** `hashPolicy`: one rule or a list, for ring_hash and maglev. */
+export const hashPolicySchema = s.union([s.array(hashRuleSchema), hashRuleSchema], {
+  defaultText: 'none: every request gets a random hash',
+  doc:
+    "What a request is hashed on, in order (Envoy's `hash_policy`): `{ header: name }`, " +
+    '`{ cookie: name }` or `{ sourceIp: true }`; the first rule that yields a value decides.',
+});
+
 /** Parses `hashPolicy: [{ header: 'x-user' }, { cookie: 'session' }, { sourceIp: true }]`. */
 export function parseHashPolicy(raw: unknown, path: string, issues: ConfigIssue[]): readonly HashRule[] {
   if (raw === undefined) return [];
-  const list = Array.isArray(raw) ? raw : [raw];
-  const rules: HashRule[] = [];
-  list.forEach((item: unknown, i: number) => {
-    const p = Array.isArray(raw) ? join(path, i) : path;
-    if (!isPlainObject(item)) {
-      issues.push({
-        path: p,
-        message: `must be { header: name } | { cookie: name } | { sourceIp: true }, got ${describe(item)}`,
-      });
-      return;
-    }
-    checkKeys(item, ['header', 'cookie', 'sourceIp'], p, issues);
-    const keys = ['header', 'cookie', 'sourceIp'].filter((k) => item[k] !== undefined);
-    if (keys.length !== 1) {
-      issues.push({ path: p, message: 'must give exactly one of header, cookie, sourceIp' });
-      return;
-    }
-    if (item.header !== undefined) {
-      if (typeof item.header !== 'string' || item.header.length === 0)
-        issues.push({
-          path: join(p, 'header'),
-          message: `must be a header name, got ${describe(item.header)}`,
-        });
-      else rules.push({ kind: 'header', name: item.header.toLowerCase() });
-    } else if (item.cookie !== undefined) {
-      if (typeof item.cookie !== 'string' || item.cookie.length === 0)
-        issues.push({
-          path: join(p, 'cookie'),
-          message: `must be a cookie name, got ${describe(item.cookie)}`,
-        });
-      else rules.push({ kind: 'cookie', name: item.cookie });
-    } else if (item.sourceIp !== true) {
-      issues.push({ path: join(p, 'sourceIp'), message: `must be true, got ${describe(item.sourceIp)}` });
-    } else {
-      rules.push({ kind: 'sourceIp' });
-    }
-  });
-  return Object.freeze(rules);
+  const v = hashPolicySchema.parse(raw, path, issues);
+  return Object.freeze(v === undefined ? [] : Array.isArray(v) ? v : [v]);
 }
 
 function headerValue(headers: HeaderInput, name: string): string | undefined {

@@ -1,5 +1,5 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import { checkKeys, optNumber } from '../validate.js';
+import { s } from '../schema.js';
 import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
 
 export interface LeastRequestConfig {
@@ -49,14 +49,33 @@ class LeastRequestPicker implements Picker {
   }
 }
 
+const leastRequestOptions = s.object(
+  {
+    choiceCount: s.integer({
+      min: 2,
+      max: 100,
+      default: 2,
+      doc: 'Endpoints sampled per pick (power of two choices: 2).',
+    }),
+    activeRequestBias: s.number({
+      min: 0,
+      max: 10,
+      default: 1,
+      doc: "How strongly outstanding requests lower a weighted endpoint's share (Envoy's active_request_bias).",
+    }),
+  },
+  {
+    name: 'LeastRequestOptions',
+    doc: 'The endpoint with the fewest outstanding requests among a few sampled.',
+  },
+);
+
 export const leastRequest: LoadBalancerFactory<LeastRequestConfig> = {
   name: 'least_request',
+  schema: leastRequestOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, ['choiceCount', 'activeRequestBias'], path, issues);
-    return Object.freeze({
-      choiceCount: optNumber(raw, 'choiceCount', path, issues, 2, { min: 2, max: 100, integer: true }),
-      activeRequestBias: optNumber(raw, 'activeRequestBias', path, issues, 1, { min: 0, max: 10 }),
-    });
+    const o = leastRequestOptions.parse(raw, path, issues) ?? leastRequestOptions.parse({}, path, []);
+    return Object.freeze({ choiceCount: o?.choiceCount ?? 2, activeRequestBias: o?.activeRequestBias ?? 1 });
   },
   create(config): LoadBalancer {
     config ??= Object.freeze({ choiceCount: 2, activeRequestBias: 1 });

@@ -1,7 +1,8 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import { checkKeys, join, optNumber } from '../validate.js';
-import { computeRequestHash, type HashRule, murmur3, PickerMemo } from './hash.js';
-import { parseHashPolicyOption } from './ring-hash.js';
+import { s } from '../schema.js';
+import { join } from '../validate.js';
+import { computeRequestHash, type HashRule, hashPolicySchema, murmur3, PickerMemo } from './hash.js';
+import { hashRules } from './ring-hash.js';
 import type { LoadBalancer, LoadBalancerFactory, PickContext, Picker } from './types.js';
 
 export interface MaglevConfig {
@@ -84,21 +85,34 @@ class MaglevPicker implements Picker {
   }
 }
 
+const maglevOptions = s.object(
+  {
+    tableSize: s.integer({
+      min: 2,
+      max: 5_000_011,
+      default: 65537,
+      doc: "Entries of the lookup table, a prime (Envoy's `table_size`).",
+    }),
+    hashPolicy: hashPolicySchema,
+  },
+  {
+    name: 'MaglevOptions',
+    doc: "Google's Maglev consistent hashing: a lookup table with minimal disruption.",
+  },
+);
+
 /** `maglev`: consistent hashing through a Maglev lookup table (O(1) lookups). */
 export const maglev: LoadBalancerFactory<MaglevConfig> = {
   name: 'maglev',
+  schema: maglevOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, ['tableSize', 'hashPolicy'], path, issues);
-    const tableSize = optNumber(raw, 'tableSize', path, issues, 65537, {
-      min: 2,
-      max: 5_000_011,
-      integer: true,
-    });
+    const o = maglevOptions.parse(raw, path, issues);
+    const tableSize = o?.tableSize ?? 65537;
     if (!isPrime(tableSize))
       issues.push({ path: join(path, 'tableSize'), message: `must be a prime number, got ${tableSize}` });
     return Object.freeze({
       tableSize: isPrime(tableSize) ? tableSize : 65537,
-      hashPolicy: parseHashPolicyOption(raw, path, issues),
+      hashPolicy: hashRules(o?.hashPolicy),
     });
   },
   create(config): LoadBalancer {

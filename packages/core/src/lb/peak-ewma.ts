@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
-import { parseDuration } from '../duration.js';
+import { formatDuration } from '../duration.js';
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import { checkKeys, join } from '../validate.js';
+import { s } from '../schema.js';
 import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
 
 export interface PeakEwmaConfig {
@@ -86,23 +86,34 @@ class PeakEwmaPicker implements Picker {
 
 export const DEFAULT_PEAK_EWMA: PeakEwmaConfig = Object.freeze({ decayMs: 10_000, defaultRttMs: 30 });
 
+const peakEwmaOptions = s.object(
+  {
+    decay: s.duration({
+      positive: true,
+      default: formatDuration(DEFAULT_PEAK_EWMA.decayMs),
+      doc: 'Decay window of the latency estimate (Finagle: 10s).',
+    }),
+    defaultRtt: s.duration({
+      positive: true,
+      default: formatDuration(DEFAULT_PEAK_EWMA.defaultRttMs),
+      doc: 'The latency assumed for an endpoint with no measurement yet.',
+    }),
+  },
+  {
+    name: 'PeakEwmaOptions',
+    doc: "Latency-aware P2C (Linkerd's and Finagle's default): the cheaper of two by peak EWMA × load.",
+  },
+);
+
 export const peakEwma: LoadBalancerFactory<PeakEwmaConfig> = {
   name: 'peak_ewma',
+  schema: peakEwmaOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, ['decay', 'defaultRtt'], path, issues);
-    let decayMs = 10_000;
-    if (raw.decay !== undefined) {
-      const d = parseDuration(raw.decay, join(path, 'decay'), issues);
-      if (d !== undefined && d <= 0) issues.push({ path: join(path, 'decay'), message: 'must be > 0' });
-      else if (d !== undefined) decayMs = d;
-    }
-    let defaultRttMs = 30;
-    if (raw.defaultRtt !== undefined) {
-      const d = parseDuration(raw.defaultRtt, join(path, 'defaultRtt'), issues);
-      if (d !== undefined && d <= 0) issues.push({ path: join(path, 'defaultRtt'), message: 'must be > 0' });
-      else if (d !== undefined) defaultRttMs = d;
-    }
-    return Object.freeze({ decayMs, defaultRttMs });
+    const o = peakEwmaOptions.parse(raw, path, issues);
+    return Object.freeze({
+      decayMs: o?.decay ?? DEFAULT_PEAK_EWMA.decayMs,
+      defaultRttMs: o?.defaultRtt ?? DEFAULT_PEAK_EWMA.defaultRttMs,
+    });
   },
   create(config, ctx): LoadBalancer {
     // A policy built without parseConfig (e.g. `{ policy: 'peak_ewma', config: undefined }`) gets the defaults.

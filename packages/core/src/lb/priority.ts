@@ -1,16 +1,9 @@
-import { parseDuration } from '../duration.js';
+import { formatDuration } from '../duration.js';
 import type { EndpointState, PickResult } from '../endpoint-state.js';
 import type { ConfigIssue } from '../errors.js';
 import { type Locality, localityKey, sameLocality } from '../model.js';
-import {
-  checkKeys,
-  describe,
-  expectObject,
-  isPlainObject,
-  join,
-  optBoolean,
-  optNumber,
-} from '../validate.js';
+import { s } from '../schema.js';
+import { isPlainObject } from '../validate.js';
 import { fmix32 } from './hash.js';
 import type { LoadBalancer, PickContext, Picker } from './types.js';
 
@@ -58,114 +51,131 @@ export const DEFAULT_BALANCING: BalancingConfig = Object.freeze({
   penalty: Object.freeze({ statuses: Object.freeze([429, 503]), defaultMs: 0, maxMs: 30_000 }),
 });
 
-function durationOpt(
-  obj: Record<string, unknown>,
-  key: string,
-  path: string,
-  issues: ConfigIssue[],
-  def: number,
-) {
-  return obj[key] === undefined ? def : (parseDuration(obj[key], join(path, key), issues) ?? def);
-}
+const D = DEFAULT_BALANCING;
+
+/** `balancing`: options every policy shares (docs/load-balancing.md). */
+export const balancingSchema = s.object(
+  {
+    overprovisioningFactor: s.number({
+      min: 1,
+      max: 10_000,
+      default: D.overprovisioningFactor,
+      doc: "Envoy's overprovisioning factor in percent (140 = 1.4): a priority at >= 1/1.4 ≈ 72% health takes all its load.",
+    }),
+    localityWeighted: s.boolean({
+      default: D.localityWeighted,
+      doc: "Split a priority's traffic across localities by locality weight, when endpoints carry one.",
+    }),
+    localityWeights: s.record(s.number({ min: 0 }), {
+      default: {},
+      doc: 'Locality weights by `region/zone/subZone`, for discovery sources that give none.',
+    }),
+    zoneAware: s.union(
+      [
+        s.boolean(),
+        s.object(
+          {
+            enabled: s.boolean({
+              default: D.zoneAware.enabled,
+              doc: 'Prefer endpoints in the local zone (`local.zone`) while it has the capacity.',
+            }),
+            minClusterSize: s.integer({
+              min: 0,
+              default: D.zoneAware.minClusterSize,
+              doc: 'Zone-aware routing is off for priorities with fewer endpoints than this (Envoy: 6).',
+            }),
+          },
+          { name: 'ZoneAwareInput' },
+        ),
+      ],
+      { doc: 'Zone-aware routing; a boolean is short for `{ enabled }`.', default: true },
+    ),
+    slowStart: s.object(
+      {
+        window: s.duration({
+          default: D.slowStart.windowMs,
+          doc: 'Ramp window for new endpoints; 0 disables slow start.',
+        }),
+        aggression: s.number({
+          min: 0.01,
+          max: 100,
+          default: D.slowStart.aggression,
+          doc: 'Shape of the ramp: weight × (t / window)^(1/aggression); 1 is linear.',
+        }),
+        minWeightPercent: s.number({
+          min: 0,
+          max: 100,
+          default: D.slowStart.minWeightPercent,
+          doc: 'The smallest weight multiplier during the ramp, in percent.',
+        }),
+      },
+      {
+        name: 'SlowStartInput',
+        doc: 'Slow start: new endpoints ramp up their share of traffic.',
+        defaultText: 'off',
+      },
+    ),
+    penalty: s.union(
+      [
+        s.literal(false),
+        s.object(
+          {
+            statuses: s.array(s.integer({ min: 100, max: 599 }), {
+              message: 'must be a list of status codes',
+              default: [...D.penalty.statuses],
+              doc: 'Statuses that put an endpoint in the penalty box.',
+            }),
+            default: s.duration({
+              default: D.penalty.defaultMs,
+              doc: 'Penalty when such a response has no Retry-After; 0: only with Retry-After.',
+            }),
+            max: s.duration({
+              default: formatDuration(D.penalty.maxMs),
+              doc: 'Cap on a Retry-After penalty.',
+            }),
+          },
+          { name: 'PenaltyInput' },
+        ),
+      ],
+      {
+        doc: 'The Retry-After penalty box: an endpoint answering 429/503 with Retry-After is avoided that long; `false` turns it off.',
+        defaultText: 'on (429 and 503, at most 30s)',
+      },
+    ),
+  },
+  {
+    name: 'BalancingInput',
+    doc: 'Balancing options every policy shares: priorities, localities, slow start, penalties.',
+  },
+);
 
 /** Parses the `balancing` section on top of `DEFAULT_BALANCING`. */
 export function parseBalancing(raw: unknown, path: string, issues: ConfigIssue[]): BalancingConfig {
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return DEFAULT_BALANCING;
-  const d = DEFAULT_BALANCING;
-  checkKeys(
-    obj,
-    ['overprovisioningFactor', 'localityWeighted', 'localityWeights', 'zoneAware', 'slowStart', 'penalty'],
-    path,
-    issues,
-  );
-  const localityWeights: Record<string, number> = {};
-  if (obj.localityWeights !== undefined) {
-    const lw = expectObject(obj.localityWeights, join(path, 'localityWeights'), issues);
-    for (const [k, v] of Object.entries(lw ?? {})) {
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
-        issues.push({
-          path: join(join(path, 'localityWeights'), k),
-          message: `must be a number >= 0, got ${describe(v)}`,
-        });
-      else localityWeights[k] = v;
-    }
-  }
-  let zoneAware = d.zoneAware;
-  if (obj.zoneAware !== undefined) {
-    const p = join(path, 'zoneAware');
-    if (typeof obj.zoneAware === 'boolean') zoneAware = { ...d.zoneAware, enabled: obj.zoneAware };
-    else {
-      const z = expectObject(obj.zoneAware, p, issues);
-      if (z) {
-        checkKeys(z, ['enabled', 'minClusterSize'], p, issues);
-        zoneAware = Object.freeze({
-          enabled: optBoolean(z, 'enabled', p, issues, true),
-          minClusterSize: optNumber(z, 'minClusterSize', p, issues, 6, { min: 0, integer: true }),
-        });
-      }
-    }
-  }
-  let slowStart = d.slowStart;
-  if (obj.slowStart !== undefined) {
-    const p = join(path, 'slowStart');
-    const s = expectObject(obj.slowStart, p, issues);
-    if (s) {
-      checkKeys(s, ['window', 'aggression', 'minWeightPercent'], p, issues);
-      slowStart = Object.freeze({
-        windowMs: durationOpt(s, 'window', p, issues, 0),
-        aggression: optNumber(s, 'aggression', p, issues, 1, { min: 0.01, max: 100 }),
-        minWeightPercent: optNumber(s, 'minWeightPercent', p, issues, 10, { min: 0, max: 100 }),
-      });
-    }
-  }
-  let penalty = d.penalty;
-  if (obj.penalty !== undefined) {
-    const p = join(path, 'penalty');
-    if (obj.penalty === false)
-      penalty = Object.freeze({ statuses: Object.freeze([]), defaultMs: 0, maxMs: 0 });
-    else {
-      const s = expectObject(obj.penalty, p, issues);
-      if (s) {
-        checkKeys(s, ['statuses', 'default', 'max'], p, issues);
-        let statuses = d.penalty.statuses;
-        if (s.statuses !== undefined) {
-          if (!Array.isArray(s.statuses)) {
-            issues.push({
-              path: join(p, 'statuses'),
-              message: `must be a list of status codes, got ${describe(s.statuses)}`,
-            });
-          } else {
-            const list: number[] = [];
-            s.statuses.forEach((v: unknown, i: number) => {
-              if (typeof v === 'number' && Number.isInteger(v) && v >= 100 && v <= 599) list.push(v);
-              else
-                issues.push({
-                  path: join(join(p, 'statuses'), i),
-                  message: `must be an HTTP status code, got ${describe(v)}`,
-                });
-            });
-            statuses = Object.freeze(list);
-          }
-        }
-        penalty = Object.freeze({
-          statuses,
-          defaultMs: durationOpt(s, 'default', p, issues, 0),
-          maxMs: durationOpt(s, 'max', p, issues, 30_000),
-        });
-      }
-    }
-  }
+  const o = balancingSchema.parse(raw, path, issues);
+  if (!o) return DEFAULT_BALANCING;
+  const z = o.zoneAware;
+  const p = o.penalty;
   return Object.freeze({
-    overprovisioningFactor: optNumber(obj, 'overprovisioningFactor', path, issues, 140, {
-      min: 1,
-      max: 10_000,
-    }),
-    localityWeighted: optBoolean(obj, 'localityWeighted', path, issues, true),
-    localityWeights: Object.freeze(localityWeights),
-    zoneAware,
-    slowStart,
-    penalty,
+    overprovisioningFactor: o.overprovisioningFactor,
+    localityWeighted: o.localityWeighted,
+    localityWeights: Object.freeze({ ...o.localityWeights }),
+    zoneAware:
+      typeof z === 'boolean'
+        ? Object.freeze({ ...D.zoneAware, enabled: z })
+        : Object.freeze({ enabled: z.enabled, minClusterSize: z.minClusterSize }),
+    slowStart: o.slowStart
+      ? Object.freeze({
+          windowMs: o.slowStart.window,
+          aggression: o.slowStart.aggression,
+          minWeightPercent: o.slowStart.minWeightPercent,
+        })
+      : D.slowStart,
+    penalty:
+      p === false
+        ? Object.freeze({ statuses: Object.freeze([]), defaultMs: 0, maxMs: 0 })
+        : p
+          ? Object.freeze({ statuses: Object.freeze(p.statuses), defaultMs: p.default, maxMs: p.max })
+          : D.penalty,
   });
 }
 

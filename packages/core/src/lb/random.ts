@@ -1,5 +1,5 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import { checkKeys } from '../validate.js';
+import { s } from '../schema.js';
 import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
 
 class UniformPicker implements Picker {
@@ -57,11 +57,17 @@ class AliasPicker implements Picker {
   }
 }
 
+const randomOptions = s.object(
+  {},
+  { name: 'RandomOptions', doc: 'A random endpoint, by weight; no options.' },
+);
+
 /** `random`: a uniformly random endpoint, or weighted by `lbWeight` when weights differ. */
 export const random: LoadBalancerFactory<undefined> = {
   name: 'random',
+  schema: randomOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, [], path, issues);
+    randomOptions.parse(raw, path, issues);
     return undefined;
   },
   create(): LoadBalancer {

@@ -1,7 +1,7 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import type { ConfigIssue } from '../errors.js';
-import { checkKeys, join, optNumber } from '../validate.js';
-import { computeRequestHash, type HashRule, murmur3, PickerMemo, parseHashPolicy } from './hash.js';
+import { s } from '../schema.js';
+import { join } from '../validate.js';
+import { computeRequestHash, type HashRule, hashPolicySchema, murmur3, PickerMemo } from './hash.js';
 import type { LoadBalancer, LoadBalancerFactory, PickContext, Picker } from './types.js';
 
 export interface RingHashConfig {
@@ -88,32 +88,41 @@ class RingPicker implements Picker {
   }
 }
 
-export function parseHashPolicyOption(
-  raw: Readonly<Record<string, unknown>>,
-  path: string,
-  issues: ConfigIssue[],
-): readonly HashRule[] {
-  return parseHashPolicy(raw.hashPolicy, join(path, 'hashPolicy'), issues);
+const ringHashOptions = s.object(
+  {
+    minRingSize: s.integer({
+      min: 1,
+      max: 8_388_608,
+      default: 1024,
+      doc: "Lower bound on the number of points on the ring (Envoy's `minimum_ring_size`).",
+    }),
+    maxRingSize: s.integer({
+      min: 1,
+      max: 8_388_608,
+      default: 8_388_608,
+      doc: "Upper bound on the number of points on the ring (Envoy's `maximum_ring_size`); >= minRingSize.",
+    }),
+    hashPolicy: hashPolicySchema,
+  },
+  { name: 'RingHashOptions', doc: 'Consistent hashing on a ring (Ketama); weights are endpoint weights.' },
+);
+
+/** The rules of a parsed `hashPolicy` (one rule or a list). */
+export function hashRules(rules: HashRule | readonly HashRule[] | undefined): readonly HashRule[] {
+  return Object.freeze(rules === undefined ? [] : Array.isArray(rules) ? [...rules] : [rules as HashRule]);
 }
 
 /** `ring_hash`: consistent hashing on a ring; weights are endpoint weights (no slow start). */
 export const ringHash: LoadBalancerFactory<RingHashConfig> = {
   name: 'ring_hash',
+  schema: ringHashOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, ['minRingSize', 'maxRingSize', 'hashPolicy'], path, issues);
-    const minRingSize = optNumber(raw, 'minRingSize', path, issues, 1024, {
-      min: 1,
-      max: 8_388_608,
-      integer: true,
-    });
-    const maxRingSize = optNumber(raw, 'maxRingSize', path, issues, 8_388_608, {
-      min: 1,
-      max: 8_388_608,
-      integer: true,
-    });
+    const o = ringHashOptions.parse(raw, path, issues);
+    const minRingSize = o?.minRingSize ?? 1024;
+    const maxRingSize = o?.maxRingSize ?? 8_388_608;
     if (maxRingSize < minRingSize)
       issues.push({ path: join(path, 'maxRingSize'), message: `must be >= minRingSize (${minRingSize})` });
-    return Object.freeze({ minRingSize, maxRingSize, hashPolicy: parseHashPolicyOption(raw, path, issues) });
+    return Object.freeze({ minRingSize, maxRingSize, hashPolicy: hashRules(o?.hashPolicy) });
   },
   create(config): LoadBalancer {
     config ??= Object.freeze({ minRingSize: 1024, maxRingSize: 8_388_608, hashPolicy: [] });

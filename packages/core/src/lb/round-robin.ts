@@ -1,5 +1,5 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import { checkKeys } from '../validate.js';
+import { s } from '../schema.js';
 import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
 
 /** The shared cursor survives picker rebuilds, so an endpoint change does not restart at index 0. */
@@ -23,11 +23,17 @@ class RoundRobinPicker implements Picker {
   }
 }
 
+const roundRobinOptions = s.object(
+  {},
+  { name: 'RoundRobinOptions', doc: 'Each endpoint in turn (weights ignored); no options.' },
+);
+
 /** `round_robin`: each endpoint in turn, ignoring weights (as Envoy's and grpc-js' round_robin). */
 export const roundRobin: LoadBalancerFactory<undefined> = {
   name: 'round_robin',
+  schema: roundRobinOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, [], path, issues);
+    roundRobinOptions.parse(raw, path, issues);
     return undefined;
   },
   create(): LoadBalancer {

@@ -1,5 +1,6 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
 import type { ConfigIssue } from '../errors.js';
+import type { Fields, ObjectSchema } from '../schema.js';
 import type { HeaderInput } from './hash.js';
 
 /** What a request offers the picker. Only fields a policy needs are read. */
@@ -63,6 +64,11 @@ export interface LbContext {
 export interface LoadBalancerFactory<C = unknown> {
   /** The name used in config: `lb: 'round_robin'` or `lb: { policy: 'round_robin', ... }`. */
   readonly name: string;
+  /**
+   * The policy's options (everything but `policy`), for the JSON Schema and the generated types
+   * (`LbPolicies`). A policy registered without one accepts any options in editors.
+   */
+  readonly schema?: ObjectSchema<Fields, boolean> | undefined;
   /** Validates the policy's options (everything but `policy`); pushes issues under `path`. */
   parseConfig(raw: Readonly<Record<string, unknown>>, path: string, issues: ConfigIssue[]): C;
   /** `ctx` is always given by the runtime; standalone use (tests, benchmarks) may omit it. */

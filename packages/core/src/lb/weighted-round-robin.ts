@@ -1,5 +1,5 @@
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import { checkKeys } from '../validate.js';
+import { s } from '../schema.js';
 import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
 
 /**
@@ -77,11 +77,20 @@ class EqualPicker implements Picker {
   }
 }
 
+const wrrOptions = s.object(
+  {},
+  {
+    name: 'WeightedRoundRobinOptions',
+    doc: 'Endpoints in turn in proportion to their weights (EDF); no options.',
+  },
+);
+
 /** `weighted_round_robin`: EDF over `EndpointState.lbWeight` (endpoint weight × slow start). */
 export const weightedRoundRobin: LoadBalancerFactory<undefined> = {
   name: 'weighted_round_robin',
+  schema: wrrOptions,
   parseConfig(raw, path, issues) {
-    checkKeys(raw, [], path, issues);
+    wrrOptions.parse(raw, path, issues);
     return undefined;
   },
   create(): LoadBalancer {

@@ -1,9 +1,10 @@
 /// <reference path="./opossum.d.ts" />
 import CircuitBreakerImpl from 'opossum';
-import { parseDuration } from '../duration.js';
+import { formatDuration } from '../duration.js';
 import { type ConfigIssue, ErrorCodes, MeshError } from '../errors.js';
 import type { MeshEvents } from '../events.js';
-import { checkKeys, expectObject, join, optNumber } from '../validate.js';
+import { s } from '../schema.js';
+import { join } from '../validate.js';
 
 /** The error-rate circuit breaker of a service (opossum semantics, per attempt). */
 export interface BreakerPolicy {
@@ -26,6 +27,35 @@ export const DEFAULT_BREAKER: BreakerPolicy = Object.freeze({
   resetTimeoutMs: 5_000,
 });
 
+const D = DEFAULT_BREAKER;
+
+/** `circuitBreaker: { ... }`: the error-rate breaker (opossum's semantics, per attempt). */
+export const breakerSchema = s.object(
+  {
+    errorThresholdPercentage: s.number({
+      min: 0,
+      max: 100,
+      default: D.errorThresholdPercentage,
+      doc: 'Open when the failure percentage in the window exceeds this.',
+    }),
+    volumeThreshold: s.integer({
+      min: 0,
+      default: D.volumeThreshold,
+      doc: 'Attempts in the window before the breaker may open at all.',
+    }),
+    window: s.duration({
+      default: formatDuration(D.windowMs),
+      doc: 'The rolling window the error rate is computed over (at least 1ms per bucket).',
+    }),
+    buckets: s.integer({ min: 1, max: 1000, default: D.buckets, doc: 'Buckets the window is split into.' }),
+    resetTimeout: s.duration({
+      default: formatDuration(D.resetTimeoutMs),
+      doc: "Time open before one probe is let through (Hystrix's sleep window).",
+    }),
+  },
+  { name: 'CircuitBreakerInput', doc: 'The error-rate circuit breaker; `false` turns it off.' },
+);
+
 /** Parses `circuitBreaker: { ... } | false` on top of `base`; `false` turns the breaker off. */
 export function parseBreakerPolicy(
   raw: unknown,
@@ -36,43 +66,18 @@ export function parseBreakerPolicy(
   if (raw === false) return undefined;
   const from = base ?? DEFAULT_BREAKER;
   if (raw === true) return from;
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return from;
-  checkKeys(
-    obj,
-    ['errorThresholdPercentage', 'volumeThreshold', 'window', 'buckets', 'resetTimeout'],
-    path,
-    issues,
-  );
-  const windowMs =
-    obj.window === undefined
-      ? from.windowMs
-      : (parseDuration(obj.window, join(path, 'window'), issues) ?? from.windowMs);
-  const buckets = optNumber(obj, 'buckets', path, issues, from.buckets, { min: 1, max: 1000, integer: true });
+  const o = breakerSchema.given(raw, path, issues);
+  if (!o) return from;
+  const windowMs = o.window ?? from.windowMs;
+  const buckets = o.buckets ?? from.buckets;
   if (windowMs < buckets)
     issues.push({ path: join(path, 'window'), message: 'must be at least 1ms per bucket' });
   return Object.freeze({
-    errorThresholdPercentage: optNumber(
-      obj,
-      'errorThresholdPercentage',
-      path,
-      issues,
-      from.errorThresholdPercentage,
-      {
-        min: 0,
-        max: 100,
-      },
-    ),
-    volumeThreshold: optNumber(obj, 'volumeThreshold', path, issues, from.volumeThreshold, {
-      min: 0,
-      integer: true,
-    }),
+    errorThresholdPercentage: o.errorThresholdPercentage ?? from.errorThresholdPercentage,
+    volumeThreshold: o.volumeThreshold ?? from.volumeThreshold,
     windowMs,
     buckets,
-    resetTimeoutMs:
-      obj.resetTimeout === undefined
-        ? from.resetTimeoutMs
-        : (parseDuration(obj.resetTimeout, join(path, 'resetTimeout'), issues) ?? from.resetTimeoutMs),
+    resetTimeoutMs: o.resetTimeout ?? from.resetTimeoutMs,
   });
 }
 

@@ -1,10 +1,15 @@
-import { parseDuration } from '../duration.js';
 import type { ConfigIssue } from '../errors.js';
-import { type HealthCheckPolicy, parseHealthCheckPolicy } from '../health/checker.js';
-import { DEFAULT_OUTLIER, type OutlierPolicy, parseOutlierPolicy } from '../outlier.js';
-import { checkKeys, expectObject, join, optNumber } from '../validate.js';
-import { type BreakerPolicy, DEFAULT_BREAKER, parseBreakerPolicy } from './breaker.js';
-import { DEFAULT_THRESHOLDS, parseThresholdsPolicy, type ThresholdsPolicy } from './thresholds.js';
+import { type HealthCheckPolicy, healthCheckSchema, parseHealthCheckPolicy } from '../health/checker.js';
+import { DEFAULT_OUTLIER, type OutlierPolicy, outlierSchema, parseOutlierPolicy } from '../outlier.js';
+import { s } from '../schema.js';
+import { join } from '../validate.js';
+import { type BreakerPolicy, breakerSchema, DEFAULT_BREAKER, parseBreakerPolicy } from './breaker.js';
+import {
+  DEFAULT_THRESHOLDS,
+  parseThresholdsPolicy,
+  type ThresholdsPolicy,
+  thresholdsSchema,
+} from './thresholds.js';
 
 /** Hedged requests: for idempotent calls, more attempts in parallel after a delay; first answer wins. */
 export interface HedgePolicy {
@@ -36,23 +41,46 @@ export const DEFAULT_RESILIENCE: ResiliencePolicy = Object.freeze({
   hedge: undefined,
 });
 
-export const RESILIENCE_KEYS = ['outlierDetection', 'healthCheck', 'circuitBreaker', 'thresholds', 'hedge'];
+export const hedgeSchema = s.object(
+  {
+    delay: s.duration({
+      required: 'is required (e.g. 50ms, about the p95 latency)',
+      doc: 'Time to wait for the first attempt before sending a hedge (about the p95 latency).',
+    }),
+    maxHedges: s.integer({ min: 1, max: 5, default: 1, doc: 'Extra attempts at most.' }),
+  },
+  {
+    name: 'HedgeInput',
+    doc: 'Hedged requests: for idempotent calls, more attempts in parallel after a delay; the first answer wins.',
+  },
+);
+
+/** The resilience fields of a policy (`defaults` and every service); docs/resilience.md. */
+export const resilienceFields = {
+  outlierDetection: s.union([s.boolean(), outlierSchema], {
+    doc: 'Envoy-style outlier detection (passive health checking); `false` turns it off.',
+    defaultText: "on, with Envoy's defaults",
+  }),
+  healthCheck: s.union([s.literal(false), healthCheckSchema], healthCheckSchema.meta),
+  circuitBreaker: s.union([s.boolean(), breakerSchema], {
+    doc: 'The error-rate circuit breaker; `false` turns it off.',
+    defaultText: 'on (opens above 50% failures of at least 20 attempts in 10s)',
+  }),
+  thresholds: thresholdsSchema.with({
+    doc: 'Envoy-style concurrency caps of the service.',
+    defaultText: 'unlimited (as in Istio)',
+  }),
+  hedge: s.union([s.literal(false), hedgeSchema], {
+    doc: 'Hedged requests; `false` turns them off.',
+    defaultText: 'off',
+  }),
+};
 
 function parseHedge(raw: unknown, path: string, issues: ConfigIssue[]): HedgePolicy | undefined {
   if (raw === false) return undefined;
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return undefined;
-  checkKeys(obj, ['delay', 'maxHedges'], path, issues);
-  if (obj.delay === undefined) {
-    issues.push({ path: join(path, 'delay'), message: 'is required (e.g. 50ms, about the p95 latency)' });
-    return undefined;
-  }
-  const delayMs = parseDuration(obj.delay, join(path, 'delay'), issues);
-  if (delayMs === undefined) return undefined;
-  return Object.freeze({
-    delayMs,
-    maxHedges: optNumber(obj, 'maxHedges', path, issues, 1, { min: 1, max: 5, integer: true }),
-  });
+  const o = hedgeSchema.parse(raw, path, issues);
+  if (!o || o.delay === undefined) return undefined;
+  return Object.freeze({ delayMs: o.delay, maxHedges: o.maxHedges });
 }
 
 /** Parses the resilience keys of `obj` on top of `base` (each key given replaces the base's). */

@@ -1,6 +1,6 @@
 import type { ConfigIssue } from '../errors.js';
 import { ErrorCodes, MeshError } from '../errors.js';
-import { checkKeys, expectObject, optNumber } from '../validate.js';
+import { s } from '../schema.js';
 
 /**
  * Envoy-style circuit-breaking thresholds of a service (Envoy's `CircuitBreakers.Thresholds`).
@@ -27,7 +27,21 @@ export const DEFAULT_THRESHOLDS: ThresholdsPolicy = Object.freeze({
   maxRetries: UNLIMITED,
 });
 
-const KEYS = ['maxConnections', 'maxPendingRequests', 'maxRequests', 'maxRetries'] as const;
+const limit = (doc: string) =>
+  s.integer({ min: 1, max: UNLIMITED, defaultText: `${UNLIMITED} (unlimited, as in Istio)`, doc });
+
+/** `thresholds: { ... }`: Envoy's circuit-breaking thresholds (`CircuitBreakers.Thresholds`). */
+export const thresholdsSchema = s.object(
+  {
+    maxConnections: limit("Connections to each endpoint's pool."),
+    maxPendingRequests: limit(
+      'Attempts waiting for a connection at once; more fail fast (MESHLET_ERR_OVERLOADED).',
+    ),
+    maxRequests: limit('Attempts in flight at once; more fail fast (MESHLET_ERR_OVERLOADED).'),
+    maxRetries: limit('Retries in flight (or in backoff) at once; more are not retried.'),
+  },
+  { name: 'ThresholdsInput', doc: "Concurrency caps of a service (Envoy's circuit-breaking thresholds)." },
+);
 
 export function parseThresholdsPolicy(
   raw: unknown,
@@ -35,13 +49,14 @@ export function parseThresholdsPolicy(
   issues: ConfigIssue[],
   base: ThresholdsPolicy,
 ): ThresholdsPolicy {
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return base;
-  checkKeys(obj, KEYS, path, issues);
-  const out: Record<string, number> = {};
-  for (const k of KEYS)
-    out[k] = optNumber(obj, k, path, issues, base[k], { min: 1, max: UNLIMITED, integer: true });
-  return Object.freeze(out as unknown as ThresholdsPolicy);
+  const o = thresholdsSchema.given(raw, path, issues);
+  if (!o) return base;
+  return Object.freeze({
+    maxConnections: o.maxConnections ?? base.maxConnections,
+    maxPendingRequests: o.maxPendingRequests ?? base.maxPendingRequests,
+    maxRequests: o.maxRequests ?? base.maxRequests,
+    maxRetries: o.maxRetries ?? base.maxRetries,
+  });
 }
 
 /** Why a threshold refused an attempt. */
