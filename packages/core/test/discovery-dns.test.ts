@@ -125,7 +125,7 @@ describe('DNS discovery (against a real DNS server on loopback)', () => {
     expect(() =>
       parseConfig({ services: { r: { dns: { name: 'x.test', servers: ['not-an-ip'], recordType: 'MX' } } } }),
     ).toThrowError(
-      /services\.r\.recordType: must be one of[\s\S]*services\.r\.servers\[0\]: must be an IP address/,
+      /services\.r\.dns\.recordType: must be one of[\s\S]*services\.r\.dns\.servers\[0\]: must be an IP address/,
     );
   });
 });

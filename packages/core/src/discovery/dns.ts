@@ -1,22 +1,20 @@
-import { Resolver } from 'node:dns/promises';
+import type { LookupAddress } from 'node:dns';
+import { Resolver, lookup as systemLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { parseDuration } from '../duration.js';
-import { ErrorCodes, MeshError } from '../errors.js';
+import { type ConfigIssue, ErrorCodes, MeshError } from '../errors.js';
 import { type Endpoint, makeEndpoint, parseHostPort } from '../model.js';
-import {
-  checkKeys,
-  checkNumber,
-  describe,
-  isPlainObject,
-  join,
-  optBoolean,
-  optEnum,
-  optNumber,
-  optString,
-} from '../validate.js';
+import { s } from '../schema.js';
+import { describe, isPlainObject, join } from '../validate.js';
 import type { DiscoveryContext, DiscoveryFactory, DiscoveryListener, DiscoverySource } from './types.js';
 
 export type DnsRecordType = 'A' | 'AAAA' | 'A+AAAA' | 'SRV';
+
+/**
+ * `system`: the operating system's resolver (getaddrinfo through `dns.lookup`, as Node's `http`
+ * does): `/etc/hosts`, nsswitch, search domains. `dns`: the DNS protocol (c-ares), with TTLs, SRV
+ * and chosen servers.
+ */
+export type DnsResolverKind = 'system' | 'dns';
 
 export interface DnsDiscoveryConfig {
   /** The name to resolve (for SRV, the full `_service._proto.name`). */
@@ -24,7 +22,12 @@ export interface DnsDiscoveryConfig {
   /** Port for A/AAAA answers (SRV answers carry their own). */
   readonly port: number | undefined;
   readonly recordType: DnsRecordType;
-  /** Re-resolution interval in ms (30s). With `respectTtl`, a shorter record TTL wins. */
+  /** Who resolves the name (`system` unless a DNS-protocol option asks for `dns`). */
+  readonly resolver: DnsResolverKind;
+  /**
+   * Re-resolution interval in ms (`system`: 5s, Envoy's `dns_refresh_rate`; `dns`: 30s, and with
+   * `respectTtl` a shorter record TTL wins).
+   */
   readonly refreshIntervalMs: number;
   readonly respectTtl: boolean;
   /** Floor for TTL-driven refresh in ms (1s). */
@@ -35,6 +38,12 @@ export interface DnsDiscoveryConfig {
   readonly timeoutMs: number;
   readonly tries: number;
 }
+
+/** What the `system` resolver needs: `dns.lookup(name, { all: true, family })` (the default). */
+export type SystemLookup = (
+  name: string,
+  options: { all: true; family: 0 | 4 | 6 },
+) => Promise<readonly LookupAddress[]>;
 
 /** What the DNS source needs of a resolver (node:dns/promises' `Resolver` by default). */
 export interface DnsResolverLike {
@@ -64,19 +73,26 @@ interface Answer {
 export class DnsSource implements DiscoverySource {
   readonly #config: DnsDiscoveryConfig;
   readonly #service: string;
-  readonly #resolver: DnsResolverLike;
+  readonly #resolver: DnsResolverLike | undefined;
+  readonly #lookupFn: SystemLookup;
   #listener: DiscoveryListener | undefined;
   #timer: NodeJS.Timeout | undefined;
   #failures = 0;
   #closed = false;
   #lastKey = '';
 
-  constructor(config: DnsDiscoveryConfig, service: string, resolver?: DnsResolverLike) {
+  constructor(
+    config: DnsDiscoveryConfig,
+    service: string,
+    resolver?: DnsResolverLike,
+    lookup: SystemLookup = systemLookup,
+  ) {
     this.#config = config;
     this.#service = service;
+    this.#lookupFn = lookup;
     if (resolver) {
       this.#resolver = resolver;
-    } else {
+    } else if (config.resolver === 'dns') {
       const r = new Resolver({ timeout: config.timeoutMs, tries: config.tries });
       if (config.servers.length > 0) r.setServers([...config.servers]);
       this.#resolver = r;
@@ -112,7 +128,7 @@ export class DnsSource implements DiscoverySource {
       this.#listener?.onError(
         new MeshError(
           ErrorCodes.DISCOVERY,
-          `DNS ${this.#config.recordType} lookup of "${this.#config.name}" failed: ${(err as Error).message}; keeping the last good endpoints`,
+          `DNS ${this.#config.recordType} lookup of "${this.#config.name}"${this.#config.resolver === 'system' ? ' (system resolver)' : ''} failed: ${(err as Error).message}; keeping the last good endpoints`,
           { service: this.#service, name: this.#config.name },
           { cause: err },
         ),
@@ -127,7 +143,24 @@ export class DnsSource implements DiscoverySource {
   async #lookup(): Promise<Answer> {
     const c = this.#config;
     if (c.recordType === 'SRV') return this.#lookupSrv();
+    if (!this.#resolver) return this.#lookupSystem(c.name, c.port as number, c.recordType);
     return this.#lookupAddresses(c.name, c.port as number, c.recordType, 1, 0);
+  }
+
+  /** getaddrinfo: what the system resolves (`/etc/hosts` included); no TTL, so no `ttl`. */
+  async #lookupSystem(name: string, port: number, type: DnsRecordType): Promise<Answer> {
+    if (isIP(name))
+      return { endpoints: [makeEndpoint({ address: name, port, hostname: name })], ttl: undefined };
+    const family = type === 'A' ? 4 : type === 'AAAA' ? 6 : 0;
+    const addresses = await this.#lookupFn(name, { all: true, family });
+    const endpoints: Endpoint[] = [];
+    const seen = new Set<string>();
+    for (const a of addresses) {
+      if (seen.has(a.address)) continue;
+      seen.add(a.address);
+      endpoints.push(makeEndpoint({ address: a.address, port, hostname: name }));
+    }
+    return { endpoints, ttl: undefined };
   }
 
   async #lookupAddresses(
@@ -146,8 +179,8 @@ export class DnsSource implements DiscoverySource {
     const results = await Promise.allSettled(
       families.map((f) =>
         f === '4'
-          ? this.#resolver.resolve4(name, { ttl: true })
-          : this.#resolver.resolve6(name, { ttl: true }),
+          ? (this.#resolver as DnsResolverLike).resolve4(name, { ttl: true })
+          : (this.#resolver as DnsResolverLike).resolve6(name, { ttl: true }),
       ),
     );
     const endpoints: Endpoint[] = [];
@@ -170,7 +203,7 @@ export class DnsSource implements DiscoverySource {
 
   async #lookupSrv(): Promise<Answer> {
     // RFC 2782: a target of "." means the service is not available there; port 0 is no port.
-    const records = (await this.#resolver.resolveSrv(this.#config.name)).filter(
+    const records = (await (this.#resolver as DnsResolverLike).resolveSrv(this.#config.name)).filter(
       (r) => r.port >= 1 && r.port <= 65535 && r.name !== '' && r.name !== '.',
     );
     const answers = await Promise.all(
@@ -197,89 +230,155 @@ export class DnsSource implements DiscoverySource {
   close(): void {
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
-    this.#resolver.cancel?.();
+    this.#resolver?.cancel?.();
     this.#listener = undefined;
   }
 }
 
 const RECORD_TYPES: readonly DnsRecordType[] = ['A', 'AAAA', 'A+AAAA', 'SRV'];
 
+/** The options that only the DNS protocol has: giving one makes `resolver` default to `dns`. */
+const DNS_PROTOCOL_KEYS = ['servers', 'respectTtl', 'minRefresh', 'timeout', 'tries'] as const;
+
+/** `servers` entries: `ip` or `ip:port` (port 53 by default), normalized for `Resolver.setServers`. */
+const dnsServer = s.custom<string, string>({
+  ts: 'string',
+  json: { type: 'string', description: '"ip" or "ip:port"' },
+  accepts: (raw) => typeof raw === 'string',
+  parse(raw, p, issues) {
+    if (typeof raw !== 'string') {
+      issues.push({ path: p, message: `must be "ip" or "ip:port", got ${describe(raw)}` });
+      return undefined;
+    }
+    const hp = parseHostPort(raw, p, issues, 53);
+    if (!hp) return undefined;
+    if (!isIP(hp.address)) {
+      issues.push({ path: p, message: `must be an IP address, got "${hp.address}"` });
+      return undefined;
+    }
+    return isIP(hp.address) === 6 ? `[${hp.address}]:${hp.port}` : `${hp.address}:${hp.port}`;
+  },
+});
+
+const dnsOptions = s.object(
+  {
+    name: s.string({
+      required: 'is required (the DNS name to resolve)',
+      doc: 'The name to resolve; `name:port` sets the port too. For SRV, the full `_service._proto.name`.',
+    }),
+    port: s.integer({
+      min: 1,
+      max: 65535,
+      defaultText: 'the port in `name`',
+      doc: 'Port of the A/AAAA answers (SRV answers carry their own).',
+    }),
+    recordType: s.enum(RECORD_TYPES, {
+      default: 'A+AAAA',
+      doc: 'Records asked for: `A`, `AAAA`, `A+AAAA`, or `SRV` (targets resolved; SRV weight and priority kept; needs resolver `dns`).',
+    }),
+    resolver: s.enum(['system', 'dns'] as const, {
+      defaultText:
+        '`system`; `dns` when `servers`, `respectTtl`, `minRefresh`, `timeout`, `tries` or recordType `SRV` is given',
+      doc:
+        "Who resolves the name: `system` is getaddrinfo (Node's `dns.lookup`, as `http` uses: `/etc/hosts`, " +
+        'nsswitch, search domains; no TTL); `dns` asks DNS servers directly (TTL-driven refresh, SRV, chosen servers).',
+    }),
+    refreshInterval: s.duration({
+      positive: true,
+      defaultText: "5s with resolver `system` (Envoy's dns_refresh_rate); 30s with resolver `dns`",
+      doc: 'Re-resolution interval (with resolver `dns` and `respectTtl`, a shorter record TTL wins).',
+    }),
+    respectTtl: s.boolean({
+      default: true,
+      doc: 'Resolver `dns`: refresh sooner when the record TTL is shorter than refreshInterval.',
+    }),
+    minRefresh: s.duration({ default: '1s', doc: 'Resolver `dns`: floor for TTL-driven refreshes.' }),
+    servers: s.array(dnsServer, {
+      message: 'must be a list of "ip" or "ip:port"',
+      defaultText: "the system's DNS servers",
+      doc: 'Resolver `dns`: the DNS servers to ask, `ip` or `ip:port`.',
+    }),
+    timeout: s.duration({ default: '5s', doc: 'Resolver `dns`: timeout of one query.' }),
+    tries: s.integer({ min: 1, max: 10, default: 2, doc: 'Resolver `dns`: tries per query.' }),
+  },
+  {
+    name: 'DnsDiscoveryInput',
+    doc: "Endpoints from DNS (Envoy's STRICT_DNS): every address in the answer is an endpoint.",
+  },
+);
+
 /**
- * `dns: 'ratings.example.com:8080'` or `dns: { name, port?, recordType?, refreshInterval?,
- * respectTtl?, servers?, timeout?, tries? }` (also as `discovery: { type: dns, ... }`).
+ * Parses DNS options at `path`; problems with the name are reported at `namePath` (the shorthand
+ * string itself for `dns: 'name:port'`).
+ */
+function parseDnsOptions(
+  raw: unknown,
+  path: string,
+  issues: ConfigIssue[],
+  namePath = join(path, 'name'),
+): DnsDiscoveryConfig {
+  const o = dnsOptions.parse(raw, path, issues);
+  const given = isPlainObject(raw) ? raw : {};
+  const recordType = o?.recordType ?? 'A+AAAA';
+  let name = o?.name ?? '';
+  let port = o?.port;
+  if (recordType !== 'SRV' && name !== '' && given.port === undefined) {
+    const hp = parseHostPort(name, namePath, issues);
+    if (hp) {
+      name = hp.address;
+      port = hp.port;
+    }
+  }
+  const protocolKeys = DNS_PROTOCOL_KEYS.filter((k) => given[k] !== undefined);
+  let resolver: DnsResolverKind =
+    o?.resolver ?? (protocolKeys.length > 0 || recordType === 'SRV' ? 'dns' : 'system');
+  if (resolver === 'system') {
+    for (const k of protocolKeys)
+      issues.push({
+        path: join(path, k),
+        message: 'applies to resolver dns only (the system resolver has no such setting)',
+      });
+    if (recordType === 'SRV') {
+      issues.push({
+        path: join(path, 'recordType'),
+        message: 'SRV needs resolver dns (getaddrinfo has no SRV)',
+      });
+      resolver = 'dns';
+    }
+  }
+  return Object.freeze({
+    name,
+    port,
+    recordType,
+    resolver,
+    refreshIntervalMs: o?.refreshInterval ?? (resolver === 'system' ? 5_000 : 30_000),
+    respectTtl: o?.respectTtl ?? true,
+    minRefreshMs: o?.minRefresh ?? 1000,
+    servers: Object.freeze(o?.servers ?? []),
+    timeoutMs: o?.timeout ?? 5000,
+    tries: o?.tries ?? 2,
+  });
+}
+
+/**
+ * `dns: 'ratings.example.com:8080'` or `dns: { name, port?, recordType?, resolver?,
+ * refreshInterval?, respectTtl?, minRefresh?, servers?, timeout?, tries? }` (also as
+ * `discovery: { type: dns, ... }`).
  */
 export const dnsDiscovery: DiscoveryFactory<DnsDiscoveryConfig> = {
   name: 'dns',
   shorthand: 'dns',
-  fromShorthand(value) {
-    return isPlainObject(value) ? value : { name: value };
+  schema: dnsOptions,
+  shorthandSchema: s.union([s.string(), dnsOptions], {
+    doc: 'Endpoints from DNS: `name:port`, or `{ name, port?, recordType?, resolver?, … }`.',
+    defaultText: 'none',
+  }),
+  parseShorthand(value, path, issues) {
+    if (typeof value === 'string') return parseDnsOptions({ name: value }, path, issues, path);
+    return parseDnsOptions(value, path, issues);
   },
   parseConfig(raw, path, issues) {
-    checkKeys(
-      raw,
-      [
-        'name',
-        'port',
-        'recordType',
-        'refreshInterval',
-        'respectTtl',
-        'minRefresh',
-        'servers',
-        'timeout',
-        'tries',
-      ],
-      path,
-      issues,
-    );
-    const recordType = optEnum(raw, 'recordType', path, issues, RECORD_TYPES, 'A+AAAA');
-    let name = optString(raw, 'name', path, issues) ?? '';
-    if (raw.name === undefined)
-      issues.push({ path: join(path, 'name'), message: 'is required (the DNS name to resolve)' });
-    let port: number | undefined;
-    if (raw.port !== undefined)
-      port = checkNumber(raw.port, join(path, 'port'), issues, { min: 1, max: 65535, integer: true });
-    if (recordType !== 'SRV' && name !== '' && raw.port === undefined) {
-      const hp = parseHostPort(name, join(path, 'name'), issues);
-      if (hp) {
-        name = hp.address;
-        port = hp.port;
-      }
-    }
-    const servers: string[] = [];
-    if (raw.servers !== undefined) {
-      if (!Array.isArray(raw.servers)) {
-        issues.push({
-          path: join(path, 'servers'),
-          message: `must be a list of "ip" or "ip:port", got ${describe(raw.servers)}`,
-        });
-      } else {
-        raw.servers.forEach((s: unknown, i: number) => {
-          const p = join(join(path, 'servers'), i);
-          if (typeof s !== 'string') {
-            issues.push({ path: p, message: `must be "ip" or "ip:port", got ${describe(s)}` });
-            return;
-          }
-          const hp = parseHostPort(s, p, issues, 53);
-          if (hp && !isIP(hp.address))
-            issues.push({ path: p, message: `must be an IP address, got "${hp.address}"` });
-          else if (hp)
-            servers.push(isIP(hp.address) === 6 ? `[${hp.address}]:${hp.port}` : `${hp.address}:${hp.port}`);
-        });
-      }
-    }
-    const dur = (key: string, def: number) =>
-      raw[key] === undefined ? def : (parseDuration(raw[key], join(path, key), issues) ?? def);
-    return Object.freeze({
-      name,
-      port,
-      recordType,
-      refreshIntervalMs: dur('refreshInterval', 30_000),
-      respectTtl: optBoolean(raw, 'respectTtl', path, issues, true),
-      minRefreshMs: dur('minRefresh', 1000),
-      servers: Object.freeze(servers),
-      timeoutMs: dur('timeout', 5000),
-      tries: optNumber(raw, 'tries', path, issues, 2, { min: 1, max: 10, integer: true }),
-    });
+    return parseDnsOptions(raw, path, issues);
   },
   create(config, ctx: DiscoveryContext) {
     return new DnsSource(config, ctx.service);
