@@ -782,7 +782,9 @@ export function checkConfig(
     readyTimeoutMs:
       meshSchema.field(root, 'readyTimeout', '', issues) ?? f.readyTimeout.defaultValue() ?? 10_000,
     idleServiceTimeoutMs:
-      meshSchema.field(root, 'idleServiceTimeout', '', issues) ?? f.idleServiceTimeout.defaultValue() ?? 300_000,
+      meshSchema.field(root, 'idleServiceTimeout', '', issues) ??
+      f.idleServiceTimeout.defaultValue() ??
+      300_000,
     local: parseLocal(root.local, 'local', issues, env),
     extensions: Object.freeze(extensions),
     baseDir,

@@ -6,15 +6,21 @@ export {
   type ConfigSection,
   type ConnectionPolicy,
   checkConfig,
+  configSections,
+  connectionSchema,
   DEFAULT_POLICY,
   DEFAULT_RETRY,
   type DiscoverySelection,
   type LocalConfig,
   loadConfig,
+  localSchema,
   type MeshConfig,
+  meshConfigJsonSchema,
+  meshSchema,
   type ParseOptions,
   parseConfig,
   parseConfigText,
+  policySchema,
   RETRY_CONDITIONS,
   type RetryBudgetPolicy,
   type RetryCondition,
@@ -22,8 +28,10 @@ export {
   readConfigFile,
   registerMeshSection,
   registerServiceSection,
+  retrySchema,
   type ServiceConfig,
   type ServicePolicy,
+  serviceSchema,
   setDefaultLoadBalancer,
 } from './config.js';
 export {
@@ -39,11 +47,13 @@ export {
 export {
   type DnsDiscoveryConfig,
   type DnsRecordType,
+  type DnsResolverKind,
   type DnsResolverLike,
   DnsSource,
   dnsDiscovery,
+  type SystemLookup,
 } from './discovery/dns.js';
-export { parseEndpointList } from './discovery/endpoints.js';
+export { endpointListSchema, endpointSchema, parseEndpointList } from './discovery/endpoints.js';
 export { type FileDiscoveryConfig, FileSource, fileDiscovery, parseEndpointsFile } from './discovery/file.js';
 export { type StaticDiscoveryConfig, staticDiscovery } from './discovery/static.js';
 export type {
@@ -184,6 +194,27 @@ export {
 } from './resilience/thresholds.js';
 export { backoffDelay, isIdempotentMethod, parseRetryAfter, RetryBudget } from './retry.js';
 export type { RouteRequest, RouteResult, Router, RouteTarget } from './router.js';
+export {
+  type CustomDef,
+  type Doc,
+  DURATION_PATTERN,
+  type Duration,
+  type Extension,
+  type Fields,
+  type InputOf,
+  JsonEmitter,
+  type JsonSchema,
+  type ObjectInput,
+  type ObjectOutput,
+  ObjectSchema,
+  type OutputOf,
+  Schema,
+  s,
+  TsEmitter,
+  taggedJson,
+  tsDoc,
+  tsObject,
+} from './schema.js';
 export {
   type AttemptObserver,
   type DiscoveryStatus,

@@ -1,16 +1,14 @@
 import {
   type ConfigIssue,
   checkConfig,
-  checkKeys,
-  describe,
   expectObject,
+  type Fields,
+  formatDuration,
   join,
-  optBoolean,
-  optNumber,
-  optString,
-  parseDuration,
+  policySchema,
   registerMeshSection,
   type ServicePolicy,
+  s,
 } from '@meshlet/core';
 
 /** The policy keys a per-service override may set (the same as in `services.<name>`). */
@@ -113,60 +111,139 @@ export const DEFAULT_SETTINGS: KubernetesSettings = Object.freeze({
   services: Object.freeze({}),
 });
 
-const KEYS = [
-  'apiServer',
-  'kubeconfig',
-  'context',
-  'inCluster',
-  'serviceAccountDir',
-  'namespace',
-  'namespaces',
-  'clusterDomain',
-  'zone',
-  'zoneAware',
-  'watchTimeout',
-  'stallTimeout',
-  'requestTimeout',
-  'tokenRefresh',
-  'backoff',
-  'maxRequestsPerSecond',
-  'maxEventSize',
-  'notFoundTtl',
-  'notFoundRequestsPerSecond',
-  'services',
-];
-
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const D = DEFAULT_SETTINGS;
 
-function duration(
-  obj: Record<string, unknown>,
-  key: string,
-  path: string,
-  issues: ConfigIssue[],
-  def: number,
-  min = 1,
-): number {
-  if (obj[key] === undefined) return def;
-  const v = parseDuration(obj[key], join(path, key), issues);
-  if (v === undefined) return def;
-  if (v < min) {
-    issues.push({ path: join(path, key), message: `must be at least ${min}ms` });
-    return def;
-  }
-  return v;
-}
+const policyOverrideFields: Fields = Object.fromEntries(
+  Object.keys(POLICY_FIELDS).map((k) => {
+    const field = (policySchema.fields as Fields)[k] as Fields[string];
+    return [k, field.with({ ...field.meta, defaultText: `the mesh \`defaults.${k}\`` })];
+  }),
+);
+
+const overrideObject = s.object(
+  {
+    port: s.union([s.string(), s.integer({ min: 1, max: 65535 })], {
+      defaultText: "the URL's port, mapped through the Service",
+      doc: 'The EndpointSlice port to use, by name (`grpc`) or number (`9090`).',
+    }),
+    zoneAware: s.boolean({
+      defaultText: 'the mesh-wide `zoneAware`',
+      doc: 'Honour `hints.forZones` for this service.',
+    }),
+    ...policyOverrideFields,
+  },
+  {
+    name: 'KubernetesServiceInput',
+    doc: 'Per-service settings: the slice port, zone hints, and policy fields over the mesh `defaults`.',
+  },
+);
+
+const overrideRecord = s.record(overrideObject, {
+  keyPattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$',
+});
+
+const dur = (def: number, doc: string, min = 1) => s.duration({ min, default: formatDuration(def), doc });
+
+const kubernetesObject = s.object(
+  {
+    apiServer: s.string({
+      pattern: /^https?:\/\/[^/]+/,
+      patternMessage: 'must be an http(s):// URL',
+      defaultText: 'from the cluster or kubeconfig',
+      doc: 'API server URL (`https://…` or `http://…`).',
+    }),
+    kubeconfig: s.string({
+      defaultText: '`$KUBECONFIG`, then `~/.kube/config`',
+      doc: 'kubeconfig file for out-of-cluster access.',
+    }),
+    context: s.string({ defaultText: "the kubeconfig's `current-context`", doc: 'kubeconfig context.' }),
+    inCluster: s.union([s.boolean(), s.literal('auto')], {
+      message: 'must be true, false or "auto"',
+      default: 'auto',
+      doc: '`true`: use the service-account credentials; `false`: never; `auto`: when in a cluster.',
+    }),
+    serviceAccountDir: s.string({
+      default: SERVICE_ACCOUNT_DIR,
+      doc: 'Where `token`, `ca.crt` and `namespace` are read.',
+    }),
+    namespace: s.string({
+      pattern: DNS_LABEL,
+      patternMessage: 'is not a valid namespace name',
+      defaultText: "the service account's, else the kubeconfig context's, else `local.namespace`",
+      doc: 'The namespace of `reviews`-style single-label names.',
+    }),
+    namespaces: s.array(s.string({ pattern: DNS_LABEL, patternMessage: 'is not a namespace name' }), {
+      message: 'must be a list of namespace names',
+      default: [],
+      doc: 'More namespaces whose `svc.namespace` names are claimed.',
+    }),
+    clusterDomain: s.string({
+      default: D.clusterDomain,
+      doc: 'The cluster DNS domain in `svc.ns.svc.<domain>`.',
+    }),
+    zone: s.string({
+      defaultText: '`local.zone` (`$MESHLET_ZONE`)',
+      doc: 'The local zone for `hints.forZones`.',
+    }),
+    zoneAware: s.boolean({
+      default: D.zoneAware,
+      doc: 'Honour `hints.forZones` when the local zone is known.',
+    }),
+    watchTimeout: dur(
+      D.watchTimeoutMs,
+      'Server-side watch duration (`timeoutSeconds`, jittered to 1x–1.5x).',
+      1000,
+    ),
+    stallTimeout: dur(D.stallTimeoutMs, 'A watch silent this long (no event, no bookmark) is restarted.'),
+    requestTimeout: dur(
+      D.requestTimeoutMs,
+      "Timeout of a get or list request (and of a watch's response headers).",
+    ),
+    tokenRefresh: dur(D.tokenRefreshMs, 'How often token files are re-read.'),
+    backoff: s.object(
+      {
+        base: dur(D.backoffBaseMs, 'First reconnect delay after an error (full jitter).'),
+        max: s.duration({
+          min: 1,
+          defaultText: `${formatDuration(D.backoffMaxMs)} (at least base)`,
+          doc: 'Cap of the reconnect delay (must be >= base).',
+        }),
+      },
+      { name: 'KubernetesBackoffInput', doc: 'Reconnect backoff after errors.' },
+    ),
+    maxRequestsPerSecond: s.number({
+      min: 0.1,
+      default: D.maxRequestsPerSecond,
+      doc: 'Requests per second to the API server, all watches together (burst: twice that).',
+    }),
+    maxEventSize: s.integer({
+      min: 1024,
+      default: D.maxEventBytes,
+      doc: 'The largest watch event read, in bytes; a longer one fails the watch with a coded error and the watch restarts from a fresh list.',
+    }),
+    notFoundTtl: dur(
+      D.notFoundTtlMs,
+      'A Service the API server answered 404 for is taken as absent this long: requests to it fail at once, and it is looked up again only then.',
+    ),
+    notFoundRequestsPerSecond: s.number({
+      min: 0.01,
+      default: D.notFoundRequestsPerSecond,
+      doc: 'Lookups per second of Services taken as absent: their own budget, never the one real services use.',
+    }),
+    services: s.custom<unknown, Record<string, KubernetesServiceOverride>>(
+      { ts: (e) => overrideRecord.ts(e), json: (e) => overrideRecord.json(e), parse: parseOverrides },
+      { default: {}, doc: 'Per-service overrides; the name is `svc` (own namespace) or `svc.namespace`.' },
+    ),
+  },
+  { name: 'KubernetesInput', doc: 'EndpointSlice discovery (docs/kubernetes.md); `{}` turns it on.' },
+);
 
 function parseOverride(raw: unknown, path: string, issues: ConfigIssue[]): KubernetesServiceOverride {
   const obj = expectObject(raw, path, issues) ?? {};
-  checkKeys(obj, ['port', 'zoneAware', ...Object.keys(POLICY_FIELDS)], path, issues);
-  let port: string | number | undefined;
-  if (obj.port !== undefined) {
-    if (typeof obj.port === 'string' && obj.port.length > 0) {
-      port = /^\d+$/.test(obj.port) ? Number(obj.port) : obj.port;
-    } else {
-      port = optNumber(obj, 'port', path, issues, 0, { min: 1, max: 65535, integer: true }) || undefined;
-    }
-  }
+  overrideObject.checkKeys(obj, path, issues);
+  let port = overrideObject.field(obj, 'port', path, issues);
+  if (typeof port === 'string' && /^\d+$/.test(port)) port = Number(port);
   const policyRaw: Record<string, unknown> = {};
   for (const key of Object.keys(POLICY_FIELDS)) if (obj[key] !== undefined) policyRaw[key] = obj[key];
   let policy: Partial<ServicePolicy> | undefined;
@@ -185,11 +262,25 @@ function parseOverride(raw: unknown, path: string, issues: ConfigIssue[]): Kuber
       policy = Object.freeze(out) as Partial<ServicePolicy>;
     }
   }
-  return Object.freeze({
-    port,
-    zoneAware: obj.zoneAware === undefined ? undefined : optBoolean(obj, 'zoneAware', path, issues, true),
-    policy,
-  });
+  return Object.freeze({ port, zoneAware: overrideObject.field(obj, 'zoneAware', path, issues), policy });
+}
+
+function parseOverrides(
+  raw: unknown,
+  path: string,
+  issues: ConfigIssue[],
+): Record<string, KubernetesServiceOverride> | undefined {
+  const s = expectObject(raw, path, issues);
+  if (!s) return undefined;
+  const services: Record<string, KubernetesServiceOverride> = {};
+  for (const [name, value] of Object.entries(s)) {
+    const labels = name.split('.');
+    if (labels.length > 2 || !labels.every((l) => DNS_LABEL.test(l))) {
+      issues.push({ path: join(path, name), message: 'must be "service" or "service.namespace"' });
+    }
+    services[name] = parseOverride(value, join(path, name), issues);
+  }
+  return services;
 }
 
 /** Validates the `kubernetes:` section of the mesh config. */
@@ -198,111 +289,37 @@ export function parseKubernetesSettings(
   path: string,
   issues: ConfigIssue[],
 ): KubernetesSettings {
-  const obj = raw === null || raw === true ? {} : expectObject(raw, path, issues);
-  if (!obj) return DEFAULT_SETTINGS;
-  checkKeys(obj, KEYS, path, issues);
-  const apiServer = optString(obj, 'apiServer', path, issues);
-  if (apiServer !== undefined && !/^https?:\/\/[^/]+/.test(apiServer)) {
-    issues.push({ path: join(path, 'apiServer'), message: `must be an http(s):// URL, got "${apiServer}"` });
-  }
-  let inCluster: boolean | 'auto' = 'auto';
-  if (obj.inCluster !== undefined) {
-    if (obj.inCluster === 'auto' || typeof obj.inCluster === 'boolean') inCluster = obj.inCluster;
-    else
-      issues.push({
-        path: join(path, 'inCluster'),
-        message: `must be true, false or "auto", got ${describe(obj.inCluster)}`,
-      });
-  }
-  const namespace = optString(obj, 'namespace', path, issues);
-  if (namespace !== undefined && !DNS_LABEL.test(namespace)) {
-    issues.push({ path: join(path, 'namespace'), message: `"${namespace}" is not a valid namespace name` });
-  }
-  const namespaces: string[] = [];
-  if (obj.namespaces !== undefined) {
-    if (!Array.isArray(obj.namespaces)) {
-      issues.push({ path: join(path, 'namespaces'), message: `must be a list of namespace names` });
-    } else {
-      obj.namespaces.forEach((n: unknown, i: number) => {
-        if (typeof n === 'string' && DNS_LABEL.test(n)) namespaces.push(n);
-        else
-          issues.push({
-            path: join(join(path, 'namespaces'), i),
-            message: `is not a namespace name: ${describe(n)}`,
-          });
-      });
-    }
-  }
-  let backoffBaseMs = DEFAULT_SETTINGS.backoffBaseMs;
-  let backoffMaxMs = DEFAULT_SETTINGS.backoffMaxMs;
-  if (obj.backoff !== undefined) {
-    const bp = join(path, 'backoff');
-    const b = expectObject(obj.backoff, bp, issues);
-    if (b) {
-      checkKeys(b, ['base', 'max'], bp, issues);
-      backoffBaseMs = duration(b, 'base', bp, issues, backoffBaseMs);
-      backoffMaxMs = duration(b, 'max', bp, issues, Math.max(backoffMaxMs, backoffBaseMs));
-      if (backoffMaxMs < backoffBaseMs)
-        issues.push({ path: join(bp, 'max'), message: 'must be >= backoff.base' });
-    }
-  }
-  const services: Record<string, KubernetesServiceOverride> = {};
-  if (obj.services !== undefined) {
-    const sp = join(path, 'services');
-    const s = expectObject(obj.services, sp, issues);
-    if (s) {
-      for (const [name, value] of Object.entries(s)) {
-        const labels = name.split('.');
-        if (labels.length > 2 || !labels.every((l) => DNS_LABEL.test(l))) {
-          issues.push({ path: join(sp, name), message: `must be "service" or "service.namespace"` });
-        }
-        services[name] = parseOverride(value, join(sp, name), issues);
-      }
-    }
-  }
-  const clusterDomain = optString(obj, 'clusterDomain', path, issues) ?? DEFAULT_SETTINGS.clusterDomain;
+  const obj = raw === null || raw === true ? {} : raw;
+  const o = kubernetesObject.parse(obj, path, issues);
+  if (!o) return DEFAULT_SETTINGS;
+  const backoffBaseMs = o.backoff?.base ?? D.backoffBaseMs;
+  const backoffMaxMs = o.backoff
+    ? (o.backoff.max ?? Math.max(D.backoffMaxMs, backoffBaseMs))
+    : D.backoffMaxMs;
+  if (backoffMaxMs < backoffBaseMs)
+    issues.push({ path: join(path, 'backoff.max'), message: 'must be >= backoff.base' });
   return Object.freeze({
-    apiServer,
-    kubeconfig: optString(obj, 'kubeconfig', path, issues),
-    context: optString(obj, 'context', path, issues),
-    inCluster,
-    serviceAccountDir:
-      optString(obj, 'serviceAccountDir', path, issues) ?? DEFAULT_SETTINGS.serviceAccountDir,
-    namespace,
-    namespaces: Object.freeze(namespaces),
-    clusterDomain: clusterDomain.replace(/^\.|\.$/g, ''),
-    zone: optString(obj, 'zone', path, issues),
-    zoneAware: optBoolean(obj, 'zoneAware', path, issues, DEFAULT_SETTINGS.zoneAware),
-    watchTimeoutMs: duration(obj, 'watchTimeout', path, issues, DEFAULT_SETTINGS.watchTimeoutMs, 1000),
-    stallTimeoutMs: duration(obj, 'stallTimeout', path, issues, DEFAULT_SETTINGS.stallTimeoutMs),
-    requestTimeoutMs: duration(obj, 'requestTimeout', path, issues, DEFAULT_SETTINGS.requestTimeoutMs),
-    tokenRefreshMs: duration(obj, 'tokenRefresh', path, issues, DEFAULT_SETTINGS.tokenRefreshMs),
+    apiServer: o.apiServer,
+    kubeconfig: o.kubeconfig,
+    context: o.context,
+    inCluster: o.inCluster,
+    serviceAccountDir: o.serviceAccountDir,
+    namespace: o.namespace,
+    namespaces: Object.freeze(o.namespaces),
+    clusterDomain: o.clusterDomain.replace(/^\.|\.$/g, ''),
+    zone: o.zone,
+    zoneAware: o.zoneAware,
+    watchTimeoutMs: o.watchTimeout,
+    stallTimeoutMs: o.stallTimeout,
+    requestTimeoutMs: o.requestTimeout,
+    tokenRefreshMs: o.tokenRefresh,
     backoffBaseMs,
     backoffMaxMs,
-    maxRequestsPerSecond: optNumber(
-      obj,
-      'maxRequestsPerSecond',
-      path,
-      issues,
-      DEFAULT_SETTINGS.maxRequestsPerSecond,
-      {
-        min: 0.1,
-      },
-    ),
-    maxEventBytes: optNumber(obj, 'maxEventSize', path, issues, DEFAULT_SETTINGS.maxEventBytes, {
-      min: 1024,
-      integer: true,
-    }),
-    notFoundTtlMs: duration(obj, 'notFoundTtl', path, issues, DEFAULT_SETTINGS.notFoundTtlMs),
-    notFoundRequestsPerSecond: optNumber(
-      obj,
-      'notFoundRequestsPerSecond',
-      path,
-      issues,
-      DEFAULT_SETTINGS.notFoundRequestsPerSecond,
-      { min: 0.01 },
-    ),
-    services: Object.freeze(services),
+    maxRequestsPerSecond: o.maxRequestsPerSecond,
+    maxEventBytes: o.maxEventSize,
+    notFoundTtlMs: o.notFoundTtl,
+    notFoundRequestsPerSecond: o.notFoundRequestsPerSecond,
+    services: Object.freeze({ ...o.services }),
   });
 }
 
@@ -311,5 +328,12 @@ let registered = false;
 export function registerKubernetesSection(): void {
   if (registered) return;
   registered = true;
-  registerMeshSection<KubernetesSettings>({ name: 'kubernetes', parse: parseKubernetesSettings });
+  registerMeshSection<KubernetesSettings>({
+    name: 'kubernetes',
+    schema: s.union([s.literal(true), kubernetesObject], {
+      defaultText: 'on in a cluster (in-cluster credentials), else off',
+      doc: kubernetesObject.meta.doc,
+    }),
+    parse: parseKubernetesSettings,
+  });
 }

@@ -1,15 +1,4 @@
-import {
-  type ConfigIssue,
-  checkKeys,
-  describe,
-  expectObject,
-  join,
-  optBoolean,
-  optEnum,
-  optNumber,
-  optString,
-  registerMeshSection,
-} from '@meshlet/core';
+import { type ConfigIssue, describe, registerMeshSection, type Schema, s } from '@meshlet/core';
 
 export type MetricsNaming = 'otel' | 'istio' | 'both';
 export type Propagation = 'w3c' | 'b3' | 'b3multi';
@@ -85,121 +74,178 @@ export const DEFAULT_TELEMETRY: TelemetryConfig = Object.freeze({
 });
 
 const PROPAGATIONS: readonly Propagation[] = ['w3c', 'b3', 'b3multi'];
+const T = DEFAULT_TELEMETRY;
 
-function parseMetrics(raw: unknown, path: string, issues: ConfigIssue[]): MetricsConfig {
-  const d = DEFAULT_TELEMETRY.metrics;
-  if (typeof raw === 'boolean') return { ...d, enabled: raw };
-  const o = expectObject(raw, path, issues);
-  if (!o) return d;
-  checkKeys(o, ['enabled', 'naming', 'perEndpoint', 'exemplars', 'defaultMetrics', 'buckets'], path, issues);
-  let buckets = d.buckets;
-  if (o.buckets !== undefined) {
-    const b = o.buckets;
-    if (
-      !Array.isArray(b) ||
-      b.length === 0 ||
-      !b.every((x, i) => typeof x === 'number' && x > 0 && Number.isFinite(x) && (i === 0 || x > b[i - 1]))
-    ) {
-      issues.push({
-        path: join(path, 'buckets'),
-        message: `must be a non-empty increasing list of positive numbers (seconds), got ${describe(b)}`,
-      });
-    } else {
-      buckets = Object.freeze([...(b as number[])]);
-    }
-  }
-  return Object.freeze({
-    enabled: optBoolean(o, 'enabled', path, issues, d.enabled),
-    naming: optEnum(o, 'naming', path, issues, ['otel', 'istio', 'both'] as const, d.naming),
-    perEndpoint: optBoolean(o, 'perEndpoint', path, issues, d.perEndpoint),
-    exemplars: optBoolean(o, 'exemplars', path, issues, d.exemplars),
-    defaultMetrics: optBoolean(o, 'defaultMetrics', path, issues, d.defaultMetrics),
-    buckets,
-  });
+const metricsObject = s.object(
+  {
+    enabled: s.boolean({ default: T.metrics.enabled, doc: 'Record metrics.' }),
+    naming: s.enum(['otel', 'istio', 'both'] as const, {
+      default: T.metrics.naming,
+      doc: '`otel` (OpenTelemetry HTTP semantic conventions), `istio` (istio_* names) or `both`.',
+    }),
+    perEndpoint: s.boolean({
+      default: T.metrics.perEndpoint,
+      doc: 'Per-endpoint series (attempts, latency, load), removed when an endpoint leaves.',
+    }),
+    exemplars: s.boolean({
+      default: T.metrics.exemplars,
+      doc: 'Attach trace and span ids as exemplars to duration buckets (OpenMetrics only).',
+    }),
+    defaultMetrics: s.boolean({
+      default: T.metrics.defaultMetrics,
+      doc: "Register prom-client's default process metrics too.",
+    }),
+    buckets: s.custom<readonly number[], readonly number[]>(
+      {
+        ts: 'readonly number[]',
+        json: { type: 'array', items: { type: 'number', exclusiveMinimum: 0 }, minItems: 1 },
+        parse(b, path, issues) {
+          if (
+            !Array.isArray(b) ||
+            b.length === 0 ||
+            !b.every(
+              (x, i) => typeof x === 'number' && x > 0 && Number.isFinite(x) && (i === 0 || x > b[i - 1]),
+            )
+          ) {
+            issues.push({
+              path,
+              message: `must be a non-empty increasing list of positive numbers (seconds), got ${describe(b)}`,
+            });
+            return undefined;
+          }
+          return Object.freeze([...(b as number[])]);
+        },
+      },
+      {
+        default: [...DEFAULT_BUCKETS],
+        doc: "Histogram buckets in seconds (OpenTelemetry's HTTP duration buckets).",
+      },
+    ),
+  },
+  {
+    name: 'MetricsInput',
+    doc: 'Prometheus metrics (prom-client); `true`/`false` is short for `{ enabled }`.',
+  },
+);
+
+const tracingObject = s.object(
+  {
+    enabled: s.boolean({
+      default: T.tracing.enabled,
+      doc: 'Create spans and propagate context (a no-op while no tracer provider is set).',
+    }),
+    propagation: s.array(s.enum(PROPAGATIONS), {
+      commaSeparated: true,
+      nonEmpty: true,
+      message: `must be one or more of ${PROPAGATIONS.join(', ')}`,
+      default: ['w3c'],
+      doc: 'Formats injected on outbound requests and accepted on inbound ones: `w3c`, `b3`, `b3multi`.',
+    }),
+    attemptSpans: s.boolean({
+      default: T.tracing.attemptSpans,
+      doc: "One child span per attempt under the request's span, instead of span events.",
+    }),
+  },
+  { name: 'TracingInput', doc: 'Tracing (@opentelemetry/api); `true`/`false` is short for `{ enabled }`.' },
+);
+
+const accessLogObject = s.object(
+  {
+    enabled: s.boolean({
+      default: true,
+      doc: 'Write an access log line per request (giving the object turns it on).',
+    }),
+    sampleRate: s.number({
+      min: 0,
+      max: 1,
+      default: T.accessLog.sampleRate,
+      doc: 'Fraction of successful requests logged, 0..1.',
+    }),
+    alwaysLogErrors: s.boolean({
+      default: T.accessLog.alwaysLogErrors,
+      doc: 'Log every failed request whatever the sample rate.',
+    }),
+    output: s.string({
+      default: T.accessLog.output,
+      doc: 'Where lines go when no sink is passed in code: `stdout`, `stderr` or a file path.',
+    }),
+  },
+  { name: 'AccessLogInput', doc: 'Access logs as JSON lines; `true`/`false` is short for `{ enabled }`.' },
+);
+
+/** `metrics: true|false|{...}` and the like: a boolean is short for `{ enabled }`. */
+function toggle<O extends { enabled: boolean }>(
+  object: Schema<unknown, O, boolean>,
+  def: O,
+  doc: string,
+): Schema<unknown, O, false> {
+  return s
+    .union([s.boolean(), object], { doc, defaultText: def.enabled ? 'on' : 'off' })
+    .to((v) => (typeof v === 'boolean' ? { ...def, enabled: v } : v)) as Schema<unknown, O, false>;
 }
 
-function parseTracing(raw: unknown, path: string, issues: ConfigIssue[]): TracingConfig {
-  const d = DEFAULT_TELEMETRY.tracing;
-  if (typeof raw === 'boolean') return { ...d, enabled: raw };
-  const o = expectObject(raw, path, issues);
-  if (!o) return d;
-  checkKeys(o, ['enabled', 'propagation', 'attemptSpans'], path, issues);
-  let propagation = d.propagation;
-  if (o.propagation !== undefined) {
-    const list =
-      typeof o.propagation === 'string'
-        ? o.propagation
-            .split(',')
-            .map((s) => s.trim())
-            .filter(Boolean)
-        : o.propagation;
-    if (
-      !Array.isArray(list) ||
-      list.length === 0 ||
-      !list.every((p) => typeof p === 'string' && (PROPAGATIONS as readonly string[]).includes(p))
-    ) {
-      issues.push({
-        path: join(path, 'propagation'),
-        message: `must be one or more of ${PROPAGATIONS.join(', ')}, got ${describe(o.propagation)}`,
-      });
-    } else {
-      propagation = Object.freeze([...new Set(list as Propagation[])]);
-    }
-  }
-  return Object.freeze({
-    enabled: optBoolean(o, 'enabled', path, issues, d.enabled),
-    propagation,
-    attemptSpans: optBoolean(o, 'attemptSpans', path, issues, d.attemptSpans),
-  });
-}
+const metricsSchema = toggle(
+  metricsObject.to((o): MetricsConfig => Object.freeze({ ...o, buckets: o.buckets ?? DEFAULT_BUCKETS })),
+  T.metrics,
+  'Prometheus metrics (prom-client).',
+);
+const tracingSchema = toggle(
+  tracingObject.to(
+    (o): TracingConfig =>
+      Object.freeze({
+        enabled: o.enabled,
+        propagation: Object.freeze([...new Set(o.propagation)]),
+        attemptSpans: o.attemptSpans,
+      }),
+  ),
+  T.tracing,
+  'Tracing through @opentelemetry/api.',
+);
+const accessLogSchema = toggle(
+  accessLogObject.to((o): AccessLogConfig => Object.freeze({ ...o })),
+  T.accessLog,
+  'Access logs (docs/telemetry.md).',
+);
 
-function parseAccessLog(raw: unknown, path: string, issues: ConfigIssue[]): AccessLogConfig {
-  const d = DEFAULT_TELEMETRY.accessLog;
-  if (typeof raw === 'boolean') return { ...d, enabled: raw };
-  const o = expectObject(raw, path, issues);
-  if (!o) return d;
-  checkKeys(o, ['enabled', 'sampleRate', 'alwaysLogErrors', 'output'], path, issues);
-  return Object.freeze({
-    // Giving an accessLog object turns it on unless it says otherwise.
-    enabled: optBoolean(o, 'enabled', path, issues, true),
-    sampleRate: optNumber(o, 'sampleRate', path, issues, d.sampleRate, { min: 0, max: 1 }),
-    alwaysLogErrors: optBoolean(o, 'alwaysLogErrors', path, issues, d.alwaysLogErrors),
-    output: optString(o, 'output', path, issues) ?? d.output,
-  });
-}
+const telemetryObject = s.object(
+  { metrics: metricsSchema, tracing: tracingSchema, accessLog: accessLogSchema },
+  { name: 'TelemetryInput', doc: 'Metrics, tracing and access logs (docs/telemetry.md).' },
+);
 
 /** Parses the `telemetry` section (exported for tests and for `meshlet validate`). */
 export function parseTelemetryConfig(raw: unknown, path: string, issues: ConfigIssue[]): TelemetryConfig {
-  const o = expectObject(raw, path, issues);
+  const o = telemetryObject.parse(raw, path, issues);
   if (!o) return DEFAULT_TELEMETRY;
-  checkKeys(o, ['metrics', 'tracing', 'accessLog'], path, issues);
   return Object.freeze({
-    metrics:
-      o.metrics === undefined
-        ? DEFAULT_TELEMETRY.metrics
-        : parseMetrics(o.metrics, join(path, 'metrics'), issues),
-    tracing:
-      o.tracing === undefined
-        ? DEFAULT_TELEMETRY.tracing
-        : parseTracing(o.tracing, join(path, 'tracing'), issues),
-    accessLog:
-      o.accessLog === undefined
-        ? DEFAULT_TELEMETRY.accessLog
-        : parseAccessLog(o.accessLog, join(path, 'accessLog'), issues),
+    metrics: o.metrics ?? T.metrics,
+    tracing: o.tracing ?? T.tracing,
+    accessLog: o.accessLog ?? T.accessLog,
   });
 }
 
+const adminObject = s.object(
+  {
+    port: s.integer({
+      min: 0,
+      max: 65535,
+      required: 'is required (0 picks a free port)',
+      doc: 'Port of the admin HTTP server; 0 picks a free one.',
+    }),
+    host: s.string({
+      default: '127.0.0.1',
+      doc: 'Address to bind (the admin page is not for the network).',
+    }),
+  },
+  {
+    name: 'AdminInput',
+    doc: 'The admin server: `/` (HTML), `/metrics`, `/config_dump`, `/healthz`, `/ready`.',
+  },
+);
+
 /** Parses the `admin` section. */
 export function parseAdminConfig(raw: unknown, path: string, issues: ConfigIssue[]): AdminConfig {
-  const o = expectObject(raw, path, issues);
-  if (!o) return { port: 0, host: '127.0.0.1' };
-  checkKeys(o, ['port', 'host'], path, issues);
-  if (o.port === undefined)
-    issues.push({ path: join(path, 'port'), message: 'is required (0 picks a free port)' });
-  return Object.freeze({
-    port: optNumber(o, 'port', path, issues, 0, { min: 0, max: 65535, integer: true }),
-    host: optString(o, 'host', path, issues) ?? '127.0.0.1',
-  });
+  const o = adminObject.parse(raw, path, issues);
+  return Object.freeze({ port: o?.port ?? 0, host: o?.host ?? '127.0.0.1' });
 }
 
 let registered = false;
@@ -207,6 +253,17 @@ let registered = false;
 export function registerTelemetryConfig(): void {
   if (registered) return;
   registered = true;
-  registerMeshSection<TelemetryConfig>({ name: 'telemetry', parse: parseTelemetryConfig });
-  registerMeshSection<AdminConfig>({ name: 'admin', parse: parseAdminConfig });
+  registerMeshSection<TelemetryConfig>({
+    name: 'telemetry',
+    schema: telemetryObject.with({
+      defaultText: 'metrics and tracing on, access logs off',
+      doc: telemetryObject.meta.doc,
+    }),
+    parse: parseTelemetryConfig,
+  });
+  registerMeshSection<AdminConfig>({
+    name: 'admin',
+    schema: adminObject.with({ defaultText: 'off', doc: adminObject.meta.doc }),
+    parse: parseAdminConfig,
+  });
 }

@@ -116,7 +116,9 @@ describe('admin endpoint', () => {
       });
     expect(bad).toThrow(/admin\.port: must be <= 65535/);
     expect(bad).toThrow(/telemetry\.metrics\.naming: must be one of otel, istio, both/);
-    expect(bad).toThrow(/telemetry\.tracing\.propagation: must be one or more of w3c, b3, b3multi/);
+    expect(bad).toThrow(
+      /telemetry\.tracing\.propagation\[0\]: must be one of w3c, b3, b3multi, got the string "jaeger"/,
+    );
     expect(() => parseConfig({ admin: {} })).toThrow(/admin\.port/);
   });
 });

@@ -1,18 +1,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import type { SecureVersion } from 'node:tls';
-import {
-  type ConfigIssue,
-  checkKeys,
-  describe,
-  expectObject,
-  join,
-  optBoolean,
-  optEnum,
-  parseDuration,
-  registerMeshSection,
-  registerServiceSection,
-} from '@meshlet/core';
-import { parseAuthorizationSection } from './authz/policy.js';
+import { type ConfigIssue, registerMeshSection, registerServiceSection, s } from '@meshlet/core';
+import { authorizationSchema, parseAuthorizationSection } from './authz/policy.js';
 import { TLS_LAYOUTS, type TlsLayout } from './material.js';
 
 /** Parsed `tls` section (mesh-wide, or a service's override). */
@@ -34,27 +23,46 @@ export interface TlsSettings {
 /** A service's `tls`: its own settings, or `false` for plaintext. */
 export type ServiceTlsSetting = TlsSettings | false;
 
-const TLS_KEYS = [
-  'dir',
-  'layout',
-  'watch',
-  'debounce',
-  'pollInterval',
-  'warnBefore',
-  'minVersion',
-  'requireSpiffeId',
-];
+const tlsObject = s.object(
+  {
+    dir: s.string({
+      required: 'must be the certificate directory, got undefined',
+      doc: 'The mounted certificate directory (relative to the config file): certificate, key and trust bundle.',
+    }),
+    layout: s.enum(TLS_LAYOUTS, {
+      defaultText: 'detected from the file names',
+      doc: 'Force a layout: `kubernetes` (tls.crt, tls.key, ca.crt), `spiffe` (svid.pem, …) or `istio` (cert-chain.pem, …).',
+    }),
+    watch: s.boolean({ default: true, doc: 'Watch the directory for changes (rotation).' }),
+    debounce: s.duration({
+      default: '100ms',
+      doc: 'Quiet period after the last change before re-reading (a swap touches several names).',
+    }),
+    pollInterval: s.duration({
+      default: '60s',
+      doc: 'Also re-read on this period, in case a change notification was lost; 0 = never.',
+    }),
+    warnBefore: s.duration({
+      defaultText: "a fifth of the certificate's lifetime",
+      doc: 'Warn this long before the certificate in use expires.',
+    }),
+    minVersion: s.enum(['TLSv1.2', 'TLSv1.3'] as const, {
+      default: 'TLSv1.2',
+      doc: 'Lowest TLS version; TLS 1.3 is always preferred when both sides have it.',
+    }),
+    requireSpiffeId: s.boolean({
+      default: true,
+      doc: 'The certificate must carry exactly one workload SPIFFE ID; `false` for encryption-only certificates.',
+    }),
+  },
+  { name: 'TlsInput', doc: 'mTLS from mounted certificate files, rotated in place (docs/security.md).' },
+);
 
-function duration(
-  obj: Record<string, unknown>,
-  key: string,
-  path: string,
-  issues: ConfigIssue[],
-  def: number,
-) {
-  if (obj[key] === undefined) return def;
-  return parseDuration(obj[key], join(path, key), issues) ?? def;
-}
+/** `tls`: a directory, `{ dir, ... }`, or `false` (plaintext). */
+export const tlsSchema = s.union([s.literal(false), s.string(), tlsObject], {
+  defaultText: 'off (plaintext)',
+  doc: 'mTLS from a mounted certificate directory: its path, `{ dir, ... }`, or `false` for plaintext.',
+});
 
 /** Parses a `tls` object; returns undefined (with issues) when unusable. */
 export function parseTlsSettings(
@@ -63,32 +71,18 @@ export function parseTlsSettings(
   issues: ConfigIssue[],
   baseDir: string,
 ): TlsSettings | undefined {
-  const obj = typeof raw === 'string' ? { dir: raw } : expectObject(raw, path, issues);
-  if (!obj) return undefined;
-  checkKeys(obj, TLS_KEYS, path, issues);
-  if (typeof obj.dir !== 'string' || obj.dir.length === 0) {
-    issues.push({
-      path: join(path, 'dir'),
-      message: `must be the certificate directory, got ${describe(obj.dir)}`,
-    });
-    return undefined;
-  }
-  const dir = isAbsolute(obj.dir) ? obj.dir : resolve(baseDir, obj.dir);
-  const layout =
-    obj.layout === undefined
-      ? undefined
-      : optEnum<TlsLayout>(obj, 'layout', path, issues, TLS_LAYOUTS, 'kubernetes');
-  const warnBeforeMs =
-    obj.warnBefore === undefined ? undefined : duration(obj, 'warnBefore', path, issues, 0);
+  const obj = typeof raw === 'string' ? { dir: raw } : raw;
+  const o = tlsObject.parse(obj, path, issues);
+  if (!o || o.dir === undefined) return undefined;
   return Object.freeze({
-    dir,
-    layout,
-    watch: optBoolean(obj, 'watch', path, issues, true),
-    debounceMs: duration(obj, 'debounce', path, issues, 100),
-    pollIntervalMs: duration(obj, 'pollInterval', path, issues, 60_000),
-    warnBeforeMs,
-    minVersion: optEnum<SecureVersion>(obj, 'minVersion', path, issues, ['TLSv1.2', 'TLSv1.3'], 'TLSv1.2'),
-    requireSpiffeId: optBoolean(obj, 'requireSpiffeId', path, issues, true),
+    dir: isAbsolute(o.dir) ? o.dir : resolve(baseDir, o.dir),
+    layout: o.layout,
+    watch: o.watch,
+    debounceMs: o.debounce,
+    pollIntervalMs: o.pollInterval,
+    warnBeforeMs: o.warnBefore,
+    minVersion: o.minVersion,
+    requireSpiffeId: o.requireSpiffeId,
   });
 }
 
@@ -100,6 +94,7 @@ export function registerTlsConfig(): void {
   registered = true;
   registerMeshSection<TlsSettings | false | undefined>({
     name: 'tls',
+    schema: tlsSchema,
     parse(raw, path, issues, baseDir) {
       if (raw === false) return false;
       return parseTlsSettings(raw, path, issues, baseDir);
@@ -107,6 +102,10 @@ export function registerTlsConfig(): void {
   });
   registerServiceSection<ServiceTlsSetting | undefined>({
     name: 'tls',
+    schema: tlsSchema.with({
+      defaultText: 'the mesh-wide `tls`',
+      doc: "This service's own certificate directory (`{ dir, ... }` or its path), or `false` for plaintext.",
+    }),
     parse(raw, path, issues, baseDir) {
       if (raw === false) return false;
       return parseTlsSettings(raw, path, issues, baseDir);
@@ -114,6 +113,7 @@ export function registerTlsConfig(): void {
   });
   registerMeshSection({
     name: 'authorization',
+    schema: authorizationSchema,
     parse: (raw, path, issues) => parseAuthorizationSection(raw, path, issues),
   });
 }

@@ -1,14 +1,5 @@
 import { isAbsolute, resolve } from 'node:path';
-import {
-  type ConfigIssue,
-  checkKeys,
-  describe,
-  isPlainObject,
-  join,
-  type Mesh,
-  parseDuration,
-  registerMeshSection,
-} from '@meshlet/core';
+import { type ConfigIssue, isPlainObject, join, type Mesh, registerMeshSection, s } from '@meshlet/core';
 import { type Bootstrap, bootstrapFromEnv, parseBootstrap, readBootstrapFile } from './bootstrap.js';
 import { XdsClient } from './client.js';
 import { DEFAULT_MAX_PROGRAM_SIZE } from './regex.js';
@@ -33,28 +24,92 @@ export interface XdsSettings {
   readonly maxRegexProgramSize: number;
 }
 
+const xdsObject = s.object(
+  {
+    bootstrap: s.union(
+      [
+        s.string(),
+        s.custom<Record<string, unknown>, unknown>({
+          ts: '{ readonly [key: string]: unknown }',
+          json: { type: 'object', description: 'A gRPC xDS bootstrap (gRFC A27): xds_servers, node, …' },
+          accepts: isPlainObject,
+          parse: (raw) => raw,
+        }),
+      ],
+      {
+        defaultText: '`$GRPC_XDS_BOOTSTRAP` or `$GRPC_XDS_BOOTSTRAP_CONFIG`',
+        doc: 'The gRPC xDS bootstrap: a file path (relative to the config file) or the bootstrap object itself.',
+      },
+    ),
+    servers: s.array(s.string(), {
+      message: 'must be a list of "host:port" strings',
+      defaultText: 'none',
+      doc: 'Shorthand for a bootstrap: xDS servers as `host:port` (insecure), with `node`.',
+    }),
+    node: s.custom<Record<string, unknown>, unknown>(
+      { ts: '{ readonly [key: string]: unknown }', json: { type: 'object' }, parse: (raw) => raw },
+      {
+        default: { id: 'meshlet' },
+        doc: 'With `servers`: the node sent to the control plane (`{ id, cluster, metadata, … }`).',
+      },
+    ),
+    resourceTimeout: s.duration({ default: '15s', doc: 'Resource-does-not-exist timer.' }),
+    backoff: s.object(
+      {
+        base: s.duration({ default: '1s', doc: 'First reconnect delay (full jitter).' }),
+        max: s.duration({ default: '30s', doc: 'Cap of the reconnect delay.' }),
+      },
+      { name: 'XdsBackoffInput', doc: 'Reconnect backoff of the ADS stream.' },
+    ),
+    hosts: s.array(s.string(), {
+      message: 'must be a list of host names or patterns',
+      default: ['*'],
+      doc: 'Hosts xDS claims (listener names; `*` for all).',
+    }),
+    enabled: s.boolean({
+      default: true,
+      doc: '`false` turns xDS off even with a bootstrap in the environment.',
+    }),
+    protocol: s.enum(['sotw', 'delta'] as const, {
+      default: 'sotw',
+      doc: '`sotw` (state-of-the-world ADS) or `delta` (incremental ADS).',
+    }),
+    regex: s.object(
+      {
+        maxProgramSize: s.integer({
+          min: 1,
+          default: DEFAULT_MAX_PROGRAM_SIZE,
+          doc:
+            "The largest RE2 program a `safe_regex` may compile to (Envoy's default); a larger one is NACKed. " +
+            "A resource's own `google_re2.max_program_size` wins.",
+        }),
+      },
+      {
+        name: 'XdsRegexInput',
+        doc: 'Limits on the regular expressions of xDS resources.',
+        defaultText: '{ maxProgramSize: 100 }',
+      },
+    ),
+  },
+  {
+    name: 'XdsInput',
+    doc: 'xDS (docs/xds.md): a bootstrap turns it on; `http://NAME/` then resolves through listener NAME.',
+  },
+);
+
 function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], baseDir: string): XdsSettings {
+  const o =
+    xdsObject.parse(raw === null || raw === true ? {} : raw, path, issues) ?? xdsObject.parse({}, path, []);
   const out = {
     bootstrap: undefined as Bootstrap | undefined,
-    resourceTimeoutMs: 15_000,
-    backoffBaseMs: 1_000,
-    backoffMaxMs: 30_000,
-    hosts: ['*'] as readonly string[],
-    enabled: true,
-    protocol: 'sotw' as 'sotw' | 'delta',
-    maxRegexProgramSize: DEFAULT_MAX_PROGRAM_SIZE,
+    resourceTimeoutMs: o?.resourceTimeout ?? 15_000,
+    backoffBaseMs: o?.backoff?.base ?? 1_000,
+    backoffMaxMs: o?.backoff?.max ?? 30_000,
+    hosts: (o?.hosts ?? ['*']) as readonly string[],
+    enabled: o?.enabled ?? true,
+    protocol: o?.protocol ?? 'sotw',
+    maxRegexProgramSize: o?.regex?.maxProgramSize ?? DEFAULT_MAX_PROGRAM_SIZE,
   };
-  if (raw === null || raw === true) return out;
-  if (!isPlainObject(raw)) {
-    issues.push({ path, message: `must be an object, got ${describe(raw)}` });
-    return out;
-  }
-  checkKeys(
-    raw,
-    ['bootstrap', 'servers', 'node', 'resourceTimeout', 'backoff', 'hosts', 'enabled', 'protocol', 'regex'],
-    path,
-    issues,
-  );
   const collect = (fn: () => Bootstrap): Bootstrap | undefined => {
     try {
       return fn();
@@ -67,73 +122,27 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
       return undefined;
     }
   };
-  if (typeof raw.bootstrap === 'string') {
-    const file = isAbsolute(raw.bootstrap) ? raw.bootstrap : resolve(baseDir, raw.bootstrap);
+  const bootstrap = o?.bootstrap;
+  if (typeof bootstrap === 'string') {
+    const file = isAbsolute(bootstrap) ? bootstrap : resolve(baseDir, bootstrap);
     out.bootstrap = collect(() => readBootstrapFile(file));
-  } else if (raw.bootstrap !== undefined) {
-    out.bootstrap = collect(() => parseBootstrap(raw.bootstrap, `${path}.bootstrap`, baseDir));
-  } else if (raw.servers !== undefined) {
+  } else if (bootstrap !== undefined) {
+    out.bootstrap = collect(() => parseBootstrap(bootstrap, `${path}.bootstrap`, baseDir));
+  } else if (o?.servers !== undefined) {
     // Shorthand: `servers: ['host:port', …]` (insecure), `node: { id, … }`.
-    if (!Array.isArray(raw.servers) || raw.servers.some((s) => typeof s !== 'string')) {
-      issues.push({ path: join(path, 'servers'), message: 'must be a list of "host:port" strings' });
-    } else {
-      out.bootstrap = collect(() =>
-        parseBootstrap(
-          {
-            xds_servers: (raw.servers as string[]).map((s) => ({
-              server_uri: s,
-              channel_creds: [{ type: 'insecure' }],
-            })),
-            node: raw.node ?? { id: 'meshlet' },
-          },
-          `${path}.servers`,
-          baseDir,
-        ),
-      );
-    }
-  }
-  const dur = (key: string, def: number, v: unknown) =>
-    v === undefined ? def : (parseDuration(v, join(path, key), issues) ?? def);
-  out.resourceTimeoutMs = dur('resourceTimeout', out.resourceTimeoutMs, raw.resourceTimeout);
-  if (raw.backoff !== undefined) {
-    if (!isPlainObject(raw.backoff))
-      issues.push({ path: join(path, 'backoff'), message: 'must be { base, max }' });
-    else {
-      checkKeys(raw.backoff, ['base', 'max'], join(path, 'backoff'), issues);
-      out.backoffBaseMs = dur('backoff.base', out.backoffBaseMs, raw.backoff.base);
-      out.backoffMaxMs = dur('backoff.max', out.backoffMaxMs, raw.backoff.max);
-    }
-  }
-  if (raw.hosts !== undefined) {
-    if (!Array.isArray(raw.hosts) || raw.hosts.some((h) => typeof h !== 'string'))
-      issues.push({ path: join(path, 'hosts'), message: 'must be a list of host names or patterns' });
-    else out.hosts = raw.hosts as string[];
-  }
-  if (raw.protocol !== undefined) {
-    if (raw.protocol !== 'sotw' && raw.protocol !== 'delta')
-      issues.push({ path: join(path, 'protocol'), message: 'must be "sotw" or "delta"' });
-    else out.protocol = raw.protocol;
-  }
-  if (raw.regex !== undefined) {
-    const rp = join(path, 'regex');
-    if (!isPlainObject(raw.regex)) issues.push({ path: rp, message: 'must be { maxProgramSize }' });
-    else {
-      checkKeys(raw.regex, ['maxProgramSize'], rp, issues);
-      const v = raw.regex.maxProgramSize;
-      if (v !== undefined) {
-        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
-          issues.push({
-            path: join(rp, 'maxProgramSize'),
-            message: `must be a positive integer, got ${describe(v)}`,
-          });
-        else out.maxRegexProgramSize = v;
-      }
-    }
-  }
-  if (raw.enabled !== undefined) {
-    if (typeof raw.enabled !== 'boolean')
-      issues.push({ path: join(path, 'enabled'), message: 'must be a boolean' });
-    else out.enabled = raw.enabled;
+    out.bootstrap = collect(() =>
+      parseBootstrap(
+        {
+          xds_servers: (o.servers as string[]).map((srv) => ({
+            server_uri: srv,
+            channel_creds: [{ type: 'insecure' }],
+          })),
+          node: o.node,
+        },
+        `${path}.servers`,
+        baseDir,
+      ),
+    );
   }
   return Object.freeze(out);
 }
@@ -143,7 +152,14 @@ let registered = false;
 export function registerXdsConfig(): void {
   if (registered) return;
   registered = true;
-  registerMeshSection<XdsSettings>({ name: 'xds', parse: parseXdsSettings });
+  registerMeshSection<XdsSettings>({
+    name: 'xds',
+    schema: s.union([s.literal(true), xdsObject], {
+      defaultText: 'on when the environment has a gRPC xDS bootstrap',
+      doc: xdsObject.meta.doc,
+    }),
+    parse: parseXdsSettings,
+  });
 }
 
 export interface SetupXdsOptions {

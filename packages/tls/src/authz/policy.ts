@@ -1,12 +1,12 @@
 import { isIP } from 'node:net';
 import {
   type ConfigIssue,
-  checkKeys,
   describe,
   expectObject,
   isPlainObject,
   join,
   MeshConfigError,
+  s,
 } from '@meshlet/core';
 
 /** Istio's actions (CUSTOM is not supported: there is no external authorizer here). */
@@ -62,27 +62,6 @@ export interface AuthorizationConfig {
   readonly policies: readonly AuthorizationPolicy[];
 }
 
-const SOURCE_KEYS = [
-  'principals',
-  'notPrincipals',
-  'namespaces',
-  'notNamespaces',
-  'ipBlocks',
-  'notIpBlocks',
-  'remoteIpBlocks',
-  'notRemoteIpBlocks',
-] as const;
-const OPERATION_KEYS = [
-  'hosts',
-  'notHosts',
-  'methods',
-  'notMethods',
-  'paths',
-  'notPaths',
-  'ports',
-  'notPorts',
-] as const;
-
 /** `when` keys understood (Istio's names); `request.headers[name]` takes any header name. */
 export const CONDITION_KEYS = [
   'source.ip',
@@ -96,187 +75,264 @@ export const CONDITION_KEYS = [
 
 const HEADER_KEY_RE = /^request\.headers\[([!#$%&'*+.^_`|~0-9A-Za-z-]+)\]$/;
 
-function stringList(
-  raw: unknown,
-  path: string,
-  issues: ConfigIssue[],
-  check?: (s: string, p: string) => void,
-) {
-  if (!Array.isArray(raw)) {
-    issues.push({ path, message: `must be a list of strings, got ${describe(raw)}` });
-    return undefined;
+type Check = (v: string, p: string, issues: ConfigIssue[]) => void;
+
+function checkCidr(v: string, p: string, issues: ConfigIssue[]): void {
+  const [addr, bits, extra] = v.split('/');
+  const family = isIP(addr ?? '');
+  const max = family === 6 ? 128 : 32;
+  if (
+    family === 0 ||
+    extra !== undefined ||
+    (bits !== undefined && !/^\d{1,3}$/.test(bits)) ||
+    Number(bits ?? 0) > max
+  ) {
+    issues.push({ path: p, message: `must be an IP address or CIDR block, got "${v}"` });
   }
-  const out: string[] = [];
-  raw.forEach((v: unknown, i: number) => {
-    const p = join(path, i);
-    if (typeof v === 'number' && Number.isFinite(v)) v = String(v);
-    if (typeof v !== 'string' || v.length === 0) {
-      issues.push({ path: p, message: `must be a non-empty string, got ${describe(v)}` });
-      return;
-    }
-    check?.(v, p);
-    out.push(v);
+}
+
+function checkPattern(v: string, p: string, issues: ConfigIssue[]): void {
+  const inner = v.length > 1 ? v.slice(1, -1) : '';
+  if (inner.includes('*')) {
+    issues.push({ path: p, message: `"*" is allowed only as a prefix, a suffix or alone, got "${v}"` });
+  }
+}
+
+function checkPort(v: string, p: string, issues: ConfigIssue[]): void {
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535)
+    issues.push({ path: p, message: `must be a port number, got "${v}"` });
+}
+
+/** A string (numbers are taken as their text, for ports) passing `check`. */
+function value(check: Check | undefined) {
+  return s.custom<string | number, string>({
+    ts: 'string | number',
+    json: { type: ['string', 'number'] },
+    parse(v, p, issues) {
+      if (typeof v === 'number' && Number.isFinite(v)) v = String(v);
+      if (typeof v !== 'string' || v.length === 0) {
+        issues.push({ path: p, message: `must be a non-empty string, got ${describe(v)}` });
+        return undefined;
+      }
+      check?.(v, p, issues);
+      return v;
+    },
   });
-  return Object.freeze(out);
 }
 
-function checkCidr(issues: ConfigIssue[]) {
-  return (v: string, p: string) => {
-    const [addr, bits, extra] = v.split('/');
-    const family = isIP(addr ?? '');
-    const max = family === 6 ? 128 : 32;
-    if (
-      family === 0 ||
-      extra !== undefined ||
-      (bits !== undefined && !/^\d{1,3}$/.test(bits)) ||
-      Number(bits ?? 0) > max
-    ) {
-      issues.push({ path: p, message: `must be an IP address or CIDR block, got "${v}"` });
+function list(check: Check | undefined, doc: string) {
+  return s.array(value(check), { message: 'must be a list of strings', defaultText: 'any', doc });
+}
+
+const MATCH = 'Exact, `prefix*`, `*suffix` or `*` (any non-empty value).';
+
+const sourceSchema = s.object(
+  {
+    principals: list(checkPattern, `Peer SPIFFE IDs (\`td/ns/x/sa/y\` or \`spiffe://…\`). ${MATCH}`),
+    notPrincipals: list(checkPattern, 'Peer SPIFFE IDs that must not match.'),
+    namespaces: list(checkPattern, `The \`/ns/<ns>/\` segment of the peer SPIFFE ID. ${MATCH}`),
+    notNamespaces: list(checkPattern, 'Namespaces that must not match.'),
+    ipBlocks: list(checkCidr, 'Peer addresses or CIDR blocks (IPv4 and IPv6).'),
+    notIpBlocks: list(checkCidr, 'Peer addresses or CIDR blocks that must not match.'),
+    remoteIpBlocks: list(checkCidr, 'Original client addresses (X-Forwarded-For) or CIDR blocks.'),
+    notRemoteIpBlocks: list(checkCidr, 'Original client addresses or CIDR blocks that must not match.'),
+  },
+  { name: 'AuthorizationSourceInput', doc: "Who sends the request (Istio's `Source`); fields are ANDed." },
+);
+
+const operationSchema = s.object(
+  {
+    hosts: list(checkPattern, `Host header (case-insensitive, port ignored). ${MATCH}`),
+    notHosts: list(checkPattern, 'Hosts that must not match.'),
+    methods: list(checkPattern, `HTTP methods. ${MATCH}`),
+    notMethods: list(checkPattern, 'Methods that must not match.'),
+    paths: list(checkPattern, `Request paths, without the query string. ${MATCH}`),
+    notPaths: list(checkPattern, 'Paths that must not match.'),
+    ports: list(checkPort, 'Destination ports.'),
+    notPorts: list(checkPort, 'Destination ports that must not match.'),
+  },
+  {
+    name: 'AuthorizationOperationInput',
+    doc: "What the request does (Istio's `Operation`); fields are ANDed.",
+  },
+);
+
+const conditionSchema = s
+  .object(
+    {
+      key: s.string({
+        required: true,
+        doc: `\`request.headers[<name>]\` or one of ${CONDITION_KEYS.join(', ')}.`,
+      }),
+      values: s.array(value(undefined), {
+        message: 'must be a list of strings',
+        defaultText: 'none',
+        doc: 'Values, ORed.',
+      }),
+      notValues: s.array(value(undefined), {
+        message: 'must be a list of strings',
+        defaultText: 'none',
+        doc: 'Values that must not match.',
+      }),
+    },
+    { name: 'AuthorizationConditionInput', doc: "A condition (Istio's `when`): a key and its values." },
+  )
+  .to((o, path, issues): Condition | undefined => {
+    const key = o.key;
+    if (key === undefined) return undefined;
+    if (!(HEADER_KEY_RE.test(key) || (CONDITION_KEYS as readonly string[]).includes(key))) {
+      issues.push({
+        path: join(path, 'key'),
+        message: `must be request.headers[<name>] or one of ${CONDITION_KEYS.join(', ')}, got ${describe(key)}`,
+      });
+      return undefined;
     }
-  };
-}
-
-function checkPattern(issues: ConfigIssue[]) {
-  return (v: string, p: string) => {
-    const inner = v.length > 1 ? v.slice(1, -1) : '';
-    if (inner.includes('*')) {
-      issues.push({ path: p, message: `"*" is allowed only as a prefix, a suffix or alone, got "${v}"` });
+    if (o.values === undefined && o.notValues === undefined) {
+      issues.push({ path, message: 'needs values or notValues' });
+      return undefined;
     }
-  };
-}
-
-function checkPort(issues: ConfigIssue[]) {
-  return (v: string, p: string) => {
-    if (!/^\d{1,5}$/.test(v) || Number(v) > 65535)
-      issues.push({ path: p, message: `must be a port number, got "${v}"` });
-  };
-}
-
-function parseFields<K extends string>(
-  obj: Record<string, unknown>,
-  keys: readonly K[],
-  path: string,
-  issues: ConfigIssue[],
-  checks: Partial<Record<K, (s: string, p: string) => void>>,
-): Partial<Record<K, readonly string[]>> {
-  checkKeys(obj, keys, path, issues);
-  const out: Partial<Record<K, readonly string[]>> = {};
-  for (const k of keys) {
-    if (obj[k] === undefined) continue;
-    const list = stringList(obj[k], join(path, k), issues, checks[k]);
-    if (list) out[k] = list;
-  }
-  return out;
-}
-
-function parseRule(raw: unknown, path: string, issues: ConfigIssue[]): Rule | undefined {
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return undefined;
-  checkKeys(obj, ['from', 'to', 'when'], path, issues);
-  const rule: { from?: { source: Source }[]; to?: { operation: Operation }[]; when?: Condition[] } = {};
-  const cidr = checkCidr(issues);
-  const pattern = checkPattern(issues);
-  const port = checkPort(issues);
-  if (obj.from !== undefined) {
-    const p = join(path, 'from');
-    if (!Array.isArray(obj.from))
-      issues.push({ path: p, message: `must be a list, got ${describe(obj.from)}` });
-    else {
-      rule.from = [];
-      obj.from.forEach((f: unknown, i: number) => {
-        const fp = join(p, i);
-        const fo = expectObject(f, fp, issues);
-        if (!fo) return;
-        checkKeys(fo, ['source'], fp, issues);
-        const so = expectObject(fo.source, join(fp, 'source'), issues);
-        if (!so) return;
-        const source = parseFields(so, SOURCE_KEYS, join(fp, 'source'), issues, {
-          principals: pattern,
-          notPrincipals: pattern,
-          namespaces: pattern,
-          notNamespaces: pattern,
-          ipBlocks: cidr,
-          notIpBlocks: cidr,
-          remoteIpBlocks: cidr,
-          notRemoteIpBlocks: cidr,
-        });
-        rule.from?.push(Object.freeze({ source: Object.freeze(source) }));
+    const check: Check = key.endsWith('.ip')
+      ? checkCidr
+      : key === 'destination.port'
+        ? checkPort
+        : checkPattern;
+    for (const field of ['values', 'notValues'] as const) {
+      o[field]?.forEach((v, i) => {
+        check(v, join(join(path, field), i), issues);
       });
     }
-  }
-  if (obj.to !== undefined) {
-    const p = join(path, 'to');
-    if (!Array.isArray(obj.to)) issues.push({ path: p, message: `must be a list, got ${describe(obj.to)}` });
-    else {
-      rule.to = [];
-      obj.to.forEach((t: unknown, i: number) => {
-        const tp = join(p, i);
-        const to = expectObject(t, tp, issues);
-        if (!to) return;
-        checkKeys(to, ['operation'], tp, issues);
-        const oo = expectObject(to.operation, join(tp, 'operation'), issues);
-        if (!oo) return;
-        const operation = parseFields(oo, OPERATION_KEYS, join(tp, 'operation'), issues, {
-          hosts: pattern,
-          notHosts: pattern,
-          methods: pattern,
-          notMethods: pattern,
-          paths: pattern,
-          notPaths: pattern,
-          ports: port,
-          notPorts: port,
-        });
-        rule.to?.push(Object.freeze({ operation: Object.freeze(operation) }));
-      });
-    }
-  }
-  if (obj.when !== undefined) {
-    const p = join(path, 'when');
-    if (!Array.isArray(obj.when))
-      issues.push({ path: p, message: `must be a list, got ${describe(obj.when)}` });
-    else {
-      rule.when = [];
-      obj.when.forEach((w: unknown, i: number) => {
-        const wp = join(p, i);
-        const wo = expectObject(w, wp, issues);
-        if (!wo) return;
-        checkKeys(wo, ['key', 'values', 'notValues'], wp, issues);
-        const key = wo.key;
-        if (
-          typeof key !== 'string' ||
-          !(HEADER_KEY_RE.test(key) || (CONDITION_KEYS as readonly string[]).includes(key))
-        ) {
-          issues.push({
-            path: join(wp, 'key'),
-            message: `must be request.headers[<name>] or one of ${CONDITION_KEYS.join(', ')}, got ${describe(key)}`,
-          });
-          return;
-        }
-        const isIpKey = key.endsWith('.ip');
-        const check = isIpKey ? cidr : key === 'destination.port' ? port : pattern;
-        const values =
-          wo.values === undefined ? undefined : stringList(wo.values, join(wp, 'values'), issues, check);
-        const notValues =
-          wo.notValues === undefined
-            ? undefined
-            : stringList(wo.notValues, join(wp, 'notValues'), issues, check);
-        if (
-          values === undefined &&
-          notValues === undefined &&
-          wo.values === undefined &&
-          wo.notValues === undefined
-        ) {
-          issues.push({ path: wp, message: 'needs values or notValues' });
-          return;
-        }
-        rule.when?.push(
-          Object.freeze({ key, ...(values ? { values } : {}), ...(notValues ? { notValues } : {}) }),
-        );
-      });
-    }
-  }
-  return Object.freeze(rule);
+    return Object.freeze({
+      key,
+      ...(o.values ? { values: Object.freeze(o.values) } : {}),
+      ...(o.notValues ? { notValues: Object.freeze(o.notValues) } : {}),
+    });
+  });
+
+function present<T extends object>(o: T): T {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out[k] = Object.freeze(v);
+  return Object.freeze(out) as T;
 }
+
+const ruleSchema = s
+  .object(
+    {
+      from: s.array(
+        s
+          .object({ source: sourceSchema.with({ required: true }) })
+          .to((o) => (o.source ? Object.freeze({ source: present(o.source) as Source }) : undefined)),
+        { message: 'must be a list', defaultText: 'any source', doc: 'Sources, ORed.' },
+      ),
+      to: s.array(
+        s
+          .object({ operation: operationSchema.with({ required: true }) })
+          .to((o) =>
+            o.operation ? Object.freeze({ operation: present(o.operation) as Operation }) : undefined,
+          ),
+        { message: 'must be a list', defaultText: 'any operation', doc: 'Operations, ORed.' },
+      ),
+      when: s.array(conditionSchema, {
+        message: 'must be a list',
+        defaultText: 'none',
+        doc: 'Conditions, ANDed.',
+      }),
+    },
+    { name: 'AuthorizationRuleInput', doc: 'A rule: `from` AND `to` AND `when`; `{}` matches everything.' },
+  )
+  .to((o): Rule => present({ from: o.from, to: o.to, when: o.when }));
+
+const rulesSchema = s.array(ruleSchema, {
+  message: 'must be a list',
+  defaultText: 'none: the policy matches nothing',
+  doc: 'The rules; a request matching any of them matches the policy.',
+});
+
+const actionSchema = s.custom<AuthorizationAction, AuthorizationAction>(
+  {
+    ts: AUTHORIZATION_ACTIONS.map((a) => JSON.stringify(a)).join(' | '),
+    json: { enum: [...AUTHORIZATION_ACTIONS] },
+    parse(v, p, issues) {
+      if (v === 'CUSTOM') {
+        issues.push({ path: p, message: 'CUSTOM (external authorization) is not supported' });
+        return undefined;
+      }
+      if (typeof v === 'string' && (AUTHORIZATION_ACTIONS as readonly string[]).includes(v))
+        return v as AuthorizationAction;
+      issues.push({
+        path: p,
+        message: `must be one of ${AUTHORIZATION_ACTIONS.join(', ')}, got ${describe(v)}`,
+      });
+      return undefined;
+    },
+  },
+  { default: 'ALLOW', doc: 'ALLOW, DENY or AUDIT (only records).' },
+);
+
+const flatPolicySchema = s.object(
+  {
+    name: s.string({ defaultText: '`policy-<index>`', doc: 'The name reported in decisions and logs.' }),
+    action: actionSchema,
+    rules: rulesSchema,
+  },
+  {
+    name: 'AuthorizationPolicyInput',
+    doc: "An authorization policy (Istio's AuthorizationPolicy spec, flat).",
+  },
+);
+
+const k8sPolicySchema = s.object(
+  {
+    apiVersion: s.string({ defaultText: 'any', doc: 'Ignored (`security.istio.io/v1`).' }),
+    kind: s.literal('AuthorizationPolicy', { defaultText: 'AuthorizationPolicy', doc: 'The object kind.' }),
+    metadata: s.custom<{ readonly name?: string; readonly namespace?: string }, Record<string, unknown>>(
+      {
+        ts: '{ readonly name?: string; readonly namespace?: string; readonly [key: string]: unknown }',
+        json: { type: 'object', properties: { name: { type: 'string' }, namespace: { type: 'string' } } },
+        parse: (raw) => (isPlainObject(raw) ? raw : {}),
+      },
+      { defaultText: '{}', doc: 'The object metadata: `name` and `namespace` name the policy.' },
+    ),
+    spec: s.object(
+      {
+        action: actionSchema,
+        rules: rulesSchema,
+        selector: s.custom<unknown, unknown>(
+          { ts: 'unknown', json: {}, parse: (r) => r },
+          {
+            defaultText: 'none',
+            doc: 'Accepted and ignored: a process applies the policies it is given.',
+          },
+        ),
+        targetRef: s.custom<unknown, unknown>(
+          { ts: 'unknown', json: {}, parse: (r) => r },
+          {
+            defaultText: 'none',
+            doc: 'Accepted and ignored.',
+          },
+        ),
+        targetRefs: s.custom<unknown, unknown>(
+          { ts: 'unknown', json: {}, parse: (r) => r },
+          {
+            defaultText: 'none',
+            doc: 'Accepted and ignored.',
+          },
+        ),
+      },
+      { name: 'AuthorizationPolicySpecInput', defaultText: '{}', doc: 'The policy.' },
+    ),
+  },
+  {
+    name: 'AuthorizationPolicyObjectInput',
+    doc: 'A Kubernetes `security.istio.io` AuthorizationPolicy object, as it is.',
+  },
+);
+
+/** One policy: the flat form or a Kubernetes object (anything with `kind` or `spec`). */
+const policySchema = s.custom<unknown, unknown>({
+  ts: (e) => `${flatPolicySchema.ts(e)} | ${k8sPolicySchema.ts(e)}`,
+  json: (e) => ({ anyOf: [flatPolicySchema.json(e), k8sPolicySchema.json(e)] }),
+  parse: (raw) => raw,
+});
 
 /**
  * Parses one policy: meshlet's flat form `{ name, action, rules }` or a Kubernetes
@@ -290,66 +346,30 @@ export function parsePolicy(
 ): AuthorizationPolicy | undefined {
   const obj = expectObject(raw, path, issues);
   if (!obj) return undefined;
-  let name: unknown = obj.name;
-  let spec: Record<string, unknown> = obj;
-  let specPath = path;
-  if (obj.spec !== undefined || obj.kind !== undefined) {
-    checkKeys(obj, ['apiVersion', 'kind', 'metadata', 'spec'], path, issues);
-    if (obj.kind !== undefined && obj.kind !== 'AuthorizationPolicy') {
-      issues.push({
-        path: join(path, 'kind'),
-        message: `must be AuthorizationPolicy, got ${describe(obj.kind)}`,
-      });
-    }
-    const meta = isPlainObject(obj.metadata) ? obj.metadata : {};
-    name = meta.namespace && meta.name ? `${meta.namespace}/${meta.name}` : meta.name;
-    specPath = join(path, 'spec');
-    const s = obj.spec === undefined ? {} : expectObject(obj.spec, specPath, issues);
-    if (!s) return undefined;
-    spec = s;
-    checkKeys(spec, ['action', 'rules', 'selector', 'targetRef', 'targetRefs'], specPath, issues);
-  } else {
-    checkKeys(obj, ['name', 'action', 'rules'], path, issues);
-  }
-  if (name !== undefined && (typeof name !== 'string' || name.length === 0)) {
-    issues.push({ path: join(path, 'name'), message: `must be a non-empty string, got ${describe(name)}` });
-    name = undefined;
-  }
-  let action: AuthorizationAction = 'ALLOW';
-  if (spec.action !== undefined) {
-    if (spec.action === 'CUSTOM') {
-      issues.push({
-        path: join(specPath, 'action'),
-        message: 'CUSTOM (external authorization) is not supported',
-      });
-    } else if (
-      typeof spec.action === 'string' &&
-      (AUTHORIZATION_ACTIONS as readonly string[]).includes(spec.action)
-    ) {
-      action = spec.action as AuthorizationAction;
-    } else {
-      issues.push({
-        path: join(specPath, 'action'),
-        message: `must be one of ${AUTHORIZATION_ACTIONS.join(', ')}, got ${describe(spec.action)}`,
-      });
-    }
-  }
+  let name: string | undefined;
+  let action: AuthorizationAction | undefined;
   let rules: Rule[] | undefined;
-  if (spec.rules !== undefined) {
-    const rp = join(specPath, 'rules');
-    if (!Array.isArray(spec.rules))
-      issues.push({ path: rp, message: `must be a list, got ${describe(spec.rules)}` });
-    else {
-      rules = [];
-      spec.rules.forEach((r: unknown, i: number) => {
-        const rule = parseRule(r, join(rp, i), issues);
-        if (rule) rules?.push(rule);
-      });
-    }
+  if (obj.spec !== undefined || obj.kind !== undefined) {
+    const o = k8sPolicySchema.parse(obj, path, issues);
+    if (!o) return undefined;
+    const meta = o.metadata ?? {};
+    const n = meta.namespace && meta.name ? `${meta.namespace}/${meta.name}` : meta.name;
+    if (n !== undefined && (typeof n !== 'string' || n.length === 0))
+      issues.push({ path: join(path, 'name'), message: `must be a non-empty string, got ${describe(n)}` });
+    else name = n as string | undefined;
+    if (obj.spec !== undefined && !o.spec) return undefined;
+    action = o.spec?.action;
+    rules = o.spec?.rules;
+  } else {
+    const o = flatPolicySchema.parse(obj, path, issues);
+    if (!o) return undefined;
+    name = o.name;
+    action = o.action;
+    rules = o.rules;
   }
   return Object.freeze({
-    name: typeof name === 'string' ? name : `policy-${index}`,
-    action,
+    name: name ?? `policy-${index}`,
+    action: action ?? 'ALLOW',
     rules: rules ? Object.freeze(rules) : undefined,
   });
 }
@@ -368,26 +388,43 @@ export function parsePolicies(raw: unknown, path: string, issues: ConfigIssue[])
   return out;
 }
 
+const policyList = s.array(policySchema);
+
+const authorizationObject = s.object(
+  {
+    mode: s.enum(['STRICT', 'PERMISSIVE'] as const, {
+      message: 'must be STRICT or PERMISSIVE',
+      default: 'PERMISSIVE',
+      doc: '`STRICT`: requests without mTLS are denied before any policy; `PERMISSIVE`: plaintext allowed too.',
+    }),
+    policies: s.custom<unknown, AuthorizationPolicy[]>(
+      { ts: (e) => policyList.ts(e), json: (e) => policyList.json(e), parse: parsePolicies },
+      {
+        default: [],
+        doc: 'The policies (flat, or Kubernetes AuthorizationPolicy objects): DENY first, then ALLOW.',
+      },
+    ),
+  },
+  {
+    name: 'AuthorizationInput',
+    doc: "Inbound authorization with Istio's AuthorizationPolicy semantics (docs/security.md).",
+  },
+);
+
+/** The `authorization` section. */
+export const authorizationSchema = authorizationObject.with({
+  defaultText: 'none: every request is allowed',
+  doc: "Inbound authorization with Istio's AuthorizationPolicy semantics (docs/security.md).",
+});
+
 /** Parses the `authorization: { mode, policies }` section. */
 export function parseAuthorizationSection(
   raw: unknown,
   path: string,
   issues: ConfigIssue[],
 ): AuthorizationConfig {
-  const obj = expectObject(raw, path, issues) ?? {};
-  checkKeys(obj, ['mode', 'policies'], path, issues);
-  let mode: AuthorizationMode = 'PERMISSIVE';
-  if (obj.mode !== undefined) {
-    if (obj.mode === 'STRICT' || obj.mode === 'PERMISSIVE') mode = obj.mode;
-    else
-      issues.push({
-        path: join(path, 'mode'),
-        message: `must be STRICT or PERMISSIVE, got ${describe(obj.mode)}`,
-      });
-  }
-  const policies =
-    obj.policies === undefined ? [] : parsePolicies(obj.policies, join(path, 'policies'), issues);
-  return Object.freeze({ mode, policies: Object.freeze(policies) });
+  const o = authorizationObject.parse(raw, path, issues);
+  return Object.freeze({ mode: o?.mode ?? 'PERMISSIVE', policies: Object.freeze(o?.policies ?? []) });
 }
 
 /**
