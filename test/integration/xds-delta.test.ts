@@ -74,6 +74,7 @@ describe("xds: { protocol: 'delta' }", () => {
   });
 
   it('rejects an unknown protocol with a config error naming the field', async () => {
+    // @ts-expect-error: the input type already refuses it; the runtime check is for untyped configs
     await expect(createMesh({ xds: { protocol: 'incremental' } }, { env: {} })).rejects.toMatchObject({
       code: 'MESHLET_ERR_CONFIG',
       message: expect.stringContaining('xds.protocol'),

@@ -116,7 +116,11 @@ export interface LocalConfig {
   readonly namespace: string;
 }
 
-export interface MeshConfig {
+/**
+ * A validated, normalized mesh config: what `parseConfig` returns and `mesh.config` holds (durations
+ * in ms, defaults filled, policies resolved). The input a user writes is `MeshConfig`.
+ */
+export interface ParsedMeshConfig {
   readonly services: Readonly<Record<string, ServiceConfig>>;
   readonly defaults: ServicePolicy;
   /** Hosts the mesh does not know go to a plain undici Agent (true) or fail (false). Default true. */
@@ -325,7 +329,11 @@ export const retrySchema = s.object(
           doc: 'The backoff cap (must be >= base).',
         }),
       },
-      { name: 'RetryBackoffInput', doc: 'Exponential backoff with full jitter between attempts.' },
+      {
+        name: 'RetryBackoffInput',
+        doc: 'Exponential backoff with full jitter between attempts.',
+        defaultText: '{ base: 25ms, max: 250ms }',
+      },
     ),
     nonIdempotent: s.boolean({
       default: false,
@@ -349,7 +357,11 @@ export const retrySchema = s.object(
           doc: 'The sliding window of the budget.',
         }),
       },
-      { name: 'RetryBudgetInput', doc: 'The retry budget: retries as a share of requests.' },
+      {
+        name: 'RetryBudgetInput',
+        doc: 'The retry budget: retries as a share of requests.',
+        defaultText: '{ percent: 20, minPerSecond: 10, window: 10s }',
+      },
     ),
   },
   { name: 'RetryInput', doc: "Retries (Istio's defaults), within a retry budget; `false` disables them." },
@@ -408,7 +420,11 @@ export const connectionSchema = s.object(
       doc: "Idle keep-alive timeout (undici's default).",
     }),
   },
-  { name: 'ConnectionInput', doc: 'Connection pool settings of each endpoint.' },
+  {
+    name: 'ConnectionInput',
+    doc: 'Connection pool settings of each endpoint.',
+    defaultText: 'the default of each field',
+  },
 );
 
 function parseConnection(
@@ -648,7 +664,7 @@ export const localSchema = s.object(
       doc: "This workload's namespace, for telemetry.",
     }),
   },
-  { name: 'LocalInput', doc: 'Where this process runs and who it is.' },
+  { name: 'LocalInput', doc: 'Where this process runs and who it is.', defaultText: 'from the environment' },
 );
 
 function parseLocal(raw: unknown, path: string, issues: ConfigIssue[], env: NodeJS.ProcessEnv): LocalConfig {
@@ -705,12 +721,13 @@ export const meshSchema = s.object(
 /** The JSON Schema of a mesh config, with every registered section, policy and discovery type. */
 export function meshConfigJsonSchema(): JsonSchema {
   const e = new JsonEmitter();
-  const root = meshSchema.json(e);
+  meshSchema.json(e);
+  const { MeshConfig: root, ...definitions } = e.definitions;
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
     title: 'meshlet mesh config',
     ...root,
-    definitions: e.definitions,
+    definitions,
   };
 }
 
@@ -727,7 +744,7 @@ export interface ParseOptions {
  * Validates a raw configuration object. Returns the config, or throws `MeshConfigError`
  * (`MESHLET_ERR_CONFIG`) listing every bad field by its path. See docs/configuration.md.
  */
-export function parseConfig(raw: unknown, options: ParseOptions = {}): MeshConfig {
+export function parseConfig(raw: unknown, options: ParseOptions = {}): ParsedMeshConfig {
   const { config, issues } = checkConfig(raw, options);
   if (!config || issues.length > 0) throw new MeshConfigError(issues, options.source);
   return config;
@@ -737,7 +754,7 @@ export function parseConfig(raw: unknown, options: ParseOptions = {}): MeshConfi
 export function checkConfig(
   raw: unknown,
   options: ParseOptions = {},
-): { config?: MeshConfig; issues: ConfigIssue[] } {
+): { config?: ParsedMeshConfig; issues: ConfigIssue[] } {
   const issues: ConfigIssue[] = [];
   const baseDir = options.baseDir ?? process.cwd();
   const env = options.env ?? process.env;
@@ -775,7 +792,7 @@ export function checkConfig(
   for (const [name, section] of meshSections) {
     if (root[name] !== undefined) extensions[name] = section.parse(root[name], name, issues, baseDir);
   }
-  const config: MeshConfig = Object.freeze({
+  const config: ParsedMeshConfig = Object.freeze({
     services: Object.freeze(services),
     defaults,
     passthrough: meshSchema.field(root, 'passthrough', '', issues) ?? f.passthrough.defaultValue() ?? true,
@@ -838,7 +855,7 @@ export function parseConfigText(text: string, source: string): unknown {
 export const MAX_YAML_ALIAS_COUNT = 100;
 
 /** Loads and validates a config file. */
-export function loadConfig(path: string, env?: NodeJS.ProcessEnv): MeshConfig {
+export function loadConfig(path: string, env?: NodeJS.ProcessEnv): ParsedMeshConfig {
   const abs = resolve(path);
   return parseConfig(readConfigFile(abs), { baseDir: dirname(abs), source: abs, env: env ?? process.env });
 }

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { MeshConfig, ServiceConfig, ServicePolicy } from './config.js';
+import type { ParsedMeshConfig, ServiceConfig, ServicePolicy } from './config.js';
 import type { DiscoverySource } from './discovery/types.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import { MeshEvents } from './events.js';
@@ -126,7 +126,7 @@ type CloseHook = () => Promise<void> | void;
  * transport hook the mesh started.
  */
 export class Mesh {
-  readonly config: MeshConfig;
+  readonly config: ParsedMeshConfig;
   readonly events = new MeshEvents();
   readonly now: () => number;
 
@@ -153,7 +153,7 @@ export class Mesh {
   #closed = false;
   #readyPromise: Promise<void> | undefined;
 
-  constructor(config: MeshConfig, options: MeshOptions = {}) {
+  constructor(config: ParsedMeshConfig, options: MeshOptions = {}) {
     this.config = config;
     this.now = options.now ?? (() => performance.now());
     for (const svc of Object.values(config.services)) this.#startService(svc);

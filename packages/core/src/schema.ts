@@ -85,11 +85,11 @@ export abstract class Schema<In, Out, Filled extends boolean = false> {
     return new MappedSchema(this, fn);
   }
 
-  /** The same schema with another doc and default (a shared type used as a particular field). */
+  /** The same schema with its doc and default changed (a shared type used as a particular field). */
   with<const O extends Doc>(
     meta: O,
   ): Schema<In, Out, O extends { readonly default: unknown } ? true : false> {
-    return new MappedSchema(this, (v) => v, meta) as unknown as Schema<
+    return new MappedSchema(this, (v) => v, { ...this.meta, ...meta }) as unknown as Schema<
       In,
       Out,
       O extends { readonly default: unknown } ? true : false
@@ -755,7 +755,11 @@ export function taggedJson(
 // Emitters
 
 function withDoc(schema: JsonSchema, meta: Doc): JsonSchema {
-  const out: JsonSchema = { ...schema };
+  // draft-07 ignores the siblings of `$ref`: a documented reference is wrapped.
+  const out: JsonSchema =
+    '$ref' in schema && (meta.doc || meta.defaultText || meta.default !== undefined)
+      ? { allOf: [schema] }
+      : { ...schema };
   const text = describeDoc(meta);
   if (text) out.description = text;
   if (meta.default !== undefined) out.default = meta.default;
@@ -837,7 +841,7 @@ export function tsObject(fields: Fields, e: TsEmitter): string {
   const body = entries
     .map(([key, field]) => {
       const t = field.ts(e);
-      return `${tsDoc(field.meta, '  ')}  ${tsKey(key)}${field.meta.required ? '' : '?'}: ${indentType(t)};`;
+      return `${tsDoc(field.meta, '  ')}  readonly ${tsKey(key)}${field.meta.required ? '' : '?'}: ${indentType(t)};`;
     })
     .join('\n');
   return `{\n${body}\n}`;

@@ -210,7 +210,11 @@ const kubernetesObject = s.object(
           doc: 'Cap of the reconnect delay (must be >= base).',
         }),
       },
-      { name: 'KubernetesBackoffInput', doc: 'Reconnect backoff after errors.' },
+      {
+        name: 'KubernetesBackoffInput',
+        doc: 'Reconnect backoff after errors.',
+        defaultText: '{ base: 500ms, max: 30s }',
+      },
     ),
     maxRequestsPerSecond: s.number({
       min: 0.1,

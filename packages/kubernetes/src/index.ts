@@ -16,6 +16,11 @@ export {
   registerKubernetesSection,
   SERVICE_ACCOUNT_DIR,
 } from './config.js';
+export type {
+  KubernetesBackoffInput,
+  KubernetesInput,
+  KubernetesServiceInput,
+} from './config-types.generated.js';
 export {
   KubernetesDiscovery,
   type KubernetesDiscoveryOptions,

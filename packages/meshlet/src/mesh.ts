@@ -3,6 +3,7 @@ import {
   type MeshOptions as CoreMeshOptions,
   loadConfig,
   type MeshConfig,
+  type ParsedMeshConfig,
   parseConfig,
 } from '@meshlet/core';
 import { createMeshFetch, MeshDispatcher, type MeshDispatcherOptions, type MeshFetch } from '@meshlet/fetch';
@@ -18,7 +19,7 @@ export interface MeshExtension {
   readonly name: string;
   /** Contributes dispatcher options before the dispatcher is built. */
   dispatcherOptions?(
-    config: MeshConfig,
+    config: ParsedMeshConfig,
   ): MeshDispatcherOptions | undefined | Promise<MeshDispatcherOptions | undefined>;
   /** Wires the extension into a fully built mesh. */
   setup?(mesh: Mesh): void | Promise<void>;
@@ -59,7 +60,7 @@ export class Mesh extends CoreMesh {
   #restoreGlobal: (() => void) | undefined;
 
   constructor(
-    config: MeshConfig,
+    config: ParsedMeshConfig,
     options: CreateMeshOptions = {},
     dispatcherOptions: MeshDispatcherOptions = {},
   ) {
@@ -103,9 +104,15 @@ export class Mesh extends CoreMesh {
 
 /**
  * Creates a mesh from a config object or the path of a YAML/JSON file. Rejects with
- * `MESHLET_ERR_CONFIG` naming every bad field; nothing is started then.
+ * `MESHLET_ERR_CONFIG` naming every bad field; nothing is started then. The object is typed
+ * `MeshConfig` (misspelt keys and unknown policy names do not compile); a config of unknown shape
+ * (read from elsewhere) goes through `parseConfig` first, or is passed as `MeshConfig` and
+ * validated here all the same.
  */
-export async function createMesh(config: unknown = {}, options: CreateMeshOptions = {}): Promise<Mesh> {
+export async function createMesh(
+  config: MeshConfig | string = {},
+  options: CreateMeshOptions = {},
+): Promise<Mesh> {
   const env = options.env ?? process.env;
   const parsed = typeof config === 'string' ? loadConfig(config, env) : parseConfig(config, { env });
   let dispatcherOptions: MeshDispatcherOptions = {};

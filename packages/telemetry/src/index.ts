@@ -21,6 +21,13 @@ export {
   type TelemetryConfig,
   type TracingConfig,
 } from './config.js';
+export type {
+  AccessLogInput,
+  AdminInput,
+  MetricsInput,
+  TelemetryInput,
+  TracingInput,
+} from './config-types.generated.js';
 export { inboundTelemetry } from './inbound.js';
 export {
   ENDPOINT_STATES,

@@ -52,6 +52,17 @@ export {
   verifyPeerIdentity,
 } from './client.js';
 export { parseTlsSettings, registerTlsConfig, type ServiceTlsSetting, type TlsSettings } from './config.js';
+export type {
+  AuthorizationConditionInput,
+  AuthorizationInput,
+  AuthorizationOperationInput,
+  AuthorizationPolicyInput,
+  AuthorizationPolicyObjectInput,
+  AuthorizationPolicySpecInput,
+  AuthorizationRuleInput,
+  AuthorizationSourceInput,
+  TlsInput,
+} from './config-types.generated.js';
 export { getMeshTls, MeshTls, type MeshTlsOptions, type MeshTlsSnapshot, meshTlsFor } from './manager.js';
 export {
   detectLayout,

@@ -1,4 +1,4 @@
-import type { EndpointState, Mesh, MeshConfig, ServicePolicy, ServiceRuntime } from '@meshlet/core';
+import type { EndpointState, Mesh, ParsedMeshConfig, ServicePolicy, ServiceRuntime } from '@meshlet/core';
 import { type Authorizer, createAuthorizer } from './authz/evaluate.js';
 import type { AuthorizationConfig } from './authz/policy.js';
 import { type Connector, createConnectProvider } from './client.js';
@@ -29,7 +29,7 @@ function settingsKey(s: TlsSettings): string {
  * they are missing or invalid); `attach(mesh)` starts watching and reporting.
  */
 export class MeshTls {
-  readonly config: MeshConfig;
+  readonly config: ParsedMeshConfig;
   /** The mesh-wide source (`tls: { dir }`), if any. */
   readonly meshSource: CertificateSource | undefined;
   /** The inbound authorizer from `authorization: { mode, policies }`, if configured. */
@@ -38,7 +38,7 @@ export class MeshTls {
   readonly #options: MeshTlsOptions;
   #mesh: Mesh | undefined;
 
-  constructor(config: MeshConfig, options: MeshTlsOptions = {}) {
+  constructor(config: ParsedMeshConfig, options: MeshTlsOptions = {}) {
     this.config = config;
     this.#options = options;
     const meshLevel = config.extensions.tls as TlsSettings | false | undefined;
@@ -175,10 +175,10 @@ export class MeshTls {
   }
 }
 
-const byConfig = new WeakMap<MeshConfig, MeshTls>();
+const byConfig = new WeakMap<ParsedMeshConfig, MeshTls>();
 
 /** The `MeshTls` of a parsed config, created (and its certificates read) on first call. */
-export function meshTlsFor(config: MeshConfig, options?: MeshTlsOptions): MeshTls {
+export function meshTlsFor(config: ParsedMeshConfig, options?: MeshTlsOptions): MeshTls {
   let m = byConfig.get(config);
   if (!m) {
     m = new MeshTls(config, options);

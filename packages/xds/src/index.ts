@@ -21,6 +21,10 @@ export {
   type XdsResourceDump,
 } from './client.js';
 export { decodeAny, decodeMessage, encodeMessage, fromJson, type Msg, XdsDecodeError } from './codec.js';
+export type {
+  XdsBackoffInput,
+  XdsInput,
+} from './config-types.generated.js';
 export {
   AGGREGATE_CLUSTER_TYPE,
   adsService,

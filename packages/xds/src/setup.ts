@@ -59,7 +59,11 @@ const xdsObject = s.object(
         base: s.duration({ default: '1s', doc: 'First reconnect delay (full jitter).' }),
         max: s.duration({ default: '30s', doc: 'Cap of the reconnect delay.' }),
       },
-      { name: 'XdsBackoffInput', doc: 'Reconnect backoff of the ADS stream.' },
+      {
+        name: 'XdsBackoffInput',
+        doc: 'Reconnect backoff of the ADS stream.',
+        defaultText: '{ base: 1s, max: 30s }',
+      },
     ),
     hosts: s.array(s.string(), {
       message: 'must be a list of host names or patterns',

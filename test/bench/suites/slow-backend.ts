@@ -82,7 +82,7 @@ type Mode = 'balancerOnly' | 'meshDefaults';
 
 async function runPolicy(
   backends: Backends,
-  policy: string,
+  policy: (typeof POLICIES)[number],
   durationMs: number,
   mode: Mode,
 ): Promise<RunStats> {

@@ -146,6 +146,7 @@ export const balancingSchema = s.object(
   {
     name: 'BalancingInput',
     doc: 'Balancing options every policy shares: priorities, localities, slow start, penalties.',
+    defaultText: 'the default of each field',
   },
 );
 

@@ -5,7 +5,7 @@ import {
   checkConfig,
   formatDuration,
   isConfigError,
-  type MeshConfig,
+  type ParsedMeshConfig,
   readConfigFile,
   type ServiceConfig,
 } from '@meshlet/core';
@@ -40,7 +40,7 @@ function validateFile(file: string, io: CliIo, color: boolean): boolean {
   const p = paint(color);
   const abs = resolve(io.cwd, file);
   let issues: readonly ConfigIssue[];
-  let config: MeshConfig | undefined;
+  let config: ParsedMeshConfig | undefined;
   try {
     const raw = readConfigFile(abs);
     const checked = checkConfig(raw, { baseDir: dirname(abs), source: abs, env: io.env });

@@ -287,7 +287,13 @@ const k8sPolicySchema = s.object(
     metadata: s.custom<{ readonly name?: string; readonly namespace?: string }, Record<string, unknown>>(
       {
         ts: '{ readonly name?: string; readonly namespace?: string; readonly [key: string]: unknown }',
-        json: { type: 'object', properties: { name: { type: 'string' }, namespace: { type: 'string' } } },
+        json: {
+          type: 'object',
+          properties: {
+            name: { type: 'string', description: 'The policy name. Default: `policy-<index>`.' },
+            namespace: { type: 'string', description: 'Its namespace, prefixed to the name. Default: none.' },
+          },
+        },
         parse: (raw) => (isPlainObject(raw) ? raw : {}),
       },
       { defaultText: '{}', doc: 'The object metadata: `name` and `namespace` name the policy.' },
