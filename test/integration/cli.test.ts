@@ -73,12 +73,14 @@ describe('meshlet CLI', { timeout: 90_000 }, () => {
         "    endpoints: ['127.0.0.1:9000']",
         '    retry: { attempts: 50, on: [teapot] }',
         '    identity: reviews',
+        '  details:',
+        '    dns: { name: details.test, port: 80, recordType: MX }',
         '',
       ].join('\n'),
     );
     const r = await meshlet('validate', file);
     expect(r.code).toBe(1);
-    expect(r.stdout).toContain('8 problems');
+    expect(r.stdout).toContain('9 problems');
     for (const path of [
       'servics',
       'defaults.timeout',
@@ -88,6 +90,7 @@ describe('meshlet CLI', { timeout: 90_000 }, () => {
       'services.ratings.retry.attempts',
       'services.ratings.retry.on[0]',
       'services.ratings.identity',
+      'services.details.dns.recordType',
     ]) {
       expect(r.stdout).toMatch(new RegExp(`^  ${path.replace(/[.[\]]/g, '\\$&')}: `, 'm'));
     }

@@ -123,6 +123,11 @@ export interface MeshConfig extends MeshSections {
    * @default from the environment
    */
   readonly local?: LocalInput;
+  /**
+   * The JSON Schema of this file, for editors (`./node_modules/meshlet/schema.json`); ignored by meshlet.
+   * @default none
+   */
+  readonly $schema?: string;
 }
 
 /** One endpoint: an address and a port, with optional weight, priority and locality. */

@@ -708,6 +708,10 @@ export const meshSchema = s.object(
         "long without a request; 0 keeps them for the mesh's life.",
     }),
     local: localSchema,
+    $schema: s.string({
+      defaultText: 'none',
+      doc: 'The JSON Schema of this file, for editors (`./node_modules/meshlet/schema.json`); ignored by meshlet.',
+    }),
   },
   {
     name: 'MeshConfig',
