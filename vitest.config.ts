@@ -9,5 +9,8 @@ export default defineConfig({
     hookTimeout: 20_000,
     pool: 'forks',
     restoreMocks: true,
+    // The meshes tests make log to the console by default (consoleLogger): their breaker, ejection
+    // and discovery lines are the point of some tests but noise in the run's output.
+    onConsoleLog: (log) => !log.startsWith('meshlet '),
   },
 });

@@ -2,8 +2,9 @@ import { X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createMesh, type Mesh } from '../../packages/meshlet/src/index.js';
+import { type CreateMeshOptions, createMesh, type Mesh } from '../../packages/meshlet/src/index.js';
 import {
   CertificateSource,
   createCa,
@@ -28,7 +29,7 @@ afterEach(async () => {
 
 const serialOf = (pem: string) => new X509Certificate(pem).serialNumber;
 
-async function setup(ca: PemPair) {
+async function setup(ca: PemPair, options: CreateMeshOptions = {}) {
   const tmp = tempDir();
   cleanups.push(tmp.cleanup);
   const serverDir = join(tmp.dir, 'server');
@@ -54,10 +55,13 @@ async function setup(ca: PemPair) {
   cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
   cleanups.push(() => server.closeAllConnections());
   const port = (server.address() as AddressInfo).port;
-  const mesh = await createMesh({
-    tls: { dir: clientDir, debounce: '20ms' },
-    services: { reviews: { endpoints: [`127.0.0.1:${port}`], identity: SERVER_ID } },
-  });
+  const mesh = await createMesh(
+    {
+      tls: { dir: clientDir, debounce: '20ms' },
+      services: { reviews: { endpoints: [`127.0.0.1:${port}`], identity: SERVER_ID } },
+    },
+    options,
+  );
   cleanups.push(() => mesh.close());
   await mesh.ready();
   return { serverDir, clientDir, source, server, mesh };
@@ -208,10 +212,13 @@ describe('certificate rotation under continuous traffic', () => {
     expect(t.failed).toEqual([]);
   });
 
-  it('keeps the last good certificate on a bad write and says why (log event, snapshot)', async () => {
+  it('keeps the last good certificate on a bad write and says why (log event, logger, snapshot)', async () => {
     const ca = await createCa();
     const other = await createCa({ commonName: 'stranger' });
-    const { clientDir, mesh } = await setup(ca);
+    const lines: string[] = [];
+    const { clientDir, mesh } = await setup(ca, {
+      logger: pino({}, { write: (l: string) => lines.push(l) }),
+    });
     const tls = getMeshTls(mesh);
     const before = tls?.meshSource?.current.serialNumber;
     const logs: Array<{ level: string; message: string; data?: unknown }> = [];
@@ -233,6 +240,15 @@ describe('certificate rotation under continuous traffic', () => {
     await t.stop();
     expect(t.failed).toEqual([]);
     expect(logs.some((l) => l.level === 'warn' && /rejected/.test(l.message))).toBe(true);
+    expect(lines.map((l) => JSON.parse(l))).toContainEqual(
+      expect.objectContaining({
+        level: 40,
+        scope: 'tls',
+        dir: clientDir,
+        reason: 'untrusted_chain',
+        msg: expect.stringMatching(/^new certificates in .* rejected, keeping serial /),
+      }),
+    );
     const snap = mesh.snapshot().extensions.tls as {
       sources: Array<{ rejections: number; lastError?: string }>;
     };

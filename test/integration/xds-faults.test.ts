@@ -1,4 +1,5 @@
 import { createServer } from 'node:net';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   type ControlPlane,
@@ -7,7 +8,13 @@ import {
   resourcesFromConfig,
   startControlPlane,
 } from '../../packages/control-plane/src/index.js';
-import { createMesh, isMeshErrorCode, type Mesh } from '../../packages/meshlet/src/index.js';
+import {
+  type CreateMeshOptions,
+  createMesh,
+  isMeshErrorCode,
+  type Mesh,
+  type MeshConfig,
+} from '../../packages/meshlet/src/index.js';
 import { bootstrapJson, type NamedServer, startNamed, until } from './xds/helpers.js';
 
 let cleanup: Array<() => Promise<unknown> | unknown> = [];
@@ -36,10 +43,14 @@ async function plane(config: unknown, port = 0): Promise<ControlPlane> {
   return cp;
 }
 
-async function mesh(servers: string[], extra: Record<string, unknown> = {}): Promise<Mesh> {
+async function mesh(
+  servers: string[],
+  extra: MeshConfig = {},
+  options: CreateMeshOptions = {},
+): Promise<Mesh> {
   const m = await createMesh(
     { xds: { backoff: { base: '20ms', max: '100ms' }, resourceTimeout: '500ms' }, ...extra },
-    { env: { GRPC_XDS_BOOTSTRAP_CONFIG: bootstrapJson(servers) } },
+    { env: { GRPC_XDS_BOOTSTRAP_CONFIG: bootstrapJson(servers) }, ...options },
   );
   cleanup.push(() => m.close());
   return m;
@@ -108,13 +119,27 @@ describe('xDS fault handling end to end', () => {
   it('fails fast with a coded error while unreachable at start, then connects when the server appears', async () => {
     const [a] = await named('a');
     const port = await deadPort();
-    const m = await mesh([`127.0.0.1:${port}`]);
+    const lines: string[] = [];
+    const m = await mesh(
+      [`127.0.0.1:${port}`],
+      {},
+      { logger: pino({}, { write: (l: string) => lines.push(l) }) },
+    );
     const err = await m.fetch('http://reviews/').then(
       () => undefined,
       (e: Error) => e.cause,
     );
     expect(isMeshErrorCode(err, 'MESHLET_ERR_UNKNOWN_SERVICE')).toBe(true);
     expect((err as Error).message).toMatch(/control plane is unreachable/);
+    expect(lines.map((l) => JSON.parse(l))).toContainEqual(
+      expect.objectContaining({
+        level: 40,
+        scope: 'xds',
+        server: `127.0.0.1:${port}`,
+        receivedResponse: false,
+        msg: expect.stringMatching(/^xDS stream to 127\.0\.0\.1:\d+ failed: .*; reconnecting with backoff/),
+      }),
+    );
     await plane({ services: { reviews: { endpoints: [a?.address] } } }, port);
     await until(
       () =>
@@ -128,11 +153,12 @@ describe('xDS fault handling end to end', () => {
     expect(xdsOf(m).connected).toBe(true);
   });
 
-  it('shows a NACKed resource with its error in snapshot() and keeps routing with the old config', async () => {
+  it('shows a NACKed resource with its error in snapshot() and the log, and keeps routing with the old config', async () => {
     const [a] = await named('a');
     const config = { services: { reviews: { endpoints: [a?.address] } } };
     const cp = await plane(config);
-    const m = await mesh([cp.address]);
+    const lines: string[] = [];
+    const m = await mesh([cp.address], {}, { logger: pino({}, { write: (l: string) => lines.push(l) }) });
     expect(await get(m, 'http://reviews/')).toBe('a');
     const set = resourcesFromConfig(parseControlPlaneConfig(config)) as Required<ResourceSet>;
     // An invalid regex in a route: RE2/JS cannot compile "(".
@@ -155,6 +181,17 @@ describe('xDS fault handling end to end', () => {
     );
     for (let i = 0; i < 5; i++) expect(await get(m, 'http://reviews/')).toBe('a');
     expect(cp.clients()[0]?.types.route_config?.nack).toMatch(/invalid regex/);
+    const nack = lines.map((l) => JSON.parse(l)).find((l) => /NACK/.test(l.msg));
+    expect(nack).toMatchObject({
+      level: 40,
+      scope: 'xds',
+      typeUrl: 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration',
+      version: '2',
+      error: expect.stringMatching(/invalid regex/),
+    });
+    expect(nack.msg).toMatch(
+      /^xDS NACK of RouteConfiguration version 2: .*invalid regex.*; keeping the last good version$/,
+    );
   });
 
   it('fails requests with a coded error once a listener is removed', async () => {

@@ -180,6 +180,16 @@ export type {
 } from './lb/types.js';
 export { weightedRoundRobin } from './lb/weighted-round-robin.js';
 export {
+  attachLogger,
+  type ConsoleLoggerOptions,
+  consoleLogger,
+  DEFAULT_LOG_RATE_LIMIT,
+  type LogLevel,
+  type LogRateLimit,
+  type MeshLogger,
+  RateLimitedLogger,
+} from './logger.js';
+export {
   type EndpointSnapshot,
   MAX_UNKNOWN_AUTHORITIES,
   Mesh,

@@ -3,6 +3,7 @@ import type { ParsedMeshConfig, ServiceConfig, ServicePolicy } from './config.js
 import type { DiscoverySource } from './discovery/types.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import { MeshEvents } from './events.js';
+import { attachLogger, consoleLogger, type LogRateLimit, type MeshLogger } from './logger.js';
 import { discoverySources } from './registry.js';
 import type { Router } from './router.js';
 import { ServiceRuntime } from './service.js';
@@ -68,6 +69,17 @@ export interface ResolvedService {
 export interface MeshOptions {
   /** Time source in ms (default `performance.now`); tests inject a fake clock. */
   now?: () => number;
+  /**
+   * Where the mesh logs discovery failures, xDS NACKs, certificate problems, breaker transitions,
+   * ejections and panic mode: a pino logger (or anything with pino's `debug`/`info`/`warn`/`error`
+   * taking `(fields, message)`). Default: `consoleLogger()` (info and above); `false`: nothing.
+   */
+  logger?: MeshLogger | false;
+  /**
+   * At most `lines` lines per message kind (one event type of one service) per `intervalMs`, the
+   * rest summarized (default 10 per minute); `false`: no limit.
+   */
+  logRateLimit?: LogRateLimit | false;
 }
 
 export interface EndpointSnapshot {
@@ -152,10 +164,13 @@ export class Mesh {
   #ready = false;
   #closed = false;
   #readyPromise: Promise<void> | undefined;
+  #detachLogger: (() => void) | undefined;
 
   constructor(config: ParsedMeshConfig, options: MeshOptions = {}) {
     this.config = config;
     this.now = options.now ?? (() => performance.now());
+    if (options.logger !== false)
+      this.#detachLogger = attachLogger(this.events, options.logger ?? consoleLogger(), options.logRateLimit);
     for (const svc of Object.values(config.services)) this.#startService(svc);
   }
 
@@ -522,6 +537,7 @@ export class Mesh {
     this.#notRouted.clear();
     this.#onDemand.clear();
     this.#onDemandRouters.clear();
+    this.#detachLogger?.();
     if (errors.length > 0) throw new AggregateError(errors, 'meshlet: errors while closing the mesh');
   }
 }

@@ -4,8 +4,9 @@ import type { AccessLogConfig } from './config.js';
 import type { TraceStash } from './tracing.js';
 
 /**
- * One access log entry. Field names are flat snake_case so that Elasticsearch (dynamic mapping or
- * an ECS pipeline) and Loki (`| json`) index them as they are; see docs/telemetry.md.
+ * One access log entry (`accessLog.format: json`). Field names are flat snake_case so that Loki
+ * (`| json`) and Elasticsearch (dynamic mapping) index them as they are; `format: ecs` writes the
+ * Elastic Common Schema form instead (`toEcs`). See docs/telemetry.md.
  */
 export interface AccessLogEntry {
   /** ISO 8601 time the request ended, with milliseconds (UTC). */
@@ -35,10 +36,133 @@ export interface AccessLogEntry {
   workload: string;
   namespace: string;
   transport: 'http' | 'grpc';
+  /** The authority: the service called (outbound) or the `Host` header (inbound), when known. */
+  host?: string | undefined;
+  /** The client's `User-Agent` (inbound), when known. */
+  user_agent?: string | undefined;
 }
 
-/** A pino-compatible logger (`logger.info(obj)`) or a plain function. */
-export type AccessLogSink = ((entry: AccessLogEntry) => void) | { info(entry: AccessLogEntry): void };
+/** The level of an access log line: see docs/telemetry.md, "Access logs". */
+export type AccessLogLevel = 'info' | 'warn' | 'error';
+
+/** A pino-compatible logger: `logger.info(fields, message)`, and `warn`/`error` when it has them. */
+export interface AccessLogLogger {
+  info(obj: Record<string, unknown>, msg?: string): void;
+  warn?(obj: Record<string, unknown>, msg?: string): void;
+  error?(obj: Record<string, unknown>, msg?: string): void;
+}
+
+/** A pino-compatible logger, or a function receiving each entry (in meshlet's JSON form). */
+export type AccessLogSink = ((entry: AccessLogEntry) => void) | AccessLogLogger;
+
+/**
+ * The level of a request's line. Successes (4xx included: the caller's business) and requests the
+ * caller cancelled are `info`; a request that failed at the upstream or on the way (a 5xx, a
+ * timeout, a refused connection, an open breaker, no endpoint) is `warn`: one line per failed
+ * request, while the process itself works and the mesh already reacted (retries, breaker,
+ * ejection); `error` is kept for what nothing classified (`outcome: error`: a handler that threw,
+ * an unexpected failure), the lines worth paging on.
+ */
+export function accessLogLevel(outcome: string): AccessLogLevel {
+  if (outcome === 'success' || outcome === 'cancelled') return 'info';
+  return outcome === 'error' ? 'error' : 'warn';
+}
+
+/** The ECS version of `format: ecs` lines (that of Elastic's @elastic/ecs-pino-format 1.5). */
+export const ECS_VERSION = '8.10.0';
+
+function hostPort(address: string | undefined): { ip: string; port: number | undefined } | undefined {
+  if (!address) return undefined;
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
+  if (m) return { ip: m[1] as string, port: Number(m[2]) };
+  return { ip: address, port: undefined };
+}
+
+function message(e: AccessLogEntry): string {
+  return `${e.method} ${e.path} ${e.status ?? e.outcome}`;
+}
+
+/**
+ * The Elastic Common Schema form of an entry (`accessLog.format: ecs`): nested ECS objects, with
+ * `@timestamp`, `log.level`, `message` and `ecs.version` as dotted keys, as Elastic's
+ * `@elastic/ecs-pino-format` writes them; meshlet's own fields under `meshlet.*`. See
+ * docs/telemetry.md for the field list.
+ */
+export function toEcs(
+  e: AccessLogEntry,
+  level: AccessLogLevel = accessLogLevel(e.outcome),
+): Record<string, unknown> {
+  const q = e.path.indexOf('?');
+  const path = q < 0 ? e.path : e.path.slice(0, q);
+  const url: Record<string, unknown> = { path };
+  if (q >= 0) url.query = e.path.slice(q + 1);
+  if (e.host) {
+    url.domain = e.host.replace(/:\d+$/, '');
+    if (e.transport === 'http') url.full = `http://${e.host}${e.path}`;
+  }
+  const failed = e.outcome !== 'success';
+  const peer = hostPort(e.endpoint);
+  const out: Record<string, unknown> = {
+    '@timestamp': e.time,
+    'log.level': level,
+    message: message(e),
+    'ecs.version': ECS_VERSION,
+    event: {
+      kind: 'event',
+      category: ['web', 'network'],
+      type: failed && e.outcome !== 'cancelled' ? ['access', 'error'] : ['access'],
+      dataset: 'meshlet.access',
+      outcome: e.outcome === 'success' ? 'success' : e.outcome === 'cancelled' ? 'unknown' : 'failure',
+      duration: Math.round(e.duration_ms * 1e6),
+    },
+    http: {
+      request: { method: e.method },
+      ...(e.status === undefined ? {} : { response: { status_code: e.status } }),
+    },
+    url,
+    service: {
+      name: e.workload,
+      ...(e.direction === 'outbound' ? { target: { name: e.service } } : {}),
+    },
+    network: { direction: e.direction === 'outbound' ? 'egress' : 'ingress', protocol: e.transport },
+    orchestrator: { namespace: e.namespace },
+  };
+  if (peer) {
+    const side: Record<string, unknown> = { address: e.endpoint, ip: peer.ip };
+    if (peer.port !== undefined) side.port = peer.port;
+    if (e.direction === 'outbound') out.destination = side;
+    else out.client = { ...side, address: peer.ip };
+  }
+  if (e.trace_id) out.trace = { id: e.trace_id };
+  if (e.span_id) out.span = { id: e.span_id };
+  if (e.user_agent) out.user_agent = { original: e.user_agent };
+  if (e.error !== undefined) {
+    out.error = /^MESHLET_ERR_[A-Z_]+$/.test(e.error)
+      ? { code: e.error, message: e.error }
+      : { message: e.error };
+  }
+  out.meshlet = {
+    direction: e.direction,
+    outcome: e.outcome,
+    attempts: e.attempts,
+    ...(e.peer_identity ? { peer_identity: e.peer_identity } : {}),
+  };
+  return out;
+}
+
+/** What a logger sink gets: the fields without those the logger writes itself. */
+function loggerFields(
+  e: AccessLogEntry,
+  format: 'json' | 'ecs',
+  level: AccessLogLevel,
+): Record<string, unknown> {
+  if (format === 'ecs') {
+    const { '@timestamp': _t, 'log.level': _l, message: _m, 'ecs.version': _v, ...rest } = toEcs(e, level);
+    return rest;
+  }
+  const { time: _t, ...rest } = e;
+  return rest;
+}
 
 /**
  * Buffers JSON lines and writes them in one `write()` per event-loop turn, so that logging never
@@ -60,7 +184,7 @@ export class JsonLineWriter {
     }
   }
 
-  write = (entry: AccessLogEntry): void => {
+  write = (entry: object): void => {
     this.#buffer.push(JSON.stringify(entry));
     if (!this.#scheduled) {
       this.#scheduled = true;
@@ -82,9 +206,18 @@ export class JsonLineWriter {
   }
 }
 
-function toFn(sink: AccessLogSink): (entry: AccessLogEntry) => void {
+function toFn(sink: AccessLogSink, format: 'json' | 'ecs'): (entry: AccessLogEntry) => void {
   if (typeof sink === 'function') return sink;
-  return (entry) => sink.info(entry);
+  // A logger writes its own time, level and message: passing `time` too made pino lines with two
+  // `time` keys. Each line goes at its level (accessLogLevel), with a short message.
+  return (entry) => {
+    const level = accessLogLevel(entry.outcome);
+    const fields = loggerFields(entry, format, level);
+    const msg = message(entry);
+    if (level === 'error' && sink.error) sink.error(fields, msg);
+    else if (level !== 'info' && sink.warn) sink.warn(fields, msg);
+    else sink.info(fields, msg);
+  };
 }
 
 /** Writes access log entries for the mesh's requests, sampled as configured. */
@@ -100,10 +233,11 @@ export class AccessLog {
     this.#config = config;
     this.#random = random;
     if (sink) {
-      this.#sink = toFn(sink);
+      this.#sink = toFn(sink, config.format);
     } else {
-      this.#writer = new JsonLineWriter(config.output);
-      this.#sink = this.#writer.write;
+      const writer = new JsonLineWriter(config.output);
+      this.#writer = writer;
+      this.#sink = config.format === 'ecs' ? (entry) => writer.write(toEcs(entry)) : writer.write;
     }
   }
 
@@ -137,6 +271,7 @@ export class AccessLog {
       workload: local.workload,
       namespace: local.namespace,
       transport: e.transport,
+      host: e.service,
     });
   }
 

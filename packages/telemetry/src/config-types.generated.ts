@@ -110,6 +110,11 @@ export interface AccessLogInput {
    * @default "stdout"
    */
   readonly output?: string;
+  /**
+   * `json`: meshlet's flat fields; `ecs`: Elastic Common Schema lines (`@timestamp`, `event.duration` in ns, `http.*`, `url.*`, `trace.id`, …) that Kibana reads without an ingest pipeline.
+   * @default "json"
+   */
+  readonly format?: "json" | "ecs";
 }
 
 /** The admin server: `/` (HTML), `/metrics`, `/config_dump`, `/healthz`, `/ready`. */

@@ -36,6 +36,8 @@ export interface AccessLogConfig {
   readonly alwaysLogErrors: boolean;
   /** Where lines go when no sink is passed in code: `stdout`, `stderr` or a file path (default `stdout`). */
   readonly output: string;
+  /** `json` (meshlet's flat fields) or `ecs` (Elastic Common Schema) (default `json`). */
+  readonly format: 'json' | 'ecs';
 }
 
 export interface TelemetryConfig {
@@ -70,7 +72,13 @@ export const DEFAULT_TELEMETRY: TelemetryConfig = Object.freeze({
     propagation: Object.freeze(['w3c'] as Propagation[]),
     attemptSpans: false,
   }),
-  accessLog: Object.freeze({ enabled: false, sampleRate: 1, alwaysLogErrors: true, output: 'stdout' }),
+  accessLog: Object.freeze({
+    enabled: false,
+    sampleRate: 1,
+    alwaysLogErrors: true,
+    output: 'stdout',
+    format: 'json' as const,
+  }),
 });
 
 const PROPAGATIONS: readonly Propagation[] = ['w3c', 'b3', 'b3multi'];
@@ -168,6 +176,12 @@ const accessLogObject = s.object(
     output: s.string({
       default: T.accessLog.output,
       doc: 'Where lines go when no sink is passed in code: `stdout`, `stderr` or a file path.',
+    }),
+    format: s.enum(['json', 'ecs'] as const, {
+      default: T.accessLog.format,
+      doc:
+        "`json`: meshlet's flat fields; `ecs`: Elastic Common Schema lines (`@timestamp`, `event.duration` in ns, " +
+        '`http.*`, `url.*`, `trace.id`, …) that Kibana reads without an ingest pipeline.',
     }),
   },
   { name: 'AccessLogInput', doc: 'Access logs as JSON lines; `true`/`false` is short for `{ enabled }`.' },

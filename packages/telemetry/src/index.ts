@@ -1,4 +1,13 @@
-export { type AccessLogEntry, type AccessLogSink, JsonLineWriter } from './access-log.js';
+export {
+  type AccessLogEntry,
+  type AccessLogLevel,
+  type AccessLogLogger,
+  type AccessLogSink,
+  accessLogLevel,
+  ECS_VERSION,
+  JsonLineWriter,
+  toEcs,
+} from './access-log.js';
 export {
   type AdminServer,
   type AdminSource,

@@ -94,7 +94,12 @@ export class ServerRequest {
         time: new Date().toISOString(),
         direction: 'inbound',
         service: local.workload,
-        endpoint: info.clientAddress,
+        endpoint:
+          info.clientAddress === undefined || info.clientPort === undefined
+            ? info.clientAddress
+            : info.clientAddress.includes(':')
+              ? `[${info.clientAddress}]:${info.clientPort}`
+              : `${info.clientAddress}:${info.clientPort}`,
         method: info.method,
         path: info.path,
         status,
@@ -108,6 +113,8 @@ export class ServerRequest {
         workload: local.workload,
         namespace: local.namespace,
         transport: info.transport ?? 'http',
+        host: info.serverAddress ?? info.header('host'),
+        user_agent: info.userAgent ?? info.header('user-agent'),
       });
     }
   }

@@ -364,7 +364,9 @@ export interface ServerSpanInfo {
   readonly scheme?: 'http' | 'https' | undefined;
   readonly serverAddress?: string | undefined;
   readonly serverPort?: number | undefined;
+  /** The client's IP address (without the port). */
   readonly clientAddress?: string | undefined;
+  readonly clientPort?: number | undefined;
   readonly userAgent?: string | undefined;
   /** The verified peer identity (SPIFFE ID) under mTLS. */
   readonly peerIdentity?: string | undefined;
@@ -412,6 +414,7 @@ export class ServerTracing {
     if (info.serverAddress !== undefined) attributes['server.address'] = info.serverAddress;
     if (info.serverPort !== undefined) attributes['server.port'] = info.serverPort;
     if (info.clientAddress !== undefined) attributes['client.address'] = info.clientAddress;
+    if (info.clientPort !== undefined) attributes['client.port'] = info.clientPort;
     if (info.userAgent !== undefined) attributes['user_agent.original'] = info.userAgent;
     if (info.peerIdentity !== undefined) attributes['meshlet.peer.identity'] = info.peerIdentity;
     const name = info.route !== undefined ? `${info.method} ${info.route}` : info.method;

@@ -195,10 +195,29 @@ export function setupXds(mesh: Mesh, options: SetupXdsOptions = {}): XdsResolver
           scope: 'xds',
           message: `xDS: ${e.error}; using state-of-the-world ADS from now on`,
         });
-      if (e.kind === 'disconnected') resolver?.onConnectivityChange();
-      if (mesh.events.wants('discoveryError') && e.kind === 'nack') {
-        mesh.events.emit('discoveryError', { service: 'xds', source: 'xds', error: new Error(e.error) });
+      if (e.kind === 'disconnected') {
+        resolver?.onConnectivityChange();
+        mesh.events.emit('log', {
+          level: 'warn',
+          scope: 'xds',
+          message: `xDS stream to ${e.server} failed: ${e.error}; reconnecting with backoff, keeping the last good resources`,
+          data: { server: e.server, error: e.error, receivedResponse: e.receivedResponse },
+        });
       }
+      if (e.kind === 'nack')
+        mesh.events.emit('log', {
+          level: 'warn',
+          scope: 'xds',
+          message: `xDS NACK of ${e.typeUrl.slice(e.typeUrl.lastIndexOf('.') + 1)} version ${e.version || '(none)'}: ${e.error}; keeping the last good version`,
+          data: { typeUrl: e.typeUrl, version: e.version, error: e.error },
+        });
+      if (e.kind === 'doesNotExist')
+        mesh.events.emit('log', {
+          level: 'warn',
+          scope: 'xds',
+          message: `xDS resource ${e.name} (${e.typeUrl.slice(e.typeUrl.lastIndexOf('.') + 1)}) does not exist`,
+          data: { typeUrl: e.typeUrl, name: e.name },
+        });
     },
   });
   resolver = new XdsResolver(mesh, client, { hosts: settings?.hosts ?? ['*'] });
