@@ -7,10 +7,15 @@ import { generateConfigFiles } from '../scripts/config-gen.js';
 // A file of its own: the generator attributes each registry entry to the package whose import
 // added it, so no package may be imported before it runs (vitest isolates test files).
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+let generated: ReturnType<typeof generateConfigFiles> | undefined;
+const generate = () => {
+  generated ??= generateConfigFiles(root);
+  return generated;
+};
 
 describe('generated config artifacts', () => {
   it('the generated types and the published JSON Schema are what the schemas generate now', async () => {
-    const files = await generateConfigFiles(root);
+    const files = await generate();
     expect([...files.keys()].sort()).toEqual([
       'packages/core/src/config-types.generated.ts',
       'packages/kubernetes/src/config-types.generated.ts',
@@ -25,5 +30,18 @@ describe('generated config artifacts', () => {
     const pkg = JSON.parse(readFileSync(join(root, 'packages/meshlet/package.json'), 'utf8'));
     expect(pkg.exports['./schema.json']).toBe('./schema.json');
     expect(pkg.files).toContain('schema.json');
+  });
+
+  it('meshlet exports a type of every package that adds config sections, so consumers get them in MeshConfig', async () => {
+    // A .d.ts keeps no side-effect import: without a type re-export, a consumer's tsc would never
+    // load the package's module augmentation, and its sections would be unknown keys.
+    const index = readFileSync(join(root, 'packages/meshlet/src/index.ts'), 'utf8');
+    const files = await generate();
+    const augmenting = [...files.keys()]
+      .filter((p) => p.endsWith('config-types.generated.ts') && !p.startsWith('packages/core/'))
+      .map((p) => p.split('/')[1]);
+    expect(augmenting.length).toBeGreaterThan(0);
+    for (const dir of augmenting)
+      expect(index).toMatch(new RegExp(`export type \\{[^}]*\\} from '@meshlet/${dir}'`));
   });
 });
