@@ -119,6 +119,11 @@ export interface MeshConfig extends MeshSections {
    */
   readonly readyTimeout?: Duration;
   /**
+   * Services and routes created on demand for undeclared names (Kubernetes, xDS) are closed after this long without a request; 0 keeps them for the mesh's life.
+   * @default "5m"
+   */
+  readonly idleServiceTimeout?: Duration;
+  /**
    * Where this process runs and who it is.
    * @default from the environment
    */

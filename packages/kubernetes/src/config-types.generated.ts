@@ -95,6 +95,21 @@ export interface KubernetesInput {
    */
   readonly maxRequestsPerSecond?: number;
   /**
+   * The largest watch event read, in bytes; a longer one fails the watch with a coded error and the watch restarts from a fresh list.
+   * @default 4194304
+   */
+  readonly maxEventSize?: number;
+  /**
+   * A Service the API server answered 404 for is taken as absent this long: requests to it fail at once, and it is looked up again only then.
+   * @default "30s"
+   */
+  readonly notFoundTtl?: Duration;
+  /**
+   * Lookups per second of Services taken as absent: their own budget, never the one real services use.
+   * @default 1
+   */
+  readonly notFoundRequestsPerSecond?: number;
+  /**
    * Per-service overrides; the name is `svc` (own namespace) or `svc.namespace`.
    * @default {}
    */

@@ -58,6 +58,11 @@ export interface TlsInput {
    * @default "TLSv1.2"
    */
   readonly minVersion?: "TLSv1.2" | "TLSv1.3";
+  /**
+   * The certificate must carry exactly one workload SPIFFE ID; `false` for encryption-only certificates.
+   * @default true
+   */
+  readonly requireSpiffeId?: boolean;
 }
 
 /** Inbound authorization with Istio's AuthorizationPolicy semantics (docs/security.md). */

@@ -54,6 +54,11 @@ export interface XdsInput {
    * @default "sotw"
    */
   readonly protocol?: "sotw" | "delta";
+  /**
+   * Limits on the regular expressions of xDS resources.
+   * @default { maxProgramSize: 100 }
+   */
+  readonly regex?: XdsRegexInput;
 }
 
 /** Reconnect backoff of the ADS stream. */
@@ -68,4 +73,13 @@ export interface XdsBackoffInput {
    * @default "30s"
    */
   readonly max?: Duration;
+}
+
+/** Limits on the regular expressions of xDS resources. */
+export interface XdsRegexInput {
+  /**
+   * The largest RE2 program a `safe_regex` may compile to (Envoy's default); a larger one is NACKed. A resource's own `google_re2.max_program_size` wins.
+   * @default 100
+   */
+  readonly maxProgramSize?: number;
 }
