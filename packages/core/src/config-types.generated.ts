@@ -200,8 +200,8 @@ export interface PolicyInput extends ServiceSections {
    */
   readonly lb?: LbInput;
   /**
-   * Deadline for the whole call, retries and backoff included (Envoy's route default); 0 = none. Expiry fails the call with MESHLET_ERR_TIMEOUT and aborts the request on the wire.
-   * @default "15s"
+   * Deadline for the whole call, retries and backoff included; 0 = none (the default: Istio turns the route timeout off, so streams and long downloads are never cut). Expiry fails the call with MESHLET_ERR_TIMEOUT and aborts the request on the wire.
+   * @default "0ms"
    */
   readonly timeout?: Duration;
   /**
@@ -264,10 +264,10 @@ export interface RetryInput {
    */
   readonly attempts?: number;
   /**
-   * Conditions retried (Envoy's `retry_on` names) and status codes: `connect-failure`, `reset`, `refused-stream`, `5xx`, `gateway-error`, `retriable-status-codes`, `per-try-timeout`, `503`, …
-   * @default "connect-failure,refused-stream,reset,503"
+   * Conditions retried (Envoy's `retry_on` names) and status codes: `connect-failure`, `reset`, `refused-stream`, `5xx`, `gateway-error`, `retriable-status-codes`, `per-try-timeout`, `503`, …; for gRPC calls `unavailable`, `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`. The default is Istio's: resets are not retried.
+   * @default "connect-failure,refused-stream,unavailable,cancelled,503"
    */
-  readonly on?: readonly ("connect-failure" | "reset" | "refused-stream" | "5xx" | "gateway-error" | "retriable-status-codes" | "per-try-timeout" | number)[] | string;
+  readonly on?: readonly ("connect-failure" | "reset" | "refused-stream" | "5xx" | "gateway-error" | "retriable-status-codes" | "per-try-timeout" | "cancelled" | "deadline-exceeded" | "resource-exhausted" | "internal" | "unavailable" | number)[] | string;
   /**
    * Exponential backoff with full jitter between attempts.
    * @default { base: 25ms, max: 250ms }
@@ -278,6 +278,11 @@ export interface RetryInput {
    * @default false
    */
   readonly nonIdempotent?: boolean;
+  /**
+   * Bytes of a streamed request body kept so that it can be sent again (Envoy's per_request_buffer_limit_bytes, Linkerd's 64 KiB); a longer body is not replayed.
+   * @default 65536
+   */
+  readonly bufferLimit?: number;
   /**
    * The retry budget: retries as a share of requests.
    * @default { percent: 20, minPerSecond: 10, window: 10s }
@@ -692,6 +697,11 @@ export interface PeakEwmaOptions {
    * @default "30ms"
    */
   readonly defaultRtt?: Duration;
+  /**
+   * How much an endpoint's recent failure rate raises its cost: × (1 + failurePenalty × rate); 0 turns it off (docs/load-balancing.md).
+   * @default 10
+   */
+  readonly failurePenalty?: number;
 }
 
 /** A random endpoint, by weight; no options. */

@@ -31,7 +31,13 @@ export type RetryCondition =
   /** Responses whose status is in `statusCodes`. */
   | 'retriable-status-codes'
   /** The per-try timeout fired. */
-  | 'per-try-timeout';
+  | 'per-try-timeout'
+  /** gRPC calls answered with that status (Envoy's gRPC `retry_on` names; HTTP calls never match). */
+  | 'cancelled'
+  | 'deadline-exceeded'
+  | 'resource-exhausted'
+  | 'internal'
+  | 'unavailable';
 
 export const RETRY_CONDITIONS: readonly RetryCondition[] = [
   'connect-failure',
@@ -41,7 +47,21 @@ export const RETRY_CONDITIONS: readonly RetryCondition[] = [
   'gateway-error',
   'retriable-status-codes',
   'per-try-timeout',
+  'cancelled',
+  'deadline-exceeded',
+  'resource-exhausted',
+  'internal',
+  'unavailable',
 ];
+
+/** The gRPC status code of each gRPC retry condition. */
+export const GRPC_RETRY_CODES: Readonly<Partial<Record<RetryCondition, number>>> = Object.freeze({
+  cancelled: 1,
+  'deadline-exceeded': 4,
+  'resource-exhausted': 8,
+  internal: 13,
+  unavailable: 14,
+});
 
 export interface RetryBudgetPolicy {
   /** Retries allowed as a percentage of requests in the window (Linkerd/Finagle: 20). */
@@ -63,6 +83,12 @@ export interface RetryPolicy {
   readonly backoffMaxMs: number;
   /** Retry non-idempotent methods (POST, PATCH) too. Default false. */
   readonly nonIdempotent: boolean;
+  /**
+   * Bytes of a streamed request body kept so that the request can be sent again (Envoy's
+   * `per_request_buffer_limit_bytes`, Linkerd's 64 KiB): a body that outgrows it is not replayed.
+   * Default 65536.
+   */
+  readonly bufferLimitBytes: number;
   readonly budget: RetryBudgetPolicy;
   /**
    * gRPC status codes retried by gRPC transports, when a route says (xDS `retry_on`: `cancelled`,
@@ -83,7 +109,10 @@ export interface ConnectionPolicy {
 /** Everything that governs how requests to a service are sent. `defaults` holds the same fields. */
 export interface ServicePolicy extends ResiliencePolicy {
   readonly lb: LbSelection;
-  /** Deadline for the whole call, retries included, in ms; 0 = none. Default 15s (Envoy's). */
+  /**
+   * Deadline for the whole call, retries included, in ms; 0 = none. Default 0: Istio turns the
+   * route timeout off by default, so streams and long downloads are not cut.
+   */
   readonly timeoutMs: number;
   /** Timeout for one attempt in ms; 0 = only the overall deadline. Default 0. */
   readonly perTryTimeoutMs: number;
@@ -187,13 +216,25 @@ function sectionFields(sections: ReadonlyMap<string, ConfigSection>): Fields {
   return out;
 }
 
+/**
+ * Istio's default retry policy (`DefaultPolicy()` in istio/pilot's route/retry package): 2 retries on
+ * `connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes` with 503, to
+ * another host than the ones tried. Resets are not retried by default.
+ */
 export const DEFAULT_RETRY: RetryPolicy = Object.freeze({
   maxRetries: 2,
-  on: new Set<RetryCondition>(['connect-failure', 'refused-stream', 'reset', 'retriable-status-codes']),
+  on: new Set<RetryCondition>([
+    'connect-failure',
+    'refused-stream',
+    'unavailable',
+    'cancelled',
+    'retriable-status-codes',
+  ]),
   statusCodes: Object.freeze([503]),
   backoffBaseMs: 25,
   backoffMaxMs: 250,
   nonIdempotent: false,
+  bufferLimitBytes: 65_536,
   budget: Object.freeze({ percent: 20, minPerSecond: 10, windowMs: 10_000 }),
 });
 
@@ -212,7 +253,7 @@ const DEFAULT_CONNECTION: ConnectionPolicy = Object.freeze({
 export const DEFAULT_POLICY: ServicePolicy = Object.freeze({
   // `config: undefined` means the policy's defaults (every built-in accepts it).
   lb: Object.freeze({ policy: 'peak_ewma', config: undefined }) as LbSelection,
-  timeoutMs: 15_000,
+  timeoutMs: 0,
   perTryTimeoutMs: 0,
   retry: DEFAULT_RETRY,
   panicThreshold: 50,
@@ -313,10 +354,12 @@ export const retrySchema = s.object(
     on: s.array(retryOnItem, {
       commaSeparated: true,
       message: 'must be a list or comma-separated string',
-      default: 'connect-failure,refused-stream,reset,503',
+      default: 'connect-failure,refused-stream,unavailable,cancelled,503',
       doc:
         "Conditions retried (Envoy's `retry_on` names) and status codes: `connect-failure`, `reset`, " +
-        '`refused-stream`, `5xx`, `gateway-error`, `retriable-status-codes`, `per-try-timeout`, `503`, …',
+        '`refused-stream`, `5xx`, `gateway-error`, `retriable-status-codes`, `per-try-timeout`, `503`, …; ' +
+        'for gRPC calls `unavailable`, `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`. ' +
+        "The default is Istio's: resets are not retried.",
     }),
     backoff: s.object(
       {
@@ -338,6 +381,14 @@ export const retrySchema = s.object(
     nonIdempotent: s.boolean({
       default: false,
       doc: 'Also retry POST, PATCH and other non-idempotent methods after they may have reached the server.',
+    }),
+    bufferLimit: s.integer({
+      min: 0,
+      max: 1_073_741_824,
+      default: DEFAULT_RETRY.bufferLimitBytes,
+      doc:
+        "Bytes of a streamed request body kept so that it can be sent again (Envoy's " +
+        "per_request_buffer_limit_bytes, Linkerd's 64 KiB); a longer body is not replayed.",
     }),
     budget: s.object(
       {
@@ -398,6 +449,7 @@ function parseRetry(raw: unknown, path: string, issues: ConfigIssue[]): RetryPol
     backoffBaseMs,
     backoffMaxMs,
     nonIdempotent: o.nonIdempotent,
+    bufferLimitBytes: o.bufferLimit,
     budget: b
       ? Object.freeze({ percent: b.percent, minPerSecond: b.minPerSecond, windowMs: b.window })
       : DEFAULT_RETRY.budget,
@@ -452,8 +504,9 @@ export const policySchema = s.object(
     timeout: s.duration({
       default: formatDuration(DEFAULT_POLICY.timeoutMs),
       doc:
-        "Deadline for the whole call, retries and backoff included (Envoy's route default); 0 = none. " +
-        'Expiry fails the call with MESHLET_ERR_TIMEOUT and aborts the request on the wire.',
+        'Deadline for the whole call, retries and backoff included; 0 = none (the default: Istio ' +
+        'turns the route timeout off, so streams and long downloads are never cut). Expiry fails ' +
+        'the call with MESHLET_ERR_TIMEOUT and aborts the request on the wire.',
     }),
     perTryTimeout: s.duration({
       default: DEFAULT_POLICY.perTryTimeoutMs,

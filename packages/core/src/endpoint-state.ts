@@ -27,7 +27,19 @@ export class EndpointState {
   ewmaMs = 0;
   /** `performance.now()` of the last EWMA update. */
   ewmaStamp = 0;
-  /** Total attempts sent, and failed, over the endpoint's life (for telemetry and the admin page). */
+  /**
+   * The endpoint's recent failure rate (0–1): an exponentially weighted moving average over time
+   * (time constant: the balancer's decay) of its attempts' verdicts, 1 for a gateway error or a
+   * local failure, 0 for a success; attempts that say nothing about the endpoint are left out.
+   * Latency-aware balancers multiply an endpoint's cost by it (see `failurePenalty`).
+   */
+  failRate = 0;
+  /** `performance.now()` of the last `failRate` update. */
+  failStamp = 0;
+  /**
+   * Total attempts sent, and those that failed because of the endpoint (gateway errors and local
+   * failures, not the caller's cancellations or application errors), over the endpoint's life.
+   */
   attempts = 0;
   failures = 0;
 

@@ -18,6 +18,19 @@ export type Outcome =
   | 'cancelled'
   | 'error';
 
+/**
+ * What one attempt says about its endpoint (the input of the breaker, outlier detection and the
+ * balancer's failure signal), decided once by the call pipeline:
+ * - `success`: the endpoint answered (any answer that is not a gateway error: 2xx–4xx, a 500 from
+ *   the application, gRPC INVALID_ARGUMENT, UNIMPLEMENTED, UNKNOWN, …);
+ * - `gateway_error`: the endpoint answered that it cannot serve (HTTP 502/503/504, gRPC UNAVAILABLE);
+ * - `local_failure`: no answer: connect failure, reset, the mesh's own timeout (per-try, or the
+ *   service/route timeout);
+ * - `ignore`: says nothing about the endpoint: the caller cancelled, the caller's deadline expired,
+ *   the caller's request was invalid, a hedge lost.
+ */
+export type Verdict = 'success' | 'gateway_error' | 'local_failure' | 'ignore';
+
 export interface AttemptEvent {
   readonly service: string;
   readonly endpoint: EndpointState;
@@ -31,6 +44,8 @@ export interface AttemptEvent {
   /** Why this attempt was retried, when it was. */
   readonly retryReason: string | undefined;
   readonly transport: 'http' | 'grpc';
+  /** What the attempt said about the endpoint (see `Verdict`). */
+  readonly verdict: Verdict;
 }
 
 export interface RequestEvent {

@@ -3,6 +3,14 @@ import { registerBuiltins } from './builtins.js';
 registerBuiltins();
 
 export {
+  type AttemptFailure,
+  AttemptFailures,
+  Call,
+  CallAttempt,
+  type FailureKind,
+  statusOutcome,
+} from './call.js';
+export {
   type ConfigSection,
   type ConnectionPolicy,
   checkConfig,
@@ -11,6 +19,7 @@ export {
   DEFAULT_POLICY,
   DEFAULT_RETRY,
   type DiscoverySelection,
+  GRPC_RETRY_CODES,
   type LocalConfig,
   loadConfig,
   localSchema,
@@ -127,6 +136,7 @@ export {
   MeshEvents,
   type Outcome,
   type RequestEvent,
+  type Verdict,
 } from './events.js';
 export {
   ActiveHealthChecker,
@@ -214,6 +224,14 @@ export {
   UNSPECIFIED_LOCALITY,
 } from './model.js';
 export {
+  type CallHook,
+  type CallInfo,
+  type CallObserver,
+  type EndpointRemovedListener,
+  RuntimeHooks,
+  type Transport,
+} from './observer.js';
+export {
   DEFAULT_OUTLIER,
   type EjectionReason,
   OutlierDetector,
@@ -276,6 +294,7 @@ export {
   QUEUE_PICKER,
   ServiceRuntime,
   type ServiceRuntimeOptions,
+  verdictOf,
 } from './service.js';
 export {
   type InboundAttributes,

@@ -4,6 +4,7 @@ import type { DiscoverySource } from './discovery/types.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import { MeshEvents } from './events.js';
 import { attachLogger, consoleLogger, type LogRateLimit, type MeshLogger } from './logger.js';
+import { type CallHook, type EndpointRemovedListener, RuntimeHooks } from './observer.js';
 import { discoverySources } from './registry.js';
 import type { Router } from './router.js';
 import { ServiceRuntime } from './service.js';
@@ -141,6 +142,8 @@ export class Mesh {
   readonly config: ParsedMeshConfig;
   readonly events = new MeshEvents();
   readonly now: () => number;
+  /** Shared with every service runtime: the outbound call hook and the endpoint watchers. */
+  readonly hooks = new RuntimeHooks();
 
   readonly #services = new Map<string, ServiceRuntime>();
   readonly #sources = new Map<string, DiscoverySource>();
@@ -177,6 +180,7 @@ export class Mesh {
   #startService(svc: ServiceConfig): void {
     const runtime = new ServiceRuntime(svc.name, svc, svc.discovery.type, this.events, this.now, {
       local: this.config.local,
+      hooks: this.hooks,
     });
     this.#services.set(svc.name, runtime);
     const factory = discoverySources.get(svc.discovery.type);
@@ -226,7 +230,7 @@ export class Mesh {
             spec.discoveryType,
             this.events,
             this.now,
-            { local: this.config.local },
+            { local: this.config.local, hooks: this.hooks },
           );
           this.#services.set(spec.key, runtime);
           this.#attach(runtime, spec.createSource());
@@ -351,7 +355,7 @@ export class Mesh {
       spec.discoveryType,
       this.events,
       this.now,
-      { local: this.config.local },
+      { local: this.config.local, hooks: this.hooks },
     );
     this.#services.set(spec.key, runtime);
     this.#attach(runtime, spec.createSource());
@@ -397,6 +401,22 @@ export class Mesh {
     this.#routers.clear();
     this.#notRouted.clear();
     this.onClose(() => resolver.close?.());
+  }
+
+  /**
+   * Installs the outbound call hook (client spans, trace-context propagation) that every transport's
+   * calls report to — `@meshlet/telemetry` installs its tracing here. `undefined` removes it.
+   */
+  setCallHook(hook: CallHook | undefined): void {
+    this.hooks.callHook = hook;
+  }
+
+  /**
+   * Watches endpoints leaving any service of the mesh (discovery removed them, or the service
+   * closed): transports free what they keep per endpoint. Returns a function that stops watching.
+   */
+  onEndpointRemoved(listener: EndpointRemovedListener): () => void {
+    return this.hooks.onEndpointRemoved(listener);
   }
 
   /** Registers work to do on `close()` (run in reverse order of registration). */

@@ -1,7 +1,7 @@
 import { clampTimer, formatDuration } from './duration.js';
 import { allocateEndpointSlot, type EndpointState } from './endpoint-state.js';
 import type { ConfigIssue } from './errors.js';
-import type { MeshEvents, Outcome } from './events.js';
+import type { MeshEvents, Verdict } from './events.js';
 import { s } from './schema.js';
 
 /**
@@ -9,7 +9,11 @@ import { s } from './schema.js';
  * of Envoy's `config.cluster.v3.OutlierDetection`, with Envoy's default unless noted.
  */
 export interface OutlierPolicy {
-  /** Consecutive 5xx (and, unless split, local-origin failures) before ejection. Envoy: 5. */
+  /**
+   * Consecutive endpoint errors before ejection: 5xx that speak about the endpoint (502/503/504,
+   * gRPC UNAVAILABLE) and, unless split, local-origin failures; a 500 the application answers is
+   * an answer, not an endpoint error (DESIGN.md §5). Envoy: 5.
+   */
   readonly consecutive5xx: number;
   /** Percent chance a consecutive-5xx ejection is enforced. Envoy: 100. */
   readonly enforcingConsecutive5xx: number;
@@ -284,9 +288,9 @@ export class OutlierDetector {
   /** The per-attempt observer; a bound method so `addObserver` gets one stable function. */
   readonly observe: (
     ep: EndpointState,
-    outcome: Outcome,
+    verdict: Verdict,
     status: number | undefined,
-    rttMs: number,
+    durationMs: number,
     now: number,
   ) => void;
 
@@ -294,7 +298,7 @@ export class OutlierDetector {
     this.#host = host;
     this.#policy = policy;
     this.#random = random;
-    this.observe = (ep, outcome, status, _rtt, now) => this.#observe(ep, outcome, status, now);
+    this.observe = (ep, verdict, _status, _duration, now) => this.#observe(ep, verdict, now);
     this.#armSweep();
   }
 
@@ -315,12 +319,18 @@ export class OutlierDetector {
     this.#sweepTimer.unref();
   }
 
-  #observe(ep: EndpointState, outcome: Outcome, status: number | undefined, now: number): void {
-    if (outcome === 'cancelled' || this.#closed) return;
+  /**
+   * One attempt's verdict. Local failures (connect failure, reset, the mesh's own timeout) are
+   * local-origin errors; gateway errors (502/503/504, gRPC UNAVAILABLE) are the external errors
+   * Envoy's 5xx and gateway-failure rules count; every other answer — 4xx, a 500 from the
+   * application, gRPC UNKNOWN or UNIMPLEMENTED — is a success for the endpoint. Attempts that say
+   * nothing about the endpoint (cancelled, the caller's deadline) never reach here.
+   */
+  #observe(ep: EndpointState, verdict: Verdict, now: number): void {
+    if (verdict === 'ignore' || this.#closed) return;
     const p = this.#policy;
     const m = monitorOf(ep);
-    // Local-origin: the request failed before an HTTP response arrived (connect, reset, timeout).
-    const local = status === undefined && outcome !== 'success';
+    const local = verdict === 'local_failure';
     if (p.splitExternalLocalOriginErrors) {
       if (local) {
         m.localTotal++;
@@ -341,22 +351,16 @@ export class OutlierDetector {
       m.consecutiveLocal = 0;
     }
     m.total++;
-    // Without split mode a local-origin failure counts as a gateway error (Envoy maps it to 503/504).
-    const is5xx = local || (status !== undefined && status >= 500);
-    if (!is5xx) {
+    if (verdict === 'success') {
       m.success++;
       m.consecutive5xx = 0;
       m.consecutiveGateway = 0;
       return;
     }
-    const gateway = local || status === 502 || status === 503 || status === 504;
-    if (gateway) {
-      if (++m.consecutiveGateway >= p.consecutiveGatewayFailure) {
-        if (this.#maybeEject(ep, m, 'consecutive_gateway_failure', p.enforcingConsecutiveGatewayFailure, now))
-          return;
-      }
-    } else {
-      m.consecutiveGateway = 0;
+    // A gateway error, or (without split mode) a local failure, which Envoy maps to 503/504.
+    if (++m.consecutiveGateway >= p.consecutiveGatewayFailure) {
+      if (this.#maybeEject(ep, m, 'consecutive_gateway_failure', p.enforcingConsecutiveGatewayFailure, now))
+        return;
     }
     if (++m.consecutive5xx >= p.consecutive5xx) {
       this.#maybeEject(ep, m, 'consecutive_5xx', p.enforcingConsecutive5xx, now);

@@ -2,11 +2,12 @@ import type { ServicePolicy } from './config.js';
 import type { DiscoveryUpdate } from './discovery/types.js';
 import { EndpointState, type PickResult } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
-import type { MeshEvents, Outcome } from './events.js';
+import type { MeshEvents, Outcome, Verdict } from './events.js';
 import type { HeaderInput } from './lb/hash.js';
 import { balancingOf, type HostArrays, planPicker, slowStartFactor, usableOnItsOwn } from './lb/priority.js';
 import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
 import { type Endpoint, type Locality, sameButWeight, sameEndpoint } from './model.js';
+import { RuntimeHooks } from './observer.js';
 import { loadBalancers } from './registry.js';
 import { ServiceResilience } from './resilience/service-resilience.js';
 import { RetryBudget } from './retry.js';
@@ -41,6 +42,8 @@ const PEAK_EWMA_DECAY_MS = 10_000;
 export interface ServiceRuntimeOptions {
   /** This workload's locality (`config.local`), for zone-aware routing. */
   readonly local?: Pick<Locality, 'region' | 'zone'> | undefined;
+  /** The hooks its mesh shares with transports (call hook, endpoint watchers); default: its own. */
+  readonly hooks?: RuntimeHooks | undefined;
 }
 
 /**
@@ -62,6 +65,8 @@ export class ServiceRuntime {
   filter: EndpointSetFilter | undefined;
   /** Circuit breaker, thresholds, outlier detection and active health checks (every transport's). */
   readonly resilience: ServiceResilience;
+  /** The outbound call hook and endpoint watchers, shared by every service of a mesh. */
+  readonly hooks: RuntimeHooks;
 
   #states = new Map<string, EndpointState>();
   #all: readonly EndpointState[] = [];
@@ -93,6 +98,7 @@ export class ServiceRuntime {
   ) {
     this.name = name;
     this.#local = options.local;
+    this.hooks = options.hooks ?? new RuntimeHooks();
     this.policy = policy;
     this.events = events;
     this.now = now;
@@ -263,7 +269,7 @@ export class ServiceRuntime {
       this.rebuild();
     else if (reweighted !== undefined) this.#reweight(reweighted);
     if (added > 0 || removed.length > 0) this.resilience.endpointsChanged();
-    for (const st of removed) this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
+    for (const st of removed) this.#removed(st);
     if (this.events.wants('endpoints')) {
       this.events.emit('endpoints', {
         service: this.name,
@@ -422,9 +428,23 @@ export class ServiceRuntime {
   }
 
   /**
-   * Marks the end of an attempt: releases the in-flight count, feeds the latency estimate
-   * (peak-EWMA: a slow response raises the estimate at once, fast ones lower it with decay) and
-   * publishes the attempt to telemetry.
+   * Marks the end of an attempt: releases the in-flight count, feeds the endpoint's latency
+   * estimate and failure rate (what latency-aware balancers read), runs the attempt observers
+   * (outlier detection) and publishes the attempt to telemetry.
+   *
+   * `start` is when the attempt was dispatched (the attempt's duration in events and spans);
+   * `connectedAt` when it was on a connection, from which its latency is measured (connection
+   * setup — TCP, TLS, HTTP/2 handshakes — is not the endpoint's request latency, as tower and
+   * Linkerd measure on a ready connection): the same as `start` when omitted, negative when the
+   * attempt never had a connection (then no latency is observed). `verdict` says what the attempt
+   * means for the endpoint; when omitted it is derived from `outcome` and `status` (`verdictOf`).
+   *
+   * The estimate is a peak-EWMA (Finagle/Linkerd): as pickers read it, it has decayed towards
+   * zero since the last observation; a latency above that jumps in at once, a lower one is blended
+   * in with a weight that grows with the time since the last observation. Only a success blends
+   * in a lower latency: a failure, and an attempt that says nothing about the endpoint (cancelled,
+   * the caller's deadline), only ever raise it (their latency is a lower bound), so an endpoint
+   * that fails fast never looks fast.
    */
   endAttempt(
     ep: EndpointState,
@@ -435,41 +455,48 @@ export class ServiceRuntime {
     error: Error | undefined,
     retryReason: string | undefined,
     transport: 'http' | 'grpc',
+    verdict: Verdict = verdictOf(transport, outcome, status),
+    connectedAt: number = start,
   ): void {
     ep.active--;
     const now = this.now();
     this.#clock.ms = now;
-    const rtt = now - start;
-    if (outcome !== 'success') ep.failures++;
-    if (outcome !== 'cancelled') {
-      // Peak-EWMA (Finagle/Linkerd): the estimate as pickers read it has decayed towards zero
-      // since the last observation; a latency above that jumps in at once, a lower one is blended
-      // in with a weight that grows with the time since the last observation. Failures only ever
-      // raise the estimate, so an endpoint that fails fast does not look attractive.
+    if (connectedAt >= 0) {
+      const rtt = now - connectedAt;
       const w = ep.ewmaMs === 0 ? 0 : Math.exp(-Math.max(0, now - ep.ewmaStamp) / this.#ewmaDecayMs);
       const current = ep.ewmaMs * w;
       if (rtt >= current) {
         ep.ewmaMs = rtt;
         ep.ewmaStamp = now;
-      } else if (outcome === 'success') {
+      } else if (verdict === 'success') {
         ep.ewmaMs = current + rtt * (1 - w);
         ep.ewmaStamp = now;
       }
     }
-    for (let i = 0; i < this.#observers.length; i++) {
-      (this.#observers[i] as AttemptObserver)(ep, outcome, status, rtt, now);
+    if (verdict !== 'ignore') {
+      const failed = verdict !== 'success';
+      if (failed) ep.failures++;
+      // The failure rate: an EWMA over time with the latency estimate's time constant.
+      const w = ep.failStamp === 0 ? 0 : Math.exp(-Math.max(0, now - ep.failStamp) / this.#ewmaDecayMs);
+      ep.failRate = ep.failRate * w + (failed ? 1 - w : 0);
+      ep.failStamp = now;
+      const observers = this.#observers;
+      for (let i = 0; i < observers.length; i++) {
+        (observers[i] as AttemptObserver)(ep, verdict, status, now - start, now);
+      }
     }
     if (this.events.wants('attempt')) {
       this.events.emit('attempt', {
         service: this.name,
         endpoint: ep,
         attempt,
-        durationMs: rtt,
+        durationMs: now - start,
         outcome,
         status,
         error,
         retryReason,
         transport,
+        verdict,
       });
     }
   }
@@ -488,8 +515,14 @@ export class ServiceRuntime {
     this.#closed = true;
     this.resilience.close();
     this.#balancer.close?.();
-    for (const st of this.#all) this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
+    for (const st of this.#all) this.#removed(st);
     this.#wake();
+  }
+
+  /** An endpoint left: transports free what they hold for it (watch), telemetry is told (event). */
+  #removed(st: EndpointState): void {
+    this.hooks.endpointRemoved(st);
+    this.events.emit('endpointRemoved', { service: this.name, endpoint: st });
   }
 
   get closed(): boolean {
@@ -497,14 +530,37 @@ export class ServiceRuntime {
   }
 }
 
-/** Called at the end of every attempt with its endpoint, outcome, status and latency. */
+/**
+ * Called at the end of every attempt that says something about its endpoint (not for `ignore`
+ * verdicts), with its verdict, status (HTTP status or gRPC code) and duration.
+ */
 export type AttemptObserver = (
   ep: EndpointState,
-  outcome: Outcome,
+  verdict: Verdict,
   status: number | undefined,
-  rttMs: number,
+  durationMs: number,
   now: number,
 ) => void;
+
+/**
+ * The verdict of an attempt from its outcome and status, for transports that report no verdict of
+ * their own: HTTP 502/503/504 and gRPC UNAVAILABLE are gateway errors, any other status is an
+ * answer (4xx and a 500 are the application's); gRPC CANCELLED and DEADLINE_EXCEEDED and
+ * cancelled attempts say nothing; other outcomes without a status (connect failure, reset,
+ * timeout, transport error) are local failures.
+ */
+export function verdictOf(transport: 'http' | 'grpc', outcome: Outcome, status: number | undefined): Verdict {
+  if (outcome === 'cancelled') return 'ignore';
+  if (status !== undefined) {
+    if (transport === 'grpc') {
+      if (status === 14) return 'gateway_error';
+      if (status === 1 || status === 4) return 'ignore';
+      return 'success';
+    }
+    return status === 502 || status === 503 || status === 504 ? 'gateway_error' : 'success';
+  }
+  return outcome === 'success' ? 'success' : 'local_failure';
+}
 
 function isAvoided(ep: EndpointState, avoid: EndpointState | readonly EndpointState[]): boolean {
   return ep === avoid || (Array.isArray(avoid) && avoid.includes(ep));

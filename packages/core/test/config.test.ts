@@ -29,14 +29,18 @@ describe('config', () => {
     const svc = config.services.reviews;
     expect(svc?.discovery.type).toBe('static');
     expect(svc?.lb.policy).toBe('round_robin');
-    expect(svc?.timeoutMs).toBe(15_000);
+    // Istio's defaults: no route timeout; 2 retries on connect-failure, refused-stream,
+    // unavailable, cancelled and 503 — not on resets.
+    expect(svc?.timeoutMs).toBe(0);
     expect(svc?.retry.maxRetries).toBe(2);
     expect([...(svc?.retry.on ?? [])].sort()).toEqual([
+      'cancelled',
       'connect-failure',
       'refused-stream',
-      'reset',
       'retriable-status-codes',
+      'unavailable',
     ]);
+    expect(svc?.retry.bufferLimitBytes).toBe(65_536);
     expect(svc?.retry.statusCodes).toEqual([503]);
     expect(config.passthrough).toBe(true);
   });

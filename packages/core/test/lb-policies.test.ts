@@ -157,7 +157,7 @@ describe('policy config is validated with field paths', () => {
   it('makes peak_ewma the default for services that name no policy', () => {
     const config = parseConfig({ services: { a: { endpoints: ['127.0.0.1:1'] } } });
     expect(config.services.a?.lb.policy).toBe('peak_ewma');
-    expect(config.services.a?.lb.config).toEqual({ decayMs: 10_000, defaultRttMs: 30 });
+    expect(config.services.a?.lb.config).toEqual({ decayMs: 10_000, defaultRttMs: 30, failurePenalty: 10 });
     expect(config.defaults.lb.policy).toBe('peak_ewma');
   });
 

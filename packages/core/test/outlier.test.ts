@@ -72,13 +72,13 @@ describe('outlier detection', () => {
   it('ejects on consecutive 5xx; a success resets the count', () => {
     const { rt, eps, ejections } = makeRuntime(4, { outlierDetection: { consecutive5xx: 3 } });
     const ep = eps[1] as EndpointState;
-    attempt(rt, ep, 'http_error', 500);
-    attempt(rt, ep, 'http_error', 500);
+    attempt(rt, ep, 'http_error', 503);
+    attempt(rt, ep, 'http_error', 503);
     attempt(rt, ep, 'success', 200);
-    attempt(rt, ep, 'http_error', 500);
-    attempt(rt, ep, 'http_error', 500);
+    attempt(rt, ep, 'http_error', 503);
+    attempt(rt, ep, 'http_error', 502);
     expect(ep.isEjected(Date.now())).toBe(false);
-    attempt(rt, ep, 'http_error', 500);
+    attempt(rt, ep, 'http_error', 504);
     expect(ep.isEjected(Date.now())).toBe(true);
     expect(ejections[0]?.reason).toBe('consecutive_5xx');
   });
@@ -86,24 +86,27 @@ describe('outlier detection', () => {
   it('counts 4xx as success and ignores cancelled attempts', () => {
     const { rt, eps } = makeRuntime(4, { outlierDetection: { consecutive5xx: 2 } });
     const ep = eps[0] as EndpointState;
-    attempt(rt, ep, 'http_error', 500);
+    attempt(rt, ep, 'http_error', 503);
     attempt(rt, ep, 'success', 404);
-    attempt(rt, ep, 'http_error', 500);
+    attempt(rt, ep, 'http_error', 503);
     attempt(rt, ep, 'cancelled');
     expect(ep.isEjected(Date.now())).toBe(false);
-    attempt(rt, ep, 'http_error', 500);
+    attempt(rt, ep, 'http_error', 503);
     expect(ep.isEjected(Date.now())).toBe(true);
   });
 
-  it('a non-gateway 5xx resets the gateway-error count but not the 5xx count', () => {
+  it('a 500 from the application is an answer: it resets both counts and never ejects', () => {
     const { rt, eps, ejections } = makeRuntime(4, {
-      outlierDetection: { consecutiveGatewayFailure: 2, consecutive5xx: 10 },
+      outlierDetection: { consecutiveGatewayFailure: 2, consecutive5xx: 2 },
     });
     const ep = eps[0] as EndpointState;
     attempt(rt, ep, 'http_error', 503);
     attempt(rt, ep, 'http_error', 500);
     attempt(rt, ep, 'http_error', 502);
     expect(ep.isEjected(Date.now())).toBe(false);
+    for (let i = 0; i < 100; i++) attempt(rt, ep, 'http_error', i % 2 === 0 ? 500 : 501);
+    expect(ejections).toEqual([]);
+    attempt(rt, ep, 'http_error', 504);
     attempt(rt, ep, 'http_error', 504);
     expect(ejections[0]?.reason).toBe('consecutive_gateway_failure');
   });
@@ -210,7 +213,7 @@ describe('outlier detection', () => {
           rt,
           ep,
           i === 3 && k % 2 === 0 ? 'http_error' : 'success',
-          i === 3 && k % 2 === 0 ? 500 : 200,
+          i === 3 && k % 2 === 0 ? 503 : 200,
         );
       }
     });
@@ -229,7 +232,7 @@ describe('outlier detection', () => {
     });
     eps.forEach((ep, i) => {
       for (let k = 0; k < 40; k++)
-        attempt(rt, ep, i === 0 && k % 2 ? 'http_error' : 'success', i === 0 && k % 2 ? 500 : 200);
+        attempt(rt, ep, i === 0 && k % 2 ? 'http_error' : 'success', i === 0 && k % 2 ? 503 : 200);
     });
     vi.advanceTimersByTime(10_000);
     expect(ejections).toHaveLength(0); // 4 hosts < successRateMinimumHosts (5)

@@ -1,5 +1,6 @@
 import {
   allocateEndpointSlot,
+  type CallHook,
   type EndpointState,
   ErrorCodes,
   type Mesh,
@@ -8,15 +9,51 @@ import {
   type ServiceRuntime,
   UNLIMITED,
 } from '@meshlet/core';
-import { Agent, Dispatcher, Pool } from 'undici';
+import { Agent, buildConnector, Dispatcher, Pool } from 'undici';
 import { toLegacyHandler } from './handler.js';
 import { startMeshRequest } from './hedge.js';
-import type { RequestHook } from './hook.js';
 import type { RequestHost } from './request.js';
 import { dispatchRouted } from './routed.js';
 
 /** The slot in `EndpointState.slots` where this transport keeps the endpoint's connection pool. */
 const POOL_SLOT = allocateEndpointSlot();
+
+type Connector = buildConnector.connector;
+
+/**
+ * One endpoint's connection pool for one authority. Its origin is the authority
+ * (`http://reviews:8080`), so undici writes `Host: reviews:8080` (HTTP/2 `:authority`) itself —
+ * one host header, validated once per pool rather than added and checked per request, and a
+ * caller's own `Host` (any case) replaces it exactly as with undici — while its connector dials
+ * the endpoint's address. TLS keeps the authority's host name as SNI, as before.
+ */
+class EndpointPool extends Pool {
+  readonly authority: string;
+  /** Pools of the same endpoint for other authorities (a service reached under several names). */
+  others: Map<string, EndpointPool> | undefined = undefined;
+
+  constructor(origin: string, authority: string, options: Pool.Options) {
+    super(origin, options);
+    this.authority = authority;
+  }
+}
+
+/** A connector that dials `address:port` whatever host the pool's origin names. */
+function dialing(address: string, port: number, base: Connector): Connector {
+  return (opts, callback) =>
+    base(
+      {
+        host: opts.host,
+        hostname: address,
+        protocol: opts.protocol,
+        port: String(port),
+        servername: opts.servername,
+        localAddress: opts.localAddress,
+        httpSocket: opts.httpSocket,
+      },
+      callback,
+    );
+}
 
 /** Extra connect options for an endpoint (TLS material, SNI, peer checks), from the TLS package. */
 export type ConnectOptionsProvider = (
@@ -33,9 +70,10 @@ export interface MeshDispatcherOptions {
   connect?: ConnectOptionsProvider;
   /**
    * Observes every logical mesh request (start, each attempt, end) and may add headers once per
-   * request — how tracing injects `traceparent`. See `RequestHook` in hook.ts. Default none.
+   * request, instead of the mesh's call hook (`Mesh.setCallHook`, which telemetry installs).
+   * Default: the mesh's.
    */
-  requestHook?: RequestHook;
+  requestHook?: CallHook;
 }
 
 interface RouteEntry {
@@ -57,24 +95,16 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
   readonly #poolOptions: Pool.Options;
   readonly #connect: ConnectOptionsProvider | undefined;
   /**
-   * The request hook (tracing). Settable after construction so that extensions wired in
-   * `createMesh` can install it; undefined costs one property read per request.
+   * An outbound hook replacing the mesh's for this dispatcher's requests; undefined (the default):
+   * the mesh's call hook. Costs one property read per request.
    */
-  requestHook: RequestHook | undefined;
+  requestHook: CallHook | undefined;
   readonly #routes = new Map<string, RouteEntry>();
   /** For routed requests (created once, not per request). */
   readonly #isClosed = (): boolean => this.#closed;
   readonly #pools = new Set<Pool>();
   readonly #unsubscribe: () => void;
   #closed = false;
-  /**
-   * undici's `fetch` hands a dispatcher with this flag the request body's *source* (the string,
-   * bytes, Blob or FormData the caller gave) instead of a one-shot async generator. That is what
-   * makes fetch bodies replayable, so that idempotent requests with bodies can be retried; a
-   * streamed body still arrives as a stream and is never retried. The flag has no other effect
-   * (undici 7.x reads it in exactly one place, `httpNetworkFetch`).
-   */
-  readonly isMockActive = true;
 
   constructor(mesh: Mesh, options: MeshDispatcherOptions = {}) {
     super();
@@ -84,7 +114,8 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
     this.#poolOptions = options.poolOptions ?? {};
     this.#connect = options.connect;
     this.requestHook = options.requestHook;
-    this.#unsubscribe = mesh.events.on('endpointRemoved', ({ endpoint }) => this.#release(endpoint));
+    // Pools are freed through a watch on the mesh, not on the observation event bus.
+    this.#unsubscribe = mesh.onEndpointRemoved((endpoint) => this.#release(endpoint));
   }
 
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
@@ -146,38 +177,70 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
     return entry;
   }
 
-  /** The connection pool of an endpoint, created on first use. */
-  poolFor(ep: EndpointState, rt: ServiceRuntime): Dispatcher {
-    const existing = ep.slots[POOL_SLOT] as Pool | undefined;
-    if (existing !== undefined) return existing;
+  /**
+   * The connection pool of an endpoint for requests to `authority`, created on first use (see
+   * `EndpointPool`). Nearly always the pool in the endpoint's slot; an endpoint reached under a
+   * second name has a pool per name.
+   */
+  poolFor(ep: EndpointState, rt: ServiceRuntime, authority: string): Dispatcher {
+    const first = ep.slots[POOL_SLOT] as EndpointPool | undefined;
+    if (first !== undefined) {
+      if (first.authority === authority) return first;
+      const other = first.others?.get(authority);
+      if (other !== undefined) return other;
+      const pool = this.#newPool(ep, rt, authority);
+      first.others ??= new Map();
+      first.others.set(authority, pool);
+      return pool;
+    }
+    const pool = this.#newPool(ep, rt, authority);
+    ep.slots[POOL_SLOT] = pool;
+    return pool;
+  }
+
+  #newPool(ep: EndpointState, rt: ServiceRuntime, authority: string): EndpointPool {
     const c = rt.policy.connection;
     // thresholds.maxConnections caps each endpoint's pool (requests over it wait as pending).
     const maxConn = Math.min(
       c.maxPerEndpoint > 0 ? c.maxPerEndpoint : UNLIMITED,
       rt.policy.thresholds.maxConnections,
     );
-    const connect = this.#connect?.(ep, rt);
-    const secure = connect !== undefined;
-    const host = ep.endpoint.address.includes(':') ? `[${ep.endpoint.address}]` : ep.endpoint.address;
-    const pool = new Pool(`${secure ? 'https' : 'http'}://${host}:${ep.endpoint.port}`, {
+    const given = this.#poolOptions;
+    const tls = this.#connect?.(ep, rt);
+    const options = typeof tls === 'object' ? tls : typeof given.connect === 'object' ? given.connect : {};
+    const base: Connector =
+      typeof tls === 'function'
+        ? tls
+        : typeof given.connect === 'function'
+          ? given.connect
+          : buildConnector({
+              ...(given.allowH2 !== undefined ? { allowH2: given.allowH2 } : {}),
+              ...(given.maxCachedSessions !== undefined
+                ? { maxCachedSessions: given.maxCachedSessions }
+                : {}),
+              timeout: given.connectTimeout ?? c.connectTimeoutMs,
+              ...options,
+            } as buildConnector.BuildOptions);
+    const secure = tls !== undefined;
+    const pool = new EndpointPool(`${secure ? 'https' : 'http'}://${authority}`, authority, {
       keepAliveTimeout: c.keepAliveTimeoutMs,
-      connectTimeout: c.connectTimeoutMs,
       ...(maxConn < UNLIMITED ? { connections: maxConn } : {}),
-      ...this.#poolOptions,
-      ...(connect ? { connect } : {}),
+      ...given,
+      connect: dialing(ep.endpoint.address, ep.endpoint.port, base),
     });
-    ep.slots[POOL_SLOT] = pool;
     this.#pools.add(pool);
     return pool;
   }
 
-  /** Drops the pool of an endpoint that left its service; in-flight requests finish first. */
+  /** Drops the pools of an endpoint that left its service; in-flight requests finish first. */
   #release(ep: EndpointState): void {
-    const pool = ep.slots[POOL_SLOT] as Pool | undefined;
+    const pool = ep.slots[POOL_SLOT] as EndpointPool | undefined;
     if (!pool) return;
     ep.slots[POOL_SLOT] = undefined;
-    this.#pools.delete(pool);
-    pool.close().catch(() => pool.destroy().catch(() => {}));
+    for (const p of pool.others === undefined ? [pool] : [pool, ...pool.others.values()]) {
+      this.#pools.delete(p);
+      p.close().catch(() => p.destroy().catch(() => {}));
+    }
   }
 
   /**

@@ -1,17 +1,13 @@
 import { isIdempotentMethod, type RouteTarget, type ServiceRuntime } from '@meshlet/core';
 import type { Dispatcher } from 'undici';
+import { bodyKind, VALUE } from './body.js';
 import type { LegacyHandler } from './handler.js';
 import { MeshRequest, type RequestHost } from './request.js';
 
-function replayable(body: unknown): boolean {
-  return (
-    body == null || typeof body === 'string' || body instanceof Uint8Array || body instanceof ArrayBuffer
-  );
-}
-
 /**
- * Starts a mesh request: a plain `MeshRequest`, or — when the service has a `hedge` policy and the
- * request is idempotent with a replayable body — a hedged one.
+ * Starts a mesh request — plain or routed (`route`: an xDS route's target and policy): a
+ * `MeshRequest`, or — when the policy has `hedge` and the request is idempotent with a body undici
+ * reads afresh for each copy (none, a string, bytes, a Blob, FormData) — a hedged one.
  */
 export function startMeshRequest(
   host: RequestHost,
@@ -21,8 +17,8 @@ export function startMeshRequest(
   authority: string,
   route?: RouteTarget,
 ): void {
-  const hedge = rt.policy.hedge;
-  if (hedge !== undefined && isIdempotentMethod(opts.method) && replayable(opts.body)) {
+  const hedge = (route?.policy ?? rt.policy).hedge;
+  if (hedge !== undefined && isIdempotentMethod(opts.method) && bodyKind(opts.body) === VALUE) {
     new HedgedRequest(host, rt, opts, handler, authority, hedge.delayMs, hedge.maxHedges, route).start();
     return;
   }

@@ -1,62 +1,14 @@
-import type { EndpointState, Outcome, ServiceRuntime } from '@meshlet/core';
+import type { CallHook, CallInfo, CallObserver } from '@meshlet/core';
 import type { Dispatcher } from 'undici';
 
 /**
- * What a request hook sees when a logical mesh request starts. Called synchronously inside
- * `dispatch()`, so the caller's async context (e.g. the active OpenTelemetry context) is current.
+ * The outbound observer contract is core's (`CallHook`, `CallObserver`, `CallInfo`: one for every
+ * transport, installed with `Mesh.setCallHook`); these names are kept for code written against
+ * the fetch transport's hook.
  */
-export interface RequestStartInfo {
-  readonly service: ServiceRuntime;
-  readonly method: string;
-  readonly path: string;
-  /** The logical authority (`reviews`, `reviews:8080`). */
-  readonly authority: string;
-  /** The caller's headers, in whatever form undici accepted them. Read them with `readHeader()`. */
-  readonly headers: Dispatcher.DispatchOptions['headers'];
-}
-
-/**
- * Per-request observer returned by a {@link RequestHook}. Its methods run on the request path:
- * keep them cheap and never throw (errors are swallowed to protect the request).
- */
-export interface RequestObserver {
-  /**
-   * Headers added to the request (every attempt sends the same ones: they are injected exactly
-   * once per logical request). A header the caller already set is left alone. Flat list
-   * `[name, value, name, value, …]` with lower-case names.
-   */
-  readonly headers?: readonly string[] | undefined;
-  /** One attempt ended. `retryReason` is set when the mesh retries because of this attempt's response. */
-  attemptEnd?(
-    endpoint: EndpointState,
-    attempt: number,
-    outcome: Outcome,
-    status: number | undefined,
-    durationMs: number,
-    error: Error | undefined,
-    retryReason: string | undefined,
-  ): void;
-  /**
-   * The logical request ended (success, error, timeout, …). Transports call it synchronously just
-   * before emitting the `request` event (telemetry relies on that order to attach trace ids to
-   * the event's metrics and access log line).
-   */
-  end(
-    outcome: Outcome,
-    status: number | undefined,
-    attempts: number,
-    endpoint: EndpointState | undefined,
-    error: Error | undefined,
-  ): void;
-}
-
-/**
- * A hook into the fetch pipeline (tracing, header injection). `start` is called once per logical
- * request; return undefined to observe nothing (the request then costs one call).
- */
-export interface RequestHook {
-  start(info: RequestStartInfo): RequestObserver | undefined;
-}
+export type RequestHook = CallHook;
+export type RequestObserver = CallObserver;
+export type RequestStartInfo = CallInfo;
 
 /** Reads a header (case-insensitive) from undici dispatch headers in any of their forms. */
 export function readHeader(
@@ -94,45 +46,36 @@ export function readHeader(
 }
 
 /**
- * Returns `headers` plus the observer's extra headers, skipping any the caller already set (so
- * that a `traceparent` is never sent twice). `headers` is not modified.
+ * The headers sent upstream: the caller's plus `add` (flat `[name, value, …]`), skipping any name
+ * the caller already set (case-insensitive), in the form the caller used. `headers` is not modified.
  */
-export function addHeaders(
+export function withHeaders(
   headers: Dispatcher.DispatchOptions['headers'],
-  extra: readonly string[],
+  add: readonly string[],
 ): Dispatcher.DispatchOptions['headers'] {
-  const add: string[] = [];
-  for (let i = 0; i + 1 < extra.length; i += 2) {
-    const name = extra[i] as string;
-    if (readHeader(headers, name) === undefined) add.push(name, extra[i + 1] as string);
+  let extra: string[] | undefined;
+  for (let i = 0; i + 1 < add.length; i += 2) {
+    const name = add[i] as string;
+    if (readHeader(headers, name) !== undefined) continue;
+    if (extra === undefined) extra = [];
+    extra.push(name, add[i + 1] as string);
   }
-  if (add.length === 0) return headers;
+  if (extra === undefined) return headers;
   if (headers == null) {
     const out: Record<string, string> = {};
-    for (let i = 0; i < add.length; i += 2) out[add[i] as string] = add[i + 1] as string;
+    for (let i = 0; i < extra.length; i += 2) out[extra[i] as string] = extra[i + 1] as string;
     return out;
   }
-  if (Array.isArray(headers)) return [...headers, ...add] as Dispatcher.DispatchOptions['headers'];
+  if (Array.isArray(headers)) return [...headers, ...extra] as Dispatcher.DispatchOptions['headers'];
   const out: Record<string, string | string[]> = {};
   if (typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
-    for (const [k, v] of headers as Iterable<[string, string | string[]]>) out[k] = v;
+    for (const [k, v] of headers as Iterable<[string, string | string[]]>) {
+      const prev = out[k];
+      out[k] = prev === undefined ? v : ([] as string[]).concat(prev, v);
+    }
   } else {
     Object.assign(out, headers as Record<string, string | string[]>);
   }
-  for (let i = 0; i < add.length; i += 2) out[add[i] as string] = add[i + 1] as string;
+  for (let i = 0; i < extra.length; i += 2) out[extra[i] as string] = extra[i + 1] as string;
   return out;
-}
-
-/** Runs `hook.start`, isolating the request from a throwing hook. */
-export function startObserver(
-  hook: RequestHook,
-  service: ServiceRuntime,
-  opts: Dispatcher.DispatchOptions,
-  authority: string,
-): RequestObserver | undefined {
-  try {
-    return hook.start({ service, method: opts.method, path: opts.path, authority, headers: opts.headers });
-  } catch {
-    return undefined;
-  }
 }

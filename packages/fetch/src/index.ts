@@ -2,10 +2,4 @@ export { type ConnectOptionsProvider, MeshDispatcher, type MeshDispatcherOptions
 export { classifyError } from './errors.js';
 export { createMeshFetch, type MeshFetch } from './fetch.js';
 export { type LegacyHandler, rawHeader, toLegacyHandler } from './handler.js';
-export {
-  addHeaders,
-  type RequestHook,
-  type RequestObserver,
-  type RequestStartInfo,
-  readHeader,
-} from './hook.js';
+export { type RequestHook, type RequestObserver, type RequestStartInfo, readHeader } from './hook.js';

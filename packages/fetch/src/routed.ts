@@ -8,7 +8,8 @@ import {
 } from '@meshlet/core';
 import type { Dispatcher } from 'undici';
 import type { LegacyHandler } from './handler.js';
-import { MeshRequest, type RequestHost } from './request.js';
+import { startMeshRequest } from './hedge.js';
+import type { RequestHost } from './request.js';
 
 /** A `RouteRequest` over undici dispatch options; header lookups scan the headers lazily. */
 class DispatchRouteRequest implements RouteRequest {
@@ -155,9 +156,9 @@ function start(
   if (target.delayMs > 0) {
     setTimeout(() => {
       if (target.abortStatus > 0) abortWith(handler, target.abortStatus);
-      else new MeshRequest(host, target.runtime, opts, handler, authority, target).start();
+      else startMeshRequest(host, target.runtime, opts, handler, authority, target);
     }, target.delayMs);
     return;
   }
-  new MeshRequest(host, target.runtime, opts, handler, authority, target).start();
+  startMeshRequest(host, target.runtime, opts, handler, authority, target);
 }

@@ -157,14 +157,24 @@ describe('MeshDispatcher', () => {
     expect((await fetch('http://reviews/', { method: 'POST', body: 'x' })).status).toBe(200);
   });
 
-  it('retries a reset idempotent request but never a reset POST', async () => {
+  it('retries a reset idempotent request when asked (on: reset), but never a reset POST', async () => {
     let calls = 0;
     const s = await servers(2, (i, req, res) => {
       calls++;
       if (i === 0) req.socket.destroy();
       else res.end('ok');
     });
-    const { fetch } = meshOf({ reviews: { endpoints: s.map((x) => x.address), lb: 'round_robin' } });
+    // Istio's default policy does not retry resets: the reset GET reaches the caller.
+    const plain = meshOf({ plain: { endpoints: [s[0]?.address] } });
+    const err = await plain.fetch('http://plain/').catch((e: { cause?: { code?: string } }) => e);
+    expect((err as { cause?: { code?: string } }).cause?.code).toBe('MESHLET_ERR_RESET');
+    const { fetch } = meshOf({
+      reviews: {
+        endpoints: s.map((x) => x.address),
+        lb: 'round_robin',
+        retry: { on: ['connect-failure', 'reset'] },
+      },
+    });
     for (let i = 0; i < 4; i++) expect(await (await fetch('http://reviews/')).text()).toBe('ok');
     calls = 0;
     const results = await Promise.all(
@@ -201,32 +211,48 @@ describe('MeshDispatcher', () => {
     expect((err as { cause?: { code?: string } }).cause?.code).toBe('MESHLET_ERR_NO_HEALTHY_ENDPOINT');
   });
 
-  it('streams request bodies and is never retried with one', async () => {
-    let calls = 0;
+  it('replays a streamed body that fits the retry buffer, and sends one that outgrows it once', async () => {
+    const bodies: string[] = [];
     const s = await servers(1, (_i, req, res) => {
-      calls++;
       let body = '';
       req.on('data', (c) => {
         body += c;
       });
       req.on('end', () => {
+        bodies.push(body);
         res.statusCode = 503;
         res.end(body);
       });
     });
     const { fetch } = meshOf({
-      reviews: { endpoints: [s[0]?.address], retry: { on: [503], nonIdempotent: true } },
+      reviews: { endpoints: [s[0]?.address], retry: { on: [503], bufferLimit: 16 } },
     });
-    const stream = new ReadableStream({
-      start(c) {
-        c.enqueue(new TextEncoder().encode('streamed'));
-        c.close();
-      },
-    });
-    const r = await fetch('http://reviews/', { method: 'PUT', body: stream, duplex: 'half' } as RequestInit);
+    const stream = (parts: string[]) =>
+      new ReadableStream({
+        start(c) {
+          for (const p of parts) c.enqueue(new TextEncoder().encode(p));
+          c.close();
+        },
+      });
+    // 8 bytes in two chunks: kept, sent three times (two retries), identical each time.
+    const r = await fetch('http://reviews/', {
+      method: 'PUT',
+      body: stream(['stre', 'amed']),
+      duplex: 'half',
+    } as RequestInit);
     expect(r.status).toBe(503);
     expect(await r.text()).toBe('streamed');
-    expect(calls).toBe(1);
+    expect(bodies).toEqual(['streamed', 'streamed', 'streamed']);
+    // 24 bytes: past the 16-byte buffer, so it cannot be sent again.
+    bodies.length = 0;
+    const big = await fetch('http://reviews/', {
+      method: 'PUT',
+      body: stream(['0123456789', '0123456789', 'abcd']),
+      duplex: 'half',
+    } as RequestInit);
+    expect(big.status).toBe(503);
+    expect(await big.text()).toBe('01234567890123456789abcd');
+    expect(bodies).toHaveLength(1);
   });
 
   it("accepts handlers in undici's controller form (interceptors, compose)", async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addHeaders, readHeader } from '../src/hook.js';
+import { withHeaders as addHeaders, readHeader } from '../src/hook.js';
 
 describe('request hook header helpers', () => {
   it('reads headers case-insensitively from every form undici accepts', () => {

@@ -31,7 +31,8 @@ describe('circuit breaker in the fetch pipeline', () => {
   afterEach(() => rig.cleanup());
 
   it('opens on a failing service, then fails fast without touching the server', async () => {
-    const s = await rig.server((_req, res) => status(res, 500));
+    // 502: a gateway error (an endpoint failure), which the default policy does not retry.
+    const s = await rig.server((_req, res) => status(res, 502));
     const { fetch, mesh } = rig.mesh({
       services: {
         svc: {
@@ -43,7 +44,7 @@ describe('circuit breaker in the fetch pipeline', () => {
     });
     const states = rig.collect(mesh, 'breaker');
     const outcomes = rig.collect(mesh, 'request');
-    for (let i = 0; i < 5; i++) expect((await fetch('http://svc/')).status).toBe(500);
+    for (let i = 0; i < 5; i++) expect((await fetch('http://svc/')).status).toBe(502);
     expect(states.map((e) => e.state)).toEqual(['open']);
     for (let i = 0; i < 10; i++) {
       const err = await fetch('http://svc/').catch((e: unknown) => e);
@@ -84,7 +85,7 @@ describe('circuit breaker in the fetch pipeline', () => {
     let mode: 'fail' | 'gated' = 'fail';
     const gate = new Gate();
     const s = await rig.server((_req, res) => {
-      if (mode === 'fail') status(res, 500);
+      if (mode === 'fail') status(res, 502);
       else gate.hold(() => status(res, 200, 'ok'));
     });
     rig.defer(() => gate.open());
@@ -119,14 +120,14 @@ describe('circuit breaker in the fetch pipeline', () => {
     await until(() => states.length === 3, 'closed');
     expect(states[2]?.state).toBe('closed');
     mode = 'fail';
-    expect((await fetch('http://svc/')).status).toBe(500);
+    expect((await fetch('http://svc/')).status).toBe(502);
   });
 
   it('never retries into an open breaker', async () => {
     const gate = new Gate();
     const s = await rig.server((req, res) => {
       if (req.url === '/slow') gate.hold(() => status(res, 503));
-      else status(res, 500);
+      else status(res, 502);
     });
     rig.defer(() => gate.open());
     const { fetch, mesh } = rig.mesh({
@@ -142,7 +143,7 @@ describe('circuit breaker in the fetch pipeline', () => {
     const slow = fetch('http://svc/slow');
     await until(() => gate.waiting.length === 1, 'the slow request');
     // The slow attempt counts as a call: two fast failures of three calls exceed 50%.
-    for (let i = 0; i < 2; i++) expect((await fetch('http://svc/fast')).status).toBe(500);
+    for (let i = 0; i < 2; i++) expect((await fetch('http://svc/fast')).status).toBe(502);
     await until(() => mesh.service('svc')?.resilience.breaker?.state === 'open', 'the breaker to open');
     gate.releaseAll();
     expect((await slow).status).toBe(503);

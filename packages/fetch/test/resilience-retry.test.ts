@@ -104,15 +104,24 @@ describe('retries', () => {
     expect(Number(sent[2])).toBeLessThanOrEqual(500);
   });
 
-  it('retries a reset connection by default for idempotent requests', async () => {
-    const { fetch, total, retries } = await pair((req) => req.socket.destroy());
+  it("does not retry a reset by default (Istio's default policy), and does with on: reset", async () => {
+    const plain = await pair((req) => req.socket.destroy());
+    const err = await plain.fetch('http://svc/').catch((e: unknown) => e);
+    expect(causeCode(err)).toBe('MESHLET_ERR_RESET');
+    expect(plain.retries).toHaveLength(0);
+    expect(plain.total()).toBe(1);
+    const { fetch, total, retries } = await pair((req) => req.socket.destroy(), {
+      retry: { on: ['connect-failure', 'reset'] },
+    });
     expect(await (await fetch('http://svc/')).text()).toBe('ok');
     expect(retries.map((r) => r.reason)).toEqual(['reset']);
     expect(total()).toBe(2);
   });
 
   it('does not retry a reset POST (it may have been processed)', async () => {
-    const { fetch, total, retries } = await pair((req) => req.socket.destroy());
+    const { fetch, total, retries } = await pair((req) => req.socket.destroy(), {
+      retry: { on: ['connect-failure', 'reset'] },
+    });
     const err = await fetch('http://svc/', { method: 'POST', body: 'x' }).catch((e: unknown) => e);
     expect(causeCode(err)).toBe('MESHLET_ERR_RESET');
     expect(retries).toHaveLength(0);
@@ -230,24 +239,38 @@ describe('retries', () => {
     expect(bodies).toEqual(['same-body', 'same-body']);
   });
 
-  it('never retries a streamed body', async () => {
-    const { fetch, total, retries } = await pair((req, res) => {
+  it('retries a streamed body only while it fits retry.bufferLimit', async () => {
+    const respond = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
       req.resume();
       req.on('end', () => {
         res.statusCode = 503;
         res.end();
       });
-    });
-    const body = new ReadableStream<Uint8Array>({
-      start(c) {
-        c.enqueue(new TextEncoder().encode('chunk'));
-        c.close();
-      },
-    });
-    const res = await fetch('http://svc/', { method: 'PUT', body, duplex: 'half' } as RequestInit);
+    };
+    const body = (text: string) =>
+      new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new TextEncoder().encode(text));
+          c.close();
+        },
+      });
+    const small = await pair(respond, { retry: { bufferLimit: 8 } });
+    const ok = await small.fetch('http://svc/', {
+      method: 'PUT',
+      body: body('chunk'),
+      duplex: 'half',
+    } as RequestInit);
+    expect(ok.status).toBe(200);
+    expect(small.retries.map((r) => r.reason)).toEqual(['503']);
+    const big = await pair(respond, { retry: { bufferLimit: 4 } });
+    const res = await big.fetch('http://svc/', {
+      method: 'PUT',
+      body: body('chunk'),
+      duplex: 'half',
+    } as RequestInit);
     expect(res.status).toBe(503);
-    expect(retries).toHaveLength(0);
-    expect(total()).toBe(1);
+    expect(big.retries).toHaveLength(0);
+    expect(big.total()).toBe(1);
   });
 
   it('honours Retry-After: a delay past the deadline refuses the retry', async () => {
@@ -296,10 +319,9 @@ describe('retries', () => {
     expect(s.requests).toHaveLength(4);
   });
 
-  it('classifies HTTP/2 REFUSED_STREAM as the refused-stream condition', () => {
-    expect(classifyError(new Error('stream closed with error code NGHTTP2_REFUSED_STREAM'), true)).toEqual({
-      outcome: 'reset',
-      condition: 'refused-stream',
-    });
+  it('classifies HTTP/2 REFUSED_STREAM as the refused-stream condition (never processed)', () => {
+    expect(
+      classifyError(new Error('stream closed with error code NGHTTP2_REFUSED_STREAM'), true),
+    ).toMatchObject({ kind: 'never-sent', outcome: 'reset', condition: 'refused-stream' });
   });
 });

@@ -8,7 +8,10 @@ export interface AttachGrpcOptions {
   readonly name?: string | undefined;
   /** Default channel credentials of this mesh's channels (mTLS). */
   readonly credentials?: CredentialsProvider | undefined;
-  /** Client spans and trace propagation for this mesh's clients (read when a client is created). */
+  /**
+   * Client spans and trace propagation for this mesh's clients (read when a client is created),
+   * instead of the mesh's call hook (`Mesh.setCallHook`). Default: the mesh's.
+   */
   readonly callHook?: (() => CallHook | undefined) | undefined;
 }
 

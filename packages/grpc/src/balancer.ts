@@ -6,6 +6,7 @@ import {
   type PickContext,
   type Router,
   type ServiceRuntime,
+  statusOutcome,
 } from '@meshlet/core';
 import { CallTag } from './call-tag.js';
 import { CONFIG_SELECTOR_KEY } from './routing.js';
@@ -43,29 +44,12 @@ const PICK_QUEUE = experimental.PickResultType.QUEUE;
 const PICK_FAIL = experimental.PickResultType.TRANSIENT_FAILURE;
 
 /**
- * Maps a gRPC status to meshlet's attempt outcome. Statuses that are the caller's business
- * (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, …) count as `success` for the endpoint's health,
- * like HTTP 4xx; UNAVAILABLE, INTERNAL, UNKNOWN, DATA_LOSS and RESOURCE_EXHAUSTED are failures.
+ * Maps a gRPC status to meshlet's attempt outcome (telemetry's `outcome`; core's
+ * `statusOutcome`). What an outcome means for the endpoint's health is core's `verdictOf`: only
+ * UNAVAILABLE counts against it.
  */
 export function outcomeOf(code: number): Outcome {
-  switch (code) {
-    case status.OK:
-      return 'success';
-    case status.UNAVAILABLE:
-      return 'reset';
-    case status.DEADLINE_EXCEEDED:
-      return 'timeout';
-    case status.CANCELLED:
-      return 'cancelled';
-    case status.INTERNAL:
-    case status.UNKNOWN:
-    case status.DATA_LOSS:
-    case status.RESOURCE_EXHAUSTED:
-    case status.UNIMPLEMENTED:
-      return 'http_error';
-    default:
-      return 'success';
-  }
+  return statusOutcome('grpc', code);
 }
 
 /** One subchannel of one balancer for one endpoint. */

@@ -14,8 +14,11 @@ type InterceptingCallInterface = ReturnType<NextCall>;
 import {
   type BreakerPermit,
   backoffDelay,
+  type CallHook,
+  type CallInfo,
+  type CallObserver,
   currentDeadline,
-  type EndpointState,
+  verdictOf as endpointVerdict,
   type Outcome,
   type ServiceRuntime,
 } from '@meshlet/core';
@@ -32,37 +35,23 @@ export interface RetryOptions {
   readonly maxRetries?: number;
 }
 
-/** What a call hook sees when a call starts (the shape of `@meshlet/fetch`'s `RequestStartInfo`). */
-export interface CallStartInfo {
-  readonly service: ServiceRuntime;
-  /** Always `POST` (gRPC over HTTP/2). */
-  readonly method: string;
-  /** `/package.Service/Method`. */
-  readonly path: string;
-  /** The service name (`reviews`, `reviews:9090`). */
-  readonly authority: string;
-  readonly headers: undefined;
-}
-
-/** Per-call observer returned by a `CallHook`; must not throw. */
-export interface CallObserver {
-  /** Metadata added to the call, flat `[name, value, …]` (trace context). */
-  readonly headers?: readonly string[] | undefined;
-  end(
-    outcome: Outcome,
-    status: number | undefined,
-    attempts: number,
-    endpoint: EndpointState | undefined,
-    error: Error | undefined,
-  ): void;
-}
-
 /**
- * A hook into every `mesh:` call (client spans, trace-context injection). `@meshlet/telemetry`'s
- * `requestHook` satisfies it; `createMesh` installs it. Called in the caller's async context.
+ * The outbound observer contract is core's (`CallHook`, `CallObserver`, `CallInfo`), shared with
+ * the fetch transport; `CallStartInfo` is kept as a name for `CallInfo`.
  */
-export interface CallHook {
-  start(info: CallStartInfo): CallObserver | undefined;
+export type { CallHook, CallObserver };
+export type CallStartInfo = CallInfo;
+
+const noHeader = (): undefined => undefined;
+
+/** What a hook sees of a `meshInterceptor` call (no metadata view before the call starts). */
+function callInfo(rt: ServiceRuntime, path: string): CallInfo {
+  return { service: rt, transport: 'grpc', method: 'POST', path, authority: rt.name, header: noHeader };
+}
+
+/** The hook for calls to `rt`: the client's own, else the mesh's (`Mesh.setCallHook`). */
+export function hookFor(rt: ServiceRuntime, own: CallHook | undefined): CallHook | undefined {
+  return own ?? rt.hooks.callHook;
 }
 
 export interface MeshInterceptorOptions {
@@ -77,7 +66,7 @@ export interface MeshInterceptorOptions {
    * The deadline of the inbound request in scope (deadline context) always caps it.
    */
   readonly serviceTimeout?: boolean;
-  /** Client spans and trace propagation (default: the mesh's, see `setCallHook`). */
+  /** Client spans and trace propagation (default: the mesh's, see `Mesh.setCallHook`). */
   readonly callHook?: CallHook | undefined;
 }
 
@@ -90,10 +79,14 @@ export function addHeaders(metadata: Metadata, headers: readonly string[] | unde
   }
 }
 
-/** The breaker verdict of a finished attempt: caller errors count as success, cancellations say nothing. */
+/**
+ * The breaker verdict of a finished attempt (core's `verdictOf`): UNAVAILABLE is a failure;
+ * CANCELLED and DEADLINE_EXCEEDED say nothing about the endpoint; every other code is the
+ * server's answer (application errors such as UNKNOWN or UNIMPLEMENTED included).
+ */
 export function verdictOf(code: number): 'success' | 'failure' | 'ignore' {
-  const o = outcomeOf(code);
-  return o === 'success' ? 'success' : o === 'cancelled' ? 'ignore' : 'failure';
+  const v = endpointVerdict('grpc', outcomeOf(code), code);
+  return v === 'success' ? 'success' : v === 'ignore' ? 'ignore' : 'failure';
 }
 
 /** Status of a call refused by an open (or probing) breaker: UNAVAILABLE, MESHLET_ERR_CIRCUIT_OPEN. */
@@ -157,17 +150,17 @@ export function meshInterceptor(runtime: ServiceRuntime, options: MeshIntercepto
   const codes = options.retry === false ? [] : [...(retry?.codes ?? [status.UNAVAILABLE])];
   const serviceTimeout = options.serviceTimeout ?? true;
   const maxRetriesOverride = retry?.maxRetries;
-  const hook = options.callHook;
+  const own = options.callHook;
   return (callOptions: InterceptorOptions, nextCall: NextCall): InterceptingCall => {
     const rt = runtime;
     const def0 = callOptions.method_definition;
-    const obs = hook?.start({
-      service: rt,
-      method: 'POST',
-      path: def0.path,
-      authority: rt.name,
-      headers: undefined,
-    });
+    const hook = hookFor(rt, own);
+    let obs: CallObserver | undefined;
+    try {
+      obs = hook?.start(callInfo(rt, def0.path));
+    } catch {
+      obs = undefined;
+    }
     const deadline = callDeadline(callOptions, rt, serviceTimeout);
     const opts = deadline === undefined ? callOptions : { ...callOptions, deadline };
     const def = callOptions.method_definition;

@@ -11,6 +11,7 @@ import {
 import {
   type BreakerPermit,
   backoffDelay,
+  type CallInfo,
   currentDeadline,
   isMeshError,
   type Outcome,
@@ -28,6 +29,7 @@ import {
   type CallObserver,
   circuitOpenStatus,
   errorOf,
+  hookFor,
   type MeshInterceptorOptions,
   verdictOf,
 } from './interceptors.js';
@@ -229,7 +231,8 @@ export class MeshClientPolicy {
  * - **attempt accounting** for the balancer (in-flight count, latency, outlier detection) with the
  *   endpoint the `meshlet` picker chose, and **telemetry**: the call hook and a `request` event.
  */
-export class MeshCall implements GrpcCall, RouteRequest {
+export class MeshCall implements GrpcCall, RouteRequest, CallInfo {
+  readonly transport = 'grpc' as const;
   readonly #policy: MeshClientPolicy;
   #rt: ServiceRuntime | undefined;
   /** The policy of this call: the service's, or the route's merge over it. */
@@ -318,7 +321,15 @@ export class MeshCall implements GrpcCall, RouteRequest {
     this.#queue = this.#replay ? [] : undefined;
   }
 
-  // --- RouteRequest (what a router sees of this call) ---
+  // --- RouteRequest (what a router sees of this call) and CallInfo (what the call hook sees) ---
+
+  get service(): ServiceRuntime {
+    return this.#rt as ServiceRuntime;
+  }
+
+  get authority(): string {
+    return (this.#rt as ServiceRuntime).name;
+  }
 
   get method(): string {
     return 'POST';
@@ -425,15 +436,13 @@ export class MeshCall implements GrpcCall, RouteRequest {
       this.#maxRetries = 0;
       if (this.#replay) this.#commit();
     }
-    const hook = policy.hook;
+    const hook = hookFor(rt, policy.hook);
     if (hook !== undefined) {
-      this.#obs = hook.start({
-        service: rt,
-        method: 'POST',
-        path: this.#method,
-        authority: rt.name,
-        headers: undefined,
-      });
+      try {
+        this.#obs = hook.start(this);
+      } catch {
+        this.#obs = undefined;
+      }
       addHeaders(this.#metadata as Metadata, this.#obs?.headers);
     }
     if (this.#maxRetries > 0) rt.retryBudget.recordRequest(this.#start);

@@ -324,10 +324,16 @@ describe('interceptor: retries and deadlines', () => {
     });
     const states: string[] = [];
     m.events.on('breaker', (e) => states.push(e.state));
-    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    const client = createMeshClient(EchoClient, 'mesh:///echo', { retry: false });
     cleanups.push(() => client.close());
-    for (let i = 0; i < 3; i++)
+    // INTERNAL from the handler is the application's answer: the breaker does not count it.
+    for (let i = 0; i < 5; i++)
       await expect(echo(client, { text: 'x' })).rejects.toMatchObject({ code: status.INTERNAL });
+    expect(states).toEqual([]);
+    // UNAVAILABLE is the endpoint's: six of eleven calls exceed the 50% threshold.
+    (list[0] as TestServer).failWith = status.UNAVAILABLE;
+    for (let i = 0; i < 6; i++)
+      await expect(echo(client, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
     expect(states).toEqual(['open']);
     const sent = (list[0] as TestServer).calls;
     await expect(echo(client, { text: 'x' })).rejects.toMatchObject({

@@ -148,7 +148,7 @@ export interface KubernetesServiceInput {
    */
   readonly lb?: LbInput;
   /**
-   * Deadline for the whole call, retries and backoff included (Envoy's route default); 0 = none. Expiry fails the call with MESHLET_ERR_TIMEOUT and aborts the request on the wire.
+   * Deadline for the whole call, retries and backoff included; 0 = none (the default: Istio turns the route timeout off, so streams and long downloads are never cut). Expiry fails the call with MESHLET_ERR_TIMEOUT and aborts the request on the wire.
    * @default the mesh `defaults.timeout`
    */
   readonly timeout?: Duration;

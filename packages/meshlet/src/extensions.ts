@@ -5,7 +5,7 @@
 
 import { attachGrpc, type CredentialsProvider, meshChannelCredentials } from '@meshlet/grpc';
 import { setupKubernetes } from '@meshlet/kubernetes';
-import { getTelemetry, installTelemetry } from '@meshlet/telemetry';
+import { installTelemetry } from '@meshlet/telemetry';
 import { getMeshTls, type MeshTls, meshTlsFor } from '@meshlet/tls';
 import { setupXds } from '@meshlet/xds';
 import { registerExtension } from './mesh.js';
@@ -60,11 +60,10 @@ registerExtension({
   name: 'grpc',
   setup(mesh) {
     const tls = getMeshTls(mesh);
+    // Client spans and trace context come from the mesh's call hook (installed by telemetry).
     attachGrpc(mesh, {
       name: mesh.config.local.workload,
       credentials: tls?.enabled ? grpcCredentials(tls) : undefined,
-      // client spans + traceparent in metadata, from the telemetry installed on this mesh
-      callHook: () => getTelemetry(mesh)?.requestHook,
     });
   },
 });
@@ -75,8 +74,9 @@ registerExtension({
 registerExtension({
   name: 'telemetry',
   async setup(mesh) {
+    // Client spans and trace propagation: installTelemetry sets the mesh's call hook, which every
+    // transport (fetch, gRPC) reports to.
     const tel = await installTelemetry(mesh, mesh.options.telemetry);
-    if (tel.requestHook !== undefined) mesh.dispatcher.requestHook = tel.requestHook;
     // Certificate expiry (meshlet_certificate_expiry_timestamp_seconds), now and after each rotation.
     const tls = getMeshTls(mesh);
     if (tls?.enabled) {

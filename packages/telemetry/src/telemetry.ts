@@ -1,6 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import type { Mesh, RequestEvent } from '@meshlet/core';
-import type { RequestHook } from '@meshlet/fetch';
+import type { CallHook, Mesh, RequestEvent } from '@meshlet/core';
 import {
   type Context,
   context as otelContext,
@@ -155,8 +154,11 @@ export class MeshTelemetry {
   readonly registry: AnyRegistry;
   readonly metrics: MeshMetrics | undefined;
   readonly accessLog: AccessLog | undefined;
-  /** Install as `MeshDispatcher.requestHook` (createMesh does): spans and header injection. */
-  readonly requestHook: RequestHook | undefined;
+  /**
+   * Client spans and trace propagation for every transport's calls: core's outbound observer,
+   * installed on the mesh (`Mesh.setCallHook`) by `installTelemetry`. Undefined with tracing off.
+   */
+  readonly requestHook: CallHook | undefined;
   readonly server: ServerTelemetry;
   admin: AdminServer | undefined;
   readonly #stash = new TraceStash();
@@ -219,6 +221,8 @@ export class MeshTelemetry {
     if (this.#closed) return;
     this.#closed = true;
     this.#unsubscribe();
+    if (this.requestHook !== undefined && this.mesh.hooks.callHook === this.requestHook)
+      this.mesh.setCallHook(undefined);
     this.metrics?.close();
     await this.admin?.close();
     await this.accessLog?.close();
@@ -234,15 +238,16 @@ export function getTelemetry(mesh: Mesh): MeshTelemetry | undefined {
 }
 
 /**
- * Attaches metrics, tracing, access logs and (when `admin` is configured) the admin server to a
- * mesh. Idempotent per mesh. Closes with the mesh. Install `requestHook` on the fetch dispatcher
- * yourself when not using `createMesh` (which does it).
+ * Attaches metrics, tracing (the mesh's outbound call hook: client spans and trace propagation for
+ * every transport), access logs and (when `admin` is configured) the admin server to a mesh.
+ * Idempotent per mesh. Closes with the mesh.
  */
 export async function installTelemetry(mesh: Mesh, options: TelemetryOptions = {}): Promise<MeshTelemetry> {
   const existing = installed.get(mesh);
   if (existing) return existing;
   const tel = new MeshTelemetry(mesh, options);
   installed.set(mesh, tel);
+  if (tel.requestHook !== undefined) mesh.setCallHook(tel.requestHook);
   mesh.onClose(() => tel.close());
   const adminConfig =
     options.admin === false

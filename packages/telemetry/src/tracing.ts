@@ -1,5 +1,4 @@
-import type { EndpointState, Outcome } from '@meshlet/core';
-import type { RequestHook, RequestObserver, RequestStartInfo } from '@meshlet/fetch';
+import type { CallHook, CallInfo, CallObserver, EndpointState, Outcome, Transport } from '@meshlet/core';
 import {
   type Attributes,
   type Context,
@@ -191,13 +190,19 @@ function errorType(
   return undefined;
 }
 
-class ClientObserver implements RequestObserver {
+/** The span attribute of a status: `http.response.status_code`, or `rpc.grpc.status_code` for gRPC. */
+function statusAttribute(transport: Transport): string {
+  return transport === 'grpc' ? 'rpc.grpc.status_code' : 'http.response.status_code';
+}
+
+class ClientObserver implements CallObserver {
   readonly headers: readonly string[] | undefined;
   readonly #span: Span;
   readonly #tracing: ClientTracing;
   readonly #ctx: Context | undefined;
   readonly #name: string;
   readonly #service: string;
+  readonly #transport: Transport;
 
   constructor(
     span: Span,
@@ -206,10 +211,12 @@ class ClientObserver implements RequestObserver {
     ctx: Context | undefined,
     name: string,
     service: string,
+    transport: Transport,
   ) {
     this.#span = span;
     this.#name = name;
     this.#service = service;
+    this.#transport = transport;
     this.headers = headers;
     this.#tracing = tracing;
     this.#ctx = ctx;
@@ -234,8 +241,8 @@ class ClientObserver implements RequestObserver {
       'meshlet.outcome': outcome,
       'meshlet.duration_ms': Math.round(durationMs * 1000) / 1000,
     };
-    if (status !== undefined) attrs['http.response.status_code'] = status;
-    const et = errorType(outcome, status, error);
+    if (status !== undefined) attrs[statusAttribute(this.#transport)] = status;
+    const et = errorType(outcome, this.#transport === 'http' ? status : undefined, error);
     if (et !== undefined && outcome !== 'success') attrs['error.type'] = et;
     if (error !== undefined) attrs['meshlet.error'] = error.message;
     if (retryReason !== undefined) attrs['meshlet.retry_reason'] = retryReason;
@@ -281,14 +288,14 @@ class ClientObserver implements RequestObserver {
     if (isSpanContextValid(sc)) this.#tracing.stash.set(sc, this.#service);
     if (!span.isRecording()) return;
     this.#flush(false);
-    if (status !== undefined) span.setAttribute('http.response.status_code', status);
+    if (status !== undefined) span.setAttribute(statusAttribute(this.#transport), status);
     if (attempts > 1) span.setAttribute('http.request.resend_count', attempts - 1);
     span.setAttribute('meshlet.outcome', outcome);
     if (endpoint !== undefined) {
       span.setAttribute('network.peer.address', endpoint.endpoint.address);
       span.setAttribute('network.peer.port', endpoint.endpoint.port);
     }
-    const et = errorType(outcome, status, error);
+    const et = errorType(outcome, this.#transport === 'http' ? status : undefined, error);
     if (et !== undefined) {
       span.setAttribute('error.type', et);
       span.setStatus({ code: SpanStatusCode.ERROR, message: error?.message });
@@ -299,12 +306,12 @@ class ClientObserver implements RequestObserver {
 }
 
 /**
- * Tracing of outbound mesh requests: a CLIENT span per logical request (parented on the context
- * active when `fetch`/`dispatch` was called), per-attempt detail as span events (or child spans),
- * and the propagation headers injected once per logical request. Installed as the fetch
- * dispatcher's `requestHook`.
+ * Tracing of outbound mesh calls, HTTP and gRPC alike: a CLIENT span per logical call (parented on
+ * the context active when the call was made), per-attempt detail as span events (or child spans),
+ * and the propagation headers injected once per logical call. It is core's outbound observer
+ * contract (`CallHook`), installed on the mesh with `Mesh.setCallHook` by `installTelemetry`.
  */
-export class ClientTracing implements RequestHook {
+export class ClientTracing implements CallHook {
   readonly tracer: Tracer;
   readonly formats: readonly Propagation[];
   readonly attemptSpans: boolean;
@@ -320,7 +327,7 @@ export class ClientTracing implements RequestHook {
     this.stash = stash;
   }
 
-  start(info: RequestStartInfo): RequestObserver | undefined {
+  start(info: CallInfo): CallObserver | undefined {
     const parent = context.active();
     // The global provider with no SDK behind it: skip span construction entirely unless there is
     // a remote parent to pass along (near-zero cost when tracing is not set up).
@@ -330,14 +337,24 @@ export class ClientTracing implements RequestHook {
       if (psc === undefined || !isSpanContextValid(psc)) return undefined;
     }
     const { host, port } = hostPort(info.authority);
-    const attributes: Attributes = {
-      'http.request.method': info.method,
-      'server.address': host,
-      'url.full': `http://${info.authority}${info.path}`,
-      'meshlet.service': info.service.name,
-    };
+    const grpc = info.transport === 'grpc';
+    const attributes: Attributes = grpc
+      ? {
+          'rpc.system': 'grpc',
+          'rpc.method': info.path,
+          'server.address': host,
+          'meshlet.service': info.service.name,
+        }
+      : {
+          'http.request.method': info.method,
+          'server.address': host,
+          'url.full': `http://${info.authority}${info.path}`,
+          'meshlet.service': info.service.name,
+        };
     if (port !== undefined) attributes['server.port'] = port;
-    const span = this.tracer.startSpan(info.method, { kind: SpanKind.CLIENT, attributes }, parent);
+    // gRPC spans are named after the method (`pkg.Service/Method`), HTTP spans after the verb.
+    const name = grpc ? info.path.replace(/^\//, '') : info.method;
+    const span = this.tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent);
     const sc = span.spanContext();
     // No provider: a non-recording span with no valid context; nothing to observe or propagate.
     if (!isSpanContextValid(sc)) return undefined;
@@ -346,8 +363,9 @@ export class ClientTracing implements RequestHook {
       injectHeaders(sc, this.formats),
       this,
       this.attemptSpans && span.isRecording() ? trace.setSpan(parent, span) : undefined,
-      info.method,
+      name,
       info.service.name,
+      info.transport,
     );
     return obs;
   }

@@ -74,7 +74,6 @@ export async function startMesh(raw: unknown, options: TelemetryOptions = {}): P
     await passthrough.close();
   });
   const telemetry = await installTelemetry(mesh, options);
-  if (telemetry.requestHook) dispatcher.requestHook = telemetry.requestHook;
   await mesh.ready();
   return {
     mesh,

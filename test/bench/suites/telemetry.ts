@@ -78,10 +78,11 @@ const suite: BenchSuite = {
         const n = quick ? 200_000 : 1_000_000;
         const info = {
           service: rt,
+          transport: 'http' as const,
           method: 'GET',
           path: '/items/42',
           authority: 'bench',
-          headers: { host: 'bench' },
+          header: () => undefined,
         };
         const event = {
           service: 'bench',
@@ -95,7 +96,7 @@ const suite: BenchSuite = {
           error: undefined,
           transport: 'http' as const,
         };
-        const attempt = { ...event, attempt: 0, retryReason: undefined };
+        const attempt = { ...event, attempt: 0, retryReason: undefined, verdict: 'success' as const };
         const time = (fn: () => void): number => {
           for (let i = 0; i < n / 10; i++) fn();
           const t0 = performance.now();

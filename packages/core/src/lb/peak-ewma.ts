@@ -9,6 +9,12 @@ export interface PeakEwmaConfig {
   readonly decayMs: number;
   /** Latency assumed while no endpoint of a set has been observed, in ms (Linkerd's `default_rtt`: 30ms). */
   readonly defaultRttMs: number;
+  /**
+   * How much an endpoint's recent failure rate raises its cost: `cost × (1 + failurePenalty ×
+   * failRate)` (10: an endpoint failing 10% of its attempts costs twice as much as an equally fast
+   * one that does not fail; one failing every attempt, 11 times as much). 0 turns it off.
+   */
+  readonly failurePenalty: number;
 }
 
 /**
@@ -16,6 +22,10 @@ export interface PeakEwmaConfig {
  * balancer): two distinct endpoints are sampled at random and the cheaper one wins, where
  *
  *   cost = latency estimate × (requests in flight + 1) / lbWeight
+ *
+ * multiplied by `1 + failurePenalty × failRate`, where `failRate` is the endpoint's recent failure
+ * rate (gateway errors and local failures, an EWMA over time kept by `ServiceRuntime.endAttempt`):
+ * an endpoint that fails fast must not look like a fast endpoint (see docs/load-balancing.md).
  *
  * The estimate (`EndpointState.ewmaMs`, kept by `ServiceRuntime.endAttempt`) jumps to any latency
  * above it at once (the "peak") and moves towards lower ones with a weight that grows with the time
@@ -30,12 +40,14 @@ class PeakEwmaPicker implements Picker {
   readonly #eps: readonly EndpointState[];
   readonly #clock: { readonly ms: number };
   readonly #invDecay: number;
+  readonly #penalty: number;
   /** The estimate for endpoints never observed: the mean of the others', else `defaultRtt`. */
   readonly #unobservedRtt: number;
   constructor(eps: readonly EndpointState[], config: PeakEwmaConfig, clock: { readonly ms: number }) {
     this.#eps = eps;
     this.#clock = clock;
     this.#invDecay = 1 / config.decayMs;
+    this.#penalty = config.failurePenalty ?? DEFAULT_PEAK_EWMA.failurePenalty;
     let sum = 0;
     let observed = 0;
     for (let i = 0; i < eps.length; i++) {
@@ -60,8 +72,9 @@ class PeakEwmaPicker implements Picker {
     if (j >= i) j++;
     const a = eps[i] as EndpointState;
     const b = eps[j] as EndpointState;
-    let ca = (a.active + 1) / a.lbWeight;
-    let cb = (b.active + 1) / b.lbWeight;
+    const p = this.#penalty;
+    let ca = ((a.active + 1) * (1 + p * a.failRate)) / a.lbWeight;
+    let cb = ((b.active + 1) * (1 + p * b.failRate)) / b.lbWeight;
     const ea = a.ewmaMs;
     const eb = b.ewmaMs;
     if (ea !== 0 && eb !== 0) {
@@ -84,7 +97,11 @@ class PeakEwmaPicker implements Picker {
   }
 }
 
-export const DEFAULT_PEAK_EWMA: PeakEwmaConfig = Object.freeze({ decayMs: 10_000, defaultRttMs: 30 });
+export const DEFAULT_PEAK_EWMA: PeakEwmaConfig = Object.freeze({
+  decayMs: 10_000,
+  defaultRttMs: 30,
+  failurePenalty: 10,
+});
 
 const peakEwmaOptions = s.object(
   {
@@ -97,6 +114,14 @@ const peakEwmaOptions = s.object(
       positive: true,
       default: formatDuration(DEFAULT_PEAK_EWMA.defaultRttMs),
       doc: 'The latency assumed for an endpoint with no measurement yet.',
+    }),
+    failurePenalty: s.number({
+      min: 0,
+      max: 1000,
+      default: DEFAULT_PEAK_EWMA.failurePenalty,
+      doc:
+        "How much an endpoint's recent failure rate raises its cost: × (1 + failurePenalty × rate); " +
+        '0 turns it off (docs/load-balancing.md).',
     }),
   },
   {
@@ -113,6 +138,7 @@ export const peakEwma: LoadBalancerFactory<PeakEwmaConfig> = {
     return Object.freeze({
       decayMs: o?.decay ?? DEFAULT_PEAK_EWMA.decayMs,
       defaultRttMs: o?.defaultRtt ?? DEFAULT_PEAK_EWMA.defaultRttMs,
+      failurePenalty: o?.failurePenalty ?? DEFAULT_PEAK_EWMA.failurePenalty,
     });
   },
   create(config, ctx): LoadBalancer {

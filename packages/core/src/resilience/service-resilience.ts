@@ -1,7 +1,8 @@
 import type { EndpointState } from '../endpoint-state.js';
-import type { MeshEvents, Outcome } from '../events.js';
+import type { MeshEvents } from '../events.js';
 import { ActiveHealthChecker } from '../health/checker.js';
 import { OutlierDetector } from '../outlier.js';
+import type { AttemptObserver } from '../service.js';
 import { CircuitBreaker } from './breaker.js';
 import type { ResiliencePolicy } from './policy.js';
 import { Thresholds } from './thresholds.js';
@@ -13,15 +14,7 @@ export interface ResilienceHost {
   readonly endpoints: readonly EndpointState[];
   now(): number;
   rebuild(): void;
-  addObserver(
-    observer: (
-      ep: EndpointState,
-      outcome: Outcome,
-      status: number | undefined,
-      rttMs: number,
-      now: number,
-    ) => void,
-  ): () => void;
+  addObserver(observer: AttemptObserver): () => void;
 }
 
 /**

@@ -1,0 +1,767 @@
+import type { RetryCondition, ServicePolicy } from './config.js';
+import { currentDeadline } from './deadline.js';
+import type { EndpointState } from './endpoint-state.js';
+import { ErrorCodes, MeshError } from './errors.js';
+import type { Outcome, Verdict } from './events.js';
+import type { PickContext } from './lb/types.js';
+import type { CallHook, CallInfo, CallObserver, Transport } from './observer.js';
+import type { BreakerPermit } from './resilience/breaker.js';
+import { backoffDelay } from './retry.js';
+import { type ServiceRuntime, verdictOf } from './service.js';
+
+/**
+ * How an attempt failed, in terms every transport can state (DESIGN.md §8):
+ * - `never-sent`: the request provably never left the client (connect failure, TLS handshake,
+ *   HTTP/2 REFUSED_STREAM, the endpoint's pool went away before the request was written): safe to
+ *   send again whatever the method;
+ * - `maybe-processed`: it was (perhaps partly) sent and no response came: a reset, a closed
+ *   connection, a protocol error; sent again only when the call is idempotent;
+ * - `per-try-timeout`: a timeout of the attempt itself (the mesh's per-try timeout, the
+ *   transport's own headers/body timeout);
+ * - `deadline`: the call's deadline expired (the caller's, or the service/route timeout);
+ * - `caller`: the caller's mistake (an invalid header, an unsupported option): never retried;
+ * - `cancelled`: the caller cancelled.
+ */
+export type FailureKind =
+  | 'never-sent'
+  | 'maybe-processed'
+  | 'per-try-timeout'
+  | 'deadline'
+  | 'caller'
+  | 'cancelled';
+
+/** One way an attempt can fail: its kind, the retry condition it meets, its outcome and verdict. */
+export interface AttemptFailure {
+  readonly kind: FailureKind;
+  /** The retry condition (Envoy `retry_on` name) it satisfies, if any. */
+  readonly condition: RetryCondition | undefined;
+  /** How telemetry reports it. */
+  readonly outcome: Outcome;
+  /** What it says about the endpoint (breaker, outlier detection, balancer). */
+  readonly verdict: Verdict;
+}
+
+function failure(
+  kind: FailureKind,
+  condition: RetryCondition | undefined,
+  outcome: Outcome,
+  verdict: Verdict,
+): AttemptFailure {
+  return Object.freeze({ kind, condition, outcome, verdict });
+}
+
+/** The failures transports report (shared frozen objects: reporting one allocates nothing). */
+export const AttemptFailures = Object.freeze({
+  /** Could not connect: refused, unreachable, connect timeout, TLS handshake or peer identity. */
+  connect: failure('never-sent', 'connect-failure', 'connect_failure', 'local_failure'),
+  /** HTTP/2 REFUSED_STREAM: the server did not process the request. */
+  refusedStream: failure('never-sent', 'refused-stream', 'reset', 'local_failure'),
+  /** The endpoint's connection pool closed before the request was written (the endpoint left). */
+  notSent: failure('never-sent', 'connect-failure', 'connect_failure', 'ignore'),
+  /** The connection was reset or closed after the request was (perhaps partly) sent. */
+  reset: failure('maybe-processed', 'reset', 'reset', 'local_failure'),
+  /** Another transport failure after sending (a protocol error, a malformed response). */
+  transport: failure('maybe-processed', undefined, 'error', 'local_failure'),
+  /** A timeout of the attempt: the per-try timeout, or the transport's own wait for the endpoint. */
+  perTryTimeout: failure('per-try-timeout', 'per-try-timeout', 'timeout', 'local_failure'),
+  /** The mesh's own deadline (the service's or route's `timeout`) expired with the attempt out. */
+  timeout: failure('deadline', undefined, 'timeout', 'local_failure'),
+  /** The caller's deadline (its own, or the inbound request's in scope) expired. */
+  callerDeadline: failure('deadline', undefined, 'timeout', 'ignore'),
+  /** The caller's mistake: an invalid argument or an unsupported option. */
+  caller: failure('caller', undefined, 'error', 'ignore'),
+  /** The caller cancelled. */
+  cancelled: failure('cancelled', undefined, 'cancelled', 'ignore'),
+});
+
+const GRPC_CONDITIONS: ReadonlyArray<readonly [RetryCondition, number]> = [
+  ['unavailable', 14],
+  ['cancelled', 1],
+  ['deadline-exceeded', 4],
+  ['resource-exhausted', 8],
+  ['internal', 13],
+];
+
+/**
+ * How telemetry reports an answered attempt: for HTTP, 5xx are `http_error`, anything else
+ * `success`; for gRPC, OK is `success`, UNAVAILABLE `reset`, DEADLINE_EXCEEDED `timeout`,
+ * CANCELLED `cancelled`, INTERNAL, UNKNOWN, DATA_LOSS, RESOURCE_EXHAUSTED and UNIMPLEMENTED
+ * `http_error`, and the codes that are the caller's business `success`.
+ */
+export function statusOutcome(transport: Transport, status: number): Outcome {
+  if (transport === 'http') return status >= 500 ? 'http_error' : 'success';
+  switch (status) {
+    case 0:
+      return 'success';
+    case 14:
+      return 'reset';
+    case 4:
+      return 'timeout';
+    case 1:
+      return 'cancelled';
+    case 13:
+    case 2:
+    case 15:
+    case 8:
+    case 12:
+      return 'http_error';
+    default:
+      return 'success';
+  }
+}
+
+/**
+ * One attempt of a call, as the pipeline tracks it. Transports subclass it with their wire state
+ * (undici's handler, a grpc-js channel call) and report what happens to it through the call's
+ * `connected` / `response` / `complete` / `failed` methods.
+ */
+export class CallAttempt {
+  readonly endpoint: EndpointState;
+  /** 0 for the first attempt. */
+  readonly index: number;
+  /** When the attempt was dispatched (service clock). */
+  startedAt = 0;
+  /** When it was on a connection (latency is measured from here); negative until then. */
+  connectedAt = -1;
+  /** The response status (HTTP status, gRPC code), once known. */
+  status: number | undefined = undefined;
+  /** Set when the pipeline decided at `response()` to retry: the response is being discarded. */
+  retryReason: string | undefined = undefined;
+  retryDelayMs = 0;
+  /** True once the attempt's end was recorded (further reports are ignored). */
+  ended = false;
+  /** @internal The breaker permit the attempt holds. */
+  permit: BreakerPermit | undefined = undefined;
+  /** @internal Counted as pending in the thresholds until it has a connection. */
+  pending = true;
+  /** @internal Holds a max-retries slot. */
+  retrySlot = false;
+  /** @internal The per-try timer. */
+  timer: NodeJS.Timeout | undefined = undefined;
+  /** @internal Why the pipeline aborted it (per-try timeout, the call's stop), if it did. */
+  abortedFor: AttemptFailure | undefined = undefined;
+
+  constructor(endpoint: EndpointState, index: number) {
+    this.endpoint = endpoint;
+    this.index = index;
+  }
+}
+
+const IDLE = 0;
+const IN_FLIGHT = 1;
+const COMMITTED = 2;
+const DONE = 3;
+
+function startObserver(hook: CallHook, call: CallInfo): CallObserver | undefined {
+  try {
+    return hook.start(call);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One logical call through the mesh — the one request pipeline of every transport:
+ *
+ *   deadline → (breaker → thresholds → pick → attempt → outcome → retry or deliver)* → events
+ *
+ * A transport subclasses it (one object per call, which is also the call's `CallInfo` for
+ * observers and its `PickContext` for pickers), supplies only the wire — `createAttempt`, `send`,
+ * `abort`, `deliverError`, and whether the request can be replayed — and reports each attempt's
+ * outcome in transport-neutral terms (`AttemptFailure`, or a response status of its transport's
+ * kind). The pipeline answers "retry (elsewhere) after N ms" or "deliver", and keeps every rule
+ * that must not differ between transports in one place:
+ *
+ * - **deadline composition**: the earliest of the caller's deadline, the inbound request's in
+ *   scope (`runWithDeadline`) and the service's or route's `timeout` (none by default);
+ * - **retry admission**: the policy's conditions; a request that may have been processed only when
+ *   the call is idempotent (or `retry.nonIdempotent`) and its body can be replayed; never after
+ *   the response was committed to the caller; within the attempts, the deadline, the breaker (never
+ *   into an open one), `thresholds.maxRetries` and the retry budget; backoff with full jitter,
+ *   stretched by Retry-After; each retry avoids every endpoint already tried;
+ * - **breaker permits and thresholds** per attempt; **accounting** of every attempt (latency from
+ *   when it had a connection, verdict, events) and of the call (`request` event, observer).
+ *
+ * Allocation on the success path: the call object and one attempt object (both the transport's).
+ */
+export abstract class Call<A extends CallAttempt = CallAttempt> implements CallInfo, PickContext {
+  /** The service the call goes to. */
+  readonly service: ServiceRuntime;
+  /** The policy in force: the service's, or a route's merge over it. */
+  readonly policy: ServicePolicy;
+  readonly transport: Transport;
+  /** `PickContext`: the 0-based number of the attempt being picked. */
+  attempt = 0;
+  /** `PickContext`: the request's affinity hash for hash-based balancers. */
+  hash: number | undefined = undefined;
+  /** `PickContext`: request headers, for policies that read them. */
+  headers: Readonly<Record<string, string | string[] | undefined>> | undefined = undefined;
+
+  /** Whether the request may be sent again after it may have been processed. */
+  readonly #idempotent: boolean;
+  #state = IDLE;
+  /** Attempts started. */
+  #attempts = 0;
+  #current: A | undefined = undefined;
+  #lastEndpoint: EndpointState | undefined = undefined;
+  /** Every endpoint tried, from the second retry on (a retry avoids them all). */
+  #tried: EndpointState[] | undefined = undefined;
+  #startedAt = 0;
+  /** The call's deadline on the service clock (Infinity: none) and whether it is the caller's. */
+  #deadlineAt = Number.POSITIVE_INFINITY;
+  #callerDeadline = false;
+  #deadlineTimer: NodeJS.Timeout | undefined = undefined;
+  #backoff: NodeJS.Timeout | undefined = undefined;
+  /** Why the call was stopped (cancelled, deadline), and the error the caller gets. */
+  #stop: AttemptFailure | undefined = undefined;
+  #stopError: Error | undefined = undefined;
+  #lastStatus: number | undefined = undefined;
+  #queued = false;
+  /** A max-retries slot taken for the next attempt. */
+  #retrySlot = false;
+  #observer: CallObserver | undefined = undefined;
+
+  constructor(
+    service: ServiceRuntime,
+    policy: ServicePolicy | undefined,
+    transport: Transport,
+    idempotent: boolean,
+  ) {
+    this.service = service;
+    this.policy = policy ?? service.policy;
+    this.transport = transport;
+    this.#idempotent = idempotent;
+  }
+
+  // ---- what the transport supplies ----------------------------------------------------------
+
+  abstract readonly method: string;
+  abstract readonly path: string;
+  abstract readonly authority: string;
+  abstract header(name: string): string | undefined;
+  /** A new attempt object for `endpoint` (a subclass of `CallAttempt` with the transport's state). */
+  protected abstract createAttempt(endpoint: EndpointState, index: number): A;
+  /** Puts the attempt on the wire. Its outcome comes back through `connected`, `response`, … */
+  protected abstract send(attempt: A): void;
+  /**
+   * Aborts an attempt in flight with `reason`. The transport reports it through `failed()`
+   * afterwards (synchronously when nothing else would, e.g. the attempt was still queued).
+   */
+  protected abstract abort(attempt: A, reason: Error): void;
+  /** Gives the caller the call's final error (after any response committed, or instead of one). */
+  protected abstract deliverError(error: Error): void;
+  /**
+   * Whether the request can be sent again. `consumed`: the attempt had a connection, so the wire
+   * may have read (part of) the request body; false when it never had one (nothing was read).
+   */
+  protected replayable(_consumed: boolean): boolean {
+    return true;
+  }
+  /** Runs in `start()` before the first attempt (e.g. handing the caller its abort function). */
+  protected onStart(): void {}
+  /** The outbound call hook: the mesh's (see `Mesh.setCallHook`) unless a transport overrides it. */
+  protected callHook(): CallHook | undefined {
+    return this.service.hooks.callHook;
+  }
+
+  // ---- state the transport reads ------------------------------------------------------------
+
+  /** The attempt in flight (or the last one). */
+  get current(): A | undefined {
+    return this.#current;
+  }
+
+  /** Attempts started so far. */
+  get attempts(): number {
+    return this.#attempts;
+  }
+
+  /** True once the call ended (delivered or failed). */
+  get finished(): boolean {
+    return this.#state === DONE;
+  }
+
+  /** True once the response was committed to the caller (no more retries). */
+  get committed(): boolean {
+    return this.#state === COMMITTED;
+  }
+
+  /** Headers the call's observer adds (trace context), flat `[name, value, …]`. */
+  get extraHeaders(): readonly string[] | undefined {
+    return this.#observer?.headers;
+  }
+
+  /**
+   * Milliseconds the next attempt may take: what is left of the call's deadline, capped by the
+   * per-try timeout; Infinity when neither applies. Transports tell the next hop (`grpc-timeout`,
+   * `x-meshlet-deadline-ms`).
+   */
+  attemptBudgetMs(): number {
+    const perTry = this.policy.perTryTimeoutMs;
+    let ms = perTry > 0 ? perTry : Number.POSITIVE_INFINITY;
+    if (this.#deadlineAt !== Number.POSITIVE_INFINITY) {
+      const left = this.#deadlineAt - this.service.now();
+      if (left < ms) ms = Math.max(1, left);
+    }
+    return ms;
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------------------
+
+  /**
+   * Starts the call. `callerDeadline`: an absolute deadline the caller gave (epoch ms), if any;
+   * the deadline of the inbound request in scope and the policy's `timeout` are added here.
+   */
+  start(callerDeadline?: number): void {
+    const rt = this.service;
+    const now = rt.now();
+    this.#startedAt = now;
+    rt.retryBudget.recordRequest(now);
+    const ms = this.#composeDeadline(callerDeadline);
+    const hook = this.callHook();
+    if (hook !== undefined) this.#observer = startObserver(hook, this);
+    if (ms !== Number.POSITIVE_INFINITY) {
+      this.#deadlineAt = now + ms;
+      if (ms > 0) this.#deadlineTimer = setTimeout(Call.#deadlineFired, ms, this);
+    }
+    this.onStart();
+    if (this.#state === DONE || this.#stop !== undefined) return; // cancelled in onStart
+    if (ms <= 0) {
+      // Already past the deadline: fail without sending anything.
+      this.#deadlineExpired();
+      return;
+    }
+    this.#next();
+  }
+
+  /**
+   * The one deadline composition: milliseconds from now to the earliest of the caller's deadline,
+   * the inbound request's deadline in scope and the policy's timeout (Infinity: none). Records
+   * whose deadline it is (an expiry of the caller's says nothing about the endpoint).
+   */
+  #composeDeadline(callerDeadline: number | undefined): number {
+    const timeout = this.policy.timeoutMs;
+    let ms = timeout > 0 ? timeout : Number.POSITIVE_INFINITY;
+    const inbound = currentDeadline();
+    if (inbound !== undefined || callerDeadline !== undefined) {
+      const epoch = Date.now();
+      if (inbound !== undefined && inbound - epoch < ms) {
+        ms = Math.max(0, inbound - epoch);
+        this.#callerDeadline = true;
+      }
+      if (callerDeadline !== undefined && callerDeadline - epoch < ms) {
+        ms = Math.max(0, callerDeadline - epoch);
+        this.#callerDeadline = true;
+      }
+    }
+    return ms;
+  }
+
+  /** The caller cancelled (its abort function, a cancelled gRPC call). `reason` is what it gets. */
+  cancel(reason?: Error): void {
+    this.#stopWith(
+      AttemptFailures.cancelled,
+      reason ??
+        new MeshError(ErrorCodes.CANCELLED, 'the request was cancelled', { service: this.service.name }),
+    );
+  }
+
+  static #deadlineFired(call: Call): void {
+    call.#deadlineTimer = undefined;
+    call.#deadlineExpired();
+  }
+
+  #deadlineExpired(): void {
+    const name = this.service.name;
+    const err = this.#callerDeadline
+      ? new MeshError(ErrorCodes.TIMEOUT, `request to service "${name}" exceeded the caller's deadline`, {
+          service: name,
+          endpoint: this.#current?.endpoint.id,
+        })
+      : new MeshError(
+          ErrorCodes.TIMEOUT,
+          `request to service "${name}" exceeded its ${this.policy.timeoutMs}ms timeout`,
+          { service: name, endpoint: this.#current?.endpoint.id },
+        );
+    this.#stopWith(this.#callerDeadline ? AttemptFailures.callerDeadline : AttemptFailures.timeout, err);
+  }
+
+  /** Ends the call with `error`: aborts the attempt in flight, or fails at once if none is. */
+  #stopWith(reason: AttemptFailure, error: Error): void {
+    if (this.#state === DONE || this.#stop !== undefined) return;
+    this.#stop = reason;
+    this.#stopError = error;
+    const att = this.#current;
+    if (att !== undefined && !att.ended && (this.#state === IN_FLIGHT || this.#state === COMMITTED)) {
+      att.abortedFor = reason;
+      this.abort(att, error);
+      // The transport reports the aborted attempt through failed(), which finishes the call.
+      return;
+    }
+    this.#finish(error, reason.outcome);
+  }
+
+  /** Admits and starts the next attempt: breaker, thresholds, pick (avoiding endpoints tried). */
+  #next(): void {
+    if (this.#state === DONE) return;
+    const rt = this.service;
+    const resilience = rt.resilience;
+    const breaker = resilience.breaker;
+    let permit: BreakerPermit | undefined;
+    if (breaker !== undefined) {
+      permit = breaker.tryAcquire();
+      if (permit === undefined) {
+        this.#finish(breaker.openError(this.#lastEndpoint?.id), 'circuit_open');
+        return;
+      }
+    }
+    const thresholds = resilience.thresholds;
+    const overflow = thresholds.enter();
+    if (overflow !== undefined) {
+      permit?.done('ignore');
+      this.#finish(thresholds.overloadedError(overflow), 'overloaded');
+      return;
+    }
+    this.attempt = this.#attempts;
+    const res = rt.pick(this, this.#tried ?? this.#lastEndpoint);
+    if (res.kind !== 'pick') {
+      permit?.done('ignore');
+      thresholds.leave(true);
+      if (res.kind === 'fail') {
+        this.#finish(res.error, 'no_endpoint');
+        return;
+      }
+      // Discovery has not answered yet: wait for its first answer (bounded by the deadline).
+      // A second `queue` means the service closed meanwhile.
+      if (this.#queued || rt.closed) {
+        this.#finish(
+          new MeshError(ErrorCodes.CLOSED, `service "${rt.name}" was closed`, { service: rt.name }),
+          'no_endpoint',
+        );
+        return;
+      }
+      this.#queued = true;
+      this.#state = IDLE;
+      rt.whenDiscovered().then(() => this.#next());
+      return;
+    }
+    const ep = res.endpoint;
+    const att = this.createAttempt(ep, this.#attempts++);
+    att.startedAt = rt.startAttempt(ep);
+    att.permit = permit;
+    att.retrySlot = this.#retrySlot;
+    this.#retrySlot = false;
+    this.#current = att;
+    this.#state = IN_FLIGHT;
+    const perTry = this.policy.perTryTimeoutMs;
+    if (perTry > 0 && att.startedAt + perTry < this.#deadlineAt)
+      att.timer = setTimeout(Call.#perTryFired, perTry, this, att);
+    this.send(att);
+  }
+
+  static #perTryFired(call: Call, att: CallAttempt): void {
+    att.timer = undefined;
+    // A response being read away before a retry already decided this attempt's fate.
+    if (att !== call.#current || call.#state !== IN_FLIGHT || att.ended || att.retryReason !== undefined)
+      return;
+    const name = call.service.name;
+    const err = new MeshError(
+      ErrorCodes.PER_TRY_TIMEOUT,
+      `attempt to service "${name}" exceeded its ${call.policy.perTryTimeoutMs}ms per-try timeout`,
+      { service: name, endpoint: att.endpoint.id },
+    );
+    att.abortedFor = AttemptFailures.perTryTimeout;
+    call.abort(att, err);
+  }
+
+  // ---- what the transport reports -----------------------------------------------------------
+
+  /** The attempt is on a connection (request written): latency is measured from now. */
+  connected(att: A): void {
+    if (att.ended || att.connectedAt >= 0) return;
+    att.connectedAt = this.service.now();
+    if (att.pending) {
+      att.pending = false;
+      this.service.resilience.thresholds.connected();
+    }
+  }
+
+  /**
+   * The attempt's response status arrived (HTTP status ≥ 200; a gRPC status, or response headers
+   * for a streaming call). Returns true when the response is to be delivered — the call is then
+   * committed to this attempt — and false when the call will be retried instead: the transport
+   * drops what follows (HTTP: reads the body away) and reports `complete()`.
+   */
+  response(att: A, status: number, retryAfterMs?: number): boolean {
+    att.status = status;
+    if (att !== this.#current || this.#state !== IN_FLIGHT || att.ended) return false;
+    this.#lastStatus = status;
+    const rt = this.service;
+    // A shedding endpoint (429/503 + Retry-After) is avoided until the penalty ends.
+    if (this.transport === 'http' && (status === 429 || status >= 500))
+      rt.penalize(att.endpoint, status, retryAfterMs);
+    const reason = this.#statusRetryReason(status);
+    if (reason !== undefined && this.#retryAllowed(false, true)) {
+      const delay = this.#admitRetry(reason, retryAfterMs);
+      if (delay !== undefined) {
+        att.retryReason = reason;
+        att.retryDelayMs = delay;
+        return false;
+      }
+    }
+    this.commit(att);
+    return true;
+  }
+
+  /**
+   * The call commits to this attempt: what it received goes to the caller and it is never retried
+   * (gRPC: on response headers, gRFC A6). The per-try timeout stops applying.
+   */
+  commit(att: A): void {
+    if (att !== this.#current || this.#state !== IN_FLIGHT) return;
+    this.#state = COMMITTED;
+    if (att.timer !== undefined) {
+      clearTimeout(att.timer);
+      att.timer = undefined;
+    }
+  }
+
+  /**
+   * The attempt's response ended normally. Returns true when the transport must give the caller
+   * its completion (the call is finished); false for a response being discarded (the retry is
+   * scheduled) or an attempt that is no longer the call's.
+   */
+  complete(att: A): boolean {
+    const status = att.status;
+    const outcome: Outcome = status === undefined ? 'success' : statusOutcome(this.transport, status);
+    const verdict: Verdict = status === undefined ? 'success' : verdictOf(this.transport, outcome, status);
+    this.#endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
+    if (att !== this.#current || this.#state === DONE) return false;
+    if (att.retryReason !== undefined) {
+      if (this.#stop !== undefined) {
+        this.#finish(this.#stopError as Error, this.#stop.outcome);
+        return false;
+      }
+      this.#triedEndpoint(att.endpoint);
+      this.#scheduleRetry(att.retryDelayMs);
+      return false;
+    }
+    this.#state = DONE;
+    this.#clearTimers();
+    this.#report(outcome, status, undefined);
+    return true;
+  }
+
+  /** The attempt failed (`failure` classifies it; `error` is what the caller gets if it is final). */
+  failed(att: A, reported: AttemptFailure, error: Error): void {
+    // An attempt the pipeline aborted (per-try timeout, the call's deadline or cancellation) fails
+    // for that reason, whatever the transport made of the abort.
+    const f = att.abortedFor ?? reported;
+    this.#endAttempt(att, f.outcome, att.status, error, f.verdict, undefined);
+    if (att !== this.#current || this.#state === DONE) return;
+    const stop = this.#stop;
+    if (stop !== undefined) {
+      this.#finish(this.#stopError as Error, stop.outcome);
+      return;
+    }
+    if (this.#state === IN_FLIGHT) {
+      const reason = this.#failureRetryReason(f);
+      if (reason !== undefined && this.#retryAllowed(f.kind === 'never-sent', att.connectedAt >= 0)) {
+        const delay = this.#admitRetry(reason, undefined);
+        if (delay !== undefined) {
+          this.#triedEndpoint(att.endpoint);
+          this.#scheduleRetry(delay);
+          return;
+        }
+      }
+    }
+    this.#finish(error, f.outcome);
+  }
+
+  // ---- retry rules --------------------------------------------------------------------------
+
+  /** The retry condition a response status meets under the policy, if any. */
+  #statusRetryReason(status: number): string | undefined {
+    const p = this.policy.retry;
+    const on = p.on;
+    if (this.transport === 'http') {
+      if (status >= 500 && on.has('5xx')) return '5xx';
+      if ((status === 502 || status === 503 || status === 504) && on.has('gateway-error'))
+        return 'gateway-error';
+      if (on.has('retriable-status-codes') && p.statusCodes.includes(status)) return String(status);
+      return undefined;
+    }
+    if (status === 0) return undefined;
+    for (let i = 0; i < GRPC_CONDITIONS.length; i++) {
+      const [name, code] = GRPC_CONDITIONS[i] as readonly [RetryCondition, number];
+      if (code === status && on.has(name)) return name;
+    }
+    return undefined;
+  }
+
+  /** The retry condition a failure meets under the policy (Envoy's implications included). */
+  #failureRetryReason(f: AttemptFailure): string | undefined {
+    const c = f.condition;
+    if (c === undefined) return undefined;
+    const on = this.policy.retry.on;
+    if (on.has(c)) return c;
+    if (c === 'connect-failure' && (on.has('5xx') || on.has('gateway-error'))) return c;
+    if ((c === 'reset' || c === 'per-try-timeout') && on.has('5xx')) return c;
+    if (c === 'per-try-timeout' && on.has('gateway-error')) return c;
+    return undefined;
+  }
+
+  /**
+   * Whether the call may be sent again at all: not stopped or committed, attempts left, idempotent
+   * (or opted in) unless the request provably never reached the server (`neverSent`), and a
+   * request the transport can send again (`consumed`: the attempt may have read its body).
+   */
+  #retryAllowed(neverSent: boolean, consumed: boolean): boolean {
+    if (this.#stop !== undefined || this.#state !== IN_FLIGHT) return false;
+    const p = this.policy.retry;
+    if (this.#attempts > p.maxRetries) return false;
+    if (!neverSent && !this.#idempotent && !p.nonIdempotent) return false;
+    return this.replayable(consumed);
+  }
+
+  /**
+   * The one retry admission: backoff (full jitter, at least Retry-After), then the deadline, the
+   * breaker (never retry into an open one), `thresholds.maxRetries` and the retry budget. Emits a
+   * `retry` event; returns the delay, or undefined when the retry is refused.
+   */
+  #admitRetry(reason: string, retryAfterMs: number | undefined): number | undefined {
+    const rt = this.service;
+    const now = rt.now();
+    let delay = backoffDelay(this.policy.retry, this.#attempts - 1);
+    if (retryAfterMs !== undefined && retryAfterMs > delay) delay = retryAfterMs;
+    const resilience = rt.resilience;
+    let denial: string | undefined;
+    if (now + delay >= this.#deadlineAt) denial = 'deadline';
+    else if (resilience.breaker !== undefined && resilience.breaker.state !== 'closed')
+      denial = 'circuit_open';
+    else if (!resilience.thresholds.startRetry()) denial = 'max_retries';
+    else if (!rt.retryBudget.tryRetry(now)) {
+      resilience.thresholds.endRetry();
+      denial = 'budget';
+    }
+    const allowed = denial === undefined;
+    if (allowed) this.#retrySlot = true;
+    if (rt.events.wants('retry')) {
+      rt.events.emit('retry', { service: rt.name, attempt: this.#attempts, reason, allowed, denial });
+    }
+    return allowed ? delay : undefined;
+  }
+
+  #scheduleRetry(delay: number): void {
+    this.#state = IDLE;
+    this.#backoff = setTimeout(Call.#backoffEnded, delay, this);
+  }
+
+  static #backoffEnded(call: Call): void {
+    call.#backoff = undefined;
+    call.#next();
+  }
+
+  /** Records the endpoint of a failed attempt before a retry (no array for a first retry). */
+  #triedEndpoint(ep: EndpointState): void {
+    const last = this.#lastEndpoint;
+    this.#lastEndpoint = ep;
+    if (last === undefined || last === ep) return;
+    if (this.#tried === undefined) this.#tried = [last, ep];
+    else if (!this.#tried.includes(ep)) this.#tried.push(ep);
+  }
+
+  // ---- accounting ---------------------------------------------------------------------------
+
+  /** Records an attempt's end once: breaker verdict, thresholds, retry slot, runtime, observer. */
+  #endAttempt(
+    att: A,
+    outcome: Outcome,
+    status: number | undefined,
+    error: Error | undefined,
+    verdict: Verdict,
+    retryReason: string | undefined,
+  ): void {
+    if (att.ended) return;
+    att.ended = true;
+    if (att.timer !== undefined) {
+      clearTimeout(att.timer);
+      att.timer = undefined;
+    }
+    const rt = this.service;
+    const permit = att.permit;
+    if (permit !== undefined) {
+      att.permit = undefined;
+      permit.done(verdict === 'success' ? 'success' : verdict === 'ignore' ? 'ignore' : 'failure');
+    }
+    const thresholds = rt.resilience.thresholds;
+    thresholds.leave(att.pending);
+    att.pending = false;
+    if (att.retrySlot) {
+      att.retrySlot = false;
+      thresholds.endRetry();
+    }
+    rt.endAttempt(
+      att.endpoint,
+      att.startedAt,
+      att.index,
+      outcome,
+      status,
+      error,
+      retryReason,
+      this.transport,
+      verdict,
+      att.connectedAt,
+    );
+    const o = this.#observer;
+    if (o?.attemptEnd !== undefined) {
+      try {
+        o.attemptEnd(att.endpoint, att.index, outcome, status, rt.now() - att.startedAt, error, retryReason);
+      } catch {}
+    }
+  }
+
+  #clearTimers(): void {
+    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
+    if (this.#backoff !== undefined) clearTimeout(this.#backoff);
+    this.#deadlineTimer = undefined;
+    this.#backoff = undefined;
+  }
+
+  /** Ends the call with `error`, which the caller gets. */
+  #finish(error: Error, outcome: Outcome): void {
+    if (this.#state === DONE) return;
+    this.#state = DONE;
+    this.#clearTimers();
+    if (this.#retrySlot) {
+      this.#retrySlot = false;
+      this.service.resilience.thresholds.endRetry();
+    }
+    this.#report(outcome, this.#lastStatus, error);
+    this.deliverError(error);
+  }
+
+  #report(outcome: Outcome, status: number | undefined, error: Error | undefined): void {
+    const rt = this.service;
+    const endpoint = this.#current?.endpoint;
+    const o = this.#observer;
+    if (o !== undefined) {
+      try {
+        o.end(outcome, status, this.#attempts, endpoint, error);
+      } catch {}
+    }
+    if (!rt.events.wants('request')) return;
+    rt.events.emit('request', {
+      service: rt.name,
+      method: this.method,
+      path: this.path,
+      durationMs: rt.now() - this.#startedAt,
+      outcome,
+      status,
+      attempts: this.#attempts,
+      endpoint,
+      error,
+      transport: this.transport,
+    });
+  }
+}
