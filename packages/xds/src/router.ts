@@ -63,8 +63,13 @@ const RETRY_ON: Record<string, RetryCondition[]> = {
   reset: ['reset'],
   'refused-stream': ['refused-stream'],
   'retriable-status-codes': ['retriable-status-codes'],
-  // gRPC status conditions map to what an HTTP client sees of them.
-  unavailable: ['connect-failure', 'refused-stream', 'reset'],
+  // gRPC status conditions (Envoy's x-envoy-retry-grpc-on names): they match gRPC calls answered
+  // with that status, never an HTTP call (as in Envoy, `unavailable` does not retry HTTP resets).
+  cancelled: ['cancelled'],
+  'deadline-exceeded': ['deadline-exceeded'],
+  'resource-exhausted': ['resource-exhausted'],
+  internal: ['internal'],
+  unavailable: ['unavailable'],
 };
 
 /** gRPC `retry_on` conditions and their status codes (gRPC's xDS retry support, gRFC A44). */

@@ -254,6 +254,13 @@ describe('per-route policy, hash policy and fault injection', () => {
     if (!route) throw new Error('no route');
     const p = routePolicy(DEFAULT_POLICY, route, undefined);
     expect(p.retry.grpcCodes).toEqual([1, 4, 13, 8]);
+    // The same names are the pipeline's gRPC conditions; an HTTP call matches none of them.
+    expect([...p.retry.on].sort()).toEqual([
+      'cancelled',
+      'deadline-exceeded',
+      'internal',
+      'resource-exhausted',
+    ]);
     expect(p.retry.maxRetries).toBe(2);
     expect(DEFAULT_POLICY.retry.grpcCodes).toBeUndefined();
   });
