@@ -28,14 +28,18 @@ export class EndpointState {
   /** `performance.now()` of the last EWMA update. */
   ewmaStamp = 0;
   /**
-   * The endpoint's recent failure rate (0–1): an exponentially weighted moving average over time
-   * (time constant: the balancer's decay) of its attempts' verdicts, 1 for a gateway error or a
-   * local failure, 0 for a success; attempts that say nothing about the endpoint are left out.
-   * Latency-aware balancers multiply an endpoint's cost by it (see `failurePenalty`).
+   * The endpoint's recent failure rate (0–1): an exponentially weighted moving average of its
+   * attempts' verdicts — 1 for a gateway error or a local failure, 0 for a success; attempts that
+   * say nothing about the endpoint are left out — where each attempt weighs 1/32 and the past
+   * also fades with time (time constant: the balancer's decay). Latency-aware balancers raise an
+   * endpoint's cost by it (see peak_ewma's `failurePenalty`).
    */
   failRate = 0;
-  /** `performance.now()` of the last `failRate` update. */
-  failStamp = 0;
+  /**
+   * `performance.now()` of the last `failRate` update; starts when the endpoint joined (a history
+   * of no failures), so one early failure weighs what the time since then is worth, not all.
+   */
+  failStamp: number;
   /**
    * Total attempts sent, and those that failed because of the endpoint (gateway errors and local
    * failures, not the caller's cancellations or application errors), over the endpoint's life.
@@ -102,6 +106,7 @@ export class EndpointState {
     this.endpoint = endpoint;
     this.id = endpoint.id;
     this.addedAt = now;
+    this.failStamp = now;
     this.slowStartFrom = now;
     this.lbWeight = endpoint.weight;
   }

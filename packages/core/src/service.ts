@@ -37,6 +37,8 @@ export type EndpointSetFilter = (
 ) => readonly EndpointState[];
 
 const PEAK_EWMA_DECAY_MS = 10_000;
+/** The weight of one attempt in `EndpointState.failRate` (a memory of about 32 attempts). */
+const FAIL_RATE_ALPHA = 1 / 32;
 
 /** Optional collaborators of a ServiceRuntime. */
 export interface ServiceRuntimeOptions {
@@ -476,8 +478,11 @@ export class ServiceRuntime {
     if (verdict !== 'ignore') {
       const failed = verdict !== 'success';
       if (failed) ep.failures++;
-      // The failure rate: an EWMA over time with the latency estimate's time constant.
-      const w = ep.failStamp === 0 ? 0 : Math.exp(-Math.max(0, now - ep.failStamp) / this.#ewmaDecayMs);
+      // The failure rate: each attempt weighs FAIL_RATE_ALPHA, whatever it took (a weight growing
+      // with the attempt's duration would let fast failures weigh less than slow successes), and
+      // the past also fades with time, so an endpoint avoided for failing is judged afresh when
+      // it is next tried.
+      const w = Math.exp(-Math.max(0, now - ep.failStamp) / this.#ewmaDecayMs) * (1 - FAIL_RATE_ALPHA);
       ep.failRate = ep.failRate * w + (failed ? 1 - w : 0);
       ep.failStamp = now;
       const observers = this.#observers;

@@ -183,6 +183,91 @@ describe('slow-backend scenario on a fake clock (10 in flight, 1 of 10 backends 
   });
 });
 
+describe('peak_ewma failure penalty (an endpoint that fails fast must not look fast)', () => {
+  /**
+   * Closed loop on a fake clock, `concurrency` requests in flight over three endpoints that answer
+   * in ~5 ms; endpoint 1002 answers 10% of its requests with a 503 at once (0.3 ms). Returns the
+   * attempts each endpoint got.
+   */
+  function simulate(config: Record<string, unknown>, concurrency: number, seconds = 60): Map<number, number> {
+    const c = clock(0);
+    const rt = runtime({ lb: { policy: 'peak_ewma', ...config }, outlierDetection: false }, { now: c.now });
+    rt.applyUpdate({ endpoints: [ep(1000), ep(1001), ep(1002)] });
+    const counts = new Map<number, number>();
+    const inflight: Array<{ end: number; st: EndpointState; start: number; failed: boolean }> = [];
+    let draw = 0;
+    const send = () => {
+      const r = rt.pick({ attempt: 0 });
+      if (r.kind !== 'pick') throw new Error(r.kind);
+      const st = r.endpoint;
+      const port = st.endpoint.port;
+      counts.set(port, (counts.get(port) ?? 0) + 1);
+      // One in ten requests to the flaky endpoint fails, from a fixed cycle (no luck involved).
+      const failed = port === 1002 && draw++ % 10 === 0;
+      const latency = failed ? 0.3 : 5 * (0.9 + Math.random() * 0.2);
+      inflight.push({ end: c.t + latency, st, start: rt.startAttempt(st), failed });
+    };
+    for (let w = 0; w < concurrency; w++) send();
+    while (c.t < seconds * 1000) {
+      inflight.sort((a, b) => a.end - b.end);
+      const e = inflight.shift() as (typeof inflight)[number];
+      c.t = e.end;
+      const status = e.failed ? 503 : 200;
+      rt.endAttempt(
+        e.st,
+        e.start,
+        0,
+        e.failed ? 'http_error' : 'success',
+        status,
+        undefined,
+        undefined,
+        'http',
+      );
+      send();
+    }
+    return counts;
+  }
+
+  it.each([1, 8])(
+    'an endpoint answering one request in ten with a fast 503 gets less traffic than each healthy one (concurrency %i)',
+    (concurrency) => {
+      const counts = simulate({}, concurrency);
+      const flaky = counts.get(1002) ?? 0;
+      expect(flaky).toBeLessThan(counts.get(1000) ?? 0);
+      expect(flaky).toBeLessThan(counts.get(1001) ?? 0);
+      // Without the penalty the same endpoint is not avoided (it can even look faster).
+      const off = simulate({ failurePenalty: 0 }, concurrency);
+      const offShare = (off.get(1002) ?? 0) / [...off.values()].reduce((a, b) => a + b, 0);
+      const share = flaky / [...counts.values()].reduce((a, b) => a + b, 0);
+      expect(offShare).toBeGreaterThan(0.3);
+      expect(share).toBeLessThan(offShare - 0.05);
+    },
+  );
+
+  it('keeps the failure rate per attempt (fast failures weigh fully), fading with time', () => {
+    const c = clock(1000);
+    const rt = runtime({ lb: 'peak_ewma' }, { now: c.now });
+    rt.applyUpdate({ endpoints: [ep(1000)] });
+    const st = rt.endpoint('10.0.0.1:1000') as EndpointState;
+    const once = (status: number) => {
+      const s = rt.startAttempt(st);
+      c.t += status === 503 ? 0.3 : 10; // the failures are fast
+      rt.endAttempt(st, s, 0, status >= 500 ? 'http_error' : 'success', status, undefined, undefined, 'http');
+    };
+    // One attempt in ten fails: the rate is about 0.1, however fast the failures are.
+    for (let i = 0; i < 1000; i++) once(i % 10 === 0 ? 503 : 200);
+    expect(st.failRate).toBeGreaterThan(0.06);
+    expect(st.failRate).toBeLessThan(0.14);
+    c.t += 20_000; // two decay constants later, one success brings it down
+    once(200);
+    expect(st.failRate).toBeLessThan(0.02);
+    // A 500 from the application or a 4xx is an answer: the rate does not rise.
+    const before = st.failRate;
+    for (let i = 0; i < 20; i++) once(i % 2 ? 500 : 404);
+    expect(st.failRate).toBeLessThanOrEqual(before);
+  });
+});
+
 describe('Retry-After penalty', () => {
   it('avoids an endpoint that answered 429/503 with Retry-After until the penalty ends', () => {
     const c = clock(0);
