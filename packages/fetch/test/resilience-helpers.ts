@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Mesh, type MeshEventMap, type MeshEventName, parseConfig } from '@meshlet/core';
 import { startServer, type TestServer } from '../../../test/helpers/http.js';
-import { createMeshFetch, MeshDispatcher } from '../src/index.js';
+import { createMeshFetch, MeshDispatcher, type MeshDispatcherOptions } from '../src/index.js';
 
 export type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -15,9 +15,9 @@ export class Rig {
     return s;
   }
 
-  mesh(raw: Record<string, unknown>) {
+  mesh(raw: Record<string, unknown>, options: MeshDispatcherOptions = {}) {
     const mesh = new Mesh(parseConfig(raw));
-    const dispatcher = new MeshDispatcher(mesh);
+    const dispatcher = new MeshDispatcher(mesh, options);
     this.#cleanups.push(async () => {
       await dispatcher.destroy();
       await mesh.close();
