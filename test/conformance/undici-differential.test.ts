@@ -1,0 +1,538 @@
+import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { pipeline as streamPipeline } from 'node:stream/promises';
+import {
+  Agent,
+  type Dispatcher,
+  getGlobalDispatcher,
+  setGlobalDispatcher,
+  FormData as UndiciFormData,
+  fetch as undiciFetch,
+} from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMesh, type Mesh } from '../../packages/meshlet/src/index.js';
+import { BIG, bigChunks, bigSha256, EchoServer, type Received } from './http-echo-server.js';
+
+/**
+ * Differential test: the same requests through raw undici (an `Agent` to the server's address)
+ * and through meshlet (`mesh.fetch`, `mesh.dispatcher`, Node's global fetch after
+ * `installGlobalDispatcher()`), against one real loopback server. Each case compares, field by
+ * field, what the caller got (status, headers, body bytes, error classes and codes) and what the
+ * server received (method, path, headers in order, body bytes). The only differences allowed are
+ * the documented mesh features (docs/semantics.md): the `Host` the mesh sends is the service's
+ * authority, and the response URL names it. Nothing else is normalised except what changes
+ * between any two runs of the same request (the date header, a multipart boundary).
+ */
+
+type FetchFn = (url: string, init?: Record<string, unknown>) => Promise<Response>;
+
+interface Side {
+  readonly name: 'raw' | 'mesh';
+  /** `http://127.0.0.1:PORT` (raw) or `http://svc` (mesh). */
+  readonly base: string;
+  readonly dispatcher: Dispatcher;
+  readonly fetch: FetchFn;
+}
+
+let server: EchoServer;
+let mesh: Mesh;
+let agent: Agent;
+let sides: Side[];
+let rawBase: string;
+
+beforeAll(async () => {
+  server = await new EchoServer().start();
+  rawBase = `http://127.0.0.1:${server.port}`;
+  agent = new Agent();
+  mesh = await createMesh({ services: { svc: [`127.0.0.1:${server.port}`] } });
+  await mesh.ready();
+  sides = [
+    {
+      name: 'raw',
+      base: rawBase,
+      dispatcher: agent,
+      fetch: (url, init) => undiciFetch(url, { ...init, dispatcher: agent } as never) as Promise<Response>,
+    },
+    {
+      name: 'mesh',
+      base: 'http://svc',
+      dispatcher: mesh.dispatcher,
+      fetch: mesh.fetch as unknown as FetchFn,
+    },
+  ];
+});
+
+afterAll(async () => {
+  await mesh?.close();
+  await agent?.close();
+  await server?.close();
+});
+
+/** What the server received, minus the documented mesh difference (`host`). */
+function seen(records: Received[], boundary?: string) {
+  return records.map((r) => ({
+    ...r,
+    headers: r.headers
+      .filter(([k]) => k !== 'host')
+      .map(([k, v]) => [k, boundary ? v.replaceAll(boundary, '<boundary>') : v]),
+    bodyText: boundary ? r.bodyText?.replaceAll(boundary, '<boundary>') : r.bodyText,
+    bodySha256: boundary ? '<varies with the boundary>' : r.bodySha256,
+  }));
+}
+
+/** The multipart boundary undici chose for a request, if it sent one. */
+function boundaryOf(records: Received[]): string | undefined {
+  for (const r of records) {
+    const ct = r.headers.find(([k]) => k === 'content-type')?.[1];
+    const m = ct ? /boundary=(.+)$/.exec(ct) : null;
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+function headersOf(h: Headers | Record<string, string | string[] | undefined>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const entries = h instanceof Headers ? [...h.entries()] : Object.entries(h);
+  for (const [k, v] of entries) if (k !== 'date' && k !== 'keep-alive') out[k] = v;
+  return out;
+}
+
+/** An error as the caller sees it: class, code, and the same for its cause chain. */
+function errorShape(err: unknown): unknown {
+  if (!(err instanceof Error)) return { thrown: typeof err };
+  const e = err as Error & { code?: unknown };
+  return {
+    name: e.name,
+    constructor: e.constructor.name,
+    code: e.code,
+    cause: e.cause === undefined ? undefined : errorShape(e.cause),
+  };
+}
+
+/** A fetch response as the caller sees it (the URL with the side's base replaced). */
+async function fetchResult(side: Side, p: Promise<Response>): Promise<unknown> {
+  try {
+    const res = await p;
+    const body = Buffer.from(await res.arrayBuffer());
+    return {
+      status: res.status,
+      statusText: res.statusText,
+      type: res.type,
+      redirected: res.redirected,
+      url: res.url.replace(side.base, '<base>'),
+      headers: headersOf(res.headers),
+      body: body.length <= 4096 ? body.toString('latin1') : `${body.length} bytes`,
+    };
+  } catch (err) {
+    return { error: errorShape(err) };
+  }
+}
+
+/** Runs `run` once per side (raw first) and returns what the caller and the server saw. */
+async function both(
+  run: (side: Side) => Promise<unknown>,
+): Promise<Record<'raw' | 'mesh', { caller: unknown; server: unknown }>> {
+  const out = {} as Record<'raw' | 'mesh', { caller: unknown; server: unknown }>;
+  for (const side of sides) {
+    server.take();
+    const caller = await run(side);
+    // Let the server finish recording (aborted requests end a little later).
+    await new Promise((r) => setTimeout(r, 20));
+    const records = server.take();
+    const boundary = boundaryOf(records);
+    out[side.name] = {
+      // The echo shows the caller the multipart boundary too: random per send.
+      caller:
+        boundary === undefined
+          ? caller
+          : JSON.parse(JSON.stringify(caller).replaceAll(boundary, '<boundary>')),
+      server: seen(records, boundary),
+    };
+  }
+  return out;
+}
+
+async function expectSame(run: (side: Side) => Promise<unknown>): Promise<void> {
+  const r = await both(run);
+  expect(r.mesh.caller).toEqual(r.raw.caller);
+  expect(r.mesh.server).toEqual(r.raw.server);
+}
+
+/** Every body kind `fetch` takes, fresh per call (one-shot bodies are used once). */
+const FETCH_BODIES: Record<string, () => unknown> = {
+  string: () => 'a string body',
+  Buffer: () => Buffer.from('a buffer body'),
+  Uint8Array: () => new TextEncoder().encode('a typed array body'),
+  ArrayBuffer: () => new TextEncoder().encode('an array buffer body').buffer,
+  Blob: () => new Blob(['a blob body'], { type: 'text/x-blob' }),
+  FormData: () => {
+    const f = new UndiciFormData();
+    f.set('field', 'value');
+    f.set('file', new Blob(['file contents'], { type: 'text/plain' }), 'a.txt');
+    return f;
+  },
+  URLSearchParams: () => new URLSearchParams({ a: '1', b: 'two words' }),
+  ReadableStream: () =>
+    new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode('a readable '));
+        c.enqueue(new TextEncoder().encode('stream body'));
+        c.close();
+      },
+    }),
+  'async iterable': () =>
+    (async function* () {
+      yield new TextEncoder().encode('an async ');
+      yield new TextEncoder().encode('iterable body');
+    })(),
+  'Node Readable': () => Readable.from([Buffer.from('a node '), Buffer.from('readable body')]),
+};
+
+const STREAMED = new Set(['ReadableStream', 'async iterable', 'Node Readable']);
+
+/** Every body kind `Dispatcher.request` takes. */
+const REQUEST_BODIES: Record<string, () => unknown> = {
+  string: () => 'a string body',
+  Buffer: () => Buffer.from('a buffer body'),
+  Uint8Array: () => new TextEncoder().encode('a typed array body'),
+  ArrayBuffer: () => new TextEncoder().encode('an array buffer body').buffer,
+  Blob: () => new Blob(['a blob body'], { type: 'text/x-blob' }),
+  FormData: () => {
+    const f = new UndiciFormData();
+    f.set('field', 'value');
+    f.set('file', new Blob(['file contents'], { type: 'text/plain' }), 'a.txt');
+    return f;
+  },
+  'async iterable': () =>
+    (async function* () {
+      yield Buffer.from('an async ');
+      yield Buffer.from('iterable body');
+    })(),
+  'Node Readable': () => Readable.from([Buffer.from('a node '), Buffer.from('readable body')]),
+};
+
+/** A `Dispatcher.request` result as the caller sees it. */
+async function requestResult(p: Promise<Dispatcher.ResponseData>): Promise<unknown> {
+  try {
+    const res = await p;
+    const body = Buffer.from(await res.body.arrayBuffer());
+    return {
+      status: res.statusCode,
+      headers: headersOf(res.headers as Record<string, string | string[] | undefined>),
+      trailers: { ...res.trailers },
+      body: body.length <= 4096 ? body.toString('latin1') : `${body.length} bytes`,
+    };
+  } catch (err) {
+    return { error: errorShape(err) };
+  }
+}
+
+describe('undici differential: mesh vs raw undici on the same requests', { timeout: 60_000 }, () => {
+  describe('fetch: every body kind', () => {
+    for (const [kind, make] of Object.entries(FETCH_BODIES)) {
+      it(kind, async () => {
+        await expectSame((s) =>
+          fetchResult(
+            s,
+            s.fetch(`${s.base}/echo`, {
+              method: 'POST',
+              body: make(),
+              ...(STREAMED.has(kind) ? { duplex: 'half' } : {}),
+            }),
+          ),
+        );
+      });
+    }
+  });
+
+  describe('Dispatcher.request: every body kind', () => {
+    for (const [kind, make] of Object.entries(REQUEST_BODIES)) {
+      it(kind, async () => {
+        await expectSame((s) =>
+          requestResult(
+            s.dispatcher.request({ origin: s.base, path: '/echo', method: 'PUT', body: make() as never }),
+          ),
+        );
+      });
+    }
+    it('URLSearchParams (not a body undici takes: the same error)', async () => {
+      await expectSame((s) =>
+        requestResult(
+          s.dispatcher.request({
+            origin: s.base,
+            path: '/echo',
+            method: 'PUT',
+            body: new URLSearchParams({ a: '1' }) as never,
+          }),
+        ),
+      );
+    });
+  });
+
+  it('Dispatcher.stream and Dispatcher.pipeline', async () => {
+    await expectSame(async (s) => {
+      const chunks: Buffer[] = [];
+      const data = await s.dispatcher.stream(
+        { origin: s.base, path: '/echo', method: 'POST', body: 'streamed' },
+        ({ statusCode, headers }) => {
+          chunks.push(Buffer.from(`${statusCode} ${headers['content-type']} `));
+          return new Writable({
+            write(c, _e, cb) {
+              chunks.push(c);
+              cb();
+            },
+          });
+        },
+      );
+      const piped: Buffer[] = [];
+      await streamPipeline(
+        Readable.from([Buffer.from('piped '), Buffer.from('body')]),
+        s.dispatcher.pipeline({ origin: s.base, path: '/echo', method: 'PUT' }, ({ statusCode, body }) => {
+          piped.push(Buffer.from(`${statusCode} `));
+          return body;
+        }),
+        new Writable({
+          write(c, _e, cb) {
+            piped.push(c);
+            cb();
+          },
+        }),
+      );
+      return {
+        stream: Buffer.concat(chunks).toString(),
+        trailers: data.trailers,
+        pipeline: Buffer.concat(piped).toString(),
+      };
+    });
+  });
+
+  it("Node's global fetch after installGlobalDispatcher(), with a FormData body", async () => {
+    const previous = getGlobalDispatcher();
+    try {
+      await expectSame(async (s) => {
+        if (s.name === 'mesh') mesh.installGlobalDispatcher();
+        else setGlobalDispatcher(agent);
+        const form = new FormData();
+        form.set('field', 'value');
+        form.set('file', new Blob(['file contents'], { type: 'text/plain' }), 'a.txt');
+        const results = [
+          await fetchResult(s, globalThis.fetch(`${s.base}/echo`, { method: 'POST', body: form })),
+          await fetchResult(s, globalThis.fetch(`${s.base}/status/201`)),
+        ];
+        if (s.name === 'mesh') mesh.installGlobalDispatcher()();
+        return results;
+      });
+    } finally {
+      setGlobalDispatcher(previous);
+    }
+  });
+
+  describe('aborts', () => {
+    it('before the request is sent', async () => {
+      await expectSame((s) =>
+        fetchResult(s, s.fetch(`${s.base}/echo`, { signal: AbortSignal.abort(new Error('stop')) })),
+      );
+      await expectSame(async (s) => {
+        const ac = new AbortController();
+        ac.abort();
+        return requestResult(
+          s.dispatcher.request({ origin: s.base, path: '/echo', method: 'GET', signal: ac.signal }),
+        );
+      });
+    });
+
+    it('while waiting for the response headers', async () => {
+      await expectSame(async (s) => {
+        const ac = new AbortController();
+        const p = fetchResult(s, s.fetch(`${s.base}/hang-headers`, { signal: ac.signal }));
+        await waitForRequest();
+        ac.abort();
+        const a = await p;
+        const ac2 = new AbortController();
+        const q = requestResult(
+          s.dispatcher.request({ origin: s.base, path: '/hang-headers', method: 'GET', signal: ac2.signal }),
+        );
+        await waitForRequest();
+        ac2.abort();
+        return [a, await q];
+      });
+    });
+
+    it('while reading the response body', async () => {
+      await expectSame(async (s) => {
+        const ac = new AbortController();
+        const res = await s.fetch(`${s.base}/hang-body`, { signal: ac.signal });
+        const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+        const first = Buffer.from((await reader.read()).value ?? []).toString();
+        ac.abort();
+        const rest = await reader.read().then(
+          () => 'no error',
+          (e: unknown) => errorShape(e),
+        );
+        return { status: res.status, first, rest };
+      });
+    });
+  });
+
+  describe('redirects', () => {
+    for (const code of [301, 302, 303, 307, 308]) {
+      it(`${code} with a POST body: follow, manual, error`, async () => {
+        for (const redirect of ['follow', 'manual', 'error']) {
+          await expectSame((s) =>
+            fetchResult(
+              s,
+              s.fetch(`${s.base}/redirect/${code}`, { method: 'POST', body: 'posted', redirect }),
+            ),
+          );
+        }
+      });
+    }
+  });
+
+  it('trailers (request API)', async () => {
+    await expectSame((s) =>
+      requestResult(s.dispatcher.request({ origin: s.base, path: '/trailers', method: 'GET' })),
+    );
+  });
+
+  it('compression: gzip, br and deflate decoded by fetch, kept by request', async () => {
+    for (const enc of ['gzip', 'br', 'deflate']) {
+      await expectSame(async (s) => [
+        await fetchResult(s, s.fetch(`${s.base}/${enc}`)),
+        await requestResult(s.dispatcher.request({ origin: s.base, path: `/${enc}`, method: 'GET' })),
+      ]);
+    }
+  });
+
+  it('HEAD, 204 and 304', async () => {
+    await expectSame(async (s) => [
+      await fetchResult(s, s.fetch(`${s.base}/status/200`, { method: 'HEAD' })),
+      await fetchResult(s, s.fetch(`${s.base}/status/204`)),
+      await fetchResult(s, s.fetch(`${s.base}/status/304`)),
+      await requestResult(s.dispatcher.request({ origin: s.base, path: '/status/204', method: 'GET' })),
+      await requestResult(s.dispatcher.request({ origin: s.base, path: '/status/200', method: 'HEAD' })),
+    ]);
+  });
+
+  it('error statuses are delivered as they are (4xx, 500, 503 once retries are off)', async () => {
+    await expectSame(async (s) => [
+      await fetchResult(s, s.fetch(`${s.base}/status/404`)),
+      await fetchResult(s, s.fetch(`${s.base}/status/500`)),
+      await requestResult(s.dispatcher.request({ origin: s.base, path: '/status/418', method: 'GET' })),
+    ]);
+  });
+
+  it("the caller's mistakes: bad header values, Expect: 100-continue", async () => {
+    await expectSame(async (s) => [
+      await fetchResult(s, s.fetch(`${s.base}/echo`, { headers: { 'x-bad': 'a\nb' } })),
+      await fetchResult(
+        s,
+        s.fetch(`${s.base}/echo`, { method: 'PUT', body: 'x', headers: { expect: '100-continue' } }),
+      ),
+      await requestResult(
+        s.dispatcher.request({
+          origin: s.base,
+          path: '/echo',
+          method: 'GET',
+          headers: { 'x-bad': 'a\r\nb' },
+        }),
+      ),
+      await requestResult(
+        s.dispatcher.request({
+          origin: s.base,
+          path: '/echo',
+          method: 'PUT',
+          body: 'x',
+          headers: { expect: '100-continue' },
+        }),
+      ),
+      await requestResult(s.dispatcher.request({ origin: s.base, path: 'no-slash', method: 'GET' })),
+      await requestResult(s.dispatcher.request({ origin: s.base, path: '/echo', method: 'BAD METHOD' })),
+    ]);
+  });
+
+  it('headers as sent: case, order, repeated names, and a Host given in any case', async () => {
+    await expectSame(async (s) => [
+      await requestResult(
+        s.dispatcher.request({
+          origin: s.base,
+          path: '/echo',
+          method: 'GET',
+          headers: ['X-First', '1', 'x-multi', 'a', 'X-Multi', 'b', 'HOST', 'custom.example', 'x-last', 'z'],
+        }),
+      ),
+      await fetchResult(s, s.fetch(`${s.base}/echo`, { headers: { 'X-Upper': 'v', accept: 'text/plain' } })),
+    ]);
+  });
+
+  it('upgrade and CONNECT', async () => {
+    const talk = async (socket: Duplex): Promise<string> => {
+      socket.write('ping');
+      const [data] = (await once(socket, 'data')) as [Buffer];
+      socket.destroy();
+      return data.toString();
+    };
+    await expectSame(async (s) => {
+      const up = await s.dispatcher.upgrade({ origin: s.base, path: '/chat', protocol: 'meshlet-test' });
+      const connected = await s.dispatcher.connect({ origin: s.base, path: '/' });
+      return {
+        upgrade: { headers: headersOf(up.headers as Record<string, string>), echo: await talk(up.socket) },
+        connect: { status: connected.statusCode, echo: await talk(connected.socket) },
+      };
+    });
+  });
+
+  it('64 MiB streamed both ways (fetch and request)', async () => {
+    const sha = bigSha256();
+    const r = await both(async (s) => {
+      const down = await s.fetch(`${s.base}/big`);
+      let downBytes = 0;
+      for await (const c of down.body as unknown as AsyncIterable<Uint8Array>) downBytes += c.length;
+      const up = await s.fetch(`${s.base}/echo`, {
+        method: 'POST',
+        body: Readable.from(bigChunks()),
+        duplex: 'half',
+      });
+      const upEcho = (await up.json()) as { length: number };
+      const req = await s.dispatcher.request({
+        origin: s.base,
+        path: '/echo',
+        method: 'PUT',
+        body: Readable.from(bigChunks()),
+      });
+      const reqEcho = (await req.body.json()) as { length: number };
+      const viaStream = new PassThrough();
+      let streamBytes = 0;
+      viaStream.on('data', (c: Buffer) => {
+        streamBytes += c.length;
+      });
+      await s.dispatcher.stream({ origin: s.base, path: '/big', method: 'GET' }, () => viaStream);
+      return { downBytes, upLength: upEcho.length, reqLength: reqEcho.length, streamBytes };
+    });
+    expect(r.mesh).toEqual(r.raw);
+    expect(r.raw.caller).toEqual({ downBytes: BIG, upLength: BIG, reqLength: BIG, streamBytes: BIG });
+    const uploads = (r.mesh.server as Received[]).filter((x) => x.method !== 'GET');
+    expect(uploads.map((u) => u.bodySha256)).toEqual([sha, sha]);
+  });
+
+  it('the mesh sends its service authority as Host (a documented difference) and nothing else of its own', async () => {
+    const hosts: string[] = [];
+    for (const s of sides) {
+      server.take();
+      await (await s.fetch(`${s.base}/echo`)).text();
+      hosts.push(server.take()[0]?.headers.find(([k]) => k === 'host')?.[1] ?? '');
+    }
+    expect(hosts).toEqual([`127.0.0.1:${server.port}`, 'svc']);
+  });
+});
+
+/** Resolves once the server has received one more request. */
+async function waitForRequest(): Promise<void> {
+  const n = server.received.length;
+  const start = Date.now();
+  while (server.received.length === n) {
+    if (Date.now() - start > 5000) throw new Error('the request never arrived');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
