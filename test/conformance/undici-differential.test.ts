@@ -474,7 +474,12 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
       return data.toString();
     };
     await expectSame(async (s) => {
-      const up = await s.dispatcher.upgrade({ origin: s.base, path: '/chat', protocol: 'meshlet-test' });
+      // undici's types omit `origin` from upgrade options, but an Agent (and the mesh) route by it.
+      const up = (await s.dispatcher.upgrade({
+        origin: s.base,
+        path: '/chat',
+        protocol: 'meshlet-test',
+      } as Dispatcher.UpgradeOptions)) as unknown as Dispatcher.UpgradeData;
       const connected = await s.dispatcher.connect({ origin: s.base, path: '/' });
       return {
         upgrade: { headers: headersOf(up.headers as Record<string, string>), echo: await talk(up.socket) },
