@@ -220,6 +220,12 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   /** A max-retries slot taken for the next attempt. */
   #retrySlot = false;
   #observer: CallObserver | undefined = undefined;
+  /** The attempt being handed to the transport (`send` may report its connection synchronously). */
+  #sending: A | undefined = undefined;
+  /** The clock read at `start()`, reused by the first attempt's start (no second read). */
+  #startClock = -1;
+  /** What the first attempt may take (`attemptBudgetMs`), known at `start()` without a clock read. */
+  #firstBudget = Number.POSITIVE_INFINITY;
 
   constructor(
     service: ServiceRuntime,
@@ -297,6 +303,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * `x-meshlet-deadline-ms`).
    */
   attemptBudgetMs(): number {
+    // The first attempt, started in the same tick as the call: nothing has elapsed.
+    if (this.#attempts <= 1 && this.#firstBudget >= 0) return this.#firstBudget;
     const perTry = this.policy.perTryTimeoutMs;
     let ms = perTry > 0 ? perTry : Number.POSITIVE_INFINITY;
     if (this.#deadlineAt !== Number.POSITIVE_INFINITY) {
@@ -320,6 +328,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const ms = this.#composeDeadline(callerDeadline);
     const hook = this.callHook();
     if (hook !== undefined) this.#observer = startObserver(hook, this);
+    const perTry = this.policy.perTryTimeoutMs;
+    this.#firstBudget = perTry > 0 && perTry < ms ? perTry : ms;
     if (ms !== Number.POSITIVE_INFINITY) {
       this.#deadlineAt = now + ms;
       if (ms > 0) this.#deadlineTimer = setTimeout(Call.#deadlineFired, ms, this);
@@ -331,6 +341,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       this.#deadlineExpired();
       return;
     }
+    this.#startClock = now;
     this.#next();
   }
 
@@ -447,7 +458,11 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     }
     const ep = res.endpoint;
     const att = this.createAttempt(ep, this.#attempts++);
-    att.startedAt = rt.startAttempt(ep);
+    // The first attempt starts in the same tick as the call: the call's clock read serves.
+    const clock = this.#startClock;
+    this.#startClock = -1;
+    if (clock < 0) this.#firstBudget = -1; // not the call's first tick: compute from the clock
+    att.startedAt = rt.startAttempt(ep, clock >= 0 ? clock : undefined);
     att.permit = permit;
     att.retrySlot = this.#retrySlot;
     this.#retrySlot = false;
@@ -456,7 +471,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const perTry = this.policy.perTryTimeoutMs;
     if (perTry > 0 && att.startedAt + perTry < this.#deadlineAt)
       att.timer = setTimeout(Call.#perTryFired, perTry, this, att);
+    this.#sending = att;
     this.send(att);
+    this.#sending = undefined;
   }
 
   static #perTryFired(call: Call, att: CallAttempt): void {
@@ -479,7 +496,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   /** The attempt is on a connection (request written): latency is measured from now. */
   connected(att: A): void {
     if (att.ended || att.connectedAt >= 0) return;
-    att.connectedAt = this.service.now();
+    // A pooled connection takes the request while it is being sent: no time has passed.
+    att.connectedAt = att === this.#sending ? att.startedAt : this.service.now();
     if (att.pending) {
       att.pending = false;
       this.service.resilience.thresholds.connected();

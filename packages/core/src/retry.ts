@@ -1,10 +1,23 @@
 import type { RetryBudgetPolicy, RetryPolicy } from './config.js';
 
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-/** RFC 9110 idempotent methods: GET, HEAD, OPTIONS, TRACE, PUT, DELETE. */
+/** RFC 9110 idempotent methods: GET, HEAD, OPTIONS, TRACE, PUT, DELETE (any case). */
 export function isIdempotentMethod(method: string): boolean {
-  return IDEMPOTENT.has(method) || IDEMPOTENT.has(method.toUpperCase());
+  switch (method) {
+    case 'GET':
+    case 'HEAD':
+    case 'PUT':
+    case 'DELETE':
+    case 'OPTIONS':
+    case 'TRACE':
+      return true;
+    case 'POST':
+    case 'PATCH':
+      return false;
+    default: {
+      const m = method.toUpperCase();
+      return m !== method && isIdempotentMethod(m);
+    }
+  }
 }
 
 const BUCKETS = 10;

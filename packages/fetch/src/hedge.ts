@@ -17,7 +17,7 @@ export function startMeshRequest(
   authority: string,
   route?: RouteTarget,
 ): void {
-  const hedge = (route?.policy ?? rt.policy).hedge;
+  const hedge = route === undefined ? rt.policy.hedge : (route.policy ?? rt.policy).hedge;
   if (hedge !== undefined && isIdempotentMethod(opts.method) && bodyKind(opts.body) === VALUE) {
     new HedgedRequest(host, rt, opts, handler, authority, hedge.delayMs, hedge.maxHedges, route).start();
     return;

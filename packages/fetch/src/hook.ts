@@ -79,3 +79,23 @@ export function withHeaders(
   for (let i = 0; i < extra.length; i += 2) out[extra[i] as string] = extra[i + 1] as string;
   return out;
 }
+
+/** `headers` plus one header `name` (lower case) unless the caller set it; `headers` is not modified. */
+export function withHeader(
+  headers: Dispatcher.DispatchOptions['headers'],
+  name: string,
+  value: string,
+): Dispatcher.DispatchOptions['headers'] {
+  if (headers == null) {
+    const out: Record<string, string> = {};
+    out[name] = value;
+    return out;
+  }
+  if (readHeader(headers, name) !== undefined) return headers;
+  if (Array.isArray(headers)) {
+    const out = headers.slice() as string[];
+    out.push(name, value);
+    return out as Dispatcher.DispatchOptions['headers'];
+  }
+  return withHeaders(headers, [name, value]);
+}

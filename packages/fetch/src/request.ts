@@ -13,7 +13,7 @@ import { type Dispatcher, errors } from 'undici';
 import { bodyKind, ITERABLE, ReplayBody, STREAM } from './body.js';
 import { classifyError, toMeshError } from './errors.js';
 import { type LegacyHandler, rawHeader } from './handler.js';
-import { readHeader, withHeaders } from './hook.js';
+import { readHeader, withHeader, withHeaders } from './hook.js';
 
 /** What a request needs from the dispatcher that runs it. */
 export interface RequestHost {
@@ -25,8 +25,6 @@ export interface RequestHost {
   /** An outbound hook overriding the mesh's (see `Mesh.setCallHook`); undefined: the mesh's. */
   readonly requestHook?: CallHook | undefined;
 }
-
-const NO_HEADERS: readonly string[] = [];
 
 /**
  * One logical HTTP request through the mesh: the core pipeline (`Call`: deadline, breaker,
@@ -112,21 +110,24 @@ export class MeshRequest extends Call<HttpAttempt> {
   #options(): Dispatcher.DispatchOptions {
     if (this.#sent !== undefined) return this.#sent;
     const opts = this.#opts;
-    const extra = this.extraHeaders ?? NO_HEADERS;
+    const extra = this.extraHeaders;
     const budget = this.attemptBudgetMs();
-    if (extra.length === 0 && budget === Number.POSITIVE_INFINITY && this.#replay === undefined) {
+    const timed = budget !== Number.POSITIVE_INFINITY;
+    const replay = this.#replay;
+    if ((extra === undefined || extra.length === 0) && !timed && replay === undefined) {
       this.#sent = opts;
       return opts;
     }
-    let add = extra;
-    if (budget !== Number.POSITIVE_INFINITY) add = [...extra, DEADLINE_HEADER, String(Math.ceil(budget))];
+    let headers = opts.headers;
+    if (extra !== undefined && extra.length > 0) headers = withHeaders(headers, extra);
+    if (timed) headers = withHeader(headers, DEADLINE_HEADER, String(Math.ceil(budget)));
     // Object.assign, not `{ ...opts }`: undici's Request reads an object built by spread several
     // µs slower per request (measured in test/bench/suites/fetch.ts, see docs/benchmarks.md).
-    const out = Object.assign({}, opts, {
-      headers: add.length === 0 ? opts.headers : withHeaders(opts.headers, add),
-      body: this.#replay ?? opts.body,
-    });
-    if (budget === Number.POSITIVE_INFINITY) this.#sent = out;
+    const out: Dispatcher.DispatchOptions = Object.assign({}, opts);
+    out.headers = headers;
+    // undici takes any async iterable as a body; its types list only some.
+    if (replay !== undefined) out.body = replay as unknown as Dispatcher.DispatchOptions['body'];
+    if (!timed) this.#sent = out;
     return out;
   }
 
