@@ -247,28 +247,23 @@ describe('retries', () => {
         res.end();
       });
     };
-    const body = (text: string) =>
-      new ReadableStream<Uint8Array>({
+    /** PUTs a 5-byte streamed body through a service whose retry buffer holds `limit` bytes. */
+    const put = async (limit: number) => {
+      const p = await pair(respond, { retry: { bufferLimit: limit } });
+      const body = new ReadableStream<Uint8Array>({
         start(c) {
-          c.enqueue(new TextEncoder().encode(text));
+          c.enqueue(new TextEncoder().encode('chunk'));
           c.close();
         },
       });
-    const small = await pair(respond, { retry: { bufferLimit: 8 } });
-    const ok = await small.fetch('http://svc/', {
-      method: 'PUT',
-      body: body('chunk'),
-      duplex: 'half',
-    } as RequestInit);
-    expect(ok.status).toBe(200);
+      const res = await p.fetch('http://svc/', { method: 'PUT', body, duplex: 'half' } as RequestInit);
+      return { ...p, res };
+    };
+    const small = await put(8);
+    expect(small.res.status).toBe(200);
     expect(small.retries.map((r) => r.reason)).toEqual(['503']);
-    const big = await pair(respond, { retry: { bufferLimit: 4 } });
-    const res = await big.fetch('http://svc/', {
-      method: 'PUT',
-      body: body('chunk'),
-      duplex: 'half',
-    } as RequestInit);
-    expect(res.status).toBe(503);
+    const big = await put(4);
+    expect(big.res.status).toBe(503);
     expect(big.retries).toHaveLength(0);
     expect(big.total()).toBe(1);
   });
