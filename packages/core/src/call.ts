@@ -472,8 +472,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (perTry > 0 && att.startedAt + perTry < this.#deadlineAt)
       att.timer = setTimeout(Call.#perTryFired, perTry, this, att);
     this.#sending = att;
-    this.send(att);
-    this.#sending = undefined;
+    try {
+      this.send(att);
+    } catch (err) {
+      // The transport could not even hand the attempt to the wire (e.g. an authority it cannot
+      // make a connection pool for): the caller's request, not the endpoint's failure.
+      this.failed(att, AttemptFailures.caller, err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      this.#sending = undefined;
+    }
   }
 
   static #perTryFired(call: Call, att: CallAttempt): void {
@@ -580,6 +587,12 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const stop = this.#stop;
     if (stop !== undefined) {
       this.#finish(this.#stopError as Error, stop.outcome);
+      return;
+    }
+    if (att.retryReason !== undefined && this.#state === IN_FLIGHT) {
+      // Reading away a response already decided to be retried failed: the retry stands.
+      this.#triedEndpoint(att.endpoint);
+      this.#scheduleRetry(att.retryDelayMs);
       return;
     }
     if (this.#state === IN_FLIGHT) {

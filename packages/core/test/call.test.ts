@@ -170,6 +170,22 @@ describe('the call pipeline', () => {
     expect(retries.map((r) => r.reason)).toEqual(['503']);
   });
 
+  it('keeps a retry decided on a status when reading that response away fails', () => {
+    const { rt, retries } = service();
+    const call = new FakeCall(rt, 'http', true);
+    call.start();
+    const a = call.last;
+    call.connected(a);
+    expect(call.response(a, 503)).toBe(false);
+    call.failed(a, AttemptFailures.reset, new Error('reset while reading away'));
+    expect(call.delivered).toBeUndefined();
+    vi.runOnlyPendingTimers();
+    expect(call.sent).toHaveLength(2);
+    expect(call.answer(200)).toBe(true);
+    expect(retries.map((r) => r.reason)).toEqual(['503']);
+    expect(rt.resilience.thresholds.retries).toBe(0);
+  });
+
   it('gives a caller error back as it is: no retry, nothing counted against the endpoint or the breaker', () => {
     const { rt, retries, attempts } = service();
     for (let i = 0; i < 100; i++) {
