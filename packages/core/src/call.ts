@@ -1,5 +1,6 @@
 import type { RetryCondition, ServicePolicy } from './config.js';
 import { currentDeadline } from './deadline.js';
+import { clampTimer } from './duration.js';
 import type { EndpointState } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import type { Outcome, Verdict } from './events.js';
@@ -365,7 +366,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
         this.#callerDeadline = true;
       }
     }
-    return ms;
+    // Never more than a timer can hold (a longer wait would fire at once).
+    return ms === Number.POSITIVE_INFINITY ? ms : clampTimer(ms);
   }
 
   /** The caller cancelled (its abort function, a cancelled gRPC call). `reason` is what it gets. */

@@ -265,6 +265,10 @@ describe('the call pipeline', () => {
     const d = new FakeCall(none, 'http', true);
     d.start();
     expect(d.attemptBudgetMs()).toBe(Number.POSITIVE_INFINITY);
+    // A deadline farther than a timer holds is clamped to what it holds (it would fire at once).
+    const far = new FakeCall(none, 'http', true);
+    far.start(Date.now() + 2 ** 40);
+    expect(far.attemptBudgetMs()).toBe(2_147_483_647);
   });
 
   it('aborts an attempt at its per-try timeout and retries it when asked', () => {
