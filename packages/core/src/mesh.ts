@@ -85,6 +85,8 @@ export interface MeshOptions {
 
 export interface EndpointSnapshot {
   id: string;
+  /** The instance's name when discovery knows it (`Endpoint.name`: the pod, the xDS hostname). */
+  name?: string | undefined;
   address: string;
   port: number;
   weight: number;
@@ -497,6 +499,7 @@ export class Mesh {
         resilience: s.resilience.snapshot(),
         endpoints: s.endpoints.map((st) => ({
           id: st.id,
+          name: st.endpoint.name,
           address: st.endpoint.address,
           port: st.endpoint.port,
           weight: st.endpoint.weight,

@@ -50,6 +50,12 @@ export interface Endpoint {
   readonly metadata: Readonly<Record<string, string>>;
   /** TLS server name / logical host name, when discovery knows one. */
   readonly hostname?: string | undefined;
+  /**
+   * The instance's own name when discovery knows one, for people (the admin page, snapshots, logs):
+   * the Pod of a Kubernetes EndpointSlice endpoint (`targetRef.name`, else its `hostname`), the xDS
+   * `Endpoint.hostname`, or `name` in config and endpoint files. Never used for routing.
+   */
+  readonly name?: string | undefined;
 }
 
 export interface EndpointInit {
@@ -62,6 +68,7 @@ export interface EndpointInit {
   health?: HealthStatus | undefined;
   metadata?: Record<string, string> | undefined;
   hostname?: string | undefined;
+  name?: string | undefined;
 }
 
 export function endpointId(address: string, port: number): string {
@@ -88,6 +95,7 @@ export function makeEndpoint(init: EndpointInit): Endpoint {
     health: init.health ?? 'healthy',
     metadata: Object.freeze({ ...(init.metadata ?? {}) }),
     hostname: init.hostname,
+    name: init.name,
   });
 }
 
@@ -114,6 +122,7 @@ export function sameButWeight(a: Endpoint, b: Endpoint): boolean {
     a.localityWeight !== b.localityWeight ||
     a.health !== b.health ||
     a.hostname !== b.hostname ||
+    a.name !== b.name ||
     !sameLocality(a.locality, b.locality)
   ) {
     return false;

@@ -197,6 +197,7 @@ export function sliceEndpoints(slice: ParsedSlice, portName: string, fixedPort?:
         health,
         metadata: Object.freeze(metadata),
         hostname: fqdn ? e.address : undefined,
+        name: e.podName ?? e.hostname,
       }),
     );
   }

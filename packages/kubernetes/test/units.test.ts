@@ -84,7 +84,7 @@ describe('EndpointSlice parsing', () => {
           targetRef: { kind: 'Pod', name: 'p2', uid: 'u2' },
         },
         { addresses: ['fd00::3'], conditions: { ready: false, serving: false, terminating: true } },
-        { addresses: ['fd00::4'], conditions: {} },
+        { addresses: ['fd00::4'], conditions: {}, hostname: 'web-4' },
       ],
     });
     const eps = slice ? sliceEndpoints(slice, 'http') : [];
@@ -96,6 +96,8 @@ describe('EndpointSlice parsing', () => {
     expect(eps[0]?.locality.zone).toBe('a');
     expect(eps[0]?.metadata[HINTS_KEY]).toBe('a');
     expect(eps[1]?.metadata).toMatchObject({ pod: 'p2', podUid: 'u2', terminating: 'true', slice: 's1' });
+    // The instance name people see: the Pod (targetRef.name), else the endpoint's hostname.
+    expect(eps.map((e) => e.name)).toEqual([undefined, 'p2', 'web-4']);
   });
 });
 

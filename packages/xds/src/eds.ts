@@ -398,6 +398,7 @@ function readSimpleLbEndpoint(w: Wire, st: number, en: number, frame: LocalityFr
     health: HEALTH_BY_NUMBER[health] ?? 'unknown',
     metadata: NO_METADATA,
     hostname: hostname || undefined,
+    name: hostname || undefined,
   });
 }
 

@@ -812,6 +812,8 @@ export function translateLbEndpoint(
     health,
     metadata: flatMetadata(lbe.metadata),
     hostname: str(ep?.hostname) || undefined,
+    // Envoy's admin names a host by its `hostname` too.
+    name: str(ep?.hostname) || undefined,
   });
 }
 
@@ -828,6 +830,7 @@ export function reframeEndpoint(ep: Endpoint, ownWeight: number, frame: Locality
     health: ep.health,
     metadata: ep.metadata,
     hostname: ep.hostname,
+    name: ep.name,
   });
 }
 

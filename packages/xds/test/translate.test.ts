@@ -194,6 +194,20 @@ describe('EDS, LDS and RDS validation (NACK reasons name the field)', () => {
       locality: { zone: 'a' },
     });
     expect(r.dropOverloads).toEqual([{ category: 'throttle', ppm: 500 }]);
+    // Envoy's Endpoint.hostname names the host (as Envoy's admin shows it).
+    const named = cla([
+      {
+        lbEndpoints: [
+          {
+            endpoint: {
+              address: { socketAddress: { address: '10.0.0.1', portValue: 1 } },
+              hostname: 'reviews-7f9c',
+            },
+          },
+        ],
+      },
+    ]);
+    expect(named.endpoints[0]).toMatchObject({ name: 'reviews-7f9c', hostname: 'reviews-7f9c' });
   });
 
   it('EDS locality weights split traffic per locality (gRPC weighted_target), not per endpoint', () => {

@@ -15,6 +15,10 @@ const endpointObject = s.object(
     health: s.enum(HEALTH_STATUSES, { default: 'healthy', doc: 'Health as discovery reports it.' }),
     metadata: s.record(s.string({ empty: true }), { default: {}, doc: 'String labels.' }),
     hostname: s.string({ defaultText: 'none', doc: 'TLS server name and logical host name.' }),
+    name: s.string({
+      defaultText: 'none',
+      doc: "The instance's name, shown by the admin page and snapshot() (never used for routing).",
+    }),
   },
   {
     name: 'EndpointInput',
@@ -54,6 +58,7 @@ export const endpointSchema = s.custom<string | InputOf<typeof endpointObject>, 
       health: o.health,
       metadata: item.metadata === undefined ? undefined : o.metadata,
       hostname: o.hostname,
+      name: o.name,
       locality: { region: o.region ?? '', zone: o.zone ?? '', subZone: o.subZone ?? '' },
     });
   },
