@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +40,25 @@ describe('file discovery', () => {
     expect(ev.removed).toBe(2);
     expect(ids(mesh)).toEqual(['127.0.0.1:9003', '127.0.0.1:9004']);
     expect(mesh.service('reviews')?.endpoint('127.0.0.1:9004')?.endpoint.weight).toBe(5);
+  });
+
+  it('versions each read by its content hash, and carries instance names through edits', async () => {
+    const text = '- { address: 127.0.0.1, port: 9001, name: reviews-a }\n';
+    const { file, mesh } = setup(text);
+    await mesh.ready();
+    const rt = mesh.service('reviews');
+    const sha = createHash('sha256').update(text).digest('hex').slice(0, 12);
+    expect(rt?.discovery.version).toBe(`sha256:${sha}`);
+    expect(mesh.snapshot().services.reviews?.endpoints[0]?.name).toBe('reviews-a');
+    // Only the name changes: the endpoint keeps its state, and shows the new name.
+    const before = rt?.endpoints[0];
+    const updated = nextEvent(mesh.events, 'endpoints', (e) => e.service === 'reviews');
+    writeFileSync(file, '- { address: 127.0.0.1, port: 9001, name: reviews-b }\n');
+    await updated;
+    expect(rt?.endpoints[0]).toBe(before);
+    expect(rt?.endpoints[0]?.endpoint.name).toBe('reviews-b');
+    expect(rt?.discovery.version).toMatch(/^sha256:[0-9a-f]{12}$/);
+    expect(rt?.discovery.version).not.toBe(`sha256:${sha}`);
   });
 
   it('keeps the last good endpoints on a bad edit and reports why', async () => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
@@ -122,7 +123,10 @@ export class FileSource implements DiscoverySource {
       this.#fail(result.error, undefined);
       return;
     }
-    this.#listener?.onUpdate({ endpoints: result.endpoints, version: fingerprint });
+    // The version names the content (the same file gives the same version on every host), as
+    // `sha256:` and the first 12 hex digits of its SHA-256.
+    const version = `sha256:${createHash('sha256').update(text).digest('hex').slice(0, 12)}`;
+    this.#listener?.onUpdate({ endpoints: result.endpoints, version });
   }
 
   #fail(message: string, cause: unknown): void {
