@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { type ConfigIssue, describe, registerMeshSection, type Schema, s } from '@meshlet/core';
 
 export type MetricsNaming = 'otel' | 'istio' | 'both';
@@ -46,11 +47,56 @@ export interface TelemetryConfig {
   readonly accessLog: AccessLogConfig;
 }
 
+/** Where the admin server's bearer token comes from. */
+export type AdminToken =
+  | { readonly value: string; readonly file?: undefined }
+  /** A file holding the token (a mounted Kubernetes Secret), re-read when it changes. */
+  | { readonly file: string; readonly value?: undefined };
+
 export interface AdminConfig {
   /** Port of the admin HTTP server; 0 picks a free one. */
   readonly port: number;
   /** Address to bind (default `127.0.0.1`: the admin page is not for the network). */
   readonly host: string;
+  /**
+   * Bearer token required on every path but `/healthz` and `/ready` (default: none). A string, or
+   * `{ file }` naming a file that holds it (resolved against the config's directory).
+   */
+  readonly token: AdminToken | undefined;
+  /** Connections open at once; more are closed at accept (default 64). */
+  readonly maxConnections: number;
+  /** Connections open at once from one client IP address (default 16). */
+  readonly maxConnectionsPerClient: number;
+  /** Time a client has to send the request headers, from the connection or request start (default 5s). */
+  readonly headersTimeoutMs: number;
+  /** Time a client has to send the whole request; also the socket idle timeout (default 10s). */
+  readonly requestTimeoutMs: number;
+  /** Idle time after a response before a keep-alive connection is closed (default 5s). */
+  readonly keepAliveTimeoutMs: number;
+}
+
+/** The admin server's defaults (every field but `port`, which `admin:` must give). */
+export const DEFAULT_ADMIN: Omit<AdminConfig, 'port'> = Object.freeze({
+  host: '127.0.0.1',
+  token: undefined,
+  maxConnections: 64,
+  maxConnectionsPerClient: 16,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+});
+
+/** The characters of an RFC 6750 `b64token`, and the shortest token accepted. */
+const TOKEN_RE = /^[A-Za-z0-9\-._~+/]+=*$/;
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
+
+/** Why `token` cannot be a bearer token, or undefined when it can. */
+export function adminTokenProblem(token: string): string | undefined {
+  if (token.length < MIN_ADMIN_TOKEN_LENGTH)
+    return `must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters long (got ${token.length})`;
+  if (!TOKEN_RE.test(token))
+    return 'must use only the characters of an RFC 6750 bearer token (A-Z a-z 0-9 - . _ ~ + / and trailing =)';
+  return undefined;
 }
 
 /** OpenTelemetry's recommended buckets for `http.*.request.duration`, in seconds. */
@@ -237,6 +283,47 @@ export function parseTelemetryConfig(raw: unknown, path: string, issues: ConfigI
   });
 }
 
+const MAX_ADMIN_TIMEOUT_MS = 600_000;
+
+/** A timeout of the admin server: 1 ms to 10 minutes. */
+function adminTimeout(def: string, doc: string) {
+  return s.duration({ default: def, doc }).to((ms, path, issues) => {
+    if (ms >= 1 && ms <= MAX_ADMIN_TIMEOUT_MS) return ms;
+    issues.push({ path, message: `must be between 1ms and 10m, got ${ms}ms` });
+    return undefined;
+  });
+}
+
+const adminTokenSchema = s.union(
+  [
+    s.string({ doc: 'The token itself.' }).to((value, path, issues): AdminToken | undefined => {
+      const problem = adminTokenProblem(value);
+      if (problem === undefined) return Object.freeze({ value });
+      issues.push({ path, message: problem });
+      return undefined;
+    }),
+    s
+      .object(
+        {
+          file: s.string({
+            required: true,
+            doc: "A file holding the token (a mounted Secret), relative to the config file's directory.",
+          }),
+        },
+        { name: 'AdminTokenFile', doc: 'A file that holds the token; looked at again when it changes.' },
+      )
+      .to((o, _path, _issues, baseDir): AdminToken | undefined =>
+        o.file === undefined ? undefined : Object.freeze({ file: resolve(baseDir, o.file) }),
+      ),
+  ],
+  {
+    defaultText: 'none',
+    doc:
+      'Bearer token required on every path but /healthz and /ready: 16 or more characters of an ' +
+      'RFC 6750 token, or { file } naming a file that holds it.',
+  },
+);
+
 const adminObject = s.object(
   {
     port: s.integer({
@@ -246,20 +333,71 @@ const adminObject = s.object(
       doc: 'Port of the admin HTTP server; 0 picks a free one.',
     }),
     host: s.string({
-      default: '127.0.0.1',
-      doc: 'Address to bind (the admin page is not for the network).',
+      default: DEFAULT_ADMIN.host,
+      doc: 'Address to bind (the admin page is not for the network; bind elsewhere only with a token).',
     }),
+    token: adminTokenSchema,
+    maxConnections: s.integer({
+      min: 1,
+      max: 100_000,
+      default: DEFAULT_ADMIN.maxConnections,
+      doc: 'Connections open at once; more are closed as they are accepted.',
+    }),
+    maxConnectionsPerClient: s.integer({
+      min: 1,
+      max: 100_000,
+      defaultText: '16 (or maxConnections, if smaller)',
+      doc: 'Connections open at once from one client IP address.',
+    }),
+    headersTimeout: adminTimeout(
+      '5s',
+      'Time a client has to send the request headers (a trickling client is cut off).',
+    ),
+    requestTimeout: adminTimeout(
+      '10s',
+      'Time a client has to send the whole request; also the socket idle timeout. At least headersTimeout.',
+    ),
+    keepAliveTimeout: adminTimeout(
+      '5s',
+      'Idle time after a response before a keep-alive connection is closed.',
+    ),
   },
   {
     name: 'AdminInput',
-    doc: 'The admin server: `/` (HTML), `/metrics`, `/config_dump`, `/healthz`, `/ready`.',
+    doc: 'The admin server: `/` (HTML), `/metrics`, `/clusters`, `/config_dump`, `/healthz`, `/ready`.',
   },
 );
 
 /** Parses the `admin` section. */
-export function parseAdminConfig(raw: unknown, path: string, issues: ConfigIssue[]): AdminConfig {
-  const o = adminObject.parse(raw, path, issues);
-  return Object.freeze({ port: o?.port ?? 0, host: o?.host ?? '127.0.0.1' });
+export function parseAdminConfig(
+  raw: unknown,
+  path: string,
+  issues: ConfigIssue[],
+  baseDir: string = process.cwd(),
+): AdminConfig {
+  const o = adminObject.parse(raw, path, issues, baseDir);
+  const d = DEFAULT_ADMIN;
+  const headersTimeoutMs = o?.headersTimeout ?? d.headersTimeoutMs;
+  const requestTimeoutMs = o?.requestTimeout ?? d.requestTimeoutMs;
+  if (headersTimeoutMs > requestTimeoutMs) {
+    const given = raw !== null && typeof raw === 'object' && 'headersTimeout' in raw;
+    issues.push({
+      path: `${path}.${given ? 'headersTimeout' : 'requestTimeout'}`,
+      message: `headersTimeout (${headersTimeoutMs}ms) must not exceed requestTimeout (${requestTimeoutMs}ms)`,
+    });
+  }
+  const maxConnections = o?.maxConnections ?? d.maxConnections;
+  return Object.freeze({
+    port: o?.port ?? 0,
+    host: o?.host ?? d.host,
+    token: o?.token,
+    maxConnections,
+    maxConnectionsPerClient:
+      o?.maxConnectionsPerClient ?? Math.min(d.maxConnectionsPerClient, maxConnections),
+    headersTimeoutMs,
+    requestTimeoutMs,
+    keepAliveTimeoutMs: o?.keepAliveTimeout ?? d.keepAliveTimeoutMs,
+  });
 }
 
 let registered = false;

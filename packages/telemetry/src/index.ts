@@ -8,17 +8,42 @@ export {
   JsonLineWriter,
   toEcs,
 } from './access-log.js';
+export { type AdminServer, isLoopbackHost, startAdmin } from './admin.js';
+export { AdminTokenCheck, type AuthResult } from './admin-auth.js';
 export {
-  type AdminServer,
   type AdminSource,
   type ClusterEndpoint,
   type ClusterService,
+  type ClustersDocument,
   clusters,
-  startAdmin,
-} from './admin.js';
+  DEGRADED_RATIO,
+  type EndpointVerdict,
+  FAILING_RATIO,
+  healthSnapshot,
+  type InboundRoute,
+  type InboundView,
+  type RecentLatency,
+  type ServiceVerdict,
+  type ServingState,
+  servingState,
+  WINDOW_SECONDS,
+} from './admin-health.js';
+export {
+  AdminStats,
+  bucketValue,
+  type Denial,
+  LatencyWindow,
+  latencyBucket,
+  RateSeries,
+  StatsClock,
+  type WindowSummary,
+} from './admin-stats.js';
 export {
   type AccessLogConfig,
   type AdminConfig,
+  type AdminToken,
+  adminTokenProblem,
+  DEFAULT_ADMIN,
   DEFAULT_BUCKETS,
   DEFAULT_TELEMETRY,
   type MetricsConfig,

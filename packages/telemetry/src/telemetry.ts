@@ -10,8 +10,11 @@ import {
 import { Registry } from 'prom-client';
 import { AccessLog, type AccessLogSink } from './access-log.js';
 import { type AdminServer, startAdmin } from './admin.js';
+import { clusters, healthSnapshot } from './admin-health.js';
+import { AdminStats } from './admin-stats.js';
 import {
   type AdminConfig,
+  DEFAULT_ADMIN,
   DEFAULT_TELEMETRY,
   registerTelemetryConfig,
   type TelemetryConfig,
@@ -41,8 +44,11 @@ export interface TelemetryOptions {
   accessLogSink?: AccessLogSink;
   /** Overrides `telemetry` from the mesh config. */
   config?: TelemetryConfig;
-  /** Overrides `admin` from the mesh config; `false` disables the admin server. */
-  admin?: AdminConfig | false;
+  /**
+   * Overrides `admin` from the mesh config (fields not given take their defaults, see
+   * `DEFAULT_ADMIN`); `false` disables the admin server.
+   */
+  admin?: (Partial<AdminConfig> & Pick<AdminConfig, 'port'>) | false;
 }
 
 export interface ServerRequestInfo extends ServerSpanInfo {
@@ -83,6 +89,17 @@ export class ServerRequest {
       this.span.updateName(`${info.method} ${route}`);
     this.#tel.tracing.end(this.span, status, error, r);
     this.#tel.metrics?.recordServer(info.method, status, r ?? '', durationMs, info.transport === 'grpc');
+    this.#tel.adminStats?.onInbound({
+      transport: info.transport ?? 'http',
+      method: info.method,
+      path: info.path,
+      route: r,
+      status,
+      error,
+      durationMs,
+      principal: info.peerIdentity,
+      client: info.clientAddress,
+    });
     const log = this.#tel.accessLog;
     const failed = error !== undefined || (status !== undefined && status >= 500);
     if (log?.sampled(failed)) {
@@ -128,6 +145,8 @@ export class ServerTelemetry {
   readonly tracing: ServerTracing;
   readonly metrics: MeshMetrics | undefined;
   readonly accessLog: AccessLog | undefined;
+  /** The admin page's recorder (inbound routes, denials), while the admin server runs. */
+  adminStats: AdminStats | undefined;
 
   constructor(
     mesh: Mesh,
@@ -161,6 +180,8 @@ export class MeshTelemetry {
   readonly requestHook: CallHook | undefined;
   readonly server: ServerTelemetry;
   admin: AdminServer | undefined;
+  /** What the admin page shows beyond the mesh's state (recent latencies, outcomes, inbound). */
+  adminStats: AdminStats | undefined;
   readonly #stash = new TraceStash();
   readonly #unsubscribe: () => void;
   #closed = false;
@@ -224,6 +245,8 @@ export class MeshTelemetry {
     if (this.requestHook !== undefined && this.mesh.hooks.callHook === this.requestHook)
       this.mesh.setCallHook(undefined);
     this.metrics?.close();
+    this.adminStats?.close();
+    this.server.adminStats = undefined;
     await this.admin?.close();
     await this.accessLog?.close();
     installed.delete(this.mesh);
@@ -249,18 +272,28 @@ export async function installTelemetry(mesh: Mesh, options: TelemetryOptions = {
   installed.set(mesh, tel);
   if (tel.requestHook !== undefined) mesh.setCallHook(tel.requestHook);
   mesh.onClose(() => tel.close());
-  const adminConfig =
+  const adminConfig: AdminConfig | undefined =
     options.admin === false
       ? undefined
-      : (options.admin ?? (mesh.config.extensions.admin as AdminConfig | undefined));
+      : options.admin !== undefined
+        ? { ...DEFAULT_ADMIN, ...options.admin }
+        : (mesh.config.extensions.admin as AdminConfig | undefined);
   if (adminConfig !== undefined) {
+    const stats = new AdminStats(mesh);
+    tel.adminStats = stats;
+    tel.server.adminStats = stats;
     try {
       tel.admin = await startAdmin(mesh, tel, adminConfig);
     } catch (err) {
       await tel.close();
       throw err;
     }
-    mesh.addSnapshotSection('admin', () => ({ url: tel.admin?.url }));
+    // The admin page's verdicts, in `snapshot()` and so in `/config_dump` too.
+    mesh.addSnapshotSection('admin', () => ({
+      url: tel.admin?.url,
+      refusedConnections: tel.admin?.refusedConnections ?? 0,
+      ...healthSnapshot(clusters(mesh, tel)),
+    }));
   }
   return tel;
 }
