@@ -130,7 +130,7 @@ describe('examples/kubernetes manifests', () => {
             }>;
             volumes: Array<{
               name: string;
-              secret?: { items: Array<{ key: string }> };
+              secret?: { secretName: string; items: Array<{ key: string; path: string }> };
               configMap?: { name: string };
             }>;
           };
@@ -141,19 +141,25 @@ describe('examples/kubernetes manifests', () => {
     const admin = c?.ports.find((p) => p.name === 'admin');
     expect(c?.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'admin' });
     expect(c?.readinessProbe.httpGet).toEqual({ path: '/ready', port: 'admin' });
-    const secret = dep.spec.template.spec.volumes.find((v) => v.secret);
+    const secret = dep.spec.template.spec.volumes.find((v) => v.secret?.secretName === 'reviews-mtls');
     expect(secret?.secret?.items.map((i) => i.key).sort()).toEqual(['ca.crt', 'tls.crt', 'tls.key']);
     const tlsMount = c?.volumeMounts.find((m) => m.name === secret?.name);
     // The mesh config (in the ConfigMap) points at the mounted directory and the admin port.
     const cm = find('ConfigMap') as unknown as { data: Record<string, string> };
     const mesh = parseConfigText(cm.data['mesh.yaml'] ?? '', 'mesh.yaml') as {
       tls: { dir: string };
-      admin: { port: number; host: string };
+      admin: { port: number; host: string; token?: { file: string } };
       kubernetes: unknown;
     };
     expect(mesh.tls.dir).toBe(tlsMount?.mountPath);
     expect(mesh.admin.port).toBe(admin?.containerPort);
+    // Bound to the pod IP (the kubelet and Prometheus connect there): then a token protects it.
     expect(mesh.admin.host).toBe('0.0.0.0');
+    const tokenVolume = dep.spec.template.spec.volumes.find(
+      (v) => v.secret?.secretName === 'reviews-admin-token',
+    );
+    const tokenMount = c?.volumeMounts.find((m) => m.name === tokenVolume?.name);
+    expect(mesh.admin.token?.file).toBe(`${tokenMount?.mountPath}/${tokenVolume?.secret?.items[0]?.path}`);
     const issues: Array<{ path: string; message: string }> = [];
     parseKubernetesSettings(mesh.kubernetes, 'kubernetes', issues);
     expect(issues).toEqual([]);
