@@ -106,6 +106,34 @@ const suite: BenchSuite = {
         const hookNs = time(() => hook.start(info));
         const requestNs = time(() => on.events.emit('request', event));
         const attemptNs = time(() => on.events.emit('attempt', attempt));
+        // The admin page's recorder on top (latency windows per service and endpoint, rates):
+        // the same events on a mesh with `admin` on, side by side with the one without.
+        const withAdmin = await createMesh({ services: { bench: { endpoints } }, admin: { port: 0 } });
+        try {
+          await withAdmin.ready();
+          const aep = withAdmin.service('bench')?.endpoints[0];
+          if (aep === undefined) throw new Error('no endpoint');
+          const aEvent = { ...event, endpoint: aep };
+          const aAttempt = { ...attempt, endpoint: aep };
+          const adminRequestNs = time(() => withAdmin.events.emit('request', aEvent));
+          const adminAttemptNs = time(() => withAdmin.events.emit('attempt', aAttempt));
+          const againRequestNs = time(() => on.events.emit('request', event));
+          const againAttemptNs = time(() => on.events.emit('attempt', attempt));
+          const addedNs = adminRequestNs + adminAttemptNs - (againRequestNs + againAttemptNs);
+          results.adminRecorder = {
+            requestWithAdminNs: round2(adminRequestNs),
+            attemptWithAdminNs: round2(adminAttemptNs),
+            requestWithoutNs: round2(againRequestNs),
+            attemptWithoutNs: round2(againAttemptNs),
+            addedPerRequestNs: round2(addedNs),
+          };
+          summary.push(
+            `admin recorder per request (1 request + 1 attempt event): +${round2(addedNs)}ns ` +
+              `(request ${round2(againRequestNs)} -> ${round2(adminRequestNs)}ns, attempt ${round2(againAttemptNs)} -> ${round2(adminAttemptNs)}ns)`,
+          );
+        } finally {
+          await withAdmin.close();
+        }
         const offCpuUs = median(cpuOff);
         const addedUs = (hookNs + requestNs + attemptNs) / 1000;
         const estimated = offCpuUs / (offCpuUs + addedUs);
