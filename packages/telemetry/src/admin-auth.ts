@@ -42,6 +42,10 @@ export class AdminTokenCheck {
     this.#now = now;
     this.#onProblem = onProblem;
     if (source.file === undefined) {
+      // Checked here too for tokens given in code (`installTelemetry(mesh, { admin: { token } })`).
+      const problem = adminTokenProblem(source.value);
+      if (problem !== undefined)
+        throw new MeshError(ErrorCodes.CONFIG, `admin.token: ${problem}`, { field: 'admin.token' });
       this.#expected = digest(source.value);
       return;
     }

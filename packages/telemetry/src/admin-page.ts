@@ -6,7 +6,8 @@
  * route, authorization denials). It holds no data itself: with `admin.token` set it is also the
  * body of the 401 answer, and its script asks for the token and sends it as a bearer token.
  *
- * The script avoids template literals so that it can live in this TypeScript string as is.
+ * Its links and requests are relative, so it also works behind a path prefix (a proxy). The
+ * script avoids template literals so that it can live in this TypeScript string as is.
  */
 export const ADMIN_PAGE = `<!doctype html>
 <html lang="en">
@@ -77,7 +78,7 @@ export const ADMIN_PAGE = `<!doctype html>
   <span id="serving" class="badge neutral">connecting…</span>
   <span id="health" class="badge neutral" hidden></span>
   <div class="meta" id="meta" aria-live="polite">connecting…</div>
-  <nav aria-label="raw endpoints"><a href="/metrics">/metrics</a><a href="/clusters">/clusters</a><a href="/config_dump">/config_dump</a><a href="/ready">/ready</a></nav>
+  <nav aria-label="raw endpoints"><a href="metrics">/metrics</a><a href="clusters">/clusters</a><a href="config_dump">/config_dump</a><a href="ready">/ready</a></nav>
 </header>
 <main>
   <section id="login" class="panel" hidden aria-labelledby="login-title">
@@ -258,7 +259,7 @@ export const ADMIN_PAGE = `<!doctype html>
   }
   function poll() {
     timer = null;
-    fetch('/clusters', { cache: 'no-store', headers: headers() }).then(function (r) {
+    fetch('clusters', { cache: 'no-store', headers: headers() }).then(function (r) {
       if (r.status === 401) {
         var had = token();
         try { sessionStorage.removeItem(KEY); } catch (e) {}

@@ -238,6 +238,16 @@ describe('admin server: bearer token', () => {
     expect(problems[1]).toMatch(/cannot read .*token/);
   });
 
+  it('checks a token given in code as the config parser does', async () => {
+    const mesh = new Mesh(parseConfig({}));
+    cleanup.push(() => mesh.close());
+    const err = await installTelemetry(mesh, { admin: { port: 0, token: { value: 'short' } } }).catch(
+      (e: unknown) => e,
+    );
+    expect(isMeshError(err) && err.code).toBe('MESHLET_ERR_CONFIG');
+    expect(String((err as Error).message)).toMatch(/admin\.token: must be at least 16 characters/);
+  });
+
   it('fails to start with MESHLET_ERR_CONFIG naming admin.token.file when the file is missing', async () => {
     const mesh = new Mesh(parseConfig({ admin: { port: 0, token: { file: '/nonexistent/meshlet-token' } } }));
     cleanup.push(() => mesh.close());
