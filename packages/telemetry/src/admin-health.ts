@@ -67,7 +67,7 @@ export const WINDOW_SECONDS = 2 * SUB_WINDOW_SECONDS;
 export interface RecentLatency {
   /** Records in the window (the last 30 to 60 s). */
   count: number;
-  /** Median and 99th percentile in ms (±4.4 %), null when nothing was recorded. */
+  /** Median and 99th percentile in ms (±4.9 %), null when nothing was recorded. */
   p50Ms: number | null;
   p99Ms: number | null;
 }

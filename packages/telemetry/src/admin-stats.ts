@@ -17,11 +17,11 @@ import {
  * needs two scrapes and a subtraction), their buckets are the user's (OpenTelemetry's default puts
  * every loopback request below 5 ms), they are split by method/status/outcome (a per-service
  * quantile would merge dozens of children at read time) and per-endpoint ones exist only with
- * `metrics.perEndpoint`. The window below costs a `Math.log2` and two typed-array increments per
- * request or attempt, with no allocation, and its quantiles have a bounded relative error.
+ * `metrics.perEndpoint`. The window below costs a table lookup and two typed-array increments per
+ * request or attempt, with no allocation and no clock read, and its quantiles are within ±4.9 %.
  */
 
-/** Buckets per power of two (Prometheus native-histogram schema 3): ±4.4 % relative error. */
+/** Buckets per power of two (Prometheus native-histogram schema 3): ±4.4 % from the bucket width. */
 const PER_OCTAVE = 8;
 /** The first bucket holds everything up to 2^MIN_EXP ms (15.6 µs). */
 const MIN_EXP = -6;
@@ -37,12 +37,29 @@ const SUB_WINDOWS = 2;
 /** Seconds of per-second rates kept (the page's sparklines). */
 export const RATE_SECONDS = 60;
 
-/** The bucket of a latency in ms. */
+/**
+ * The bucket of a latency in ms, from the bits of the double: the exponent gives the octave, the
+ * top 8 bits of the mantissa index a table of the octave's 8 logarithmic sub-buckets (no
+ * `Math.log2`, which costs ~130 instructions; this ~20). A value within 1/256 of an octave of a
+ * sub-bucket boundary may land in the neighbouring sub-bucket: +0.4 % on the error bound.
+ */
 export function latencyBucket(ms: number): number {
   if (!(ms > MIN_MS)) return 0;
-  const i = Math.ceil((Math.log2(ms) - MIN_EXP) * PER_OCTAVE);
-  return Math.min(i, LATENCY_BUCKETS - 1);
+  F64[0] = ms;
+  const hi = U32[HI] as number;
+  const octave = (hi >>> 20) - 1023 - MIN_EXP;
+  if (octave >= MAX_EXP - MIN_EXP) return LATENCY_BUCKETS - 1;
+  return octave * PER_OCTAVE + (SUB_BUCKET[(hi >>> 12) & 255] as number) + 1;
 }
+
+const F64 = new Float64Array(1);
+const U32 = new Uint32Array(F64.buffer);
+/** Index of the word holding the sign, exponent and top mantissa bits. */
+const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0;
+/** Mantissa slice (1/256 of an octave) → logarithmic sub-bucket 0..7, by the slice's middle. */
+const SUB_BUCKET = Uint8Array.from({ length: 256 }, (_, j) =>
+  Math.min(PER_OCTAVE - 1, Math.floor(PER_OCTAVE * Math.log2(1 + (j + 0.5) / 256))),
+);
 
 /** The value a bucket stands for: the geometric middle of its bounds (its bound at the ends). */
 export function bucketValue(i: number): number {
@@ -147,11 +164,15 @@ export class LatencyWindow {
 
   /** Records one latency (ms); `kind` counts it in one of the owner's counters too (-1: none). */
   record(ms: number, kind: number): void {
-    const data = this.#epoch === this.#clock.epoch && this.#data !== undefined ? this.#data : this.#advance();
+    let data = this.#data;
+    if (data === undefined || this.#epoch !== this.#clock.epoch) data = this.#advance();
     const base = this.#cur * this.#stride;
-    const i = latencyBucket(ms);
-    data[base + i] = (data[base + i] as number) + 1;
-    if (kind >= 0) data[base + LATENCY_BUCKETS + kind] = (data[base + LATENCY_BUCKETS + kind] as number) + 1;
+    const i = base + latencyBucket(ms);
+    data[i] = (data[i] as number) + 1;
+    if (kind >= 0) {
+      const k = base + LATENCY_BUCKETS + kind;
+      data[k] = (data[k] as number) + 1;
+    }
   }
 
   summary(): WindowSummary {
@@ -195,10 +216,13 @@ export class RateSeries {
   readonly #a = new Uint32Array(RATE_SECONDS);
   readonly #b = new Uint32Array(RATE_SECONDS);
   #second: number;
+  /** `#second % RATE_SECONDS`. */
+  #slot: number;
 
   constructor(clock: StatsClock) {
     this.#clock = clock;
     this.#second = clock.second;
+    this.#slot = clock.second % RATE_SECONDS;
   }
 
   #advance(): void {
@@ -215,13 +239,18 @@ export class RateSeries {
       }
     }
     this.#second = now;
+    this.#slot = now % RATE_SECONDS;
   }
 
   add(b: boolean): void {
     if (this.#second !== this.#clock.second) this.#advance();
-    const i = this.#second % RATE_SECONDS;
-    this.#a[i] = (this.#a[i] as number) + 1;
-    if (b) this.#b[i] = (this.#b[i] as number) + 1;
+    const i = this.#slot;
+    const a = this.#a;
+    a[i] = (a[i] as number) + 1;
+    if (b) {
+      const bb = this.#b;
+      bb[i] = (bb[i] as number) + 1;
+    }
   }
 
   /**
