@@ -181,6 +181,11 @@ export interface EndpointInput {
    * @default none
    */
   readonly hostname?: string;
+  /**
+   * The instance's name, shown by the admin page and snapshot() (never used for routing).
+   * @default none
+   */
+  readonly name?: string;
 }
 
 /** A service this process calls, addressed as `http://NAME/`. It takes exactly one source of endpoints: `endpoints`, `dns`, `file` or `discovery`. */

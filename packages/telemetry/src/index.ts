@@ -58,6 +58,7 @@ export {
 export type {
   AccessLogInput,
   AdminInput,
+  AdminTokenFile,
   MetricsInput,
   TelemetryInput,
   TracingInput,
