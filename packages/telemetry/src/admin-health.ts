@@ -32,8 +32,9 @@ export interface AdminSource {
  * An endpoint's state as the admin page shows it, worst first:
  * - `ejected`: outlier detection took it out of rotation;
  * - `unhealthy`: active health checks fail, or discovery says so;
- * - `failing`: at least half of its attempts in the last minute failed (refused connections,
- *   resets, timeouts, 5xx), although nothing took it out of rotation yet;
+ * - `failing`: at least half of its attempts in the last minute failed by the pipeline's verdict
+ *   (local failures such as refused connections, resets and the mesh's timeouts; gateway errors),
+ *   although nothing took it out of rotation yet;
  * - `draining`: discovery says it is terminating;
  * - `degraded`: discovery says so, 5 % or more of its recent attempts failed, or it asked to be
  *   avoided (429/503 with Retry-After);

@@ -426,13 +426,16 @@ export class AdminStats {
       w = new EndpointWindow(this.clock);
       st.slots[ENDPOINT_SLOT] = w;
     }
-    const outcome = e.outcome;
-    if (outcome === 'cancelled') return; // the caller's doing, not the endpoint's
-    if (outcome === 'success') {
+    // The pipeline's verdict on the endpoint, as the breaker and outlier detection count it: an
+    // application's own 500 is an answer; the caller's cancel or deadline says nothing.
+    const verdict = e.verdict;
+    if (verdict === 'ignore') return;
+    if (verdict === 'success') {
       w.window.record(e.durationMs, -1);
       w.lastSuccessAt = this.clock.wallMs;
       return;
     }
+    const outcome = e.outcome;
     w.window.record(e.durationMs, outcome === 'connect_failure' ? EP_CONNECT_FAILURE : EP_FAILURE);
     const reason =
       e.error !== undefined

@@ -121,6 +121,14 @@ function attempts(mesh: Mesh, st: EndpointState, outcome: Outcome, n: number, er
       error,
       retryReason: undefined,
       transport: 'http',
+      verdict:
+        outcome === 'success'
+          ? 'success'
+          : outcome === 'http_error'
+            ? 'gateway_error'
+            : outcome === 'cancelled'
+              ? 'ignore'
+              : 'local_failure',
     };
     mesh.events.emit('attempt', e);
   }
