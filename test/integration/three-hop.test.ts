@@ -71,8 +71,12 @@ describe('three-hop chain: Express -> gRPC -> Fastify', () => {
     const leafApp = Fastify();
     let leafMesh: Mesh | undefined;
     const leafState: { left?: number; traceparent?: string } = {};
+    // A plaintext mesh on loopback: deadline headers count from these networks (by default only
+    // mTLS mesh peers' do).
+    const deadlines = { trustedNetworks: ['127.0.0.0/8', '::1'] };
     await leafApp.register(meshPlugin, {
       drain: false,
+      deadlines,
       telemetry: { start: (info) => (leafMesh ? inboundTelemetry(leafMesh).start(info) : undefined) },
     });
     leafApp.get('/leaf', async (req) => {
@@ -89,6 +93,7 @@ describe('three-hop chain: Express -> gRPC -> Fastify', () => {
     const midLeft: number[] = [];
     let mesh: Mesh | undefined;
     const mid = createMeshServer({
+      deadlines,
       telemetry: { start: (info) => (mesh ? inboundTelemetry(mesh).start(info) : undefined) },
     });
     mid.server.addService(echoDefinition, {
@@ -118,6 +123,7 @@ describe('three-hop chain: Express -> gRPC -> Fastify', () => {
           leaf: { endpoints: [`127.0.0.1:${leafPort}`] },
         },
         local: { workload: 'three-hop' },
+        inbound: { deadlines },
       },
       { telemetry: { tracerProvider: provider, admin: false } },
     );

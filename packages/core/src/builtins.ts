@@ -1,10 +1,11 @@
-import { registerServiceSection, setDefaultLoadBalancer } from './config.js';
+import { registerMeshSection, registerServiceSection, setDefaultLoadBalancer } from './config.js';
 import { dnsDiscovery } from './discovery/dns.js';
 import { fileDiscovery } from './discovery/file.js';
 import { staticDiscovery } from './discovery/static.js';
 import { httpHealthChecker } from './health/http.js';
 import { tcpHealthChecker } from './health/tcp.js';
 import { registerHealthChecker } from './health/types.js';
+import { parseInboundSection } from './inbound/config.js';
 import { leastRequest } from './lb/least-request.js';
 import { maglev } from './lb/maglev.js';
 import { peakEwma } from './lb/peak-ewma.js';
@@ -36,4 +37,9 @@ export function registerBuiltins(): void {
   registerHealthChecker(tcpHealthChecker);
   registerDiscovery(fileDiscovery);
   registerDiscovery(dnsDiscovery);
+  // How Express, Fastify and gRPC servers admit requests (path normalization, deadlines, XFF).
+  registerMeshSection({
+    name: 'inbound',
+    parse: (raw, path, issues) => parseInboundSection(raw, path, issues),
+  });
 }

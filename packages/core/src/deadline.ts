@@ -57,7 +57,7 @@ export function effectiveTimeout(configuredMs: number, now?: number): number {
  * to it, as grpc-js treats a deadline beyond what a timer holds as none.
  */
 export function parseDeadlineHeader(
-  value: string | string[] | undefined,
+  value: string | readonly string[] | undefined,
   now: number = Date.now(),
 ): number | undefined {
   const v = Array.isArray(value) ? value[0] : value;

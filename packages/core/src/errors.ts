@@ -36,6 +36,11 @@ export const ErrorCodes = {
   CLOSED: 'MESHLET_ERR_CLOSED',
   /** An inbound request was denied by an authorization policy. */
   FORBIDDEN: 'MESHLET_ERR_FORBIDDEN',
+  /**
+   * An inbound request was refused before authorization: its target or Host cannot be read one way
+   * only (a malformed escape, `%00`, invalid UTF-8, a rejected escaped slash, conflicting Hosts).
+   */
+  BAD_REQUEST: 'MESHLET_ERR_BAD_REQUEST',
   /** A control-plane resource was rejected (NACKed). */
   XDS_RESOURCE: 'MESHLET_ERR_XDS_RESOURCE',
   /** A request was rejected by fault injection configured for the route. */

@@ -157,6 +157,48 @@ export {
   registerHealthChecker,
 } from './health/types.js';
 export {
+  badRequest,
+  CLIENT_CERT_HEADER,
+  InboundAdmission,
+  type InboundAdmissionOptions,
+  InboundRequest,
+} from './inbound/admission.js';
+export {
+  DEFAULT_INBOUND,
+  type DeadlineTrust,
+  type InboundConfig,
+  MAX_TIMER_MS,
+  parseInboundSection,
+  parseNetworks,
+} from './inbound/config.js';
+export {
+  DEFAULT_PATH_NORMALIZATION,
+  defaultEscapedSlashes,
+  ESCAPED_SLASHES_ACTIONS,
+  type EscapedSlashesAction,
+  normalizeTarget,
+  PATH_NORMALIZATIONS,
+  type PathNormalization,
+  type PathNormalizationOptions,
+  type TargetParts,
+} from './inbound/path.js';
+export {
+  forwardedClientIp,
+  type InboundPeer,
+  networkMatcher,
+  type PeerSocket,
+  socketPeer,
+  spiffeIdFromSubjectAltName,
+  unmapIp,
+} from './inbound/peer.js';
+export {
+  decodeForRouting,
+  EXACT_ROUTE_VIEW,
+  type RouteMatchingOptions,
+  type RouteView,
+  routeView,
+} from './inbound/route-view.js';
+export {
   computeRequestHash,
   fmix32,
   type HashRule,
@@ -297,17 +339,25 @@ export {
   verdictOf,
 } from './service.js';
 export {
+  addInboundPolicy,
   type InboundAttributes,
   type InboundAuthorizer,
   type InboundDecision,
   type InboundHeaders,
   type InboundOptions,
+  type InboundPolicySource,
   type InboundRequestInfo,
   type InboundSpan,
   type InboundTelemetry,
+  inboundPorts,
   isDraining,
   isServing,
+  type MeshInboundPorts,
+  meshInboundTelemetry,
   onServingChange,
+  type PathMatching,
+  setInboundTelemetry,
+  setTrustDomain,
   startDraining,
 } from './serving.js';
 export {

@@ -1,3 +1,5 @@
+import type { DeadlineTrust } from './inbound/config.js';
+import type { EscapedSlashesAction, PathNormalization } from './inbound/path.js';
 import type { Mesh } from './mesh.js';
 
 /**
@@ -10,6 +12,25 @@ import type { Mesh } from './mesh.js';
 interface ServingState {
   draining: boolean;
   readonly listeners: Set<() => void>;
+}
+
+/**
+ * What other packages plug into a mesh's inbound side (read live by the admission step, so a
+ * source added after a server was created applies to it at once).
+ */
+export interface MeshInboundPorts {
+  /** Authorization policy sources, evaluated in order; a request must be allowed by every one. */
+  policies: readonly InboundPolicySource[];
+  /** Inbound telemetry (`@meshlet/telemetry` sets it when installed on the mesh). */
+  telemetry: InboundTelemetry | undefined;
+  /** `spiffe://<trust domain>/` of this workload's certificate (`@meshlet/tls` sets it), if known. */
+  trustPrefix: string | undefined;
+}
+
+/** One source of authorization policy: local config, or (later) RBAC from the control plane. */
+export interface InboundPolicySource {
+  readonly name: string;
+  readonly authorizer: InboundAuthorizer;
 }
 
 const states = new WeakMap<Mesh, ServingState>();
@@ -67,6 +88,62 @@ export function onServingChange(mesh: Mesh, listener: () => void): () => void {
   };
 }
 
+const ports = new WeakMap<Mesh, MeshInboundPorts>();
+
+function portsOf(mesh: Mesh): MeshInboundPorts {
+  let p = ports.get(mesh);
+  if (p === undefined) {
+    p = { policies: [], telemetry: undefined, trustPrefix: undefined };
+    ports.set(mesh, p);
+  }
+  return p;
+}
+
+/** The inbound ports of `mesh` (a live object: read its fields when needed). */
+export function inboundPorts(mesh: Mesh): Readonly<MeshInboundPorts> {
+  return portsOf(mesh);
+}
+
+/**
+ * Adds a source of authorization policy to the mesh's inbound side (Express, Fastify and gRPC
+ * servers built with `mesh` and no explicit `authorizer`). Sources are evaluated in the order they
+ * were added, and a request must be allowed by each (as Envoy chains RBAC filters). `@meshlet/tls`
+ * adds the `authorization:` section as `local`; RBAC from the control plane is meant to arrive as
+ * another source built by the same evaluator. Returns a remover.
+ */
+export function addInboundPolicy(mesh: Mesh, name: string, authorizer: InboundAuthorizer): () => void {
+  const p = portsOf(mesh);
+  const source: InboundPolicySource = Object.freeze({ name, authorizer });
+  // copy on write: an admission step iterating the old list is never disturbed
+  p.policies = Object.freeze([...p.policies, source]);
+  return () => {
+    p.policies = Object.freeze(p.policies.filter((x) => x !== source));
+  };
+}
+
+/** Sets the inbound telemetry of `mesh` (`@meshlet/telemetry` does when installed); undefined removes it. */
+export function setInboundTelemetry(mesh: Mesh, telemetry: InboundTelemetry | undefined): void {
+  portsOf(mesh).telemetry = telemetry;
+}
+
+/**
+ * Sets the trust domain of this workload (`spiffe://cluster.local`, or `cluster.local`): mTLS peers
+ * with a SPIFFE ID in it are "mesh peers", whose deadline headers are honoured by default.
+ */
+export function setTrustDomain(mesh: Mesh, trustDomain: string | undefined): void {
+  const td = trustDomain?.replace(/^spiffe:\/\//, '').replace(/\/.*$/, '');
+  portsOf(mesh).trustPrefix = td ? `spiffe://${td}/` : undefined;
+}
+
+/**
+ * An `InboundTelemetry` that forwards to whatever telemetry is installed on `mesh` when a request
+ * starts (none: no span). What the server adapters use by default.
+ */
+export function meshInboundTelemetry(mesh: Mesh): InboundTelemetry {
+  const p = portsOf(mesh);
+  return { start: (info) => p.telemetry?.start(info) };
+}
+
 /** Request headers as Node gives them (lower-case names). */
 export type InboundHeaders = Readonly<Record<string, string | readonly string[] | undefined>>;
 
@@ -79,13 +156,36 @@ export interface InboundAttributes {
   /** The peer's SPIFFE ID from its client certificate; undefined for plaintext. */
   readonly principal?: string | undefined;
   readonly mtls?: boolean | undefined;
+  /** The connection peer's IP. */
   readonly sourceIp?: string | undefined;
+  /** The original client's IP: the peer's, or from `X-Forwarded-For` with trusted hops configured. */
+  readonly remoteIp?: string | undefined;
+  readonly destinationIp?: string | undefined;
   readonly destinationPort?: number | undefined;
+  /** The TLS server name the client sent. */
+  readonly sni?: string | undefined;
   readonly method?: string | undefined;
-  /** Path (for gRPC `/package.Service/Method`). */
+  /** Normalized path, without query (for gRPC `/package.Service/Method`). */
   readonly path?: string | undefined;
   readonly host?: string | undefined;
   readonly headers?: InboundHeaders | undefined;
+  /**
+   * Set when `path` is a framework's routing view of the request (see `RouteView`): policy path
+   * patterns must be folded the same way before they are compared with it.
+   */
+  readonly pathMatching?: PathMatching | undefined;
+}
+
+/**
+ * How policy path patterns compare with a path as a framework routes it (case folded, escapes
+ * decoded, slashes merged, …). Objects are shared per routing behaviour, so an evaluator may cache
+ * what it compiles per object.
+ */
+export interface PathMatching {
+  /** Folds a policy path (an exact path, or the fixed part of a prefix or suffix pattern). */
+  foldPattern(pattern: string): string;
+  /** The framework ignores one trailing slash: exact patterns lose theirs (the path has lost its). */
+  readonly trimTrailingSlash: boolean;
 }
 
 /** An authorization decision (the shape `@meshlet/tls`'s evaluator returns). */
@@ -93,6 +193,8 @@ export interface InboundDecision {
   readonly allowed: boolean;
   readonly reason: string;
   readonly policy?: string | undefined;
+  /** Index of the deciding rule within `policy`. */
+  readonly rule?: number | undefined;
 }
 
 /** Decides whether an inbound request may proceed (e.g. `createAuthorizer(policies)` of @meshlet/tls). */
@@ -142,8 +244,21 @@ export interface InboundOptions<A = InboundAuthorizer> {
    * disables. Default `/ready`.
    */
   readonly readinessPath?: string | false;
-  /** Deadline applied when the request carries none, in ms (default 0: none). */
-  readonly defaultTimeoutMs?: number;
+  /**
+   * The service's own inbound timeout, in ms: the deadline of a request that carries none, and the
+   * cap of a caller's. Default: `inbound.timeout` of the mesh config, else 0 (none).
+   */
+  readonly timeoutMs?: number | undefined;
+  /** @deprecated the same as `timeoutMs` (which also caps callers' deadlines). */
+  readonly defaultTimeoutMs?: number | undefined;
+  /** Whose deadline headers count. Default: `inbound.deadlines` of the mesh config, else mesh peers only. */
+  readonly deadlines?: Partial<DeadlineTrust> | undefined;
+  /** Path normalization (Istio's names). Default: `inbound.pathNormalization`, else `BASE`. */
+  readonly pathNormalization?: PathNormalization | undefined;
+  /** What `%2F` / `%5C` become (Envoy's names). Default: `inbound.escapedSlashes`, else as Istio sets it. */
+  readonly escapedSlashes?: EscapedSlashesAction | undefined;
+  /** Trusted proxies appending to `X-Forwarded-For`. Default: `inbound.xffNumTrustedHops`, else 0. */
+  readonly xffNumTrustedHops?: number | undefined;
 }
 
 /** One inbound request as telemetry sees it: ended once, with the status sent. */

@@ -1,41 +1,61 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import {
+  badRequest,
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
+  InboundAdmission,
+  type InboundAuthorizer,
   type InboundOptions,
+  type InboundRequest,
   inboundDeadline,
   isServing,
+  meshInboundTelemetry,
+  type PeerSocket,
   REQUEST_TIMEOUT_HEADER,
-  runWithDeadline,
+  socketPeer,
 } from '@meshlet/core';
-import { inboundTelemetry } from '@meshlet/telemetry';
-import { forbiddenBody, getMeshTls, type RequestAuthorizer, requestAttributes } from '@meshlet/tls';
+import { type ExpressRequestLike, expressRouteTemplate, expressRouteView } from './routes.js';
 
 /** The middleware's options: the inbound options every adapter takes (see `InboundOptions`). */
-export type MeshMiddlewareOptions = InboundOptions<RequestAuthorizer>;
-export type { RequestAuthorizer };
+export type MeshMiddlewareOptions = InboundOptions;
+/** An authorization evaluator, e.g. `createAuthorizer(policies)` of `@meshlet/tls`. */
+export type RequestAuthorizer = InboundAuthorizer;
 
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
+function sendJson(res: ServerResponse, status: number, text: string): void {
   res.statusCode = status;
   res.setHeader('content-type', 'application/json; charset=utf-8');
   res.setHeader('content-length', Buffer.byteLength(text));
   res.end(text);
 }
 
+const ALIVE = JSON.stringify({ status: 'alive' });
+const READY = JSON.stringify({ status: 'ready' });
+const NOT_READY = JSON.stringify({ status: 'not_ready' });
+
+/** Answers a request the admission step refused (400, 403, or a 307 to the unescaped path). */
+function refuse(res: ServerResponse, r: InboundRequest): void {
+  if (r.location !== undefined) res.setHeader('location', r.location);
+  sendJson(res, r.status, r.errorBody());
+}
+
 type Next = (err?: unknown) => void;
+type ExpressRequest = IncomingMessage & ExpressRequestLike & { originalUrl?: string };
 
 /**
- * The inbound half of the mesh as an Express (4 or 5) middleware. Mount it first:
+ * The inbound half of the mesh as an Express (4 or 5) middleware. Mount it first, at the root:
  * `app.use(meshMiddleware({ mesh }))`. Per request it
  * - answers `livenessPath` and `readinessPath`;
- * - authorizes the request (peer SPIFFE ID from the mTLS socket, IP, method, path, headers) and
- *   answers 403 with a coded body when denied;
- * - starts a server span and inbound metrics (telemetry), ended when the response finishes;
- * - runs the rest of the chain with the request's deadline in scope (`x-meshlet-deadline-ms` or
- *   `x-request-timeout`, in ms), so every mesh fetch and `mesh:` gRPC call it makes is bounded by
- *   what is left of it.
+ * - runs the inbound admission step of `@meshlet/core`: normalizes the path (Istio's `BASE` by
+ *   default) and hands the normalized path on to Express's router (`req.url`; `req.originalUrl`
+ *   keeps what was received), authorizes it as received-and-normalized and as Express routes it
+ *   (case-insensitively, ignoring a trailing slash, HEAD as GET, unless the app's `case sensitive
+ *   routing` / `strict routing` say otherwise), answers 400 / 403 with a coded body;
+ * - starts a server span and inbound metrics (telemetry), ended when the response finishes and
+ *   labelled with the matched route template;
+ * - runs the rest of the chain with the request's deadline in scope (a trusted caller's
+ *   `x-meshlet-deadline-ms` / `x-request-timeout`, clamped to the service's timeout), so every mesh
+ *   fetch and `mesh:` gRPC call it makes is bounded by what is left of it.
  */
 export function meshMiddleware(
   options: MeshMiddlewareOptions = {},
@@ -43,80 +63,59 @@ export function meshMiddleware(
   const mesh = options.mesh;
   const liveness = options.livenessPath ?? '/healthz';
   const readiness = options.readinessPath ?? '/ready';
-  const telemetry =
-    options.telemetry === false
-      ? undefined
-      : (options.telemetry ?? (mesh ? inboundTelemetry(mesh) : undefined));
-  const defaultTimeoutMs = options.defaultTimeoutMs ?? 0;
-  let authorizer: RequestAuthorizer | undefined;
-  let resolved = false;
-  const getAuthorizer = (): RequestAuthorizer | undefined => {
-    if (!resolved) {
-      resolved = true;
-      if (options.authorizer === false) authorizer = undefined;
-      else authorizer = options.authorizer ?? (mesh ? getMeshTls(mesh)?.authorizer : undefined);
-    }
-    return authorizer;
-  };
-  return (req, res, next) => {
+  const admission = new InboundAdmission({
+    ...options,
+    transport: 'http',
+    telemetry: options.telemetry ?? (mesh ? meshInboundTelemetry(mesh) : undefined),
+  });
+  return (request, res, next) => {
+    const req = request as ExpressRequest;
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     if (path === liveness) {
-      sendJson(res, 200, { status: 'alive' });
+      sendJson(res, 200, ALIVE);
       return;
     }
     if (path === readiness) {
       const ok = mesh ? isServing(mesh) : true;
-      sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not_ready' });
+      sendJson(res, ok ? 200 : 503, ok ? READY : NOT_READY);
       return;
     }
-    const authz = getAuthorizer();
-    let principal: string | undefined;
-    if (authz !== undefined) {
-      const attrs = requestAttributes(req);
-      principal = attrs.principal;
-      const decision = authz({ ...attrs, path });
-      if (!decision.allowed) {
-        sendJson(res, 403, forbiddenBody(decision));
+    const atRoot = !req.baseUrl;
+    const r = admission.admitHttp(
+      req.method ?? 'GET',
+      atRoot ? url : (req.originalUrl ?? url),
+      req.headers,
+      req.rawHeaders,
+      socketPeer(req.socket as PeerSocket),
+      undefined, // known after routing: see expressRouteTemplate
+      expressRouteView(req),
+    );
+    if (r.status !== 0) {
+      refuse(res, r);
+      return;
+    }
+    if (r.changed) {
+      // Envoy forwards the normalized path: Express routes what the policy saw.
+      if (!atRoot) {
+        badRequest(
+          r,
+          `the path is not in normal form (${r.path}): mount meshMiddleware at the root so that Express routes the normalized path`,
+        );
+        r.span?.end(400);
+        refuse(res, r);
         return;
       }
+      req.url = r.path + r.query;
     }
-    const deadline = inboundDeadline(req.headers, defaultTimeoutMs);
-    const span =
-      telemetry === undefined
-        ? undefined
-        : telemetry.start({
-            transport: 'http',
-            method: req.method ?? 'GET',
-            route: undefined, // known after routing: see matchedRoute
-            path,
-            headers: req.headers,
-            principal,
-          });
-    if (span === undefined) {
-      if (deadline === undefined) next();
-      else runWithDeadline(deadline, next);
-      return;
-    }
+    const span = r.span;
     // 'close' is emitted once per response: after it finished, or when the connection died first
-    // (\`on\`, not \`once\`: no wrapper to allocate for an event that cannot repeat).
-    res.on('close', () => span.end(res.statusCode, undefined, matchedRoute(req)));
-    if (deadline === undefined) span.run(next);
-    else span.run(() => runWithDeadline(deadline, next));
+    // (`on`, not `once`: no wrapper to allocate for an event that cannot repeat).
+    if (span !== undefined)
+      res.on('close', () => span.end(res.statusCode, undefined, expressRouteTemplate(req)));
+    r.enter(next);
   };
-}
-
-/**
- * The template of the route Express matched (`req.baseUrl` + `req.route.path`, e.g.
- * `/api/items/:id`), or undefined when none did (a 404, or a handler mounted with `app.use`):
- * metrics and spans are labelled with templates, never raw paths, so their series stay bounded.
- */
-function matchedRoute(req: IncomingMessage): string | undefined {
-  const r = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: string };
-  const p = r.route?.path;
-  if (typeof p !== 'string') return undefined;
-  return r.baseUrl ? r.baseUrl + p : p; // no new string for routes mounted at the root
 }
 
 export interface GracefulShutdownOptions extends HttpDrainOptions {
@@ -152,4 +151,5 @@ export function gracefulShutdown(
   };
 }
 
-export { DEADLINE_HEADER, inboundDeadline, inboundTelemetry, REQUEST_TIMEOUT_HEADER };
+export { expressRouteTemplate } from './routes.js';
+export { DEADLINE_HEADER, inboundDeadline, meshInboundTelemetry as inboundTelemetry, REQUEST_TIMEOUT_HEADER };

@@ -91,9 +91,9 @@ describe('meshMiddleware', () => {
     expect(denied.body).toMatchObject({ error: { code: 'MESHLET_ERR_FORBIDDEN', policy: 'deny-mallory' } });
   });
 
-  it('runs handlers in the deadline context of x-meshlet-deadline-ms / x-request-timeout', async () => {
+  it("runs handlers in the deadline context of a trusted caller's x-meshlet-deadline-ms / x-request-timeout", async () => {
     const app = express();
-    app.use(meshMiddleware({ defaultTimeoutMs: 0 }));
+    app.use(meshMiddleware({ deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] } }));
     app.get('/d', async (_req, res) => {
       await new Promise((r) => setTimeout(r, 5));
       const d = currentDeadline();
@@ -107,6 +107,32 @@ describe('meshMiddleware', () => {
     expect(b.body.left).toBeLessThanOrEqual(800);
     expect((await get(`${base}/d`)).body.left).toBeNull();
     expect((await get(`${base}/d`, { [DEADLINE_HEADER]: 'soon' })).body.left).toBeNull();
+  });
+
+  it("ignores an untrusted caller's deadline header and clamps a trusted one to the service's timeout", async () => {
+    const seen = async (options: Parameters<typeof meshMiddleware>[0], headers: Record<string, string>) => {
+      const app = express();
+      app.use(meshMiddleware(options));
+      app.get('/d', (_req, res) => {
+        const d = currentDeadline();
+        res.json({ left: d === undefined ? null : d - Date.now() });
+      });
+      const { base } = await listen(app);
+      return (await get(`${base}/d`, headers)).body.left as number | null;
+    };
+    // a plaintext peer is no mesh peer: its header is ignored, the service's own timeout applies
+    expect(await seen({}, { [DEADLINE_HEADER]: '2000' })).toBeNull();
+    const own = await seen({ timeoutMs: 300 }, { [DEADLINE_HEADER]: '1' });
+    expect(own).toBeGreaterThan(200);
+    expect(own).toBeLessThanOrEqual(300);
+    // trusted: honoured, but never beyond the service's timeout, nor beyond what a timer holds
+    const trusted = { deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] } };
+    expect(await seen({ ...trusted, timeoutMs: 300 }, { [DEADLINE_HEADER]: '60000' })).toBeLessThanOrEqual(
+      300,
+    );
+    const huge = await seen(trusted, { [DEADLINE_HEADER]: '1e308' });
+    expect(huge).toBeGreaterThan(2 ** 31 - 1 - 1_000);
+    expect(huge).toBeLessThanOrEqual(2 ** 31 - 1);
   });
 
   it('reports every request to telemetry with its status and matched route template, never the raw path', async () => {

@@ -2,22 +2,27 @@ import {
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
+  InboundAdmission,
+  type InboundAuthorizer,
   type InboundOptions,
-  type InboundSpan,
+  type InboundRequest,
   inboundDeadline,
   isServing,
+  meshInboundTelemetry,
+  type PeerSocket,
   REQUEST_TIMEOUT_HEADER,
-  runWithDeadline,
+  type RouteView,
+  routeView,
+  socketPeer,
 } from '@meshlet/core';
-import { inboundTelemetry } from '@meshlet/telemetry';
-import { forbiddenBody, getMeshTls, type RequestAuthorizer, requestAttributes } from '@meshlet/tls';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 
-export type { RequestAuthorizer };
+/** An authorization evaluator, e.g. `createAuthorizer(policies)` of `@meshlet/tls`. */
+export type RequestAuthorizer = InboundAuthorizer;
 
 /** The plugin's options: the inbound options every adapter takes (see `InboundOptions`), and drain. */
-export interface MeshFastifyOptions extends InboundOptions<RequestAuthorizer> {
+export interface MeshFastifyOptions extends InboundOptions {
   /**
    * Graceful drain of `fastify.server` (see `HttpDrainOptions`); `false` disables. Default: drain
    * on SIGTERM with `delayMs` 0 and `timeoutMs` 25 s, then `fastify.close()` and `mesh.close()`.
@@ -27,16 +32,11 @@ export interface MeshFastifyOptions extends InboundOptions<RequestAuthorizer> {
 
 /**
  * What the plugin keeps per request, as a request decoration (`decorateRequest`, so every request
- * object has the same shape from its constructor on): the server span and the deadline. `null`
- * for requests the plugin leaves alone (probes, requests with neither a span nor a deadline).
+ * object has the same shape from its constructor on): the admitted request (its span and
+ * deadline). `null` for probes.
  */
-interface MeshRequestState {
-  span: InboundSpan | undefined;
-  readonly deadline: number | undefined;
-}
-
 const STATE = Symbol('meshlet');
-type WithState = FastifyRequest & { [STATE]: MeshRequestState | null };
+type WithState = FastifyRequest & { [STATE]: InboundRequest | null };
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -45,19 +45,53 @@ declare module 'fastify' {
   }
 }
 
+/** Fastify's routing options (`routerOptions` over the top-level ones), as find-my-way applies them. */
+interface RoutingConfig {
+  readonly caseSensitive?: boolean;
+  readonly ignoreTrailingSlash?: boolean;
+  readonly ignoreDuplicateSlashes?: boolean;
+  readonly useSemicolonDelimiter?: boolean;
+  readonly exposeHeadRoutes?: boolean;
+  readonly routerOptions?: RoutingConfig;
+}
+
+/**
+ * How this Fastify instance routes: find-my-way looks up the path as received (before any hook),
+ * %-decoded except for reserved characters, and by its `caseSensitive`, `ignoreTrailingSlash`,
+ * `ignoreDuplicateSlashes` and `useSemicolonDelimiter` options; HEAD reaches GET handlers while
+ * `exposeHeadRoutes` (the default) is on.
+ */
+export function fastifyRouteView(fastify: Pick<FastifyInstance, 'initialConfig'>): RouteView {
+  const c = fastify.initialConfig as RoutingConfig;
+  const r = c.routerOptions ?? {};
+  return routeView({
+    routesReceivedPath: true,
+    decodes: true,
+    caseInsensitive: (r.caseSensitive ?? c.caseSensitive) === false,
+    ignoresTrailingSlash: (r.ignoreTrailingSlash ?? c.ignoreTrailingSlash) === true,
+    mergesSlashes: (r.ignoreDuplicateSlashes ?? c.ignoreDuplicateSlashes) === true,
+    semicolonEndsPath: (r.useSemicolonDelimiter ?? c.useSemicolonDelimiter) === true,
+    headAsGet: c.exposeHeadRoutes !== false,
+  });
+}
+
+/** The connection of a request, HTTP/1.1 or HTTP/2. */
+function socketOf(raw: FastifyRequest['raw']): PeerSocket {
+  const h2 = raw as { stream?: { session?: { socket?: PeerSocket } } };
+  return h2.stream?.session?.socket ?? (raw.socket as PeerSocket);
+}
+
 const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInstance, options, done) => {
   const mesh = options.mesh;
-  const telemetry =
-    options.telemetry === false
-      ? undefined
-      : (options.telemetry ?? (mesh ? inboundTelemetry(mesh) : undefined));
-  const defaultTimeoutMs = options.defaultTimeoutMs ?? 0;
   const liveness = options.livenessPath ?? '/healthz';
   const readiness = options.readinessPath ?? '/ready';
-  const authorizer =
-    options.authorizer === false
-      ? undefined
-      : (options.authorizer ?? (mesh ? getMeshTls(mesh)?.authorizer : undefined));
+  const view = fastifyRouteView(fastify);
+  const admission = new InboundAdmission({
+    ...options,
+    transport: 'http',
+    telemetry: options.telemetry ?? (mesh ? meshInboundTelemetry(mesh) : undefined),
+    routeView: view,
+  });
 
   if (liveness !== false) {
     fastify.get(liveness, (_req, reply) => {
@@ -73,8 +107,10 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
 
   if (!fastify.hasRequestDecorator(STATE)) fastify.decorateRequest(STATE, null);
 
-  // Per request: no closures, no work for what is not configured. Authorization runs before the
-  // body is read; the span starts here too, so that it covers body parsing.
+  // Per request: no closures, no work for what is not configured. Admission (normalization,
+  // authorization, deadline, telemetry) runs before the body is read; the span starts here too, so
+  // that it covers body parsing. Fastify has routed already: the policy is evaluated on the path
+  // as find-my-way matched it as well as on the normalized one.
   fastify.addHook('onRequest', function meshOnRequest(request: FastifyRequest, reply: FastifyReply, next) {
     const raw = request.raw;
     const url = raw.url ?? '/';
@@ -84,64 +120,40 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
       next();
       return;
     }
-    let principal: string | undefined;
-    if (authorizer !== undefined) {
-      const attrs = requestAttributes(raw);
-      principal = attrs.principal;
-      const decision = authorizer({ ...attrs, path });
-      if (!decision.allowed) {
-        reply
-          .code(403)
-          .header('content-type', 'application/json; charset=utf-8')
-          .send(forbiddenBody(decision));
-        return;
-      }
+    const r = admission.admitHttp(
+      request.method,
+      url,
+      raw.headers,
+      raw.rawHeaders,
+      socketPeer(socketOf(raw)),
+      request.routeOptions?.url, // undefined when no route matched (404)
+    );
+    if (r.status !== 0) {
+      if (r.location !== undefined) reply.header('location', r.location);
+      reply.code(r.status).header('content-type', 'application/json; charset=utf-8').send(r.errorBody());
+      return;
     }
-    const headers = raw.headers;
-    const span =
-      telemetry === undefined
-        ? undefined
-        : telemetry.start({
-            transport: 'http',
-            method: request.method,
-            route: request.routeOptions?.url, // undefined when no route matched (404)
-            path,
-            headers,
-            principal,
-          });
-    const deadline = inboundDeadline(headers, defaultTimeoutMs);
-    if (span !== undefined || deadline !== undefined) (request as WithState)[STATE] = { span, deadline };
+    (request as WithState)[STATE] = r;
     next();
   });
 
   // The handler runs right after preHandler's callback (after body parsing): enter the deadline
   // and span context there so it covers the handler and everything it awaits.
   fastify.addHook('preHandler', function meshPreHandler(request: FastifyRequest, _reply: FastifyReply, next) {
-    const state = (request as WithState)[STATE];
-    if (state === null) {
-      next();
-      return;
-    }
-    const { span, deadline } = state;
-    if (span === undefined) runWithDeadline(deadline as number, next);
-    else if (deadline === undefined) span.run(next);
-    else span.run(() => runWithDeadline(deadline, next));
+    const r = (request as WithState)[STATE];
+    if (r === null || (r.span === undefined && r.deadline === undefined)) next();
+    else r.enter(next);
   });
 
-  if (telemetry !== undefined) {
-    fastify.addHook(
-      'onResponse',
-      function meshOnResponse(request: FastifyRequest, reply: FastifyReply, next) {
-        const state = (request as WithState)[STATE];
-        const span = state?.span;
-        if (span !== undefined) {
-          (state as MeshRequestState).span = undefined;
-          span.end(reply.statusCode);
-        }
-        next();
-      },
-    );
-  }
+  fastify.addHook('onResponse', function meshOnResponse(request: FastifyRequest, reply: FastifyReply, next) {
+    const r = (request as WithState)[STATE];
+    const span = r?.span;
+    if (span !== undefined) {
+      (r as InboundRequest).span = undefined;
+      span.end(reply.statusCode);
+    }
+    next();
+  });
 
   let drainer: HttpDrainer | undefined;
   if (options.drain !== false) {
@@ -168,4 +180,4 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
  */
 export const meshPlugin = fp(plugin, { fastify: '4.x || 5.x', name: '@meshlet/fastify' });
 export default meshPlugin;
-export { DEADLINE_HEADER, inboundDeadline, inboundTelemetry, REQUEST_TIMEOUT_HEADER };
+export { DEADLINE_HEADER, inboundDeadline, meshInboundTelemetry as inboundTelemetry, REQUEST_TIMEOUT_HEADER };

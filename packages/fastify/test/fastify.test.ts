@@ -75,8 +75,8 @@ describe('meshPlugin', () => {
     expect(denied.body).toMatchObject({ error: { code: 'MESHLET_ERR_FORBIDDEN', policy: 'deny-mallory' } });
   });
 
-  it('runs handlers (after body parsing too) in the deadline context', async () => {
-    const { base } = await start({}, (app) => {
+  it("runs handlers (after body parsing too) in the deadline context of a trusted caller's header", async () => {
+    const { base } = await start({ deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] } }, (app) => {
       const left = () => {
         const d = currentDeadline();
         return { left: d === undefined ? null : d - Date.now() };

@@ -1,5 +1,6 @@
 import type { PeerCertificate } from 'node:tls';
 import { type ChannelCredentials, experimental, type ServerCredentials } from '@grpc/grpc-js';
+import { spiffeIdFromSubjectAltName } from '@meshlet/core';
 
 /**
  * What rotating credentials need from a certificate source. `@meshlet/tls`'s `CertificateSource`
@@ -63,13 +64,7 @@ export class PemCertificateProvider implements experimental.CertificateProvider 
 export function spiffeIdOfCertificate(
   cert: Pick<PeerCertificate, 'subjectaltname'> | undefined,
 ): string | undefined {
-  const san = cert?.subjectaltname;
-  if (!san) return undefined;
-  for (const part of san.split(',')) {
-    const p = part.trim();
-    if (p.startsWith('URI:spiffe://')) return p.slice(4);
-  }
-  return undefined;
+  return spiffeIdFromSubjectAltName(cert?.subjectaltname);
 }
 
 /** True when `actual` is `expected` (a SPIFFE ID) or lies in it (a trust domain `spiffe://td`). */

@@ -9,18 +9,17 @@ import {
   status,
 } from '@grpc/grpc-js';
 import {
+  CLIENT_CERT_HEADER,
   ErrorCodes,
-  type InboundAuthorizer,
+  InboundAdmission,
   type InboundHeaders,
   type InboundOptions,
+  type InboundPeer,
   type InboundSpan,
-  type InboundTelemetry,
   type Mesh,
   runWithDeadline,
   startDraining,
 } from '@meshlet/core';
-import { inboundTelemetry } from '@meshlet/telemetry';
-import { getMeshTls } from '@meshlet/tls';
 import { spiffeIdOfCertificate } from './credentials.js';
 import { MeshHealth } from './health.js';
 
@@ -33,12 +32,12 @@ export const SERVER_KEEPALIVE_DEFAULTS: Readonly<ServerOptions> = Object.freeze(
   'grpc.keepalive_timeout_ms': 20_000,
 });
 
-export interface MeshServerInterceptorOptions {
-  /** Authorization evaluator (`@meshlet/tls` `createAuthorizer`); denied calls end with PERMISSION_DENIED. */
-  readonly authorizer?: InboundAuthorizer | undefined;
-  /** Inbound metrics and server spans (`@meshlet/telemetry`). */
-  readonly telemetry?: InboundTelemetry | undefined;
-}
+/**
+ * The interceptor's options: the inbound options every adapter takes, but the HTTP probes (see
+ * `InboundOptions`): `authorizer` (denied calls end with PERMISSION_DENIED), `telemetry`, `mesh`
+ * (their defaults: the mesh's policy sources and telemetry), deadlines, normalization.
+ */
+export type MeshServerInterceptorOptions = Omit<InboundOptions, 'livenessPath' | 'readinessPath'>;
 
 function deadlineMs(d: Deadline): number | undefined {
   const ms = d instanceof Date ? d.getTime() : d;
@@ -58,22 +57,38 @@ export function callPrincipal(
   return spiffeIdOfCertificate(call.getAuthContext().sslPeerCertificate);
 }
 
+/** The connection peer of a call (grpc-js gives the verified certificate only when it verified). */
+function callPeer(call: ServerInterceptingCallInterface): InboundPeer {
+  const auth = call.getAuthContext();
+  const info = call.getConnectionInfo();
+  return {
+    remoteAddress: info.remoteAddress ?? peerIp(call.getPeer()),
+    localAddress: info.localAddress,
+    localPort: info.localPort,
+    principal: spiffeIdOfCertificate(auth.sslPeerCertificate),
+    mtls: auth.transportSecurityType === 'ssl',
+    sni: undefined,
+  };
+}
+
 /**
- * meshlet's gRPC server interceptor (grpc-js >= 1.10):
- * - **deadline context**: the handler runs with the call's deadline (from `grpc-timeout`) in
- *   scope, so mesh fetches and `mesh:` gRPC calls it makes never outlive it;
+ * meshlet's gRPC server interceptor (grpc-js >= 1.10), glue around the inbound admission step of
+ * `@meshlet/core`:
  * - **authorization**: the evaluator sees the peer's SPIFFE ID, IP, `:authority`, the method path
- *   and the metadata; a denial ends the call with PERMISSION_DENIED and details
- *   `MESHLET_ERR_FORBIDDEN: <reason>` before the handler runs;
+ *   (looked up by grpc-js exactly as received) and the metadata; a denial ends the call with
+ *   PERMISSION_DENIED and details `MESHLET_ERR_FORBIDDEN: <reason>` before the handler runs;
+ * - **deadline context**: the handler runs with the call's deadline (`grpc-timeout`, honoured from
+ *   trusted peers only, clamped to the service's timeout) in scope, so mesh fetches and `mesh:`
+ *   gRPC calls it makes never outlive it;
  * - **telemetry**: a server span and inbound metrics per call, ended with the gRPC status.
  */
 export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}): ServerInterceptor {
-  const { authorizer, telemetry } = options;
+  const admission = new InboundAdmission({ ...options, transport: 'grpc' });
   return (method, call) => {
-    const deadline = deadlineMs(call.getDeadline());
+    let deadline: number | undefined;
     let span: InboundSpan | undefined;
     const run = (fn: () => void): void => {
-      const inner = deadline === undefined ? fn : () => runWithDeadline(deadline, fn);
+      const inner = deadline === undefined ? fn : () => runWithDeadline(deadline as number, fn);
       if (span) span.run(inner);
       else inner();
     };
@@ -82,41 +97,29 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
         next({
           onReceiveMetadata(metadata, mdNext) {
             const headers = metadata.getMap() as InboundHeaders;
-            let principal: string | undefined;
-            if (authorizer || telemetry) principal = callPrincipal(call);
-            if (authorizer) {
-              const info = call.getConnectionInfo();
-              const decision = authorizer({
-                principal,
-                mtls: call.getAuthContext().transportSecurityType === 'ssl' && principal !== undefined,
-                sourceIp: info.remoteAddress ?? peerIp(call.getPeer()),
-                destinationPort: info.localPort,
-                method: 'POST',
-                path: method.path,
-                host: call.getHost(),
-                headers,
+            const clientCert = headers[CLIENT_CERT_HEADER] !== undefined;
+            const r = admission.admitGrpc(
+              method.path,
+              headers,
+              callPeer(call),
+              deadlineMs(call.getDeadline()),
+            );
+            if (r.status !== 0) {
+              const forbidden = r.status === 403;
+              const code = forbidden ? ErrorCodes.FORBIDDEN : ErrorCodes.BAD_REQUEST;
+              const md = new Metadata();
+              md.set('x-meshlet-error', code);
+              call.sendStatus({
+                code: forbidden ? status.PERMISSION_DENIED : status.INVALID_ARGUMENT,
+                details: `${code}: ${r.decision?.reason ?? r.error?.message ?? ''}`,
+                metadata: md,
               });
-              if (!decision.allowed) {
-                const md = new Metadata();
-                md.set('x-meshlet-error', ErrorCodes.FORBIDDEN);
-                call.sendStatus({
-                  code: status.PERMISSION_DENIED,
-                  details: `${ErrorCodes.FORBIDDEN}: ${decision.reason}`,
-                  metadata: md,
-                });
-                return;
-              }
+              return;
             }
-            if (telemetry) {
-              span = telemetry.start({
-                transport: 'grpc',
-                method: 'POST',
-                route: method.path,
-                path: method.path,
-                headers,
-                principal,
-              });
-            }
+            // Envoy's SANITIZE: a client-supplied certificate description never reaches the handler.
+            if (clientCert) metadata.remove(CLIENT_CERT_HEADER);
+            deadline = r.deadline;
+            span = r.span;
             run(() => mdNext(metadata));
           },
           onReceiveMessage(message, msgNext) {
@@ -143,7 +146,7 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
  * `mesh` (the Health service follows its readiness and drain), `authorizer` and `telemetry` (the
  * mesh's by default) as every inbound adapter takes them (see `InboundOptions`).
  */
-export interface MeshServerOptions extends Pick<InboundOptions, 'mesh' | 'authorizer' | 'telemetry'> {
+export interface MeshServerOptions extends MeshServerInterceptorOptions {
   /** Add the `grpc.health.v1.Health` service (default true). */
   readonly health?: boolean;
   /**
@@ -167,24 +170,6 @@ export interface MeshServer {
   drain(options?: DrainOptions): Promise<void>;
 }
 
-/**
- * The interceptor options of `createMeshServer`: the mesh's own authorizer and telemetry unless
- * given or disabled, as the Express middleware and the Fastify plugin do (the mesh's authorizer
- * is looked up when the server is created: createMesh has installed `@meshlet/tls` by then).
- */
-function serverInterceptorOptions(options: MeshServerOptions): MeshServerInterceptorOptions {
-  const mesh = options.mesh;
-  const telemetry =
-    options.telemetry === false
-      ? undefined
-      : (options.telemetry ?? (mesh ? inboundTelemetry(mesh) : undefined));
-  const authorizer =
-    options.authorizer === false
-      ? undefined
-      : (options.authorizer ?? (mesh ? getMeshTls(mesh)?.authorizer : undefined));
-  return { authorizer, telemetry };
-}
-
 /** Creates a grpc-js server wired to the mesh. Add services, then `bindAsync` as usual. */
 export function createMeshServer(options: MeshServerOptions = {}): MeshServer {
   const server = new Server({
@@ -196,7 +181,7 @@ export function createMeshServer(options: MeshServerOptions = {}): MeshServer {
         }
       : {}),
     ...options.serverOptions,
-    interceptors: [meshServerInterceptor(serverInterceptorOptions(options)), ...(options.interceptors ?? [])],
+    interceptors: [meshServerInterceptor(options), ...(options.interceptors ?? [])],
   });
   const health = options.health === false ? undefined : new MeshHealth(options.mesh);
   health?.addToServer(server);

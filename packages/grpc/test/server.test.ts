@@ -79,6 +79,7 @@ describe('server interceptor', () => {
   it('runs handlers with the call deadline in scope and denies with PERMISSION_DENIED', async () => {
     const seen: InboundAttributes[] = [];
     const ms = createMeshServer({
+      deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] },
       authorizer: (a) => {
         seen.push(a);
         const ok = a.headers?.['x-user'] === 'alice';

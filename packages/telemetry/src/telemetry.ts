@@ -1,5 +1,13 @@
 import { performance } from 'node:perf_hooks';
-import type { CallHook, Mesh, RequestEvent } from '@meshlet/core';
+import {
+  type CallHook,
+  type InboundRequestInfo,
+  type InboundSpan,
+  type InboundTelemetry,
+  type Mesh,
+  type RequestEvent,
+  setInboundTelemetry,
+} from '@meshlet/core';
 import {
   type Context,
   context as otelContext,
@@ -21,7 +29,7 @@ import {
 } from './config.js';
 import { MeshMetrics } from './metrics.js';
 import { type AnyRegistry, MeshRegistry } from './series.js';
-import { ClientTracing, type ServerSpanInfo, ServerTracing, TraceStash } from './tracing.js';
+import { ClientTracing, headerGetter, type ServerSpanInfo, ServerTracing, TraceStash } from './tracing.js';
 
 registerTelemetryConfig();
 
@@ -179,6 +187,11 @@ export class MeshTelemetry {
    */
   readonly requestHook: CallHook | undefined;
   readonly server: ServerTelemetry;
+  /**
+   * The inbound side as server adapters see it (`InboundTelemetry` of `@meshlet/core`): installing
+   * telemetry on a mesh plugs this into the mesh's inbound ports.
+   */
+  readonly inbound: InboundTelemetry;
   admin: AdminServer | undefined;
   /** What the admin page shows beyond the mesh's state (recent latencies, outcomes, inbound). */
   adminStats: AdminStats | undefined;
@@ -211,6 +224,19 @@ export class MeshTelemetry {
       this.accessLog,
     );
 
+    const server = this.server;
+    this.inbound = {
+      // The span is the telemetry's own ServerRequest: one object per request, no wrapper.
+      start: (info: InboundRequestInfo): InboundSpan =>
+        server.start({
+          method: info.method,
+          path: info.path,
+          route: info.route,
+          peerIdentity: info.principal,
+          header: headerGetter(info.headers as Readonly<Record<string, string | string[] | undefined>>),
+          transport: info.transport,
+        }),
+    };
     const metrics = this.metrics;
     const log = this.accessLog;
     const stash = this.#stash;
@@ -249,7 +275,10 @@ export class MeshTelemetry {
     this.server.adminStats = undefined;
     await this.admin?.close();
     await this.accessLog?.close();
-    installed.delete(this.mesh);
+    if (installed.get(this.mesh) === this) {
+      installed.delete(this.mesh);
+      setInboundTelemetry(this.mesh, undefined);
+    }
   }
 }
 
@@ -271,6 +300,7 @@ export async function installTelemetry(mesh: Mesh, options: TelemetryOptions = {
   const tel = new MeshTelemetry(mesh, options);
   installed.set(mesh, tel);
   if (tel.requestHook !== undefined) mesh.setCallHook(tel.requestHook);
+  setInboundTelemetry(mesh, tel.inbound);
   mesh.onClose(() => tel.close());
   const adminConfig: AdminConfig | undefined =
     options.admin === false

@@ -1,4 +1,12 @@
-import type { EndpointState, Mesh, ParsedMeshConfig, ServicePolicy, ServiceRuntime } from '@meshlet/core';
+import {
+  addInboundPolicy,
+  type EndpointState,
+  type Mesh,
+  type ParsedMeshConfig,
+  type ServicePolicy,
+  type ServiceRuntime,
+  setTrustDomain,
+} from '@meshlet/core';
 import { type Authorizer, createAuthorizer } from './authz/evaluate.js';
 import type { AuthorizationConfig } from './authz/policy.js';
 import { type Connector, createConnectProvider } from './client.js';
@@ -157,6 +165,14 @@ export class MeshTls {
       s.start();
     }
     mesh.addSnapshotSection('tls', () => this.snapshot());
+    // The inbound side: the `authorization:` policies are the mesh's local policy source, and the
+    // workload certificate's trust domain tells mesh peers (whose deadline headers count) apart.
+    if (this.authorizer) mesh.onClose(addInboundPolicy(mesh, 'local', this.authorizer));
+    const own = this.meshSource;
+    if (own) {
+      setTrustDomain(mesh, own.current.spiffeId);
+      own.on('rotate', ({ current }) => setTrustDomain(mesh, current.spiffeId));
+    }
     mesh.onClose(() => this.close());
   }
 

@@ -1,4 +1,5 @@
 import { X509Certificate } from 'node:crypto';
+import { spiffeIdFromSubjectAltName } from '@meshlet/core';
 
 const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
@@ -33,9 +34,7 @@ export function spiffeIdOf(cert: {
   subjectaltname?: string;
   subjectAltName?: string | undefined;
 }): string | undefined {
-  const sans = uriSans(cert.subjectaltname ?? cert.subjectAltName);
-  for (const s of sans) if (s.startsWith('spiffe://')) return s;
-  return undefined;
+  return spiffeIdFromSubjectAltName(cert.subjectaltname ?? cert.subjectAltName);
 }
 
 export interface SpiffeId {

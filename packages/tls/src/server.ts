@@ -11,10 +11,15 @@ import {
   type ServerOptions as HttpsOptions,
   type Server as HttpsServer,
 } from 'node:https';
-import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import {
+  createServer as createNetServer,
+  type Server as NetServer,
+  Socket as NetSocket,
+  type Socket,
+} from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { forwardedClientIp, type PeerSocket, socketPeer } from '@meshlet/core';
 import type { RequestAttributes } from './authz/evaluate.js';
-import { spiffeIdOf } from './pem.js';
 import type { CertificateSource } from './source.js';
 
 /** STRICT: clients must present a certificate that chains to the bundle. PERMISSIVE: optional. */
@@ -100,12 +105,10 @@ export function createPermissiveListener(
 }
 
 type SocketLike = Socket | TLSSocket;
-const identityCache = new WeakMap<object, string | null>();
 
 function socketOf(x: IncomingMessage | Http2ServerRequest | SocketLike): SocketLike | undefined {
-  if ('getPeerCertificate' in x || 'remoteAddress' in x) {
-    if (typeof (x as TLSSocket).getPeerCertificate === 'function') return x as SocketLike;
-  }
+  if (typeof (x as TLSSocket).getPeerCertificate === 'function' || x instanceof NetSocket)
+    return x as SocketLike;
   const req = x as { socket?: unknown; stream?: { session?: { socket?: unknown } } };
   const s = req.stream?.session?.socket ?? req.socket;
   return (s as SocketLike | undefined) ?? undefined;
@@ -120,37 +123,40 @@ export function peerIdentity(
   reqOrSocket: IncomingMessage | Http2ServerRequest | SocketLike,
 ): string | undefined {
   const socket = socketOf(reqOrSocket);
-  if (!socket) return undefined;
-  const cached = identityCache.get(socket);
-  if (cached !== undefined) return cached ?? undefined;
-  const tls = socket as TLSSocket;
-  let id: string | undefined;
-  if (tls.encrypted && tls.authorized && typeof tls.getPeerCertificate === 'function') {
-    const cert = tls.getPeerCertificate();
-    id = cert && Object.keys(cert).length > 0 ? spiffeIdOf(cert) : undefined;
-  }
-  identityCache.set(socket, id ?? null);
-  return id;
+  return socket === undefined ? undefined : socketPeer(socket as PeerSocket).principal;
 }
 
-/** Authorization attributes of an inbound HTTP request (for `createAuthorizer`). */
-export function requestAttributes(req: IncomingMessage | Http2ServerRequest): RequestAttributes {
-  const socket = socketOf(req) as TLSSocket | undefined;
+export interface RequestAttributesOptions {
+  /**
+   * Proxies in front of the server that append to `X-Forwarded-For` (Istio's `numTrustedProxies`):
+   * `remoteIp` is the Nth entry from the right. Default 0: the connection peer, whatever the header
+   * says (a client writes the header's left part itself).
+   */
+  readonly xffNumTrustedHops?: number;
+}
+
+/**
+ * Authorization attributes of an inbound HTTP request (for `createAuthorizer`). The path is the
+ * request target as received: servers should go through the inbound admission step of
+ * `@meshlet/core` (what the Express, Fastify and gRPC adapters do), which normalizes it first.
+ */
+export function requestAttributes(
+  req: IncomingMessage | Http2ServerRequest,
+  options: RequestAttributesOptions = {},
+): RequestAttributes {
+  const socket = socketOf(req);
+  const peer = socket === undefined ? undefined : socketPeer(socket as PeerSocket);
   const headers = req.headers as Record<string, string | string[] | undefined>;
   const host = (headers[':authority'] as string | undefined) ?? (headers.host as string | undefined);
-  const xff = headers['x-forwarded-for'];
-  const first = typeof xff === 'string' ? xff.split(',')[0]?.trim() : undefined;
-  const servername = socket?.encrypted
-    ? (socket as TLSSocket & { servername?: string | false }).servername
-    : undefined;
+  const hops = options.xffNumTrustedHops ?? 0;
   return {
-    principal: peerIdentity(req),
-    mtls: socket?.encrypted === true && socket.authorized === true,
-    sourceIp: socket?.remoteAddress,
-    remoteIp: first || socket?.remoteAddress,
-    destinationIp: socket?.localAddress,
-    destinationPort: socket?.localPort,
-    sni: typeof servername === 'string' ? servername : undefined,
+    principal: peer?.principal,
+    mtls: peer?.mtls ?? false,
+    sourceIp: peer?.remoteAddress,
+    remoteIp: forwardedClientIp(headers['x-forwarded-for'], hops) ?? peer?.remoteAddress,
+    destinationIp: peer?.localAddress,
+    destinationPort: peer?.localPort,
+    sni: peer?.sni,
     method: req.method,
     path: req.url,
     host,

@@ -1,5 +1,4 @@
-import { BlockList, isIP } from 'node:net';
-import { ErrorCodes, MeshError } from '@meshlet/core';
+import { ErrorCodes, MeshError, networkMatcher, type PathMatching } from '@meshlet/core';
 import type {
   AuthorizationAction,
   AuthorizationConfig,
@@ -34,6 +33,11 @@ export interface RequestAttributes {
   readonly method?: string | undefined;
   /** Request path; a query string is ignored. For gRPC, `/package.Service/Method`. */
   readonly path?: string | undefined;
+  /**
+   * Set when `path` is a framework's routing view of the request (the inbound admission step
+   * evaluates that view too): path patterns are folded the same way before they are compared.
+   */
+  readonly pathMatching?: PathMatching | undefined;
   /** The Host / :authority. */
   readonly host?: string | undefined;
   readonly headers?: HeaderSource | undefined;
@@ -78,47 +82,72 @@ type Match = (a: RequestAttributes) => boolean;
 
 const NONE: readonly string[] = Object.freeze([]);
 
-/** Istio string matching: exact, `prefix*`, `*suffix`, or `*` (any non-empty value). */
-function stringMatcher(patterns: readonly string[], normalize: (s: string) => string = (s) => s) {
-  const exact = new Set<string>();
-  const prefixes: string[] = [];
-  const suffixes: string[] = [];
-  let any = false;
+/** Compiled Istio string patterns: exact values, prefixes, suffixes, or `*` (any non-empty value). */
+interface Patterns {
+  readonly exact: Set<string>;
+  readonly prefixes: string[];
+  readonly suffixes: string[];
+  any: boolean;
+}
+
+function compilePatterns(
+  patterns: readonly string[],
+  fixed: (s: string) => string,
+  exactOnly: (s: string) => string = fixed,
+): Patterns {
+  const p: Patterns = { exact: new Set(), prefixes: [], suffixes: [], any: false };
   for (const raw of patterns) {
-    const p = normalize(raw);
-    if (p === '*') any = true;
-    else if (p.endsWith('*')) prefixes.push(p.slice(0, -1));
-    else if (p.startsWith('*')) suffixes.push(p.slice(1));
-    else exact.add(p);
+    if (raw === '*') p.any = true;
+    else if (raw.endsWith('*')) p.prefixes.push(fixed(raw.slice(0, -1)));
+    else if (raw.startsWith('*')) p.suffixes.push(fixed(raw.slice(1)));
+    else p.exact.add(exactOnly(raw));
   }
+  return p;
+}
+
+function matches(p: Patterns, v: string): boolean {
+  if (p.any || p.exact.has(v)) return true;
+  for (const x of p.prefixes) if (v.startsWith(x)) return true;
+  for (const x of p.suffixes) if (v.endsWith(x)) return true;
+  return false;
+}
+
+const same = (s: string) => s;
+
+/** Istio string matching: exact, `prefix*`, `*suffix`, or `*` (any non-empty value). */
+function stringMatcher(patterns: readonly string[], normalize: (s: string) => string = same) {
+  // Istio's string match compares patterns and values normalized the same way (hosts: lower case).
+  const p = compilePatterns(patterns, (s) => normalize(s));
   return (value: string | undefined): boolean => {
     if (value === undefined || value === '') return false;
-    const v = normalize(value);
-    if (any || exact.has(v)) return true;
-    for (const p of prefixes) if (v.startsWith(p)) return true;
-    for (const s of suffixes) if (v.endsWith(s)) return true;
-    return false;
+    return matches(p, normalize === same ? value : normalize(value));
   };
 }
 
-function unmapIp(ip: string): string {
-  return ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip;
-}
-
-function ipMatcher(blocks: readonly string[]) {
-  const list = new BlockList();
-  for (const b of blocks) {
-    const [addr = '', bits] = b.split('/');
-    const type = isIP(addr) === 6 ? 'ipv6' : 'ipv4';
-    if (bits === undefined) list.addAddress(addr, type);
-    else list.addSubnet(addr, Number(bits), type);
-  }
-  return (ip: string | undefined): boolean => {
-    if (!ip) return false;
-    const v = unmapIp(ip);
-    const fam = isIP(v);
-    if (fam === 0) return false;
-    return list.check(v, fam === 6 ? 'ipv6' : 'ipv4');
+/**
+ * Path matching: against the normalized path as is, or, when the request's `pathMatching` says the
+ * path is a framework's routing view (case folded, escapes decoded, …), against the patterns
+ * folded the same way (compiled once per view).
+ */
+function pathMatcher(patterns: readonly string[]) {
+  const plain = compilePatterns(patterns, same);
+  let folded: Map<PathMatching, Patterns> | undefined;
+  return (a: RequestAttributes): boolean => {
+    const v = pathOnly(a.path);
+    if (v === undefined || v === '') return false;
+    const pm = a.pathMatching;
+    if (pm === undefined) return matches(plain, v);
+    folded ??= new Map();
+    let p = folded.get(pm);
+    if (p === undefined) {
+      const trim = (s: string) => {
+        const f = pm.foldPattern(s);
+        return pm.trimTrailingSlash && f.length > 1 && f.endsWith('/') ? f.slice(0, -1) : f;
+      };
+      p = compilePatterns(patterns, (s) => pm.foldPattern(s), trim);
+      folded.set(pm, p);
+    }
+    return matches(p, v);
   };
 }
 
@@ -205,8 +234,8 @@ function compileSource(s: Source): Match {
   const principals = (p: readonly string[]) => stringMatcher(p, stripSpiffe);
   field(s.principals, s.notPrincipals, principals, principal, m);
   field(s.namespaces, s.notNamespaces, (p) => stringMatcher(p), principalNs, m);
-  field(s.ipBlocks, s.notIpBlocks, ipMatcher, sourceIp, m);
-  field(s.remoteIpBlocks, s.notRemoteIpBlocks, ipMatcher, remoteIp, m);
+  field(s.ipBlocks, s.notIpBlocks, networkMatcher, sourceIp, m);
+  field(s.remoteIpBlocks, s.notRemoteIpBlocks, networkMatcher, remoteIp, m);
   return all(m);
 }
 
@@ -220,13 +249,11 @@ function compileOperation(o: Operation): Match {
     (a) => a.method,
     m,
   );
-  field(
-    o.paths,
-    o.notPaths,
-    (p) => stringMatcher(p),
-    (a) => pathOnly(a.path),
-    m,
-  );
+  if (o.paths) m.push(pathMatcher(o.paths));
+  if (o.notPaths) {
+    const n = pathMatcher(o.notPaths);
+    m.push((a) => !n(a));
+  }
   field(o.ports, o.notPorts, (p) => stringMatcher(p), portOf, m);
   return all(m);
 }
@@ -260,7 +287,7 @@ function conditionGetter(key: string): (a: RequestAttributes) => string | undefi
 function compileCondition(c: Condition): Match {
   const get = conditionGetter(c.key);
   const build = c.key.endsWith('.ip')
-    ? ipMatcher
+    ? networkMatcher
     : c.key === 'source.principal'
       ? (p: readonly string[]) => stringMatcher(p, stripSpiffe)
       : (p: readonly string[]) => stringMatcher(p);

@@ -1,0 +1,385 @@
+import {
+  DEADLINE_HEADER,
+  parseDeadlineHeader,
+  REQUEST_TIMEOUT_HEADER,
+  runWithDeadline,
+} from '../deadline.js';
+import { ErrorCodes } from '../errors.js';
+import type { Mesh } from '../mesh.js';
+import {
+  type InboundAttributes,
+  type InboundAuthorizer,
+  type InboundDecision,
+  type InboundHeaders,
+  type InboundOptions,
+  type InboundRequestInfo,
+  type InboundSpan,
+  type InboundTelemetry,
+  inboundPorts,
+  type MeshInboundPorts,
+  type PathMatching,
+} from '../serving.js';
+import { DEFAULT_INBOUND, type InboundConfig, MAX_TIMER_MS } from './config.js';
+import {
+  defaultEscapedSlashes,
+  normalizeTarget,
+  type PathNormalizationOptions,
+  type TargetParts,
+} from './path.js';
+import { forwardedClientIp, type InboundPeer, networkMatcher } from './peer.js';
+import { EXACT_ROUTE_VIEW, type RouteView } from './route-view.js';
+
+/** The header Envoy uses to tell an application who its mTLS peer was; never taken from a client. */
+export const CLIENT_CERT_HEADER = 'x-forwarded-client-cert';
+
+const NO_POLICIES: readonly { readonly name: string; readonly authorizer: InboundAuthorizer }[] = [];
+
+/**
+ * One inbound request after the admission step: the attributes the authorizer saw, what telemetry
+ * was told, and the outcome. When `status` is 0 the request is admitted: enter the handler with
+ * `enter(next)`; else answer `status` (400, 403, or a 307 redirect to `location`) with
+ * `errorBody()` (a coded JSON error) and never run the handler.
+ *
+ * One object per request, shaped once: it is the authorizer's attributes and telemetry's request
+ * info at the same time.
+ */
+export class InboundRequest implements InboundAttributes, InboundRequestInfo, TargetParts {
+  readonly transport: 'http' | 'grpc';
+  method: string;
+  readonly headers: InboundHeaders;
+  /** The normalized path, without query. */
+  path = '';
+  rawPath = '';
+  /** The query string including its `?`, or ''. */
+  query = '';
+  authority: string | undefined = undefined;
+  /** The target the framework should route on differs from what was received: `path + query`. */
+  changed = false;
+  redirect = false;
+  route: string | undefined;
+  principal: string | undefined = undefined;
+  mtls = false;
+  sourceIp: string | undefined = undefined;
+  remoteIp: string | undefined = undefined;
+  destinationIp: string | undefined = undefined;
+  destinationPort: number | undefined = undefined;
+  sni: string | undefined = undefined;
+  host: string | undefined = undefined;
+  pathMatching: PathMatching | undefined = undefined;
+  /** 0: admitted; else the status to answer with. */
+  status = 0;
+  /** Why it was refused (with the code the body carries). */
+  error:
+    | { code: string; message: string; policy?: string | undefined; rule?: number | undefined }
+    | undefined = undefined;
+  /** The denying decision of a 403. */
+  decision: InboundDecision | undefined = undefined;
+  /** Where a 307 sends the caller (`UNESCAPE_AND_REDIRECT`). */
+  location: string | undefined = undefined;
+  /** Absolute deadline (epoch ms) the handler runs under, if any. */
+  deadline: number | undefined = undefined;
+  span: InboundSpan | undefined = undefined;
+
+  constructor(
+    transport: 'http' | 'grpc',
+    method: string,
+    headers: InboundHeaders,
+    route: string | undefined,
+  ) {
+    this.transport = transport;
+    this.method = method;
+    this.headers = headers;
+    this.route = route;
+  }
+
+  /** Runs `next` (the handler) inside the request's span and deadline context. */
+  enter(next: () => void): void {
+    const span = this.span;
+    const d = this.deadline;
+    if (span === undefined) {
+      if (d === undefined) next();
+      else runWithDeadline(d, next);
+    } else if (d === undefined) span.run(next);
+    else span.run(() => runWithDeadline(d, next));
+  }
+
+  /** The JSON body of a refusal: `{"error":{"code":…,"message":…,"policy"?,"rule"?}}`. */
+  errorBody(): string {
+    return JSON.stringify({ error: this.error });
+  }
+}
+
+/** Everything the admission step needs from the adapter's options, resolved once per server. */
+export interface InboundAdmissionOptions extends InboundOptions {
+  readonly transport: 'http' | 'grpc';
+  /**
+   * How the framework routes (see `RouteView`): the policy is evaluated on that view of the path
+   * too. Default: the path exactly as received (gRPC). `admitHttp` may pass one per request.
+   */
+  readonly routeView?: RouteView | undefined;
+}
+
+function sameHost(a: string, b: string): boolean {
+  return a.length === b.length && (a === b || a.toLowerCase() === b.toLowerCase());
+}
+
+function repeatsHost(raw: readonly string[] | undefined): boolean {
+  if (raw === undefined) return false;
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i] as string;
+    if (
+      n.length === 4 &&
+      (n.charCodeAt(0) | 0x20) === 104 &&
+      (n.charCodeAt(1) | 0x20) === 111 &&
+      (n.charCodeAt(2) | 0x20) === 115 &&
+      (n.charCodeAt(3) | 0x20) === 116
+    ) {
+      if (seen) return true;
+      seen = true;
+    }
+  }
+  return false;
+}
+
+/**
+ * The one inbound admission step, shared by the Express middleware, the Fastify plugin and the
+ * gRPC server interceptor. Per request, in order:
+ *
+ * 1. **target**: absolute-form and fragments reduced to the path; the path normalized as Istio's
+ *    `pathNormalization` says (see `normalizeTarget`); malformed targets and conflicting or
+ *    repeated Host headers answered 400;
+ * 2. **peer**: identity only from the verified mTLS certificate; the client IP is the connection
+ *    peer, or the Nth `X-Forwarded-For` entry from the right with N trusted hops;
+ *    `x-forwarded-client-cert` from the client is removed (Envoy's default, SANITIZE);
+ * 3. **authorization** on the normalized path and on the path as the framework routes it (its
+ *    `RouteView`): every policy source must allow both, or the answer is 403;
+ * 4. **deadline**: the caller's deadline header only from trusted peers, clamped to the service's
+ *    own timeout (and to what a timer can hold);
+ * 5. **telemetry**: the span and metrics start, labelled with the route template only.
+ */
+export class InboundAdmission {
+  readonly transport: 'http' | 'grpc';
+  readonly normalization: PathNormalizationOptions;
+  readonly xffNumTrustedHops: number;
+  readonly timeoutMs: number;
+  readonly trustMeshPeers: boolean;
+  readonly #trustedNetwork: (ip: string | undefined) => boolean;
+  readonly #hasTrustedNetworks: boolean;
+  readonly #ports: Readonly<MeshInboundPorts> | undefined;
+  /** The policy sources of an explicit `authorizer` option (`false`: none); undefined: the mesh's. */
+  readonly #own: readonly { readonly name: string; readonly authorizer: InboundAuthorizer }[] | undefined;
+  readonly #telemetry: InboundTelemetry | false | undefined;
+  readonly #view: RouteView;
+
+  constructor(options: InboundAdmissionOptions) {
+    const mesh: Mesh | undefined = options.mesh;
+    const config = (mesh?.config.extensions.inbound as InboundConfig | undefined) ?? DEFAULT_INBOUND;
+    this.transport = options.transport;
+    const normalization = options.pathNormalization ?? config.pathNormalization;
+    this.normalization = Object.freeze({
+      normalization,
+      escapedSlashes:
+        options.escapedSlashes ??
+        (options.pathNormalization !== undefined
+          ? defaultEscapedSlashes(normalization)
+          : config.escapedSlashes),
+    });
+    this.xffNumTrustedHops = options.xffNumTrustedHops ?? config.xffNumTrustedHops;
+    const t = options.timeoutMs ?? options.defaultTimeoutMs ?? config.timeoutMs;
+    this.timeoutMs = t > 0 ? Math.min(Math.ceil(t), MAX_TIMER_MS) : 0;
+    this.trustMeshPeers = options.deadlines?.trustMeshPeers ?? config.deadlines.trustMeshPeers;
+    const networks = options.deadlines?.trustedNetworks ?? config.deadlines.trustedNetworks;
+    this.#hasTrustedNetworks = networks.length > 0;
+    this.#trustedNetwork = networkMatcher(networks);
+    this.#ports = mesh === undefined ? undefined : inboundPorts(mesh);
+    const a = options.authorizer;
+    this.#own =
+      a === false ? NO_POLICIES : a === undefined ? undefined : [{ name: 'authorizer', authorizer: a }];
+    this.#telemetry = options.telemetry;
+    this.#view = options.routeView ?? EXACT_ROUTE_VIEW;
+  }
+
+  /**
+   * Admits one HTTP request. `target` is the request target as received (`req.url` before anything
+   * rewrote it), `rawHeaders` Node's (to see a repeated Host), `route` the route template when the
+   * framework matched one before this step runs (Fastify), `view` how the framework routes this
+   * request when it is known only per request (Express reads its app's settings).
+   */
+  admitHttp(
+    method: string,
+    target: string,
+    headers: InboundHeaders,
+    rawHeaders: readonly string[] | undefined,
+    peer: InboundPeer,
+    route: string | undefined,
+    view: RouteView = this.#view,
+  ): InboundRequest {
+    const r = new InboundRequest('http', method, headers, route);
+    if (!this.#target(r, target)) return r;
+    if (repeatsHost(rawHeaders)) return bad(r, 'the request has more than one Host header');
+    if (!this.#peer(r, peer)) return r;
+    if (!this.#authorize(r, view)) return r;
+    let callerMs: number | undefined;
+    if (this.#trusts(r)) {
+      const now = Date.now();
+      const d =
+        parseDeadlineHeader(headers[DEADLINE_HEADER], now) ??
+        parseDeadlineHeader(headers[REQUEST_TIMEOUT_HEADER], now);
+      if (d !== undefined) callerMs = d - now;
+    }
+    this.#deadline(r, callerMs);
+    this.#startTelemetry(r);
+    return r;
+  }
+
+  /**
+   * Admits one gRPC call: `path` is its `:path` (the method), `deadline` the absolute deadline
+   * grpc-js read from `grpc-timeout` (undefined: none).
+   */
+  admitGrpc(
+    path: string,
+    headers: InboundHeaders,
+    peer: InboundPeer,
+    deadline: number | undefined,
+  ): InboundRequest {
+    const r = new InboundRequest('grpc', 'POST', headers, path);
+    if (!this.#target(r, path)) return r;
+    if (r.redirect) return bad(r, 'the method path holds an escaped slash');
+    if (!this.#peer(r, peer)) return r;
+    if (!this.#authorize(r, this.#view)) return r;
+    this.#deadline(r, deadline !== undefined && this.#trusts(r) ? deadline - Date.now() : undefined);
+    this.#startTelemetry(r);
+    return r;
+  }
+
+  #target(r: InboundRequest, target: string): boolean {
+    const err = normalizeTarget(target, this.normalization, r);
+    if (err !== undefined) {
+      bad(r, err);
+      return false;
+    }
+    if (r.redirect) {
+      r.status = 307;
+      r.location = r.path + r.query;
+      r.error = {
+        code: ErrorCodes.BAD_REQUEST,
+        message: `the path holds an escaped slash; it is served at ${r.location}`,
+      };
+      return false;
+    }
+    return true;
+  }
+
+  #peer(r: InboundRequest, peer: InboundPeer): boolean {
+    const h = r.headers;
+    const authority = h[':authority'];
+    const hostHeader = h.host;
+    const host = typeof hostHeader === 'string' ? hostHeader : undefined;
+    if (typeof authority === 'string' && host !== undefined && !sameHost(authority, host)) {
+      bad(r, `the Host header (${host}) differs from :authority (${authority})`);
+      return false;
+    }
+    if (r.authority !== undefined) {
+      if (host !== undefined && !sameHost(r.authority, host)) {
+        bad(r, `the Host header (${host}) differs from the authority of the request target (${r.authority})`);
+        return false;
+      }
+      r.host = r.authority;
+    } else r.host = typeof authority === 'string' ? authority : host;
+    r.principal = peer.principal;
+    r.mtls = peer.mtls;
+    r.sourceIp = peer.remoteAddress;
+    r.destinationIp = peer.localAddress;
+    r.destinationPort = peer.localPort;
+    r.sni = peer.sni;
+    r.remoteIp =
+      this.xffNumTrustedHops > 0
+        ? (forwardedClientIp(h['x-forwarded-for'], this.xffNumTrustedHops) ?? peer.remoteAddress)
+        : peer.remoteAddress;
+    // Envoy's SANITIZE: a client-supplied certificate description never reaches the application.
+    if (h[CLIENT_CERT_HEADER] !== undefined) delete (h as Record<string, unknown>)[CLIENT_CERT_HEADER];
+    return true;
+  }
+
+  /** Every policy source must allow the request, on the normalized path and as the framework routes it. */
+  #authorize(r: InboundRequest, view: RouteView): boolean {
+    const sources = this.#own ?? this.#ports?.policies ?? NO_POLICIES;
+    if (sources.length === 0) return true;
+    const path = r.path;
+    const method = r.method;
+    const routePath = view.routePath(r);
+    const routeMethod = view.routeMethod(method);
+    const second = routePath !== path || routeMethod !== method;
+    for (const s of sources) {
+      const d = s.authorizer(r);
+      if (!d.allowed) return forbid(r, d, undefined);
+      if (second) {
+        r.path = routePath;
+        r.method = routeMethod;
+        r.pathMatching = view;
+        let d2: InboundDecision;
+        try {
+          d2 = s.authorizer(r);
+        } finally {
+          r.path = path;
+          r.method = method;
+          r.pathMatching = undefined;
+        }
+        if (!d2.allowed) return forbid(r, d2, `${routeMethod} ${routePath}`);
+      }
+    }
+    return true;
+  }
+
+  /** Whether the caller's deadline header counts: a mesh peer (mTLS, our trust domain) or a trusted network. */
+  #trusts(r: InboundRequest): boolean {
+    if (this.trustMeshPeers && r.mtls && r.principal !== undefined) {
+      const prefix = this.#ports?.trustPrefix;
+      if (prefix === undefined || r.principal.startsWith(prefix)) return true;
+    }
+    return this.#hasTrustedNetworks && this.#trustedNetwork(r.sourceIp);
+  }
+
+  /** The deadline: the caller's (if trusted), clamped to the service's timeout and to a timer's range. */
+  #deadline(r: InboundRequest, callerMs: number | undefined): void {
+    const own = this.timeoutMs;
+    let ms: number;
+    if (callerMs !== undefined) ms = own > 0 && own < callerMs ? own : callerMs;
+    else if (own > 0) ms = own;
+    else return;
+    r.deadline = Date.now() + Math.max(0, Math.min(ms, MAX_TIMER_MS));
+  }
+
+  #startTelemetry(r: InboundRequest): void {
+    const t = this.#telemetry;
+    if (t === false) return;
+    const tel = t ?? this.#ports?.telemetry;
+    if (tel !== undefined) r.span = tel.start(r);
+  }
+}
+
+/** Marks `r` refused with 400 `MESHLET_ERR_BAD_REQUEST` and `message`. */
+export function badRequest(r: InboundRequest, message: string): InboundRequest {
+  r.status = 400;
+  r.error = { code: ErrorCodes.BAD_REQUEST, message };
+  return r;
+}
+
+function bad(r: InboundRequest, message: string): InboundRequest {
+  r.status = 400;
+  r.error = { code: ErrorCodes.BAD_REQUEST, message };
+  return r;
+}
+
+function forbid(r: InboundRequest, d: InboundDecision, routed: string | undefined): false {
+  r.status = 403;
+  r.decision = d;
+  r.error = {
+    code: ErrorCodes.FORBIDDEN,
+    message: `RBAC: access denied (${d.reason}${routed === undefined ? '' : `, as the server routes it: ${routed}`})`,
+    policy: d.policy,
+    rule: d.rule,
+  };
+  return false;
+}
