@@ -17,6 +17,12 @@ export interface MetricsConfig {
   readonly defaultMetrics: boolean;
   /** Histogram buckets in seconds (default: OpenTelemetry's HTTP duration buckets). */
   readonly buckets: readonly number[];
+  /**
+   * The most series one metric keeps (default 2000, OpenTelemetry's cardinality limit); new label
+   * sets beyond it are counted in `meshlet_metric_series_dropped_total` and recorded in the metric's
+   * `otel_metric_overflow="true"` series.
+   */
+  readonly maxSeries: number;
 }
 
 export interface TracingConfig {
@@ -112,6 +118,7 @@ export const DEFAULT_TELEMETRY: TelemetryConfig = Object.freeze({
     exemplars: false,
     defaultMetrics: false,
     buckets: DEFAULT_BUCKETS,
+    maxSeries: 2000,
   }),
   tracing: Object.freeze({
     enabled: true,
@@ -175,6 +182,13 @@ const metricsObject = s.object(
         doc: "Histogram buckets in seconds (OpenTelemetry's HTTP duration buckets).",
       },
     ),
+    maxSeries: s.integer({
+      min: 1,
+      default: T.metrics.maxSeries,
+      doc:
+        "The most series one metric keeps (OpenTelemetry's cardinality limit); new label sets beyond it are " +
+        'counted in `meshlet_metric_series_dropped_total` and recorded in the metric\'s `otel_metric_overflow="true"` series.',
+    }),
   },
   {
     name: 'MetricsInput',

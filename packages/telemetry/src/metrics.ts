@@ -20,6 +20,7 @@ import {
   HistogramFamily,
   type HistogramSeries,
   type Labels,
+  OVERFLOW_LABEL,
   registerFamily,
 } from './series.js';
 import type { TraceStash } from './tracing.js';
@@ -209,7 +210,6 @@ export class MeshMetrics {
   readonly #certExpiry: GaugeFamily;
   /** Inbound series by route, then by `status * 16 + methodIndex` (no key string per request). */
   readonly #serverBound = new Map<string, Map<number, Bound>>();
-  #serverBoundCount = 0;
   /** Istio inbound series by `status * 2 + grpc` (status -1: none). */
   readonly #istioServerBound = new Map<number, Bound>();
 
@@ -224,8 +224,13 @@ export class MeshMetrics {
     this.#namespace = mesh.config.local.namespace;
     this.#mtls = mesh.config.extensions.tls !== undefined;
     const b = config.buckets;
-    const reg = <F extends CounterFamily | GaugeFamily | HistogramFamily>(f: F): F =>
-      registerFamily(registry, f);
+    const families: Array<CounterFamily | GaugeFamily | HistogramFamily> = [];
+    const reg = <F extends CounterFamily | GaugeFamily | HistogramFamily>(f: F): F => {
+      const family = registerFamily(registry, f);
+      family.maxSeries = config.maxSeries;
+      families.push(family);
+      return family;
+    };
 
     if (this.#otel) {
       this.#logicalCount = reg(
@@ -384,6 +389,21 @@ export class MeshMetrics {
         'Unix time of the last good discovery update of a service.',
         dl,
       ),
+    );
+    // What the series limit refused, per metric (read at scrape time; the family itself has one
+    // series per metric name, so it needs no limit).
+    const dropped = registerFamily(
+      registry,
+      new CounterFamily(
+        'meshlet_metric_series_dropped_total',
+        `New label sets a metric refused because it held its maximum of series (telemetry.metrics.maxSeries); their observations went to its ${OVERFLOW_LABEL}="true" series.`,
+        ['metric'],
+      ),
+    );
+    this.#disposers.push(
+      dropped.addCollector(() => {
+        for (const f of families) if (f.dropped > 0) dropped.child({ metric: f.fullName }).value = f.dropped;
+      }),
     );
     this.#certExpiry = reg(
       new GaugeFamily('meshlet_certificate_expiry_timestamp_seconds', 'Unix time a certificate expires.', [
@@ -731,20 +751,10 @@ export class MeshMetrics {
     if (this.#serverCount !== undefined && this.#serverDuration !== undefined) {
       const mi = METHOD_INDEX[method] ?? 0;
       const m = METHODS[mi] as string;
-      let byStatus = this.#serverBound.get(route);
-      if (byStatus === undefined) {
-        // Bounded: routes are templates, but a framework without them reports paths.
-        if (this.#serverBoundCount > 5000) {
-          this.#serverBound.clear();
-          this.#serverBoundCount = 0;
-        }
-        byStatus = new Map();
-        this.#serverBound.set(route, byStatus);
-      }
       const slot = (status === undefined ? -1 : status) * 16 + mi;
-      let b = byStatus.get(slot);
+      const byStatus = this.#serverBound.get(route);
+      let b = byStatus?.get(slot);
       if (b === undefined) {
-        this.#serverBoundCount++;
         const labels = {
           http_request_method: m,
           http_response_status_code: status === undefined ? '' : String(status),
@@ -752,7 +762,12 @@ export class MeshMetrics {
           http_route: route,
         };
         b = { count: this.#serverCount.child(labels), duration: this.#serverDuration.child(labels) };
-        byStatus.set(slot, b);
+        // Cached only while it is a series of its own: the cache stays as bounded as the families
+        // (routes are templates, but an adapter without them may report many).
+        if (!this.#serverCount.isOverflow(b.count)) {
+          if (byStatus === undefined) this.#serverBound.set(route, new Map([[slot, b]]));
+          else byStatus.set(slot, b);
+        }
       }
       b.count.value++;
       b.duration.observe(durationMs / 1000);

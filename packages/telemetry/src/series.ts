@@ -30,6 +30,13 @@ type Collector = () => void;
 
 const SEP = '\u0000';
 
+/** The default of `Family.maxSeries`: the OpenTelemetry SDK's default cardinality limit. */
+export const DEFAULT_MAX_SERIES = 2000;
+
+/** The label OpenTelemetry gives the one series that takes what a metric at its limit refused. */
+export const OVERFLOW_LABEL = 'otel_metric_overflow';
+const OVERFLOW_KEY = '\u0001overflow';
+
 function escapeLabel(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 }
@@ -66,6 +73,15 @@ abstract class Family<S> {
   abstract readonly type: 'counter' | 'gauge' | 'histogram';
   protected readonly series = new Map<string, S>();
   readonly #collectors: Collector[] = [];
+  /**
+   * The most series this family keeps. A new label set beyond it is refused: its observations go
+   * to one overflow series labelled `otel_metric_overflow="true"` (OpenTelemetry's cardinality
+   * limit), and `dropped` counts the refusals.
+   */
+  maxSeries = DEFAULT_MAX_SERIES;
+  /** Label sets refused because the family held `maxSeries` series (each lookup counts). */
+  dropped = 0;
+  #overflow: S | undefined;
 
   constructor(name: string, help: string, labelNames: readonly string[]) {
     this.name = name;
@@ -92,17 +108,40 @@ abstract class Family<S> {
 
   protected abstract create(labels: Labels, labelStr: string): S;
 
-  /** The series for `labels`, created on first use. Keep the result: it is the pre-bound child. */
+  /**
+   * The series for `labels`, created on first use. Keep the result: it is the pre-bound child.
+   * Beyond `maxSeries` series, the overflow series (see `isOverflow`).
+   */
   child(labels: Labels): S {
     const k = this.key(labels);
     let s = this.series.get(k);
     if (s === undefined) {
+      if (this.series.size >= this.maxSeries) {
+        this.dropped++;
+        return this.#overflowSeries();
+      }
       const own: Record<string, string> = {};
       for (const n of this.labelNames) own[n] = labels[n] ?? '';
       s = this.create(own, renderLabels(this.labelNames, own));
       this.series.set(k, s);
     }
     return s;
+  }
+
+  #overflowSeries(): S {
+    let s = this.#overflow;
+    if (s === undefined || !this.series.has(OVERFLOW_KEY)) {
+      s = this.create({ [OVERFLOW_LABEL]: 'true' }, `${OVERFLOW_LABEL}="true"`);
+      this.#overflow = s;
+      // in the map (so it is rendered), under a key no label set produces
+      this.series.set(OVERFLOW_KEY, s);
+    }
+    return s;
+  }
+
+  /** True for the series that takes refused label sets' observations (do not cache it by label set). */
+  isOverflow(s: S): boolean {
+    return s === this.#overflow;
   }
 
   /** Drops the series for `labels` (an endpoint left, a service closed). */
