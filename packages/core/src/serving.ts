@@ -198,7 +198,17 @@ export interface InboundDecision {
 }
 
 /** Decides whether an inbound request may proceed (e.g. `createAuthorizer(policies)` of @meshlet/tls). */
-export type InboundAuthorizer = (attributes: InboundAttributes) => InboundDecision;
+export interface InboundAuthorizer {
+  (attributes: InboundAttributes): InboundDecision;
+  /**
+   * Optional: whether folding path patterns with `pm` changes how any of them compares (a pattern
+   * with upper case under case-insensitive routing, an exact pattern with a trailing slash, …).
+   * When false, the routed view of a request whose path and method equal the normalized ones needs
+   * no second evaluation. Without it, the admission step evaluates the routed view whenever the
+   * framework folds paths at all.
+   */
+  pathMatchingMatters?(pm: PathMatching): boolean;
+}
 
 /** What server adapters tell telemetry about an inbound request. */
 export interface InboundRequestInfo {

@@ -393,3 +393,46 @@ describe('403 answers', () => {
     expect(forbiddenError(d).code).toBe('MESHLET_ERR_FORBIDDEN');
   });
 });
+
+describe('paths as a framework routes them (pathMatching)', () => {
+  const routed = {
+    // a case-insensitive router ignoring one trailing slash
+    foldPattern: (s: string) => s.toLowerCase(),
+    trimTrailingSlash: true,
+  };
+  const authz = createAuthorizer([
+    {
+      name: 'deny',
+      action: 'DENY',
+      rules: [{ to: [{ operation: { paths: ['/Admin/', '/Ops/*', '*.PHP'] } }] }],
+    },
+  ]);
+
+  it('folds exact, prefix and suffix patterns the way the routed path was folded', () => {
+    const at = (path: string) => authz({ ...base, path, pathMatching: routed }).allowed;
+    expect(at('/admin')).toBe(false); // exact, trailing slash trimmed on both sides
+    expect(at('/ops/x')).toBe(false); // prefix, folded, its slash kept
+    expect(at('/ops')).toBe(true); // not under the prefix
+    expect(at('/x.php')).toBe(false); // suffix
+    // without pathMatching the patterns compare as written (Istio's semantics)
+    expect(authz({ ...base, path: '/admin' }).allowed).toBe(true);
+    expect(authz({ ...base, path: '/Admin/' }).allowed).toBe(false);
+  });
+
+  it('says whether a folding changes any path pattern (the routed view is then evaluated)', () => {
+    expect(authz.pathMatchingMatters(routed)).toBe(true);
+    const lower = createAuthorizer([
+      {
+        name: 'l',
+        action: 'DENY',
+        rules: [{ to: [{ operation: { paths: ['/admin', '/ops/*'], notPaths: ['*'] } }] }],
+      },
+    ]);
+    expect(lower.pathMatchingMatters(routed)).toBe(false);
+    expect(lower.pathMatchingMatters({ foldPattern: (s) => s, trimTrailingSlash: false })).toBe(false);
+    const slash = createAuthorizer([
+      { name: 's', action: 'DENY', rules: [{ to: [{ operation: { paths: ['/a/'] } }] }] },
+    ]);
+    expect(slash.pathMatchingMatters(routed)).toBe(true);
+  });
+});

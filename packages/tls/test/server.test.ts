@@ -220,3 +220,32 @@ describe('tls config sections', () => {
     expect(() => new MeshTls(cfg)).toThrow(expect.objectContaining({ code: 'MESHLET_ERR_TLS' }));
   });
 });
+
+describe('requestAttributes: the client IP (issue 14, finding 4)', () => {
+  it('is the connection peer, whatever X-Forwarded-For says, unless trusted hops are configured', async () => {
+    const seen: Array<{ sourceIp?: string; remoteIp?: string; hops?: string }> = [];
+    const server = createHttpServer((req, res) => {
+      const a = requestAttributes(req);
+      const b = requestAttributes(req, { xffNumTrustedHops: 1 });
+      seen.push({ sourceIp: a.sourceIp, remoteIp: a.remoteIp, hops: b.remoteIp });
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      await fetch(`http://127.0.0.1:${port}/`, { headers: { 'x-forwarded-for': '10.0.0.1, 192.168.1.9' } });
+      expect(seen).toEqual([{ sourceIp: '127.0.0.1', remoteIp: '127.0.0.1', hops: '192.168.1.9' }]);
+      // DENY 127.0.0.0/8 and ALLOW 10.0.0.0/8 on remoteIpBlocks can no longer be dodged by the header
+      const authz = createAuthorizer([
+        {
+          name: 'deny-local',
+          action: 'DENY',
+          rules: [{ from: [{ source: { remoteIpBlocks: ['127.0.0.0/8'] } }] }],
+        },
+      ]);
+      expect(authz({ sourceIp: seen[0]?.sourceIp, remoteIp: seen[0]?.remoteIp }).allowed).toBe(false);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -216,7 +216,7 @@ export class InboundAdmission {
     view: RouteView = this.#view,
   ): InboundRequest {
     const r = new InboundRequest('http', method, headers, route);
-    if (!this.#target(r, target)) return r;
+    if (!this.#target(r, target, true)) return r;
     if (repeatsHost(rawHeaders)) return bad(r, 'the request has more than one Host header');
     if (!this.#peer(r, peer)) return r;
     if (!this.#authorize(r, view)) return r;
@@ -244,8 +244,7 @@ export class InboundAdmission {
     deadline: number | undefined,
   ): InboundRequest {
     const r = new InboundRequest('grpc', 'POST', headers, path);
-    if (!this.#target(r, path)) return r;
-    if (r.redirect) return bad(r, 'the method path holds an escaped slash');
+    if (!this.#target(r, path, false)) return r;
     if (!this.#peer(r, peer)) return r;
     if (!this.#authorize(r, this.#view)) return r;
     this.#deadline(r, deadline !== undefined && this.#trusts(r) ? deadline - Date.now() : undefined);
@@ -253,13 +252,18 @@ export class InboundAdmission {
     return r;
   }
 
-  #target(r: InboundRequest, target: string): boolean {
+  #target(r: InboundRequest, target: string, canRedirect: boolean): boolean {
     const err = normalizeTarget(target, this.normalization, r);
     if (err !== undefined) {
       bad(r, err);
       return false;
     }
     if (r.redirect) {
+      // gRPC cannot follow a redirect (Envoy rejects such requests too)
+      if (!canRedirect) {
+        bad(r, 'the method path holds an escaped slash');
+        return false;
+      }
       r.status = 307;
       r.location = r.path + r.query;
       r.error = {
@@ -310,17 +314,20 @@ export class InboundAdmission {
     const method = r.method;
     const routePath = view.routePath(r);
     const routeMethod = view.routeMethod(method);
-    const second = routePath !== path || routeMethod !== method;
+    const differs = routePath !== path || routeMethod !== method;
+    const folds = view !== EXACT_ROUTE_VIEW;
     for (const s of sources) {
-      const d = s.authorizer(r);
+      const a = s.authorizer;
+      const d = a(r);
       if (!d.allowed) return forbid(r, d, undefined);
-      if (second) {
+      // The routed view: a path or method of its own, or patterns that fold differently.
+      if (differs || (folds && (a.pathMatchingMatters === undefined || a.pathMatchingMatters(view)))) {
         r.path = routePath;
         r.method = routeMethod;
         r.pathMatching = view;
         let d2: InboundDecision;
         try {
-          d2 = s.authorizer(r);
+          d2 = a(r);
         } finally {
           r.path = path;
           r.method = method;

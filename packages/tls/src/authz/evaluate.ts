@@ -76,6 +76,29 @@ export interface Authorizer {
   readonly mode: AuthorizationMode;
   readonly policies: readonly AuthorizationPolicy[];
   readonly stats: Readonly<AuthorizerStats>;
+  /**
+   * Whether folding path patterns with `pm` (a framework's routing view) changes any of them: the
+   * inbound admission step skips the routed view's evaluation when it would decide the same.
+   */
+  pathMatchingMatters(pm: PathMatching): boolean;
+}
+
+/** Every path pattern of the policies (`paths`, `notPaths`), to see whether a folding changes any. */
+function pathPatterns(policies: readonly AuthorizationPolicy[]): string[] {
+  const out: string[] = [];
+  for (const p of policies)
+    for (const r of p.rules ?? [])
+      for (const t of r.to ?? []) out.push(...(t.operation.paths ?? []), ...(t.operation.notPaths ?? []));
+  return out;
+}
+
+function foldChanges(pm: PathMatching, raw: string): boolean {
+  if (raw === '*') return false;
+  const prefix = raw.endsWith('*');
+  const fixed = prefix ? raw.slice(0, -1) : raw.startsWith('*') ? raw.slice(1) : raw;
+  if (pm.foldPattern(fixed) !== fixed) return true;
+  const exact = !prefix && !raw.startsWith('*');
+  return exact && pm.trimTrailingSlash && fixed.length > 1 && fixed.endsWith('/');
 }
 
 type Match = (a: RequestAttributes) => boolean;
@@ -404,7 +427,18 @@ export function createAuthorizer(
     }
     return d;
   }) as Authorizer;
+  const patterns = pathPatterns(config.policies);
+  let lastView: PathMatching | undefined;
+  let lastMatters = false;
+  const pathMatchingMatters = (pm: PathMatching): boolean => {
+    if (pm !== lastView) {
+      lastView = pm;
+      lastMatters = patterns.some((p) => foldChanges(pm, p));
+    }
+    return lastMatters;
+  };
   Object.defineProperties(authorizer, {
+    pathMatchingMatters: { value: pathMatchingMatters },
     mode: { value: config.mode, enumerable: true },
     policies: { value: config.policies, enumerable: true },
     stats: { get: () => ({ ...stats }), enumerable: true },
