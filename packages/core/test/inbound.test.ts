@@ -9,6 +9,7 @@ import {
   isConfigError,
   MAX_TIMER_MS,
   Mesh,
+  networkMatcher,
   normalizeTarget,
   type PathMatching,
   type PathNormalization,
@@ -166,6 +167,46 @@ describe('peer helpers', () => {
     expect(forwardedClientIp(xff, 4)).toBeUndefined();
     expect(forwardedClientIp(['6.6.6.6', '1.2.3.4'], 1)).toBe('1.2.3.4');
     expect(forwardedClientIp('not-an-ip', 1)).toBeUndefined();
+  });
+
+  it('matches IPv4 and IPv6 addresses against CIDR blocks (what net.BlockList would say)', async () => {
+    const { BlockList } = await import('node:net');
+    const blocks = ['10.0.0.0/8', '192.168.1.7', '0.0.0.0/0', '2001:db8::/32', '::1', 'fe80::/10', '172.16.0.0/12'];
+    const cases = [
+      '10.1.2.3',
+      '11.0.0.1',
+      '192.168.1.7',
+      '192.168.1.8',
+      '::ffff:10.0.0.1',
+      '2001:db8:1::5',
+      '2001:db9::1',
+      '::1',
+      '::2',
+      'fe80::1%eth0',
+      'febf::1',
+      'fec0::1',
+      '172.31.255.255',
+      '172.32.0.0',
+      '::ffff:172.20.0.1',
+    ];
+    for (const subset of [blocks, blocks.filter((b) => b !== '0.0.0.0/0')]) {
+      const mine = networkMatcher(subset);
+      const list = new BlockList();
+      for (const b of subset) {
+        const [addr = '', bits] = b.split('/');
+        const type = addr.includes(':') ? 'ipv6' : 'ipv4';
+        if (bits === undefined) list.addAddress(addr, type);
+        else list.addSubnet(addr, Number(bits), type);
+      }
+      for (const ip of cases) {
+        const plain = ip.replace(/%.*$/, '');
+        const v4 = plain.startsWith('::ffff:') ? plain.slice(7) : plain;
+        const expected = v4.includes(':') ? list.check(v4, 'ipv6') : list.check(v4, 'ipv4');
+        expect(mine(ip), `${ip} in ${subset.join(',')}`).toBe(expected);
+      }
+    }
+    expect(networkMatcher(['10.0.0.0/8'])('not-an-ip')).toBe(false);
+    expect(networkMatcher(['10.0.0.0/8'])(undefined)).toBe(false);
   });
 
   it('reads the SPIFFE ID from subject alternative names as Node renders them', () => {

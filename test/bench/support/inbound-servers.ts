@@ -4,9 +4,10 @@
  *
  * One process serves one framework in one variant, as a service runs: argv[3] = `express` or
  * `fastify`, argv[2] = `bare` (the bare framework), `core` (meshlet's inbound middleware/plugin
- * over a core `Mesh` without telemetry: authorization lookup, probes, deadline context) or `full`
- * (over a mesh with `@meshlet/telemetry` installed as `createMesh()` does: + server metrics, spans
- * through the no-op tracer). Separate processes keep each variant's CPU its own: the deadline
+ * over a core `Mesh` without telemetry: the admission step with path normalization, a 20-rule
+ * ALLOW policy walked to its last rule, the caller's deadline from a trusted network, probes) or
+ * `full` (over a mesh with `@meshlet/telemetry` installed as `createMesh()` does: + server metrics,
+ * spans through the no-op tracer). Separate processes keep each variant's CPU its own: the deadline
  * context's AsyncLocalStorage turns on promise hooks for a whole process (Node 20), and garbage one
  * variant leaves must not be collected on another's time (a process shared by two variants that
  * take turns hands each one's GC debt to the other).
@@ -32,11 +33,18 @@ const m =
         ...(await import('../../../packages/express/src/index.js')),
         ...(await import('../../../packages/fastify/src/index.js')),
         ...(await import('../../../packages/telemetry/src/index.js')),
+        ...(await import('../../../packages/tls/src/index.js')),
+        ...(await import('./admission.js')),
       };
+// The admission step as a meshed service runs it: a 20-rule policy, deadlines from loopback callers.
+const inbound = m && {
+  authorizer: m.createAuthorizer(m.POLICY_20),
+  deadlines: m.BENCH_DEADLINES,
+};
 
 async function listenExpress(mesh: CoreMesh | undefined): Promise<number> {
   const app = express();
-  if (mesh && m) app.use(m.meshMiddleware({ mesh }));
+  if (mesh && m) app.use(m.meshMiddleware({ mesh, ...inbound }));
   app.get('/items/:id', (req, res) => {
     res.json({ id: req.params.id });
   });
@@ -49,7 +57,7 @@ async function listenExpress(mesh: CoreMesh | undefined): Promise<number> {
 
 async function listenFastify(mesh: CoreMesh | undefined): Promise<number> {
   const app: FastifyInstance = Fastify();
-  if (mesh && m) await app.register(m.meshPlugin, { mesh, drain: false });
+  if (mesh && m) await app.register(m.meshPlugin, { mesh, drain: false, ...inbound });
   app.get<{ Params: { id: string } }>('/items/:id', async (req) => ({ id: req.params.id }));
   await app.listen({ port: 0, host: '127.0.0.1' });
   app.server.keepAliveTimeout = 60_000;

@@ -230,17 +230,23 @@ function field<T>(
   }
 }
 
+const always: Match = () => true;
+
+// One matcher stands for itself: no wrapper closure per level (a 20-rule policy is evaluated on
+// every request; each level of closures costs a call).
 function all(matches: Match[]): Match {
-  if (matches.length === 0) return () => true;
+  if (matches.length === 0) return always;
+  if (matches.length === 1) return matches[0] as Match;
   return (a) => {
-    for (const m of matches) if (!m(a)) return false;
+    for (let i = 0; i < matches.length; i++) if (!(matches[i] as Match)(a)) return false;
     return true;
   };
 }
 
 function anyOf(matches: Match[]): Match {
+  if (matches.length === 1) return matches[0] as Match;
   return (a) => {
-    for (const m of matches) if (m(a)) return true;
+    for (let i = 0; i < matches.length; i++) if ((matches[i] as Match)(a)) return true;
     return false;
   };
 }
@@ -363,6 +369,34 @@ export function createAuthorizer(
   const strict = config.mode === 'STRICT';
   const stats: AuthorizerStats = { allowed: 0, denied: 0, audited: 0 };
 
+  // Decisions are immutable: made once per (policy, rule) and reused, unless AUDIT policies matched
+  // (their names are part of the decision).
+  const ruleDecisions = new Map<Compiled, AuthorizationDecision[]>();
+  const makeDecision = (p: Compiled, i: number, allowed: boolean, audited: readonly string[]) =>
+    Object.freeze({
+      allowed,
+      policy: p.name,
+      rule: i,
+      reason: `matched ${allowed ? 'ALLOW' : 'DENY'} policy "${p.name}" rule ${i}`,
+      audited,
+    });
+  const ruleDecision = (p: Compiled, i: number, allowed: boolean, audited: readonly string[]) => {
+    if (audited !== NONE) return makeDecision(p, i, allowed, audited);
+    let list = ruleDecisions.get(p);
+    if (list === undefined) {
+      list = [];
+      ruleDecisions.set(p, list);
+    }
+    return (list[i] ??= makeDecision(p, i, allowed, audited));
+  };
+  const fixed = (allowed: boolean, reason: string): AuthorizationDecision =>
+    Object.freeze({ allowed, policy: undefined, rule: undefined, reason, audited: NONE });
+  const STRICT_DENIED = fixed(false, 'mTLS is required (STRICT mode)');
+  const NO_ALLOW_POLICY = fixed(true, 'no ALLOW policy applies');
+  const NO_ALLOW_MATCHED = fixed(false, 'no ALLOW policy matched');
+  const withAudit = (d: AuthorizationDecision, audited: readonly string[]): AuthorizationDecision =>
+    audited === NONE ? d : { ...d, audited };
+
   const decide = (a: RequestAttributes): AuthorizationDecision => {
     let audited = NONE;
     if (audit.length > 0) {
@@ -371,47 +405,17 @@ export function createAuthorizer(
       if (hits.length > 0) audited = hits;
     }
     const mtls = a.mtls ?? a.principal !== undefined;
-    if (strict && !mtls) {
-      return {
-        allowed: false,
-        policy: undefined,
-        rule: undefined,
-        reason: 'mTLS is required (STRICT mode)',
-        audited,
-      };
-    }
+    if (strict && !mtls) return withAudit(STRICT_DENIED, audited);
     for (const p of deny) {
       const i = firstRule(p, a);
-      if (i >= 0)
-        return {
-          allowed: false,
-          policy: p.name,
-          rule: i,
-          reason: `matched DENY policy "${p.name}" rule ${i}`,
-          audited,
-        };
+      if (i >= 0) return ruleDecision(p, i, false, audited);
     }
-    if (allow.length === 0) {
-      return {
-        allowed: true,
-        policy: undefined,
-        rule: undefined,
-        reason: 'no ALLOW policy applies',
-        audited,
-      };
-    }
+    if (allow.length === 0) return withAudit(NO_ALLOW_POLICY, audited);
     for (const p of allow) {
       const i = firstRule(p, a);
-      if (i >= 0)
-        return {
-          allowed: true,
-          policy: p.name,
-          rule: i,
-          reason: `matched ALLOW policy "${p.name}" rule ${i}`,
-          audited,
-        };
+      if (i >= 0) return ruleDecision(p, i, true, audited);
     }
-    return { allowed: false, policy: undefined, rule: undefined, reason: 'no ALLOW policy matched', audited };
+    return withAudit(NO_ALLOW_MATCHED, audited);
   };
 
   const authorizer = ((a: RequestAttributes) => {
