@@ -66,7 +66,6 @@ export function meshMiddleware(
   const admission = new InboundAdmission({
     ...options,
     transport: 'http',
-    telemetry: options.telemetry ?? (mesh ? meshInboundTelemetry(mesh) : undefined),
   });
   return (request, res, next) => {
     const req = request as ExpressRequest;

@@ -89,7 +89,6 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
   const admission = new InboundAdmission({
     ...options,
     transport: 'http',
-    telemetry: options.telemetry ?? (mesh ? meshInboundTelemetry(mesh) : undefined),
     routeView: view,
   });
 
@@ -126,7 +125,8 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
       raw.headers,
       raw.rawHeaders,
       socketPeer(socketOf(raw)),
-      request.routeOptions?.url, // undefined when no route matched (404)
+      // Fastify builds `routeOptions` afresh on every read: only when telemetry wants the label.
+      admission.telemetryActive ? request.routeOptions?.url : undefined, // undefined for a 404
     );
     if (r.status !== 0) {
       if (r.location !== undefined) reply.header('location', r.location);

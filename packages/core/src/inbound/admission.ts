@@ -200,6 +200,12 @@ export class InboundAdmission {
     this.#view = options.routeView ?? EXACT_ROUTE_VIEW;
   }
 
+  /** Whether requests start telemetry (a route template is worth reading for them). */
+  get telemetryActive(): boolean {
+    const t = this.#telemetry;
+    return t !== false && (t ?? this.#ports?.telemetry) !== undefined;
+  }
+
   /**
    * Admits one HTTP request. `target` is the request target as received (`req.url` before anything
    * rewrote it), `rawHeaders` Node's (to see a repeated Host), `route` the route template when the
