@@ -171,7 +171,15 @@ describe('peer helpers', () => {
 
   it('matches IPv4 and IPv6 addresses against CIDR blocks (what net.BlockList would say)', async () => {
     const { BlockList } = await import('node:net');
-    const blocks = ['10.0.0.0/8', '192.168.1.7', '0.0.0.0/0', '2001:db8::/32', '::1', 'fe80::/10', '172.16.0.0/12'];
+    const blocks = [
+      '10.0.0.0/8',
+      '192.168.1.7',
+      '0.0.0.0/0',
+      '2001:db8::/32',
+      '::1',
+      'fe80::/10',
+      '172.16.0.0/12',
+    ];
     const cases = [
       '10.1.2.3',
       '11.0.0.1',

@@ -145,15 +145,21 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
     else r.enter(next);
   });
 
-  fastify.addHook('onResponse', function meshOnResponse(request: FastifyRequest, reply: FastifyReply, next) {
-    const r = (request as WithState)[STATE];
-    const span = r?.span;
-    if (span !== undefined) {
-      (r as InboundRequest).span = undefined;
-      span.end(reply.statusCode);
-    }
-    next();
-  });
+  // Spans exist only with telemetry: given, or the mesh's (installed on it now or later).
+  if (options.telemetry !== false && (options.telemetry !== undefined || mesh !== undefined)) {
+    fastify.addHook(
+      'onResponse',
+      function meshOnResponse(request: FastifyRequest, reply: FastifyReply, next) {
+        const r = (request as WithState)[STATE];
+        const span = r?.span;
+        if (span !== undefined) {
+          (r as InboundRequest).span = undefined;
+          span.end(reply.statusCode);
+        }
+        next();
+      },
+    );
+  }
 
   let drainer: HttpDrainer | undefined;
   if (options.drain !== false) {

@@ -199,7 +199,8 @@ export function networkMatcher(blocks: readonly string[]): (ip: string | undefin
   return (ip) => {
     if (!ip) return false;
     let a4 = parseIpv4(ip);
-    if (a4 < 0 && ip.length > 7 && ip.charCodeAt(0) === 58 && ip.startsWith('::ffff:')) a4 = parseIpv4(ip.slice(7));
+    if (a4 < 0 && ip.length > 7 && ip.charCodeAt(0) === 58 && ip.startsWith('::ffff:'))
+      a4 = parseIpv4(ip.slice(7));
     if (a4 >= 0) {
       const x = a4 | 0;
       for (let i = 0; i < v4Nets.length; i++) {
