@@ -13,8 +13,7 @@ import { type Mesh as CoreMesh, isMeshError, remainingTime } from '@meshlet/core
 import { meshMiddleware } from '@meshlet/express';
 import { meshPlugin } from '@meshlet/fastify';
 import { createMeshClient, createMeshServer, type MeshServer, meshServerCredentials } from '@meshlet/grpc';
-import { inboundTelemetry } from '@meshlet/telemetry';
-import { type CertificateSource, createHttpsServer, getMeshTls } from '@meshlet/tls';
+import { type CertificateSource, createHttpsServer } from '@meshlet/tls';
 import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Mesh } from '../mesh.js';
@@ -406,13 +405,9 @@ class CatalogInstance extends Instance {
     super(spec, ctx.random);
     this.#tls = ctx.tls;
     const mesh: CoreMesh = ctx.mesh;
-    // The mesh's authorization policy and telemetry, as the Express middleware and the Fastify
-    // plugin take them by default.
-    this.#grpc = createMeshServer({
-      mesh,
-      authorizer: getMeshTls(mesh)?.authorizer,
-      telemetry: inboundTelemetry(mesh),
-    });
+    // The mesh's authorization policy and telemetry by default, as the Express middleware and the
+    // Fastify plugin take them.
+    this.#grpc = createMeshServer({ mesh });
     this.#grpc.server.addService(catalogServiceDefinition, {
       GetItem: (
         call: ServerUnaryCall<{ id?: number }, CatalogItem>,

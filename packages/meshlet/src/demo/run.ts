@@ -196,7 +196,10 @@ export function demoConfigs(
   const httpRetry = { attempts: 2, on: ['connect-failure', 'reset', 'refused-stream', 503] };
   const serverSide = (service: DemoService, caller: string): Record<string, unknown> => ({
     local: { workload: service, namespace: 'demo' },
-    ...(mtls ? { tls: { dir: pki.dirOf(service) }, authorization: onlyFrom(service, caller) } : {}),
+    ...(mtls
+      ? { tls: { dir: pki.dirOf(service) }, authorization: onlyFrom(service, caller) }
+      : // Without mTLS no caller is a mesh peer: deadline headers count only from listed networks.
+        { inbound: { deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] } } }),
   });
   return {
     client: {
