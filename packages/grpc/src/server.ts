@@ -103,6 +103,7 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
               headers,
               callPeer(call),
               deadlineMs(call.getDeadline()),
+              call.getHost(),
             );
             if (r.status !== 0) {
               const forbidden = r.status === 403;

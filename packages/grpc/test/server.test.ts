@@ -116,6 +116,7 @@ describe('server interceptor', () => {
     });
     expect(seen.map((a) => a.path)).toEqual(['/test.Echo/Echo', '/test.Echo/Echo']);
     expect(seen[0]?.sourceIp).toBe('127.0.0.1');
+    expect(seen[0]?.host).toBe(`127.0.0.1:${port}`);
   });
 });
 

@@ -241,17 +241,20 @@ export class InboundAdmission {
 
   /**
    * Admits one gRPC call: `path` is its `:path` (the method), `deadline` the absolute deadline
-   * grpc-js read from `grpc-timeout` (undefined: none).
+   * grpc-js read from `grpc-timeout` (undefined: none), `authority` its `:authority` (grpc-js
+   * keeps pseudo-headers out of the metadata).
    */
   admitGrpc(
     path: string,
     headers: InboundHeaders,
     peer: InboundPeer,
     deadline: number | undefined,
+    authority?: string,
   ): InboundRequest {
     const r = new InboundRequest('grpc', 'POST', headers, path);
     if (!this.#target(r, path, false)) return r;
     if (!this.#peer(r, peer)) return r;
+    if (authority !== undefined) r.host = authority;
     if (!this.#authorize(r, this.#view)) return r;
     this.#deadline(r, deadline !== undefined && this.#trusts(r) ? deadline - Date.now() : undefined);
     this.#startTelemetry(r);

@@ -387,7 +387,12 @@ export function createAuthorizer(
       list = [];
       ruleDecisions.set(p, list);
     }
-    return (list[i] ??= makeDecision(p, i, allowed, audited));
+    let d = list[i];
+    if (d === undefined) {
+      d = makeDecision(p, i, allowed, audited);
+      list[i] = d;
+    }
+    return d;
   };
   const fixed = (allowed: boolean, reason: string): AuthorizationDecision =>
     Object.freeze({ allowed, policy: undefined, rule: undefined, reason, audited: NONE });
