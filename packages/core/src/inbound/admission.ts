@@ -166,6 +166,7 @@ export class InboundAdmission {
   readonly trustMeshPeers: boolean;
   readonly #trustedNetwork: (ip: string | undefined) => boolean;
   readonly #hasTrustedNetworks: boolean;
+  readonly #networkTrust = new WeakMap<InboundPeer, boolean>();
   readonly #ports: Readonly<MeshInboundPorts> | undefined;
   /** The policy sources of an explicit `authorizer` option (`false`: none); undefined: the mesh's. */
   readonly #own: readonly { readonly name: string; readonly authorizer: InboundAuthorizer }[] | undefined;
@@ -226,15 +227,13 @@ export class InboundAdmission {
     if (repeatsHost(rawHeaders)) return bad(r, 'the request has more than one Host header');
     if (!this.#peer(r, peer)) return r;
     if (!this.#authorize(r, view)) return r;
-    let callerMs: number | undefined;
-    if (this.#trusts(r)) {
+    const h1 = headers[DEADLINE_HEADER];
+    const h2 = headers[REQUEST_TIMEOUT_HEADER];
+    if ((h1 !== undefined || h2 !== undefined) && this.#trusts(r, peer)) {
       const now = Date.now();
-      const d =
-        parseDeadlineHeader(headers[DEADLINE_HEADER], now) ??
-        parseDeadlineHeader(headers[REQUEST_TIMEOUT_HEADER], now);
-      if (d !== undefined) callerMs = d - now;
-    }
-    this.#deadline(r, callerMs);
+      const d = parseDeadlineHeader(h1, now) ?? parseDeadlineHeader(h2, now);
+      this.#deadline(r, d === undefined ? undefined : d - now, now);
+    } else if (this.timeoutMs > 0) this.#deadline(r, undefined, Date.now());
     this.#startTelemetry(r);
     return r;
   }
@@ -256,7 +255,8 @@ export class InboundAdmission {
     if (!this.#peer(r, peer)) return r;
     if (authority !== undefined) r.host = authority;
     if (!this.#authorize(r, this.#view)) return r;
-    this.#deadline(r, deadline !== undefined && this.#trusts(r) ? deadline - Date.now() : undefined);
+    const now = Date.now();
+    this.#deadline(r, deadline !== undefined && this.#trusts(r, peer) ? deadline - now : undefined, now);
     this.#startTelemetry(r);
     return r;
   }
@@ -349,22 +349,29 @@ export class InboundAdmission {
   }
 
   /** Whether the caller's deadline header counts: a mesh peer (mTLS, our trust domain) or a trusted network. */
-  #trusts(r: InboundRequest): boolean {
+  #trusts(r: InboundRequest, peer: InboundPeer): boolean {
     if (this.trustMeshPeers && r.mtls && r.principal !== undefined) {
       const prefix = this.#ports?.trustPrefix;
       if (prefix === undefined || r.principal.startsWith(prefix)) return true;
     }
-    return this.#hasTrustedNetworks && this.#trustedNetwork(r.sourceIp);
+    if (!this.#hasTrustedNetworks) return false;
+    // A connection's peer is one object for all its requests (`socketPeer`): decided once.
+    let t = this.#networkTrust.get(peer);
+    if (t === undefined) {
+      t = this.#trustedNetwork(peer.remoteAddress);
+      this.#networkTrust.set(peer, t);
+    }
+    return t;
   }
 
   /** The deadline: the caller's (if trusted), clamped to the service's timeout and to a timer's range. */
-  #deadline(r: InboundRequest, callerMs: number | undefined): void {
+  #deadline(r: InboundRequest, callerMs: number | undefined, now: number): void {
     const own = this.timeoutMs;
     let ms: number;
     if (callerMs !== undefined) ms = own > 0 && own < callerMs ? own : callerMs;
     else if (own > 0) ms = own;
     else return;
-    r.deadline = Date.now() + Math.max(0, Math.min(ms, MAX_TIMER_MS));
+    r.deadline = now + Math.max(0, Math.min(ms, MAX_TIMER_MS));
   }
 
   #startTelemetry(r: InboundRequest): void {

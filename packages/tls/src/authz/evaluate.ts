@@ -148,30 +148,38 @@ function stringMatcher(patterns: readonly string[], normalize: (s: string) => st
 }
 
 /**
- * Path matching: against the normalized path as is, or, when the request's `pathMatching` says the
- * path is a framework's routing view (case folded, escapes decoded, …), against the patterns
- * folded the same way (compiled once per view).
+ * Path patterns: compared with the normalized path as written, or, when the request's
+ * `pathMatching` says the path is a framework's routing view (case folded, escapes decoded, …),
+ * with the patterns folded the same way (compiled once per view).
  */
-function pathMatcher(patterns: readonly string[]) {
-  const plain = compilePatterns(patterns, same);
-  let folded: Map<PathMatching, Patterns> | undefined;
-  return (a: RequestAttributes): boolean => {
+class PathPatterns {
+  readonly #raw: readonly string[];
+  readonly #plain: Patterns;
+  #folded: Map<PathMatching, Patterns> | undefined;
+
+  constructor(patterns: readonly string[]) {
+    this.#raw = patterns;
+    this.#plain = compilePatterns(patterns, same);
+  }
+
+  /** False for an absent or empty path (Istio: no value matches nothing). */
+  test(a: RequestAttributes): boolean {
     const v = pathOnly(a.path);
     if (v === undefined || v === '') return false;
     const pm = a.pathMatching;
-    if (pm === undefined) return matches(plain, v);
-    folded ??= new Map();
-    let p = folded.get(pm);
+    if (pm === undefined) return matches(this.#plain, v);
+    this.#folded ??= new Map();
+    let p = this.#folded.get(pm);
     if (p === undefined) {
-      const trim = (s: string) => {
-        const f = pm.foldPattern(s);
+      const trim = (x: string) => {
+        const f = pm.foldPattern(x);
         return pm.trimTrailingSlash && f.length > 1 && f.endsWith('/') ? f.slice(0, -1) : f;
       };
-      p = compilePatterns(patterns, (s) => pm.foldPattern(s), trim);
-      folded.set(pm, p);
+      p = compilePatterns(this.#raw, (x) => pm.foldPattern(x), trim);
+      this.#folded.set(pm, p);
     }
     return matches(p, v);
-  };
+  }
 }
 
 const stripSpiffe = (s: string) => (s.startsWith('spiffe://') ? s.slice(9) : s);
@@ -243,14 +251,6 @@ function all(matches: Match[]): Match {
   };
 }
 
-function anyOf(matches: Match[]): Match {
-  if (matches.length === 1) return matches[0] as Match;
-  return (a) => {
-    for (let i = 0; i < matches.length; i++) if ((matches[i] as Match)(a)) return true;
-    return false;
-  };
-}
-
 const principal = (a: RequestAttributes) => a.principal;
 const principalNs = (a: RequestAttributes) => namespaceOf(a.principal);
 const sourceIp = (a: RequestAttributes) => a.sourceIp;
@@ -258,33 +258,109 @@ const remoteIp = (a: RequestAttributes) => a.remoteIp ?? a.sourceIp;
 const portOf = (a: RequestAttributes) =>
   a.destinationPort === undefined ? undefined : String(a.destinationPort);
 
-function compileSource(s: Source): Match {
-  const m: Match[] = [];
-  const principals = (p: readonly string[]) => stringMatcher(p, stripSpiffe);
-  field(s.principals, s.notPrincipals, principals, principal, m);
-  field(s.namespaces, s.notNamespaces, (p) => stringMatcher(p), principalNs, m);
-  field(s.ipBlocks, s.notIpBlocks, networkMatcher, sourceIp, m);
-  field(s.remoteIpBlocks, s.notRemoteIpBlocks, networkMatcher, remoteIp, m);
-  return all(m);
+type IpTest = (ip: string | undefined) => boolean;
+type HostTest = (host: string | undefined) => boolean;
+
+/**
+ * A compiled `source` / `operation`: plain data tested by one function each (`matchSource`,
+ * `matchOperation`), not a tree of closures: a 20-rule policy runs on every request.
+ */
+interface CompiledSource {
+  readonly principals: Patterns | undefined;
+  readonly notPrincipals: Patterns | undefined;
+  readonly namespaces: Patterns | undefined;
+  readonly notNamespaces: Patterns | undefined;
+  readonly ipBlocks: IpTest | undefined;
+  readonly notIpBlocks: IpTest | undefined;
+  readonly remoteIpBlocks: IpTest | undefined;
+  readonly notRemoteIpBlocks: IpTest | undefined;
 }
 
-function compileOperation(o: Operation): Match {
-  const m: Match[] = [];
-  field(o.hosts, o.notHosts, hostMatcher, (a) => a.host, m);
-  field(
-    o.methods,
-    o.notMethods,
-    (p) => stringMatcher(p),
-    (a) => a.method,
-    m,
-  );
-  if (o.paths) m.push(pathMatcher(o.paths));
-  if (o.notPaths) {
-    const n = pathMatcher(o.notPaths);
-    m.push((a) => !n(a));
+interface CompiledOperation {
+  readonly hosts: HostTest | undefined;
+  readonly notHosts: HostTest | undefined;
+  readonly methods: Patterns | undefined;
+  readonly notMethods: Patterns | undefined;
+  readonly paths: PathPatterns | undefined;
+  readonly notPaths: PathPatterns | undefined;
+  readonly ports: Patterns | undefined;
+  readonly notPorts: Patterns | undefined;
+}
+
+interface CompiledRule {
+  readonly from: readonly CompiledSource[] | undefined;
+  readonly to: readonly CompiledOperation[] | undefined;
+  readonly when: Match | undefined;
+}
+
+/** Patterns normalized like the values they are compared with (`stringMatcher`'s rule). */
+function strPatterns(p: readonly string[] | undefined, normalize: (s: string) => string = same) {
+  return p === undefined ? undefined : compilePatterns(p.map(normalize), same);
+}
+
+/** `positive AND NOT negative` on one value; an absent or empty value matches no pattern. */
+function fieldOk(pos: Patterns | undefined, neg: Patterns | undefined, v: string | undefined): boolean {
+  const present = v !== undefined && v !== '';
+  if (pos !== undefined && !(present && matches(pos, v))) return false;
+  return neg === undefined || !(present && matches(neg, v));
+}
+
+function compileSource(s: Source): CompiledSource {
+  const ip = (b: readonly string[] | undefined) => (b === undefined ? undefined : networkMatcher(b));
+  return {
+    principals: strPatterns(s.principals, stripSpiffe),
+    notPrincipals: strPatterns(s.notPrincipals, stripSpiffe),
+    namespaces: strPatterns(s.namespaces),
+    notNamespaces: strPatterns(s.notNamespaces),
+    ipBlocks: ip(s.ipBlocks),
+    notIpBlocks: ip(s.notIpBlocks),
+    remoteIpBlocks: ip(s.remoteIpBlocks),
+    notRemoteIpBlocks: ip(s.notRemoteIpBlocks),
+  };
+}
+
+function matchSource(s: CompiledSource, a: RequestAttributes): boolean {
+  if (s.principals !== undefined || s.notPrincipals !== undefined) {
+    const p = a.principal;
+    if (!fieldOk(s.principals, s.notPrincipals, p === undefined ? p : stripSpiffe(p))) return false;
   }
-  field(o.ports, o.notPorts, (p) => stringMatcher(p), portOf, m);
-  return all(m);
+  if (
+    (s.namespaces !== undefined || s.notNamespaces !== undefined) &&
+    !fieldOk(s.namespaces, s.notNamespaces, principalNs(a))
+  )
+    return false;
+  if (s.ipBlocks !== undefined && !s.ipBlocks(a.sourceIp)) return false;
+  if (s.notIpBlocks?.(a.sourceIp)) return false;
+  if (s.remoteIpBlocks !== undefined && !s.remoteIpBlocks(remoteIp(a))) return false;
+  if (s.notRemoteIpBlocks?.(remoteIp(a))) return false;
+  return true;
+}
+
+function compileOperation(o: Operation): CompiledOperation {
+  const path = (p: readonly string[] | undefined) => (p === undefined ? undefined : new PathPatterns(p));
+  const host = (p: readonly string[] | undefined) => (p === undefined ? undefined : hostMatcher(p));
+  return {
+    hosts: host(o.hosts),
+    notHosts: host(o.notHosts),
+    methods: strPatterns(o.methods),
+    notMethods: strPatterns(o.notMethods),
+    paths: path(o.paths),
+    notPaths: path(o.notPaths),
+    ports: strPatterns(o.ports),
+    notPorts: strPatterns(o.notPorts),
+  };
+}
+
+function matchOperation(o: CompiledOperation, a: RequestAttributes): boolean {
+  if (o.hosts !== undefined && !o.hosts(a.host)) return false;
+  if (o.notHosts?.(a.host)) return false;
+  if ((o.methods !== undefined || o.notMethods !== undefined) && !fieldOk(o.methods, o.notMethods, a.method))
+    return false;
+  if (o.paths !== undefined && !o.paths.test(a)) return false;
+  if (o.notPaths?.test(a)) return false;
+  if ((o.ports !== undefined || o.notPorts !== undefined) && !fieldOk(o.ports, o.notPorts, portOf(a)))
+    return false;
+  return true;
 }
 
 function conditionGetter(key: string): (a: RequestAttributes) => string | undefined {
@@ -325,22 +401,40 @@ function compileCondition(c: Condition): Match {
   return all(m);
 }
 
-function compileRule(r: Rule): Match {
-  const parts: Match[] = [];
-  if (r.from && r.from.length > 0) parts.push(anyOf(r.from.map((f) => compileSource(f.source))));
-  if (r.to && r.to.length > 0) parts.push(anyOf(r.to.map((t) => compileOperation(t.operation))));
-  if (r.when && r.when.length > 0) parts.push(all(r.when.map(compileCondition)));
-  return all(parts);
+function compileRule(r: Rule): CompiledRule {
+  return {
+    from: r.from && r.from.length > 0 ? r.from.map((f) => compileSource(f.source)) : undefined,
+    to: r.to && r.to.length > 0 ? r.to.map((t) => compileOperation(t.operation)) : undefined,
+    when: r.when && r.when.length > 0 ? all(r.when.map(compileCondition)) : undefined,
+  };
+}
+
+/** `from` (any source) AND `to` (any operation) AND `when` (every condition); an empty rule matches. */
+function matchRule(r: CompiledRule, a: RequestAttributes): boolean {
+  const from = r.from;
+  if (from !== undefined) {
+    let ok = false;
+    for (let i = 0; i < from.length && !ok; i++) ok = matchSource(from[i] as CompiledSource, a);
+    if (!ok) return false;
+  }
+  const to = r.to;
+  if (to !== undefined) {
+    let ok = false;
+    for (let i = 0; i < to.length && !ok; i++) ok = matchOperation(to[i] as CompiledOperation, a);
+    if (!ok) return false;
+  }
+  return r.when === undefined || r.when(a);
 }
 
 interface Compiled {
   readonly name: string;
   readonly action: AuthorizationAction;
-  readonly rules: readonly Match[];
+  readonly rules: readonly CompiledRule[];
 }
 
 function firstRule(p: Compiled, a: RequestAttributes): number {
-  for (let i = 0; i < p.rules.length; i++) if ((p.rules[i] as Match)(a)) return i;
+  const rules = p.rules;
+  for (let i = 0; i < rules.length; i++) if (matchRule(rules[i] as CompiledRule, a)) return i;
   return -1;
 }
 
