@@ -84,7 +84,8 @@ export function meshMiddleware(
     const atRoot = !req.baseUrl;
     const r = admission.admitHttp(
       req.method ?? 'GET',
-      atRoot ? url : (req.originalUrl ?? url),
+      // below the root, Express has cut the mount path off req.url: the policy sees the whole path
+      atRoot ? url : (req.baseUrl ?? '') + url,
       req.headers,
       req.rawHeaders,
       socketPeer(req.socket as PeerSocket),

@@ -135,6 +135,44 @@ describe('meshMiddleware', () => {
     expect(huge).toBeLessThanOrEqual(2 ** 31 - 1);
   });
 
+  it('hands Express the normalized path (req.url), keeps the received one in req.originalUrl', async () => {
+    const app = express();
+    app.use(meshMiddleware({ escapedSlashes: 'UNESCAPE_AND_REDIRECT' }));
+    app.get('/files/:name', (req, res) => {
+      res.json({ url: req.url, originalUrl: req.originalUrl, name: req.params.name });
+    });
+    const { port } = await listen(app);
+    const { rawHttp, rawRequest } = await import('../../../test/helpers/raw-http.js');
+    const r = await rawHttp(port, rawRequest('GET', '/docs/../files/%61.txt?x=1#frag'));
+    expect(JSON.parse(r.body)).toEqual({
+      url: '/files/a.txt?x=1',
+      originalUrl: '/docs/../files/%61.txt?x=1#frag',
+      name: 'a.txt',
+    });
+    // UNESCAPE_AND_REDIRECT: a 307 to the unescaped path
+    const redirect = await rawHttp(port, rawRequest('GET', '/files/a%2Fb?q'));
+    expect([redirect.status, redirect.headers.location]).toEqual([307, '/files/a/b?q']);
+    // mounted below the root, a path not in normal form cannot be handed on: 400
+    const mounted = express();
+    const api = express.Router();
+    const seen: string[] = [];
+    const record = (a: { path?: string | undefined }) => {
+      seen.push(a.path ?? '');
+      return { allowed: true, reason: '' };
+    };
+    api.use(meshMiddleware({ authorizer: record }));
+    api.get('/x', (_req, res) => {
+      res.json({ ok: true });
+    });
+    mounted.use('/api', api);
+    const other = await listen(mounted);
+    const below = await rawHttp(other.port, rawRequest('GET', '/api/./x'));
+    expect(below.status).toBe(400);
+    expect(JSON.parse(below.body)).toMatchObject({ error: { code: 'MESHLET_ERR_BAD_REQUEST' } });
+    expect((await rawHttp(other.port, rawRequest('GET', '/api/x?q=1'))).status).toBe(200);
+    expect(seen).toContain('/api/x'); // the policy saw the whole path
+  });
+
   it('reports every request to telemetry with its status and matched route template, never the raw path', async () => {
     const ended: Array<{ info: InboundRequestInfo; status: number; route: string | undefined }> = [];
     let inside = false;
