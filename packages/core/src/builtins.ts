@@ -5,7 +5,7 @@ import { staticDiscovery } from './discovery/static.js';
 import { httpHealthChecker } from './health/http.js';
 import { tcpHealthChecker } from './health/tcp.js';
 import { registerHealthChecker } from './health/types.js';
-import { parseInboundSection } from './inbound/config.js';
+import { inboundSchema, parseInboundSection } from './inbound/config.js';
 import { leastRequest } from './lb/least-request.js';
 import { maglev } from './lb/maglev.js';
 import { peakEwma } from './lb/peak-ewma.js';
@@ -40,6 +40,7 @@ export function registerBuiltins(): void {
   // How Express, Fastify and gRPC servers admit requests (path normalization, deadlines, XFF).
   registerMeshSection({
     name: 'inbound',
+    schema: inboundSchema,
     parse: (raw, path, issues) => parseInboundSection(raw, path, issues),
   });
 }

@@ -9,6 +9,11 @@ export type { Duration };
  * A package that registers a section adds it here: `declare module '@meshlet/core' { interface MeshSections { … } }`.
  */
 export interface MeshSections {
+  /**
+   * How the Express, Fastify and gRPC servers admit requests: path normalization, client IP, deadlines (docs/security.md).
+   * @default Istio's defaults
+   */
+  readonly inbound?: InboundInput;
 }
 
 /**
@@ -557,6 +562,49 @@ export interface LocalInput {
    * @default `$POD_NAMESPACE`, else "default"
    */
   readonly namespace?: string;
+}
+
+/** How the Express, Fastify and gRPC servers admit requests: path normalization, client IP, deadlines (docs/security.md). */
+export interface InboundInput {
+  /**
+   * How request paths are normalized, Istio's `meshConfig.pathNormalization` names.
+   * @default "BASE"
+   */
+  readonly pathNormalization?: "NONE" | "BASE" | "MERGE_SLASHES" | "DECODE_AND_MERGE_SLASHES";
+  /**
+   * What `%2F` and `%5C` become: Envoy's `path_with_escaped_slashes_action`.
+   * @default `KEEP_UNCHANGED` (`UNESCAPE_AND_FORWARD` under `DECODE_AND_MERGE_SLASHES`, as Istio sets it)
+   */
+  readonly escapedSlashes?: "KEEP_UNCHANGED" | "REJECT_REQUEST" | "UNESCAPE_AND_REDIRECT" | "UNESCAPE_AND_FORWARD";
+  /**
+   * Proxies in front of the service that append to `X-Forwarded-For` (Istio's `numTrustedProxies`): the client IP is the Nth entry from the right. 0: the connection peer, whatever the header says.
+   * @default 0
+   */
+  readonly xffNumTrustedHops?: number;
+  /**
+   * The service's own inbound timeout: the deadline of a request that carries none, and the cap of a caller's. 0: none.
+   * @default 0
+   */
+  readonly timeout?: Duration;
+  /**
+   * Whose deadline headers (`x-meshlet-deadline-ms`, `x-request-timeout`, `grpc-timeout`) count.
+   * @default mesh peers only
+   */
+  readonly deadlines?: InboundDeadlinesInput;
+}
+
+/** Whose deadline headers (`x-meshlet-deadline-ms`, `x-request-timeout`, `grpc-timeout`) count. */
+export interface InboundDeadlinesInput {
+  /**
+   * Honour deadline headers from mTLS peers whose verified SPIFFE ID is in this workload's trust domain (any verified SPIFFE ID while the trust domain is unknown).
+   * @default true
+   */
+  readonly trustMeshPeers?: boolean;
+  /**
+   * Also honour them from connections coming from these CIDR blocks or addresses (a plaintext mesh lists its networks here).
+   * @default []
+   */
+  readonly trustedNetworks?: readonly string[];
 }
 
 /** Balancing options every policy shares: priorities, localities, slow start, penalties. */

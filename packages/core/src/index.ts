@@ -167,7 +167,7 @@ export {
   DEFAULT_INBOUND,
   type DeadlineTrust,
   type InboundConfig,
-  MAX_TIMER_MS,
+  inboundSchema,
   parseInboundSection,
   parseNetworks,
 } from './inbound/config.js';

@@ -68,6 +68,11 @@ export interface MetricsInput {
    * @default [0.005,0.01,0.025,0.05,0.075,0.1,0.25,0.5,0.75,1,2.5,5,7.5,10]
    */
   readonly buckets?: readonly number[];
+  /**
+   * The most series one metric keeps (OpenTelemetry's cardinality limit); new label sets beyond it are counted in `meshlet_metric_series_dropped_total` and recorded in the metric's `otel_metric_overflow="true"` series.
+   * @default 2000
+   */
+  readonly maxSeries?: number;
 }
 
 /** Tracing (@opentelemetry/api); `true`/`false` is short for `{ enabled }`. */

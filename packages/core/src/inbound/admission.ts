@@ -4,6 +4,7 @@ import {
   REQUEST_TIMEOUT_HEADER,
   runWithDeadline,
 } from '../deadline.js';
+import { MAX_TIMER_MS } from '../duration.js';
 import { ErrorCodes } from '../errors.js';
 import type { Mesh } from '../mesh.js';
 import {
@@ -19,7 +20,7 @@ import {
   type MeshInboundPorts,
   type PathMatching,
 } from '../serving.js';
-import { DEFAULT_INBOUND, type InboundConfig, MAX_TIMER_MS } from './config.js';
+import { DEFAULT_INBOUND, type InboundConfig } from './config.js';
 import {
   defaultEscapedSlashes,
   normalizeTarget,

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
-import { parseDuration } from '../duration.js';
 import type { ConfigIssue } from '../errors.js';
-import { checkKeys, describe, expectObject, join, optBoolean, optEnum, optNumber } from '../validate.js';
+import { s } from '../schema.js';
+import { describe, join } from '../validate.js';
 import {
   defaultEscapedSlashes,
   ESCAPED_SLASHES_ACTIONS,
@@ -9,9 +9,6 @@ import {
   PATH_NORMALIZATIONS,
   type PathNormalization,
 } from './path.js';
-
-/** The longest delay a Node timer can hold (2^31 - 1 ms, about 24.8 days). */
-export const MAX_TIMER_MS = 2_147_483_647;
 
 /** Whose deadline headers (`x-meshlet-deadline-ms`, `x-request-timeout`, `grpc-timeout`) count. */
 export interface DeadlineTrust {
@@ -52,7 +49,21 @@ export const DEFAULT_INBOUND: InboundConfig = Object.freeze({
   deadlines: Object.freeze({ trustMeshPeers: true, trustedNetworks: Object.freeze([]) }),
 });
 
-const KEYS = ['pathNormalization', 'escapedSlashes', 'xffNumTrustedHops', 'timeout', 'deadlines'];
+/** Validates one network (a CIDR block or an address), pushing an issue naming `path` when bad. */
+function checkNetwork(v: unknown, path: string, issues: ConfigIssue[]): string | undefined {
+  const [addr = '', bits, extra] = typeof v === 'string' ? v.split('/') : [];
+  const family = isIP(addr);
+  if (
+    typeof v !== 'string' ||
+    family === 0 ||
+    extra !== undefined ||
+    (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > (family === 6 ? 128 : 32)))
+  ) {
+    issues.push({ path, message: `must be an IP address or CIDR block, got ${describe(v)}` });
+    return undefined;
+  }
+  return v;
+}
 
 /** Validates a list of networks (CIDR blocks or addresses), naming every bad entry by path. */
 export function parseNetworks(raw: unknown, path: string, issues: ConfigIssue[]): readonly string[] {
@@ -62,74 +73,94 @@ export function parseNetworks(raw: unknown, path: string, issues: ConfigIssue[])
   }
   const out: string[] = [];
   raw.forEach((v: unknown, i: number) => {
-    const p = join(path, i);
-    const [addr = '', bits, extra] = typeof v === 'string' ? v.split('/') : [];
-    const family = isIP(addr);
-    if (
-      typeof v !== 'string' ||
-      family === 0 ||
-      extra !== undefined ||
-      (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > (family === 6 ? 128 : 32)))
-    ) {
-      issues.push({ path: p, message: `must be an IP address or CIDR block, got ${describe(v)}` });
-      return;
-    }
-    out.push(v);
+    const n = checkNetwork(v, join(path, i), issues);
+    if (n !== undefined) out.push(n);
   });
   return Object.freeze(out);
 }
 
+const network = s.custom<string, string>({
+  ts: 'string',
+  json: { type: 'string' },
+  parse: checkNetwork,
+});
+
+const deadlinesObject = s.object(
+  {
+    trustMeshPeers: s.boolean({
+      default: DEFAULT_INBOUND.deadlines.trustMeshPeers,
+      doc:
+        "Honour deadline headers from mTLS peers whose verified SPIFFE ID is in this workload's trust domain " +
+        '(any verified SPIFFE ID while the trust domain is unknown).',
+    }),
+    trustedNetworks: s.array(network, {
+      default: [],
+      doc: 'Also honour them from connections coming from these CIDR blocks or addresses (a plaintext mesh lists its networks here).',
+    }),
+  },
+  {
+    name: 'InboundDeadlinesInput',
+    doc: 'Whose deadline headers (`x-meshlet-deadline-ms`, `x-request-timeout`, `grpc-timeout`) count.',
+  },
+);
+
+const inboundObject = s.object(
+  {
+    pathNormalization: s.enum(PATH_NORMALIZATIONS, {
+      default: DEFAULT_INBOUND.pathNormalization,
+      doc: "How request paths are normalized, Istio's `meshConfig.pathNormalization` names.",
+    }),
+    escapedSlashes: s.enum(ESCAPED_SLASHES_ACTIONS, {
+      defaultText:
+        '`KEEP_UNCHANGED` (`UNESCAPE_AND_FORWARD` under `DECODE_AND_MERGE_SLASHES`, as Istio sets it)',
+      doc: "What `%2F` and `%5C` become: Envoy's `path_with_escaped_slashes_action`.",
+    }),
+    xffNumTrustedHops: s.integer({
+      min: 0,
+      max: 64,
+      default: DEFAULT_INBOUND.xffNumTrustedHops,
+      doc:
+        "Proxies in front of the service that append to `X-Forwarded-For` (Istio's `numTrustedProxies`): the client IP " +
+        'is the Nth entry from the right. 0: the connection peer, whatever the header says.',
+    }),
+    timeout: s.duration({
+      default: 0,
+      doc: "The service's own inbound timeout: the deadline of a request that carries none, and the cap of a caller's. 0: none.",
+    }),
+    deadlines: deadlinesObject.with({
+      defaultText: 'mesh peers only',
+      doc: deadlinesObject.meta.doc,
+    }),
+  },
+  {
+    name: 'InboundInput',
+    doc: 'How the Express, Fastify and gRPC servers admit requests: path normalization, client IP, deadlines (docs/security.md).',
+  },
+);
+
+/** The `inbound:` section's schema (types, JSON Schema and validation). */
+export const inboundSchema = inboundObject.with({
+  defaultText: "Istio's defaults",
+  doc: inboundObject.meta.doc,
+});
+
 /** Parses the `inbound:` section (every bad field named by path). */
 export function parseInboundSection(raw: unknown, path: string, issues: ConfigIssue[]): InboundConfig {
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return DEFAULT_INBOUND;
-  checkKeys(obj, KEYS, path, issues);
-  const pathNormalization = optEnum(
-    obj,
-    'pathNormalization',
-    path,
-    issues,
-    PATH_NORMALIZATIONS,
-    DEFAULT_INBOUND.pathNormalization,
-  );
-  const escapedSlashes = optEnum(
-    obj,
-    'escapedSlashes',
-    path,
-    issues,
-    ESCAPED_SLASHES_ACTIONS,
-    defaultEscapedSlashes(pathNormalization),
-  );
-  const xffNumTrustedHops = optNumber(obj, 'xffNumTrustedHops', path, issues, 0, {
-    min: 0,
-    max: 64,
-    integer: true,
+  const o = inboundObject.parse(raw, path, issues);
+  if (!o) return DEFAULT_INBOUND;
+  const pathNormalization = o.pathNormalization ?? DEFAULT_INBOUND.pathNormalization;
+  const d = o.deadlines;
+  return Object.freeze({
+    pathNormalization,
+    escapedSlashes: o.escapedSlashes ?? defaultEscapedSlashes(pathNormalization),
+    xffNumTrustedHops: o.xffNumTrustedHops ?? 0,
+    timeoutMs: Math.ceil(o.timeout ?? 0),
+    deadlines:
+      d === undefined
+        ? DEFAULT_INBOUND.deadlines
+        : Object.freeze({
+            trustMeshPeers: d.trustMeshPeers ?? true,
+            trustedNetworks: Object.freeze([...(d.trustedNetworks ?? [])]),
+          }),
   });
-  let timeoutMs = 0;
-  if (obj.timeout !== undefined) {
-    const p = join(path, 'timeout');
-    const t = parseDuration(obj.timeout, p, issues);
-    if (t !== undefined && t > MAX_TIMER_MS) {
-      issues.push({
-        path: p,
-        message: `must be at most ${MAX_TIMER_MS}ms (what a timer can hold), got ${t}ms`,
-      });
-    } else if (t !== undefined) timeoutMs = Math.ceil(t);
-  }
-  let deadlines = DEFAULT_INBOUND.deadlines;
-  if (obj.deadlines !== undefined) {
-    const dp = join(path, 'deadlines');
-    const d = expectObject(obj.deadlines, dp, issues);
-    if (d) {
-      checkKeys(d, ['trustMeshPeers', 'trustedNetworks'], dp, issues);
-      deadlines = Object.freeze({
-        trustMeshPeers: optBoolean(d, 'trustMeshPeers', dp, issues, true),
-        trustedNetworks:
-          d.trustedNetworks === undefined
-            ? DEFAULT_INBOUND.deadlines.trustedNetworks
-            : parseNetworks(d.trustedNetworks, join(dp, 'trustedNetworks'), issues),
-      });
-    }
-  }
-  return Object.freeze({ pathNormalization, escapedSlashes, xffNumTrustedHops, timeoutMs, deadlines });
 }
