@@ -129,5 +129,16 @@ describe('authorization: the same policy on Express, Fastify and gRPC', () => {
     // The gRPC server reported its calls to the mesh's telemetry, like the other two (route: the method).
     const metrics = await getTelemetry(mesh)?.registry.metrics();
     expect(metrics).toMatch(/http_server_requests_total\{[^}]*http_route="\/[^"]*\/Echo"[^}]*\} 1/);
+    // Denials are reported too, as Envoy reports its RBAC 403s: two HTTP ones and one gRPC one.
+    const denied = [...(metrics ?? '').matchAll(/^http_server_requests_total\{([^}]*)\} (\d+)$/gm)]
+      .filter(([, labels]) => /http_response_status_code="(403|7)"/.test(labels as string))
+      .reduce((n, m) => n + Number(m[2]), 0);
+    expect(
+      denied,
+      metrics
+        ?.split('\n')
+        .filter((l) => l.startsWith('http_server_requests_total'))
+        .join('\n'),
+    ).toBe(3);
   });
 });

@@ -37,6 +37,7 @@ const NOT_READY = JSON.stringify({ status: 'not_ready' });
 function refuse(res: ServerResponse, r: InboundRequest): void {
   if (r.location !== undefined) res.setHeader('location', r.location);
   sendJson(res, r.status, r.errorBody());
+  r.span?.end(r.status, r.refusalError());
 }
 
 type Next = (err?: unknown) => void;
@@ -103,7 +104,6 @@ export function meshMiddleware(
           r,
           `the path is not in normal form (${r.path}): mount meshMiddleware at the root so that Express routes the normalized path`,
         );
-        r.span?.end(400);
         refuse(res, r);
         return;
       }

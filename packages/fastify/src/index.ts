@@ -131,6 +131,7 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
     if (r.status !== 0) {
       if (r.location !== undefined) reply.header('location', r.location);
       reply.code(r.status).header('content-type', 'application/json; charset=utf-8').send(r.errorBody());
+      r.span?.end(r.status, r.refusalError());
       return;
     }
     (request as WithState)[STATE] = r;

@@ -108,13 +108,16 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
             if (r.status !== 0) {
               const forbidden = r.status === 403;
               const code = forbidden ? ErrorCodes.FORBIDDEN : ErrorCodes.BAD_REQUEST;
+              const grpcCode = forbidden ? status.PERMISSION_DENIED : status.INVALID_ARGUMENT;
               const md = new Metadata();
               md.set('x-meshlet-error', code);
               call.sendStatus({
-                code: forbidden ? status.PERMISSION_DENIED : status.INVALID_ARGUMENT,
+                code: grpcCode,
                 details: `${code}: ${r.decision?.reason ?? r.error?.message ?? ''}`,
                 metadata: md,
               });
+              // (the status goes to the next call, not through this interceptor's sendStatus)
+              r.span?.end(grpcCode, r.refusalError());
               return;
             }
             // Envoy's SANITIZE: a client-supplied certificate description never reaches the handler.

@@ -5,7 +5,7 @@ import {
   runWithDeadline,
 } from '../deadline.js';
 import { MAX_TIMER_MS } from '../duration.js';
-import { ErrorCodes } from '../errors.js';
+import { type ErrorCode, ErrorCodes, MeshError } from '../errors.js';
 import type { Mesh } from '../mesh.js';
 import {
   type InboundAttributes,
@@ -102,6 +102,17 @@ export class InboundRequest implements InboundAttributes, InboundRequestInfo, Ta
       else runWithDeadline(d, next);
     } else if (d === undefined) span.run(next);
     else span.run(() => runWithDeadline(d, next));
+  }
+
+  /**
+   * The error a refused request's span ends with (`MESHLET_ERR_FORBIDDEN` / `MESHLET_ERR_BAD_REQUEST`,
+   * what telemetry and the admin page count as denials); undefined for an admitted request or a
+   * redirect.
+   */
+  refusalError(): MeshError | undefined {
+    const e = this.error;
+    if (e === undefined || this.status === 307) return undefined;
+    return new MeshError(e.code as ErrorCode, e.message, { policy: e.policy, rule: e.rule });
   }
 
   /** The JSON body of a refusal: `{"error":{"code":…,"message":…,"policy"?,"rule"?}}`. */
@@ -224,10 +235,14 @@ export class InboundAdmission {
     view: RouteView = this.#view,
   ): InboundRequest {
     const r = new InboundRequest('http', method, headers, route);
-    if (!this.#target(r, target, true)) return r;
-    if (repeatsHost(rawHeaders)) return bad(r, 'the request has more than one Host header');
-    if (!this.#peer(r, peer)) return r;
-    if (!this.#authorize(r, view)) return r;
+    if (
+      !this.#target(r, target, true) ||
+      (repeatsHost(rawHeaders) && bad(r, 'the request has more than one Host header')) ||
+      !this.#peer(r, peer) ||
+      !this.#authorize(r, view)
+    ) {
+      return this.#refused(r, target);
+    }
     const h1 = headers[DEADLINE_HEADER];
     const h2 = headers[REQUEST_TIMEOUT_HEADER];
     if ((h1 !== undefined || h2 !== undefined) && this.#trusts(r, peer)) {
@@ -252,10 +267,9 @@ export class InboundAdmission {
     authority?: string,
   ): InboundRequest {
     const r = new InboundRequest('grpc', 'POST', headers, path);
-    if (!this.#target(r, path, false)) return r;
-    if (!this.#peer(r, peer)) return r;
+    if (!this.#target(r, path, false) || !this.#peer(r, peer)) return this.#refused(r, path);
     if (authority !== undefined) r.host = authority;
-    if (!this.#authorize(r, this.#view)) return r;
+    if (!this.#authorize(r, this.#view)) return this.#refused(r, path);
     const now = Date.now();
     this.#deadline(r, deadline !== undefined && this.#trusts(r, peer) ? deadline - now : undefined, now);
     this.#startTelemetry(r);
@@ -375,6 +389,20 @@ export class InboundAdmission {
     r.deadline = now + Math.max(0, Math.min(ms, MAX_TIMER_MS));
   }
 
+  /**
+   * A refused request is reported to telemetry too (metrics and access log count 400s and 403s, as
+   * Envoy's do; the admin page lists denials): its span starts here and the adapter ends it with
+   * `refusalError()` once it has answered.
+   */
+  #refused(r: InboundRequest, target: string): InboundRequest {
+    if (r.path === '') {
+      const q = target.indexOf('?');
+      r.path = q < 0 ? target : target.slice(0, q);
+    }
+    this.#startTelemetry(r);
+    return r;
+  }
+
   #startTelemetry(r: InboundRequest): void {
     const t = this.#telemetry;
     if (t === false) return;
@@ -390,10 +418,10 @@ export function badRequest(r: InboundRequest, message: string): InboundRequest {
   return r;
 }
 
-function bad(r: InboundRequest, message: string): InboundRequest {
+function bad(r: InboundRequest, message: string): true {
   r.status = 400;
   r.error = { code: ErrorCodes.BAD_REQUEST, message };
-  return r;
+  return true;
 }
 
 function forbid(r: InboundRequest, d: InboundDecision, routed: string | undefined): false {
