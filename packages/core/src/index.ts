@@ -200,12 +200,37 @@ export {
 } from './inbound/route-view.js';
 export {
   computeRequestHash,
+  findHeader,
   fmix32,
   type HashRule,
   type HeaderInput,
   murmur3,
   parseHashPolicy,
 } from './lb/hash.js';
+export {
+  DEFAULT_ORCA_LIMITS,
+  EMPTY_ORCA_REPORT,
+  ORCA_BIN_HEADER,
+  ORCA_HEADER,
+  type OrcaLimits,
+  type OrcaLoadReport,
+  type OrcaLoadReportInit,
+  type OrcaMetricMap,
+  type OrcaParseResult,
+  orcaLoadReport,
+} from './load/orca.js';
+export {
+  formatOrcaBin,
+  formatOrcaHeader,
+  formatOrcaJson,
+  formatOrcaText,
+  isTextSafeName,
+  type OrcaHeaderFormat,
+  parseOrcaBin,
+  parseOrcaHeader,
+  readOrcaReport,
+} from './load/orca-header.js';
+export { decodeOrcaLoadReport, encodeOrcaLoadReport } from './load/orca-proto.js';
 export { type LeastRequestConfig, leastRequest } from './lb/least-request.js';
 export { buildMaglevTable, type MaglevConfig, maglev } from './lb/maglev.js';
 export { DEFAULT_PEAK_EWMA, type PeakEwmaConfig, peakEwma } from './lb/peak-ewma.js';

@@ -131,7 +131,12 @@ export function parseHashPolicy(raw: unknown, path: string, issues: ConfigIssue[
   return Object.freeze(v === undefined ? [] : Array.isArray(v) ? v : [v]);
 }
 
-function headerValue(headers: HeaderInput, name: string): string | undefined {
+/**
+ * The value of header `name` (lower case) in any `HeaderInput` form, as the form holds it: a string,
+ * or an array for a repeated header in record and iterable forms (in undici's flat array form, the
+ * first occurrence). Undefined when absent.
+ */
+export function findHeader(headers: HeaderInput, name: string): string | string[] | undefined {
   if (headers == null) return undefined;
   if (Array.isArray(headers)) {
     // undici's flat [name, value, name, value] form.
@@ -144,8 +149,7 @@ function headerValue(headers: HeaderInput, name: string): string | undefined {
   const iter = (headers as Iterable<unknown>)[Symbol.iterator];
   if (typeof iter === 'function') {
     for (const [n, v] of headers as Iterable<readonly [string, string | string[] | undefined]>) {
-      if (n.length === name.length && n.toLowerCase() === name && v !== undefined)
-        return Array.isArray(v) ? v.join(',') : v;
+      if (n.length === name.length && n.toLowerCase() === name && v !== undefined) return v;
     }
     return undefined;
   }
@@ -160,7 +164,12 @@ function headerValue(headers: HeaderInput, name: string): string | undefined {
     }
   }
   if (v === undefined || v === null) return undefined;
-  return Array.isArray(v) ? v.join(',') : String(v);
+  return Array.isArray(v) ? v.map(String) : String(v);
+}
+
+function headerValue(headers: HeaderInput, name: string): string | undefined {
+  const v = findHeader(headers, name);
+  return Array.isArray(v) ? v.join(',') : v;
 }
 
 function cookieValue(header: string, name: string): string | undefined {
