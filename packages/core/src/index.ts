@@ -207,30 +207,6 @@ export {
   murmur3,
   parseHashPolicy,
 } from './lb/hash.js';
-export {
-  DEFAULT_ORCA_LIMITS,
-  EMPTY_ORCA_REPORT,
-  ORCA_BIN_HEADER,
-  ORCA_HEADER,
-  type OrcaLimits,
-  type OrcaLoadReport,
-  type OrcaLoadReportInit,
-  type OrcaMetricMap,
-  type OrcaParseResult,
-  orcaLoadReport,
-} from './load/orca.js';
-export {
-  formatOrcaBin,
-  formatOrcaHeader,
-  formatOrcaJson,
-  formatOrcaText,
-  isTextSafeName,
-  type OrcaHeaderFormat,
-  parseOrcaBin,
-  parseOrcaHeader,
-  readOrcaReport,
-} from './load/orca-header.js';
-export { decodeOrcaLoadReport, encodeOrcaLoadReport } from './load/orca-proto.js';
 export { type LeastRequestConfig, leastRequest } from './lb/least-request.js';
 export { buildMaglevTable, type MaglevConfig, maglev } from './lb/maglev.js';
 export { DEFAULT_PEAK_EWMA, type PeakEwmaConfig, peakEwma } from './lb/peak-ewma.js';
@@ -256,6 +232,46 @@ export type {
   Picker,
 } from './lb/types.js';
 export { weightedRoundRobin } from './lb/weighted-round-robin.js';
+export {
+  type Capacity,
+  parseCpuMax,
+  parseMemoryMax,
+  parseProcCgroup,
+  readCapacity,
+} from './load/capacity.js';
+export {
+  DEFAULT_ORCA_LIMITS,
+  EMPTY_ORCA_REPORT,
+  ORCA_BIN_HEADER,
+  ORCA_HEADER,
+  type OrcaLimits,
+  type OrcaLoadReport,
+  type OrcaLoadReportInit,
+  type OrcaMetricMap,
+  type OrcaParseResult,
+  orcaLoadReport,
+} from './load/orca.js';
+export {
+  formatOrcaBin,
+  formatOrcaHeader,
+  formatOrcaJson,
+  formatOrcaText,
+  isTextSafeName,
+  type OrcaHeaderFormat,
+  parseOrcaBin,
+  parseOrcaHeader,
+  readOrcaReport,
+} from './load/orca-header.js';
+export { decodeOrcaLoadReport, encodeOrcaLoadReport } from './load/orca-proto.js';
+export {
+  DEFAULT_LOAD_INTERVAL_MS,
+  LoadSampler,
+  type LoadSamplerOptions,
+  type LoadSnapshot,
+  type LoadSources,
+  processLoad,
+  processLoadSources,
+} from './load/sampler.js';
 export {
   attachLogger,
   type ConsoleLoggerOptions,

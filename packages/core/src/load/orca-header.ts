@@ -150,7 +150,8 @@ function parseText(body: string, limits: OrcaLimits): OrcaParseResult {
     if (seen.has(name)) return parseFailure(`duplicate metric ${clip(name)}`);
     seen.add(name);
     const value = parseNumber(text);
-    if (!Number.isFinite(value)) return parseFailure(`value of ${clip(name)} is not a finite number: ${clip(text)}`);
+    if (!Number.isFinite(value))
+      return parseFailure(`value of ${clip(name)} is not a finite number: ${clip(text)}`);
     const scalar = SCALAR_BY_PROTO[name];
     if (scalar !== undefined) {
       b[scalar] = value;
@@ -162,7 +163,8 @@ function parseText(body: string, limits: OrcaLimits): OrcaParseResult {
     const key = name.slice(dot + 1);
     if (key.length === 0) return parseFailure(`empty metric name after ${name}`);
     b.setEntry(map, key, value);
-    if (b.entries > limits.maxEntries) return parseFailure(`too many metrics (more than ${limits.maxEntries})`);
+    if (b.entries > limits.maxEntries)
+      return parseFailure(`too many metrics (more than ${limits.maxEntries})`);
   }
   const problem = b.check(limits);
   return problem === undefined ? parseSuccess(b.finish()) : parseFailure(problem);
@@ -199,16 +201,19 @@ function parseJson(body: string, limits: OrcaLimits): OrcaParseResult {
       if (!Number.isFinite(n)) return parseFailure(`invalid JSON: ${clip(field)} is not a finite number`);
       // The deprecated integer `rps` is accepted and ignored, as the binary decoder skips it.
       if (scalar !== undefined) b[scalar] = n;
-      else if (n < 0 || !Number.isInteger(n)) return parseFailure('invalid JSON: rps must be a whole number >= 0');
+      else if (n < 0 || !Number.isInteger(n))
+        return parseFailure('invalid JSON: rps must be a whole number >= 0');
       continue;
     }
     if (typeof value !== 'object' || Array.isArray(value))
       return parseFailure(`invalid JSON: ${clip(field)} must be an object of numbers`);
     for (const [name, v] of Object.entries(value as Record<string, unknown>)) {
       const n = jsonNumber(v);
-      if (!Number.isFinite(n)) return parseFailure(`invalid JSON: ${clip(field)}.${clip(name)} is not a finite number`);
+      if (!Number.isFinite(n))
+        return parseFailure(`invalid JSON: ${clip(field)}.${clip(name)} is not a finite number`);
       b.setEntry(map as OrcaMapKey, name, n);
-      if (b.entries > limits.maxEntries) return parseFailure(`too many metrics (more than ${limits.maxEntries})`);
+      if (b.entries > limits.maxEntries)
+        return parseFailure(`too many metrics (more than ${limits.maxEntries})`);
     }
   }
   const problem = b.check(limits);
@@ -240,7 +245,9 @@ export function parseOrcaHeader(value: string, limits: OrcaLimits = DEFAULT_ORCA
   if (value.startsWith('BIN ')) return parseOrcaBin(value.slice(4), limits);
   const word = value.slice(0, 5);
   const space = word.indexOf(' ');
-  return parseFailure(`unsupported ORCA header format: ${JSON.stringify(space < 0 ? word : word.slice(0, space))}`);
+  return parseFailure(
+    `unsupported ORCA header format: ${JSON.stringify(space < 0 ? word : word.slice(0, space))}`,
+  );
 }
 
 /**

@@ -54,11 +54,14 @@ for (const s of ORCA_SCALARS) SCALAR_BY_FIELD[s.field] = s.key;
 const MAP_BY_FIELD: Record<number, OrcaMapKey> = Object.create(null);
 for (const m of ORCA_MAPS) MAP_BY_FIELD[m.field] = m.key;
 /** The fields in number order, for the encoder. */
-const FIELDS: ReadonlyArray<{ readonly field: number; readonly scalar?: OrcaScalarKey; readonly map?: OrcaMapKey }> =
-  [
-    ...ORCA_SCALARS.map((s) => ({ field: s.field, scalar: s.key })),
-    ...ORCA_MAPS.map((m) => ({ field: m.field, map: m.key })),
-  ].sort((a, b) => a.field - b.field);
+const FIELDS: ReadonlyArray<{
+  readonly field: number;
+  readonly scalar?: OrcaScalarKey;
+  readonly map?: OrcaMapKey;
+}> = [
+  ...ORCA_SCALARS.map((s) => ({ field: s.field, scalar: s.key })),
+  ...ORCA_MAPS.map((m) => ({ field: m.field, map: m.key })),
+].sort((a, b) => a.field - b.field);
 
 /** Serializes a report to protobuf bytes (a Buffer, ready for a gRPC `-bin` trailer). */
 export function encodeOrcaLoadReport(report: OrcaLoadReport): Buffer {
@@ -200,7 +203,10 @@ function readEntry(r: Reader, end: number, b: ReportBuilder, map: OrcaMapKey): s
  * Parses protobuf bytes into a validated report. Never throws: malformed or out-of-rule input gives
  * `{ ok: false, error }` naming what is wrong.
  */
-export function decodeOrcaLoadReport(bytes: Uint8Array, limits: OrcaLimits = DEFAULT_ORCA_LIMITS): OrcaParseResult {
+export function decodeOrcaLoadReport(
+  bytes: Uint8Array,
+  limits: OrcaLimits = DEFAULT_ORCA_LIMITS,
+): OrcaParseResult {
   if (bytes.length > limits.maxHeaderBytes)
     return parseFailure(`ORCA report of ${bytes.length} bytes exceeds the limit of ${limits.maxHeaderBytes}`);
   const r = new Reader(bytes, 0, bytes.length);
@@ -220,7 +226,8 @@ export function decodeOrcaLoadReport(bytes: Uint8Array, limits: OrcaLimits = DEF
     }
     const map = MAP_BY_FIELD[field];
     if (map !== undefined) {
-      if (wire !== WIRE_LEN) return parseFailure(`field ${field} has wire type ${wire}, expected 2 (map entry)`);
+      if (wire !== WIRE_LEN)
+        return parseFailure(`field ${field} has wire type ${wire}, expected 2 (map entry)`);
       const n = r.varint();
       if (n < 0 || n > r.end - r.pos) return parseFailure('truncated ORCA report (map entry)');
       const problem = readEntry(r, r.pos + n, b, map);
@@ -229,7 +236,8 @@ export function decodeOrcaLoadReport(bytes: Uint8Array, limits: OrcaLimits = DEF
         return parseFailure(`too many metrics (more than ${limits.maxEntries})`);
       continue;
     }
-    if (field === 3 && wire !== WIRE_VARINT) return parseFailure(`field 3 (rps) has wire type ${wire}, expected 0`);
+    if (field === 3 && wire !== WIRE_VARINT)
+      return parseFailure(`field 3 (rps) has wire type ${wire}, expected 0`);
     // The deprecated `rps` (3) and unknown fields are skipped.
     if (!r.skip(wire)) return parseFailure(`truncated or malformed field ${field} (wire type ${wire})`);
   }

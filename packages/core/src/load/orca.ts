@@ -69,7 +69,12 @@ export const ORCA_SCALARS = Object.freeze([
   { key: 'memUtilization', proto: 'mem_utilization', field: 2, max: 1 },
   { key: 'rpsFractional', proto: 'rps_fractional', field: 6, max: Number.POSITIVE_INFINITY },
   { key: 'eps', proto: 'eps', field: 7, max: Number.POSITIVE_INFINITY },
-  { key: 'applicationUtilization', proto: 'application_utilization', field: 9, max: Number.POSITIVE_INFINITY },
+  {
+    key: 'applicationUtilization',
+    proto: 'application_utilization',
+    field: 9,
+    max: Number.POSITIVE_INFINITY,
+  },
 ] as const);
 
 /** The map fields, in proto field-number order. `unit`: values must lie in 0..1. */
@@ -98,7 +103,8 @@ export const EMPTY_ORCA_REPORT: OrcaLoadReport = Object.freeze({
 
 /** Checks one scalar against the proto's rules; returns what is wrong, or undefined. */
 export function checkScalar(name: string, value: number, max: number): string | undefined {
-  if (typeof value !== 'number' || !Number.isFinite(value)) return `${name} must be a finite number, got ${value}`;
+  if (typeof value !== 'number' || !Number.isFinite(value))
+    return `${name} must be a finite number, got ${value}`;
   if (value < 0) return `${name} must be >= 0, got ${value}`;
   if (value > max) return `${name} must be <= ${max}, got ${value}`;
   return undefined;
@@ -167,7 +173,8 @@ export class ReportBuilder {
   }
 
   finish(): OrcaLoadReport {
-    const freeze = (m: Record<string, number> | undefined) => (m === undefined ? EMPTY_MAP : Object.freeze(m));
+    const freeze = (m: Record<string, number> | undefined) =>
+      m === undefined ? EMPTY_MAP : Object.freeze(m);
     return Object.freeze({
       cpuUtilization: this.cpuUtilization,
       memUtilization: this.memUtilization,
@@ -186,7 +193,10 @@ export class ReportBuilder {
  * naming the field when a value breaks the proto's rules or the limits: this is for reports a
  * server builds from its own numbers; untrusted reports go through the parsers, which never throw.
  */
-export function orcaLoadReport(init: OrcaLoadReportInit, limits: OrcaLimits = DEFAULT_ORCA_LIMITS): OrcaLoadReport {
+export function orcaLoadReport(
+  init: OrcaLoadReportInit,
+  limits: OrcaLimits = DEFAULT_ORCA_LIMITS,
+): OrcaLoadReport {
   const b = new ReportBuilder();
   for (const s of ORCA_SCALARS) {
     const v = init[s.key];

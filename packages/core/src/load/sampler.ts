@@ -1,0 +1,395 @@
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { readCapacity } from './capacity.js';
+import { DEFAULT_ORCA_LIMITS, type OrcaLimits, type OrcaLoadReport, orcaLoadReport } from './orca.js';
+import { formatOrcaHeader, isTextSafeName, type OrcaHeaderFormat } from './orca-header.js';
+import { encodeOrcaLoadReport } from './orca-proto.js';
+
+/**
+ * Where a `LoadSampler` reads the process' numbers. The defaults read Node's own counters; tests
+ * inject fakes (a fake clock and scripted counters), so nothing here needs real time to pass.
+ */
+export interface LoadSources {
+  /** A monotonic clock in ms (`performance.now()`). */
+  now(): number;
+  /** Cumulative CPU time of the process, user + system, in µs (`process.cpuUsage()`). */
+  cpuMicros(): number;
+  /** Cumulative event-loop busy and idle time in ms (`performance.eventLoopUtilization()`). */
+  eventLoop(): { readonly active: number; readonly idle: number };
+  /**
+   * The event-loop delay since the previous call, in ms beyond the sampling resolution (p99 and
+   * max), then starts a new window. `undefined` while the monitor is off.
+   */
+  takeEventLoopDelay(): { readonly p99: number; readonly max: number } | undefined;
+  /** Resident set size in bytes. */
+  rssBytes(): number;
+  /** CPUs the process may use (host count narrowed by a cgroup v2 quota). */
+  readonly cpus: number;
+  /** Memory the process may use, in bytes (host memory narrowed by a cgroup v2 limit). */
+  readonly memoryBytes: number;
+  /** Starts and stops whatever the sources need while sampling (the event-loop delay monitor). */
+  start?(): void;
+  stop?(): void;
+}
+
+export interface LoadSamplerOptions {
+  /** How often the report is recomputed, in ms. Default 1000 (as A58's weight update period). */
+  readonly intervalMs?: number;
+  /** The form of the pre-encoded `endpoint-load-metrics` value: 'text' (default), 'json' or 'binary'. */
+  readonly format?: OrcaHeaderFormat;
+  /**
+   * Add the sampler's own named metrics to reports: `in_flight` (the most requests in flight during
+   * the interval) and `event_loop_delay_p99_ms`. Default true.
+   */
+  readonly builtinMetrics?: boolean;
+  /** Resolution of the event-loop delay monitor in ms (`monitorEventLoopDelay`). Default 10. */
+  readonly eventLoopDelayResolutionMs?: number;
+  /** Limits on the reports the sampler builds (metric count, name length). */
+  readonly limits?: OrcaLimits;
+  /** Replaces the default sources (tests). */
+  readonly sources?: Partial<LoadSources>;
+}
+
+/** One interval's measurements and the report made of them, with its encodings ready to send. */
+export interface LoadSnapshot {
+  /** `sources.now()` when it was taken. */
+  readonly at: number;
+  /** Length of the interval it covers, in ms (0 for the initial snapshot). */
+  readonly intervalMs: number;
+  /** Event-loop utilization over the interval (0..1): the report's `application_utilization` unless the application set its own. */
+  readonly eventLoopUtilization: number;
+  /** Process CPU time over the interval divided by the interval and by `cpus` (0..1; may exceed 1 briefly). */
+  readonly cpuUtilization: number;
+  /** RSS divided by the memory the process may use (0..1). */
+  readonly memUtilization: number;
+  /** Requests finished per second over the interval. */
+  readonly rps: number;
+  /** Requests finished as failures per second over the interval. */
+  readonly eps: number;
+  /** Requests in flight when the snapshot was taken. */
+  readonly inFlight: number;
+  /** The most requests in flight at once during the interval. */
+  readonly inFlightPeak: number;
+  /** Event-loop delay p99 / max over the interval, in ms beyond the monitor's resolution (0 without the monitor). */
+  readonly eventLoopDelayP99Ms: number;
+  readonly eventLoopDelayMaxMs: number;
+  /** The ORCA report. */
+  readonly report: OrcaLoadReport;
+  /** The `endpoint-load-metrics` header value in the configured format. */
+  readonly header: string;
+  /** The protobuf report (the value of a gRPC `endpoint-load-metrics-bin` trailer). */
+  readonly binary: Buffer;
+}
+
+export const DEFAULT_LOAD_INTERVAL_MS = 1000;
+
+const round = (x: number, digits: number) => {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+};
+
+const NAME_RE = /^[\w.\-:/]{1,128}$/;
+
+function checkName(name: string): void {
+  if (typeof name !== 'string' || !NAME_RE.test(name) || !isTextSafeName(name))
+    throw new TypeError(
+      `load metric name must be 1-128 characters of letters, digits, '_', '.', '-', ':' or '/', got ${JSON.stringify(name)}`,
+    );
+}
+
+function checkValue(name: string, value: number): void {
+  if (typeof value !== 'number' || !Number.isFinite(value))
+    throw new TypeError(`load metric ${name} must be a finite number, got ${value}`);
+}
+
+/** The process' own counters. The event-loop delay monitor runs only between `start` and `stop`. */
+export function processLoadSources(resolutionMs = 10): LoadSources {
+  const capacity = readCapacity();
+  let histogram: ReturnType<typeof monitorEventLoopDelay> | undefined;
+  return {
+    now: () => performance.now(),
+    cpuMicros: () => {
+      const u = process.cpuUsage();
+      return u.user + u.system;
+    },
+    eventLoop: () => performance.eventLoopUtilization(),
+    takeEventLoopDelay: () => {
+      const h = histogram;
+      if (h === undefined) return undefined;
+      // Node records the time between the monitor's timer runs, the resolution included: the delay
+      // is what exceeds it (as @fastify/under-pressure reports it).
+      const p99 = h.count > 0 ? h.percentile(99) / 1e6 - resolutionMs : 0;
+      const max = h.count > 0 ? h.max / 1e6 - resolutionMs : 0;
+      h.reset();
+      return { p99: Math.max(0, p99), max: Math.max(0, max) };
+    },
+    rssBytes: () => process.memoryUsage.rss(),
+    cpus: capacity.cpus,
+    memoryBytes: capacity.memoryBytes,
+    start: () => {
+      if (histogram !== undefined) return;
+      histogram = monitorEventLoopDelay({ resolution: resolutionMs });
+      histogram.enable();
+    },
+    stop: () => {
+      histogram?.disable();
+      histogram = undefined;
+    },
+  };
+}
+
+/**
+ * Measures this process' load and keeps its ORCA report ready to attach to responses, so that a
+ * response costs one header set and no encoding (gRFC A51 per-call reports; Envoy's
+ * `endpoint-load-metrics` header):
+ *
+ * - **application_utilization**: event-loop utilization (`performance.eventLoopUtilization`) over
+ *   the interval. A Node server saturates when its event loop does, long before its CPUs do (one
+ *   busy loop on an 8-CPU host is 12.5% CPU), so this is the figure balancers should weigh by
+ *   (A58 prefers it over `cpu_utilization`). `setApplicationUtilization()` replaces it.
+ * - **cpu_utilization**: process CPU time (`process.cpuUsage`) over the interval, divided by the
+ *   interval and by the CPUs the process may use (the host count, or a cgroup v2 quota when lower:
+ *   see `readCapacity`). Includes GC and libuv threadpool work.
+ * - **mem_utilization**: RSS over the memory the process may use (host memory or cgroup limit).
+ * - **rps_fractional / eps**: requests (and failed requests) finished per second, from the counters
+ *   the inbound side bumps once per request (`requestStarted` / `requestFinished`).
+ * - **named_metrics**: the application's own (`set(name, value)`), plus `in_flight` (the most in
+ *   flight at once during the interval) and `event_loop_delay_p99_ms` unless `builtinMetrics` is off.
+ * - **utilization**: the application's own 0..1 resource figures (`setUtilization`).
+ *
+ * Everything is computed on an unref'd timer every `intervalMs` (default 1 s), never per request;
+ * the per-request cost is one increment and one decrement. Values are rounded (utilizations to
+ * 1e-4, rates to 1e-3) so the TEXT header stays short.
+ */
+export class LoadSampler {
+  readonly intervalMs: number;
+  readonly format: OrcaHeaderFormat;
+  readonly #builtin: boolean;
+  readonly #limits: OrcaLimits;
+  readonly #src: LoadSources;
+  #timer: NodeJS.Timeout | undefined;
+
+  #inFlight = 0;
+  #peak = 0;
+  #finished = 0;
+  #failed = 0;
+  #named = new Map<string, number>();
+  #utilization = new Map<string, number>();
+  #appUtilization: number | undefined;
+
+  #lastAt: number;
+  #lastCpu: number;
+  #lastLoop: { readonly active: number; readonly idle: number };
+  #lastFinished = 0;
+  #lastFailed = 0;
+  #current: LoadSnapshot;
+
+  constructor(options: LoadSamplerOptions = {}) {
+    const interval = options.intervalMs ?? DEFAULT_LOAD_INTERVAL_MS;
+    if (!(interval >= 10 && interval <= 3_600_000))
+      throw new RangeError(`intervalMs must be within 10..3600000, got ${interval}`);
+    this.intervalMs = interval;
+    this.format = options.format ?? 'text';
+    this.#builtin = options.builtinMetrics ?? true;
+    this.#limits = options.limits ?? DEFAULT_ORCA_LIMITS;
+    const defaults =
+      options.sources !== undefined &&
+      ['now', 'cpuMicros', 'eventLoop', 'takeEventLoopDelay', 'rssBytes', 'cpus', 'memoryBytes'].every(
+        (k) => k in (options.sources as object),
+      )
+        ? undefined
+        : processLoadSources(options.eventLoopDelayResolutionMs ?? 10);
+    this.#src = { ...defaults, ...options.sources } as LoadSources;
+    this.#lastAt = this.#src.now();
+    this.#lastCpu = this.#src.cpuMicros();
+    this.#lastLoop = this.#src.eventLoop();
+    this.#current = this.#snapshot(this.#lastAt, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
+
+  /** Starts sampling every `intervalMs` on an unref'd timer (idempotent). */
+  start(): this {
+    if (this.#timer !== undefined) return this;
+    this.#src.start?.();
+    this.#timer = setInterval(() => this.sample(), this.intervalMs);
+    this.#timer.unref();
+    return this;
+  }
+
+  /** Stops the timer and the event-loop delay monitor; the last snapshot stays readable. */
+  stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#src.stop?.();
+  }
+
+  get running(): boolean {
+    return this.#timer !== undefined;
+  }
+
+  /** Counts a request in (the inbound side calls it once per request). */
+  requestStarted(): void {
+    if (++this.#inFlight > this.#peak) this.#peak = this.#inFlight;
+  }
+
+  /** Counts a request out; `failed` when it ended as a server-side error (it then counts in `eps`). */
+  requestFinished(failed = false): void {
+    if (this.#inFlight > 0) this.#inFlight--;
+    this.#finished++;
+    if (failed) this.#failed++;
+  }
+
+  /** Requests in flight now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Sets an application metric (`named_metrics.<name>`) sent from the next sample on. */
+  set(name: string, value: number): void {
+    checkName(name);
+    if (this.#builtin && (name === 'in_flight' || name === 'event_loop_delay_p99_ms'))
+      throw new TypeError(`load metric name ${name} is the sampler's own (builtinMetrics)`);
+    checkValue(name, value);
+    if (!this.#named.has(name) && this.#named.size + this.#utilization.size >= this.#limits.maxEntries - 2)
+      throw new RangeError(`too many load metrics (at most ${this.#limits.maxEntries - 2})`);
+    this.#named.set(name, value);
+  }
+
+  /** Removes an application metric. */
+  delete(name: string): boolean {
+    return this.#named.delete(name);
+  }
+
+  /** Sets an application resource utilization (`utilization.<name>`, 0..1). */
+  setUtilization(name: string, value: number): void {
+    checkName(name);
+    checkValue(name, value);
+    if (value < 0 || value > 1) throw new RangeError(`utilization ${name} must be within 0..1, got ${value}`);
+    if (
+      !this.#utilization.has(name) &&
+      this.#named.size + this.#utilization.size >= this.#limits.maxEntries - 2
+    )
+      throw new RangeError(`too many load metrics (at most ${this.#limits.maxEntries - 2})`);
+    this.#utilization.set(name, value);
+  }
+
+  deleteUtilization(name: string): boolean {
+    return this.#utilization.delete(name);
+  }
+
+  /**
+   * Replaces the event-loop utilization as `application_utilization` (e.g. the max of several
+   * resources, as the proto suggests); `undefined` goes back to the event loop's.
+   */
+  setApplicationUtilization(value: number | undefined): void {
+    if (value !== undefined) {
+      checkValue('application_utilization', value);
+      if (value < 0) throw new RangeError(`application_utilization must be >= 0, got ${value}`);
+    }
+    this.#appUtilization = value;
+  }
+
+  /** The latest snapshot (taken by the timer, or by `sample()`). */
+  get current(): LoadSnapshot {
+    return this.#current;
+  }
+
+  /** Takes a snapshot now: measures the interval since the previous one and rebuilds the report. */
+  sample(): LoadSnapshot {
+    const src = this.#src;
+    const at = src.now();
+    const elapsed = at - this.#lastAt;
+    if (!(elapsed > 0)) return this.#current;
+    const cpu = src.cpuMicros();
+    const loop = src.eventLoop();
+    const dActive = loop.active - this.#lastLoop.active;
+    const dIdle = loop.idle - this.#lastLoop.idle;
+    const elu = dActive + dIdle > 0 ? dActive / (dActive + dIdle) : 0;
+    const cpuUtil = (cpu - this.#lastCpu) / 1000 / elapsed / src.cpus;
+    const seconds = elapsed / 1000;
+    const rps = (this.#finished - this.#lastFinished) / seconds;
+    const eps = (this.#failed - this.#lastFailed) / seconds;
+    const delay = src.takeEventLoopDelay() ?? { p99: 0, max: 0 };
+    this.#current = this.#snapshot(
+      at,
+      elapsed,
+      elu,
+      cpuUtil,
+      src.rssBytes() / src.memoryBytes,
+      rps,
+      eps,
+      delay.p99,
+      delay.max,
+    );
+    this.#lastAt = at;
+    this.#lastCpu = cpu;
+    this.#lastLoop = loop;
+    this.#lastFinished = this.#finished;
+    this.#lastFailed = this.#failed;
+    this.#peak = this.#inFlight;
+    return this.#current;
+  }
+
+  #snapshot(
+    at: number,
+    intervalMs: number,
+    elu: number,
+    cpu: number,
+    mem: number,
+    rps: number,
+    eps: number,
+    delayP99: number,
+    delayMax: number,
+  ): LoadSnapshot {
+    const eventLoopUtilization = round(Math.min(1, Math.max(0, elu)), 4);
+    const cpuUtilization = round(Math.max(0, cpu), 4);
+    const memUtilization = round(Math.min(1, Math.max(0, mem)), 4);
+    const named: Record<string, number> = Object.create(null);
+    for (const [k, v] of this.#named) named[k] = v;
+    const peak = intervalMs === 0 ? this.#inFlight : this.#peak;
+    const eventLoopDelayP99Ms = round(delayP99, 1);
+    if (this.#builtin) {
+      named.in_flight = peak;
+      named.event_loop_delay_p99_ms = eventLoopDelayP99Ms;
+    }
+    const report = orcaLoadReport(
+      {
+        cpuUtilization,
+        memUtilization,
+        applicationUtilization: this.#appUtilization ?? eventLoopUtilization,
+        rpsFractional: round(rps, 3),
+        eps: round(eps, 3),
+        utilization: this.#utilization,
+        namedMetrics: named,
+      },
+      this.#limits,
+    );
+    return Object.freeze({
+      at,
+      intervalMs,
+      eventLoopUtilization,
+      cpuUtilization,
+      memUtilization,
+      rps,
+      eps,
+      inFlight: this.#inFlight,
+      inFlightPeak: peak,
+      eventLoopDelayP99Ms,
+      eventLoopDelayMaxMs: round(delayMax, 1),
+      report,
+      header: formatOrcaHeader(report, this.format),
+      binary: encodeOrcaLoadReport(report),
+    });
+  }
+}
+
+let shared: LoadSampler | undefined;
+
+/**
+ * The process-wide sampler the inbound side uses (created and started on first call, never on
+ * import): the event loop is the process', so every server in it reports the same load, and the
+ * application sets its named metrics here (`processLoad().set('queue_depth', 12)`). Options apply
+ * only to the call that creates it.
+ */
+export function processLoad(options?: LoadSamplerOptions): LoadSampler {
+  if (shared === undefined) shared = new LoadSampler(options).start();
+  return shared;
+}
