@@ -6,6 +6,7 @@ import { httpHealthChecker } from './health/http.js';
 import { tcpHealthChecker } from './health/tcp.js';
 import { registerHealthChecker } from './health/types.js';
 import { inboundSchema, parseInboundSection } from './inbound/config.js';
+import { clientSideWeightedRoundRobin } from './lb/client-side-wrr.js';
 import { leastRequest } from './lb/least-request.js';
 import { maglev } from './lb/maglev.js';
 import { peakEwma } from './lb/peak-ewma.js';
@@ -25,6 +26,7 @@ export function registerBuiltins(): void {
   registerLoadBalancer(peakEwma);
   registerLoadBalancer(ringHash);
   registerLoadBalancer(maglev);
+  registerLoadBalancer(clientSideWeightedRoundRobin);
   // Linkerd's and Finagle's default: latency-aware P2C. Services that name no `lb` get it.
   setDefaultLoadBalancer('peak_ewma');
   registerServiceSection({

@@ -1,3 +1,5 @@
+import type { EndpointConcurrency } from './load/concurrency-state.js';
+import type { EndpointLoad } from './load/endpoint-load.js';
 import type { Endpoint } from './model.js';
 
 /** The result of a pick: a small discriminated union, allocation-free for the `pick` case. */
@@ -68,6 +70,10 @@ export class EndpointState {
   lbSeenHealth: ActiveHealth = 'unknown';
   /** @internal The number of the last discovery update that listed this endpoint (diffing). */
   seenInUpdate = 0;
+  /** What the endpoint reported about its load (ORCA), from its first report on (`ServiceRuntime.reportLoad`). */
+  load: EndpointLoad | undefined = undefined;
+  /** Its adaptive concurrency limiter state, from the first attempt a limiter admitted on. */
+  concurrency: EndpointConcurrency | undefined = undefined;
 
   #picked: PickResult | undefined = undefined;
   #slots: unknown[] | undefined = undefined;

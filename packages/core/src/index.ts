@@ -199,6 +199,11 @@ export {
   routeView,
 } from './inbound/route-view.js';
 export {
+  type ClientSideWrrConfig,
+  clientSideWeightedRoundRobin,
+  DEFAULT_CLIENT_SIDE_WRR,
+} from './lb/client-side-wrr.js';
+export {
   computeRequestHash,
   findHeader,
   fmix32,
@@ -239,6 +244,13 @@ export {
   parseProcCgroup,
   readCapacity,
 } from './load/capacity.js';
+export { AdaptiveConcurrency, parseAdaptiveConcurrency } from './load/concurrency.js';
+export {
+  type AdaptiveConcurrencyConfig,
+  DEFAULT_ADAPTIVE_CONCURRENCY,
+  EndpointConcurrency,
+} from './load/concurrency-state.js';
+export { EndpointLoad, type WeightRules } from './load/endpoint-load.js';
 export {
   DEFAULT_ORCA_LIMITS,
   EMPTY_ORCA_REPORT,

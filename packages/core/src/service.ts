@@ -6,6 +6,8 @@ import type { MeshEvents, Outcome, Verdict } from './events.js';
 import type { HeaderInput } from './lb/hash.js';
 import { balancingOf, type HostArrays, planPicker, slowStartFactor, usableOnItsOwn } from './lb/priority.js';
 import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
+import { EndpointLoad } from './load/endpoint-load.js';
+import type { OrcaLoadReport } from './load/orca.js';
 import { type Endpoint, type Locality, sameButWeight, sameEndpoint } from './model.js';
 import { RuntimeHooks } from './observer.js';
 import { loadBalancers } from './registry.js';
@@ -167,6 +169,20 @@ export class ServiceRuntime {
     const wasPenalized = ep.penaltyUntil > now;
     ep.penaltyUntil = until;
     if (!wasPenalized && this.#states.get(ep.id) === ep) this.rebuild();
+  }
+
+  /**
+   * Records a load report (ORCA) that `ep` sent with a response (per call) or on its out-of-band
+   * stream; load-aware policies read it from `ep.load` when they next refresh their weights.
+   */
+  reportLoad(ep: EndpointState, report: OrcaLoadReport, now: number = this.now()): void {
+    let load = ep.load;
+    if (load === undefined) {
+      load = new EndpointLoad();
+      ep.load = load;
+    }
+    load.record(report, now);
+    if (now > this.#clock.ms) this.#clock.ms = now;
   }
 
   /** Every endpoint discovery currently reports, in discovery order. */

@@ -1,0 +1,261 @@
+import { parseDuration } from '../duration.js';
+import type { EndpointState } from '../endpoint-state.js';
+import type { ConfigIssue } from '../errors.js';
+import type { Outcome } from '../events.js';
+import { checkKeys, describe, expectObject, join, optNumber } from '../validate.js';
+import {
+  type AdaptiveConcurrencyConfig,
+  DEFAULT_ADAPTIVE_CONCURRENCY,
+  EndpointConcurrency,
+  FLOOR_WINDOWS,
+  percentileOf,
+} from './concurrency-state.js';
+
+/**
+ * Adaptive concurrency for one service's endpoints, on the client: each endpoint gets a limit on
+ * attempts in flight that follows its latency, so an endpoint that starts queueing gets fewer
+ * concurrent calls before its latency explodes (the pipeline makes excess calls wait briefly or go
+ * to another endpoint; pickers skip endpoints that `wouldAdmit` refuses).
+ *
+ * The controller is Envoy's adaptive-concurrency *gradient controller*, per endpoint:
+ *
+ * - **minRTT** is measured by pinning the endpoint's limit to `minRtt.concurrency` (3) until
+ *   `minRtt.requests` (50) calls have completed and taking their `percentile`; at start, every
+ *   `minRtt.interval` (60 s, plus up to `minRtt.jitter` % at random so that clients and endpoints
+ *   do not measure in step) and after the limit has sat at its floor for 5 windows.
+ * - Every `sampleWindow` (100 ms) the window's latencies give **sampleRTT** (their `percentile`)
+ *   and the limit moves by the **gradient**:
+ *
+ *       gradient = clamp((minRTT × (1 + buffer)) / sampleRTT, 0.5, 2)
+ *       limit    = gradient × limit + √(gradient × limit)      (within minLimit..maxLimit)
+ *
+ *   so it grows while latency stays within the buffer of the unloaded latency and shrinks (by at
+ *   most half a window) as queueing shows up in latency.
+ * - One addition from Netflix's Gradient2: the limit does not grow in a window whose peak in-flight
+ *   count stayed under half the limit (the caller, not the endpoint, limited concurrency), so a
+ *   lightly used endpoint does not accumulate a limit of 1000 that would take many windows to
+ *   shrink when it turns slow.
+ *
+ * Why Envoy's design and not Gradient2's long-term average as the baseline: a client-side limiter
+ * must also work for an endpoint that is overloaded from the start (the overload benchmark's
+ * saturated instance): a baseline learnt from its own latency would learn the overload as normal,
+ * while a minimum measured at low concurrency does not. Pinning costs a server-side filter
+ * rejected requests; on the client, other endpoints take the excess while one measures.
+ * `minRtt.concurrency: 'live'` measures from live traffic without pinning (Envoy's separate
+ * `min_concurrency_limit` mode) for single-endpoint services that cannot spare the throughput.
+ *
+ * Latency samples come from attempts that got an answer or timed out (`success`, `http_error`,
+ * `timeout`: a timeout is a lower bound of the latency and a strong overload signal); fast
+ * failures (refused, reset, shed with 503) and cancellations say nothing about queueing and are
+ * not sampled. Long-lived streams should not be fed to it.
+ *
+ * Everything happens in `tryAcquire` / `release` (no timers): a window closes on the first release
+ * after its end. The state lives on `EndpointState.concurrency` (created on first use).
+ */
+function duration(
+  obj: Record<string, unknown>,
+  key: string,
+  path: string,
+  issues: ConfigIssue[],
+  def: number,
+  min: number,
+): number {
+  if (obj[key] === undefined) return def;
+  const p = join(path, key);
+  const v = parseDuration(obj[key], p, issues);
+  if (v === undefined) return def;
+  if (v < min) {
+    issues.push({ path: p, message: `must be at least ${min}ms, got ${v}ms` });
+    return def;
+  }
+  return v;
+}
+
+/**
+ * Parses an `adaptiveConcurrency` section (`true` for the defaults). Pushes issues under `path`.
+ *
+ *     adaptiveConcurrency:
+ *       sampleWindow: 100ms
+ *       percentile: 50
+ *       minLimit: 3
+ *       maxLimit: 1000
+ *       minRtt: { interval: 60s, jitter: 15, requests: 50, buffer: 25, concurrency: 3, fixed: 20ms }
+ */
+export function parseAdaptiveConcurrency(
+  raw: unknown,
+  path: string,
+  issues: ConfigIssue[],
+): AdaptiveConcurrencyConfig {
+  const d = DEFAULT_ADAPTIVE_CONCURRENCY;
+  if (raw === true) return d;
+  const obj = expectObject(raw, path, issues);
+  if (!obj) return d;
+  checkKeys(obj, ['sampleWindow', 'percentile', 'minLimit', 'maxLimit', 'minRtt'], path, issues);
+  const minLimit = optNumber(obj, 'minLimit', path, issues, d.minLimit, {
+    min: 1,
+    max: 100_000,
+    integer: true,
+  });
+  const maxLimit = optNumber(obj, 'maxLimit', path, issues, d.maxLimit, {
+    min: 1,
+    max: 1_000_000,
+    integer: true,
+  });
+  if (maxLimit < minLimit)
+    issues.push({
+      path: join(path, 'maxLimit'),
+      message: `must be >= minLimit (${minLimit}), got ${maxLimit}`,
+    });
+  let minRtt = d.minRtt;
+  if (obj.minRtt !== undefined) {
+    const p = join(path, 'minRtt');
+    const m = expectObject(obj.minRtt, p, issues);
+    if (m) {
+      checkKeys(m, ['interval', 'jitter', 'requests', 'buffer', 'concurrency', 'fixed'], p, issues);
+      let concurrency: number | 'live' = d.minRtt.concurrency;
+      if (m.concurrency === 'live') concurrency = 'live';
+      else if (m.concurrency !== undefined) {
+        if (typeof m.concurrency === 'number' && Number.isInteger(m.concurrency) && m.concurrency >= 1)
+          concurrency = m.concurrency;
+        else
+          issues.push({
+            path: join(p, 'concurrency'),
+            message: `must be a whole number >= 1 or 'live', got ${describe(m.concurrency)}`,
+          });
+      }
+      minRtt = Object.freeze({
+        intervalMs: duration(m, 'interval', p, issues, d.minRtt.intervalMs, 1000),
+        jitterPercent: optNumber(m, 'jitter', p, issues, d.minRtt.jitterPercent, { min: 0, max: 100 }),
+        requests: optNumber(m, 'requests', p, issues, d.minRtt.requests, {
+          min: 1,
+          max: 10_000,
+          integer: true,
+        }),
+        bufferPercent: optNumber(m, 'buffer', p, issues, d.minRtt.bufferPercent, { min: 0, max: 1000 }),
+        concurrency,
+        fixedMs: m.fixed === undefined ? undefined : duration(m, 'fixed', p, issues, 0, 0.001),
+      });
+    }
+  }
+  return Object.freeze({
+    sampleWindowMs: duration(obj, 'sampleWindow', path, issues, d.sampleWindowMs, 1),
+    percentile: optNumber(obj, 'percentile', path, issues, d.percentile, { min: 0, max: 100 }),
+    minLimit,
+    maxLimit: Math.max(minLimit, maxLimit),
+    minRtt,
+  });
+}
+
+/** What `release` does with an attempt's latency, by outcome. */
+function sampled(outcome: Outcome): boolean {
+  return outcome === 'success' || outcome === 'http_error' || outcome === 'timeout';
+}
+
+/**
+ * The per-service controller: `tryAcquire(ep)` before an attempt, `release(ep, rttMs, outcome)`
+ * after it, `wouldAdmit(ep)` for a picker that wants to skip saturated endpoints.
+ */
+export class AdaptiveConcurrency {
+  readonly config: AdaptiveConcurrencyConfig;
+  readonly #now: () => number;
+  readonly #random: () => number;
+
+  constructor(config: AdaptiveConcurrencyConfig, now: () => number, random: () => number = Math.random) {
+    this.config = config;
+    this.#now = now;
+    this.#random = random;
+  }
+
+  /** The endpoint's limiter state, created on first use. */
+  stateOf(ep: EndpointState): EndpointConcurrency {
+    let s = ep.concurrency;
+    if (s === undefined) {
+      s = new EndpointConcurrency(this.config, this.#now());
+      ep.concurrency = s;
+    }
+    return s;
+  }
+
+  /** True when an attempt on `ep` would be admitted now (two field reads; no state is created). */
+  wouldAdmit(ep: EndpointState): boolean {
+    const s = ep.concurrency;
+    return s === undefined || s.inFlight < s.limit;
+  }
+
+  /** Admits an attempt on `ep` (counting it in flight) or refuses it (counted in `refused`). */
+  tryAcquire(ep: EndpointState): boolean {
+    const s = this.stateOf(ep);
+    if (s.inFlight >= s.limit) {
+      s.refused++;
+      return false;
+    }
+    if (++s.inFlight > s.windowPeak) s.windowPeak = s.inFlight;
+    return true;
+  }
+
+  /** Ends an admitted attempt: `rttMs` is its latency, `outcome` how it ended. */
+  release(ep: EndpointState, rttMs: number, outcome: Outcome): void {
+    const s = ep.concurrency;
+    if (s === undefined) return;
+    if (s.inFlight > 0) s.inFlight--;
+    const now = this.#now();
+    const c = this.config;
+    if (s.measuring) {
+      if (sampled(outcome) && rttMs >= 0) s.addSample(rttMs, this.#random);
+      if (s.seen >= c.minRtt.requests) this.#endMeasurement(s, now);
+      return;
+    }
+    if (now >= s.nextMeasurement) {
+      this.#startMeasurement(s, now);
+      return;
+    }
+    if (sampled(outcome) && rttMs >= 0) s.addSample(rttMs, this.#random);
+    if (now >= s.windowEnd) this.#closeWindow(s, now);
+  }
+
+  #startMeasurement(s: EndpointConcurrency, now: number): void {
+    s.measuring = true;
+    s.deferredLimit = s.limit;
+    const pinned = this.config.minRtt.concurrency;
+    if (pinned !== 'live') s.limit = pinned;
+    s.resetSamples();
+    s.atFloor = 0;
+    s.nextMeasurement = Number.POSITIVE_INFINITY;
+    s.windowEnd = now + this.config.sampleWindowMs;
+  }
+
+  #endMeasurement(s: EndpointConcurrency, now: number): void {
+    const c = this.config;
+    if (s.count > 0) s.minRttMs = percentileOf(s.samples, s.count, c.percentile);
+    s.measurements++;
+    s.measuring = false;
+    s.limit = Math.min(c.maxLimit, Math.max(c.minLimit, s.deferredLimit));
+    s.resetSamples();
+    s.windowPeak = s.inFlight;
+    s.windowEnd = now + c.sampleWindowMs;
+    const jitter = (c.minRtt.intervalMs * c.minRtt.jitterPercent * this.#random()) / 100;
+    s.nextMeasurement = now + c.minRtt.intervalMs + jitter;
+  }
+
+  #closeWindow(s: EndpointConcurrency, now: number): void {
+    const c = this.config;
+    if (s.count > 0 && s.minRttMs > 0) {
+      const sampleRtt = percentileOf(s.samples, s.count, c.percentile);
+      s.sampleRttMs = sampleRtt;
+      const target = s.minRttMs * (1 + c.minRtt.bufferPercent / 100);
+      const gradient = Math.min(2, Math.max(0.5, target / Math.max(sampleRtt, 1e-6)));
+      s.gradient = gradient;
+      // Gradient2's guard: no growth while the caller kept well under the limit.
+      const scaled = gradient > 1 && s.windowPeak < s.limit / 2 ? s.limit : gradient * s.limit;
+      const next = Math.floor(scaled + Math.sqrt(scaled));
+      s.limit = Math.min(c.maxLimit, Math.max(c.minLimit, next));
+      s.atFloor = s.limit === c.minLimit ? s.atFloor + 1 : 0;
+    }
+    s.resetSamples();
+    s.windowPeak = s.inFlight;
+    s.windowEnd = now + c.sampleWindowMs;
+    // A limit stuck at its floor may come from a stale minRTT (the endpoint's unloaded latency
+    // grew): measure it again, as Envoy does after 5 such windows.
+    if (s.atFloor >= FLOOR_WINDOWS && c.minRtt.fixedMs === undefined) this.#startMeasurement(s, now);
+  }
+}
