@@ -246,9 +246,10 @@ export class AdaptiveConcurrency {
       const gradient = Math.min(2, Math.max(0.5, target / Math.max(sampleRtt, 1e-6)));
       s.gradient = gradient;
       // Gradient2's guard: no growth while the caller kept well under the limit.
-      const scaled = gradient > 1 && s.windowPeak < s.limit / 2 ? s.limit : gradient * s.limit;
-      const next = Math.floor(scaled + Math.sqrt(scaled));
-      s.limit = Math.min(c.maxLimit, Math.max(c.minLimit, next));
+      if (!(gradient >= 1 && s.windowPeak < s.limit / 2)) {
+        const scaled = gradient * s.limit;
+        s.limit = Math.min(c.maxLimit, Math.max(c.minLimit, Math.floor(scaled + Math.sqrt(scaled))));
+      }
       s.atFloor = s.limit === c.minLimit ? s.atFloor + 1 : 0;
     }
     s.resetSamples();

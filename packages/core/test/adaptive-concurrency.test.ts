@@ -1,0 +1,265 @@
+import { describe, expect, it } from 'vitest';
+import {
+  AdaptiveConcurrency,
+  type AdaptiveConcurrencyConfig,
+  type ConfigIssue,
+  DEFAULT_ADAPTIVE_CONCURRENCY,
+  type EndpointState,
+  parseAdaptiveConcurrency,
+} from '../src/index.js';
+import { states } from './lb-helpers.js';
+
+function parse(raw: unknown): { config: AdaptiveConcurrencyConfig; issues: ConfigIssue[] } {
+  const issues: ConfigIssue[] = [];
+  return { config: parseAdaptiveConcurrency(raw, 'adaptiveConcurrency', issues), issues };
+}
+
+describe('adaptive concurrency: config', () => {
+  it('has Envoy’s gradient-controller defaults', () => {
+    expect(parse(true).config).toBe(DEFAULT_ADAPTIVE_CONCURRENCY);
+    expect(parse({}).config).toEqual(DEFAULT_ADAPTIVE_CONCURRENCY);
+    expect(DEFAULT_ADAPTIVE_CONCURRENCY).toEqual({
+      sampleWindowMs: 100,
+      percentile: 50,
+      minLimit: 3,
+      maxLimit: 1000,
+      minRtt: {
+        intervalMs: 60_000,
+        jitterPercent: 15,
+        requests: 50,
+        bufferPercent: 25,
+        concurrency: 3,
+        fixedMs: undefined,
+      },
+    });
+  });
+
+  it('parses every option and reports bad ones by path', () => {
+    const { config, issues } = parse({
+      sampleWindow: '250ms',
+      percentile: 90,
+      minLimit: 5,
+      maxLimit: 200,
+      minRtt: { interval: '30s', jitter: 10, requests: 20, buffer: 50, concurrency: 'live', fixed: '15ms' },
+    });
+    expect(issues).toEqual([]);
+    expect(config).toEqual({
+      sampleWindowMs: 250,
+      percentile: 90,
+      minLimit: 5,
+      maxLimit: 200,
+      minRtt: {
+        intervalMs: 30_000,
+        jitterPercent: 10,
+        requests: 20,
+        bufferPercent: 50,
+        concurrency: 'live',
+        fixedMs: 15,
+      },
+    });
+    const bad = parse({
+      sampleWindow: 'often',
+      percentile: 101,
+      minLimit: 0,
+      maxLimit: 2.5,
+      extra: 1,
+      minRtt: { interval: '10ms', concurrency: 0, requests: -1, jitter: 'x' },
+    }).issues.map((i) => i.path);
+    expect(bad.sort()).toEqual([
+      'adaptiveConcurrency.extra',
+      'adaptiveConcurrency.maxLimit',
+      'adaptiveConcurrency.minLimit',
+      'adaptiveConcurrency.minRtt.concurrency',
+      'adaptiveConcurrency.minRtt.interval',
+      'adaptiveConcurrency.minRtt.jitter',
+      'adaptiveConcurrency.minRtt.requests',
+      'adaptiveConcurrency.percentile',
+      'adaptiveConcurrency.sampleWindow',
+    ]);
+    expect(parse({ minLimit: 10, maxLimit: 5 }).issues).toEqual([
+      { path: 'adaptiveConcurrency.maxLimit', message: 'must be >= minLimit (10), got 5' },
+    ]);
+    expect(parse('on').issues[0]?.path).toBe('adaptiveConcurrency');
+  });
+});
+
+describe('adaptive concurrency: admission', () => {
+  it('pins the limit while measuring minRTT, then follows the gradient', () => {
+    let t = 0;
+    const ac = new AdaptiveConcurrency(
+      parse({ minRtt: { requests: 5 } }).config,
+      () => t,
+      () => 0.5,
+    );
+    const ep = states(1)[0] as EndpointState;
+    expect(ac.wouldAdmit(ep)).toBe(true);
+    expect(ep.concurrency).toBeUndefined(); // asking creates no state
+    expect([ac.tryAcquire(ep), ac.tryAcquire(ep), ac.tryAcquire(ep), ac.tryAcquire(ep)]).toEqual([
+      true,
+      true,
+      true,
+      false,
+    ]);
+    const s = ep.concurrency;
+    expect(s?.measuring).toBe(true);
+    expect(s?.refused).toBe(1);
+    expect(ac.wouldAdmit(ep)).toBe(false);
+    // Fast failures and cancellations say nothing about latency: not sampled.
+    ac.release(ep, 0.1, 'connect_failure');
+    ac.release(ep, 0.1, 'cancelled');
+    expect(s?.seen).toBe(0);
+    for (let i = 0; i < 5; i++) {
+      ac.tryAcquire(ep);
+      t += 1;
+      ac.release(ep, 10 + i, 'success'); // 10..14 ms: median 12
+    }
+    expect(s?.measuring).toBe(false);
+    expect(s?.minRttMs).toBe(12);
+    expect(s?.limit).toBe(3); // back to the limit before measuring (the floor at start)
+    // Next measurement: interval + jitter × random = 60 s + 15% × 0.5 × 60 s.
+    expect(s?.nextMeasurement).toBe(t + 60_000 + 4500);
+    expect(s?.inFlight).toBe(1);
+  });
+
+  it('uses a fixed minRTT without measuring, and does not pin in live mode', () => {
+    const fixed = new AdaptiveConcurrency(parse({ minRtt: { fixed: '20ms' } }).config, () => 0);
+    const a = states(1)[0] as EndpointState;
+    fixed.tryAcquire(a);
+    expect(a.concurrency?.measuring).toBe(false);
+    expect(a.concurrency?.minRttMs).toBe(20);
+    const live = new AdaptiveConcurrency(
+      parse({ minLimit: 8, minRtt: { concurrency: 'live' } }).config,
+      () => 0,
+    );
+    const b = states(1)[0] as EndpointState;
+    for (let i = 0; i < 8; i++) expect(live.tryAcquire(b)).toBe(true);
+    expect(b.concurrency?.measuring).toBe(true);
+    expect(live.tryAcquire(b)).toBe(false);
+  });
+
+  it('re-measures minRTT on schedule and after five windows at the floor', () => {
+    let t = 0;
+    const ac = new AdaptiveConcurrency(
+      parse({ minRtt: { fixed: undefined, requests: 2, interval: '10s', jitter: 0 } }).config,
+      () => t,
+    );
+    const ep = states(1)[0] as EndpointState;
+    const call = (rtt: number) => {
+      ac.tryAcquire(ep);
+      t += 1;
+      ac.release(ep, rtt, 'success');
+    };
+    call(10);
+    call(10);
+    const s = ep.concurrency;
+    expect(s?.measurements).toBe(1);
+    // Latency 10× the minimum: the limit sits at the floor; after 5 windows a new measurement.
+    for (let w = 0; w < 5; w++) {
+      t += 100;
+      call(100);
+    }
+    expect(s?.measuring).toBe(true);
+    call(100);
+    call(100);
+    expect(s?.minRttMs).toBe(100);
+    expect(s?.measurements).toBe(2);
+    // On schedule: 10 s after the measurement ended.
+    t += 10_000;
+    call(100);
+    expect(s?.measuring).toBe(true);
+  });
+});
+
+function p99(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(0.99 * (s.length - 1))] as number;
+}
+
+describe('adaptive concurrency: under load (simulated, fake clock)', () => {
+  const phases = [
+    { ms: 4000, serviceMs: 10 }, // 4 workers × 100/s = 400/s of capacity for 300/s offered
+    { ms: 4000, serviceMs: 40 }, // the endpoint slows to 100/s: latency rises with concurrency
+    { ms: 4000, serviceMs: 10 }, // and recovers
+  ];
+
+  it('lowers the limit when latency rises with concurrency, recovers, and never goes below the floor', () => {
+    let t = 0;
+    const ac = new AdaptiveConcurrency(
+      DEFAULT_ADAPTIVE_CONCURRENCY,
+      () => t,
+      () => 0.5,
+    );
+    const { trace, ep } = simulate(ac, phases, 0.3, (now) => {
+      t = now;
+    });
+    const inPhase = (p: number, from: number) => trace.filter((x) => x.phase === p && x.t >= from);
+    const limits = (xs: typeof trace) => xs.map((x) => x.limit);
+    // Healthy (minRTT 10 ms, ~3 in flight): the limit has room above what is needed, and no more
+    // (the caller-limited guard keeps it from climbing towards maxLimit).
+    const healthy = limits(inPhase(0, 1000));
+    expect(Math.min(...healthy)).toBeGreaterThanOrEqual(6);
+    expect(Math.max(...healthy)).toBeLessThanOrEqual(12);
+    // Slow: latency rose with concurrency; the limit fell to the floor, minRTT was measured again
+    // (40 ms) and the limit settled near the 4 workers, keeping latency near the endpoint's own
+    // instead of a growing queue.
+    const slow = inPhase(1, 6000);
+    expect(Math.max(...limits(slow))).toBeLessThanOrEqual(12);
+    expect(p99(slow.map((x) => x.rtt))).toBeLessThan(200);
+    expect(ep.concurrency?.measurements).toBeGreaterThanOrEqual(2);
+    // Recovered: the limit grows back as latency falls.
+    expect(Math.max(...limits(inPhase(2, 9000)))).toBeGreaterThan(Math.max(...limits(slow)));
+    // Never below the floor.
+    expect(Math.min(...limits(trace))).toBeGreaterThanOrEqual(3);
+    // Without a limiter the same slow phase queues without bound.
+    const { trace: unlimited } = simulate(undefined, phases, 0.3, () => {});
+    expect(p99(unlimited.filter((x) => x.phase === 1 && x.t >= 6000).map((x) => x.rtt))).toBeGreaterThan(
+      2000,
+    );
+  });
+});
+
+/**
+ * A deterministic queueing simulation on a fake clock (1 ms steps): an endpoint with 4 workers,
+ * each taking `serviceMs` per request, FIFO; requests arrive at a fixed rate; the limiter (on the
+ * same clock) admits or diverts each (a diverted request would go to another endpoint).
+ */
+function simulate(
+  ac: AdaptiveConcurrency | undefined,
+  phases: ReadonlyArray<{ ms: number; serviceMs: number }>,
+  ratePerMs: number,
+  setNow: (t: number) => void,
+) {
+  const ep = states(1)[0] as EndpointState;
+  const servers = 4;
+  const free = new Float64Array(servers);
+  const done: Array<{ end: number; rtt: number }> = [];
+  const trace: Array<{ t: number; phase: number; limit: number; rtt: number }> = [];
+  let t = 0;
+  let acc = 0;
+  let phaseEnd = 0;
+  for (let p = 0; p < phases.length; p++) {
+    const phase = phases[p] as { ms: number; serviceMs: number };
+    phaseEnd += phase.ms;
+    for (; t < phaseEnd; t++) {
+      setNow(t);
+      while (done.length > 0 && (done[0] as { end: number }).end <= t) {
+        const d = done.shift() as { end: number; rtt: number };
+        ac?.release(ep, d.rtt, 'success');
+        trace.push({ t, phase: p, limit: ep.concurrency?.limit ?? Number.POSITIVE_INFINITY, rtt: d.rtt });
+      }
+      acc += ratePerMs;
+      for (; acc >= 1; acc--) {
+        if (ac !== undefined && !ac.tryAcquire(ep)) continue;
+        let k = 0;
+        for (let i = 1; i < servers; i++) if ((free[i] as number) < (free[k] as number)) k = i;
+        const start = Math.max(t, free[k] as number);
+        free[k] = start + phase.serviceMs;
+        const end = start + phase.serviceMs;
+        let at = done.length; // keep `done` sorted by end time
+        while (at > 0 && (done[at - 1] as { end: number }).end > end) at--;
+        done.splice(at, 0, { end, rtt: end - t });
+      }
+    }
+  }
+  return { ep, trace };
+}
