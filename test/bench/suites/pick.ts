@@ -1,12 +1,15 @@
 import { performance } from 'node:perf_hooks';
 import {
   buildMaglevTable,
+  clientSideWeightedRoundRobin,
+  EndpointLoad,
   EndpointState,
   HashRing,
   type LoadBalancerFactory,
   leastRequest,
   maglev,
   makeEndpoint,
+  orcaLoadReport,
   type Picker,
   peakEwma,
   random,
@@ -20,7 +23,7 @@ import type { BenchSuite, BenchSuiteResult } from '../lib.js';
  * Pick cost per policy at 10, 100, 1,000 and 10,000 endpoints (ns per pick, the best of several
  * rounds), Maglev lookups against a 160K-point ring, and the Maglev table build for 1,000 hosts.
  * Targets (issue 3): P2C/peak_ewma <= 100 ns at 1,000; Maglev >= 5x faster than the ring;
- * Maglev build <= 50 ms.
+ * Maglev build <= 50 ms. Issue 15: client_side_weighted_round_robin <= 100 ns at 1,000.
  */
 const SIZES = [10, 100, 1000, 10_000] as const;
 
@@ -40,6 +43,21 @@ function endpoints(n: number, weighted: boolean, ringWeight = 0): EndpointState[
     st.active = i % 3;
     return st;
   });
+}
+
+/**
+ * Endpoints with ORCA reports for `client_side_weighted_round_robin`: 100 rps each at event-loop
+ * utilizations 0.2..0.8 (weights 125..500, max/mean ≈ 1.8), reported at t=0; picks run at t=20s
+ * (past the 10 s blackout, within the 3 min expiration), so the first pick builds the schedule and
+ * the rest use it.
+ */
+function reporting(n: number): EndpointState[] {
+  const eps = endpoints(n, false);
+  eps.forEach((st, i) => {
+    st.load = new EndpointLoad();
+    st.load.record(orcaLoadReport({ rpsFractional: 100, applicationUtilization: 0.2 + 0.2 * (i % 4) }), 0);
+  });
+  return eps;
 }
 
 const HASHES = new Uint32Array(65536);
@@ -100,6 +118,18 @@ const suite: BenchSuite = {
         (pickNs[name] as Record<string, number>)[n] = round1(timePicks(picker, iters, rounds));
       }
     }
+    // The ORCA-weighted policy on the runtime's clock (`LbContext.clock`), as a service runs it.
+    const cswrr = 'client_side_weighted_round_robin';
+    pickNs[cswrr] = {};
+    for (const n of SIZES) {
+      const clock = { ms: 20_000 };
+      const lb = clientSideWeightedRoundRobin.create(clientSideWeightedRoundRobin.parseConfig({}, 'lb', []), {
+        now: () => clock.ms,
+        clock,
+      });
+      const picker = lb.update(reporting(n));
+      (pickNs[cswrr] as Record<string, number>)[n] = round1(timePicks(picker, iters, rounds));
+    }
 
     // Maglev vs a 160K-point ring for the same 1,000 hosts (160 points a host, ketama-style).
     const hosts = endpoints(1000, false, 160);
@@ -136,6 +166,7 @@ const suite: BenchSuite = {
     const buildMedian = builds[builds.length >> 1] as number;
 
     const p2c1000 = Math.max(pickNs.peak_ewma?.[1000] ?? 0, pickNs.least_request?.[1000] ?? 0);
+    const cswrr1000 = pickNs[cswrr]?.[1000] ?? 0;
     const speedup = ringNs / maglevNs;
     const results = {
       pickNs,
@@ -148,18 +179,20 @@ const suite: BenchSuite = {
       maglevBuild1000Ms: { best: round1(buildMs), median: round1(buildMedian) },
       targets: {
         p2cAt1000LE100ns: p2c1000 <= 100,
+        clientSideWrrAt1000LE100ns: cswrr1000 <= 100,
         maglevGE5xRing: speedup >= 5,
         maglevBuildLE50ms: buildMedian <= 50,
       },
     };
     const table = Object.entries(pickNs).map(
-      ([name, row]) => `${name.padEnd(21)} ${SIZES.map((n) => `${n}: ${row[n]}ns`).join('  ')}`,
+      ([name, row]) => `${name.padEnd(33)} ${SIZES.map((n) => `${n}: ${row[n]}ns`).join('  ')}`,
     );
     return {
       results,
       summary: [
         ...table,
         `peak_ewma/least_request at 1000 endpoints: ${p2c1000} ns/pick (target <= 100)`,
+        `client_side_weighted_round_robin at 1000 endpoints: ${cswrr1000} ns/pick (target <= 100)`,
         `maglev lookup ${round1(maglevNs)} ns vs ${ringPoints}-point ring ${round1(ringNs)} ns: ${results.maglevVsRing.speedup}x (target >= 5x)`,
         `maglev table build, 1000 hosts: ${round1(buildMedian)} ms median (target <= 50)`,
       ],
