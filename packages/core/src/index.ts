@@ -272,6 +272,7 @@ export {
   type OrcaHeaderFormat,
   parseOrcaBin,
   parseOrcaHeader,
+  readEndpointReport,
   readOrcaReport,
 } from './load/orca-header.js';
 export { decodeOrcaLoadReport, encodeOrcaLoadReport } from './load/orca-proto.js';

@@ -155,14 +155,18 @@ describe('client_side_weighted_round_robin: picking', () => {
   it('splits picks in proportion to the weights (static stride schedule)', () => {
     const { clock, lb } = policy({ blackoutPeriod: 0 });
     const eps = states(4);
-    [0.2, 0.4, 0.8, 0.8].forEach((u, i) => setLoad(eps[i] as EndpointState, 100, u, 0));
+    [0.2, 0.4, 0.8, 0.8].forEach((u, i) => {
+      setLoad(eps[i] as EndpointState, 100, u, 0);
+    });
     const picker = lb.update(eps);
     clock.ms = 1;
     const n = 80_000;
     const got = shares(countPicks(picker, n), eps, n);
     const w = [500, 250, 125, 125];
     const sum = w.reduce((a, b) => a + b, 0);
-    got.forEach((g, i) => expect(g).toBeCloseTo((w[i] as number) / sum, 2));
+    got.forEach((g, i) => {
+      expect(g).toBeCloseTo((w[i] as number) / sum, 2);
+    });
     // Interleaved, not bursty: the heaviest endpoint never gets more than a few picks in a row.
     let run = 0;
     let longest = 0;

@@ -14,8 +14,10 @@ import {
   orcaLoadReport,
   parseOrcaBin,
   parseOrcaHeader,
+  readEndpointReport,
   readOrcaReport,
 } from '../src/index.js';
+import { states } from './lb-helpers.js';
 
 /**
  * grpc-js's own ORCA encoder (the per-call recorder its servers use; protobufjs through
@@ -409,6 +411,29 @@ describe('endpoint-load-metrics header (Envoy formats)', () => {
       ),
     ).toEqual(plain(SPEC));
     expect(rejected(readOrcaReport({ 'endpoint-load-metrics-bin': '' }))).toMatch(/empty/);
+  });
+
+  it('parses an endpoint’s repeated header value once (readEndpointReport)', () => {
+    const ep = states(1)[0];
+    if (ep === undefined) throw new Error('no endpoint');
+    expect(readEndpointReport(ep, { 'content-type': 'text/plain' })).toBeUndefined();
+    expect(ep.load).toBeUndefined();
+    const text = formatOrcaText(ENVOY);
+    const first = readEndpointReport(ep, { 'endpoint-load-metrics': text });
+    expect(plain(ok(first))).toEqual(plain(ENVOY));
+    // The same value again (a new string, as each response brings): the same result object.
+    const again = readEndpointReport(ep, { 'endpoint-load-metrics': `${text} `.trimEnd() });
+    expect(again).toBe(first);
+    const other = readEndpointReport(ep, ['endpoint-load-metrics', formatOrcaText(SPEC)]);
+    expect(other).not.toBe(first);
+    expect(plain(ok(other))).toEqual(plain(SPEC));
+    // The binary header is told apart from the text one, and a bad value is remembered as bad.
+    expect(plain(ok(readEndpointReport(ep, { 'endpoint-load-metrics-bin': SPEC_BIN })))).toEqual(plain(SPEC));
+    const bad = readEndpointReport(ep, { 'endpoint-load-metrics': 'TEXT eps=x' });
+    expect(rejected(bad)).toMatch(/not a finite number/);
+    expect(readEndpointReport(ep, { 'endpoint-load-metrics': 'TEXT eps=x' })).toBe(bad);
+    // Reading records nothing by itself: the transport passes a good report to reportLoad.
+    expect(ep.load?.reports).toBe(0);
   });
 
   it('round-trips every format, keeps JSON ASCII and bounds header size', () => {

@@ -1,4 +1,4 @@
-import type { OrcaLoadReport } from './orca.js';
+import type { OrcaLoadReport, OrcaParseResult } from './orca.js';
 
 /** The parts of a weighted-round-robin config a weight lookup needs (gRFC A58). */
 export interface WeightRules {
@@ -34,6 +34,14 @@ export class EndpointLoad {
   nonEmptySince = Number.POSITIVE_INFINITY;
   /** The weight the last scheduler built from this endpoint used (0: none), for telemetry. */
   weight = 0;
+  /**
+   * @internal The last report header value read from this endpoint and what parsing it gave
+   * (`readEndpointReport`): a server re-sends the same pre-encoded value for a whole sample
+   * interval, so most responses cost a string comparison, not a parse.
+   */
+  lastHeader: string | undefined = undefined;
+  lastHeaderBinary = false;
+  lastParse: OrcaParseResult | undefined = undefined;
 
   /** Records a report that arrived at `now`. */
   record(report: OrcaLoadReport, now: number): void {

@@ -1,4 +1,6 @@
+import type { EndpointState } from '../endpoint-state.js';
 import { findHeader, type HeaderInput } from '../lb/hash.js';
+import { EndpointLoad } from './endpoint-load.js';
 import {
   DEFAULT_ORCA_LIMITS,
   ORCA_BIN_HEADER,
@@ -264,6 +266,36 @@ export function readOrcaReport(
   if (bin !== undefined) return parseOrcaBin(bin, limits);
   const text = first(findHeader(headers, ORCA_HEADER));
   return text === undefined ? undefined : parseOrcaHeader(text, limits);
+}
+
+/**
+ * `readOrcaReport` for the responses of one endpoint, remembering the last header value it read
+ * there: servers re-send the same pre-encoded value for a whole sample interval, so a response
+ * whose value equals the previous one costs a string comparison instead of a parse (a bad value is
+ * remembered too, and not parsed again). Transports call it per response and pass a good report
+ * to `ServiceRuntime.reportLoad(ep, report)`. Never throws.
+ */
+export function readEndpointReport(
+  ep: EndpointState,
+  headers: HeaderInput,
+  limits: OrcaLimits = DEFAULT_ORCA_LIMITS,
+): OrcaParseResult | undefined {
+  const bin = first(findHeader(headers, ORCA_BIN_HEADER));
+  const value = bin ?? first(findHeader(headers, ORCA_HEADER));
+  if (value === undefined) return undefined;
+  const binary = bin !== undefined;
+  let load = ep.load;
+  if (load === undefined) {
+    load = new EndpointLoad();
+    ep.load = load;
+  } else if (load.lastHeader === value && load.lastHeaderBinary === binary && load.lastParse !== undefined) {
+    return load.lastParse;
+  }
+  const result = binary ? parseOrcaBin(value, limits) : parseOrcaHeader(value, limits);
+  load.lastHeader = value;
+  load.lastHeaderBinary = binary;
+  load.lastParse = result;
+  return result;
 }
 
 function first(v: string | string[] | undefined): string | undefined {

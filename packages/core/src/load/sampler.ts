@@ -362,6 +362,7 @@ export class LoadSampler {
       },
       this.#limits,
     );
+    const binary = encodeOrcaLoadReport(report);
     return Object.freeze({
       at,
       intervalMs,
@@ -375,8 +376,8 @@ export class LoadSampler {
       eventLoopDelayP99Ms,
       eventLoopDelayMaxMs: round(delayMax, 1),
       report,
-      header: formatOrcaHeader(report, this.format),
-      binary: encodeOrcaLoadReport(report),
+      header: this.format === 'binary' ? `BIN ${binary.toString('base64')}` : formatOrcaHeader(report, this.format),
+      binary,
     });
   }
 }

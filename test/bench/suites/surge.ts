@@ -1,0 +1,206 @@
+import type { BenchSuite, BenchSuiteResult } from '../lib.js';
+import {
+  type InstanceStats,
+  merge,
+  pct,
+  round1,
+  runScenario,
+  startClients,
+  startInstances,
+  succeeded,
+} from '../support/overload.js';
+
+/**
+ * The surge scenario (issue 15): 4 equal instances of an HTTP service (each request holds its
+ * event loop 8 ms), 8 open-loop clients. The offered load is half the service's capacity, rises to
+ * twice its capacity for SURGE_MS, and falls back. Reported per policy:
+ *
+ * - capacity, as measured during the calm phase: Σ 1000 / (event-loop busy ms per request) over
+ *   the instances (the 8 ms of work plus HTTP, so a little under the nominal 4 × 125/s);
+ * - successful throughput during the surge (200s within the 250 ms deadline, by completion time)
+ *   as a share of that capacity: without load shedding queues grow at every instance until
+ *   requests time out after the instance spent its time on them, and goodput collapses;
+ * - recovery time: from the end of the surge to the start of the first 250 ms bucket (by schedule)
+ *   from which every later bucket has >= 99% of its requests succeed.
+ *
+ * Goal (issue 15, with shedding, which the integration adds): surge goodput >= 90% of capacity and
+ * recovery within 2 s. A new variant is one line in VARIANTS.
+ */
+interface Variant {
+  readonly name: string;
+  readonly service: Readonly<Record<string, unknown>>;
+}
+
+const VARIANTS: readonly Variant[] = [
+  { name: 'peak_ewma', service: { lb: 'peak_ewma' } },
+  { name: 'round_robin', service: { lb: 'round_robin' } },
+];
+
+const DEADLINE_MS = 250;
+const BASE_SERVICE = {
+  timeout: `${DEADLINE_MS}ms`,
+  outlierDetection: false,
+  circuitBreaker: false,
+  retry: false,
+} as const;
+const WORK_MS = 8;
+const INSTANCES = [{ workMs: WORK_MS }, { workMs: WORK_MS }, { workMs: WORK_MS }, { workMs: WORK_MS }];
+const CLIENTS = 8;
+/** The nominal capacity the offered rates are set from: 4 × 1000 / 8 = 500 requests/s. */
+const NOMINAL_CAPACITY = (INSTANCES.length * 1000) / WORK_MS;
+const BUCKET_MS = 250;
+
+interface SurgeResult {
+  /** Requests/s the instances can serve, from their event-loop busy time per request (calm phase). */
+  readonly capacityRps: number;
+  readonly offeredRps: { readonly calm: number; readonly surge: number };
+  /** Successes within the deadline completed during the surge, per second. */
+  readonly surgeGoodputRps: number;
+  readonly surgeGoodputVsCapacity: number;
+  readonly successRate: { readonly calm: number; readonly surge: number; readonly after: number };
+  /** Time from the end of the surge until every later bucket has >= 99% success; null: never. */
+  readonly recoveryMs: number | null;
+  /** Successes per second per bucket (by completion time) across the run, for plotting. */
+  readonly goodputSeries: number[];
+  readonly instancesDuringSurge: Array<Pick<InstanceStats, 'served' | 'eldP99Ms' | 'elu'>>;
+  readonly clientEldP99Ms: number;
+}
+
+async function runVariant(
+  instances: Awaited<ReturnType<typeof startInstances>>,
+  clients: Awaited<ReturnType<typeof startClients>>,
+  variant: Variant,
+  t: { warmupMs: number; calmMs: number; surgeMs: number; afterMs: number },
+  leadMs: number,
+): Promise<SurgeResult> {
+  const calmRps = NOMINAL_CAPACITY / 2 / CLIENTS;
+  const surgeRps = (NOMINAL_CAPACITY * 2) / CLIENTS;
+  const surgeStart = t.warmupMs + t.calmMs;
+  const surgeEnd = surgeStart + t.surgeMs;
+  const end = surgeEnd + t.afterMs;
+  const run = await runScenario(instances, clients, {
+    service: { ...BASE_SERVICE, ...variant.service },
+    phases: [
+      { ms: surgeStart, rps: calmRps },
+      { ms: t.surgeMs, rps: surgeRps },
+      { ms: t.afterMs, rps: calmRps },
+    ],
+    warmupMs: t.warmupMs,
+    marks: [t.warmupMs, surgeStart, surgeEnd, end],
+    leadMs,
+  });
+  const all = merge(run.clients);
+  const calm = run.windows[0] as InstanceStats[];
+  const capacityRps = calm.reduce((a, s) => a + (s.busyMsPerRequest > 0 ? 1000 / s.busyMsPerRequest : 0), 0);
+  const buckets = Math.ceil((end - t.warmupMs) / BUCKET_MS);
+  const byDone = new Array<number>(buckets + 8).fill(0);
+  const schedOk = new Array<number>(buckets).fill(0);
+  const schedAll = new Array<number>(buckets).fill(0);
+  const phase = { calm: [0, 0], surge: [0, 0], after: [0, 0] };
+  let surgeGood = 0;
+  for (let i = 0; i < all.lat.length; i++) {
+    const sched = all.sched[i] as number;
+    const done = all.done[i] as number;
+    const ok = succeeded(all.status[i] as number, all.lat[i] as number, DEADLINE_MS);
+    const b = Math.floor((sched - t.warmupMs) / BUCKET_MS);
+    if (b >= 0 && b < buckets) {
+      schedAll[b] = (schedAll[b] as number) + 1;
+      if (ok) schedOk[b] = (schedOk[b] as number) + 1;
+    }
+    const p = sched < surgeStart ? phase.calm : sched < surgeEnd ? phase.surge : phase.after;
+    p[1] = (p[1] as number) + 1;
+    if (ok) {
+      p[0] = (p[0] as number) + 1;
+      const d = Math.floor((done - t.warmupMs) / BUCKET_MS);
+      if (d >= 0 && d < byDone.length) byDone[d] = (byDone[d] as number) + 1;
+      if (done >= surgeStart && done < surgeEnd) surgeGood++;
+    }
+  }
+  // Recovery: the first bucket after the surge from which all later buckets are >= 99% good.
+  const firstAfter = Math.ceil((surgeEnd - t.warmupMs) / BUCKET_MS);
+  let recovered: number | null = null;
+  for (let b = buckets - 1; b >= firstAfter; b--) {
+    const all = schedAll[b] as number;
+    if (all > 0 && (schedOk[b] as number) / all < 0.99) break;
+    recovered = b;
+  }
+  const rate = (p: number[]) => ((p[1] as number) > 0 ? (p[0] as number) / (p[1] as number) : 0);
+  const surgeGoodputRps = surgeGood / (t.surgeMs / 1000);
+  return {
+    capacityRps: round1(capacityRps),
+    offeredRps: { calm: calmRps * CLIENTS, surge: surgeRps * CLIENTS },
+    surgeGoodputRps: round1(surgeGoodputRps),
+    surgeGoodputVsCapacity: Math.round((surgeGoodputRps / Math.max(1, capacityRps)) * 1000) / 1000,
+    successRate: { calm: rate(phase.calm), surge: rate(phase.surge), after: rate(phase.after) },
+    recoveryMs: recovered === null ? null : Math.max(0, recovered * BUCKET_MS + t.warmupMs - surgeEnd),
+    goodputSeries: byDone.slice(0, buckets).map((n) => n * (1000 / BUCKET_MS)),
+    instancesDuringSurge: (run.windows[1] as InstanceStats[]).map((s) => ({
+      served: s.served,
+      eldP99Ms: round1(s.eldP99Ms),
+      elu: Math.round(s.elu * 100) / 100,
+    })),
+    clientEldP99Ms: round1(Math.max(...run.clients.map((c) => c.eldP99Ms))),
+  };
+}
+
+const suite: BenchSuite = {
+  name: 'surge',
+  inQuick: true,
+  async run({ quick }): Promise<BenchSuiteResult> {
+    // Full: 5 s calm (2 s of it warm-up), 10 s at 2× capacity, 10 s calm again, per policy.
+    // Quick: a smoke run of the harness (one policy, clients in this process, seconds).
+    const t = quick
+      ? { warmupMs: 200, calmMs: 400, surgeMs: 800, afterMs: 800 }
+      : { warmupMs: 2000, calmMs: 3000, surgeMs: 10_000, afterMs: 10_000 };
+    const variants = quick ? VARIANTS.slice(0, 1) : VARIANTS;
+    const instances = await startInstances(INSTANCES);
+    const clients = await startClients(CLIENTS, !quick).catch(async (err) => {
+      await Promise.all(instances.map((i) => i.close()));
+      throw err;
+    });
+    try {
+      const byVariant: Record<string, SurgeResult> = {};
+      for (const v of variants)
+        byVariant[v.name] = await runVariant(instances, clients, v, t, quick ? 50 : 1000);
+      const summary = [
+        `surge: 4 instances × ${WORK_MS}ms/request, ${CLIENTS} open-loop clients, offered 50% → 200% → 50% of the nominal ${NOMINAL_CAPACITY}/s (surge ${t.surgeMs / 1000}s), deadline ${DEADLINE_MS}ms${quick ? ' (quick: clients in-process)' : ''}`,
+      ];
+      for (const v of variants) {
+        const r = byVariant[v.name] as SurgeResult;
+        summary.push(
+          `  ${v.name.padEnd(12)} capacity ${r.capacityRps}/s (measured)  surge goodput ${r.surgeGoodputRps}/s = ${pct(r.surgeGoodputVsCapacity)} of capacity  success calm ${pct(r.successRate.calm)}, surge ${pct(r.successRate.surge)}, after ${pct(r.successRate.after)}  recovery ${r.recoveryMs === null ? `not within ${t.afterMs}ms` : `${r.recoveryMs}ms`}  clients' ELD p99 <= ${r.clientEldP99Ms}ms`,
+        );
+      }
+      return {
+        results: {
+          config: {
+            instances: INSTANCES,
+            clients: CLIENTS,
+            nominalCapacityRps: NOMINAL_CAPACITY,
+            deadlineMs: DEADLINE_MS,
+            bucketMs: BUCKET_MS,
+            timeline: t,
+            separateClientProcesses: !quick,
+            service: BASE_SERVICE,
+          },
+          variants: byVariant,
+          targets: Object.fromEntries(
+            Object.entries(byVariant).map(([k, r]) => [
+              k,
+              {
+                surgeGoodputGE90pct: r.surgeGoodputVsCapacity >= 0.9,
+                recoveryLE2s: r.recoveryMs !== null && r.recoveryMs <= 2000,
+              },
+            ]),
+          ),
+        },
+        summary,
+      };
+    } finally {
+      await clients.close();
+      await Promise.all(instances.map((i) => i.close()));
+    }
+  },
+};
+
+export default suite;

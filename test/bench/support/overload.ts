@@ -1,0 +1,241 @@
+/**
+ * Shared machinery of the overload and surge scenario benchmarks: instances of the service in
+ * child processes (`overload-instance.mjs`), open-loop clients in child processes or in this one
+ * (`overload-client.ts`), one scenario run across them, and the statistics the suites report.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { type ClientResult, type ClientRun, type Phase, runClient } from './overload-client.js';
+
+/** How an instance's handler holds its event loop (see overload-instance.mjs). */
+export interface InstanceSpec {
+  /** Blocking time of an ordinary request, ms. */
+  readonly workMs: number;
+  /** Blocking time of every `heavyEvery`-th request, ms (0: none). */
+  readonly heavyMs?: number;
+  readonly heavyEvery?: number;
+}
+
+export interface InstanceStats {
+  readonly served: number;
+  readonly windowMs: number;
+  /** Event-loop delay inside the instance over the window (ms beyond the 10 ms resolution). */
+  readonly eldP99Ms: number;
+  readonly eldMaxMs: number;
+  /** Event-loop utilization over the window. */
+  readonly elu: number;
+  /** Event-loop busy time per request served, ms. */
+  readonly busyMsPerRequest: number;
+}
+
+export interface Instance {
+  readonly port: number;
+  reset(): Promise<void>;
+  stats(): Promise<InstanceStats>;
+  close(): Promise<void>;
+}
+
+function ipc<T>(
+  child: ChildProcess,
+  msg: Record<string, unknown>,
+  pick: (m: Record<string, unknown>) => T,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const on = (m: unknown) => {
+      const r = m as Record<string, unknown>;
+      if (r.id !== msg.id) return;
+      child.off('message', on);
+      child.off('exit', onExit);
+      if (typeof r.error === 'string') reject(new Error(r.error));
+      else resolve(pick(r));
+    };
+    const onExit = (code: number | null) => {
+      child.off('message', on);
+      reject(new Error(`child process exited (code ${code}) during ${String(msg.cmd)}`));
+    };
+    child.on('message', on);
+    child.once('exit', onExit);
+    child.send(msg);
+  });
+}
+
+function closeChild(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+let seq = 0;
+
+export async function startInstances(specs: readonly InstanceSpec[]): Promise<Instance[]> {
+  const started = specs.map(async (spec) => {
+    const child = fork(
+      new URL('./overload-instance.mjs', import.meta.url),
+      [String(spec.workMs), String(spec.heavyMs ?? 0), String(spec.heavyEvery ?? 4)],
+      { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+    );
+    const port = await new Promise<number>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`instance exited early (code ${code})`)));
+      child.once('message', (m) => resolve((m as { port: number }).port));
+    });
+    child.removeAllListeners('exit');
+    const instance: Instance = {
+      port,
+      reset: () => ipc(child, { cmd: 'reset', id: ++seq }, () => undefined),
+      stats: () => ipc(child, { cmd: 'stats', id: ++seq }, (m) => m.stats as InstanceStats),
+      close: () => closeChild(child),
+    };
+    return instance;
+  });
+  const settled = await Promise.allSettled(started);
+  const ok = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(ok.map((i) => i.close()));
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  return ok;
+}
+
+export interface Clients {
+  readonly count: number;
+  /** Runs the same schedule on every client; resolves with each client's result. */
+  run(run: Omit<ClientRun, 'startAt'>, startAt: number): Promise<ClientResult[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * `count` clients: each in its own process (`separate`, what the full run uses: one event loop and
+ * one balancer per client, as replicas of a caller have), or all in this process (quick runs,
+ * which cannot afford the start-up of child processes; the clients then share one event loop).
+ */
+export async function startClients(count: number, separate: boolean): Promise<Clients> {
+  if (!separate) {
+    return {
+      count,
+      run: (run, startAt) => Promise.all(Array.from({ length: count }, () => runClient({ ...run, startAt }))),
+      close: async () => {},
+    };
+  }
+  const children = await Promise.all(
+    Array.from({ length: count }, async () => {
+      const child = fork(new URL('./overload-client.ts', import.meta.url), ['child'], {
+        execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
+      await new Promise<void>((resolve, reject) => {
+        child.once('error', reject);
+        child.once('exit', (code) => reject(new Error(`client exited early (code ${code})`)));
+        child.once('message', () => resolve());
+      });
+      child.removeAllListeners('exit');
+      return child;
+    }),
+  );
+  return {
+    count,
+    run: (run, startAt) =>
+      Promise.all(
+        children.map((child) =>
+          ipc(child, { cmd: 'run', id: ++seq, run: { ...run, startAt } }, (m) => m.result as ClientResult),
+        ),
+      ),
+    close: async () => {
+      await Promise.all(children.map(closeChild));
+    },
+  };
+}
+
+export interface ScenarioResult {
+  readonly clients: ClientResult[];
+  /** Instance statistics per window between consecutive marks: windows[w][instance]. */
+  readonly windows: InstanceStats[][];
+}
+
+/**
+ * Runs one schedule on every client at once. Instance statistics restart at `marks[0]` (the end of
+ * the warm-up) and are collected at each later mark (ms from the start), giving one window per pair
+ * of consecutive marks.
+ */
+export async function runScenario(
+  instances: readonly Instance[],
+  clients: Clients,
+  opts: {
+    readonly service: Readonly<Record<string, unknown>>;
+    readonly phases: readonly Phase[];
+    readonly warmupMs: number;
+    readonly marks: readonly number[];
+    /** Lead time for the clients to create their meshes before the common start. */
+    readonly leadMs: number;
+  },
+): Promise<ScenarioResult> {
+  const startAt = Date.now() + opts.leadMs;
+  const windows: InstanceStats[][] = [];
+  const timers: NodeJS.Timeout[] = [];
+  const collected = opts.marks.map(
+    (mark, i) =>
+      new Promise<void>((resolve, reject) => {
+        timers.push(
+          setTimeout(
+            () => {
+              const stats = i === 0 ? Promise.resolve() : Promise.all(instances.map((x) => x.stats()));
+              stats
+                .then((s) => {
+                  if (s !== undefined) windows[i - 1] = s;
+                  return Promise.all(instances.map((x) => x.reset()));
+                })
+                .then(() => resolve(), reject);
+            },
+            Math.max(0, startAt + mark - Date.now()),
+          ),
+        );
+      }),
+  );
+  try {
+    const results = await clients.run(
+      {
+        ports: instances.map((i) => i.port),
+        service: opts.service,
+        phases: opts.phases,
+        warmupMs: opts.warmupMs,
+      },
+      startAt,
+    );
+    await Promise.all(collected);
+    return { clients: results, windows };
+  } finally {
+    for (const t of timers) clearTimeout(t);
+  }
+}
+
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number;
+}
+
+export const round1 = (x: number) => Math.round(x * 10) / 10;
+export const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+
+/** Every recorded request of every client, as parallel arrays. */
+export function merge(results: readonly ClientResult[]): {
+  sched: number[];
+  lat: number[];
+  status: number[];
+  done: number[];
+} {
+  const out = { sched: [] as number[], lat: [] as number[], status: [] as number[], done: [] as number[] };
+  for (const r of results) {
+    out.sched.push(...r.sched);
+    out.lat.push(...r.lat);
+    out.status.push(...r.status);
+    out.done.push(...r.done);
+  }
+  return out;
+}
+
+/** A request succeeded: a 200 within `deadlineMs` of its scheduled time. */
+export function succeeded(status: number, lat: number, deadlineMs: number): boolean {
+  return status === 200 && lat >= 0 && lat <= deadlineMs;
+}
