@@ -156,20 +156,30 @@ describe('LoadSampler', () => {
 
   it('reads real process counters', async () => {
     const load = new LoadSampler({ sources: processLoadSources(10) }).start();
+    const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
     try {
-      // The delay monitor records from its second timer run on: let it run once (10 ms resolution).
-      await new Promise((r) => setTimeout(r, 15));
-      const end = performance.now() + 60;
-      while (performance.now() < end) {
-        // block the event loop for 60 ms
+      // The delay monitor records from its second timer run on, and a loaded machine may delay
+      // that run: block the loop, let the monitor run, and look again (a few times at most).
+      let best = { elu: 0, cpu: 0, mem: 0, delay: 0 };
+      for (let i = 0; i < 5 && best.delay <= 20; i++) {
+        await tick(15);
+        const end = performance.now() + 60;
+        while (performance.now() < end) {
+          // block the event loop for 60 ms
+        }
+        await tick(1);
+        const snap = load.sample();
+        best = {
+          elu: Math.max(best.elu, snap.eventLoopUtilization),
+          cpu: Math.max(best.cpu, snap.cpuUtilization),
+          mem: Math.max(best.mem, snap.memUtilization),
+          delay: Math.max(best.delay, snap.eventLoopDelayMaxMs),
+        };
       }
-      // Let the delay monitor's timer run once after the block.
-      await new Promise((r) => setTimeout(r, 1));
-      const snap = load.sample();
-      expect(snap.eventLoopUtilization).toBeGreaterThan(0.3);
-      expect(snap.cpuUtilization).toBeGreaterThan(0);
-      expect(snap.memUtilization).toBeGreaterThan(0);
-      expect(snap.eventLoopDelayMaxMs).toBeGreaterThan(20);
+      expect(best.elu).toBeGreaterThan(0.3);
+      expect(best.cpu).toBeGreaterThan(0);
+      expect(best.mem).toBeGreaterThan(0);
+      expect(best.delay).toBeGreaterThan(20);
     } finally {
       load.stop();
     }

@@ -1,5 +1,8 @@
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import {
+  BASE_SERVICE,
+  type Clients,
+  DEADLINE_MS,
   type Instance,
   type InstanceStats,
   merge,
@@ -7,9 +10,9 @@ import {
   percentile,
   round1,
   runScenario,
-  startClients,
-  startInstances,
   succeeded,
+  type Variant,
+  withHarness,
 } from '../support/overload.js';
 
 /**
@@ -31,11 +34,6 @@ import {
  * within the deadline and the saturated instance's event-loop delay p99 < 50 ms, where round
  * robin does not. A new variant is one line in VARIANTS.
  */
-interface Variant {
-  readonly name: string;
-  /** Service config keys besides the endpoints (merged over BASE_SERVICE). */
-  readonly service: Readonly<Record<string, unknown>>;
-}
 
 const VARIANTS: readonly Variant[] = [
   { name: 'round_robin', service: { lb: 'round_robin' } },
@@ -43,13 +41,6 @@ const VARIANTS: readonly Variant[] = [
   { name: 'peak_ewma', service: { lb: 'peak_ewma' } },
 ];
 
-const DEADLINE_MS = 250;
-const BASE_SERVICE = {
-  timeout: `${DEADLINE_MS}ms`,
-  outlierDetection: false,
-  circuitBreaker: false,
-  retry: false,
-} as const;
 /** Three ordinary instances and the saturated one (index 3). */
 const INSTANCES = [
   { workMs: 2 },
@@ -86,7 +77,7 @@ interface VariantResult {
 
 async function runVariant(
   instances: readonly Instance[],
-  clients: Awaited<ReturnType<typeof startClients>>,
+  clients: Clients,
   variant: Variant,
   warmupMs: number,
   measureMs: number,
@@ -154,12 +145,7 @@ const suite: BenchSuite = {
     // processes, 3 s of warm-up and 20 s measured per policy.
     const warmupMs = quick ? 200 : 3000;
     const measureMs = quick ? 500 : 20_000;
-    const instances = await startInstances(INSTANCES);
-    const clients = await startClients(CLIENTS, !quick).catch(async (err) => {
-      await Promise.all(instances.map((i) => i.close()));
-      throw err;
-    });
-    try {
+    return withHarness(INSTANCES, CLIENTS, !quick, async (instances, clients) => {
       const byVariant: Record<string, VariantResult> = {};
       for (const v of VARIANTS)
         byVariant[v.name] = await runVariant(instances, clients, v, warmupMs, measureMs, quick ? 50 : 1000);
@@ -189,10 +175,7 @@ const suite: BenchSuite = {
         },
         summary,
       };
-    } finally {
-      await clients.close();
-      await Promise.all(instances.map((i) => i.close()));
-    }
+    });
   },
 };
 

@@ -1,19 +1,23 @@
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import {
+  BASE_SERVICE,
+  type Clients,
+  DEADLINE_MS,
+  type Instance,
   type InstanceStats,
   merge,
   pct,
   round1,
   runScenario,
-  startClients,
-  startInstances,
   succeeded,
+  type Variant,
+  withHarness,
 } from '../support/overload.js';
 
 /**
  * The surge scenario (issue 15): 4 equal instances of an HTTP service (each request holds its
  * event loop 8 ms), 8 open-loop clients. The offered load is half the service's capacity, rises to
- * twice its capacity for SURGE_MS, and falls back. Reported per policy:
+ * twice its capacity for 10 s, and falls back. Reported per policy:
  *
  * - capacity, as measured during the calm phase: Σ 1000 / (event-loop busy ms per request) over
  *   the instances (the 8 ms of work plus HTTP, so a little under the nominal 4 × 125/s);
@@ -26,23 +30,12 @@ import {
  * Goal (issue 15, with shedding, which the integration adds): surge goodput >= 90% of capacity and
  * recovery within 2 s. A new variant is one line in VARIANTS.
  */
-interface Variant {
-  readonly name: string;
-  readonly service: Readonly<Record<string, unknown>>;
-}
 
 const VARIANTS: readonly Variant[] = [
   { name: 'peak_ewma', service: { lb: 'peak_ewma' } },
   { name: 'round_robin', service: { lb: 'round_robin' } },
 ];
 
-const DEADLINE_MS = 250;
-const BASE_SERVICE = {
-  timeout: `${DEADLINE_MS}ms`,
-  outlierDetection: false,
-  circuitBreaker: false,
-  retry: false,
-} as const;
 const WORK_MS = 8;
 const INSTANCES = [{ workMs: WORK_MS }, { workMs: WORK_MS }, { workMs: WORK_MS }, { workMs: WORK_MS }];
 const CLIENTS = 8;
@@ -67,8 +60,8 @@ interface SurgeResult {
 }
 
 async function runVariant(
-  instances: Awaited<ReturnType<typeof startInstances>>,
-  clients: Awaited<ReturnType<typeof startClients>>,
+  instances: readonly Instance[],
+  clients: Clients,
   variant: Variant,
   t: { warmupMs: number; calmMs: number; surgeMs: number; afterMs: number },
   leadMs: number,
@@ -153,12 +146,7 @@ const suite: BenchSuite = {
       ? { warmupMs: 200, calmMs: 400, surgeMs: 800, afterMs: 800 }
       : { warmupMs: 2000, calmMs: 3000, surgeMs: 10_000, afterMs: 10_000 };
     const variants = quick ? VARIANTS.slice(0, 1) : VARIANTS;
-    const instances = await startInstances(INSTANCES);
-    const clients = await startClients(CLIENTS, !quick).catch(async (err) => {
-      await Promise.all(instances.map((i) => i.close()));
-      throw err;
-    });
-    try {
+    return withHarness(INSTANCES, CLIENTS, !quick, async (instances, clients) => {
       const byVariant: Record<string, SurgeResult> = {};
       for (const v of variants)
         byVariant[v.name] = await runVariant(instances, clients, v, t, quick ? 50 : 1000);
@@ -196,10 +184,7 @@ const suite: BenchSuite = {
         },
         summary,
       };
-    } finally {
-      await clients.close();
-      await Promise.all(instances.map((i) => i.close()));
-    }
+    });
   },
 };
 

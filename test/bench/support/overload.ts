@@ -68,6 +68,48 @@ function closeChild(child: ChildProcess): Promise<void> {
 
 let seq = 0;
 
+/** One policy setup compared in a scenario: a name and the service's config keys (lb, …). */
+export interface Variant {
+  readonly name: string;
+  /** Service config keys besides the endpoints, merged over `BASE_SERVICE`. */
+  readonly service: Readonly<Record<string, unknown>>;
+}
+
+/** Every request's deadline in both scenarios. */
+export const DEADLINE_MS = 250;
+
+/**
+ * The service config both scenarios start from: the deadline, and the mesh as a balancer only
+ * (outlier detection, circuit breaker and retries off), so that policies are compared, not the
+ * resilience layers.
+ */
+export const BASE_SERVICE = {
+  timeout: `${DEADLINE_MS}ms`,
+  outlierDetection: false,
+  circuitBreaker: false,
+  retry: false,
+} as const;
+
+/** Starts the instances and the clients, runs `fn` with them, and stops them all whatever happens. */
+export async function withHarness<T>(
+  specs: readonly InstanceSpec[],
+  clientCount: number,
+  separateClients: boolean,
+  fn: (instances: Instance[], clients: Clients) => Promise<T>,
+): Promise<T> {
+  const instances = await startInstances(specs);
+  try {
+    const clients = await startClients(clientCount, separateClients);
+    try {
+      return await fn(instances, clients);
+    } finally {
+      await clients.close();
+    }
+  } finally {
+    await Promise.all(instances.map((i) => i.close()));
+  }
+}
+
 export async function startInstances(specs: readonly InstanceSpec[]): Promise<Instance[]> {
   const started = specs.map(async (spec) => {
     const child = fork(

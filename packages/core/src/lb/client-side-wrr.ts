@@ -1,7 +1,6 @@
 import { performance } from 'node:perf_hooks';
-import { parseDuration } from '../duration.js';
+import { optDuration } from '../duration.js';
 import type { EndpointState, PickResult } from '../endpoint-state.js';
-import type { ConfigIssue } from '../errors.js';
 import type { WeightRules } from '../load/endpoint-load.js';
 import { checkKeys, join, optBoolean, optNumber } from '../validate.js';
 import { DEFAULT_PEAK_EWMA, peakEwma } from './peak-ewma.js';
@@ -177,17 +176,6 @@ class ClientSideWrrPicker implements Picker {
   }
 }
 
-function durationOption(
-  raw: Readonly<Record<string, unknown>>,
-  key: string,
-  path: string,
-  issues: ConfigIssue[],
-  def: number,
-): number {
-  if (raw[key] === undefined) return def;
-  return parseDuration(raw[key], join(path, key), issues) ?? def;
-}
-
 /**
  * `client_side_weighted_round_robin`: A58 weighted round robin from ORCA load reports (Envoy's
  * `envoy.load_balancing_policies.client_side_weighted_round_robin`; grpc-js's
@@ -210,13 +198,7 @@ export const clientSideWeightedRoundRobin: LoadBalancerFactory<ClientSideWrrConf
       path,
       issues,
     );
-    const expiration = durationOption(
-      raw,
-      'weightExpirationPeriod',
-      path,
-      issues,
-      d.weightExpirationPeriodMs,
-    );
+    const expiration = optDuration(raw, 'weightExpirationPeriod', path, issues, d.weightExpirationPeriodMs);
     if (expiration <= 0)
       issues.push({
         path: join(path, 'weightExpirationPeriod'),
@@ -224,13 +206,13 @@ export const clientSideWeightedRoundRobin: LoadBalancerFactory<ClientSideWrrConf
       });
     return Object.freeze({
       enableOobLoadReport: optBoolean(raw, 'enableOobLoadReport', path, issues, d.enableOobLoadReport),
-      oobReportingPeriodMs: durationOption(raw, 'oobReportingPeriod', path, issues, d.oobReportingPeriodMs),
-      blackoutPeriodMs: durationOption(raw, 'blackoutPeriod', path, issues, d.blackoutPeriodMs),
+      oobReportingPeriodMs: optDuration(raw, 'oobReportingPeriod', path, issues, d.oobReportingPeriodMs),
+      blackoutPeriodMs: optDuration(raw, 'blackoutPeriod', path, issues, d.blackoutPeriodMs),
       weightExpirationPeriodMs: expiration > 0 ? expiration : d.weightExpirationPeriodMs,
       // A58: values under 100 ms are raised to 100 ms.
       weightUpdatePeriodMs: Math.max(
         100,
-        durationOption(raw, 'weightUpdatePeriod', path, issues, d.weightUpdatePeriodMs),
+        optDuration(raw, 'weightUpdatePeriod', path, issues, d.weightUpdatePeriodMs),
       ),
       errorUtilizationPenalty: optNumber(
         raw,

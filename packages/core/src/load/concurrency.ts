@@ -1,4 +1,4 @@
-import { parseDuration } from '../duration.js';
+import { optDuration } from '../duration.js';
 import type { EndpointState } from '../endpoint-state.js';
 import type { ConfigIssue } from '../errors.js';
 import type { Outcome } from '../events.js';
@@ -10,66 +10,6 @@ import {
   FLOOR_WINDOWS,
   percentileOf,
 } from './concurrency-state.js';
-
-/**
- * Adaptive concurrency for one service's endpoints, on the client: each endpoint gets a limit on
- * attempts in flight that follows its latency, so an endpoint that starts queueing gets fewer
- * concurrent calls before its latency explodes (the pipeline makes excess calls wait briefly or go
- * to another endpoint; pickers skip endpoints that `wouldAdmit` refuses).
- *
- * The controller is Envoy's adaptive-concurrency *gradient controller*, per endpoint:
- *
- * - **minRTT** is measured by pinning the endpoint's limit to `minRtt.concurrency` (3) until
- *   `minRtt.requests` (50) calls have completed and taking their `percentile`; at start, every
- *   `minRtt.interval` (60 s, plus up to `minRtt.jitter` % at random so that clients and endpoints
- *   do not measure in step) and after the limit has sat at its floor for 5 windows.
- * - Every `sampleWindow` (100 ms) the window's latencies give **sampleRTT** (their `percentile`)
- *   and the limit moves by the **gradient**:
- *
- *       gradient = clamp((minRTT × (1 + buffer)) / sampleRTT, 0.5, 2)
- *       limit    = gradient × limit + √(gradient × limit)      (within minLimit..maxLimit)
- *
- *   so it grows while latency stays within the buffer of the unloaded latency and shrinks (by at
- *   most half a window) as queueing shows up in latency.
- * - One addition from Netflix's Gradient2: the limit does not grow in a window whose peak in-flight
- *   count stayed under half the limit (the caller, not the endpoint, limited concurrency), so a
- *   lightly used endpoint does not accumulate a limit of 1000 that would take many windows to
- *   shrink when it turns slow.
- *
- * Why Envoy's design and not Gradient2's long-term average as the baseline: a client-side limiter
- * must also work for an endpoint that is overloaded from the start (the overload benchmark's
- * saturated instance): a baseline learnt from its own latency would learn the overload as normal,
- * while a minimum measured at low concurrency does not. Pinning costs a server-side filter
- * rejected requests; on the client, other endpoints take the excess while one measures.
- * `minRtt.concurrency: 'live'` measures from live traffic without pinning (Envoy's separate
- * `min_concurrency_limit` mode) for single-endpoint services that cannot spare the throughput.
- *
- * Latency samples come from attempts that got an answer or timed out (`success`, `http_error`,
- * `timeout`: a timeout is a lower bound of the latency and a strong overload signal); fast
- * failures (refused, reset, shed with 503) and cancellations say nothing about queueing and are
- * not sampled. Long-lived streams should not be fed to it.
- *
- * Everything happens in `tryAcquire` / `release` (no timers): a window closes on the first release
- * after its end. The state lives on `EndpointState.concurrency` (created on first use).
- */
-function duration(
-  obj: Record<string, unknown>,
-  key: string,
-  path: string,
-  issues: ConfigIssue[],
-  def: number,
-  min: number,
-): number {
-  if (obj[key] === undefined) return def;
-  const p = join(path, key);
-  const v = parseDuration(obj[key], p, issues);
-  if (v === undefined) return def;
-  if (v < min) {
-    issues.push({ path: p, message: `must be at least ${min}ms, got ${v}ms` });
-    return def;
-  }
-  return v;
-}
 
 /**
  * Parses an `adaptiveConcurrency` section (`true` for the defaults). Pushes issues under `path`.
@@ -124,7 +64,7 @@ export function parseAdaptiveConcurrency(
           });
       }
       minRtt = Object.freeze({
-        intervalMs: duration(m, 'interval', p, issues, d.minRtt.intervalMs, 1000),
+        intervalMs: optDuration(m, 'interval', p, issues, d.minRtt.intervalMs, 1000),
         jitterPercent: optNumber(m, 'jitter', p, issues, d.minRtt.jitterPercent, { min: 0, max: 100 }),
         requests: optNumber(m, 'requests', p, issues, d.minRtt.requests, {
           min: 1,
@@ -133,12 +73,12 @@ export function parseAdaptiveConcurrency(
         }),
         bufferPercent: optNumber(m, 'buffer', p, issues, d.minRtt.bufferPercent, { min: 0, max: 1000 }),
         concurrency,
-        fixedMs: m.fixed === undefined ? undefined : duration(m, 'fixed', p, issues, 0, 0.001),
+        fixedMs: m.fixed === undefined ? undefined : optDuration(m, 'fixed', p, issues, 0, 0.001),
       });
     }
   }
   return Object.freeze({
-    sampleWindowMs: duration(obj, 'sampleWindow', path, issues, d.sampleWindowMs, 1),
+    sampleWindowMs: optDuration(obj, 'sampleWindow', path, issues, d.sampleWindowMs, 1),
     percentile: optNumber(obj, 'percentile', path, issues, d.percentile, { min: 0, max: 100 }),
     minLimit,
     maxLimit: Math.max(minLimit, maxLimit),
@@ -152,6 +92,46 @@ function sampled(outcome: Outcome): boolean {
 }
 
 /**
+ * Adaptive concurrency for one service's endpoints, on the client: each endpoint gets a limit on
+ * attempts in flight that follows its latency, so an endpoint that starts queueing gets fewer
+ * concurrent calls before its latency explodes (the pipeline makes excess calls wait briefly or go
+ * to another endpoint; pickers skip endpoints that `wouldAdmit` refuses).
+ *
+ * The controller is Envoy's adaptive-concurrency *gradient controller*, per endpoint:
+ *
+ * - **minRTT** is measured by pinning the endpoint's limit to `minRtt.concurrency` (3) until
+ *   `minRtt.requests` (50) calls have completed and taking their `percentile`; at start, every
+ *   `minRtt.interval` (60 s, plus up to `minRtt.jitter` % at random so that clients and endpoints
+ *   do not measure in step) and after the limit has sat at its floor for 5 windows.
+ * - Every `sampleWindow` (100 ms) the window's latencies give **sampleRTT** (their `percentile`)
+ *   and the limit moves by the **gradient**:
+ *
+ *       gradient = clamp((minRTT × (1 + buffer)) / sampleRTT, 0.5, 2)
+ *       limit    = gradient × limit + √(gradient × limit)      (within minLimit..maxLimit)
+ *
+ *   so it grows while latency stays within the buffer of the unloaded latency and shrinks (by at
+ *   most half a window) as queueing shows up in latency.
+ * - One addition from Netflix's Gradient2: the limit does not grow in a window whose peak in-flight
+ *   count stayed under half the limit (the caller, not the endpoint, limited concurrency), so a
+ *   lightly used endpoint does not accumulate a limit of 1000 that would take many windows to
+ *   shrink when it turns slow.
+ *
+ * Why Envoy's design and not Gradient2's long-term average as the baseline: a client-side limiter
+ * must also work for an endpoint that is overloaded from the start (the overload benchmark's
+ * saturated instance): a baseline learnt from its own latency would learn the overload as normal,
+ * while a minimum measured at low concurrency does not. Pinning costs a server-side filter
+ * rejected requests; on the client, other endpoints take the excess while one measures.
+ * `minRtt.concurrency: 'live'` measures from live traffic without pinning (Envoy's separate
+ * `min_concurrency_limit` mode) for single-endpoint services that cannot spare the throughput.
+ *
+ * Latency samples come from attempts that got an answer or timed out (`success`, `http_error`,
+ * `timeout`: a timeout is a lower bound of the latency and a strong overload signal); fast
+ * failures (refused, reset, shed with 503) and cancellations say nothing about queueing and are
+ * not sampled. Long-lived streams should not be fed to it.
+ *
+ * Everything happens in `tryAcquire` / `release` (no timers): a window closes on the first release
+ * after its end. The state lives on `EndpointState.concurrency` (created on first use).
+ *
  * The per-service controller: `tryAcquire(ep)` before an attempt, `release(ep, rttMs, outcome)`
  * after it, `wouldAdmit(ep)` for a picker that wants to skip saturated endpoints.
  */

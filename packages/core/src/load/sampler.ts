@@ -376,7 +376,8 @@ export class LoadSampler {
       eventLoopDelayP99Ms,
       eventLoopDelayMaxMs: round(delayMax, 1),
       report,
-      header: this.format === 'binary' ? `BIN ${binary.toString('base64')}` : formatOrcaHeader(report, this.format),
+      header:
+        this.format === 'binary' ? `BIN ${binary.toString('base64')}` : formatOrcaHeader(report, this.format),
       binary,
     });
   }
