@@ -7,6 +7,7 @@ import {
   parseMemoryMax,
   parseOrcaHeader,
   parseProcCgroup,
+  processLoad,
   processLoadSources,
   readCapacity,
 } from '../src/index.js';
@@ -180,6 +181,19 @@ describe('LoadSampler', () => {
       expect(best.cpu).toBeGreaterThan(0);
       expect(best.mem).toBeGreaterThan(0);
       expect(best.delay).toBeGreaterThan(20);
+    } finally {
+      load.stop();
+    }
+  });
+});
+
+describe('processLoad', () => {
+  it('is one running sampler per process, created on first use', () => {
+    const load = processLoad({ intervalMs: 500 });
+    try {
+      expect(load.running).toBe(true);
+      expect(load.intervalMs).toBe(500);
+      expect(processLoad({ intervalMs: 2000 })).toBe(load); // options apply to the first call only
     } finally {
       load.stop();
     }

@@ -100,11 +100,6 @@ class ClientSideWrrPicker implements Picker {
     this.#refresh(clock.ms);
   }
 
-  /** Whether the picker currently schedules by reported weights (false: the peak-EWMA fallback). */
-  get weighted(): boolean {
-    return this.#weighted;
-  }
-
   #refresh(now: number): void {
     this.#refreshAt = now + this.#config.weightUpdatePeriodMs;
     const eps = this.#eps;
