@@ -36,8 +36,8 @@ const suite: BenchSuite = {
   inQuick: true,
   async run({ quick }): Promise<BenchSuiteResult> {
     const rounds = quick ? 2 : 7;
-    const sampleIters = quick ? 200 : 2000;
-    const parseIters = quick ? 20_000 : 200_000;
+    const sampleIters = quick ? 100 : 1000;
+    const parseIters = quick ? 2000 : 20_000;
     // A typical server report: the sampler's own metrics plus two application metrics.
     const sources = processLoadSources(10);
     const samplers = Object.fromEntries(

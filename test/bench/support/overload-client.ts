@@ -125,6 +125,8 @@ export async function runClient(run: ClientRun): Promise<ClientResult> {
     };
     let k = 0;
     let next = scheduleTime(run.phases, 0);
+    // One timer per scheduled request (not a 1 ms poll): the client wakes when the next request
+    // is due, and sends every request that is due by then (it catches up after a stall).
     await new Promise<void>((resolve) => {
       const tick = () => {
         const now = performance.now() - t0;
@@ -136,12 +138,13 @@ export async function runClient(run: ClientRun): Promise<ClientResult> {
           send(next);
           next = scheduleTime(run.phases, ++k);
         }
-        if (now >= total) {
-          clearInterval(timer);
-          resolve();
+        if (now >= total || next >= total) {
+          setTimeout(resolve, Math.max(0, total - now));
+          return;
         }
+        setTimeout(tick, Math.max(0, Math.min(next, run.warmupMs > now ? run.warmupMs : next) - now));
       };
-      const timer = setInterval(tick, 1);
+      tick();
     });
     eld.disable();
     result.eldP99Ms = eld.count > 0 ? Math.max(0, eld.percentile(99) / 1e6 - 10) : 0;
