@@ -90,17 +90,31 @@ export const BASE_SERVICE = {
   retry: false,
 } as const;
 
-/** Starts the instances and the clients, runs `fn` with them, and stops them all whatever happens. */
+/**
+ * Starts the instances and the clients, runs `fn` with them, and stops them all whatever happens.
+ * With `warmUp`, one unmeasured run at that rate comes first, so that the JIT of every process has
+ * settled before the first variant is measured (it would otherwise pay for the others' start-up).
+ */
 export async function withHarness<T>(
   specs: readonly InstanceSpec[],
   clientCount: number,
   separateClients: boolean,
+  warmUp: Phase | undefined,
   fn: (instances: Instance[], clients: Clients) => Promise<T>,
 ): Promise<T> {
   const instances = await startInstances(specs);
   try {
     const clients = await startClients(clientCount, separateClients);
     try {
+      if (warmUp !== undefined && warmUp.ms > 0) {
+        await runScenario(instances, clients, {
+          service: { ...BASE_SERVICE, lb: 'peak_ewma' },
+          phases: [warmUp],
+          warmupMs: warmUp.ms,
+          marks: [],
+          leadMs: separateClients ? 1000 : 50,
+        });
+      }
       return await fn(instances, clients);
     } finally {
       await clients.close();
