@@ -33,6 +33,8 @@ export interface ServiceSections {
  * `declare module '@meshlet/core' { interface LbPolicies { fastest: { window?: Duration } } }`.
  */
 export interface LbPolicies {
+  /** gRFC A58 weighted round robin from endpoints' ORCA load reports; peak-EWMA until two endpoints report. */
+  readonly client_side_weighted_round_robin: ClientSideWeightedRoundRobinOptions;
   /** The endpoint with the fewest outstanding requests among a few sampled. */
   readonly least_request: LeastRequestOptions;
   /** Google's Maglev consistent hashing: a lookup table with minimal disruption. */
@@ -689,6 +691,40 @@ export interface PenaltyInput {
    * @default "30s"
    */
   readonly max?: Duration;
+}
+
+/** gRFC A58 weighted round robin from endpoints' ORCA load reports; peak-EWMA until two endpoints report. */
+export interface ClientSideWeightedRoundRobinOptions {
+  /**
+   * An endpoint's reports must arrive for this long before its weight is used (0: at once).
+   * @default "10s"
+   */
+  readonly blackoutPeriod?: Duration;
+  /**
+   * A weight whose latest report is older than this is dropped (and the blackout starts again).
+   * @default "3m"
+   */
+  readonly weightExpirationPeriod?: Duration;
+  /**
+   * How often the schedule is rebuilt from the latest weights; values under 100ms are raised to 100ms.
+   * @default "1s"
+   */
+  readonly weightUpdatePeriod?: Duration;
+  /**
+   * Multiplier of the error rate (eps / qps) added to the utilization of the weight.
+   * @default 1
+   */
+  readonly errorUtilizationPenalty?: number;
+  /**
+   * Use out-of-band reports (the ORCA stream) instead of per-call ones.
+   * @default false
+   */
+  readonly enableOobLoadReport?: boolean;
+  /**
+   * Report interval requested on the out-of-band stream.
+   * @default "10s"
+   */
+  readonly oobReportingPeriod?: Duration;
 }
 
 /** The endpoint with the fewest outstanding requests among a few sampled. */

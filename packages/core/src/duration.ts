@@ -46,29 +46,6 @@ function capped(ms: number, raw: unknown, path: string, issues: ConfigIssue[]): 
   return undefined;
 }
 
-/**
- * The duration at `obj[key]` (ms), `def` when absent; a bad value or one below `min` is recorded as
- * an issue at `path.key` and gives `def`.
- */
-export function optDuration(
-  obj: Readonly<Record<string, unknown>>,
-  key: string,
-  path: string,
-  issues: ConfigIssue[],
-  def: number,
-  min = 0,
-): number {
-  if (obj[key] === undefined) return def;
-  const p = path ? `${path}.${key}` : key;
-  const v = parseDuration(obj[key], p, issues);
-  if (v === undefined) return def;
-  if (v < min) {
-    issues.push({ path: p, message: `must be at least ${min}ms, got ${v}ms` });
-    return def;
-  }
-  return v;
-}
-
 export function formatDuration(ms: number): string {
   if (ms % 1000 === 0 && ms >= 1000) return `${ms / 1000}s`;
   return `${ms}ms`;

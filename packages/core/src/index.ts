@@ -244,7 +244,11 @@ export {
   parseProcCgroup,
   readCapacity,
 } from './load/capacity.js';
-export { AdaptiveConcurrency, parseAdaptiveConcurrency } from './load/concurrency.js';
+export {
+  AdaptiveConcurrency,
+  adaptiveConcurrencySchema,
+  parseAdaptiveConcurrency,
+} from './load/concurrency.js';
 export {
   type AdaptiveConcurrencyConfig,
   DEFAULT_ADAPTIVE_CONCURRENCY,

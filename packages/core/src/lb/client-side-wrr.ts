@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
-import { optDuration } from '../duration.js';
+import { formatDuration } from '../duration.js';
 import type { EndpointState, PickResult } from '../endpoint-state.js';
 import type { WeightRules } from '../load/endpoint-load.js';
-import { checkKeys, join, optBoolean, optNumber } from '../validate.js';
+import { s } from '../schema.js';
 import { DEFAULT_PEAK_EWMA, peakEwma } from './peak-ewma.js';
 import type { LoadBalancer, LoadBalancerFactory, PickContext, Picker } from './types.js';
 
@@ -171,6 +171,42 @@ class ClientSideWrrPicker implements Picker {
   }
 }
 
+const wrrOptions = s.object(
+  {
+    blackoutPeriod: s.duration({
+      default: formatDuration(DEFAULT_CLIENT_SIDE_WRR.blackoutPeriodMs),
+      doc: "An endpoint's reports must arrive for this long before its weight is used (0: at once).",
+    }),
+    weightExpirationPeriod: s.duration({
+      positive: true,
+      default: '3m',
+      doc: 'A weight whose latest report is older than this is dropped (and the blackout starts again).',
+    }),
+    weightUpdatePeriod: s.duration({
+      default: formatDuration(DEFAULT_CLIENT_SIDE_WRR.weightUpdatePeriodMs),
+      doc: 'How often the schedule is rebuilt from the latest weights; values under 100ms are raised to 100ms.',
+    }),
+    errorUtilizationPenalty: s.number({
+      min: 0,
+      default: DEFAULT_CLIENT_SIDE_WRR.errorUtilizationPenalty,
+      doc: 'Multiplier of the error rate (eps / qps) added to the utilization of the weight.',
+    }),
+    enableOobLoadReport: s.boolean({
+      default: DEFAULT_CLIENT_SIDE_WRR.enableOobLoadReport,
+      doc: 'Use out-of-band reports (the ORCA stream) instead of per-call ones.',
+    }),
+    oobReportingPeriod: s.duration({
+      positive: true,
+      default: formatDuration(DEFAULT_CLIENT_SIDE_WRR.oobReportingPeriodMs),
+      doc: 'Report interval requested on the out-of-band stream.',
+    }),
+  },
+  {
+    name: 'ClientSideWeightedRoundRobinOptions',
+    doc: "gRFC A58 weighted round robin from endpoints' ORCA load reports; peak-EWMA until two endpoints report.",
+  },
+);
+
 /**
  * `client_side_weighted_round_robin`: A58 weighted round robin from ORCA load reports (Envoy's
  * `envoy.load_balancing_policies.client_side_weighted_round_robin`; grpc-js's
@@ -178,47 +214,18 @@ class ClientSideWrrPicker implements Picker {
  */
 export const clientSideWeightedRoundRobin: LoadBalancerFactory<ClientSideWrrConfig> = {
   name: 'client_side_weighted_round_robin',
+  schema: wrrOptions,
   parseConfig(raw, path, issues) {
     const d = DEFAULT_CLIENT_SIDE_WRR;
-    checkKeys(
-      raw,
-      [
-        'enableOobLoadReport',
-        'oobReportingPeriod',
-        'blackoutPeriod',
-        'weightExpirationPeriod',
-        'weightUpdatePeriod',
-        'errorUtilizationPenalty',
-      ],
-      path,
-      issues,
-    );
-    const expiration = optDuration(raw, 'weightExpirationPeriod', path, issues, d.weightExpirationPeriodMs);
-    if (expiration <= 0)
-      issues.push({
-        path: join(path, 'weightExpirationPeriod'),
-        message: `must be > 0, got ${expiration}ms`,
-      });
+    const o = wrrOptions.parse(raw, path, issues);
     return Object.freeze({
-      enableOobLoadReport: optBoolean(raw, 'enableOobLoadReport', path, issues, d.enableOobLoadReport),
-      oobReportingPeriodMs: optDuration(raw, 'oobReportingPeriod', path, issues, d.oobReportingPeriodMs),
-      blackoutPeriodMs: optDuration(raw, 'blackoutPeriod', path, issues, d.blackoutPeriodMs),
-      weightExpirationPeriodMs: expiration > 0 ? expiration : d.weightExpirationPeriodMs,
+      enableOobLoadReport: o?.enableOobLoadReport ?? d.enableOobLoadReport,
+      oobReportingPeriodMs: o?.oobReportingPeriod ?? d.oobReportingPeriodMs,
+      blackoutPeriodMs: o?.blackoutPeriod ?? d.blackoutPeriodMs,
+      weightExpirationPeriodMs: o?.weightExpirationPeriod ?? d.weightExpirationPeriodMs,
       // A58: values under 100 ms are raised to 100 ms.
-      weightUpdatePeriodMs: Math.max(
-        100,
-        optDuration(raw, 'weightUpdatePeriod', path, issues, d.weightUpdatePeriodMs),
-      ),
-      errorUtilizationPenalty: optNumber(
-        raw,
-        'errorUtilizationPenalty',
-        path,
-        issues,
-        d.errorUtilizationPenalty,
-        {
-          min: 0,
-        },
-      ),
+      weightUpdatePeriodMs: Math.max(100, o?.weightUpdatePeriod ?? d.weightUpdatePeriodMs),
+      errorUtilizationPenalty: o?.errorUtilizationPenalty ?? d.errorUtilizationPenalty,
     });
   },
   create(config, ctx): LoadBalancer {

@@ -1,8 +1,9 @@
-import { optDuration } from '../duration.js';
+import { formatDuration } from '../duration.js';
 import type { EndpointState } from '../endpoint-state.js';
 import type { ConfigIssue } from '../errors.js';
 import type { Outcome } from '../events.js';
-import { checkKeys, describe, expectObject, join, optNumber } from '../validate.js';
+import { s } from '../schema.js';
+import { join } from '../validate.js';
 import {
   type AdaptiveConcurrencyConfig,
   DEFAULT_ADAPTIVE_CONCURRENCY,
@@ -11,8 +12,50 @@ import {
   percentileOf,
 } from './concurrency-state.js';
 
+const D = DEFAULT_ADAPTIVE_CONCURRENCY;
+
+/** The `minRtt` options (Envoy's `min_rtt_calc_params`). */
+const minRttSchema = s.object(
+  {
+    interval: s.duration({
+      min: 1000,
+      default: formatDuration(D.minRtt.intervalMs),
+      doc: 'Time between minRTT measurements.',
+    }),
+    jitter: s.number({
+      min: 0,
+      max: 100,
+      default: D.minRtt.jitterPercent,
+      doc: 'Random extra delay of each measurement, in percent of the interval.',
+    }),
+    requests: s.integer({
+      min: 1,
+      max: 10_000,
+      default: D.minRtt.requests,
+      doc: 'Calls sampled per measurement.',
+    }),
+    buffer: s.number({
+      min: 0,
+      max: 1000,
+      default: D.minRtt.bufferPercent,
+      doc: 'Latency allowed above minRTT before the limit drops, in percent of minRTT.',
+    }),
+    concurrency: s.union([s.integer({ min: 1, max: 100_000 }), s.literal('live')], {
+      default: D.minRtt.concurrency,
+      doc: "The limit while measuring, or 'live' to measure from live traffic without pinning.",
+    }),
+    fixed: s.duration({
+      positive: true,
+      defaultText: 'measured',
+      doc: 'A fixed minRTT instead of measuring it.',
+    }),
+  },
+  { name: 'AdaptiveConcurrencyMinRttInput', doc: 'How minRTT, the latency at low concurrency, is measured.' },
+);
+
 /**
- * Parses an `adaptiveConcurrency` section (`true` for the defaults). Pushes issues under `path`.
+ * The `adaptiveConcurrency` options (docs/load-aware.md), for the service section the pipeline
+ * integration registers:
  *
  *     adaptiveConcurrency:
  *       sampleWindow: 100ms
@@ -21,68 +64,80 @@ import {
  *       maxLimit: 1000
  *       minRtt: { interval: 60s, jitter: 15, requests: 50, buffer: 25, concurrency: 3, fixed: 20ms }
  */
+export const adaptiveConcurrencySchema = s.union(
+  [
+    s.boolean(),
+    s.object(
+      {
+        sampleWindow: s.duration({
+          min: 1,
+          default: formatDuration(D.sampleWindowMs),
+          doc: "Length of a sampling window (Envoy's concurrency_update_interval).",
+        }),
+        percentile: s.number({
+          min: 0,
+          max: 100,
+          default: D.percentile,
+          doc: "Percentile of a window's latencies taken as sampleRTT, and of the minRTT samples.",
+        }),
+        minLimit: s.integer({ min: 1, max: 100_000, default: D.minLimit, doc: 'The floor of the limit.' }),
+        maxLimit: s.integer({
+          min: 1,
+          max: 1_000_000,
+          default: D.maxLimit,
+          doc: 'The ceiling of the limit.',
+        }),
+        minRtt: minRttSchema,
+      },
+      { name: 'AdaptiveConcurrencyInput' },
+    ),
+  ],
+  {
+    doc: "Adaptive concurrency per endpoint (Envoy's gradient controller); `true` for the defaults.",
+    defaultText: 'off',
+  },
+);
+
+/**
+ * Parses an `adaptiveConcurrency` section (`true` for the defaults) with `adaptiveConcurrencySchema`.
+ * Pushes issues under `path`; returns the defaults where a value is bad.
+ */
 export function parseAdaptiveConcurrency(
   raw: unknown,
   path: string,
   issues: ConfigIssue[],
 ): AdaptiveConcurrencyConfig {
-  const d = DEFAULT_ADAPTIVE_CONCURRENCY;
-  if (raw === true) return d;
-  const obj = expectObject(raw, path, issues);
-  if (!obj) return d;
-  checkKeys(obj, ['sampleWindow', 'percentile', 'minLimit', 'maxLimit', 'minRtt'], path, issues);
-  const minLimit = optNumber(obj, 'minLimit', path, issues, d.minLimit, {
-    min: 1,
-    max: 100_000,
-    integer: true,
-  });
-  const maxLimit = optNumber(obj, 'maxLimit', path, issues, d.maxLimit, {
-    min: 1,
-    max: 1_000_000,
-    integer: true,
-  });
+  if (raw === true) return D;
+  const o = adaptiveConcurrencySchema.parse(raw, path, issues);
+  if (o === undefined || typeof o === 'boolean') {
+    if (o === false)
+      issues.push({ path, message: 'must be true or an object (leave it out to turn it off)' });
+    return D;
+  }
+  const minLimit = o.minLimit ?? D.minLimit;
+  const maxLimit = o.maxLimit ?? D.maxLimit;
   if (maxLimit < minLimit)
     issues.push({
       path: join(path, 'maxLimit'),
       message: `must be >= minLimit (${minLimit}), got ${maxLimit}`,
     });
-  let minRtt = d.minRtt;
-  if (obj.minRtt !== undefined) {
-    const p = join(path, 'minRtt');
-    const m = expectObject(obj.minRtt, p, issues);
-    if (m) {
-      checkKeys(m, ['interval', 'jitter', 'requests', 'buffer', 'concurrency', 'fixed'], p, issues);
-      let concurrency: number | 'live' = d.minRtt.concurrency;
-      if (m.concurrency === 'live') concurrency = 'live';
-      else if (m.concurrency !== undefined) {
-        if (typeof m.concurrency === 'number' && Number.isInteger(m.concurrency) && m.concurrency >= 1)
-          concurrency = m.concurrency;
-        else
-          issues.push({
-            path: join(p, 'concurrency'),
-            message: `must be a whole number >= 1 or 'live', got ${describe(m.concurrency)}`,
-          });
-      }
-      minRtt = Object.freeze({
-        intervalMs: optDuration(m, 'interval', p, issues, d.minRtt.intervalMs, 1000),
-        jitterPercent: optNumber(m, 'jitter', p, issues, d.minRtt.jitterPercent, { min: 0, max: 100 }),
-        requests: optNumber(m, 'requests', p, issues, d.minRtt.requests, {
-          min: 1,
-          max: 10_000,
-          integer: true,
-        }),
-        bufferPercent: optNumber(m, 'buffer', p, issues, d.minRtt.bufferPercent, { min: 0, max: 1000 }),
-        concurrency,
-        fixedMs: m.fixed === undefined ? undefined : optDuration(m, 'fixed', p, issues, 0, 0.001),
-      });
-    }
-  }
+  const m = o.minRtt;
   return Object.freeze({
-    sampleWindowMs: optDuration(obj, 'sampleWindow', path, issues, d.sampleWindowMs, 1),
-    percentile: optNumber(obj, 'percentile', path, issues, d.percentile, { min: 0, max: 100 }),
+    sampleWindowMs: o.sampleWindow ?? D.sampleWindowMs,
+    percentile: o.percentile ?? D.percentile,
     minLimit,
     maxLimit: Math.max(minLimit, maxLimit),
-    minRtt,
+    minRtt:
+      m === undefined
+        ? D.minRtt
+        : Object.freeze({
+            intervalMs: m.interval ?? D.minRtt.intervalMs,
+            jitterPercent: m.jitter ?? D.minRtt.jitterPercent,
+            requests: m.requests ?? D.minRtt.requests,
+            bufferPercent: m.buffer ?? D.minRtt.bufferPercent,
+            concurrency: m.concurrency ?? D.minRtt.concurrency,
+            fixedMs: m.fixed,
+          }),
   });
 }
 
