@@ -60,6 +60,16 @@ export interface CpService {
   readonly endpoints: readonly Endpoint[];
   readonly lb: { readonly policy: string; readonly options: Readonly<Record<string, unknown>> };
   readonly identity: string | undefined;
+  /**
+   * How callers secure their hops to the service (Istio's DestinationRule `tls.mode`):
+   * `ISTIO_MUTUAL` (mTLS to every endpoint, certificates from the clients' bootstrap
+   * certificate-provider instance `default`), `AUTO` (Istio's auto-mTLS: mTLS to endpoints labelled
+   * `tlsMode: istio`, plaintext to the rest) or `DISABLE`. Default: `ISTIO_MUTUAL` with an
+   * `identity`, else `DISABLE`.
+   */
+  readonly tlsMode: 'ISTIO_MUTUAL' | 'AUTO' | 'DISABLE';
+  /** `lrs_server: self` on the cluster: clients report its load (default: the top-level `loadReporting`). */
+  readonly loadReporting: boolean;
   readonly connectTimeoutMs: number | undefined;
   readonly circuitBreakers: Readonly<Record<string, number>> | undefined;
   readonly outlierDetection: Readonly<Record<string, number>> | undefined;
@@ -70,12 +80,20 @@ export interface CpService {
 
 export interface ControlPlaneConfig {
   readonly services: Readonly<Record<string, CpService>>;
+  /** `loadReporting`: clusters name the control plane as their LRS server, reports asked every `intervalMs`. */
+  readonly loadReporting: { readonly enabled: boolean; readonly intervalMs: number };
 }
+
+/** The LRS reporting interval the control plane asks for by default. */
+export const DEFAULT_LOAD_REPORTING_INTERVAL_MS = 10_000;
+const TLS_MODES = ['ISTIO_MUTUAL', 'AUTO', 'DISABLE'] as const;
 
 const SERVICE_KEYS = [
   'endpoints',
   'lb',
   'identity',
+  'tlsMode',
+  'loadReporting',
   'connectTimeout',
   'circuitBreakers',
   'outlierDetection',
@@ -292,6 +310,7 @@ function parseService(
   raw: unknown,
   path: string,
   issues: ConfigIssue[],
+  loadReporting: boolean,
 ): CpService | undefined {
   const o = Array.isArray(raw) ? { endpoints: raw } : expectObject(raw, path, issues);
   if (!o) return undefined;
@@ -313,6 +332,18 @@ function parseService(
   const identity = optString(o, 'identity', path, issues);
   if (identity !== undefined && !identity.startsWith('spiffe://'))
     issues.push({ path: join(path, 'identity'), message: 'must be a SPIFFE ID (spiffe://…)' });
+  let tlsMode: CpService['tlsMode'] = identity === undefined ? 'DISABLE' : 'ISTIO_MUTUAL';
+  if (o.tlsMode !== undefined) {
+    if (typeof o.tlsMode === 'string' && (TLS_MODES as readonly string[]).includes(o.tlsMode))
+      tlsMode = o.tlsMode as CpService['tlsMode'];
+    else
+      issues.push({
+        path: join(path, 'tlsMode'),
+        message: `must be one of ${TLS_MODES.join(', ')}, got ${describe(o.tlsMode)}`,
+      });
+  }
+  if (o.loadReporting !== undefined && typeof o.loadReporting !== 'boolean')
+    issues.push({ path: join(path, 'loadReporting'), message: 'must be true or false' });
   let routes: CpRoute[] = [];
   if (o.routes !== undefined) {
     if (!Array.isArray(o.routes))
@@ -339,6 +370,8 @@ function parseService(
     endpoints,
     lb,
     identity,
+    tlsMode,
+    loadReporting: typeof o.loadReporting === 'boolean' ? o.loadReporting : loadReporting,
     connectTimeoutMs: dur(o.connectTimeout, join(path, 'connectTimeout'), issues),
     circuitBreakers: parseNumbers(o.circuitBreakers, CB_KEYS, [], join(path, 'circuitBreakers'), issues),
     outlierDetection: parseNumbers(
@@ -362,11 +395,12 @@ export function parseControlPlaneConfig(raw: unknown, source?: string): ControlP
   const issues: ConfigIssue[] = [];
   const root = raw === null || raw === undefined ? {} : expectObject(raw, '', issues);
   const services: Record<string, CpService> = {};
+  const lr = parseLoadReporting(root?.loadReporting, issues);
   if (root?.services !== undefined) {
     const s = expectObject(root.services, 'services', issues);
     if (s) {
       for (const [name, value] of Object.entries(s)) {
-        const svc = parseService(name, value, join('services', name), issues);
+        const svc = parseService(name, value, join('services', name), issues, lr.enabled);
         if (svc) services[name] = svc;
       }
     }
@@ -384,5 +418,18 @@ export function parseControlPlaneConfig(raw: unknown, source?: string): ControlP
     });
   }
   if (issues.length > 0) throw new MeshConfigError(issues, source);
-  return { services };
+  return { services, loadReporting: lr };
+}
+
+/** `loadReporting: true` or `{ interval: 10s }` (LRS: clusters name this control plane as their load-report server). */
+function parseLoadReporting(raw: unknown, issues: ConfigIssue[]): ControlPlaneConfig['loadReporting'] {
+  const off = { enabled: false, intervalMs: DEFAULT_LOAD_REPORTING_INTERVAL_MS };
+  if (raw === undefined || raw === false) return off;
+  if (raw === true) return { enabled: true, intervalMs: DEFAULT_LOAD_REPORTING_INTERVAL_MS };
+  const o = expectObject(raw, 'loadReporting', issues);
+  if (!o) return off;
+  checkKeys(o, ['interval', 'enabled'], 'loadReporting', issues);
+  const ms = dur(o.interval, 'loadReporting.interval', issues) ?? DEFAULT_LOAD_REPORTING_INTERVAL_MS;
+  if (ms <= 0) issues.push({ path: 'loadReporting.interval', message: 'must be more than 0' });
+  return { enabled: o.enabled !== false, intervalMs: ms };
 }

@@ -14,6 +14,7 @@ const HCM =
 const ROUTER = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
 const FAULT = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
 const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
+const RAW_BUFFER = 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer';
 const TYPED_STRUCT = 'type.googleapis.com/xds.type.v3.TypedStruct';
 const FAULT_FILTER = 'envoy.filters.http.fault';
 
@@ -164,20 +165,49 @@ function cluster(s: CpService): Msg {
     if (d.maxEjectionPercent !== undefined) od.maxEjectionPercent = { value: d.maxEjectionPercent };
     c.outlierDetection = od;
   }
-  if (s.identity) {
-    c.transportSocket = {
-      name: 'envoy.transport_sockets.tls',
-      typedConfig: {
-        '@type': UPSTREAM_TLS,
-        commonTlsContext: {
-          combinedValidationContext: {
-            defaultValidationContext: { matchSubjectAltNames: [{ exact: s.identity }] },
+  if (s.tlsMode === 'ISTIO_MUTUAL') {
+    c.transportSocket = tlsSocket(s.identity);
+  } else if (s.tlsMode === 'AUTO') {
+    // Istio's auto-mTLS: mTLS to endpoints labelled `tlsMode: istio`, plaintext to the rest.
+    c.transportSocketMatches = [
+      { name: 'tlsMode-istio', match: { tlsMode: 'istio' }, transportSocket: tlsSocket(s.identity) },
+      {
+        name: 'tlsMode-disabled',
+        match: {},
+        transportSocket: { name: 'envoy.transport_sockets.raw_buffer', typedConfig: { '@type': RAW_BUFFER } },
+      },
+    ];
+  }
+  if (s.loadReporting) c.lrsServer = { self: {} };
+  return c;
+}
+
+/**
+ * An UpstreamTlsContext as istiod's proxyless generator builds it (pilot/pkg/networking/grpcgen,
+ * `buildCommonTLSContext`): certificates from the clients' bootstrap certificate-provider
+ * instance `default` (certificate `default`, roots `ROOTCA`), in the current fields and in the
+ * deprecated ones older gRPC clients read, and the service's identity as an exact SAN.
+ */
+function tlsSocket(identity: string | undefined): Msg {
+  const id = { instanceName: 'default', certificateName: 'default' };
+  const roots = { instanceName: 'default', certificateName: 'ROOTCA' };
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typedConfig: {
+      '@type': UPSTREAM_TLS,
+      commonTlsContext: {
+        tlsCertificateProviderInstance: id,
+        tlsCertificateCertificateProviderInstance: id,
+        combinedValidationContext: {
+          validationContextCertificateProviderInstance: roots,
+          defaultValidationContext: {
+            ...(identity ? { matchSubjectAltNames: [{ exact: identity }] } : {}),
+            caCertificateProviderInstance: roots,
           },
         },
       },
-    };
-  }
-  return c;
+    },
+  };
 }
 
 const HEALTH: Record<string, string> = {
@@ -203,11 +233,17 @@ function loadAssignment(s: CpService): Msg {
       };
       groups.set(key, g);
     }
-    g.lbEndpoints.push({
+    const lbe: Msg = {
       endpoint: { address: { socketAddress: { address: ep.address, portValue: ep.port } } },
       healthStatus: HEALTH[ep.health] ?? 'UNKNOWN',
       loadBalancingWeight: { value: ep.weight },
-    });
+    };
+    // An endpoint labelled `tlsMode` (Istio's sidecar-injected workloads carry `tlsMode: istio`)
+    // says so in the metadata transport_socket_matches read.
+    const tlsMode = ep.metadata?.tlsMode;
+    if (tlsMode !== undefined)
+      lbe.metadata = { filterMetadata: { 'envoy.transport_socket_match': { tlsMode } } };
+    g.lbEndpoints.push(lbe);
   }
   return { clusterName: s.name, endpoints: [...groups.values()] };
 }

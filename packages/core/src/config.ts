@@ -14,6 +14,7 @@ import {
   resilienceFields,
 } from './resilience/policy.js';
 import { type Fields, JsonEmitter, type JsonSchema, type Schema, s, taggedJson } from './schema.js';
+import type { UpstreamSecurity } from './upstream-tls.js';
 import { describe, expectObject, isPlainObject, join } from './validate.js';
 
 /** Conditions under which a failed attempt is retried (Envoy's `retry_on` names). */
@@ -121,6 +122,12 @@ export interface ServicePolicy extends ResiliencePolicy {
   readonly panicThreshold: number;
   /** Expected peer SPIFFE ID (exact) or trust domain (`spiffe://td`), checked under mTLS. */
   readonly identity: string | undefined;
+  /**
+   * Transport security a control plane decided for the service's hops (xDS UpstreamTlsContext,
+   * gRFC A29): per endpoint mTLS or plaintext, certificate-provider instances, accepted peer
+   * names. When set, it replaces the mesh's `tls` and `identity` for this service.
+   */
+  readonly upstreamSecurity?: UpstreamSecurity | undefined;
   readonly connection: ConnectionPolicy;
   /** Service-level sections registered by other packages (keyed by section name). */
   readonly extensions: Readonly<Record<string, unknown>>;

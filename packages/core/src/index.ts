@@ -419,6 +419,19 @@ export {
   startDraining,
 } from './serving.js';
 export {
+  describeSanMatchers,
+  FALLBACK_UPSTREAM_SECURITY,
+  parseSubjectAltNames,
+  type SanMatcher,
+  type SanType,
+  type SubjectAltName,
+  subjectAltNamesMatch,
+  type TransportSocketMatch,
+  type UpstreamSecurity,
+  type UpstreamTls,
+  upstreamTlsFor,
+} from './upstream-tls.js';
+export {
   checkKeys,
   describe,
   expectObject,

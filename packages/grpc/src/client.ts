@@ -1,4 +1,5 @@
 import {
+  CallCredentials,
   Channel,
   ChannelCredentials,
   type ChannelInterface,
@@ -9,7 +10,7 @@ import {
   type Interceptor,
   type ServiceDefinition,
 } from '@grpc/grpc-js';
-import type { Mesh, ServiceRuntime } from '@meshlet/core';
+import { type EndpointState, endpointId, type Mesh, type ServiceRuntime, unmapIp } from '@meshlet/core';
 import { SERVICE_SUBCHANNEL_ARG } from './balancer.js';
 import type { CallHook, MeshInterceptorOptions } from './interceptors.js';
 import { type GrpcCall, MeshClientPolicy, unaryMarker } from './mesh-call.js';
@@ -43,9 +44,13 @@ export interface MeshClientOptions extends MeshInterceptorOptions {
 /**
  * Provides the default channel credentials of a service's channels (installed by the TLS
  * integration); undefined means insecure. Return the same object for the same material, so
- * channels are shared.
+ * channels are shared. `endpoint`: the endpoint a connection goes to, when known (routed channels
+ * ask per connection: a control plane may secure each endpoint differently, Istio's auto-mTLS).
  */
-export type CredentialsProvider = (service: ServiceRuntime) => ChannelCredentials | undefined;
+export type CredentialsProvider = (
+  service: ServiceRuntime,
+  endpoint?: EndpointState,
+) => ChannelCredentials | undefined;
 
 interface Pooled {
   readonly channel: Channel;
@@ -129,9 +134,68 @@ class RoutedChannelCredentials extends ChannelCredentials {
     ...args: Parameters<ChannelCredentials['_createSecureConnector']>
   ): ReturnType<ChannelCredentials['_createSecureConnector']> {
     const name = args[1][SERVICE_SUBCHANNEL_ARG];
-    const rt = typeof name === 'string' ? this.#mesh.service(name) : undefined;
-    const creds = (rt === undefined ? undefined : this.#provider(rt)) ?? insecure;
-    return creds._createSecureConnector(...args);
+    return new RoutedConnector(this.#mesh, this.#provider, typeof name === 'string' ? name : undefined, args);
+  }
+}
+
+type SecureConnector = ReturnType<ChannelCredentials['_createSecureConnector']>;
+
+/**
+ * The connector of one subchannel of a routed channel: each connection is secured as the service
+ * and endpoint it goes to *now* (the endpoint found by the connection's peer address), so a
+ * control plane's later decision (a cluster turned to mTLS, an endpoint's `tlsMode`) applies to
+ * the next connection. A provider error (an unusable certificate provider) fails the connection.
+ */
+class RoutedConnector implements SecureConnector {
+  readonly #mesh: Mesh;
+  readonly #provider: CredentialsProvider;
+  readonly #service: string | undefined;
+  readonly #args: Parameters<ChannelCredentials['_createSecureConnector']>;
+  readonly #inner = new Map<ChannelCredentials, SecureConnector>();
+
+  constructor(
+    mesh: Mesh,
+    provider: CredentialsProvider,
+    service: string | undefined,
+    args: Parameters<ChannelCredentials['_createSecureConnector']>,
+  ) {
+    this.#mesh = mesh;
+    this.#provider = provider;
+    this.#service = service;
+    this.#args = args;
+  }
+
+  async connect(socket: Parameters<SecureConnector['connect']>[0]): ReturnType<SecureConnector['connect']> {
+    const rt = this.#service === undefined ? undefined : this.#mesh.service(this.#service);
+    const addr = socket.remoteAddress;
+    const port = socket.remotePort;
+    const ep =
+      rt !== undefined && addr !== undefined && port !== undefined
+        ? rt.endpoint(endpointId(unmapIp(addr), port))
+        : undefined;
+    const creds = (rt === undefined ? undefined : this.#provider(rt, ep)) ?? insecure;
+    let inner = this.#inner.get(creds);
+    if (inner === undefined) {
+      // Credentials change only with the control plane's config: keep a few, drop older ones.
+      if (this.#inner.size >= 4) this.destroy();
+      inner = creds._createSecureConnector(...this.#args);
+      this.#inner.set(creds, inner);
+    }
+    await inner.waitForReady();
+    return inner.connect(socket);
+  }
+
+  waitForReady(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  getCallCredentials(): CallCredentials {
+    return this.#args[2] ?? CallCredentials.createEmpty();
+  }
+
+  destroy(): void {
+    for (const c of this.#inner.values()) c.destroy();
+    this.#inner.clear();
   }
 }
 

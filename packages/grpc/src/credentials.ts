@@ -1,6 +1,11 @@
 import type { PeerCertificate } from 'node:tls';
 import { type ChannelCredentials, experimental, type ServerCredentials } from '@grpc/grpc-js';
-import { spiffeIdFromSubjectAltName } from '@meshlet/core';
+import {
+  describeSanMatchers,
+  type SanMatcher,
+  spiffeIdFromSubjectAltName,
+  subjectAltNamesMatch,
+} from '@meshlet/core';
 
 /**
  * What rotating credentials need from a certificate source. `@meshlet/tls`'s `CertificateSource`
@@ -104,6 +109,43 @@ export function meshChannelCredentials(
       );
       return err;
     },
+  });
+}
+
+export interface UpstreamChannelCredentialsOptions {
+  /** The client certificate's provider (none: TLS without a client certificate). */
+  readonly identity: PemSource | undefined;
+  /** The provider of the root certificates that verify the server. */
+  readonly roots: PemSource;
+  /** Accepted server names (gRFC A29 SAN matchers); empty: any server the roots verify. */
+  readonly sanMatchers: readonly SanMatcher[];
+  /** The service, for error messages. */
+  readonly service?: string | undefined;
+}
+
+/**
+ * Channel credentials for a hop whose TLS a control plane decided (xDS UpstreamTlsContext, gRFC
+ * A29), as grpc-js-xds's `XdsChannelCredentials` builds them: certificates from two provider
+ * instances (rotating), the server accepted by SAN matchers instead of the host name. A refused
+ * server fails the connection (the call: UNAVAILABLE, `MESHLET_ERR_PEER_IDENTITY` in its details).
+ */
+export function upstreamChannelCredentials(options: UpstreamChannelCredentialsOptions): ChannelCredentials {
+  const roots = new PemCertificateProvider(options.roots);
+  const identity =
+    options.identity === undefined
+      ? null
+      : options.identity === options.roots
+        ? roots
+        : new PemCertificateProvider(options.identity);
+  const matchers = options.sanMatchers;
+  const who = options.service ? ` of service "${options.service}"` : '';
+  return experimental.createCertificateProviderChannelCredentials(roots, identity, {
+    checkServerIdentity: (_host, cert) =>
+      subjectAltNamesMatch(matchers, cert?.subjectaltname)
+        ? undefined
+        : new Error(
+            `MESHLET_ERR_PEER_IDENTITY: server${who} presented ${cert?.subjectaltname || 'no subject alternative name'}; the cluster accepts ${describeSanMatchers(matchers)}`,
+          ),
   });
 }
 

@@ -32,6 +32,8 @@ export {
   PemCertificateProvider,
   type PemSource,
   spiffeIdOfCertificate,
+  type UpstreamChannelCredentialsOptions,
+  upstreamChannelCredentials,
 } from './credentials.js';
 export {
   decodeRequest,

@@ -3,11 +3,17 @@
  * registers its own block here; imported for its side effect from `index.ts`.
  */
 
-import { attachGrpc, type CredentialsProvider, meshChannelCredentials } from '@meshlet/grpc';
+import type { UpstreamTls } from '@meshlet/core';
+import {
+  attachGrpc,
+  type CredentialsProvider,
+  meshChannelCredentials,
+  upstreamChannelCredentials,
+} from '@meshlet/grpc';
 import { setupKubernetes } from '@meshlet/kubernetes';
 import { installTelemetry } from '@meshlet/telemetry';
 import { getMeshTls, type MeshTls, meshTlsFor } from '@meshlet/tls';
-import { setupXds } from '@meshlet/xds';
+import { setupXds, xdsBootstrapFor } from '@meshlet/xds';
 import { registerExtension } from './mesh.js';
 
 // Kubernetes EndpointSlice discovery: on with `kubernetes: {}` in the config, or in a cluster.
@@ -18,13 +24,16 @@ registerExtension({
   },
 });
 
-// mTLS from mounted certificates (`tls: { dir }`, per-service `tls` overrides) and inbound
-// authorization (`authorization: { mode, policies }`). Certificates are read (and validated)
-// before the dispatcher exists, so a bad directory fails createMesh with MESHLET_ERR_TLS.
+// mTLS from mounted certificates (`tls: { dir }`, per-service `tls` overrides), from the xDS
+// bootstrap's certificate-provider instances (the `default` one is the mesh's own certificate when
+// there is no `tls` section), and inbound authorization (`authorization: { mode, policies }`).
+// Certificates are read (and validated) before the dispatcher exists, so a bad directory or
+// provider file fails createMesh with MESHLET_ERR_TLS.
 registerExtension({
   name: 'tls',
-  dispatcherOptions(config) {
-    const tls = meshTlsFor(config);
+  dispatcherOptions(config, options) {
+    const bootstrap = xdsBootstrapFor(config, options.env ?? process.env);
+    const tls = meshTlsFor(config, { certificateProviders: bootstrap?.certificateProviders });
     return tls.enabled ? { connect: tls.connect } : undefined;
   },
   setup(mesh) {
@@ -38,7 +47,23 @@ registerExtension({
 // rotating mTLS credentials checking the service's `identity`.
 function grpcCredentials(tls: MeshTls): CredentialsProvider {
   const cache = new Map<unknown, Map<string, ReturnType<typeof meshChannelCredentials>>>();
-  return (rt) => {
+  // Clusters whose TLS the control plane decides: one credentials object per UpstreamTlsContext.
+  const upstream = new WeakMap<UpstreamTls, ReturnType<typeof upstreamChannelCredentials>>();
+  return (rt, ep) => {
+    if (tls.governs(rt)) {
+      const t = tls.upstreamTlsFor(rt, ep);
+      if (t === undefined) return undefined; // plaintext, as the control plane says
+      let creds = upstream.get(t);
+      if (!creds) {
+        creds = upstreamChannelCredentials({
+          ...tls.upstreamSources(t, rt.name),
+          sanMatchers: t.sanMatchers,
+          service: rt.name,
+        });
+        upstream.set(t, creds);
+      }
+      return creds;
+    }
     const source = tls.sourceFor(rt.policy);
     if (!source) return undefined;
     let byIdentity = cache.get(source);
@@ -95,6 +120,12 @@ registerExtension({
 registerExtension({
   name: 'xds',
   setup(mesh) {
-    setupXds(mesh, { env: mesh.options.env });
+    // Clusters may name the bootstrap's certificate-provider instances, and `default` when the
+    // mesh's `tls` section serves as it.
+    const tls = getMeshTls(mesh);
+    setupXds(mesh, {
+      env: mesh.options.env,
+      ...(tls ? { certificateProviders: tls.providerNames } : {}),
+    });
   },
 });

@@ -17,9 +17,10 @@ import { type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from 'undic
  */
 export interface MeshExtension {
   readonly name: string;
-  /** Contributes dispatcher options before the dispatcher is built. */
+  /** Contributes dispatcher options before the dispatcher is built (`options`: createMesh's). */
   dispatcherOptions?(
     config: ParsedMeshConfig,
+    options: CreateMeshOptions,
   ): MeshDispatcherOptions | undefined | Promise<MeshDispatcherOptions | undefined>;
   /** Wires the extension into a fully built mesh. */
   setup?(mesh: Mesh): void | Promise<void>;
@@ -117,7 +118,7 @@ export async function createMesh(
   const parsed = typeof config === 'string' ? loadConfig(config, env) : parseConfig(config, { env });
   let dispatcherOptions: MeshDispatcherOptions = {};
   for (const ext of extensions) {
-    const more = await ext.dispatcherOptions?.(parsed);
+    const more = await ext.dispatcherOptions?.(parsed, options);
     if (more) dispatcherOptions = { ...dispatcherOptions, ...more };
   }
   const mesh = new Mesh(parsed, options, dispatcherOptions);

@@ -1,5 +1,15 @@
-import type { PeerCertificate } from 'node:tls';
-import { type EndpointState, ErrorCodes, isMeshError, MeshError, type ServiceRuntime } from '@meshlet/core';
+import { createSecureContext, type PeerCertificate, type SecureContext } from 'node:tls';
+import {
+  describeSanMatchers,
+  type EndpointState,
+  ErrorCodes,
+  isMeshError,
+  MeshError,
+  parseSubjectAltNames,
+  type SanMatcher,
+  type ServiceRuntime,
+  subjectAltNamesMatch,
+} from '@meshlet/core';
 import { buildConnector } from 'undici';
 import type { TlsMaterial } from './material.js';
 import { matchesIdentity, spiffeIdOf } from './pem.js';
@@ -101,6 +111,94 @@ export function createTlsConnector(source: CertificateSource, options: TlsConnec
   };
   return (opts, callback) => {
     if (inner === undefined || builtFor !== source.current) inner = build();
+    const endpoint = `${opts.hostname}:${opts.port}`;
+    inner({ ...opts, protocol: 'https:' }, (err, socket) => {
+      if (err) {
+        callback(wrapVerifyError(err, service, endpoint), null);
+        return;
+      }
+      callback(null, socket as NonNullable<typeof socket>);
+    });
+  };
+}
+
+/**
+ * gRFC A29's server authorization: `MESHLET_ERR_PEER_IDENTITY` unless a SAN of the certificate
+ * matches one of `matchers` (none: every server the roots verified is accepted).
+ */
+export function verifySubjectAltNames(
+  matchers: readonly SanMatcher[],
+  cert: Pick<PeerCertificate, 'subjectaltname'> | undefined,
+  context: { service?: string | undefined; endpoint?: string | undefined } = {},
+): MeshError | undefined {
+  if (subjectAltNamesMatch(matchers, cert?.subjectaltname)) return undefined;
+  const sans = parseSubjectAltNames(cert?.subjectaltname).map((x) => `${x.type}:${x.value}`);
+  const who = context.service ? ` of service "${context.service}"` : '';
+  const at = context.endpoint ? ` at ${context.endpoint}` : '';
+  const expected = describeSanMatchers(matchers);
+  return new MeshError(
+    ErrorCodes.PEER_IDENTITY,
+    `peer${who}${at} presented ${sans.length === 0 ? 'no subject alternative name' : sans.join(', ')}; the cluster accepts ${expected}`,
+    {
+      ...(context.service !== undefined ? { service: context.service } : {}),
+      ...(context.endpoint !== undefined ? { endpoint: context.endpoint } : {}),
+      expected,
+      actual: sans.join(', '),
+    },
+  );
+}
+
+export interface UpstreamTlsConnectorOptions {
+  /** The client certificate and key (a certificate provider with an identity); none: TLS without a client certificate. */
+  readonly identity: CertificateSource | undefined;
+  /** The root certificates that verify the server. */
+  readonly roots: CertificateSource;
+  /** Accepted server names (gRFC A29 SAN matchers); empty: any server the roots verify. */
+  readonly sanMatchers: readonly SanMatcher[];
+  readonly service?: string | undefined;
+  /** SNI to send. */
+  readonly servername?: string | undefined;
+  /** Connect (TCP + handshake) timeout in ms (default 10s). */
+  readonly timeoutMs?: number | undefined;
+}
+
+/**
+ * An undici connector for a hop whose TLS a control plane decided (xDS UpstreamTlsContext): the
+ * client certificate from one certificate-provider instance, the roots from another (often the
+ * same), the server accepted by SAN matchers. New connections use the latest material of both
+ * (rebuilt after a rotation of either); a server that fails verification or the SAN check is
+ * refused with `MESHLET_ERR_TLS` / `MESHLET_ERR_PEER_IDENTITY`, never spoken to in plaintext.
+ */
+export function createUpstreamTlsConnector(options: UpstreamTlsConnectorOptions): Connector {
+  const { identity, roots, sanMatchers, service } = options;
+  let builtId: unknown;
+  let builtRoots: unknown;
+  let inner: Connector | undefined;
+  const checkServerIdentity = (_host: string, cert: PeerCertificate) =>
+    verifySubjectAltNames(sanMatchers, cert, { service });
+  const context = (): SecureContext => {
+    if (identity === roots) return roots.secureContext();
+    const id = identity?.secureContextOptions();
+    return createSecureContext({
+      ...(id && id.key !== '' ? { key: id.key, cert: id.cert } : {}),
+      ca: roots.secureContextOptions().ca,
+      minVersion: roots.minVersion,
+    });
+  };
+  return (opts, callback) => {
+    if (inner === undefined || builtRoots !== roots.current || builtId !== identity?.current) {
+      builtRoots = roots.current;
+      builtId = identity?.current;
+      inner = buildConnector({
+        secureContext: context(),
+        rejectUnauthorized: true,
+        minVersion: roots.minVersion,
+        checkServerIdentity,
+        timeout: options.timeoutMs ?? 10_000,
+        maxCachedSessions: 100,
+        ...(options.servername ? { servername: options.servername } : {}),
+      } as buildConnector.BuildOptions);
+    }
     const endpoint = `${opts.hostname}:${opts.port}`;
     inner({ ...opts, protocol: 'https:' }, (err, socket) => {
       if (err) {

@@ -138,6 +138,51 @@ export async function readMaterial(
   return { layout: l, raw: { cert, key, ca } };
 }
 
+/**
+ * The files of a certificate-provider instance (an xDS bootstrap's `file_watcher`): the identity
+ * certificate chain and key, the root certificates, or all three.
+ */
+export interface MaterialFiles {
+  readonly cert?: string | undefined;
+  readonly key?: string | undefined;
+  readonly ca?: string | undefined;
+}
+
+function fileErr(label: string, file: string, err: unknown): MeshError {
+  return tlsError(
+    `${label}: cannot read ${file}: ${(err as Error).message}`,
+    { dir: label, file, reason: 'unreadable' },
+    err,
+  );
+}
+
+/** Reads a certificate provider's files synchronously (startup); a part not configured reads as ''. */
+export function readFilesSync(label: string, files: MaterialFiles): RawMaterial {
+  const read = (f: string | undefined) => {
+    if (f === undefined) return '';
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (err) {
+      throw fileErr(label, f, err);
+    }
+  };
+  return { cert: read(files.cert), key: read(files.key), ca: read(files.ca) };
+}
+
+/** Reads a certificate provider's files without blocking the event loop (rotation). */
+export async function readFiles(label: string, files: MaterialFiles): Promise<RawMaterial> {
+  const read = async (f: string | undefined) => {
+    if (f === undefined) return '';
+    try {
+      return await readFile(f, 'utf8');
+    } catch (err) {
+      throw fileErr(label, f, err);
+    }
+  };
+  const [cert, key, ca] = await Promise.all([read(files.cert), read(files.key), read(files.ca)]);
+  return { cert, key, ca };
+}
+
 function parseAll(text: string, what: string, dir: string): X509Certificate[] {
   const blocks = splitPemCertificates(text);
   if (blocks.length === 0)
@@ -170,10 +215,19 @@ function issuedBy(child: X509Certificate, parent: X509Certificate): boolean {
  */
 export function validateMaterial(
   raw: RawMaterial,
-  options: { dir?: string; layout?: TlsLayout; now?: number; requireSpiffeId?: boolean } = {},
+  options: {
+    dir?: string;
+    layout?: TlsLayout;
+    now?: number;
+    requireSpiffeId?: boolean;
+    /** A certificate provider's material may be roots only (no cert and key) or an identity only (no CA). */
+    partial?: boolean;
+  } = {},
 ): TlsMaterial {
   const dir = options.dir ?? '(inline)';
   const now = options.now ?? Date.now();
+  if (options.partial && raw.cert === '' && raw.key === '') return rootsOnly(raw, dir, options.layout, now);
+  if (options.partial && raw.ca === '') return identityOnly(raw, dir, options.layout, now);
   const chain = parseAll(raw.cert, 'the certificate file', dir);
   const bundle = parseAll(raw.ca, 'the CA bundle', dir);
   const leaf = chain[0] as X509Certificate;
@@ -260,6 +314,42 @@ export function validateMaterial(
     caCount: bundle.length,
     loadedAt: now,
   });
+}
+
+/** Material of roots only (a provider with `ca_certificate_file` alone): the bundle must parse. */
+function rootsOnly(raw: RawMaterial, dir: string, layout: TlsLayout | undefined, now: number): TlsMaterial {
+  const bundle = parseAll(raw.ca, 'the CA bundle', dir);
+  const first = bundle[0] as X509Certificate;
+  return Object.freeze({
+    dir,
+    layout: layout ?? 'kubernetes',
+    cert: '',
+    key: '',
+    ca: raw.ca,
+    spiffeId: undefined,
+    subject: first.subject,
+    issuer: first.issuer,
+    serialNumber: first.serialNumber,
+    fingerprint256: first.fingerprint256,
+    notBefore: new Date(first.validFrom),
+    notAfter: new Date(first.validTo),
+    caCount: bundle.length,
+    loadedAt: now,
+  });
+}
+
+/** Material of an identity only (no CA file): the key must match a certificate valid now. */
+function identityOnly(
+  raw: RawMaterial,
+  dir: string,
+  layout: TlsLayout | undefined,
+  now: number,
+): TlsMaterial {
+  const withItself = validateMaterial(
+    { cert: raw.cert, key: raw.key, ca: splitPemCertificates(raw.cert).at(-1) ?? '' },
+    { dir, layout, now, requireSpiffeId: false },
+  );
+  return Object.freeze({ ...withItself, ca: '', caCount: 0 });
 }
 
 /**

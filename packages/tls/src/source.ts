@@ -1,7 +1,17 @@
 import { type FSWatcher, watch } from 'node:fs';
-import { createSecureContext, type SecureContext, type SecureVersion } from 'node:tls';
+import { basename, dirname } from 'node:path';
+import {
+  createSecureContext,
+  type SecureContext,
+  type SecureContextOptions,
+  type SecureVersion,
+} from 'node:tls';
 import { isMeshError } from '@meshlet/core';
 import {
+  type MaterialFiles,
+  type RawMaterial,
+  readFiles,
+  readFilesSync,
   readMaterial,
   readMaterialSync,
   type TlsLayout,
@@ -11,8 +21,17 @@ import {
 import { splitPemCertificates } from './pem.js';
 
 export interface CertificateSourceOptions {
-  /** The mounted directory (Kubernetes TLS Secret or SPIFFE layout). */
+  /**
+   * The mounted directory (Kubernetes TLS Secret, SPIFFE or Istio layout); with `files`, the
+   * source's name in messages and status (e.g. `certificate_providers.default`).
+   */
   readonly dir: string;
+  /**
+   * Read these files instead of a directory's layout (an xDS bootstrap `file_watcher`
+   * certificate provider): the certificate chain and key, the root certificates, or all three.
+   * Each file's directory is watched; `pollIntervalMs` is the provider's `refresh_interval`.
+   */
+  readonly files?: MaterialFiles | undefined;
   /** Force a layout instead of detecting it from the file names. */
   readonly layout?: TlsLayout | undefined;
   /** Watch the directory for changes (default true). */
@@ -58,6 +77,22 @@ interface SourceEvents {
   expiring: ExpiryEvent;
 }
 
+/** Context options without the parts a provider does not hold (roots only, or an identity only). */
+function present(o: {
+  key: string;
+  cert: string;
+  ca: string[];
+  minVersion: SecureVersion;
+}): SecureContextOptions {
+  const out: SecureContextOptions = { minVersion: o.minVersion };
+  if (o.key !== '') {
+    out.key = o.key;
+    out.cert = o.cert;
+  }
+  if (o.ca.length > 0) out.ca = o.ca;
+  return out;
+}
+
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 type Listener<K extends keyof SourceEvents> = (e: SourceEvents[K]) => void;
@@ -94,7 +129,7 @@ export class CertificateSource {
   readonly #now: () => number;
   #material: TlsMaterial;
   #context: SecureContext | undefined;
-  #watcher: FSWatcher | undefined;
+  readonly #watchers: FSWatcher[] = [];
   #debounce: NodeJS.Timeout | undefined;
   #poll: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
@@ -117,13 +152,31 @@ export class CertificateSource {
     this.dir = options.dir;
     this.#options = options;
     this.#now = options.now ?? Date.now;
-    const { layout, raw } = readMaterialSync(options.dir, options.layout);
-    this.#material = validateMaterial(raw, {
-      dir: options.dir,
-      layout,
+    const files = options.files;
+    const { layout, raw } = files
+      ? { layout: options.layout, raw: readFilesSync(options.dir, files) }
+      : readMaterialSync(options.dir, options.layout);
+    this.#material = this.#validate(raw, layout);
+  }
+
+  #validate(raw: RawMaterial, layout: TlsLayout | undefined): TlsMaterial {
+    return validateMaterial(raw, {
+      dir: this.dir,
+      ...(layout !== undefined ? { layout } : {}),
       now: this.#now(),
-      requireSpiffeId: options.requireSpiffeId,
+      requireSpiffeId: this.#options.requireSpiffeId,
+      partial: this.#options.files !== undefined,
     });
+  }
+
+  /** Whether the material has a certificate and key to present (a provider may hold roots only). */
+  get hasIdentity(): boolean {
+    return this.#material.cert !== '';
+  }
+
+  /** Whether the material has root certificates to verify peers with. */
+  get hasRoots(): boolean {
+    return this.#material.ca !== '';
   }
 
   /** The material in use. */
@@ -151,7 +204,7 @@ export class CertificateSource {
    * once per rotation and shared by every new connection.
    */
   secureContext(): SecureContext {
-    this.#context ??= createSecureContext(this.secureContextOptions());
+    this.#context ??= createSecureContext(present(this.secureContextOptions()));
     return this.#context;
   }
 
@@ -196,13 +249,32 @@ export class CertificateSource {
 
   /** Starts watching (idempotent). */
   start(): this {
-    if (this.#closed || this.#watcher || this.#poll) return this;
+    if (this.#closed || this.#watchers.length > 0 || this.#poll) return this;
     if (this.#options.watch !== false) {
-      try {
-        this.#watcher = watch(this.dir, { persistent: false }, () => this.#schedule());
-        this.#watcher.on('error', (err) => this.#recordError(err));
-      } catch (err) {
-        this.#recordError(err);
+      const files = this.#options.files;
+      // A directory: any change in it; files: a change of one of their names in their directories.
+      const watched = files
+        ? [
+            ...new Set(
+              [files.cert, files.key, files.ca].filter((f) => f !== undefined).map((f) => dirname(f)),
+            ),
+          ]
+        : [this.dir];
+      const names = files
+        ? new Set([files.cert, files.key, files.ca].filter((f) => f !== undefined).map((f) => basename(f)))
+        : undefined;
+      for (const d of watched) {
+        try {
+          const w = watch(d, { persistent: false }, (_e, name) => {
+            // Kubernetes' atomic writer swaps `..data`; anything else outside the files is noise.
+            if (names === undefined || name === null || names.has(name) || name.startsWith('..'))
+              this.#schedule();
+          });
+          w.on('error', (err) => this.#recordError(err));
+          this.#watchers.push(w);
+        } catch (err) {
+          this.#recordError(err);
+        }
       }
     }
     const poll = this.#options.pollIntervalMs ?? 60_000;
@@ -252,7 +324,10 @@ export class CertificateSource {
     if (this.#closed) return;
     let next: TlsMaterial;
     try {
-      const { layout, raw } = await readMaterial(this.dir, this.#options.layout);
+      const files = this.#options.files;
+      const { layout, raw } = files
+        ? { layout: this.#options.layout, raw: await readFiles(this.dir, files) }
+        : await readMaterial(this.dir, this.#options.layout);
       const cur = this.#material;
       if (raw.cert === cur.cert && raw.key === cur.key && raw.ca === cur.ca) {
         this.#checkExpiry();
@@ -260,12 +335,7 @@ export class CertificateSource {
       }
       const fingerprint = `${raw.cert}\0${raw.key}\0${raw.ca}`;
       try {
-        next = validateMaterial(raw, {
-          dir: this.dir,
-          layout,
-          now: this.#now(),
-          requireSpiffeId: this.#options.requireSpiffeId,
-        });
+        next = this.#validate(raw, layout);
         this.#lastRejected = undefined;
       } catch (err) {
         // The same bad files seen again (several change events for one write): reported once.
@@ -286,7 +356,7 @@ export class CertificateSource {
     if (this.#closed) return;
     let context: SecureContext;
     try {
-      context = createSecureContext(this.secureContextOptions(next));
+      context = createSecureContext(present(this.secureContextOptions(next)));
     } catch (err) {
       this.#rejections++;
       this.#recordError(err);
@@ -363,8 +433,7 @@ export class CertificateSource {
   /** Stops watching and every timer. */
   close(): void {
     this.#closed = true;
-    this.#watcher?.close();
-    this.#watcher = undefined;
+    for (const w of this.#watchers.splice(0)) w.close();
     if (this.#debounce) clearTimeout(this.#debounce);
     if (this.#poll) clearInterval(this.#poll);
     if (this.#expiryTimer) clearTimeout(this.#expiryTimer);

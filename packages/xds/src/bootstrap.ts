@@ -44,10 +44,31 @@ export interface XdsNode {
   readonly locality: { readonly region: string; readonly zone: string; readonly subZone: string };
 }
 
+/**
+ * A `certificate_providers` instance of the bootstrap (gRFC A29): where a Cluster's (or
+ * Listener's) TLS context finds its certificates, by instance name. Only the `file_watcher`
+ * plugin exists (PEM files re-read every `refresh_interval`).
+ */
+export interface CertificateProviderInstance {
+  readonly plugin: 'file_watcher';
+  /** The identity certificate chain (PEM); given with `privateKeyFile` or not at all. */
+  readonly certificateFile: string | undefined;
+  readonly privateKeyFile: string | undefined;
+  /** The root certificates that verify peers (PEM). */
+  readonly caCertificateFile: string | undefined;
+  /** `refresh_interval` in ms (default 10 minutes, gRPC's). */
+  readonly refreshIntervalMs: number;
+}
+
+/** gRPC's default `file_watcher` refresh interval. */
+export const DEFAULT_CERTIFICATE_REFRESH_MS = 600_000;
+
 export interface Bootstrap {
   /** Servers in order of preference: the next is used when the previous is unreachable (gRFC A71). */
   readonly servers: readonly XdsServer[];
   readonly node: XdsNode;
+  /** `certificate_providers`: instances by name (empty when the bootstrap has none). */
+  readonly certificateProviders: Readonly<Record<string, CertificateProviderInstance>>;
   /** Where it came from (`GRPC_XDS_BOOTSTRAP=/path`, `GRPC_XDS_BOOTSTRAP_CONFIG`, `config`). */
   readonly source: string;
 }
@@ -105,9 +126,90 @@ function parseCreds(
   return undefined;
 }
 
+/** A proto-JSON `Duration` (`"900s"`, `"1.5s"`) in ms, or undefined when it is not one. */
+function protoDurationMs(v: unknown): number | undefined {
+  if (typeof v !== 'string') return undefined;
+  const m = /^(\d+)(?:\.(\d{1,9}))?s$/.exec(v.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * 1000 + Number(`0.${m[2] ?? '0'}`) * 1000;
+}
+
+function parseCertificateProviders(
+  raw: unknown,
+  issues: ConfigIssue[],
+  baseDir: string,
+): Record<string, CertificateProviderInstance> {
+  const out: Record<string, CertificateProviderInstance> = {};
+  if (raw === undefined || raw === null) return out;
+  if (!isObj(raw)) {
+    issues.push({ path: 'certificate_providers', message: 'must be an object of instances by name' });
+    return out;
+  }
+  for (const [name, inst] of Object.entries(raw)) {
+    const p = `certificate_providers.${name}`;
+    if (!isObj(inst) || typeof inst.plugin_name !== 'string') {
+      issues.push({ path: `${p}.plugin_name`, message: 'must be a plugin name (file_watcher)' });
+      continue;
+    }
+    if (inst.plugin_name !== 'file_watcher') {
+      issues.push({
+        path: `${p}.plugin_name`,
+        message: `unknown certificate provider plugin "${inst.plugin_name}" (supported: file_watcher)`,
+      });
+      continue;
+    }
+    const cfg = inst.config;
+    if (!isObj(cfg)) {
+      issues.push({ path: `${p}.config`, message: 'must be an object' });
+      continue;
+    }
+    const file = (k: string): string | undefined => {
+      const v = cfg[k];
+      if (v === undefined) return undefined;
+      if (typeof v !== 'string' || v === '') {
+        issues.push({ path: `${p}.config.${k}`, message: 'must be a file path' });
+        return undefined;
+      }
+      return isAbsolute(v) ? v : resolve(baseDir, v);
+    };
+    const certificateFile = file('certificate_file');
+    const privateKeyFile = file('private_key_file');
+    const caCertificateFile = file('ca_certificate_file');
+    if ((cfg.certificate_file === undefined) !== (cfg.private_key_file === undefined))
+      issues.push({
+        path: `${p}.config`,
+        message: 'certificate_file and private_key_file must be given together',
+      });
+    if (cfg.certificate_file === undefined && cfg.ca_certificate_file === undefined)
+      issues.push({
+        path: `${p}.config`,
+        message: 'needs certificate_file and private_key_file, or ca_certificate_file, or all three',
+      });
+    let refreshIntervalMs = DEFAULT_CERTIFICATE_REFRESH_MS;
+    if (cfg.refresh_interval !== undefined) {
+      const ms = protoDurationMs(cfg.refresh_interval);
+      if (ms === undefined || ms <= 0 || ms > 2 ** 31 - 1)
+        issues.push({
+          path: `${p}.config.refresh_interval`,
+          message: `must be a positive duration such as "600s", got ${JSON.stringify(cfg.refresh_interval)}`,
+        });
+      else refreshIntervalMs = ms;
+    }
+    out[name] = Object.freeze({
+      plugin: 'file_watcher',
+      certificateFile,
+      privateKeyFile,
+      caCertificateFile,
+      refreshIntervalMs,
+    });
+  }
+  return out;
+}
+
 /**
  * Validates a gRPC xDS bootstrap object (the JSON of `GRPC_XDS_BOOTSTRAP`). Unknown keys are
- * ignored, as gRPC does (real files carry `authorities`, `certificate_providers`, stray keys).
+ * ignored, as gRPC does (real files carry `authorities`, `server_listener_resource_name_template`, stray keys).
+ * `certificate_providers` are validated: a bad instance is an error naming it (as in gRPC).
  */
 export function parseBootstrap(raw: unknown, source: string, baseDir = process.cwd()): Bootstrap {
   const issues: ConfigIssue[] = [];
@@ -158,8 +260,11 @@ export function parseBootstrap(raw: unknown, source: string, baseDir = process.c
     metadata: isObj(n.metadata) ? n.metadata : {},
     locality: { region: s(loc.region), zone: s(loc.zone), subZone: s(loc.sub_zone ?? loc.subZone) },
   };
+  const certificateProviders = Object.freeze(
+    parseCertificateProviders(raw.certificate_providers, issues, baseDir),
+  );
   if (issues.length > 0) throw new MeshConfigError(issues, source);
-  return { servers, node, source };
+  return { servers, node, certificateProviders, source };
 }
 
 /**

@@ -84,7 +84,7 @@ function translators(opts: TranslateOptions): Translators {
   return {
     [LDS_TYPE]: (m) => translateListener(m, opts),
     [RDS_TYPE]: (m) => translateRouteConfig(m, '', opts),
-    [CDS_TYPE]: translateCluster,
+    [CDS_TYPE]: (m) => translateCluster(m, opts),
     [EDS_TYPE]: translateEndpoints,
   };
 }
@@ -116,6 +116,11 @@ export interface XdsClientOptions {
   protocol?: 'sotw' | 'delta';
   /** Largest RE2 program a `safe_regex` may compile to; larger ones are NACKed (default 100, Envoy's). */
   maxRegexProgramSize?: number;
+  /**
+   * The certificate-provider instances TLS contexts may name (a cluster naming another is NACKed,
+   * gRFC A29). Default: the bootstrap's `certificate_providers`.
+   */
+  certificateProviders?: readonly string[];
 }
 
 export type XdsClientEvent =
@@ -203,7 +208,12 @@ export class XdsClient {
     this.#onEvent = options.onEvent;
     this.#userAgent = options.userAgent ?? 'meshlet';
     this.#protocol = options.protocol ?? 'sotw';
-    this.#translate = translators({ maxRegexProgramSize: options.maxRegexProgramSize });
+    this.#translate = translators({
+      maxRegexProgramSize: options.maxRegexProgramSize,
+      certificateProviders: new Set(
+        options.certificateProviders ?? Object.keys(bootstrap.certificateProviders),
+      ),
+    });
     for (const t of [LDS_TYPE, RDS_TYPE, CDS_TYPE, EDS_TYPE] as const) {
       this.#types.set(t, {
         typeUrl: t,

@@ -5,7 +5,9 @@ registerXdsConfig();
 export {
   type Bootstrap,
   bootstrapFromEnv,
+  type CertificateProviderInstance,
   type ChannelCreds,
+  DEFAULT_CERTIFICATE_REFRESH_MS,
   parseBootstrap,
   readBootstrapFile,
   type XdsNode,
@@ -48,7 +50,13 @@ export {
 } from './regex.js';
 export { clusterPolicy, XdsResolver, type XdsResolverOptions } from './resolver.js';
 export { ListenerRouter, routePolicy, selectVirtualHost } from './router.js';
-export { registerXdsConfig, type SetupXdsOptions, setupXds, type XdsSettings } from './setup.js';
+export {
+  registerXdsConfig,
+  type SetupXdsOptions,
+  setupXds,
+  type XdsSettings,
+  xdsBootstrapFor,
+} from './setup.js';
 export {
   type TranslateOptions,
   translateCluster,

@@ -3,6 +3,7 @@ import {
   type DiscoverySource,
   type Endpoint,
   ErrorCodes,
+  FALLBACK_UPSTREAM_SECURITY,
   type Mesh,
   MeshError,
   type NameResolver,
@@ -46,6 +47,8 @@ export function clusterPolicy(defaults: ServicePolicy, c: ClusterUpdate): Servic
     outlierDetection: c.outlierPolicy,
     lb: c.lb,
     identity: c.identity ?? defaults.identity,
+    // The cluster decides its hops' TLS (gRFC A29); without a transport socket the mesh's fallback applies.
+    upstreamSecurity: c.security ?? FALLBACK_UPSTREAM_SECURITY,
     connection:
       c.connectTimeoutMs === undefined
         ? defaults.connection
@@ -59,6 +62,7 @@ export function clusterPolicy(defaults: ServicePolicy, c: ClusterUpdate): Servic
         outlierDetection: c.outlierDetection,
         tls: c.tls,
         sni: c.sni,
+        lrs: c.lrs,
       }),
     }),
   });

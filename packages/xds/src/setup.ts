@@ -1,5 +1,13 @@
 import { isAbsolute, resolve } from 'node:path';
-import { type ConfigIssue, isPlainObject, join, type Mesh, registerMeshSection, s } from '@meshlet/core';
+import {
+  type ConfigIssue,
+  isPlainObject,
+  join,
+  type Mesh,
+  type ParsedMeshConfig,
+  registerMeshSection,
+  s,
+} from '@meshlet/core';
 import { type Bootstrap, bootstrapFromEnv, parseBootstrap, readBootstrapFile } from './bootstrap.js';
 import { XdsClient } from './client.js';
 import { DEFAULT_MAX_PROGRAM_SIZE } from './regex.js';
@@ -166,9 +174,30 @@ export function registerXdsConfig(): void {
   });
 }
 
+/**
+ * The bootstrap that turns xDS on for a mesh with this config: the config's `xds:` section
+ * (`bootstrap` or `servers`), else `GRPC_XDS_BOOTSTRAP` / `GRPC_XDS_BOOTSTRAP_CONFIG` in `env`;
+ * undefined when xDS stays off (none, or `xds: { enabled: false }`).
+ */
+export function xdsBootstrapFor(
+  config: ParsedMeshConfig,
+  env: NodeJS.ProcessEnv = process.env,
+): Bootstrap | undefined {
+  const settings = config.extensions.xds as XdsSettings | undefined;
+  if (settings && !settings.enabled) return undefined;
+  return settings?.bootstrap ?? bootstrapFromEnv(env);
+}
+
 export interface SetupXdsOptions {
   /** Environment searched for a bootstrap (default `process.env`). */
   env?: NodeJS.ProcessEnv;
+  /** The bootstrap, when the caller already read it (`xdsBootstrapFor`). */
+  bootstrap?: Bootstrap;
+  /**
+   * The certificate-provider instances clusters may name (default: the bootstrap's); the mesh
+   * adds `default` when its `tls` section serves as that instance.
+   */
+  certificateProviders?: readonly string[];
 }
 
 /**
@@ -179,7 +208,7 @@ export interface SetupXdsOptions {
 export function setupXds(mesh: Mesh, options: SetupXdsOptions = {}): XdsResolver | undefined {
   const settings = mesh.config.extensions.xds as XdsSettings | undefined;
   if (settings && !settings.enabled) return undefined;
-  const bootstrap = settings?.bootstrap ?? bootstrapFromEnv(options.env ?? process.env);
+  const bootstrap = options.bootstrap ?? xdsBootstrapFor(mesh.config, options.env);
   if (!bootstrap) return undefined;
   let resolver: XdsResolver | undefined;
   const client = new XdsClient(bootstrap, {
@@ -187,6 +216,7 @@ export function setupXds(mesh: Mesh, options: SetupXdsOptions = {}): XdsResolver
     backoff: { baseMs: settings?.backoffBaseMs ?? 1_000, maxMs: settings?.backoffMaxMs ?? 30_000 },
     protocol: settings?.protocol ?? 'sotw',
     maxRegexProgramSize: settings?.maxRegexProgramSize ?? DEFAULT_MAX_PROGRAM_SIZE,
+    ...(options.certificateProviders ? { certificateProviders: options.certificateProviders } : {}),
     onEvent: (e) => {
       // Emitted once per client: the server does not implement DeltaAggregatedResources.
       if (e.kind === 'protocolFallback')

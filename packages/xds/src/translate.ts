@@ -9,6 +9,11 @@ import {
   loadBalancers,
   type OutlierPolicy,
   parseOutlierPolicy,
+  type SanMatcher,
+  type SanType,
+  type TransportSocketMatch,
+  type UpstreamSecurity,
+  type UpstreamTls,
 } from '@meshlet/core';
 import { bool, durationMs, list, type Msg, msg, num, str, structToJson, XdsDecodeError } from './codec.js';
 import { compileSafeRegex, DEFAULT_MAX_PROGRAM_SIZE, type SafeRegex } from './regex.js';
@@ -161,7 +166,12 @@ export function translateListener(m: Msg, opts: TranslateOptions = NO_OPTIONS): 
 /** Options of a translation (from the mesh's `xds` config section). */
 export interface TranslateOptions {
   /** Largest RE2 program a `safe_regex` may compile to (default 100, Envoy's). */
-  readonly maxRegexProgramSize?: number;
+  readonly maxRegexProgramSize?: number | undefined;
+  /**
+   * The bootstrap's certificate-provider instance names: a TLS context naming another is NACKed
+   * (gRFC A29). Undefined: not checked (translation without a bootstrap).
+   */
+  readonly certificateProviders?: ReadonlySet<string> | undefined;
 }
 
 const NO_OPTIONS: TranslateOptions = Object.freeze({});
@@ -618,45 +628,231 @@ function outlierDetection(m: Msg): OutlierDetection | undefined {
   });
 }
 
-/** The expected peer identity from SAN matchers: an exact SPIFFE ID, or a trust domain from a prefix. */
-function sanIdentity(matchers: Msg[]): string | undefined {
-  for (const sm of matchers) {
-    const exact = str(sm.exact);
-    if (exact?.startsWith('spiffe://')) return exact;
-    const prefix = str(sm.prefix);
-    if (prefix?.startsWith('spiffe://')) {
-      const td = prefix.slice('spiffe://'.length).split('/')[0];
-      if (td) return `spiffe://${td}`;
+const RAW_BUFFER = 'envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer';
+const SAN_TYPES: Record<string, SanType | undefined> = {
+  EMAIL: 'EMAIL',
+  DNS: 'DNS',
+  URI: 'URI',
+  IP_ADDRESS: 'IP_ADDRESS',
+  1: 'EMAIL',
+  2: 'DNS',
+  3: 'URI',
+  4: 'IP_ADDRESS',
+};
+
+/** A `StringMatcher` applied to SANs (A29: exact, prefix, suffix, contains, safe_regex). */
+function sanMatcher(sm: Msg, path: string, sanType: SanType | undefined, opts: TranslateOptions): SanMatcher {
+  const ignoreCase = sm.ignoreCase === true;
+  const m = stringMatchOf(sm, STRING_MATCHER_FIELDS);
+  if (m !== undefined)
+    return Object.freeze({
+      kind: m.kind,
+      value: ignoreCase ? m.value.toLowerCase() : m.value,
+      regex: undefined,
+      ignoreCase,
+      sanType,
+    });
+  if (sm.safeRegex !== undefined) {
+    const regex = compileRegex(sm.safeRegex, `${path}.safe_regex`, ignoreCase, opts);
+    return Object.freeze({ kind: 'regex', value: regex.source, regex, ignoreCase: false, sanType });
+  }
+  return fail(path, 'has no match pattern (exact, prefix, suffix, contains or safe_regex)');
+}
+
+/** The instance name of a (current or deprecated) certificate provider instance message. */
+function instanceOf(v: unknown, path: string, opts: TranslateOptions): string | undefined {
+  const m = msg(v);
+  if (!m) return undefined;
+  const name = str(m.instanceName) ?? '';
+  if (name === '') fail(`${path}.instance_name`, 'is required');
+  if (opts.certificateProviders !== undefined && !opts.certificateProviders.has(name))
+    fail(
+      `${path}.instance_name`,
+      `certificate provider instance "${name}" is not in the bootstrap's certificate_providers${
+        opts.certificateProviders.size > 0
+          ? ` (it has ${[...opts.certificateProviders].join(', ')})`
+          : ' (it has none)'
+      }`,
+    );
+  return name;
+}
+
+/**
+ * An `UpstreamTlsContext` as gRFC A29 reads it: certificates from bootstrap certificate-provider
+ * instances (the current `CertificateProviderPluginInstance` fields or the deprecated ones istiod
+ * still sends), server authorization by SAN matchers. What would weaken security if ignored, or
+ * what this client cannot do (SDS, inline certificates, TLS parameters, custom handshakers or
+ * validators, pinned hashes, CRLs), is NACKed naming the field.
+ */
+function translateUpstreamTls(tc: Msg, path: string, opts: TranslateOptions): UpstreamTls {
+  const ctc = msg(tc.commonTlsContext);
+  if (!ctc) return fail(`${path}.common_tls_context`, 'is required (gRFC A29)');
+  const cp = `${path}.common_tls_context`;
+  if (ctc.tlsParams !== undefined) fail(`${cp}.tls_params`, 'is not supported (gRFC A29)');
+  if (ctc.customHandshaker !== undefined) fail(`${cp}.custom_handshaker`, 'is not supported (gRFC A29)');
+  if (ctc.tlsCertificateCertificateProvider !== undefined)
+    fail(
+      `${cp}.tls_certificate_certificate_provider`,
+      'is not supported: use tls_certificate_provider_instance',
+    );
+  const identityInstance =
+    instanceOf(ctc.tlsCertificateProviderInstance, `${cp}.tls_certificate_provider_instance`, opts) ??
+    instanceOf(
+      ctc.tlsCertificateCertificateProviderInstance,
+      `${cp}.tls_certificate_certificate_provider_instance`,
+      opts,
+    );
+  if (identityInstance === undefined) {
+    if (list(ctc.tlsCertificates).length > 0)
+      fail(
+        `${cp}.tls_certificates`,
+        'inline certificates are not supported: use tls_certificate_provider_instance',
+      );
+    if (list(ctc.tlsCertificateSdsSecretConfigs).length > 0)
+      fail(
+        `${cp}.tls_certificate_sds_secret_configs`,
+        'SDS is not supported: use tls_certificate_provider_instance',
+      );
+  }
+  if (ctc.validationContextSdsSecretConfig !== undefined)
+    fail(`${cp}.validation_context_sds_secret_config`, 'SDS is not supported (gRFC A29)');
+  if (ctc.validationContextCertificateProvider !== undefined)
+    fail(
+      `${cp}.validation_context_certificate_provider`,
+      'is not supported: use ca_certificate_provider_instance',
+    );
+  const combined = msg(ctc.combinedValidationContext);
+  let vc: Msg | undefined;
+  let vp: string;
+  if (combined) {
+    vp = `${cp}.combined_validation_context`;
+    if (combined.validationContextSdsSecretConfig !== undefined)
+      fail(`${vp}.validation_context_sds_secret_config`, 'SDS is not supported (gRFC A29)');
+    if (combined.validationContextCertificateProvider !== undefined)
+      fail(
+        `${vp}.validation_context_certificate_provider`,
+        'is not supported: use ca_certificate_provider_instance',
+      );
+    vc = msg(combined.defaultValidationContext);
+    vp = `${vp}.default_validation_context`;
+  } else {
+    vc = msg(ctc.validationContext);
+    vp = `${cp}.validation_context`;
+  }
+  const deprecatedRoot =
+    instanceOf(
+      combined?.validationContextCertificateProviderInstance,
+      `${cp}.combined_validation_context.validation_context_certificate_provider_instance`,
+      opts,
+    ) ??
+    instanceOf(
+      ctc.validationContextCertificateProviderInstance,
+      `${cp}.validation_context_certificate_provider_instance`,
+      opts,
+    );
+  if (!vc && deprecatedRoot === undefined)
+    fail(`${cp}`, 'has no validation context: a TLS cluster must verify its servers (gRFC A29)');
+  const v = vc ?? {};
+  if (Array.isArray(v.verifyCertificateSpki) && v.verifyCertificateSpki.length > 0)
+    fail(`${vp}.verify_certificate_spki`, 'is not supported (gRFC A29)');
+  if (Array.isArray(v.verifyCertificateHash) && v.verifyCertificateHash.length > 0)
+    fail(`${vp}.verify_certificate_hash`, 'is not supported (gRFC A29)');
+  if (bool(v.requireSignedCertificateTimestamp) === true)
+    fail(`${vp}.require_signed_certificate_timestamp`, 'is not supported (gRFC A29)');
+  if (v.crl !== undefined) fail(`${vp}.crl`, 'is not supported (gRFC A29)');
+  if (v.customValidatorConfig !== undefined)
+    fail(`${vp}.custom_validator_config`, 'is not supported (gRFC A29)');
+  const rootInstance =
+    instanceOf(v.caCertificateProviderInstance, `${vp}.ca_certificate_provider_instance`, opts) ??
+    deprecatedRoot;
+  if (rootInstance === undefined)
+    fail(
+      `${vp}.ca_certificate_provider_instance`,
+      'is required: the CA certificates that verify the server (gRFC A29)',
+    );
+  const sanMatchers: SanMatcher[] = [];
+  list(v.matchSubjectAltNames).forEach((sm, i) => {
+    sanMatchers.push(sanMatcher(sm, `${vp}.match_subject_alt_names[${i}]`, undefined, opts));
+  });
+  list(v.matchTypedSubjectAltNames).forEach((t, i) => {
+    const tp = `${vp}.match_typed_subject_alt_names[${i}]`;
+    const raw = t.sanType;
+    const sanType = SAN_TYPES[String(raw)];
+    if (sanType === undefined)
+      fail(
+        `${tp}.san_type`,
+        `${String(raw ?? 'SAN_TYPE_UNSPECIFIED')} is not supported (EMAIL, DNS, URI, IP_ADDRESS)`,
+      );
+    sanMatchers.push(sanMatcher(msg(t.matcher) ?? {}, `${tp}.matcher`, sanType, opts));
+  });
+  return Object.freeze({
+    identityInstance,
+    rootInstance,
+    sanMatchers: Object.freeze(sanMatchers),
+    sni: str(tc.sni) || undefined,
+  });
+}
+
+/** A transport socket: an UpstreamTlsContext (TLS) or a raw_buffer (plaintext); anything else is NACKed. */
+function transportSocket(ts: Msg, path: string, opts: TranslateOptions): UpstreamTls | undefined {
+  const tc = msg(ts.typedConfig);
+  const t = typeOf(tc);
+  if (t === UPSTREAM_TLS) return translateUpstreamTls(tc as Msg, `${path}.typed_config`, opts);
+  if (t === RAW_BUFFER || (!tc && str(ts.name) === 'envoy.transport_sockets.raw_buffer')) return undefined;
+  return fail(
+    `${path}.typed_config`,
+    `unsupported transport socket ${t || str(ts.name) || '(none)'} (UpstreamTlsContext or raw_buffer)`,
+  );
+}
+
+/**
+ * The cluster's transport security: `transport_socket` and `transport_socket_matches` (Istio's
+ * auto-mTLS: `{ tlsMode: istio }` endpoints get the TLS socket, the rest a raw_buffer one).
+ * Undefined when the cluster names neither (the mesh's own settings apply).
+ */
+function upstreamSecurity(m: Msg, opts: TranslateOptions): UpstreamSecurity | undefined {
+  const ts = msg(m.transportSocket);
+  const tsm = list(m.transportSocketMatches);
+  if (!ts && tsm.length === 0) return undefined;
+  const matches: TransportSocketMatch[] = tsm.map((x, i) => {
+    const p = `transport_socket_matches[${i}]`;
+    const match: Record<string, string> = {};
+    for (const [k, val] of Object.entries(structToJson(x.match))) {
+      if (typeof val !== 'string' && typeof val !== 'number' && typeof val !== 'boolean')
+        fail(`${p}.match.${k}`, 'must be a string, number or boolean');
+      match[k] = String(val);
+    }
+    const sock = msg(x.transportSocket);
+    if (!sock) fail(`${p}.transport_socket`, 'is required');
+    return Object.freeze({
+      name: str(x.name) ?? '',
+      match: Object.freeze(match),
+      tls: transportSocket(sock, `${p}.transport_socket`, opts),
+    });
+  });
+  return Object.freeze({
+    matches: Object.freeze(matches),
+    tls: ts ? transportSocket(ts, 'transport_socket', opts) : undefined,
+  });
+}
+
+/** The first exact SPIFFE ID (or trust domain of a `spiffe://td/` prefix) the TLS accepts, for display. */
+function identityOf(sec: UpstreamSecurity | undefined): string | undefined {
+  const all = [sec?.tls, ...(sec?.matches.map((x) => x.tls) ?? [])];
+  for (const t of all) {
+    for (const sm of t?.sanMatchers ?? []) {
+      if (sm.kind === 'exact' && sm.value.startsWith('spiffe://')) return sm.value;
+      if (sm.kind === 'prefix' && sm.value.startsWith('spiffe://')) {
+        const td = sm.value.slice('spiffe://'.length).split('/')[0];
+        if (td) return `spiffe://${td}`;
+      }
     }
   }
   return undefined;
 }
 
-function upstreamTls(m: Msg): { identity: string | undefined; sni: string | undefined } | undefined {
-  const candidates: Msg[] = [];
-  const ts = msg(m.transportSocket);
-  if (ts) candidates.push(ts);
-  for (const tsm of list(m.transportSocketMatches)) {
-    const s = msg(tsm.transportSocket);
-    if (s) candidates.push(s);
-  }
-  for (const s of candidates) {
-    const tc = msg(s.typedConfig);
-    if (!tc || typeOf(tc) !== UPSTREAM_TLS) continue;
-    const ctc = msg(tc.commonTlsContext) ?? {};
-    const vc =
-      msg(ctc.validationContext) ?? msg(msg(ctc.combinedValidationContext)?.defaultValidationContext) ?? {};
-    const matchers = [
-      ...list(vc.matchSubjectAltNames),
-      ...list(vc.matchTypedSubjectAltNames).map((t) => msg(t.matcher) ?? {}),
-    ];
-    return { identity: sanIdentity(matchers), sni: str(tc.sni) };
-  }
-  return undefined;
-}
-
 /** Translates a CDS `Cluster`. LB policy names must be registered in `@meshlet/core`'s registry. */
-export function translateCluster(m: Msg): ClusterUpdate {
+export function translateCluster(m: Msg, opts: TranslateOptions = NO_OPTIONS): ClusterUpdate {
   const name = str(m.name);
   if (!name) fail('name', 'is required');
   let kind: ClusterUpdate['kind'];
@@ -690,7 +886,12 @@ export function translateCluster(m: Msg): ClusterUpdate {
       return fail('type', `${t} clusters are not supported`);
     }
   }
-  const tls = upstreamTls(m);
+  const security = upstreamSecurity(m, opts);
+  const tlsAny =
+    security !== undefined && (security.tls !== undefined || security.matches.some((x) => x.tls));
+  const lrs = msg(m.lrsServer);
+  if (lrs && lrs.self === undefined)
+    fail('lrs_server', 'must be self (load reports go to the ADS server; gRPC accepts nothing else)');
   const od = outlierDetection(m);
   return Object.freeze({
     name,
@@ -702,9 +903,11 @@ export function translateCluster(m: Msg): ClusterUpdate {
     circuitBreakers: circuitBreakers(m),
     outlierDetection: od,
     outlierPolicy: outlierPolicy(od),
-    identity: tls?.identity,
-    tls: tls !== undefined,
-    sni: tls?.sni,
+    identity: identityOf(security),
+    tls: tlsAny,
+    sni: security?.tls?.sni,
+    security,
+    lrs: lrs !== undefined,
     connectTimeoutMs: durationMs(m.connectTimeout, 'connect_timeout'),
   });
 }

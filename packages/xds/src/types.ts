@@ -1,4 +1,4 @@
-import type { Endpoint, LbSelection, OutlierPolicy } from '@meshlet/core';
+import type { Endpoint, LbSelection, OutlierPolicy, UpstreamSecurity } from '@meshlet/core';
 import type { SafeRegex } from './regex.js';
 
 /** A compiled header matcher of a route (Envoy `HeaderMatcher`). */
@@ -128,10 +128,18 @@ export interface ClusterUpdate {
   readonly outlierDetection: OutlierDetection | undefined;
   /** The same as meshlet's outlier-detection policy (undefined: off, as in Envoy when the field is absent). */
   readonly outlierPolicy: OutlierPolicy | undefined;
-  /** Expected peer identity from the UpstreamTlsContext's SAN matchers (SPIFFE ID or trust domain). */
+  /** The first SPIFFE ID (or trust domain) the UpstreamTlsContext's SAN matchers accept, for display. */
   readonly identity: string | undefined;
+  /** Some hop of the cluster is TLS. */
   readonly tls: boolean;
   readonly sni: string | undefined;
+  /**
+   * `transport_socket` / `transport_socket_matches` (gRFC A29): per endpoint TLS or plaintext,
+   * certificate-provider instances, SAN matchers. Undefined when the cluster names no socket.
+   */
+  readonly security: UpstreamSecurity | undefined;
+  /** `lrs_server` is set (`self`): load reports for this cluster go to the ADS server. */
+  readonly lrs: boolean;
   readonly connectTimeoutMs: number | undefined;
 }
 

@@ -31,14 +31,28 @@ const TRANSLATE: Record<string, (m: Msg) => { name: string }> = {
   'envoy.config.endpoint.v3.ClusterLoadAssignment': translateEndpoints,
 };
 
+/** Translates each resource; a rejected one (a NACK) maps to its error under `NACK/<index>`. */
 function translateAll(resources: FixtureResource[]): Map<string, unknown> {
   const out = new Map<string, unknown>();
-  for (const r of resources) {
+  resources.forEach((r, i) => {
     const decoded = fromJson(r.type, r.json);
-    const v = (TRANSLATE[r.type] as (m: Msg) => { name: string })(decoded);
-    out.set(`${r.type.split('.').at(-1)}/${v.name}`, v);
-  }
+    try {
+      const v = (TRANSLATE[r.type] as (m: Msg) => { name: string })(decoded);
+      out.set(`${r.type.split('.').at(-1)}/${v.name}`, v);
+    } catch (err) {
+      out.set(`NACK/${i}`, err);
+    }
+  });
   return out;
+}
+
+/** Translation, or the error (a NACK) for a resource the client rejects. */
+function attempt(t: (m: Msg) => unknown, m: Msg): unknown {
+  try {
+    return t(m);
+  } catch (err) {
+    return { nack: (err as Error).message };
+  }
 }
 
 const strip = (v: unknown) => JSON.parse(JSON.stringify(v, (_k, x) => (x instanceof RegExp ? String(x) : x)));
@@ -57,12 +71,32 @@ describe('real xDS resources from real control planes', () => {
     expect(route?.timeoutMs).toBe(0); // `timeout: 0s` disables the route timeout
     expect(route?.retry?.numRetries).toBe(2);
     expect(route?.retry?.retryOn).toContain('retriable-status-codes');
-    const cluster = [...all.values()].find((v) => (v as ClusterUpdate).kind === 'eds') as ClusterUpdate;
-    expect(cluster.lb.policy).toBe('least_request');
-    expect(cluster.circuitBreakers?.maxRequests).toBe(4294967295);
-    // UpstreamTlsContext in transport_socket_matches, SPIFFE SAN matcher → identity
-    expect(cluster.tls).toBe(true);
-    expect(cluster.identity).toMatch(/^spiffe:\/\/cluster\.local\/ns\/default\/sa\//);
+    // The sidecar's cluster secures its hops with SDS secrets and TLS parameters, which a
+    // proxyless client cannot honour: NACKed as gRFC A29 says (and as grpc-js-xds does), naming
+    // the field, never used without the TLS it asks for.
+    const nacks = [...all.entries()].filter(([k]) => k.startsWith('NACK/')).map(([, e]) => String(e));
+    expect(nacks).toEqual([
+      expect.stringMatching(
+        /transport_socket_matches\[0\]\.transport_socket\.typed_config\.common_tls_context\.tls_params: is not supported \(gRFC A29\)/,
+      ),
+    ]);
+    const cds = res.find(
+      (r) =>
+        r.type.endsWith('Cluster') &&
+        (r.json as { transport_socket_matches?: unknown }).transport_socket_matches,
+    ) as FixtureResource;
+    const json = structuredClone(cds.json) as {
+      transport_socket_matches: Array<{
+        transport_socket: { typed_config: { common_tls_context?: Record<string, unknown> } };
+      }>;
+    };
+    // Without tls_params, the SDS certificate is what is refused.
+    for (const m of json.transport_socket_matches)
+      if (m.transport_socket.typed_config.common_tls_context)
+        delete m.transport_socket.typed_config.common_tls_context.tls_params;
+    expect(() => translateCluster(fromJson(cds.type, json))).toThrow(
+      /tls_certificate_sds_secret_configs: SDS is not supported/,
+    );
   });
 
   it('Istio EDS dump: 37 ClusterLoadAssignments, health, weights, pipes skipped', () => {
@@ -114,7 +148,7 @@ describe('real xDS resources from real control planes', () => {
       ]),
     );
     // Several goldens reuse names (first-listener), so keep every translation.
-    const all = res.map((r) => (TRANSLATE[r.type] as (m: Msg) => unknown)(fromJson(r.type, r.json)));
+    const all = res.map((r) => attempt(TRANSLATE[r.type] as (m: Msg) => unknown, fromJson(r.type, r.json)));
     const weighted = all
       .flatMap((v) => (v as RouteConfigUpdate).virtualHosts ?? [])
       .flatMap((vh) => vh.routes)
@@ -145,7 +179,11 @@ describe('real xDS resources from real control planes', () => {
       clusters.filter((c) => c.outlierDetection === undefined).every((c) => c.outlierPolicy === undefined),
     ).toBe(true);
     expect(clusters.some((c) => c.circuitBreakers?.maxConnections === 1)).toBe(true);
-    expect(clusters.filter((c) => c.tls)).toHaveLength(4);
+    // The four TLS clusters set TLS parameters and take their certificates over SDS: NACKed (gRFC A29).
+    const nacks = all.filter((v) => (v as { nack?: string }).nack !== undefined) as Array<{ nack: string }>;
+    expect(nacks).toHaveLength(4);
+    for (const n of nacks)
+      expect(n.nack).toMatch(/common_tls_context\.tls_params: is not supported \(gRFC A29\)/);
   });
 
   it('binary round trip: encode(proto-JSON) → decode → translate gives the same result', () => {
@@ -156,9 +194,9 @@ describe('real xDS resources from real control planes', () => {
     ];
     for (const r of res) {
       const t = TRANSLATE[r.type] as (m: Msg) => unknown;
-      const fromText = t(fromJson(r.type, r.json));
+      const fromText = attempt(t, fromJson(r.type, r.json));
       const bytes = encodeMessage(`type.googleapis.com/${r.type}`, fromJson(r.type, r.json));
-      const fromWire = t(decodeAny(`type.googleapis.com/${r.type}`, bytes));
+      const fromWire = attempt(t, decodeAny(`type.googleapis.com/${r.type}`, bytes));
       expect(strip(fromWire)).toEqual(strip(fromText));
     }
   });

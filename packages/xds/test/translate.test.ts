@@ -132,7 +132,9 @@ describe('CDS translation', () => {
           '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
           sni: 'reviews.default',
           commonTlsContext: {
+            tlsCertificateProviderInstance: { instanceName: 'default' },
             validationContext: {
+              caCertificateProviderInstance: { instanceName: 'default' },
               matchTypedSubjectAltNames: [{ sanType: 'URI', matcher: { prefix: 'spiffe://corp.example/' } }],
             },
           },
