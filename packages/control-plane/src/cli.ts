@@ -63,6 +63,17 @@ export async function runControlPlaneCommand(argv: readonly string[], io: Comman
           io.stderr.write(`config not applied (still serving the last good one): ${e.error}\n`);
         else if (e.kind === 'nack')
           io.stderr.write(`client ${e.node} NACKed ${e.typeUrl} ${e.version}: ${e.error}\n`);
+        else if (e.kind === 'loadReport')
+          io.stdout.write(
+            `load report from ${e.node || '(unknown)'}: ${
+              e.clusters
+                .map(
+                  (c) =>
+                    `${c.cluster} issued ${c.issued}, succeeded ${c.succeeded}, errors ${c.errors}, in progress ${c.inProgress}, dropped ${c.dropped}`,
+                )
+                .join('; ') || 'no load'
+            }\n`,
+          );
         else if (e.kind === 'stream')
           io.stdout.write(`client ${e.node || '(unknown)'} ${e.open ? 'connected' : 'disconnected'}\n`);
       },

@@ -5,13 +5,16 @@ export {
   type CpRetry,
   type CpRoute,
   type CpService,
+  DEFAULT_LOAD_REPORTING_INTERVAL_MS,
   parseControlPlaneConfig,
 } from './config.js';
 export {
   type ClientStatus,
+  type ClusterLoad,
   ControlPlane,
   type ControlPlaneEvent,
   type ControlPlaneOptions,
+  type LoadReportStatus,
   startControlPlane,
 } from './server.js';
 export {

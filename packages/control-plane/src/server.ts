@@ -8,11 +8,12 @@ import {
   CDS_TYPE,
   deltaAdsMethod,
   LDS_TYPE,
+  lrsService,
   type Msg,
   RESOURCE_TYPES,
   type ResourceType,
 } from '@meshlet/xds';
-import { parseControlPlaneConfig } from './config.js';
+import { DEFAULT_LOAD_REPORTING_INTERVAL_MS, parseControlPlaneConfig } from './config.js';
 import {
   buildSnapshot,
   type EncodedResource,
@@ -38,6 +39,8 @@ export interface ControlPlaneOptions {
   credentials?: grpc.ServerCredentials;
   /** Called for stream and snapshot events (logging). */
   onEvent?: (event: ControlPlaneEvent) => void;
+  /** The LRS reporting interval asked of clients, in ms (default: the config's `loadReporting.interval`, else 10s). */
+  loadReportingInterval?: number;
   /** Serve incremental ADS (DeltaAggregatedResources) besides state of the world (default true). */
   delta?: boolean;
 }
@@ -46,6 +49,8 @@ export type ControlPlaneEvent =
   | { kind: 'snapshot'; version: string }
   | { kind: 'configError'; error: string }
   | { kind: 'stream'; node: string; open: boolean }
+  /** A load report (LRS) arrived: per cluster, what the client did in the reported interval. */
+  | { kind: 'loadReport'; node: string; clusters: ClusterLoad[] }
   | { kind: 'ack'; node: string; typeUrl: string; version: string }
   | { kind: 'nack'; node: string; typeUrl: string; version: string; error: string }
   /** Delta: a request changing the subscription (the first one of a type carries the client's versions). */
@@ -68,9 +73,33 @@ export type ControlPlaneEvent =
       removed: string[];
     };
 
+/** One cluster's load as a client reported it (LRS), summed over localities. */
+export interface ClusterLoad {
+  cluster: string;
+  issued: number;
+  succeeded: number;
+  errors: number;
+  /** In progress at the last report (a gauge, not a sum). */
+  inProgress: number;
+  dropped: number;
+  /** Per locality (`region/zone/subZone`), the same counts. */
+  localities: Record<string, { issued: number; succeeded: number; errors: number; inProgress: number }>;
+}
+
+/** The load reports (LRS) of one client node: totals since its stream opened and the last report. */
+export interface LoadReportStatus {
+  reports: number;
+  /** Totals per cluster since the LRS stream opened. */
+  clusters: Record<string, ClusterLoad>;
+  /** The last report's clusters. */
+  last: ClusterLoad[];
+}
+
 /** What the server knows of one connected client (for tests and `meshlet control-plane`). */
 export interface ClientStatus {
   node: string;
+  /** The client's load reports (LRS), when it sends any. */
+  loadReports?: LoadReportStatus;
   /** Set on incremental (delta) streams only. */
   protocol?: 'delta';
   /** Per type: the version the client last ACKed, the last NACK's message, the names it watches. */
@@ -147,6 +176,11 @@ export class ControlPlane {
   readonly #streams = new Set<StreamState>();
   readonly #deltaStreams = new Set<DeltaStreamState>();
   readonly #onEvent: ((e: ControlPlaneEvent) => void) | undefined;
+  /** Load reports per node (LRS streams). */
+  readonly #loads = new Map<string, LoadReportStatus>();
+  readonly #lrsCalls = new Set<grpc.ServerDuplexStream<Msg, Msg>>();
+  /** The reporting interval asked of LRS clients (the config's `loadReporting.interval`). */
+  loadReportingIntervalMs = DEFAULT_LOAD_REPORTING_INTERVAL_MS;
   #snapshot: Snapshot;
   #nonce = 0;
   #generation = 0;
@@ -174,6 +208,82 @@ export class ControlPlane {
       this.#server.addService(adsService().service, {
         StreamAggregatedResources: (call: grpc.ServerDuplexStream<Msg, Msg>) => this.#onStream(call),
       });
+    this.#server.addService(lrsService().service, {
+      StreamLoadStats: (call: grpc.ServerDuplexStream<Msg, Msg>) => this.#onLoadStats(call),
+    });
+  }
+
+  /**
+   * An LRS stream: the first request names the node; the answer asks for every cluster
+   * (`send_all_clusters`) at `loadReportingIntervalMs`; each report is summed per node and
+   * cluster (`loadReports()`, `clients()`) and announced (`loadReport` event).
+   */
+  #onLoadStats(call: grpc.ServerDuplexStream<Msg, Msg>): void {
+    this.#lrsCalls.add(call);
+    let node = '';
+    let answered = false;
+    call.on('data', (req: Msg) => {
+      const n = req.node as { id?: string } | undefined;
+      if (n?.id) node = n.id;
+      let status = this.#loads.get(node);
+      if (status === undefined) {
+        status = { reports: 0, clusters: {}, last: [] };
+        this.#loads.set(node, status);
+      }
+      if (!answered) {
+        answered = true;
+        const ms = this.loadReportingIntervalMs;
+        const seconds = Math.floor(ms / 1000);
+        call.write({
+          sendAllClusters: true,
+          loadReportingInterval: { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) },
+        });
+      }
+      const stats = Array.isArray(req.clusterStats) ? (req.clusterStats as Msg[]) : [];
+      if (stats.length === 0 && n !== undefined) return; // the opening request
+      const loads = stats.map(clusterLoad);
+      status.reports++;
+      status.last = loads;
+      for (const l of loads) {
+        const t = status.clusters[l.cluster] ?? {
+          cluster: l.cluster,
+          issued: 0,
+          succeeded: 0,
+          errors: 0,
+          inProgress: 0,
+          dropped: 0,
+          localities: {},
+        };
+        status.clusters[l.cluster] = t;
+        t.issued += l.issued;
+        t.succeeded += l.succeeded;
+        t.errors += l.errors;
+        t.inProgress = l.inProgress;
+        t.dropped += l.dropped;
+        for (const [k, v] of Object.entries(l.localities)) {
+          const tl = t.localities[k] ?? { issued: 0, succeeded: 0, errors: 0, inProgress: 0 };
+          t.localities[k] = tl;
+          tl.issued += v.issued;
+          tl.succeeded += v.succeeded;
+          tl.errors += v.errors;
+          tl.inProgress = v.inProgress;
+        }
+      }
+      this.#onEvent?.({ kind: 'loadReport', node, clusters: loads });
+    });
+    const done = () => {
+      this.#lrsCalls.delete(call);
+    };
+    call.on('error', done);
+    call.on('end', () => {
+      done();
+      call.end();
+    });
+  }
+
+  /** Load reports (LRS) per client node: totals per cluster since its stream opened. */
+  loadReports(): Record<string, LoadReportStatus> {
+    return Object.fromEntries(this.#loads);
   }
 
   get port(): number {
@@ -211,9 +321,9 @@ export class ControlPlane {
 
   /** Serves a config object (validated) as the next version. */
   setConfig(raw: unknown, source?: string): void {
-    this.setSnapshot(
-      buildSnapshot(resourcesFromConfig(parseControlPlaneConfig(raw, source)), this.#nextVersion()),
-    );
+    const config = parseControlPlaneConfig(raw, source);
+    this.loadReportingIntervalMs = config.loadReporting.intervalMs;
+    this.setSnapshot(buildSnapshot(resourcesFromConfig(config), this.#nextVersion()));
   }
 
   /** Serves raw resources (they are encoded, not validated: tests use this to send bad resources). */
@@ -259,7 +369,11 @@ export class ControlPlane {
         }
         return { node: s.node, types };
       })
-      .concat(delta);
+      .concat(delta)
+      .map((c) => {
+        const loads = this.#loads.get(c.node);
+        return loads === undefined ? c : { ...c, loadReports: loads };
+      });
   }
 
   /** @internal Watches a config file and serves each valid version of it. */
@@ -534,8 +648,39 @@ export class ControlPlane {
     this.#streams.clear();
     for (const s of this.#deltaStreams) s.call.destroy();
     this.#deltaStreams.clear();
+    for (const c of this.#lrsCalls) c.destroy();
+    this.#lrsCalls.clear();
     this.#server.forceShutdown();
   }
+}
+
+/** One `ClusterStats` of a load report, summed over its localities. */
+function clusterLoad(cs: Msg): ClusterLoad {
+  const n = (v: unknown) => (typeof v === 'number' ? v : typeof v === 'string' ? Number(v) : 0);
+  const out: ClusterLoad = {
+    cluster: String(cs.clusterName ?? ''),
+    issued: 0,
+    succeeded: 0,
+    errors: 0,
+    inProgress: 0,
+    dropped: n(cs.totalDroppedRequests),
+    localities: {},
+  };
+  for (const l of Array.isArray(cs.upstreamLocalityStats) ? (cs.upstreamLocalityStats as Msg[]) : []) {
+    const loc = (l.locality ?? {}) as { region?: string; zone?: string; subZone?: string };
+    const v = {
+      issued: n(l.totalIssuedRequests),
+      succeeded: n(l.totalSuccessfulRequests),
+      errors: n(l.totalErrorRequests),
+      inProgress: n(l.totalRequestsInProgress),
+    };
+    out.localities[`${loc.region ?? ''}/${loc.zone ?? ''}/${loc.subZone ?? ''}`] = v;
+    out.issued += v.issued;
+    out.succeeded += v.succeeded;
+    out.errors += v.errors;
+    out.inProgress += v.inProgress;
+  }
+  return out;
 }
 
 function sameSet(a: Set<string>, b: Set<string>): boolean {
@@ -547,17 +692,23 @@ function sameSet(a: Set<string>, b: Set<string>): boolean {
 /** Starts a control plane (in-process; tests use `port: 0`). */
 export async function startControlPlane(options: ControlPlaneOptions = {}): Promise<ControlPlane> {
   let snapshot: Snapshot;
+  let interval = DEFAULT_LOAD_REPORTING_INTERVAL_MS;
   const host = options.host ?? '127.0.0.1';
   if (options.configFile !== undefined) {
     const abs = resolve(options.configFile);
     const raw = parseConfigText(readFileSync(abs, 'utf8'), abs);
-    snapshot = buildSnapshot(resourcesFromConfig(parseControlPlaneConfig(raw, abs)), '1');
+    const config = parseControlPlaneConfig(raw, abs);
+    interval = config.loadReporting.intervalMs;
+    snapshot = buildSnapshot(resourcesFromConfig(config), '1');
   } else if (options.resources !== undefined) {
     snapshot = buildSnapshot(options.resources, '1');
   } else {
-    snapshot = buildSnapshot(resourcesFromConfig(parseControlPlaneConfig(options.config ?? {})), '1');
+    const config = parseControlPlaneConfig(options.config ?? {});
+    interval = config.loadReporting.intervalMs;
+    snapshot = buildSnapshot(resourcesFromConfig(config), '1');
   }
   const cp = new ControlPlane(snapshot, host, options.onEvent, options.delta ?? true);
+  cp.loadReportingIntervalMs = options.loadReportingInterval ?? interval;
   cp.nextVersion(); // version "1" is the initial snapshot
   await cp.listen(options.port ?? 0, options.credentials ?? grpc.ServerCredentials.createInsecure());
   if (options.configFile !== undefined && options.watch !== false) cp.watchFile(options.configFile);

@@ -48,6 +48,12 @@ export class EndpointState {
    */
   attempts = 0;
   failures = 0;
+  /**
+   * Attempts that ended successfully as load reports count them (gRPC: status OK; HTTP: an
+   * answer below 500), over the endpoint's life. Ended attempts are `attempts - active`; the rest
+   * are errors. Read by load reporting (xDS LRS) off the request path.
+   */
+  succeeded = 0;
 
   /** Set by active health checking; `unknown` until the first check. */
   activeHealth: ActiveHealth = 'unknown';

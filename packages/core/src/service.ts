@@ -480,6 +480,12 @@ export class ServiceRuntime {
     connectedAt: number = start,
   ): void {
     ep.active--;
+    if (
+      transport === 'grpc'
+        ? status === 0 || (status === undefined && outcome === 'success')
+        : outcome === 'success'
+    )
+      ep.succeeded++;
     const now = this.now();
     this.#clock.ms = now;
     if (connectedAt >= 0) {

@@ -477,6 +477,11 @@ export class XdsClient {
   }
 
   #node(): Msg {
+    return this.nodeMessage(['envoy.lb.does_not_support_overprovisioning', 'xds.config.resource-in-sotw']);
+  }
+
+  /** The bootstrap's node as sent to the control plane, with `clientFeatures`. */
+  nodeMessage(clientFeatures: readonly string[]): Msg {
     const n = this.bootstrap.node;
     return {
       id: n.id,
@@ -485,8 +490,13 @@ export class XdsClient {
       locality: n.locality,
       userAgentName: this.#userAgent,
       userAgentVersion: '0.1.0',
-      clientFeatures: ['envoy.lb.does_not_support_overprovisioning', 'xds.config.resource-in-sotw'],
+      clientFeatures: [...clientFeatures],
     };
+  }
+
+  /** The server of the current (or last) ADS stream: `lrs_server: self` names it. */
+  get currentServer(): XdsServer {
+    return this.bootstrap.servers[this.#serverIndex] as XdsServer;
   }
 
   /** Sends the subscription of a type (with the current version and nonce). */
@@ -944,7 +954,8 @@ function jitter(ms: number): number {
   return Math.max(0, Math.round(ms * (0.8 + Math.random() * 0.4)));
 }
 
-function credentials(server: XdsServer): grpc.ChannelCredentials {
+/** The channel credentials of a bootstrap server (files read now, so rotated ones are picked up). */
+export function credentials(server: XdsServer): grpc.ChannelCredentials {
   const c = server.creds;
   if (c.type === 'insecure') return grpc.credentials.createInsecure();
   const read = (f: string | undefined) => (f === undefined ? null : readFileSync(f));

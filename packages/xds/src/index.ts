@@ -27,6 +27,7 @@ export type {
   XdsBackoffInput,
   XdsInput,
 } from './config-types.generated.js';
+export { LoadReporter, type LoadReporterEvent, type LoadReporterOptions } from './lrs.js';
 export {
   AGGREGATE_CLUSTER_TYPE,
   adsService,
@@ -35,6 +36,7 @@ export {
   EDS_TYPE,
   HCM_TYPE,
   LDS_TYPE,
+  lrsService,
   protoIncludeDirs,
   RDS_TYPE,
   RESOURCE_TYPES,

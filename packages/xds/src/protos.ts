@@ -24,6 +24,7 @@ export type ResourceType = (typeof RESOURCE_TYPES)[number];
 /** Proto files the resource decoder knows (the message types xDS resources and their typed configs use). */
 const RESOURCE_PROTOS = [
   'envoy/service/discovery/v3/ads.proto',
+  'envoy/service/load_stats/v3/lrs.proto',
   'envoy/config/listener/v3/listener.proto',
   'envoy/config/route/v3/route.proto',
   'envoy/config/cluster/v3/cluster.proto',
@@ -136,6 +137,26 @@ function bidiMethod(
     responseDeserialize: de(res),
     originalName,
   };
+}
+
+let lrs: AdsServiceDefinitions | undefined;
+
+/**
+ * `envoy.service.load_stats.v3.LoadReportingService` (LRS): `StreamLoadStats`, a bidi stream of
+ * `LoadStatsRequest` (the client's reports) and `LoadStatsResponse` (what to report, how often).
+ */
+export function lrsService(): AdsServiceDefinitions {
+  if (lrs) return lrs;
+  const service: grpc.ServiceDefinition = {
+    StreamLoadStats: bidiMethod(
+      '/envoy.service.load_stats.v3.LoadReportingService/StreamLoadStats',
+      'envoy.service.load_stats.v3.LoadStatsRequest',
+      'envoy.service.load_stats.v3.LoadStatsResponse',
+      'streamLoadStats',
+    ),
+  };
+  lrs = { service, client: grpc.makeGenericClientConstructor(service, 'LoadReportingService') };
+  return lrs;
 }
 
 let deltaMethod: grpc.MethodDefinition<unknown, unknown> | undefined;

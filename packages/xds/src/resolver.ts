@@ -12,11 +12,14 @@ import {
   type ServicePolicy,
 } from '@meshlet/core';
 import type { XdsClient } from './client.js';
+import type { LoadReporter } from './lrs.js';
 import { CDS_TYPE, EDS_TYPE, LDS_TYPE, RDS_TYPE } from './protos.js';
 import { type ClusterRef, ListenerRouter } from './router.js';
 import type { ClusterUpdate, EndpointsUpdate, ListenerUpdate, RouteConfigUpdate } from './types.js';
 
 export interface XdsResolverOptions {
+  /** Reports the load of clusters naming `lrs_server` (default: none). */
+  reporter?: LoadReporter | undefined;
   /**
    * Which request hosts xDS claims: `*` (every host that is not an IP literal or `localhost`),
    * exact names, or `*.suffix` patterns. Default `['*']`.
@@ -86,11 +89,24 @@ class ClusterSource implements DiscoverySource {
   #children: Array<{ stop: () => void }> = [];
   #closed = false;
   #lastCluster: ClusterUpdate | undefined;
+  readonly #reporter: LoadReporter | undefined;
+  #stopReporting: (() => void) | undefined;
 
-  constructor(client: XdsClient, ref: ClusterRef, mesh: Mesh) {
+  constructor(client: XdsClient, ref: ClusterRef, mesh: Mesh, reporter: LoadReporter | undefined) {
     this.#client = client;
     this.#ref = ref;
     this.#mesh = mesh;
+    this.#reporter = reporter;
+  }
+
+  /** `lrs_server: self`: the cluster's load is reported to the ADS server while it says so. */
+  #reportLoad(c: ClusterUpdate | undefined): void {
+    if (c?.lrs && this.#reporter) {
+      this.#stopReporting ??= this.#reporter.track(this.#ref, c.edsServiceName);
+    } else {
+      this.#stopReporting?.();
+      this.#stopReporting = undefined;
+    }
   }
 
   start(listener: DiscoveryListener): void {
@@ -101,6 +117,7 @@ class ClusterSource implements DiscoverySource {
         listener.onError(new MeshError(ErrorCodes.XDS_RESOURCE, err.message, { service: this.#ref.name })),
       onDoesNotExist: () => {
         this.#stopChildren();
+        this.#reportLoad(undefined);
         this.#lastCluster = undefined;
         listener.onError(
           new MeshError(ErrorCodes.DISCOVERY, `xDS cluster "${this.#ref.name}" does not exist`, {
@@ -119,6 +136,7 @@ class ClusterSource implements DiscoverySource {
 
   #onCluster(c: ClusterUpdate): void {
     if (this.#closed) return;
+    this.#reportLoad(c);
     const rt = this.#ref.runtime;
     const policy = clusterPolicy(this.#mesh.config.defaults, c);
     const prev = this.#lastCluster;
@@ -242,6 +260,7 @@ class ClusterSource implements DiscoverySource {
 
   close(): void {
     this.#closed = true;
+    this.#reportLoad(undefined);
     this.#stopChildren();
     this.#stopCluster?.();
   }
@@ -259,11 +278,14 @@ export class XdsResolver implements NameResolver {
   readonly #hosts: readonly string[];
   readonly #routers = new Map<string, { router: ListenerRouter; stop: () => void }>();
   readonly #clusters = new Map<string, ClusterRef>();
+  /** Load reporting (LRS) for clusters that name `lrs_server`. */
+  readonly reporter: LoadReporter | undefined;
 
   constructor(mesh: Mesh, client: XdsClient, options: XdsResolverOptions = {}) {
     this.#mesh = mesh;
     this.client = client;
     this.#hosts = options.hosts ?? ['*'];
+    this.reporter = options.reporter;
   }
 
   /** Wakes routers waiting for a first answer when the control plane turns out unreachable. */
@@ -311,16 +333,22 @@ export class XdsResolver implements NameResolver {
   #cluster = (name: string): ClusterRef => {
     let ref = this.#clusters.get(name);
     if (ref) return ref;
-    const partial: { name: string; drops: ClusterRef['drops']; runtime?: ClusterRef['runtime'] } = {
+    const partial: {
+      name: string;
+      drops: ClusterRef['drops'];
+      dropped: ClusterRef['dropped'];
+      runtime?: ClusterRef['runtime'];
+    } = {
       name,
       drops: [],
+      dropped: new Map(),
     };
     const holder = partial as ClusterRef;
     const runtime = this.#mesh.ensureService({
       key: name,
       discoveryType: 'xds',
       policy: this.#mesh.config.defaults,
-      createSource: () => new ClusterSource(this.client, holder, this.#mesh),
+      createSource: () => new ClusterSource(this.client, holder, this.#mesh, this.reporter),
     });
     (partial as { runtime: ClusterRef['runtime'] }).runtime = runtime;
     ref = holder;
@@ -413,6 +441,7 @@ export class XdsResolver implements NameResolver {
   close(): void {
     for (const { stop } of this.#routers.values()) stop();
     this.#routers.clear();
+    this.reporter?.close();
     this.client.close();
   }
 }

@@ -30,6 +30,8 @@ export interface ClusterRef {
   readonly runtime: ServiceRuntime;
   /** EDS `drop_overloads` of the cluster (replaced on every EDS update). */
   drops: readonly DropOverload[];
+  /** Requests dropped by category since the last load report (LRS), counted on the drop only. */
+  readonly dropped: Map<string, number>;
 }
 
 interface CompiledCluster {
@@ -366,6 +368,7 @@ export class ListenerRouter implements Router {
       for (let d = 0; d < drops.length; d++) {
         const drop = drops[d] as DropOverload;
         if (Math.random() * 1_000_000 < drop.ppm) {
+          ref.dropped.set(drop.category, (ref.dropped.get(drop.category) ?? 0) + 1);
           return new MeshError(
             ErrorCodes.OVERLOADED,
             `request to "${ref.name}" dropped by the control plane (drop_overload "${drop.category}")`,

@@ -10,6 +10,7 @@ import {
 } from '@meshlet/core';
 import { type Bootstrap, bootstrapFromEnv, parseBootstrap, readBootstrapFile } from './bootstrap.js';
 import { XdsClient } from './client.js';
+import { LoadReporter } from './lrs.js';
 import { DEFAULT_MAX_PROGRAM_SIZE } from './regex.js';
 import { XdsResolver } from './resolver.js';
 
@@ -250,8 +251,24 @@ export function setupXds(mesh: Mesh, options: SetupXdsOptions = {}): XdsResolver
         });
     },
   });
-  resolver = new XdsResolver(mesh, client, { hosts: settings?.hosts ?? ['*'] });
+  const reporter = new LoadReporter(mesh, client, {
+    backoff: { baseMs: settings?.backoffBaseMs ?? 1_000, maxMs: settings?.backoffMaxMs ?? 30_000 },
+    onEvent: (e) => {
+      if (e.kind === 'streamError')
+        mesh.events.emit('log', {
+          level: 'warn',
+          scope: 'xds',
+          message: `load reporting (LRS) stream failed: ${e.error}; retrying in ${e.retryInMs}ms`,
+          data: { error: e.error },
+        });
+    },
+  });
+  resolver = new XdsResolver(mesh, client, { hosts: settings?.hosts ?? ['*'], reporter });
   mesh.addResolver(resolver);
-  mesh.addSnapshotSection('xds', () => ({ bootstrap: bootstrap.source, ...client.dump() }));
+  mesh.addSnapshotSection('xds', () => ({
+    bootstrap: bootstrap.source,
+    ...client.dump(),
+    loadReporting: reporter.dump(),
+  }));
   return resolver;
 }

@@ -40,7 +40,7 @@ function setup(routeConfigJson: unknown, listener: Partial<ListenerUpdate> = {})
         discoveryType: 'test',
         createSource: () => ({ start: () => {}, close: () => {} }),
       });
-      r = { name, runtime, drops: [] };
+      r = { name, runtime, drops: [], dropped: new Map() };
       refs.set(name, r);
     }
     return r;
