@@ -240,7 +240,7 @@ export class ControlPlane {
         });
       }
       const stats = Array.isArray(req.clusterStats) ? (req.clusterStats as Msg[]) : [];
-      if (stats.length === 0 && n !== undefined) return; // the opening request
+      if (stats.length === 0 && n !== undefined && n !== null) return; // the opening request
       const loads = stats.map(clusterLoad);
       status.reports++;
       status.last = loads;

@@ -64,6 +64,8 @@ class Entry {
   marked = false;
   /** Whether the subchannel was READY at least once. */
   everReady = false;
+  /** Why its last connection attempt failed (e.g. a refused server certificate). */
+  lastError: string | undefined = undefined;
   /** `Date.now()` when the subchannel was created (first-connect grace). */
   readonly createdAt = Date.now();
   /** The pick result of calls owned by a `MeshCall` (shared: their accounting rides on the CallTag). */
@@ -206,6 +208,8 @@ interface ServiceView {
   readonly ready: readonly Entry[];
   /** No subchannel of the service is READY, CONNECTING or IDLE. */
   readonly allFailed: boolean;
+  /** The last connection error of one of the service's failed subchannels, if known. */
+  readonly lastError: string | undefined;
   /** The service's first connections are still being made (calls wait, see `#publish`). */
   readonly warming: boolean;
 }
@@ -303,7 +307,9 @@ class MeshPicker implements GrpcPicker {
       return new MeshPick(rt, e.st, e.subchannel, tag);
     }
     if (view.allFailed)
-      return failResult(`no connection to any endpoint of service "${rt.name}" could be made`);
+      return failResult(
+        `no connection to any endpoint of service "${rt.name}" could be made${view.lastError ? `; last error: ${view.lastError}` : ''}`,
+      );
     return QUEUE_RESULT;
   }
 }
@@ -366,8 +372,13 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
   #destroyed = false;
   #scheduled = false;
   readonly headers = new MetadataHeaders();
-  readonly #onState = (sub: SubchannelInterface, _prev: connectivityState, next: connectivityState) =>
-    this.#subchannelState(sub, next);
+  readonly #onState = (
+    sub: SubchannelInterface,
+    _prev: connectivityState,
+    next: connectivityState,
+    _keepalive: number,
+    errorMessage?: string,
+  ) => this.#subchannelState(sub, next, errorMessage);
 
   constructor(helper: ChannelControlHelper) {
     this.#helper = helper;
@@ -513,7 +524,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     if (entry.marked && entry.st.activeHealth === 'unhealthy') entry.st.activeHealth = 'unknown';
   }
 
-  #subchannelState(sub: SubchannelInterface, next: connectivityState): void {
+  #subchannelState(sub: SubchannelInterface, next: connectivityState, errorMessage?: string): void {
     if (this.#destroyed) return;
     let entry: Entry | undefined;
     for (const e of this.#entries.values()) {
@@ -525,6 +536,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     if (!entry) return;
     entry.state = next;
     if (next === READY) entry.everReady = true;
+    if (next === TRANSIENT_FAILURE && errorMessage) entry.lastError = errorMessage;
     const rt = entry.rt;
     if (next === TRANSIENT_FAILURE) {
       if (entry.st.activeHealth !== 'unhealthy') {
@@ -578,11 +590,16 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
    */
   #publish(): void {
     const views = new Map<ServiceRuntime, ServiceView>();
-    const acc = new Map<ServiceRuntime, { ready: Entry[]; connecting: number; warming: number }>();
-    for (const rt of this.#tracked.keys()) acc.set(rt, { ready: [], connecting: 0, warming: 0 });
+    const acc = new Map<
+      ServiceRuntime,
+      { ready: Entry[]; connecting: number; warming: number; lastError: string | undefined }
+    >();
+    for (const rt of this.#tracked.keys())
+      acc.set(rt, { ready: [], connecting: 0, warming: 0, lastError: undefined });
     for (const e of this.#entries.values()) {
       const a = acc.get(e.rt);
       if (a === undefined) continue;
+      if (e.state === TRANSIENT_FAILURE && e.lastError !== undefined) a.lastError = e.lastError;
       if (e.state === READY) a.ready.push(e);
       else if (e.state === CONNECTING || e.state === IDLE) {
         a.connecting++;
@@ -593,7 +610,12 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       const t = this.#tracked.get(rt) as Tracked;
       const warming = t.warmup && a.warming > 0;
       if (!warming) t.warmup = false;
-      views.set(rt, { ready: a.ready, allFailed: a.ready.length === 0 && a.connecting === 0, warming });
+      views.set(rt, {
+        ready: a.ready,
+        allFailed: a.ready.length === 0 && a.connecting === 0,
+        warming,
+        lastError: a.lastError,
+      });
     }
     const rt = this.#rt;
     if (rt === undefined) {
