@@ -19,7 +19,7 @@ import {
   startControlPlane,
 } from '../../packages/control-plane/src/index.js';
 import { meshClientOptions } from '../../packages/grpc/src/index.js';
-import { createMesh } from '../../packages/meshlet/src/index.js';
+import { createMesh, type Mesh } from '../../packages/meshlet/src/index.js';
 import { createCa, getMeshTls } from '../../packages/tls/src/index.js';
 import { startNamed, until } from './xds/helpers.js';
 import {
@@ -43,7 +43,7 @@ function certDir(): string {
 }
 
 /** Fetches http://reviews/ until its mTLS endpoint answered (the split between endpoints is random). */
-async function viaMtls(w: { mesh: { fetch: typeof fetch }; reviews: { seen: unknown[] } }): Promise<void> {
+async function viaMtls(w: { mesh: Mesh; reviews: { seen: unknown[] } }): Promise<void> {
   const before = w.reviews.seen.length;
   for (let i = 0; i < 100 && w.reviews.seen.length === before; i++)
     await (await w.mesh.fetch('http://reviews/')).text();
