@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ControlPlane, startControlPlane } from '../../packages/control-plane/src/index.js';
 import { createMesh, type Mesh } from '../../packages/meshlet/src/index.js';
 import { bootstrapJson, type NamedServer, startNamed } from './xds/helpers.js';
+import { WHO } from './xds/security-helpers.js';
 
 const NAMES = ['v1', 'v2', 'p0', 'p1a', 'p1b'] as const;
 type Name = (typeof NAMES)[number];
@@ -53,16 +54,6 @@ interface GrpcBackend {
   port: number;
   server: grpc.Server;
 }
-
-const WHO = {
-  path: '/meshlet.test.Echo/Who',
-  requestStream: false,
-  responseStream: false,
-  requestSerialize: (b: Buffer) => b,
-  requestDeserialize: (b: Buffer) => b,
-  responseSerialize: (b: Buffer) => b,
-  responseDeserialize: (b: Buffer) => b,
-};
 
 async function grpcBackend(name: string): Promise<GrpcBackend> {
   const server = new grpc.Server();
