@@ -64,7 +64,7 @@ for (const security of ['plaintext', 'mTLS'] as const) {
         }
         return runCase(c, await clients, e);
       }
-      const clients = await openClients(kind, e, { service: c.service, serverIdentity: c.serverIdentity });
+      const clients = await openClients(kind, e, { serverIdentity: c.serverIdentity });
       try {
         return await runCase(c, clients, e);
       } finally {

@@ -146,8 +146,6 @@ export interface Clients {
 }
 
 export interface OpenOptions {
-  /** Extra settings of the mesh service `interop` (the documented defaults otherwise). */
-  readonly service?: Record<string, unknown> | undefined;
   /** mTLS: the identity clients expect of the server (default: its own, SERVER_IDENTITY). */
   readonly serverIdentity?: string | undefined;
 }
@@ -192,7 +190,6 @@ export async function openClients(kind: ClientKind, env: Env, options: OpenOptio
       [SERVICE]: {
         endpoints: [env.server.address],
         ...(env.tls ? { identity } : {}),
-        ...options.service,
       },
     },
   });
@@ -338,6 +335,21 @@ export interface UnaryControl {
   readonly afterStart?: (cancel: () => void) => void;
 }
 
+/** The response callback of a unary or client-streaming call, recorded in `rec`. */
+function responseCallback<Res>(rec: Recorder) {
+  let response: Res | undefined;
+  let done!: () => void;
+  const called = new Promise<void>((r) => {
+    done = r;
+  });
+  const cb = (err: ServiceError | null, value?: Res) => {
+    rec.events.push('callback');
+    response = err ? undefined : value;
+    done();
+  };
+  return { cb, called, response: () => response };
+}
+
 /** Makes a unary call and records everything the client saw. */
 export async function unary<Req, Res>(
   method: UnaryMethod<Req, Res>,
@@ -347,21 +359,13 @@ export async function unary<Req, Res>(
   control: UnaryControl = {},
 ): Promise<UnaryView<Res>> {
   const rec = new Recorder();
-  let response: Res | undefined;
-  let callbackDone!: () => void;
-  const callback = new Promise<void>((r) => {
-    callbackDone = r;
-  });
-  const call = method(req, md, opts, (err, value) => {
-    rec.events.push('callback');
-    response = err ? undefined : value;
-    callbackDone();
-  });
+  const callback = responseCallback<Res>(rec);
+  const call = method(req, md, opts, callback.cb);
   const cancel = () => call.cancel();
   const ended = observe(call, rec, control.onMetadata ? () => control.onMetadata?.(cancel) : undefined);
   control.afterStart?.(cancel);
-  await Promise.all([ended, callback]);
-  return { ...rec.view(), response };
+  await Promise.all([ended, callback.called]);
+  return { ...rec.view(), response: callback.response() };
 }
 
 /**
@@ -373,21 +377,13 @@ export async function clientStream<Req, Res>(
   drive: (call: ClientWritableStream<Req>) => Promise<void>,
 ): Promise<UnaryView<Res>> {
   const rec = new Recorder();
-  let response: Res | undefined;
-  let callbackDone!: () => void;
-  const callback = new Promise<void>((r) => {
-    callbackDone = r;
-  });
-  const call = start((err, value) => {
-    rec.events.push('callback');
-    response = err ? undefined : value;
-    callbackDone();
-  });
+  const callback = responseCallback<Res>(rec);
+  const call = start(callback.cb);
   call.on('error', () => {});
   const ended = observe(call, rec);
   await drive(call);
-  await Promise.all([ended, callback]);
-  return { ...rec.view(), response };
+  await Promise.all([ended, callback.called]);
+  return { ...rec.view(), response: callback.response() };
 }
 
 export interface StreamView<Res> extends CallView {
@@ -433,6 +429,8 @@ export interface ServerView {
   readonly answered: readonly boolean[];
   readonly cancelled: readonly boolean[];
   readonly peerIdentities: readonly (string | undefined)[];
+  /** `awaitRelease` calls: what ended the server's wait (the client's release, or its patience). */
+  readonly releasedBy: readonly (string | undefined)[];
 }
 
 export function deadlineView(serverDeadline: number, clientDeadline: number | undefined): string {
@@ -452,5 +450,6 @@ export function serverView(execs: readonly Execution[], clientDeadline?: number)
     answered: execs.map((e) => e.answered),
     cancelled: execs.map((e) => e.cancelled),
     peerIdentities: execs.map((e) => e.peerIdentity),
+    releasedBy: execs.map((e) => e.releasedBy),
   };
 }

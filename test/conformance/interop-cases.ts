@@ -13,18 +13,20 @@ import {
   type ServerView,
   type StreamView,
   serverView,
+  type UnaryControl,
   type UnaryView,
   unary,
 } from './harness.js';
-import type {
-  SimpleRequest,
-  SimpleResponse,
-  StreamingInputCallRequest,
-  StreamingInputCallResponse,
-  StreamingOutputCallResponse,
-  TestServiceClient,
+import {
+  type SimpleRequest,
+  type SimpleResponse,
+  type StreamingInputCallRequest,
+  type StreamingInputCallResponse,
+  type StreamingOutputCallRequest,
+  type StreamingOutputCallResponse,
+  type TestServiceClient,
+  zeros,
 } from './interop-proto.js';
-import { zeros } from './interop-proto.js';
 import { Control, ECHO_INITIAL, ECHO_TRAILING, type InteropServer } from './interop-server.js';
 
 /** What a case runs against. */
@@ -47,8 +49,6 @@ export interface InteropCase {
   readonly source: string;
   /** Run only in this matrix. */
   readonly only?: 'mtls';
-  /** Settings of the mesh service `interop` for this case (documented defaults otherwise). */
-  readonly service?: Record<string, unknown>;
   /** mTLS: the identity the clients expect of the server (default: the server's own). */
   readonly serverIdentity?: string;
   /**
@@ -71,7 +71,6 @@ function defineCase<O>(c: {
   name: string;
   source: string;
   only?: 'mtls';
-  service?: Record<string, unknown>;
   serverIdentity?: string;
   reuse?: boolean;
   run(ctx: CaseContext): Promise<O>;
@@ -84,6 +83,11 @@ function defineCase<O>(c: {
 const SPEC = 'interop-test-descriptions.md';
 const A6 = 'gRFC A6 (commit on response headers) / issue 13';
 const ISSUE = 'issue 13';
+const SEMANTICS = 'DESIGN.md failure semantics / issue 13';
+
+// ---------------------------------------------------------------------------------------------
+// Making calls, and reducing what was seen to comparable data
+// ---------------------------------------------------------------------------------------------
 
 /** A client's view without `getPeer()` values (compared only by the getPeer case). */
 type Seen<V extends CallView> = Omit<V, 'peerAtMetadata' | 'peerAtStatus'>;
@@ -138,6 +142,29 @@ function* repeat<T>(n: number, make: (i: number) => T): Iterable<T> {
   for (let i = 0; i < n; i++) yield make(i);
 }
 
+interface UnaryCallOptions {
+  /** Request metadata besides the call id. */
+  readonly extra?: Record<string, string | Buffer>;
+  readonly deadline?: number;
+  /** The TestService client to use (default `clients.test`). */
+  readonly client?: TestServiceClient;
+  /** Call `IdempotentService.IdempotentUnaryCall` instead of `TestService.UnaryCall`. */
+  readonly idempotent?: boolean;
+  readonly control?: (id: string) => UnaryControl;
+}
+
+/** A UnaryCall: what the client and the server saw. */
+async function unaryCall({ clients, server }: CaseContext, req: SimpleRequest, o: UnaryCallOptions = {}) {
+  const { id, md } = callMetadata(o.extra);
+  const client = o.client ?? clients.test;
+  const method = o.idempotent
+    ? clients.idempotent.IdempotentUnaryCall.bind(clients.idempotent)
+    : client.UnaryCall.bind(client);
+  const opts = o.deadline === undefined ? {} : { deadline: o.deadline };
+  const view = await unary(method, req, md, opts, o.control?.(id));
+  return { call: simple(view), server: await settledView(server, id, o.deadline) };
+}
+
 /** A StreamingInputCall on `client`; `drive` writes to it. */
 function inputStream(
   client: TestServiceClient,
@@ -147,10 +174,56 @@ function inputStream(
   return clientStream((cb) => client.StreamingInputCall(md, {}, cb), drive);
 }
 
+/** A StreamingInputCall writing `messages`: what the client and the server saw. */
+async function inputCall(
+  { clients, server }: CaseContext,
+  messages: Iterable<StreamingInputCallRequest>,
+  o: { extra?: Record<string, string>; client?: TestServiceClient } = {},
+) {
+  const { id, md } = callMetadata(o.extra);
+  const view = await inputStream(o.client ?? clients.test, md, (call) => writeAll(call, messages));
+  return { call: seen(view), server: await settledView(server, id) };
+}
+
+/** A FullDuplexCall writing `messages`, then half-closing: what the client and the server saw. */
+async function duplexCall(
+  { clients, server }: CaseContext,
+  messages: Iterable<StreamingOutputCallRequest>,
+  extra: Record<string, string | Buffer> = {},
+) {
+  const { id, md } = callMetadata(extra);
+  const call = clients.test.FullDuplexCall(md, {});
+  const view = collect(call, payloads);
+  await writeAll(call, messages);
+  return { call: sizes(await view), server: await settledView(server, id) };
+}
+
+/** A StreamingOutputCall: what the client and the server saw. */
+async function outputCall(
+  { clients, server }: CaseContext,
+  req: StreamingOutputCallRequest,
+  o: { extra?: Record<string, string>; deadline?: number } = {},
+) {
+  const { id, md } = callMetadata(o.extra);
+  const opts = o.deadline === undefined ? {} : { deadline: o.deadline };
+  const view = await collect(clients.test.StreamingOutputCall(req, md, opts), payloads);
+  return { call: sizes(view), server: await settledView(server, id, o.deadline) };
+}
+
 const LARGE_REQUEST = 271_828;
 const LARGE_RESPONSE = 314_159;
+const LARGE = { response_size: LARGE_RESPONSE, payload: { body: zeros(LARGE_REQUEST) } };
 const FOUR_MB = 4_000_000;
+const TEN_THOUSAND = 10_000;
 const SPECIAL_MESSAGE = '\t\ntest with whitespace\r\nand Unicode BMP \u263A and non-BMP \u{1F608}\t\n';
+const ECHO_VALUE = 'test_initial_metadata_value';
+const ECHO_BIN = Buffer.from([0xab, 0xab, 0xab]);
+const PROCESSED_THEN_UNAVAILABLE = { code: status.UNAVAILABLE, message: 'processed, then unavailable' };
+/**
+ * Long enough for a call to reach the server's handler before it expires even on a loaded
+ * machine; the calls of a case wait in parallel.
+ */
+const DEADLINE_MS = 300;
 
 // ---------------------------------------------------------------------------------------------
 // The interop test cases (doc/interop-test-descriptions.md)
@@ -158,8 +231,8 @@ const SPECIAL_MESSAGE = '\t\ntest with whitespace\r\nand Unicode BMP \u263A and 
 
 const emptyUnary = defineCase({
   name: 'empty_unary',
-  reuse: true,
   source: SPEC,
+  reuse: true,
   async run({ clients, server }) {
     const { id, md } = callMetadata();
     const call = await unary(clients.test.EmptyCall.bind(clients.test), {}, md);
@@ -174,17 +247,9 @@ const emptyUnary = defineCase({
 
 const largeUnary = defineCase({
   name: 'large_unary',
-  reuse: true,
   source: SPEC,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
-      { response_size: LARGE_RESPONSE, payload: { body: zeros(LARGE_REQUEST) } },
-      md,
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) => unaryCall(ctx, LARGE),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.response?.payload).toEqual({ type: 'COMPRESSABLE', size: LARGE_RESPONSE, zeros: true });
@@ -194,14 +259,10 @@ const largeUnary = defineCase({
 
 const clientCompressedUnary = defineCase({
   name: 'client_compressed_unary',
-  reuse: true,
   source: `${SPEC} (grpc-js compresses per channel: grpc.default_compression_algorithm)`,
-  async run({ clients, server }) {
-    const req = (expect_compressed: boolean) => ({
-      expect_compressed: { value: expect_compressed },
-      response_size: LARGE_RESPONSE,
-      payload: { body: zeros(LARGE_REQUEST) },
-    });
+  reuse: true,
+  async run(ctx) {
+    const { clients, server } = ctx;
     const views = [];
     // 1. the feature probe, uncompressed; 2. compressed; 3. uncompressed, not expected compressed.
     for (const [client, expectCompressed] of [
@@ -209,10 +270,10 @@ const clientCompressedUnary = defineCase({
       [clients.compressed, true],
       [clients.test, false],
     ] as const) {
-      const { id, md } = callMetadata();
       server.markWire();
-      const call = await unary(client.UnaryCall.bind(client), req(expectCompressed), md);
-      views.push({ call: simple(call), server: await settledView(server, id) });
+      views.push(
+        await unaryCall(ctx, { ...LARGE, expect_compressed: { value: expectCompressed } }, { client }),
+      );
     }
     return views;
   },
@@ -227,26 +288,23 @@ const clientCompressedUnary = defineCase({
 
 const clientCompressedStreaming = defineCase({
   name: 'client_compressed_streaming',
-  reuse: true,
   source: `${SPEC} (grpc-js cannot leave one message of a compressing stream uncompressed: its write flags are refused by Node's Writable, so both messages go compressed; the server requires compression of the first only)`,
-  async run({ clients, server }) {
-    const probe = callMetadata();
-    server.markWire();
-    const probeView = await inputStream(clients.test, probe.md, (call) =>
-      writeAll(call, [{ expect_compressed: { value: true }, payload: { body: zeros(27_182) } }]),
-    );
-    const second = callMetadata();
-    server.markWire();
-    const view = await inputStream(clients.compressed, second.md, (call) =>
-      writeAll(call, [
+  reuse: true,
+  async run(ctx) {
+    ctx.server.markWire();
+    const probe = await inputCall(ctx, [
+      { expect_compressed: { value: true }, payload: { body: zeros(27_182) } },
+    ]);
+    ctx.server.markWire();
+    const compressed = await inputCall(
+      ctx,
+      [
         { expect_compressed: { value: true }, payload: { body: zeros(27_182) } },
         { expect_compressed: { value: false }, payload: { body: zeros(45_904) } },
-      ]),
+      ],
+      { client: ctx.clients.compressed },
     );
-    return {
-      probe: { call: seen(probeView), server: await settledView(server, probe.id) },
-      compressed: { call: seen(view), server: await settledView(server, second.id) },
-    };
+    return { probe, compressed };
   },
   spec({ probe, compressed }) {
     expect(probe.call.code).toBe(status.INVALID_ARGUMENT);
@@ -257,18 +315,13 @@ const clientCompressedStreaming = defineCase({
 
 const clientStreaming = defineCase({
   name: 'client_streaming',
-  reuse: true,
   source: SPEC,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const view = await inputStream(clients.test, md, (call) =>
-      writeAll(
-        call,
-        [27_182, 8, 1_828, 45_904].map((n) => ({ payload: { body: zeros(n) } })),
-      ),
-    );
-    return { call: seen(view), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) =>
+    inputCall(
+      ctx,
+      [27_182, 8, 1_828, 45_904].map((n) => ({ payload: { body: zeros(n) } })),
+    ),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.response?.aggregated_payload_size).toBe(74_922);
@@ -278,18 +331,10 @@ const clientStreaming = defineCase({
 
 const serverStreaming = defineCase({
   name: 'server_streaming',
-  reuse: true,
   source: SPEC,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = clients.test.StreamingOutputCall(
-      { response_parameters: [31_415, 9, 2_653, 58_979].map((size) => ({ size })) },
-      md,
-      {},
-    );
-    const view = await collect(call, payloads);
-    return { call: sizes(view), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) =>
+    outputCall(ctx, { response_parameters: [31_415, 9, 2_653, 58_979].map((size) => ({ size })) }),
   spec({ call }) {
     expect(call.code).toBe(status.OK);
     expect(call.sizes).toEqual([31_415, 9, 2_653, 58_979]);
@@ -299,8 +344,8 @@ const serverStreaming = defineCase({
 
 const pingPong = defineCase({
   name: 'ping_pong',
-  reuse: true,
   source: SPEC,
+  reuse: true,
   async run({ clients, server }) {
     const { id, md } = callMetadata();
     const requests = [27_182, 8, 1_828, 45_904];
@@ -328,15 +373,9 @@ const pingPong = defineCase({
 
 const emptyStream = defineCase({
   name: 'empty_stream',
-  reuse: true,
   source: SPEC,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = clients.test.FullDuplexCall(md, {});
-    const view = collect(call, payloads);
-    call.end();
-    return { call: sizes(await view), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) => duplexCall(ctx, []),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.sizes).toEqual([]);
@@ -344,29 +383,19 @@ const emptyStream = defineCase({
   },
 });
 
-const ECHO_VALUE = 'test_initial_metadata_value';
-const ECHO_BIN = Buffer.from([0xab, 0xab, 0xab]);
-
 const customMetadata = defineCase({
   name: 'custom_metadata',
-  reuse: true,
   source: SPEC,
-  async run({ clients, server }) {
+  reuse: true,
+  async run(ctx) {
     const extra = { [ECHO_INITIAL]: ECHO_VALUE, [ECHO_TRAILING]: ECHO_BIN };
-    const u = callMetadata(extra);
-    const unaryView = await unary(
-      clients.test.UnaryCall.bind(clients.test),
-      { response_size: LARGE_RESPONSE, payload: { body: zeros(LARGE_REQUEST) } },
-      u.md,
-    );
-    const d = callMetadata(extra);
-    const call = clients.test.FullDuplexCall(d.md, {});
-    const duplex = collect(call, payloads);
-    call.write({ response_parameters: [{ size: LARGE_RESPONSE }], payload: { body: zeros(LARGE_REQUEST) } });
-    call.end();
     return {
-      unary: { call: simple(unaryView), server: await settledView(server, u.id) },
-      duplex: { call: sizes(await duplex), server: await settledView(server, d.id) },
+      unary: await unaryCall(ctx, LARGE, { extra }),
+      duplex: await duplexCall(
+        ctx,
+        [{ response_parameters: [{ size: LARGE_RESPONSE }], payload: { body: zeros(LARGE_REQUEST) } }],
+        extra,
+      ),
     };
   },
   spec({ unary: u, duplex: d }) {
@@ -385,22 +414,11 @@ const customMetadata = defineCase({
 const statusCodeAndMessage = defineCase({
   name: 'status_code_and_message',
   source: SPEC,
-  async run({ clients, server }) {
+  async run(ctx) {
     const responseStatus = { code: 2, message: 'test status message' };
-    const u = callMetadata();
-    const unaryView = await unary(
-      clients.test.UnaryCall.bind(clients.test),
-      { response_status: responseStatus },
-      u.md,
-    );
-    const d = callMetadata();
-    const call = clients.test.FullDuplexCall(d.md, {});
-    const duplex = collect(call, payloads);
-    call.write({ response_status: responseStatus });
-    call.end();
     return {
-      unary: { call: simple(unaryView), server: await settledView(server, u.id) },
-      duplex: { call: sizes(await duplex), server: await settledView(server, d.id) },
+      unary: await unaryCall(ctx, { response_status: responseStatus }),
+      duplex: await duplexCall(ctx, [{ response_status: responseStatus }]),
     };
   },
   spec({ unary: u, duplex: d }) {
@@ -415,15 +433,7 @@ const statusCodeAndMessage = defineCase({
 const specialStatusMessage = defineCase({
   name: 'special_status_message',
   source: SPEC,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
-      { response_status: { code: 2, message: SPECIAL_MESSAGE } },
-      md,
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
+  run: (ctx) => unaryCall(ctx, { response_status: { code: 2, message: SPECIAL_MESSAGE } }),
   spec({ call }) {
     expect(call.code).toBe(2);
     expect(call.details).toBe(SPECIAL_MESSAGE);
@@ -508,17 +518,9 @@ const timeoutOnSleepingServer = defineCase({
 
 const fourMegabyteUnary = defineCase({
   name: '4 MB messages both ways (unary)',
-  reuse: true,
   source: ISSUE,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
-      { response_size: FOUR_MB, payload: { body: zeros(FOUR_MB) } },
-      md,
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) => unaryCall(ctx, { response_size: FOUR_MB, payload: { body: zeros(FOUR_MB) } }),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.response?.payload?.size).toBe(FOUR_MB);
@@ -528,18 +530,13 @@ const fourMegabyteUnary = defineCase({
 
 const fourMegabyteStream = defineCase({
   name: '4 MB messages both ways (bidi stream)',
-  reuse: true,
   source: ISSUE,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = clients.test.FullDuplexCall(md, {});
-    const view = collect(call, payloads);
-    await writeAll(call, [
-      { response_parameters: [{ size: FOUR_MB }], payload: { body: zeros(FOUR_MB) } },
-      { response_parameters: [{ size: FOUR_MB }], payload: { body: zeros(FOUR_MB) } },
-    ]);
-    return { call: sizes(await view), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) =>
+    duplexCall(
+      ctx,
+      repeat(2, () => ({ response_parameters: [{ size: FOUR_MB }], payload: { body: zeros(FOUR_MB) } })),
+    ),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.sizes).toEqual([FOUR_MB, FOUR_MB]);
@@ -547,22 +544,15 @@ const fourMegabyteStream = defineCase({
   },
 });
 
-const TEN_THOUSAND = 10_000;
-
 const tenThousandUp = defineCase({
   name: '10,000-message client stream',
-  reuse: true,
   source: ISSUE,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const view = await inputStream(clients.test, md, (call) =>
-      writeAll(
-        call,
-        repeat(TEN_THOUSAND, () => ({ payload: { body: zeros(10) } })),
-      ),
-    );
-    return { call: seen(view), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) =>
+    inputCall(
+      ctx,
+      repeat(TEN_THOUSAND, () => ({ payload: { body: zeros(10) } })),
+    ),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.response?.aggregated_payload_size).toBe(TEN_THOUSAND * 10);
@@ -572,8 +562,8 @@ const tenThousandUp = defineCase({
 
 const tenThousandDown = defineCase({
   name: '10,000-message server stream',
-  reuse: true,
   source: ISSUE,
+  reuse: true,
   async run({ clients, server }) {
     const { id, md } = callMetadata();
     const call = clients.test.StreamingOutputCall(
@@ -600,17 +590,15 @@ const tenThousandDown = defineCase({
 const cancelSeenByServerUnary = defineCase({
   name: 'cancel seen by the server (unary)',
   source: ISSUE,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [Control.hold]: '1' });
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
+  run: (ctx) =>
+    unaryCall(
+      ctx,
       {},
-      md,
-      {},
-      { afterStart: (cancel) => void server.whenStarted(id).then(cancel) },
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
+      {
+        extra: { [Control.hold]: '1' },
+        control: (id) => ({ afterStart: (cancel) => void ctx.server.whenStarted(id).then(cancel) }),
+      },
+    ),
   spec({ call, server }) {
     expect(call.code).toBe(status.CANCELLED);
     expect(server.executions).toBe(1);
@@ -638,30 +626,17 @@ const cancelSeenByServerStream = defineCase({
   },
 });
 
-/**
- * Long enough for the call to reach the server's handler before it expires even on a loaded
- * machine; the unary and the streaming call wait in parallel.
- */
-const DEADLINE_MS = 300;
-
 const deadlineSeenByServer = defineCase({
   name: 'deadline seen by the server (unary and server stream)',
   source: ISSUE,
-  async run({ clients, server }) {
-    const u = callMetadata({ [Control.hold]: '1' });
-    const s = callMetadata({ [Control.hold]: '1' });
+  async run(ctx) {
     const deadline = Date.now() + DEADLINE_MS;
-    const [unaryView, streamView] = await Promise.all([
-      unary(clients.test.UnaryCall.bind(clients.test), {}, u.md, { deadline }),
-      collect(
-        clients.test.StreamingOutputCall({ response_parameters: [{ size: 1 }] }, s.md, { deadline }),
-        payloads,
-      ),
+    const extra = { [Control.hold]: '1' };
+    const [u, s] = await Promise.all([
+      unaryCall(ctx, {}, { extra, deadline }),
+      outputCall(ctx, { response_parameters: [{ size: 1 }] }, { extra, deadline }),
     ]);
-    return {
-      unary: { call: simple(unaryView), server: await settledView(server, u.id, deadline) },
-      stream: { call: sizes(streamView), server: await settledView(server, s.id, deadline) },
-    };
+    return { unary: u, stream: s };
   },
   spec({ unary: u, stream: s }) {
     for (const v of [u, s]) {
@@ -677,15 +652,9 @@ const deadlineSeenByServer = defineCase({
 
 const noDefaultDeadlineOnStreams = defineCase({
   name: 'no default deadline on streaming calls (server view)',
-  reuse: true,
   source: ISSUE,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = clients.test.FullDuplexCall(md, {});
-    const view = collect(call, payloads);
-    await writeAll(call, [{ response_parameters: [{ size: 1 }] }]);
-    return { call: sizes(await view), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) => duplexCall(ctx, [{ response_parameters: [{ size: 1 }] }]),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(server.deadlines).toEqual(['none']);
@@ -733,8 +702,8 @@ const streamOutlivesServiceTimeout = defineCase({
 
 const getPeer = defineCase({
   name: 'getPeer() is the server address',
-  reuse: true,
   source: ISSUE,
+  reuse: true,
   async run({ clients, server }) {
     const u = callMetadata({ [ECHO_INITIAL]: 'x' });
     const unaryView = await unary(clients.test.UnaryCall.bind(clients.test), { response_size: 1 }, u.md);
@@ -761,149 +730,110 @@ const getPeer = defineCase({
 
 const unaryMetadataEvent = defineCase({
   name: 'unary metadata event when the headers arrive',
-  reuse: true,
   source: ISSUE,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [ECHO_INITIAL]: ECHO_VALUE, [Control.awaitRelease]: '1' });
+  reuse: true,
+  run(ctx) {
     // The server sends its headers, then answers only once the client said it saw them.
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
+    return unaryCall(
+      ctx,
       { response_size: 1 },
-      md,
-      {},
-      { onMetadata: () => server.release(id) },
+      {
+        extra: { [ECHO_INITIAL]: ECHO_VALUE, [Control.awaitRelease]: '1' },
+        control: (id) => ({ onMetadata: () => ctx.server.release(id) }),
+      },
     );
-    const [execution] = await server.settled(id);
-    return { call: simple(call), releasedBy: execution?.releasedBy };
   },
-  spec({ call, releasedBy }) {
+  spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.headers?.[ECHO_INITIAL]).toEqual([ECHO_VALUE]);
-    expect(releasedBy).toBe('client');
+    expect(server.releasedBy).toEqual(['client']);
   },
 });
 
-const PROCESSED_THEN_UNAVAILABLE = { code: status.UNAVAILABLE, message: 'processed, then unavailable' };
+/**
+ * A call that reached the server and failed there (UNAVAILABLE after processing, a connection
+ * dropped after processing, UNAVAILABLE after the response headers): the server ran it exactly
+ * once, and the client got UNAVAILABLE.
+ */
+function exactlyOnce(
+  name: string,
+  source: string,
+  run: (ctx: CaseContext) => Promise<{ call: Seen<CallView>; server: ServerView }>,
+  also: (o: { call: Seen<CallView>; server: ServerView }) => void = () => {},
+): InteropCase {
+  return defineCase({
+    name,
+    source,
+    run,
+    spec(o) {
+      expect(o.call.code).toBe(status.UNAVAILABLE);
+      expect(o.server.executions).toBe(1);
+      also(o);
+    },
+  });
+}
 
-const unavailableAfterProcessingUnary = defineCase({
-  name: 'exactly once: unary processed, then UNAVAILABLE',
-  source: `DESIGN.md failure semantics / ${ISSUE}`,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
+const TWO_MESSAGES = [{ payload: { body: zeros(10) } }, { payload: { body: zeros(20) } }];
+
+const unavailableAfterProcessingUnary = exactlyOnce(
+  'exactly once: unary processed, then UNAVAILABLE',
+  SEMANTICS,
+  (ctx) => unaryCall(ctx, { response_status: PROCESSED_THEN_UNAVAILABLE }),
+  ({ call }) => expect(call.details).toBe(PROCESSED_THEN_UNAVAILABLE.message),
+);
+
+const unavailableAfterProcessingStream = exactlyOnce(
+  'exactly once: client stream processed, then UNAVAILABLE',
+  SEMANTICS,
+  (ctx) => inputCall(ctx, TWO_MESSAGES, { extra: { [Control.failWith]: String(status.UNAVAILABLE) } }),
+  ({ server }) => expect(server.messages).toEqual([2]),
+);
+
+const droppedAfterProcessingUnary = exactlyOnce(
+  'exactly once: unary processed, then the connection drops',
+  SEMANTICS,
+  (ctx) => unaryCall(ctx, { response_size: 1 }, { extra: { [Control.dropConnection]: '1' } }),
+);
+
+const droppedAfterProcessingStream = exactlyOnce(
+  'exactly once: client stream processed, then the connection drops',
+  SEMANTICS,
+  (ctx) => inputCall(ctx, TWO_MESSAGES, { extra: { [Control.dropConnection]: '1' } }),
+);
+
+const headersArrived = ({ call }: { call: Seen<CallView> }) =>
+  expect(call.headers?.[ECHO_INITIAL]).toEqual([ECHO_VALUE]);
+
+const noReplayAfterHeadersUnary = exactlyOnce(
+  'no replay after response headers (unary)',
+  A6,
+  (ctx) =>
+    unaryCall(
+      ctx,
       { response_status: PROCESSED_THEN_UNAVAILABLE },
-      md,
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
-  spec({ call, server }) {
-    expect(call.code).toBe(status.UNAVAILABLE);
-    expect(call.details).toBe(PROCESSED_THEN_UNAVAILABLE.message);
-    expect(server.executions).toBe(1);
-  },
-});
+      { extra: { [ECHO_INITIAL]: ECHO_VALUE } },
+    ),
+  headersArrived,
+);
 
-const unavailableAfterProcessingStream = defineCase({
-  name: 'exactly once: client stream processed, then UNAVAILABLE',
-  source: `DESIGN.md failure semantics / ${ISSUE}`,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [Control.failWith]: String(status.UNAVAILABLE) });
-    const view = await inputStream(clients.test, md, (call) =>
-      writeAll(call, [{ payload: { body: zeros(10) } }, { payload: { body: zeros(20) } }]),
-    );
-    return { call: seen(view), server: await settledView(server, id) };
-  },
-  spec({ call, server }) {
-    expect(call.code).toBe(status.UNAVAILABLE);
-    expect(server.executions).toBe(1);
-    expect(server.messages).toEqual([2]);
-  },
-});
-
-const droppedAfterProcessingUnary = defineCase({
-  name: 'exactly once: unary processed, then the connection drops',
-  source: `DESIGN.md failure semantics / ${ISSUE}`,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [Control.dropConnection]: '1' });
-    const call = await unary(clients.test.UnaryCall.bind(clients.test), { response_size: 1 }, md);
-    return { call: simple(call), server: await settledView(server, id) };
-  },
-  spec({ call, server }) {
-    expect(call.code).toBe(status.UNAVAILABLE);
-    expect(server.executions).toBe(1);
-  },
-});
-
-const droppedAfterProcessingStream = defineCase({
-  name: 'exactly once: client stream processed, then the connection drops',
-  source: `DESIGN.md failure semantics / ${ISSUE}`,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [Control.dropConnection]: '1' });
-    const view = await inputStream(clients.test, md, (call) =>
-      writeAll(call, [{ payload: { body: zeros(10) } }, { payload: { body: zeros(20) } }]),
-    );
-    return { call: seen(view), server: await settledView(server, id) };
-  },
-  spec({ call, server }) {
-    expect(call.code).toBe(status.UNAVAILABLE);
-    expect(server.executions).toBe(1);
-  },
-});
-
-const noReplayAfterHeadersUnary = defineCase({
-  name: 'no replay after response headers (unary)',
-  source: A6,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [ECHO_INITIAL]: ECHO_VALUE });
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
+const noReplayAfterHeadersIdempotent = exactlyOnce(
+  'no replay after response headers (idempotent unary; reference: grpc-js retry policy)',
+  A6,
+  (ctx) =>
+    unaryCall(
+      ctx,
       { response_status: PROCESSED_THEN_UNAVAILABLE },
-      md,
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
-  spec({ call, server }) {
-    expect(call.code).toBe(status.UNAVAILABLE);
-    expect(call.headers?.[ECHO_INITIAL]).toEqual([ECHO_VALUE]);
-    expect(server.executions).toBe(1);
-  },
-});
+      { extra: { [ECHO_INITIAL]: ECHO_VALUE }, idempotent: true },
+    ),
+  headersArrived,
+);
 
-const noReplayAfterHeadersIdempotent = defineCase({
-  name: 'no replay after response headers (idempotent unary; reference: grpc-js retry policy)',
-  source: A6,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [ECHO_INITIAL]: ECHO_VALUE });
-    const call = await unary(
-      clients.idempotent.IdempotentUnaryCall.bind(clients.idempotent),
-      { response_status: PROCESSED_THEN_UNAVAILABLE },
-      md,
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
-  spec({ call, server }) {
-    expect(call.code).toBe(status.UNAVAILABLE);
-    expect(call.headers?.[ECHO_INITIAL]).toEqual([ECHO_VALUE]);
-    expect(server.executions).toBe(1);
-  },
-});
-
-const noReplayAfterHeadersBidi = defineCase({
-  name: 'no replay after response headers (bidi stream)',
-  source: A6,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata({ [ECHO_INITIAL]: ECHO_VALUE });
-    const call = clients.test.FullDuplexCall(md, {});
-    const view = collect(call, payloads);
-    await writeAll(call, [{ response_status: PROCESSED_THEN_UNAVAILABLE }]);
-    return { call: sizes(await view), server: await settledView(server, id) };
-  },
-  spec({ call, server }) {
-    expect(call.code).toBe(status.UNAVAILABLE);
-    expect(server.executions).toBe(1);
-  },
-});
+const noReplayAfterHeadersBidi = exactlyOnce(
+  'no replay after response headers (bidi stream)',
+  A6,
+  (ctx) => duplexCall(ctx, [{ response_status: PROCESSED_THEN_UNAVAILABLE }], { [ECHO_INITIAL]: ECHO_VALUE }),
+  headersArrived,
+);
 
 /** Counts of status codes, by name. */
 function tally(codes: readonly number[]): Record<string, number> {
@@ -934,7 +864,7 @@ async function unaryCodes(
 
 const applicationErrors = defineCase({
   name: 'application errors leave later calls alone (breaker, outlier detection)',
-  source: `DESIGN.md failure semantics / ${ISSUE}`,
+  source: SEMANTICS,
   async run({ clients }) {
     const failures = [
       ...(await unaryCodes(clients, 25, { response_status: { code: status.UNKNOWN, message: 'app bug' } })),
@@ -957,7 +887,7 @@ const applicationErrors = defineCase({
 
 const callerDeadlines = defineCase({
   name: "the caller's deadline expiries leave later calls alone (breaker, outlier detection)",
-  source: `DESIGN.md failure semantics / ${ISSUE}`,
+  source: SEMANTICS,
   async run({ clients }) {
     const failures = await unaryCodes(clients, 25, {}, { [Control.hold]: '1' }, 5);
     const after = await unaryCodes(clients, 5, { response_size: 1 });
@@ -975,18 +905,10 @@ const callerDeadlines = defineCase({
 
 const authenticatedUsername = defineCase({
   name: 'Echo Authenticated Username: the client certificate identity',
-  reuse: true,
   source: `${SPEC} (fill_username; the canonical form of an mTLS peer is its SPIFFE ID)`,
   only: 'mtls',
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = await unary(
-      clients.test.UnaryCall.bind(clients.test),
-      { response_size: 1, fill_username: true },
-      md,
-    );
-    return { call: simple(call), server: await settledView(server, id) };
-  },
+  reuse: true,
+  run: (ctx) => unaryCall(ctx, { response_size: 1, fill_username: true }),
   spec({ call, server }) {
     expect(call.code).toBe(status.OK);
     expect(call.response?.username).toBe(CLIENT_IDENTITY);
@@ -999,13 +921,7 @@ const wrongServerIdentity = defineCase({
   source: 'DESIGN.md failure semantics (MESHLET_ERR_PEER_IDENTITY, no plaintext fallback)',
   only: 'mtls',
   serverIdentity: OTHER_IDENTITY,
-  async run({ clients, server }) {
-    const { id, md } = callMetadata();
-    const call = await unary(clients.test.UnaryCall.bind(clients.test), { response_size: 1 }, md, {
-      deadline: Date.now() + 3_000,
-    });
-    return { call: simple(call), server: serverView(server.executions(id)) };
-  },
+  run: (ctx) => unaryCall(ctx, { response_size: 1 }, { deadline: Date.now() + 3_000 }),
   spec({ call, server }, { kind }) {
     expect(call.code).toBe(status.UNAVAILABLE);
     expect(server.executions).toBe(0);
