@@ -160,6 +160,12 @@ function rawTlsCredentials(tls: TlsEnv, expected: string): ChannelCredentials {
   });
 }
 
+/**
+ * Opens the clients of `kind`. A meshed kind gets its own mesh (`createMesh`, static service
+ * `interop`, mTLS from `tls: { dir }` in the mTLS matrix), closed with the clients. Every such
+ * mesh has the same configuration; a plain client's `mesh:///interop` resolves through the most
+ * recently attached open mesh, which for freshly opened clients is their own.
+ */
 export async function openClients(kind: ClientKind, env: Env, options: OpenOptions = {}): Promise<Clients> {
   const made: Client[] = [];
   const track = <T extends Client>(c: T): T => {
