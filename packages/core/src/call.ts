@@ -186,10 +186,10 @@ function startObserver(hook: CallHook, call: CallInfo): CallObserver | undefined
  * Allocation on the success path: the call object and one attempt object (both the transport's).
  */
 export abstract class Call<A extends CallAttempt = CallAttempt> implements CallInfo, PickContext {
-  /** The service the call goes to. */
-  readonly service: ServiceRuntime;
+  /** The service the call goes to (a transport that routes at `begin()` sets it with `retarget`). */
+  service: ServiceRuntime;
   /** The policy in force: the service's, or a route's merge over it. */
-  readonly policy: ServicePolicy;
+  policy: ServicePolicy;
   readonly transport: Transport;
   /** `PickContext`: the 0-based number of the attempt being picked. */
   attempt = 0;
@@ -199,8 +199,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   headers: Readonly<Record<string, string | string[] | undefined>> | undefined = undefined;
 
   /** Whether the request may be sent again after it may have been processed. */
-  readonly #idempotent: boolean;
+  #idempotent: boolean;
   #state = IDLE;
+  #started = false;
   /** Attempts started. */
   #attempts = 0;
   #current: A | undefined = undefined;
@@ -223,19 +224,23 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   #observer: CallObserver | undefined = undefined;
   /** The attempt being handed to the transport (`send` may report its connection synchronously). */
   #sending: A | undefined = undefined;
-  /** The clock read at `start()`, reused by the first attempt's start (no second read). */
+  /** The clock read at `begin()`, reused by the first attempt's start (no second read). */
   #startClock = -1;
-  /** What the first attempt may take (`attemptBudgetMs`), known at `start()` without a clock read. */
+  /** What the first attempt may take (`attemptBudgetMs`), known at `begin()` without a clock read. */
   #firstBudget = Number.POSITIVE_INFINITY;
 
+  /**
+   * `service` undefined: a call routed when it starts (gRPC routes on metadata, which comes with
+   * grpc-js's `start`); the transport calls `retarget` before `begin()`.
+   */
   constructor(
-    service: ServiceRuntime,
+    service: ServiceRuntime | undefined,
     policy: ServicePolicy | undefined,
     transport: Transport,
     idempotent: boolean,
   ) {
-    this.service = service;
-    this.policy = policy ?? service.policy;
+    this.service = service as ServiceRuntime;
+    this.policy = (policy ?? service?.policy) as ServicePolicy;
     this.transport = transport;
     this.#idempotent = idempotent;
   }
@@ -264,11 +269,44 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   protected replayable(_consumed: boolean): boolean {
     return true;
   }
-  /** Runs in `start()` before the first attempt (e.g. handing the caller its abort function). */
+  /**
+   * The status the caller gets with `error` when the transport always answers with one (gRPC: the
+   * code of a mesh error); reported on the call's `request` event and to its observer. Undefined:
+   * the last attempt's response status, if any (HTTP).
+   */
+  protected errorStatus(_error: Error): number | undefined {
+    return undefined;
+  }
+  /** Runs in `begin()` before the first attempt (e.g. handing the caller its abort function). */
   protected onStart(): void {}
   /** The outbound call hook: the mesh's (see `Mesh.setCallHook`) unless a transport overrides it. */
   protected callHook(): CallHook | undefined {
     return this.service.hooks.callHook;
+  }
+
+  /**
+   * Sets the service and policy of a call routed after it was created (a gRPC call is routed on its
+   * metadata, which arrives with grpc-js's `start`). Only before `begin()`.
+   */
+  protected retarget(service: ServiceRuntime, policy: ServicePolicy | undefined): void {
+    if (this.#started) return;
+    this.service = service;
+    this.policy = policy ?? service.policy;
+  }
+
+  /** Marks the call idempotent (a per-call signal that arrives with grpc-js's `start`). Only before `begin()`. */
+  protected markIdempotent(): void {
+    if (!this.#started) this.#idempotent = true;
+  }
+
+  /** True when the call's deadline is the caller's (its own, or the inbound request's in scope). */
+  protected get callersDeadline(): boolean {
+    return this.#callerDeadline;
+  }
+
+  /** Milliseconds since `begin()` (service clock). */
+  protected elapsedMs(): number {
+    return this.service.now() - this.#startedAt;
   }
 
   // ---- state the transport reads ------------------------------------------------------------
@@ -321,7 +359,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * Starts the call. `callerDeadline`: an absolute deadline the caller gave (epoch ms), if any;
    * the deadline of the inbound request in scope and the policy's `timeout` are added here.
    */
-  start(callerDeadline?: number): void {
+  begin(callerDeadline?: number): void {
+    this.#started = true;
     const rt = this.service;
     const now = rt.now();
     this.#startedAt = now;
@@ -528,7 +567,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (this.transport === 'http' && (status === 429 || status >= 500))
       rt.penalize(att.endpoint, status, retryAfterMs);
     const reason = this.#statusRetryReason(status);
-    if (reason !== undefined && this.#retryAllowed(false, true)) {
+    // gRPC codes the user listed (a client's `retry.codes`, an xDS route's `retry_on`) are retried
+    // whatever the method's idempotency: the user said the code means "not processed".
+    const explicit = this.transport === 'grpc' && this.policy.retry.grpcCodes !== undefined;
+    if (reason !== undefined && this.#retryAllowed(explicit, true)) {
       const delay = this.#admitRetry(reason, retryAfterMs);
       if (delay !== undefined) {
         att.retryReason = reason;
@@ -625,6 +667,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       return undefined;
     }
     if (status === 0) return undefined;
+    const codes = p.grpcCodes;
+    if (codes !== undefined) {
+      if (!codes.includes(status)) return undefined;
+      for (let i = 0; i < GRPC_CONDITIONS.length; i++) {
+        const [name, code] = GRPC_CONDITIONS[i] as readonly [RetryCondition, number];
+        if (code === status) return name;
+      }
+      return String(status);
+    }
     for (let i = 0; i < GRPC_CONDITIONS.length; i++) {
       const [name, code] = GRPC_CONDITIONS[i] as readonly [RetryCondition, number];
       if (code === status && on.has(name)) return name;
@@ -646,14 +697,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
 
   /**
    * Whether the call may be sent again at all: not stopped or committed, attempts left, idempotent
-   * (or opted in) unless the request provably never reached the server (`neverSent`), and a
-   * request the transport can send again (`consumed`: the attempt may have read its body).
+   * (or opted in) unless the request provably never reached the server or the user listed the
+   * status (`anyMethod`), and a request the transport can send again (`consumed`: the attempt may
+   * have read its body).
    */
-  #retryAllowed(neverSent: boolean, consumed: boolean): boolean {
+  #retryAllowed(anyMethod: boolean, consumed: boolean): boolean {
     if (this.#stop !== undefined || this.#state !== IN_FLIGHT) return false;
     const p = this.policy.retry;
     if (this.#attempts > p.maxRetries) return false;
-    if (!neverSent && !this.#idempotent && !p.nonIdempotent) return false;
+    if (!anyMethod && !this.#idempotent && !p.nonIdempotent) return false;
     return this.replayable(consumed);
   }
 
@@ -770,7 +822,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       this.#retrySlot = false;
       this.service.resilience.thresholds.endRetry();
     }
-    this.#report(outcome, this.#lastStatus, error);
+    this.#report(outcome, this.errorStatus(error) ?? this.#lastStatus, error);
     this.deliverError(error);
   }
 

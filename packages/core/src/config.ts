@@ -92,8 +92,10 @@ export interface RetryPolicy {
   readonly bufferLimitBytes: number;
   readonly budget: RetryBudgetPolicy;
   /**
-   * gRPC status codes retried by gRPC transports, when a route says (xDS `retry_on`: `cancelled`,
-   * `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`); undefined: the client's.
+   * gRPC status codes the user listed (an xDS route's `retry_on`: `cancelled`, `deadline-exceeded`,
+   * `internal`, `resource-exhausted`, `unavailable`; a gRPC client's `retry.codes`): they replace
+   * the gRPC conditions of `on`, and are retried whatever the method's idempotency (the user said
+   * the code means "not processed"). Undefined: `on`'s gRPC conditions, for idempotent methods only.
    */
   readonly grpcCodes?: readonly number[] | undefined;
 }

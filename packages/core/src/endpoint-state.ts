@@ -57,6 +57,12 @@ export class EndpointState {
 
   /** Set by active health checking; `unknown` until the first check. */
   activeHealth: ActiveHealth = 'unknown';
+  /**
+   * How many transport connections to the endpoint are failing right now (a gRPC subchannel in
+   * TRANSIENT_FAILURE), as reported through `ServiceRuntime.reportConnectivity`; the endpoint is
+   * kept out of rotation while it is above 0, like an unhealthy one.
+   */
+  unreachable = 0;
   /** Outlier detection: ejected until this `performance.now()` time (0 = not ejected). */
   ejectedUntil = 0;
   /** How many times outlier detection has ejected this endpoint (ejection time grows with it). */

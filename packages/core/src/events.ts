@@ -78,7 +78,7 @@ export interface MeshEventMap {
   };
   /** A discovery source failed; the last good endpoints stay in use. */
   discoveryError: { service: string; source: string; error: Error };
-  /** An endpoint's mesh-level health changed (active checks, outlier ejection). */
+  /** An endpoint's mesh-level health changed (active checks, a transport's connectivity report). */
   health: { service: string; endpoint: string; healthy: boolean; reason: string };
   /** An endpoint was ejected by outlier detection, or returned. */
   ejection: { service: string; endpoint: string; ejected: boolean; reason: string; durationMs: number };

@@ -328,6 +328,7 @@ export {
   type CallInfo,
   type CallObserver,
   type EndpointRemovedListener,
+  grpcStatusName,
   RuntimeHooks,
   type Transport,
 } from './observer.js';

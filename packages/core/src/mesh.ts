@@ -94,6 +94,8 @@ export interface EndpointSnapshot {
   locality: { region: string; zone: string; subZone: string };
   health: string;
   activeHealth: string;
+  /** False while a transport's connection to it fails (a gRPC subchannel in TRANSIENT_FAILURE). */
+  reachable: boolean;
   ejected: boolean;
   active: number;
   ewmaMs: number;
@@ -507,6 +509,7 @@ export class Mesh {
           locality: { ...st.endpoint.locality },
           health: st.endpoint.health,
           activeHealth: st.activeHealth,
+          reachable: st.unreachable === 0,
           ejected: st.isEjected(now),
           active: st.active,
           ewmaMs: Math.round(st.ewmaMs * 1000) / 1000,

@@ -5,6 +5,31 @@ import type { ServiceRuntime } from './service.js';
 /** The wire a call travels on; it says how to read a status (an HTTP status or a gRPC code). */
 export type Transport = 'http' | 'grpc';
 
+const GRPC_STATUS_NAMES: readonly string[] = Object.freeze([
+  'OK',
+  'CANCELLED',
+  'UNKNOWN',
+  'INVALID_ARGUMENT',
+  'DEADLINE_EXCEEDED',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION',
+  'ABORTED',
+  'OUT_OF_RANGE',
+  'UNIMPLEMENTED',
+  'INTERNAL',
+  'UNAVAILABLE',
+  'DATA_LOSS',
+  'UNAUTHENTICATED',
+]);
+
+/** The name of a gRPC status code (`14` → `UNAVAILABLE`), as observers report it; else the number. */
+export function grpcStatusName(code: number): string {
+  return GRPC_STATUS_NAMES[code] ?? String(code);
+}
+
 /**
  * What an outbound observer sees of a call when it starts. Every transport's call object
  * implements it (nothing is allocated to describe a call). `start` runs synchronously where the

@@ -288,6 +288,8 @@ export class ServiceRuntime {
     else if (reweighted !== undefined) this.#reweight(reweighted);
     if (added > 0 || removed.length > 0) this.resilience.endpointsChanged();
     for (const st of removed) this.#removed(st);
+    if (added > 0 || removed.length > 0 || changed || d.updates === 1 || this.#all !== prevAll)
+      this.#notifyWatchers();
     if (this.events.wants('endpoints')) {
       this.events.emit('endpoints', {
         service: this.name,
@@ -325,6 +327,58 @@ export class ServiceRuntime {
     // A first answer, even an error, ends the wait of queued requests (they then fail fast).
     if (this.#picker === QUEUE_PICKER) this.rebuild();
     this.#wake();
+    this.#notifyWatchers();
+  }
+
+  #watchers: Array<(rt: ServiceRuntime) => void> = [];
+
+  /**
+   * Watches the service's endpoint set for transports that keep connections per endpoint (the gRPC
+   * resolver and balancer): `listener` runs after every discovery update that changed the set or
+   * an endpoint's address, after a discovery error (a first answer, even a failing one, ends the
+   * wait of calls queued for discovery) and once when the service closes (`closed` is then true).
+   * Control, not observation: it does not travel on the event bus. Returns a function that stops
+   * watching.
+   */
+  watchEndpoints(listener: (rt: ServiceRuntime) => void): () => void {
+    this.#watchers = [...this.#watchers, listener];
+    return () => {
+      this.#watchers = this.#watchers.filter((l) => l !== listener);
+    };
+  }
+
+  #notifyWatchers(): void {
+    const list = this.#watchers;
+    for (let i = 0; i < list.length; i++) {
+      try {
+        (list[i] as (rt: ServiceRuntime) => void)(this);
+      } catch (err) {
+        process.emitWarning(
+          `meshlet: an endpoint watcher of service "${this.name}" threw: ${(err as Error)?.message}`,
+          'MeshletWarning',
+        );
+      }
+    }
+  }
+
+  /**
+   * A transport's report on its connection to `ep`: `reachable: false` when the connection failed
+   * (a gRPC subchannel entering TRANSIENT_FAILURE), `true` once it is connected again or the
+   * transport stops keeping one. Every reporter balances its own reports (one `false`, then one
+   * `true`); the endpoint stays out of rotation — for every transport, like an endpoint failing its
+   * health checks — while any reporter says it is unreachable, and a `health` event says when that
+   * starts and ends (with `reason`). Transports report through this method instead of writing
+   * `EndpointState` themselves.
+   */
+  reportConnectivity(ep: EndpointState, reachable: boolean, reason: string): void {
+    const was = ep.unreachable;
+    ep.unreachable = reachable ? Math.max(0, was - 1) : was + 1;
+    if ((was === 0) === (ep.unreachable === 0)) return;
+    // An endpoint that already left its service changes no picker.
+    if (this.#states.get(ep.id) === ep && !this.#closed) this.rebuild();
+    if (this.events.wants('health')) {
+      this.events.emit('health', { service: this.name, endpoint: ep.id, healthy: reachable, reason });
+    }
   }
 
   /**
@@ -547,6 +601,8 @@ export class ServiceRuntime {
     this.#balancer.close?.();
     for (const st of this.#all) this.#removed(st);
     this.#wake();
+    this.#notifyWatchers();
+    this.#watchers = [];
   }
 
   /** An endpoint left: transports free what they hold for it (watch), telemetry is told (event). */

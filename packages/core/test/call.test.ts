@@ -11,6 +11,7 @@ import {
   makeEndpoint,
   parseConfig,
   runWithDeadline,
+  type ServicePolicy,
   ServiceRuntime,
   type Transport,
 } from '../src/index.js';
@@ -31,9 +32,25 @@ class FakeCall extends Call<FakeAttempt> {
   readonly path = '/x';
   readonly authority = 'svc';
 
-  constructor(rt: ServiceRuntime, transport: Transport, idempotent: boolean, method = 'GET') {
-    super(rt, undefined, transport, idempotent);
+  constructor(
+    rt: ServiceRuntime | undefined,
+    transport: Transport,
+    idempotent: boolean,
+    method = 'GET',
+    policy?: ServicePolicy,
+  ) {
+    super(rt, policy, transport, idempotent);
     this.method = method;
+  }
+  /** A transport that routes at start (gRPC on its metadata). */
+  route(rt: ServiceRuntime, policy?: ServicePolicy, idempotent = false): void {
+    this.retarget(rt, policy);
+    if (idempotent) this.markIdempotent();
+  }
+  /** gRPC: a mesh error is delivered with a code of its own. */
+  statusOfErrors: number | undefined = undefined;
+  protected override errorStatus(): number | undefined {
+    return this.statusOfErrors;
   }
   header(): string | undefined {
     return undefined;
@@ -107,7 +124,7 @@ describe('the call pipeline', () => {
   it('retries a request that never left the client whatever its method, on another endpoint', () => {
     const { rt, retries, requests } = service();
     const call = new FakeCall(rt, 'http', false, 'POST');
-    call.start();
+    call.begin();
     const first = call.last.endpoint;
     call.fail(AttemptFailures.connect, false);
     expect(retries).toMatchObject([{ reason: 'connect-failure', allowed: true, attempt: 1 }]);
@@ -122,11 +139,11 @@ describe('the call pipeline', () => {
   it("does not retry a request that may have been processed unless idempotent, nor a reset by Istio's default", () => {
     const { rt, retries } = service();
     const post = new FakeCall(rt, 'http', false, 'POST');
-    post.start();
+    post.begin();
     post.fail(AttemptFailures.reset);
     expect(post.delivered?.message).toBe('maybe-processed');
     const get = new FakeCall(rt, 'http', true);
-    get.start();
+    get.begin();
     get.fail(AttemptFailures.reset);
     expect(get.sent).toHaveLength(1);
     expect(get.delivered).toBeDefined();
@@ -134,7 +151,7 @@ describe('the call pipeline', () => {
 
     const { rt: rt2, retries: r2 } = service({ retry: { on: ['reset'] } });
     const again = new FakeCall(rt2, 'http', true);
-    again.start();
+    again.begin();
     again.fail(AttemptFailures.reset);
     vi.runOnlyPendingTimers();
     expect(again.sent).toHaveLength(2);
@@ -142,7 +159,7 @@ describe('the call pipeline', () => {
     // A body that cannot be replayed stops it, even for an idempotent request.
     const oneShot = new FakeCall(rt2, 'http', true);
     oneShot.replay = false;
-    oneShot.start();
+    oneShot.begin();
     oneShot.fail(AttemptFailures.reset);
     expect(oneShot.sent).toHaveLength(1);
     expect(oneShot.delivered).toBeDefined();
@@ -151,7 +168,7 @@ describe('the call pipeline', () => {
   it('decides a retriable status before committing, reads it away, then retries; a committed call is never retried', () => {
     const { rt, retries, attempts } = service();
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     const a = call.last;
     call.connected(a);
     expect(call.response(a, 503)).toBe(false);
@@ -173,7 +190,7 @@ describe('the call pipeline', () => {
   it('keeps a retry decided on a status when reading that response away fails', () => {
     const { rt, retries } = service();
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     const a = call.last;
     call.connected(a);
     expect(call.response(a, 503)).toBe(false);
@@ -190,7 +207,7 @@ describe('the call pipeline', () => {
     const { rt, retries, attempts } = service();
     for (let i = 0; i < 100; i++) {
       const call = new FakeCall(rt, 'http', true);
-      call.start();
+      call.begin();
       const err = new Error('invalid header');
       call.failed(call.last, AttemptFailures.caller, err);
       expect(call.delivered).toBe(err);
@@ -211,7 +228,7 @@ describe('the call pipeline', () => {
     const { rt, attempts } = service();
     const caller = runWithDeadline(Date.now() + 50, () => {
       const c = new FakeCall(rt, 'http', true);
-      c.start();
+      c.begin();
       return c;
     });
     caller.connected(caller.last);
@@ -227,7 +244,7 @@ describe('the call pipeline', () => {
 
     const { rt: rt2, attempts: a2 } = service({ timeout: '80ms' });
     const own = new FakeCall(rt2, 'http', true);
-    own.start();
+    own.begin();
     own.connected(own.last);
     vi.advanceTimersByTime(80);
     own.failed(own.last, AttemptFailures.reset, new Error('aborted'));
@@ -239,7 +256,7 @@ describe('the call pipeline', () => {
     const { rt, requests } = service();
     const call = runWithDeadline(Date.now() - 1, () => {
       const c = new FakeCall(rt, 'http', true);
-      c.start();
+      c.begin();
       return c;
     });
     expect(call.sent).toHaveLength(0);
@@ -250,31 +267,31 @@ describe('the call pipeline', () => {
   it('composes the deadline once: the earliest of the caller, the inbound request and the timeout', () => {
     const { rt } = service({ timeout: '1s' });
     const a = new FakeCall(rt, 'http', true);
-    a.start();
+    a.begin();
     expect(a.attemptBudgetMs()).toBe(1000);
     const b = runWithDeadline(Date.now() + 300, () => {
       const c = new FakeCall(rt, 'http', true);
-      c.start(Date.now() + 500);
+      c.begin(Date.now() + 500);
       return c;
     });
     expect(b.attemptBudgetMs()).toBe(300);
     const c = new FakeCall(rt, 'http', true);
-    c.start(Date.now() + 200);
+    c.begin(Date.now() + 200);
     expect(c.attemptBudgetMs()).toBe(200);
     const { rt: none } = service();
     const d = new FakeCall(none, 'http', true);
-    d.start();
+    d.begin();
     expect(d.attemptBudgetMs()).toBe(Number.POSITIVE_INFINITY);
     // A deadline farther than a timer holds is clamped to what it holds (it would fire at once).
     const far = new FakeCall(none, 'http', true);
-    far.start(Date.now() + 2 ** 40);
+    far.begin(Date.now() + 2 ** 40);
     expect(far.attemptBudgetMs()).toBe(2_147_483_647);
   });
 
   it('aborts an attempt at its per-try timeout and retries it when asked', () => {
     const { rt, retries, attempts } = service({ perTryTimeout: '100ms', retry: { on: ['per-try-timeout'] } });
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     call.connected(call.last);
     vi.advanceTimersByTime(100);
     const [att, reason] = call.aborted[0] as [FakeAttempt, Error];
@@ -289,7 +306,7 @@ describe('the call pipeline', () => {
   it('a caller cancelling during the backoff gets its reason and gives the retry slot back', () => {
     const { rt } = service();
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     call.answer(503);
     expect(rt.resilience.thresholds.retries).toBe(1);
     const reason = new Error('mine');
@@ -303,7 +320,7 @@ describe('the call pipeline', () => {
   it('refuses a retry past the deadline, into an open breaker or beyond the budget', () => {
     const { rt, retries } = service({ timeout: '100ms', retry: { backoff: { base: '1s', max: '1s' } } });
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     // Full jitter: the backoff is uniform in [0, 1s); past a 100ms deadline nearly always.
     vi.spyOn(Math, 'random').mockReturnValue(0.5);
     expect(call.answer(503)).toBe(true);
@@ -312,7 +329,7 @@ describe('the call pipeline', () => {
 
     const { rt: b, retries: rb } = service({ retry: { budget: { percent: 0, minPerSecond: 0 } } });
     const c2 = new FakeCall(b, 'http', true);
-    c2.start();
+    c2.begin();
     expect(c2.answer(503)).toBe(true);
     expect(rb).toMatchObject([{ allowed: false, denial: 'budget' }]);
   });
@@ -321,23 +338,59 @@ describe('the call pipeline', () => {
     const { rt, retries, attempts } = service({ circuitBreaker: { volumeThreshold: 5 } });
     for (let i = 0; i < 100; i++) {
       const call = new FakeCall(rt, 'grpc', false, 'POST');
-      call.start();
+      call.begin();
       expect(call.answer(i % 2 === 0 ? 2 : 12)).toBe(true); // UNKNOWN, UNIMPLEMENTED
     }
     expect(retries).toEqual([]);
     expect(rt.resilience.breaker?.state).toBe('closed');
     expect(attempts.every((a) => a.verdict === 'success')).toBe(true);
     const call = new FakeCall(rt, 'grpc', true, 'POST');
-    call.start();
+    call.begin();
     expect(call.answer(14)).toBe(false);
     expect(retries.map((r) => r.reason)).toEqual(['unavailable']);
     expect(attempts.at(-1)).toMatchObject({ verdict: 'gateway_error', outcome: 'reset' });
   });
 
+  it('gRPC codes the user listed are retried whatever the method, and replace the policy conditions', () => {
+    const { rt, retries } = service();
+    const listed = { ...rt.policy, retry: { ...rt.policy.retry, grpcCodes: [13] } };
+    const post = new FakeCall(rt, 'grpc', false, 'POST', listed);
+    post.begin();
+    expect(post.answer(13)).toBe(false); // INTERNAL, listed: retried although not idempotent
+    expect(retries.map((r) => r.reason)).toEqual(['internal']);
+    vi.runOnlyPendingTimers();
+    expect(post.answer(14)).toBe(true); // UNAVAILABLE is no longer a condition of this call
+    expect(post.sent).toHaveLength(2);
+    // Without listed codes, a status that may follow processing is retried for idempotent calls only.
+    const plain = new FakeCall(rt, 'grpc', false, 'POST');
+    plain.begin();
+    expect(plain.answer(14)).toBe(true);
+  });
+
+  it('a call routed at start takes its service, policy and idempotency then, and reports the code it delivers', () => {
+    const { rt, requests } = service({ circuitBreaker: { volumeThreshold: 1, errorThresholdPercentage: 1 } });
+    const call = new FakeCall(undefined, 'grpc', false, 'POST');
+    call.route(rt, undefined, true);
+    call.begin();
+    expect(call.service).toBe(rt);
+    expect(call.policy).toBe(rt.policy);
+    expect(call.answer(14)).toBe(false); // idempotent: retried
+    // Too late to reroute or to change idempotency.
+    const other = service().rt;
+    call.route(other, other.policy);
+    expect(call.service).toBe(rt);
+    // The breaker opened on the gateway error: the retry is refused, the call fails fast with a
+    // mesh error, whose gRPC code the transport gives for the request event (not the last answer's).
+    call.statusOfErrors = 8;
+    vi.runOnlyPendingTimers();
+    expect(call.delivered).toMatchObject({ code: 'MESHLET_ERR_CIRCUIT_OPEN' });
+    expect(requests.at(-1)).toMatchObject({ status: 8, outcome: 'circuit_open', transport: 'grpc' });
+  });
+
   it('measures latency from when the attempt had a connection, not from dispatch', () => {
     const { rt } = service({}, 1);
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     vi.advanceTimersByTime(400); // connection setup (TCP, TLS)
     const a = call.last;
     call.connected(a);
@@ -347,7 +400,7 @@ describe('the call pipeline', () => {
     expect(a.endpoint.ewmaMs).toBe(5);
     // An attempt that never had a connection says nothing about latency.
     const b = new FakeCall(rt, 'http', true);
-    b.start();
+    b.begin();
     vi.advanceTimersByTime(1000);
     b.failed(b.last, AttemptFailures.caller, new Error('bad'));
     expect(a.endpoint.ewmaMs).toBeLessThan(6);
@@ -368,7 +421,7 @@ describe('the call pipeline', () => {
       },
     } satisfies CallHook;
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     expect(call.extraHeaders).toEqual(['traceparent', 'x']);
     call.answer(503);
     vi.runOnlyPendingTimers();
@@ -387,7 +440,7 @@ describe('the call pipeline', () => {
     const rt = new ServiceRuntime('svc', config.services.svc as never, 'static', events, () => Date.now());
     runtimes.push(rt);
     const call = new FakeCall(rt, 'http', true);
-    call.start();
+    call.begin();
     expect(call.sent).toHaveLength(0);
     rt.applyUpdate({ endpoints: [makeEndpoint({ address: '10.0.0.1', port: 1000 })] });
     await vi.advanceTimersByTimeAsync(0);
@@ -403,7 +456,7 @@ describe('the call pipeline', () => {
       'http',
       true,
     );
-    late.start();
+    late.begin();
     await vi.advanceTimersByTimeAsync(1000);
     expect(late.delivered).toMatchObject({ code: 'MESHLET_ERR_TIMEOUT' });
   });

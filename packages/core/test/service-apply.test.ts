@@ -1,6 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type Endpoint, MeshEvents, makeEndpoint, parseConfig, ServiceRuntime } from '../src/index.js';
+import {
+  type Endpoint,
+  type EndpointState,
+  MeshEvents,
+  makeEndpoint,
+  parseConfig,
+  ServiceRuntime,
+} from '../src/index.js';
 
 const runtime = () => {
   const events = new MeshEvents();
@@ -153,5 +160,48 @@ describe('ServiceRuntime.applyUpdate (diff)', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('what transports tell a service, and watch of it', () => {
+  it('reportConnectivity: an endpoint is out of rotation while any reporter says it is unreachable', () => {
+    const { rt } = runtime();
+    const health: Array<[string, boolean, string]> = [];
+    rt.events.on('health', (e) => health.push([e.endpoint, e.healthy, e.reason]));
+    rt.applyUpdate({ endpoints: [ep(1), ep(2)] });
+    const [a, b] = rt.endpoints as [EndpointState, EndpointState];
+    const picked = (): string => {
+      const r = rt.pick({ attempt: 0 });
+      return r.kind === 'pick' ? r.endpoint.id : r.kind;
+    };
+    const picks = () => new Set(Array.from({ length: 50 }, picked));
+    // Two channels report the same endpoint: it comes back only when both say so.
+    rt.reportConnectivity(a, false, 'connection refused');
+    rt.reportConnectivity(a, false, 'connection refused');
+    expect(a.unreachable).toBe(2);
+    expect(a.activeHealth).toBe('unknown'); // health checks' verdict is their own
+    expect(picks()).toEqual(new Set([b.id]));
+    rt.reportConnectivity(a, true, 'READY');
+    expect(picks()).toEqual(new Set([b.id]));
+    rt.reportConnectivity(a, true, 'READY');
+    expect(picks()).toEqual(new Set([a.id, b.id]));
+    // One event per change of the endpoint's state, not per report.
+    expect(health).toEqual([
+      [a.id, false, 'connection refused'],
+      [a.id, true, 'READY'],
+    ]);
+  });
+
+  it('watchEndpoints: runs after a change of the set, after a discovery error, and when the service closes', () => {
+    const { rt } = runtime();
+    const seen: string[] = [];
+    const stop = rt.watchEndpoints((r) => seen.push(r.closed ? 'closed' : `${r.endpoints.length}`));
+    rt.applyUpdate({ endpoints: [ep(1)] });
+    rt.applyUpdate({ endpoints: [ep(1)] }); // nothing changed
+    rt.applyUpdate({ endpoints: [ep(1), ep(2)] });
+    rt.applyError(new Error('api server down'));
+    rt.close();
+    expect(seen).toEqual(['1', '2', '2', 'closed']);
+    stop();
   });
 });

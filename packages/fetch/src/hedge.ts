@@ -22,7 +22,7 @@ export function startMeshRequest(
     new HedgedRequest(host, rt, opts, handler, authority, hedge.delayMs, hedge.maxHedges, route).start();
     return;
   }
-  new MeshRequest(host, rt, opts, handler, authority, route).start();
+  new MeshRequest(host, rt, opts, handler, authority, route).begin();
 }
 
 /**
@@ -80,7 +80,7 @@ class HedgedRequest {
   #launch(): void {
     const copy = new HedgeCopy(this);
     this.#copies.push(copy);
-    new MeshRequest(this.#host, this.#rt, this.#opts, copy, this.#authority, this.#route).start();
+    new MeshRequest(this.#host, this.#rt, this.#opts, copy, this.#authority, this.#route).begin();
     if (this.#copies.length <= this.#maxHedges && !this.#done) {
       this.#timer = setTimeout(
         (self: HedgedRequest) => {

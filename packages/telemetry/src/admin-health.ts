@@ -205,6 +205,9 @@ function endpointView(
   } else if (st.activeHealth === 'unhealthy') {
     state = 'unhealthy';
     reasons.push('active health checks fail');
+  } else if (st.unreachable > 0) {
+    state = 'unhealthy';
+    reasons.push('its connection fails (a gRPC subchannel in TRANSIENT_FAILURE)');
   } else if (ep.health === 'unhealthy') {
     state = 'unhealthy';
     reasons.push('discovery reports it unhealthy');

@@ -319,6 +319,7 @@ export function usableOnItsOwn(st: EndpointState, now: number): boolean {
     h !== 'unhealthy' &&
     h !== 'draining' &&
     st.activeHealth !== 'unhealthy' &&
+    st.unreachable === 0 &&
     st.ejectedUntil <= now &&
     st.penaltyUntil <= now
   );
@@ -384,6 +385,7 @@ export function planPicker(input: PlanInput): Plan {
       if (
         h === 'unhealthy' ||
         st.activeHealth === 'unhealthy' ||
+        st.unreachable > 0 ||
         st.ejectedUntil > now ||
         st.penaltyUntil > now
       )

@@ -286,7 +286,7 @@ function screenRows(lines: readonly string[], columns: number | undefined): numb
 function meshState(st: EndpointState | undefined, now: number): string {
   if (!st) return 'removed';
   if (st.isEjected(now)) return 'ejected';
-  if (st.activeHealth === 'unhealthy') return 'unhealthy';
+  if (st.activeHealth === 'unhealthy' || st.unreachable > 0) return 'unhealthy';
   if (st.endpoint.health !== 'healthy' && st.endpoint.health !== 'unknown') return st.endpoint.health;
   return 'ok';
 }
