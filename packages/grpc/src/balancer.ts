@@ -1,5 +1,6 @@
 import { type ChannelOptions, connectivityState, experimental, Metadata, status } from '@grpc/grpc-js';
 import {
+  AttemptFailures,
   allocateEndpointSlot,
   type EndpointState,
   type Outcome,
@@ -9,6 +10,8 @@ import {
   statusOutcome,
 } from '@meshlet/core';
 import { CallTag } from './call-tag.js';
+import { MeshCall } from './mesh-call.js';
+import { MetadataHeaders } from './metadata.js';
 import { CONFIG_SELECTOR_KEY } from './routing.js';
 
 type ChannelControlHelper = experimental.ChannelControlHelper;
@@ -42,6 +45,7 @@ const { READY, CONNECTING, IDLE, TRANSIENT_FAILURE } = connectivityState;
 const PICK_COMPLETE = experimental.PickResultType.COMPLETE;
 const PICK_QUEUE = experimental.PickResultType.QUEUE;
 const PICK_FAIL = experimental.PickResultType.TRANSIENT_FAILURE;
+const PICK_DROP = experimental.PickResultType.DROP;
 
 /**
  * Maps a gRPC status to meshlet's attempt outcome (telemetry's `outcome`; core's
@@ -60,49 +64,34 @@ class Entry {
   readonly st: EndpointState;
   readonly subchannel: SubchannelInterface;
   state: connectivityState = IDLE;
-  /** True when this balancer marked the endpoint unhealthy after TRANSIENT_FAILURE. */
-  marked = false;
+  /** True while this balancer reports the endpoint unreachable (its subchannel failed to connect). */
+  reportedDown = false;
+  /** The subchannel's last connection error (grpc-js's words), named by failing picks. */
+  lastError: string | undefined = undefined;
   /** Whether the subchannel was READY at least once. */
   everReady = false;
-  /** Why its last connection attempt failed (e.g. a refused server certificate). */
-  lastError: string | undefined = undefined;
   /** `Date.now()` when the subchannel was created (first-connect grace). */
   readonly createdAt = Date.now();
-  /** The pick result of calls owned by a `MeshCall` (shared: their accounting rides on the CallTag). */
-  readonly result: PickResult;
   constructor(lb: MeshLoadBalancer, rt: ServiceRuntime, st: EndpointState, subchannel: SubchannelInterface) {
     this.lb = lb;
     this.rt = rt;
     this.st = st;
     this.subchannel = subchannel;
-    this.result = Object.freeze({
-      pickResultType: PICK_COMPLETE,
-      subchannel,
-      status: null,
-      onCallStarted: null,
-      onCallEnded: null,
-    });
   }
+}
+
+/** grpc-js's words for a connection that could not be made, with the error that says why. */
+function noConnection(lastError: string | undefined): string {
+  return `No connection established. Last error: ${lastError ?? 'unknown'}`;
 }
 
 /**
- * A pick for a call owned by a `MeshCall`: records the attempt's start on the call's tag (the call
- * records its end) and returns the entry's shared result. A second pick of the same attempt (grpc-js
- * re-picks when the subchannel stopped being READY before the call started) undoes the first.
+ * The pick of an attempt that is not sent: DROP, so that grpc-js ends it at once even for a
+ * `waitForReady` call (the mesh call then retries it elsewhere, it never left the client).
  */
-function managedPick(tag: CallTag, rt: ServiceRuntime, entry: Entry): PickResult {
-  const prev = tag.pending;
-  if (prev !== undefined) {
-    prev.active--;
-    prev.attempts--;
-  }
-  const ep = entry.st;
-  tag.pending = ep;
-  tag.endpoint = ep;
-  tag.startedAt = rt.startAttempt(ep);
-  return entry.result;
+function dropResult(details: string): PickResult {
+  return failResult(details, PICK_DROP);
 }
-
 /**
  * The per-call pick result: COMPLETE with a READY subchannel, plus the start/end hooks that feed
  * the service runtime (in-flight count, peak-EWMA latency, outlier detection, telemetry).
@@ -151,42 +140,10 @@ class MeshPick implements PickResult {
   }
 }
 
-/**
- * A read-only view of call metadata as pick headers (lower-case names → first value), so hashing
- * policies (`ring_hash` on a header) see gRPC metadata. One per balancer; re-pointed per pick.
- */
-class MetadataHeaders {
-  metadata: Metadata | undefined;
-  readonly view: Readonly<Record<string, string | string[] | undefined>>;
-  constructor() {
-    const self = this;
-    this.view = new Proxy(Object.create(null) as Record<string, string | undefined>, {
-      get(_t, name) {
-        if (typeof name !== 'string' || !self.metadata) return undefined;
-        const v = self.metadata.get(name);
-        if (v.length === 0) return undefined;
-        const first = v[0];
-        return typeof first === 'string' ? first : undefined;
-      },
-      has(_t, name) {
-        return typeof name === 'string' && self.metadata !== undefined && self.metadata.get(name).length > 0;
-      },
-      ownKeys() {
-        return self.metadata ? Object.keys(self.metadata.getMap()) : [];
-      },
-      getOwnPropertyDescriptor(_t, name) {
-        if (typeof name !== 'string' || !self.metadata) return undefined;
-        const v = self.metadata.get(name);
-        if (v.length === 0) return undefined;
-        return { value: typeof v[0] === 'string' ? v[0] : undefined, enumerable: true, configurable: true };
-      },
-    });
-  }
-}
-
-function failResult(details: string): PickResult {
+/** UNAVAILABLE with `details` (TRANSIENT_FAILURE: grpc-js queues a `waitForReady` call instead). */
+function failResult(details: string, type: typeof PICK_FAIL | typeof PICK_DROP = PICK_FAIL): PickResult {
   return {
-    pickResultType: PICK_FAIL,
+    pickResultType: type,
     subchannel: null,
     status: { code: status.UNAVAILABLE, details, metadata: new Metadata() },
     onCallStarted: null,
@@ -208,21 +165,28 @@ interface ServiceView {
   readonly ready: readonly Entry[];
   /** No subchannel of the service is READY, CONNECTING or IDLE. */
   readonly allFailed: boolean;
-  /** The last connection error of one of the service's failed subchannels, if known. */
-  readonly lastError: string | undefined;
   /** The service's first connections are still being made (calls wait, see `#publish`). */
   readonly warming: boolean;
+  /** The last connection error of its subchannels. */
+  readonly lastError: string | undefined;
 }
 
 /**
- * The grpc-js picker: asks meshlet's service picker (`runtime.pick`) for every call, so the
- * service's balancer (`peak_ewma`, `ring_hash`, `least_request`, …), health, outlier ejection and
- * panic threshold decide where each call goes. When the chosen endpoint has no READY subchannel,
- * it is asked to connect and the pick is retried; then any READY subchannel is used; with none
- * READY the call queues (or fails with UNAVAILABLE when every subchannel is in TRANSIENT_FAILURE).
+ * The grpc-js picker of the `meshlet` policy.
  *
- * On a routed channel (an xDS listener) the service is the call's route target (on its `CallTag`);
- * a service seen for the first time gets its subchannels then, and its calls wait for them.
+ * - A mesh call's attempt (a `MeshCall` rides on its metadata) was already placed by core's call
+ *   pipeline: it goes to the chosen endpoint's subchannel once that is READY (the call waits while
+ *   it connects; an IDLE one is asked to connect); one in TRANSIENT_FAILURE, or an endpoint that
+ *   left, ends the attempt unsent (a DROP naming the connection error), which the pipeline
+ *   retries elsewhere: it provably never left the client.
+ * - A plain grpc-js call asks meshlet's service picker (`runtime.pick`) itself, so the service's
+ *   balancer, health, outlier ejection and panic threshold decide where each call goes. When the
+ *   chosen endpoint has no READY subchannel, it is asked to connect and the pick is retried; then
+ *   any READY subchannel is used; with none READY the call queues (or fails with UNAVAILABLE,
+ *   naming the last connection error, when every subchannel is in TRANSIENT_FAILURE).
+ *
+ * On a routed channel (an xDS listener) a plain call's service is its route target (on its
+ * `CallTag`); a service seen for the first time gets its subchannels then, and its calls wait.
  */
 class MeshPicker implements GrpcPicker {
   readonly #lb: MeshLoadBalancer;
@@ -245,9 +209,10 @@ class MeshPicker implements GrpcPicker {
   }
 
   pick(args: PickArgs): PickResult {
-    const lb = this.#lb;
     const md = args.metadata;
     const opts = md.getOptions();
+    if (opts instanceof MeshCall) return this.#lb.pickAttempt(opts);
+    const lb = this.#lb;
     const tag = opts instanceof CallTag ? opts : undefined;
     const target = tag?.target;
     let rt = this.#rt;
@@ -265,6 +230,12 @@ class MeshPicker implements GrpcPicker {
     if (rt === undefined || view === undefined) return failResult('the call was not routed');
     if (view.warming) return QUEUE_RESULT;
     const ctx = this.#ctx;
+    if (tag !== undefined) {
+      // A grpc-js retry (a route's retry policy) says which attempt this is: it avoids the
+      // endpoints the earlier ones went to.
+      const prev = md.get('grpc-previous-rpc-attempts');
+      tag.attempt = prev.length > 0 ? Number(prev[0]) || 0 : 0;
+    }
     ctx.attempt = tag ? tag.attempt : 0;
     lb.headers.metadata = md;
     ctx.headers = lb.headers.view;
@@ -277,7 +248,6 @@ class MeshPicker implements GrpcPicker {
       if (entry !== undefined) {
         if (entry.state === READY) {
           lb.headers.metadata = undefined;
-          if (tag?.managed === true) return managedPick(tag, rt, entry);
           return new MeshPick(rt, res.endpoint, entry.subchannel, tag);
         }
         if (entry.state === IDLE) entry.subchannel.startConnecting();
@@ -303,30 +273,36 @@ class MeshPicker implements GrpcPicker {
     const ready = view.ready;
     if (ready.length > 0) {
       const e = ready[this.#rr++ % ready.length] as Entry;
-      if (tag?.managed === true) return managedPick(tag, rt, e);
       return new MeshPick(rt, e.st, e.subchannel, tag);
     }
-    if (view.allFailed)
-      return failResult(
-        `no connection to any endpoint of service "${rt.name}" could be made${view.lastError ? `; last error: ${view.lastError}` : ''}`,
-      );
+    if (view.allFailed) return failResult(`service "${rt.name}": ${noConnection(view.lastError)}`);
     return QUEUE_RESULT;
   }
 }
 
+/** Fails plain calls (mesh calls' attempts are placed as always). */
 class FailPicker implements GrpcPicker {
+  readonly #lb: MeshLoadBalancer;
   readonly #result: PickResult;
-  constructor(details: string) {
+  constructor(lb: MeshLoadBalancer, details: string) {
+    this.#lb = lb;
     this.#result = failResult(details);
   }
-  pick(): PickResult {
-    return this.#result;
+  pick(args: PickArgs): PickResult {
+    const opts = args.metadata.getOptions();
+    return opts instanceof MeshCall ? this.#lb.pickAttempt(opts) : this.#result;
   }
 }
 
+/** Queues plain calls (mesh calls' attempts are placed as always). */
 class QueuePicker implements GrpcPicker {
-  pick(): PickResult {
-    return QUEUE_RESULT;
+  readonly #lb: MeshLoadBalancer;
+  constructor(lb: MeshLoadBalancer) {
+    this.#lb = lb;
+  }
+  pick(args: PickArgs): PickResult {
+    const opts = args.metadata.getOptions();
+    return opts instanceof MeshCall ? this.#lb.pickAttempt(opts) : QUEUE_RESULT;
   }
 }
 
@@ -352,9 +328,11 @@ interface Tracked {
 
 /**
  * meshlet's grpc-js load-balancing policy. It keeps one subchannel per endpoint of the service
- * (connecting eagerly, reconnecting after IDLE), feeds subchannel connectivity into endpoint
- * health (TRANSIENT_FAILURE marks the endpoint unhealthy, READY restores it) and publishes a
- * `MeshPicker` that balances every call with the service's own picker.
+ * (connecting eagerly, reconnecting after IDLE), reports subchannel connectivity to the service
+ * (`ServiceRuntime.reportConnectivity`: TRANSIENT_FAILURE keeps the endpoint out of rotation for
+ * every transport, READY brings it back) and publishes a `MeshPicker` that sends each mesh call's
+ * attempt where core's pipeline placed it, and balances every plain call with the service's own
+ * picker.
  *
  * On a routed channel (`mesh:///NAME` where NAME is an xDS listener) there is no single service:
  * the balancer follows every service the channel's calls were routed to (the first call to a
@@ -400,6 +378,60 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     return this.#entries.get(st);
   }
 
+  /**
+   * The pick of a mesh call's current attempt: the subchannel of the endpoint core's pipeline chose
+   * for it, once READY. Queued while it connects; an endpoint whose subchannel failed (or that left
+   * its service) ends the attempt unsent, and the call says why (`pickFailure`).
+   */
+  pickAttempt(call: MeshCall): PickResult {
+    const att = call.current;
+    if (att === undefined || att.ended) return dropResult('the call has no attempt in flight');
+    const ep = att.endpoint;
+    const entry = this.entryOf(ep);
+    if (entry === undefined) {
+      const rt = call.service;
+      if (rt.closed || rt.endpoint(ep.id) !== ep) {
+        att.pickFailure = AttemptFailures.notSent;
+        return dropResult(`endpoint ${ep.id} left service "${rt.name}" before the call was sent`);
+      }
+      // An endpoint (or a routed service) this channel has no subchannel for yet: connect, wait.
+      if (!this.#tracked.has(rt) && rt !== this.#rt) this.track(rt);
+      else this.#scheduleReconcile(rt);
+      return QUEUE_RESULT;
+    }
+    const state = entry.state;
+    if (state === READY) {
+      att.picked = true;
+      call.subchannel = entry.subchannel;
+      // The call is its attempt's pick result (no object per pick): COMPLETE, that subchannel,
+      // and `onCallStarted` telling the pipeline the attempt is on a stream.
+      return call as unknown as PickResult;
+    }
+    if (state === TRANSIENT_FAILURE) {
+      att.pickFailure = AttemptFailures.connect;
+      return dropResult(`${noConnection(entry.lastError)} (endpoint ${ep.id})`);
+    }
+    if (state === IDLE) entry.subchannel.startConnecting();
+    return QUEUE_RESULT;
+  }
+
+  #reconcileScheduled: Set<ServiceRuntime> | undefined;
+
+  /** Re-reads `rt`'s endpoints soon (a mesh call picked one this balancer has not seen yet). */
+  #scheduleReconcile(rt: ServiceRuntime): void {
+    if (this.#reconcileScheduled === undefined) this.#reconcileScheduled = new Set();
+    else if (this.#reconcileScheduled.has(rt)) return;
+    this.#reconcileScheduled.add(rt);
+    queueMicrotask(() => {
+      this.#reconcileScheduled?.delete(rt);
+      if (this.#destroyed || rt.closed) return;
+      // A non-routed channel's endpoints come from its resolver: it reports them shortly.
+      if (!this.#tracked.has(rt) || (rt === this.#rt && this.#router === undefined)) return;
+      this.#reconcile(rt);
+      this.#schedulePublish();
+    });
+  }
+
   updateAddressList(
     endpointList: { ok: true; value: GrpcEndpoint[] } | { ok: false; error: { details: string } },
     _config: TypedLoadBalancingConfig,
@@ -410,7 +442,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       if (this.#entries.size === 0) {
         this.#helper.updateState(
           TRANSIENT_FAILURE,
-          new FailPicker(endpointList.error.details),
+          new FailPicker(this, endpointList.error.details),
           endpointList.error.details,
         );
       }
@@ -421,7 +453,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     const router = attrs[ROUTER_ATTRIBUTE] as Router | undefined;
     if (rt === undefined && router === undefined) {
       const msg = 'the meshlet load-balancing policy needs a mesh: target (mesh:///service)';
-      this.#helper.updateState(TRANSIENT_FAILURE, new FailPicker(msg), msg);
+      this.#helper.updateState(TRANSIENT_FAILURE, new FailPicker(this, msg), msg);
       return false;
     }
     const {
@@ -449,21 +481,16 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
   /** Follows `rt` (a service a routed call was sent to): creates its subchannels, tracks its updates. */
   track(rt: ServiceRuntime): void {
     if (this.#destroyed || rt.closed || this.#tracked.has(rt)) return;
-    const name = rt.name;
-    const offEndpoints = rt.events.on('endpoints', (e) => {
-      if (e.service === name && this.#tracked.has(rt)) {
-        this.#reconcile(rt);
-        this.#schedulePublish();
+    const stop = rt.watchEndpoints(() => {
+      if (!this.#tracked.has(rt) || this.#destroyed) return;
+      // A service that goes away (its cluster was removed) gives up its subchannels.
+      if (rt.closed) {
+        this.#untrack(rt);
+        return;
       }
+      this.#reconcile(rt);
+      this.#schedulePublish();
     });
-    // A service that goes away (its cluster was removed) gives up its subchannels.
-    const offRemoved = rt.events.on('endpointRemoved', (e) => {
-      if (e.service === name && rt.closed) this.#untrack(rt);
-    });
-    const stop = () => {
-      offEndpoints();
-      offRemoved();
-    };
     this.#tracked.set(rt, { warmup: true, stop });
     this.#reconcile(rt);
     this.#schedulePublish();
@@ -521,10 +548,17 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     if (entry.st.slots[SLOT] === entry) entry.st.slots[SLOT] = undefined;
     entry.subchannel.removeConnectivityStateListener(this.#onState);
     entry.subchannel.unref();
-    if (entry.marked && entry.st.activeHealth === 'unhealthy') entry.st.activeHealth = 'unknown';
+    if (entry.reportedDown) {
+      entry.reportedDown = false;
+      entry.rt.reportConnectivity(entry.st, true, 'grpc subchannel removed');
+    }
   }
 
-  #subchannelState(sub: SubchannelInterface, next: connectivityState, errorMessage?: string): void {
+  #subchannelState(
+    sub: SubchannelInterface,
+    next: connectivityState,
+    errorMessage: string | undefined,
+  ): void {
     if (this.#destroyed) return;
     let entry: Entry | undefined;
     for (const e of this.#entries.values()) {
@@ -535,39 +569,24 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     }
     if (!entry) return;
     entry.state = next;
-    if (next === READY) entry.everReady = true;
-    if (next === TRANSIENT_FAILURE && errorMessage) entry.lastError = errorMessage;
-    const rt = entry.rt;
-    if (next === TRANSIENT_FAILURE) {
-      if (entry.st.activeHealth !== 'unhealthy') {
-        entry.st.activeHealth = 'unhealthy';
-        entry.marked = true;
-        rt.rebuild();
-        if (rt.events.wants('health')) {
-          rt.events.emit('health', {
-            service: rt.name,
-            endpoint: entry.st.id,
-            healthy: false,
-            reason: 'grpc subchannel TRANSIENT_FAILURE',
-          });
-        }
+    if (next === READY) {
+      entry.everReady = true;
+      if (entry.reportedDown) {
+        entry.reportedDown = false;
+        entry.rt.reportConnectivity(entry.st, true, 'grpc subchannel READY');
       }
-    } else if (next === READY) {
-      if (entry.marked) {
-        entry.marked = false;
-        if (entry.st.activeHealth === 'unhealthy') entry.st.activeHealth = 'healthy';
-        rt.rebuild();
-        if (rt.events.wants('health')) {
-          rt.events.emit('health', {
-            service: rt.name,
-            endpoint: entry.st.id,
-            healthy: true,
-            reason: 'grpc subchannel READY',
-          });
-        }
+    } else if (next === TRANSIENT_FAILURE) {
+      if (errorMessage !== undefined) entry.lastError = errorMessage;
+      if (!entry.reportedDown) {
+        entry.reportedDown = true;
+        entry.rt.reportConnectivity(
+          entry.st,
+          false,
+          `grpc subchannel TRANSIENT_FAILURE${errorMessage === undefined ? '' : `: ${errorMessage}`}`,
+        );
       }
     } else if (next === IDLE) {
-      // Keep a connection to every endpoint so per-call picks find READY subchannels.
+      // Keep a connection to every endpoint so that picks find READY subchannels.
       sub.startConnecting();
     }
     this.#schedulePublish();
@@ -599,7 +618,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     for (const e of this.#entries.values()) {
       const a = acc.get(e.rt);
       if (a === undefined) continue;
-      if (e.state === TRANSIENT_FAILURE && e.lastError !== undefined) a.lastError = e.lastError;
+      if (e.lastError !== undefined) a.lastError = e.lastError;
       if (e.state === READY) a.ready.push(e);
       else if (e.state === CONNECTING || e.state === IDLE) {
         a.connecting++;
@@ -626,15 +645,16 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     }
     const view = views.get(rt) as ServiceView;
     if (view.warming) {
-      this.#helper.updateState(CONNECTING, new QueuePicker(), null);
+      // Plain calls wait for the first connections; mesh calls' attempts go where they were placed.
+      this.#helper.updateState(CONNECTING, new MeshPicker(this, rt, views), null);
       return;
     }
     if (this.#entries.size === 0) {
       if (rt.discovery.hasData || rt.discovery.errors > 0) {
         const msg = `service "${rt.name}" has no endpoints${rt.discovery.lastError ? ` (discovery: ${rt.discovery.lastError})` : ''}`;
-        this.#helper.updateState(TRANSIENT_FAILURE, new FailPicker(msg), msg);
+        this.#helper.updateState(TRANSIENT_FAILURE, new FailPicker(this, msg), msg);
       } else {
-        this.#helper.updateState(CONNECTING, new QueuePicker(), null);
+        this.#helper.updateState(CONNECTING, new QueuePicker(this), null);
       }
       return;
     }
@@ -642,7 +662,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     this.#helper.updateState(
       state,
       new MeshPicker(this, rt, views),
-      view.allFailed ? `no connection to any endpoint of service "${rt.name}"` : null,
+      view.allFailed ? `service "${rt.name}": ${noConnection(view.lastError)}` : null,
     );
   }
 

@@ -2,10 +2,12 @@ import type { MetadataOptions } from '@grpc/grpc-js';
 import type { EndpointState, RouteTarget } from '@meshlet/core';
 
 /**
- * Per-call state shared between meshlet's client interceptor and its grpc-js picker. It rides on
- * the call's `Metadata` options object (which grpc-js carries by reference through every clone of
- * the metadata and never puts on the wire), so no string-keyed header is needed to tell the picker
- * which attempt this is and which endpoint the previous attempt used.
+ * Per-call state of a plain grpc-js call on a `mesh:` channel, shared between the routing config
+ * selector and meshlet's grpc-js picker. It rides on the call's `Metadata` options object (which
+ * grpc-js carries by reference through every clone of the metadata and never puts on the wire), so
+ * no string-keyed header is needed to tell the picker where a call was routed, which attempt of a
+ * grpc-js retry this is and which endpoints the earlier attempts used. (A mesh call rides on its
+ * metadata itself: it is its own options object.)
  */
 export class CallTag implements MetadataOptions {
   idempotentRequest?: boolean;
@@ -16,16 +18,6 @@ export class CallTag implements MetadataOptions {
   attempt = 0;
   /** The endpoint the latest attempt was sent to (set by the picker when the attempt starts). */
   endpoint: EndpointState | undefined = undefined;
-  /**
-   * True when a `MeshCall` (a mesh client's call) owns this call: the picker then records the
-   * attempt's start in `pending`/`startedAt` and the call ends it when the attempt's status arrives,
-   * so that a pick allocates nothing.
-   */
-  managed = false;
-  /** The endpoint of the attempt in flight whose end is not recorded yet (managed calls). */
-  pending: EndpointState | undefined = undefined;
-  /** `ServiceRuntime.startAttempt()`'s start time of `pending`. */
-  startedAt = 0;
   /** Where a router (an xDS listener) sent this call: the picker balances over its service. */
   target: RouteTarget | undefined = undefined;
   /** The endpoints of the earlier attempts (created at the first retry). */

@@ -13,7 +13,14 @@ import {
 import { type EndpointState, endpointId, type Mesh, type ServiceRuntime, unmapIp } from '@meshlet/core';
 import { SERVICE_SUBCHANNEL_ARG } from './balancer.js';
 import type { CallHook, MeshInterceptorOptions } from './interceptors.js';
-import { type GrpcCall, MeshClientPolicy, unaryMarker } from './mesh-call.js';
+import {
+  type GrpcCall,
+  IDEMPOTENT,
+  idempotencyOf,
+  MeshClientPolicy,
+  UNARY,
+  unaryMarker,
+} from './mesh-call.js';
 import { parseMeshTarget, resolveRoutedTarget } from './resolver.js';
 
 /**
@@ -302,9 +309,11 @@ export function pooledChannelCount(mesh: Mesh): number {
 
 /**
  * grpc-js `ClientOptions` for a `mesh:` target: the shared channel of the target, through which
- * every call of the client runs as a `MeshCall` (deadline propagation, breaker, retries within the
- * retry budget, telemetry; see mesh-call.ts), plus the caller's own interceptors. meshlet adds no
- * interceptor layer of its own: only a marker telling the channel which calls are unary.
+ * every call of the client runs as a `MeshCall` (core's call pipeline: deadline, breaker,
+ * thresholds, retries under gRFC A6's rules within the retry budget, telemetry; see
+ * mesh-call.ts), plus the caller's own interceptors. meshlet adds no interceptor layer of its own:
+ * only a marker telling the channel which calls are unary (`createMeshClient` reads that, and the
+ * proto's `idempotency_level`, from the client class instead).
  *
  * ```ts
  * const client = new ReviewsClient('mesh:///reviews', credentials.createInsecure(), meshClientOptions('mesh:///reviews'));
@@ -317,7 +326,7 @@ export function meshClientOptions(target: string, options: MeshClientOptions = {
 function clientOptions(
   target: string,
   options: MeshClientOptions,
-  unaryPaths: ReadonlySet<string> | undefined,
+  methods: ReadonlyMap<string, number> | undefined,
 ): ClientOptions {
   const { mesh, runtime, router } = resolveRoutedTarget(parseMeshTarget(target));
   // The client holds its runtime (or router) for its whole life, which the mesh cannot see end:
@@ -330,27 +339,35 @@ function clientOptions(
   const policy = new MeshClientPolicy(
     runtime ?? (router as NonNullable<typeof router>),
     { ...options, callHook: options.callHook ?? pools.get(mesh)?.callHook?.() },
-    unaryPaths,
+    methods,
+    target,
   );
   const interceptors = [...(options.interceptors ?? [])];
   // Without the client's method table, the innermost interceptor tells the channel which calls are unary.
-  if (policy.mayRetry && unaryPaths === undefined) interceptors.push(unaryMarker);
+  if (methods === undefined) interceptors.push(unaryMarker);
   return {
     channelOverride: meshChannel(mesh, target, creds, options.channelOptions, policy) as Channel,
     interceptors,
   };
 }
 
-/** The paths of the unary methods of a generated/`makeClientConstructor` client class, if it says. */
-function unaryPathsOf(ctor: unknown): ReadonlySet<string> | undefined {
+/**
+ * The method table of a generated/`makeClientConstructor` client class, if it has one: by path,
+ * whether the method is unary and whether the proto marks it idempotent (`idempotency_level`
+ * IDEMPOTENT or NO_SIDE_EFFECTS, in the options @grpc/proto-loader puts on a method definition).
+ */
+function methodsOf(ctor: unknown): ReadonlyMap<string, number> | undefined {
   const service = (ctor as { service?: ServiceDefinition }).service;
   if (service === undefined || service === null || typeof service !== 'object') return undefined;
-  const paths = new Set<string>();
+  const methods = new Map<string, number>();
   for (const name of Object.keys(service)) {
     const def = service[name];
-    if (def !== undefined && !def.requestStream && !def.responseStream) paths.add(def.path);
+    if (def === undefined) continue;
+    let flags = !def.requestStream && !def.responseStream ? UNARY : 0;
+    if (idempotencyOf(def)) flags |= IDEMPOTENT;
+    methods.set(def.path, flags);
   }
-  return paths;
+  return methods;
 }
 
 type ClientConstructor<T extends Client> = new (
@@ -365,6 +382,6 @@ export function createMeshClient<T extends Client>(
   target: string,
   options: MeshClientOptions = {},
 ): T {
-  const opts = clientOptions(target, options, unaryPathsOf(ctor));
+  const opts = clientOptions(target, options, methodsOf(ctor));
   return new ctor(target, options.credentials ?? insecure, opts);
 }

@@ -57,6 +57,7 @@ export {
   type RetryOptions,
 } from './interceptors.js';
 export { STREAM_RETRY_BUFFER_BYTES } from './mesh-call.js';
+export { grpcStatusOfHttp } from './metadata.js';
 export {
   findMesh,
   MESH_SCHEME,

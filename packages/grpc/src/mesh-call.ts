@@ -1,70 +1,65 @@
 import {
   type CallCredentials,
   type Channel,
+  connectivityState,
   type Deadline,
+  experimental,
   type InterceptingListener,
   type Interceptor,
+  type InterceptorOptions,
   Metadata,
+  type MetadataOptions,
+  type NextCall,
+  propagate,
   type StatusObject,
   status,
 } from '@grpc/grpc-js';
 import {
-  type BreakerPermit,
-  backoffDelay,
-  type CallInfo,
-  currentDeadline,
+  type AttemptFailure,
+  AttemptFailures,
+  Call,
+  CallAttempt,
+  type CallHook,
+  type EndpointState,
+  ErrorCodes,
   isMeshError,
-  type Outcome,
+  type RetryPolicy,
   type RouteRequest,
   type Router,
   type RouteTarget,
   type ServicePolicy,
   type ServiceRuntime,
 } from '@meshlet/core';
-import { outcomeOf } from './balancer.js';
-import { CallTag } from './call-tag.js';
-import {
-  addHeaders,
-  type CallHook,
-  type CallObserver,
-  circuitOpenStatus,
-  errorOf,
-  hookFor,
-  type MeshInterceptorOptions,
-  verdictOf,
-} from './interceptors.js';
-import { grpcStatusOfHttp, metadataHeader } from './routing.js';
+import { grpcStatusOfHttp, grpcTimeout, MetadataHeaders, metadataHeader } from './metadata.js';
 
 /** grpc-js's channel-level call (what `Channel.createCall` returns). */
 export type GrpcCall = ReturnType<Channel['createCall']>;
 type MessageContext = Parameters<GrpcCall['sendMessageWithContext']>[0];
+type ParentCall = Parameters<Channel['createCall']>[3];
+type AuthContext = ReturnType<GrpcCall['getAuthContext']>;
+type SubchannelInterface = experimental.SubchannelInterface;
 
-/** A message of a retryable stream: its flags, bytes, and the writer's callback if still owed. */
+/**
+ * The call of one attempt: grpc-js's channel-level call (mesh clients), or the rest of an
+ * interceptor chain (`meshInterceptor`). Both speak this much of grpc-js's call interface.
+ */
+interface AttemptCall {
+  start(metadata: Metadata, listener: InterceptingListener): void;
+  // biome-ignore lint/suspicious/noExplicitAny: an interceptor chain takes unserialized messages
+  sendMessageWithContext(context: MessageContext, message: any): void;
+  startRead(): void;
+  halfClose(): void;
+  cancelWithStatus(code: status, details: string): void;
+  getPeer(): string;
+  getAuthContext(): AuthContext;
+}
+
+/** A message of a replayable stream: its flags, bytes, and the writer's callback if still owed. */
 interface QueuedMessage {
   readonly flags: number | undefined;
   readonly message: Buffer;
   callback: (() => void) | undefined;
 }
-
-/**
- * Whether the call being created right now is unary. Set by `unaryMarker` (the innermost client
- * interceptor of a mesh client) immediately before grpc-js synchronously creates the channel call,
- * and consumed by `MeshClientPolicy.createCall`; any other call (a user interceptor creating calls
- * of its own, a client without the marker) reads false and is never held back or retried.
- */
-let nextCallIsUnary = false;
-
-/**
- * The one client interceptor of a mesh client: it only tells the channel whether the call is unary
- * (only unary calls are retried), then returns grpc-js's own call, so it adds no interceptor layer.
- */
-export const unaryMarker: Interceptor = (options, nextCall) => {
-  const def = options.method_definition;
-  nextCallIsUnary = !def.requestStream && !def.responseStream;
-  const call = nextCall(options);
-  nextCallIsUnary = false;
-  return call as ReturnType<Interceptor>;
-};
 
 /**
  * How many bytes of request messages a streaming call keeps for a replay while it is not
@@ -73,122 +68,180 @@ export const unaryMarker: Interceptor = (options, nextCall) => {
  */
 export const STREAM_RETRY_BUFFER_BYTES = 256 * 1024;
 
-function maskOf(codes: readonly number[]): number {
-  let mask = 0;
-  for (const c of codes) if (c > 0 && c < 31) mask |= 1 << c;
-  return mask;
-}
+/** Method flags of a mesh client's method table. */
+export const UNARY = 1;
+export const IDEMPOTENT = 2;
 
 /**
- * Enforces the service's default `timeout` for the calls of one client without a timer per call:
- * calls whose only deadline is that timeout are linked into a list, and one unref'd interval
- * (a twentieth of the shortest timeout seen, 5 ms to 500 ms) ends the expired ones with
- * DEADLINE_EXCEEDED. A per-call grpc-js deadline costs a timer per call (and, at concurrency 1,
- * noticeably more than the rest of meshlet's work); explicit deadlines — the caller's, the inbound
- * request's, an xDS route's — still go to grpc-js and travel as `grpc-timeout`.
+ * The flags of the call being created right now, when the client's method table is not known.
+ * Set by `unaryMarker` (the innermost client interceptor of a `meshClientOptions` client)
+ * immediately before grpc-js synchronously creates the channel call, and consumed by
+ * `MeshClientPolicy.createCall`; any other call reads 0 (a streaming call of unknown idempotency).
  */
-class TimeoutSweeper {
-  head: MeshCall | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #periodMs = Number.POSITIVE_INFINITY;
-  #idle = 0;
+let nextCallFlags = 0;
 
-  add(call: MeshCall, timeoutMs: number): void {
-    const head = this.head;
-    call.sweepNext = head;
-    call.sweepPrev = undefined;
-    if (head !== undefined) head.sweepPrev = call;
-    this.head = call;
-    const period = Math.min(500, Math.max(5, Math.floor(timeoutMs / 20)));
-    if (this.#timer === undefined || period < this.#periodMs) this.#arm(period);
-  }
+/**
+ * The one client interceptor of a `meshClientOptions` client (no method table): it only tells the
+ * channel whether the call is unary, then returns grpc-js's own call, so it adds no layer.
+ */
+export const unaryMarker: Interceptor = (options, nextCall) => {
+  const def = options.method_definition;
+  nextCallFlags = !def.requestStream && !def.responseStream ? UNARY : 0;
+  const call = nextCall(options);
+  nextCallFlags = 0;
+  return call as ReturnType<Interceptor>;
+};
 
-  remove(call: MeshCall): void {
-    const prev = call.sweepPrev;
-    const next = call.sweepNext;
-    if (prev !== undefined) prev.sweepNext = next;
-    else if (this.head === call) this.head = next;
-    if (next !== undefined) next.sweepPrev = prev;
-    call.sweepPrev = undefined;
-    call.sweepNext = undefined;
-  }
-
-  #arm(period: number): void {
-    if (this.#timer !== undefined) clearInterval(this.#timer);
-    this.#periodMs = period;
-    this.#idle = 0;
-    this.#timer = setInterval((self: TimeoutSweeper) => self.sweep(), period, this);
-    this.#timer.unref();
-  }
-
-  sweep(): void {
-    if (this.head === undefined) {
-      // Stop after a few idle sweeps; the next call re-arms.
-      if (++this.#idle > 20 && this.#timer !== undefined) {
-        clearInterval(this.#timer);
-        this.#timer = undefined;
-        this.#periodMs = Number.POSITIVE_INFINITY;
-      }
-      return;
-    }
-    this.#idle = 0;
-    const now = Date.now();
-    let c: MeshCall | undefined = this.head;
-    while (c !== undefined) {
-      const next: MeshCall | undefined = c.sweepNext;
-      if (c.expiresAt <= now) {
-        this.remove(c);
-        c.expire();
-      }
-      c = next;
-    }
-  }
+/** Proto `idempotency_level` (a method definition's `options`, as @grpc/proto-loader gives them). */
+export function idempotencyOf(def: unknown): boolean {
+  const options = (def as { options?: unknown } | undefined)?.options;
+  if (options === null || typeof options !== 'object') return false;
+  const o = options as Record<string, unknown>;
+  const level = o.idempotency_level ?? o.idempotencyLevel;
+  // IDEMPOTENCY_UNKNOWN = 0, NO_SIDE_EFFECTS = 1, IDEMPOTENT = 2
+  return level === 'IDEMPOTENT' || level === 'NO_SIDE_EFFECTS' || level === 1 || level === 2;
 }
 
-/** Retry masks of route retry policies that name gRPC codes (xDS `retry_on`), per policy object. */
-const routeMasks = new WeakMap<ServicePolicy, number>();
+export interface RetryOptions {
+  /**
+   * gRPC status codes retried whatever the method's idempotency (you say the code means "not
+   * processed"); they replace the gRPC conditions of the service's `retry.on`.
+   */
+  readonly codes?: readonly number[];
+  /** Retries after the first attempt; default: the service's `retry.attempts` (2). */
+  readonly maxRetries?: number;
+}
+
+export interface MeshInterceptorOptions {
+  /**
+   * Retries; `false` turns them off (transparent ones too). Default: the service's retry policy,
+   * whose gRPC conditions (`unavailable`, `cancelled`) apply to idempotent methods only; a call
+   * that never left the client is retried whatever the method.
+   */
+  readonly retry?: RetryOptions | false;
+  /**
+   * Apply the service's `timeout` to unary calls (default true; streaming calls never get it). The
+   * caller's deadline and the inbound request's in scope always apply.
+   */
+  readonly serviceTimeout?: boolean;
+  /**
+   * Methods retried like idempotent ones besides those the proto marks (`idempotency_level`
+   * IDEMPOTENT or NO_SIDE_EFFECTS): full paths (`/pkg.Service/Method`) or whole services
+   * (`pkg.Service`).
+   */
+  readonly idempotentMethods?: readonly string[];
+  /** Client spans and trace propagation (default: the mesh's, see `Mesh.setCallHook`). */
+  readonly callHook?: CallHook | undefined;
+}
 
 /**
  * The compiled per-client policy of a mesh client (built once when the client is created, read by
- * every call): the service (or, for a routed target, the router), retried status codes as a bit
- * mask, the retry limit override, the service-timeout switch and the call hook.
+ * every call): the service (or, for a routed target, the router), the client's method table, and
+ * its overrides of the service policy (retry codes and limit, service timeout, call hook).
  */
 export class MeshClientPolicy {
   /** The target's service; undefined for a routed target (see `router`). */
   readonly runtime: ServiceRuntime | undefined;
   /** The target's router (an xDS listener): each call is routed to a service first. */
   readonly router: Router | undefined;
-  /** Bit `c` set: status code `c` is retried. 0: retries off. */
-  readonly retryMask: number;
-  /** False with `retry: false` (no retries, whatever a route says). */
-  readonly retries: boolean;
-  readonly maxRetries: number | undefined;
-  readonly serviceTimeout: boolean;
   readonly hook: CallHook | undefined;
-  /** The client's unary method paths when its method table is known (else `unaryMarker` tells). */
-  readonly unaryPaths: ReadonlySet<string> | undefined;
-  /** Ends calls past the service's default timeout (see `TimeoutSweeper`). */
-  readonly sweeper = new TimeoutSweeper();
+  /** What `getPeer()` says before a call has an attempt (the channel's target). */
+  readonly target: string;
+  /**
+   * False once an attempt answered that meshlet's picker never saw (a `meshInterceptor` on a
+   * channel that is not a `mesh:` one): then a failure before a pick is not known to be unsent.
+   */
+  managedPicks = true;
+  /** Flags (`UNARY`, `IDEMPOTENT`) by method path, when the client's method table is known. */
+  readonly #methods: ReadonlyMap<string, number> | undefined;
+  readonly #idempotent: ReadonlySet<string> | undefined;
+  readonly #retry: RetryOptions | false | undefined;
+  readonly #serviceTimeout: boolean;
+  /** The client changes nothing of the service policy (then unary calls use it as it is). */
+  readonly #plain: boolean;
+  /** Derived policies by base policy: [with its timeout, without]. */
+  readonly #derived = new WeakMap<ServicePolicy, Array<ServicePolicy | undefined>>();
 
   constructor(
     target: ServiceRuntime | Router,
     options: MeshInterceptorOptions,
-    unaryPaths?: ReadonlySet<string> | undefined,
+    methods: ReadonlyMap<string, number> | undefined,
+    targetName: string,
   ) {
     const isRouter = 'route' in target;
     this.runtime = isRouter ? undefined : target;
     this.router = isRouter ? target : undefined;
-    this.unaryPaths = unaryPaths;
-    this.retries = options.retry !== false;
-    this.retryMask = options.retry === false ? 0 : maskOf(options.retry?.codes ?? [status.UNAVAILABLE]);
-    this.maxRetries = options.retry === false ? undefined : options.retry?.maxRetries;
-    this.serviceTimeout = options.serviceTimeout ?? true;
+    this.#methods = methods;
+    this.#idempotent =
+      options.idempotentMethods !== undefined && options.idempotentMethods.length > 0
+        ? new Set(options.idempotentMethods.map((m) => (m.startsWith('/') ? m : `/${m}`)))
+        : undefined;
+    this.#retry = options.retry;
+    this.#serviceTimeout = options.serviceTimeout ?? true;
+    this.#plain = options.retry === undefined && this.#serviceTimeout;
     this.hook = options.callHook;
+    this.target = targetName;
   }
 
-  /** Whether calls may be retried at all (the unary marker is needed only then). */
-  get mayRetry(): boolean {
-    return this.retries && (this.retryMask !== 0 || this.router !== undefined);
+  /** Whether the method table is known (else `unaryMarker` tells which calls are unary). */
+  get knowsMethods(): boolean {
+    return this.#methods !== undefined;
+  }
+
+  /** The flags of `path`: from the method table, else the marker's, plus `idempotentMethods`. */
+  flagsOf(path: string): number {
+    const methods = this.#methods;
+    let flags = methods === undefined ? nextCallFlags : (methods.get(path) ?? 0);
+    nextCallFlags = 0;
+    const extra = this.#idempotent;
+    if (extra !== undefined && (flags & IDEMPOTENT) === 0) {
+      if (extra.has(path)) flags |= IDEMPOTENT;
+      else {
+        const slash = path.lastIndexOf('/');
+        if (slash > 0 && extra.has(path.slice(0, slash))) flags |= IDEMPOTENT;
+      }
+    }
+    return flags;
+  }
+
+  /**
+   * The policy a call runs with: `base` (the service's, or a route's merge over it) with the
+   * client's overrides, and without a timeout the call must not get — a streaming call never gets
+   * the service's `timeout` (only a route's own), a unary one not with `serviceTimeout: false`.
+   */
+  policyFor(base: ServicePolicy, rt: ServiceRuntime, unary: boolean): ServicePolicy {
+    if (this.#plain && (unary || base.timeoutMs === 0)) return base;
+    const routeTimeout = base !== rt.policy && base.timeoutMs !== rt.policy.timeoutMs;
+    const keep = base.timeoutMs === 0 || routeTimeout || (unary && this.#serviceTimeout);
+    let variants = this.#derived.get(base);
+    if (variants === undefined) {
+      variants = [undefined, undefined];
+      this.#derived.set(base, variants);
+    }
+    const i = keep ? 0 : 1;
+    let p = variants[i];
+    if (p === undefined) {
+      const routeRetry = base.retry !== rt.policy.retry && base.retry.grpcCodes !== undefined;
+      p = Object.freeze({
+        ...base,
+        timeoutMs: keep ? base.timeoutMs : 0,
+        retry: this.#retryOf(base.retry, routeRetry),
+      });
+      variants[i] = p;
+    }
+    return p;
+  }
+
+  #retryOf(retry: RetryPolicy, routeRetry: boolean): RetryPolicy {
+    const o = this.#retry;
+    if (o === false) return retry.maxRetries === 0 ? retry : Object.freeze({ ...retry, maxRetries: 0 });
+    // A route's own retry policy (xDS) replaces the client's codes and limit.
+    if (o === undefined || routeRetry) return retry;
+    return Object.freeze({
+      ...retry,
+      maxRetries: o.maxRetries ?? retry.maxRetries,
+      grpcCodes: o.codes !== undefined ? Object.freeze([...o.codes]) : retry.grpcCodes,
+    });
   }
 
   /** Creates the mesh call of one client call on `channel` (see `MeshCall`). */
@@ -197,313 +250,262 @@ export class MeshClientPolicy {
     method: string,
     deadline: Deadline,
     host: string | null | undefined,
-    parent: Parameters<Channel['createCall']>[3],
+    parent: ParentCall,
     flags: number | null | undefined,
   ): MeshCall {
-    const paths = this.unaryPaths;
-    const unary = paths === undefined ? nextCallIsUnary : paths.has(method);
-    nextCallIsUnary = false;
-    // The caller's deadline and the deadline of the inbound request in scope (deadline context);
-    // the service (or route) timeout is added when the call starts.
-    let d = typeof deadline === 'number' ? deadline : deadline.getTime();
-    const inbound = currentDeadline();
-    if (inbound !== undefined && inbound < d) d = inbound;
-    return new MeshCall(this, channel, method, d, host, parent, flags, unary);
+    // As grpc-js: a call on a closed channel throws where it is made.
+    if (channel.getConnectivityState(false) === connectivityState.SHUTDOWN)
+      throw new Error('Channel has been shut down');
+    const call = new MeshCall(this, method, this.flagsOf(method), deadline, parent, flags);
+    call.onChannel(channel, host);
+    return call;
   }
+
+  /** Creates the mesh call of one call through `meshInterceptor`. */
+  interceptCall(options: InterceptorOptions, nextCall: NextCall): MeshCall {
+    const def = options.method_definition;
+    nextCallFlags = !def.requestStream && !def.responseStream ? UNARY : 0;
+    const call = new MeshCall(
+      this,
+      def.path,
+      this.flagsOf(def.path),
+      options.deadline ?? Number.POSITIVE_INFINITY,
+      options.parent ?? null,
+      options.propagate_flags,
+    );
+    call.onInterceptor(options, nextCall);
+    return call;
+  }
+}
+
+/** A gRPC status as the error of a failed attempt (what the caller gets if the attempt is the last). */
+export class StatusError extends Error {
+  readonly status: StatusObject;
+  /** The status code's name (`UNAVAILABLE`), as telemetry's `error.type`. */
+  readonly code: string;
+  constructor(st: StatusObject) {
+    super(st.details);
+    this.name = 'GrpcStatusError';
+    this.status = st;
+    this.code = status[st.code] ?? String(st.code);
+  }
+}
+
+/** One attempt of a mesh call: the listener of its grpc-js call. */
+export class GrpcAttempt extends CallAttempt implements InterceptingListener {
+  readonly owner: MeshCall;
+  /** The attempt's grpc-js call. */
+  call: AttemptCall | undefined = undefined;
+  /** meshlet's picker gave the attempt a READY subchannel. */
+  picked = false;
+  /** Why meshlet's picker did not send the attempt (it never left the client). */
+  pickFailure: AttemptFailure | undefined = undefined;
+  /** A response message that came before the call committed (an interceptor chain's unary placeholder). */
+  held: unknown = undefined;
+  hasHeld = false;
+  /** The write callback of a replayable stream's attempt. */
+  written: (() => void) | undefined = undefined;
+
+  constructor(owner: MeshCall, endpoint: EndpointState, index: number) {
+    super(endpoint, index);
+    this.owner = owner;
+  }
+
+  onReceiveMetadata(metadata: Metadata): void {
+    this.owner.attemptMetadata(this, metadata);
+  }
+  onReceiveMessage(message: unknown): void {
+    this.owner.attemptMessage(this, message);
+  }
+  onReceiveStatus(st: StatusObject): void {
+    this.owner.attemptStatus(this, st);
+  }
+}
+
+const PICK_COMPLETE = experimental.PickResultType.COMPLETE;
+/** Hash policies read the metadata through one shared view (synchronously, at `start`). */
+const hashHeaders = new MetadataHeaders();
+
+function deliverLater(call: MeshCall, st: StatusObject): void {
+  call.deliverStatus(st);
 }
 
 /**
  * One client call of a mesh client, at grpc-js's channel level (below serialization, above the
- * channel's own resolving/retrying/load-balancing calls): one object per call, no closures on the
- * success path. It applies, per call:
- * - **deadline propagation**: the smallest of the caller's deadline, the deadline of the inbound
- *   request in scope and the service `timeout` (grpc-js sends it as `grpc-timeout`);
- * - **the breaker**: a permit per attempt; an open (or probing) breaker fails the call with
- *   UNAVAILABLE `MESHLET_ERR_CIRCUIT_OPEN` without sending it;
- * - **retries** of calls whose status is retried, at most `maxRetries` times, with the service's
- *   backoff, within the deadline and the retry budget, each retry avoiding every endpoint already
- *   tried; the request (metadata and the serialized messages) is replayed. A unary call's response
- *   is held back until its status says whether it is retried. A streaming call is retried only
- *   until it **commits** (gRFC A6): when the server's response headers arrive (from then on its
- *   messages flow to the caller as they come), or when its sent messages outgrow
- *   `STREAM_RETRY_BUFFER_BYTES`; until then its messages are kept for a replay and the writer is
- *   told each was written at once (as grpc-js's own retries do);
- * - **attempt accounting** for the balancer (in-flight count, latency, outlier detection) with the
- *   endpoint the `meshlet` picker chose, and **telemetry**: the call hook and a `request` event.
+ * channel's own resolving, retrying and load-balancing calls) — or, through `meshInterceptor`, as
+ * an interceptor over the rest of a chain. It is core's call pipeline (`Call`: deadline, breaker,
+ * thresholds, pick avoiding tried endpoints, retries within the budget, accounting, observer and
+ * `request` event) with a gRPC wire: an attempt is one grpc-js call that meshlet's picker sends to
+ * the endpoint the pipeline chose. One object per call (the call is also its metadata's options
+ * object, where the picker finds it, and the picker's result), plus one per attempt; no closures
+ * on the success path of a unary call.
+ *
+ * Semantics (gRFC A6, as grpc-js's own retries): the call **commits** to an attempt when its
+ * response headers arrive (unary calls too: the `metadata` event and the messages then flow as
+ * they come, and nothing is replayed after); a call that provably never left the client (the
+ * picker could not send it) is retried whatever the method; a call that may have been processed
+ * is retried only for an idempotent method (`idempotency_level`, `idempotentMethods`, grpc-js's
+ * `idempotentRequest`, or `retry.nonIdempotent`) or a code the user listed. Streams keep their
+ * messages for a replay up to `STREAM_RETRY_BUFFER_BYTES`, and the writer is told each was written
+ * at once (as grpc-js's own retries do). The deadline is enforced by the pipeline (one timer, and
+ * none without a deadline) and sent as `grpc-timeout`, what the attempt may take.
  */
-export class MeshCall implements GrpcCall, RouteRequest, CallInfo {
-  readonly transport = 'grpc' as const;
-  readonly #policy: MeshClientPolicy;
-  #rt: ServiceRuntime | undefined;
-  /** The policy of this call: the service's, or the route's merge over it. */
-  #svc: ServicePolicy | undefined;
-  readonly #channel: Channel;
-  readonly #method: string;
-  /** The explicit deadline (caller's, inbound request's, route's): grpc-js enforces and sends it. */
-  #deadline: number;
-  /** When the call fails with DEADLINE_EXCEEDED: `#deadline`, or the service timeout if sooner. */
-  expiresAt = Number.POSITIVE_INFINITY;
-  /** Links of the policy's `TimeoutSweeper` list (calls whose service timeout is pending). */
-  sweepPrev: MeshCall | undefined = undefined;
-  sweepNext: MeshCall | undefined = undefined;
-  #swept = false;
-  #expired = false;
-  readonly #host: string | null | undefined;
-  readonly #parent: Parameters<Channel['createCall']>[3];
-  readonly #flags: number | null | undefined;
+export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOptions, RouteRequest {
+  readonly path: string;
+  // MetadataOptions: the call's metadata carries the call itself (through grpc-js's clones) to the
+  // picker; the caller's options are copied here.
+  idempotentRequest?: boolean;
+  waitForReady?: boolean;
+  cacheableRequest?: boolean;
+  corked?: boolean;
+  // The picker's result for the current attempt (experimental.PickResult).
+  readonly pickResultType = PICK_COMPLETE;
+  subchannel: SubchannelInterface | null = null;
+  readonly status = null;
+  readonly onCallEnded = null;
+
+  readonly #client: MeshClientPolicy;
   readonly #unary: boolean;
-  #retryMask = 0;
-  #maxRetries = 0;
-  #credentials: CallCredentials | undefined;
-  #attempt: GrpcCall | undefined;
-  #attemptNo = 0;
-  #tag: CallTag | undefined;
-  #metadata: Metadata | undefined;
-  #listener: InterceptingListener | undefined;
-  #obs: CallObserver | undefined;
-  #permit: BreakerPermit | undefined;
-  #start = 0;
-  /** Messages sent while the call was still being routed: context, message, … */
-  #early: Array<MessageContext | Buffer> | undefined;
-  // Replay state (retryable calls only): a unary call's one message,
-  #context: MessageContext | undefined;
-  #message: Buffer | undefined;
-  /** A unary call whose response is held back until its status (it may be retried). */
-  #holdBack = false;
-  /** A streaming call that may be retried and has not committed: its messages are kept. */
-  #replay: boolean;
-  /**
-   * A retryable streaming call's messages, written to the current attempt one at a time (each
-   * after the previous one's write completed, as grpc-js's calls below expect): all of them until
-   * the call commits, then only those not written yet. Undefined once committed and drained (the
-   * messages then go straight to the attempt) and for every other call.
-   */
-  #queue: QueuedMessage[] | undefined;
-  /** The next message of `#queue` to write to the current attempt. */
-  #queueNext = 0;
-  /** A write to the current attempt is pending (its callback has not come back). */
-  #writing = false;
-  /** Bytes kept for a replay (at most `STREAM_RETRY_BUFFER_BYTES`). */
-  #keptBytes = 0;
-  /** The write callback of the current attempt (a new one per attempt: stale callbacks are ignored). */
-  #written: (() => void) | undefined;
-  #halfClosed = false;
-  /** `halfClose` reached the current attempt (queued calls half-close once the queue drained). */
-  #halfCloseSent = false;
+  /** The caller's deadline (epoch ms; Infinity: none); the parent call's, when it propagates. */
+  readonly #deadline: number;
+  readonly #parent: ParentCall;
+  readonly #propagate: number | null | undefined;
+  #channel: Channel | undefined = undefined;
+  #host: string | null | undefined = undefined;
+  #nextCall: NextCall | undefined = undefined;
+  #iopts: InterceptorOptions | undefined = undefined;
+  #listener: InterceptingListener | undefined = undefined;
+  /** The metadata attempts start with: the caller's, or a copy of it the call owns. */
+  #md: Metadata | undefined = undefined;
+  #mdOwned = false;
+  /** The caller's metadata options (restored on the caller's metadata after each attempt starts). */
+  #userOptions: MetadataOptions | undefined = undefined;
+  #credentials: CallCredentials | undefined = undefined;
+  /** Started on its service (routing and fault delays are over). */
+  #begun = false;
+  /** Ended before it began (cancelled, refused by its route). */
+  #over = false;
+  #timer: NodeJS.Timeout | undefined = undefined;
   #reading = false;
-  // Held-back response of the current attempt (retryable calls only).
-  #respMetadata: Metadata | undefined;
-  #respMessage: unknown;
-  #hasMessage = false;
-  #cancelled = false;
-  #delivered = false;
-  #timer: NodeJS.Timeout | undefined;
+  #halfClosed = false;
+  // A unary call's message, kept for a replay.
+  #context: MessageContext | undefined = undefined;
+  #message: unknown = undefined;
+  // A streaming call's messages (see `sendMessageWithContext`).
+  /** Still keeping its messages for a replay (not committed, within the buffer). */
+  #replay = false;
+  /**
+   * A streaming call's messages, written to the current attempt one at a time (each after the
+   * previous one's write completed, as grpc-js's calls below expect): all of them until the call
+   * commits, then only those not written yet. Undefined once committed and drained, and for
+   * unary calls.
+   */
+  #queue: QueuedMessage[] | undefined = undefined;
+  #queueNext = 0;
+  #writing = false;
+  #keptBytes = 0;
+  #halfCloseSent = false;
 
   constructor(
-    policy: MeshClientPolicy,
-    channel: Channel,
-    method: string,
-    deadline: number,
-    host: string | null | undefined,
-    parent: Parameters<Channel['createCall']>[3],
-    flags: number | null | undefined,
-    unary: boolean,
+    client: MeshClientPolicy,
+    path: string,
+    flags: number,
+    deadline: Deadline,
+    parent: ParentCall,
+    propagateFlags: number | null | undefined,
   ) {
-    this.#policy = policy;
-    this.#channel = channel;
-    this.#method = method;
-    this.#deadline = deadline;
-    this.#host = host;
-    this.#parent = parent;
-    this.#flags = flags;
+    const rt = client.runtime;
+    const unary = (flags & UNARY) !== 0;
+    super(
+      rt,
+      rt === undefined ? undefined : client.policyFor(rt.policy, rt, unary),
+      'grpc',
+      (flags & IDEMPOTENT) !== 0,
+    );
+    this.#client = client;
+    this.path = path;
     this.#unary = unary;
-    this.#replay = !unary && policy.mayRetry;
-    this.#queue = this.#replay ? [] : undefined;
+    let d = typeof deadline === 'number' ? deadline : deadline.getTime();
+    let pf = propagateFlags;
+    if (parent !== null && parent !== undefined) {
+      // The parent's deadline and cancellation are the call's own (the pipeline enforces them).
+      pf = (propagateFlags ?? propagate.DEFAULTS) & ~(propagate.DEADLINE | propagate.CANCELLATION);
+      const all = propagateFlags ?? propagate.DEFAULTS;
+      if ((all & propagate.DEADLINE) !== 0) {
+        const pd = parent.getDeadline();
+        const pms = typeof pd === 'number' ? pd : pd.getTime();
+        if (pms < d) d = pms;
+      }
+      if ((all & propagate.CANCELLATION) !== 0)
+        parent.on('cancelled', () => this.cancelWithStatus(status.CANCELLED, 'Cancelled by parent call'));
+    }
+    this.#deadline = d;
+    this.#parent = parent;
+    this.#propagate = pf;
   }
 
-  // --- RouteRequest (what a router sees of this call) and CallInfo (what the call hook sees) ---
-
-  get service(): ServiceRuntime {
-    return this.#rt as ServiceRuntime;
+  /** Attempts are channel calls on `channel` (mesh clients). */
+  onChannel(channel: Channel, host: string | null | undefined): void {
+    this.#channel = channel;
+    this.#host = host;
   }
 
-  get authority(): string {
-    return (this.#rt as ServiceRuntime).name;
+  /** Attempts are the rest of an interceptor chain (`meshInterceptor`). */
+  onInterceptor(options: InterceptorOptions, nextCall: NextCall): void {
+    this.#nextCall = nextCall;
+    this.#iopts =
+      options.deadline === undefined && options.parent == null
+        ? options
+        : {
+            ...options,
+            deadline: undefined,
+            parent: undefined,
+            propagate_flags: this.#propagate ?? undefined,
+          };
   }
+
+  // ---- what a router and the call hook see ----------------------------------------------------
 
   get method(): string {
     return 'POST';
   }
 
-  get path(): string {
-    return this.#method;
+  get authority(): string {
+    return this.service.name;
   }
 
   header(name: string): string | undefined {
-    return this.#metadata === undefined ? undefined : metadataHeader(this.#metadata, name);
+    return this.#md === undefined ? undefined : metadataHeader(this.#md, name);
   }
+
+  protected override callHook(): CallHook | undefined {
+    return this.#client.hook ?? this.service.hooks.callHook;
+  }
+
+  // ---- grpc-js's call interface (towards grpc-js's client above) ------------------------------
 
   start(metadata: Metadata, listener: InterceptingListener): void {
-    const tag = new CallTag(metadata.getOptions());
-    tag.managed = true;
-    metadata.setOptions(tag);
-    this.#tag = tag;
-    this.#metadata = metadata;
+    if (this.#over) return;
     this.#listener = listener;
-    const rt = this.#policy.runtime;
-    if (rt !== undefined) this.#begin(rt, rt.policy);
-    else this.#route(false);
+    const opts = metadata.getOptions();
+    this.#userOptions = opts;
+    if (opts.idempotentRequest === true) {
+      this.idempotentRequest = true;
+      this.markIdempotent();
+    }
+    if (opts.waitForReady !== undefined) this.waitForReady = opts.waitForReady;
+    if (opts.cacheableRequest !== undefined) this.cacheableRequest = opts.cacheableRequest;
+    if (opts.corked !== undefined) this.corked = opts.corked;
+    this.#md = metadata;
+    // A chain below an interceptor may start its call later: the call keeps its own metadata.
+    if (this.#nextCall !== undefined) this.#ownMetadata();
+    if (!this.#unary && this.#nextCall === undefined) {
+      this.#replay = true;
+      this.#queue = [];
+    }
+    if (this.#client.router !== undefined) this.#route(false);
+    else this.#begin();
   }
-
-  /** Routes the call (routed targets): picks its service and route policy, applies faults. */
-  #route(waited: boolean): void {
-    if (this.#cancelled) return;
-    const router = this.#policy.router as Router;
-    const result = router.route(this);
-    if (result === undefined) {
-      if (waited) this.#fail(status.UNAVAILABLE, `no route table for "${router.name}"`, !waited);
-      else router.whenReady().then(() => this.#route(true));
-      return;
-    }
-    if (isMeshError(result)) {
-      this.#fail(status.UNAVAILABLE, `${result.code}: ${result.message}`, !waited);
-      return;
-    }
-    const target = result as RouteTarget;
-    (this.#tag as CallTag).target = target;
-    if (target.delayMs > 0) {
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        if (!this.#cancelled) this.#routed(target, false);
-      }, target.delayMs);
-      return;
-    }
-    this.#routed(target, !waited);
-  }
-
-  #routed(target: RouteTarget, sync: boolean): void {
-    if (target.abortStatus > 0) {
-      this.#fail(grpcStatusOfHttp(target.abortStatus), 'fault filter abort', sync);
-      return;
-    }
-    this.#begin(target.runtime, target.policy ?? target.runtime.policy);
-  }
-
-  /** Ends a call that could not be routed (nothing was sent); `sync`: still inside `start()`. */
-  #fail(code: status, details: string, sync: boolean): void {
-    const st: StatusObject = { code, details, metadata: new Metadata() };
-    if (sync) setImmediate(() => this.#deliver(st, 'http_error'));
-    else this.#deliver(st, 'http_error');
-  }
-
-  /** Starts the call on its service: deadline, retry limits, telemetry, then the first attempt. */
-  #begin(rt: ServiceRuntime, svc: ServicePolicy): void {
-    this.#rt = rt;
-    this.#svc = svc;
-    const policy = this.#policy;
-    this.#start = rt.now();
-    this.expiresAt = this.#deadline;
-    if (policy.serviceTimeout && svc.timeoutMs > 0) {
-      const d = Date.now() + svc.timeoutMs;
-      if (svc !== rt.policy) {
-        // A route's timeout (xDS): the call's deadline, sent as grpc-timeout (gRFC A31).
-        if (d < this.#deadline) this.#deadline = this.expiresAt = d;
-      } else if (d < this.#deadline) {
-        this.expiresAt = d;
-        this.#swept = true;
-        policy.sweeper.add(this, svc.timeoutMs);
-      }
-    }
-    if (policy.retries) {
-      const retry = svc.retry;
-      if (retry.grpcCodes !== undefined && retry !== rt.policy.retry) {
-        // The route's own retry policy (xDS): its codes and attempts.
-        let mask = routeMasks.get(svc);
-        if (mask === undefined) {
-          mask = maskOf(retry.grpcCodes);
-          routeMasks.set(svc, mask);
-        }
-        this.#retryMask = mask;
-        this.#maxRetries = mask === 0 ? 0 : retry.maxRetries;
-      } else if (policy.retryMask !== 0) {
-        this.#retryMask = policy.retryMask;
-        this.#maxRetries = policy.maxRetries ?? retry.maxRetries;
-      }
-    }
-    this.#holdBack = this.#unary && this.#maxRetries > 0;
-    if (!this.#unary && (this.#maxRetries === 0 || !this.#replay)) {
-      // Not retried (or already committed while it was being routed): nothing more to keep.
-      this.#maxRetries = 0;
-      if (this.#replay) this.#commit();
-    }
-    const hook = hookFor(rt, policy.hook);
-    if (hook !== undefined) {
-      try {
-        this.#obs = hook.start(this);
-      } catch {
-        this.#obs = undefined;
-      }
-      addHeaders(this.#metadata as Metadata, this.#obs?.headers);
-    }
-    if (this.#maxRetries > 0) rt.retryBudget.recordRequest(this.#start);
-    this.#send(false);
-  }
-
-  /** Starts an attempt (the first, or a retry): breaker permit, a new channel call, the replay. */
-  #send(retry: boolean): void {
-    const rt = this.#rt as ServiceRuntime;
-    const breaker = rt.resilience.breaker;
-    if (breaker !== undefined) {
-      const permit = breaker.tryAcquire();
-      if (permit === undefined) {
-        // Fail fast without sending anything: the breaker is open (or its probe is out).
-        this.#attempt = undefined;
-        const st = circuitOpenStatus(rt);
-        if (!retry) setImmediate(() => this.#deliver(st, 'circuit_open'));
-        else this.#deliver(st, 'circuit_open');
-        return;
-      }
-      this.#permit = permit;
-    }
-    if (retry) this.#attemptNo++;
-    const call = this.#channel.createCall(
-      this.#method,
-      this.#deadline,
-      this.#host,
-      this.#parent,
-      this.#flags,
-    );
-    if (this.#credentials !== undefined) call.setCredentials(this.#credentials);
-    this.#attempt = call;
-    (this.#tag as CallTag).attempt = this.#attemptNo;
-    const queued = this.#queue !== undefined;
-    if (queued) {
-      // A retryable stream: its kept messages go to this attempt from the first, one at a time.
-      this.#written = () => this.#onWritten(call);
-      this.#writing = false;
-      this.#queueNext = 0;
-      this.#halfCloseSent = false;
-    }
-    call.start(this.#metadata as Metadata, this);
-    // Replay what the client did before this attempt existed (a retry, or a call that waited
-    // for its route).
-    if (this.#reading) call.startRead();
-    if (queued) {
-      if (this.#attempt === call) this.#pump();
-      return;
-    }
-    const early = this.#early;
-    if (early !== undefined) {
-      this.#early = undefined;
-      for (let i = 0; i + 1 < early.length; i += 2)
-        call.sendMessageWithContext(early[i] as MessageContext, early[i + 1] as Buffer);
-    } else if (this.#message !== undefined) {
-      call.sendMessageWithContext(this.#context ?? {}, this.#message);
-    }
-    if (this.#halfClosed) call.halfClose();
-  }
-
-  // --- Call (towards grpc-js's client above) ---
 
   sendMessageWithContext(context: MessageContext, message: Buffer): void {
     const queue = this.#queue;
@@ -515,34 +517,320 @@ export class MeshCall implements GrpcCall, RouteRequest, CallInfo {
           this.#keptBytes += message.length;
           if (cb !== undefined) process.nextTick(cb);
           cb = undefined;
-        } else this.#commit();
+        } else this.#overflow();
       }
       queue.push({ flags: context.flags, message, callback: cb });
       this.#pump();
       return;
     }
-    if (this.#rt === undefined) {
-      // Still being routed: keep every message until the first attempt exists.
-      if (this.#early === undefined) this.#early = [];
-      this.#early.push(context, message);
-    }
-    if (this.#maxRetries > 0 || this.#rt === undefined) {
+    if (this.#unary) {
       this.#context = context;
       this.#message = message;
     }
-    this.#attempt?.sendMessageWithContext(context, message);
+    const att = this.current;
+    if (att !== undefined && !att.ended) att.call?.sendMessageWithContext(context, message);
+  }
+
+  /** `InterceptingCallInterface.sendMessage` (interceptor chains). */
+  sendMessage(message: unknown): void {
+    this.sendMessageWithContext({}, message as Buffer);
   }
 
   startRead(): void {
     this.#reading = true;
-    this.#attempt?.startRead();
+    const att = this.current;
+    if (att !== undefined && !att.ended) att.call?.startRead();
   }
 
   halfClose(): void {
     this.#halfClosed = true;
-    if (this.#queue !== undefined) this.#pump();
-    else this.#attempt?.halfClose();
+    if (this.#queue !== undefined) {
+      this.#pump();
+      return;
+    }
+    const att = this.current;
+    if (att !== undefined && !att.ended) att.call?.halfClose();
   }
+
+  cancelWithStatus(code: status, details: string): void {
+    if (this.#over || this.finished) return;
+    const st: StatusObject = { code, details, metadata: new Metadata() };
+    if (!this.#begun) {
+      // Still being routed (or waiting out a fault delay): nothing was sent.
+      this.#end(st);
+      return;
+    }
+    this.cancel(new StatusError(st));
+  }
+
+  getPeer(): string {
+    return this.current?.call?.getPeer() ?? this.#client.target;
+  }
+
+  getCallNumber(): number {
+    const c = this.current?.call as { getCallNumber?: () => number } | undefined;
+    return c?.getCallNumber?.() ?? 0;
+  }
+
+  setCredentials(credentials: CallCredentials): void {
+    this.#credentials = credentials;
+    const att = this.current;
+    if (att !== undefined && !att.ended) (att.call as GrpcCall | undefined)?.setCredentials(credentials);
+  }
+
+  getAuthContext(): AuthContext {
+    return this.current?.call?.getAuthContext() ?? null;
+  }
+
+  // ---- routing (routed targets: an xDS listener) ----------------------------------------------
+
+  #route(waited: boolean): void {
+    if (this.#over) return;
+    const router = this.#client.router as Router;
+    const result = router.route(this);
+    if (result === undefined) {
+      if (waited) this.#refuse(status.UNAVAILABLE, `no route table for "${router.name}"`);
+      else router.whenReady().then(() => this.#route(true));
+      return;
+    }
+    if (isMeshError(result)) {
+      this.#refuse(status.UNAVAILABLE, `${result.code}: ${result.message}`);
+      return;
+    }
+    const target = result as RouteTarget;
+    const rt = target.runtime;
+    this.hash = target.hash;
+    this.retarget(rt, this.#client.policyFor(target.policy ?? rt.policy, rt, this.#unary));
+    if (target.delayMs > 0) {
+      this.#timer = setTimeout(MeshCall.#delayed, target.delayMs, this, target);
+      return;
+    }
+    this.#routed(target);
+  }
+
+  static #delayed(call: MeshCall, target: RouteTarget): void {
+    call.#timer = undefined;
+    if (!call.#over) call.#routed(target);
+  }
+
+  #routed(target: RouteTarget): void {
+    if (target.abortStatus > 0) this.#refuse(grpcStatusOfHttp(target.abortStatus), 'fault filter abort');
+    else this.#begin(true);
+  }
+
+  /** Ends a call its route refused (nothing was sent). */
+  #refuse(code: status, details: string): void {
+    this.#end({ code, details, metadata: new Metadata() });
+  }
+
+  /** Ends a call that never began on a service. */
+  #end(st: StatusObject): void {
+    if (this.#over) return;
+    this.#over = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#releaseReplay();
+    if (this.#listener !== undefined) process.nextTick(deliverLater, this, st);
+  }
+
+  /** Starts the call on its service: the pipeline (deadline, breaker, thresholds, pick, attempts). */
+  #begin(routed = false): void {
+    this.#begun = true;
+    if (!routed) {
+      // Hash-based balancers hash on the metadata (a route brings its own hash).
+      hashHeaders.metadata = this.#md;
+      this.hash = this.service.requestHash(hashHeaders.view);
+      hashHeaders.metadata = undefined;
+    }
+    this.begin(this.#deadline === Number.POSITIVE_INFINITY ? undefined : this.#deadline);
+  }
+
+  protected override onStart(): void {
+    const extra = this.extraHeaders;
+    if (extra === undefined || extra.length === 0) return;
+    // Trace context, once per logical call; a key the caller set is left alone.
+    const md = this.#ownMetadata();
+    for (let i = 0; i + 1 < extra.length; i += 2) {
+      const name = extra[i] as string;
+      if (md.get(name).length === 0) md.set(name, extra[i + 1] as string);
+    }
+  }
+
+  /** The metadata attempts start with, as a copy the call owns (made once). */
+  #ownMetadata(): Metadata {
+    let md = this.#md as Metadata;
+    if (!this.#mdOwned) {
+      md = md.clone();
+      md.setOptions(this);
+      this.#md = md;
+      this.#mdOwned = true;
+    }
+    return md;
+  }
+
+  // ---- the wire (core's pipeline calls these) -------------------------------------------------
+
+  protected createAttempt(endpoint: EndpointState, index: number): GrpcAttempt {
+    return new GrpcAttempt(this, endpoint, index);
+  }
+
+  protected send(att: GrpcAttempt): void {
+    const call: AttemptCall =
+      this.#nextCall !== undefined
+        ? this.#nextCall(this.#iopts as InterceptorOptions)
+        : (this.#channel as Channel).createCall(
+            this.path,
+            Number.POSITIVE_INFINITY,
+            this.#host,
+            this.#parent,
+            this.#propagate,
+          );
+    att.call = call;
+    if (this.#credentials !== undefined) (call as GrpcCall).setCredentials(this.#credentials);
+    const budget = this.attemptBudgetMs();
+    if (budget !== Number.POSITIVE_INFINITY) this.#ownMetadata().set('grpc-timeout', grpcTimeout(budget));
+    const md = this.#md as Metadata;
+    if (this.#mdOwned) call.start(md, att);
+    else {
+      // grpc-js copies the metadata (and its options object) at once: the caller's metadata
+      // carries the call only while the attempt starts.
+      md.setOptions(this);
+      call.start(md, att);
+      md.setOptions(this.#userOptions as MetadataOptions);
+    }
+    // Replay what the client did before this attempt existed (a retry, or a call that waited
+    // for its route).
+    if (this.#reading) call.startRead();
+    if (this.#queue !== undefined) {
+      att.written = () => this.#onWritten(att);
+      this.#writing = false;
+      this.#queueNext = 0;
+      this.#halfCloseSent = false;
+      this.#pump();
+      return;
+    }
+    if (this.#message !== undefined) call.sendMessageWithContext(this.#context ?? {}, this.#message);
+    if (this.#halfClosed) call.halfClose();
+  }
+
+  protected abort(att: GrpcAttempt, reason: Error): void {
+    let code = status.CANCELLED;
+    let details = 'Cancelled on client';
+    if (reason instanceof StatusError) {
+      code = reason.status.code;
+      details = reason.status.details;
+    } else if (isMeshError(reason)) {
+      if (reason.code === ErrorCodes.TIMEOUT || reason.code === ErrorCodes.PER_TRY_TIMEOUT)
+        code = status.DEADLINE_EXCEEDED;
+      details = reason.message;
+    }
+    att.call?.cancelWithStatus(code, details);
+    // grpc-js reports the cancelled call later; the pipeline learns it now (that report is ignored).
+    this.failed(att, AttemptFailures.cancelled, reason);
+  }
+
+  protected deliverError(error: Error): void {
+    this.#releaseReplay();
+    if (this.#listener === undefined) return;
+    // As grpc-js, never inside the caller's own call (start, cancel): on the next tick.
+    process.nextTick(deliverLater, this, error instanceof StatusError ? error.status : this.#statusOf(error));
+  }
+
+  protected override replayable(_consumed: boolean): boolean {
+    return this.#unary || this.#replay;
+  }
+
+  protected override errorStatus(error: Error): number {
+    if (error instanceof StatusError) return error.status.code;
+    if (!isMeshError(error)) return status.UNAVAILABLE;
+    const code = error.code;
+    if (code === ErrorCodes.TIMEOUT || code === ErrorCodes.PER_TRY_TIMEOUT) return status.DEADLINE_EXCEEDED;
+    return code === ErrorCodes.CANCELLED ? status.CANCELLED : status.UNAVAILABLE;
+  }
+
+  /** The status the caller gets for a mesh error (its code: `errorStatus`). */
+  #statusOf(error: Error): StatusObject {
+    const metadata = new Metadata();
+    const code = this.errorStatus(error);
+    if (!isMeshError(error)) return { code, details: error.message, metadata };
+    // The caller's deadline, and a cancellation: in grpc-js's words.
+    if (error.code === ErrorCodes.TIMEOUT && this.callersDeadline)
+      return { code, details: `Deadline exceeded after ${(this.elapsedMs() / 1000).toFixed(3)}s`, metadata };
+    if (code === status.CANCELLED) return { code, details: 'Cancelled on client', metadata };
+    metadata.set('x-meshlet-error', error.code);
+    return { code, details: `${error.code}: ${error.message}`, metadata };
+  }
+
+  /** @internal Gives the caller the call's status. */
+  deliverStatus(st: StatusObject): void {
+    this.#listener?.onReceiveStatus(st);
+  }
+
+  #releaseReplay(): void {
+    this.#message = undefined;
+    this.#context = undefined;
+    if (this.#replay) this.#replay = false;
+    const q = this.#queue;
+    if (q !== undefined && !this.#writing) this.#queue = undefined;
+  }
+
+  // ---- the picker (balancer.ts) ----------------------------------------------------------------
+
+  /** grpc-js started the current attempt's stream on the picked subchannel: it left the client. */
+  onCallStarted(): void {
+    const att = this.current;
+    if (att !== undefined) this.connected(att);
+  }
+
+  // ---- what the attempts' grpc-js calls report ------------------------------------------------
+
+  /** @internal */
+  attemptMetadata(att: GrpcAttempt, metadata: Metadata): void {
+    if (att !== this.current || att.ended || this.finished) return;
+    if (!att.picked) this.#client.managedPicks = false;
+    // Response headers: the call commits to this attempt (gRFC A6); the stream keeps no more.
+    this.commit(att);
+    if (this.#queue !== undefined) this.#commitStream();
+    this.#listener?.onReceiveMetadata(metadata);
+  }
+
+  /** @internal */
+  attemptMessage(att: GrpcAttempt, message: unknown): void {
+    if (att !== this.current || att.ended || this.finished) return;
+    if (!this.committed) {
+      // Only an interceptor chain's unary placeholder comes before the headers: decided at the status.
+      att.held = message;
+      att.hasHeld = true;
+      return;
+    }
+    this.#listener?.onReceiveMessage(message);
+  }
+
+  /** @internal */
+  attemptStatus(att: GrpcAttempt, st: StatusObject): void {
+    if (att.ended) return;
+    let f = att.pickFailure;
+    if (f === undefined && att.connectedAt < 0 && st.code !== status.OK) {
+      // The attempt never had a stream: picked but not started (call credentials, metadata) is
+      // the caller's; never picked at all (name resolution, a closed channel), never sent.
+      if (att.picked) f = AttemptFailures.caller;
+      else if (this.#client.managedPicks) f = AttemptFailures.notSent;
+    }
+    if (f !== undefined) {
+      this.failed(att, f, new StatusError(st));
+      return;
+    }
+    if (att.connectedAt < 0 && !att.picked && st.code === status.OK) this.#client.managedPicks = false;
+    this.response(att, st.code);
+    if (!this.complete(att)) return;
+    this.#releaseReplay();
+    const l = this.#listener;
+    if (l === undefined) return;
+    if (att.hasHeld) l.onReceiveMessage(att.held);
+    l.onReceiveStatus(st);
+  }
+
+  // ---- a replayable stream's messages ----------------------------------------------------------
 
   /**
    * Writes the next queued message to the current attempt when no write is pending; once the
@@ -551,12 +839,14 @@ export class MeshCall implements GrpcCall, RouteRequest, CallInfo {
    */
   #pump(): void {
     const queue = this.#queue;
-    const call = this.#attempt;
-    if (queue === undefined || call === undefined || this.#writing) return;
+    const att = this.current;
+    if (queue === undefined || att === undefined || att.ended || this.#writing) return;
+    const call = att.call;
+    if (call === undefined) return;
     const m = queue[this.#queueNext];
     if (m !== undefined) {
       this.#writing = true;
-      call.sendMessageWithContext({ flags: m.flags, callback: this.#written }, m.message);
+      call.sendMessageWithContext({ flags: m.flags, callback: att.written }, m.message);
       return;
     }
     if (!this.#replay) this.#queue = undefined; // committed and drained: straight through now
@@ -567,12 +857,13 @@ export class MeshCall implements GrpcCall, RouteRequest, CallInfo {
   }
 
   /** The current attempt finished writing a queued message. */
-  #onWritten(attempt: GrpcCall): void {
-    if (attempt !== this.#attempt) return; // an attempt given up (retried, or the call ended)
+  #onWritten(att: GrpcAttempt): void {
+    if (att !== this.current || att.ended) return; // an attempt given up (retried, or ended)
     this.#writing = false;
     const queue = this.#queue;
     if (queue === undefined) return;
-    const m = queue[this.#queueNext] as QueuedMessage;
+    const m = queue[this.#queueNext] as QueuedMessage | undefined;
+    if (m === undefined) return;
     // Committed: what the attempt wrote is not kept; kept for a replay: move on.
     if (this.#replay) this.#queueNext++;
     else queue.shift();
@@ -584,180 +875,25 @@ export class MeshCall implements GrpcCall, RouteRequest, CallInfo {
     this.#pump();
   }
 
-  cancelWithStatus(code: status, details: string): void {
-    if (this.#cancelled || this.#delivered) return;
-    this.#cancelled = true;
-    this.#permit?.done('ignore');
-    this.#permit = undefined;
-    if (this.#timer !== undefined) {
-      // Cancelled while backing off before a retry: no attempt is in flight to report it.
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#deliver({ code, details, metadata: new Metadata() }, 'cancelled');
-      return;
-    }
-    if (this.#attempt !== undefined) this.#attempt.cancelWithStatus(code, details);
-    else if (this.#listener === undefined) this.#delivered = true;
-    // Not sent (still being routed, or refused by the breaker): nothing else will report it.
-    else this.#deliver({ code, details, metadata: new Metadata() }, 'cancelled');
-  }
-
-  getPeer(): string {
-    return this.#attempt?.getPeer() ?? this.#channel.getTarget();
-  }
-
-  getCallNumber(): number {
-    return this.#attempt?.getCallNumber() ?? 0;
-  }
-
-  setCredentials(credentials: CallCredentials): void {
-    this.#credentials = credentials;
-    this.#attempt?.setCredentials(credentials);
-  }
-
-  getAuthContext(): ReturnType<GrpcCall['getAuthContext']> {
-    return this.#attempt?.getAuthContext() ?? null;
-  }
-
-  /** The service timeout passed (called by the sweeper, which already unlinked the call). */
-  expire(): void {
-    this.#swept = false;
-    if (this.#delivered || this.#cancelled) return;
-    this.#expired = true;
-    const details = 'Deadline exceeded (the service timeout of the mesh client)';
-    if (this.#timer !== undefined) {
-      clearTimeout(this.#timer);
-      this.#timer = undefined;
-      this.#deliver({ code: status.DEADLINE_EXCEEDED, details, metadata: new Metadata() }, 'timeout');
-      return;
-    }
-    if (this.#attempt !== undefined) this.#attempt.cancelWithStatus(status.DEADLINE_EXCEEDED, details);
-    else this.#deliver({ code: status.DEADLINE_EXCEEDED, details, metadata: new Metadata() }, 'timeout');
-  }
-
-  // --- InterceptingListener (from the current attempt's channel call) ---
-
-  onReceiveMetadata(metadata: Metadata): void {
-    if (this.#holdBack) this.#respMetadata = metadata;
-    else {
-      // The server answered: a streaming call commits to this attempt.
-      if (this.#replay) this.#commit();
-      this.#listener?.onReceiveMetadata(metadata);
-    }
-  }
-
-  onReceiveMessage(message: unknown): void {
-    if (this.#holdBack) {
-      this.#respMessage = message;
-      this.#hasMessage = true;
-    } else this.#listener?.onReceiveMessage(message);
-  }
-
-  onReceiveStatus(st: StatusObject): void {
-    const rt = this.#rt as ServiceRuntime;
-    const code = st.code;
-    const tag = this.#tag as CallTag;
-    const ep = tag.pending;
-    if (ep !== undefined) {
-      tag.pending = undefined;
-      rt.endAttempt(ep, tag.startedAt, this.#attemptNo, outcomeOf(code), code, undefined, undefined, 'grpc');
-    }
-    const permit = this.#permit;
-    if (permit !== undefined) {
-      this.#permit = undefined;
-      permit.done(verdictOf(code));
-    }
-    if (
-      code !== status.OK &&
-      this.#attemptNo < this.#maxRetries &&
-      ((this.#retryMask >>> code) & 1) === 1 &&
-      !this.#cancelled &&
-      !this.#expired &&
-      this.#retry(code)
-    ) {
-      return;
-    }
-    this.#deliver(st, outcomeOf(code));
-  }
-
   /**
-   * A streaming call commits to its current attempt (gRFC A6): no more retries, no more messages
-   * kept (those kept go to the next attempt when none is out yet, then are dropped).
+   * A streaming call commits (its response headers came, or its messages outgrew the buffer): no
+   * more messages kept; those the current attempt already wrote are dropped (those not written yet
+   * still go to it, or to the next attempt when none is out).
    */
-  #commit(): void {
+  #commitStream(): void {
     this.#replay = false;
-    if (this.#maxRetries > this.#attemptNo) this.#maxRetries = this.#attemptNo;
     const queue = this.#queue;
-    if (queue !== undefined && this.#attempt !== undefined && this.#queueNext > 0) {
-      // What the current attempt already wrote is not needed any more.
+    const att = this.current;
+    if (queue !== undefined && att !== undefined && !att.ended && this.#queueNext > 0) {
       queue.splice(0, this.#queueNext);
       this.#queueNext = 0;
     }
   }
 
-  /** Decides on and schedules a retry after a failed attempt; false when it is not allowed. */
-  #retry(code: number): boolean {
-    const rt = this.#rt as ServiceRuntime;
-    const now = rt.now();
-    const delay = backoffDelay((this.#svc as ServicePolicy).retry, this.#attemptNo);
-    const pastDeadline = Date.now() + delay >= this.expiresAt;
-    // Never retry into an open (or probing) breaker.
-    const breakerOpen = rt.resilience.breaker !== undefined && rt.resilience.breaker.state !== 'closed';
-    const allowed = !pastDeadline && !breakerOpen && rt.retryBudget.tryRetry(now);
-    if (rt.events.wants('retry')) {
-      rt.events.emit('retry', {
-        service: rt.name,
-        attempt: this.#attemptNo + 1,
-        reason: status[code] ?? String(code),
-        allowed,
-        denial: allowed ? undefined : pastDeadline ? 'deadline' : breakerOpen ? 'circuit_open' : 'budget',
-      });
-    }
-    if (!allowed) return false;
-    this.#respMetadata = undefined;
-    this.#respMessage = undefined;
-    this.#hasMessage = false;
-    this.#attempt = undefined;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (!this.#cancelled) this.#send(true);
-    }, delay);
-    return true;
-  }
-
-  #deliver(st: StatusObject, outcome: Outcome): void {
-    if (this.#delivered) return;
-    this.#delivered = true;
-    if (this.#swept) {
-      this.#swept = false;
-      this.#policy.sweeper.remove(this);
-    }
-    this.#attempt = undefined;
-    const rt = this.#rt;
-    const tag = this.#tag;
-    const obs = this.#obs;
-    if (obs !== undefined) obs.end(outcome, st.code, this.#attemptNo + 1, tag?.endpoint, errorOf(st));
-    if (rt?.events.wants('request')) {
-      rt.events.emit('request', {
-        service: rt.name,
-        method: 'POST',
-        path: this.#method,
-        durationMs: rt.now() - this.#start,
-        outcome,
-        status: st.code,
-        attempts: this.#attemptNo + 1,
-        endpoint: tag?.endpoint,
-        error: undefined,
-        transport: 'grpc',
-      });
-    }
-    const l = this.#listener;
-    if (l === undefined) return;
-    if (this.#holdBack) {
-      if (this.#respMetadata !== undefined) l.onReceiveMetadata(this.#respMetadata);
-      else if (st.code === status.OK) l.onReceiveMetadata(new Metadata());
-      if (this.#hasMessage) l.onReceiveMessage(this.#respMessage);
-    }
-    l.onReceiveStatus(st);
+  /** The stream's messages outgrew the buffer: it commits to the attempt in flight. */
+  #overflow(): void {
+    this.#commitStream();
+    const att = this.current;
+    if (att !== undefined && !att.ended) this.commit(att);
   }
 }

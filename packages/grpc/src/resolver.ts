@@ -174,17 +174,8 @@ class MeshResolver implements experimental.Resolver {
       this.#release?.();
       this.#release = mesh.retain(runtime);
       this.#runtime = runtime;
-      const name = runtime.name;
-      const offEndpoints = mesh.events.on('endpoints', (e) => {
-        if (e.service === name) this.updateResolution();
-      });
-      const offError = mesh.events.on('discoveryError', (e) => {
-        if (e.service === name) this.updateResolution();
-      });
-      this.#unsubscribe = () => {
-        offEndpoints();
-        offError();
-      };
+      // Discovery changes (and failures) are re-reported: a watch, not the event bus.
+      this.#unsubscribe = runtime.watchEndpoints(() => this.updateResolution());
       if (!runtime.discovery.hasData && runtime.discovery.errors === 0) {
         runtime.whenDiscovered().then(() => this.updateResolution());
       }

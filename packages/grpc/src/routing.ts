@@ -7,6 +7,8 @@ import {
   type ServicePolicy,
 } from '@meshlet/core';
 import { CallTag } from './call-tag.js';
+import { MeshCall } from './mesh-call.js';
+import { grpcStatusOfHttp, metadataHeader } from './metadata.js';
 
 type ConfigSelector = experimental.ConfigSelector;
 type CallConfig = ReturnType<ConfigSelector['invoke']>;
@@ -14,15 +16,6 @@ type MethodConfig = CallConfig['methodConfig'];
 
 /** The resolver attribute under which grpc-js takes a channel's config selector. */
 export const CONFIG_SELECTOR_KEY = experimental.CHANNEL_ARGS_CONFIG_SELECTOR_KEY;
-
-/** The first string value of a metadata key (`-bin` keys and absent keys: undefined). */
-export function metadataHeader(metadata: Metadata, name: string): string | undefined {
-  if (name.endsWith('-bin')) return undefined;
-  const v = metadata.get(name);
-  if (v.length === 0) return undefined;
-  const first = v[0];
-  return typeof first === 'string' ? first : undefined;
-}
 
 /**
  * A gRPC call as a router sees it (the same `RouteRequest` mesh fetch builds): method `POST`, the
@@ -37,31 +30,6 @@ export class MetadataRouteRequest implements RouteRequest {
   }
 }
 
-/**
- * The gRPC status of an HTTP status (fault injection aborts, as the gRPC HTTP mapping defines it):
- * 400 INTERNAL, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429/502/503/504
- * UNAVAILABLE, anything else UNKNOWN.
- */
-export function grpcStatusOfHttp(httpStatus: number): status {
-  switch (httpStatus) {
-    case 400:
-      return status.INTERNAL;
-    case 401:
-      return status.UNAUTHENTICATED;
-    case 403:
-      return status.PERMISSION_DENIED;
-    case 404:
-      return status.UNIMPLEMENTED;
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-      return status.UNAVAILABLE;
-    default:
-      return status.UNKNOWN;
-  }
-}
-
 const NO_FILTERS: CallConfig['dynamicFilterFactories'] = [];
 const NO_PICK_INFO: CallConfig['pickInformation'] = {};
 const PLAIN_METHOD_CONFIG: MethodConfig = { name: [] };
@@ -70,7 +38,7 @@ function callConfig(methodConfig: MethodConfig, code: status): CallConfig {
   return { methodConfig, pickInformation: NO_PICK_INFO, status: code, dynamicFilterFactories: NO_FILTERS };
 }
 
-/** The config of calls that need nothing from the selector (mesh clients route in `MeshCall`). */
+/** The config of calls that need nothing from the selector (mesh calls route themselves). */
 const PASS: CallConfig = callConfig(PLAIN_METHOD_CONFIG, status.OK);
 const UNROUTED: CallConfig = callConfig(PLAIN_METHOD_CONFIG, status.UNAVAILABLE);
 
@@ -109,14 +77,15 @@ class FaultFilter extends experimental.BaseFilter {
 
 /**
  * The method config of a plain client's call routed to a service with `policy`: the route's
- * timeout, and its retries as a grpc-js retry policy (a plain client has no meshlet retry layer).
+ * timeout, and the route's own retry policy (xDS `retry_on`) as a grpc-js retry policy, as
+ * grpc-js-xds does (gRFC A44); without one, grpc-js's own behaviour (transparent retries only).
  */
 function methodConfigOf(policy: ServicePolicy): MethodConfig {
   const mc: { -readonly [K in keyof MethodConfig]: MethodConfig[K] } = { name: [] };
   if (policy.timeoutMs > 0) mc.timeout = toDuration(policy.timeoutMs);
   const r = policy.retry;
-  const codes = r.grpcCodes ?? [status.UNAVAILABLE];
-  if (r.maxRetries > 0 && codes.length > 0) {
+  const codes = r.grpcCodes;
+  if (r.maxRetries > 0 && codes !== undefined && codes.length > 0) {
     mc.retryPolicy = {
       maxAttempts: Math.min(5, r.maxRetries + 1),
       initialBackoff: `${Math.max(0.001, r.backoffBaseMs / 1000)}s`,
@@ -132,8 +101,8 @@ function methodConfigOf(policy: ServicePolicy): MethodConfig {
  * grpc-js's per-call config selector of a routed `mesh:` channel (what grpc-js-xds uses for xDS
  * routing): it routes each call of a plain grpc-js client by its method path and metadata, records
  * the route target on the call's `CallTag` (which the `meshlet` picker balances over), and turns
- * the route's timeout and retry policy into the call's method config. Calls of mesh clients arrive
- * already routed (by `MeshCall`) and pass through.
+ * the route's timeout and retry policy into the call's method config. Mesh calls arrive already
+ * routed (by `MeshCall`) and pass through.
  */
 export class RoutingConfigSelector implements ConfigSelector {
   readonly #router: Router;
@@ -146,7 +115,7 @@ export class RoutingConfigSelector implements ConfigSelector {
 
   invoke(methodName: string, metadata: Metadata): CallConfig {
     const opts = metadata.getOptions();
-    if (opts instanceof CallTag && opts.target !== undefined) return PASS;
+    if (opts instanceof MeshCall) return PASS;
     const req = this.#request;
     req.path = methodName;
     req.metadata = metadata;

@@ -1,3 +1,4 @@
+import { type AddressInfo, connect, createServer as createNetServer } from 'node:net';
 import {
   type ClientReadableStream,
   credentials,
@@ -10,12 +11,13 @@ import {
   status,
 } from '@grpc/grpc-js';
 import { type Mesh, runWithDeadline } from '@meshlet/core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createMeshClient, meshClientOptions, meshInterceptor, pooledChannelCount } from '../src/index.js';
 import {
   EchoClient,
   type EchoClientType,
   echo,
+  get,
   meshFor,
   startEchoServer,
   stopServer,
@@ -44,6 +46,18 @@ async function mesh(svc: Record<string, unknown>, opts: { name?: string } = {}):
 }
 
 const eps = (list: TestServer[]) => list.map((s) => `127.0.0.1:${s.port}`);
+
+/** A service of one live server and one address nothing listens on any more (round robin). */
+async function withDeadEndpoint(): Promise<{ list: TestServer[]; deadPort: number; m: Mesh }> {
+  const list = await servers(1);
+  const dead = await startEchoServer('dead');
+  const deadPort = dead.port;
+  await stopServer(dead);
+  const m = await mesh({
+    echo: { endpoints: [...eps(list), `127.0.0.1:${deadPort}`], lb: 'round_robin', panicThreshold: 0 },
+  });
+  return { list, deadPort, m };
+}
 
 describe('mesh: resolver and per-call balancing', () => {
   it('spreads the calls of ONE channel over every server (per call, not per connection)', async () => {
@@ -100,6 +114,40 @@ describe('mesh: resolver and per-call balancing', () => {
     expect((list[1] as TestServer).calls + (list[2] as TestServer).calls).toBe(20);
   });
 
+  it("measures an endpoint's latency from when the call is on a stream, not its connection setup", async () => {
+    const [s0] = await servers(1);
+    // Every connection to the endpoint takes 300 ms to set up (as a slow TLS handshake would).
+    const relay = createNetServer((client) => {
+      client.pause();
+      setTimeout(() => {
+        const upstream = connect((s0 as TestServer).port, '127.0.0.1', () => {
+          client.pipe(upstream);
+          upstream.pipe(client);
+          client.resume();
+        });
+        const close = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        client.on('error', close).on('close', close);
+        upstream.on('error', close).on('close', close);
+      }, 300);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => relay.close(() => resolve())));
+    const port = (relay.address() as AddressInfo).port;
+    const m = await mesh({ echo: { endpoints: [`127.0.0.1:${port}`] } });
+    const durations: number[] = [];
+    m.events.on('attempt', (e) => durations.push(e.durationMs));
+    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(() => client.close());
+    await echo(client, { text: 'x' });
+    expect(durations[0]).toBeGreaterThanOrEqual(290); // the attempt, as the caller saw it
+    const ewma = m.service('echo')?.endpoints[0]?.ewmaMs ?? 0;
+    expect(ewma).toBeGreaterThan(0); // observed…
+    expect(ewma).toBeLessThan(100); // …from the stream: the endpoint's request latency
+  });
+
   it('ring_hash on a metadata key sends the same key to the same server', async () => {
     const list = await servers(4);
     await mesh({
@@ -131,14 +179,8 @@ describe('mesh: resolver and per-call balancing', () => {
     await expect(echo(client, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
   });
 
-  it('marks endpoints whose subchannel is in TRANSIENT_FAILURE unhealthy and avoids them', async () => {
-    const list = await servers(1);
-    const dead = await startEchoServer('dead');
-    const deadPort = dead.port;
-    await stopServer(dead);
-    const m = await mesh({
-      echo: { endpoints: [...eps(list), `127.0.0.1:${deadPort}`], lb: 'round_robin', panicThreshold: 0 },
-    });
+  it('reports subchannels in TRANSIENT_FAILURE to the service, which keeps their endpoints out of rotation', async () => {
+    const { deadPort, m } = await withDeadEndpoint();
     const healthEvents: boolean[] = [];
     const unhealthy = new Promise<void>((resolve) =>
       m.events.on('health', (e) => {
@@ -150,8 +192,16 @@ describe('mesh: resolver and per-call balancing', () => {
     cleanups.push(() => client.close());
     await echo(client, { text: 'warm' });
     await unhealthy;
-    expect(m.service('echo')?.endpoint(`127.0.0.1:${deadPort}`)?.activeHealth).toBe('unhealthy');
+    const st = m.service('echo')?.endpoint(`127.0.0.1:${deadPort}`);
+    // Reported through the service (`reportConnectivity`), not written into the endpoint's health.
+    expect(st?.unreachable).toBe(1);
+    expect(st?.activeHealth).toBe('unknown');
+    expect(m.snapshot().services.echo?.endpoints.find((e) => e.port === deadPort)?.reachable).toBe(false);
     for (let i = 0; i < 6; i++) expect((await echo(client, { text: 'x' })).server).toBe('s0');
+    // Closing the channel withdraws its report.
+    client.close();
+    await vi.waitFor(() => expect(st?.unreachable).toBe(0));
+    expect(healthEvents).toEqual([false, true]);
   });
 
   it('uses one pooled channel per target and closes it with the last client and with the mesh', async () => {
@@ -192,18 +242,59 @@ describe('mesh: resolver and per-call balancing', () => {
   });
 });
 
-describe('interceptor: retries and deadlines', () => {
-  it('retries UNAVAILABLE on another server within the budget', async () => {
+describe('retries (gRFC A6 rules, within the budget) and deadlines', () => {
+  it('retries UNAVAILABLE of a method the proto marks idempotent on another server', async () => {
     const list = await servers(2);
     (list[0] as TestServer).failWith = status.UNAVAILABLE;
     const m = await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
-    const retries: boolean[] = [];
-    m.events.on('retry', (e) => retries.push(e.allowed));
+    const retries: Array<[string, boolean]> = [];
+    m.events.on('retry', (e) => retries.push([e.reason, e.allowed]));
     const client = createMeshClient(EchoClient, 'mesh:///echo');
     cleanups.push(() => client.close());
-    for (let i = 0; i < 6; i++) expect((await echo(client, { text: 'x' })).server).toBe('s1');
+    for (let i = 0; i < 6; i++) expect((await get(client, { text: 'x' })).server).toBe('s1');
     expect(retries.length).toBeGreaterThan(0);
-    expect(retries.every(Boolean)).toBe(true);
+    expect(retries.every(([reason, allowed]) => reason === 'unavailable' && allowed)).toBe(true);
+  });
+
+  it('never retries a call that may have been processed when the method is not idempotent', async () => {
+    const list = await servers(2);
+    (list[0] as TestServer).failWith = status.UNAVAILABLE;
+    const m = await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
+    const retries: string[] = [];
+    m.events.on('retry', (e) => retries.push(e.reason));
+    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(() => client.close());
+    const codes: number[] = [];
+    for (let i = 0; i < 6; i++)
+      codes.push(
+        await echo(client, { text: 'x' }).then(
+          () => status.OK,
+          (e: ServiceError) => e.code,
+        ),
+      );
+    // round_robin: every other call reached s0, which processed it once and answered UNAVAILABLE.
+    expect(codes.filter((c) => c === status.UNAVAILABLE)).toHaveLength((list[0] as TestServer).calls);
+    expect((list[0] as TestServer).calls).toBe(3);
+    expect(retries).toEqual([]);
+  });
+
+  it('retries a call that never left the client whatever the method (an endpoint that cannot be connected to)', async () => {
+    const { list, deadPort, m } = await withDeadEndpoint();
+    const retries: string[] = [];
+    m.events.on('retry', (e) => retries.push(e.reason));
+    const failures: string[] = [];
+    m.events.on('attempt', (e) => {
+      if (e.outcome !== 'success') failures.push(`${e.endpoint.endpoint.port}:${e.outcome}:${e.verdict}`);
+    });
+    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(() => client.close());
+    // Four calls at once, before the dead endpoint's connection failed: round_robin sends two there.
+    const replies = await Promise.all([1, 2, 3, 4].map(() => echo(client, { text: 'x' })));
+    expect(replies.map((r) => r.server)).toEqual(['s0', 's0', 's0', 's0']);
+    expect(retries).toContain('connect-failure');
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures.every((f) => f === `${deadPort}:connect_failure:local_failure`)).toBe(true);
+    expect((list[0] as TestServer).calls).toBe(4);
   });
 
   it.each(['random', 'peak_ewma'])(
@@ -224,30 +315,55 @@ describe('interceptor: retries and deadlines', () => {
       });
       const client = createMeshClient(EchoClient, 'mesh:///echo');
       cleanups.push(() => client.close());
-      for (let i = 0; i < 40; i++) expect((await echo(client, { text: 'x' })).server).toBe('s2');
+      for (let i = 0; i < 40; i++) expect((await get(client, { text: 'x' })).server).toBe('s2');
       // No call went to a failing server twice: at most two of its three attempts failed.
       expect((list[0] as TestServer).calls + (list[1] as TestServer).calls).toBeLessThanOrEqual(80);
     },
   );
 
-  it('does not retry codes outside the list, and honours retry: false', async () => {
+  it('retries only the listed conditions; retry: false turns retries off; listed codes are retried for any method', async () => {
     const list = await servers(1);
     (list[0] as TestServer).failWith = status.INTERNAL;
     await mesh({ echo: { endpoints: eps(list) } });
     const client = createMeshClient(EchoClient, 'mesh:///echo');
     cleanups.push(() => client.close());
-    await expect(echo(client, { text: 'x' })).rejects.toMatchObject({ code: status.INTERNAL });
+    await expect(get(client, { text: 'x' })).rejects.toMatchObject({ code: status.INTERNAL });
     expect((list[0] as TestServer).calls).toBe(1);
     (list[0] as TestServer).failWith = status.UNAVAILABLE;
     const noRetry = createMeshClient(EchoClient, 'mesh:///echo', { retry: false });
     cleanups.push(() => noRetry.close());
-    await expect(echo(noRetry, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    await expect(get(noRetry, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
     expect((list[0] as TestServer).calls).toBe(2);
+    // Codes the user lists are retried whatever the method (they say the code means "not processed").
     const custom = createMeshClient(EchoClient, 'mesh:///echo', { retry: { codes: [status.INTERNAL] } });
     cleanups.push(() => custom.close());
     (list[0] as TestServer).failWith = status.INTERNAL;
     await expect(echo(custom, { text: 'x' })).rejects.toMatchObject({ code: status.INTERNAL });
     expect((list[0] as TestServer).calls).toBe(5); // 1 + 2 retries
+    // …and they replace the policy's gRPC conditions: UNAVAILABLE is no longer one for this client.
+    (list[0] as TestServer).failWith = status.UNAVAILABLE;
+    await expect(get(custom, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    expect((list[0] as TestServer).calls).toBe(6);
+  });
+
+  it("honours grpc-js's per-call idempotentRequest and the client's idempotentMethods", async () => {
+    const list = await servers(2);
+    (list[0] as TestServer).failWith = status.UNAVAILABLE;
+    await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
+    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(() => client.close());
+    const idempotent = () => {
+      const md = new Metadata({ idempotentRequest: true });
+      return new Promise<{ server: string }>((resolve, reject) =>
+        (client as unknown as EchoClientType).echo({ text: 'x' }, md as unknown as object, (err, res) =>
+          err ? reject(err) : resolve(res as { server: string }),
+        ),
+      );
+    };
+    for (let i = 0; i < 4; i++) expect((await idempotent()).server).toBe('s1');
+    const configured = createMeshClient(EchoClient, 'mesh:///echo', { idempotentMethods: ['test.Echo'] });
+    cleanups.push(() => configured.close());
+    for (let i = 0; i < 4; i++) expect((await echo(configured, { text: 'x' })).server).toBe('s1');
   });
 
   it('stops retrying when the retry budget is exhausted', async () => {
@@ -262,7 +378,7 @@ describe('interceptor: retries and deadlines', () => {
     });
     const client = createMeshClient(EchoClient, 'mesh:///echo');
     cleanups.push(() => client.close());
-    await expect(echo(client, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    await expect(get(client, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
     expect((list[0] as TestServer).calls).toBe(1);
     expect(denials).toEqual(['budget']);
   });
@@ -278,10 +394,13 @@ describe('interceptor: retries and deadlines', () => {
     expect(ms).toBeGreaterThan(1_000);
     await expect(
       runWithDeadline(Date.now() + 50, () => echo(client, { text: 'slow', delayMs: 2_000 })),
-    ).rejects.toMatchObject({ code: status.DEADLINE_EXCEEDED });
+    ).rejects.toMatchObject({
+      code: status.DEADLINE_EXCEEDED,
+      details: expect.stringMatching(/^Deadline exceeded after /),
+    });
   });
 
-  it('applies the service timeout as the default deadline', async () => {
+  it('applies the service timeout to unary calls through meshClientOptions', async () => {
     const list = await servers(1);
     await mesh({ echo: { endpoints: eps(list), timeout: '100ms' } });
     const client = new EchoClient(
@@ -292,25 +411,26 @@ describe('interceptor: retries and deadlines', () => {
     cleanups.push(() => client.close());
     await expect(echo(client, { text: 'slow', delayMs: 2_000 })).rejects.toMatchObject({
       code: status.DEADLINE_EXCEEDED,
+      details: expect.stringContaining('MESHLET_ERR_TIMEOUT'),
     });
   });
 
-  it('enforces the service timeout in the client (no timer per call); explicit deadlines travel', async () => {
+  it('a service timeout is the deadline of unary calls (sent as grpc-timeout); serviceTimeout: false and the caller’s deadline', async () => {
     const list = await servers(1);
-    await mesh({ echo: { endpoints: eps(list), timeout: '200ms' } });
+    await mesh({ echo: { endpoints: eps(list), timeout: '2s' } });
     const client = createMeshClient(EchoClient, 'mesh:///echo');
     cleanups.push(() => client.close());
-    // Only the service timeout: ended by the client's sweeper, not sent as grpc-timeout.
-    expect((await echo(client, { text: 'x' })).deadline).toBeUndefined();
-    await expect(echo(client, { text: 'slow', delayMs: 3_000 })).rejects.toMatchObject({
-      code: status.DEADLINE_EXCEEDED,
-      details: expect.stringContaining('service timeout'),
-    });
-    // A caller's deadline (or the inbound request's) is sent.
-    const withDeadline = await echo(client, { text: 'x' }, { deadline: Date.now() + 5_000 });
-    expect(withDeadline.deadline).toBeGreaterThan(Date.now());
-    // The call keeps working afterwards.
-    expect((await echo(client, { text: 'x' })).server).toBe('s0');
+    // The server sees the service timeout as the call's deadline.
+    const left = ((await echo(client, { text: 'x' })).deadline ?? 0) - Date.now();
+    expect(left).toBeGreaterThan(1_000);
+    expect(left).toBeLessThanOrEqual(2_000);
+    // A nearer caller's deadline wins.
+    const near =
+      ((await echo(client, { text: 'x' }, { deadline: Date.now() + 1_000 })).deadline ?? 0) - Date.now();
+    expect(near).toBeLessThanOrEqual(1_000);
+    const none = createMeshClient(EchoClient, 'mesh:///echo', { serviceTimeout: false });
+    cleanups.push(() => none.close());
+    expect((await echo(none, { text: 'x' })).deadline).toBeUndefined();
   });
 
   it('opens the service breaker on failing calls and then fails fast without sending', async () => {
@@ -336,11 +456,38 @@ describe('interceptor: retries and deadlines', () => {
       await expect(echo(client, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
     expect(states).toEqual(['open']);
     const sent = (list[0] as TestServer).calls;
-    await expect(echo(client, { text: 'x' })).rejects.toMatchObject({
+    const err = await echo(client, { text: 'x' }).catch((e: ServiceError) => e);
+    expect(err).toMatchObject({
       code: status.UNAVAILABLE,
       details: expect.stringContaining('MESHLET_ERR_CIRCUIT_OPEN'),
     });
+    expect((err as ServiceError).metadata.get('x-meshlet-error')).toEqual(['MESHLET_ERR_CIRCUIT_OPEN']);
     expect((list[0] as TestServer).calls).toBe(sent);
+  });
+
+  it('enforces thresholds: calls over maxRequests fail fast with MESHLET_ERR_OVERLOADED', async () => {
+    const list = await servers(1);
+    const m = await mesh({ echo: { endpoints: eps(list), thresholds: { maxRequests: 2 } } });
+    const outcomes: string[] = [];
+    m.events.on('request', (e) => outcomes.push(e.outcome));
+    const client = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(() => client.close());
+    await echo(client, { text: 'warm' });
+    const settled = await Promise.allSettled(
+      [1, 2, 3, 4].map(() => echo(client, { text: 'slow', delayMs: 200 })),
+    );
+    const rejected = settled.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    expect(settled.filter((r) => r.status === 'fulfilled')).toHaveLength(2);
+    expect(rejected.map((r) => (r.reason as ServiceError).code)).toEqual([
+      status.UNAVAILABLE,
+      status.UNAVAILABLE,
+    ]);
+    expect((rejected[0] as PromiseRejectedResult).reason).toMatchObject({
+      details: expect.stringContaining('MESHLET_ERR_OVERLOADED'),
+    });
+    expect(outcomes.filter((o) => o === 'overloaded')).toHaveLength(2);
+    expect((list[0] as TestServer).calls).toBe(3);
+    expect(m.service('echo')?.resilience.thresholds.stats()).toMatchObject({ requests: 0, pending: 0 });
   });
 
   it('ends a call cancelled while it waits to be retried with CANCELLED', async () => {
@@ -352,7 +499,7 @@ describe('interceptor: retries and deadlines', () => {
     // make sure the backoff is long: jitter may pick anything below base, so wait for the retry event
     const retrying = new Promise<void>((resolve) => m.events.on('retry', () => resolve()));
     const result = new Promise<{ code: number }>((resolve) => {
-      const call = (client as unknown as { echo: (...a: unknown[]) => { cancel(): void } }).echo(
+      const call = (client as unknown as { get: (...a: unknown[]) => { cancel(): void } }).get(
         { text: 'x' },
         (err: { code: number } | null) => resolve(err ?? { code: status.OK }),
       );
@@ -387,10 +534,11 @@ describe('mesh calls: the channel-level call of mesh clients', () => {
     const m = await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
     const retries: boolean[] = [];
     m.events.on('retry', (e) => retries.push(e.allowed));
+    // Without the client class, the method table (and the proto's idempotency) is not known.
     const client = new EchoClient(
       'mesh:///echo',
       credentials.createInsecure(),
-      meshClientOptions('mesh:///echo'),
+      meshClientOptions('mesh:///echo', { idempotentMethods: ['/test.Echo/Echo'] }),
     );
     cleanups.push(() => client.close());
     for (let i = 0; i < 4; i++) expect((await echo(client, { text: 'x' })).server).toBe('s1');
@@ -398,21 +546,42 @@ describe('mesh calls: the channel-level call of mesh clients', () => {
     expect(retries.every(Boolean)).toBe(true);
   });
 
-  it('meshInterceptor gives a channel meshlet did not create the same retries and request events', async () => {
+  it('meshInterceptor runs a channel meshlet did not create on the same pipeline (retries, request events, thresholds)', async () => {
     const list = await servers(2);
     (list[0] as TestServer).failWith = status.UNAVAILABLE;
-    const m = await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
-    const requests: number[] = [];
-    m.events.on('request', (e) => requests.push(e.attempts));
+    const m = await mesh({
+      echo: { endpoints: eps(list), lb: 'round_robin', thresholds: { maxRequests: 1 } },
+    });
+    const requests: Array<[string, number]> = [];
+    m.events.on('request', (e) => requests.push([e.outcome, e.attempts]));
     const rt = m.service('echo');
     if (!rt) throw new Error('no runtime');
     const client = new EchoClient('mesh:///echo', credentials.createInsecure(), {
-      interceptors: [meshInterceptor(rt)],
+      interceptors: [meshInterceptor(rt, { idempotentMethods: ['/test.Echo/Echo'] })],
     });
     cleanups.push(() => client.close());
     for (let i = 0; i < 4; i++) expect((await echo(client, { text: 'x' })).server).toBe('s1');
     expect(requests).toHaveLength(4);
-    expect(Math.max(...requests)).toBe(2);
+    expect(Math.max(...requests.map((r) => r[1]))).toBe(2);
+    // Thresholds apply: a second call while one is in flight fails fast.
+    const both = await Promise.allSettled([
+      echo(client, { text: 'x', delayMs: 100 }),
+      echo(client, { text: 'x' }),
+    ]);
+    expect(both.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    // retry: false still reports every call (both servers failing: one attempt each).
+    (list[1] as TestServer).failWith = status.UNAVAILABLE;
+    requests.length = 0;
+    const plain = new EchoClient('mesh:///echo', credentials.createInsecure(), {
+      interceptors: [meshInterceptor(rt, { retry: false, idempotentMethods: ['/test.Echo/Echo'] })],
+    });
+    cleanups.push(() => plain.close());
+    for (let i = 0; i < 2; i++)
+      await expect(echo(plain, { text: 'x' })).rejects.toMatchObject({ code: status.UNAVAILABLE });
+    expect(requests).toEqual([
+      ['reset', 1],
+      ['reset', 1],
+    ]);
   });
 
   it('passes streamed responses through as they arrive, never retries a stream that answered, and reports it', async () => {
@@ -460,34 +629,40 @@ describe('mesh calls: the channel-level call of mesh clients', () => {
     expect(requests).toEqual([['grpc', status.UNAVAILABLE, 1]]);
   });
 
-  it('holds a unary response back until its status, so a retried attempt is never seen', async () => {
-    const list = await servers(2);
+  it('commits a unary call on its response headers (gRFC A6): the metadata event comes at once, nothing is replayed after', async () => {
     let n = 0;
-    // s0 sends response metadata first, then fails: the caller must only see s1's answer.
+    let release: (() => void) | undefined;
+    // The server sends its headers, waits until the client saw them, then fails with UNAVAILABLE.
     const flaky = await startEchoServer('flaky', {
       handler: (call, cb) => {
         n++;
         const md = new Metadata();
         md.set('x-from', 'flaky');
         call.sendMetadata(md);
-        cb({ code: status.UNAVAILABLE, details: 'flaky' });
+        release = () => cb({ code: status.UNAVAILABLE, details: 'flaky' });
       },
     });
     cleanups.push(() => stopServer(flaky));
-    await mesh({ echo: { endpoints: [`127.0.0.1:${flaky.port}`, eps(list)[1]], lb: 'round_robin' } });
+    const list = await servers(1);
+    await mesh({ echo: { endpoints: [`127.0.0.1:${flaky.port}`, ...eps(list)], lb: 'round_robin' } });
     const client = createMeshClient(EchoClient, 'mesh:///echo');
     cleanups.push(() => client.close());
     for (let i = 0; i < 4; i++) {
       const seen: string[] = [];
-      const reply = await new Promise<{ server: string }>((resolve, reject) => {
-        const c = (client as unknown as EchoClientType).echo({ text: 'x' }, {}, (err, res) =>
-          err ? reject(err) : resolve(res as { server: string }),
+      const result = await new Promise<string>((resolve) => {
+        // The idempotent method: it would be retried, were it not committed.
+        const c = (client as unknown as EchoClientType).get({ text: 'x' }, {}, (err, res) =>
+          resolve(err ? `error ${err.code}` : `ok ${(res as { server: string }).server}`),
         ) as { on(ev: 'metadata', fn: (md: Metadata) => void): void };
-        c.on('metadata', (md) => seen.push(String(md.get('x-from')[0] ?? 'none')));
+        c.on('metadata', (md) => {
+          seen.push(String(md.get('x-from')[0] ?? 'none'));
+          release?.();
+        });
       });
-      expect(reply.server).toBe('s1');
-      expect(seen).toEqual(['none']);
+      if (seen[0] === 'flaky') expect(result).toBe(`error ${status.UNAVAILABLE}`);
+      else expect(result).toBe('ok s0');
+      expect(seen).toHaveLength(1);
     }
-    expect(n).toBeGreaterThan(0);
+    expect(n).toBe(2);
   });
 });

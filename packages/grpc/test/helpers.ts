@@ -26,30 +26,51 @@ export interface EchoReply {
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 const parse = (b: Buffer) => JSON.parse(b.toString());
 
+/**
+ * `Echo` is not idempotent; `Get` (the same handler) is marked idempotent the way
+ * @grpc/proto-loader gives a proto's `option idempotency_level = IDEMPOTENT` (method options).
+ */
+const unary = (path: string, originalName: string, options?: object) => ({
+  path,
+  requestStream: false,
+  responseStream: false,
+  requestSerialize: json,
+  requestDeserialize: parse,
+  responseSerialize: json,
+  responseDeserialize: parse,
+  originalName,
+  ...(options === undefined ? {} : { options }),
+});
+
 export const echoDefinition: ServiceDefinition = {
-  Echo: {
-    path: '/test.Echo/Echo',
-    requestStream: false,
-    responseStream: false,
-    requestSerialize: json,
-    requestDeserialize: parse,
-    responseSerialize: json,
-    responseDeserialize: parse,
-    originalName: 'echo',
-  },
+  Echo: unary('/test.Echo/Echo', 'echo'),
+  Get: unary('/test.Echo/Get', 'get', { idempotency_level: 'IDEMPOTENT' }),
 };
 
 export const EchoClient = makeGenericClientConstructor(echoDefinition, 'Echo');
-export type EchoClientType = Client & {
-  echo(req: EchoRequest, opts: object, cb: (err: ServiceError | null, res?: EchoReply) => void): unknown;
-};
+type UnaryMethod = (
+  req: EchoRequest,
+  opts: object,
+  cb: (err: ServiceError | null, res?: EchoReply) => void,
+) => unknown;
+export type EchoClientType = Client & { echo: UnaryMethod; get: UnaryMethod };
 
-export function echo(client: Client, req: EchoRequest, options: object = {}): Promise<EchoReply> {
+function call(method: 'echo' | 'get', client: Client, req: EchoRequest, options: object): Promise<EchoReply> {
   return new Promise((resolve, reject) => {
-    (client as EchoClientType).echo(req, options, (err, res) =>
+    (client as EchoClientType)[method](req, options, (err, res) =>
       err ? reject(err) : resolve(res as EchoReply),
     );
   });
+}
+
+/** A call of the non-idempotent method. */
+export function echo(client: Client, req: EchoRequest, options: object = {}): Promise<EchoReply> {
+  return call('echo', client, req, options);
+}
+
+/** A call of the idempotent method. */
+export function get(client: Client, req: EchoRequest, options: object = {}): Promise<EchoReply> {
+  return call('get', client, req, options);
 }
 
 export interface TestServer {
@@ -95,7 +116,7 @@ export async function startEchoServer(
       if (delay > 0) setTimeout(reply, delay);
       else reply();
     });
-  server.addService(echoDefinition, { Echo: handler });
+  server.addService(echoDefinition, { Echo: handler, Get: handler });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),

@@ -20,11 +20,13 @@ import { createMeshClient, STREAM_RETRY_BUFFER_BYTES } from '../src/index.js';
 import { meshFor, stopServer } from './helpers.js';
 
 // Streaming calls are retried as gRPC does (gRFC A6): until the call commits — the server's
-// response headers arrived, or the messages kept for a replay outgrew the buffer.
+// response headers arrived, or the messages kept for a replay outgrew the buffer. A failure that
+// may have been processed is retried only for a method the proto marks idempotent (Count, Sum,
+// Echo here); Upload is not.
 
 const json = (v: unknown) => Buffer.from(JSON.stringify(v));
 const parse = (b: Buffer) => JSON.parse(b.toString());
-const method = (name: string, requestStream: boolean, responseStream: boolean) => ({
+const method = (name: string, requestStream: boolean, responseStream: boolean, idempotent = true) => ({
   path: `/test.Streams/${name}`,
   requestStream,
   responseStream,
@@ -33,11 +35,14 @@ const method = (name: string, requestStream: boolean, responseStream: boolean) =
   responseSerialize: json,
   responseDeserialize: parse,
   originalName: name.toLowerCase(),
+  // As @grpc/proto-loader gives `option idempotency_level = …` of a method.
+  options: { idempotency_level: idempotent ? 'IDEMPOTENT' : 'IDEMPOTENCY_UNKNOWN' },
 });
 const definition = {
   Count: method('Count', false, true),
   Sum: method('Sum', true, false),
   Echo: method('Echo', true, true),
+  Upload: method('Upload', true, false, false),
 };
 const StreamsClient = makeGenericClientConstructor(definition, 'Streams');
 type Streams = Client & {
@@ -46,6 +51,9 @@ type Streams = Client & {
     n: number;
     pad?: string;
   }>;
+  upload(
+    cb: (err: ServiceError | null, res?: { sum: number; server: string }) => void,
+  ): ClientWritableStream<{ n: number }>;
   echo(): ClientDuplexStream<{ n: number }, { n: number; server: string }>;
 };
 
@@ -70,6 +78,21 @@ async function start(name: string): Promise<Srv> {
     if (srv.headersThenFail) call.sendMetadata(new Metadata());
     call.emit('error', { code: srv.failWith, details: `${name} failed` });
   };
+  const sumHandler: handleClientStreamingCall<{ n: number }, { sum: number; server: string }> = (
+    call,
+    cb,
+  ) => {
+    srv.calls++;
+    let sum = 0;
+    call.on('data', (m: { n: number }) => {
+      sum += m.n;
+    });
+    call.on('end', () => {
+      if (srv.failWith === undefined) return cb(null, { sum, server: name });
+      if (srv.headersThenFail) call.sendMetadata(new Metadata());
+      cb({ code: srv.failWith, details: `${name} failed` });
+    });
+  };
   const impl: UntypedServiceImplementation = {
     Count: (call: ServerWritableStream<{ n: number }, unknown>) => {
       srv.calls++;
@@ -77,18 +100,8 @@ async function start(name: string): Promise<Srv> {
       for (let i = 0; i < call.request.n; i++) call.write({ i, server: name });
       call.end();
     },
-    Sum: ((call, cb) => {
-      srv.calls++;
-      let sum = 0;
-      call.on('data', (m: { n: number }) => {
-        sum += m.n;
-      });
-      call.on('end', () => {
-        if (srv.failWith === undefined) return cb(null, { sum, server: name });
-        if (srv.headersThenFail) call.sendMetadata(new Metadata());
-        cb({ code: srv.failWith, details: `${name} failed` });
-      });
-    }) satisfies handleClientStreamingCall<{ n: number }, { sum: number; server: string }>,
+    Sum: sumHandler,
+    Upload: sumHandler,
     Echo: (call: ServerDuplexStream<{ n: number }, unknown>) => {
       srv.calls++;
       const got: number[] = [];
@@ -211,6 +224,25 @@ describe('streaming calls are retried until they commit (gRFC A6)', () => {
     expect(code).toBe(status.UNAVAILABLE);
     expect(bad.calls + good.calls).toBe(1);
     expect(attempts).toEqual([1]);
+  });
+
+  it('a stream of a method not marked idempotent that failed after it was sent runs once', async () => {
+    const { bad, good, client, attempts } = await setup();
+    const codes: number[] = [];
+    for (let k = 0; k < 2; k++) {
+      codes.push(
+        await new Promise<number>((resolve) => {
+          const call = client.upload((err) => resolve(err ? err.code : status.OK));
+          for (let n = 1; n <= 3; n++) call.write({ n });
+          call.end();
+        }),
+      );
+    }
+    // Round robin: one call reached the failing server, which processed it and answered UNAVAILABLE.
+    expect(codes.sort()).toEqual([status.OK, status.UNAVAILABLE]);
+    expect(bad.calls).toBe(1);
+    expect(good.calls).toBe(1);
+    expect(attempts).toEqual([1, 1]);
   });
 
   it('retry: false leaves streams alone too', async () => {

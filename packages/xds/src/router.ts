@@ -91,12 +91,11 @@ function retryPolicy(base: RetryPolicy, r: RouteRetry): RetryPolicy {
     const code = GRPC_RETRY_ON[c];
     if (code !== undefined && !grpcCodes.includes(code)) grpcCodes.push(code);
   }
-  // Transport-level conditions are what a gRPC client sees as UNAVAILABLE.
-  if (
-    !grpcCodes.includes(14) &&
-    (on.has('reset') || on.has('connect-failure') || on.has('refused-stream') || on.has('5xx'))
-  )
-    grpcCodes.push(14);
+  // A connection reset, or an HTTP 5xx, is what a gRPC client sees as UNAVAILABLE (grpc-js
+  // reports a dropped connection so). `connect-failure` and `refused-stream` are not: a gRPC mesh
+  // call reports an attempt that never left the client as a failure of its own, which those
+  // conditions (kept in `on`) retry.
+  if (!grpcCodes.includes(14) && (on.has('reset') || on.has('5xx'))) grpcCodes.push(14);
   const statusCodes =
     r.retriableStatusCodes.length > 0
       ? r.retriableStatusCodes

@@ -222,8 +222,18 @@ describe('per-route policy, hash policy and fault injection', () => {
     expect(p.retry.backoffBaseMs).toBe(10);
     expect(p.retry.backoffMaxMs).toBe(100);
     expect(p.retry.budget).toBe(DEFAULT_POLICY.retry.budget);
-    // gRPC calls retry UNAVAILABLE for the transport-level conditions.
+    // gRPC calls retry UNAVAILABLE for 5xx (a reset too); connect failures are failures of their own.
     expect(p.retry.grpcCodes).toEqual([14]);
+    const connectOnly = routePolicy(
+      DEFAULT_POLICY,
+      {
+        ...route,
+        retry: { ...(route.retry as NonNullable<typeof route.retry>), retryOn: ['connect-failure'] },
+      },
+      undefined,
+    );
+    expect(connectOnly.retry.grpcCodes).toEqual([]);
+    expect([...connectOnly.retry.on]).toEqual(['connect-failure']);
   });
 
   it('keeps the gRPC retry_on conditions as status codes for gRPC transports', () => {

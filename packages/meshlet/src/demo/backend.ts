@@ -119,12 +119,17 @@ export const catalogServiceDefinition: ServiceDefinition = {
     responseSerialize: jsonSerialize,
     responseDeserialize: jsonDeserialize,
     originalName: 'getItem',
-  },
+    // As @grpc/proto-loader gives `option idempotency_level = NO_SIDE_EFFECTS;`: a read.
+    options: { idempotency_level: 'NO_SIDE_EFFECTS' },
+  } as ServiceDefinition[string],
 };
 
-/** A `catalog` client through the mesh (`mesh://<workload>/catalog`): meshlet balances every call. */
+/**
+ * A `catalog` client through the mesh (`mesh://<workload>/catalog`): meshlet balances every call,
+ * and retries a failed `GetItem` on another instance (a read: it has no side effects).
+ */
 export function catalogClient(target: string): Client {
-  return createMeshClient(Client, target);
+  return createMeshClient(Client, target, { idempotentMethods: [GET_ITEM] });
 }
 
 /** Calls `Catalog/GetItem`. */
