@@ -2,6 +2,7 @@ import {
   type AttemptEvent,
   allocateEndpointSlot,
   type EndpointState,
+  grpcStatusName,
   type Mesh,
   type MeshEventMap,
   type Outcome,
@@ -23,7 +24,7 @@ import {
   OVERFLOW_LABEL,
   registerFamily,
 } from './series.js';
-import type { TraceStash } from './tracing.js';
+import { rpcMethod, type TraceStash } from './tracing.js';
 import { VERSION } from './version.js';
 
 export const OUTCOMES: readonly Outcome[] = [
@@ -84,6 +85,13 @@ const HTTP_LABELS = [
   'outcome',
 ];
 const ATTEMPT_LABELS = ['service', 'http_response_status_code', 'status_class', 'outcome'];
+/** gRPC calls (OpenTelemetry's RPC conventions: `rpc.system.name`, `rpc.method`, `rpc.status_code`). */
+const RPC_LABELS = ['service', 'rpc_system_name', 'rpc_method', 'rpc_status_code', 'outcome'];
+const RPC_ATTEMPT_LABELS = ['service', 'rpc_status_code', 'outcome'];
+/** Distinct gRPC methods labelled per service; more are `_OTHER` (as the RPC conventions say). */
+export const MAX_RPC_METHODS = 1000;
+/** Slots per gRPC method: outcome × (status code 0–16, or 17: none). */
+const RPC_CODES = 18;
 const SERVER_LABELS = ['http_request_method', 'http_response_status_code', 'status_class', 'http_route'];
 export const ISTIO_LABELS = [
   'reporter',
@@ -127,6 +135,9 @@ class ServiceSeries {
   readonly name: string;
   readonly logical = new Map<number, Bound>();
   readonly attempts = new Map<number, Bound>();
+  /** gRPC calls by method path, then by `outcome * RPC_CODES + code`. */
+  readonly rpc = new Map<string, Array<Bound | undefined>>();
+  readonly rpcAttempts: Array<Bound | undefined> = [];
   readonly istio = new Map<number, Bound>();
   readonly stats: ServiceStats = {
     requests: 0,
@@ -188,6 +199,10 @@ export class MeshMetrics {
   readonly #logicalDuration: HistogramFamily | undefined;
   readonly #attemptCount: CF | undefined;
   readonly #attemptDuration: HistogramFamily | undefined;
+  readonly #rpcCount: CF | undefined;
+  readonly #rpcDuration: HistogramFamily | undefined;
+  readonly #rpcAttemptCount: CF | undefined;
+  readonly #rpcAttemptDuration: HistogramFamily | undefined;
   readonly #istioCount: CF | undefined;
   readonly #istioDuration: HistogramFamily | undefined;
   readonly #serverCount: CF | undefined;
@@ -260,6 +275,36 @@ export class MeshMetrics {
           'meshlet_client_attempt_duration_seconds',
           'Duration of single attempts to mesh services, in seconds.',
           ATTEMPT_LABELS,
+          b,
+        ),
+      );
+      this.#rpcCount = reg(
+        new CounterFamily(
+          'rpc_client_calls_total',
+          'gRPC calls to mesh services, one per call (retries are not counted again).',
+          RPC_LABELS,
+        ),
+      );
+      this.#rpcDuration = reg(
+        new HistogramFamily(
+          'rpc_client_call_duration_seconds',
+          'Duration of gRPC calls to mesh services as the caller sees it (retries and backoff included), in seconds.',
+          RPC_LABELS,
+          b,
+        ),
+      );
+      this.#rpcAttemptCount = reg(
+        new CounterFamily(
+          'meshlet_rpc_client_attempts_total',
+          'Attempts of gRPC calls sent to mesh services (the first try and every retry).',
+          RPC_ATTEMPT_LABELS,
+        ),
+      );
+      this.#rpcAttemptDuration = reg(
+        new HistogramFamily(
+          'meshlet_rpc_client_attempt_duration_seconds',
+          'Duration of single attempts of gRPC calls to mesh services, in seconds.',
+          RPC_ATTEMPT_LABELS,
           b,
         ),
       );
@@ -632,7 +677,13 @@ export class MeshMetrics {
     const key = mi * 1_000_000 + oi * 1000 + (status ?? 0);
     const stash = this.#stash;
     const traceId = stash?.traceId;
-    if (this.#otel) {
+    if (this.#otel && e.transport === 'grpc') {
+      const b = this.#rpcBound(s, e.path, oi, status);
+      b.count.value++;
+      if (traceId !== undefined)
+        b.duration.observeWithExemplar(e.durationMs / 1000, traceId, stash?.spanId as string);
+      else b.duration.observe(e.durationMs / 1000);
+    } else if (this.#otel) {
       let b = s.logical.get(key);
       if (b === undefined) {
         b = this.#bind(
@@ -665,9 +716,59 @@ export class MeshMetrics {
     }
   }
 
+  /** The series of a gRPC call of `path` (bound once per method, outcome and code). */
+  #rpcBound(s: ServiceSeries, path: string, oi: number, status: number | undefined): Bound {
+    let byMethod = s.rpc.get(path);
+    if (byMethod === undefined) {
+      // Bounded: past MAX_RPC_METHODS distinct methods, the rest share `_OTHER`.
+      const known = s.rpc.size < MAX_RPC_METHODS;
+      byMethod = known ? [] : (s.rpc.get('_OTHER') ?? []);
+      s.rpc.set(known ? path : '_OTHER', byMethod);
+      if (!known) path = '_OTHER';
+    }
+    const code = status === undefined || status < 0 || status >= RPC_CODES - 1 ? RPC_CODES - 1 : status;
+    const slot = oi * RPC_CODES + code;
+    let b = byMethod[slot];
+    if (b === undefined) {
+      const labels = {
+        service: s.name,
+        rpc_system_name: 'grpc',
+        rpc_method: path === '_OTHER' ? path : rpcMethod(path),
+        rpc_status_code: status === undefined ? '' : grpcStatusName(status),
+        outcome: OUTCOMES[oi] as string,
+      };
+      b = {
+        count: (this.#rpcCount as CF).child(labels),
+        duration: (this.#rpcDuration as HistogramFamily).child(labels),
+      };
+      byMethod[slot] = b;
+    }
+    return b;
+  }
+
   #onAttempt(e: AttemptEvent): void {
     const status = e.status;
-    if (this.#otel) {
+    if (this.#otel && e.transport === 'grpc') {
+      const s = this.#service(e.service);
+      const oi = OUTCOME_INDEX[e.outcome] ?? 9;
+      const code = status === undefined || status < 0 || status >= RPC_CODES - 1 ? RPC_CODES - 1 : status;
+      const slot = oi * RPC_CODES + code;
+      let b = s.rpcAttempts[slot];
+      if (b === undefined) {
+        const labels = {
+          service: e.service,
+          rpc_status_code: status === undefined ? '' : grpcStatusName(status),
+          outcome: e.outcome,
+        };
+        b = {
+          count: (this.#rpcAttemptCount as CF).child(labels),
+          duration: (this.#rpcAttemptDuration as HistogramFamily).child(labels),
+        };
+        s.rpcAttempts[slot] = b;
+      }
+      b.count.value++;
+      b.duration.observe(e.durationMs / 1000);
+    } else if (this.#otel) {
       const s = this.#service(e.service);
       const key = (OUTCOME_INDEX[e.outcome] ?? 9) * 1000 + (status ?? 0);
       let b = s.attempts.get(key);
@@ -818,7 +919,7 @@ export class MeshMetrics {
 
 function stateIndex(st: EndpointState, now: number): number {
   if (st.isEjected(now)) return 5;
-  if (st.activeHealth === 'unhealthy') return 4;
+  if (st.activeHealth === 'unhealthy' || st.unreachable > 0) return 4;
   switch (st.endpoint.health) {
     case 'healthy':
       return st.activeHealth === 'healthy' || st.activeHealth === 'unknown' ? 0 : 4;

@@ -1,4 +1,12 @@
-import type { CallHook, CallInfo, CallObserver, EndpointState, Outcome, Transport } from '@meshlet/core';
+import {
+  type CallHook,
+  type CallInfo,
+  type CallObserver,
+  type EndpointState,
+  grpcStatusName,
+  type Outcome,
+  type Transport,
+} from '@meshlet/core';
 import {
   type Attributes,
   type Context,
@@ -169,6 +177,11 @@ const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
 /** The span of requests nobody traces (no SDK, no caller's trace): records and carries nothing. */
 const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
+/** A gRPC method path (`/pkg.Service/Method`) as the RPC conventions name it (`pkg.Service/Method`). */
+export function rpcMethod(path: string): string {
+  return path.charCodeAt(0) === 47 ? path.slice(1) : path;
+}
+
 function hostPort(authority: string): { host: string; port: number | undefined } {
   const close = authority.lastIndexOf(']');
   const colon = authority.lastIndexOf(':');
@@ -179,20 +192,36 @@ function hostPort(authority: string): { host: string; port: number | undefined }
   return { host: authority, port: undefined };
 }
 
+/**
+ * `error.type` of a call or attempt: the error's code (a `MESHLET_ERR_*` code, a gRPC status
+ * name), an HTTP status of 400 and above, a gRPC status other than OK by name (every non-OK code
+ * is an error, as the gRPC conventions say), else the outcome when it is a failure.
+ */
 function errorType(
+  transport: Transport,
   outcome: Outcome,
   status: number | undefined,
   error: Error | undefined,
 ): string | undefined {
   if (error !== undefined) return (error as { code?: unknown }).code?.toString() ?? error.name;
-  if (status !== undefined && status >= 400) return String(status);
+  if (status !== undefined) {
+    if (transport === 'grpc') return status === 0 ? undefined : grpcStatusName(status);
+    if (status >= 400) return String(status);
+  }
   if (outcome !== 'success' && outcome !== 'http_error') return outcome;
   return undefined;
 }
 
-/** The span attribute of a status: `http.response.status_code`, or `rpc.grpc.status_code` for gRPC. */
-function statusAttribute(transport: Transport): string {
-  return transport === 'grpc' ? 'rpc.grpc.status_code' : 'http.response.status_code';
+/**
+ * Sets a status on span attributes: `http.response.status_code` for HTTP; for gRPC the
+ * conventions' `rpc.status_code` (the code's name) and the older `rpc.grpc.status_code` (its number,
+ * what existing dashboards read).
+ */
+function setStatus(attrs: Attributes, transport: Transport, status: number): void {
+  if (transport === 'grpc') {
+    attrs['rpc.status_code'] = grpcStatusName(status);
+    attrs['rpc.grpc.status_code'] = status;
+  } else attrs['http.response.status_code'] = status;
 }
 
 class ClientObserver implements CallObserver {
@@ -241,16 +270,20 @@ class ClientObserver implements CallObserver {
       'meshlet.outcome': outcome,
       'meshlet.duration_ms': Math.round(durationMs * 1000) / 1000,
     };
-    if (status !== undefined) attrs[statusAttribute(this.#transport)] = status;
-    const et = errorType(outcome, this.#transport === 'http' ? status : undefined, error);
-    if (et !== undefined && outcome !== 'success') attrs['error.type'] = et;
+    if (status !== undefined) setStatus(attrs, this.#transport, status);
+    // An HTTP answer (a 404) is an error of the call, not of the attempt; every non-OK gRPC code is.
+    const et =
+      outcome === 'success' && this.#transport === 'http'
+        ? undefined
+        : errorType(this.#transport, outcome, status, error);
+    if (et !== undefined) attrs['error.type'] = et;
     if (error !== undefined) attrs['meshlet.error'] = error.message;
     if (retryReason !== undefined) attrs['meshlet.retry_reason'] = retryReason;
     // An attempt is recorded when the next one starts or the request ends: only then is it known
     // whether a failed attempt was retried (the retry reason of a connect failure, reset or
     // per-try timeout is decided after the attempt ended).
     this.#flush(true);
-    this.#pending = { attrs, end: Date.now(), durationMs, failed: outcome !== 'success', errorType: et };
+    this.#pending = { attrs, end: Date.now(), durationMs, failed: et !== undefined, errorType: et };
   }
 
   #pending:
@@ -288,14 +321,21 @@ class ClientObserver implements CallObserver {
     if (isSpanContextValid(sc)) this.#tracing.stash.set(sc, this.#service);
     if (!span.isRecording()) return;
     this.#flush(false);
-    if (status !== undefined) span.setAttribute(statusAttribute(this.#transport), status);
-    if (attempts > 1) span.setAttribute('http.request.resend_count', attempts - 1);
+    const grpc = this.#transport === 'grpc';
+    if (status !== undefined) {
+      if (grpc) {
+        span.setAttribute('rpc.status_code', grpcStatusName(status));
+        span.setAttribute('rpc.grpc.status_code', status);
+      } else span.setAttribute('http.response.status_code', status);
+    }
+    if (attempts > 1)
+      span.setAttribute(grpc ? 'meshlet.resend_count' : 'http.request.resend_count', attempts - 1);
     span.setAttribute('meshlet.outcome', outcome);
     if (endpoint !== undefined) {
       span.setAttribute('network.peer.address', endpoint.endpoint.address);
       span.setAttribute('network.peer.port', endpoint.endpoint.port);
     }
-    const et = errorType(outcome, this.#transport === 'http' ? status : undefined, error);
+    const et = errorType(this.#transport, outcome, status, error);
     if (et !== undefined) {
       span.setAttribute('error.type', et);
       span.setStatus({ code: SpanStatusCode.ERROR, message: error?.message });
@@ -338,10 +378,15 @@ export class ClientTracing implements CallHook {
     }
     const { host, port } = hostPort(info.authority);
     const grpc = info.transport === 'grpc';
+    // gRPC: the RPC conventions (`rpc.system.name`, `rpc.method` as `pkg.Service/Method`), plus
+    // the older `rpc.system` / `rpc.service` that existing backends read.
+    const method = grpc ? rpcMethod(info.path) : '';
     const attributes: Attributes = grpc
       ? {
+          'rpc.system.name': 'grpc',
           'rpc.system': 'grpc',
-          'rpc.method': info.path,
+          'rpc.method': method,
+          'rpc.service': method.slice(0, Math.max(0, method.lastIndexOf('/'))),
           'server.address': host,
           'meshlet.service': info.service.name,
         }
@@ -353,7 +398,7 @@ export class ClientTracing implements CallHook {
         };
     if (port !== undefined) attributes['server.port'] = port;
     // gRPC spans are named after the method (`pkg.Service/Method`), HTTP spans after the verb.
-    const name = grpc ? info.path.replace(/^\//, '') : info.method;
+    const name = grpc ? method : info.method;
     const span = this.tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes }, parent);
     const sc = span.spanContext();
     // No provider: a non-recording span with no valid context; nothing to observe or propagate.
