@@ -10,13 +10,16 @@ import { pairedRatio, round2, round3, runInterleaved, type VariantStats } from '
 /**
  * gRPC benchmarks:
  * 1. mesh gRPC unary calls (`createMeshClient(…, 'mesh:///bench')`: meshlet resolver + balancer +
- *    `MeshCall` with the service's defaults — 15 s timeout sent as grpc-timeout, retries, breaker,
- *    telemetry) vs raw grpc-js (`127.0.0.1:port`, pick_first) against the same server in its own
+ *    `MeshCall` on core's call pipeline with the service's defaults — no deadline, retries,
+ *    breaker, thresholds, telemetry) vs raw grpc-js (`127.0.0.1:port`, pick_first) against the same server in its own
  *    process, same concurrency, rounds alternating ABBA; the ratio is the median of the per-round
  *    ratios (target >= 0.95x throughput). Client CPU per call is reported too: it is what meshlet
  *    adds, and it survives a noisy machine better than throughput does;
  * 2. the slow-backend scenario over gRPC: 10 backends, one 20x slower, meshlet `peak_ewma` vs
- *    grpc-js's own `round_robin` LB policy (what grpc-js-xds configures for ROUND_ROBIN clusters).
+ *    grpc-js's own `round_robin` LB policy (what grpc-js-xds configures for ROUND_ROBIN clusters);
+ * 3. balance at concurrency 1 (issue 13): three equal servers, 300 sequential calls through a fresh
+ *    mesh with the default balancer, several times; each server's share of the calls (target: each
+ *    >= 15%). A server's first call pays for its connection; latency is measured from the stream.
  * Express and Fastify middleware overhead lives in `servers.ts`.
  */
 
@@ -201,6 +204,45 @@ async function slowBackend(
   }
 }
 
+async function balanceAtConcurrency1(
+  quick: boolean,
+  results: Record<string, unknown>,
+  summary: string[],
+): Promise<void> {
+  const servers = await startServers(3, 0, 1);
+  const runs: number[][] = [];
+  try {
+    for (let run = 0; run < (quick ? 2 : 5); run++) {
+      // A fresh mesh and channel each run: the first calls make the connections.
+      const mesh = await createMesh({
+        services: { equal: { endpoints: servers.ports.map((p) => `127.0.0.1:${p}`) } },
+      });
+      const client = createMeshClient(EchoClient, 'mesh:///equal');
+      try {
+        await mesh.ready();
+        const counts = [0, 0, 0];
+        for (let i = 0; i < 300; i++) {
+          const reply = await echo(client, { text: 'x' });
+          const n = Number(reply.server.slice(1));
+          counts[n] = (counts[n] ?? 0) + 1;
+        }
+        runs.push(counts);
+      } finally {
+        client.close();
+        await mesh.close();
+      }
+    }
+  } finally {
+    await servers.close();
+  }
+  const minShare = Math.min(...runs.map((c) => Math.min(...c) / 300));
+  results.balanceAtConcurrency1 = { calls: 300, runs, minShare: round3(minShare) };
+  summary.push(
+    `grpc balance at c=1 (3 equal servers, 300 calls, default balancer): ${runs.map((c) => c.join('/')).join(', ')}; ` +
+      `smallest share ${(minShare * 100).toFixed(1)}% [${minShare >= 0.15 ? 'ok' : 'BELOW 15%'}]`,
+  );
+}
+
 const suite: BenchSuite = {
   name: 'grpc',
   inQuick: true,
@@ -209,6 +251,7 @@ const suite: BenchSuite = {
     const summary: string[] = [];
     await throughput(quick, results, summary);
     await slowBackend(quick, results, summary);
+    await balanceAtConcurrency1(quick, results, summary);
     return { results, summary };
   },
 };
