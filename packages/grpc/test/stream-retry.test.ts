@@ -65,6 +65,8 @@ interface Srv {
   failWith: number | undefined;
   /** Send response headers first, then fail (the call commits before failing). */
   headersThenFail: boolean;
+  /** Count: the time between its first message and the rest (ms). */
+  pauseMs: number;
 }
 
 const cleanups: Array<() => unknown> = [];
@@ -73,7 +75,7 @@ afterEach(async () => {
 });
 
 async function start(name: string): Promise<Srv> {
-  const srv: Srv = { name, port: 0, calls: 0, failWith: undefined, headersThenFail: false };
+  const srv: Srv = { name, port: 0, calls: 0, failWith: undefined, headersThenFail: false, pauseMs: 0 };
   const fail = (call: { emit(e: 'error', v: unknown): unknown; sendMetadata(md: Metadata): void }) => {
     if (srv.headersThenFail) call.sendMetadata(new Metadata());
     call.emit('error', { code: srv.failWith, details: `${name} failed` });
@@ -97,8 +99,13 @@ async function start(name: string): Promise<Srv> {
     Count: (call: ServerWritableStream<{ n: number }, unknown>) => {
       srv.calls++;
       if (srv.failWith !== undefined) return fail(call);
-      for (let i = 0; i < call.request.n; i++) call.write({ i, server: name });
-      call.end();
+      const rest = () => {
+        for (let i = 1; i < call.request.n; i++) call.write({ i, server: name });
+        call.end();
+      };
+      call.write({ i: 0, server: name });
+      if (srv.pauseMs > 0) setTimeout(rest, srv.pauseMs);
+      else rest();
     },
     Sum: sumHandler,
     Upload: sumHandler,
@@ -243,6 +250,15 @@ describe('streaming calls are retried until they commit (gRFC A6)', () => {
     expect(bad.calls).toBe(1);
     expect(good.calls).toBe(1);
     expect(attempts).toEqual([1, 1]);
+  });
+
+  it('a configured service timeout never cuts a stream (it is the deadline of unary calls only)', async () => {
+    const { bad, good, client } = await setup({ timeout: '100ms' });
+    bad.failWith = undefined;
+    bad.pauseMs = 300;
+    good.pauseMs = 300;
+    const got = await readAll(client.count({ n: 3 }));
+    expect(got.map((m) => m.i)).toEqual([0, 1, 2]);
   });
 
   it('retry: false leaves streams alone too', async () => {
