@@ -285,19 +285,24 @@ export function str(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** A number from a scalar or a wrapper (`{ value }`). */
+/**
+ * A number from a scalar or a wrapper (`{ value }`). A wrapper present without `value` holds 0:
+ * proto3 encoders (Go's, C++'s, protobufjs') do not write a zero scalar, so `UInt32Value{0}` is
+ * an empty message on the wire.
+ */
 export function num(v: unknown): number | undefined {
   if (typeof v === 'number') return v;
   if (typeof v === 'string' && v !== '' && !Number.isNaN(Number(v))) return Number(v);
   const m = msg(v);
-  if (m && 'value' in m) return num(m.value);
+  if (m) return 'value' in m ? num(m.value) : 0;
   return undefined;
 }
 
+/** A boolean from a scalar or a `BoolValue` wrapper (present without `value`: false, as for `num`). */
 export function bool(v: unknown): boolean | undefined {
   if (typeof v === 'boolean') return v;
   const m = msg(v);
-  if (m && typeof m.value === 'boolean') return m.value;
+  if (m) return typeof m.value === 'boolean' ? m.value : false;
   return undefined;
 }
 

@@ -1,10 +1,6 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { loadProtosWithOptionsSync } from '@grpc/proto-loader/build/src/util.js';
-import type * as protobuf from 'protobufjs';
+import protobuf from 'protobufjs/light.js';
 
 export const LDS_TYPE = 'type.googleapis.com/envoy.config.listener.v3.Listener';
 export const RDS_TYPE = 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration';
@@ -21,49 +17,25 @@ export const UPSTREAM_TLS_TYPE =
 export const RESOURCE_TYPES = [LDS_TYPE, RDS_TYPE, CDS_TYPE, EDS_TYPE] as const;
 export type ResourceType = (typeof RESOURCE_TYPES)[number];
 
-/** Proto files the resource decoder knows (the message types xDS resources and their typed configs use). */
-const RESOURCE_PROTOS = [
-  'envoy/service/discovery/v3/ads.proto',
-  'envoy/service/load_stats/v3/lrs.proto',
-  'envoy/config/listener/v3/listener.proto',
-  'envoy/config/route/v3/route.proto',
-  'envoy/config/cluster/v3/cluster.proto',
-  'envoy/config/endpoint/v3/endpoint.proto',
-  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
-  'envoy/extensions/filters/http/router/v3/router.proto',
-  'envoy/extensions/filters/http/fault/v3/fault.proto',
-  'envoy/extensions/clusters/aggregate/v3/cluster.proto',
-  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
-  'envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto',
-  'envoy/extensions/load_balancing_policies/round_robin/v3/round_robin.proto',
-  'envoy/extensions/load_balancing_policies/least_request/v3/least_request.proto',
-  'envoy/extensions/load_balancing_policies/ring_hash/v3/ring_hash.proto',
-  'envoy/extensions/load_balancing_policies/maglev/v3/maglev.proto',
-  'envoy/extensions/load_balancing_policies/wrr_locality/v3/wrr_locality.proto',
-  'envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3/client_side_weighted_round_robin.proto',
-  'envoy/extensions/load_balancing_policies/pick_first/v3/pick_first.proto',
-  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
-  'xds/type/v3/typed_struct.proto',
-  'udpa/type/v1/typed_struct.proto',
-];
-
-/** The include directories of the Envoy v3 protos shipped in `@grpc/grpc-js-xds`'s `deps/`. */
-export function protoIncludeDirs(): string[] {
-  const require = createRequire(import.meta.url);
-  const root = dirname(require.resolve('@grpc/grpc-js-xds/package.json'));
-  return ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(root, 'deps', d));
-}
+/**
+ * The descriptor of every message type meshlet's xDS client and control plane use, generated from
+ * the Envoy, xDS and googleapis `.proto` files by `scripts/gen-xds-descriptor.mjs` (so that an
+ * install needs neither the `.proto` files nor a proto parser). The same relative path serves
+ * `src/` (tests, `meshlet-source`) and `dist/` (the published package).
+ */
+const DESCRIPTOR_URL = new URL('../generated/xds-descriptor.json', import.meta.url);
 
 let root: protobuf.Root | undefined;
 
-/** The protobufjs root with every xDS resource type (loaded once, through @grpc/proto-loader). */
+/** The protobufjs root with every xDS resource type (loaded once, on first use). */
 export function resourceRoot(): protobuf.Root {
   if (root) return root;
-  const dirs = protoIncludeDirs();
-  // Some optional typed-config protos may be absent from other versions of the deps folder.
-  const protos = RESOURCE_PROTOS.filter((p) => dirs.some((d) => existsSync(join(d, p))));
-  root = loadProtosWithOptionsSync(protos, { keepCase: false, includeDirs: dirs }) as protobuf.Root;
-  return root;
+  const file = JSON.parse(readFileSync(DESCRIPTOR_URL, 'utf8')) as { root: protobuf.INamespace };
+  // Resolved up front (as @grpc/proto-loader does): the proto-JSON reader walks `resolvedType`s.
+  const loaded = protobuf.Root.fromJSON(file.root);
+  loaded.resolveAll();
+  root = loaded;
+  return loaded;
 }
 
 export function lookupType(name: string): protobuf.Type {
@@ -94,15 +66,10 @@ let ads: AdsServiceDefinitions | undefined;
  */
 export function adsService(): AdsServiceDefinitions {
   if (ads) return ads;
-  const pkg = protoLoader.loadSync('envoy/service/discovery/v3/ads.proto', {
-    keepCase: false,
-    includeDirs: protoIncludeDirs(),
-  });
-  const def = pkg['envoy.service.discovery.v3.AggregatedDiscoveryService'] as protoLoader.ServiceDefinition;
-  const method = def.StreamAggregatedResources as protoLoader.MethodDefinition<unknown, unknown>;
   const service: grpc.ServiceDefinition = {
     StreamAggregatedResources: bidiMethod(
-      method.path,
+      ADS_SERVICE,
+      'StreamAggregatedResources',
       'envoy.service.discovery.v3.DiscoveryRequest',
       'envoy.service.discovery.v3.DiscoveryResponse',
       'streamAggregatedResources',
@@ -115,9 +82,12 @@ export function adsService(): AdsServiceDefinitions {
   return ads;
 }
 
+const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+
 /** A bidi-streaming method whose messages protobufjs' resource root (de)serialises. */
 function bidiMethod(
-  path: string,
+  serviceName: string,
+  name: string,
   request: string,
   response: string,
   originalName: string,
@@ -125,10 +95,13 @@ function bidiMethod(
   const ser = (t: protobuf.Type) => (v: unknown) => Buffer.from(t.encode(t.fromObject(v as object)).finish());
   const de = (t: protobuf.Type) => (b: Buffer) =>
     t.toObject(t.decode(b), { enums: String, longs: Number, defaults: true });
+  // The method must exist in the descriptor (a regenerated descriptor that lost it fails here).
+  if (!resourceRoot().lookupService(serviceName).methods[name])
+    throw new Error(`the xDS descriptor has no ${serviceName}/${name}`);
   const req = lookupType(request);
   const res = lookupType(response);
   return {
-    path,
+    path: `/${serviceName}/${name}`,
     requestStream: true,
     responseStream: true,
     requestSerialize: ser(req),
@@ -149,7 +122,8 @@ export function lrsService(): AdsServiceDefinitions {
   if (lrs) return lrs;
   const service: grpc.ServiceDefinition = {
     StreamLoadStats: bidiMethod(
-      '/envoy.service.load_stats.v3.LoadReportingService/StreamLoadStats',
+      'envoy.service.load_stats.v3.LoadReportingService',
+      'StreamLoadStats',
       'envoy.service.load_stats.v3.LoadStatsRequest',
       'envoy.service.load_stats.v3.LoadStatsResponse',
       'streamLoadStats',
@@ -167,7 +141,8 @@ let deltaMethod: grpc.MethodDefinition<unknown, unknown> | undefined;
  */
 export function deltaAdsMethod(): grpc.MethodDefinition<unknown, unknown> {
   deltaMethod ??= bidiMethod(
-    `${adsService().service.StreamAggregatedResources?.path.replace(/\/[^/]*$/, '')}/DeltaAggregatedResources`,
+    ADS_SERVICE,
+    'DeltaAggregatedResources',
     'envoy.service.discovery.v3.DeltaDiscoveryRequest',
     'envoy.service.discovery.v3.DeltaDiscoveryResponse',
     'deltaAggregatedResources',

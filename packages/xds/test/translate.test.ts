@@ -1,6 +1,7 @@
 import { Mesh, parseConfig } from '@meshlet/core';
 import { describe, expect, it } from 'vitest';
 import {
+  decodeAny,
   fromJson,
   translateCluster,
   translateEndpoints,
@@ -298,5 +299,36 @@ describe('EDS, LDS and RDS validation (NACK reasons name the field)', () => {
         },
       ]),
     ).toThrow(/routes\[0\]\.match\.headers\[0\]\.safe_regex_match\.regex: invalid regex/);
+  });
+});
+
+describe('wrappers holding their zero value', () => {
+  // Go's and C++'s encoders (istiod, go-control-plane) do not write a zero scalar, so
+  // `case_sensitive: BoolValue{false}` reaches the client as an empty message (tag, length 0).
+  const field = (no: number, bytes: Uint8Array) => [(no << 3) | 2, bytes.length, ...bytes];
+  const text = (s: string) => new TextEncoder().encode(s);
+  const bytes = (...parts: number[][]) => Uint8Array.from(parts.flat());
+
+  it('an empty BoolValue on the wire reads as false (case-insensitive route match)', () => {
+    const match = bytes(field(1, text('/CI')), field(4, new Uint8Array(0)));
+    const route = bytes(field(1, Uint8Array.from(match)), field(2, bytes(field(1, text('ci')))));
+    const vhost = bytes(field(1, text('v')), field(2, text('*')), field(3, route));
+    const rc = bytes(field(1, text('r')), field(2, vhost));
+    const update = translateRouteConfig(
+      decodeAny('type.googleapis.com/envoy.config.route.v3.RouteConfiguration', rc),
+    );
+    const m = update.virtualHosts[0]?.routes[0]?.match;
+    expect(m).toMatchObject({ caseSensitive: false });
+    // Without the empty wrapper the match is case sensitive (Envoy's default).
+    const plain = bytes(field(1, text('/CI')));
+    const route2 = bytes(field(1, Uint8Array.from(plain)), field(2, bytes(field(1, text('ci')))));
+    const rc2 = bytes(
+      field(1, text('r')),
+      field(2, bytes(field(1, text('v')), field(2, text('*')), field(3, route2))),
+    );
+    expect(
+      translateRouteConfig(decodeAny('type.googleapis.com/envoy.config.route.v3.RouteConfiguration', rc2))
+        .virtualHosts[0]?.routes[0]?.match,
+    ).toMatchObject({ caseSensitive: true });
   });
 });
