@@ -45,6 +45,8 @@ export const ErrorCodes = {
   XDS_RESOURCE: 'MESHLET_ERR_XDS_RESOURCE',
   /** A request was rejected by fault injection configured for the route. */
   FAULT_INJECTED: 'MESHLET_ERR_FAULT_INJECTED',
+  /** A peer dependency a configured feature needs (`@grpc/grpc-js`) is missing or unsupported. */
+  PEER_DEPENDENCY: 'MESHLET_ERR_PEER_DEPENDENCY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

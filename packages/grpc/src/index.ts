@@ -79,3 +79,11 @@ export {
   meshServerInterceptor,
   SERVER_KEEPALIVE_DEFAULTS,
 } from './server.js';
+export {
+  GRPC_JS_MIN_VERSION,
+  GRPC_JS_RANGE,
+  type GrpcJsSupport,
+  grpcJsSupport,
+  isSupportedGrpcJs,
+  registerUnsupportedMeshResolver,
+} from './support.js';

@@ -1,19 +1,18 @@
 /**
  * The extensions `createMesh()` runs, one per package that plugs into the mesh. Each package
  * registers its own block here; imported for its side effect from `index.ts`.
+ *
+ * gRPC and xDS are imported when a mesh needs them, not on `import 'meshlet'`: an HTTP-only
+ * application loads neither grpc-js nor protobufjs (`@grpc/grpc-js` is an optional peer).
  */
 
-import type { UpstreamTls } from '@meshlet/core';
-import {
-  attachGrpc,
-  type CredentialsProvider,
-  meshChannelCredentials,
-  upstreamChannelCredentials,
-} from '@meshlet/grpc';
+import { type Mesh as CoreMesh, MeshError, type UpstreamTls } from '@meshlet/core';
+import type { CredentialsProvider } from '@meshlet/grpc';
+import { type GrpcJsSupport, grpcJsSupport, registerUnsupportedMeshResolver } from '@meshlet/grpc/support';
 import { setupKubernetes } from '@meshlet/kubernetes';
 import { installTelemetry } from '@meshlet/telemetry';
 import { getMeshTls, type MeshTls, meshTlsFor } from '@meshlet/tls';
-import { setupXds, xdsBootstrapFor } from '@meshlet/xds';
+import { xdsBootstrapFor } from '@meshlet/xds/config';
 import { registerExtension } from './mesh.js';
 
 // Kubernetes EndpointSlice discovery: on with `kubernetes: {}` in the config, or in a cluster.
@@ -45,7 +44,10 @@ registerExtension({
 // gRPC: `mesh:///service` targets of the application's grpc-js resolve and balance through the
 // newest open mesh (`mesh://<local.workload>/service` names this one). With mTLS on, channels get
 // rotating mTLS credentials checking the service's `identity`.
-function grpcCredentials(tls: MeshTls): CredentialsProvider {
+function grpcCredentials(
+  tls: MeshTls,
+  { meshChannelCredentials, upstreamChannelCredentials }: typeof import('@meshlet/grpc'),
+): CredentialsProvider {
   const cache = new Map<unknown, Map<string, ReturnType<typeof meshChannelCredentials>>>();
   // Clusters whose TLS the control plane decides: one credentials object per UpstreamTlsContext.
   const upstream = new WeakMap<UpstreamTls, ReturnType<typeof upstreamChannelCredentials>>();
@@ -81,14 +83,37 @@ function grpcCredentials(tls: MeshTls): CredentialsProvider {
   };
 }
 
+/**
+ * An installed grpc-js older than meshlet supports: the mesh still works for HTTP (the application
+ * may hold grpc-js for another library), `mesh:` calls fail UNAVAILABLE naming the problem, and the
+ * mesh's logger gets a warning with the code.
+ */
+function unsupportedGrpc(mesh: CoreMesh, support: GrpcJsSupport & { status: 'unsupported' }): void {
+  registerUnsupportedMeshResolver(support);
+  mesh.events.emit('log', {
+    level: 'warn',
+    scope: 'grpc',
+    message: `${support.error.message}; mesh: gRPC targets will fail until it is upgraded`,
+    data: { code: support.error.code, ...support.error.details },
+  });
+}
+
 registerExtension({
   name: 'grpc',
-  setup(mesh) {
+  async setup(mesh) {
+    // Only when the application can make gRPC calls at all: grpc-js is installed.
+    const support = grpcJsSupport();
+    if (support.status === 'missing') return;
+    if (support.status === 'unsupported') {
+      unsupportedGrpc(mesh, support);
+      return;
+    }
+    const grpc = await import('@meshlet/grpc');
     const tls = getMeshTls(mesh);
     // Client spans and trace context come from the mesh's call hook (installed by telemetry).
-    attachGrpc(mesh, {
+    grpc.attachGrpc(mesh, {
       name: mesh.config.local.workload,
-      credentials: tls?.enabled ? grpcCredentials(tls) : undefined,
+      credentials: tls?.enabled ? grpcCredentials(tls, grpc) : undefined,
     });
   },
 });
@@ -119,12 +144,26 @@ registerExtension({
 // config) turns it on; `http://NAME/` then resolves through the LDS listener NAME (docs/xds.md).
 registerExtension({
   name: 'xds',
-  setup(mesh) {
+  async setup(mesh) {
+    const env = mesh.options.env ?? process.env;
+    const bootstrap = xdsBootstrapFor(mesh.config, env);
+    if (bootstrap === undefined) return;
+    // xDS is asked for: its client speaks gRPC, so grpc-js must be there (and supported).
+    const support = grpcJsSupport();
+    if (support.status !== 'supported') {
+      throw new MeshError(
+        support.error.code,
+        `xDS is on (bootstrap: ${bootstrap.source}) but ${support.error.message}`,
+        support.error.details,
+      );
+    }
+    const { setupXds } = await import('@meshlet/xds');
     // Clusters may name the bootstrap's certificate-provider instances, and `default` when the
     // mesh's `tls` section serves as it.
     const tls = getMeshTls(mesh);
     setupXds(mesh, {
-      env: mesh.options.env,
+      env,
+      bootstrap,
       ...(tls ? { certificateProviders: tls.providerNames } : {}),
     });
   },

@@ -52,13 +52,8 @@ export {
 } from './regex.js';
 export { clusterPolicy, XdsResolver, type XdsResolverOptions } from './resolver.js';
 export { ListenerRouter, routePolicy, selectVirtualHost } from './router.js';
-export {
-  registerXdsConfig,
-  type SetupXdsOptions,
-  setupXds,
-  type XdsSettings,
-  xdsBootstrapFor,
-} from './setup.js';
+export { registerXdsConfig, type XdsSettings, xdsBootstrapFor } from './setup.js';
+export { type SetupXdsOptions, setupXds } from './start.js';
 export {
   type TranslateOptions,
   translateCluster,

@@ -1,4 +1,5 @@
 import { RE2JS } from 're2js';
+import { DEFAULT_MAX_PROGRAM_SIZE } from './regex-size.js';
 
 /**
  * Regular expressions from the control plane (`safe_regex`) and from local routing config, with
@@ -20,8 +21,7 @@ export interface SafeRegex {
   readonly programSize: number;
 }
 
-/** Envoy's default `re2.max_program_size.error_level`. */
-export const DEFAULT_MAX_PROGRAM_SIZE = 100;
+export { DEFAULT_MAX_PROGRAM_SIZE };
 
 export interface SafeRegexOptions {
   readonly ignoreCase?: boolean;
