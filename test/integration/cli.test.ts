@@ -5,8 +5,10 @@ import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 
 const root = resolve(import.meta.dirname, '../..');
-const tsx = join(root, 'node_modules/.bin/tsx');
-const main = join(root, 'packages/meshlet/src/cli/main.ts');
+// tsx's own CLI, not pnpm's `.bin` shim: the shim sets NODE_PATH to pnpm's store, through which any
+// directory would find the workspace's packages.
+const tsx = join(root, 'node_modules/tsx/dist/cli.mjs');
+const main = join(root, 'packages/meshlet/src/cli/bin.ts');
 
 interface Run {
   code: number;
@@ -15,11 +17,16 @@ interface Run {
 }
 
 function meshlet(...args: string[]): Promise<Run> {
+  return meshletIn(root, ...args);
+}
+
+function meshletIn(cwd: string, ...args: string[]): Promise<Run> {
   return new Promise((done) => {
+    const { NODE_PATH: _, ...env } = process.env;
     execFile(
-      tsx,
-      ['--conditions=meshlet-source', main, ...args],
-      { cwd: root, env: { ...process.env, NO_COLOR: '1' }, timeout: 60_000 },
+      process.execPath,
+      [tsx, '--conditions=meshlet-source', main, ...args],
+      { cwd, env: { ...env, NO_COLOR: '1' }, timeout: 60_000 },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
         done({ code, stdout, stderr });
@@ -131,6 +138,15 @@ describe('meshlet CLI', { timeout: 90_000 }, () => {
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown command "frobnicate"');
+  });
+
+  it('demo says where the demo lives when @meshlet/demo is not installed, and exits 1', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshlet-cli-'));
+    const r = await meshletIn(dir, 'demo', '--duration', '1');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('@meshlet/demo is not installed here');
+    expect(r.stderr).toContain('npx @meshlet/demo');
+    expect(r.stdout).toBe('');
   });
 
   it('demo -- --duration 3 runs the quickstart as `pnpm demo` does and exits 0', async () => {

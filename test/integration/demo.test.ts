@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
+import { runDemo } from '@meshlet/demo';
 import { describe, expect, it } from 'vitest';
-import { runDemo } from '../../packages/meshlet/src/demo/run.js';
 
 function collector(): Writable & { text: () => string } {
   const chunks: string[] = [];

@@ -1,73 +1,50 @@
-import { parseArgs } from 'node:util';
-import { runDemo } from '../demo/run.js';
-import { type CliCommand, wantsColor } from './io.js';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { CliCommand } from './io.js';
 
-const USAGE = `Usage: meshlet demo [--duration <seconds>] [--rps <n>] [--no-mtls] [--no-color]
+/**
+ * What `meshlet demo` says when `@meshlet/demo` is not installed: the demo's servers are Express,
+ * Fastify and grpc-js, which the `meshlet` package does not install for its users.
+ */
+export const DEMO_GUIDE = `The meshlet demo lives in the optional package @meshlet/demo (it brings Express, Fastify and
+grpc-js, which the meshlet package does not install). Run it with
 
-Runs a small topology on 127.0.0.1 with a mesh on both sides of every call: a client sending
-steady traffic to a "frontend" (Express, 2 instances) that calls "catalog" (gRPC, 3 instances, one
-slow) and "reviews" (Fastify, 4 instances, one answering 10% of requests with 503, one that dies
-part-way through) for every request. Shows a live per-hop and per-instance view every second and a
-summary at the end. Exits 0 when at least 99.9% of the client's requests succeeded despite the
-faults, 1 otherwise. Needs no network.
+  npx @meshlet/demo [--duration <seconds>] [--rps <n>] [--no-mtls] [--no-color]
 
-Options:
-  --duration <s>  length of the run in seconds (default 30); Ctrl-C ends it early
-  --rps <n>       requests per second the client sends to the frontend (default 100)
-  --no-mtls       plaintext HTTP and gRPC instead of mTLS (by default a development CA issues a
-                  SPIFFE certificate per workload, every server requires client certificates,
-                  every mesh checks the identity of the service it calls, and each service's
-                  authorization policy admits only its caller)
-  --no-color      plain output (also NO_COLOR=1); without a terminal the live view prints one
-                  compact line a second instead of redrawing a table`;
+or install it next to meshlet (npm install --save-dev @meshlet/demo) and run \`meshlet demo\` again.
+From a clone of the meshlet repository: pnpm demo.`;
 
-function positiveNumber(name: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0)
-    throw new UsageError(`--${name} must be a positive number, got "${text}"`);
-  return n;
-}
-
-/** A mistake in the command line: printed with the usage, exit code 2. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
+/**
+ * `@meshlet/demo`'s command, found from the working directory (the application's node_modules, or
+ * the repository's root): `@meshlet/demo` depends on `meshlet`, not the other way round.
+ */
+async function findDemo(cwd: string): Promise<CliCommand | undefined> {
+  let file: string;
+  try {
+    file = createRequire(join(cwd, 'package.json')).resolve('@meshlet/demo');
+  } catch {
+    return undefined;
+  }
+  const mod = (await import(pathToFileURL(file).href)) as { demoCommand?: CliCommand };
+  return mod.demoCommand;
 }
 
 export const demoCommand: CliCommand = {
   name: 'demo',
-  summary: 'run the quickstart: client -> Express -> gRPC + Fastify, meshed, faults injected, live view',
-  usage: USAGE,
+  summary: 'run the quickstart: client -> Express -> gRPC + Fastify, meshed, faults injected (@meshlet/demo)',
+  usage: `Usage: meshlet demo [options]\n\n${DEMO_GUIDE}`,
+  ownHelp: true,
   async run(argv, io) {
-    const { values } = parseArgs({
-      args: [...argv],
-      options: {
-        duration: { type: 'string' },
-        rps: { type: 'string' },
-        'no-color': { type: 'boolean' },
-        'no-mtls': { type: 'boolean' },
-        color: { type: 'boolean' },
-      },
-      strict: true,
-    });
-    const durationSec = positiveNumber('duration', values.duration, 30);
-    const rps = positiveNumber('rps', values.rps, 100);
-    const color = wantsColor(io, values['no-color'] ? false : values.color);
-    const ac = new AbortController();
-    const onSigint = () => ac.abort();
-    process.once('SIGINT', onSigint);
-    try {
-      const result = await runDemo({
-        durationSec,
-        rps,
-        color,
-        out: io.stdout,
-        signal: ac.signal,
-        mtls: values['no-mtls'] !== true,
-      });
-      return result.exitCode;
-    } finally {
-      process.off('SIGINT', onSigint);
+    const demo = await findDemo(io.cwd);
+    if (demo === undefined) {
+      io.stderr.write(`meshlet demo: @meshlet/demo is not installed here.\n\n${DEMO_GUIDE}\n`);
+      return 1;
     }
+    if (argv.includes('--help') || argv.includes('-h')) {
+      io.stdout.write(`${demo.usage}\n`);
+      return 0;
+    }
+    return demo.run(argv, io);
   },
 };

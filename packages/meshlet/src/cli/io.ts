@@ -20,6 +20,11 @@ export interface CliCommand {
   readonly run: CommandHandler;
 }
 
+/** A mistake in the command line: printed with the usage, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
 /** The process's own streams and environment. */
 export function processIo(): CliIo {
   return { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() };

@@ -1,11 +1,10 @@
 // The umbrella package's entry registers every config section and extension meshlet ships, so
 // that `meshlet validate` knows the same keys `createMesh` does.
 import '../index.js';
-import { readFileSync, realpathSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { CERTS_USAGE, runCertsCommand } from '@meshlet/tls';
-import { demoCommand, UsageError } from './demo.js';
-import { type CliCommand, type CliIo, processIo } from './io.js';
+import { demoCommand } from './demo.js';
+import { type CliCommand, type CliIo, processIo, UsageError } from './io.js';
 import { validateCommand } from './validate.js';
 
 /** The command table: name → command. Packages that add commands register here. */
@@ -64,7 +63,8 @@ Options:
 }
 
 function isUsageError(err: unknown): boolean {
-  if (err instanceof UsageError) return true;
+  // By name too: @meshlet/demo may throw the UsageError of another copy of meshlet.
+  if (err instanceof UsageError || (err as Error)?.name === 'UsageError') return true;
   const code = (err as { code?: unknown })?.code;
   return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS');
 }
@@ -102,18 +102,4 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo()): 
     io.stderr.write(`meshlet ${name}: ${(err as Error)?.stack ?? String(err)}\n`);
     return 1;
   }
-}
-
-function isEntry(): boolean {
-  const script = process.argv[1];
-  if (script === undefined) return false;
-  try {
-    return pathToFileURL(realpathSync(script)).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isEntry()) {
-  process.exitCode = await runCli(process.argv.slice(2));
 }

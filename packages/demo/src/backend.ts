@@ -16,7 +16,7 @@ import { createMeshClient, createMeshServer, type MeshServer, meshServerCredenti
 import { type CertificateSource, createHttpsServer } from '@meshlet/tls';
 import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { Mesh } from '../mesh.js';
+import type { Mesh } from 'meshlet';
 
 /** The fault a demo instance injects. */
 export type Fault =

@@ -3,10 +3,8 @@ import { type Client, status as grpcStatus } from '@grpc/grpc-js';
 import { type EndpointState, isMeshError, runWithDeadline, type ServiceRuntime } from '@meshlet/core';
 import { getTelemetry } from '@meshlet/telemetry';
 import { getMeshTls } from '@meshlet/tls';
-import { paint } from '../cli/io.js';
-// The extensions (TLS, telemetry/admin, gRPC, …) must be registered whoever imports the demo.
-import '../extensions.js';
-import { createMesh, type Mesh } from '../mesh.js';
+import { createMesh, type Mesh } from 'meshlet';
+import { paint } from 'meshlet/cli';
 import {
   type Backend,
   type BackendSpec,
