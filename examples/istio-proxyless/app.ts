@@ -2,15 +2,11 @@
  * The productpage side of Bookinfo, proxyless: with GRPC_XDS_BOOTSTRAP set by Istio's agent,
  * `createMesh()` turns xDS on, and `http://reviews.default.svc.cluster.local:9080/…` resolves
  * through the LDS listener of that name (gRPC's `xds:///` convention) — routes, weighted subsets,
- * retries, timeouts and outlier detection come from istiod.
- *
- * Run locally against meshlet's own control plane instead of istiod:
- *   pnpm meshlet control-plane --config examples/istio-proxyless/local-mesh.yaml --port 18000 &
- *   GRPC_XDS_BOOTSTRAP_CONFIG='{"xds_servers":[{"server_uri":"127.0.0.1:18000","channel_creds":[{"type":"insecure"}]}],"node":{"id":"productpage"}}' \
- *     npx tsx --conditions=meshlet-source examples/istio-proxyless/app.ts
+ * retries, timeouts and outlier detection come from istiod. See README.md to run it locally.
  */
 import { createServer } from 'node:http';
-import { createMesh } from '../../packages/meshlet/src/index.js';
+import type { AddressInfo } from 'node:net';
+import { createMesh } from 'meshlet';
 
 const REVIEWS = process.env.REVIEWS_URL ?? 'http://reviews.default.svc.cluster.local:9080';
 
@@ -32,7 +28,9 @@ const server = createServer(async (req, res) => {
     res.end(JSON.stringify({ error: (err as Error).message, cause: String((err as Error).cause ?? '') }));
   }
 });
-server.listen(Number(process.env.PORT ?? 9080));
+server.listen(Number(process.env.PORT ?? 9080), process.env.HOST ?? '0.0.0.0', () => {
+  console.log(`productpage listening on http://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+});
 
 const stop = async () => {
   server.close();

@@ -305,7 +305,10 @@ if (!must(cli, ['validate', 'mesh.yaml'], { cwd: alone }).includes('is valid')) 
 const demo = run(cli, ['demo'], { cwd: alone });
 if (demo.code !== 1 || !demo.out.includes('npx @meshlet/demo'))
   fail(`meshlet demo without @meshlet/demo:\n${demo.out}`);
-log('meshlet --version, validate, and demo (says where the demo lives)');
+const cp = run(cli, ['control-plane', '--config', 'mesh.yaml'], { cwd: alone });
+if (cp.code !== 1 || !cp.out.includes('npm install @grpc/grpc-js'))
+  fail(`meshlet control-plane without grpc-js:\n${cp.out}`);
+log('meshlet --version, validate, demo (says where the demo lives), control-plane (says grpc-js is needed)');
 
 // ── TypeScript consumers ────────────────────────────────────────────────────────────────────────
 const tsc = join(root, 'node_modules/typescript/bin/tsc');

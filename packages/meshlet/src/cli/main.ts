@@ -2,6 +2,7 @@
 // that `meshlet validate` knows the same keys `createMesh` does.
 import '../index.js';
 import { readFileSync } from 'node:fs';
+import { grpcJsSupport } from '@meshlet/grpc/support';
 import { CERTS_USAGE, runCertsCommand } from '@meshlet/tls';
 import { demoCommand } from './demo.js';
 import { type CliCommand, type CliIo, processIo, UsageError } from './io.js';
@@ -30,6 +31,12 @@ registerCommand({
   usage: 'Usage: meshlet control-plane --config FILE [--port N] [--host ADDR]',
   ownHelp: true,
   async run(argv, io) {
+    // The control plane serves over the application's grpc-js (an optional peer of meshlet).
+    const support = grpcJsSupport();
+    if (support.status !== 'supported') {
+      io.stderr.write(`meshlet control-plane: ${support.error.message}\n`);
+      return 1;
+    }
     const { runControlPlaneCommand } = await import('@meshlet/control-plane');
     return runControlPlaneCommand(argv, io);
   },
