@@ -283,9 +283,10 @@ for (const major of majors) {
   node(bin, http, 'cjs.cjs');
   node(bin, grpc, 'grpc.mjs');
   node(bin, grpc, 'xds.mjs');
-  const runs = Array.from({ length: 5 }, () => JSON.parse(node(bin, alone, 'measure.mjs')));
+  const runs = Array.from({ length: 3 }, () => JSON.parse(node(bin, alone, 'measure.mjs')));
+  const m = (key) => median(runs.map((r) => r[key]));
   report.push(
-    `Node ${version}: import 'meshlet' ${median(runs.map((r) => r.importMs))} ms, +${median(runs.map((r) => r.rssMB))} MB RSS (median of 5, HTTP-only app)`,
+    `Node ${version}: import 'meshlet' ${m('importMs')} ms (${m('cpuMs')} ms CPU), +${m('rssMB')} MB RSS (median of 3, HTTP-only app)`,
   );
   log(
     `Node ${version}: HTTP-only module list, trace parenting, CJS require, mesh:/// with the app's grpc-js, xDS`,
@@ -392,6 +393,7 @@ log(
   'grpc-js 1.13: createMesh works, one coded warning, mesh: calls fail UNAVAILABLE with the code, no crash',
 );
 
-if (!flag('--keep')) rmSync(work, { recursive: true, force: true });
+// rm(1) is several times faster than fs.rmSync on three node_modules trees.
+if (!flag('--keep') && run('rm', ['-rf', work]).code !== 0) rmSync(work, { recursive: true, force: true });
 console.log(`\nconsumer test passed in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 for (const line of report) console.log(`  ${line}`);
