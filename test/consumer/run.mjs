@@ -393,6 +393,19 @@ log(
   'grpc-js 1.13: createMesh works, one coded warning, mesh: calls fail UNAVAILABLE with the code, no crash',
 );
 
+// An application that adds OpenTelemetry's SDK after meshlet (npm had installed the newest API as
+// meshlet's peer, which SDK 2.x refuses): npm moves the one copy to a version both accept.
+must(
+  'npm',
+  ['install', '--no-audit', '--no-fund', '--loglevel=error', '@opentelemetry/sdk-trace-base@^2.0.0'],
+  { cwd: alone },
+);
+const apis = copies(alone, '@opentelemetry/api');
+if (apis.length !== 1)
+  fail(`after adding the OTel SDK: ${apis.length} copies of @opentelemetry/api: ${apis.join(', ')}`);
+must('npm', ['ls', '--all'], { cwd: alone });
+log('adding the OTel SDK after meshlet: no ERESOLVE, still one @opentelemetry/api');
+
 // rm(1) is several times faster than fs.rmSync on three node_modules trees.
 if (!flag('--keep') && run('rm', ['-rf', work]).code !== 0) rmSync(work, { recursive: true, force: true });
 console.log(`\nconsumer test passed in ${((Date.now() - started) / 1000).toFixed(0)} s`);
