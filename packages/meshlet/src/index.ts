@@ -25,5 +25,6 @@ export { MeshDispatcher } from '@meshlet/fetch';
 export type { KubernetesInput } from '@meshlet/kubernetes';
 export type { AccessLogInput, AdminInput, TelemetryInput } from '@meshlet/telemetry';
 export type { AuthorizationInput, TlsInput } from '@meshlet/tls';
-export type { XdsInput } from '@meshlet/xds';
+// From the light entry: @meshlet/xds's own types reach for @grpc/grpc-js, an optional peer.
+export type { XdsInput } from '@meshlet/xds/config';
 export { type CreateMeshOptions, createMesh, Mesh, type MeshExtension, registerExtension } from './mesh.js';

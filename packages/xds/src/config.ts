@@ -15,4 +15,5 @@ export {
   type XdsNode,
   type XdsServer,
 } from './bootstrap.js';
+export type { XdsBackoffInput, XdsInput } from './config-types.generated.js';
 export { registerXdsConfig, type XdsSettings, xdsBootstrapFor } from './setup.js';
