@@ -389,9 +389,7 @@ must(
   { cwd: grpc },
 );
 node(process.execPath, grpc, 'old-grpc.mjs');
-log(
-  'grpc-js 1.13: createMesh works, one coded warning, mesh: calls fail UNAVAILABLE with the code, no crash',
-);
+log('grpc-js 1.13: createMesh works, a coded warning, mesh: calls fail UNAVAILABLE with the code, no crash');
 
 // An application that adds OpenTelemetry's SDK after meshlet (npm had installed the newest API as
 // meshlet's peer, which SDK 2.x refuses): npm moves the one copy to a version both accept.
