@@ -37,7 +37,6 @@ export {
   HCM_TYPE,
   LDS_TYPE,
   lrsService,
-  protoIncludeDirs,
   RDS_TYPE,
   RESOURCE_TYPES,
   type ResourceType,
