@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
 import { endpointSchema } from './discovery/endpoints.js';
 import type { DiscoveryFactory } from './discovery/types.js';
 import { formatDuration } from './duration.js';
@@ -16,6 +15,7 @@ import {
 import { type Fields, JsonEmitter, type JsonSchema, type Schema, s, taggedJson } from './schema.js';
 import type { UpstreamSecurity } from './upstream-tls.js';
 import { describe, expectObject, isPlainObject, join } from './validate.js';
+import { loadYaml } from './yaml.js';
 
 /** Conditions under which a failed attempt is retried (Envoy's `retry_on` names). */
 export type RetryCondition =
@@ -890,7 +890,7 @@ export function readConfigFile(path: string): unknown {
 
 /** Parses YAML or JSON text (JSON is YAML); errors carry the source and line numbers. */
 export function parseConfigText(text: string, source: string): unknown {
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const doc = loadYaml().parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     throw new MeshConfigError(
       doc.errors.map((e) => ({

@@ -443,3 +443,4 @@ export {
   optNumber,
   optString,
 } from './validate.js';
+export { loadYaml } from './yaml.js';

@@ -9,11 +9,12 @@ import {
   type ServiceRuntime,
   UNLIMITED,
 } from '@meshlet/core';
-import { Agent, buildConnector, Dispatcher, Pool } from 'undici';
+import type { buildConnector, Dispatcher, Pool } from 'undici';
 import { toLegacyHandler } from './handler.js';
 import { startMeshRequest } from './hedge.js';
 import type { RequestHost } from './request.js';
 import { dispatchRouted } from './routed.js';
+import { DispatcherBase, undiciTransport } from './undici.js';
 
 /** The slot in `EndpointState.slots` where this transport keeps the endpoint's connection pool. */
 const POOL_SLOT = allocateEndpointSlot();
@@ -27,15 +28,28 @@ type Connector = buildConnector.connector;
  * caller's own `Host` (any case) replaces it exactly as with undici — while its connector dials
  * the endpoint's address. TLS keeps the authority's host name as SNI, as before.
  */
-class EndpointPool extends Pool {
+interface EndpointPool extends Pool {
   readonly authority: string;
   /** Pools of the same endpoint for other authorities (a service reached under several names). */
-  others: Map<string, EndpointPool> | undefined = undefined;
+  others: Map<string, EndpointPool> | undefined;
+}
 
-  constructor(origin: string, authority: string, options: Pool.Options) {
-    super(origin, options);
-    this.authority = authority;
-  }
+type EndpointPoolClass = new (origin: string, authority: string, options: Pool.Options) => EndpointPool;
+
+let endpointPoolClass: EndpointPoolClass | undefined;
+
+/** The class, defined once undici's `Pool` is loaded (the first pool, not on import). */
+function EndpointPoolOf(): EndpointPoolClass {
+  endpointPoolClass ??= class EndpointPool extends undiciTransport().Pool {
+    readonly authority: string;
+    others: Map<string, EndpointPool> | undefined = undefined;
+
+    constructor(origin: string, authority: string, options: Pool.Options) {
+      super(origin, options);
+      this.authority = authority;
+    }
+  };
+  return endpointPoolClass;
 }
 
 /** A connector that dials `address:port` whatever host the pool's origin names. */
@@ -88,7 +102,7 @@ interface RouteEntry {
  * picked per request, through one connection pool per endpoint, and passes every other host to a
  * plain undici Agent. Install it with `setGlobalDispatcher()` to mesh existing `fetch` code.
  */
-export class MeshDispatcher extends Dispatcher implements RequestHost {
+export class MeshDispatcher extends DispatcherBase implements RequestHost {
   readonly mesh: Mesh;
   readonly #passthrough: Dispatcher;
   readonly #ownsPassthrough: boolean;
@@ -108,6 +122,8 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
 
   constructor(mesh: Mesh, options: MeshDispatcherOptions = {}) {
     super();
+    // undici's connection classes load with the first dispatcher, not with `import 'meshlet'`.
+    const { Agent } = undiciTransport();
     this.mesh = mesh;
     this.#ownsPassthrough = options.passthrough === undefined;
     this.#passthrough = options.passthrough ?? new Agent();
@@ -213,7 +229,7 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
         ? tls
         : typeof given.connect === 'function'
           ? given.connect
-          : buildConnector({
+          : undiciTransport().buildConnector({
               ...(given.allowH2 !== undefined ? { allowH2: given.allowH2 } : {}),
               ...(given.maxCachedSessions !== undefined
                 ? { maxCachedSessions: given.maxCachedSessions }
@@ -222,6 +238,7 @@ export class MeshDispatcher extends Dispatcher implements RequestHost {
               ...options,
             } as buildConnector.BuildOptions);
     const secure = tls !== undefined;
+    const EndpointPool = EndpointPoolOf();
     const pool = new EndpointPool(`${secure ? 'https' : 'http'}://${authority}`, authority, {
       keepAliveTimeout: c.keepAliveTimeoutMs,
       ...(maxConn < UNLIMITED ? { connections: maxConn } : {}),

@@ -1,5 +1,5 @@
 import type { Dispatcher } from 'undici';
-import { util } from 'undici';
+import { undiciTransport } from './undici.js';
 
 /**
  * The callbacks undici 7's clients call internally (`onConnect`, `onHeaders`, …). meshlet's
@@ -21,7 +21,7 @@ type NewHandler = Dispatcher.DispatchHandler;
 
 function headersObject(raw: Buffer[] | string[] | null | undefined): Record<string, string | string[]> {
   if (!raw) return {};
-  return util.parseHeaders(raw as Buffer[]) as Record<string, string | string[]>;
+  return undiciTransport().parseHeaders(raw as Buffer[]) as Record<string, string | string[]>;
 }
 
 /** The controller a controller-form handler receives; backed by the legacy abort/resume pair. */

@@ -9,11 +9,12 @@ import {
   type RouteTarget,
   type ServiceRuntime,
 } from '@meshlet/core';
-import { type Dispatcher, errors } from 'undici';
+import type { Dispatcher } from 'undici';
 import { bodyKind, ITERABLE, ReplayBody, STREAM } from './body.js';
 import { classifyError, toMeshError } from './errors.js';
 import { type LegacyHandler, rawHeader } from './handler.js';
 import { readHeader, withHeader, withHeaders } from './hook.js';
+import { undiciTransport } from './undici.js';
 
 /** What a request needs from the dispatcher that runs it. */
 export interface RequestHost {
@@ -91,7 +92,9 @@ export class MeshRequest extends Call<HttpAttempt> {
   protected override onStart(): void {
     // The caller gets one abort function for the whole logical request, whatever the attempt.
     // Without a reason, undici's own RequestAbortedError (as undici gives it).
-    this.#handler.onConnect?.((reason?: Error) => this.cancel(reason ?? new errors.RequestAbortedError()));
+    this.#handler.onConnect?.((reason?: Error) =>
+      this.cancel(reason ?? new (undiciTransport().errors.RequestAbortedError)()),
+    );
   }
 
   protected createAttempt(endpoint: EndpointState, index: number): HttpAttempt {

@@ -1,8 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { ErrorCodes, isPlainObject, MeshError } from '@meshlet/core';
-import { parse as parseYaml } from 'yaml';
+import { ErrorCodes, isPlainObject, loadYaml, MeshError } from '@meshlet/core';
 import type { KubernetesSettings } from './config.js';
 
 /**
@@ -192,7 +191,7 @@ export function loadKubeconfig(
   let doc: unknown;
   try {
     // An alias bomb stops after 100 expansions (a coded error below, not a hang).
-    doc = parseYaml(readFileSync(file, 'utf8'), { maxAliasCount: 100 });
+    doc = loadYaml().parse(readFileSync(file, 'utf8'), { maxAliasCount: 100 });
   } catch (err) {
     throw credentialsError(`cannot read kubeconfig ${file}: ${(err as Error).message}`, err);
   }

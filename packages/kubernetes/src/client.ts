@@ -1,5 +1,6 @@
 import { ErrorCodes, isMeshError, isPlainObject, MeshError } from '@meshlet/core';
-import { Pool } from 'undici';
+import { undiciTransport } from '@meshlet/fetch';
+import type { Pool } from 'undici';
 import type { ClusterAccess } from './auth.js';
 
 /** A Kubernetes API `Status` (the body of an error response, or of a watch `ERROR` event). */
@@ -234,6 +235,7 @@ export class KubeClient {
     const url = new URL(opts.access.server);
     this.#basePath = url.pathname.replace(/\/+$/, '');
     const secure = url.protocol === 'https:';
+    const { Pool } = undiciTransport();
     this.#pool = new Pool(url.origin, {
       connect: secure
         ? {

@@ -10,7 +10,7 @@ import { type Mesh as CoreMesh, MeshError, type UpstreamTls } from '@meshlet/cor
 import type { CredentialsProvider } from '@meshlet/grpc';
 import { type GrpcJsSupport, grpcJsSupport, registerUnsupportedMeshResolver } from '@meshlet/grpc/support';
 import { setupKubernetes } from '@meshlet/kubernetes';
-import { installTelemetry } from '@meshlet/telemetry';
+import '@meshlet/telemetry/config';
 import { getMeshTls, type MeshTls, meshTlsFor } from '@meshlet/tls';
 import { xdsBootstrapFor } from '@meshlet/xds/config';
 import { registerExtension } from './mesh.js';
@@ -126,6 +126,8 @@ registerExtension({
   async setup(mesh) {
     // Client spans and trace propagation: installTelemetry sets the mesh's call hook, which every
     // transport (fetch, gRPC) reports to.
+    // prom-client and @opentelemetry/api load here, with the first mesh, not on `import 'meshlet'`.
+    const { installTelemetry } = await import('@meshlet/telemetry');
     const tel = await installTelemetry(mesh, mesh.options.telemetry);
     // Certificate expiry (meshlet_certificate_expiry_timestamp_seconds), now and after each rotation.
     const tls = getMeshTls(mesh);

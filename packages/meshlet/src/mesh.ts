@@ -6,9 +6,15 @@ import {
   type ParsedMeshConfig,
   parseConfig,
 } from '@meshlet/core';
-import { createMeshFetch, MeshDispatcher, type MeshDispatcherOptions, type MeshFetch } from '@meshlet/fetch';
-import { getTelemetry, type TelemetryOptions } from '@meshlet/telemetry';
-import { type Dispatcher, getGlobalDispatcher, setGlobalDispatcher } from 'undici';
+import {
+  createMeshFetch,
+  MeshDispatcher,
+  type MeshDispatcherOptions,
+  type MeshFetch,
+  undiciGlobal,
+} from '@meshlet/fetch';
+import { getTelemetry, type TelemetryOptions } from '@meshlet/telemetry/config';
+import type { Dispatcher } from 'undici';
 
 /**
  * A piece of meshlet that plugs into `createMesh` (TLS, telemetry, admin, Kubernetes, xDS). Each
@@ -87,6 +93,7 @@ export class Mesh extends CoreMesh {
    */
   installGlobalDispatcher(): () => void {
     if (this.#restoreGlobal) return this.#restoreGlobal;
+    const { getGlobalDispatcher, setGlobalDispatcher } = undiciGlobal();
     const previous = getGlobalDispatcher();
     setGlobalDispatcher(this.dispatcher);
     const restore = () => {

@@ -1,5 +1,5 @@
 import type { InboundRequestInfo, InboundSpan, InboundTelemetry, Mesh } from '@meshlet/core';
-import { getTelemetry } from './telemetry.js';
+import { getTelemetry } from './installed.js';
 
 /**
  * Inbound telemetry backed by the `@meshlet/telemetry` installed on `mesh` (createMesh installs

@@ -64,6 +64,7 @@ export type {
   TracingInput,
 } from './config-types.generated.js';
 export { inboundTelemetry } from './inbound.js';
+export { getTelemetry } from './installed.js';
 export {
   ENDPOINT_STATES,
   ISTIO_BUCKETS_MS,
@@ -74,7 +75,6 @@ export {
 } from './metrics.js';
 export type { AnyRegistry } from './series.js';
 export {
-  getTelemetry,
   installTelemetry,
   MeshTelemetry,
   ServerRequest,

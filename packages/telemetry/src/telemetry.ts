@@ -27,6 +27,7 @@ import {
   registerTelemetryConfig,
   type TelemetryConfig,
 } from './config.js';
+import { installed } from './installed.js';
 import { MeshMetrics } from './metrics.js';
 import { type AnyRegistry, MeshRegistry } from './series.js';
 import { ClientTracing, headerGetter, type ServerSpanInfo, ServerTracing, TraceStash } from './tracing.js';
@@ -280,13 +281,6 @@ export class MeshTelemetry {
       setInboundTelemetry(this.mesh, undefined);
     }
   }
-}
-
-const installed = new WeakMap<Mesh, MeshTelemetry>();
-
-/** The telemetry installed on `mesh`, if any (the inbound adapters use it for server spans). */
-export function getTelemetry(mesh: Mesh): MeshTelemetry | undefined {
-  return installed.get(mesh);
 }
 
 /**

@@ -10,7 +10,8 @@ import {
   type ServiceRuntime,
   subjectAltNamesMatch,
 } from '@meshlet/core';
-import { buildConnector } from 'undici';
+import { undiciTransport } from '@meshlet/fetch';
+import type { buildConnector } from 'undici';
 import type { TlsMaterial } from './material.js';
 import { matchesIdentity, spiffeIdOf } from './pem.js';
 import type { CertificateSource } from './source.js';
@@ -99,7 +100,7 @@ export function createTlsConnector(source: CertificateSource, options: TlsConnec
     verifyPeerIdentity(identity, cert, service === undefined ? {} : { service });
   const build = (): Connector => {
     builtFor = source.current;
-    return buildConnector({
+    return undiciTransport().buildConnector({
       secureContext: source.secureContext(),
       rejectUnauthorized: true,
       minVersion: source.minVersion,
@@ -189,7 +190,7 @@ export function createUpstreamTlsConnector(options: UpstreamTlsConnectorOptions)
     if (inner === undefined || builtRoots !== roots.current || builtId !== identity?.current) {
       builtRoots = roots.current;
       builtId = identity?.current;
-      inner = buildConnector({
+      inner = undiciTransport().buildConnector({
         secureContext: context(),
         rejectUnauthorized: true,
         minVersion: roots.minVersion,
