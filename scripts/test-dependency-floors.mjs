@@ -93,6 +93,12 @@ const vitest = join(root, 'node_modules/vitest/vitest.mjs');
 const r = spawnSync(process.execPath, [vitest, 'run', ...files, ...process.argv.slice(2)], {
   cwd: root,
   stdio: 'inherit',
-  env: { ...process.env, MESHLET_TEST_ALIAS: JSON.stringify(aliases) },
+  env: {
+    ...process.env,
+    MESHLET_TEST_ALIAS: JSON.stringify(aliases),
+    // `require`d dependencies (undici's parts) follow the same aliases: scripts/floor-require-alias.cjs.
+    NODE_OPTIONS:
+      `${process.env.NODE_OPTIONS ?? ''} --require ${join(root, 'scripts/floor-require-alias.cjs')}`.trim(),
+  },
 });
 process.exit(r.status ?? 1);

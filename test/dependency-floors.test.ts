@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
+import { undiciTransport } from '../packages/fetch/src/undici.js';
 
 // `scripts/test-dependency-floors.mjs` substitutes the lowest versions meshlet's ranges admit for
 // the workspace's copies (MESHLET_TEST_ALIAS, applied by vitest.config.ts). This file runs in that
@@ -38,5 +39,16 @@ describe('the dependencies under test', () => {
           `${name} from the workspace`,
         ).toBe(false);
     }
+  });
+
+  it('include the parts meshlet requires itself (undici, packages/fetch/src/undici.ts)', () => {
+    undiciTransport();
+    const cache = createRequire(import.meta.url).cache;
+    const files = Object.keys(cache).filter((f) => f.includes('/node_modules/undici/lib/dispatcher/pool.js'));
+    expect(files.length, 'undici/lib/dispatcher/pool.js was required').toBeGreaterThan(0);
+    const alias = aliases.undici;
+    for (const f of files)
+      if (alias) expect(f.startsWith(`${alias}/`), `${f} from ${alias}`).toBe(true);
+      else expect(f.includes('.tmp/floors'), `${f} from the workspace`).toBe(false);
   });
 });

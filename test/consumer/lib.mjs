@@ -11,6 +11,12 @@ export function loaded(name) {
   return Object.keys(cache).some((file) => file.includes(needle));
 }
 
+/** Whether the file `path` (e.g. `undici/index.js`) of an npm package has been loaded. */
+export function loadedFile(path) {
+  const needle = `/node_modules/${path}`;
+  return Object.keys(cache).some((file) => file.endsWith(needle));
+}
+
 export function check(condition, message) {
   if (!condition) {
     console.error(`FAIL: ${message}`);

@@ -283,11 +283,22 @@ for (const major of majors) {
   node(bin, http, 'cjs.cjs');
   node(bin, grpc, 'grpc.mjs');
   node(bin, grpc, 'xds.mjs');
-  const runs = Array.from({ length: 3 }, () => JSON.parse(node(bin, alone, 'measure.mjs')));
-  const m = (key) => median(runs.map((r) => r[key]));
-  report.push(
-    `Node ${version}: import 'meshlet' ${m('importMs')} ms (${m('cpuMs')} ms CPU), +${m('rssMB')} MB RSS (median of 3, HTTP-only app)`,
-  );
+  // Interleaved, so that a change of load on the machine touches all three alike.
+  const modes = {
+    import: "import 'meshlet'",
+    'mesh-fetch': '+ createMesh + first mesh.fetch',
+    'undici-fetch': "raw: import 'undici' + first fetch",
+  };
+  const runs = Object.fromEntries(Object.keys(modes).map((mode) => [mode, []]));
+  for (let i = 0; i < 3; i++)
+    for (const mode of Object.keys(modes))
+      runs[mode].push(JSON.parse(node(bin, alone, 'measure.mjs', { MEASURE: mode })));
+  for (const [mode, label] of Object.entries(modes)) {
+    const m = (key) => median(runs[mode].map((r) => r[key]));
+    report.push(
+      `Node ${version}: ${label} ${m('ms')} ms (${m('cpuMs')} ms CPU), +${m('rssMB')} MB RSS (median of 3, HTTP-only app)`,
+    );
+  }
   log(
     `Node ${version}: HTTP-only module list, trace parenting, CJS require, mesh:/// with the app's grpc-js, xDS`,
   );

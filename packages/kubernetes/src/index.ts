@@ -27,6 +27,7 @@ export {
   type ServiceRef,
   zoneFilter,
 } from './discovery.js';
+export { kubernetesWanted } from './light.js';
 export { type SetupKubernetesOptions, setupKubernetes } from './setup.js';
 export {
   HINTS_KEY,

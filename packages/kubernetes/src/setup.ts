@@ -1,7 +1,7 @@
 import type { Mesh } from '@meshlet/core';
-import { inClusterAvailable } from './auth.js';
 import { DEFAULT_SETTINGS, type KubernetesSettings } from './config.js';
 import { KubernetesDiscovery } from './discovery.js';
+import { kubernetesWanted } from './light.js';
 
 export interface SetupKubernetesOptions {
   /** Environment for in-cluster detection and `KUBECONFIG` (default `process.env`). */
@@ -26,7 +26,7 @@ export async function setupKubernetes(
   const env = options.env ?? process.env;
   const configured = mesh.config.extensions.kubernetes as KubernetesSettings | undefined;
   const saDir = options.serviceAccountDir ?? DEFAULT_SETTINGS.serviceAccountDir;
-  if (configured === undefined && !inClusterAvailable(env, saDir)) return undefined;
+  if (!kubernetesWanted(mesh.config, env, saDir)) return undefined;
   const settings = configured ?? { ...DEFAULT_SETTINGS, serviceAccountDir: saDir };
   let discovery: KubernetesDiscovery;
   try {

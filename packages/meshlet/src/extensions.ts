@@ -9,7 +9,7 @@
 import { type Mesh as CoreMesh, MeshError, type UpstreamTls } from '@meshlet/core';
 import type { CredentialsProvider } from '@meshlet/grpc';
 import { type GrpcJsSupport, grpcJsSupport, registerUnsupportedMeshResolver } from '@meshlet/grpc/support';
-import { setupKubernetes } from '@meshlet/kubernetes';
+import { kubernetesWanted } from '@meshlet/kubernetes/config';
 import '@meshlet/telemetry/config';
 import { getMeshTls, type MeshTls, meshTlsFor } from '@meshlet/tls';
 import { xdsBootstrapFor } from '@meshlet/xds/config';
@@ -19,7 +19,11 @@ import { registerExtension } from './mesh.js';
 registerExtension({
   name: 'kubernetes',
   async setup(mesh) {
-    await setupKubernetes(mesh, { env: mesh.options.env });
+    const env = mesh.options.env ?? process.env;
+    // The discovery (API client, watches) loads only when it is on.
+    if (!kubernetesWanted(mesh.config, env)) return;
+    const { setupKubernetes } = await import('@meshlet/kubernetes');
+    await setupKubernetes(mesh, { env });
   },
 });
 
