@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs/light.js';
 
@@ -20,17 +22,21 @@ export type ResourceType = (typeof RESOURCE_TYPES)[number];
 /**
  * The descriptor of every message type meshlet's xDS client and control plane use, generated from
  * the Envoy, xDS and googleapis `.proto` files by `scripts/gen-xds-descriptor.mjs` (so that an
- * install needs neither the `.proto` files nor a proto parser). The same relative path serves
- * `src/` (tests, `meshlet-source`) and `dist/` (the published package).
+ * install needs neither the `.proto` files nor a proto parser). Found by the package's own name
+ * (`./package.json` is exported), so the same code serves `src/` (tests, `meshlet-source`) and the
+ * bundled `dist/` (the published package), wherever the build put it.
  */
-const DESCRIPTOR_URL = new URL('../generated/xds-descriptor.json', import.meta.url);
+const DESCRIPTOR_FILE = join(
+  dirname(createRequire(import.meta.url).resolve('@meshlet/xds/package.json')),
+  'generated/xds-descriptor.json',
+);
 
 let root: protobuf.Root | undefined;
 
 /** The protobufjs root with every xDS resource type (loaded once, on first use). */
 export function resourceRoot(): protobuf.Root {
   if (root) return root;
-  const file = JSON.parse(readFileSync(DESCRIPTOR_URL, 'utf8')) as { root: protobuf.INamespace };
+  const file = JSON.parse(readFileSync(DESCRIPTOR_FILE, 'utf8')) as { root: protobuf.INamespace };
   // Resolved up front (as @grpc/proto-loader does): the proto-JSON reader walks `resolvedType`s.
   const loaded = protobuf.Root.fromJSON(file.root);
   loaded.resolveAll();

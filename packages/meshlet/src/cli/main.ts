@@ -1,7 +1,7 @@
 // The umbrella package's entry registers every config section and extension meshlet ships, so
 // that `meshlet validate` knows the same keys `createMesh` does.
 import '../index.js';
-import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { grpcJsSupport } from '@meshlet/grpc/support';
 import { CERTS_USAGE, runCertsCommand } from '@meshlet/tls';
 import { demoCommand } from './demo.js';
@@ -44,9 +44,8 @@ registerCommand({
 
 /** The version of the `meshlet` package. */
 export function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-    version?: string;
-  };
+  // By the package's own name (`./package.json` is exported), wherever the build put this code.
+  const pkg = createRequire(import.meta.url)('meshlet/package.json') as { version?: string };
   return pkg.version ?? '0.0.0';
 }
 
