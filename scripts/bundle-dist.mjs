@@ -67,6 +67,8 @@ for (const dir of dirs) {
     packages: 'external',
     keepNames: true,
     sourcemap: 'linked',
+    // The packages ship src/: the maps point there instead of carrying it again.
+    sourcesContent: false,
     allowOverwrite: true,
     chunkNames: '[name]-[hash]',
     metafile: true,
