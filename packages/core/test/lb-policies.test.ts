@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   isConfigError,
   leastRequest,
@@ -15,6 +15,22 @@ import { chiSquare, chiSquareCritical, countPicks, states } from './lb-helpers.j
 const N = 60_000;
 
 describe('distribution of every policy (chi-square, p = 0.001)', () => {
+  // The policies draw from Math.random; a seeded generator makes each run the same draw, so a
+  // p = 0.001 test fails for a skewed policy, not once in a thousand runs by chance.
+  beforeEach(() => {
+    let seed = 0x9e3779b9;
+    vi.spyOn(Math, 'random').mockImplementation(() => {
+      // mulberry32
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = seed;
+      t = Math.imul(t ^ (t >>> 15), t | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    });
+  });
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
   const uniform = [
     ['round_robin', () => roundRobin.create(undefined)],
     ['weighted_round_robin', () => weightedRoundRobin.create(undefined)],
