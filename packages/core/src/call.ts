@@ -5,6 +5,7 @@ import type { EndpointState } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import type { Outcome, Verdict } from './events.js';
 import type { PickContext } from './lb/types.js';
+import type { AdaptiveConcurrency } from './load/concurrency.js';
 import type { CallHook, CallInfo, CallObserver, Transport } from './observer.js';
 import type { BreakerPermit } from './resilience/breaker.js';
 import { backoffDelay } from './retry.js';
@@ -141,6 +142,10 @@ export class CallAttempt {
   timer: NodeJS.Timeout | undefined = undefined;
   /** @internal Why the pipeline aborted it (per-try timeout, the call's stop), if it did. */
   abortedFor: AttemptFailure | undefined = undefined;
+  /** The endpoint shed the request (`x-meshlet-shed`): it was not processed, and says nothing bad of the endpoint. */
+  shed = false;
+  /** @internal Admitted by the service's adaptive concurrency limiter (released at its end). */
+  limited = false;
 
   constructor(endpoint: EndpointState, index: number) {
     this.endpoint = endpoint;
@@ -228,6 +233,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   #startClock = -1;
   /** What the first attempt may take (`attemptBudgetMs`), known at `begin()` without a clock read. */
   #firstBudget = Number.POSITIVE_INFINITY;
+  /** Until when the call may wait for an endpoint under its concurrency limit (-1: has not waited). */
+  #waitUntil = -1;
+  /** The limiter the call waits on, while it does. */
+  #waitingOn: AdaptiveConcurrency | undefined = undefined;
 
   /**
    * `service` undefined: a call routed when it starts (gRPC routes on metadata, which comes with
@@ -475,7 +484,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       return;
     }
     this.attempt = this.#attempts;
-    const res = rt.pick(this, this.#tried ?? this.#lastEndpoint);
+    const limiter = resilience.concurrency;
+    const res = rt.pick(this, this.#tried ?? this.#lastEndpoint, limiter);
     if (res.kind !== 'pick') {
       permit?.done('ignore');
       thresholds.leave(true);
@@ -498,7 +508,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       return;
     }
     const ep = res.endpoint;
+    if (limiter !== undefined && !limiter.tryAcquire(ep)) {
+      // Every usable endpoint is at its limit: wait for an attempt to end (bounded), or fail.
+      permit?.done('ignore');
+      thresholds.leave(true);
+      this.#waitForCapacity(limiter);
+      return;
+    }
     const att = this.createAttempt(ep, this.#attempts++);
+    att.limited = limiter !== undefined;
     // The first attempt starts in the same tick as the call: the call's clock read serves.
     const clock = this.#startClock;
     this.#startClock = -1;
@@ -522,6 +540,52 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     } finally {
       this.#sending = undefined;
     }
+  }
+
+  /**
+   * Every usable endpoint is at its adaptive concurrency limit: the call waits for an attempt of
+   * the service to end, at most `maxWait` in all and never past its deadline, then picks again;
+   * when the wait is over it fails with `MESHLET_ERR_OVERLOADED` (nothing was sent).
+   */
+  #waitForCapacity(limiter: AdaptiveConcurrency): void {
+    const rt = this.service;
+    const now = rt.now();
+    if (this.#waitUntil < 0) this.#waitUntil = Math.min(now + limiter.config.maxWaitMs, this.#deadlineAt);
+    const left = this.#waitUntil - now;
+    if (!(left > 0)) {
+      this.#finish(
+        new MeshError(
+          ErrorCodes.OVERLOADED,
+          `every endpoint of service "${rt.name}" is at its adaptive concurrency limit`,
+          { service: rt.name, limit: 'adaptiveConcurrency' },
+        ),
+        'overloaded',
+      );
+      return;
+    }
+    this.#state = IDLE;
+    // The next attempt starts later than the call: its clock and budget are read afresh.
+    this.#startClock = -1;
+    this.#firstBudget = -1;
+    this.#waitingOn = limiter;
+    limiter.wait(this);
+    this.#backoff = setTimeout(Call.#waitEnded, left, this);
+  }
+
+  /** @internal An attempt of the service ended while the call waited for capacity: pick again. */
+  capacityFreed(): void {
+    if (this.#waitingOn === undefined || this.#state === DONE) return;
+    this.#waitingOn = undefined;
+    if (this.#backoff !== undefined) clearTimeout(this.#backoff);
+    this.#backoff = undefined;
+    this.#next();
+  }
+
+  static #waitEnded(call: Call): void {
+    call.#backoff = undefined;
+    call.#waitingOn?.cancelWait(call);
+    call.#waitingOn = undefined;
+    call.#next();
   }
 
   static #perTryFired(call: Call, att: CallAttempt): void {
@@ -558,11 +622,12 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * committed to this attempt — and false when the call will be retried instead: the transport
    * drops what follows (HTTP: reads the body away) and reports `complete()`.
    */
-  response(att: A, status: number, retryAfterMs?: number): boolean {
+  response(att: A, status: number, retryAfterMs?: number, shed = false): boolean {
     att.status = status;
     if (att !== this.#current || this.#state !== IN_FLIGHT || att.ended) return false;
     this.#lastStatus = status;
     const rt = this.service;
+    if (shed) return this.#shedResponse(att, status, retryAfterMs);
     // A shedding endpoint (429/503 + Retry-After) is avoided until the penalty ends.
     if (this.transport === 'http' && (status === 429 || status >= 500))
       rt.penalize(att.endpoint, status, retryAfterMs);
@@ -572,6 +637,32 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const explicit = this.transport === 'grpc' && this.policy.retry.grpcCodes !== undefined;
     if (reason !== undefined && this.#retryAllowed(explicit, true)) {
       const delay = this.#admitRetry(reason, retryAfterMs);
+      if (delay !== undefined) {
+        att.retryReason = reason;
+        att.retryDelayMs = delay;
+        return false;
+      }
+    }
+    this.commit(att);
+    return true;
+  }
+
+  /**
+   * The endpoint shed the request (overload protection: `x-meshlet-shed`): "go elsewhere now, back
+   * off this endpoint". The endpoint is avoided for its Retry-After (`balancing.penalty`, whatever
+   * the status), the attempt says nothing bad of it (no breaker, outlier or balancer failure), and
+   * the request — which the server did not process, like an HTTP/2 REFUSED_STREAM — is sent to
+   * another endpoint at once (after the usual jittered backoff, not after Retry-After) whatever
+   * its method, when the policy retries refused streams (or the status) and the budget allows.
+   */
+  #shedResponse(att: A, status: number, retryAfterMs: number | undefined): boolean {
+    att.shed = true;
+    this.service.penalize(att.endpoint, status, retryAfterMs, true);
+    const reason = this.policy.retry.on.has('refused-stream')
+      ? 'refused-stream'
+      : this.#statusRetryReason(status);
+    if (reason !== undefined && this.#retryAllowed(true, true)) {
+      const delay = this.#admitRetry(reason, undefined);
       if (delay !== undefined) {
         att.retryReason = reason;
         att.retryDelayMs = delay;
@@ -602,8 +693,16 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    */
   complete(att: A): boolean {
     const status = att.status;
-    const outcome: Outcome = status === undefined ? 'success' : statusOutcome(this.transport, status);
-    const verdict: Verdict = status === undefined ? 'success' : verdictOf(this.transport, outcome, status);
+    const outcome: Outcome = att.shed
+      ? 'overloaded'
+      : status === undefined
+        ? 'success'
+        : statusOutcome(this.transport, status);
+    const verdict: Verdict = att.shed
+      ? 'ignore'
+      : status === undefined
+        ? 'success'
+        : verdictOf(this.transport, outcome, status);
     this.#endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
     if (att !== this.#current || this.#state === DONE) return false;
     if (att.retryReason !== undefined) {
@@ -626,7 +725,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     // An attempt the pipeline aborted (per-try timeout, the call's deadline or cancellation) fails
     // for that reason, whatever the transport made of the abort.
     const f = att.abortedFor ?? reported;
-    this.#endAttempt(att, f.outcome, att.status, error, f.verdict, undefined);
+    this.#endAttempt(att, f.outcome, att.status, error, att.shed ? 'ignore' : f.verdict, undefined);
     if (att !== this.#current || this.#state === DONE) return;
     const stop = this.#stop;
     if (stop !== undefined) {
@@ -786,7 +885,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       att.retrySlot = false;
       thresholds.endRetry();
     }
-    rt.endAttempt(
+    const now = rt.endAttempt(
       att.endpoint,
       att.startedAt,
       att.index,
@@ -798,6 +897,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       verdict,
       att.connectedAt,
     );
+    if (att.limited) {
+      att.limited = false;
+      // The limit follows latency: shed answers, fast failures and cancellations are not sampled.
+      rt.resilience.concurrency?.release(
+        att.endpoint,
+        att.connectedAt >= 0 ? now - att.connectedAt : -1,
+        outcome,
+      );
+    }
     const o = this.#observer;
     if (o?.attemptEnd !== undefined) {
       try {
@@ -811,6 +919,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (this.#backoff !== undefined) clearTimeout(this.#backoff);
     this.#deadlineTimer = undefined;
     this.#backoff = undefined;
+    if (this.#waitingOn !== undefined) {
+      this.#waitingOn.cancelWait(this);
+      this.#waitingOn = undefined;
+    }
   }
 
   /** Ends the call with `error`, which the caller gets. */

@@ -593,6 +593,16 @@ export interface InboundInput {
    * @default mesh peers only
    */
   readonly deadlines?: InboundDeadlinesInput;
+  /**
+   * The servers' ORCA load reports; `false` turns them off.
+   * @default on (HTTP: when requested)
+   */
+  readonly loadReports?: false | LoadReportsInput;
+  /**
+   * Overload protection (load shedding); `true` for the defaults.
+   * @default off
+   */
+  readonly overload?: boolean | OverloadInput;
 }
 
 /** Whose deadline headers (`x-meshlet-deadline-ms`, `x-request-timeout`, `grpc-timeout`) count. */
@@ -607,6 +617,49 @@ export interface InboundDeadlinesInput {
    * @default []
    */
   readonly trustedNetworks?: readonly string[];
+}
+
+/** The servers' ORCA load reports (event-loop utilization, CPU, rps, eps, application metrics). */
+export interface LoadReportsInput {
+  /**
+   * HTTP: `requested` answers requests that carry `endpoint-load-metrics-format` (meshlet clients ask when their policy uses reports) in the form asked for; `always` adds the header to every response. gRPC calls always get the trailer.
+   * @default "requested"
+   */
+  readonly send?: "requested" | "always";
+  /**
+   * The form of `always` reports (`endpoint-load-metrics: TEXT …`, `JSON …`, `BIN …`).
+   * @default "text"
+   */
+  readonly format?: "text" | "json" | "binary";
+  /**
+   * gRPC servers also serve `xds.service.orca.v3.OpenRcaService` (out-of-band reports, through grpc-js).
+   * @default false
+   */
+  readonly oob?: boolean;
+}
+
+/** Overload protection: answer 503 (gRPC RESOURCE_EXHAUSTED) with Retry-After before running the handler. */
+export interface OverloadInput {
+  /**
+   * Shed a request when the event loop is this far behind as it is admitted.
+   * @default "50ms"
+   */
+  readonly maxEventLoopDelay?: Duration;
+  /**
+   * Also shed a growing share of requests while the event-loop utilization of the last 100ms is above this.
+   * @default none
+   */
+  readonly maxUtilization?: number;
+  /**
+   * The back-off a shed answer asks for (`Retry-After` in whole seconds, at least 1); meshlet clients avoid the endpoint that long.
+   * @default "1s"
+   */
+  readonly retryAfter?: Duration;
+  /**
+   * Paths never shed, besides the liveness and readiness paths and the gRPC health service.
+   * @default []
+   */
+  readonly exemptPaths?: readonly string[];
 }
 
 /** Balancing options every policy shares: priorities, localities, slow start, penalties. */

@@ -159,18 +159,26 @@ export {
 export {
   badRequest,
   CLIENT_CERT_HEADER,
+  grpcServerFailure,
   InboundAdmission,
   type InboundAdmissionOptions,
   InboundRequest,
+  requestedLoadFormat,
 } from './inbound/admission.js';
 export {
   DEFAULT_INBOUND,
+  DEFAULT_LOAD_REPORTS,
   type DeadlineTrust,
   type InboundConfig,
   inboundSchema,
+  type LoadReportSend,
+  type LoadReportsConfig,
   parseInboundSection,
+  parseLoadReports,
   parseNetworks,
+  parseOverload,
 } from './inbound/config.js';
+export { refusalHeaders, trackLoad } from './inbound/http-load.js';
 export {
   DEFAULT_PATH_NORMALIZATION,
   defaultEscapedSlashes,
@@ -259,6 +267,7 @@ export {
   DEFAULT_ORCA_LIMITS,
   EMPTY_ORCA_REPORT,
   ORCA_BIN_HEADER,
+  ORCA_FORMAT_HEADER,
   ORCA_HEADER,
   type OrcaLimits,
   type OrcaLoadReport,
@@ -277,9 +286,19 @@ export {
   parseOrcaBin,
   parseOrcaHeader,
   readEndpointReport,
+  readEndpointReportValue,
   readOrcaReport,
 } from './load/orca-header.js';
 export { decodeOrcaLoadReport, encodeOrcaLoadReport } from './load/orca-proto.js';
+export {
+  DEFAULT_OVERLOAD,
+  EventLoopLag,
+  type OverloadConfig,
+  OverloadGuard,
+  processEventLoopLag,
+  SHED_HEADER,
+  type ShedReason,
+} from './load/overload.js';
 export {
   DEFAULT_LOAD_INTERVAL_MS,
   LoadSampler,

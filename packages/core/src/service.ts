@@ -6,6 +6,7 @@ import type { MeshEvents, Outcome, Verdict } from './events.js';
 import type { HeaderInput } from './lb/hash.js';
 import { balancingOf, type HostArrays, planPicker, slowStartFactor, usableOnItsOwn } from './lb/priority.js';
 import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
+import type { AdaptiveConcurrency } from './load/concurrency.js';
 import { EndpointLoad } from './load/endpoint-load.js';
 import type { OrcaLoadReport } from './load/orca.js';
 import { type Endpoint, type Locality, sameButWeight, sameEndpoint } from './model.js';
@@ -158,9 +159,10 @@ export class ServiceRuntime {
    * when the status is one of `balancing.penalty.statuses`, the endpoint takes no new requests
    * until the penalty (Retry-After, or the configured default, capped at `max`) ends.
    */
-  penalize(ep: EndpointState, status: number, retryAfterMs: number | undefined): void {
+  penalize(ep: EndpointState, status: number, retryAfterMs: number | undefined, shed = false): void {
     const p = balancingOf(this.policy.extensions).penalty;
-    if (!p.statuses.includes(status)) return;
+    // A shed answer (`x-meshlet-shed`) is a penalty whatever its status: the server said "not me".
+    if (!shed && !p.statuses.includes(status)) return;
     const ms = Math.min(retryAfterMs ?? p.defaultMs, p.maxMs);
     if (!(ms > 0)) return;
     const now = this.now();
@@ -183,6 +185,11 @@ export class ServiceRuntime {
     }
     load.record(report, now);
     if (now > this.#clock.ms) this.#clock.ms = now;
+  }
+
+  /** True when the service's policy balances by load reports (transports ask endpoints for them). */
+  get wantsLoadReports(): boolean {
+    return this.#balancer.loadReports === true;
   }
 
   /** Every endpoint discovery currently reports, in discovery order. */
@@ -448,8 +455,47 @@ export class ServiceRuntime {
   /**
    * Picks an endpoint. `avoid` (the endpoint a failed attempt used) is skipped when another
    * endpoint is available, so that a retry goes elsewhere (Envoy's previous-hosts predicate).
+   * With an adaptive concurrency `limiter`, endpoints at their limit are skipped the same way;
+   * when every usable endpoint is at its limit the pick stands (the caller's `tryAcquire` refuses
+   * it and the call waits).
    */
-  pick(ctx: PickContext, avoid?: EndpointState | readonly EndpointState[]): PickResult {
+  pick(
+    ctx: PickContext,
+    avoid?: EndpointState | readonly EndpointState[],
+    limiter?: AdaptiveConcurrency,
+  ): PickResult {
+    const result = this.#pickAvoiding(ctx, avoid);
+    if (limiter === undefined || result.kind !== 'pick' || limiter.wouldAdmit(result.endpoint)) return result;
+    return this.#pickUnderLimit(ctx, avoid, limiter, result);
+  }
+
+  /** The pick went to an endpoint at its limit: a few more picks, then any usable one under its limit. */
+  #pickUnderLimit(
+    ctx: PickContext,
+    avoid: EndpointState | readonly EndpointState[] | undefined,
+    limiter: AdaptiveConcurrency,
+    first: PickResult,
+  ): PickResult {
+    for (let i = 0; i < 3; i++) {
+      const r = this.#picker.pick(ctx);
+      if (r.kind !== 'pick') return first;
+      if (limiter.wouldAdmit(r.endpoint) && (avoid === undefined || !isAvoided(r.endpoint, avoid))) return r;
+    }
+    const all = this.#all;
+    const now = this.now();
+    const from = Math.floor(Math.random() * all.length);
+    let best: EndpointState | undefined;
+    for (let i = 0; i < all.length; i++) {
+      const st = all[(from + i) % all.length] as EndpointState;
+      if (!limiter.wouldAdmit(st) || (avoid !== undefined && isAvoided(st, avoid))) continue;
+      if (!usableOnItsOwn(st, now)) continue;
+      if (best === undefined || st.endpoint.priority < best.endpoint.priority) best = st;
+      if (best.endpoint.priority === 0) break;
+    }
+    return best === undefined ? first : best.picked;
+  }
+
+  #pickAvoiding(ctx: PickContext, avoid?: EndpointState | readonly EndpointState[]): PickResult {
     // Slow start ramps, ejections and penalties end with time: recompute lazily when one is due
     // (one clock read per pick only while such a deadline is pending).
     if (this.#refreshAt !== Number.POSITIVE_INFINITY && this.now() >= this.#refreshAt) this.rebuild();
@@ -519,7 +565,7 @@ export class ServiceRuntime {
    * in with a weight that grows with the time since the last observation. Only a success blends
    * in a lower latency: a failure, and an attempt that says nothing about the endpoint (cancelled,
    * the caller's deadline), only ever raise it (their latency is a lower bound), so an endpoint
-   * that fails fast never looks fast.
+   * that fails fast never looks fast. Returns the clock it read.
    */
   endAttempt(
     ep: EndpointState,
@@ -532,7 +578,7 @@ export class ServiceRuntime {
     transport: 'http' | 'grpc',
     verdict: Verdict = verdictOf(transport, outcome, status),
     connectedAt: number = start,
-  ): void {
+  ): number {
     ep.active--;
     if (
       transport === 'grpc'
@@ -583,6 +629,7 @@ export class ServiceRuntime {
         verdict,
       });
     }
+    return now;
   }
 
   #observers: AttemptObserver[] = [];

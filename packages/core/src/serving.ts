@@ -1,3 +1,4 @@
+import type { LoadReportsInput, OverloadInput } from './config-types.generated.js';
 import type { DeadlineTrust } from './inbound/config.js';
 import type { EscapedSlashesAction, PathNormalization } from './inbound/path.js';
 import type { Mesh } from './mesh.js';
@@ -269,6 +270,18 @@ export interface InboundOptions<A = InboundAuthorizer> {
   readonly escapedSlashes?: EscapedSlashesAction | undefined;
   /** Trusted proxies appending to `X-Forwarded-For`. Default: `inbound.xffNumTrustedHops`, else 0. */
   readonly xffNumTrustedHops?: number | undefined;
+  /**
+   * The server's ORCA load reports (`endpoint-load-metrics` on HTTP responses, the
+   * `endpoint-load-metrics-bin` trailer of gRPC calls); `false` turns them off. Default:
+   * `inbound.loadReports`, else on (HTTP: when the request asks for them).
+   */
+  readonly loadReports?: LoadReportsInput | false | undefined;
+  /**
+   * Overload protection: requests admitted while the event loop is behind are answered 503 (gRPC
+   * RESOURCE_EXHAUSTED) with `Retry-After` and `x-meshlet-shed` before the handler runs; `true` for
+   * the defaults. Default: `inbound.overload`, else off.
+   */
+  readonly overload?: OverloadInput | boolean | undefined;
 }
 
 /** One inbound request as telemetry sees it: ended once, with the status sent. */

@@ -23,6 +23,7 @@ describe('adaptive concurrency: config', () => {
       percentile: 50,
       minLimit: 3,
       maxLimit: 1000,
+      maxWaitMs: 50,
       minRtt: {
         intervalMs: 60_000,
         jitterPercent: 15,
@@ -40,6 +41,7 @@ describe('adaptive concurrency: config', () => {
       percentile: 90,
       minLimit: 5,
       maxLimit: 200,
+      maxWait: '20ms',
       minRtt: { interval: '30s', jitter: 10, requests: 20, buffer: 50, concurrency: 'live', fixed: '15ms' },
     });
     expect(issues).toEqual([]);
@@ -48,6 +50,7 @@ describe('adaptive concurrency: config', () => {
       percentile: 90,
       minLimit: 5,
       maxLimit: 200,
+      maxWaitMs: 20,
       minRtt: {
         intervalMs: 30_000,
         jitterPercent: 10,

@@ -13,7 +13,9 @@ import {
   meshInboundTelemetry,
   type PeerSocket,
   REQUEST_TIMEOUT_HEADER,
+  refusalHeaders,
   socketPeer,
+  trackLoad,
 } from '@meshlet/core';
 import { type ExpressRequestLike, expressRouteTemplate, expressRouteView } from './routes.js';
 
@@ -33,10 +35,16 @@ const ALIVE = JSON.stringify({ status: 'alive' });
 const READY = JSON.stringify({ status: 'ready' });
 const NOT_READY = JSON.stringify({ status: 'not_ready' });
 
-/** Answers a request the admission step refused (400, 403, or a 307 to the unescaped path). */
+/**
+ * Answers a request the admission step refused (400, 403, a 307 to the unescaped path, or a 503
+ * when overload protection shed it).
+ */
 function refuse(res: ServerResponse, r: InboundRequest): void {
   if (r.location !== undefined) res.setHeader('location', r.location);
+  const extra = refusalHeaders(r);
+  for (let i = 0; i < extra.length; i += 2) res.setHeader(extra[i] as string, extra[i + 1] as string);
   sendJson(res, r.status, r.errorBody());
+  r.finished(false);
   r.span?.end(r.status, r.refusalError());
 }
 
@@ -54,6 +62,9 @@ type ExpressRequest = IncomingMessage & ExpressRequestLike & { originalUrl?: str
  *   routing` / `strict routing` say otherwise), answers 400 / 403 with a coded body;
  * - starts a server span and inbound metrics (telemetry), ended when the response finishes and
  *   labelled with the matched route template;
+ * - counts the request in the process' load sampler and adds its load report to the response
+ *   (`endpoint-load-metrics`, when the client asks for it); with overload protection on, answers
+ *   503 with `Retry-After` before the handler when the event loop is behind;
  * - runs the rest of the chain with the request's deadline in scope (a trusted caller's
  *   `x-meshlet-deadline-ms` / `x-request-timeout`, clamped to the service's timeout), so every mesh
  *   fetch and `mesh:` gRPC call it makes is bounded by what is left of it.
@@ -109,6 +120,7 @@ export function meshMiddleware(
       }
       req.url = r.path + r.query;
     }
+    trackLoad(res, r);
     const span = r.span;
     // 'close' is emitted once per response: after it finished, or when the connection died first
     // (`on`, not `once`: no wrapper to allocate for an event that cannot repeat).

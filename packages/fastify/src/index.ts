@@ -12,8 +12,10 @@ import {
   type PeerSocket,
   REQUEST_TIMEOUT_HEADER,
   type RouteView,
+  refusalHeaders,
   routeView,
   socketPeer,
+  trackLoad,
 } from '@meshlet/core';
 import type { FastifyInstance, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
@@ -130,10 +132,15 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
     );
     if (r.status !== 0) {
       if (r.location !== undefined) reply.header('location', r.location);
+      const extra = refusalHeaders(r);
+      for (let i = 0; i < extra.length; i += 2) reply.header(extra[i] as string, extra[i + 1] as string);
       reply.code(r.status).header('content-type', 'application/json; charset=utf-8').send(r.errorBody());
+      r.finished(false);
       r.span?.end(r.status, r.refusalError());
       return;
     }
+    // The load report (one header, pre-encoded) and the count out when the response is over.
+    trackLoad(reply.raw, r);
     (request as WithState)[STATE] = r;
     next();
   });
@@ -183,7 +190,9 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
  * The inbound half of the mesh as a Fastify plugin (fastify-plugin, so its hooks apply to every
  * route): `await app.register(meshPlugin, { mesh })`. Liveness and readiness routes,
  * authorization (403 with a coded body), telemetry (server span + metrics), the deadline context
- * for every handler (`x-meshlet-deadline-ms` / `x-request-timeout`) and graceful drain on SIGTERM.
+ * for every handler (`x-meshlet-deadline-ms` / `x-request-timeout`), load reports
+ * (`endpoint-load-metrics`) and overload protection (503 with `Retry-After` before the handler),
+ * and graceful drain on SIGTERM.
  */
 export const meshPlugin = fp(plugin, { fastify: '4.x || 5.x', name: '@meshlet/fastify' });
 export default meshPlugin;

@@ -111,6 +111,22 @@ export function toLegacyHandler(handler: object): LegacyHandler {
     : (handler as LegacyHandler);
 }
 
+/**
+ * True when a raw header name (undici gives Buffers) is `lowerName`, compared without allocating:
+ * ASCII case folded byte by byte. `lowerName` is lower-case ASCII.
+ */
+export function rawNameIs(name: Buffer | string, lowerName: string): boolean {
+  const n = lowerName.length;
+  if (name.length !== n) return false;
+  if (typeof name === 'string') return name === lowerName || name.toLowerCase() === lowerName;
+  for (let i = 0; i < n; i++) {
+    let c = name[i] as number;
+    if (c >= 65 && c <= 90) c |= 0x20;
+    if (c !== lowerName.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
 /** Finds a header value in undici's raw header list (`[name, value, name, value, …]`). */
 export function rawHeader(
   raw: Buffer[] | string[] | null | undefined,

@@ -5,14 +5,19 @@ import {
   DEADLINE_HEADER,
   type EndpointState,
   isIdempotentMethod,
+  ORCA_BIN_HEADER,
+  ORCA_FORMAT_HEADER,
+  ORCA_HEADER,
   parseRetryAfter,
   type RouteTarget,
+  readEndpointReportValue,
   type ServiceRuntime,
+  SHED_HEADER,
 } from '@meshlet/core';
 import type { Dispatcher } from 'undici';
 import { bodyKind, ITERABLE, ReplayBody, STREAM } from './body.js';
 import { classifyError, toMeshError } from './errors.js';
-import { type LegacyHandler, rawHeader } from './handler.js';
+import { type LegacyHandler, rawNameIs } from './handler.js';
 import { readHeader, withHeader, withHeaders } from './hook.js';
 import { undiciTransport } from './undici.js';
 
@@ -117,12 +122,15 @@ export class MeshRequest extends Call<HttpAttempt> {
     const budget = this.attemptBudgetMs();
     const timed = budget !== Number.POSITIVE_INFINITY;
     const replay = this.#replay;
-    if ((extra === undefined || extra.length === 0) && !timed && replay === undefined) {
+    const reports = this.service.wantsLoadReports;
+    if ((extra === undefined || extra.length === 0) && !timed && replay === undefined && !reports) {
       this.#sent = opts;
       return opts;
     }
     let headers = opts.headers;
     if (extra !== undefined && extra.length > 0) headers = withHeaders(headers, extra);
+    // A load-aware policy asks for the endpoint's load report (the ORCA HTTP convention).
+    if (reports) headers = withHeader(headers, ORCA_FORMAT_HEADER, 'TEXT');
     if (timed) headers = withHeader(headers, DEADLINE_HEADER, String(Math.ceil(budget)));
     // Object.assign, not `{ ...opts }`: undici's Request reads an object built by spread several
     // µs slower per request (measured in test/bench/suites/fetch.ts, see docs/benchmarks.md).
@@ -159,9 +167,40 @@ export class MeshRequest extends Call<HttpAttempt> {
         return h.onHeaders?.(status, raw, resume, text) ?? true;
       return true;
     }
-    const retryAfter =
-      status === 429 || status >= 500 ? parseRetryAfter(rawHeader(raw, 'retry-after')) : undefined;
-    if (!this.response(att, status, retryAfter)) {
+    // One pass over the headers, comparing names without allocating: the endpoint's load report
+    // (any response), and for an error its Retry-After and whether it was shed.
+    const failing = status === 429 || status >= 500;
+    let retryAfter: string | undefined;
+    let shed = false;
+    let report: Buffer | string | undefined;
+    let binary = false;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const n = raw[i] as Buffer;
+      switch (n.length) {
+        case 21:
+          if (report === undefined && rawNameIs(n, ORCA_HEADER)) report = raw[i + 1];
+          break;
+        case 25:
+          if (!binary && rawNameIs(n, ORCA_BIN_HEADER)) {
+            report = raw[i + 1];
+            binary = true;
+          }
+          break;
+        case 11:
+          if (failing && retryAfter === undefined && rawNameIs(n, 'retry-after'))
+            retryAfter = String(raw[i + 1]);
+          break;
+        case 14:
+          if (failing && rawNameIs(n, SHED_HEADER)) shed = true;
+          break;
+      }
+    }
+    if (report !== undefined) {
+      const ep = att.endpoint;
+      const r = readEndpointReportValue(ep, report.toString('latin1'), binary);
+      if (r.ok) this.service.reportLoad(ep, r.report);
+    }
+    if (!this.response(att, status, parseRetryAfter(retryAfter), shed)) {
       // Retried (or superseded): read the body away so the connection can be reused.
       att.discarding = true;
       return true;

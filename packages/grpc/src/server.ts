@@ -15,13 +15,16 @@ import {
   type InboundHeaders,
   type InboundOptions,
   type InboundPeer,
+  type InboundRequest,
   type InboundSpan,
   type Mesh,
+  processLoad,
   runWithDeadline,
   startDraining,
 } from '@meshlet/core';
 import { spiffeIdOfCertificate } from './credentials.js';
 import { MeshHealth } from './health.js';
+import { GrpcLoadReporter, serveOobReports, shedMetadata } from './load.js';
 
 /**
  * Server keepalive defaults: ping a client after 5 minutes without activity and drop it when the
@@ -37,7 +40,14 @@ export const SERVER_KEEPALIVE_DEFAULTS: Readonly<ServerOptions> = Object.freeze(
  * `InboundOptions`): `authorizer` (denied calls end with PERMISSION_DENIED), `telemetry`, `mesh`
  * (their defaults: the mesh's policy sources and telemetry), deadlines, normalization.
  */
-export type MeshServerInterceptorOptions = Omit<InboundOptions, 'livenessPath' | 'readinessPath'>;
+export type MeshServerInterceptorOptions = Omit<InboundOptions, 'livenessPath' | 'readinessPath'> & {
+  /**
+   * The server records per-call metrics itself (`grpc.server_call_metric_recording`): load reports
+   * go into each call's grpc-js recorder instead of a trailer of meshlet's. `createMeshServer` sets
+   * it from its server options.
+   */
+  readonly callMetricRecording?: boolean | undefined;
+};
 
 function deadlineMs(d: Deadline): number | undefined {
   const ms = d instanceof Date ? d.getTime() : d;
@@ -80,13 +90,22 @@ function callPeer(call: ServerInterceptingCallInterface): InboundPeer {
  * - **deadline context**: the handler runs with the call's deadline (`grpc-timeout`, honoured from
  *   trusted peers only, clamped to the service's timeout) in scope, so mesh fetches and `mesh:`
  *   gRPC calls it makes never outlive it;
- * - **telemetry**: a server span and inbound metrics per call, ended with the gRPC status.
+ * - **telemetry**: a server span and inbound metrics per call, ended with the gRPC status;
+ * - **load**: every call counts in the process' load sampler and ends with its ORCA report
+ *   (`endpoint-load-metrics-bin` trailer); with overload protection on, a call admitted while the
+ *   event loop is behind ends at once with RESOURCE_EXHAUSTED, `retry-after` and `x-meshlet-shed`
+ *   (the health service and the ORCA service are never shed).
  */
 export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}): ServerInterceptor {
   const admission = new InboundAdmission({ ...options, transport: 'grpc' });
+  const reporter =
+    admission.sampler === undefined
+      ? undefined
+      : new GrpcLoadReporter(admission, options.callMetricRecording === true);
   return (method, call) => {
     let deadline: number | undefined;
     let span: InboundSpan | undefined;
+    let admitted: InboundRequest | undefined;
     const run = (fn: () => void): void => {
       const inner = deadline === undefined ? fn : () => runWithDeadline(deadline as number, fn);
       if (span) span.run(inner);
@@ -107,10 +126,21 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
             );
             if (r.status !== 0) {
               const forbidden = r.status === 403;
-              const code = forbidden ? ErrorCodes.FORBIDDEN : ErrorCodes.BAD_REQUEST;
-              const grpcCode = forbidden ? status.PERMISSION_DENIED : status.INVALID_ARGUMENT;
+              const shed = r.shed !== undefined;
+              const code = shed
+                ? ErrorCodes.OVERLOADED
+                : forbidden
+                  ? ErrorCodes.FORBIDDEN
+                  : ErrorCodes.BAD_REQUEST;
+              const grpcCode = shed
+                ? status.RESOURCE_EXHAUSTED
+                : forbidden
+                  ? status.PERMISSION_DENIED
+                  : status.INVALID_ARGUMENT;
               const md = new Metadata();
               md.set('x-meshlet-error', code);
+              if (shed) shedMetadata(admission, r, md);
+              r.finished(false);
               call.sendStatus({
                 code: grpcCode,
                 details: `${code}: ${r.decision?.reason ?? r.error?.message ?? ''}`,
@@ -124,6 +154,7 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
             if (clientCert) metadata.remove(CLIENT_CERT_HEADER);
             deadline = r.deadline;
             span = r.span;
+            admitted = r;
             run(() => mdNext(metadata));
           },
           onReceiveMessage(message, msgNext) {
@@ -139,6 +170,12 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
           const s = span;
           span = undefined;
           s.end(st.code, st.code === status.OK ? undefined : new Error(st.details ?? status[st.code]));
+        }
+        const r = admitted;
+        if (r !== undefined && reporter !== undefined) {
+          admitted = undefined;
+          stNext(reporter.end(r, call, st));
+          return;
         }
         stNext(st);
       },
@@ -170,6 +207,8 @@ export interface MeshServerOptions extends MeshServerInterceptorOptions {
 export interface MeshServer {
   readonly server: Server;
   readonly health: MeshHealth | undefined;
+  /** True when the server serves out-of-band load reports (`OpenRcaService`, `loadReports.oob`). */
+  readonly oobLoadReports: boolean;
   /** Graceful drain (see `drainServer`). */
   drain(options?: DrainOptions): Promise<void>;
 }
@@ -185,15 +224,43 @@ export function createMeshServer(options: MeshServerOptions = {}): MeshServer {
         }
       : {}),
     ...options.serverOptions,
-    interceptors: [meshServerInterceptor(options), ...(options.interceptors ?? [])],
+    interceptors: [
+      meshServerInterceptor({
+        ...options,
+        callMetricRecording: Boolean(options.serverOptions?.['grpc.server_call_metric_recording']),
+      }),
+      ...(options.interceptors ?? []),
+    ],
   });
   const health = options.health === false ? undefined : new MeshHealth(options.mesh);
   health?.addToServer(server);
+  const oob = oobReports(server, options);
   return {
     server,
     health,
-    drain: (o?: DrainOptions) => drainServer(server, { mesh: options.mesh, health, ...o }),
+    oobLoadReports: oob !== undefined,
+    drain: (o?: DrainOptions) => {
+      oob?.();
+      return drainServer(server, { mesh: options.mesh, health, ...o });
+    },
   };
+}
+
+/** Serves out-of-band load reports when `loadReports.oob` says so (option, else `inbound.loadReports`). */
+function oobReports(server: Server, options: MeshServerOptions): (() => void) | undefined {
+  const given = options.loadReports;
+  const configured = (options.mesh?.config.extensions.inbound as { loadReports?: unknown } | undefined)
+    ?.loadReports;
+  const oob =
+    given === false
+      ? false
+      : given !== undefined
+        ? given.oob === true
+        : configured !== false && (configured as { oob?: boolean } | undefined)?.oob === true;
+  if (!oob) return undefined;
+  const remove = serveOobReports(server, processLoad());
+  if (remove !== undefined) options.mesh?.onClose(remove);
+  return remove;
 }
 
 export interface DrainOptions {

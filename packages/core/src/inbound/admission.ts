@@ -6,6 +6,10 @@ import {
 } from '../deadline.js';
 import { MAX_TIMER_MS } from '../duration.js';
 import { type ErrorCode, ErrorCodes, MeshError } from '../errors.js';
+import { ORCA_FORMAT_HEADER } from '../load/orca.js';
+import type { OrcaHeaderFormat } from '../load/orca-header.js';
+import { OverloadGuard, type ShedReason } from '../load/overload.js';
+import { type LoadSampler, processLoad } from '../load/sampler.js';
 import type { Mesh } from '../mesh.js';
 import {
   type InboundAttributes,
@@ -20,7 +24,13 @@ import {
   type MeshInboundPorts,
   type PathMatching,
 } from '../serving.js';
-import { DEFAULT_INBOUND, type InboundConfig } from './config.js';
+import {
+  DEFAULT_INBOUND,
+  type InboundConfig,
+  type LoadReportsConfig,
+  parseLoadReports,
+  parseOverload,
+} from './config.js';
 import {
   defaultEscapedSlashes,
   normalizeTarget,
@@ -80,6 +90,17 @@ export class InboundRequest implements InboundAttributes, InboundRequestInfo, Ta
   /** Absolute deadline (epoch ms) the handler runs under, if any. */
   deadline: number | undefined = undefined;
   span: InboundSpan | undefined = undefined;
+  /**
+   * The `endpoint-load-metrics` value the HTTP response carries (pre-encoded by the load sampler),
+   * when the client asked for it or the server sends it always; undefined: none.
+   */
+  loadReport: string | undefined = undefined;
+  /** Set when overload protection shed the request (status 503): why. */
+  shed: ShedReason | undefined = undefined;
+  /** With `shed`: the `Retry-After` value, whole seconds. */
+  retryAfter: string | undefined = undefined;
+  /** @internal The sampler counting the request in flight until `finished()`. */
+  load: LoadSampler | undefined = undefined;
 
   constructor(
     transport: 'http' | 'grpc',
@@ -118,6 +139,44 @@ export class InboundRequest implements InboundAttributes, InboundRequestInfo, Ta
   /** The JSON body of a refusal: `{"error":{"code":…,"message":…,"policy"?,"rule"?}}`. */
   errorBody(): string {
     return JSON.stringify({ error: this.error });
+  }
+
+  /**
+   * The request is over (answered, or its connection closed): the load sampler counts it out,
+   * `failed` when it ended as a server error (HTTP 5xx, a gRPC server failure code). Once.
+   */
+  finished(failed: boolean): void {
+    const l = this.load;
+    if (l === undefined) return;
+    this.load = undefined;
+    l.requestFinished(failed);
+  }
+}
+
+/** gRPC codes that count as the server's failures in load reports' `eps`. */
+export function grpcServerFailure(code: number): boolean {
+  // UNKNOWN, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+  return code === 2 || code === 4 || code === 8 || code === 13 || code === 14 || code === 15;
+}
+
+/** gRPC services overload protection never sheds: health checks and the load reports themselves. */
+const GRPC_EXEMPT_PREFIXES = ['/grpc.health.v1.Health/', '/xds.service.orca.v3.OpenRcaService/'] as const;
+
+/** The form an `endpoint-load-metrics-format` request header asks for (any case), if known. */
+export function requestedLoadFormat(v: string | readonly string[] | undefined): OrcaHeaderFormat | undefined {
+  const f = typeof v === 'string' ? v : v?.[0];
+  if (f === undefined) return undefined;
+  switch (f.length) {
+    case 4: {
+      const u = f.toUpperCase();
+      return u === 'TEXT' ? 'text' : u === 'JSON' ? 'json' : undefined;
+    }
+    case 3:
+      return f.toUpperCase() === 'BIN' ? 'binary' : undefined;
+    case 6:
+      return f.toLowerCase() === 'binary' ? 'binary' : undefined;
+    default:
+      return undefined;
   }
 }
 
@@ -184,6 +243,12 @@ export class InboundAdmission {
   readonly #own: readonly { readonly name: string; readonly authorizer: InboundAuthorizer }[] | undefined;
   readonly #telemetry: InboundTelemetry | false | undefined;
   readonly #view: RouteView;
+  /** The process' load sampler, when reports or overload protection are on. */
+  readonly sampler: LoadSampler | undefined;
+  /** What load reports are sent; undefined: none. */
+  readonly loadReports: LoadReportsConfig | undefined;
+  /** Overload protection; undefined: off. */
+  readonly overload: OverloadGuard | undefined;
 
   constructor(options: InboundAdmissionOptions) {
     const mesh: Mesh | undefined = options.mesh;
@@ -211,6 +276,24 @@ export class InboundAdmission {
       a === false ? NO_POLICIES : a === undefined ? undefined : [{ name: 'authorizer', authorizer: a }];
     this.#telemetry = options.telemetry;
     this.#view = options.routeView ?? EXACT_ROUTE_VIEW;
+    const issues: { path: string; message: string }[] = [];
+    const reports =
+      options.loadReports === undefined
+        ? config.loadReports
+        : parseLoadReports(options.loadReports, 'loadReports', issues);
+    const overload =
+      options.overload === undefined ? config.overload : parseOverload(options.overload, 'overload', issues);
+    if (issues.length > 0)
+      throw new MeshError(
+        ErrorCodes.CONFIG,
+        `invalid inbound options: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+        { issues },
+      );
+    this.loadReports = reports === false ? undefined : reports;
+    this.sampler = reports !== false || overload !== false ? processLoad() : undefined;
+    const guard = overload === false ? undefined : new OverloadGuard(overload);
+    this.overload = guard;
+    if (guard !== undefined) mesh?.onClose(() => guard.close());
   }
 
   /** Whether requests start telemetry (a route template is worth reading for them). */
@@ -235,6 +318,24 @@ export class InboundAdmission {
     view: RouteView = this.#view,
   ): InboundRequest {
     const r = new InboundRequest('http', method, headers, route);
+    const sampler = this.sampler;
+    if (sampler !== undefined) {
+      const reports = this.loadReports;
+      const format =
+        reports === undefined
+          ? undefined
+          : reports.send === 'always'
+            ? (requestedLoadFormat(headers[ORCA_FORMAT_HEADER]) ?? reports.format)
+            : requestedLoadFormat(headers[ORCA_FORMAT_HEADER]);
+      const guard = this.overload;
+      if (guard !== undefined && !guard.exempt(pathOf(target)) && this.#shed(r, guard, sampler)) {
+        if (format !== undefined) r.loadReport = sampler.overloaded(format);
+        return this.#refused(r, target);
+      }
+      sampler.requestStarted();
+      r.load = sampler;
+      if (format !== undefined) r.loadReport = sampler.header(format);
+    }
     if (
       !this.#target(r, target, true) ||
       (repeatsHost(rawHeaders) && bad(r, 'the request has more than one Host header')) ||
@@ -267,6 +368,14 @@ export class InboundAdmission {
     authority?: string,
   ): InboundRequest {
     const r = new InboundRequest('grpc', 'POST', headers, path);
+    const sampler = this.sampler;
+    if (sampler !== undefined) {
+      const guard = this.overload;
+      if (guard !== undefined && !grpcExempt(path) && !guard.exempt(path) && this.#shed(r, guard, sampler))
+        return this.#refused(r, path);
+      sampler.requestStarted();
+      r.load = sampler;
+    }
     if (!this.#target(r, path, false) || !this.#peer(r, peer)) return this.#refused(r, path);
     if (authority !== undefined) r.host = authority;
     if (!this.#authorize(r, this.#view)) return this.#refused(r, path);
@@ -274,6 +383,24 @@ export class InboundAdmission {
     this.#deadline(r, deadline !== undefined && this.#trusts(r, peer) ? deadline - now : undefined, now);
     this.#startTelemetry(r);
     return r;
+  }
+
+  /** Sheds the request when the guard says so: 503 (the adapters' gRPC form: RESOURCE_EXHAUSTED). */
+  #shed(r: InboundRequest, guard: OverloadGuard, sampler: LoadSampler): boolean {
+    const reason = guard.check();
+    if (reason === undefined) return false;
+    sampler.requestShed();
+    r.status = 503;
+    r.shed = reason;
+    r.retryAfter = String(Math.max(1, Math.ceil(guard.config.retryAfterMs / 1000)));
+    r.error = {
+      code: ErrorCodes.OVERLOADED,
+      message:
+        reason === 'event-loop-delay'
+          ? `overloaded: the event loop is ${Math.round(guard.lastLagMs)}ms behind (limit ${guard.config.maxEventLoopDelayMs}ms); try another endpoint`
+          : `overloaded: event-loop utilization above ${guard.config.maxUtilization}; try another endpoint`,
+    };
+    return true;
   }
 
   #target(r: InboundRequest, target: string, canRedirect: boolean): boolean {
@@ -409,6 +536,16 @@ export class InboundAdmission {
     const tel = t ?? this.#ports?.telemetry;
     if (tel !== undefined) r.span = tel.start(r);
   }
+}
+
+function pathOf(target: string): string {
+  const q = target.indexOf('?');
+  return q < 0 ? target : target.slice(0, q);
+}
+
+function grpcExempt(path: string): boolean {
+  for (const p of GRPC_EXEMPT_PREFIXES) if (path.startsWith(p)) return true;
+  return false;
 }
 
 /** Marks `r` refused with 400 `MESHLET_ERR_BAD_REQUEST` and `message`. */

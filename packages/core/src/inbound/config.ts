@@ -1,5 +1,8 @@
 import { isIP } from 'node:net';
+import { formatDuration } from '../duration.js';
 import type { ConfigIssue } from '../errors.js';
+import type { OrcaHeaderFormat } from '../load/orca-header.js';
+import { DEFAULT_OVERLOAD, type OverloadConfig } from '../load/overload.js';
 import { s } from '../schema.js';
 import { describe, join } from '../validate.js';
 import {
@@ -21,6 +24,30 @@ export interface DeadlineTrust {
   readonly trustedNetworks: readonly string[];
 }
 
+/** When HTTP responses carry the server's load report (`endpoint-load-metrics`). */
+export type LoadReportSend = 'requested' | 'always';
+
+/** The servers' load reports (`inbound.loadReports`; docs/load-aware.md#what-servers-send). */
+export interface LoadReportsConfig {
+  /**
+   * HTTP: `requested` (default) answers a request that carries `endpoint-load-metrics-format`
+   * (`TEXT`, `JSON` or `BIN`, any case; meshlet clients ask when their policy uses reports) in that
+   * form; `always` adds the header to every response, in `format`. gRPC calls always get the
+   * `endpoint-load-metrics-bin` trailer (gRFC A51: the client reads it or ignores it).
+   */
+  readonly send: LoadReportSend;
+  /** The form of `always` reports (and of a request that names no known form). Default `text`. */
+  readonly format: OrcaHeaderFormat;
+  /** gRPC servers also serve `xds.service.orca.v3.OpenRcaService` (out-of-band reports). Default false. */
+  readonly oob: boolean;
+}
+
+export const DEFAULT_LOAD_REPORTS: LoadReportsConfig = Object.freeze({
+  send: 'requested',
+  format: 'text',
+  oob: false,
+});
+
 /** The `inbound:` section: how Express, Fastify and gRPC servers admit requests. */
 export interface InboundConfig {
   /** Istio's `meshConfig.pathNormalization` (default `BASE`, Istio's default). */
@@ -39,6 +66,10 @@ export interface InboundConfig {
    */
   readonly timeoutMs: number;
   readonly deadlines: DeadlineTrust;
+  /** The servers' load reports; `false`: none. Default: on, HTTP when requested. */
+  readonly loadReports: LoadReportsConfig | false;
+  /** Overload protection (shedding); `false` (default): off. */
+  readonly overload: OverloadConfig | false;
 }
 
 export const DEFAULT_INBOUND: InboundConfig = Object.freeze({
@@ -47,6 +78,8 @@ export const DEFAULT_INBOUND: InboundConfig = Object.freeze({
   xffNumTrustedHops: 0,
   timeoutMs: 0,
   deadlines: Object.freeze({ trustMeshPeers: true, trustedNetworks: Object.freeze([]) }),
+  loadReports: DEFAULT_LOAD_REPORTS,
+  overload: false,
 });
 
 /** Validates one network (a CIDR block or an address), pushing an issue naming `path` when bad. */
@@ -104,6 +137,58 @@ const deadlinesObject = s.object(
   },
 );
 
+const loadReportsObject = s.object(
+  {
+    send: s.enum(['requested', 'always'] as const, {
+      default: DEFAULT_LOAD_REPORTS.send,
+      doc:
+        'HTTP: `requested` answers requests that carry `endpoint-load-metrics-format` (meshlet clients ask when their ' +
+        'policy uses reports) in the form asked for; `always` adds the header to every response. gRPC calls always get the trailer.',
+    }),
+    format: s.enum(['text', 'json', 'binary'] as const, {
+      default: DEFAULT_LOAD_REPORTS.format,
+      doc: 'The form of `always` reports (`endpoint-load-metrics: TEXT …`, `JSON …`, `BIN …`).',
+    }),
+    oob: s.boolean({
+      default: DEFAULT_LOAD_REPORTS.oob,
+      doc: 'gRPC servers also serve `xds.service.orca.v3.OpenRcaService` (out-of-band reports, through grpc-js).',
+    }),
+  },
+  {
+    name: 'LoadReportsInput',
+    doc: "The servers' ORCA load reports (event-loop utilization, CPU, rps, eps, application metrics).",
+  },
+);
+
+const overloadObject = s.object(
+  {
+    maxEventLoopDelay: s.duration({
+      positive: true,
+      default: formatDuration(DEFAULT_OVERLOAD.maxEventLoopDelayMs),
+      doc: 'Shed a request when the event loop is this far behind as it is admitted.',
+    }),
+    maxUtilization: s.number({
+      min: 0.01,
+      max: 1,
+      defaultText: 'none',
+      doc: 'Also shed a growing share of requests while the event-loop utilization of the last 100ms is above this.',
+    }),
+    retryAfter: s.duration({
+      min: 1,
+      default: formatDuration(DEFAULT_OVERLOAD.retryAfterMs),
+      doc: 'The back-off a shed answer asks for (`Retry-After` in whole seconds, at least 1); meshlet clients avoid the endpoint that long.',
+    }),
+    exemptPaths: s.array(s.string({ doc: 'A path.' }), {
+      default: [],
+      doc: 'Paths never shed, besides the liveness and readiness paths and the gRPC health service.',
+    }),
+  },
+  {
+    name: 'OverloadInput',
+    doc: 'Overload protection: answer 503 (gRPC RESOURCE_EXHAUSTED) with Retry-After before running the handler.',
+  },
+);
+
 const inboundObject = s.object(
   {
     pathNormalization: s.enum(PATH_NORMALIZATIONS, {
@@ -130,6 +215,14 @@ const inboundObject = s.object(
     deadlines: deadlinesObject.with({
       defaultText: 'mesh peers only',
       doc: deadlinesObject.meta.doc,
+    }),
+    loadReports: s.union([s.literal(false), loadReportsObject], {
+      defaultText: 'on (HTTP: when requested)',
+      doc: "The servers' ORCA load reports; `false` turns them off.",
+    }),
+    overload: s.union([s.boolean(), overloadObject], {
+      defaultText: 'off',
+      doc: 'Overload protection (load shedding); `true` for the defaults.',
     }),
   },
   {
@@ -162,5 +255,47 @@ export function parseInboundSection(raw: unknown, path: string, issues: ConfigIs
             trustMeshPeers: d.trustMeshPeers ?? true,
             trustedNetworks: Object.freeze([...(d.trustedNetworks ?? [])]),
           }),
+    loadReports: parsedLoadReports(o.loadReports),
+    overload: parsedOverload(o.overload),
   });
+}
+
+type LoadReportsOut = ReturnType<typeof loadReportsObject.parse>;
+type OverloadOut = ReturnType<typeof overloadObject.parse>;
+
+function parsedLoadReports(o: false | LoadReportsOut): LoadReportsConfig | false {
+  if (o === false) return false;
+  if (o === undefined) return DEFAULT_LOAD_REPORTS;
+  return Object.freeze({
+    send: o.send ?? DEFAULT_LOAD_REPORTS.send,
+    format: o.format ?? DEFAULT_LOAD_REPORTS.format,
+    oob: o.oob ?? DEFAULT_LOAD_REPORTS.oob,
+  });
+}
+
+function parsedOverload(o: boolean | OverloadOut): OverloadConfig | false {
+  if (o === false || o === undefined) return false;
+  if (o === true) return DEFAULT_OVERLOAD;
+  return Object.freeze({
+    maxEventLoopDelayMs: o.maxEventLoopDelay ?? DEFAULT_OVERLOAD.maxEventLoopDelayMs,
+    maxUtilization: o.maxUtilization,
+    retryAfterMs: o.retryAfter ?? DEFAULT_OVERLOAD.retryAfterMs,
+    exemptPaths: Object.freeze([...(o.exemptPaths ?? [])]),
+  });
+}
+
+/** Parses an `overload` value given in code (a server adapter's option) like the config section. */
+export function parseOverload(raw: unknown, path: string, issues: ConfigIssue[]): OverloadConfig | false {
+  const o = s.union([s.boolean(), overloadObject]).parse(raw, path, issues);
+  return parsedOverload(o ?? false);
+}
+
+/** Parses a `loadReports` value given in code like the config section. */
+export function parseLoadReports(
+  raw: unknown,
+  path: string,
+  issues: ConfigIssue[],
+): LoadReportsConfig | false {
+  const o = s.union([s.literal(false), loadReportsObject]).parse(raw, path, issues);
+  return parsedLoadReports(o);
 }

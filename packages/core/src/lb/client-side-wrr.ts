@@ -240,6 +240,7 @@ export const clientSideWeightedRoundRobin: LoadBalancerFactory<ClientSideWrrConf
       ewmaDecayMs: DEFAULT_PEAK_EWMA.decayMs,
       // Scheduling by reports ignores lbWeight; the peak-EWMA fallback reads it at pick time.
       liveWeights: true,
+      loadReports: true,
       update: (eps) => new ClientSideWrrPicker(eps, config, clock, () => fallback.update(eps)),
     };
   },

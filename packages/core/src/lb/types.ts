@@ -47,6 +47,11 @@ export interface LoadBalancer {
    * place instead of building new pickers. Default false (pickers keep what `update` saw).
    */
   readonly liveWeights?: boolean;
+  /**
+   * True when the policy balances by the endpoints' load reports (ORCA): transports then ask for
+   * them (HTTP: `endpoint-load-metrics-format`). Default false (reports that come are still kept).
+   */
+  readonly loadReports?: boolean;
 }
 
 /** What the runtime offers a balancer when it creates one. */

@@ -8,6 +8,12 @@ export interface AdaptiveConcurrencyConfig {
   readonly minLimit: number;
   /** The ceiling of the limit (Envoy's `max_concurrency_limit`). Default 1000. */
   readonly maxLimit: number;
+  /**
+   * How long a call may wait, in all, for an endpoint under its limit when every endpoint is at
+   * its limit (within the call's deadline), ms; then it fails with `MESHLET_ERR_OVERLOADED`.
+   * 0: fail at once. Default 50.
+   */
+  readonly maxWaitMs: number;
   readonly minRtt: {
     /** Time between minRTT measurements, ms. Default 60 000. */
     readonly intervalMs: number;
@@ -29,6 +35,7 @@ export const DEFAULT_ADAPTIVE_CONCURRENCY: AdaptiveConcurrencyConfig = Object.fr
   percentile: 50,
   minLimit: 3,
   maxLimit: 1000,
+  maxWaitMs: 50,
   minRtt: Object.freeze({
     intervalMs: 60_000,
     jitterPercent: 15,

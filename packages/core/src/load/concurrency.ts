@@ -62,6 +62,7 @@ const minRttSchema = s.object(
  *       percentile: 50
  *       minLimit: 3
  *       maxLimit: 1000
+ *       maxWait: 50ms
  *       minRtt: { interval: 60s, jitter: 15, requests: 50, buffer: 25, concurrency: 3, fixed: 20ms }
  */
 export const adaptiveConcurrencySchema = s.union(
@@ -86,6 +87,12 @@ export const adaptiveConcurrencySchema = s.union(
           max: 1_000_000,
           default: D.maxLimit,
           doc: 'The ceiling of the limit.',
+        }),
+        maxWait: s.duration({
+          default: formatDuration(D.maxWaitMs),
+          doc:
+            'How long a call may wait for an endpoint under its limit when every endpoint is at its limit ' +
+            "(within the call's deadline); then it fails with MESHLET_ERR_OVERLOADED. 0: at once.",
         }),
         minRtt: minRttSchema,
       },
@@ -127,6 +134,7 @@ export function parseAdaptiveConcurrency(
     percentile: o.percentile ?? D.percentile,
     minLimit,
     maxLimit: Math.max(minLimit, maxLimit),
+    maxWaitMs: o.maxWait ?? D.maxWaitMs,
     minRtt:
       m === undefined
         ? D.minRtt
@@ -139,6 +147,16 @@ export function parseAdaptiveConcurrency(
             fixedMs: m.fixed,
           }),
   });
+}
+
+/** A call waiting for an endpoint under its limit (the pipeline's `Call`). */
+export interface CapacityWaiter {
+  /** An attempt ended on the service: the waiter may pick again. */
+  capacityFreed(): void;
+}
+
+function wake(w: CapacityWaiter): void {
+  w.capacityFreed();
 }
 
 /** What `release` does with an attempt's latency, by outcome. */
@@ -194,6 +212,10 @@ export class AdaptiveConcurrency {
   readonly config: AdaptiveConcurrencyConfig;
   readonly #now: () => number;
   readonly #random: () => number;
+  /** Calls waiting for capacity, oldest first (`#head` is the first live one). */
+  #waiters: (CapacityWaiter | undefined)[] = [];
+  #head = 0;
+  #waiting = 0;
 
   constructor(config: AdaptiveConcurrencyConfig, now: () => number, random: () => number = Math.random) {
     this.config = config;
@@ -228,8 +250,52 @@ export class AdaptiveConcurrency {
     return true;
   }
 
+  /**
+   * Queues a call until an attempt of the service ends (FIFO; the caller bounds the wait with a
+   * timer and removes itself with `cancelWait` when it gives up).
+   */
+  wait(w: CapacityWaiter): void {
+    this.#waiters.push(w);
+    this.#waiting++;
+  }
+
+  /** Removes a waiting call (it timed out or was cancelled). */
+  cancelWait(w: CapacityWaiter): void {
+    const q = this.#waiters;
+    for (let i = this.#head; i < q.length; i++) {
+      if (q[i] === w) {
+        q[i] = undefined;
+        this.#waiting--;
+        return;
+      }
+    }
+  }
+
+  /** Calls waiting for capacity now. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
+  /** Wakes the oldest waiting call, on the next tick (never inside the releasing call's stack). */
+  #wakeOne(): void {
+    const q = this.#waiters;
+    while (this.#head < q.length) {
+      const w = q[this.#head];
+      q[this.#head++] = undefined;
+      if (w === undefined) continue;
+      this.#waiting--;
+      process.nextTick(wake, w);
+      break;
+    }
+    if (this.#head === q.length || this.#head > 1024) {
+      this.#waiters = q.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
   /** Ends an admitted attempt: `rttMs` is its latency, `outcome` how it ended. */
   release(ep: EndpointState, rttMs: number, outcome: Outcome): void {
+    if (this.#waiting > 0) this.#wakeOne();
     const s = ep.concurrency;
     if (s === undefined) return;
     if (s.inFlight > 0) s.inFlight--;

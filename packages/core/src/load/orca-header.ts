@@ -283,7 +283,20 @@ export function readEndpointReport(
   const bin = first(findHeader(headers, ORCA_BIN_HEADER));
   const value = bin ?? first(findHeader(headers, ORCA_HEADER));
   if (value === undefined) return undefined;
-  const binary = bin !== undefined;
+  return readEndpointReportValue(ep, value, bin !== undefined, limits);
+}
+
+/**
+ * `readEndpointReport` for a transport that found the header itself: `value` is the
+ * `endpoint-load-metrics` value, or with `binary` the base64 `endpoint-load-metrics-bin` one.
+ * A value equal to the endpoint's previous one costs a comparison. Never throws.
+ */
+export function readEndpointReportValue(
+  ep: EndpointState,
+  value: string,
+  binary: boolean,
+  limits: OrcaLimits = DEFAULT_ORCA_LIMITS,
+): OrcaParseResult {
   let load = ep.load;
   if (load === undefined) {
     load = new EndpointLoad();

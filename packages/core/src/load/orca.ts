@@ -62,6 +62,11 @@ export const DEFAULT_ORCA_LIMITS: OrcaLimits = Object.freeze({
 export const ORCA_HEADER = 'endpoint-load-metrics';
 /** The binary header: a base64 protobuf `OrcaLoadReport` (gRPC's per-call trailer, Envoy's legacy form). */
 export const ORCA_BIN_HEADER = 'endpoint-load-metrics-bin';
+/**
+ * The request header by which a client asks for `endpoint-load-metrics` on the response, naming
+ * the form (`TEXT`, `JSON`, `BIN`): the ORCA HTTP convention (as Triton and vLLM serve it).
+ */
+export const ORCA_FORMAT_HEADER = 'endpoint-load-metrics-format';
 
 /** The scalar fields, in proto field-number order, with their proto names and numbers. */
 export const ORCA_SCALARS = Object.freeze([

@@ -63,8 +63,10 @@ export interface LoadSnapshot {
   readonly memUtilization: number;
   /** Requests finished per second over the interval. */
   readonly rps: number;
-  /** Requests finished as failures per second over the interval. */
+  /** Requests finished as failures per second over the interval (shed requests included). */
   readonly eps: number;
+  /** Requests shed by overload protection per second over the interval (counted in `rps` and `eps` too). */
+  readonly shedRps: number;
   /** Requests in flight when the snapshot was taken. */
   readonly inFlight: number;
   /** The most requests in flight at once during the interval. */
@@ -153,7 +155,8 @@ export function processLoadSources(resolutionMs = 10): LoadSources {
  * - **rps_fractional / eps**: requests (and failed requests) finished per second, from the counters
  *   the inbound side bumps once per request (`requestStarted` / `requestFinished`).
  * - **named_metrics**: the application's own (`set(name, value)`), plus `in_flight` (the most in
- *   flight at once during the interval) and `event_loop_delay_p99_ms` unless `builtinMetrics` is off.
+ *   flight at once during the interval), `event_loop_delay_p99_ms` and, while overload protection
+ *   sheds, `shed_rps` unless `builtinMetrics` is off.
  * - **utilization**: the application's own 0..1 resource figures (`setUtilization`).
  *
  * Everything is computed on an unref'd timer every `intervalMs` (default 1 s), never per request;
@@ -172,6 +175,8 @@ export class LoadSampler {
   #peak = 0;
   #finished = 0;
   #failed = 0;
+  #shed = 0;
+  #lastShed = 0;
   #named = new Map<string, number>();
   #utilization = new Map<string, number>();
   #appUtilization: number | undefined;
@@ -182,6 +187,9 @@ export class LoadSampler {
   #lastFinished = 0;
   #lastFailed = 0;
   #current: LoadSnapshot;
+  /** The current snapshot's header in each form, and its overloaded variant, made on first use. */
+  #forms: LoadForms | undefined;
+  #listeners: Array<(snapshot: LoadSnapshot) => void> = [];
 
   constructor(options: LoadSamplerOptions = {}) {
     const interval = options.intervalMs ?? DEFAULT_LOAD_INTERVAL_MS;
@@ -202,7 +210,7 @@ export class LoadSampler {
     this.#lastAt = this.#src.now();
     this.#lastCpu = this.#src.cpuMicros();
     this.#lastLoop = this.#src.eventLoop();
-    this.#current = this.#snapshot(this.#lastAt, 0, 0, 0, 0, 0, 0, 0, 0);
+    this.#current = this.#snapshot(this.#lastAt, 0, 0, 0, 0, 0, 0, 0, 0, 0);
   }
 
   /** Starts sampling every `intervalMs` on an unref'd timer (idempotent). */
@@ -237,6 +245,17 @@ export class LoadSampler {
     if (failed) this.#failed++;
   }
 
+  /**
+   * Counts a request that overload protection answered without running it: it finished, as a
+   * failure (so `eps` tells load-aware clients, A58's error penalty lowering the weight), and in
+   * `shed_rps`. It is not counted in flight.
+   */
+  requestShed(): void {
+    this.#finished++;
+    this.#failed++;
+    this.#shed++;
+  }
+
   /** Requests in flight now. */
   get inFlight(): number {
     return this.#inFlight;
@@ -245,7 +264,7 @@ export class LoadSampler {
   /** Sets an application metric (`named_metrics.<name>`) sent from the next sample on. */
   set(name: string, value: number): void {
     checkName(name);
-    if (this.#builtin && (name === 'in_flight' || name === 'event_loop_delay_p99_ms'))
+    if (this.#builtin && BUILTIN_METRICS.has(name))
       throw new TypeError(`load metric name ${name} is the sampler's own (builtinMetrics)`);
     checkValue(name, value);
     if (!this.#named.has(name) && this.#named.size + this.#utilization.size >= this.#limits.maxEntries - 2)
@@ -292,6 +311,85 @@ export class LoadSampler {
     return this.#current;
   }
 
+  /**
+   * The `endpoint-load-metrics` value of the current report in `format` (the configured one is
+   * `current.header`; another form is encoded on its first use in a sample interval and kept).
+   */
+  header(format: OrcaHeaderFormat): string {
+    if (format === this.format) return this.#current.header;
+    const f = this.#formsOf();
+    let v = f.header[format];
+    if (v === undefined) {
+      v = headerIn(this.#current.report, this.#current.binary, format);
+      f.header[format] = v;
+    }
+    return v;
+  }
+
+  /**
+   * The report of a response that overload protection shed: the current one with
+   * `application_utilization` at least 1 (the event loop is saturated, whatever the last interval
+   * measured), so that load-aware clients read the overload from the report itself as well as
+   * from the shed answer. Encoded on first use per sample interval: `{ header(format), binary }`.
+   */
+  overloaded(format: OrcaHeaderFormat): string {
+    const f = this.#formsOf();
+    let v = f.overloaded[format];
+    if (v === undefined) {
+      v = headerIn(this.#overloadedReport(f), this.overloadedBinary(), format);
+      f.overloaded[format] = v;
+    }
+    return v;
+  }
+
+  /** The protobuf form of `overloaded()` (a gRPC `endpoint-load-metrics-bin` trailer). */
+  overloadedBinary(): Buffer {
+    const f = this.#formsOf();
+    let b = f.overloadedBinary;
+    if (b === undefined) {
+      b = encodeOrcaLoadReport(this.#overloadedReport(f));
+      f.overloadedBinary = b;
+    }
+    return b;
+  }
+
+  #overloadedReport(f: LoadForms): OrcaLoadReport {
+    let r = f.overloadedReport;
+    if (r === undefined) {
+      const c = this.#current.report;
+      r =
+        c.applicationUtilization >= 1 ? c : orcaLoadReport({ ...c, applicationUtilization: 1 }, this.#limits);
+      f.overloadedReport = r;
+    }
+    return r;
+  }
+
+  #formsOf(): LoadForms {
+    let f = this.#forms;
+    if (f === undefined || f.of !== this.#current) {
+      f = {
+        of: this.#current,
+        header: {},
+        overloaded: {},
+        overloadedReport: undefined,
+        overloadedBinary: undefined,
+      };
+      this.#forms = f;
+    }
+    return f;
+  }
+
+  /**
+   * Calls `listener` with every new snapshot (after each sample); returns a remover. Listeners
+   * must be quick; one that throws does not stop the others.
+   */
+  onSample(listener: (snapshot: LoadSnapshot) => void): () => void {
+    this.#listeners = [...this.#listeners, listener];
+    return () => {
+      this.#listeners = this.#listeners.filter((l) => l !== listener);
+    };
+  }
+
   /** Takes a snapshot now: measures the interval since the previous one and rebuilds the report. */
   sample(): LoadSnapshot {
     const src = this.#src;
@@ -307,6 +405,7 @@ export class LoadSampler {
     const seconds = elapsed / 1000;
     const rps = (this.#finished - this.#lastFinished) / seconds;
     const eps = (this.#failed - this.#lastFailed) / seconds;
+    const shedRps = (this.#shed - this.#lastShed) / seconds;
     const delay = src.takeEventLoopDelay() ?? { p99: 0, max: 0 };
     this.#current = this.#snapshot(
       at,
@@ -316,6 +415,7 @@ export class LoadSampler {
       src.rssBytes() / src.memoryBytes,
       rps,
       eps,
+      shedRps,
       delay.p99,
       delay.max,
     );
@@ -324,8 +424,17 @@ export class LoadSampler {
     this.#lastLoop = loop;
     this.#lastFinished = this.#finished;
     this.#lastFailed = this.#failed;
+    this.#lastShed = this.#shed;
     this.#peak = this.#inFlight;
-    return this.#current;
+    const snapshot = this.#current;
+    for (const l of this.#listeners) {
+      try {
+        l(snapshot);
+      } catch {
+        // a listener must not stop the others, nor the sampler
+      }
+    }
+    return snapshot;
   }
 
   #snapshot(
@@ -336,6 +445,7 @@ export class LoadSampler {
     mem: number,
     rps: number,
     eps: number,
+    shedRps: number,
     delayP99: number,
     delayMax: number,
   ): LoadSnapshot {
@@ -349,6 +459,7 @@ export class LoadSampler {
     if (this.#builtin) {
       named.in_flight = peak;
       named.event_loop_delay_p99_ms = eventLoopDelayP99Ms;
+      if (shedRps > 0) named.shed_rps = round(shedRps, 3);
     }
     const report = orcaLoadReport(
       {
@@ -371,16 +482,31 @@ export class LoadSampler {
       memUtilization,
       rps,
       eps,
+      shedRps,
       inFlight: this.#inFlight,
       inFlightPeak: peak,
       eventLoopDelayP99Ms,
       eventLoopDelayMaxMs: round(delayMax, 1),
       report,
-      header:
-        this.format === 'binary' ? `BIN ${binary.toString('base64')}` : formatOrcaHeader(report, this.format),
+      header: headerIn(report, binary, this.format),
       binary,
     });
   }
+}
+
+/** The sampler's own named metrics (`builtinMetrics`). */
+const BUILTIN_METRICS: ReadonlySet<string> = new Set(['in_flight', 'event_loop_delay_p99_ms', 'shed_rps']);
+
+interface LoadForms {
+  readonly of: LoadSnapshot;
+  readonly header: Partial<Record<OrcaHeaderFormat, string>>;
+  readonly overloaded: Partial<Record<OrcaHeaderFormat, string>>;
+  overloadedReport: OrcaLoadReport | undefined;
+  overloadedBinary: Buffer | undefined;
+}
+
+function headerIn(report: OrcaLoadReport, binary: Buffer, format: OrcaHeaderFormat): string {
+  return format === 'binary' ? `BIN ${binary.toString('base64')}` : formatOrcaHeader(report, format);
 }
 
 let shared: LoadSampler | undefined;

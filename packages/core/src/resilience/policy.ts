@@ -1,5 +1,7 @@
 import type { ConfigIssue } from '../errors.js';
 import { type HealthCheckPolicy, healthCheckSchema, parseHealthCheckPolicy } from '../health/checker.js';
+import { adaptiveConcurrencySchema, parseAdaptiveConcurrency } from '../load/concurrency.js';
+import type { AdaptiveConcurrencyConfig } from '../load/concurrency-state.js';
 import { DEFAULT_OUTLIER, type OutlierPolicy, outlierSchema, parseOutlierPolicy } from '../outlier.js';
 import { s } from '../schema.js';
 import { join } from '../validate.js';
@@ -31,6 +33,8 @@ export interface ResiliencePolicy {
   readonly thresholds: ThresholdsPolicy;
   /** Hedged requests; off unless configured. */
   readonly hedge: HedgePolicy | undefined;
+  /** Adaptive concurrency per endpoint (docs/load-aware.md); off unless configured. */
+  readonly adaptiveConcurrency: AdaptiveConcurrencyConfig | undefined;
 }
 
 export const DEFAULT_RESILIENCE: ResiliencePolicy = Object.freeze({
@@ -39,6 +43,7 @@ export const DEFAULT_RESILIENCE: ResiliencePolicy = Object.freeze({
   circuitBreaker: DEFAULT_BREAKER,
   thresholds: DEFAULT_THRESHOLDS,
   hedge: undefined,
+  adaptiveConcurrency: undefined,
 });
 
 export const hedgeSchema = s.object(
@@ -72,6 +77,12 @@ export const resilienceFields = {
   }),
   hedge: s.union([s.literal(false), hedgeSchema], {
     doc: 'Hedged requests; `false` turns them off.',
+    defaultText: 'off',
+  }),
+  adaptiveConcurrency: adaptiveConcurrencySchema.with({
+    doc:
+      "Adaptive concurrency per endpoint (Envoy's gradient controller): a limit on attempts in flight that follows " +
+      'the latency; `true` for the defaults, `false` turns it off.',
     defaultText: 'off',
   }),
 };
@@ -113,5 +124,11 @@ export function parseResiliencePolicy(
         ? base.thresholds
         : parseThresholdsPolicy(obj.thresholds, join(path, 'thresholds'), issues, base.thresholds),
     hedge: obj.hedge === undefined ? base.hedge : parseHedge(obj.hedge, join(path, 'hedge'), issues),
+    adaptiveConcurrency:
+      obj.adaptiveConcurrency === undefined
+        ? base.adaptiveConcurrency
+        : obj.adaptiveConcurrency === false
+          ? undefined
+          : parseAdaptiveConcurrency(obj.adaptiveConcurrency, join(path, 'adaptiveConcurrency'), issues),
   };
 }

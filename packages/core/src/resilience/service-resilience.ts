@@ -1,6 +1,7 @@
 import type { EndpointState } from '../endpoint-state.js';
 import type { MeshEvents } from '../events.js';
 import { ActiveHealthChecker } from '../health/checker.js';
+import { AdaptiveConcurrency } from '../load/concurrency.js';
 import { OutlierDetector } from '../outlier.js';
 import type { AttemptObserver } from '../service.js';
 import { CircuitBreaker } from './breaker.js';
@@ -32,6 +33,8 @@ export class ServiceResilience {
   outlier: OutlierDetector | undefined;
   /** Undefined unless `healthCheck` is configured. */
   health: ActiveHealthChecker | undefined;
+  /** The adaptive concurrency limiter; undefined unless `adaptiveConcurrency` is configured. */
+  concurrency: AdaptiveConcurrency | undefined;
   #removeObserver: (() => void) | undefined;
   #closed = false;
 
@@ -44,6 +47,9 @@ export class ServiceResilience {
       : undefined;
     this.#setOutlier(policy);
     this.#setHealth(policy);
+    this.concurrency = policy.adaptiveConcurrency
+      ? new AdaptiveConcurrency(policy.adaptiveConcurrency, () => host.now())
+      : undefined;
   }
 
   #setOutlier(policy: ResiliencePolicy): void {
@@ -108,6 +114,12 @@ export class ServiceResilience {
     }
     if (policy.outlierDetection !== old.outlierDetection) this.#setOutlier(policy);
     if (policy.healthCheck !== old.healthCheck) this.#setHealth(policy);
+    if (policy.adaptiveConcurrency !== old.adaptiveConcurrency) {
+      // New limits start from a fresh measurement; attempts in flight release into nothing.
+      for (const ep of this.#host.endpoints) ep.concurrency = undefined;
+      const c = policy.adaptiveConcurrency;
+      this.concurrency = c ? new AdaptiveConcurrency(c, () => this.#host.now()) : undefined;
+    }
   }
 
   /** The service's endpoint set changed: health checks follow it. */
