@@ -41,6 +41,46 @@ export function rawHttp(port: number, request: string | Buffer): Promise<RawResp
 }
 
 /**
+ * Sends several requests pipelined on one loopback connection, in one write (so the server reads
+ * them at once and handles them in one turn of its event loop), and parses the responses
+ * (`content-length` bodies) until the server closes the connection after the last one, which
+ * should carry `Connection: close`.
+ */
+export function rawPipelined(port: number, requests: readonly (string | Buffer)[]): Promise<RawResponse[]> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = connect(port, '127.0.0.1', () =>
+      socket.write(Buffer.concat(requests.map((r) => (typeof r === 'string' ? Buffer.from(r, 'latin1') : r)))),
+    );
+    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer within 5 s')));
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      let text = Buffer.concat(chunks).toString('latin1');
+      const out: RawResponse[] = [];
+      while (text.length > 0) {
+        const end = text.indexOf('\r\n\r\n');
+        if (end < 0) break;
+        const [statusLine = '', ...lines] = text.slice(0, end).split('\r\n');
+        const headers: Record<string, string> = {};
+        for (const l of lines) {
+          const i = l.indexOf(':');
+          if (i > 0) headers[l.slice(0, i).toLowerCase()] = l.slice(i + 1).trim();
+        }
+        const length = Number(headers['content-length'] ?? 0);
+        out.push({
+          status: Number(statusLine.split(' ')[1] ?? 0) || 0,
+          headers,
+          body: text.slice(end + 4, end + 4 + length),
+        });
+        text = text.slice(end + 4 + length);
+      }
+      resolve(out);
+    });
+  });
+}
+
+/**
  * A request line and headers, `Connection: close` added: `rawRequest('GET', '/a', ['Host: x'])`.
  * `target` goes on the wire as given (it may hold `#`, `\`, raw bytes).
  */
@@ -48,8 +88,9 @@ export function rawRequest(
   method: string,
   target: string | Buffer,
   headers: readonly string[] = ['Host: x'],
+  close = true,
 ): Buffer {
-  const head = [...headers, 'Connection: close'].join('\r\n');
+  const head = (close ? [...headers, 'Connection: close'] : headers).join('\r\n');
   return Buffer.concat([
     Buffer.from(`${method} `, 'latin1'),
     typeof target === 'string' ? Buffer.from(target, 'latin1') : target,

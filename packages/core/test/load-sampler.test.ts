@@ -132,6 +132,46 @@ describe('LoadSampler', () => {
     expect(() => new LoadSampler({ intervalMs: 1 })).toThrow(/intervalMs/);
   });
 
+  it('counts shed requests as failures and in shed_rps, and encodes other forms and the overloaded report on demand', () => {
+    const { sources, advance } = fakeSources(4);
+    const load = new LoadSampler({ sources });
+    for (let i = 0; i < 10; i++) load.requestStarted();
+    for (let i = 0; i < 10; i++) load.requestFinished(false);
+    for (let i = 0; i < 5; i++) load.requestShed();
+    advance(1000, 0.5, 100);
+    const seen: number[] = [];
+    const remove = load.onSample((snap) => seen.push(snap.rps));
+    load.onSample(() => {
+      throw new Error('a bad listener');
+    });
+    const snap = load.sample();
+    expect(seen).toEqual([15]);
+    expect([snap.rps, snap.eps, snap.shedRps, snap.inFlight]).toEqual([15, 5, 5, 0]);
+    expect(snap.report.namedMetrics.shed_rps).toBe(5);
+    expect(load.header('text')).toBe(snap.header);
+    const json = load.header('json');
+    expect(json.startsWith('JSON {')).toBe(true);
+    expect(load.header('json')).toBe(json); // kept for the interval
+    const bin = load.header('binary');
+    for (const h of [json, bin]) {
+      const p = parseOrcaHeader(h);
+      expect(p.ok && p.report).toEqual(snap.report);
+    }
+    // A shed answer's report says the loop is saturated, whatever the interval measured.
+    const over = parseOrcaHeader(load.overloaded('text'));
+    expect(over.ok && over.report.applicationUtilization).toBe(1);
+    expect(over.ok && over.report.rpsFractional).toBe(15);
+    expect(decodeOrcaLoadReport(load.overloadedBinary())).toMatchObject({ ok: true, report: { applicationUtilization: 1 } });
+    remove();
+    advance(1000, 0.5, 100);
+    const next = load.sample();
+    expect(seen).toEqual([15]);
+    expect(next.shedRps).toBe(0);
+    expect('shed_rps' in next.report.namedMetrics).toBe(false);
+    expect(load.header('json')).not.toBe(json);
+    expect(() => load.set('shed_rps', 1)).toThrow(/sampler's own/);
+  });
+
   it('samples on an unref’d timer between start and stop', () => {
     vi.useFakeTimers();
     const { s, sources, advance } = fakeSources();

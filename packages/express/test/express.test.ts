@@ -5,7 +5,12 @@ import {
   type InboundRequestInfo,
   type InboundTelemetry,
   Mesh,
+  ORCA_FORMAT_HEADER,
+  ORCA_HEADER,
   parseConfig,
+  parseOrcaHeader,
+  processLoad,
+  SHED_HEADER,
   startDraining,
 } from '@meshlet/core';
 import { createAuthorizer } from '@meshlet/tls';
@@ -231,6 +236,100 @@ function call(
     req.end();
   });
 }
+
+describe('load reports and overload protection', () => {
+  it('adds the load report to responses that ask for it, in the form asked for, and counts requests in flight', async () => {
+    const app = express();
+    app.use(meshMiddleware({ telemetry: false }));
+    let inFlight = -1;
+    app.get('/x', (_req, res) => {
+      inFlight = processLoad().inFlight;
+      res.json({ ok: true });
+    });
+    const { base } = await listen(app);
+    const before = processLoad().inFlight;
+    const plain = await fetch(`${base}/x`);
+    await plain.arrayBuffer();
+    expect(plain.headers.get(ORCA_HEADER)).toBeNull();
+    for (const [asked, word] of [
+      ['TEXT', 'TEXT '],
+      ['json', 'JSON '],
+      ['BIN', 'BIN '],
+    ] as const) {
+      const res = await fetch(`${base}/x`, { headers: { [ORCA_FORMAT_HEADER]: asked } });
+      await res.arrayBuffer();
+      const value = res.headers.get(ORCA_HEADER) ?? '';
+      expect(value.startsWith(word)).toBe(true);
+      const parsed = parseOrcaHeader(value);
+      expect(parsed.ok && parsed.report.namedMetrics.in_flight).toBeGreaterThanOrEqual(0);
+    }
+    expect(inFlight).toBeGreaterThanOrEqual(before + 1);
+    await new Promise((r) => setImmediate(r));
+    expect(processLoad().inFlight).toBe(before);
+  });
+
+  it('sends reports always, or never, as configured', async () => {
+    const always = express();
+    always.use(meshMiddleware({ telemetry: false, loadReports: { send: 'always', format: 'json' } }));
+    always.get('/x', (_req, res) => res.json({}));
+    const a = await listen(always);
+    const r1 = await fetch(`${a.base}/x`);
+    expect(r1.headers.get(ORCA_HEADER)?.startsWith('JSON {')).toBe(true);
+    const off = express();
+    off.use(meshMiddleware({ telemetry: false, loadReports: false }));
+    off.get('/x', (_req, res) => res.json({}));
+    const b = await listen(off);
+    const r2 = await fetch(`${b.base}/x`, { headers: { [ORCA_FORMAT_HEADER]: 'TEXT' } });
+    expect(r2.headers.get(ORCA_HEADER)).toBeNull();
+    expect(() => meshMiddleware({ overload: { maxEventLoopDelay: -1 } })).toThrow(/overload.maxEventLoopDelay/);
+  });
+
+  it('sheds requests admitted while the event loop is behind, early and with Retry-After; probes still pass', async () => {
+    const app = express();
+    app.use(
+      meshMiddleware({
+        telemetry: false,
+        overload: { maxEventLoopDelay: '100ms', exemptPaths: ['/livez'] },
+      }),
+    );
+    const ran: string[] = [];
+    app.get('/block', (_req, res) => {
+      ran.push('/block');
+      // A handler that holds the event loop: everything read in the same turn waits behind it.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+      res.json({ ok: true });
+    });
+    for (const p of ['/x', '/y', '/livez'])
+      app.get(p, (_req, res) => {
+        ran.push(p);
+        res.json({ ok: true });
+      });
+    const { port } = await listen(app);
+    const { rawPipelined, rawRequest } = await import('../../../test/helpers/raw-http.js');
+    const ask = ['Host: x', `${ORCA_FORMAT_HEADER}: TEXT`];
+    const res = await rawPipelined(port, [
+      rawRequest('GET', '/block', ask, false),
+      rawRequest('GET', '/x', ask, false),
+      rawRequest('GET', '/healthz', ['Host: x'], false),
+      rawRequest('GET', '/ready', ['Host: x'], false),
+      rawRequest('GET', '/livez', ['Host: x'], false),
+      rawRequest('POST', '/y', ['Host: x', 'content-length: 0']),
+    ]);
+    expect(res.map((r) => r.status)).toEqual([200, 503, 200, 200, 200, 503]);
+    // The shed requests never reached their handlers.
+    expect(ran).toEqual(['/block', '/livez']);
+    const shed = res[1];
+    expect(shed?.headers['retry-after']).toBe('1');
+    expect(shed?.headers[SHED_HEADER]).toBe('event-loop-delay');
+    expect(JSON.parse(shed?.body ?? '')).toMatchObject({
+      error: { code: 'MESHLET_ERR_OVERLOADED', message: expect.stringMatching(/event loop is \d+ms behind/) },
+    });
+    // …with a load report that says the loop is saturated
+    const report = parseOrcaHeader(shed?.headers[ORCA_HEADER] ?? '');
+    expect(report.ok && report.report.applicationUtilization).toBe(1);
+    expect(res[5]?.headers[ORCA_HEADER]).toBeUndefined(); // it did not ask
+  });
+});
 
 describe('gracefulShutdown', () => {
   it('drains under load losing zero requests: readiness first, in-flight finish, keep-alive closed, then stop', async () => {

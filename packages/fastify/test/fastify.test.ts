@@ -6,7 +6,12 @@ import {
   type InboundTelemetry,
   isServing,
   Mesh,
+  ORCA_FORMAT_HEADER,
+  ORCA_HEADER,
   parseConfig,
+  parseOrcaHeader,
+  processLoad,
+  SHED_HEADER,
   startDraining,
 } from '@meshlet/core';
 import { createAuthorizer } from '@meshlet/tls';
@@ -155,6 +160,39 @@ function call(
     req.end();
   });
 }
+
+describe('load reports and overload protection', () => {
+  it('answers a request for the load report, counts requests, and sheds early with Retry-After while probes pass', async () => {
+    const ran: string[] = [];
+    const { port, base } = await start({ telemetry: false, overload: { maxEventLoopDelay: '100ms' } }, (app) => {
+      app.get('/block', async () => {
+        ran.push('/block');
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+        return { ok: true };
+      });
+      app.get('/x', async () => {
+        ran.push('/x');
+        return { inFlight: processLoad().inFlight };
+      });
+    });
+    const asked = await fetch(`${base}/x`, { headers: { [ORCA_FORMAT_HEADER]: 'text' } });
+    expect(((await asked.json()) as { inFlight: number }).inFlight).toBeGreaterThanOrEqual(1);
+    const report = parseOrcaHeader(asked.headers.get(ORCA_HEADER) ?? '');
+    expect(report.ok).toBe(true);
+    ran.length = 0;
+    const { rawPipelined, rawRequest } = await import('../../../test/helpers/raw-http.js');
+    const res = await rawPipelined(port, [
+      rawRequest('GET', '/block', ['Host: x'], false),
+      rawRequest('GET', '/x', ['Host: x'], false),
+      rawRequest('GET', '/healthz', ['Host: x'], false),
+      rawRequest('GET', '/ready', ['Host: x']),
+    ]);
+    expect(res.map((r) => r.status)).toEqual([200, 503, 200, 200]);
+    expect(ran).toEqual(['/block']);
+    expect(res[1]?.headers).toMatchObject({ 'retry-after': '1', [SHED_HEADER]: 'event-loop-delay' });
+    expect(JSON.parse(res[1]?.body ?? '')).toMatchObject({ error: { code: 'MESHLET_ERR_OVERLOADED' } });
+  });
+});
 
 describe('graceful drain', () => {
   it('on SIGTERM: readiness first, in-flight requests finish, keep-alive closed, server and mesh closed', async () => {

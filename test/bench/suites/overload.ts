@@ -5,6 +5,7 @@ import {
   DEADLINE_MS,
   type Instance,
   type InstanceStats,
+  LOAD_AWARE,
   merge,
   pct,
   percentile,
@@ -39,6 +40,7 @@ const VARIANTS: readonly Variant[] = [
   { name: 'round_robin', service: { lb: 'round_robin' } },
   { name: 'least_request', service: { lb: 'least_request' } },
   { name: 'peak_ewma', service: { lb: 'peak_ewma' } },
+  LOAD_AWARE,
 ];
 
 /** Three ordinary instances and the saturated one (index 3). */
@@ -85,6 +87,7 @@ async function runVariant(
 ): Promise<VariantResult> {
   const run = await runScenario(instances, clients, {
     service: { ...BASE_SERVICE, ...variant.service },
+    overload: variant.overload,
     phases: [{ ms: warmupMs + measureMs, rps: RPS_PER_CLIENT }],
     warmupMs,
     marks: [warmupMs, warmupMs + measureMs],
@@ -157,7 +160,7 @@ const suite: BenchSuite = {
       for (const v of VARIANTS) {
         const r = byVariant[v.name] as VariantResult;
         summary.push(
-          `  ${v.name.padEnd(16)} within deadline ${pct(r.successRate)} (failed ${r.failed}, late ${r.late}, n=${r.requests})  p50 ${r.p50Ms}ms  p99 ${r.p99Ms}ms  p99.9 ${r.p999Ms}ms  saturated instance: share ${pct(r.share[SATURATED] ?? 0)}, ELD p99 ${round1(r.saturated.eldP99Ms)}ms (max ${round1(r.saturated.eldMaxMs)}), ELU ${r.saturated.elu.toFixed(2)}  others' ELD p99 <= ${r.othersEldP99Ms}ms  clients' ELD p99 <= ${r.clientEldP99Ms}ms`,
+          `  ${v.name.padEnd(16)} within deadline ${pct(r.successRate)} (failed ${r.failed}, late ${r.late}, n=${r.requests})  p50 ${r.p50Ms}ms  p99 ${r.p99Ms}ms  p99.9 ${r.p999Ms}ms  saturated instance: share ${pct(r.share[SATURATED] ?? 0)}, ELD p99 ${round1(r.saturated.eldP99Ms)}ms (max ${round1(r.saturated.eldMaxMs)}), ELU ${r.saturated.elu.toFixed(2)}, shed ${r.saturated.shed}  others' ELD p99 <= ${r.othersEldP99Ms}ms  clients' ELD p99 <= ${r.clientEldP99Ms}ms${Object.keys(r.errors).length > 0 ? `  errors ${JSON.stringify(r.errors)}` : ''}`,
         );
       }
       return {

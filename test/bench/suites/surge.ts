@@ -5,6 +5,7 @@ import {
   DEADLINE_MS,
   type Instance,
   type InstanceStats,
+  LOAD_AWARE,
   merge,
   pct,
   round1,
@@ -32,6 +33,8 @@ import {
  */
 
 const VARIANTS: readonly Variant[] = [
+  LOAD_AWARE,
+  { name: 'peak_ewma+shedding', service: { lb: 'peak_ewma', retry: { on: ['refused-stream'] } }, overload: true },
   { name: 'peak_ewma', service: { lb: 'peak_ewma' } },
   { name: 'round_robin', service: { lb: 'round_robin' } },
 ];
@@ -55,7 +58,7 @@ interface SurgeResult {
   readonly recoveryMs: number | null;
   /** Successes per second per bucket (by completion time) across the run, for plotting. */
   readonly goodputSeries: number[];
-  readonly instancesDuringSurge: Array<Pick<InstanceStats, 'served' | 'eldP99Ms' | 'elu'>>;
+  readonly instancesDuringSurge: Array<Pick<InstanceStats, 'served' | 'shed' | 'eldP99Ms' | 'elu'>>;
   readonly clientEldP99Ms: number;
 }
 
@@ -73,6 +76,7 @@ async function runVariant(
   const end = surgeEnd + t.afterMs;
   const run = await runScenario(instances, clients, {
     service: { ...BASE_SERVICE, ...variant.service },
+    overload: variant.overload,
     phases: [
       { ms: surgeStart, rps: calmRps },
       { ms: t.surgeMs, rps: surgeRps },
@@ -129,6 +133,7 @@ async function runVariant(
     goodputSeries: byDone.slice(0, buckets).map((n) => n * (1000 / BUCKET_MS)),
     instancesDuringSurge: (run.windows[1] as InstanceStats[]).map((s) => ({
       served: s.served,
+      shed: s.shed,
       eldP99Ms: round1(s.eldP99Ms),
       elu: Math.round(s.elu * 100) / 100,
     })),

@@ -17,6 +17,8 @@ export interface InstanceSpec {
 
 export interface InstanceStats {
   readonly served: number;
+  /** Requests overload protection shed (answered 503 before the handler). */
+  readonly shed: number;
   readonly windowMs: number;
   /** Event-loop delay inside the instance over the window (ms beyond the 10 ms resolution). */
   readonly eldP99Ms: number;
@@ -29,6 +31,8 @@ export interface InstanceStats {
 
 export interface Instance {
   readonly port: number;
+  /** Sets the instance's overload protection (`inbound.overload`: false, true or options). */
+  configure(overload: unknown): Promise<void>;
   reset(): Promise<void>;
   stats(): Promise<InstanceStats>;
   close(): Promise<void>;
@@ -73,6 +77,8 @@ export interface Variant {
   readonly name: string;
   /** Service config keys besides the endpoints, merged over `BASE_SERVICE`. */
   readonly service: Readonly<Record<string, unknown>>;
+  /** The instances' overload protection (`inbound.overload`); default off. */
+  readonly overload?: unknown;
 }
 
 /** Every request's deadline in both scenarios. */
@@ -89,6 +95,22 @@ export const BASE_SERVICE = {
   circuitBreaker: false,
   retry: false,
 } as const;
+
+/**
+ * The load-aware setup (issue 15): weights from the instances' load reports, adaptive concurrency
+ * per endpoint, and shedding on the instances; a shed request goes to another endpoint at once
+ * (retries of refused streams only, within the default 20% budget), and the shedding endpoint is
+ * avoided for its Retry-After. Everything else at its defaults.
+ */
+export const LOAD_AWARE: Variant = {
+  name: 'load_aware',
+  service: {
+    lb: 'client_side_weighted_round_robin',
+    adaptiveConcurrency: true,
+    retry: { on: ['refused-stream'] },
+  },
+  overload: true,
+};
 
 /**
  * Starts the instances and the clients, runs `fn` with them, and stops them all whatever happens.
@@ -127,9 +149,12 @@ export async function withHarness<T>(
 export async function startInstances(specs: readonly InstanceSpec[]): Promise<Instance[]> {
   const started = specs.map(async (spec) => {
     const child = fork(
-      new URL('./overload-instance.mjs', import.meta.url),
+      new URL('./overload-instance.ts', import.meta.url),
       [String(spec.workMs), String(spec.heavyMs ?? 0), String(spec.heavyEvery ?? 4)],
-      { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+      {
+        execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      },
     );
     const port = await new Promise<number>((resolve, reject) => {
       child.once('error', reject);
@@ -139,6 +164,7 @@ export async function startInstances(specs: readonly InstanceSpec[]): Promise<In
     child.removeAllListeners('exit');
     const instance: Instance = {
       port,
+      configure: (overload) => ipc(child, { cmd: 'configure', id: ++seq, overload }, () => undefined),
       reset: () => ipc(child, { cmd: 'reset', id: ++seq }, () => undefined),
       stats: () => ipc(child, { cmd: 'stats', id: ++seq }, (m) => m.stats as InstanceStats),
       close: () => closeChild(child),
@@ -220,6 +246,8 @@ export async function runScenario(
   clients: Clients,
   opts: {
     readonly service: Readonly<Record<string, unknown>>;
+    /** The instances' overload protection for this run (default off). */
+    readonly overload?: unknown;
     readonly phases: readonly Phase[];
     readonly warmupMs: number;
     readonly marks: readonly number[];
@@ -227,6 +255,7 @@ export async function runScenario(
     readonly leadMs: number;
   },
 ): Promise<ScenarioResult> {
+  await Promise.all(instances.map((i) => i.configure(opts.overload ?? false)));
   const startAt = Date.now() + opts.leadMs;
   const windows: InstanceStats[][] = [];
   const timers: NodeJS.Timeout[] = [];

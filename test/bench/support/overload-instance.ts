@@ -1,7 +1,10 @@
 // One instance of the overload/surge benchmark service, in its own process: a loopback HTTP server
-// whose handler holds the event loop for a per-request "work" time, like a CPU-bound handler.
+// whose handler holds the event loop for a per-request "work" time, like a CPU-bound handler. It
+// runs meshlet's inbound glue (the Express middleware on a plain `http` server): every request is
+// admitted, counted in the load sampler, gets its load report when the client asks for one, and is
+// shed when overload protection is on (`{ cmd: 'configure', overload }`).
 //
-//   node overload-instance.mjs <workMs> [heavyMs] [heavyEvery]
+//   node --import tsx overload-instance.ts <workMs> [heavyMs] [heavyEvery]
 //
 // Every request blocks the event loop for `workMs`; with `heavyMs`, every `heavyEvery`-th request
 // blocks for `heavyMs` instead (the CPU-heavy handler mix). The block is `Atomics.wait` (the thread
@@ -10,12 +13,15 @@
 // MESHLET_BENCH_REAL_CPU=1 to spin the CPU instead.
 //
 // The instance measures itself and answers over IPC:
+//   { cmd: 'configure', id, overload }  the inbound side's overload protection (`false`, `true`, options);
 //   { cmd: 'reset', id }  starts a new measurement window (served count, event-loop delay, ELU);
 //   { cmd: 'stats', id }  → { id, stats: { served, eldP99Ms, eldMaxMs, elu, busyMsPerRequest, windowMs } }
 // Event-loop delay is measured inside the instance with `monitorEventLoopDelay` (10 ms resolution,
 // the excess over the resolution, as @fastify/under-pressure reports it).
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { meshMiddleware } from '../../../packages/express/src/index.js';
 
 const workMs = Number(process.argv[2] ?? 1);
 const heavyMs = Number(process.argv[3] ?? 0);
@@ -24,7 +30,7 @@ const realCpu = process.env.MESHLET_BENCH_REAL_CPU === '1';
 const RESOLUTION = 10;
 
 const cell = new Int32Array(new SharedArrayBuffer(4));
-function work(ms) {
+function work(ms: number): void {
   if (realCpu) {
     const end = performance.now() + ms;
     while (performance.now() < end) {
@@ -37,13 +43,24 @@ function work(ms) {
 
 let seq = 0;
 let served = 0;
-const server = createServer((req, res) => {
+let shed = 0;
+function handle(req: IncomingMessage, res: ServerResponse): void {
   req.resume();
   seq++;
   work(heavyMs > 0 && seq % heavyEvery === 0 ? heavyMs : workMs);
   served++;
   res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '2' });
   res.end('ok');
+}
+
+type Middleware = ReturnType<typeof meshMiddleware>;
+function glue(overload: unknown): Middleware {
+  return meshMiddleware({ telemetry: false, overload: overload as boolean });
+}
+let middleware = glue(false);
+const server = createServer((req, res) => {
+  middleware(req, res, () => handle(req, res));
+  if (res.statusCode === 503) shed++;
 });
 server.keepAliveTimeout = 60_000;
 
@@ -52,23 +69,26 @@ histogram.enable();
 let windowStart = performance.now();
 let eluStart = performance.eventLoopUtilization();
 let servedStart = 0;
+let shedStart = 0;
 
-function reset() {
+function reset(): void {
   histogram.disable();
   histogram = monitorEventLoopDelay({ resolution: RESOLUTION });
   histogram.enable();
   windowStart = performance.now();
   eluStart = performance.eventLoopUtilization();
   servedStart = served;
+  shedStart = shed;
 }
 
 function stats() {
   const windowMs = performance.now() - windowStart;
   const elu = performance.eventLoopUtilization(eluStart);
   const n = served - servedStart;
-  const ms = (v) => Math.max(0, v / 1e6 - RESOLUTION);
+  const ms = (v: number) => Math.max(0, v / 1e6 - RESOLUTION);
   return {
     served: n,
+    shed: shed - shedStart,
     windowMs,
     eldP99Ms: histogram.count > 0 ? ms(histogram.percentile(99)) : 0,
     eldMaxMs: histogram.count > 0 ? ms(histogram.max) : 0,
@@ -78,8 +98,11 @@ function stats() {
   };
 }
 
-process.on('message', (m) => {
-  if (m?.cmd === 'reset') {
+process.on('message', (m: { cmd?: string; id?: number; overload?: unknown }) => {
+  if (m?.cmd === 'configure') {
+    middleware = glue(m.overload ?? false);
+    process.send?.({ id: m.id });
+  } else if (m?.cmd === 'reset') {
     reset();
     process.send?.({ id: m.id });
   } else if (m?.cmd === 'stats') {
@@ -88,4 +111,4 @@ process.on('message', (m) => {
 });
 process.on('SIGTERM', () => process.exit(0));
 process.on('disconnect', () => process.exit(0));
-server.listen(0, '127.0.0.1', () => process.send?.({ port: server.address().port }));
+server.listen(0, '127.0.0.1', () => process.send?.({ port: (server.address() as AddressInfo).port }));
