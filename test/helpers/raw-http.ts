@@ -50,7 +50,9 @@ export function rawPipelined(port: number, requests: readonly (string | Buffer)[
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const socket = connect(port, '127.0.0.1', () =>
-      socket.write(Buffer.concat(requests.map((r) => (typeof r === 'string' ? Buffer.from(r, 'latin1') : r)))),
+      socket.write(
+        Buffer.concat(requests.map((r) => (typeof r === 'string' ? Buffer.from(r, 'latin1') : r))),
+      ),
     );
     socket.setTimeout(5_000, () => socket.destroy(new Error('no answer within 5 s')));
     socket.on('data', (c: Buffer) => chunks.push(c));

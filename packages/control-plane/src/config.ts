@@ -6,6 +6,7 @@ import {
   expectObject,
   isPlainObject,
   join,
+  loadBalancers,
   MeshConfigError,
   optNumber,
   optString,
@@ -110,7 +111,15 @@ const OD_KEYS = [
   'baseEjectionTime',
   'maxEjectionPercent',
 ];
-const LB_POLICIES = ['round_robin', 'least_request', 'ring_hash', 'maglev', 'random', 'peak_ewma'];
+const LB_POLICIES = [
+  'round_robin',
+  'least_request',
+  'ring_hash',
+  'maglev',
+  'random',
+  'peak_ewma',
+  'client_side_weighted_round_robin',
+];
 
 function dur(v: unknown, path: string, issues: ConfigIssue[]): number | undefined {
   return v === undefined ? undefined : parseDuration(v, path, issues);
@@ -329,6 +338,9 @@ function parseService(
       path: join(path, 'lb'),
       message: `unknown policy "${lb.policy}"; known: ${LB_POLICIES.join(', ')}`,
     });
+  else if (lb.policy === 'client_side_weighted_round_robin')
+    // Served as Envoy's typed config: its options must translate (durations, the penalty).
+    loadBalancers.get(lb.policy)?.parseConfig(lb.options, join(path, 'lb'), issues);
   const identity = optString(o, 'identity', path, issues);
   if (identity !== undefined && !identity.startsWith('spiffe://'))
     issues.push({ path: join(path, 'identity'), message: 'must be a SPIFFE ID (spiffe://…)' });

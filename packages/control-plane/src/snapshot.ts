@@ -1,3 +1,4 @@
+import { type ClientSideWrrConfig, loadBalancers } from '@meshlet/core';
 import {
   CDS_TYPE,
   EDS_TYPE,
@@ -94,6 +95,17 @@ function route(r: CpRoute, i: number): Msg {
   return out;
 }
 
+const CSWRR =
+  'type.googleapis.com/envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin';
+const ROUND_ROBIN_POLICY: Msg = {
+  typedExtensionConfig: {
+    name: 'envoy.load_balancing_policies.round_robin',
+    typedConfig: {
+      '@type': 'type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin',
+    },
+  },
+};
+
 const LB_ENUM: Record<string, string> = {
   round_robin: 'ROUND_ROBIN',
   least_request: 'LEAST_REQUEST',
@@ -122,6 +134,29 @@ function cluster(s: CpService): Msg {
     }
     if (s.lb.policy === 'maglev' && typeof o.tableSize === 'number')
       c.maglevLbConfig = { tableSize: { value: o.tableSize } };
+  } else if (s.lb.policy === 'client_side_weighted_round_robin') {
+    // Envoy's typed config (gRFC A58's fields), what grpc-js-xds (`weighted_round_robin`) and
+    // meshlet's client both read; round robin for clients that know neither.
+    const w = loadBalancers.get(s.lb.policy)?.parseConfig(o, 'lb', []) as ClientSideWrrConfig;
+    c.loadBalancingPolicy = {
+      policies: [
+        {
+          typedExtensionConfig: {
+            name: 'envoy.load_balancing_policies.client_side_weighted_round_robin',
+            typedConfig: {
+              '@type': CSWRR,
+              enableOobLoadReport: { value: w.enableOobLoadReport },
+              oobReportingPeriod: duration(w.oobReportingPeriodMs),
+              blackoutPeriod: duration(w.blackoutPeriodMs),
+              weightExpirationPeriod: duration(w.weightExpirationPeriodMs),
+              weightUpdatePeriod: duration(w.weightUpdatePeriodMs),
+              errorUtilizationPenalty: { value: w.errorUtilizationPenalty },
+            },
+          },
+        },
+        ROUND_ROBIN_POLICY,
+      ],
+    };
   } else {
     // A meshlet policy Envoy has no enum for: a custom policy (gRFC A52), round robin as fallback.
     c.loadBalancingPolicy = {
@@ -136,15 +171,7 @@ function cluster(s: CpService): Msg {
             },
           },
         },
-        {
-          typedExtensionConfig: {
-            name: 'envoy.load_balancing_policies.round_robin',
-            typedConfig: {
-              '@type':
-                'type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin',
-            },
-          },
-        },
+        ROUND_ROBIN_POLICY,
       ],
     };
   }

@@ -17,7 +17,10 @@ describe('the call pipeline under load', () => {
 
   describe('a shed answer', () => {
     it('goes elsewhere at once, whatever the method, and backs the endpoint off without counting against it', () => {
-      const { rt, retries, attempts } = service({ lb: 'round_robin', circuitBreaker: { volumeThreshold: 1 } });
+      const { rt, retries, attempts } = service({
+        lb: 'round_robin',
+        circuitBreaker: { volumeThreshold: 1 },
+      });
       const call = new FakeCall(rt, 'http', false, 'POST');
       call.begin();
       const shedding = call.last;
@@ -125,7 +128,10 @@ describe('the call pipeline under load', () => {
     });
 
     it('lets a call wait briefly when every endpoint is at its limit, then fails it without sending', async () => {
-      const { rt, requests } = service({ ...limited, adaptiveConcurrency: { ...limited.adaptiveConcurrency, maxWait: '40ms' } }, 1);
+      const { rt, requests } = service(
+        { ...limited, adaptiveConcurrency: { ...limited.adaptiveConcurrency, maxWait: '40ms' } },
+        1,
+      );
       const calls = Array.from({ length: 5 }, () => {
         const c = new FakeCall(rt, 'http', true);
         c.begin();

@@ -161,7 +161,10 @@ describe('LoadSampler', () => {
     const over = parseOrcaHeader(load.overloaded('text'));
     expect(over.ok && over.report.applicationUtilization).toBe(1);
     expect(over.ok && over.report.rpsFractional).toBe(15);
-    expect(decodeOrcaLoadReport(load.overloadedBinary())).toMatchObject({ ok: true, report: { applicationUtilization: 1 } });
+    expect(decodeOrcaLoadReport(load.overloadedBinary())).toMatchObject({
+      ok: true,
+      report: { applicationUtilization: 1 },
+    });
     remove();
     advance(1000, 0.5, 100);
     const next = load.sample();

@@ -100,7 +100,11 @@ describe('OverloadGuard', () => {
     expect(parseOverload(true, 'overload', issues)).toBe(DEFAULT_OVERLOAD);
     expect(parseOverload(false, 'overload', issues)).toBe(false);
     expect(
-      parseOverload({ maxEventLoopDelay: '20ms', retryAfter: '2s', maxUtilization: 0.95 }, 'overload', issues),
+      parseOverload(
+        { maxEventLoopDelay: '20ms', retryAfter: '2s', maxUtilization: 0.95 },
+        'overload',
+        issues,
+      ),
     ).toEqual({ maxEventLoopDelayMs: 20, maxUtilization: 0.95, retryAfterMs: 2000, exemptPaths: [] });
     expect(issues).toEqual([]);
     parseOverload({ maxEventLoopDelay: 0, maxUtilization: 2, extra: 1 }, 'overload', issues);

@@ -281,7 +281,9 @@ describe('load reports and overload protection', () => {
     const b = await listen(off);
     const r2 = await fetch(`${b.base}/x`, { headers: { [ORCA_FORMAT_HEADER]: 'TEXT' } });
     expect(r2.headers.get(ORCA_HEADER)).toBeNull();
-    expect(() => meshMiddleware({ overload: { maxEventLoopDelay: -1 } })).toThrow(/overload.maxEventLoopDelay/);
+    expect(() => meshMiddleware({ overload: { maxEventLoopDelay: -1 } })).toThrow(
+      /overload.maxEventLoopDelay/,
+    );
   });
 
   it('sheds requests admitted while the event loop is behind, early and with Retry-After; probes still pass', async () => {

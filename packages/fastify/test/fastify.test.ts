@@ -164,17 +164,20 @@ function call(
 describe('load reports and overload protection', () => {
   it('answers a request for the load report, counts requests, and sheds early with Retry-After while probes pass', async () => {
     const ran: string[] = [];
-    const { port, base } = await start({ telemetry: false, overload: { maxEventLoopDelay: '100ms' } }, (app) => {
-      app.get('/block', async () => {
-        ran.push('/block');
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
-        return { ok: true };
-      });
-      app.get('/x', async () => {
-        ran.push('/x');
-        return { inFlight: processLoad().inFlight };
-      });
-    });
+    const { port, base } = await start(
+      { telemetry: false, overload: { maxEventLoopDelay: '100ms' } },
+      (app) => {
+        app.get('/block', async () => {
+          ran.push('/block');
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 400);
+          return { ok: true };
+        });
+        app.get('/x', async () => {
+          ran.push('/x');
+          return { inFlight: processLoad().inFlight };
+        });
+      },
+    );
     const asked = await fetch(`${base}/x`, { headers: { [ORCA_FORMAT_HEADER]: 'text' } });
     expect(((await asked.json()) as { inFlight: number }).inFlight).toBeGreaterThanOrEqual(1);
     const report = parseOrcaHeader(asked.headers.get(ORCA_HEADER) ?? '');

@@ -4,14 +4,20 @@ import {
   type Client,
   credentials,
   loadPackageDefinition,
-  makeClientConstructor,
   type Metadata,
+  makeClientConstructor,
   ServerCredentials,
   type ServiceError,
   status,
 } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
-import { decodeOrcaLoadReport, ORCA_BIN_HEADER, processEventLoopLag, processLoad, SHED_HEADER } from '@meshlet/core';
+import {
+  decodeOrcaLoadReport,
+  ORCA_BIN_HEADER,
+  processEventLoopLag,
+  processLoad,
+  SHED_HEADER,
+} from '@meshlet/core';
 import { service as healthService } from 'grpc-health-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createMeshServer, type MeshServer, type MeshServerOptions } from '../src/index.js';
@@ -39,7 +45,9 @@ async function start(options: MeshServerOptions): Promise<{ ms: MeshServer; clie
     },
   });
   const port = await new Promise<number>((resolve, reject) =>
-    ms.server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    ms.server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
   );
   cleanups.push(() => ms.server.forceShutdown());
   const client = new EchoClient(`127.0.0.1:${port}`, credentials.createInsecure());
@@ -54,7 +62,9 @@ function call(client: Client, text = 'hi'): Promise<{ err: ServiceError | null; 
     const c = (client as EchoClientType).echo({ text }, {}, (e) => {
       err = e;
     }) as NodeJS.EventEmitter;
-    c.on('status', (st: { metadata: Metadata }) => setImmediate(() => resolve({ err, trailers: st.metadata })));
+    c.on('status', (st: { metadata: Metadata }) =>
+      setImmediate(() => resolve({ err, trailers: st.metadata })),
+    );
   });
 }
 
@@ -87,7 +97,10 @@ describe('gRPC server load reports', () => {
     const pkg = loadPackageDefinition(def) as unknown as {
       xds: { service: { orca: { v3: { OpenRcaService: new (a: string, c: unknown) => Client } } } };
     };
-    const orca = new pkg.xds.service.orca.v3.OpenRcaService(`127.0.0.1:${port}`, credentials.createInsecure());
+    const orca = new pkg.xds.service.orca.v3.OpenRcaService(
+      `127.0.0.1:${port}`,
+      credentials.createInsecure(),
+    );
     cleanups.push(() => orca.close());
     const stream = (
       orca as unknown as { streamCoreMetrics(r: unknown): NodeJS.EventEmitter & { cancel(): void } }
@@ -96,7 +109,10 @@ describe('gRPC server load reports', () => {
     stream.on('error', () => {});
     const first = await new Promise<Record<string, unknown>>((resolve) => stream.once('data', resolve));
     const current = processLoad().current.report;
-    expect(first).toMatchObject({ rps_fractional: expect.any(Number), application_utilization: expect.any(Number) });
+    expect(first).toMatchObject({
+      rps_fractional: expect.any(Number),
+      application_utilization: expect.any(Number),
+    });
     expect(first.cpu_utilization).toBe(current.cpuUtilization);
   });
 });

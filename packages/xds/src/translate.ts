@@ -519,6 +519,27 @@ function typedLb(cfg: Msg, path: string): LbSelection | undefined {
       const ts = num(cfg.tableSize);
       return lbSelection('maglev', ts === undefined ? {} : { tableSize: ts }, path);
     }
+    case 'envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin': {
+      if (!has('client_side_weighted_round_robin')) return undefined;
+      // gRFC A58 / Envoy's fields, one for one (metric_names_for_computing_utilization has no
+      // meshlet counterpart: meshlet servers always send application_utilization).
+      const o: Record<string, unknown> = {};
+      const oob = bool(cfg.enableOobLoadReport);
+      if (oob !== undefined) o.enableOobLoadReport = oob;
+      const periods = [
+        ['oobReportingPeriod', 'oob_reporting_period'],
+        ['blackoutPeriod', 'blackout_period'],
+        ['weightExpirationPeriod', 'weight_expiration_period'],
+        ['weightUpdatePeriod', 'weight_update_period'],
+      ] as const;
+      for (const [key, field] of periods) {
+        const ms = durationMs(cfg[key], `${path}.${field}`);
+        if (ms !== undefined) o[key] = ms;
+      }
+      const penalty = num(cfg.errorUtilizationPenalty);
+      if (penalty !== undefined) o.errorUtilizationPenalty = penalty;
+      return lbSelection('client_side_weighted_round_robin', o, path);
+    }
     case 'envoy.extensions.load_balancing_policies.wrr_locality.v3.WrrLocality':
       return typedLbList(msg(cfg.endpointPickingPolicy) ?? {}, `${path}.endpoint_picking_policy`);
     case 'xds.type.v3.TypedStruct':

@@ -83,7 +83,57 @@ describe('CDS translation', () => {
         ],
       },
     });
-    expect(typedList.lb.policy).toBe('round_robin');
+    expect(typedList.lb).toEqual({
+      policy: 'client_side_weighted_round_robin',
+      config: {
+        enableOobLoadReport: false,
+        oobReportingPeriodMs: 10_000,
+        blackoutPeriodMs: 10_000,
+        weightExpirationPeriodMs: 180_000,
+        weightUpdatePeriodMs: 1_000,
+        errorUtilizationPenalty: 1,
+      },
+    });
+    const wrr = cluster({
+      loadBalancingPolicy: {
+        policies: [
+          typed(
+            'envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin',
+            {
+              enableOobLoadReport: { value: true },
+              oobReportingPeriod: { seconds: 2 },
+              blackoutPeriod: { seconds: 0, nanos: 500_000_000 },
+              weightExpirationPeriod: { seconds: 60 },
+              weightUpdatePeriod: { nanos: 50_000_000 },
+              errorUtilizationPenalty: { value: 2.5 },
+            },
+          ),
+        ],
+      },
+    });
+    expect(wrr.lb).toEqual({
+      policy: 'client_side_weighted_round_robin',
+      config: {
+        enableOobLoadReport: true,
+        oobReportingPeriodMs: 2000,
+        blackoutPeriodMs: 500,
+        weightExpirationPeriodMs: 60_000,
+        weightUpdatePeriodMs: 100, // A58: raised to 100 ms
+        errorUtilizationPenalty: 2.5,
+      },
+    });
+    expect(() =>
+      cluster({
+        loadBalancingPolicy: {
+          policies: [
+            typed(
+              'envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin',
+              { errorUtilizationPenalty: { value: -1 } },
+            ),
+          ],
+        },
+      }),
+    ).toThrow(/errorUtilizationPenalty: must be >= 0/);
     const custom = cluster({
       loadBalancingPolicy: {
         policies: [

@@ -34,7 +34,11 @@ import {
 
 const VARIANTS: readonly Variant[] = [
   LOAD_AWARE,
-  { name: 'peak_ewma+shedding', service: { lb: 'peak_ewma', retry: { on: ['refused-stream'] } }, overload: true },
+  {
+    name: 'peak_ewma+shedding',
+    service: { lb: 'peak_ewma', retry: { on: ['refused-stream'] } },
+    overload: true,
+  },
   { name: 'peak_ewma', service: { lb: 'peak_ewma' } },
   { name: 'round_robin', service: { lb: 'round_robin' } },
 ];
