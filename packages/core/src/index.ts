@@ -307,6 +307,7 @@ export {
   type LoadSources,
   processLoad,
   processLoadSources,
+  runningProcessLoad,
 } from './load/sampler.js';
 export {
   attachLogger,

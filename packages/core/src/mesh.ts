@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { ParsedMeshConfig, ServiceConfig, ServicePolicy } from './config.js';
 import type { DiscoverySource } from './discovery/types.js';
+import type { EndpointState } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import { MeshEvents } from './events.js';
 import { attachLogger, consoleLogger, type LogRateLimit, type MeshLogger } from './logger.js';
@@ -102,6 +103,16 @@ export interface EndpointSnapshot {
   attempts: number;
   failures: number;
   metadata: Record<string, string>;
+  /**
+   * What the endpoint last reported about its load (ORCA): the utilization weights use
+   * (`application_utilization`, else `cpu_utilization`), its rps and eps, the
+   * client_side_weighted_round_robin weight, and how long ago. Absent when it never reported.
+   */
+  load?: { utilization: number; rps: number; eps: number; weight: number; ageMs: number } | undefined;
+  /** Its adaptive concurrency limit and attempts in flight. Absent without a limiter. */
+  concurrency?: { limit: number; inFlight: number; minRttMs: number | null; refused: number } | undefined;
+  /** Milliseconds it is still avoided for (Retry-After penalty, e.g. it shed load); 0: none. */
+  penaltyMs: number;
 }
 
 export interface ServiceSnapshot {
@@ -516,6 +527,17 @@ export class Mesh {
           attempts: st.attempts,
           failures: st.failures,
           metadata: { ...st.endpoint.metadata },
+          load: loadSnapshot(st, now),
+          concurrency:
+            st.concurrency === undefined
+              ? undefined
+              : {
+                  limit: st.concurrency.limit,
+                  inFlight: st.concurrency.inFlight,
+                  minRttMs: Number.isFinite(st.concurrency.minRttMs) ? st.concurrency.minRttMs : null,
+                  refused: st.concurrency.refused,
+                },
+          penaltyMs: Math.max(0, Math.round(st.penaltyUntil - now)),
         })),
       };
     }
@@ -575,4 +597,17 @@ function remember(set: Set<string>, key: string): void {
     if (oldest !== undefined) set.delete(oldest);
   }
   set.add(key);
+}
+
+function loadSnapshot(st: EndpointState, now: number): EndpointSnapshot['load'] {
+  const l = st.load;
+  const r = l?.report;
+  if (l === undefined || r === undefined) return undefined;
+  return {
+    utilization: r.applicationUtilization > 0 ? r.applicationUtilization : r.cpuUtilization,
+    rps: r.rpsFractional,
+    eps: r.eps,
+    weight: Math.round(l.weight * 1000) / 1000,
+    ageMs: Math.max(0, Math.round(now - l.reportedAt)),
+  };
 }

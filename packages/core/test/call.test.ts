@@ -8,7 +8,7 @@ import {
   runWithDeadline,
   ServiceRuntime,
 } from '../src/index.js';
-import { FakeCall, runtimes, service } from './call-helpers.js';
+import { type FakeAttempt, FakeCall, runtimes, service } from './call-helpers.js';
 
 describe('the call pipeline', () => {
   beforeEach(() => {

@@ -94,12 +94,41 @@ export interface ClusterEndpoint {
   /** Since the endpoint joined. */
   attempts: number;
   failures: number;
+  /** What the endpoint last reported about its load (ORCA); null when it never did. */
+  load: EndpointLoadView | null;
+  /** Its adaptive concurrency limit; null without a limiter (or before its first attempt). */
+  concurrency: EndpointLimitView | null;
   recent: RecentLatency & {
     failures: number;
     connectFailures: number;
     lastFailure: { outcome: string; reason: string; at: string } | null;
     lastSuccess: string | null;
   };
+}
+
+export interface EndpointLoadView {
+  /** `application_utilization`, else `cpu_utilization` (what weights use), 0..1 (may exceed 1). */
+  utilization: number;
+  rps: number;
+  eps: number;
+  /** The client_side_weighted_round_robin weight from the reports; 0: none usable (yet). */
+  weight: number;
+  /** Milliseconds since the last report. */
+  ageMs: number;
+  reports: number;
+  /** The report's named metrics (`in_flight`, `event_loop_delay_p99_ms`, the application's). */
+  namedMetrics: Record<string, number>;
+}
+
+export interface EndpointLimitView {
+  limit: number;
+  inFlight: number;
+  /** The measured (or fixed) minRTT, ms; null until measured. */
+  minRttMs: number | null;
+  /** The latest window's sampleRTT, ms; null until a window closed. */
+  sampleRttMs: number | null;
+  measuring: boolean;
+  refused: number;
 }
 
 export interface ClusterService {
@@ -270,6 +299,8 @@ function endpointView(
     ewmaMs: Math.round(st.ewmaMs * 1000) / 1000,
     attempts: st.attempts,
     failures: st.failures,
+    load: loadView(st, now),
+    concurrency: limitView(st),
     recent: {
       count: attempts,
       p50Ms: ms(sum.p50),
@@ -282,6 +313,37 @@ function endpointView(
           : { outcome: last.outcome, reason: last.reason, at: new Date(last.at).toISOString() },
       lastSuccess: w?.lastSuccessAt === undefined ? null : new Date(w.lastSuccessAt).toISOString(),
     },
+  };
+}
+
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+const orNull = (x: number) => (Number.isFinite(x) ? round3(x) : null);
+
+function loadView(st: EndpointState, now: number): EndpointLoadView | null {
+  const l = st.load;
+  const r = l?.report;
+  if (l === undefined || r === undefined) return null;
+  return {
+    utilization: r.applicationUtilization > 0 ? r.applicationUtilization : r.cpuUtilization,
+    rps: r.rpsFractional,
+    eps: r.eps,
+    weight: round3(l.weight),
+    ageMs: Math.max(0, Math.round(now - l.reportedAt)),
+    reports: l.reports,
+    namedMetrics: { ...r.namedMetrics },
+  };
+}
+
+function limitView(st: EndpointState): EndpointLimitView | null {
+  const c = st.concurrency;
+  if (c === undefined) return null;
+  return {
+    limit: c.limit,
+    inFlight: c.inFlight,
+    minRttMs: orNull(c.minRttMs),
+    sampleRttMs: orNull(c.sampleRttMs),
+    measuring: c.measuring,
+    refused: c.refused,
   };
 }
 

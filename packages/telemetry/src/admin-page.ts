@@ -163,7 +163,23 @@ export const ADMIN_PAGE = `<!doctype html>
     return '<tr data-endpoint="' + esc(e.id) + '" data-state="' + esc(e.state) + '"><td>' + name + '</td><td>' + badge(e.state) + '</td><td class="why">' + esc(e.reasons.join('; ')) +
       '</td><td>' + esc(e.zone || '–') + '</td><td class="num">' + e.weight + '</td><td class="num">' + e.active +
       '</td><td class="num">' + fmtMs(r.p50Ms) + '</td><td class="num">' + fmtMs(r.p99Ms) + '</td><td class="num">' + r.count +
-      '</td><td class="num">' + r.failures + '</td><td class="num">' + e.ejectionCount + '</td></tr>';
+      '</td><td class="num">' + r.failures + '</td><td class="num">' + e.ejectionCount +
+      '</td><td class="num load">' + loadCell(e.load) + '</td><td class="num limit">' + limitCell(e.concurrency) + '</td></tr>';
+  }
+  // Reported load: utilization %, rps, and the weight it gives (titles carry the rest).
+  function loadCell(l) {
+    if (!l) return '<span class="dim" title="no load report">–</span>';
+    var title = 'reported ' + ago(l.ageMs) + ' ago (' + l.reports + ' reports); rps ' + fmt(l.rps, 1) + ', errors/s ' + fmt(l.eps, 1) +
+      Object.keys(l.namedMetrics).map(function (k) { return '; ' + k + ' ' + l.namedMetrics[k]; }).join('');
+    return '<span title="' + esc(title) + '">' + fmt(100 * l.utilization, 0) + '%</span>' +
+      (l.weight > 0 ? ' <span class="dim">w ' + fmt(l.weight, 0) + '</span>' : '');
+  }
+  // Adaptive concurrency: in flight / limit.
+  function limitCell(c) {
+    if (!c) return '<span class="dim" title="no adaptive concurrency">–</span>';
+    var title = 'minRTT ' + (c.minRttMs === null ? 'not measured yet' : c.minRttMs + ' ms') + (c.measuring ? ' (measuring)' : '') +
+      (c.sampleRttMs === null ? '' : ', sampleRTT ' + c.sampleRttMs + ' ms') + '; refused ' + c.refused;
+    return '<span title="' + esc(title) + '">' + c.inFlight + ' / ' + c.limit + '</span>';
   }
   function service(s, t) {
     var st = s.stats || { requests: 0, retries: 0 };
@@ -192,8 +208,9 @@ export const ADMIN_PAGE = `<!doctype html>
       '<span class="stat">requests <b class="total">' + st.requests + '</b>, retries <b>' + st.retries + '</b></span>' +
       '</div>' + chart(s.rate.requests, s.rate.errors, 'requests/s', 'failed') + '</div>' +
       '<table><thead><tr><th scope="col">endpoint</th><th scope="col">state</th><th scope="col">why</th><th scope="col">zone</th><th scope="col" class="num">weight</th><th scope="col" class="num">in flight</th>' +
-      '<th scope="col" class="num">p50 ms</th><th scope="col" class="num">p99 ms</th><th scope="col" class="num">attempts</th><th scope="col" class="num">failed</th><th scope="col" class="num">ejections</th></tr></thead><tbody>' +
-      (rows || '<tr><td colspan="11" class="dim">no endpoints</td></tr>') + '</tbody></table></section>';
+      '<th scope="col" class="num">p50 ms</th><th scope="col" class="num">p99 ms</th><th scope="col" class="num">attempts</th><th scope="col" class="num">failed</th><th scope="col" class="num">ejections</th>' +
+      '<th scope="col" class="num" title="utilization the endpoint reported (ORCA) and the weight it gives">load</th><th scope="col" class="num" title="attempts in flight / adaptive concurrency limit">limit</th></tr></thead><tbody>' +
+      (rows || '<tr><td colspan="13" class="dim">no endpoints</td></tr>') + '</tbody></table></section>';
   }
   function inbound(v) {
     var head = '<div class="head"><h2 id="inbound-title">Inbound</h2>';

@@ -7,6 +7,7 @@ import {
   type MeshEventMap,
   type Outcome,
   type RequestEvent,
+  runningProcessLoad,
   type ServiceRuntime,
 } from '@meshlet/core';
 import { collectDefaultMetrics } from 'prom-client';
@@ -213,6 +214,11 @@ export class MeshMetrics {
   readonly #epDuration: HistogramFamily | undefined;
   readonly #epActive: GaugeFamily | undefined;
   readonly #epEwma: GaugeFamily | undefined;
+  readonly #epUtilization: GaugeFamily | undefined;
+  readonly #epRps: GaugeFamily | undefined;
+  readonly #epWeight: GaugeFamily | undefined;
+  readonly #epLimit: GaugeFamily | undefined;
+  readonly #epRefused: CF | undefined;
 
   readonly #ejections: CF;
   readonly #healthChanges: CF;
@@ -361,7 +367,58 @@ export class MeshMetrics {
           l,
         ),
       );
+      // Load awareness (docs/load-aware.md): present once an endpoint reported / was limited.
+      this.#epUtilization = reg(
+        new GaugeFamily(
+          'meshlet_endpoint_reported_utilization',
+          'The utilization an endpoint last reported (ORCA application_utilization, else cpu_utilization; 0..1, may exceed 1).',
+          l,
+        ),
+      );
+      this.#epRps = reg(
+        new GaugeFamily(
+          'meshlet_endpoint_reported_rps',
+          'The requests per second an endpoint last reported (ORCA rps_fractional).',
+          l,
+        ),
+      );
+      this.#epWeight = reg(
+        new GaugeFamily(
+          'meshlet_endpoint_load_weight',
+          'The weight client_side_weighted_round_robin gives an endpoint from its reports (0: none usable yet).',
+          l,
+        ),
+      );
+      this.#epLimit = reg(
+        new GaugeFamily(
+          'meshlet_endpoint_concurrency_limit',
+          "An endpoint's adaptive concurrency limit (attempts in flight).",
+          l,
+        ),
+      );
+      this.#epRefused = reg(
+        new CounterFamily(
+          'meshlet_endpoint_concurrency_refused_total',
+          'Attempts the adaptive concurrency limit refused an endpoint (the call went elsewhere or waited).',
+          l,
+        ),
+      );
     }
+    // The process' own load as its servers report it (present once a server counts requests).
+    const serverLoad = reg(
+      new GaugeFamily(
+        'meshlet_server_load',
+        "This process' load as its servers report it (ORCA), by figure: event_loop_utilization, cpu_utilization, event_loop_delay_p99_seconds, rps, in_flight.",
+        ['figure'],
+      ),
+    );
+    const serverShed = reg(
+      new CounterFamily(
+        'meshlet_server_requests_shed_total',
+        "Requests this process' servers shed (overload protection: 503 / RESOURCE_EXHAUSTED before the handler).",
+        [],
+      ),
+    );
 
     const svc = ['service'];
     const endpoints = reg(
@@ -534,8 +591,33 @@ export class MeshMetrics {
               const l = { service: rt.name, endpoint: st.id };
               this.#epActive.set(l, st.active);
               this.#epEwma.set(l, st.ewmaMs / 1000);
+              const load = st.load;
+              const r = load?.report;
+              if (load !== undefined && r !== undefined) {
+                this.#epUtilization?.set(
+                  l,
+                  r.applicationUtilization > 0 ? r.applicationUtilization : r.cpuUtilization,
+                );
+                this.#epRps?.set(l, r.rpsFractional);
+                this.#epWeight?.set(l, load.weight);
+              }
+              const c = st.concurrency;
+              if (c !== undefined) {
+                this.#epLimit?.set(l, c.limit);
+                if (this.#epRefused !== undefined) this.#epRefused.child(l).value = c.refused;
+              }
             }
           }
+        }
+        const sampler = runningProcessLoad();
+        if (sampler !== undefined) {
+          const cur = sampler.current;
+          serverLoad.set({ figure: 'event_loop_utilization' }, cur.eventLoopUtilization);
+          serverLoad.set({ figure: 'cpu_utilization' }, cur.cpuUtilization);
+          serverLoad.set({ figure: 'event_loop_delay_p99_seconds' }, cur.eventLoopDelayP99Ms / 1000);
+          serverLoad.set({ figure: 'rps' }, cur.rps);
+          serverLoad.set({ figure: 'in_flight' }, sampler.inFlight);
+          serverShed.child({}).value = sampler.shedTotal;
         }
         for (const name of seen) {
           if (current.has(name)) continue;
@@ -557,6 +639,13 @@ export class MeshMetrics {
       this.#breakerState,
       this.#epActive,
       this.#epEwma,
+      this.#epUtilization,
+      this.#epRps,
+      this.#epWeight,
+      this.#epLimit,
+      this.#epRefused,
+      serverLoad,
+      serverShed,
     ];
     for (const f of scraped) if (f !== undefined) this.#disposers.push(f.addCollector(collect));
 
@@ -815,6 +904,11 @@ export class MeshMetrics {
     this.#epDuration?.remove(labels);
     this.#epActive?.remove(labels);
     this.#epEwma?.remove(labels);
+    this.#epUtilization?.remove(labels);
+    this.#epRps?.remove(labels);
+    this.#epWeight?.remove(labels);
+    this.#epLimit?.remove(labels);
+    this.#epRefused?.remove(labels);
   }
 
   #onLog(e: MeshEventMap['log']): void {

@@ -1,6 +1,7 @@
-import { makeEndpoint } from '@meshlet/core';
+import { makeEndpoint, orcaLoadReport, processLoad } from '@meshlet/core';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
+import { clusters } from '../src/admin-health.js';
 import { type Backend, run, sample, startBackend, startMesh, type TestMesh } from './helpers.js';
 
 const cleanup: Array<() => Promise<void>> = [];
@@ -254,5 +255,54 @@ describe('cardinality', () => {
     expect(text).toContain(`endpoint="${live}"`);
     // Request series are bounded by service x method x status x outcome, not by endpoints.
     expect(series('http_client_requests_total')).toBe(1);
+  });
+});
+
+describe('load awareness in metrics, the admin view and snapshot()', () => {
+  it("shows each endpoint's reported load, weight and concurrency limit, and the process' own load", async () => {
+    const b = await startBackend();
+    cleanup.push(() => b.close());
+    const m = await startMesh({
+      services: {
+        reviews: {
+          endpoints: [b.address],
+          lb: { policy: 'client_side_weighted_round_robin', blackoutPeriod: 0 },
+          adaptiveConcurrency: { minRtt: { fixed: '5ms' } },
+        },
+      },
+      telemetry: { metrics: { perEndpoint: true } },
+    });
+    cleanup.push(() => m.close());
+    const rt = m.mesh.service('reviews');
+    const ep = rt?.endpoints[0];
+    if (rt === undefined || ep === undefined) throw new Error('no endpoint');
+    rt.reportLoad(ep, orcaLoadReport({ applicationUtilization: 0.7, rpsFractional: 40, eps: 2 }));
+    // (what the policy's picker writes when it refreshes its schedule)
+    if (ep.load) ep.load.weight = 50;
+    expect((await m.fetch('http://reviews/x')).status).toBe(200); // the limiter admits: state made
+    processLoad().requestShed();
+    const text = (await m.telemetry.scrape()).body;
+    const l = { service: 'reviews', endpoint: ep.id };
+    expect(sample(text, 'meshlet_endpoint_reported_utilization', l)).toBe(0.7);
+    expect(sample(text, 'meshlet_endpoint_reported_rps', l)).toBe(40);
+    expect(sample(text, 'meshlet_endpoint_load_weight', l)).toBe(50);
+    expect(sample(text, 'meshlet_endpoint_concurrency_limit', l)).toBe(3);
+    expect(sample(text, 'meshlet_endpoint_concurrency_refused_total', l)).toBe(0);
+    expect(sample(text, 'meshlet_server_load', { figure: 'event_loop_utilization' })).toBeGreaterThanOrEqual(
+      0,
+    );
+    expect(sample(text, 'meshlet_server_requests_shed_total', {})).toBeGreaterThanOrEqual(1);
+    const check = await run('promtool', ['check', 'metrics'], text);
+    expect(check.out).not.toMatch(/error/i);
+    const view = clusters(m.mesh, { scrape: m.telemetry.scrape, metrics: undefined, adminStats: undefined });
+    expect(view.services[0]?.endpoints[0]).toMatchObject({
+      load: { utilization: 0.7, rps: 40, eps: 2, weight: 50, reports: 1 },
+      concurrency: { limit: 3, inFlight: 0, minRttMs: 5, measuring: false, refused: 0 },
+    });
+    expect(m.mesh.snapshot().services.reviews?.endpoints[0]).toMatchObject({
+      load: { utilization: 0.7, rps: 40, eps: 2, weight: 50 },
+      concurrency: { limit: 3, inFlight: 0, minRttMs: 5, refused: 0 },
+      penaltyMs: 0,
+    });
   });
 });

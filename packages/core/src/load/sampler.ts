@@ -256,6 +256,11 @@ export class LoadSampler {
     this.#shed++;
   }
 
+  /** Requests shed over the sampler's life. */
+  get shedTotal(): number {
+    return this.#shed;
+  }
+
   /** Requests in flight now. */
   get inFlight(): number {
     return this.#inFlight;
@@ -519,5 +524,10 @@ let shared: LoadSampler | undefined;
  */
 export function processLoad(options?: LoadSamplerOptions): LoadSampler {
   if (shared === undefined) shared = new LoadSampler(options).start();
+  return shared;
+}
+
+/** The process-wide sampler if a server (or the application) started it; never creates one. */
+export function runningProcessLoad(): LoadSampler | undefined {
   return shared;
 }
