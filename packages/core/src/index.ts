@@ -286,6 +286,7 @@ export {
   parseOrcaBin,
   parseOrcaHeader,
   readEndpointReport,
+  readEndpointReportBytes,
   readEndpointReportValue,
   readOrcaReport,
 } from './load/orca-header.js';

@@ -192,6 +192,15 @@ export class ServiceRuntime {
     return this.#balancer.loadReports === true;
   }
 
+  /**
+   * The period (ms) at which the service's policy wants out-of-band load reports, or undefined
+   * (`client_side_weighted_round_robin` with `enableOobLoadReport`). Transports with an OOB stream
+   * (gRPC) open one per connection; they re-read it when `watchEndpoints` listeners are called.
+   */
+  get oobLoadReportPeriodMs(): number | undefined {
+    return this.#balancer.oobLoadReportPeriodMs;
+  }
+
   /** Every endpoint discovery currently reports, in discovery order. */
   get endpoints(): readonly EndpointState[] {
     return this.#all;
@@ -213,8 +222,13 @@ export class ServiceRuntime {
     this.policy = policy;
     this.resilience.setPolicy(policy);
     if (lbChanged) {
+      const oob = this.#balancer.oobLoadReportPeriodMs;
       this.#balancer.close?.();
       this.#balancer = this.#createBalancer();
+      this.rebuild();
+      // Transports keeping per-connection OOB report streams re-read what the policy wants.
+      if (this.#balancer.oobLoadReportPeriodMs !== oob) this.#notifyWatchers();
+      return;
     }
     this.rebuild();
   }

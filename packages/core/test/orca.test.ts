@@ -15,6 +15,7 @@ import {
   parseOrcaBin,
   parseOrcaHeader,
   readEndpointReport,
+  readEndpointReportBytes,
   readOrcaReport,
 } from '../src/index.js';
 import { states } from './lb-helpers.js';
@@ -434,6 +435,29 @@ describe('endpoint-load-metrics header (Envoy formats)', () => {
     expect(readEndpointReport(ep, { 'endpoint-load-metrics': 'TEXT eps=x' })).toBe(bad);
     // Reading records nothing by itself: the transport passes a good report to reportLoad.
     expect(ep.load?.reports).toBe(0);
+  });
+
+  it('decodes an endpoint’s repeated protobuf report once (readEndpointReportBytes, gRPC trailers)', () => {
+    const ep = states(1)[0];
+    if (ep === undefined) throw new Error('no endpoint');
+    const bytes = encodeOrcaLoadReport(SPEC);
+    const first = readEndpointReportBytes(ep, bytes);
+    expect(plain(ok(first))).toEqual(plain(SPEC));
+    // Equal bytes in a new buffer (each call brings its own): the same result object.
+    expect(readEndpointReportBytes(ep, Buffer.from(bytes))).toBe(first);
+    // The remembered copy is the endpoint's: a reused buffer changing afterwards does not matter.
+    const reused = Buffer.from(bytes);
+    readEndpointReportBytes(ep, encodeOrcaLoadReport(ENVOY));
+    const envoy = readEndpointReportBytes(ep, reused);
+    expect(plain(ok(envoy))).toEqual(plain(SPEC));
+    reused.fill(0);
+    expect(readEndpointReportBytes(ep, bytes)).toBe(envoy);
+    // A header value read in between is told apart; malformed bytes are remembered as bad.
+    readEndpointReport(ep, { 'endpoint-load-metrics': formatOrcaText(ENVOY) });
+    expect(readEndpointReportBytes(ep, bytes)).not.toBe(envoy);
+    const bad = readEndpointReportBytes(ep, Buffer.from([0x09, 0x01]));
+    expect(rejected(bad)).toMatch(/truncated|malformed|end/i);
+    expect(readEndpointReportBytes(ep, Buffer.from([0x09, 0x01]))).toBe(bad);
   });
 
   it('round-trips every format, keeps JSON ASCII and bounds header size', () => {

@@ -3,14 +3,19 @@ import {
   AttemptFailures,
   allocateEndpointSlot,
   type EndpointState,
+  ORCA_BIN_HEADER,
   type Outcome,
   type PickContext,
+  parseRetryAfter,
   type Router,
   type ServiceRuntime,
+  SHED_HEADER,
   statusOutcome,
+  type Verdict,
 } from '@meshlet/core';
 import { CallTag } from './call-tag.js';
-import { MeshCall } from './mesh-call.js';
+import { oobReport, oobReportWrapper } from './load.js';
+import { MeshCall, recordReport } from './mesh-call.js';
 import { MetadataHeaders } from './metadata.js';
 import { CONFIG_SELECTOR_KEY } from './routing.js';
 
@@ -72,11 +77,20 @@ class Entry {
   everReady = false;
   /** `Date.now()` when the subchannel was created (first-connect grace). */
   readonly createdAt = Date.now();
-  constructor(lb: MeshLoadBalancer, rt: ServiceRuntime, st: EndpointState, subchannel: SubchannelInterface) {
+  /** The period of the out-of-band load report stream its subchannel keeps (undefined: none). */
+  readonly oobPeriodMs: number | undefined;
+  constructor(
+    lb: MeshLoadBalancer,
+    rt: ServiceRuntime,
+    st: EndpointState,
+    subchannel: SubchannelInterface,
+    oobPeriodMs: number | undefined,
+  ) {
     this.lb = lb;
     this.rt = rt;
     this.st = st;
     this.subchannel = subchannel;
+    this.oobPeriodMs = oobPeriodMs;
   }
 }
 
@@ -100,7 +114,7 @@ class MeshPick implements PickResult {
   readonly pickResultType = PICK_COMPLETE;
   readonly subchannel: SubchannelInterface;
   readonly status = null;
-  readonly onCallEnded: (code: number) => void;
+  readonly onCallEnded: (code: number, details: string, metadata: Metadata) => void;
   readonly #rt: ServiceRuntime;
   readonly #ep: EndpointState;
   readonly #tag: CallTag | undefined;
@@ -116,21 +130,28 @@ class MeshPick implements PickResult {
     this.#ep = ep;
     this.subchannel = subchannel;
     this.#tag = tag;
-    this.onCallEnded = (code: number) => {
+    this.onCallEnded = (code: number, _details: string, metadata: Metadata) => {
       if (this.#start < 0) return;
       const start = this.#start;
       this.#start = -1;
       const t = this.#tag;
-      this.#rt.endAttempt(
-        this.#ep,
-        start,
-        t ? t.attempt : 0,
-        outcomeOf(code),
-        code,
-        undefined,
-        undefined,
-        'grpc',
-      );
+      const rt = this.#rt;
+      const ep = this.#ep;
+      // The endpoint's load report (per-call trailer), and a shed answer: "not me, back off" —
+      // the endpoint is avoided for its Retry-After and the answer says nothing bad of it.
+      let outcome = outcomeOf(code);
+      let verdict: Verdict | undefined;
+      if (metadata !== undefined) {
+        const report = metadata.get(ORCA_BIN_HEADER);
+        if (report.length > 0) recordReport(rt, ep, report[0]);
+        if (code === status.RESOURCE_EXHAUSTED && metadata.get(SHED_HEADER).length > 0) {
+          const ra = metadata.get('retry-after')[0];
+          rt.penalize(ep, code, parseRetryAfter(typeof ra === 'string' ? ra : undefined), true);
+          outcome = 'overloaded';
+          verdict = 'ignore';
+        }
+      }
+      rt.endAttempt(ep, start, t ? t.attempt : 0, outcome, code, undefined, undefined, 'grpc', verdict);
     };
   }
 
@@ -516,14 +537,23 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
   #reconcile(rt: ServiceRuntime): void {
     const seen = new Set<EndpointState>();
     let created = false;
+    // grpc-js's ORCA client module is loaded only for a policy that asks for OOB reports.
+    const period = rt.oobLoadReportPeriodMs;
+    const oob = period !== undefined && oobReportWrapper() !== undefined ? period : undefined;
     for (const st of rt.endpoints) {
       seen.add(st);
-      if (this.#entries.has(st)) continue;
-      const sub = this.#helper.createSubchannel(
+      const had = this.#entries.get(st);
+      if (had !== undefined && had.oobPeriodMs === oob) continue;
+      let sub = this.#helper.createSubchannel(
         { host: st.endpoint.address, port: st.endpoint.port },
         this.#router === undefined ? this.#options : { ...this.#options, [SERVICE_SUBCHANNEL_ARG]: rt.name },
       );
-      const entry = new Entry(this, rt, st, sub);
+      // The policy asks for out-of-band reports: grpc-js's own ORCA client keeps the stream.
+      if (oob !== undefined) sub = this.#withOobReports(sub, rt, st, oob);
+      const entry = new Entry(this, rt, st, sub, oob);
+      // The policy's OOB setting changed: the new subchannel (same connection, grpc-js pools it)
+      // takes the old one's place.
+      if (had !== undefined) this.#drop(had);
       this.#entries.set(st, entry);
       if (st.slots[SLOT] === undefined || (st.slots[SLOT] as Entry).lb.#destroyed) st.slots[SLOT] = entry;
       sub.ref();
@@ -541,6 +571,25 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     for (const [st, entry] of this.#entries) {
       if (entry.rt === rt && !seen.has(st)) this.#drop(entry);
     }
+  }
+
+  /** `sub` wrapped by grpc-js's OOB ORCA client, its reports recorded against `st`. */
+  #withOobReports(
+    sub: SubchannelInterface,
+    rt: ServiceRuntime,
+    st: EndpointState,
+    periodMs: number,
+  ): SubchannelInterface {
+    const Wrapper = oobReportWrapper() as NonNullable<ReturnType<typeof oobReportWrapper>>;
+    return new Wrapper(
+      sub,
+      (m) => {
+        if (this.#destroyed || rt.closed) return;
+        const report = oobReport(m);
+        if (report !== undefined) rt.reportLoad(st, report);
+      },
+      periodMs,
+    );
   }
 
   #drop(entry: Entry): void {

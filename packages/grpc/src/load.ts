@@ -1,4 +1,11 @@
-import type { Metadata, Server, ServerInterceptingCallInterface, StatusObject } from '@grpc/grpc-js';
+import { createRequire } from 'node:module';
+import type {
+  experimental,
+  Metadata,
+  Server,
+  ServerInterceptingCallInterface,
+  StatusObject,
+} from '@grpc/grpc-js';
 import * as grpcjs from '@grpc/grpc-js';
 
 /** A status as grpc-js server interceptors pass it on (`SentStatus`). */
@@ -11,6 +18,8 @@ import {
   type LoadSampler,
   type LoadSnapshot,
   ORCA_BIN_HEADER,
+  type OrcaLoadReport,
+  orcaLoadReport,
   SHED_HEADER,
 } from '@meshlet/core';
 
@@ -125,4 +134,69 @@ export function serveOobReports(server: Server, sampler: LoadSampler): (() => vo
   fill(sampler.current);
   rec.addToServer(server);
   return sampler.onSample(fill);
+}
+
+// ---- the client side: out-of-band reports -----------------------------------------------------
+
+/** An `xds.data.orca.v3.OrcaLoadReport` as grpc-js's ORCA client decodes it (`keepCase`). */
+export interface OobReportMessage {
+  readonly cpu_utilization?: number;
+  readonly mem_utilization?: number;
+  readonly application_utilization?: number;
+  readonly rps_fractional?: number;
+  readonly eps?: number;
+  readonly request_cost?: Record<string, number>;
+  readonly utilization?: Record<string, number>;
+  readonly named_metrics?: Record<string, number>;
+}
+
+type OobWrapperClass = new (
+  child: experimental.SubchannelInterface,
+  listener: (report: OobReportMessage) => void,
+  intervalMs: number,
+) => experimental.SubchannelInterface;
+
+let oobWrapper: OobWrapperClass | null | undefined;
+
+/**
+ * grpc-js's own OOB ORCA client (1.14+): `OrcaOobMetricsSubchannelWrapper`, the subchannel wrapper
+ * its `weighted_round_robin` uses — one `OpenRcaService.StreamCoreMetrics` stream per connection,
+ * reopened with backoff, given up on UNIMPLEMENTED. grpc-js does not export it from its index, so
+ * it is loaded from its module (the copy `@grpc/grpc-js` resolves to here); undefined when this
+ * grpc-js has none.
+ */
+export function oobReportWrapper(): OobWrapperClass | undefined {
+  if (oobWrapper === undefined) {
+    try {
+      const require = createRequire(import.meta.url);
+      const orca = require('@grpc/grpc-js/build/src/orca.js') as {
+        OrcaOobMetricsSubchannelWrapper?: OobWrapperClass;
+      };
+      oobWrapper = orca.OrcaOobMetricsSubchannelWrapper ?? null;
+    } catch {
+      oobWrapper = null;
+    }
+  }
+  return oobWrapper ?? undefined;
+}
+
+/**
+ * A report from the OOB stream as core's `OrcaLoadReport`, validated like one parsed from a header
+ * (the proto's rules and `DEFAULT_ORCA_LIMITS`); undefined when it breaks them (it is ignored).
+ */
+export function oobReport(m: OobReportMessage): OrcaLoadReport | undefined {
+  try {
+    return orcaLoadReport({
+      cpuUtilization: m.cpu_utilization,
+      memUtilization: m.mem_utilization,
+      applicationUtilization: m.application_utilization,
+      rpsFractional: m.rps_fractional,
+      eps: m.eps,
+      requestCost: m.request_cost,
+      utilization: m.utilization,
+      namedMetrics: m.named_metrics,
+    });
+  } catch {
+    return undefined;
+  }
 }

@@ -9,6 +9,7 @@ import {
   type InterceptorOptions,
   Metadata,
   type MetadataOptions,
+  type MetadataValue,
   type NextCall,
   propagate,
   type StatusObject,
@@ -23,12 +24,16 @@ import {
   type EndpointState,
   ErrorCodes,
   isMeshError,
+  ORCA_BIN_HEADER,
+  parseRetryAfter,
   type RetryPolicy,
   type RouteRequest,
   type Router,
   type RouteTarget,
+  readEndpointReportBytes,
   type ServicePolicy,
   type ServiceRuntime,
+  SHED_HEADER,
 } from '@meshlet/core';
 import { grpcStatusOfHttp, grpcTimeout, MetadataHeaders, metadataHeader } from './metadata.js';
 
@@ -325,6 +330,22 @@ export class GrpcAttempt extends CallAttempt implements InterceptingListener {
 const PICK_COMPLETE = experimental.PickResultType.COMPLETE;
 /** Hash policies read the metadata through one shared view (synchronously, at `start`). */
 const hashHeaders = new MetadataHeaders();
+
+/**
+ * Records the ORCA report of an answer from `ep` (grpc-js gives the `-bin` trailer decoded: the
+ * protobuf bytes). A report equal to the endpoint's previous one costs a comparison; a malformed
+ * one is ignored.
+ */
+export function recordReport(rt: ServiceRuntime, ep: EndpointState, value: MetadataValue | undefined): void {
+  if (typeof value === 'string' || value === undefined) return;
+  const r = readEndpointReportBytes(ep, value);
+  if (r.ok) rt.reportLoad(ep, r.report);
+}
+
+function firstString(values: MetadataValue[]): string | undefined {
+  const v = values[0];
+  return typeof v === 'string' ? v : undefined;
+}
 
 function deliverLater(call: MeshCall, st: StatusObject): void {
   call.deliverStatus(st);
@@ -821,7 +842,14 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
       return;
     }
     if (att.connectedAt < 0 && !att.picked && st.code === status.OK) this.#client.managedPicks = false;
-    this.response(att, st.code);
+    const md = st.metadata;
+    // The endpoint's load report (ORCA, gRFC A51) rides on the trailers of any answer.
+    const report = md.get(ORCA_BIN_HEADER);
+    if (report.length > 0) recordReport(this.service, att.endpoint, report[0]);
+    if (st.code === status.RESOURCE_EXHAUSTED && md.get(SHED_HEADER).length > 0) {
+      // Overload protection shed it, unprocessed: go elsewhere now, back off this endpoint.
+      this.response(att, st.code, parseRetryAfter(firstString(md.get('retry-after'))), true);
+    } else this.response(att, st.code);
     if (!this.complete(att)) return;
     this.#releaseReplay();
     const l = this.#listener;

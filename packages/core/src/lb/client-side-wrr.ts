@@ -241,6 +241,8 @@ export const clientSideWeightedRoundRobin: LoadBalancerFactory<ClientSideWrrConf
       // Scheduling by reports ignores lbWeight; the peak-EWMA fallback reads it at pick time.
       liveWeights: true,
       loadReports: true,
+      // A58's enable_oob_load_report: the transport opens the OOB stream (gRPC only).
+      oobLoadReportPeriodMs: config.enableOobLoadReport ? config.oobReportingPeriodMs : undefined,
       update: (eps) => new ClientSideWrrPicker(eps, config, clock, () => fallback.update(eps)),
     };
   },

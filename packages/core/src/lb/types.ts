@@ -52,6 +52,12 @@ export interface LoadBalancer {
    * them (HTTP: `endpoint-load-metrics-format`). Default false (reports that come are still kept).
    */
   readonly loadReports?: boolean;
+  /**
+   * When set, the policy wants the endpoints' out-of-band load reports (ORCA's `OpenRcaService`
+   * stream) at this period (ms): transports that have such a stream (gRPC) open one per
+   * connection. Default undefined (per-response reports only).
+   */
+  readonly oobLoadReportPeriodMs?: number | undefined;
 }
 
 /** What the runtime offers a balancer when it creates one. */

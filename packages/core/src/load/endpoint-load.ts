@@ -42,6 +42,8 @@ export class EndpointLoad {
   lastHeader: string | undefined = undefined;
   lastHeaderBinary = false;
   lastParse: OrcaParseResult | undefined = undefined;
+  /** @internal The last protobuf report (a gRPC trailer) read from this endpoint, when it was one. */
+  lastBytes: Buffer | undefined = undefined;
 
   /** Records a report that arrived at `now`. */
   record(report: OrcaLoadReport, now: number): void {

@@ -307,6 +307,32 @@ export function readEndpointReportValue(
   const result = binary ? parseOrcaBin(value, limits) : parseOrcaHeader(value, limits);
   load.lastHeader = value;
   load.lastHeaderBinary = binary;
+  load.lastBytes = undefined;
+  load.lastParse = result;
+  return result;
+}
+
+/**
+ * `readEndpointReport` for a report that came as protobuf bytes (gRPC's `endpoint-load-metrics-bin`
+ * trailer, which grpc-js hands over decoded from base64): bytes equal to the endpoint's previous
+ * report cost a comparison, not a parse. Never throws.
+ */
+export function readEndpointReportBytes(
+  ep: EndpointState,
+  bytes: Uint8Array,
+  limits: OrcaLimits = DEFAULT_ORCA_LIMITS,
+): OrcaParseResult {
+  let load = ep.load;
+  if (load === undefined) {
+    load = new EndpointLoad();
+    ep.load = load;
+  } else if (load.lastParse !== undefined && load.lastBytes?.equals(bytes) === true) {
+    return load.lastParse;
+  }
+  const result = decodeOrcaLoadReport(bytes, limits);
+  // A copy: the caller's buffer may be a view into a larger one that is reused.
+  load.lastBytes = Buffer.from(bytes);
+  load.lastHeader = undefined;
   load.lastParse = result;
   return result;
 }
