@@ -266,6 +266,11 @@ export interface PolicyInput extends ServiceSections {
    * @default off
    */
   readonly hedge?: false | HedgeInput;
+  /**
+   * Adaptive concurrency per endpoint (Envoy's gradient controller): a limit on attempts in flight that follows the latency; `true` for the defaults, `false` turns it off.
+   * @default off
+   */
+  readonly adaptiveConcurrency?: boolean | AdaptiveConcurrencyInput;
 }
 
 /** Retries (Istio's defaults), within a retry budget; `false` disables them. */
@@ -535,6 +540,70 @@ export interface HedgeInput {
    * @default 1
    */
   readonly maxHedges?: number;
+}
+
+export interface AdaptiveConcurrencyInput {
+  /**
+   * Length of a sampling window (Envoy's concurrency_update_interval).
+   * @default "100ms"
+   */
+  readonly sampleWindow?: Duration;
+  /**
+   * Percentile of a window's latencies taken as sampleRTT, and of the minRTT samples.
+   * @default 50
+   */
+  readonly percentile?: number;
+  /**
+   * The floor of the limit.
+   * @default 3
+   */
+  readonly minLimit?: number;
+  /**
+   * The ceiling of the limit.
+   * @default 1000
+   */
+  readonly maxLimit?: number;
+  /**
+   * How long a call may wait for an endpoint under its limit when every endpoint is at its limit (within the call's deadline); then it fails with MESHLET_ERR_OVERLOADED. 0: at once.
+   * @default "50ms"
+   */
+  readonly maxWait?: Duration;
+  /** How minRTT, the latency at low concurrency, is measured. */
+  readonly minRtt?: AdaptiveConcurrencyMinRttInput;
+}
+
+/** How minRTT, the latency at low concurrency, is measured. */
+export interface AdaptiveConcurrencyMinRttInput {
+  /**
+   * Time between minRTT measurements.
+   * @default "60s"
+   */
+  readonly interval?: Duration;
+  /**
+   * Random extra delay of each measurement, in percent of the interval.
+   * @default 15
+   */
+  readonly jitter?: number;
+  /**
+   * Calls sampled per measurement.
+   * @default 50
+   */
+  readonly requests?: number;
+  /**
+   * Latency allowed above minRTT before the limit drops, in percent of minRTT.
+   * @default 25
+   */
+  readonly buffer?: number;
+  /**
+   * The limit while measuring, or 'live' to measure from live traffic without pinning.
+   * @default 3
+   */
+  readonly concurrency?: number | "live";
+  /**
+   * A fixed minRTT instead of measuring it.
+   * @default measured
+   */
+  readonly fixed?: Duration;
 }
 
 /** Where this process runs and who it is. */

@@ -64,6 +64,9 @@ interface SurgeResult {
   readonly goodputSeries: number[];
   readonly instancesDuringSurge: Array<Pick<InstanceStats, 'served' | 'shed' | 'eldP99Ms' | 'elu'>>;
   readonly clientEldP99Ms: number;
+  /** Failed requests by error code, and answers by status, over the whole run. */
+  readonly errors: Record<string, number>;
+  readonly statuses: Record<string, number>;
 }
 
 async function runVariant(
@@ -142,6 +145,14 @@ async function runVariant(
       elu: Math.round(s.elu * 100) / 100,
     })),
     clientEldP99Ms: round1(Math.max(...run.clients.map((c) => c.eldP99Ms))),
+    errors: run.clients.reduce<Record<string, number>>((acc, c) => {
+      for (const [k, v] of Object.entries(c.errors)) acc[k] = (acc[k] ?? 0) + v;
+      return acc;
+    }, {}),
+    statuses: all.status.reduce<Record<string, number>>((acc, st) => {
+      acc[st] = (acc[st] ?? 0) + 1;
+      return acc;
+    }, {}),
   };
 }
 
