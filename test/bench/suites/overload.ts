@@ -11,6 +11,7 @@ import {
   percentile,
   round1,
   runScenario,
+  selectedVariants,
   succeeded,
   type Variant,
   withHarness,
@@ -52,6 +53,8 @@ const INSTANCES = [
 ] as const;
 const SATURATED = 3;
 const CLIENTS = 8;
+/** The 8 clients run in 2 processes of 4 meshes each (see `startClients`). */
+const CLIENT_PROCESSES = 2;
 /** Per client: 8 × 75 = 600 requests/s; round robin gives the saturated instance 150/s. */
 const RPS_PER_CLIENT = 75;
 
@@ -144,43 +147,50 @@ const suite: BenchSuite = {
   name: 'overload',
   inQuick: true,
   async run({ quick }): Promise<BenchSuiteResult> {
-    // Quick: a smoke run of the whole harness (clients in this process, seconds); full: 8 client
-    // processes, 3 s of warm-up and 20 s measured per policy.
+    // Quick: a smoke run of the whole harness (clients in this process, seconds); full: 8 clients
+    // in 2 processes, 3 s of warm-up and 20 s measured per policy.
     const warmupMs = quick ? 200 : 3000;
     const measureMs = quick ? 500 : 20_000;
     // Full runs warm every process up first (the first policy would pay for the start-up of 12).
     const warmUp = quick ? undefined : { ms: 3000, rps: RPS_PER_CLIENT / 2 };
-    return withHarness(INSTANCES, CLIENTS, !quick, warmUp, async (instances, clients) => {
-      const byVariant: Record<string, VariantResult> = {};
-      for (const v of VARIANTS)
-        byVariant[v.name] = await runVariant(instances, clients, v, warmupMs, measureMs, quick ? 50 : 1000);
-      const summary = [
-        `overload: 4 instances (one saturates at 1/4 the others' rate), ${CLIENTS} open-loop clients × ${RPS_PER_CLIENT}/s, deadline ${DEADLINE_MS}ms, ${measureMs / 1000}s per policy${quick ? ' (quick: clients in-process)' : ''}`,
-      ];
-      for (const v of VARIANTS) {
-        const r = byVariant[v.name] as VariantResult;
-        summary.push(
-          `  ${v.name.padEnd(16)} within deadline ${pct(r.successRate)} (failed ${r.failed}, late ${r.late}, n=${r.requests})  p50 ${r.p50Ms}ms  p99 ${r.p99Ms}ms  p99.9 ${r.p999Ms}ms  saturated instance: share ${pct(r.share[SATURATED] ?? 0)}, ELD p99 ${round1(r.saturated.eldP99Ms)}ms (max ${round1(r.saturated.eldMaxMs)}), ELU ${r.saturated.elu.toFixed(2)}, shed ${r.saturated.shed}  others' ELD p99 <= ${r.othersEldP99Ms}ms  clients' ELD p99 <= ${r.clientEldP99Ms}ms${Object.keys(r.errors).length > 0 ? `  errors ${JSON.stringify(r.errors)}` : ''}`,
-        );
-      }
-      return {
-        results: {
-          config: {
-            instances: INSTANCES,
-            saturated: SATURATED,
-            clients: CLIENTS,
-            rpsPerClient: RPS_PER_CLIENT,
-            deadlineMs: DEADLINE_MS,
-            warmupMs,
-            measureMs,
-            separateClientProcesses: !quick,
-            service: BASE_SERVICE,
+    const variants = selectedVariants(VARIANTS);
+    return withHarness(
+      INSTANCES,
+      CLIENTS,
+      quick ? 0 : CLIENT_PROCESSES,
+      warmUp,
+      async (instances, clients) => {
+        const byVariant: Record<string, VariantResult> = {};
+        for (const v of variants)
+          byVariant[v.name] = await runVariant(instances, clients, v, warmupMs, measureMs, quick ? 50 : 1000);
+        const summary = [
+          `overload: 4 instances (one saturates at 1/4 the others' rate), ${CLIENTS} open-loop clients × ${RPS_PER_CLIENT}/s, deadline ${DEADLINE_MS}ms, ${measureMs / 1000}s per policy${quick ? ' (quick: clients in-process)' : ''}`,
+        ];
+        for (const v of variants) {
+          const r = byVariant[v.name] as VariantResult;
+          summary.push(
+            `  ${v.name.padEnd(16)} within deadline ${pct(r.successRate)} (failed ${r.failed}, late ${r.late}, n=${r.requests})  p50 ${r.p50Ms}ms  p99 ${r.p99Ms}ms  p99.9 ${r.p999Ms}ms  saturated instance: share ${pct(r.share[SATURATED] ?? 0)}, ELD p99 ${round1(r.saturated.eldP99Ms)}ms (max ${round1(r.saturated.eldMaxMs)}), ELU ${r.saturated.elu.toFixed(2)}, shed ${r.saturated.shed}  others' ELD p99 <= ${r.othersEldP99Ms}ms  clients' ELD p99 <= ${r.clientEldP99Ms}ms${Object.keys(r.errors).length > 0 ? `  errors ${JSON.stringify(r.errors)}` : ''}`,
+          );
+        }
+        return {
+          results: {
+            config: {
+              instances: INSTANCES,
+              saturated: SATURATED,
+              clients: CLIENTS,
+              rpsPerClient: RPS_PER_CLIENT,
+              deadlineMs: DEADLINE_MS,
+              warmupMs,
+              measureMs,
+              clientProcesses: quick ? 0 : CLIENT_PROCESSES,
+              service: BASE_SERVICE,
+            },
+            variants: byVariant,
           },
-          variants: byVariant,
-        },
-        summary,
-      };
-    });
+          summary,
+        };
+      },
+    );
   },
 };
 

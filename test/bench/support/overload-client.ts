@@ -8,9 +8,9 @@
  * schedule pays for it too; the client's own event-loop delay is reported alongside, to tell a
  * slow client on a busy machine from a slow service.
  *
- * Runs in the benchmark process (`runClient`) or in a child process of its own:
- * `fork(this file, ['child'], { execArgv: ['--import', 'tsx', '--conditions=meshlet-source'] })`,
- * which answers `{ cmd: 'run', id, run }` with `{ id, result }`.
+ * Runs in the benchmark process (`runClient`) or in a child process, several clients (meshes) to
+ * a process: `fork(this file, ['child'], { execArgv: ['--import', 'tsx', '--conditions=meshlet-source'] })`,
+ * which answers `{ cmd: 'run', id, count, run }` with `{ id, results }` (one per client).
  */
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
@@ -170,10 +170,11 @@ if (process.argv[2] === 'child' && process.send) {
   const warm = await createMesh({ services: { warm: { endpoints: ['127.0.0.1:9'] } } });
   await warm.ready();
   await warm.close();
-  process.on('message', (m: { cmd?: string; id?: number; run?: ClientRun }) => {
-    if (m.cmd !== 'run' || m.run === undefined) return;
-    runClient(m.run).then(
-      (result) => process.send?.({ id: m.id, result }),
+  process.on('message', (m: { cmd?: string; id?: number; count?: number; run?: ClientRun }) => {
+    const run = m.run;
+    if (m.cmd !== 'run' || run === undefined) return;
+    Promise.all(Array.from({ length: m.count ?? 1 }, () => runClient(run))).then(
+      (results) => process.send?.({ id: m.id, results }),
       (err: unknown) => process.send?.({ id: m.id, error: String((err as Error)?.stack ?? err) }),
     );
   });

@@ -1,6 +1,6 @@
 /**
  * Shared machinery of the overload and surge scenario benchmarks: instances of the service in
- * child processes (`overload-instance.mjs`), open-loop clients in child processes or in this one
+ * child processes (`overload-instance.ts`), open-loop clients in child processes or in this one
  * (`overload-client.ts`), one scenario run across them, and the statistics the suites report.
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -113,6 +113,19 @@ export const LOAD_AWARE: Variant = {
 };
 
 /**
+ * The variants a run compares: all of them, or those named in `MESHLET_BENCH_VARIANTS`
+ * (comma-separated, e.g. `round_robin,load_aware`) to look at a few quickly while working.
+ */
+export function selectedVariants(all: readonly Variant[]): readonly Variant[] {
+  const only = process.env.MESHLET_BENCH_VARIANTS?.split(',').map((s) => s.trim());
+  if (only === undefined || only.length === 0 || only[0] === '') return all;
+  const picked = all.filter((v) => only.includes(v.name));
+  if (picked.length === 0)
+    throw new Error(`MESHLET_BENCH_VARIANTS names none of ${all.map((v) => v.name).join(', ')}`);
+  return picked;
+}
+
+/**
  * Starts the instances and the clients, runs `fn` with them, and stops them all whatever happens.
  * With `warmUp`, one unmeasured run at that rate comes first, so that the JIT of every process has
  * settled before the first variant is measured (it would otherwise pay for the others' start-up).
@@ -120,13 +133,13 @@ export const LOAD_AWARE: Variant = {
 export async function withHarness<T>(
   specs: readonly InstanceSpec[],
   clientCount: number,
-  separateClients: boolean,
+  clientProcesses: number,
   warmUp: Phase | undefined,
   fn: (instances: Instance[], clients: Clients) => Promise<T>,
 ): Promise<T> {
   const instances = await startInstances(specs);
   try {
-    const clients = await startClients(clientCount, separateClients);
+    const clients = await startClients(clientCount, clientProcesses);
     try {
       if (warmUp !== undefined && warmUp.ms > 0) {
         await runScenario(instances, clients, {
@@ -134,7 +147,7 @@ export async function withHarness<T>(
           phases: [warmUp],
           warmupMs: warmUp.ms,
           marks: [],
-          leadMs: separateClients ? 1000 : 50,
+          leadMs: clientProcesses > 0 ? 1000 : 50,
         });
       }
       return await fn(instances, clients);
@@ -189,20 +202,24 @@ export interface Clients {
 }
 
 /**
- * `count` clients: each in its own process (`separate`, what the full run uses: one event loop and
- * one balancer per client, as replicas of a caller have), or all in this process (quick runs,
- * which cannot afford the start-up of child processes; the clients then share one event loop).
+ * `count` clients, each with its own mesh (its own balancer, as replicas of a caller have), spread
+ * over `processes` child processes (full runs: a process per client would put 12 Node processes on
+ * a 2-core machine, and the clients' own scheduling delays would swamp the service's), or all in
+ * this process with `processes` 0 (quick runs, which cannot afford the start-up of children).
  */
-export async function startClients(count: number, separate: boolean): Promise<Clients> {
-  if (!separate) {
+export async function startClients(count: number, processes: number): Promise<Clients> {
+  if (processes <= 0) {
     return {
       count,
       run: (run, startAt) => Promise.all(Array.from({ length: count }, () => runClient({ ...run, startAt }))),
       close: async () => {},
     };
   }
+  const n = Math.min(processes, count);
+  // Clients per process: as even as possible (8 over 3: 3, 3, 2).
+  const per = Array.from({ length: n }, (_, i) => Math.floor(count / n) + (i < count % n ? 1 : 0));
   const children = await Promise.all(
-    Array.from({ length: count }, async () => {
+    Array.from({ length: n }, async () => {
       const child = fork(new URL('./overload-client.ts', import.meta.url), ['child'], {
         execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
@@ -218,12 +235,18 @@ export async function startClients(count: number, separate: boolean): Promise<Cl
   );
   return {
     count,
-    run: (run, startAt) =>
-      Promise.all(
-        children.map((child) =>
-          ipc(child, { cmd: 'run', id: ++seq, run: { ...run, startAt } }, (m) => m.result as ClientResult),
-        ),
-      ),
+    run: async (run, startAt) =>
+      (
+        await Promise.all(
+          children.map((child, i) =>
+            ipc(
+              child,
+              { cmd: 'run', id: ++seq, count: per[i], run: { ...run, startAt } },
+              (m) => m.results as ClientResult[],
+            ),
+          ),
+        )
+      ).flat(),
     close: async () => {
       await Promise.all(children.map(closeChild));
     },
