@@ -555,7 +555,7 @@ export interface AdaptiveConcurrencyInput {
   readonly percentile?: number;
   /**
    * The floor of the limit.
-   * @default 3
+   * @default 1
    */
   readonly minLimit?: number;
   /**
@@ -568,7 +568,10 @@ export interface AdaptiveConcurrencyInput {
    * @default "50ms"
    */
   readonly maxWait?: Duration;
-  /** How minRTT, the latency at low concurrency, is measured. */
+  /**
+   * How minRTT, the latency at low concurrency, is measured.
+   * @default measured at start and every 60s, 50 calls at concurrency 1
+   */
   readonly minRtt?: AdaptiveConcurrencyMinRttInput;
 }
 
@@ -596,7 +599,7 @@ export interface AdaptiveConcurrencyMinRttInput {
   readonly buffer?: number;
   /**
    * The limit while measuring, or 'live' to measure from live traffic without pinning.
-   * @default 3
+   * @default 1
    */
   readonly concurrency?: number | "live";
   /**
@@ -715,8 +718,8 @@ export interface OverloadInput {
    */
   readonly maxEventLoopDelay?: Duration;
   /**
-   * Also shed a growing share of requests while the event-loop utilization of the last 100ms is above this.
-   * @default none
+   * Also shed a growing share of requests while the event-loop utilization of the last 100ms is above this (1: never).
+   * @default 0.9
    */
   readonly maxUtilization?: number;
   /**

@@ -15,13 +15,13 @@ function parse(raw: unknown): { config: AdaptiveConcurrencyConfig; issues: Confi
 }
 
 describe('adaptive concurrency: config', () => {
-  it('has Envoy’s gradient-controller defaults', () => {
+  it('has Envoy’s gradient-controller defaults, with a floor of 1 (per client, not per server)', () => {
     expect(parse(true).config).toBe(DEFAULT_ADAPTIVE_CONCURRENCY);
     expect(parse({}).config).toEqual(DEFAULT_ADAPTIVE_CONCURRENCY);
     expect(DEFAULT_ADAPTIVE_CONCURRENCY).toEqual({
       sampleWindowMs: 100,
       percentile: 50,
-      minLimit: 3,
+      minLimit: 1,
       maxLimit: 1000,
       maxWaitMs: 50,
       minRtt: {
@@ -29,7 +29,7 @@ describe('adaptive concurrency: config', () => {
         jitterPercent: 15,
         requests: 50,
         bufferPercent: 25,
-        concurrency: 3,
+        concurrency: 1,
         fixedMs: undefined,
       },
     });
@@ -90,7 +90,7 @@ describe('adaptive concurrency: admission', () => {
   it('pins the limit while measuring minRTT, then follows the gradient', () => {
     let t = 0;
     const ac = new AdaptiveConcurrency(
-      parse({ minRtt: { requests: 5 } }).config,
+      parse({ minLimit: 3, minRtt: { requests: 5, concurrency: 3 } }).config,
       () => t,
       () => 0.5,
     );
@@ -187,8 +187,9 @@ describe('adaptive concurrency: under load (simulated, fake clock)', () => {
 
   it('lowers the limit when latency rises with concurrency, recovers, and never goes below the floor', () => {
     let t = 0;
+    // Envoy's server-side floors (3), which this simulation of one caller was written for.
     const ac = new AdaptiveConcurrency(
-      DEFAULT_ADAPTIVE_CONCURRENCY,
+      parse({ minLimit: 3, minRtt: { concurrency: 3 } }).config,
       () => t,
       () => 0.5,
     );

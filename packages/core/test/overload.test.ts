@@ -88,6 +88,20 @@ describe('OverloadGuard', () => {
     expect(g.shedByUtilization).toBe(2);
   });
 
+  it('has the utilization threshold on by default (0.9), and 1 turns it off', () => {
+    expect(DEFAULT_OVERLOAD.maxUtilization).toBe(0.9);
+    const { lag } = fakeLag();
+    const off = new OverloadGuard({ ...DEFAULT_OVERLOAD, maxUtilization: 1 }, lag, () => 0);
+    guards.push(off);
+    for (let i = 0; i < 20; i++) {
+      lag.utilization = 1;
+      lag.windows++;
+      expect(off.check()).toBeUndefined();
+    }
+    expect(parseOverload({ maxUtilization: 1 }, 'overload', [])).toMatchObject({ maxUtilization: 1 });
+    expect(parseOverload({}, 'overload', [])).toMatchObject({ maxUtilization: 0.9 });
+  });
+
   it('exempts the configured paths', () => {
     const { lag } = fakeLag();
     const g = new OverloadGuard({ ...DEFAULT_OVERLOAD, exemptPaths: ['/livez'] }, lag);

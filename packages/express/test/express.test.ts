@@ -291,7 +291,7 @@ describe('load reports and overload protection', () => {
     app.use(
       meshMiddleware({
         telemetry: false,
-        overload: { maxEventLoopDelay: '100ms', exemptPaths: ['/livez'] },
+        overload: { maxEventLoopDelay: '100ms', maxUtilization: 1, exemptPaths: ['/livez'] },
       }),
     );
     const ran: string[] = [];

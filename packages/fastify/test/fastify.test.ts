@@ -165,7 +165,7 @@ describe('load reports and overload protection', () => {
   it('answers a request for the load report, counts requests, and sheds early with Retry-After while probes pass', async () => {
     const ran: string[] = [];
     const { port, base } = await start(
-      { telemetry: false, overload: { maxEventLoopDelay: '100ms' } },
+      { telemetry: false, overload: { maxEventLoopDelay: '100ms', maxUtilization: 1 } },
       (app) => {
         app.get('/block', async () => {
           ran.push('/block');

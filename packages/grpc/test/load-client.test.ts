@@ -150,7 +150,7 @@ describe('gRPC clients record load reports', () => {
 describe('a shedding gRPC endpoint', () => {
   it('is avoided for its Retry-After, its calls sent elsewhere at once, and never ejected', async () => {
     // A meshlet server with overload protection and a plain one; only the first sheds.
-    const ms = createMeshServer({ telemetry: false, overload: true });
+    const ms = createMeshServer({ telemetry: false, overload: { maxUtilization: 1 } });
     const shedding = await startEchoServer('shedding', { server: ms.server });
     cleanups.push(() => stopServer(shedding));
     const healthy = await startEchoServer('healthy');

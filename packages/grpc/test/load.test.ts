@@ -119,7 +119,7 @@ describe('gRPC server load reports', () => {
 
 describe('gRPC server overload protection', () => {
   it('ends calls admitted while the loop is behind with RESOURCE_EXHAUSTED before the handler; health checks pass', async () => {
-    const { client, port } = await start({ overload: true });
+    const { client, port } = await start({ overload: { maxUtilization: 1 } });
     handled = 0;
     expect((await call(client)).err).toBeNull();
     // The event loop is 200 ms behind from now on (the heartbeat every guard reads).

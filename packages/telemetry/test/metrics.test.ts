@@ -286,7 +286,9 @@ describe('load awareness in metrics, the admin view and snapshot()', () => {
     expect(sample(text, 'meshlet_endpoint_reported_utilization', l)).toBe(0.7);
     expect(sample(text, 'meshlet_endpoint_reported_rps', l)).toBe(40);
     expect(sample(text, 'meshlet_endpoint_load_weight', l)).toBe(50);
-    expect(sample(text, 'meshlet_endpoint_concurrency_limit', l)).toBe(3);
+    // A fixed minRTT: no measurement, the limit starts at the floor (1) and grows with the gradient.
+    expect(sample(text, 'meshlet_endpoint_concurrency_limit', l)).toBe(ep.concurrency?.limit);
+    expect(ep.concurrency?.limit).toBe(1);
     expect(sample(text, 'meshlet_endpoint_concurrency_refused_total', l)).toBe(0);
     expect(sample(text, 'meshlet_server_load', { figure: 'event_loop_utilization' })).toBeGreaterThanOrEqual(
       0,
@@ -297,11 +299,11 @@ describe('load awareness in metrics, the admin view and snapshot()', () => {
     const view = clusters(m.mesh, { scrape: m.telemetry.scrape, metrics: undefined, adminStats: undefined });
     expect(view.services[0]?.endpoints[0]).toMatchObject({
       load: { utilization: 0.7, rps: 40, eps: 2, weight: 50, reports: 1 },
-      concurrency: { limit: 3, inFlight: 0, minRttMs: 5, measuring: false, refused: 0 },
+      concurrency: { limit: 1, inFlight: 0, minRttMs: 5, measuring: false, refused: 0 },
     });
     expect(m.mesh.snapshot().services.reviews?.endpoints[0]).toMatchObject({
       load: { utilization: 0.7, rps: 40, eps: 2, weight: 50 },
-      concurrency: { limit: 3, inFlight: 0, minRttMs: 5, refused: 0 },
+      concurrency: { limit: 1, inFlight: 0, minRttMs: 5, refused: 0 },
       penaltyMs: 0,
     });
   });

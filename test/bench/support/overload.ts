@@ -312,9 +312,26 @@ export async function runScenario(
       startAt,
     );
     await Promise.all(collected);
+    await drained(instances);
     return { clients: results, windows };
   } finally {
     for (const t of timers) clearTimeout(t);
+  }
+}
+
+/**
+ * Waits until no instance serves anything for half a second (at most 30 s): an overloaded run
+ * leaves requests in the instances' sockets and accept queues after its clients are gone (HTTP/1.1
+ * requests a client timed out on are still read and served), and the next variant must not start
+ * on that backlog.
+ */
+async function drained(instances: readonly Instance[]): Promise<void> {
+  const until = Date.now() + 30_000;
+  while (Date.now() < until) {
+    await Promise.all(instances.map((i) => i.reset()));
+    await new Promise((r) => setTimeout(r, 500));
+    const stats = await Promise.all(instances.map((i) => i.stats()));
+    if (stats.every((s) => s.served === 0 && s.shed === 0)) return;
   }
 }
 

@@ -170,8 +170,8 @@ const overloadObject = s.object(
     maxUtilization: s.number({
       min: 0.01,
       max: 1,
-      defaultText: 'none',
-      doc: 'Also shed a growing share of requests while the event-loop utilization of the last 100ms is above this.',
+      default: DEFAULT_OVERLOAD.maxUtilization as number,
+      doc: 'Also shed a growing share of requests while the event-loop utilization of the last 100ms is above this (1: never).',
     }),
     retryAfter: s.duration({
       min: 1,
@@ -278,7 +278,7 @@ function parsedOverload(o: boolean | OverloadOut): OverloadConfig | false {
   if (o === true) return DEFAULT_OVERLOAD;
   return Object.freeze({
     maxEventLoopDelayMs: o.maxEventLoopDelay ?? DEFAULT_OVERLOAD.maxEventLoopDelayMs,
-    maxUtilization: o.maxUtilization,
+    maxUtilization: o.maxUtilization ?? DEFAULT_OVERLOAD.maxUtilization,
     retryAfterMs: o.retryAfter ?? DEFAULT_OVERLOAD.retryAfterMs,
     exemptPaths: Object.freeze([...(o.exemptPaths ?? [])]),
   });

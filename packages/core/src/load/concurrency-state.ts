@@ -33,7 +33,9 @@ export interface AdaptiveConcurrencyConfig {
 export const DEFAULT_ADAPTIVE_CONCURRENCY: AdaptiveConcurrencyConfig = Object.freeze({
   sampleWindowMs: 100,
   percentile: 50,
-  minLimit: 3,
+  // Envoy's filter floors the server's total at 3; on the client the floor is per client, and N
+  // clients multiply it (8 clients × 3 kept 24 requests queued at a 20 ms-per-request endpoint).
+  minLimit: 1,
   maxLimit: 1000,
   maxWaitMs: 50,
   minRtt: Object.freeze({
@@ -41,7 +43,7 @@ export const DEFAULT_ADAPTIVE_CONCURRENCY: AdaptiveConcurrencyConfig = Object.fr
     jitterPercent: 15,
     requests: 50,
     bufferPercent: 25,
-    concurrency: 3,
+    concurrency: 1,
     fixedMs: undefined,
   }),
 });

@@ -50,7 +50,11 @@ const minRttSchema = s.object(
       doc: 'A fixed minRTT instead of measuring it.',
     }),
   },
-  { name: 'AdaptiveConcurrencyMinRttInput', doc: 'How minRTT, the latency at low concurrency, is measured.' },
+  {
+    name: 'AdaptiveConcurrencyMinRttInput',
+    doc: 'How minRTT, the latency at low concurrency, is measured.',
+    defaultText: 'measured at start and every 60s, 50 calls at concurrency 1',
+  },
 );
 
 /**
@@ -60,10 +64,10 @@ const minRttSchema = s.object(
  *     adaptiveConcurrency:
  *       sampleWindow: 100ms
  *       percentile: 50
- *       minLimit: 3
+ *       minLimit: 1
  *       maxLimit: 1000
  *       maxWait: 50ms
- *       minRtt: { interval: 60s, jitter: 15, requests: 50, buffer: 25, concurrency: 3, fixed: 20ms }
+ *       minRtt: { interval: 60s, jitter: 15, requests: 50, buffer: 25, concurrency: 1, fixed: 20ms }
  */
 export const adaptiveConcurrencySchema = s.union(
   [
