@@ -635,7 +635,20 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     // gRPC codes the user listed (a client's `retry.codes`, an xDS route's `retry_on`) are retried
     // whatever the method's idempotency: the user said the code means "not processed".
     const explicit = this.transport === 'grpc' && this.policy.retry.grpcCodes !== undefined;
-    if (reason !== undefined && this.#retryAllowed(explicit, true)) {
+    return this.#retryOrCommit(att, reason, explicit, retryAfterMs);
+  }
+
+  /**
+   * Retries the answered attempt for `reason` when the policy and the budget allow (false: the
+   * transport drops what follows), or commits the call to it (true).
+   */
+  #retryOrCommit(
+    att: A,
+    reason: string | undefined,
+    anyMethod: boolean,
+    retryAfterMs: number | undefined,
+  ): boolean {
+    if (reason !== undefined && this.#retryAllowed(anyMethod, true)) {
       const delay = this.#admitRetry(reason, retryAfterMs);
       if (delay !== undefined) {
         att.retryReason = reason;
@@ -661,16 +674,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const reason = this.policy.retry.on.has('refused-stream')
       ? 'refused-stream'
       : this.#statusRetryReason(status);
-    if (reason !== undefined && this.#retryAllowed(true, true)) {
-      const delay = this.#admitRetry(reason, undefined);
-      if (delay !== undefined) {
-        att.retryReason = reason;
-        att.retryDelayMs = delay;
-        return false;
-      }
-    }
-    this.commit(att);
-    return true;
+    return this.#retryOrCommit(att, reason, true, undefined);
   }
 
   /**

@@ -719,7 +719,7 @@ export interface OverloadInput {
   readonly maxEventLoopDelay?: Duration;
   /**
    * Also shed a growing share of requests while the event-loop utilization of the last 100ms is above this (1: never).
-   * @default 0.9
+   * @default 0.95
    */
   readonly maxUtilization?: number;
   /**

@@ -495,18 +495,28 @@ export class ServiceRuntime {
       if (r.kind !== 'pick') return first;
       if (limiter.wouldAdmit(r.endpoint) && (avoid === undefined || !isAvoided(r.endpoint, avoid))) return r;
     }
+    const best = this.#anyUsable(
+      (st) => !limiter.wouldAdmit(st) || (avoid !== undefined && isAvoided(st, avoid)),
+    );
+    return best === undefined ? first : best.picked;
+  }
+
+  /**
+   * A usable endpoint `skip` does not reject, looked for from a random start (so that fallbacks
+   * spread), of the highest priority (lowest number) that has one: failover order still holds.
+   */
+  #anyUsable(skip: (st: EndpointState) => boolean): EndpointState | undefined {
     const all = this.#all;
     const now = this.now();
     const from = Math.floor(Math.random() * all.length);
     let best: EndpointState | undefined;
     for (let i = 0; i < all.length; i++) {
       const st = all[(from + i) % all.length] as EndpointState;
-      if (!limiter.wouldAdmit(st) || (avoid !== undefined && isAvoided(st, avoid))) continue;
-      if (!usableOnItsOwn(st, now)) continue;
+      if (skip(st) || !usableOnItsOwn(st, now)) continue;
       if (best === undefined || st.endpoint.priority < best.endpoint.priority) best = st;
       if (best.endpoint.priority === 0) break;
     }
-    return best === undefined ? first : best.picked;
+    return best;
   }
 
   #pickAvoiding(ctx: PickContext, avoid?: EndpointState | readonly EndpointState[]): PickResult {
@@ -522,17 +532,7 @@ export class ServiceRuntime {
       for (let i = 0; i < 5 && result.kind === 'pick' && isAvoided(result.endpoint, avoid); i++)
         result = this.#picker.pick(ctx);
       if (result.kind === 'pick' && isAvoided(result.endpoint, avoid)) {
-        const all = this.#all;
-        const now = this.now();
-        const from = Math.floor(Math.random() * all.length);
-        let best: EndpointState | undefined;
-        for (let i = 0; i < all.length; i++) {
-          const st = all[(from + i) % all.length] as EndpointState;
-          if (isAvoided(st, avoid) || !usableOnItsOwn(st, now)) continue;
-          // The highest priority (lowest number) that has one: failover order still holds.
-          if (best === undefined || st.endpoint.priority < best.endpoint.priority) best = st;
-          if (best.endpoint.priority === 0) break;
-        }
+        const best = this.#anyUsable((st) => isAvoided(st, avoid));
         if (best !== undefined) return best.picked;
       }
     }

@@ -88,8 +88,8 @@ describe('OverloadGuard', () => {
     expect(g.shedByUtilization).toBe(2);
   });
 
-  it('has the utilization threshold on by default (0.9), and 1 turns it off', () => {
-    expect(DEFAULT_OVERLOAD.maxUtilization).toBe(0.9);
+  it('has the utilization threshold on by default (0.95), and 1 turns it off', () => {
+    expect(DEFAULT_OVERLOAD.maxUtilization).toBe(0.95);
     const { lag } = fakeLag();
     const off = new OverloadGuard({ ...DEFAULT_OVERLOAD, maxUtilization: 1 }, lag, () => 0);
     guards.push(off);
@@ -99,7 +99,7 @@ describe('OverloadGuard', () => {
       expect(off.check()).toBeUndefined();
     }
     expect(parseOverload({ maxUtilization: 1 }, 'overload', [])).toMatchObject({ maxUtilization: 1 });
-    expect(parseOverload({}, 'overload', [])).toMatchObject({ maxUtilization: 0.9 });
+    expect(parseOverload({}, 'overload', [])).toMatchObject({ maxUtilization: 0.95 });
   });
 
   it('exempts the configured paths', () => {

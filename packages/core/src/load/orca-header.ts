@@ -297,13 +297,9 @@ export function readEndpointReportValue(
   binary: boolean,
   limits: OrcaLimits = DEFAULT_ORCA_LIMITS,
 ): OrcaParseResult {
-  let load = ep.load;
-  if (load === undefined) {
-    load = new EndpointLoad();
-    ep.load = load;
-  } else if (load.lastHeader === value && load.lastHeaderBinary === binary && load.lastParse !== undefined) {
+  const load = loadOf(ep);
+  if (load.lastHeader === value && load.lastHeaderBinary === binary && load.lastParse !== undefined)
     return load.lastParse;
-  }
   const result = binary ? parseOrcaBin(value, limits) : parseOrcaHeader(value, limits);
   load.lastHeader = value;
   load.lastHeaderBinary = binary;
@@ -322,19 +318,24 @@ export function readEndpointReportBytes(
   bytes: Uint8Array,
   limits: OrcaLimits = DEFAULT_ORCA_LIMITS,
 ): OrcaParseResult {
-  let load = ep.load;
-  if (load === undefined) {
-    load = new EndpointLoad();
-    ep.load = load;
-  } else if (load.lastParse !== undefined && load.lastBytes?.equals(bytes) === true) {
-    return load.lastParse;
-  }
+  const load = loadOf(ep);
+  if (load.lastParse !== undefined && load.lastBytes?.equals(bytes) === true) return load.lastParse;
   const result = decodeOrcaLoadReport(bytes, limits);
   // A copy: the caller's buffer may be a view into a larger one that is reused.
   load.lastBytes = Buffer.from(bytes);
   load.lastHeader = undefined;
   load.lastParse = result;
   return result;
+}
+
+/** The endpoint's load state, created on first use. */
+function loadOf(ep: EndpointState): EndpointLoad {
+  let load = ep.load;
+  if (load === undefined) {
+    load = new EndpointLoad();
+    ep.load = load;
+  }
+  return load;
 }
 
 function first(v: string | string[] | undefined): string | undefined {

@@ -109,7 +109,7 @@ export interface OverloadConfig {
   /**
    * Also shed while the event-loop utilization of the last 100 ms window is above this (0..1):
    * a share of requests that grows by `UTILIZATION_STEP` per window above it and falls back as
-   * fast below it. Default 0.9; 1 (or undefined) turns it off. A surge whose queue forms outside
+   * fast below it. Default 0.95; 1 (or undefined) turns it off. A surge whose queue forms outside
    * the event loop (in connections a client replaced after timing out, in the accept queue) keeps
    * the loop busy without making one turn long: the utilization sees it, the delay does not.
    */
@@ -122,7 +122,7 @@ export interface OverloadConfig {
 
 export const DEFAULT_OVERLOAD: OverloadConfig = Object.freeze({
   maxEventLoopDelayMs: 50,
-  maxUtilization: 0.9,
+  maxUtilization: 0.95,
   retryAfterMs: 1000,
   exemptPaths: Object.freeze([]),
 });
