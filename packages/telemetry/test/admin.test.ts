@@ -11,6 +11,7 @@ import {
   Mesh,
   MeshError,
   type MeshSnapshot,
+  orcaLoadReport,
   parseConfig,
   startDraining,
 } from '@meshlet/core';
@@ -398,7 +399,48 @@ describe('admin page in headless Chromium', () => {
     expect(await page.locator('#login').isHidden()).toBe(true);
     expect(errors).toEqual([]);
   });
+
+  it('shows each endpoint’s reported load, weight and concurrency limit', async () => {
+    const { m, url } = await setup({
+      services: {
+        reviews: {
+          endpoints: [(await startBackendFor(cleanup)).address],
+          adaptiveConcurrency: { minRtt: { fixed: '5ms' } },
+        },
+        ratings: { endpoints: [(await startBackendFor(cleanup)).address] },
+      },
+    });
+    const rt = m.mesh.service('reviews');
+    const ep = rt?.endpoints[0];
+    if (rt === undefined || ep === undefined) throw new Error('no endpoint');
+    rt.reportLoad(ep, orcaLoadReport({ applicationUtilization: 0.7, rpsFractional: 40 }));
+    if (ep.load) ep.load.weight = 57; // (what the weighted policy writes when it refreshes)
+    await (await m.fetch('http://reviews/')).text(); // the limiter's state exists once it admitted one
+    const page = await newPage({ viewport: { width: 1400, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${url}?interval=250`);
+    const row = page.locator(`section[data-service="reviews"] tr[data-endpoint="${ep.id}"]`);
+    await row.waitFor();
+    expect(await row.locator('td.load').textContent()).toBe('70% w 57');
+    expect(await row.locator('td.limit').textContent()).toBe(`0 / ${ep.concurrency?.limit}`);
+    expect(await row.locator('td.limit span').getAttribute('title')).toMatch(
+      /^minRTT 5 ms; refused 0|^minRTT 5 ms, sampleRTT/,
+    );
+    // An endpoint without reports or a limiter says so rather than showing zeros.
+    const plain = page.locator('section[data-service="ratings"] tbody tr').first();
+    expect(await plain.locator('td.load').textContent()).toBe('–');
+    expect(await plain.locator('td.limit').textContent()).toBe('–');
+    expect(errors).toEqual([]);
+  });
 });
+
+/** A backend stopped by `cleanup` after the test. */
+async function startBackendFor(list: Array<() => unknown>): Promise<Backend> {
+  const b = await startBackend();
+  list.push(() => b.close());
+  return b;
+}
 
 describe('scraped by a real Prometheus server', () => {
   it('accepts the example scrape config', async () => {
