@@ -41,6 +41,13 @@ export const ErrorCodes = {
    * only (a malformed escape, `%00`, invalid UTF-8, a rejected escaped slash, conflicting Hosts).
    */
   BAD_REQUEST: 'MESHLET_ERR_BAD_REQUEST',
+  /**
+   * An inbound request arrived while its server is not serving under the control plane's
+   * configuration (gRFC A36): its inbound listener is not known yet, does not exist, was NACKed
+   * with no good version, no filter chain matches the connection, or no route takes the request.
+   * HTTP 503, gRPC UNAVAILABLE.
+   */
+  NOT_SERVING: 'MESHLET_ERR_NOT_SERVING',
   /** A control-plane resource was rejected (NACKed). */
   XDS_RESOURCE: 'MESHLET_ERR_XDS_RESOURCE',
   /** A request was rejected by fault injection configured for the route. */

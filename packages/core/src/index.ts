@@ -11,6 +11,12 @@ export {
   statusOutcome,
 } from './call.js';
 export {
+  type CertificateProvider,
+  certificateProvider,
+  certificateProviderNames,
+  setCertificateProvider,
+} from './certificates.js';
+export {
   type ConfigSection,
   type ConnectionPolicy,
   checkConfig,
@@ -180,6 +186,18 @@ export {
 } from './inbound/config.js';
 export { refusalHeaders, trackLoad } from './inbound/http-load.js';
 export {
+  type InboundChainRequest,
+  type InboundConnection,
+  InboundConnectionState,
+  type InboundFilterChain,
+  type InboundListenerConfig,
+  type InboundListenerHandle,
+  type InboundListenerPort,
+  type InboundTlsRequirement,
+  type InboundUnavailable,
+  listeningAddress,
+} from './inbound/listener.js';
+export {
   DEFAULT_PATH_NORMALIZATION,
   defaultEscapedSlashes,
   ESCAPED_SLASHES_ACTIONS,
@@ -191,10 +209,13 @@ export {
   type TargetParts,
 } from './inbound/path.js';
 export {
+  connectionStateOf,
   forwardedClientIp,
   type InboundPeer,
   networkMatcher,
+  type PeerCertificateInfo,
   type PeerSocket,
+  setConnectionState,
   socketPeer,
   spiffeIdFromSubjectAltName,
   unmapIp,
@@ -436,6 +457,7 @@ export {
   meshInboundTelemetry,
   onServingChange,
   type PathMatching,
+  setInboundListeners,
   setInboundTelemetry,
   setTrustDomain,
   startDraining,

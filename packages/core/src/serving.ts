@@ -1,6 +1,8 @@
 import type { LoadReportsInput, OverloadInput } from './config-types.generated.js';
 import type { DeadlineTrust } from './inbound/config.js';
+import type { InboundFilterChain, InboundListenerPort } from './inbound/listener.js';
 import type { EscapedSlashesAction, PathNormalization } from './inbound/path.js';
+import type { PeerCertificateInfo } from './inbound/peer.js';
 import type { Mesh } from './mesh.js';
 
 /**
@@ -26,6 +28,12 @@ export interface MeshInboundPorts {
   telemetry: InboundTelemetry | undefined;
   /** `spiffe://<trust domain>/` of this workload's certificate (`@meshlet/tls` sets it), if known. */
   trustPrefix: string | undefined;
+  /**
+   * Inbound listeners from the control plane (gRFC A36; `@meshlet/xds` sets it when the bootstrap
+   * names a server listener template): requests are served only while their listening address's
+   * listener is known, under the filter chain their connection matches.
+   */
+  listeners: InboundListenerPort | undefined;
 }
 
 /** One source of authorization policy: local config, or (later) RBAC from the control plane. */
@@ -94,7 +102,7 @@ const ports = new WeakMap<Mesh, MeshInboundPorts>();
 function portsOf(mesh: Mesh): MeshInboundPorts {
   let p = ports.get(mesh);
   if (p === undefined) {
-    p = { policies: [], telemetry: undefined, trustPrefix: undefined };
+    p = { policies: [], telemetry: undefined, trustPrefix: undefined, listeners: undefined };
     ports.set(mesh, p);
   }
   return p;
@@ -120,6 +128,15 @@ export function addInboundPolicy(mesh: Mesh, name: string, authorizer: InboundAu
   return () => {
     p.policies = Object.freeze(p.policies.filter((x) => x !== source));
   };
+}
+
+/**
+ * Sets the inbound listeners of `mesh` (`@meshlet/xds` does, when the bootstrap has a
+ * `server_listener_resource_name_template`); undefined removes them. Servers created before see
+ * the change at once.
+ */
+export function setInboundListeners(mesh: Mesh, listeners: InboundListenerPort | undefined): void {
+  portsOf(mesh).listeners = listeners;
 }
 
 /** Sets the inbound telemetry of `mesh` (`@meshlet/telemetry` does when installed); undefined removes it. */
@@ -165,11 +182,19 @@ export interface InboundAttributes {
   readonly destinationPort?: number | undefined;
   /** The TLS server name the client sent. */
   readonly sni?: string | undefined;
+  /** The connection is TLS, with or without a client certificate (default: `mtls`). */
+  readonly tls?: boolean | undefined;
+  /** The verified client certificate (RBAC's `authenticated` principal names come from it). */
+  readonly peerCertificate?: PeerCertificateInfo | undefined;
   readonly method?: string | undefined;
   /** Normalized path, without query (for gRPC `/package.Service/Method`). */
   readonly path?: string | undefined;
+  /** The query string including its `?`, or '' (RBAC's `:path` header matchers see it). */
+  readonly query?: string | undefined;
   readonly host?: string | undefined;
   readonly headers?: InboundHeaders | undefined;
+  /** The filter chain of the connection's inbound listener (xDS servers), if any. */
+  readonly filterChain?: InboundFilterChain | undefined;
   /**
    * Set when `path` is a framework's routing view of the request (see `RouteView`): policy path
    * patterns must be folded the same way before they are compared with it.

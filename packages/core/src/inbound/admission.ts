@@ -17,6 +17,7 @@ import {
   type InboundDecision,
   type InboundHeaders,
   type InboundOptions,
+  type InboundPolicySource,
   type InboundRequestInfo,
   type InboundSpan,
   type InboundTelemetry,
@@ -32,29 +33,44 @@ import {
   parseOverload,
 } from './config.js';
 import {
+  type InboundChainRequest,
+  type InboundConnection,
+  InboundConnectionState,
+  type InboundFilterChain,
+  type InboundListenerPort,
+} from './listener.js';
+import {
   defaultEscapedSlashes,
   normalizeTarget,
   type PathNormalizationOptions,
   type TargetParts,
 } from './path.js';
-import { forwardedClientIp, type InboundPeer, networkMatcher } from './peer.js';
+import {
+  forwardedClientIp,
+  type InboundPeer,
+  networkMatcher,
+  type PeerCertificateInfo,
+  unmapIp,
+} from './peer.js';
 import { EXACT_ROUTE_VIEW, type RouteView } from './route-view.js';
 
 /** The header Envoy uses to tell an application who its mTLS peer was; never taken from a client. */
 export const CLIENT_CERT_HEADER = 'x-forwarded-client-cert';
 
-const NO_POLICIES: readonly { readonly name: string; readonly authorizer: InboundAuthorizer }[] = [];
+const NO_POLICIES: readonly InboundPolicySource[] = [];
 
 /**
  * One inbound request after the admission step: the attributes the authorizer saw, what telemetry
  * was told, and the outcome. When `status` is 0 the request is admitted: enter the handler with
- * `enter(next)`; else answer `status` (400, 403, or a 307 redirect to `location`) with
+ * `enter(next)`; else answer `status` (400, 403, 503, or a 307 redirect to `location`) with
  * `errorBody()` (a coded JSON error) and never run the handler.
  *
  * One object per request, shaped once: it is the authorizer's attributes and telemetry's request
  * info at the same time.
  */
-export class InboundRequest implements InboundAttributes, InboundRequestInfo, TargetParts {
+export class InboundRequest
+  implements InboundAttributes, InboundRequestInfo, TargetParts, InboundChainRequest
+{
   readonly transport: 'http' | 'grpc';
   method: string;
   readonly headers: InboundHeaders;
@@ -75,7 +91,18 @@ export class InboundRequest implements InboundAttributes, InboundRequestInfo, Ta
   destinationIp: string | undefined = undefined;
   destinationPort: number | undefined = undefined;
   sni: string | undefined = undefined;
+  tls = false;
+  peerCertificate: PeerCertificateInfo | undefined = undefined;
   host: string | undefined = undefined;
+  /** The filter chain of the connection's inbound listener (xDS servers), if any. */
+  filterChain: InboundFilterChain | undefined = undefined;
+  /** What the filter chain's routing chose (its authorization reads it). */
+  chainRoute: unknown = undefined;
+  /**
+   * The server should close the connection after this response: it is draining (made under an
+   * older listener version whose TLS requirement changed) or the listener stopped serving.
+   */
+  closeConnection = false;
   pathMatching: PathMatching | undefined = undefined;
   /** 0: admitted; else the status to answer with. */
   status = 0;
@@ -126,7 +153,8 @@ export class InboundRequest implements InboundAttributes, InboundRequestInfo, Ta
   }
 
   /**
-   * The error a refused request's span ends with (`MESHLET_ERR_FORBIDDEN` / `MESHLET_ERR_BAD_REQUEST`,
+   * The error a refused request's span ends with (`MESHLET_ERR_FORBIDDEN` / `MESHLET_ERR_BAD_REQUEST` /
+   * `MESHLET_ERR_NOT_SERVING`,
    * what telemetry and the admin page count as denials); undefined for an admitted request or a
    * redirect.
    */
@@ -238,6 +266,8 @@ export class InboundAdmission {
   readonly #trustedNetwork: (ip: string | undefined) => boolean;
   readonly #hasTrustedNetworks: boolean;
   readonly #networkTrust = new WeakMap<InboundPeer, boolean>();
+  /** Per connection (its peer object): the inbound listener state, when the server did not record one. */
+  readonly #connections = new WeakMap<InboundPeer, InboundConnectionState>();
   readonly #ports: Readonly<MeshInboundPorts> | undefined;
   /** The policy sources of an explicit `authorizer` option (`false`: none); undefined: the mesh's. */
   readonly #own: readonly { readonly name: string; readonly authorizer: InboundAuthorizer }[] | undefined;
@@ -340,6 +370,7 @@ export class InboundAdmission {
       !this.#target(r, target, true) ||
       (repeatsHost(rawHeaders) && bad(r, 'the request has more than one Host header')) ||
       !this.#peer(r, peer) ||
+      !this.#listener(r, peer) ||
       !this.#authorize(r, view)
     ) {
       return this.#refused(r, target);
@@ -378,7 +409,7 @@ export class InboundAdmission {
     }
     if (!this.#target(r, path, false) || !this.#peer(r, peer)) return this.#refused(r, path);
     if (authority !== undefined) r.host = authority;
-    if (!this.#authorize(r, this.#view)) return this.#refused(r, path);
+    if (!this.#listener(r, peer) || !this.#authorize(r, this.#view)) return this.#refused(r, path);
     const now = Date.now();
     this.#deadline(r, deadline !== undefined && this.#trusts(r, peer) ? deadline - now : undefined, now);
     this.#startTelemetry(r);
@@ -448,6 +479,8 @@ export class InboundAdmission {
     r.destinationIp = peer.localAddress;
     r.destinationPort = peer.localPort;
     r.sni = peer.sni;
+    r.tls = peer.tls ?? peer.mtls;
+    r.peerCertificate = peer.certificate;
     r.remoteIp =
       this.xffNumTrustedHops > 0
         ? (forwardedClientIp(h['x-forwarded-for'], this.xffNumTrustedHops) ?? peer.remoteAddress)
@@ -457,18 +490,69 @@ export class InboundAdmission {
     return true;
   }
 
+  /**
+   * The connection's inbound listener (gRFC A36), when the control plane manages them: the request
+   * is served only while the listener of its listening address is known, under the filter chain
+   * its connection matches, and when a route of that chain takes it; else 503 (gRPC UNAVAILABLE)
+   * `MESHLET_ERR_NOT_SERVING`. After a listener update a connection is matched again; one made
+   * under a different TLS requirement keeps its chain and is closed after its response (drained).
+   */
+  #listener(r: InboundRequest, peer: InboundPeer): boolean {
+    const port: InboundListenerPort | undefined = this.#ports?.listeners;
+    if (port === undefined) return true;
+    let st = peer.inbound ?? this.#connections.get(peer);
+    if (st === undefined) {
+      const host = peer.listenHost ?? peer.localAddress;
+      const p = peer.listenPort ?? peer.localPort;
+      if (host === undefined || p === undefined)
+        return notServing(r, 'the address the connection arrived on is unknown');
+      st = new InboundConnectionState(port.listener(unmapIp(host), p));
+      // Before the connection is fully set up its addresses may be unknown: cache only a complete peer.
+      if (peer.remoteAddress !== undefined) this.#connections.set(peer, st);
+    }
+    const cfg = st.handle.config;
+    if (cfg === undefined) {
+      r.closeConnection = true;
+      return notServing(
+        r,
+        `the inbound listener "${st.handle.name}" is not serving: ${st.handle.reason ?? 'not known yet'}`,
+      );
+    }
+    if (cfg.generation !== st.generation) {
+      const u = st.update(cfg, connectionOf(peer));
+      if (u === 'none') {
+        r.closeConnection = true;
+        return notServing(
+          r,
+          `no filter chain of the inbound listener "${st.handle.name}" matches the connection`,
+        );
+      }
+      if (u === 'drain') r.closeConnection = true;
+    }
+    const chain = st.chain as InboundFilterChain;
+    r.filterChain = chain;
+    const err = chain.route(r);
+    if (err !== undefined) return notServing(r, err.message);
+    return true;
+  }
+
   /** Every policy source must allow the request, on the normalized path and as the framework routes it. */
   #authorize(r: InboundRequest, view: RouteView): boolean {
     const sources = this.#own ?? this.#ports?.policies ?? NO_POLICIES;
-    if (sources.length === 0) return true;
+    // The connection's filter chain brings the control plane's RBAC: always evaluated, after the
+    // configured sources (an `authorizer` option replaces those, never the listener's).
+    const chain = r.filterChain?.authorizer;
+    const n = sources.length + (chain === undefined ? 0 : 1);
+    if (n === 0) return true;
     const path = r.path;
     const method = r.method;
     const routePath = view.routePath(r);
     const routeMethod = view.routeMethod(method);
     const differs = routePath !== path || routeMethod !== method;
     const folds = view !== EXACT_ROUTE_VIEW;
-    for (const s of sources) {
-      const a = s.authorizer;
+    for (let i = 0; i < n; i++) {
+      const a =
+        i < sources.length ? (sources[i] as InboundPolicySource).authorizer : (chain as InboundAuthorizer);
       const d = a(r);
       if (!d.allowed) return forbid(r, d, undefined);
       // The routed view: a path or method of its own, or patterns that fold differently.
@@ -545,6 +629,22 @@ function pathOf(target: string): string {
 
 function grpcExempt(path: string): boolean {
   for (const p of GRPC_EXEMPT_PREFIXES) if (path.startsWith(p)) return true;
+  return false;
+}
+
+function connectionOf(peer: InboundPeer): InboundConnection {
+  return {
+    localAddress: peer.localAddress === undefined ? undefined : unmapIp(peer.localAddress),
+    localPort: peer.localPort,
+    remoteAddress: peer.remoteAddress === undefined ? undefined : unmapIp(peer.remoteAddress),
+    remotePort: peer.remotePort,
+    transport: (peer.tls ?? peer.mtls) ? 'tls' : 'raw_buffer',
+  };
+}
+
+function notServing(r: InboundRequest, message: string): false {
+  r.status = 503;
+  r.error = { code: ErrorCodes.NOT_SERVING, message };
   return false;
 }
 

@@ -1,4 +1,13 @@
 import { isIP } from 'node:net';
+import type { InboundConnectionState } from './listener.js';
+
+/** The parts of a verified peer certificate authorization reads, as Node renders them. */
+export interface PeerCertificateInfo {
+  /** `DNS:a, URI:spiffe://…` (entries with `, ` in them JSON-quoted). */
+  readonly subjectaltname?: string | undefined;
+  /** The subject's attributes (`{ CN, O, … }`; repeated ones as arrays). */
+  readonly subject?: Readonly<Record<string, string | readonly string[] | undefined>> | undefined;
+}
 
 /** What the connection tells about the peer of an inbound request. */
 export interface InboundPeer {
@@ -12,6 +21,23 @@ export interface InboundPeer {
   readonly mtls: boolean;
   /** The TLS server name the client sent. */
   readonly sni: string | undefined;
+  /** The connection peer's port. */
+  readonly remotePort?: number | undefined;
+  /** The connection is TLS (with or without a client certificate). Default: `mtls`. */
+  readonly tls?: boolean | undefined;
+  /** The verified client certificate (for RBAC's `authenticated` names), if any. */
+  readonly certificate?: PeerCertificateInfo | undefined;
+  /**
+   * The address the server listens on, as bound (`0.0.0.0`, `::`, `10.0.0.7`): it names the
+   * server's inbound listener (gRFC A36). Default: `localAddress`.
+   */
+  readonly listenHost?: string | undefined;
+  readonly listenPort?: number | undefined;
+  /**
+   * The connection's inbound listener state, when the server chose its filter chain at accept time
+   * (meshlet's gRPC server and HTTP server factory); else the admission step finds it.
+   */
+  readonly inbound?: InboundConnectionState | undefined;
 }
 
 /** The parts of a `net.Socket` / `tls.TLSSocket` the peer is read from. */
@@ -21,8 +47,35 @@ export interface PeerSocket {
   readonly localPort?: number | undefined;
   readonly encrypted?: boolean;
   readonly authorized?: boolean;
+  readonly remotePort?: number | undefined;
   readonly servername?: string | false | null | undefined;
-  getPeerCertificate?(detailed?: boolean): { subjectaltname?: string | undefined } | null | undefined;
+  /** The server that accepted the connection (Node sets it): its address is the listening address. */
+  readonly server?: { address(): unknown } | null | undefined;
+  getPeerCertificate?(detailed?: boolean): PeerCertificateInfo | null | undefined;
+}
+
+const states = new WeakMap<object, InboundConnectionState>();
+
+/**
+ * Records the inbound listener state a server chose for `socket` when it accepted it (meshlet's
+ * gRPC server and HTTP server factory), for `socketPeer` to carry.
+ */
+export function setConnectionState(socket: object, state: InboundConnectionState): void {
+  states.set(socket, state);
+}
+
+/** The inbound listener state recorded for `socket`, if any. */
+export function connectionStateOf(socket: object): InboundConnectionState | undefined {
+  return states.get(socket);
+}
+
+function listenAddressOf(socket: PeerSocket): { host: string; port: number } | undefined {
+  const server = socket.server;
+  if (server === null || server === undefined || typeof server.address !== 'function') return undefined;
+  const a = server.address() as { address?: unknown; port?: unknown } | string | null;
+  if (a === null || typeof a !== 'object' || typeof a.address !== 'string' || typeof a.port !== 'number')
+    return undefined;
+  return { host: a.address, port: a.port };
 }
 
 /**
@@ -64,11 +117,14 @@ export function socketPeer(socket: PeerSocket): InboundPeer {
   let p = peers.get(socket);
   if (p !== undefined) return p;
   let principal: string | undefined;
+  let certificate: PeerCertificateInfo | undefined;
   const mtls = socket.encrypted === true && socket.authorized === true;
   if (mtls && typeof socket.getPeerCertificate === 'function') {
-    principal = spiffeIdFromSubjectAltName(socket.getPeerCertificate()?.subjectaltname);
+    certificate = socket.getPeerCertificate() ?? undefined;
+    principal = spiffeIdFromSubjectAltName(certificate?.subjectaltname);
   }
   const sn = socket.encrypted === true ? socket.servername : undefined;
+  const listen = listenAddressOf(socket);
   p = Object.freeze({
     remoteAddress: socket.remoteAddress,
     localAddress: socket.localAddress,
@@ -76,6 +132,12 @@ export function socketPeer(socket: PeerSocket): InboundPeer {
     principal,
     mtls,
     sni: typeof sn === 'string' ? sn : undefined,
+    remotePort: socket.remotePort,
+    tls: socket.encrypted === true,
+    certificate,
+    listenHost: listen?.host,
+    listenPort: listen?.port,
+    inbound: states.get(socket),
   });
   // Before the connection is fully set up its addresses may be unknown: cache only a complete peer.
   if (p.remoteAddress !== undefined) peers.set(socket, p);
