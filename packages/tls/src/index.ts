@@ -18,6 +18,7 @@ export {
   forbiddenBody,
   forbiddenError,
   forbiddenResponse,
+  type HeaderCondition,
   type HeaderSource,
   headerValue,
   namespaceOf,
@@ -28,8 +29,11 @@ export {
   parsePolicy,
   type RequestAttributes,
   type RequestAuthorizer,
+  type RequestCondition,
   type Rule,
+  rfc2253Subject,
   type Source,
+  type StringMatch,
 } from './authz/index.js';
 export {
   type CertFiles,

@@ -1,4 +1,11 @@
-import { ErrorCodes, MeshError, networkMatcher, type PathMatching } from '@meshlet/core';
+import {
+  ErrorCodes,
+  MeshError,
+  networkMatcher,
+  type PathMatching,
+  type PeerCertificateInfo,
+} from '@meshlet/core';
+import { compileCondition, foldMatters, type Node, test } from './conditions.js';
 import type {
   AuthorizationAction,
   AuthorizationConfig,
@@ -30,9 +37,15 @@ export interface RequestAttributes {
   readonly destinationPort?: number | undefined;
   /** The TLS server name the client sent (`connection.sni`). */
   readonly sni?: string | undefined;
+  /** The connection is TLS, with or without a client certificate (default: `mtls`). */
+  readonly tls?: boolean | undefined;
+  /** The verified client certificate, for `authenticated` conditions (names beyond the SPIFFE ID). */
+  readonly peerCertificate?: PeerCertificateInfo | undefined;
   readonly method?: string | undefined;
   /** Request path; a query string is ignored. For gRPC, `/package.Service/Method`. */
   readonly path?: string | undefined;
+  /** The query string including its `?` (only `:path` header conditions see it). */
+  readonly query?: string | undefined;
   /**
    * Set when `path` is a framework's routing view of the request (the inbound admission step
    * evaluates that view too): path patterns are folded the same way before they are compared.
@@ -291,6 +304,7 @@ interface CompiledRule {
   readonly from: readonly CompiledSource[] | undefined;
   readonly to: readonly CompiledOperation[] | undefined;
   readonly when: Match | undefined;
+  readonly match: Node | undefined;
 }
 
 /** Patterns normalized like the values they are compared with (`stringMatcher`'s rule). */
@@ -389,7 +403,7 @@ function conditionGetter(key: string): (a: RequestAttributes) => string | undefi
   }
 }
 
-function compileCondition(c: Condition): Match {
+function compileWhen(c: Condition): Match {
   const get = conditionGetter(c.key);
   const build = c.key.endsWith('.ip')
     ? networkMatcher
@@ -405,11 +419,15 @@ function compileRule(r: Rule): CompiledRule {
   return {
     from: r.from && r.from.length > 0 ? r.from.map((f) => compileSource(f.source)) : undefined,
     to: r.to && r.to.length > 0 ? r.to.map((t) => compileOperation(t.operation)) : undefined,
-    when: r.when && r.when.length > 0 ? all(r.when.map(compileCondition)) : undefined,
+    when: r.when && r.when.length > 0 ? all(r.when.map(compileWhen)) : undefined,
+    match: r.match === undefined ? undefined : compileCondition(r.match),
   };
 }
 
-/** `from` (any source) AND `to` (any operation) AND `when` (every condition); an empty rule matches. */
+/**
+ * `from` (any source) AND `to` (any operation) AND `when` (every condition) AND `match`; an empty
+ * rule matches.
+ */
 function matchRule(r: CompiledRule, a: RequestAttributes): boolean {
   const from = r.from;
   if (from !== undefined) {
@@ -423,7 +441,8 @@ function matchRule(r: CompiledRule, a: RequestAttributes): boolean {
     for (let i = 0; i < to.length && !ok; i++) ok = matchOperation(to[i] as CompiledOperation, a);
     if (!ok) return false;
   }
-  return r.when === undefined || r.when(a);
+  if (r.when !== undefined && !r.when(a)) return false;
+  return r.match === undefined || test(r.match, a);
 }
 
 interface Compiled {
@@ -531,12 +550,14 @@ export function createAuthorizer(
     return d;
   }) as Authorizer;
   const patterns = pathPatterns(config.policies);
+  const trees: Node[] = [];
+  for (const p of compiled) for (const r of p.rules) if (r.match !== undefined) trees.push(r.match);
   let lastView: PathMatching | undefined;
   let lastMatters = false;
   const pathMatchingMatters = (pm: PathMatching): boolean => {
     if (pm !== lastView) {
       lastView = pm;
-      lastMatters = patterns.some((p) => foldChanges(pm, p));
+      lastMatters = patterns.some((p) => foldChanges(pm, p)) || trees.some((t) => foldMatters(t, pm));
     }
     return lastMatters;
   };

@@ -1,3 +1,4 @@
+export { rfc2253Subject } from './conditions.js';
 export {
   type AuthorizationDecision,
   type Authorizer,
@@ -21,11 +22,14 @@ export {
   type AuthorizationPolicy,
   CONDITION_KEYS,
   type Condition,
+  type HeaderCondition,
   type Operation,
   parseAuthorization,
   parseAuthorizationSection,
   parsePolicies,
   parsePolicy,
+  type RequestCondition,
   type Rule,
   type Source,
+  type StringMatch,
 } from './policy.js';

@@ -44,10 +44,69 @@ export interface Condition {
   readonly notValues?: readonly string[];
 }
 
+/** A string comparison (Envoy's `StringMatcher`): one of exact, prefix, suffix, contains, regex. */
+export interface StringMatch {
+  readonly exact?: string;
+  readonly prefix?: string;
+  readonly suffix?: string;
+  readonly contains?: string;
+  /** A compiled regular expression that must match the whole value (xDS `safe_regex`, RE2 semantics). */
+  readonly regex?: { test(value: string): boolean };
+  /** Compare literals case-insensitively (no effect on `regex`, as in Envoy). */
+  readonly ignoreCase?: boolean;
+}
+
+/** A header check (Envoy's `HeaderMatcher`): a string match, presence (`present`), or an integer `range`. */
+export interface HeaderCondition {
+  /** The header name; `:method`, `:path` (with the query), `:authority` / `host` read the request's. */
+  readonly name: string;
+  readonly match?: StringMatch;
+  /** true: must be present; false: must be absent. */
+  readonly present?: boolean;
+  /** `[start, end)`: the value must be a decimal integer in it. */
+  readonly range?: { readonly start: number; readonly end: number };
+  /** Inverts the check (an absent header still fails every check but `present`). */
+  readonly invert?: boolean;
+}
+
+/**
+ * A condition on a request in the shape of Envoy RBAC's `Permission` and `Principal` trees, which
+ * is how a control plane's RBAC arrives (gRFC A41). Evaluated by the same evaluator as Istio's
+ * `from` / `to` / `when`; a rule's `match` is ANDed with them.
+ */
+export type RequestCondition =
+  | { readonly and: readonly RequestCondition[] }
+  | { readonly or: readonly RequestCondition[] }
+  | { readonly not: RequestCondition }
+  | { readonly any: true }
+  | { readonly header: HeaderCondition }
+  /** The path without its query. */
+  | { readonly urlPath: StringMatch }
+  /** The local address (CIDR). */
+  | { readonly destinationIp: string }
+  | { readonly destinationPort: number }
+  /** `[start, end)`. */
+  | { readonly destinationPortRange: { readonly start: number; readonly end: number } }
+  /** The TLS server name the client sent (`""` without one). */
+  | { readonly serverName: StringMatch }
+  /**
+   * The peer's certificate names (URI SANs, else DNS SANs, else the RFC 2253 subject; `""` without
+   * a certificate); `null`: any TLS connection.
+   */
+  | { readonly authenticated: StringMatch | null }
+  /** The connection peer's address (CIDR). */
+  | { readonly directRemoteIp: string }
+  /** The original client's address (`X-Forwarded-For` with trusted hops, else the peer's). */
+  | { readonly remoteIp: string }
+  /** Never matches (data a proxyless server does not have: Envoy metadata, filter state); the reason. */
+  | { readonly never: string };
+
 export interface Rule {
   readonly from?: readonly { readonly source: Source }[];
   readonly to?: readonly { readonly operation: Operation }[];
   readonly when?: readonly Condition[];
+  /** A condition tree (Envoy RBAC's form), ANDed with `from`, `to` and `when`; not in the YAML schema. */
+  readonly match?: RequestCondition;
 }
 
 export interface AuthorizationPolicy {
