@@ -71,6 +71,12 @@ export interface Bootstrap {
   readonly certificateProviders: Readonly<Record<string, CertificateProviderInstance>>;
   /** Where it came from (`GRPC_XDS_BOOTSTRAP=/path`, `GRPC_XDS_BOOTSTRAP_CONFIG`, `config`). */
   readonly source: string;
+  /**
+   * `server_listener_resource_name_template` (gRFC A36): the name of a server's inbound listener,
+   * `%s` replaced by its listening address (`xds.istio.io/grpc/lds/inbound/%s`). Without it servers
+   * are not managed by the control plane.
+   */
+  readonly serverListenerTemplate?: string | undefined;
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {
@@ -263,8 +269,17 @@ export function parseBootstrap(raw: unknown, source: string, baseDir = process.c
   const certificateProviders = Object.freeze(
     parseCertificateProviders(raw.certificate_providers, issues, baseDir),
   );
+  const template = raw.server_listener_resource_name_template;
+  if (template !== undefined && (typeof template !== 'string' || template === ''))
+    issues.push({ path: 'server_listener_resource_name_template', message: 'must be a non-empty string' });
   if (issues.length > 0) throw new MeshConfigError(issues, source);
-  return { servers, node, certificateProviders, source };
+  return {
+    servers,
+    node,
+    certificateProviders,
+    source,
+    ...(typeof template === 'string' ? { serverListenerTemplate: template } : {}),
+  };
 }
 
 /**

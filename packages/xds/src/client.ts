@@ -22,6 +22,7 @@ import {
 
 const RESOURCE_WRAPPER = 'type.googleapis.com/envoy.service.discovery.v3.Resource';
 
+import { serverListenerMatcher, translateServerListener } from './inbound.js';
 import {
   type TranslateOptions,
   translateCluster,
@@ -82,7 +83,11 @@ type Translators = Record<ResourceType, (m: Msg) => { name: string }>;
 
 function translators(opts: TranslateOptions): Translators {
   return {
-    [LDS_TYPE]: (m) => translateListener(m, opts),
+    // A server's inbound listener (its name follows the bootstrap's template) is read as gRFC A36 says.
+    [LDS_TYPE]: (m) =>
+      opts.isServerListener?.(typeof m.name === 'string' ? m.name : '') === true
+        ? translateServerListener(m, opts)
+        : translateListener(m, opts),
     [RDS_TYPE]: (m) => translateRouteConfig(m, '', opts),
     [CDS_TYPE]: (m) => translateCluster(m, opts),
     [EDS_TYPE]: translateEndpoints,
@@ -213,6 +218,7 @@ export class XdsClient {
       certificateProviders: new Set(
         options.certificateProviders ?? Object.keys(bootstrap.certificateProviders),
       ),
+      isServerListener: serverListenerMatcher(bootstrap.serverListenerTemplate),
     });
     for (const t of [LDS_TYPE, RDS_TYPE, CDS_TYPE, EDS_TYPE] as const) {
       this.#types.set(t, {

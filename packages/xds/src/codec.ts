@@ -273,6 +273,12 @@ function normalize(type: protobuf.Type, obj: Msg, path: string, unknown?: string
 
 // ---- helpers for reading decoded messages ----------------------------------------------------
 
+/** The message type of a decoded `Any` (`envoy.config.listener.v3.Listener`), or ''. */
+export function typeOf(any: unknown): string {
+  const t = str(msg(any)?.['@type']) ?? str(msg(any)?.type_url) ?? '';
+  return t.slice(t.lastIndexOf('/') + 1);
+}
+
 export function msg(v: unknown): Msg | undefined {
   return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Msg) : undefined;
 }

@@ -59,6 +59,11 @@ export interface XdsInput {
    * @default { maxProgramSize: 100 }
    */
   readonly regex?: XdsRegexInput;
+  /**
+   * Inbound listeners from the control plane (docs/xds.md, "Servers").
+   * @default { enabled: true, drainGrace: 10m }
+   */
+  readonly server?: XdsServerInput;
 }
 
 /** Reconnect backoff of the ADS stream. */
@@ -82,4 +87,18 @@ export interface XdsRegexInput {
    * @default 100
    */
   readonly maxProgramSize?: number;
+}
+
+/** Inbound listeners from the control plane (docs/xds.md, "Servers"). */
+export interface XdsServerInput {
+  /**
+   * Servers (Express, Fastify, gRPC) follow their inbound listeners (gRFC A36) when the bootstrap has a `server_listener_resource_name_template`; `false` leaves them to the local config.
+   * @default true
+   */
+  readonly enabled?: boolean;
+  /**
+   * How long connections made under an older listener version may finish their requests (A36).
+   * @default "10m"
+   */
+  readonly drainGrace?: Duration;
 }

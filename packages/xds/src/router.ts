@@ -198,7 +198,16 @@ function headerMatches(m: HeaderMatch, req: RouteRequest): boolean {
   return m.invert ? !ok : ok;
 }
 
-function routeMatches(route: XdsRoute, req: RouteRequest, path: string, lower: string | undefined): boolean {
+/**
+ * Whether `route` matches a request (path with its query, `lower` its lower-cased form when a
+ * case-insensitive route needs it); servers match their inbound routes the same way (gRFC A36).
+ */
+export function matchRoute(
+  route: XdsRoute,
+  req: RouteRequest,
+  path: string,
+  lower: string | undefined,
+): boolean {
   const m = route.match;
   const p = m.caseSensitive ? path : (lower as string);
   if (m.pathKind === 'prefix') {
@@ -344,7 +353,7 @@ export class ListenerRouter implements Router {
       const cr = routes[i] as CompiledRoute;
       const route = cr.route;
       if (!route.match.caseSensitive && lower === undefined) lower = path.toLowerCase();
-      if (!routeMatches(route, req, path, lower)) continue;
+      if (!matchRoute(route, req, path, lower)) continue;
       if (route.action !== 'cluster' || cr.clusters.length === 0) {
         return new MeshError(
           ErrorCodes.UNKNOWN_SERVICE,

@@ -11,6 +11,9 @@ import { type Bootstrap, bootstrapFromEnv, parseBootstrap, readBootstrapFile } f
 // The constant only: this module is `@meshlet/xds/config`'s, which must not load the regex engine.
 import { DEFAULT_MAX_PROGRAM_SIZE } from './regex-size.js';
 
+/** The default drain grace time of connections made under an older listener version (A36: 10 minutes). */
+export const DEFAULT_DRAIN_GRACE_MS = 600_000;
+
 /** The `xds:` section of a mesh config. Every key is optional. */
 export interface XdsSettings {
   /** The gRPC bootstrap: a file path or the bootstrap object itself (default: from the environment). */
@@ -28,6 +31,13 @@ export interface XdsSettings {
   readonly protocol: 'sotw' | 'delta';
   /** `regex.maxProgramSize`: largest RE2 program of a `safe_regex` (default 100, Envoy's); larger ones are NACKed. */
   readonly maxRegexProgramSize: number;
+  /**
+   * `server.enabled`: servers follow their inbound listeners (gRFC A36) when the bootstrap has a
+   * `server_listener_resource_name_template` (default true).
+   */
+  readonly serverEnabled: boolean;
+  /** `server.drainGrace`: how long connections of an older listener version may finish (default 10m, A36's). */
+  readonly drainGraceMs: number;
 }
 
 const xdsObject = s.object(
@@ -100,6 +110,25 @@ const xdsObject = s.object(
         defaultText: '{ maxProgramSize: 100 }',
       },
     ),
+    server: s.object(
+      {
+        enabled: s.boolean({
+          default: true,
+          doc:
+            'Servers (Express, Fastify, gRPC) follow their inbound listeners (gRFC A36) when the bootstrap has a ' +
+            '`server_listener_resource_name_template`; `false` leaves them to the local config.',
+        }),
+        drainGrace: s.duration({
+          default: '10m',
+          doc: 'How long connections made under an older listener version may finish their requests (A36).',
+        }),
+      },
+      {
+        name: 'XdsServerInput',
+        doc: 'Inbound listeners from the control plane (docs/xds.md, "Servers").',
+        defaultText: '{ enabled: true, drainGrace: 10m }',
+      },
+    ),
   },
   {
     name: 'XdsInput',
@@ -119,6 +148,8 @@ function parseXdsSettings(raw: unknown, path: string, issues: ConfigIssue[], bas
     enabled: o?.enabled ?? true,
     protocol: o?.protocol ?? 'sotw',
     maxRegexProgramSize: o?.regex?.maxProgramSize ?? DEFAULT_MAX_PROGRAM_SIZE,
+    serverEnabled: o?.server?.enabled ?? true,
+    drainGraceMs: o?.server?.drainGrace ?? DEFAULT_DRAIN_GRACE_MS,
   };
   const collect = (fn: () => Bootstrap): Bootstrap | undefined => {
     try {

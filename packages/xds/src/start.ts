@@ -1,10 +1,11 @@
-import type { Mesh } from '@meshlet/core';
+import { type Mesh, setInboundListeners } from '@meshlet/core';
 import type { Bootstrap } from './bootstrap.js';
 import { XdsClient } from './client.js';
 import { LoadReporter } from './lrs.js';
 import { DEFAULT_MAX_PROGRAM_SIZE } from './regex-size.js';
 import { XdsResolver } from './resolver.js';
-import { type XdsSettings, xdsBootstrapFor } from './setup.js';
+import { XdsInboundListeners } from './server-listeners.js';
+import { DEFAULT_DRAIN_GRACE_MS, type XdsSettings, xdsBootstrapFor } from './setup.js';
 
 export interface SetupXdsOptions {
   /** Environment searched for a bootstrap (default `process.env`). */
@@ -82,10 +83,44 @@ export function setupXds(mesh: Mesh, options: SetupXdsOptions = {}): XdsResolver
   });
   resolver = new XdsResolver(mesh, client, { hosts: settings?.hosts ?? ['*'], reporter });
   mesh.addResolver(resolver);
+  const inbound = setupInboundListeners(mesh, client, settings);
   mesh.addSnapshotSection('xds', () => ({
     bootstrap: bootstrap.source,
     ...client.dump(),
     loadReporting: reporter.dump(),
+    ...(inbound ? { inbound: inbound.dump() } : {}),
   }));
   return resolver;
+}
+
+/**
+ * Servers follow their inbound listeners (gRFC A36) when the bootstrap names a server listener
+ * template: the mesh's inbound listener port, with serving transitions logged (A36 asks for them
+ * at a default-visible level).
+ */
+function setupInboundListeners(
+  mesh: Mesh,
+  client: XdsClient,
+  settings: XdsSettings | undefined,
+): XdsInboundListeners | undefined {
+  const template = client.bootstrap.serverListenerTemplate;
+  if (template === undefined || settings?.serverEnabled === false) return undefined;
+  const port = new XdsInboundListeners(client, template, {
+    drainGraceMs: settings?.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS,
+    onServingChange: ({ name, serving, reason }) =>
+      mesh.events.emit('log', {
+        level: serving ? 'info' : 'warn',
+        scope: 'xds',
+        message: serving
+          ? `inbound listener ${name}: serving`
+          : `inbound listener ${name}: not serving (${reason ?? 'unknown'}); requests are refused with 503 / UNAVAILABLE`,
+        data: { listener: name, serving, reason },
+      }),
+  });
+  setInboundListeners(mesh, port);
+  mesh.onClose(() => {
+    setInboundListeners(mesh, undefined);
+    port.close();
+  });
+  return port;
 }

@@ -15,7 +15,19 @@ import {
   type UpstreamSecurity,
   type UpstreamTls,
 } from '@meshlet/core';
-import { bool, durationMs, list, type Msg, msg, num, str, structToJson, XdsDecodeError } from './codec.js';
+import {
+  bool,
+  durationMs,
+  list,
+  type Msg,
+  msg,
+  num,
+  str,
+  structToJson,
+  typeOf,
+  XdsDecodeError,
+} from './codec.js';
+import { perFilterRbac } from './rbac.js';
 import { compileSafeRegex, DEFAULT_MAX_PROGRAM_SIZE, type SafeRegex } from './regex.js';
 import type {
   CircuitBreakers,
@@ -40,11 +52,6 @@ const FAULT = 'envoy.extensions.filters.http.fault.v3.HTTPFault';
 const ROUTER = 'envoy.extensions.filters.http.router.v3.Router';
 const UPSTREAM_TLS = 'envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
 const AGGREGATE = 'envoy.extensions.clusters.aggregate.v3.ClusterConfig';
-
-function typeOf(any: unknown): string {
-  const t = str(msg(any)?.['@type']) ?? str(msg(any)?.type_url) ?? '';
-  return t.slice(t.lastIndexOf('/') + 1);
-}
 
 function fail(field: string, message: string): never {
   throw new XdsDecodeError(field, message);
@@ -172,6 +179,8 @@ export interface TranslateOptions {
    * (gRFC A29). Undefined: not checked (translation without a bootstrap).
    */
   readonly certificateProviders?: ReadonlySet<string> | undefined;
+  /** Whether a listener name is a server's inbound listener (the bootstrap's template; gRFC A36). */
+  readonly isServerListener?: ((name: string) => boolean) | undefined;
 }
 
 const NO_OPTIONS: TranslateOptions = Object.freeze({});
@@ -453,17 +462,23 @@ export function translateRouteConfig(
     const domains = (Array.isArray(vh.domains) ? vh.domains : []).map(String);
     if (domains.length === 0) fail(`${vp}.domains`, 'must not be empty');
     const vhFault = perFilterFault(vh.typedPerFilterConfig, `${vp}.typed_per_filter_config`);
+    const vhRbac = perFilterRbac(vh.typedPerFilterConfig, `${vp}.typed_per_filter_config`, undefined, opts);
     const vhRetry = msg(vh.retryPolicy);
     const routes: XdsRoute[] = [];
     list(vh.routes).forEach((r, i) => {
-      const route = translateRoute(r, `${vp}.routes[${i}]`, vhFault, opts);
+      let route = translateRoute(r, `${vp}.routes[${i}]`, vhFault, opts);
       if (!route) return;
       // A virtual host's retry policy applies to routes without their own.
-      if (route.retry === undefined && vhRetry && route.action === 'cluster') {
-        routes.push(Object.freeze({ ...route, retry: translateRetry(vhRetry, `${vp}.retry_policy`) }));
-      } else {
-        routes.push(route);
-      }
+      if (route.retry === undefined && vhRetry && route.action === 'cluster')
+        route = Object.freeze({ ...route, retry: translateRetry(vhRetry, `${vp}.retry_policy`) });
+      // RBAC overrides (RBACPerRoute, gRFC A41), the route's over its virtual host's.
+      const rbac = perFilterRbac(
+        r.typedPerFilterConfig,
+        `${vp}.routes[${i}].typed_per_filter_config`,
+        vhRbac,
+        opts,
+      );
+      routes.push(rbac === undefined ? route : Object.freeze({ ...route, rbac }));
     });
     return Object.freeze({
       name: str(vh.name) ?? '',
@@ -698,17 +713,26 @@ function instanceOf(v: unknown, path: string, opts: TranslateOptions): string | 
   return name;
 }
 
+/** The certificate-provider instances and validation context of a `CommonTlsContext` (gRFC A29). */
+export interface CommonTlsInstances {
+  /** The identity (certificate and key) instance, current or deprecated field. */
+  readonly identityInstance: string | undefined;
+  /** The trust-bundle instance, current or deprecated field. */
+  readonly rootInstance: string | undefined;
+  /** The validation context (`validation_context` or the combined one's default), if any. */
+  readonly validation: Msg | undefined;
+  /** The path of `validation` in errors. */
+  readonly validationPath: string;
+}
+
 /**
- * An `UpstreamTlsContext` as gRFC A29 reads it: certificates from bootstrap certificate-provider
- * instances (the current `CertificateProviderPluginInstance` fields or the deprecated ones istiod
- * still sends), server authorization by SAN matchers. What would weaken security if ignored, or
- * what this client cannot do (SDS, inline certificates, TLS parameters, custom handshakers or
- * validators, pinned hashes, CRLs), is NACKed naming the field.
+ * A `CommonTlsContext` as gRFC A29 reads it on both sides: certificates from bootstrap
+ * certificate-provider instances (the current `CertificateProviderPluginInstance` fields or the
+ * deprecated ones istiod still sends). What would weaken security if ignored, or what meshlet
+ * cannot do (SDS, inline certificates, TLS parameters, custom handshakers or validators, pinned
+ * hashes, CRLs), is NACKed naming the field. Which instances are required is the caller's.
  */
-function translateUpstreamTls(tc: Msg, path: string, opts: TranslateOptions): UpstreamTls {
-  const ctc = msg(tc.commonTlsContext);
-  if (!ctc) return fail(`${path}.common_tls_context`, 'is required (gRFC A29)');
-  const cp = `${path}.common_tls_context`;
+export function commonTlsContext(ctc: Msg, cp: string, opts: TranslateOptions): CommonTlsInstances {
   if (ctc.tlsParams !== undefined) fail(`${cp}.tls_params`, 'is not supported (gRFC A29)');
   if (ctc.customHandshaker !== undefined) fail(`${cp}.custom_handshaker`, 'is not supported (gRFC A29)');
   if (ctc.tlsCertificateCertificateProvider !== undefined)
@@ -771,8 +795,6 @@ function translateUpstreamTls(tc: Msg, path: string, opts: TranslateOptions): Up
       `${cp}.validation_context_certificate_provider_instance`,
       opts,
     );
-  if (!vc && deprecatedRoot === undefined)
-    fail(`${cp}`, 'has no validation context: a TLS cluster must verify its servers (gRFC A29)');
   const v = vc ?? {};
   if (Array.isArray(v.verifyCertificateSpki) && v.verifyCertificateSpki.length > 0)
     fail(`${vp}.verify_certificate_spki`, 'is not supported (gRFC A29)');
@@ -786,11 +808,30 @@ function translateUpstreamTls(tc: Msg, path: string, opts: TranslateOptions): Up
   const rootInstance =
     instanceOf(v.caCertificateProviderInstance, `${vp}.ca_certificate_provider_instance`, opts) ??
     deprecatedRoot;
+  return { identityInstance, rootInstance, validation: vc, validationPath: vp };
+}
+
+/**
+ * An `UpstreamTlsContext` as gRFC A29 reads it: the common context's instances (a trust bundle is
+ * required: a TLS cluster must verify its servers), server authorization by SAN matchers.
+ */
+function translateUpstreamTls(tc: Msg, path: string, opts: TranslateOptions): UpstreamTls {
+  const ctc = msg(tc.commonTlsContext);
+  if (!ctc) return fail(`${path}.common_tls_context`, 'is required (gRFC A29)');
+  const cp = `${path}.common_tls_context`;
+  const { identityInstance, rootInstance, validation, validationPath: vp } = commonTlsContext(
+    ctc,
+    cp,
+    opts,
+  );
+  if (!validation && rootInstance === undefined)
+    fail(`${cp}`, 'has no validation context: a TLS cluster must verify its servers (gRFC A29)');
   if (rootInstance === undefined)
     fail(
       `${vp}.ca_certificate_provider_instance`,
       'is required: the CA certificates that verify the server (gRFC A29)',
     );
+  const v = validation ?? {};
   const sanMatchers: SanMatcher[] = [];
   list(v.matchSubjectAltNames).forEach((sm, i) => {
     sanMatchers.push(sanMatcher(sm, `${vp}.match_subject_alt_names[${i}]`, undefined, opts));

@@ -1,4 +1,5 @@
 import type { Endpoint, LbSelection, OutlierPolicy, UpstreamSecurity } from '@meshlet/core';
+import type { RbacConfig } from './rbac.js';
 import type { SafeRegex } from './regex.js';
 
 /** A compiled header matcher of a route (Envoy `HeaderMatcher`). */
@@ -69,6 +70,8 @@ export interface XdsRoute {
   readonly retry: RouteRetry | undefined;
   readonly hashPolicy: readonly HashPolicy[];
   readonly fault: FaultPolicy | undefined;
+  /** RBAC filter overrides (`RBACPerRoute`) by filter name, the route's over its virtual host's; servers only. */
+  readonly rbac?: Readonly<Record<string, RbacConfig>>;
 }
 
 export interface VirtualHost {
