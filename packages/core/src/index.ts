@@ -186,6 +186,9 @@ export {
 } from './inbound/config.js';
 export { refusalHeaders, trackLoad } from './inbound/http-load.js';
 export {
+  type ClosableRequest,
+  type ClosableResponse,
+  closeConnectionAfter,
   type InboundChainRequest,
   type InboundConnection,
   InboundConnectionState,

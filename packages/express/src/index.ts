@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import {
   badRequest,
+  closeConnectionAfter,
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
@@ -36,11 +37,12 @@ const READY = JSON.stringify({ status: 'ready' });
 const NOT_READY = JSON.stringify({ status: 'not_ready' });
 
 /**
- * Answers a request the admission step refused (400, 403, a 307 to the unescaped path, or a 503
- * when overload protection shed it).
+ * Answers a request the admission step refused (400, 403, a 307 to the unescaped path, or a 503:
+ * not serving, or shed by overload protection).
  */
-function refuse(res: ServerResponse, r: InboundRequest): void {
+function refuse(req: IncomingMessage, res: ServerResponse, r: InboundRequest): void {
   if (r.location !== undefined) res.setHeader('location', r.location);
+  if (r.closeConnection) closeConnectionAfter(req, res);
   const extra = refusalHeaders(r);
   for (let i = 0; i < extra.length; i += 2) res.setHeader(extra[i] as string, extra[i + 1] as string);
   sendJson(res, r.status, r.errorBody());
@@ -105,7 +107,7 @@ export function meshMiddleware(
       expressRouteView(req),
     );
     if (r.status !== 0) {
-      refuse(res, r);
+      refuse(req, res, r);
       return;
     }
     if (r.changed) {
@@ -115,12 +117,14 @@ export function meshMiddleware(
           r,
           `the path is not in normal form (${r.path}): mount meshMiddleware at the root so that Express routes the normalized path`,
         );
-        refuse(res, r);
+        refuse(req, res, r);
         return;
       }
       req.url = r.path + r.query;
     }
     trackLoad(res, r);
+    // A connection the inbound listener drains closes after this response.
+    if (r.closeConnection) closeConnectionAfter(req, res);
     const span = r.span;
     // 'close' is emitted once per response: after it finished, or when the connection died first
     // (`on`, not `once`: no wrapper to allocate for an event that cannot repeat).

@@ -1,4 +1,5 @@
 import {
+  closeConnectionAfter,
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
@@ -130,6 +131,7 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
       // Fastify builds `routeOptions` afresh on every read: only when telemetry wants the label.
       admission.telemetryActive ? request.routeOptions?.url : undefined, // undefined for a 404
     );
+    if (r.closeConnection) closeConnectionAfter(raw, reply.raw);
     if (r.status !== 0) {
       if (r.location !== undefined) reply.header('location', r.location);
       const extra = refusalHeaders(r);

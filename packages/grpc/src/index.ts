@@ -73,6 +73,7 @@ export {
   createMeshServer,
   type DrainOptions,
   drainServer,
+  MeshGrpcServer,
   type MeshServer,
   type MeshServerInterceptorOptions,
   type MeshServerOptions,

@@ -1,7 +1,9 @@
 import {
   type Deadline,
+  experimental,
   Metadata,
   Server,
+  type ServerCredentials,
   ServerInterceptingCall,
   type ServerInterceptingCallInterface,
   type ServerInterceptor,
@@ -17,6 +19,7 @@ import {
   type InboundPeer,
   type InboundRequest,
   type InboundSpan,
+  inboundPorts,
   type Mesh,
   processLoad,
   runWithDeadline,
@@ -24,6 +27,7 @@ import {
 } from '@meshlet/core';
 import { spiffeIdOfCertificate } from './credentials.js';
 import { MeshHealth } from './health.js';
+import { InboundPort, listen, type OwnedConnection, ownedConnectionOf } from './inbound.js';
 import { GrpcLoadReporter, serveOobReports, shedMetadata } from './load.js';
 
 /**
@@ -67,17 +71,27 @@ export function callPrincipal(
   return spiffeIdOfCertificate(call.getAuthContext().sslPeerCertificate);
 }
 
-/** The connection peer of a call (grpc-js gives the verified certificate only when it verified). */
-function callPeer(call: ServerInterceptingCallInterface): InboundPeer {
+/**
+ * The connection peer of a call (grpc-js gives the verified certificate only when it verified);
+ * on a connection meshlet's server accepted itself, also its listener state and listening address.
+ */
+function callPeer(call: ServerInterceptingCallInterface, own: OwnedConnection | undefined): InboundPeer {
   const auth = call.getAuthContext();
-  const info = call.getConnectionInfo();
+  const info = own?.addresses ?? call.getConnectionInfo();
+  const mtls = auth.transportSecurityType === 'ssl';
   return {
     remoteAddress: info.remoteAddress ?? peerIp(call.getPeer()),
     localAddress: info.localAddress,
     localPort: info.localPort,
+    remotePort: info.remotePort,
     principal: spiffeIdOfCertificate(auth.sslPeerCertificate),
-    mtls: auth.transportSecurityType === 'ssl',
+    mtls,
+    tls: own?.tls ?? mtls,
+    certificate: auth.sslPeerCertificate,
     sni: undefined,
+    listenHost: own?.listenHost,
+    listenPort: own?.listenPort,
+    inbound: own?.state,
   };
 }
 
@@ -120,23 +134,22 @@ export function meshServerInterceptor(options: MeshServerInterceptorOptions = {}
             const r = admission.admitGrpc(
               method.path,
               headers,
-              callPeer(call),
+              callPeer(call, ownedConnectionOf(metadata)),
               deadlineMs(call.getDeadline()),
               call.getHost(),
             );
             if (r.status !== 0) {
-              const forbidden = r.status === 403;
               const shed = r.shed !== undefined;
               const code = shed
                 ? ErrorCodes.OVERLOADED
-                : forbidden
-                  ? ErrorCodes.FORBIDDEN
-                  : ErrorCodes.BAD_REQUEST;
+                : ((r.error?.code ?? ErrorCodes.BAD_REQUEST) as string);
               const grpcCode = shed
                 ? status.RESOURCE_EXHAUSTED
-                : forbidden
+                : r.status === 403
                   ? status.PERMISSION_DENIED
-                  : status.INVALID_ARGUMENT;
+                  : r.status === 503
+                    ? status.UNAVAILABLE
+                    : status.INVALID_ARGUMENT;
               const md = new Metadata();
               md.set('x-meshlet-error', code);
               if (shed) shedMetadata(admission, r, md);
@@ -203,9 +216,88 @@ export interface MeshServerOptions extends MeshServerInterceptorOptions {
   readonly interceptors?: readonly ServerInterceptor[];
 }
 
+/**
+ * A grpc-js `Server` whose ports follow the mesh's inbound listeners when the control plane
+ * manages them (gRFC A36: the bootstrap names a `server_listener_resource_name_template`), and a
+ * plain grpc-js `Server` otherwise. `bindAsync('0.0.0.0:8080', credentials, cb)` then listens
+ * itself and hands each connection to grpc-js under the filter chain it matches (see
+ * `InboundPort`); the callback comes once the port is bound (port 0 is allowed: the listener is
+ * named after the bound port), whether or not the listener is known yet.
+ */
+export class MeshGrpcServer extends Server {
+  readonly #mesh: Mesh | undefined;
+  readonly #ports = new Map<string, InboundPort>();
+
+  constructor(options: ServerOptions, mesh: Mesh | undefined) {
+    super(options);
+    this.#mesh = mesh;
+  }
+
+  override bindAsync(
+    port: string,
+    creds: ServerCredentials,
+    callback: (error: Error | null, port: number) => void,
+  ): void {
+    const mesh = this.#mesh;
+    const listeners = mesh === undefined ? undefined : inboundPorts(mesh).listeners;
+    if (mesh === undefined || listeners === undefined) {
+      super.bindAsync(port, creds, callback);
+      return;
+    }
+    const hp = experimental.splitHostPort(port);
+    if (hp === null || hp.port === undefined) {
+      process.nextTick(callback, new Error(`the listening address must be host:port, got "${port}"`), 0);
+      return;
+    }
+    listen(hp.host, hp.port).then(
+      (net) => {
+        const p = new InboundPort(this, mesh, listeners, creds, net);
+        this.#ports.set(p.handle.address, p);
+        callback(null, (net.address() as { port: number }).port);
+      },
+      (err: Error) => callback(err, 0),
+    );
+  }
+
+  /** The inbound listener of a port bound under one (`"0.0.0.0:8080"`, `"[::]:8080"`), if any. */
+  inboundListener(address: string): InboundPort['handle'] | undefined {
+    return this.#ports.get(address)?.handle;
+  }
+
+  override drain(port: string, graceTimeMs: number): void {
+    const p = this.#ports.get(port);
+    if (p === undefined) super.drain(port, graceTimeMs);
+    else p.drain(graceTimeMs);
+  }
+
+  override unbind(port: string): void {
+    const p = this.#ports.get(port);
+    if (p === undefined) super.unbind(port);
+    else {
+      this.#ports.delete(port);
+      p.close();
+    }
+  }
+
+  #closePorts(): void {
+    for (const p of this.#ports.values()) p.close();
+    this.#ports.clear();
+  }
+
+  override tryShutdown(callback: (error?: Error) => void): void {
+    this.#closePorts();
+    super.tryShutdown(callback);
+  }
+
+  override forceShutdown(): void {
+    this.#closePorts();
+    super.forceShutdown();
+  }
+}
+
 /** A grpc-js `Server` with meshlet's interceptor, keepalive defaults and Health service. */
 export interface MeshServer {
-  readonly server: Server;
+  readonly server: MeshGrpcServer;
   readonly health: MeshHealth | undefined;
   /** True when the server serves out-of-band load reports (`OpenRcaService`, `loadReports.oob`). */
   readonly oobLoadReports: boolean;
@@ -215,23 +307,26 @@ export interface MeshServer {
 
 /** Creates a grpc-js server wired to the mesh. Add services, then `bindAsync` as usual. */
 export function createMeshServer(options: MeshServerOptions = {}): MeshServer {
-  const server = new Server({
-    ...SERVER_KEEPALIVE_DEFAULTS,
-    ...(options.maxConnectionAgeMs !== undefined
-      ? {
-          'grpc.max_connection_age_ms': options.maxConnectionAgeMs,
-          'grpc.max_connection_age_grace_ms': options.maxConnectionAgeGraceMs ?? 30_000,
-        }
-      : {}),
-    ...options.serverOptions,
-    interceptors: [
-      meshServerInterceptor({
-        ...options,
-        callMetricRecording: Boolean(options.serverOptions?.['grpc.server_call_metric_recording']),
-      }),
-      ...(options.interceptors ?? []),
-    ],
-  });
+  const server = new MeshGrpcServer(
+    {
+      ...SERVER_KEEPALIVE_DEFAULTS,
+      ...(options.maxConnectionAgeMs !== undefined
+        ? {
+            'grpc.max_connection_age_ms': options.maxConnectionAgeMs,
+            'grpc.max_connection_age_grace_ms': options.maxConnectionAgeGraceMs ?? 30_000,
+          }
+        : {}),
+      ...options.serverOptions,
+      interceptors: [
+        meshServerInterceptor({
+          ...options,
+          callMetricRecording: Boolean(options.serverOptions?.['grpc.server_call_metric_recording']),
+        }),
+        ...(options.interceptors ?? []),
+      ],
+    },
+    options.mesh,
+  );
   const health = options.health === false ? undefined : new MeshHealth(options.mesh);
   health?.addToServer(server);
   const oob = oobReports(server, options);

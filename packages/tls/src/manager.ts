@@ -1,5 +1,6 @@
 import {
   addInboundPolicy,
+  certificateProvider,
   type EndpointState,
   ErrorCodes,
   type Mesh,
@@ -7,6 +8,7 @@ import {
   type ParsedMeshConfig,
   type ServicePolicy,
   type ServiceRuntime,
+  setCertificateProvider,
   setTrustDomain,
   type UpstreamTls,
   upstreamTlsFor,
@@ -300,6 +302,10 @@ export class MeshTls {
     if (own) {
       setTrustDomain(mesh, own.current.spiffeId);
       own.on('rotate', ({ current }) => setTrustDomain(mesh, current.spiffeId));
+      // The `tls:` directory is the certificate provider instance "default" that control-plane
+      // resources name (istiod's DownstreamTlsContext / UpstreamTlsContext), unless one is set.
+      if (certificateProvider(mesh, 'default') === undefined)
+        mesh.onClose(setCertificateProvider(mesh, 'default', own));
     }
     mesh.onClose(() => this.close());
   }

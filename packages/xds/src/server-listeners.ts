@@ -193,6 +193,7 @@ class Config implements InboundListenerConfig {
   readonly generation: number;
   readonly needsTransport: boolean;
   readonly update: ServerListenerUpdate;
+  readonly chains: readonly InboundFilterChain[];
   readonly #chains: Map<ServerFilterChain, Chain>;
 
   constructor(update: ServerListenerUpdate, generation: number, rds: (name: string) => RdsEntry | undefined) {
@@ -202,6 +203,7 @@ class Config implements InboundListenerConfig {
     this.#chains = new Map();
     for (const c of [...update.chains, ...(update.defaultChain ? [update.defaultChain] : [])])
       this.#chains.set(c, new Chain(c, update.name, rds));
+    this.chains = [...this.#chains.values()];
   }
 
   match(c: InboundConnection): InboundFilterChain | undefined {

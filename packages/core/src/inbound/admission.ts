@@ -518,7 +518,7 @@ export class InboundAdmission {
         `the inbound listener "${st.handle.name}" is not serving: ${st.handle.reason ?? 'not known yet'}`,
       );
     }
-    if (cfg.generation !== st.generation) {
+    if (st.chain === undefined || (cfg.generation !== st.generation && !st.pinned)) {
       const u = st.update(cfg, connectionOf(peer));
       if (u === 'none') {
         r.closeConnection = true;
@@ -528,6 +528,9 @@ export class InboundAdmission {
         );
       }
       if (u === 'drain') r.closeConnection = true;
+    } else if (st.pinned && cfg.generation !== st.generation) {
+      // The server chose this connection's chain under an older version: it is draining.
+      r.closeConnection = true;
     }
     const chain = st.chain as InboundFilterChain;
     r.filterChain = chain;

@@ -69,6 +69,8 @@ export interface InboundListenerConfig {
   readonly generation: number;
   /** Whether matching needs the connection's transport (a chain matches `transport_protocol: tls`). */
   readonly needsTransport: boolean;
+  /** Every filter chain of this version (the default chain included), for servers that prepare them. */
+  readonly chains: readonly InboundFilterChain[];
   /** The filter chain of a connection (the most specific match, else the default chain), if any. */
   match(c: InboundConnection): InboundFilterChain | undefined;
 }
@@ -98,12 +100,18 @@ export interface InboundListenerPort {
 /** What the listener decided for one connection: its listener, the version and chain it serves under. */
 export class InboundConnectionState {
   readonly handle: InboundListenerHandle;
+  /**
+   * The chain was chosen when the server accepted the connection (it set up TLS for it): requests
+   * keep that chain after a listener update, while the server drains the connection (Envoy).
+   */
+  readonly pinned: boolean;
   /** The generation `chain` was matched for (-1: none yet). */
   generation = -1;
   chain: InboundFilterChain | undefined = undefined;
 
-  constructor(handle: InboundListenerHandle) {
+  constructor(handle: InboundListenerHandle, pinned = false) {
     this.handle = handle;
+    this.pinned = pinned;
   }
 
   /**
@@ -128,4 +136,29 @@ export class InboundConnectionState {
 /** `host:port` with IPv6 hosts in brackets (`[::]:8080`), as gRPC formats a listening address. */
 export function listeningAddress(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** The parts of a Node request (HTTP/1.x or HTTP/2 compatibility API) `closeConnectionAfter` reads. */
+export interface ClosableRequest {
+  readonly httpVersionMajor?: number;
+  readonly stream?: { readonly session?: { close(): void } | undefined } | undefined;
+}
+
+/** The parts of a Node response `closeConnectionAfter` uses. */
+export interface ClosableResponse {
+  readonly headersSent?: boolean;
+  setHeader(name: string, value: string): unknown;
+  once(event: 'finish', listener: () => void): unknown;
+}
+
+/**
+ * Closes the request's connection once its response is sent (a connection the inbound listener
+ * drains or no longer serves): `Connection: close` on HTTP/1.1, a graceful GOAWAY after the
+ * response on HTTP/2 (the session's other streams finish).
+ */
+export function closeConnectionAfter(req: ClosableRequest, res: ClosableResponse): void {
+  if (req.httpVersionMajor === 2) {
+    const session = req.stream?.session;
+    if (session !== undefined) res.once('finish', () => session.close());
+  } else if (res.headersSent !== true) res.setHeader('connection', 'close');
 }

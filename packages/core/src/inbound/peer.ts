@@ -49,6 +49,8 @@ export interface PeerSocket {
   readonly authorized?: boolean;
   readonly remotePort?: number | undefined;
   readonly servername?: string | false | null | undefined;
+  /** The TCP socket a TLS socket wraps (Node's `TLSSocket._parent`). */
+  readonly _parent?: object | null | undefined;
   /** The server that accepted the connection (Node sets it): its address is the listening address. */
   readonly server?: { address(): unknown } | null | undefined;
   getPeerCertificate?(detailed?: boolean): PeerCertificateInfo | null | undefined;
@@ -137,7 +139,9 @@ export function socketPeer(socket: PeerSocket): InboundPeer {
     certificate,
     listenHost: listen?.host,
     listenPort: listen?.port,
-    inbound: states.get(socket),
+    inbound:
+      states.get(socket) ??
+      (socket._parent !== null && socket._parent !== undefined ? states.get(socket._parent) : undefined),
   });
   // Before the connection is fully set up its addresses may be unknown: cache only a complete peer.
   if (p.remoteAddress !== undefined) peers.set(socket, p);

@@ -1,0 +1,327 @@
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import {
+  type ConnectionInjector,
+  experimental,
+  type Metadata,
+  type Server,
+  type ServerCredentials,
+  ServerInterceptingCall,
+  type ServerInterceptor,
+} from '@grpc/grpc-js';
+import {
+  certificateProvider,
+  type InboundConnection,
+  InboundConnectionState,
+  type InboundFilterChain,
+  type InboundListenerConfig,
+  type InboundListenerHandle,
+  type InboundListenerPort,
+  type Mesh,
+  unmapIp,
+} from '@meshlet/core';
+import { PemCertificateProvider } from './credentials.js';
+
+/**
+ * What a server that owns its sockets knows of a call's connection: the listener state its filter
+ * chain was chosen under at accept time, whether it is TLS, the listening address, and — for a
+ * connection whose bytes reach grpc-js through a stream of ours (a PERMISSIVE listener's
+ * plaintext connections) — its addresses, which grpc-js cannot see then.
+ */
+export interface OwnedConnection {
+  readonly state: InboundConnectionState;
+  readonly tls: boolean;
+  readonly listenHost: string;
+  readonly listenPort: number;
+  readonly addresses: InboundConnection | undefined;
+}
+
+/** Calls on owned connections, by their metadata object (stamped by the connection's injector). */
+const owned = new WeakMap<Metadata, OwnedConnection>();
+
+/** The owned connection of a call (read by the admission interceptor, which runs after the stamp). */
+export function ownedConnectionOf(metadata: Metadata): OwnedConnection | undefined {
+  return owned.get(metadata);
+}
+
+/** A credentials interceptor recording `conn` for every call of an injector (it runs before the server's). */
+function stamp(conn: OwnedConnection): ServerInterceptor {
+  return (_method, call) =>
+    new ServerInterceptingCall(call, {
+      start(next) {
+        next({
+          onReceiveMetadata(md, mdNext) {
+            owned.set(md, conn);
+            mdNext(md);
+          },
+        });
+      },
+    });
+}
+
+/**
+ * Hands a connection whose first chunk was read to grpc-js: HTTP/2 on a plaintext socket reads
+ * the socket's handle directly, so bytes put back with `unshift` would be lost; a stream of ours
+ * replays the chunk and relays the rest.
+ */
+function replayFirst(socket: Socket, first: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, enc: BufferEncoding, cb: (err?: Error | null) => void) {
+      socket.write(chunk, enc, cb);
+    },
+    final(cb: (err?: Error | null) => void) {
+      socket.end(cb);
+    },
+    destroy(err: Error | null, cb: (err: Error | null) => void) {
+      socket.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(first);
+  socket.on('data', (c: Buffer) => {
+    if (!d.push(c)) socket.pause();
+  });
+  socket.on('end', () => d.push(null));
+  socket.on('error', (e) => d.destroy(e));
+  socket.on('close', () => d.destroy());
+  return d;
+}
+
+function connectionOf(socket: Socket, transport: 'tls' | 'raw_buffer'): InboundConnection {
+  return {
+    localAddress: socket.localAddress === undefined ? undefined : unmapIp(socket.localAddress),
+    localPort: socket.localPort,
+    remoteAddress: socket.remoteAddress === undefined ? undefined : unmapIp(socket.remoteAddress),
+    remotePort: socket.remotePort,
+    transport,
+  };
+}
+
+/** One injector: the connections of one filter chain of one listener version. */
+interface ChainInjector {
+  readonly generation: number;
+  readonly injector: ConnectionInjector;
+  readonly conn: OwnedConnection;
+}
+
+/**
+ * A port of a gRPC server bound under an inbound listener (gRFC A36): meshlet listens and, per
+ * connection, closes it while the listener is not serving (no bytes sent), matches it to a filter
+ * chain (reading its first byte when a chain asks for TLS connections), and hands it to grpc-js
+ * through that chain's connection injector — TLS from the chain's certificate provider when the
+ * application bound insecure credentials (the mesh decides), the application's own credentials
+ * otherwise. A new listener version gets new injectors; the old ones drain (GOAWAY; calls in
+ * flight finish, for up to the drain grace time).
+ */
+export class InboundPort {
+  readonly #server: Server;
+  readonly #mesh: Mesh;
+  readonly #creds: ServerCredentials;
+  readonly #handle: InboundListenerHandle;
+  readonly #net: NetServer;
+  readonly #graceMs: number;
+  readonly #injectors = new Map<InboundFilterChain, ChainInjector>();
+  readonly #credentials = new Map<string, ServerCredentials>();
+  readonly #perConnection = new Set<ConnectionInjector>();
+  readonly #offChange: () => void;
+  #config: InboundListenerConfig | undefined;
+  #closed = false;
+
+  constructor(
+    server: Server,
+    mesh: Mesh,
+    listeners: InboundListenerPort,
+    creds: ServerCredentials,
+    net: NetServer,
+  ) {
+    this.#server = server;
+    this.#mesh = mesh;
+    this.#creds = creds;
+    this.#net = net;
+    this.#graceMs = listeners.drainGraceMs;
+    const a = net.address() as { address: string; port: number };
+    this.#handle = listeners.listener(a.address, a.port);
+    this.#offChange = this.#handle.onChange(() => this.#onChange());
+    net.on('connection', (socket: Socket) => this.#accept(socket));
+    this.#onChange();
+  }
+
+  get handle(): InboundListenerHandle {
+    return this.#handle;
+  }
+
+  /** A new version, or serving stopped: connections of older versions drain. */
+  #onChange(): void {
+    const cfg = this.#handle.config;
+    if (cfg === this.#config) return;
+    this.#config = cfg;
+    for (const [chain, ci] of this.#injectors) {
+      if (cfg !== undefined && ci.generation === cfg.generation) continue;
+      this.#injectors.delete(chain);
+      ci.injector.drain(this.#graceMs);
+      ci.injector.destroy();
+    }
+    // Prepared now, so that TLS credentials are loaded before the first connection comes.
+    if (cfg !== undefined) for (const chain of cfg.chains) this.#injectorFor(cfg, chain);
+  }
+
+  #credentialsFor(chain: InboundFilterChain): ServerCredentials | undefined {
+    const tls = chain.tls;
+    // Credentials the application chose (TLS of its own) are honoured, as gRFC A36 says; with
+    // insecure ones the listener decides.
+    if (tls === undefined || this.#creds._isSecure()) return this.#creds;
+    let c = this.#credentials.get(tls.key);
+    if (c === undefined) {
+      const id = certificateProvider(this.#mesh, tls.certificateProvider);
+      const ca = tls.caProvider === undefined ? undefined : certificateProvider(this.#mesh, tls.caProvider);
+      if (id === undefined || (tls.caProvider !== undefined && ca === undefined)) return undefined;
+      c = experimental.createCertificateProviderServerCredentials(
+        new PemCertificateProvider(id),
+        ca === undefined ? null : new PemCertificateProvider(ca),
+        tls.requireClientCertificate,
+      );
+      this.#credentials.set(tls.key, c);
+    }
+    return c;
+  }
+
+  #injectorFor(cfg: InboundListenerConfig, chain: InboundFilterChain): ChainInjector | undefined {
+    let ci = this.#injectors.get(chain);
+    if (ci !== undefined) return ci;
+    const creds = this.#credentialsFor(chain);
+    if (creds === undefined) return undefined;
+    const state = new InboundConnectionState(this.#handle, true);
+    state.chain = chain;
+    state.generation = cfg.generation;
+    const a = this.#net.address() as { address: string; port: number };
+    const conn: OwnedConnection = {
+      state,
+      tls: chain.tls !== undefined || this.#creds._isSecure(),
+      listenHost: a.address,
+      listenPort: a.port,
+      addresses: undefined,
+    };
+    ci = {
+      generation: cfg.generation,
+      injector: this.#server.createConnectionInjector(
+        experimental.createServerCredentialsWithInterceptors(creds, [stamp(conn)]),
+      ),
+      conn,
+    };
+    this.#injectors.set(chain, ci);
+    return ci;
+  }
+
+  #accept(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    const cfg = this.#handle.config;
+    // A36: not serving — accept and close, without a byte (no TLS ServerHello, no SETTINGS).
+    if (cfg === undefined || this.#closed) {
+      socket.destroy();
+      return;
+    }
+    if (!cfg.needsTransport) {
+      this.#dispatch(socket, cfg, connectionOf(socket, 'raw_buffer'), undefined);
+      return;
+    }
+    // A chain matches TLS connections only: tell them apart by the first byte (a TLS handshake
+    // record is 0x16).
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      const tls = chunk[0] === 0x16;
+      const now = this.#handle.config;
+      if (now === undefined) {
+        socket.destroy();
+        return;
+      }
+      if (tls) {
+        socket.unshift(chunk);
+        this.#dispatch(socket, now, connectionOf(socket, 'tls'), undefined);
+      } else this.#dispatch(socket, now, connectionOf(socket, 'raw_buffer'), chunk);
+    });
+  }
+
+  #dispatch(
+    socket: Socket,
+    cfg: InboundListenerConfig,
+    c: InboundConnection,
+    replay: Buffer | undefined,
+  ): void {
+    const chain = cfg.match(c);
+    if (chain === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (replay === undefined) {
+      const ci = this.#injectorFor(cfg, chain);
+      if (ci === undefined) socket.destroy();
+      else ci.injector.injectConnection(socket);
+      return;
+    }
+    // Plaintext after a peek: grpc-js sees our stream, not the socket; this connection's injector
+    // carries its addresses.
+    const creds = this.#credentialsFor(chain);
+    if (creds === undefined || creds._isSecure()) {
+      socket.destroy();
+      return;
+    }
+    const state = new InboundConnectionState(this.#handle, true);
+    state.chain = chain;
+    state.generation = cfg.generation;
+    const a = this.#net.address() as { address: string; port: number };
+    const conn: OwnedConnection = {
+      state,
+      tls: false,
+      listenHost: a.address,
+      listenPort: a.port,
+      addresses: c,
+    };
+    const injector = this.#server.createConnectionInjector(
+      experimental.createServerCredentialsWithInterceptors(creds, [stamp(conn)]),
+    );
+    this.#perConnection.add(injector);
+    const off = this.#handle.onChange(() => {
+      if (this.#handle.config?.generation !== cfg.generation) injector.drain(this.#graceMs);
+    });
+    socket.once('close', () => {
+      off();
+      this.#perConnection.delete(injector);
+      injector.destroy();
+    });
+    injector.injectConnection(replayFirst(socket, replay));
+  }
+
+  /** Drains every connection (GOAWAY, calls in flight finish within `graceMs`). */
+  drain(graceMs: number): void {
+    for (const ci of this.#injectors.values()) ci.injector.drain(graceMs);
+    for (const i of this.#perConnection) i.drain(graceMs);
+  }
+
+  /** Stops listening and destroys the injectors (the grpc-js server's shutdown ends their sessions). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#offChange();
+    this.#net.close();
+    for (const ci of this.#injectors.values()) ci.injector.destroy();
+    this.#injectors.clear();
+    for (const i of this.#perConnection) i.destroy();
+    this.#perConnection.clear();
+  }
+}
+
+/** Listens on `host:port` (port 0: any) for an inbound port; resolves with the bound server. */
+export function listen(host: string, port: number): Promise<NetServer> {
+  return new Promise((resolve, reject) => {
+    const net = createNetServer({ pauseOnConnect: false });
+    const onError = (err: Error) => reject(err);
+    net.once('error', onError);
+    net.listen(port, host, () => {
+      net.removeListener('error', onError);
+      resolve(net);
+    });
+  });
+}

@@ -1,0 +1,265 @@
+import {
+  createServer as createHttpServer,
+  type ServerOptions as HttpServerOptions,
+  type IncomingMessage,
+  type RequestListener,
+  type ServerResponse,
+} from 'node:http';
+import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { Server as NetServer, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import {
+  type CertificateProvider,
+  certificateProvider,
+  type InboundConnection,
+  InboundConnectionState,
+  type InboundFilterChain,
+  type InboundListenerHandle,
+  type InboundTlsRequirement,
+  inboundPorts,
+  type Mesh,
+  setConnectionState,
+  unmapIp,
+} from '@meshlet/core';
+
+/** Options of `createMeshHttpServer`. */
+export interface MeshHttpServerOptions {
+  /** The mesh whose inbound listener (or, without one, whose `tls:` certificate) decides each connection. */
+  readonly mesh: Mesh;
+  /** Serve HTTP/2 (and HTTP/1.1 by ALPN) on TLS connections. Default false: HTTP/1.1. */
+  readonly http2?: boolean;
+  /** Options of the inner HTTP servers (timeouts, header limits). */
+  readonly serverOptions?: HttpServerOptions;
+}
+
+/** The requirement used without an inbound listener: the mesh's `default` certificate, mTLS (STRICT). */
+const LOCAL_MTLS: InboundTlsRequirement = Object.freeze({
+  certificateProvider: 'default',
+  caProvider: 'default',
+  requireClientCertificate: true,
+  key: 'default|default|true',
+});
+
+interface Tracked {
+  readonly state: InboundConnectionState | undefined;
+  active: number;
+}
+
+function connectionOf(socket: Socket, transport: 'tls' | 'raw_buffer'): InboundConnection {
+  return {
+    localAddress: socket.localAddress === undefined ? undefined : unmapIp(socket.localAddress),
+    localPort: socket.localPort,
+    remoteAddress: socket.remoteAddress === undefined ? undefined : unmapIp(socket.remoteAddress),
+    remotePort: socket.remotePort,
+    transport,
+  };
+}
+
+/**
+ * An HTTP server whose TLS is decided per connection by the mesh: a TCP listener in front of a
+ * plain HTTP server and one TLS server per certificate requirement. With an inbound listener from
+ * the control plane (gRFC A36) each connection is closed while the listener is not serving
+ * (without a byte), matched to a filter chain (its first byte read when a chain matches TLS
+ * connections only: PERMISSIVE), and served plaintext or TLS as the chain's
+ * `DownstreamTlsContext` says, with the certificate of the provider instance it names (rotated in
+ * place). A listener update drains connections made under the old version (idle ones close at
+ * once, busy ones after their response; all after the drain grace time). Without an inbound
+ * listener: mTLS with the mesh's `tls:` certificate when it has one, else plaintext.
+ *
+ * Requests are emitted as `'request'` on this server, so it stands where an `http.Server` does:
+ * `createMeshHttpServer({ mesh }, app).listen(8080)`, or Fastify's `serverFactory`.
+ */
+export class MeshHttpServer extends NetServer {
+  readonly #mesh: Mesh;
+  readonly #http2: boolean;
+  readonly #plain: ReturnType<typeof createHttpServer>;
+  readonly #tls = new Map<string, HttpsServer | Http2SecureServer>();
+  readonly #tracked = new Map<Socket, Tracked>();
+  #handle: InboundListenerHandle | undefined;
+  #offChange: (() => void) | undefined;
+  readonly #options: HttpServerOptions;
+  readonly #offRotate: Array<() => void> = [];
+
+  constructor(options: MeshHttpServerOptions, handler?: RequestListener) {
+    super();
+    this.#mesh = options.mesh;
+    this.#http2 = options.http2 === true;
+    this.#options = options.serverOptions ?? {};
+    const forward = (req: IncomingMessage, res: ServerResponse) => this.#request(req, res);
+    this.#plain = createHttpServer(this.#options, forward);
+    if (handler) this.on('request', handler);
+    this.on('connection', (s: Socket) => this.#accept(s));
+    this.on('listening', () => this.#start());
+    this.on('close', () => this.#stop());
+  }
+
+  /** The inbound listener this server follows, once listening (undefined without one). */
+  get inboundListener(): InboundListenerHandle | undefined {
+    return this.#handle;
+  }
+
+  #start(): void {
+    const listeners = inboundPorts(this.#mesh).listeners;
+    const a = this.address();
+    if (listeners === undefined || a === null || typeof a === 'string') return;
+    this.#handle = listeners.listener(a.address, a.port);
+    let generation = this.#handle.config?.generation;
+    this.#offChange = this.#handle.onChange(() => {
+      const g = this.#handle?.config?.generation;
+      if (g === generation) return;
+      generation = g;
+      this.#drainOld(g, listeners.drainGraceMs);
+    });
+  }
+
+  #stop(): void {
+    this.#offChange?.();
+    for (const off of this.#offRotate) off();
+    this.#plain.close();
+    for (const s of this.#tls.values()) s.close();
+  }
+
+  /** Connections of another version than `generation` close: idle ones now, busy ones after their response. */
+  #drainOld(generation: number | undefined, graceMs: number): void {
+    const old: Socket[] = [];
+    for (const [socket, t] of this.#tracked) {
+      if (t.state !== undefined && t.state.generation !== generation) {
+        old.push(socket);
+        if (t.active === 0) socket.end();
+      }
+    }
+    if (old.length > 0) {
+      const timer = setTimeout(() => {
+        for (const s of old) s.destroy();
+      }, graceMs);
+      timer.unref();
+    }
+  }
+
+  #request(req: IncomingMessage, res: ServerResponse): void {
+    const socket = (req.socket as TLSSocket & { _parent?: Socket })._parent ?? (req.socket as Socket);
+    const t = this.#tracked.get(socket);
+    if (t !== undefined) {
+      t.active++;
+      res.once('close', () => {
+        t.active--;
+        const g = this.#handle?.config?.generation;
+        if (t.active === 0 && t.state !== undefined && t.state.generation !== g) socket.end();
+      });
+    }
+    this.emit('request', req, res);
+  }
+
+  #tlsServer(req: InboundTlsRequirement): HttpsServer | Http2SecureServer | undefined {
+    let s = this.#tls.get(req.key);
+    if (s !== undefined) return s;
+    const id = certificateProvider(this.#mesh, req.certificateProvider);
+    const ca = req.caProvider === undefined ? undefined : certificateProvider(this.#mesh, req.caProvider);
+    if (id === undefined || (req.caProvider !== undefined && ca === undefined)) return undefined;
+    const context = () => {
+      const o = (id as CertificateProvider).secureContextOptions();
+      return {
+        key: o.key,
+        cert: o.cert,
+        ...(ca === undefined ? {} : { ca: ca.secureContextOptions().ca }),
+        ...(o.minVersion === undefined ? {} : { minVersion: o.minVersion as 'TLSv1.2' }),
+      };
+    };
+    const tlsOptions = {
+      ...context(),
+      requestCert: ca !== undefined,
+      rejectUnauthorized: req.requireClientCertificate,
+    };
+    const forward = (r: IncomingMessage, res: ServerResponse) => this.#request(r, res);
+    s = this.#http2
+      ? createSecureServer(
+          { ...tlsOptions, allowHTTP1: true },
+          forward as unknown as Parameters<typeof createSecureServer>[1],
+        )
+      : createHttpsServer({ ...this.#options, ...tlsOptions }, forward);
+    s.on('tlsClientError', () => {});
+    const server = s;
+    const rotate = () => server.setSecureContext(context());
+    this.#offRotate.push(id.on('rotate', rotate));
+    if (ca !== undefined && ca !== id) this.#offRotate.push(ca.on('rotate', rotate));
+    this.#tls.set(req.key, s);
+    return s;
+  }
+
+  #accept(socket: Socket): void {
+    socket.on('error', () => socket.destroy());
+    const h = this.#handle;
+    if (h === undefined) {
+      // No inbound listener: mTLS with the mesh's certificate when it has one, else plaintext.
+      const tls = certificateProvider(this.#mesh, 'default') === undefined ? undefined : LOCAL_MTLS;
+      this.#hand(socket, undefined, tls, false);
+      return;
+    }
+    const cfg = h.config;
+    // A36: not serving — accept and close, without a byte.
+    if (cfg === undefined) {
+      socket.destroy();
+      return;
+    }
+    const go = (transport: 'tls' | 'raw_buffer', peeked: boolean) => {
+      const now = h.config;
+      const chain: InboundFilterChain | undefined = now?.match(connectionOf(socket, transport));
+      if (now === undefined || chain === undefined) {
+        socket.destroy();
+        return;
+      }
+      const state = new InboundConnectionState(h, true);
+      state.chain = chain;
+      state.generation = now.generation;
+      this.#hand(socket, state, chain.tls, peeked);
+    };
+    if (!cfg.needsTransport) {
+      go('raw_buffer', false);
+      return;
+    }
+    socket.once('data', (chunk: Buffer) => {
+      socket.pause();
+      socket.unshift(chunk);
+      go(chunk[0] === 0x16 ? 'tls' : 'raw_buffer', true);
+    });
+  }
+
+  #hand(
+    socket: Socket,
+    state: InboundConnectionState | undefined,
+    tls: InboundTlsRequirement | undefined,
+    peeked: boolean,
+  ): void {
+    const target = tls === undefined ? this.#plain : this.#tlsServer(tls);
+    if (target === undefined) {
+      socket.destroy();
+      return;
+    }
+    if (state !== undefined) setConnectionState(socket, state);
+    const t: Tracked = { state, active: 0 };
+    this.#tracked.set(socket, t);
+    socket.once('close', () => this.#tracked.delete(socket));
+    target.emit('connection', socket);
+    // The HTTP parser needs the stream flowing again after a peek (the TLS wrap reads by itself).
+    if (peeked && tls === undefined) socket.resume();
+  }
+
+  /** Closes every connection (Fastify's `forceCloseConnections`, and tests). */
+  closeAllConnections(): void {
+    for (const s of this.#tracked.keys()) s.destroy();
+  }
+
+  /** Closes connections without a request in flight. */
+  closeIdleConnections(): void {
+    for (const [s, t] of this.#tracked) if (t.active === 0) s.end();
+  }
+}
+
+/** Creates a `MeshHttpServer` (see there); `handler` gets every request, as with `http.createServer`. */
+export function createMeshHttpServer(
+  options: MeshHttpServerOptions,
+  handler?: RequestListener,
+): MeshHttpServer {
+  return new MeshHttpServer(options, handler);
+}
