@@ -14,6 +14,7 @@ import {
   parseEndpointList,
 } from '@meshlet/core';
 import { compileSafeRegex } from '@meshlet/xds';
+import { type CpInbound, parseInbound } from './inbound.js';
 
 /** A header matcher of a control-plane route. Exactly one of the match keys is given. */
 export interface CpHeaderMatch {
@@ -77,6 +78,8 @@ export interface CpService {
   /** Whether the service gets a listener (`listener: false` makes it a cluster only). */
   readonly listener: boolean;
   readonly routes: readonly CpRoute[];
+  /** Its workloads' servers: inbound listeners, mTLS mode, authorization policies (`inbound`, `mtls`, `authorization`). */
+  readonly inbound: CpInbound | undefined;
 }
 
 export interface ControlPlaneConfig {
@@ -100,6 +103,9 @@ const SERVICE_KEYS = [
   'outlierDetection',
   'listener',
   'routes',
+  'inbound',
+  'mtls',
+  'authorization',
 ];
 const ROUTE_KEYS = ['match', 'cluster', 'weighted', 'timeout', 'retry', 'hash', 'fault'];
 const MATCHERS = ['exact', 'prefix', 'suffix', 'contains', 'regex', 'present'] as const;
@@ -395,6 +401,7 @@ function parseService(
     ),
     listener: o.listener !== false,
     routes,
+    inbound: parseInbound(o, path, issues, identity !== undefined),
   };
 }
 

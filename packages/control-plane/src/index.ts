@@ -9,6 +9,13 @@ export {
   parseControlPlaneConfig,
 } from './config.js';
 export {
+  type CpInbound,
+  ISTIO_SERVER_LISTENER_TEMPLATE,
+  inboundListeners,
+  MTLS_MODES,
+  type MtlsMode,
+} from './inbound.js';
+export {
   type ClientStatus,
   type ClusterLoad,
   ControlPlane,

@@ -43,6 +43,12 @@ export interface ControlPlaneOptions {
   loadReportingInterval?: number;
   /** Serve incremental ADS (DeltaAggregatedResources) besides state of the world (default true). */
   delta?: boolean;
+  /**
+   * The name of a server's inbound listener, `%s` its listening address: what the workloads'
+   * bootstrap says (`server_listener_resource_name_template`; default istio-agent's,
+   * `xds.istio.io/grpc/lds/inbound/%s`).
+   */
+  serverListenerTemplate?: string;
 }
 
 export type ControlPlaneEvent =
@@ -190,6 +196,8 @@ export class ControlPlane {
   #debounce: NodeJS.Timeout | undefined;
   #lastError: string | undefined;
   #closed = false;
+  /** The server listener template inbound listeners of `setConfig` are named by. */
+  serverListenerTemplate: string | undefined;
 
   constructor(snapshot: Snapshot, host: string, onEvent?: (e: ControlPlaneEvent) => void, delta = true) {
     this.#snapshot = snapshot;
@@ -323,7 +331,9 @@ export class ControlPlane {
   setConfig(raw: unknown, source?: string): void {
     const config = parseControlPlaneConfig(raw, source);
     this.loadReportingIntervalMs = config.loadReporting.intervalMs;
-    this.setSnapshot(buildSnapshot(resourcesFromConfig(config), this.#nextVersion()));
+    this.setSnapshot(
+      buildSnapshot(resourcesFromConfig(config, this.serverListenerTemplate), this.#nextVersion()),
+    );
   }
 
   /** Serves raw resources (they are encoded, not validated: tests use this to send bad resources). */
@@ -699,16 +709,17 @@ export async function startControlPlane(options: ControlPlaneOptions = {}): Prom
     const raw = parseConfigText(readFileSync(abs, 'utf8'), abs);
     const config = parseControlPlaneConfig(raw, abs);
     interval = config.loadReporting.intervalMs;
-    snapshot = buildSnapshot(resourcesFromConfig(config), '1');
+    snapshot = buildSnapshot(resourcesFromConfig(config, options.serverListenerTemplate), '1');
   } else if (options.resources !== undefined) {
     snapshot = buildSnapshot(options.resources, '1');
   } else {
     const config = parseControlPlaneConfig(options.config ?? {});
     interval = config.loadReporting.intervalMs;
-    snapshot = buildSnapshot(resourcesFromConfig(config), '1');
+    snapshot = buildSnapshot(resourcesFromConfig(config, options.serverListenerTemplate), '1');
   }
   const cp = new ControlPlane(snapshot, host, options.onEvent, options.delta ?? true);
   cp.loadReportingIntervalMs = options.loadReportingInterval ?? interval;
+  cp.serverListenerTemplate = options.serverListenerTemplate;
   cp.nextVersion(); // version "1" is the initial snapshot
   await cp.listen(options.port ?? 0, options.credentials ?? grpc.ServerCredentials.createInsecure());
   if (options.configFile !== undefined && options.watch !== false) cp.watchFile(options.configFile);

@@ -9,6 +9,7 @@ import {
   type ResourceType,
 } from '@meshlet/xds';
 import type { ControlPlaneConfig, CpHeaderMatch, CpRoute, CpService } from './config.js';
+import { ISTIO_SERVER_LISTENER_TEMPLATE, inboundListeners } from './inbound.js';
 
 const HCM =
   'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
@@ -275,12 +276,20 @@ function loadAssignment(s: CpService): Msg {
   return { clusterName: s.name, endpoints: [...groups.values()] };
 }
 
-/** The xDS resources of a control-plane config: per service a listener, a route config, a cluster and its endpoints. */
-export function resourcesFromConfig(config: ControlPlaneConfig): ResourceSet {
+/**
+ * The xDS resources of a control-plane config: per service a listener, a route config, a cluster
+ * and its endpoints, and the inbound listeners of its workloads' servers named by
+ * `serverListenerTemplate` (istio-agent's by default).
+ */
+export function resourcesFromConfig(
+  config: ControlPlaneConfig,
+  serverListenerTemplate = ISTIO_SERVER_LISTENER_TEMPLATE,
+): ResourceSet {
   const out: Required<ResourceSet> = { listeners: [], routes: [], clusters: [], endpoints: [] };
   for (const s of Object.values(config.services)) {
     out.clusters.push(cluster(s));
     out.endpoints.push(loadAssignment(s));
+    if (s.inbound) out.listeners.push(...inboundListeners(s.inbound, serverListenerTemplate));
     if (!s.listener) continue;
     const hasFault = s.routes.some((r) => r.fault !== undefined);
     const filters: Msg[] = [];

@@ -29,6 +29,17 @@ export type {
 } from './config-types.generated.js';
 export { LoadReporter, type LoadReporterEvent, type LoadReporterOptions } from './lrs.js';
 export {
+  type ChainMatcher,
+  matchFilterChain,
+  type ServerFilterChain,
+  type ServerHcm,
+  type ServerHttpFilter,
+  type ServerListenerUpdate,
+  serverListenerMatcher,
+  serverListenerName,
+  translateServerListener,
+} from './inbound.js';
+export {
   AGGREGATE_CLUSTER_TYPE,
   adsService,
   CDS_TYPE,
@@ -43,6 +54,12 @@ export {
   UPSTREAM_TLS_TYPE,
 } from './protos.js';
 export {
+  type RbacConfig,
+  type RbacOptions,
+  translateRbac,
+  translateRbacPerRoute,
+} from './rbac.js';
+export {
   compileSafeRegex,
   DEFAULT_MAX_PROGRAM_SIZE,
   type SafeRegex,
@@ -51,7 +68,8 @@ export {
 } from './regex.js';
 export { clusterPolicy, XdsResolver, type XdsResolverOptions } from './resolver.js';
 export { ListenerRouter, routePolicy, selectVirtualHost } from './router.js';
-export { registerXdsConfig, type XdsSettings, xdsBootstrapFor } from './setup.js';
+export { type InboundListenerDump, type InboundListenersOptions, XdsInboundListeners } from './server-listeners.js';
+export { DEFAULT_DRAIN_GRACE_MS, registerXdsConfig, type XdsSettings, xdsBootstrapFor } from './setup.js';
 export { type SetupXdsOptions, setupXds } from './start.js';
 export {
   type TranslateOptions,
