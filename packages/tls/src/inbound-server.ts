@@ -120,15 +120,16 @@ export class MeshHttpServer extends NetServer {
     for (const s of this.#tls.values()) s.close();
   }
 
-  /** Connections of another version than `generation` close: idle ones now, busy ones after their response. */
+  /**
+   * Connections of another version than `generation` drain: each closes after its next response
+   * (the admission step asks for `Connection: close` / GOAWAY), and whatever is left after the
+   * grace time is closed. An idle keep-alive connection is not closed at once: a request the
+   * client may be sending on it right then would fail (the keep-alive race).
+   */
   #drainOld(generation: number | undefined, graceMs: number): void {
     const old: Socket[] = [];
-    for (const [socket, t] of this.#tracked) {
-      if (t.state !== undefined && t.state.generation !== generation) {
-        old.push(socket);
-        if (t.active === 0) socket.end();
-      }
-    }
+    for (const [socket, t] of this.#tracked)
+      if (t.state !== undefined && t.state.generation !== generation) old.push(socket);
     if (old.length > 0) {
       const timer = setTimeout(() => {
         for (const s of old) s.destroy();
@@ -144,8 +145,6 @@ export class MeshHttpServer extends NetServer {
       t.active++;
       res.once('close', () => {
         t.active--;
-        const g = this.#handle?.config?.generation;
-        if (t.active === 0 && t.state !== undefined && t.state.generation !== g) socket.end();
       });
     }
     this.emit('request', req, res);
