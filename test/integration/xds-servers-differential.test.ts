@@ -13,7 +13,7 @@
 import { connect as http2Connect } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import { createRequire } from 'node:module';
-import { createServer as createNetServer, Server as NetServer } from 'node:net';
+import { createServer as createNetServer, Server as NetServer, connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,9 +126,7 @@ function grpcDecision(
     const session = http2Connect(`https://127.0.0.1:${port}`, {
       createConnection: () =>
         tlsConnect({
-          host: '127.0.0.1',
-          port,
-          localAddress,
+          socket: netConnect({ host: '127.0.0.1', port, localAddress }),
           ALPNProtocols: ['h2'],
           key: pem.key,
           cert: pem.cert,
