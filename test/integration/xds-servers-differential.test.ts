@@ -267,14 +267,14 @@ beforeAll(async () => {
   // RBAC never matches with IPv4 ranges (and IPv6 ranges make its CIDR parser throw on them). Its
   // socket is bound to the address it names instead, so that its peers are what they would be on
   // an IPv4 listener (docs/xds.md lists the quirk).
-  const listen = NetServer.prototype.listen;
+  const listen = NetServer.prototype.listen as (this: NetServer, ...a: unknown[]) => NetServer;
   NetServer.prototype.listen = function (this: NetServer, ...args: unknown[]) {
     if (args[0] === refPort && typeof args[1] === 'function')
-      return listen.call(this, refPort, '127.0.0.1', args[1] as () => void);
-    return (listen as (...a: unknown[]) => NetServer).apply(this, args);
-  } as typeof listen;
+      return listen.call(this, refPort, '127.0.0.1', args[1]);
+    return listen.apply(this, args);
+  } as typeof NetServer.prototype.listen;
   cleanups.push(() => {
-    NetServer.prototype.listen = listen;
+    NetServer.prototype.listen = listen as typeof NetServer.prototype.listen;
   });
   // Its bind completes once the listener of that address is known and valid (it serves then).
   const bound = new Promise<void>((resolve, reject) =>
