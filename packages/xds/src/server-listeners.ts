@@ -85,6 +85,34 @@ function sameHost(a: string, b: string): boolean {
   }
 }
 
+const catchAlls = new WeakMap<RouteConfigUpdate, XdsRoute | null>();
+
+/**
+ * The route of a configuration that takes every request without looking at it (a single virtual
+ * host `*`, a single non-forwarding route on prefix `/` without headers or fraction), if it is one.
+ */
+function catchAll(rc: RouteConfigUpdate): XdsRoute | undefined {
+  let r = catchAlls.get(rc);
+  if (r === undefined) {
+    const vh = rc.virtualHosts.length === 1 ? rc.virtualHosts[0] : undefined;
+    const route =
+      vh?.domains.length === 1 && vh.domains[0] === '*' && vh.routes.length === 1 ? vh.routes[0] : undefined;
+    const m = route?.match;
+    r =
+      route !== undefined &&
+      m !== undefined &&
+      route.action === 'nonForwarding' &&
+      m.pathKind === 'prefix' &&
+      m.path === '/' &&
+      m.headers.length === 0 &&
+      m.fractionPpm === undefined
+        ? route
+        : null;
+    catchAlls.set(rc, r);
+  }
+  return r ?? undefined;
+}
+
 /** One filter chain of a listener version, as the admission step uses it. */
 class Chain implements InboundFilterChain {
   readonly name: string;
@@ -120,6 +148,12 @@ class Chain implements InboundFilterChain {
   route(r: InboundChainRequest): InboundUnavailable | undefined {
     const rc = this.#routes();
     if ('message' in rc) return rc;
+    // istiod's inbound route configuration: one virtual host `*` whose one route takes every path.
+    const all = catchAll(rc);
+    if (all !== undefined) {
+      r.chainRoute = all;
+      return undefined;
+    }
     const vh = selectVirtualHost(rc.virtualHosts, r.host ?? '');
     if (vh === undefined)
       return { message: `no virtual host of "${rc.name}" takes the authority "${r.host ?? ''}"` };

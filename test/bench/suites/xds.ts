@@ -28,6 +28,7 @@ import {
 } from '../../../packages/xds/src/index.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import { startServerProcess } from '../support/server.js';
+import { listenerUpdateUnderLoad, rbacMicro } from '../support/xds-inbound.js';
 
 /**
  * xDS update costs, through the path the xDS client takes: a CDS + EDS update of 10,000 endpoints
@@ -374,6 +375,10 @@ const suite: BenchSuite = {
     await cp.close();
     await server.close();
 
+    // 5. The server side: RBAC per request (20 rules), and inbound Listener updates under load.
+    const rbac = await rbacMicro(quick);
+    const update = await listenerUpdateUnderLoad(quick);
+
     const p99Steady = pct(steady, 99);
     const p99During = pct(during, 99);
     const results = {
@@ -403,6 +408,14 @@ const suite: BenchSuite = {
         applied,
       },
       eventLoopMaxDelayMs: { steady: r3(steadyLoopMaxMs), duringUpdates: r3(duringLoopMaxMs) },
+      rbac20RulesNs: {
+        local: r3(rbac.localNs),
+        xdsFilter: r3(rbac.xdsFilterNs),
+        xdsChain: r3(rbac.xdsChainNs),
+        admitLocal: r3(rbac.admitLocalNs),
+        admitXdsListener: r3(rbac.admitXdsNs),
+      },
+      inboundListenerUpdateUnderLoad: update,
     };
     return {
       results,
@@ -412,6 +425,8 @@ const suite: BenchSuite = {
         `xds: one endpoint's health flips (pickers rebuilt) p50 ${results.oneEndpointHealthChangeMs.p50} / p99 ${results.oneEndpointHealthChangeMs.p99} ms`,
         `xds: runs ${FULL_GAP_MS} ms (full) / ${ONE_GAP_MS} ms (one endpoint) apart; GC pauses inside measured runs: full ${fullGc.total} ms over ${runs} runs (at most ${fullGc.maxInOneRun} in one), one-endpoint ${oneGc.total} ms over ${runs * 4} (at most ${oneGc.maxInOneRun})`,
         `xds: ~${results.bytesPerEndpoint} bytes of heap per endpoint, ~${results.bytesPerEndpointPickedWithSlot} once picked and given a transport slot${gc ? '' : ' (no --expose-gc: approximate)'}`,
+        `xds: RBAC per request, 20 rules: from xDS (RBAC filter) ${results.rbac20RulesNs.xdsFilter} ns, with the chain's TLS check ${results.rbac20RulesNs.xdsChain} ns, local authorization: ${results.rbac20RulesNs.local} ns (target <= 1000); whole gRPC admission step with the inbound listener ${results.rbac20RulesNs.admitXdsListener} ns vs the local policy ${results.rbac20RulesNs.admitLocal} ns`,
+        `xds: inbound Listener updated every 200 ms under load (${update.versionsApplied} versions applied of ${update.pushes} pushed, ${update.seconds} s): ${update.requests.http} HTTP + ${update.requests.grpc} gRPC requests, failed ${update.failed.http} + ${update.failed.grpc} (target 0)${update.failures.length > 0 ? ` (${update.failures.join('; ')})` : ''}; p99 ${update.p99Ms.steady} ms steady vs ${update.p99Ms.duringUpdates} ms during (20 ms handlers)`,
         `xds: request p99 ${results.requestP99Ms.steady} ms steady vs ${results.requestP99Ms.duringUpdates} ms during ${applied} applied 10k-endpoint pushes (one per 500 ms) (ratio ${results.requestP99Ms.ratio}, target <= 1.5); event-loop max delay ${results.eventLoopMaxDelayMs.steady} ms steady, ${results.eventLoopMaxDelayMs.duringUpdates} ms during`,
       ],
     };

@@ -84,6 +84,8 @@ export interface Node {
   readonly ip: ((ip: string | undefined) => boolean) | undefined;
   readonly lo: number;
   readonly hi: number;
+  /** AUTHENTICATED / SERVER_NAME: whether `""` matches (a request without certificate or SNI). */
+  readonly empty: boolean;
   /** URL_PATH: the match folded per routing view (`pathMatching`), compiled on first use. */
   folded: Map<PathMatching, Str> | undefined;
 }
@@ -99,14 +101,16 @@ const HOP_BY_HOP = new Set([
 ]);
 
 function node(k: number, extra: Partial<Node> = {}): Node {
+  const str = extra.str;
   return {
     k,
     children: extra.children ?? [],
-    str: extra.str,
+    str,
     header: extra.header,
     ip: extra.ip,
     lo: extra.lo ?? 0,
     hi: extra.hi ?? 0,
+    empty: str !== undefined && testStr(str, ''),
     folded: undefined,
   };
 }
@@ -318,23 +322,25 @@ function namesOf(cert: PeerCertificateInfo): CertNames {
 }
 
 /** Envoy's `authenticated.principal_name`, as gRFC A41 spells it out. */
-function testAuthenticated(s: Str | undefined, a: RequestAttributes): boolean {
+function testAuthenticated(n: Node, a: RequestAttributes): boolean {
+  const s = n.str;
   if (s === undefined) return a.tls ?? a.mtls ?? a.principal !== undefined;
   const cert = a.peerCertificate;
   if (cert === undefined) {
     // No certificate object: the principal alone (callers that pass only a SPIFFE ID), else "".
-    return a.principal !== undefined ? testStr(s, a.principal) : testStr(s, '');
+    const p = a.principal;
+    return p === undefined ? n.empty : testStr(s, p);
   }
-  const n = namesOf(cert);
-  if (n.uris.length > 0) {
-    for (const u of n.uris) if (testStr(s, u)) return true;
+  const names = namesOf(cert);
+  if (names.uris.length > 0) {
+    for (const u of names.uris) if (testStr(s, u)) return true;
     return false;
   }
-  if (n.dns.length > 0) {
-    for (const d of n.dns) if (testStr(s, d)) return true;
+  if (names.dns.length > 0) {
+    for (const d of names.dns) if (testStr(s, d)) return true;
     return false;
   }
-  return testStr(s, n.subject);
+  return testStr(s, names.subject);
 }
 
 /** A URL path match folded the way a framework folded the routed path (see `PathMatching`). */
@@ -394,10 +400,12 @@ export function test(n: Node, a: RequestAttributes): boolean {
       return a.destinationPort === n.lo;
     case DEST_PORT_RANGE:
       return a.destinationPort !== undefined && a.destinationPort >= n.lo && a.destinationPort < n.hi;
-    case SERVER_NAME:
-      return testStr(n.str as Str, a.sni ?? '');
+    case SERVER_NAME: {
+      const sni = a.sni;
+      return sni === undefined ? n.empty : testStr(n.str as Str, sni);
+    }
     case AUTHENTICATED:
-      return testAuthenticated(n.str, a);
+      return testAuthenticated(n, a);
     case DIRECT_REMOTE_IP:
       return (n.ip as (ip: string | undefined) => boolean)(a.sourceIp);
     case REMOTE_IP:

@@ -524,12 +524,14 @@ export function createAuthorizer(
     }
     const mtls = a.mtls ?? a.principal !== undefined;
     if (strict && !mtls) return withAudit(STRICT_DENIED, audited);
-    for (const p of deny) {
+    for (let k = 0; k < deny.length; k++) {
+      const p = deny[k] as Compiled;
       const i = firstRule(p, a);
       if (i >= 0) return ruleDecision(p, i, false, audited);
     }
     if (allow.length === 0) return withAudit(NO_ALLOW_POLICY, audited);
-    for (const p of allow) {
+    for (let k = 0; k < allow.length; k++) {
+      const p = allow[k] as Compiled;
       const i = firstRule(p, a);
       if (i >= 0) return ruleDecision(p, i, true, audited);
     }
