@@ -43,7 +43,7 @@ function decodedListeners(svc: Record<string, unknown>) {
   return [...(snap.resources.get(LDS_TYPE)?.values() ?? [])]
     .filter((r) => r.name.startsWith('xds.istio.io/'))
     .map((r) =>
-      translateServerListener(decodeAny(r.any.typeUrl, r.any.value), { hasCertificateProvider: () => true }),
+      translateServerListener(decodeAny(r.any.typeUrl, r.any.value), { certificateProviders: new Set(['default']) }),
     );
 }
 

@@ -1,3 +1,4 @@
+import type { InboundTlsRequirement } from './inbound/listener.js';
 import type { Mesh } from './mesh.js';
 
 /**
@@ -50,6 +51,23 @@ export function setCertificateProvider(
 /** The mesh's certificate provider instance `name`, if any. */
 export function certificateProvider(mesh: Mesh, name: string): CertificateProvider | undefined {
   return registries.get(mesh)?.get(name);
+}
+
+/**
+ * The providers a filter chain's TLS names: the server certificate's (it must hold a key: an
+ * instance with roots only cannot serve) and the trust bundle's. Undefined while either is
+ * missing: the server then closes the connection, never serves it another way.
+ */
+export function chainCertificates(
+  mesh: Mesh,
+  tls: InboundTlsRequirement,
+): { identity: CertificateProvider; roots: CertificateProvider | undefined } | undefined {
+  const identity = certificateProvider(mesh, tls.certificateProvider);
+  if (identity === undefined || identity.secureContextOptions().key === '') return undefined;
+  if (tls.caProvider === undefined) return { identity, roots: undefined };
+  const roots = certificateProvider(mesh, tls.caProvider);
+  if (roots === undefined || roots.secureContextOptions().ca.length === 0) return undefined;
+  return { identity, roots };
 }
 
 /** The names of the mesh's certificate provider instances. */

@@ -14,6 +14,7 @@ export {
   type CertificateProvider,
   certificateProvider,
   certificateProviderNames,
+  chainCertificates,
   setCertificateProvider,
 } from './certificates.js';
 export {

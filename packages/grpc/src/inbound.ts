@@ -10,7 +10,7 @@ import {
   type ServerInterceptor,
 } from '@grpc/grpc-js';
 import {
-  certificateProvider,
+  chainCertificates,
   type InboundConnection,
   InboundConnectionState,
   type InboundFilterChain,
@@ -175,12 +175,11 @@ export class InboundPort {
     if (tls === undefined || this.#creds._isSecure()) return this.#creds;
     let c = this.#credentials.get(tls.key);
     if (c === undefined) {
-      const id = certificateProvider(this.#mesh, tls.certificateProvider);
-      const ca = tls.caProvider === undefined ? undefined : certificateProvider(this.#mesh, tls.caProvider);
-      if (id === undefined || (tls.caProvider !== undefined && ca === undefined)) return undefined;
+      const certs = chainCertificates(this.#mesh, tls);
+      if (certs === undefined) return undefined;
       c = experimental.createCertificateProviderServerCredentials(
-        new PemCertificateProvider(id),
-        ca === undefined ? null : new PemCertificateProvider(ca),
+        new PemCertificateProvider(certs.identity),
+        certs.roots === undefined ? null : new PemCertificateProvider(certs.roots),
         tls.requireClientCertificate,
       );
       this.#credentials.set(tls.key, c);

@@ -10,8 +10,8 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { Server as NetServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import {
-  type CertificateProvider,
   certificateProvider,
+  chainCertificates,
   type InboundConnection,
   InboundConnectionState,
   type InboundFilterChain,
@@ -153,11 +153,11 @@ export class MeshHttpServer extends NetServer {
   #tlsServer(req: InboundTlsRequirement): HttpsServer | Http2SecureServer | undefined {
     let s = this.#tls.get(req.key);
     if (s !== undefined) return s;
-    const id = certificateProvider(this.#mesh, req.certificateProvider);
-    const ca = req.caProvider === undefined ? undefined : certificateProvider(this.#mesh, req.caProvider);
-    if (id === undefined || (req.caProvider !== undefined && ca === undefined)) return undefined;
+    const certs = chainCertificates(this.#mesh, req);
+    if (certs === undefined) return undefined;
+    const { identity: id, roots: ca } = certs;
     const context = () => {
-      const o = (id as CertificateProvider).secureContextOptions();
+      const o = id.secureContextOptions();
       return {
         key: o.key,
         cert: o.cert,

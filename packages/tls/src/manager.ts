@@ -1,6 +1,5 @@
 import {
   addInboundPolicy,
-  certificateProvider,
   type EndpointState,
   ErrorCodes,
   type Mesh,
@@ -302,11 +301,12 @@ export class MeshTls {
     if (own) {
       setTrustDomain(mesh, own.current.spiffeId);
       own.on('rotate', ({ current }) => setTrustDomain(mesh, current.spiffeId));
-      // The `tls:` directory is the certificate provider instance "default" that control-plane
-      // resources name (istiod's DownstreamTlsContext / UpstreamTlsContext), unless one is set.
-      if (certificateProvider(mesh, 'default') === undefined)
-        mesh.onClose(setCertificateProvider(mesh, 'default', own));
     }
+    // The certificate-provider instances, by name, for everything that names one: inbound filter
+    // chains (DownstreamTlsContext) and servers as well as clusters. One source per instance: the
+    // bootstrap's, and the `tls:` directory as "default" when the bootstrap has none.
+    for (const [name, provider] of this.#providers)
+      mesh.onClose(setCertificateProvider(mesh, name, provider));
     mesh.onClose(() => this.close());
   }
 
