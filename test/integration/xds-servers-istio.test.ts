@@ -1,8 +1,11 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
 import { status } from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, startControlPlane } from '../../packages/control-plane/src/index.js';
 import { createMesh, type Mesh } from '../../packages/meshlet/src/index.js';
-import { CertificateSource, createCa } from '../../packages/tls/src/index.js';
+import { CertificateSource, createCa, getMeshTls } from '../../packages/tls/src/index.js';
 import {
   ANY_PRINCIPAL,
   istioFilterChain,
@@ -12,6 +15,7 @@ import {
   principalsOf,
 } from '../../packages/xds/test/istio-shapes.js';
 import { until } from './xds/helpers.js';
+import { writeIstioCerts } from './xds/security-helpers.js';
 import {
   grpcCall,
   httpCall,
@@ -53,12 +57,14 @@ function reviewsChain() {
   });
 }
 
-async function workload(): Promise<{
+async function workload(opts: { tlsSection: boolean } = { tlsSection: true }): Promise<{
   mesh: Mesh;
   cp: ControlPlane;
   frontend: CertificateSource;
   attacker: CertificateSource;
   ca: string;
+  caPair: { cert: string; key: string };
+  dir: string;
 }> {
   const ca = await createCa();
   const dir = await istioWorkloadDir(ca, `${TD}/reviews`, cleanups);
@@ -71,12 +77,19 @@ async function workload(): Promise<{
   const attacker = source(await istioWorkloadDir(ca, `${TD}/attacker`, cleanups));
   const cp = await startControlPlane({ resources: { listeners: [] } });
   cleanups.push(() => cp.close());
-  const mesh = await createMesh({
-    tls: { dir, layout: 'istio' },
-    xds: { bootstrap: istioAgentBootstrap(cp.address, dir) },
-  });
+  // With tls: (the directory and the bootstrap's provider read the same files), or a bare
+  // createMesh() with istio-agent's bootstrap in the environment: the provider alone.
+  const mesh = opts.tlsSection
+    ? await createMesh({
+        tls: { dir, layout: 'istio' },
+        xds: { bootstrap: istioAgentBootstrap(cp.address, dir) },
+      })
+    : await createMesh(
+        {},
+        { env: { GRPC_XDS_BOOTSTRAP_CONFIG: JSON.stringify(istioAgentBootstrap(cp.address, dir)) } },
+      );
   cleanups.push(() => mesh.close());
-  return { mesh, cp, frontend, attacker, ca: ca.cert };
+  return { mesh, cp, frontend, attacker, ca: ca.cert, caPair: ca, dir };
 }
 
 describe('an Istio proxyless workload (STRICT mTLS, ALLOW by principal, DENY by path)', () => {
@@ -151,5 +164,62 @@ describe('an Istio proxyless workload (STRICT mTLS, ALLOW by principal, DENY by 
         rbac: ['envoy.filters.http.rbac.DENY: DENY 1 policies', 'envoy.filters.http.rbac: ALLOW 1 policies'],
       },
     ]);
+  });
+});
+
+/** The serial number of the certificate a TLS server presents to `client`. */
+function servedSerial(port: number, client: CertificateSource, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const { key, cert } = client.pem();
+    const socket = tlsConnect({ host: '127.0.0.1', port, key, cert, ca, checkServerIdentity: () => undefined });
+    socket.once('secureConnect', () => {
+      const serial = socket.getPeerCertificate().serialNumber;
+      socket.destroy();
+      resolve(serial);
+    });
+    socket.once('error', reject);
+  });
+}
+
+describe('a bare createMesh() with istio-agent’s bootstrap (no tls: section)', () => {
+  it('servers take their certificate from the bootstrap’s default provider, rotated in place; a corrupted rotation keeps the last good', async () => {
+    const { mesh, cp, frontend, attacker, ca, caPair, dir } = await workload({ tlsSection: false });
+    const tls = getMeshTls(mesh);
+    expect(tls?.meshSourceOrigin).toBe('certificate_providers');
+    const provider = tls?.provider('default');
+    const express = await startExpress(mesh);
+    cleanups.push(() => express.close());
+    const grpc = await startGrpc(mesh);
+    cleanups.push(() => grpc.close());
+    cp.setResources({
+      listeners: [express, grpc].map((s) => istioInboundListener('127.0.0.1', s.port, reviewsChain())),
+    });
+    await until(
+      async () =>
+        (await httpCall(express.port, '/reviews', { client: frontend, ca }).catch(() => ({ status: 0 })))
+          .status === 200,
+      5_000,
+      'serving',
+    );
+    const first = provider?.current.serialNumber as string;
+    expect(await servedSerial(express.port, frontend, ca)).toBe(first);
+    expect((await httpCall(express.port, '/reviews/1', { client: attacker, ca })).status).toBe(403);
+    expect((await grpcCall(grpc.port, { client: frontend })).code).toBe(status.OK);
+
+    // Rotated: new handshakes get the new certificate, on both servers' paths.
+    const next = await writeIstioCerts(dir, caPair, `${TD}/reviews`);
+    await provider?.reload();
+    expect(provider?.current.serialNumber).toBe(next);
+    expect(next).not.toBe(first);
+    expect(await servedSerial(express.port, frontend, ca)).toBe(next);
+    expect((await httpCall(express.port, '/reviews/1', { client: frontend, ca })).status).toBe(200);
+    expect((await grpcCall(grpc.port, { client: frontend })).code).toBe(status.OK);
+
+    // Corrupted: rejected, the last good certificate still served.
+    writeFileSync(join(dir, 'cert-chain.pem'), 'not a certificate');
+    await provider?.reload();
+    expect(provider?.current.serialNumber).toBe(next);
+    expect(await servedSerial(express.port, frontend, ca)).toBe(next);
+    expect((await httpCall(express.port, '/reviews/1', { client: frontend, ca })).status).toBe(200);
   });
 });
