@@ -171,7 +171,14 @@ describe('an Istio proxyless workload (STRICT mTLS, ALLOW by principal, DENY by 
 function servedSerial(port: number, client: CertificateSource, ca: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const { key, cert } = client.pem();
-    const socket = tlsConnect({ host: '127.0.0.1', port, key, cert, ca, checkServerIdentity: () => undefined });
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      key,
+      cert,
+      ca,
+      checkServerIdentity: () => undefined,
+    });
     socket.once('secureConnect', () => {
       const serial = socket.getPeerCertificate().serialNumber;
       socket.destroy();

@@ -43,7 +43,9 @@ function decodedListeners(svc: Record<string, unknown>) {
   return [...(snap.resources.get(LDS_TYPE)?.values() ?? [])]
     .filter((r) => r.name.startsWith('xds.istio.io/'))
     .map((r) =>
-      translateServerListener(decodeAny(r.any.typeUrl, r.any.value), { certificateProviders: new Set(['default']) }),
+      translateServerListener(decodeAny(r.any.typeUrl, r.any.value), {
+        certificateProviders: new Set(['default']),
+      }),
     );
 }
 

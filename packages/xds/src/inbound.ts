@@ -230,11 +230,7 @@ function translateDownstreamTls(ts: Msg, path: string, opts: TranslateOptions): 
   const ctc = msg(tc.commonTlsContext);
   if (!ctc) return fail(`${p}.common_tls_context`, 'is required');
   const cp = `${p}.common_tls_context`;
-  const { identityInstance: certificateProvider, rootInstance: caProvider } = commonTlsContext(
-    ctc,
-    cp,
-    opts,
-  );
+  const { identityInstance: certificateProvider, rootInstance: caProvider } = commonTlsContext(ctc, cp, opts);
   if (certificateProvider === undefined)
     return fail(`${cp}.tls_certificate_provider_instance`, 'is required (the server certificate)');
   const requireClientCertificate = bool(tc.requireClientCertificate) === true;

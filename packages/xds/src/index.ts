@@ -27,7 +27,6 @@ export type {
   XdsBackoffInput,
   XdsInput,
 } from './config-types.generated.js';
-export { LoadReporter, type LoadReporterEvent, type LoadReporterOptions } from './lrs.js';
 export {
   type ChainMatcher,
   matchFilterChain,
@@ -39,6 +38,7 @@ export {
   serverListenerName,
   translateServerListener,
 } from './inbound.js';
+export { LoadReporter, type LoadReporterEvent, type LoadReporterOptions } from './lrs.js';
 export {
   AGGREGATE_CLUSTER_TYPE,
   adsService,

@@ -819,11 +819,7 @@ function translateUpstreamTls(tc: Msg, path: string, opts: TranslateOptions): Up
   const ctc = msg(tc.commonTlsContext);
   if (!ctc) return fail(`${path}.common_tls_context`, 'is required (gRFC A29)');
   const cp = `${path}.common_tls_context`;
-  const { identityInstance, rootInstance, validation, validationPath: vp } = commonTlsContext(
-    ctc,
-    cp,
-    opts,
-  );
+  const { identityInstance, rootInstance, validation, validationPath: vp } = commonTlsContext(ctc, cp, opts);
   if (!validation && rootInstance === undefined)
     fail(`${cp}`, 'has no validation context: a TLS cluster must verify its servers (gRFC A29)');
   if (rootInstance === undefined)

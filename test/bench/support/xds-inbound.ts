@@ -73,7 +73,9 @@ function servedListener(address: string, policies: unknown): ServerListenerUpdat
   const snap = buildSnapshot(set, '1');
   const r = [...(snap.resources.get(LDS_TYPE)?.values() ?? [])].find((x) => x.name.endsWith(address));
   if (r === undefined) throw new Error('no inbound listener');
-  return translateServerListener(decodeAny(r.any.typeUrl, r.any.value), { certificateProviders: new Set(['default']) });
+  return translateServerListener(decodeAny(r.any.typeUrl, r.any.value), {
+    certificateProviders: new Set(['default']),
+  });
 }
 
 export interface RbacMicro {
