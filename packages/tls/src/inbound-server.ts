@@ -1,12 +1,15 @@
 import {
   createServer as createHttpServer,
-  type ServerOptions as HttpServerOptions,
   type IncomingMessage,
   type RequestListener,
   type ServerResponse,
 } from 'node:http';
 import { createSecureServer, type Http2SecureServer } from 'node:http2';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import {
+  createServer as createHttpsServer,
+  type Server as HttpsServer,
+  type ServerOptions as HttpsServerOptions,
+} from 'node:https';
 import { Server as NetServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import {
@@ -29,8 +32,12 @@ export interface MeshHttpServerOptions {
   readonly mesh: Mesh;
   /** Serve HTTP/2 (and HTTP/1.1 by ALPN) on TLS connections. Default false: HTTP/1.1. */
   readonly http2?: boolean;
-  /** Options of the inner HTTP servers (timeouts, header limits). */
-  readonly serverOptions?: HttpServerOptions;
+  /**
+   * Options of the inner HTTP and HTTPS servers (timeouts, header limits; TLS options such as
+   * `secureOptions` or `ciphers` for TLS connections). The certificate, key, trust bundle and
+   * client-certificate settings are the filter chain's.
+   */
+  readonly serverOptions?: HttpsServerOptions;
 }
 
 /** The requirement used without an inbound listener: the mesh's `default` certificate, mTLS (STRICT). */
@@ -78,7 +85,7 @@ export class MeshHttpServer extends NetServer {
   readonly #tracked = new Map<Socket, Tracked>();
   #handle: InboundListenerHandle | undefined;
   #offChange: (() => void) | undefined;
-  readonly #options: HttpServerOptions;
+  readonly #options: HttpsServerOptions;
   readonly #offRotate: Array<() => void> = [];
 
   constructor(options: MeshHttpServerOptions, handler?: RequestListener) {

@@ -28,6 +28,7 @@ import {
 } from '../../../packages/xds/src/index.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import { startServerProcess } from '../support/server.js';
+import { handshakeProviderVsDir } from '../support/xds-handshake.js';
 import { listenerUpdateUnderLoad, rbacMicro } from '../support/xds-inbound.js';
 
 /**
@@ -378,6 +379,8 @@ const suite: BenchSuite = {
     // 5. The server side: RBAC per request (20 rules), and inbound Listener updates under load.
     const rbac = await rbacMicro(quick);
     const update = await listenerUpdateUnderLoad(quick);
+    // 6. The mTLS handshake: bootstrap provider certificates vs the tls: directory.
+    const handshake = await handshakeProviderVsDir(quick);
 
     const p99Steady = pct(steady, 99);
     const p99During = pct(during, 99);
@@ -416,6 +419,7 @@ const suite: BenchSuite = {
         admitXdsListener: r3(rbac.admitXdsNs),
       },
       inboundListenerUpdateUnderLoad: update,
+      mtlsHandshakeProviderVsTlsDir: handshake,
     };
     return {
       results,
@@ -427,6 +431,7 @@ const suite: BenchSuite = {
         `xds: ~${results.bytesPerEndpoint} bytes of heap per endpoint, ~${results.bytesPerEndpointPickedWithSlot} once picked and given a transport slot${gc ? '' : ' (no --expose-gc: approximate)'}`,
         `xds: RBAC per request, 20 rules: from xDS (RBAC filter) ${results.rbac20RulesNs.xdsFilter} ns, with the chain's TLS check ${results.rbac20RulesNs.xdsChain} ns, local authorization: ${results.rbac20RulesNs.local} ns (target <= 1000); whole gRPC admission step with the inbound listener ${results.rbac20RulesNs.admitXdsListener} ns vs the local policy ${results.rbac20RulesNs.admitLocal} ns`,
         `xds: inbound Listener updated every 200 ms under load (${update.versionsApplied} versions applied of ${update.pushes} pushed, ${update.seconds} s): ${update.requests.http} HTTP + ${update.requests.grpc} gRPC requests, failed ${update.failed.http} + ${update.failed.grpc} (target 0)${update.failures.length > 0 ? ` (${update.failures.join('; ')})` : ''}; p99 ${update.p99Ms.steady} ms steady vs ${update.p99Ms.duringUpdates} ms during (20 ms handlers)`,
+        `xds: mTLS handshake, bootstrap provider vs tls: directory (target <= 1.05x; ${handshake.rounds} alternating rounds of ${handshake.handshakesPerRound}, medians): client (connectors) ${handshake.client.wallMs.provider} vs ${handshake.client.wallMs.tlsDir} ms wall (${handshake.client.wallMs.ratio}x), ${handshake.client.cpuMs.provider} vs ${handshake.client.cpuMs.tlsDir} ms CPU (${handshake.client.cpuMs.ratio}x); server (inbound chain vs tls: server) ${handshake.server.wallMs.provider} vs ${handshake.server.wallMs.tlsDir} ms wall (${handshake.server.wallMs.ratio}x), ${handshake.server.cpuMs.provider} vs ${handshake.server.cpuMs.tlsDir} ms CPU (${handshake.server.cpuMs.ratio}x)`,
         `xds: request p99 ${results.requestP99Ms.steady} ms steady vs ${results.requestP99Ms.duringUpdates} ms during ${applied} applied 10k-endpoint pushes (one per 500 ms) (ratio ${results.requestP99Ms.ratio}, target <= 1.5); event-loop max delay ${results.eventLoopMaxDelayMs.steady} ms steady, ${results.eventLoopMaxDelayMs.duringUpdates} ms during`,
       ],
     };
