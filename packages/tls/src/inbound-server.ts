@@ -186,7 +186,8 @@ export class MeshHttpServer extends NetServer {
       : createHttpsServer({ ...this.#options, ...tlsOptions }, forward);
     s.on('tlsClientError', () => {});
     const server = s;
-    const rotate = () => server.setSecureContext(context());
+    // The application's TLS options (ciphers, secureOptions) stay through a rotation.
+    const rotate = () => server.setSecureContext({ ...this.#options, ...context() });
     this.#offRotate.push(id.on('rotate', rotate));
     if (ca !== undefined && ca !== id) this.#offRotate.push(ca.on('rotate', rotate));
     this.#tls.set(req.key, s);
