@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import type { InboundConnection, InboundTlsRequirement } from '@meshlet/core';
 import { bool, list, type Msg, msg, num, str, typeOf, XdsDecodeError } from './codec.js';
 import { RBAC_TYPE, type RbacConfig, translateRbac } from './rbac.js';
-import { commonTlsContext, type TranslateOptions, translateRouteConfig } from './translate.js';
+import { commonTlsContext, hcmRouteSource, type TranslateOptions } from './translate.js';
 import type { RouteConfigUpdate } from './types.js';
 
 /**
@@ -160,22 +160,7 @@ function filterType(typed: unknown): string {
 }
 
 function translateServerHcm(hcm: Msg, path: string, opts: TranslateOptions): ServerHcm {
-  let rdsName: string | undefined;
-  let routeConfig: RouteConfigUpdate | undefined;
-  const rds = msg(hcm.rds);
-  if (rds) {
-    rdsName = str(rds.routeConfigName);
-    if (!rdsName) fail(`${path}.rds.route_config_name`, 'is required');
-    const cs = msg(rds.configSource);
-    if (!cs || (cs.ads === undefined && cs.self === undefined))
-      fail(`${path}.rds.config_source`, 'must be ads or self');
-  } else if (hcm.routeConfig !== undefined) {
-    routeConfig = translateRouteConfig(msg(hcm.routeConfig) ?? {}, `${path}.route_config`, opts);
-  } else if (hcm.scopedRoutes !== undefined) {
-    fail(`${path}.scoped_routes`, 'scoped routes are not supported');
-  } else {
-    fail(path, 'has neither rds nor route_config');
-  }
+  const { rdsName, routeConfig } = hcmRouteSource(hcm, path, opts);
   // gRFC A41: RBAC's remote_ip is the mesh's client IP (inbound.xffNumTrustedHops): a listener
   // asking for another reading of X-Forwarded-For would be silently ignored, so it is refused.
   if ((num(hcm.xffNumTrustedHops) ?? 0) !== 0)

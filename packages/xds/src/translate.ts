@@ -95,7 +95,16 @@ function translateFault(cfg: Msg, path: string): FaultPolicy | undefined {
   });
 }
 
-function translateHcm(name: string, hcm: Msg, path: string, opts: TranslateOptions): ListenerUpdate {
+/**
+ * Where an HttpConnectionManager's routes come from: RDS over the ADS stream (`ads` or `self`; a
+ * `config_source` naming anything else is NACKed: one ADS stream per process) or an inline
+ * `route_config`; scoped routes are NACKed. Clients and servers read it alike.
+ */
+export function hcmRouteSource(
+  hcm: Msg,
+  path: string,
+  opts: TranslateOptions,
+): { rdsName: string | undefined; routeConfig: RouteConfigUpdate | undefined } {
   let rdsName: string | undefined;
   let routeConfig: RouteConfigUpdate | undefined;
   const rds = msg(hcm.rds);
@@ -112,6 +121,11 @@ function translateHcm(name: string, hcm: Msg, path: string, opts: TranslateOptio
   } else {
     fail(path, 'has neither rds nor route_config');
   }
+  return { rdsName, routeConfig };
+}
+
+function translateHcm(name: string, hcm: Msg, path: string, opts: TranslateOptions): ListenerUpdate {
+  const { rdsName, routeConfig } = hcmRouteSource(hcm, path, opts);
   const filters: string[] = [];
   let fault: FaultPolicy | undefined;
   list(hcm.httpFilters).forEach((f, i) => {
