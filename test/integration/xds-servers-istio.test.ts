@@ -18,6 +18,7 @@ import { until } from './xds/helpers.js';
 import { writeIstioCerts } from './xds/security-helpers.js';
 import {
   grpcCall,
+  handled,
   httpCall,
   istioAgentBootstrap,
   istioWorkloadDir,
@@ -128,8 +129,10 @@ describe('an Istio proxyless workload (STRICT mTLS, ALLOW by principal, DENY by 
       const ok = await httpCall(s.port, '/reviews/1', { client: frontend, ca });
       expect(ok).toMatchObject({ status: 200, body: `${s.kind} /reviews/1` });
       // a valid certificate of the wrong principal: 403 before the handler runs
+      const before = handled.count;
       const denied = await httpCall(s.port, '/reviews/1', { client: attacker, ca });
       expect(denied.status).toBe(403);
+      expect(handled.count).toBe(before);
       expect(JSON.parse(denied.body).error).toMatchObject({ code: 'MESHLET_ERR_FORBIDDEN' });
       expect(denied.body).toContain('no ALLOW policy matched');
       // DENY by path, even for the allowed principal
@@ -142,8 +145,10 @@ describe('an Istio proxyless workload (STRICT mTLS, ALLOW by principal, DENY by 
     }
     const g = servers.find((s) => s.kind === 'grpc') as Served;
     expect(await grpcCall(g.port, { client: frontend })).toEqual({ code: status.OK, details: '' });
+    const before = handled.count;
     const wrong = await grpcCall(g.port, { client: attacker });
     expect(wrong.code).toBe(status.PERMISSION_DENIED);
+    expect(handled.count).toBe(before);
     expect(wrong.details).toContain('MESHLET_ERR_FORBIDDEN');
     expect((await grpcCall(g.port, { client: frontend, path: '/test.Admin/Drop' })).code).toBe(
       status.PERMISSION_DENIED,

@@ -128,11 +128,15 @@ export function httpCall(
   });
 }
 
+/** Requests that reached an application handler of the servers below (RBAC runs before them). */
+export const handled = { count: 0 };
+
 /** An Express app answering `express <path>` for every path, behind meshMiddleware. */
 export function expressApp(mesh: Mesh): express.Express {
   const app = express();
   app.use(meshMiddleware({ mesh }));
   app.all(/.*/, (req, res) => {
+    handled.count++;
     res.send(`express ${req.path}`);
   });
   return app;
@@ -161,7 +165,10 @@ export async function startExpress(mesh: Mesh): Promise<Served> {
 export async function startFastify(mesh: Mesh): Promise<Served> {
   const app = Fastify({ serverFactory: (handler) => createMeshHttpServer({ mesh }, handler) as never });
   await app.register(meshPlugin, { mesh, drain: false });
-  app.all('/*', async (req) => `fastify ${req.url.split('?')[0]}`);
+  app.all('/*', async (req) => {
+    handled.count++;
+    return `fastify ${req.url.split('?')[0]}`;
+  });
   await app.listen({ port: 0, host: '127.0.0.1' });
   return {
     port: (app.server.address() as AddressInfo).port,
@@ -175,8 +182,10 @@ export async function startFastify(mesh: Mesh): Promise<Served> {
 /** A meshlet gRPC echo server bound with insecure credentials: the inbound listener decides TLS. */
 export async function startGrpc(mesh: Mesh, creds?: ServerCredentials): Promise<Served & { ms: MeshServer }> {
   const ms = createMeshServer({ mesh, health: false });
-  const handler = (call: { request: { text: string } }, cb: (e: null, r: EchoReply) => void) =>
+  const handler = (call: { request: { text: string } }, cb: (e: null, r: EchoReply) => void) => {
+    handled.count++;
     cb(null, { text: call.request.text, server: 'grpc' });
+  };
   ms.server.addService(echoDefinition, { Echo: handler });
   // A second method, for policies on the path: /test.Admin/Drop
   const echo = echoDefinition.Echo as (typeof echoDefinition)[string];
