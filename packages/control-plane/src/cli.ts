@@ -12,9 +12,13 @@ export interface CommandIo {
 }
 
 const USAGE = `usage: meshlet control-plane --config FILE [--port N] [--host ADDR]
+                             [--server-listener-template TEMPLATE]
 
 Serves the services, endpoints, routes and policies of a mesh YAML file over xDS (ADS) and pushes
-every change of the file to connected clients. Point clients at it with a gRPC xDS bootstrap:
+every change of the file to connected clients. Services' inbound listeners are named by
+--server-listener-template (default xds.istio.io/grpc/lds/inbound/%s, istio-agent's), which must
+be the workloads' server_listener_resource_name_template. Point clients at it with a gRPC xDS
+bootstrap:
   GRPC_XDS_BOOTSTRAP_CONFIG='{"xds_servers":[{"server_uri":"HOST:PORT","channel_creds":[{"type":"insecure"}]}],"node":{"id":"me"}}'
 `;
 
@@ -26,6 +30,7 @@ export async function runControlPlaneCommand(argv: readonly string[], io: Comman
   let config: string | undefined;
   let port = 18000;
   let host = '0.0.0.0';
+  let serverListenerTemplate: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     const next = () => argv[++i];
@@ -35,6 +40,9 @@ export async function runControlPlaneCommand(argv: readonly string[], io: Comman
     else if (a.startsWith('--port=')) port = Number(a.slice(7));
     else if (a === '--host') host = next() ?? host;
     else if (a.startsWith('--host=')) host = a.slice(7);
+    else if (a === '--server-listener-template') serverListenerTemplate = next();
+    else if (a.startsWith('--server-listener-template='))
+      serverListenerTemplate = a.slice('--server-listener-template='.length);
     else if (a === '--help' || a === '-h') {
       io.stdout.write(USAGE);
       return 0;
@@ -51,12 +59,17 @@ export async function runControlPlaneCommand(argv: readonly string[], io: Comman
     io.stderr.write('--port must be 0-65535\n');
     return 2;
   }
+  if (serverListenerTemplate !== undefined && !serverListenerTemplate.includes('%s')) {
+    io.stderr.write('--server-listener-template must contain %s (the listening address)\n');
+    return 2;
+  }
   let cp: Awaited<ReturnType<typeof startControlPlane>>;
   try {
     cp = await startControlPlane({
       configFile: resolve(io.cwd ?? process.cwd(), config),
       port,
       host,
+      ...(serverListenerTemplate !== undefined ? { serverListenerTemplate } : {}),
       onEvent: (e) => {
         if (e.kind === 'snapshot') io.stdout.write(`serving version ${e.version}\n`);
         else if (e.kind === 'configError')

@@ -1,7 +1,7 @@
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CDS_TYPE, type ClusterUpdate, parseBootstrap, XdsClient } from '@meshlet/xds';
+import { CDS_TYPE, type ClusterUpdate, LDS_TYPE, parseBootstrap, XdsClient } from '@meshlet/xds';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseControlPlaneConfig, runControlPlaneCommand, startControlPlane } from '../src/index.js';
 
@@ -138,7 +138,10 @@ describe('serving a mesh YAML file', () => {
   it('runControlPlaneCommand serves --config on --port until stopped', async () => {
     const dir = tmp();
     const file = join(dir, 'mesh.yaml');
-    writeFileSync(file, 'services:\n  reviews:\n    endpoints: ["127.0.0.1:9001"]\n');
+    writeFileSync(
+      file,
+      'services:\n  reviews:\n    endpoints: ["127.0.0.1:9001"]\n    inbound: ["0.0.0.0:9080"]\n',
+    );
     let out = '';
     let errOut = '';
     const ac = new AbortController();
@@ -147,7 +150,19 @@ describe('serving a mesh YAML file', () => {
       stderr: { write: (t: string) => (errOut += t) },
       signal: ac.signal,
     };
-    const done = runControlPlaneCommand(['--config', file, '--port', '0', '--host', '127.0.0.1'], io);
+    const done = runControlPlaneCommand(
+      [
+        '--config',
+        file,
+        '--port',
+        '0',
+        '--host',
+        '127.0.0.1',
+        '--server-listener-template',
+        'example/inbound/%s',
+      ],
+      io,
+    );
     await until(() => /listening on 127\.0\.0\.1:\d+/.test(out), 'listening');
     const address = /listening on (\S+)/.exec(out)?.[1] as string;
     const c = new XdsClient(
@@ -155,6 +170,7 @@ describe('serving a mesh YAML file', () => {
         {
           xds_servers: [{ server_uri: address, channel_creds: [{ type: 'insecure' }] }],
           node: { id: 'cli' },
+          server_listener_resource_name_template: 'example/inbound/%s',
         },
         't',
       ),
@@ -162,11 +178,15 @@ describe('serving a mesh YAML file', () => {
     cleanup.push(() => c.close());
     let got = 0;
     c.watch(CDS_TYPE, 'reviews', { onUpdate: () => got++ });
-    await until(() => got === 1, 'served by the command');
+    // The service's inbound listener, named by the template given on the command line.
+    c.watch(LDS_TYPE, 'example/inbound/0.0.0.0:9080', { onUpdate: () => got++ });
+    await until(() => got === 2, 'served by the command');
     ac.abort();
     expect(await done).toBe(0);
     expect(errOut).toBe('');
     expect(await runControlPlaneCommand([], io)).toBe(2);
     expect(errOut).toMatch(/--config is required/);
+    expect(await runControlPlaneCommand(['--config', file, '--server-listener-template', 'x'], io)).toBe(2);
+    expect(errOut).toMatch(/--server-listener-template must contain %s/);
   });
 });
