@@ -68,7 +68,11 @@ export {
 } from './regex.js';
 export { clusterPolicy, XdsResolver, type XdsResolverOptions } from './resolver.js';
 export { ListenerRouter, routePolicy, selectVirtualHost } from './router.js';
-export { type InboundListenerDump, type InboundListenersOptions, XdsInboundListeners } from './server-listeners.js';
+export {
+  type InboundListenerDump,
+  type InboundListenersOptions,
+  XdsInboundListeners,
+} from './server-listeners.js';
 export { DEFAULT_DRAIN_GRACE_MS, registerXdsConfig, type XdsSettings, xdsBootstrapFor } from './setup.js';
 export { type SetupXdsOptions, setupXds } from './start.js';
 export {

@@ -27,7 +27,6 @@ import { matchRoute, selectVirtualHost } from './router.js';
 import { DEFAULT_DRAIN_GRACE_MS } from './setup.js';
 import type { RouteConfigUpdate, XdsRoute } from './types.js';
 
-
 /** One RDS resource shared by the chains that name it. */
 interface RdsEntry {
   value: RouteConfigUpdate | undefined;
