@@ -255,7 +255,11 @@ describe('validation NACKs what A36, A29, A39 and A41 say to NACK', () => {
     nack(
       listener([
         tlsChain({
-          commonTlsContext: { ...istioCommonTlsContext(), validationContextSdsSecretConfig: { name: 'x' } },
+          // validation_context_type is a oneof: the SDS config instead of the combined context
+          commonTlsContext: {
+            tlsCertificateProviderInstance: { instanceName: 'default' },
+            validationContextSdsSecretConfig: { name: 'x' },
+          },
         }),
       ]),
       /validation_context_sds_secret_config: SDS is not supported/,
