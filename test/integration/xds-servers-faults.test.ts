@@ -313,6 +313,42 @@ describe('inbound listener faults', () => {
     expect(inbound.map((l) => l.generation)).toEqual([6, 6]);
   });
 
+  it('a listener update drains gRPC connections as gRPC servers do: first a GOAWAY naming the largest stream ID, so no stream on the wire is refused', async () => {
+    const cp = await startControlPlane({ resources: { listeners: [] } });
+    cleanups.push(() => cp.close());
+    const mesh = await plaintextMesh(cp);
+    const grpc = await startGrpc(mesh);
+    cleanups.push(() => grpc.close());
+    const deny = (n: number) =>
+      istioRbac('DENY', {
+        [`v${n}`]: { principals: [ANY_PRINCIPAL], permissions: [operationOf({ paths: [`/unused/${n}`] })] },
+      });
+    const version = (n: number) => ({
+      listeners: [
+        istioInboundListener('127.0.0.1', grpc.port, istioFilterChain({ mtls: false, deny: deny(n) })),
+      ],
+    });
+    cp.setResources(version(0));
+    await until(
+      async () => (await grpcCall(grpc.port, { plaintext: true })).code === status.OK,
+      5_000,
+      'serving',
+    );
+    // A raw HTTP/2 client on one connection: which GOAWAY frames it receives, in order.
+    const { connect } = await import('node:http2');
+    const session = connect(`http://127.0.0.1:${grpc.port}`);
+    cleanups.push(() => session.destroy());
+    const goaways: Array<{ code: number; lastStreamID: number }> = [];
+    session.on('goaway', (code, lastStreamID) => goaways.push({ code, lastStreamID }));
+    session.on('error', () => {});
+    await new Promise<void>((r) => session.once('remoteSettings', () => r()));
+    cp.setResources(version(1));
+    await until(() => goaways.length > 0, 5_000, 'GOAWAY');
+    // Not the last stream received (streams already on the wire would be refused): every stream
+    // the client sent before it heard of the drain is still served.
+    expect(goaways[0]).toEqual({ code: 0, lastStreamID: 2 ** 31 - 1 });
+  });
+
   it('the control plane gone: the last good security configuration stays (mTLS and RBAC)', async () => {
     const ca = await createCa();
     const dir = await istioWorkloadDir(ca, `${TD}/reviews`, cleanups);

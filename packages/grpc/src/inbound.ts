@@ -1,3 +1,4 @@
+import { type Http2Session, constants as h2 } from 'node:http2';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import {
@@ -100,6 +101,75 @@ function connectionOf(socket: Socket, transport: 'tls' | 'raw_buffer'): InboundC
   };
 }
 
+/** The injector a connection was handed to, on the socket (or stream) grpc-js serves it on. */
+const INJECTED = Symbol('meshlet.injector');
+type Tagged = { [INJECTED]?: ConnectionInjector; _parent?: Tagged };
+
+/** How long the first GOAWAY's PING may wait for its answer before the final GOAWAY (at most). */
+const GOAWAY_PING_WAIT_MS = 2_000;
+
+/**
+ * The HTTP/2 sessions grpc-js serves for `injector`'s connections, from the server's session
+ * table (grpc-js keeps no per-injector handle to them). A session's `socket` is Node's proxy to
+ * ours, or to the TLS socket wrapping ours (`_parent`). Empty when the table is not there.
+ */
+function sessionsOf(server: Server, injector: ConnectionInjector): Http2Session[] {
+  const table = (server as unknown as { sessions?: unknown }).sessions;
+  if (!(table instanceof Map)) return [];
+  const out: Http2Session[] = [];
+  for (const session of table.keys() as Iterable<Http2Session>) {
+    if (session.closed || session.destroyed) continue;
+    try {
+      const socket = session.socket as unknown as Tagged;
+      if ((socket[INJECTED] ?? socket._parent?.[INJECTED]) === injector) out.push(session);
+    } catch {
+      // a session whose socket is gone
+    }
+  }
+  return out;
+}
+
+/**
+ * Drains an injector's connections as gRPC's servers do (C-core, Go), so that no stream is
+ * refused: a first GOAWAY naming the largest stream ID (clients stop opening streams on the
+ * connection, and those they opened before they heard of it are still served), a PING, and once
+ * its answer shows the client has seen the GOAWAY — or after `GOAWAY_PING_WAIT_MS` — grpc-js's
+ * own drain: GOAWAY with the last stream received, calls in flight finishing within `graceMs`.
+ * grpc-js's drain alone sends that final GOAWAY at once, and streams already on the wire are
+ * refused (`REFUSED_STREAM`; grpc-js clients retry that once only).
+ */
+function drainGracefully(
+  server: Server,
+  injector: ConnectionInjector,
+  graceMs: number,
+  then?: () => void,
+): void {
+  const sessions = sessionsOf(server, injector);
+  let left = sessions.length;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    injector.drain(graceMs);
+    then?.();
+  };
+  const timer = setTimeout(finish, Math.min(GOAWAY_PING_WAIT_MS, graceMs));
+  timer.unref();
+  const answered = () => {
+    if (--left === 0) finish();
+  };
+  if (left === 0) finish();
+  for (const session of sessions) {
+    try {
+      session.goaway(h2.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
+      if (!session.ping(answered)) answered();
+    } catch {
+      answered();
+    }
+  }
+}
+
 /** One injector: the connections of one filter chain of one listener version. */
 interface ChainInjector {
   readonly generation: number;
@@ -161,8 +231,7 @@ export class InboundPort {
     for (const [chain, ci] of this.#injectors) {
       if (cfg !== undefined && ci.generation === cfg.generation) continue;
       this.#injectors.delete(chain);
-      ci.injector.drain(this.#graceMs);
-      ci.injector.destroy();
+      drainGracefully(this.#server, ci.injector, this.#graceMs, () => ci.injector.destroy());
     }
     // Prepared now, so that TLS credentials are loaded before the first connection comes.
     if (cfg !== undefined) for (const chain of cfg.chains) this.#injectorFor(cfg, chain);
@@ -257,7 +326,10 @@ export class InboundPort {
     if (replay === undefined) {
       const ci = this.#injectorFor(cfg, chain);
       if (ci === undefined) socket.destroy();
-      else ci.injector.injectConnection(socket);
+      else {
+        (socket as Tagged)[INJECTED] = ci.injector;
+        ci.injector.injectConnection(socket);
+      }
       return;
     }
     // Plaintext after a peek: grpc-js sees our stream, not the socket; this connection's injector
@@ -282,21 +354,26 @@ export class InboundPort {
       experimental.createServerCredentialsWithInterceptors(creds, [stamp(conn)]),
     );
     this.#perConnection.add(injector);
+    let draining = false;
     const off = this.#handle.onChange(() => {
-      if (this.#handle.config?.generation !== cfg.generation) injector.drain(this.#graceMs);
+      if (draining || this.#handle.config?.generation === cfg.generation) return;
+      draining = true;
+      drainGracefully(this.#server, injector, this.#graceMs);
     });
     socket.once('close', () => {
       off();
       this.#perConnection.delete(injector);
       injector.destroy();
     });
-    injector.injectConnection(replayFirst(socket, replay));
+    const stream = replayFirst(socket, replay);
+    (stream as Tagged)[INJECTED] = injector;
+    injector.injectConnection(stream);
   }
 
   /** Drains every connection (GOAWAY, calls in flight finish within `graceMs`). */
   drain(graceMs: number): void {
-    for (const ci of this.#injectors.values()) ci.injector.drain(graceMs);
-    for (const i of this.#perConnection) i.drain(graceMs);
+    for (const ci of this.#injectors.values()) drainGracefully(this.#server, ci.injector, graceMs);
+    for (const i of this.#perConnection) drainGracefully(this.#server, i, graceMs);
   }
 
   /** Stops listening and destroys the injectors (the grpc-js server's shutdown ends their sessions). */
