@@ -220,6 +220,7 @@ export {
   type PeerCertificateInfo,
   type PeerSocket,
   setConnectionState,
+  socketConnection,
   socketPeer,
   spiffeIdFromSubjectAltName,
   unmapIp,

@@ -19,7 +19,7 @@ import {
   type InboundListenerHandle,
   type InboundListenerPort,
   type Mesh,
-  unmapIp,
+  socketConnection,
 } from '@meshlet/core';
 import { PemCertificateProvider } from './credentials.js';
 
@@ -89,16 +89,6 @@ function replayFirst(socket: Socket, first: Buffer): Duplex {
   socket.on('error', (e) => d.destroy(e));
   socket.on('close', () => d.destroy());
   return d;
-}
-
-function connectionOf(socket: Socket, transport: 'tls' | 'raw_buffer'): InboundConnection {
-  return {
-    localAddress: socket.localAddress === undefined ? undefined : unmapIp(socket.localAddress),
-    localPort: socket.localPort,
-    remoteAddress: socket.remoteAddress === undefined ? undefined : unmapIp(socket.remoteAddress),
-    remotePort: socket.remotePort,
-    transport,
-  };
 }
 
 /** The injector a connection was handed to, on the socket (or stream) grpc-js serves it on. */
@@ -292,7 +282,7 @@ export class InboundPort {
       return;
     }
     if (!cfg.needsTransport) {
-      this.#dispatch(socket, cfg, connectionOf(socket, 'raw_buffer'), undefined);
+      this.#dispatch(socket, cfg, socketConnection(socket, 'raw_buffer'), undefined);
       return;
     }
     // A chain matches TLS connections only: tell them apart by the first byte (a TLS handshake
@@ -307,8 +297,8 @@ export class InboundPort {
       }
       if (tls) {
         socket.unshift(chunk);
-        this.#dispatch(socket, now, connectionOf(socket, 'tls'), undefined);
-      } else this.#dispatch(socket, now, connectionOf(socket, 'raw_buffer'), chunk);
+        this.#dispatch(socket, now, socketConnection(socket, 'tls'), undefined);
+      } else this.#dispatch(socket, now, socketConnection(socket, 'raw_buffer'), chunk);
     });
   }
 

@@ -15,7 +15,6 @@ import type { TLSSocket } from 'node:tls';
 import {
   certificateProvider,
   chainCertificates,
-  type InboundConnection,
   InboundConnectionState,
   type InboundFilterChain,
   type InboundListenerHandle,
@@ -23,7 +22,7 @@ import {
   inboundPorts,
   type Mesh,
   setConnectionState,
-  unmapIp,
+  socketConnection,
 } from '@meshlet/core';
 
 /** Options of `createMeshHttpServer`. */
@@ -51,16 +50,6 @@ const LOCAL_MTLS: InboundTlsRequirement = Object.freeze({
 interface Tracked {
   readonly state: InboundConnectionState | undefined;
   active: number;
-}
-
-function connectionOf(socket: Socket, transport: 'tls' | 'raw_buffer'): InboundConnection {
-  return {
-    localAddress: socket.localAddress === undefined ? undefined : unmapIp(socket.localAddress),
-    localPort: socket.localPort,
-    remoteAddress: socket.remoteAddress === undefined ? undefined : unmapIp(socket.remoteAddress),
-    remotePort: socket.remotePort,
-    transport,
-  };
 }
 
 /**
@@ -211,7 +200,7 @@ export class MeshHttpServer extends NetServer {
     }
     const go = (transport: 'tls' | 'raw_buffer', peeked: boolean) => {
       const now = h.config;
-      const chain: InboundFilterChain | undefined = now?.match(connectionOf(socket, transport));
+      const chain: InboundFilterChain | undefined = now?.match(socketConnection(socket, transport));
       if (now === undefined || chain === undefined) {
         socket.destroy();
         return;

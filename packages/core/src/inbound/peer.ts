@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { InboundConnectionState } from './listener.js';
+import type { InboundConnection, InboundConnectionState } from './listener.js';
 
 /** The parts of a verified peer certificate authorization reads, as Node renders them. */
 export interface PeerCertificateInfo {
@@ -317,4 +317,26 @@ export function forwardedClientIp(
     end = comma;
   }
   return undefined;
+}
+
+/**
+ * How a socket arrived, for filter chain matching: its local and remote addresses (IPv4-mapped
+ * ones as IPv4) and ports, and the transport a server that owns its sockets told apart.
+ */
+export function socketConnection(
+  socket: {
+    localAddress?: string | undefined;
+    localPort?: number | undefined;
+    remoteAddress?: string | undefined;
+    remotePort?: number | undefined;
+  },
+  transport: 'tls' | 'raw_buffer',
+): InboundConnection {
+  return {
+    localAddress: socket.localAddress === undefined ? undefined : unmapIp(socket.localAddress),
+    localPort: socket.localPort,
+    remoteAddress: socket.remoteAddress === undefined ? undefined : unmapIp(socket.remoteAddress),
+    remotePort: socket.remotePort,
+    transport,
+  };
 }
