@@ -1,22 +1,54 @@
 /**
  * Instructions per mTLS handshake under callgrind (repeatable whatever the machine's load, unlike
- * the wall and CPU times of support/xds-handshake.ts), one path per run. Run a path with two
- * handshake counts and subtract, so that start-up, certificate issuance and JIT compilation cancel
- * out:
+ * the wall and CPU times of support/xds-handshake.ts), one path per run. Only the measured loop is
+ * counted: after the setup and ten warm-up handshakes the process asks `callgrind_control` to zero
+ * the counters, and after the loop to dump them (start-up, certificate issuance, the control plane
+ * and the wait for the inbound listener vary from run to run by more than a few handshakes cost):
  *
- *   for n in 50 250; do
- *     valgrind --tool=callgrind --callgrind-out-file=/dev/null --smc-check=all-non-file \
- *       node --conditions=meshlet-source --import tsx test/bench/support/handshake-callgrind.ts server-provider $n
- *   done   # (second "Collected" - first) / 200 = instructions per handshake
+ *   valgrind --tool=callgrind --callgrind-out-file=/tmp/hs.%p --smc-check=all-non-file \
+ *     node --conditions=meshlet-source --import tsx test/bench/support/handshake-callgrind.ts server-provider 200
  *
- * Paths: `client-dir` (the `tls:` service connector), `client-provider` (an xDS cluster's
- * UpstreamTlsContext connector over the bootstrap's provider), `server-dir` (the `tls:` HTTPS
- * server), `server-provider` (meshlet's server under an inbound listener's STRICT chain).
+ * It prints `<path> <n> <instructions per handshake>` (client and server sides of each handshake
+ * run in this process). Paths: `client-dir` (the `tls:` service connector), `client-provider` (an
+ * xDS cluster's UpstreamTlsContext connector over the bootstrap's provider), `server-dir` (the
+ * `tls:` HTTPS server), `server-provider` (meshlet's server under an inbound listener's STRICT
+ * chain).
  */
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { handshakePaths } from './xds-handshake.js';
 
 const which = process.argv[2] ?? 'server-provider';
-const n = Number(process.argv[3] ?? 100);
+const n = Number(process.argv[3] ?? 200);
+
+/**
+ * Runs `callgrind_control <flag> <pid>`, keeping this process busy meanwhile: callgrind takes a
+ * command between basic blocks, never while the process sleeps in a system call.
+ */
+async function control(flag: string): Promise<void> {
+  let exited = false;
+  const child = spawn('callgrind_control', [flag, String(process.pid)], { stdio: 'ignore' });
+  child.on('exit', () => {
+    exited = true;
+  });
+  while (!exited) await new Promise((r) => setImmediate(r));
+}
+
+/** `events: Ir` count of the newest dump of this process (`--callgrind-out-file=<dir>/<name>.<pid>`). */
+function lastDumpInstructions(): number | undefined {
+  const out = process.argv.find((a) => a.startsWith('--callgrind-out-file='));
+  const hint = process.env.CALLGRIND_OUT ?? out?.slice('--callgrind-out-file='.length);
+  const dir = hint ? dirname(hint) : '/tmp';
+  const dumps = readdirSync(dir)
+    .filter((f) => f.includes(`.${process.pid}.`))
+    .sort((a, b) => Number(a.split('.').pop()) - Number(b.split('.').pop()));
+  const last = dumps.at(-1);
+  if (last === undefined) return undefined;
+  const m = /^summary:\s+(\d+)/m.exec(readFileSync(join(dir, last), 'utf8'));
+  return m ? Number(m[1]) : undefined;
+}
+
 const p = await handshakePaths();
 const one = {
   'client-dir': p.clientDir,
@@ -25,6 +57,10 @@ const one = {
   'server-provider': p.serverProvider,
 }[which];
 if (one === undefined) throw new Error(`unknown path ${which}`);
-// Ten handshakes first on every run, so that the measured difference is steady-state code.
-for (let i = 0; i < 10 + n; i++) await one();
+for (let i = 0; i < 10; i++) await one();
+await control('--zero');
+for (let i = 0; i < n; i++) await one();
+await control('--dump=measured');
+const ir = lastDumpInstructions();
+console.log(`${which} ${n} ${ir === undefined ? '(no dump found)' : Math.round(ir / n)}`);
 await p.close();
