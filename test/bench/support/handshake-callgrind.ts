@@ -5,9 +5,11 @@
  * the counters, and after the loop to dump them (start-up, certificate issuance, the control plane
  * and the wait for the inbound listener vary from run to run by more than a few handshakes cost):
  *
- *   valgrind --tool=callgrind --callgrind-out-file=/tmp/hs.%p --smc-check=all-non-file \
- *     node --conditions=meshlet-source --import tsx test/bench/support/handshake-callgrind.ts server-provider 200
+ *   CALLGRIND_OUT=/tmp/hs valgrind --tool=callgrind --callgrind-out-file=/tmp/hs.%p --smc-check=all-non-file \
+ *     node --predictable --conditions=meshlet-source --import tsx test/bench/support/handshake-callgrind.ts server-provider 100
  *
+ * (`--predictable`: V8 compiles and collects on the main thread, so that its background threads'
+ * work, which varies from run to run, does not land in one path's count and not another's.)
  * It prints `<path> <n> <instructions per handshake>` (client and server sides of each handshake
  * run in this process). Paths: `client-dir` (the `tls:` service connector), `client-provider` (an
  * xDS cluster's UpstreamTlsContext connector over the bootstrap's provider), `server-dir` (the
