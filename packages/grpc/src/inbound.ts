@@ -1,4 +1,4 @@
-import { type Http2Session, constants as h2 } from 'node:http2';
+import type { Http2Session } from 'node:http2';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import {
@@ -12,6 +12,8 @@ import {
 } from '@grpc/grpc-js';
 import {
   chainCertificates,
+  GOAWAY_PING_WAIT_MS,
+  gracefulGoaway,
   type InboundConnection,
   InboundConnectionState,
   type InboundFilterChain,
@@ -95,9 +97,6 @@ function replayFirst(socket: Socket, first: Buffer): Duplex {
 const INJECTED = Symbol('meshlet.injector');
 type Tagged = { [INJECTED]?: ConnectionInjector; _parent?: Tagged };
 
-/** How long the first GOAWAY's PING may wait for its answer before the final GOAWAY (at most). */
-const GOAWAY_PING_WAIT_MS = 2_000;
-
 /**
  * The HTTP/2 sessions grpc-js serves for `injector`'s connections, from the server's session
  * table (grpc-js keeps no per-injector handle to them). A session's `socket` is Node's proxy to
@@ -120,11 +119,8 @@ function sessionsOf(server: Server, injector: ConnectionInjector): Http2Session[
 }
 
 /**
- * Drains an injector's connections as gRPC's servers do (C-core, Go), so that no stream is
- * refused: a first GOAWAY naming the largest stream ID (clients stop opening streams on the
- * connection, and those they opened before they heard of it are still served), a PING, and once
- * its answer shows the client has seen the GOAWAY — or after `GOAWAY_PING_WAIT_MS` — grpc-js's
- * own drain: GOAWAY with the last stream received, calls in flight finishing within `graceMs`.
+ * Drains an injector's connections without refusing a stream: `gracefulGoaway` on its sessions,
+ * then grpc-js's own drain (the final GOAWAY; calls in flight finish within `graceMs`).
  * grpc-js's drain alone sends that final GOAWAY at once, and streams already on the wire are
  * refused (`REFUSED_STREAM`; grpc-js clients retry that once only).
  */
@@ -134,30 +130,14 @@ function drainGracefully(
   graceMs: number,
   then?: () => void,
 ): void {
-  const sessions = sessionsOf(server, injector);
-  let left = sessions.length;
-  let done = false;
-  const finish = () => {
-    if (done) return;
-    done = true;
-    clearTimeout(timer);
-    injector.drain(graceMs);
-    then?.();
-  };
-  const timer = setTimeout(finish, Math.min(GOAWAY_PING_WAIT_MS, graceMs));
-  timer.unref();
-  const answered = () => {
-    if (--left === 0) finish();
-  };
-  if (left === 0) finish();
-  for (const session of sessions) {
-    try {
-      session.goaway(h2.NGHTTP2_NO_ERROR, 2 ** 31 - 1);
-      if (!session.ping(answered)) answered();
-    } catch {
-      answered();
-    }
-  }
+  gracefulGoaway(
+    sessionsOf(server, injector),
+    () => {
+      injector.drain(graceMs);
+      then?.();
+    },
+    Math.min(GOAWAY_PING_WAIT_MS, graceMs),
+  );
 }
 
 /** One injector: the connections of one filter chain of one listener version. */

@@ -138,10 +138,63 @@ export function listeningAddress(host: string, port: number): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+/** The parts of a Node `Http2Session` a graceful GOAWAY uses. */
+export interface DrainableSession {
+  readonly closed?: boolean;
+  readonly destroyed?: boolean;
+  goaway(code?: number, lastStreamID?: number): void;
+  ping(callback: (err: Error | null) => void): boolean;
+  close(): void;
+}
+
+/** How long a graceful GOAWAY's PING may wait for its answer before the final GOAWAY (at most). */
+export const GOAWAY_PING_WAIT_MS = 2_000;
+
+const goingAway = new WeakSet<DrainableSession>();
+
+/**
+ * Ends HTTP/2 sessions as gRPC's servers (C-core, Go) do, so that no stream is refused: a first
+ * GOAWAY naming the largest stream ID (the client opens no new stream there, and those it opened
+ * before it heard of it are served) and a PING; once every PING is answered — or after `waitMs` —
+ * `then` (which sends the final GOAWAY, naming the last stream received: `session.close()`).
+ * A lone `session.close()` refuses streams already on the wire (`REFUSED_STREAM`). A session
+ * already going away is left to its first drain.
+ */
+export function gracefulGoaway(
+  sessions: readonly DrainableSession[],
+  then: () => void,
+  waitMs = GOAWAY_PING_WAIT_MS,
+): void {
+  const live = sessions.filter((x) => x.closed !== true && x.destroyed !== true && !goingAway.has(x));
+  let left = live.length;
+  let done = false;
+  const finish = () => {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    then();
+  };
+  const timer = setTimeout(finish, waitMs);
+  timer.unref?.();
+  const answered = () => {
+    if (--left === 0) finish();
+  };
+  if (left === 0) finish();
+  for (const session of live) {
+    goingAway.add(session);
+    try {
+      session.goaway(0 /* NO_ERROR */, 2 ** 31 - 1);
+      if (!session.ping(answered)) answered();
+    } catch {
+      answered();
+    }
+  }
+}
+
 /** The parts of a Node request (HTTP/1.x or HTTP/2 compatibility API) `closeConnectionAfter` reads. */
 export interface ClosableRequest {
   readonly httpVersionMajor?: number;
-  readonly stream?: { readonly session?: { close(): void } | undefined } | undefined;
+  readonly stream?: { readonly session?: DrainableSession | undefined } | undefined;
 }
 
 /** The parts of a Node response `closeConnectionAfter` uses. */
@@ -153,12 +206,13 @@ export interface ClosableResponse {
 
 /**
  * Closes the request's connection once its response is sent (a connection the inbound listener
- * drains or no longer serves): `Connection: close` on HTTP/1.1, a graceful GOAWAY after the
- * response on HTTP/2 (the session's other streams finish).
+ * drains or no longer serves): `Connection: close` on HTTP/1.1; on HTTP/2 a graceful GOAWAY after
+ * the response (`gracefulGoaway`: the session's other streams, and those already on the wire,
+ * finish).
  */
 export function closeConnectionAfter(req: ClosableRequest, res: ClosableResponse): void {
   if (req.httpVersionMajor === 2) {
     const session = req.stream?.session;
-    if (session !== undefined) res.once('finish', () => session.close());
+    if (session !== undefined) res.once('finish', () => gracefulGoaway([session], () => session.close()));
   } else if (res.headersSent !== true) res.setHeader('connection', 'close');
 }
