@@ -25,10 +25,30 @@ export class EndpointState {
 
   /** Requests in flight to this endpoint. */
   active = 0;
-  /** Peak-EWMA of attempt latency in milliseconds (0 until the first observation). */
+  /**
+   * Peak-EWMA of attempt latency in milliseconds as of the last sample (0 until the first
+   * observation): the latest peak, which jumps to any latency above the estimate at once. Its
+   * excess over `ewmaBaseMs` fades out over the service's next samples (`peakEwmaEstimate`).
+   */
   ewmaMs = 0;
+  /**
+   * The endpoint's typical latency (ms): an EWMA of its samples where each weighs 1/8 and raises
+   * it by at most 3% of itself (failures, whose latency is only a lower bound, only raise
+   * it). What the peak falls back to: a single spike barely moves it, a backend that stays slow
+   * raises it with every sample.
+   */
+  ewmaBaseMs = 0;
+  /**
+   * How many samples in a row were more than twice the baseline: the fade of the peak's excess
+   * takes `2 ** ewmaStrikes` times as long, so an endpoint whose probes keep confirming that it
+   * is slow is probed ever more rarely (as outlier ejection grows with each ejection), while one
+   * spike is forgiven after a few rounds. A sample within twice the baseline resets it.
+   */
+  ewmaStrikes = 0;
   /** `performance.now()` of the last EWMA update. */
   ewmaStamp = 0;
+  /** The service's sample count (`LbClock.samples`) at the last EWMA update. */
+  ewmaSeq = 0;
   /**
    * The endpoint's recent failure rate (0–1): an exponentially weighted moving average of its
    * attempts' verdicts — 1 for a gateway error or a local failure, 0 for a success; attempts that
@@ -133,6 +153,27 @@ export class EndpointState {
   isEjected(now: number): boolean {
     return this.ejectedUntil > now;
   }
+}
+
+/**
+ * An endpoint's latency estimate (ms) before the time decay: its baseline plus the excess of its
+ * last peak, fading out linearly over `span × 2^ewmaStrikes` of the service's samples since the
+ * endpoint's last one. 0 for an endpoint never observed.
+ *
+ * Why samples and not only time: an endpoint that lost P2C comparisons because of one slow
+ * answer gets no samples to correct it, and a time constant cannot suit both 100 and 10,000
+ * requests a second (at concurrency 1 over three loopback servers, Finagle's 10 s decay kept a
+ * server that took one 40 ms answer out of rotation for the whole run of 300 calls). Counting the
+ * service's samples forgives a spike after a few rounds at any rate, while the baseline keeps an
+ * endpoint that is really slow out: each probe confirms it and raises the baseline.
+ */
+export function peakEwmaEstimate(ep: EndpointState, samples: number, span: number): number {
+  const base = ep.ewmaBaseMs;
+  const excess = ep.ewmaMs - base;
+  if (excess <= 0) return ep.ewmaMs;
+  const age = samples - ep.ewmaSeq;
+  const fade = span * 2 ** ep.ewmaStrikes;
+  return age >= fade ? base : base + excess * (1 - age / fade);
 }
 
 let nextSlot = 0;

@@ -1,6 +1,6 @@
 import type { ServicePolicy } from './config.js';
 import type { DiscoveryUpdate } from './discovery/types.js';
-import { EndpointState, type PickResult } from './endpoint-state.js';
+import { EndpointState, type PickResult, peakEwmaEstimate } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import type { MeshEvents, Outcome, Verdict } from './events.js';
 import type { HeaderInput } from './lb/hash.js';
@@ -40,6 +40,12 @@ export type EndpointSetFilter = (
 ) => readonly EndpointState[];
 
 const PEAK_EWMA_DECAY_MS = 10_000;
+/** The weight of one sample in `EndpointState.ewmaBaseMs`. */
+const EWMA_BASE_ALPHA = 1 / 8;
+/** `LbClock.span` per endpoint: a peak's excess fades over about four of its own samples. */
+const EWMA_SPAN_PER_ENDPOINT = 4;
+/** How many times in a row the fade of a peak's excess may double (`EndpointState.ewmaStrikes`). */
+const EWMA_MAX_STRIKES = 16;
 /** The weight of one attempt in `EndpointState.failRate` (a memory of about 32 attempts). */
 const FAIL_RATE_ALPHA = 1 / 32;
 
@@ -88,7 +94,7 @@ export class ServiceRuntime {
   #refreshAt = Number.POSITIVE_INFINITY;
   #ewmaDecayMs = PEAK_EWMA_DECAY_MS;
   /** The clock as of the last attempt end or rebuild (see `LbContext.clock`). */
-  readonly #clock = { ms: 0 };
+  readonly #clock = { ms: 0, samples: 0, span: EWMA_SPAN_PER_ENDPOINT * 2 };
   #priorityLoad: ReadonlyMap<number, number> = new Map();
   /** The last plan's per-locality host arrays (reused by the next rebuild when unchanged). */
   #hostArrays: ReadonlyMap<string, EndpointState[]> = new Map();
@@ -409,8 +415,9 @@ export class ServiceRuntime {
    */
   rebuild(): void {
     const now = this.now();
-    this.#clock.ms = now;
     const all = this.#all;
+    this.#clock.ms = now;
+    this.#clock.span = EWMA_SPAN_PER_ENDPOINT * Math.max(2, all.length);
     const wasPanic = this.panic;
     const hostArrays: HostArrays = { prev: this.#hostArrays, next: new Map() };
     const plan = planPicker({
@@ -601,18 +608,44 @@ export class ServiceRuntime {
     )
       ep.succeeded++;
     const now = this.now();
-    this.#clock.ms = now;
+    const clock = this.#clock;
+    clock.ms = now;
     if (connectedAt >= 0) {
       const rtt = now - connectedAt;
-      const w = ep.ewmaMs === 0 ? 0 : decay(now - ep.ewmaStamp, this.#ewmaDecayMs);
-      const current = ep.ewmaMs * w;
-      if (rtt >= current) {
+      if (ep.ewmaMs === 0) {
+        // A first answer pays for cold paths (the server's and ours): it is a peak, not yet a
+        // baseline; the second sample sets the baseline.
         ep.ewmaMs = rtt;
+        ep.ewmaBaseMs = 0;
         ep.ewmaStamp = now;
-      } else if (verdict === 'success') {
-        ep.ewmaMs = current + rtt * (1 - w);
-        ep.ewmaStamp = now;
+        ep.ewmaSeq = clock.samples + 1;
+      } else {
+        // Everything fades towards zero with time (Finagle's decay), the peak's excess over the
+        // baseline also with the service's samples since this endpoint's last one.
+        const w = decay(now - ep.ewmaStamp, this.#ewmaDecayMs);
+        const base = ep.ewmaBaseMs * w;
+        const current = peakEwmaEstimate(ep, clock.samples, clock.span) * w;
+        const success = verdict === 'success';
+        // A failure's latency is a lower bound: it may raise the estimates, never lower them.
+        if (success || rtt >= current) {
+          // One sample raises the baseline by at most EWMA_BASE_ALPHA / 4 (3%) of itself: a
+          // spike barely moves it, a backend that stays slower raises it with every sample.
+          if (base === 0) {
+            if (success) ep.ewmaBaseMs = rtt;
+          } else {
+            const step = Math.min(rtt - base, base / 4);
+            ep.ewmaBaseMs = success || step > 0 ? base + step * EWMA_BASE_ALPHA : base;
+          }
+          ep.ewmaMs = Math.max(rtt, current);
+          // Clearly slower than its baseline again: the next fade takes twice as long.
+          if (base > 0 && rtt > 2 * base) {
+            if (ep.ewmaStrikes < EWMA_MAX_STRIKES) ep.ewmaStrikes++;
+          } else if (success) ep.ewmaStrikes = 0;
+          ep.ewmaStamp = now;
+          ep.ewmaSeq = clock.samples + 1;
+        }
       }
+      clock.samples++;
     }
     if (verdict !== 'ignore') {
       const failed = verdict !== 'success';

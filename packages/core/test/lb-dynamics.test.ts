@@ -121,6 +121,60 @@ describe('peak_ewma', () => {
     expect(counts.get(stalled.id)).toBeUndefined();
   });
 
+  it('gives a server that took one latency spike its traffic back within a few rounds, at any rate (concurrency 1)', () => {
+    // Three equal servers answering in 0.8–1.2 ms, called one at a time: the whole run lasts
+    // well under a second of the fake clock, far less than the 10 s decay. One server answers its
+    // 10th call in `spike` ms (a GC pause, a descheduled process).
+    const run = (spike: number, seed: number) => {
+      const c = clock(1000);
+      const rt = runtime({ lb: 'peak_ewma' }, { now: c.now });
+      rt.applyUpdate({ endpoints: [ep(1000), ep(1001), ep(1002)] });
+      let x = seed;
+      const jitter = () => {
+        x = (x * 1103515245 + 12345) % 2147483648; // deterministic: no luck involved
+        return 0.8 + (0.4 * x) / 2147483648;
+      };
+      let call = 0;
+      let calls1002 = 0;
+      let spikedAt = -1;
+      let backAt = -1; // the first call after the spike that went to the spiked server
+      const counts = drive(rt, c, 300, (port) => {
+        call++;
+        if (port !== 1002) return jitter();
+        calls1002++;
+        if (calls1002 === 10) {
+          spikedAt = call;
+          return spike;
+        }
+        if (spikedAt > 0 && backAt < 0) backAt = call;
+        return jitter();
+      });
+      return { counts, gap: backAt - spikedAt };
+    };
+    for (const spike of [40, 300]) {
+      for (const seed of [1, 2, 3]) {
+        const { counts, gap } = run(spike, seed);
+        // Avoided for a few rounds (the span, 4 × 3 samples, doubled for a sample over twice
+        // the baseline), then back; Finagle's time decay alone kept it out for the whole run.
+        expect(gap).toBeGreaterThan(3);
+        expect(gap).toBeLessThanOrEqual(40);
+        // Each server keeps at least 15% of the 300 calls (issue 13), the spiked one included.
+        for (const port of [1000, 1001, 1002]) expect(counts.get(port) ?? 0).toBeGreaterThanOrEqual(45);
+      }
+    }
+  });
+
+  it('keeps a server that stays slow out: each probe confirms it and raises its baseline', () => {
+    const c = clock(1000);
+    const rt = runtime({ lb: 'peak_ewma' }, { now: c.now });
+    rt.applyUpdate({ endpoints: [ep(1000), ep(1001), ep(1002)] });
+    drive(rt, c, 300, () => 1); // warm: every server answers in 1 ms
+    const slow = drive(rt, c, 3000, (port) => (port === 1002 ? 40 : 1));
+    // Probes only: the 40x slower server gets a few of the 3,000 calls (about 3 s of traffic).
+    expect(slow.get(1002) ?? 0).toBeGreaterThan(0);
+    expect((slow.get(1002) ?? 0) / 3000).toBeLessThan(0.01);
+  });
+
   it('failures raise the estimate but never lower it', () => {
     const c = clock(1000);
     const rt = runtime({ lb: 'peak_ewma' }, { now: c.now });

@@ -107,7 +107,8 @@ describe('mesh: resolver and per-call balancing', () => {
     for (const s of list) s.calls = 0;
     const slow = m.service('echo')?.endpoints[0];
     if (!slow) throw new Error('no endpoint');
-    slow.ewmaMs = 60_000; // as if it had just answered in a minute
+    slow.ewmaMs = 60_000; // as if it typically answered in a minute
+    slow.ewmaBaseMs = 60_000;
     slow.ewmaStamp = m.now();
     for (let i = 0; i < 20; i++) await echo(client, { text: 'x' });
     expect((list[0] as TestServer).calls).toBe(0);

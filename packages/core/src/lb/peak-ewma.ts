@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { formatDuration } from '../duration.js';
-import type { EndpointState, PickResult } from '../endpoint-state.js';
+import { type EndpointState, type PickResult, peakEwmaEstimate } from '../endpoint-state.js';
 import { s } from '../schema.js';
-import type { LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
+import type { LbClock, LoadBalancer, LoadBalancerFactory, Picker } from './types.js';
 
 export interface PeakEwmaConfig {
   /** Time constant of the latency estimate's decay, in ms (Finagle/Linkerd: 10s). */
@@ -27,23 +27,35 @@ export interface PeakEwmaConfig {
  * rate (gateway errors and local failures, an EWMA over time kept by `ServiceRuntime.endAttempt`):
  * an endpoint that fails fast must not look like a fast endpoint (see docs/load-balancing.md).
  *
- * The estimate (`EndpointState.ewmaMs`, kept by `ServiceRuntime.endAttempt`) jumps to any latency
- * above it at once (the "peak") and moves towards lower ones with a weight that grows with the time
- * since the last observation. When read it decays towards zero with time constant `decay`, so an
- * endpoint that was slow, and therefore stopped getting traffic, is probed again after a while and
- * recovers as soon as it answers fast. An endpoint never observed is costed at the mean estimate
+ * The estimate (`peakEwmaEstimate`, kept by `ServiceRuntime.endAttempt`) jumps to any latency
+ * above it at once (the "peak"); the peak's excess over the endpoint's baseline (an EWMA of its
+ * samples, each weighing 1/8) fades out over the service's next `LbClock.span` samples (about
+ * four rounds of the endpoint set), so an endpoint that lost comparisons because of one slow answer
+ * — and therefore gets no samples to correct it — is back after a few rounds at any request rate,
+ * while one that stays slow raises its baseline with every probe and stays avoided. When read,
+ * everything also decays towards zero with time constant `decay` (Finagle's decay), so an endpoint
+ * avoided for a long time is probed again and recovers as soon as it answers fast. An endpoint never observed is costed at the mean estimate
  * of the observed endpoints of its set (as of the last rebuild), or `defaultRtt` when none has
  * been observed, so a new endpoint is neither flooded (zero cost) nor starved (a guess far above
  * the fleet's real latency); its first response replaces the guess outright.
  */
+/**
+ * Costs within 10% of each other are a tie, won by the first of the pair (a random one of the
+ * two): latency samples are noisy, and at low concurrency (no in-flight difference to balance
+ * against) chasing a few percent gives whichever equal endpoint measured luckiest most of the
+ * traffic. Real differences — a slower endpoint, a failure penalty, requests in flight — are
+ * larger.
+ */
+const TIE_BAND = 1.1;
+
 class PeakEwmaPicker implements Picker {
   readonly #eps: readonly EndpointState[];
-  readonly #clock: { readonly ms: number };
+  readonly #clock: LbClock;
   readonly #invDecay: number;
   readonly #penalty: number;
   /** The estimate for endpoints never observed: the mean of the others', else `defaultRtt`. */
   readonly #unobservedRtt: number;
-  constructor(eps: readonly EndpointState[], config: PeakEwmaConfig, clock: { readonly ms: number }) {
+  constructor(eps: readonly EndpointState[], config: PeakEwmaConfig, clock: LbClock) {
     this.#eps = eps;
     this.#clock = clock;
     this.#invDecay = 1 / config.decayMs;
@@ -75,8 +87,11 @@ class PeakEwmaPicker implements Picker {
     const p = this.#penalty;
     let ca = ((a.active + 1) * (1 + p * a.failRate)) / a.lbWeight;
     let cb = ((b.active + 1) * (1 + p * b.failRate)) / b.lbWeight;
-    const ea = a.ewmaMs;
-    const eb = b.ewmaMs;
+    const clock = this.#clock;
+    const samples = clock.samples ?? 0;
+    const span = clock.span ?? 1;
+    const ea = peakEwmaEstimate(a, samples, span);
+    const eb = peakEwmaEstimate(b, samples, span);
     if (ea !== 0 && eb !== 0) {
       // Both estimates decay from their own stamps towards zero at the same rate, so "now"
       // cancels out of the comparison: scale a's by the decay between the two stamps.
@@ -88,12 +103,12 @@ class PeakEwmaPicker implements Picker {
       // An endpoint never observed takes one probe request at once (cost 0 while it has nothing
       // in flight), so it is never starved, even by strictly sequential traffic; while that probe
       // is out it looks like an average endpoint, so it is not flooded either.
-      const t = this.#clock.ms;
+      const t = clock.ms;
       const inv = this.#invDecay;
       ca *= ea === 0 ? (a.active === 0 ? 0 : this.#unobservedRtt) : ea * Math.exp((a.ewmaStamp - t) * inv);
       cb *= eb === 0 ? (b.active === 0 ? 0 : this.#unobservedRtt) : eb * Math.exp((b.ewmaStamp - t) * inv);
     }
-    return cb < ca ? b.picked : a.picked;
+    return cb * TIE_BAND < ca ? b.picked : a.picked;
   }
 }
 
@@ -144,7 +159,7 @@ export const peakEwma: LoadBalancerFactory<PeakEwmaConfig> = {
   create(config, ctx): LoadBalancer {
     // A policy built without parseConfig (e.g. `{ policy: 'peak_ewma', config: undefined }`) gets the defaults.
     config ??= DEFAULT_PEAK_EWMA;
-    const clock = ctx?.clock ?? {
+    const clock: LbClock = ctx?.clock ?? {
       get ms() {
         return performance.now();
       },

@@ -68,7 +68,23 @@ export interface LbContext {
    * The clock as of the latest attempt end or rebuild, kept by the runtime: a property read for
    * pickers that need "about now" on the hot path without paying for a clock call.
    */
-  readonly clock?: { readonly ms: number };
+  readonly clock?: LbClock;
+}
+
+/** What the runtime keeps up to date for its pickers (plain fields, read on the hot path). */
+export interface LbClock {
+  /** The service's clock (ms) as of the latest attempt end or rebuild. */
+  readonly ms: number;
+  /**
+   * Latency samples the service has taken so far (attempt ends that measured a latency): the
+   * "age" of an endpoint's peak-EWMA excess is counted in them (`EndpointState.ewmaSeq`).
+   */
+  readonly samples?: number;
+  /**
+   * Over how many of the service's samples the excess of an endpoint's latency peak over its
+   * baseline fades out: 4 × the endpoint count, i.e. about four of its own samples at a fair share.
+   */
+  readonly span?: number;
 }
 
 /** A registered load-balancing policy. Built-ins register exactly like third-party ones. */
