@@ -707,7 +707,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       : status === undefined
         ? 'success'
         : verdictOf(this.transport, outcome, status);
-    this.#endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
+    const now = this.#endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
     if (att !== this.#current || this.#state === DONE) return false;
     if (att.retryReason !== undefined) {
       if (this.#stop !== undefined) {
@@ -720,7 +720,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     }
     this.#state = DONE;
     this.#clearTimers();
-    this.#report(outcome, status, undefined);
+    this.#report(outcome, status, undefined, now);
     return true;
   }
 
@@ -869,8 +869,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     error: Error | undefined,
     verdict: Verdict,
     retryReason: string | undefined,
-  ): void {
-    if (att.ended) return;
+  ): number {
+    if (att.ended) return -1;
     att.ended = true;
     if (att.timer !== undefined) {
       clearTimeout(att.timer);
@@ -913,9 +913,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const o = this.#observer;
     if (o?.attemptEnd !== undefined) {
       try {
-        o.attemptEnd(att.endpoint, att.index, outcome, status, rt.now() - att.startedAt, error, retryReason);
+        o.attemptEnd(att.endpoint, att.index, outcome, status, now - att.startedAt, error, retryReason);
       } catch {}
     }
+    return now;
   }
 
   #clearTimers(): void {
@@ -942,7 +943,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     this.deliverError(error);
   }
 
-  #report(outcome: Outcome, status: number | undefined, error: Error | undefined): void {
+  /** `now`: the time of the call's end when the caller just read it (< 0: read the clock). */
+  #report(outcome: Outcome, status: number | undefined, error: Error | undefined, now = -1): void {
     const rt = this.service;
     const endpoint = this.#current?.endpoint;
     const o = this.#observer;
@@ -956,7 +958,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       service: rt.name,
       method: this.method,
       path: this.path,
-      durationMs: rt.now() - this.#startedAt,
+      durationMs: (now >= 0 ? now : rt.now()) - this.#startedAt,
       outcome,
       status,
       attempts: this.#attempts,

@@ -162,8 +162,8 @@ function admit(permit: BreakerPermit): Promise<undefined> {
  * `tryAcquire()` and settle it with `permit.done()`.
  *
  * Closed-state fast path: while the breaker is closed (nearly always), a permit is a plain object
- * and its outcome is counted straight into opossum's rolling window (`fires`, `successes`,
- * `failures`), with opossum's own open rule applied on a failure (volume threshold, error
+ * and its outcome is counted straight into opossum's rolling window (`fires`, `failures`; not
+ * `successes`, which the open rule does not read), with opossum's own open rule applied on a failure (volume threshold, error
  * percentage); no opossum call, Promise or timer per attempt. Open and half-open (the reset timer,
  * the single probe, the probe's verdict) stay opossum's state machine, as above. An attempt taken
  * while closed that ends after the breaker left the closed state is counted but decides nothing:
@@ -247,10 +247,10 @@ export class CircuitBreaker {
   settleFast(verdict: BreakerVerdict): void {
     const cb = this.#cb;
     const status = cb.status;
-    if (verdict !== 'failure') {
-      status.increment('successes', 0);
-      return;
-    }
+    // A success (or an ignored outcome) changes nothing the open rule reads (failures / fires):
+    // it is not counted, which spares opossum's per-success push into the bucket's latency list
+    // (unused: rolling percentiles are off) — an array growing by one per request per bucket.
+    if (verdict !== 'failure') return;
     status.increment('failures', 0);
     // opossum's rule for a failure while closed (its `fail()`): open once the window holds at
     // least `volumeThreshold` attempts and the failure percentage exceeds the threshold.
