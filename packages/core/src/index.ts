@@ -3,14 +3,6 @@ import { registerBuiltins } from './builtins.js';
 registerBuiltins();
 
 export {
-  type AttemptFailure,
-  AttemptFailures,
-  Call,
-  CallAttempt,
-  type FailureKind,
-  statusOutcome,
-} from './call.js';
-export {
   type CertificateProvider,
   certificateProvider,
   certificateProviderNames,
@@ -123,7 +115,7 @@ export type {
 } from './discovery/types.js';
 export { HttpDrainer, type HttpDrainOptions } from './drain.js';
 export { clampTimer, formatDuration, MAX_TIMER_MS, parseDuration } from './duration.js';
-export { type ActiveHealth, allocateEndpointSlot, EndpointState, type PickResult } from './endpoint-state.js';
+export { type ActiveHealth, EndpointState, type PickResult } from './endpoint-state.js';
 export {
   type ConfigIssue,
   type ErrorCode,
@@ -377,9 +369,7 @@ export {
   type CallHook,
   type CallInfo,
   type CallObserver,
-  type EndpointRemovedListener,
   grpcStatusName,
-  RuntimeHooks,
   type Transport,
 } from './observer.js';
 export {
@@ -439,13 +429,10 @@ export {
   tsObject,
 } from './schema.js';
 export {
-  type AttemptObserver,
   type DiscoveryStatus,
   type EndpointSetFilter,
-  QUEUE_PICKER,
   ServiceRuntime,
   type ServiceRuntimeOptions,
-  verdictOf,
 } from './service.js';
 export {
   addInboundPolicy,

@@ -1,7 +1,5 @@
+import { type AttemptFailure, Call, CallAttempt } from '../src/extend.js';
 import {
-  type AttemptFailure,
-  Call,
-  CallAttempt,
   type EndpointState,
   type MeshEventMap,
   MeshEvents,

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { AttemptFailures } from '../src/extend.js';
 import {
-  AttemptFailures,
   type CallHook,
   MeshEvents,
   makeEndpoint,

@@ -1,5 +1,4 @@
 import {
-  allocateEndpointSlot,
   type CallHook,
   type EndpointState,
   ErrorCodes,
@@ -9,6 +8,7 @@ import {
   type ServiceRuntime,
   UNLIMITED,
 } from '@meshlet/core';
+import { allocateEndpointSlot } from '@meshlet/core/extend';
 import type { buildConnector, Dispatcher, Pool } from 'undici';
 import { toLegacyHandler } from './handler.js';
 import { startMeshRequest } from './hedge.js';

@@ -1,4 +1,5 @@
-import { type AttemptFailure, AttemptFailures, ErrorCodes, isMeshError, MeshError } from '@meshlet/core';
+import { ErrorCodes, isMeshError, MeshError } from '@meshlet/core';
+import { type AttemptFailure, AttemptFailures } from '@meshlet/core/extend';
 
 const CONNECT_CODES = new Set([
   'ECONNREFUSED',

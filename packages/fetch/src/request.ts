@@ -1,6 +1,4 @@
 import {
-  Call,
-  CallAttempt,
   type CallHook,
   DEADLINE_HEADER,
   type EndpointState,
@@ -14,6 +12,7 @@ import {
   type ServiceRuntime,
   SHED_HEADER,
 } from '@meshlet/core';
+import { Call, CallAttempt } from '@meshlet/core/extend';
 import type { Dispatcher } from 'undici';
 import { bodyKind, ITERABLE, ReplayBody, STREAM } from './body.js';
 import { classifyError, toMeshError } from './errors.js';

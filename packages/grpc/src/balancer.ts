@@ -1,7 +1,5 @@
 import { type ChannelOptions, connectivityState, experimental, Metadata, status } from '@grpc/grpc-js';
 import {
-  AttemptFailures,
-  allocateEndpointSlot,
   type EndpointState,
   ORCA_BIN_HEADER,
   type Outcome,
@@ -10,9 +8,9 @@ import {
   type Router,
   type ServiceRuntime,
   SHED_HEADER,
-  statusOutcome,
   type Verdict,
 } from '@meshlet/core';
+import { AttemptFailures, allocateEndpointSlot, statusOutcome } from '@meshlet/core/extend';
 import { CallTag } from './call-tag.js';
 import { oobReport, oobReportWrapper } from './load.js';
 import { MeshCall, recordReport } from './mesh-call.js';

@@ -16,10 +16,6 @@ import {
   status,
 } from '@grpc/grpc-js';
 import {
-  type AttemptFailure,
-  AttemptFailures,
-  Call,
-  CallAttempt,
   type CallHook,
   type EndpointState,
   ErrorCodes,
@@ -35,6 +31,7 @@ import {
   type ServiceRuntime,
   SHED_HEADER,
 } from '@meshlet/core';
+import { type AttemptFailure, AttemptFailures, Call, CallAttempt } from '@meshlet/core/extend';
 import { grpcStatusOfHttp, grpcTimeout, MetadataHeaders, metadataHeader } from './metadata.js';
 
 /** grpc-js's channel-level call (what `Channel.createCall` returns). */

@@ -1,12 +1,12 @@
 import {
   type AttemptEvent,
-  allocateEndpointSlot,
   type EndpointState,
   ErrorCodes,
   isMeshError,
   type Mesh,
   type RequestEvent,
 } from '@meshlet/core';
+import { allocateEndpointSlot } from '@meshlet/core/extend';
 
 /**
  * What the admin page knows beyond the mesh's own state: recent latency quantiles and outcomes per

@@ -1,6 +1,5 @@
 import {
   type AttemptEvent,
-  allocateEndpointSlot,
   type EndpointState,
   grpcStatusName,
   type Mesh,
@@ -10,6 +9,7 @@ import {
   runningProcessLoad,
   type ServiceRuntime,
 } from '@meshlet/core';
+import { allocateEndpointSlot } from '@meshlet/core/extend';
 import { collectDefaultMetrics } from 'prom-client';
 import type { MetricsConfig } from './config.js';
 import {

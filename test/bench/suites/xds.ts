@@ -8,12 +8,8 @@ import {
   resourcesFromConfig,
   startControlPlane,
 } from '../../../packages/control-plane/src/index.js';
-import {
-  allocateEndpointSlot,
-  Mesh as CoreMesh,
-  makeEndpoint,
-  parseConfig,
-} from '../../../packages/core/src/index.js';
+import { allocateEndpointSlot } from '../../../packages/core/src/extend.js';
+import { Mesh as CoreMesh, makeEndpoint, parseConfig } from '../../../packages/core/src/index.js';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
 import { type EdsState, translateEndpointsIncremental } from '../../../packages/xds/src/eds.js';
 import {
