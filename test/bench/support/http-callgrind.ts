@@ -11,7 +11,8 @@
  *
  * Variants: `raw-request` (undici `Pool.request`), `mesh-request` (`mesh.dispatcher.request`),
  * `raw-fetch` (undici `fetch` with the pool as dispatcher), `mesh-fetch` (`mesh.fetch`). The mesh
- * is `createMesh` with the defaults (as in suites/fetch.ts). Run it under `node --cpu-prof`
+ * is `createMesh` with the defaults (as in suites/fetch.ts); `mesh-request-bare` and
+ * `mesh-fetch-bare` turn metrics off. Run it under `node --cpu-prof`
  * instead of valgrind for a profile of the same loop (`cpuprofile-groups.mjs`).
  */
 import { fork } from 'node:child_process';
@@ -31,13 +32,18 @@ const port = await new Promise<number>((resolve) =>
 );
 const origin = `http://127.0.0.1:${port}`;
 const pool = new Pool(origin, { connections: 1 });
+// `…-bare`: the mesh with metrics off (what telemetry costs per request, by difference).
+const bare = variant.endsWith('-bare');
 const mesh = variant.startsWith('mesh')
-  ? await createMesh({ services: { bench: { endpoints: [`127.0.0.1:${port}`] } } })
+  ? await createMesh({
+      services: { bench: { endpoints: [`127.0.0.1:${port}`] } },
+      ...(bare ? { telemetry: { metrics: { enabled: false } } } : {}),
+    })
   : undefined;
 if (mesh) await mesh.ready();
 
 async function once(): Promise<void> {
-  switch (variant) {
+  switch (bare ? variant.slice(0, -5) : variant) {
     case 'raw-request': {
       const r = await pool.request({ origin, path: '/', method: 'GET' });
       await r.body.text();
