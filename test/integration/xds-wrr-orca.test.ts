@@ -98,17 +98,20 @@ describe('grpc-js-xds weighted_round_robin on meshlet servers’ ORCA reports', 
     // Both serve while the first reports come in (weights need a report with qps > 0 from each).
     await shares(40);
     let last: Record<string, number> = {};
+    // 80 calls a round: round robin's share would be 0.5 ± 0.056, so 0.75 is not reached by chance.
+    // The bar is below what a quiet machine gives (≥ 0.95): under load, the idle server's
+    // descheduled time counts as busy in its utilization, which narrows A58's weights.
     await until(
       async () => {
-        last = await shares(40);
-        return (last.idle ?? 0) >= 0.8;
+        last = await shares(80);
+        return (last.idle ?? 0) >= 0.75;
       },
-      15_000,
+      25_000,
       'traffic to shift to the idle server',
     );
     // Round robin would split evenly; the busy server still gets its (small) weighted share.
-    expect(last.idle).toBeGreaterThanOrEqual(0.8);
-  }, 30_000);
+    expect(last.idle).toBeGreaterThanOrEqual(0.75);
+  }, 45_000);
 
   it('meshlet’s xDS client selects the same policy from the same control plane', async () => {
     const mesh = await createMesh(
