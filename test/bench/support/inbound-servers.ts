@@ -71,7 +71,7 @@ if (m) {
   if (variant === 'full') await m.installTelemetry(mesh, { admin: false });
   await mesh.ready();
 }
-const port = framework === 'express' ? await listenExpress(mesh) : await listenFastify(mesh);
+export const port = framework === 'express' ? await listenExpress(mesh) : await listenFastify(mesh);
 const ports: Record<string, number> = { [`${framework}.${variant}`]: port };
 
 process.on('message', (msg: { cpu?: number }) => {

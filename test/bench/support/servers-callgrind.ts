@@ -1,0 +1,47 @@
+/**
+ * Server instructions per HTTP request under callgrind (repeatable whatever the machine's load):
+ * one Express or Fastify server of the `servers` suite (`inbound-servers.ts`: `bare`, `core` or
+ * `full`) in this process, traced; the client (`http-client.mjs`) in a child process, not traced,
+ * sends a warm-up and then N sequential keep-alive requests (`GET /items/42` with
+ * `x-meshlet-deadline-ms`, as the suite's). Only those N are counted (`callgrind_control` zeroes
+ * the counters after the warm-up and dumps them after the loop):
+ *
+ *   node --conditions=meshlet-source --import tsx test/bench/support/servers-callgrind.ts full express 20 20  # warm tsx's cache
+ *   CALLGRIND_OUT=/tmp/cg/x valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/x.%p --smc-check=all-non-file \
+ *     node --conditions=meshlet-source --import tsx test/bench/support/servers-callgrind.ts full express 2000 2000
+ *
+ * Arguments: variant (`bare`, `core`, `full`), framework (`express`, `fastify`), N, warm-up
+ * requests, and `no-deadline` to leave the deadline header out (no deadline context is entered).
+ * Prints `<variant> <framework> <N> <instructions per request>` (the client's work not included).
+ */
+import { fork } from 'node:child_process';
+import { control, lastDumpInstructions } from './callgrind-control.js';
+
+const n = Number(process.argv[4] ?? 2000);
+const warm = Number(process.argv[5] ?? 2000);
+const headers = process.argv[6] === 'no-deadline' ? {} : { 'x-meshlet-deadline-ms': '5000' };
+const { port } = await import('./inbound-servers.js');
+
+const client = fork(new URL('./http-client.mjs', import.meta.url), [], {
+  execArgv: [],
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+});
+const run = (count: number) =>
+  new Promise<void>((resolve, reject) => {
+    client.once('message', (m) => {
+      const r = m as { errors: number };
+      if (r.errors > 0) reject(new Error(`${r.errors} requests failed`));
+      else resolve();
+    });
+    client.send({ port, n: count, path: '/items/42', headers });
+  });
+await run(warm);
+await control('--zero');
+await run(n);
+await control('--dump=measured');
+const ir = lastDumpInstructions();
+console.log(
+  `${process.argv[2]} ${process.argv[3]} ${n} ${ir === undefined ? '(no dump found)' : Math.round(ir / Math.max(1, n))}`,
+);
+client.kill();
+process.exit(0);
