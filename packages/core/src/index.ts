@@ -177,7 +177,7 @@ export {
   parseNetworks,
   parseOverload,
 } from './inbound/config.js';
-export { refusalHeaders, trackLoad } from './inbound/http-load.js';
+export { countOut, refusalHeaders, trackLoad } from './inbound/http-load.js';
 export {
   type ClosableRequest,
   type ClosableResponse,

@@ -2,6 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import {
   badRequest,
   closeConnectionAfter,
+  countOut,
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
@@ -122,14 +123,19 @@ export function meshMiddleware(
       }
       req.url = r.path + r.query;
     }
-    trackLoad(res, r);
+    const span = r.span;
+    // With a span, one 'close' listener counts the request out and ends the span (an event
+    // with two listeners costs an array and a second call per request).
+    const counted = trackLoad(res, r, span === undefined);
     // A connection the inbound listener drains closes after this response.
     if (r.closeConnection) closeConnectionAfter(req, res);
-    const span = r.span;
     // 'close' is emitted once per response: after it finished, or when the connection died first
     // (`on`, not `once`: no wrapper to allocate for an event that cannot repeat).
     if (span !== undefined)
-      res.on('close', () => span.end(res.statusCode, undefined, expressRouteTemplate(req)));
+      res.on('close', () => {
+        if (counted) countOut(res);
+        span.end(res.statusCode, undefined, expressRouteTemplate(req));
+      });
     r.enter(next);
   };
 }

@@ -1,5 +1,6 @@
 import {
   closeConnectionAfter,
+  countOut,
   DEADLINE_HEADER,
   HttpDrainer,
   type HttpDrainOptions,
@@ -142,7 +143,17 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
       return;
     }
     // The load report (one header, pre-encoded) and the count out when the response is over.
-    trackLoad(reply.raw, r);
+    const span = r.span;
+    const res = reply.raw;
+    const counted = trackLoad(res, r, span === undefined);
+    // The span ends when the response is over ('close': after it finished, or when the connection
+    // died first), in the same listener that counts the request out: one listener, no
+    // onResponse hook for Fastify to run per request.
+    if (span !== undefined)
+      res.on('close', () => {
+        if (counted) countOut(res);
+        span.end(res.statusCode);
+      });
     (request as WithState)[STATE] = r;
     next();
   });
@@ -154,22 +165,6 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
     if (r === null || (r.span === undefined && r.deadline === undefined)) next();
     else r.enter(next);
   });
-
-  // Spans exist only with telemetry: given, or the mesh's (installed on it now or later).
-  if (options.telemetry !== false && (options.telemetry !== undefined || mesh !== undefined)) {
-    fastify.addHook(
-      'onResponse',
-      function meshOnResponse(request: FastifyRequest, reply: FastifyReply, next) {
-        const r = (request as WithState)[STATE];
-        const span = r?.span;
-        if (span !== undefined) {
-          (r as InboundRequest).span = undefined;
-          span.end(reply.statusCode);
-        }
-        next();
-      },
-    );
-  }
 
   let drainer: HttpDrainer | undefined;
   if (options.drain !== false) {

@@ -10,17 +10,28 @@ import type { InboundRequest } from './admission.js';
  * pre-encoded), and the request counts out of the sampler when its response is over (`close`:
  * after it finished, or when the connection died first). The listener is one shared function, no
  * closure per request.
+ *
+ * An adapter that listens for `close` itself (to end the request's span) passes `listen: false`,
+ * so that the response has one `close` listener, not two: `trackLoad` then returns whether the
+ * request was counted in, and the adapter calls `countOut(res)` from its own listener.
  */
-export function trackLoad(res: ServerResponse, r: InboundRequest): void {
+export function trackLoad(res: ServerResponse, r: InboundRequest, listen = true): boolean {
   if (r.loadReport !== undefined) res.setHeader(ORCA_HEADER, r.loadReport);
-  if (r.load === undefined) return;
+  if (r.load === undefined) return false;
   // The admission step counts in the process' sampler: the listener counts out there.
   r.load = undefined;
-  res.on('close', countOut);
+  if (!listen) return true;
+  res.on('close', countOutListener);
+  return false;
 }
 
-function countOut(this: ServerResponse): void {
-  processLoad().requestFinished(this.statusCode >= 500);
+/** Counts a request `trackLoad` counted in (with `listen: false`) out, when its response is over. */
+export function countOut(res: ServerResponse): void {
+  processLoad().requestFinished(res.statusCode >= 500);
+}
+
+function countOutListener(this: ServerResponse): void {
+  countOut(this);
 }
 
 /**
