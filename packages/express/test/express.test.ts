@@ -199,8 +199,11 @@ describe('meshMiddleware', () => {
     const app = express();
     app.use(meshMiddleware({ telemetry }));
     let sawSpan = false;
+    let closeListeners = 0;
     app.get('/x', (_req, res) => {
       sawSpan = inside;
+      // One listener ends the span and counts the request out of the load sampler.
+      closeListeners = res.listenerCount('close');
       res.status(201).json({});
     });
     const api = express.Router();
@@ -214,6 +217,7 @@ describe('meshMiddleware', () => {
     await get(`${base}/missing`).catch(() => undefined);
     await new Promise((r) => setImmediate(r));
     expect(sawSpan).toBe(true);
+    expect(closeListeners).toBe(1);
     expect(ended.map((e) => [e.info.method, e.info.path, e.status, e.route ?? e.info.route])).toEqual([
       ['GET', '/x', 201, '/x'],
       ['GET', '/api/items/42', 200, '/api/items/:id'],

@@ -127,9 +127,12 @@ describe('meshPlugin', () => {
       },
     };
     let sawSpan = false;
+    let closeListeners = 0;
     const { base } = await start({ telemetry }, (app) => {
       app.get('/items/:id', async (_req, reply) => {
         sawSpan = inside;
+        // One listener ends the span and counts the request out of the load sampler.
+        closeListeners = reply.raw.listenerCount('close');
         reply.code(202);
         return {};
       });
@@ -138,6 +141,7 @@ describe('meshPlugin', () => {
     await get(`${base}/no/such/path`).catch(() => undefined);
     await vi.waitFor(() => expect(ended).toHaveLength(2));
     expect(sawSpan).toBe(true);
+    expect(closeListeners).toBe(1);
     // The route template, never the raw path (a 404 has no route: metric series stay bounded).
     expect(ended.map((e) => [e.info.route, e.info.path, e.status])).toEqual([
       ['/items/:id', '/items/7', 202],

@@ -7,12 +7,15 @@
  * the counters after the warm-up and dumps them after the loop):
  *
  *   node --conditions=meshlet-source --import tsx test/bench/support/servers-callgrind.ts full express 20 20  # warm tsx's cache
- *   CALLGRIND_OUT=/tmp/cg/x valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/x.%p --smc-check=all-non-file \
+ *   CALLGRIND_OUT=/tmp/cg/x valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=/tmp/cg/x.%p --smc-check=all-non-file \
  *     node --conditions=meshlet-source --import tsx test/bench/support/servers-callgrind.ts full express 2000 2000
  *
  * Arguments: variant (`bare`, `core`, `full`), framework (`express`, `fastify`), N, warm-up
  * requests, and `no-deadline` to leave the deadline header out (no deadline context is entered).
- * Prints `<variant> <framework> <N> <instructions per request>` (the client's work not included).
+ * Prints `<variant> <framework> <N> <instructions per request>` of the main thread (the client's
+ * work and V8's worker threads not included; without `--separate-threads=yes`, of all threads).
+ * Express's count moves by some ±25,000 from run to run (how V8 optimized that process): compare
+ * several runs.
  */
 import { fork } from 'node:child_process';
 import { control, lastDumpInstructions } from './callgrind-control.js';
