@@ -3,7 +3,8 @@
  * `--conditions=meshlet-source`) so that their CPU is measured apart from the load generator's.
  *
  * One process serves one framework in one variant, as a service runs: argv[3] = `express` or
- * `fastify`, argv[2] = `bare` (the bare framework), `core` (meshlet's inbound middleware/plugin
+ * `fastify`, argv[2] = `bare` (the bare framework), `empty` (the bare framework with one
+ * middleware / `onRequest` hook that does nothing: what any middleware costs), `core` (meshlet's inbound middleware/plugin
  * over a core `Mesh` without telemetry: the admission step with path normalization, a 20-rule
  * ALLOW policy walked to its last rule, the caller's deadline from a trusted network, probes) or
  * `full` (over a mesh with `@meshlet/telemetry` installed as `createMesh()` does: + server metrics,
@@ -21,12 +22,12 @@ import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Mesh as CoreMesh } from '../../../packages/core/src/index.js';
 
-type Variant = 'bare' | 'core' | 'full';
-const variant: Variant = process.argv[2] === 'core' || process.argv[2] === 'full' ? process.argv[2] : 'bare';
+type Variant = 'bare' | 'empty' | 'core' | 'full';
+const variant: Variant = (['empty', 'core', 'full'] as const).find((v) => v === process.argv[2]) ?? 'bare';
 const framework = process.argv[3] === 'fastify' ? 'fastify' : 'express';
 // The meshlet packages are loaded only by meshed processes: a bare one stays bare.
 const m =
-  variant === 'bare'
+  variant === 'bare' || variant === 'empty'
     ? undefined
     : {
         ...(await import('../../../packages/core/src/index.js')),
@@ -45,6 +46,8 @@ const inbound = m && {
 async function listenExpress(mesh: CoreMesh | undefined): Promise<number> {
   const app = express();
   if (mesh && m) app.use(m.meshMiddleware({ mesh, ...inbound }));
+  // `empty`: the bare framework with one middleware that does nothing (what any middleware costs).
+  else if (variant === 'empty') app.use((_req, _res, next) => next());
   app.get('/items/:id', (req, res) => {
     res.json({ id: req.params.id });
   });
@@ -58,6 +61,7 @@ async function listenExpress(mesh: CoreMesh | undefined): Promise<number> {
 async function listenFastify(mesh: CoreMesh | undefined): Promise<number> {
   const app: FastifyInstance = Fastify();
   if (mesh && m) await app.register(m.meshPlugin, { mesh, drain: false, ...inbound });
+  else if (variant === 'empty') app.addHook('onRequest', (_req, _reply, next) => next());
   app.get<{ Params: { id: string } }>('/items/:id', async (req) => ({ id: req.params.id }));
   await app.listen({ port: 0, host: '127.0.0.1' });
   app.server.keepAliveTimeout = 60_000;
