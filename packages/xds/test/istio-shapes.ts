@@ -149,3 +149,160 @@ export function istioInboundListener(host: string, port: number, chain: Json): J
     filterChains: [chain],
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// The outbound side, as istiod gives it to a proxyless client.
+
+const UPSTREAM_TLS = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
+const RAW_BUFFER = 'type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer';
+const FAULT = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
+
+/** `model.BuildSubsetKey(outbound, "", host, port)`: `outbound|9080||ratings.default.svc.cluster.local`. */
+export function istioClusterName(host: string, port: number): string {
+  return `outbound|${port}||${host}`;
+}
+
+/**
+ * grpcgen/lds.go `buildOutboundListeners`: an API listener named `host:port` (the name the client
+ * asked for), the service's address, an HCM with RDS over ADS naming the cluster key, and the
+ * `supportedFilters` (fault, then the router).
+ */
+export function istioOutboundListener(host: string, port: number, vip = '10.96.0.10'): Json {
+  return {
+    name: `${host}:${port}`,
+    address: { socketAddress: { address: vip, portValue: port } },
+    apiListener: {
+      apiListener: {
+        '@type': HCM,
+        httpFilters: [
+          { name: 'envoy.filters.http.fault', typedConfig: { '@type': FAULT } },
+          { name: 'envoy.filters.http.router', typedConfig: { '@type': ROUTER } },
+        ],
+        rds: { configSource: { ads: {} }, routeConfigName: istioClusterName(host, port) },
+      },
+    },
+  };
+}
+
+/**
+ * grpcgen/rds.go `buildHTTPRoute`: the route configuration named by the cluster key, with the
+ * virtual host `BuildSidecarOutboundVirtualHosts` gives a service without a VirtualService (its
+ * domains: the FQDN, the short names the namespace allows, each with and without the port; the
+ * default route with Istio's default retry policy, no timeout) filtered to the host asked for.
+ */
+export function istioOutboundRoute(host: string, port: number, ns = 'default'): Json {
+  const short = host.slice(0, host.indexOf('.'));
+  const names = [host, `${short}.${ns}.svc`, `${short}.${ns}`, short];
+  return {
+    name: istioClusterName(host, port),
+    virtualHosts: [
+      {
+        name: `${host}:${port}`,
+        domains: names.flatMap((n) => [n, `${n}:${port}`]),
+        routes: [
+          {
+            name: 'default',
+            match: { prefix: '/' },
+            route: {
+              cluster: istioClusterName(host, port),
+              timeout: '0s',
+              retryPolicy: {
+                retryOn: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
+                numRetries: 2,
+                retryHostPredicate: [{ name: 'envoy.retry_host_predicates.previous_hosts' }],
+                hostSelectionRetryMaxAttempts: '5',
+                retriableStatusCodes: [503],
+              },
+              maxGrpcTimeout: '0s',
+            },
+          },
+        ],
+        includeRequestAttemptCount: true,
+      },
+    ],
+  };
+}
+
+/** grpcgen/cds.go `buildUpstreamTLSContext(sans)`: `buildCommonTLSContext` with exact SAN matchers. */
+export function istioUpstreamTlsSocket(sans: readonly string[]): Json {
+  const common = istioCommonTlsContext() as { combinedValidationContext: { defaultValidationContext: Json } };
+  common.combinedValidationContext.defaultValidationContext = {
+    matchSubjectAltNames: sans.map((s) => ({ exact: s })),
+    ...common.combinedValidationContext.defaultValidationContext,
+  };
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typedConfig: { '@type': UPSTREAM_TLS, commonTlsContext: common },
+  };
+}
+
+/**
+ * grpcgen/cds.go `edsCluster` with its TLS: `ISTIO_MUTUAL` is `applyTLS` (a `transport_socket`);
+ * `AUTO` is Istio's auto-mTLS as the cluster builder writes it
+ * (pilot/pkg/networking/core/cluster_tls.go `applyUpstreamTLSSettings`: the socket moved into a
+ * `tlsMode-istio` match on `{tlsMode: istio}`, then `defaultTransportSocketMatch()`,
+ * `tlsMode-disabled` with an empty match and raw_buffer). grpcgen's own `applyTLS` leaves
+ * auto-mTLS out ("for now, we leave mTLS *off* by default"), so `AUTO` is the sidecar shape.
+ */
+export function istioCluster(
+  host: string,
+  port: number,
+  tls: { mode: 'ISTIO_MUTUAL' | 'AUTO' | 'DISABLE'; sans: readonly string[] },
+): Json {
+  const name = istioClusterName(host, port);
+  const cluster: Json = {
+    name,
+    altStatName: `${name}_`,
+    type: 'EDS',
+    edsClusterConfig: { serviceName: name, edsConfig: { ads: {} } },
+  };
+  if (tls.mode === 'ISTIO_MUTUAL') cluster.transportSocket = istioUpstreamTlsSocket(tls.sans);
+  else if (tls.mode === 'AUTO')
+    cluster.transportSocketMatches = [
+      {
+        name: 'tlsMode-istio',
+        match: { tlsMode: 'istio' },
+        transportSocket: istioUpstreamTlsSocket(tls.sans),
+      },
+      {
+        name: 'tlsMode-disabled',
+        match: {},
+        transportSocket: { name: 'envoy.transport_sockets.raw_buffer', typedConfig: { '@type': RAW_BUFFER } },
+      },
+    ];
+  return cluster;
+}
+
+/**
+ * The assignment istiod's endpoint builder gives the cluster (pilot/pkg/xds/endpoints
+ * `EndpointBuilder`, `util.AppendLbEndpointMetadata`): one locality (empty, as in the sidecar
+ * dumps), each endpoint HEALTHY with weight 1; an injected workload (`security.istio.io/tlsMode:
+ * istio` label) carries `envoy.transport_socket_match: {tlsMode: istio}`, others nothing.
+ */
+export function istioLoadAssignment(
+  host: string,
+  port: number,
+  endpoints: ReadonlyArray<{ address: string; port: number; tlsMode?: 'istio'; workload?: string }>,
+): Json {
+  return {
+    clusterName: istioClusterName(host, port),
+    endpoints: [
+      {
+        locality: {},
+        lbEndpoints: endpoints.map((e) => {
+          const filterMetadata: Json = {};
+          if (e.tlsMode !== undefined)
+            filterMetadata['envoy.transport_socket_match'] = { tlsMode: e.tlsMode };
+          if (e.workload !== undefined) filterMetadata.istio = { workload: e.workload };
+          return {
+            endpoint: { address: { socketAddress: { address: e.address, portValue: e.port } } },
+            healthStatus: 'HEALTHY',
+            metadata: { filterMetadata },
+            loadBalancingWeight: 1,
+          };
+        }),
+        loadBalancingWeight: endpoints.length,
+      },
+    ],
+  };
+}
