@@ -19,14 +19,24 @@
  * Real TLS with certificates from meshlet's development CA, every server on 127.0.0.1 port 0.
  */
 import { writeFileSync } from 'node:fs';
+import { connect as http2Connect } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import Fastify from 'fastify';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type ControlPlane, startControlPlane } from '../../packages/control-plane/src/index.js';
+import { meshPlugin } from '../../packages/fastify/src/index.js';
 import { meshClientOptions } from '../../packages/grpc/src/index.js';
 import { createMesh, type Mesh } from '../../packages/meshlet/src/index.js';
-import { CertificateSource, createCa, getMeshTls, type PemPair } from '../../packages/tls/src/index.js';
+import {
+  CertificateSource,
+  createCa,
+  createMeshHttpServer,
+  getMeshTls,
+  type PemPair,
+} from '../../packages/tls/src/index.js';
 import {
   ANY_PRINCIPAL,
   istioCluster,
@@ -351,5 +361,118 @@ describe('one Istio proxyless workload: STRICT inbound with AuthorizationPolicie
     expect(await viaMtls()).toBe(next);
     expect((await httpCall(express.port, '/reviews/1', { client: w.frontend, ca })).status).toBe(200);
     expect((await httpCall(express.port, '/reviews/1', { client: w.attacker, ca })).status).toBe(403);
+  });
+});
+
+/** One HTTP/2 request over a session; its status, body and the session's ALPN protocol. */
+function h2Get(
+  port: number,
+  path: string,
+  opts: { client?: CertificateSource; ca?: string; plaintext?: boolean },
+): Promise<{ status: number; body: string; alpn: string | false | undefined }> {
+  return new Promise((resolve, reject) => {
+    const pem = opts.client?.pem();
+    const session = opts.plaintext
+      ? http2Connect(`http://127.0.0.1:${port}`)
+      : http2Connect(`https://127.0.0.1:${port}`, {
+          ...(pem ? { key: pem.key, cert: pem.cert } : {}),
+          ca: opts.ca,
+          servername: 'reviews.default.svc',
+          checkServerIdentity: () => undefined,
+        });
+    session.on('error', reject);
+    const req = session.request({ ':path': path, ':method': 'GET' });
+    let status = 0;
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('response', (h) => {
+      status = Number(h[':status']);
+    });
+    req.on('data', (c: string) => {
+      body += c;
+    });
+    req.on('end', () => {
+      const alpn = session.alpnProtocol;
+      session.close();
+      if (status === 0) reject(new Error('the stream ended without a response'));
+      else resolve({ status, body, alpn });
+    });
+    req.on('error', (e) => {
+      session.destroy();
+      reject(e);
+    });
+    req.end();
+  });
+}
+
+describe('createMeshHttpServer with http2: true under the inbound listener', () => {
+  it('serves HTTP/2 by ALPN on the STRICT chain, HTTP/1.1 too, with the listener’s RBAC', async () => {
+    const ca = await createCa();
+    const dir = await istioWorkloadDir(ca, `${TD}/reviews`, cleanups);
+    const peer = async (sa: string) => {
+      const s = new CertificateSource({
+        dir: await istioWorkloadDir(ca, `${TD}/${sa}`, cleanups),
+        watch: false,
+      });
+      cleanups.push(() => s.close());
+      return s;
+    };
+    const frontend = await peer('frontend');
+    const attacker = await peer('attacker');
+    const cp = await startControlPlane({ resources: { listeners: [] } });
+    cleanups.push(() => cp.close());
+    const mesh = await createMesh(
+      {},
+      { env: { GRPC_XDS_BOOTSTRAP_CONFIG: JSON.stringify(istioAgentBootstrap(cp.address, dir)) } },
+    );
+    cleanups.push(() => mesh.close());
+    let handledHere = 0;
+    const app = Fastify({
+      http2: true,
+      serverFactory: (handler) => createMeshHttpServer({ mesh, http2: true }, handler) as never,
+    });
+    await app.register(meshPlugin, { mesh, drain: false });
+    app.get('/*', async (req) => {
+      handledHere++;
+      return `h${req.raw.httpVersion} ${req.url}`;
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    cleanups.push(async () => {
+      (app.server as unknown as { closeAllConnections(): void }).closeAllConnections();
+      await app.close();
+    });
+    const port = (app.server.address() as AddressInfo).port;
+    cp.setResources({ listeners: [istioInboundListener('127.0.0.1', port, reviewsChain())] });
+    await until(
+      async () =>
+        (await h2Get(port, '/reviews', { client: frontend, ca: ca.cert }).catch(() => ({ status: 0 })))
+          .status === 200,
+      5_000,
+      'serving',
+    );
+
+    // HTTP/2 over mTLS, negotiated by ALPN.
+    expect(await h2Get(port, '/reviews/1', { client: frontend, ca: ca.cert })).toEqual({
+      status: 200,
+      body: 'h2.0 /reviews/1',
+      alpn: 'h2',
+    });
+    // HTTP/1.1 clients on the same port (ALPN http/1.1 or none).
+    expect(await httpCall(port, '/reviews/2', { client: frontend, ca: ca.cert })).toMatchObject({
+      status: 200,
+      body: 'h1.1 /reviews/2',
+    });
+    const before = handledHere;
+    // RBAC: another principal (ALLOW), the admin path (DENY), both before the handler.
+    const denied = await h2Get(port, '/reviews/1', { client: attacker, ca: ca.cert });
+    expect(denied.status).toBe(403);
+    expect(JSON.parse(denied.body).error).toMatchObject({ code: 'MESHLET_ERR_FORBIDDEN' });
+    const admin = await h2Get(port, '/admin/users', { client: frontend, ca: ca.cert });
+    expect(admin.status).toBe(403);
+    expect(admin.body).toContain('envoy.filters.http.rbac.DENY/default-deny-admin-0');
+    // STRICT: no client certificate, or h2c in plaintext, is refused.
+    await expect(h2Get(port, '/reviews/1', { ca: ca.cert })).rejects.toThrow();
+    await expect(h2Get(port, '/reviews/1', { plaintext: true })).rejects.toThrow();
+    expect(handledHere).toBe(before);
   });
 });

@@ -4,7 +4,12 @@ import {
   type RequestListener,
   type ServerResponse,
 } from 'node:http';
-import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import {
+  createSecureServer,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+} from 'node:http2';
 import {
   createServer as createHttpsServer,
   type Server as HttpsServer,
@@ -169,7 +174,7 @@ export class MeshHttpServer extends NetServer {
     const forward = (r: IncomingMessage, res: ServerResponse) => this.#request(r, res);
     s = this.#http2
       ? createSecureServer(
-          { ...tlsOptions, allowHTTP1: true },
+          { ...this.#options, ...tlsOptions, allowHTTP1: true },
           forward as unknown as Parameters<typeof createSecureServer>[1],
         )
       : createHttpsServer({ ...this.#options, ...tlsOptions }, forward);
@@ -252,10 +257,31 @@ export class MeshHttpServer extends NetServer {
   }
 }
 
+/**
+ * A request handler of an `http2: true` server: HTTP/2 requests arrive as `node:http2`'s
+ * compatibility objects, HTTP/1.1 ones (plaintext, or TLS without ALPN `h2`) as `node:http`'s.
+ */
+export type MeshHttp2RequestListener = (
+  req: Http2ServerRequest | IncomingMessage,
+  res: Http2ServerResponse | ServerResponse,
+) => void;
+
 /** Creates a `MeshHttpServer` (see there); `handler` gets every request, as with `http.createServer`. */
 export function createMeshHttpServer(
-  options: MeshHttpServerOptions,
+  options: MeshHttpServerOptions & { readonly http2?: false },
   handler?: RequestListener,
+): MeshHttpServer;
+/** With `http2: true`: `handler` gets HTTP/2 and HTTP/1.1 requests, as with `http2.createSecureServer({ allowHTTP1 })`. */
+export function createMeshHttpServer(
+  options: MeshHttpServerOptions & { readonly http2: true },
+  handler?: MeshHttp2RequestListener | ((req: Http2ServerRequest, res: Http2ServerResponse) => void),
+): MeshHttpServer;
+export function createMeshHttpServer(
+  options: MeshHttpServerOptions,
+  handler?:
+    | RequestListener
+    | MeshHttp2RequestListener
+    | ((req: Http2ServerRequest, res: Http2ServerResponse) => void),
 ): MeshHttpServer {
-  return new MeshHttpServer(options, handler);
+  return new MeshHttpServer(options, handler as RequestListener | undefined);
 }

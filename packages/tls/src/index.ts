@@ -67,7 +67,12 @@ export type {
   AuthorizationSourceInput,
   TlsInput,
 } from './config-types.generated.js';
-export { createMeshHttpServer, MeshHttpServer, type MeshHttpServerOptions } from './inbound-server.js';
+export {
+  createMeshHttpServer,
+  type MeshHttp2RequestListener,
+  MeshHttpServer,
+  type MeshHttpServerOptions,
+} from './inbound-server.js';
 export { getMeshTls, MeshTls, type MeshTlsOptions, type MeshTlsSnapshot, meshTlsFor } from './manager.js';
 export {
   detectLayout,
