@@ -21,7 +21,7 @@ import {
   certificateProvider,
   chainCertificates,
   InboundConnectionState,
-  type InboundFilterChain,
+  type InboundListenerConfig,
   type InboundListenerHandle,
   type InboundTlsRequirement,
   inboundPorts,
@@ -51,6 +51,10 @@ const LOCAL_MTLS: InboundTlsRequirement = Object.freeze({
   requireClientCertificate: true,
   key: 'default|default|true',
 });
+
+function destroySocket(this: Socket): void {
+  this.destroy();
+}
 
 interface Tracked {
   readonly state: InboundConnectionState | undefined;
@@ -188,8 +192,11 @@ export class MeshHttpServer extends NetServer {
     return s;
   }
 
+  // Per connection: no closure is made here (a named one costs a `__name` call under esbuild's
+  // keepNames, which the published bundle and tsx use) and, for a listener whose chain does not
+  // depend on the connection (istiod's), its addresses are not read.
   #accept(socket: Socket): void {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroySocket);
     const h = this.#handle;
     if (h === undefined) {
       // No inbound listener: mTLS with the mesh's certificate when it has one, else plaintext.
@@ -203,27 +210,37 @@ export class MeshHttpServer extends NetServer {
       socket.destroy();
       return;
     }
-    const go = (transport: 'tls' | 'raw_buffer', peeked: boolean) => {
-      const now = h.config;
-      const chain: InboundFilterChain | undefined = now?.match(socketConnection(socket, transport));
-      if (now === undefined || chain === undefined) {
-        socket.destroy();
-        return;
-      }
-      const state = new InboundConnectionState(h, true);
-      state.chain = chain;
-      state.generation = now.generation;
-      this.#hand(socket, state, chain.tls, peeked);
-    };
     if (!cfg.needsTransport) {
-      go('raw_buffer', false);
+      this.#route(socket, h, cfg, 'raw_buffer', false);
       return;
     }
     socket.once('data', (chunk: Buffer) => {
       socket.pause();
       socket.unshift(chunk);
-      go(chunk[0] === 0x16 ? 'tls' : 'raw_buffer', true);
+      // The listener may have changed while the first byte was on its way.
+      const now = h.config;
+      if (now === undefined) socket.destroy();
+      else this.#route(socket, h, now, chunk[0] === 0x16 ? 'tls' : 'raw_buffer', true);
     });
+  }
+
+  /** Hands `socket` to the server of its filter chain under `cfg` (closed when none matches). */
+  #route(
+    socket: Socket,
+    h: InboundListenerHandle,
+    cfg: InboundListenerConfig,
+    transport: 'tls' | 'raw_buffer',
+    peeked: boolean,
+  ): void {
+    const chain = cfg.everyConnection ?? cfg.match(socketConnection(socket, transport));
+    if (chain === undefined) {
+      socket.destroy();
+      return;
+    }
+    const state = new InboundConnectionState(h, true);
+    state.chain = chain;
+    state.generation = cfg.generation;
+    this.#hand(socket, state, chain.tls, peeked);
   }
 
   #hand(

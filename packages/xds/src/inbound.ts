@@ -420,6 +420,34 @@ function narrow(
   return out;
 }
 
+/** A connection no matcher of a connection-independent listener looks at (see below). */
+const ANY_CONNECTION: InboundConnection = Object.freeze({
+  localAddress: undefined,
+  localPort: undefined,
+  remoteAddress: undefined,
+  remotePort: undefined,
+  transport: 'raw_buffer',
+});
+
+/**
+ * The chain every connection gets when no matcher looks at the connection: no destination or
+ * source prefix, no source port, source type ANY, and no chain asking for `tls` (so every
+ * connection counts as `raw_buffer`) — one chain without `filter_chain_match`, as istiod writes
+ * inbound listeners, or only a default chain. `null` when the result depends on the connection.
+ */
+export function connectionIndependentChain(l: ServerListenerUpdate): ServerFilterChain | undefined | null {
+  if (l.needsTransport) return null;
+  for (const m of l.matchers)
+    if (
+      m.prefix !== undefined ||
+      m.sourcePrefix !== undefined ||
+      m.sourcePort !== undefined ||
+      m.sourceType !== 'ANY'
+    )
+      return null;
+  return matchFilterChain(l, ANY_CONNECTION);
+}
+
 /**
  * The filter chain of a connection: the most specific match among `matchers` (destination prefix,
  * then transport protocol, source type, source prefix, source port), else the default chain.

@@ -15,6 +15,7 @@ import {
 } from '@meshlet/core';
 import type { XdsClient } from './client.js';
 import {
+  connectionIndependentChain,
   matchFilterChain,
   normalizeCidr,
   type ServerFilterChain,
@@ -237,7 +238,11 @@ class Config implements InboundListenerConfig {
     for (const c of [...update.chains, ...(update.defaultChain ? [update.defaultChain] : [])])
       this.#chains.set(c, new Chain(c, update.name, rds));
     this.chains = [...this.#chains.values()];
+    const every = connectionIndependentChain(update);
+    this.everyConnection = every === null || every === undefined ? undefined : this.#chains.get(every);
   }
+
+  readonly everyConnection: InboundFilterChain | undefined;
 
   match(c: InboundConnection): InboundFilterChain | undefined {
     const spec = matchFilterChain(this.update, c);

@@ -1,6 +1,7 @@
 import type { InboundConnection } from '@meshlet/core';
 import { describe, expect, it } from 'vitest';
 import {
+  connectionIndependentChain,
   matchFilterChain,
   type ServerListenerUpdate,
   serverListenerMatcher,
@@ -432,6 +433,43 @@ describe('filter chain matching (the most specific match, A36’s subset)', () =
     expect(permissive.needsTransport).toBe(true);
     expect(pick(permissive, { transport: 'tls' })).toBe('mtls');
     expect(pick(permissive, { transport: 'raw_buffer' })).toBe('plaintext');
+  });
+
+  it('a chain every connection gets is found once per version; any matcher that reads the connection rules it out', () => {
+    const every = (l: ServerListenerUpdate) => {
+      const c = connectionIndependentChain(l);
+      return c === null ? null : (c?.name ?? 'none');
+    };
+    // istiod's shape: one chain, no filter_chain_match.
+    expect(every(server(istioInboundListener('0.0.0.0', 8080, istioFilterChain({ mtls: true }))))).toBe(
+      'inbound-mtls',
+    );
+    expect(every(server(listener([], { defaultFilterChain: named('default') })))).toBe('default');
+    expect(every(server(listener([named('port', { destinationPort: 8080 })])))).toBe('none');
+    // raw_buffer beats '' when no chain asks for tls, for every connection alike.
+    expect(every(server(listener([named('any'), named('raw', { transportProtocol: 'raw_buffer' })])))).toBe(
+      'raw',
+    );
+    for (const fcm of [
+      { prefixRanges: [{ addressPrefix: '10.0.0.0', prefixLen: 8 }] },
+      { sourceType: 'EXTERNAL' },
+      { sourcePrefixRanges: [{ addressPrefix: '10.0.0.0', prefixLen: 8 }] },
+      { sourcePorts: [5555] },
+      { transportProtocol: 'tls' },
+    ])
+      expect(every(server(listener([named('x', fcm), named('other')])))).toBeNull();
+    // Whenever it is not null it is what matching any connection gives.
+    for (const l of [
+      server(listener([named('any'), named('raw', { transportProtocol: 'raw_buffer' })])),
+      server(listener([named('alpn', { applicationProtocols: ['h2'] })], { defaultFilterChain: named('d') })),
+    ])
+      for (const c of [
+        {},
+        { remoteAddress: '127.0.0.1' },
+        { transport: 'tls' as const },
+        { localAddress: '::1' },
+      ])
+        expect(matchFilterChain(l, conn(c))).toBe(connectionIndependentChain(l));
   });
 
   it('IPv4-mapped peers match IPv4 blocks', () => {

@@ -11,7 +11,9 @@
  * (`--predictable`: V8 compiles and collects on the main thread, so that its background threads'
  * work, which varies from run to run, does not land in one path's count and not another's.)
  * It prints `<path> <n> <instructions per handshake>` (client and server sides of each handshake
- * run in this process). Paths: `client-dir` (the `tls:` service connector), `client-provider` (an
+ * run in this process). `server` or `client` in place of a path measures both paths of that side
+ * in one process, in alternating rounds, and prints their ratio: the figure to compare (separate
+ * processes differ by several per cent whatever the path). Paths: `client-dir` (the `tls:` service connector), `client-provider` (an
  * xDS cluster's UpstreamTlsContext connector over the bootstrap's provider), `server-dir` (the
  * `tls:` HTTPS server), `server-provider` (meshlet's server under an inbound listener's STRICT
  * chain).
@@ -23,17 +25,54 @@ const which = process.argv[2] ?? 'server-provider';
 const n = Number(process.argv[3] ?? 200);
 
 const p = await handshakePaths();
-const one = {
+const paths: Record<string, () => Promise<void>> = {
   'client-dir': p.clientDir,
   'client-provider': p.clientProvider,
   'server-dir': p.serverDir,
   'server-provider': p.serverProvider,
-}[which];
-if (one === undefined) throw new Error(`unknown path ${which}`);
-for (let i = 0; i < 10; i++) await one();
-await control('--zero');
-for (let i = 0; i < n; i++) await one();
-await control('--dump=measured');
-const ir = lastDumpInstructions();
-console.log(`${which} ${n} ${ir === undefined ? '(no dump found)' : Math.round(ir / n)}`);
+};
+
+/** Instructions per handshake of `n` handshakes along `one` (counters zeroed before, dumped after). */
+async function measure(one: () => Promise<void>, count: number): Promise<number> {
+  await control('--zero');
+  for (let i = 0; i < count; i++) await one();
+  await control('--dump=measured');
+  const ir = lastDumpInstructions();
+  if (ir === undefined) throw new Error('no callgrind dump found (run under valgrind --tool=callgrind)');
+  return ir / count;
+}
+
+if (which === 'server' || which === 'client') {
+  // Both paths of one side in this one process, in alternating rounds (`n` handshakes per round
+  // and path, 6 rounds): per path the median instructions per handshake, and their ratio. One
+  // process sees the same heap, JIT state and certificates for both paths, which separate runs
+  // do not (they differ by several per cent whatever the path).
+  const dir = paths[`${which}-dir`] as () => Promise<void>;
+  const provider = paths[`${which}-provider`] as () => Promise<void>;
+  for (let i = 0; i < 10; i++) {
+    await dir();
+    await provider();
+  }
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let r = 0; r < 6; r++) {
+    if (r % 2 === 0) {
+      a.push(await measure(dir, n));
+      b.push(await measure(provider, n));
+    } else {
+      b.push(await measure(provider, n));
+      a.push(await measure(dir, n));
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1] as number;
+  const m = (xs: number[]) => xs.map((x) => Math.round(x)).join(' ');
+  console.log(`${which}-dir ${n} rounds ${m(a)} median ${Math.round(median(a))}`);
+  console.log(`${which}-provider ${n} rounds ${m(b)} median ${Math.round(median(b))}`);
+  console.log(`${which} provider/dir ${(median(b) / median(a)).toFixed(4)}`);
+} else {
+  const one = paths[which];
+  if (one === undefined) throw new Error(`unknown path ${which}`);
+  for (let i = 0; i < 10; i++) await one();
+  console.log(`${which} ${n} ${Math.round(await measure(one, n))}`);
+}
 await p.close();

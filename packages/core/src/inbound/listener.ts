@@ -73,6 +73,12 @@ export interface InboundListenerConfig {
   readonly chains: readonly InboundFilterChain[];
   /** The filter chain of a connection (the most specific match, else the default chain), if any. */
   match(c: InboundConnection): InboundFilterChain | undefined;
+  /**
+   * The chain every connection gets, when no chain's match depends on the connection (one chain
+   * without `filter_chain_match`, as istiod writes them; or only a default chain): servers skip
+   * reading the connection's addresses for `match`. Undefined otherwise (or not known).
+   */
+  readonly everyConnection?: InboundFilterChain | undefined;
 }
 
 /** The listener of one listening address (`ip:port`), shared by every server bound to it. */
