@@ -148,7 +148,8 @@ interface Workload {
   push(): void;
 }
 
-async function reviewsWorkload(): Promise<Workload> {
+/** The workload's certificates (reviews) and two peers', a control plane, and the mesh from istio-agent's bootstrap. */
+async function istioMesh() {
   const ca = await createCa();
   const dir = await istioWorkloadDir(ca, `${TD}/reviews`, cleanups);
   const peer = async (sa: string) => {
@@ -161,6 +162,18 @@ async function reviewsWorkload(): Promise<Workload> {
   };
   const frontend = await peer('frontend');
   const attacker = await peer('attacker');
+  const cp = await startControlPlane({ resources: { listeners: [] } });
+  cleanups.push(() => cp.close());
+  const mesh = await createMesh(
+    {},
+    { env: { GRPC_XDS_BOOTSTRAP_CONFIG: JSON.stringify(istioAgentBootstrap(cp.address, dir)) } },
+  );
+  cleanups.push(() => mesh.close());
+  return { ca, dir, frontend, attacker, cp, mesh };
+}
+
+async function reviewsWorkload(): Promise<Workload> {
+  const { ca, dir, frontend, attacker, cp, mesh } = await istioMesh();
   // The upstreams: an injected (mTLS, its own identity) and a plain instance of each service.
   const ratings = {
     mtls: await mtlsHttpServer(ca, 'ratings-mtls', `${TD}/ratings`, cleanups),
@@ -171,14 +184,6 @@ async function reviewsWorkload(): Promise<Workload> {
     mtls: await mtlsGrpcServer(ca, 'details-mtls', `${TD}/details`, cleanups),
     plain: await plainGrpcServer('details-plain'),
   };
-
-  const cp = await startControlPlane({ resources: { listeners: [] } });
-  cleanups.push(() => cp.close());
-  const mesh = await createMesh(
-    {},
-    { env: { GRPC_XDS_BOOTSTRAP_CONFIG: JSON.stringify(istioAgentBootstrap(cp.address, dir)) } },
-  );
-  cleanups.push(() => mesh.close());
 
   const servers: Workload['servers'] = [];
   for (const [kind, start] of [
@@ -407,25 +412,7 @@ function h2Get(
 
 describe('createMeshHttpServer with http2: true under the inbound listener', () => {
   it('serves HTTP/2 by ALPN on the STRICT chain, HTTP/1.1 too, with the listener’s RBAC', async () => {
-    const ca = await createCa();
-    const dir = await istioWorkloadDir(ca, `${TD}/reviews`, cleanups);
-    const peer = async (sa: string) => {
-      const s = new CertificateSource({
-        dir: await istioWorkloadDir(ca, `${TD}/${sa}`, cleanups),
-        watch: false,
-      });
-      cleanups.push(() => s.close());
-      return s;
-    };
-    const frontend = await peer('frontend');
-    const attacker = await peer('attacker');
-    const cp = await startControlPlane({ resources: { listeners: [] } });
-    cleanups.push(() => cp.close());
-    const mesh = await createMesh(
-      {},
-      { env: { GRPC_XDS_BOOTSTRAP_CONFIG: JSON.stringify(istioAgentBootstrap(cp.address, dir)) } },
-    );
-    cleanups.push(() => mesh.close());
+    const { ca, frontend, attacker, cp, mesh } = await istioMesh();
     let handledHere = 0;
     const app = Fastify({
       http2: true,
