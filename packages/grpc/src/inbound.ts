@@ -362,7 +362,9 @@ export class InboundPort {
 /** Listens on `host:port` (port 0: any) for an inbound port; resolves with the bound server. */
 export function listen(host: string, port: number): Promise<NetServer> {
   return new Promise((resolve, reject) => {
-    const net = createNetServer({ pauseOnConnect: false });
+    // noDelay as Node's HTTP servers set it: the TLS handshake flights are not held by Nagle's algorithm
+    // (HTTP/2 sessions set it themselves, but only once the handshake is done).
+    const net = createNetServer({ pauseOnConnect: false, noDelay: true });
     const onError = (err: Error) => reject(err);
     net.once('error', onError);
     net.listen(port, host, () => {

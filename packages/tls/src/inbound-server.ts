@@ -87,7 +87,16 @@ export class MeshHttpServer extends NetServer {
   readonly #offRotate: Array<() => void> = [];
 
   constructor(options: MeshHttpServerOptions, handler?: RequestListener) {
-    super();
+    // TCP options of the accepted sockets, as `http.createServer` sets them (the inner servers
+    // never accept: Node applies these in the listening server's accept). Without `noDelay`,
+    // Nagle's algorithm holds small writes — the end of a TLS handshake flight, a short
+    // response — until the peer's ACK.
+    const o = options.serverOptions;
+    super({
+      noDelay: o?.noDelay ?? true,
+      keepAlive: o?.keepAlive ?? false,
+      keepAliveInitialDelay: o?.keepAliveInitialDelay ?? 0,
+    });
     this.#mesh = options.mesh;
     this.#http2 = options.http2 === true;
     this.#options = options.serverOptions ?? {};

@@ -84,7 +84,8 @@ export function createPermissiveListener(
   tlsServer: HttpsServer | Http2SecureServer,
   plainServer: HttpServer,
 ): NetServer {
-  const listener = createNetServer({ pauseOnConnect: true }, (socket) => {
+  // `noDelay` as the HTTP(S) servers set it (they never accept here: this listener does).
+  const listener = createNetServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
     socket.once('data', (chunk: Buffer) => {
       socket.pause();
       socket.unshift(chunk);

@@ -1,9 +1,14 @@
 import { createServer as createHttpServer, request as httpRequest, type RequestListener } from 'node:http';
 import { connect as h2connect } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  connect as netConnect,
+  type Socket,
+} from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
-import { isConfigError, parseConfig } from '@meshlet/core';
+import { isConfigError, Mesh, parseConfig } from '@meshlet/core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   CertificateSource,
@@ -11,6 +16,7 @@ import {
   createCa,
   createHttp2Server,
   createHttpsServer,
+  createMeshHttpServer,
   createPermissiveListener,
   forbiddenResponse,
   issueWorkloadCertificate,
@@ -75,7 +81,44 @@ function tlsGet(port: number, withCert: boolean): Promise<string> {
   });
 }
 
+/** Whether Node set TCP_NODELAY on an accepted socket (its listening server's `noDelay`). */
+function noDelayOf(socket: Socket): boolean | undefined {
+  const k = Object.getOwnPropertySymbols(socket).find((x) => x.description === 'kSetNoDelay');
+  return k === undefined ? undefined : (socket as unknown as Record<symbol, boolean>)[k];
+}
+
+/** The socket `server` accepts for one connection to it. */
+async function acceptedSocket(server: {
+  listen(port: number, host: string, cb: () => void): unknown;
+  address(): unknown;
+  close(cb?: () => void): unknown;
+  once(event: 'connection', fn: (s: Socket) => void): unknown;
+}): Promise<Socket> {
+  const port = await listen(server);
+  const accepted = new Promise<Socket>((r) => server.once('connection', r));
+  const c = netConnect(port, '127.0.0.1');
+  c.on('error', () => {});
+  const s = await accepted;
+  c.destroy();
+  s.destroy();
+  return s;
+}
+
 describe('servers', () => {
+  it('the TCP listeners in front of HTTP servers accept with TCP_NODELAY, as Node’s HTTP servers do', async () => {
+    // The reference: an http.Server sets it, a bare net.Server does not (so the check can fail).
+    expect(noDelayOf(await acceptedSocket(createHttpServer()))).toBe(true);
+    expect(noDelayOf(await acceptedSocket(createNetServer()))).toBe(false);
+    const mesh = new Mesh(parseConfig({}));
+    cleanups.push(() => mesh.close());
+    expect(noDelayOf(await acceptedSocket(createMeshHttpServer({ mesh })))).toBe(true);
+    expect(
+      noDelayOf(await acceptedSocket(createMeshHttpServer({ mesh, serverOptions: { noDelay: false } }))),
+    ).toBe(false);
+    const permissive = createPermissiveListener(createHttpsServer({ source }), createHttpServer());
+    expect(noDelayOf(await acceptedSocket(permissive))).toBe(true);
+  });
+
   it('HTTP/2 server exposes the peer identity to handlers', async () => {
     const server = createHttp2Server({ source }, (req, res) => res.end(`peer=${peerIdentity(req)}`));
     const port = await listen(server);
