@@ -262,7 +262,9 @@ export class InboundPort {
       return;
     }
     if (!cfg.needsTransport) {
-      this.#dispatch(socket, cfg, socketConnection(socket, 'raw_buffer'), undefined);
+      // A chain that does not depend on the connection (istiod's) needs none of its addresses.
+      const c = cfg.everyConnection === undefined ? socketConnection(socket, 'raw_buffer') : undefined;
+      this.#dispatch(socket, cfg, c, undefined);
       return;
     }
     // A chain matches TLS connections only: tell them apart by the first byte (a TLS handshake
@@ -285,10 +287,11 @@ export class InboundPort {
   #dispatch(
     socket: Socket,
     cfg: InboundListenerConfig,
-    c: InboundConnection,
+    c: InboundConnection | undefined,
     replay: Buffer | undefined,
   ): void {
-    const chain = cfg.match(c);
+    // `c` undefined: the listener gives every connection one chain.
+    const chain = c === undefined ? cfg.everyConnection : cfg.match(c);
     if (chain === undefined) {
       socket.destroy();
       return;
@@ -318,7 +321,7 @@ export class InboundPort {
       tls: false,
       listenHost: a.address,
       listenPort: a.port,
-      addresses: c,
+      addresses: c ?? socketConnection(socket, 'raw_buffer'),
     };
     const injector = this.#server.createConnectionInjector(
       experimental.createServerCredentialsWithInterceptors(creds, [stamp(conn)]),
