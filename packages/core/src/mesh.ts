@@ -4,11 +4,12 @@ import type { DiscoverySource } from './discovery/types.js';
 import type { EndpointState } from './endpoint-state.js';
 import { ErrorCodes, MeshError } from './errors.js';
 import { MeshEvents } from './events.js';
+import { processEventLoopLag } from './load/overload.js';
 import { attachLogger, consoleLogger, type LogRateLimit, type MeshLogger } from './logger.js';
 import { type CallHook, type EndpointRemovedListener, RuntimeHooks } from './observer.js';
 import { discoverySources } from './registry.js';
 import type { Router } from './router.js';
-import { ServiceRuntime } from './service.js';
+import { ServiceRuntime, type ServiceRuntimeOptions } from './service.js';
 
 /**
  * A resolver for names the config does not declare (Kubernetes service names, xDS listeners).
@@ -183,20 +184,32 @@ export class Mesh {
   #closed = false;
   #readyPromise: Promise<void> | undefined;
   #detachLogger: (() => void) | undefined;
+  /** What every service runtime of this mesh is created with. */
+  readonly #runtimeOptions: ServiceRuntimeOptions;
 
   constructor(config: ParsedMeshConfig, options: MeshOptions = {}) {
     this.config = config;
     this.now = options.now ?? (() => performance.now());
+    this.#runtimeOptions = {
+      local: config.local,
+      hooks: this.hooks,
+      // The process' heartbeat measures stalls in performance.now() time: only for that clock.
+      localStalls: options.now === undefined ? processEventLoopLag() : undefined,
+    };
     if (options.logger !== false)
       this.#detachLogger = attachLogger(this.events, options.logger ?? consoleLogger(), options.logRateLimit);
     for (const svc of Object.values(config.services)) this.#startService(svc);
   }
 
   #startService(svc: ServiceConfig): void {
-    const runtime = new ServiceRuntime(svc.name, svc, svc.discovery.type, this.events, this.now, {
-      local: this.config.local,
-      hooks: this.hooks,
-    });
+    const runtime = new ServiceRuntime(
+      svc.name,
+      svc,
+      svc.discovery.type,
+      this.events,
+      this.now,
+      this.#runtimeOptions,
+    );
     this.#services.set(svc.name, runtime);
     const factory = discoverySources.get(svc.discovery.type);
     if (!factory)
@@ -245,7 +258,7 @@ export class Mesh {
             spec.discoveryType,
             this.events,
             this.now,
-            { local: this.config.local, hooks: this.hooks },
+            this.#runtimeOptions,
           );
           this.#services.set(spec.key, runtime);
           this.#attach(runtime, spec.createSource());
@@ -370,7 +383,7 @@ export class Mesh {
       spec.discoveryType,
       this.events,
       this.now,
-      { local: this.config.local, hooks: this.hooks },
+      this.#runtimeOptions,
     );
     this.#services.set(spec.key, runtime);
     this.#attach(runtime, spec.createSource());

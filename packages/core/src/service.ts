@@ -9,6 +9,7 @@ import type { LoadBalancer, PickContext, Picker } from './lb/types.js';
 import type { AdaptiveConcurrency } from './load/concurrency.js';
 import { EndpointLoad } from './load/endpoint-load.js';
 import type { OrcaLoadReport } from './load/orca.js';
+import type { LocalStalls } from './load/overload.js';
 import { type Endpoint, type Locality, sameButWeight, sameEndpoint } from './model.js';
 import { RuntimeHooks } from './observer.js';
 import { loadBalancers } from './registry.js';
@@ -55,6 +56,12 @@ export interface ServiceRuntimeOptions {
   readonly local?: Pick<Locality, 'region' | 'zone'> | undefined;
   /** The hooks its mesh shares with transports (call hook, endpoint watchers); default: its own. */
   readonly hooks?: RuntimeHooks | undefined;
+  /**
+   * The process' own event-loop stalls on the `now` time scale, kept out of the adaptive
+   * concurrency limiter's latency samples; default none (the mesh passes its heartbeat when its
+   * clock is `performance.now`).
+   */
+  readonly localStalls?: LocalStalls | undefined;
 }
 
 /**
@@ -89,6 +96,8 @@ export class ServiceRuntime {
   #closed = false;
   /** Time source: `performance.now()` unless a test injects a clock. */
   readonly now: () => number;
+  /** See `ServiceRuntimeOptions.localStalls`. */
+  readonly localStalls: LocalStalls | undefined;
   readonly #local: Pick<Locality, 'region' | 'zone'> | undefined;
   /** When the picker must be recomputed (slow start, ejection or penalty end); Infinity if never. */
   #refreshAt = Number.POSITIVE_INFINITY;
@@ -113,6 +122,7 @@ export class ServiceRuntime {
     this.policy = policy;
     this.events = events;
     this.now = now;
+    this.localStalls = options.localStalls;
     this.discovery = {
       type: discoveryType,
       hasData: false,

@@ -4,8 +4,13 @@ import {
   type AdaptiveConcurrencyConfig,
   type ConfigIssue,
   DEFAULT_ADAPTIVE_CONCURRENCY,
+  type EndpointConcurrency,
   type EndpointState,
+  EventLoopLag,
+  Mesh,
   parseAdaptiveConcurrency,
+  parseConfig,
+  processEventLoopLag,
 } from '../src/index.js';
 import { states } from './lb-helpers.js';
 
@@ -267,3 +272,177 @@ function simulate(
   }
   return { ep, trace };
 }
+
+/** A stall source on a fake clock: the test says how long the loop was stalled in the last span. */
+function fakeStalls() {
+  const f = {
+    stalled: 0,
+    asked: [] as number[],
+    holders: 0,
+    stalledMs(spanMs: number): number {
+      f.asked.push(spanMs);
+      return Math.min(f.stalled, spanMs);
+    },
+    acquire(): () => void {
+      f.holders++;
+      return () => {
+        f.holders--;
+      };
+    },
+  };
+  return f;
+}
+
+describe('adaptive concurrency: the client’s own event-loop stalls', () => {
+  it('takes a stall off a sample, drops a sample that is half stall or more, and keeps the limit', () => {
+    let t = 0;
+    const stalls = fakeStalls();
+    const ac = new AdaptiveConcurrency(
+      parse({ minRtt: { fixed: '10ms' } }).config,
+      () => t,
+      () => 0.5,
+      stalls,
+    );
+    const ep = states(1)[0] as EndpointState;
+    expect(stalls.holders).toBe(0); // nothing measured before the first attempt
+    ac.tryAcquire(ep);
+    expect(stalls.holders).toBe(1);
+    const s = ep.concurrency;
+    // 30 ms measured, 10 of them the client's stall: the endpoint's share is 20 ms.
+    stalls.stalled = 10;
+    t = 101;
+    ac.release(ep, 30, 'success');
+    expect(stalls.asked).toEqual([30]);
+    expect(s?.sampleRttMs).toBe(20);
+    // 40 ms measured, 20 stalled: half of it is the client's, the sample says nothing.
+    stalls.stalled = 20;
+    ac.tryAcquire(ep);
+    ac.release(ep, 40, 'success');
+    expect(s?.discarded).toBe(1);
+    expect(s?.count).toBe(0);
+    // A timeout during a stall is not the endpoint's either; a fast failure is never asked about.
+    ac.tryAcquire(ep);
+    stalls.stalled = 250;
+    ac.release(ep, 250, 'timeout');
+    expect(s?.discarded).toBe(2);
+    ac.tryAcquire(ep);
+    ac.release(ep, 1, 'connect_failure');
+    expect(stalls.asked).toEqual([30, 40, 250]);
+    // No stall: the sample is the measured latency.
+    stalls.stalled = 0;
+    ac.tryAcquire(ep);
+    t = 202;
+    ac.release(ep, 40, 'success');
+    expect(s?.sampleRttMs).toBe(40);
+    expect(s?.gradient).toBeLessThan(1);
+    ac.close();
+    expect(stalls.holders).toBe(0);
+  });
+
+  it('does not finish a minRTT measurement on samples dropped for stalls', () => {
+    const stalls = fakeStalls();
+    const ac = new AdaptiveConcurrency(
+      parse({ minRtt: { requests: 3 } }).config,
+      () => 0,
+      Math.random,
+      stalls,
+    );
+    const ep = states(1)[0] as EndpointState;
+    stalls.stalled = 100;
+    for (let i = 0; i < 5; i++) {
+      ac.tryAcquire(ep);
+      ac.release(ep, 110, 'success');
+    }
+    expect(ep.concurrency?.measuring).toBe(true);
+    expect(ep.concurrency?.discarded).toBe(5);
+    stalls.stalled = 2;
+    for (let i = 0; i < 3; i++) {
+      ac.tryAcquire(ep);
+      ac.release(ep, 12, 'success');
+    }
+    expect(ep.concurrency?.measuring).toBe(false);
+    expect(ep.concurrency?.minRttMs).toBe(10);
+    ac.close();
+  });
+
+  /**
+   * A healthy endpoint (10 ms per request, as many in flight as it is sent) and an open-loop client
+   * sending 300/s. After 2 s (minRTT measured: 10 ms) the client's own process gets the CPU 10 ms
+   * of every 40 (a busy machine): nothing runs for 30 ms at a time — no heartbeat, no reads, no
+   * sends — so answers are read up to 30 ms late and the arrivals of a stall go out together when
+   * it ends. The process' heartbeat (`EventLoopLag`, on the same fake clock) sees each stall as an
+   * overdue beat. Returns the limits after 3 s and the attempts the limiter refused.
+   */
+  function starvedClient(withStalls: boolean) {
+    let t = 0;
+    const lag = new EventLoopLag(10, 100, () => t);
+    const ac = new AdaptiveConcurrency(
+      parse({ minRtt: { requests: 20 } }).config,
+      () => t,
+      () => 0.5,
+      withStalls ? lag : undefined,
+    );
+    const ep = states(1)[0] as EndpointState;
+    const release = lag.acquire();
+    const pending: Array<{ end: number; start: number }> = [];
+    const limits: number[] = [];
+    let lastBeat = 0;
+    let due = 0;
+    for (t = 0; t < 10_000; t++) {
+      due += 0.3;
+      if (t >= 2000 && t % 40 >= 10) continue;
+      if (t - lastBeat >= 10) {
+        lag.beat();
+        lastBeat = t;
+      }
+      for (let i = pending.length - 1; i >= 0; i--) {
+        const p = pending[i] as { end: number; start: number };
+        if (p.end > t) continue;
+        pending.splice(i, 1);
+        ac.release(ep, t - p.start, 'success');
+      }
+      // What is over the limit would go to another endpoint.
+      for (; due >= 1; due--) if (ac.tryAcquire(ep)) pending.push({ start: t, end: t + 10 });
+      if (t > 3000) limits.push(ep.concurrency?.limit ?? 0);
+    }
+    release();
+    ac.close();
+    return { limits, state: ep.concurrency as EndpointConcurrency };
+  }
+
+  it('keeps a healthy endpoint’s limit while the client itself is starved (and cuts it without)', () => {
+    const blind = starvedClient(false);
+    const aware = starvedClient(true);
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+    // Blind to its stalls, the limiter reads them as the endpoint's queueing: the limit sits near
+    // the floor and thousands of attempts are refused (they would fail or go elsewhere) although
+    // the endpoint is idle. Aware of them, it keeps the limit the burst after a stall needs.
+    expect(median(blind.limits)).toBeLessThanOrEqual(2);
+    expect(blind.state.refused).toBeGreaterThan(1000);
+    expect(median(aware.limits)).toBeGreaterThanOrEqual(8);
+    expect(aware.state.refused * 5).toBeLessThan(blind.state.refused);
+    expect(aware.state.discarded).toBeGreaterThan(0);
+    expect(aware.state.minRttMs).toBe(10);
+  });
+
+  it('is measured by the mesh with the process’ heartbeat, from a limiter’s first use to its close', async () => {
+    const config = parseConfig({
+      services: { svc: { endpoints: ['127.0.0.1:1'], adaptiveConcurrency: true } },
+    });
+    const fake = new Mesh(config, { now: () => 0, logger: false });
+    // A fake clock is not the heartbeat's: no stalls are measured against it.
+    expect(fake.services()[0]?.localStalls).toBeUndefined();
+    await fake.close();
+    const mesh = new Mesh(config, { logger: false });
+    const rt = mesh.services()[0];
+    expect(rt?.localStalls).toBe(processEventLoopLag());
+    const heartbeat = processEventLoopLag();
+    expect(heartbeat.running).toBe(false);
+    const limiter = rt?.resilience.concurrency as AdaptiveConcurrency;
+    await mesh.ready();
+    limiter.tryAcquire(rt?.endpoints[0] as EndpointState);
+    expect(heartbeat.running).toBe(true);
+    await mesh.close();
+    expect(heartbeat.running).toBe(false);
+  });
+});

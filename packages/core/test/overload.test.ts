@@ -29,6 +29,34 @@ describe('EventLoopLag', () => {
     expect(lag.running).toBe(false);
   });
 
+  it('remembers the loop’s stalls and tells how long it stalled during a recent span', () => {
+    const { c, lag } = fakeLag();
+    expect(lag.stalledMs(100)).toBe(0); // not running: nothing measured
+    const release = lag.acquire();
+    c.t += 11; // 1 ms late: timer jitter, not a stall
+    lag.beat();
+    c.t += 10;
+    lag.beat();
+    expect(lag.stalledMs(21)).toBe(0);
+    c.t += 60; // the beat was due 50 ms ago: a stall of 50 ms, [1031, 1081)
+    lag.beat();
+    c.t += 10;
+    lag.beat();
+    c.t += 10 + 25; // [1101, 1126): a stall of 25 ms, noticed by the next beat
+    lag.beat();
+    c.t += 10;
+    lag.beat(); // now 1136
+    expect(lag.stalledMs(200)).toBe(75);
+    expect(lag.stalledMs(45)).toBe(25); // [1091, 1136) holds the second stall only
+    expect(lag.stalledMs(70)).toBe(25 + 15); // [1066, 1136) holds the last 15 ms of the first
+    // A stall still going on (the heartbeat is overdue) counts up to now.
+    c.t += 10 + 40;
+    expect(lag.stalledMs(30)).toBe(30);
+    expect(lag.stalledMs(100)).toBe(40 + 25);
+    release();
+    expect(lag.stalledMs(100)).toBe(0);
+  });
+
   it('runs one timer for every holder', () => {
     const { lag } = fakeLag();
     const a = lag.acquire();

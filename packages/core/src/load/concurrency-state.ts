@@ -77,6 +77,8 @@ export class EndpointConcurrency {
   refused = 0;
   /** Completed minRTT measurements. */
   measurements = 0;
+  /** Latency samples dropped because half or more of them was the client's own event-loop stall. */
+  discarded = 0;
 
   /** @internal The limit to return to after a pinned measurement. */
   deferredLimit: number;

@@ -11,6 +11,7 @@ import {
   FLOOR_WINDOWS,
   percentileOf,
 } from './concurrency-state.js';
+import type { LocalStalls } from './overload.js';
 
 const D = DEFAULT_ADAPTIVE_CONCURRENCY;
 
@@ -206,8 +207,18 @@ function sampled(outcome: Outcome): boolean {
  * failures (refused, reset, shed with 503) and cancellations say nothing about queueing and are
  * not sampled. Long-lived streams should not be fed to it.
  *
- * Everything happens in `tryAcquire` / `release` (no timers): a window closes on the first release
- * after its end. The state lives on `EndpointState.concurrency` (created on first use).
+ * **The client's own stalls are not the endpoint's latency.** A latency measured on the client
+ * includes the time the client's event loop could not run the callback that reads the answer (a
+ * long turn, GC, a process the OS did not schedule). On a busy client that time is the larger part
+ * of a sample, and the same in every endpoint's: a limiter that took it for queueing would cut
+ * every limit at once while the endpoints are idle. With `stalls` (the process' heartbeat,
+ * `EventLoopLag`), `release` asks how long the loop was stalled during the attempt and takes that
+ * off the sample; a sample that was half or more local stall says nothing about the endpoint and
+ * is dropped (`EndpointConcurrency.discarded`). Subtracting a whole stall makes a sample a lower
+ * bound (the answer may have arrived mid-stall), which errs towards keeping the limit.
+ *
+ * Everything happens in `tryAcquire` / `release` (no timers of its own): a window closes on the
+ * first release after its end. The state lives on `EndpointState.concurrency` (created on first use).
  *
  * The per-service controller: `tryAcquire(ep)` before an attempt, `release(ep, rttMs, outcome)`
  * after it, `wouldAdmit(ep)` for a picker that wants to skip saturated endpoints.
@@ -221,10 +232,25 @@ export class AdaptiveConcurrency {
   #head = 0;
   #waiting = 0;
 
-  constructor(config: AdaptiveConcurrencyConfig, now: () => number, random: () => number = Math.random) {
+  readonly #stalls: LocalStalls | undefined;
+  /** Releases the stall measurement (started with the first endpoint state). */
+  #releaseStalls: (() => void) | undefined;
+  #closed = false;
+
+  /**
+   * `now` is the clock latencies are measured with; `stalls`, when given, measures the client's
+   * own event-loop stalls on the same time scale (see the class comment); `random` for jitter.
+   */
+  constructor(
+    config: AdaptiveConcurrencyConfig,
+    now: () => number,
+    random: () => number = Math.random,
+    stalls?: LocalStalls,
+  ) {
     this.config = config;
     this.#now = now;
     this.#random = random;
+    this.#stalls = stalls;
   }
 
   /** The endpoint's limiter state, created on first use. */
@@ -233,8 +259,33 @@ export class AdaptiveConcurrency {
     if (s === undefined) {
       s = new EndpointConcurrency(this.config, this.#now());
       ep.concurrency = s;
+      if (this.#releaseStalls === undefined && this.#stalls !== undefined && !this.#closed)
+        this.#releaseStalls = this.#stalls.acquire();
     }
     return s;
+  }
+
+  /** Stops the stall measurement (the service closed or its policy changed). */
+  close(): void {
+    this.#closed = true;
+    this.#releaseStalls?.();
+    this.#releaseStalls = undefined;
+  }
+
+  /**
+   * The endpoint's share of a latency sample: `rttMs` less the client's own stalls during it, or
+   * -1 when half or more of it was the client's (or it was no sample).
+   */
+  #endpointRtt(s: EndpointConcurrency, rttMs: number, outcome: Outcome): number {
+    if (rttMs < 0 || !sampled(outcome)) return -1;
+    if (this.#stalls === undefined) return rttMs;
+    const stalled = this.#stalls.stalledMs(rttMs);
+    if (stalled <= 0) return rttMs;
+    if (stalled * 2 >= rttMs) {
+      s.discarded++;
+      return -1;
+    }
+    return rttMs - stalled;
   }
 
   /** True when an attempt on `ep` would be admitted now (two field reads; no state is created). */
@@ -305,8 +356,9 @@ export class AdaptiveConcurrency {
     if (s.inFlight > 0) s.inFlight--;
     const now = this.#now();
     const c = this.config;
+    const rtt = this.#endpointRtt(s, rttMs, outcome);
     if (s.measuring) {
-      if (sampled(outcome) && rttMs >= 0) s.addSample(rttMs, this.#random);
+      if (rtt >= 0) s.addSample(rtt, this.#random);
       if (s.seen >= c.minRtt.requests) this.#endMeasurement(s, now);
       return;
     }
@@ -314,7 +366,7 @@ export class AdaptiveConcurrency {
       this.#startMeasurement(s, now);
       return;
     }
-    if (sampled(outcome) && rttMs >= 0) s.addSample(rttMs, this.#random);
+    if (rtt >= 0) s.addSample(rtt, this.#random);
     if (now >= s.windowEnd) this.#closeWindow(s, now);
   }
 

@@ -18,10 +18,15 @@ import { performance } from 'node:perf_hooks';
  * Every `windowMs` the heartbeat also measures the event-loop utilization of the window just
  * ended (`performance.eventLoopUtilization`), for a utilization threshold.
  *
+ * It also remembers the recent **stalls** — heartbeats that ran at least `STALL_MIN_MS` late, as
+ * intervals of time during which the loop could not run callbacks — so that a client can tell how
+ * much of a latency it measured was its own loop's delay rather than the endpoint's
+ * (`stalledMs`: the adaptive concurrency limiter discounts it).
+ *
  * One per process (`processEventLoopLag()`): the event loop is the process'. The timer runs while
  * at least one holder has `acquire`d it.
  */
-export class EventLoopLag {
+export class EventLoopLag implements LocalStalls {
   readonly intervalMs: number;
   readonly windowMs: number;
   #last: number;
@@ -35,6 +40,10 @@ export class EventLoopLag {
   /** Windows completed since the heartbeat started (guards notice a new one by it). */
   windows = 0;
   readonly #now: () => number;
+  /** Recent stalls as [start, end) pairs in a ring (`#stallNext` is the next slot to write). */
+  readonly #stalls = new Float64Array(2 * STALL_RING);
+  #stallNext = 0;
+  #stallCount = 0;
 
   constructor(intervalMs = 10, windowMs = 100, now: () => number = () => performance.now()) {
     this.intervalMs = intervalMs;
@@ -69,7 +78,10 @@ export class EventLoopLag {
   }
 
   static #beat(self: EventLoopLag): void {
-    self.#last = self.#now();
+    const now = self.#now();
+    const late = now - self.#last - self.intervalMs;
+    if (late >= STALL_MIN_MS) self.#recordStall(now - late, now);
+    self.#last = now;
     if (++self.#beats >= self.#beatsPerWindow) {
       self.#beats = 0;
       const e = performance.eventLoopUtilization();
@@ -89,7 +101,54 @@ export class EventLoopLag {
   beat(): void {
     EventLoopLag.#beat(this);
   }
+
+  #recordStall(start: number, end: number): void {
+    const i = this.#stallNext;
+    this.#stalls[2 * i] = start;
+    this.#stalls[2 * i + 1] = end;
+    this.#stallNext = (i + 1) % STALL_RING;
+    if (this.#stallCount < STALL_RING) this.#stallCount++;
+  }
+
+  /**
+   * How long the loop was stalled during the last `spanMs` ms, in ms: the overlap of that span
+   * with the recorded stalls and with the current one (the heartbeat is overdue by at least
+   * `STALL_MIN_MS`: the caller runs late in a long turn, or right after the process was not
+   * scheduled — I/O callbacks run before the timers that would notice). 0 while the heartbeat
+   * is not running. A few reads of a ring, newest first, until a stall ends before the span.
+   */
+  stalledMs(spanMs: number, now: number = this.#now()): number {
+    if (this.#timer === undefined || !(spanMs > 0)) return 0;
+    const from = now - spanMs;
+    let total = 0;
+    const due = this.#last + this.intervalMs;
+    if (now - due >= STALL_MIN_MS) total += now - Math.max(due, from);
+    const st = this.#stalls;
+    let i = this.#stallNext;
+    for (let n = 0; n < this.#stallCount; n++) {
+      i = i === 0 ? STALL_RING - 1 : i - 1;
+      const end = st[2 * i + 1] as number;
+      if (end <= from) break;
+      total += Math.min(end, now) - Math.max(st[2 * i] as number, from);
+    }
+    return Math.min(total, spanMs);
+  }
 }
+
+/**
+ * What a client needs to know of its own event loop's stalls (`EventLoopLag` in production; a fake
+ * in tests): how long the loop could not run callbacks during the last `spanMs` ms, and a way to
+ * keep the measurement running while it is needed.
+ */
+export interface LocalStalls {
+  stalledMs(spanMs: number): number;
+  acquire(): () => void;
+}
+
+/** A heartbeat this late (ms past its interval) counts as a stall of the loop. */
+export const STALL_MIN_MS = 2;
+/** Stalls remembered (at least ~1.5 s of history at one stall per 10 ms heartbeat). */
+const STALL_RING = 128;
 
 let sharedLag: EventLoopLag | undefined;
 

@@ -2,6 +2,7 @@ import type { EndpointState } from '../endpoint-state.js';
 import type { MeshEvents } from '../events.js';
 import { ActiveHealthChecker } from '../health/checker.js';
 import { AdaptiveConcurrency } from '../load/concurrency.js';
+import type { LocalStalls } from '../load/overload.js';
 import { OutlierDetector } from '../outlier.js';
 import type { AttemptObserver } from '../service.js';
 import { CircuitBreaker } from './breaker.js';
@@ -14,6 +15,12 @@ export interface ResilienceHost {
   readonly events: MeshEvents;
   readonly endpoints: readonly EndpointState[];
   now(): number;
+  /**
+   * The client's own event-loop stalls on the `now` time scale (the process' heartbeat when `now`
+   * is `performance.now`), which the adaptive concurrency limiter keeps out of latency samples;
+   * undefined (a test's fake clock): none.
+   */
+  readonly localStalls?: LocalStalls | undefined;
   rebuild(): void;
   addObserver(observer: AttemptObserver): () => void;
 }
@@ -47,9 +54,13 @@ export class ServiceResilience {
       : undefined;
     this.#setOutlier(policy);
     this.#setHealth(policy);
-    this.concurrency = policy.adaptiveConcurrency
-      ? new AdaptiveConcurrency(policy.adaptiveConcurrency, () => host.now())
-      : undefined;
+    this.concurrency = this.#limiter(policy);
+  }
+
+  #limiter(policy: ResiliencePolicy): AdaptiveConcurrency | undefined {
+    const c = policy.adaptiveConcurrency;
+    const host = this.#host;
+    return c ? new AdaptiveConcurrency(c, () => host.now(), Math.random, host.localStalls) : undefined;
   }
 
   #setOutlier(policy: ResiliencePolicy): void {
@@ -117,8 +128,8 @@ export class ServiceResilience {
     if (policy.adaptiveConcurrency !== old.adaptiveConcurrency) {
       // New limits start from a fresh measurement; attempts in flight release into nothing.
       for (const ep of this.#host.endpoints) ep.concurrency = undefined;
-      const c = policy.adaptiveConcurrency;
-      this.concurrency = c ? new AdaptiveConcurrency(c, () => this.#host.now()) : undefined;
+      this.concurrency?.close();
+      this.concurrency = this.#limiter(policy);
     }
   }
 
@@ -143,5 +154,6 @@ export class ServiceResilience {
     this.outlier?.close();
     this.health?.close();
     this.breaker?.close();
+    this.concurrency?.close();
   }
 }
