@@ -237,6 +237,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   #waitUntil = -1;
   /** The limiter the call waits on, while it does. */
   #waitingOn: AdaptiveConcurrency | undefined = undefined;
+  /** When the current wait for capacity began (its timer was set). */
+  #waitFrom = 0;
 
   /**
    * `service` undefined: a call routed when it starts (gRPC routes on metadata, which comes with
@@ -569,6 +571,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     this.#firstBudget = -1;
     this.#waitingOn = limiter;
     limiter.wait(this);
+    this.#waitFrom = now;
     this.#backoff = setTimeout(Call.#waitEnded, left, this);
   }
 
@@ -583,8 +586,14 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
 
   static #waitEnded(call: Call): void {
     call.#backoff = undefined;
-    call.#waitingOn?.cancelWait(call);
+    const limiter = call.#waitingOn;
+    limiter?.cancelWait(call);
     call.#waitingOn = undefined;
+    // The client's own stall is not a wait for the endpoints: when its loop could not run during
+    // the wait, the answers that free capacity may be unread yet (timers run before I/O after a
+    // long turn). The stalled time is added to the wait, within the deadline.
+    const stalled = limiter?.localStallMs(call.service.now() - call.#waitFrom) ?? 0;
+    if (stalled > 0) call.#waitUntil = Math.min(call.#waitUntil + stalled, call.#deadlineAt);
     call.#next();
   }
 

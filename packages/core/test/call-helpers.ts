@@ -7,6 +7,7 @@ import {
   parseConfig,
   type ServicePolicy,
   ServiceRuntime,
+  type ServiceRuntimeOptions,
   type Transport,
 } from '../src/index.js';
 
@@ -87,12 +88,19 @@ export class FakeCall extends Call<FakeAttempt> {
 
 export const runtimes: ServiceRuntime[] = [];
 
-export function service(policy: Record<string, unknown> = {}, n = 3) {
+export function service(policy: Record<string, unknown> = {}, n = 3, options: ServiceRuntimeOptions = {}) {
   const events = new MeshEvents();
   const config = parseConfig({
     services: { svc: { endpoints: ['127.0.0.1:1'], outlierDetection: false, ...policy } },
   });
-  const rt = new ServiceRuntime('svc', config.services.svc as never, 'static', events, () => Date.now());
+  const rt = new ServiceRuntime(
+    'svc',
+    config.services.svc as never,
+    'static',
+    events,
+    () => Date.now(),
+    options,
+  );
   runtimes.push(rt);
   rt.applyUpdate({
     endpoints: Array.from({ length: n }, (_, i) => makeEndpoint({ address: '10.0.0.1', port: 1000 + i })),

@@ -153,6 +153,37 @@ describe('the call pipeline under load', () => {
       expect(rt.endpoints[0]?.concurrency?.inFlight).toBe(3);
     });
 
+    it('adds the client’s own event-loop stall during a wait to the wait', async () => {
+      const stall = { ms: 0, stalledMs: (span: number) => Math.min(stall.ms, span), acquire: () => () => {} };
+      const { rt } = service(
+        { ...limited, adaptiveConcurrency: { ...limited.adaptiveConcurrency, maxWait: '40ms' } },
+        1,
+        { localStalls: stall },
+      );
+      const calls = Array.from({ length: 4 }, () => {
+        const c = new FakeCall(rt, 'http', true);
+        c.begin();
+        return c;
+      });
+      expect(calls[3]?.sent).toHaveLength(0);
+      // 30 of the 40 ms the loop could not run (the answer that frees a slot may be unread yet):
+      // the call waits 30 ms more instead of failing.
+      stall.ms = 30;
+      await vi.advanceTimersByTimeAsync(40);
+      expect(calls[3]?.delivered).toBeUndefined();
+      expect(rt.resilience.concurrency?.waiting).toBe(1);
+      stall.ms = 0;
+      calls[0]?.answer(200);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(calls[3]?.sent).toHaveLength(1);
+      // Without a stall the wait ends on time (the test above): here a second waiter fails after
+      // its own 40 ms.
+      const next = new FakeCall(rt, 'http', true);
+      next.begin();
+      await vi.advanceTimersByTimeAsync(40);
+      expect(isMeshErrorCode(next.delivered, ErrorCodes.OVERLOADED)).toBe(true);
+    });
+
     it('does not wait past the call’s deadline, and a cancelled waiter leaves the queue', async () => {
       const { rt } = service({ ...limited, timeout: '10ms' }, 1);
       for (let i = 0; i < 3; i++) new FakeCall(rt, 'http', true).begin();

@@ -265,6 +265,13 @@ export class AdaptiveConcurrency {
     return s;
   }
 
+  /** How long the client's own event loop stalled during the last `spanMs` ms (0 without `stalls`). */
+  localStallMs(spanMs: number): number {
+    return this.#stalls === undefined || this.#releaseStalls === undefined
+      ? 0
+      : this.#stalls.stalledMs(spanMs);
+  }
+
   /** Stops the stall measurement (the service closed or its policy changed). */
   close(): void {
     this.#closed = true;
