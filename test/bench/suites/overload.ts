@@ -11,10 +11,10 @@ import {
   percentile,
   round1,
   runScenario,
+  runVariants,
   selectedVariants,
   succeeded,
   type Variant,
-  withHarness,
 } from '../support/overload.js';
 
 /**
@@ -154,43 +154,54 @@ const suite: BenchSuite = {
     // Full runs warm every process up first (the first policy would pay for the start-up of 12).
     const warmUp = quick ? undefined : { ms: 3000, rps: RPS_PER_CLIENT / 2 };
     const variants = selectedVariants(VARIANTS);
-    return withHarness(
-      INSTANCES,
-      CLIENTS,
-      quick ? 0 : CLIENT_PROCESSES,
-      warmUp,
-      async (instances, clients) => {
-        const byVariant: Record<string, VariantResult> = {};
-        for (const v of variants)
-          byVariant[v.name] = await runVariant(instances, clients, v, warmupMs, measureMs, quick ? 50 : 1000);
-        const summary = [
-          `overload: 4 instances (one saturates at 1/4 the others' rate), ${CLIENTS} open-loop clients × ${RPS_PER_CLIENT}/s, deadline ${DEADLINE_MS}ms, ${measureMs / 1000}s per policy${quick ? ' (quick: clients in-process)' : ''}`,
-        ];
-        for (const v of variants) {
-          const r = byVariant[v.name] as VariantResult;
-          summary.push(
-            `  ${v.name.padEnd(16)} within deadline ${pct(r.successRate)} (failed ${r.failed}, late ${r.late}, n=${r.requests})  p50 ${r.p50Ms}ms  p99 ${r.p99Ms}ms  p99.9 ${r.p999Ms}ms  saturated instance: share ${pct(r.share[SATURATED] ?? 0)}, ELD p99 ${round1(r.saturated.eldP99Ms)}ms (max ${round1(r.saturated.eldMaxMs)}), ELU ${r.saturated.elu.toFixed(2)}, shed ${r.saturated.shed}  others' ELD p99 <= ${r.othersEldP99Ms}ms  clients' ELD p99 <= ${r.clientEldP99Ms}ms${Object.keys(r.errors).length > 0 ? `  errors ${JSON.stringify(r.errors)}` : ''}`,
-          );
-        }
-        return {
-          results: {
-            config: {
-              instances: INSTANCES,
-              saturated: SATURATED,
-              clients: CLIENTS,
-              rpsPerClient: RPS_PER_CLIENT,
-              deadlineMs: DEADLINE_MS,
-              warmupMs,
-              measureMs,
-              clientProcesses: quick ? 0 : CLIENT_PROCESSES,
-              service: BASE_SERVICE,
-            },
-            variants: byVariant,
-          },
-          summary,
-        };
+    // Full runs: fresh processes per variant (see runVariants), so a variant's place in the run
+    // does not change its result; quick runs share one set.
+    const { runs, order, orderedBy } = await runVariants(
+      variants,
+      {
+        specs: INSTANCES,
+        clients: CLIENTS,
+        clientProcesses: quick ? 0 : CLIENT_PROCESSES,
+        warmUp,
+        fresh: !quick,
       },
+      (instances, clients, v) => runVariant(instances, clients, v, warmupMs, measureMs, quick ? 50 : 1000),
     );
+    const summary = [
+      `overload: 4 instances (one saturates at 1/4 the others' rate), ${CLIENTS} open-loop clients × ${RPS_PER_CLIENT}/s, deadline ${DEADLINE_MS}ms, ${measureMs / 1000}s per policy${quick ? ' (quick: clients in-process)' : ', fresh processes per variant'}, order ${orderedBy}`,
+    ];
+    for (const name of order) {
+      const { result: r, loadAverage } = runs[name] as {
+        result: VariantResult;
+        loadAverage: { start: number; end: number };
+      };
+      summary.push(
+        `  ${name.padEnd(16)} within deadline ${pct(r.successRate)} (failed ${r.failed}, late ${r.late}, n=${r.requests})  p50 ${r.p50Ms}ms  p99 ${r.p99Ms}ms  p99.9 ${r.p999Ms}ms  saturated instance: share ${pct(r.share[SATURATED] ?? 0)}, ELD p99 ${round1(r.saturated.eldP99Ms)}ms (max ${round1(r.saturated.eldMaxMs)}), ELU ${r.saturated.elu.toFixed(2)}, shed ${r.saturated.shed}  others' ELD p99 <= ${r.othersEldP99Ms}ms  clients' ELD p99 <= ${r.clientEldP99Ms}ms  load average ${loadAverage.start}→${loadAverage.end}${Object.keys(r.errors).length > 0 ? `  errors ${JSON.stringify(r.errors)}` : ''}`,
+      );
+    }
+    return {
+      results: {
+        config: {
+          instances: INSTANCES,
+          saturated: SATURATED,
+          clients: CLIENTS,
+          rpsPerClient: RPS_PER_CLIENT,
+          deadlineMs: DEADLINE_MS,
+          warmupMs,
+          measureMs,
+          clientProcesses: quick ? 0 : CLIENT_PROCESSES,
+          freshProcessesPerVariant: !quick,
+          order,
+          orderedBy,
+          service: BASE_SERVICE,
+        },
+        variants: Object.fromEntries(order.map((k) => [k, (runs[k] as { result: VariantResult }).result])),
+        loadAverage: Object.fromEntries(
+          order.map((k) => [k, (runs[k] as { loadAverage: unknown }).loadAverage]),
+        ),
+      },
+      summary,
+    };
   },
 };
 

@@ -4,6 +4,7 @@
  * (`overload-client.ts`), one scenario run across them, and the statistics the suites report.
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { type ClientResult, type ClientRun, type Phase, runClient } from './overload-client.js';
 
 /** How an instance's handler holds its event loop (see overload-instance.mjs). */
@@ -124,6 +125,81 @@ export function selectedVariants(all: readonly Variant[]): readonly Variant[] {
     throw new Error(`MESHLET_BENCH_VARIANTS names none of ${all.map((v) => v.name).join(', ')}`);
   return picked;
 }
+
+/**
+ * The order variants run in: as listed (the default), or as `MESHLET_BENCH_ORDER` says —
+ * `reverse`, or `shuffle` / `shuffle:SEED` (a seeded shuffle; the seed used is in the results), to
+ * check that a result does not depend on its place in the run.
+ */
+export function variantOrder(variants: readonly Variant[]): { order: Variant[]; how: string } {
+  const spec = process.env.MESHLET_BENCH_ORDER?.trim() ?? '';
+  if (spec === '' || spec === 'listed') return { order: [...variants], how: 'listed' };
+  if (spec === 'reverse') return { order: [...variants].reverse(), how: 'reverse' };
+  const m = /^shuffle(?::(\d+))?$/.exec(spec);
+  if (m === null)
+    throw new Error(`MESHLET_BENCH_ORDER must be listed, reverse, shuffle or shuffle:SEED, got ${spec}`);
+  const seed = m[1] !== undefined ? Number(m[1]) : Math.floor(Math.random() * 1e9);
+  // mulberry32: a small seeded generator, enough to reproduce an order.
+  let a = seed >>> 0;
+  const random = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const order = [...variants];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [order[i], order[j]] = [order[j] as Variant, order[i] as Variant];
+  }
+  return { order, how: `shuffle:${seed}` };
+}
+
+/** One variant's result with the machine's load average (1 min) when it started and ended. */
+export interface VariantRun<R> {
+  readonly result: R;
+  readonly loadAverage: { readonly start: number; readonly end: number };
+}
+
+/**
+ * Runs every variant, in `variantOrder`. With `fresh` (full runs), each variant gets processes of
+ * its own — new instances and client processes, warmed up by `warmUp` — so that nothing one
+ * variant leaves behind (connections and backlogs in the instances, a heap grown by the previous
+ * run's results, the instances' load sampler and overload state, the clients' JIT state) reaches
+ * the next; otherwise (quick runs, clients in this process) one set of processes serves them all.
+ */
+export async function runVariants<R>(
+  variants: readonly Variant[],
+  harness: {
+    readonly specs: readonly InstanceSpec[];
+    readonly clients: number;
+    readonly clientProcesses: number;
+    readonly warmUp: Phase | undefined;
+    readonly fresh: boolean;
+  },
+  run: (instances: Instance[], clients: Clients, variant: Variant) => Promise<R>,
+): Promise<{ runs: Record<string, VariantRun<R>>; order: string[]; orderedBy: string }> {
+  const { order, how } = variantOrder(variants);
+  const runs: Record<string, VariantRun<R>> = {};
+  const one = async (instances: Instance[], clients: Clients, v: Variant) => {
+    const start = loadavg()[0] as number;
+    const result = await run(instances, clients, v);
+    runs[v.name] = { result, loadAverage: { start: round2(start), end: round2(loadavg()[0] as number) } };
+  };
+  const h = harness;
+  if (h.fresh) {
+    for (const v of order)
+      await withHarness(h.specs, h.clients, h.clientProcesses, h.warmUp, (i, c) => one(i, c, v));
+  } else {
+    await withHarness(h.specs, h.clients, h.clientProcesses, h.warmUp, async (i, c) => {
+      for (const v of order) await one(i, c, v);
+    });
+  }
+  return { runs, order: order.map((v) => v.name), orderedBy: how };
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
 
 /**
  * Starts the instances and the clients, runs `fn` with them, and stops them all whatever happens.
