@@ -327,6 +327,7 @@ export {
   type LoadSamplerOptions,
   type LoadSnapshot,
   type LoadSources,
+  MAX_WINDOW_INTERVALS,
   processLoad,
   processLoadSources,
   runningProcessLoad,

@@ -3,6 +3,7 @@ import {
   decodeOrcaLoadReport,
   LoadSampler,
   type LoadSources,
+  MAX_WINDOW_INTERVALS,
   parseCpuMax,
   parseMemoryMax,
   parseOrcaHeader,
@@ -110,7 +111,85 @@ describe('LoadSampler', () => {
     advance(1000, 0.2, 10);
     snap = load.sample();
     expect({ ...snap.report.namedMetrics }).toEqual({ 'db.pool/wait-ms': 3.5 });
-    expect(snap.report.applicationUtilization).toBe(0.2);
+    // Back to the sampler's own: no request was in flight, so none of the loop's busy time was
+    // requests' (the event-loop utilization is still measured).
+    expect(snap.report.applicationUtilization).toBe(0);
+    expect(snap.eventLoopUtilization).toBe(0.2);
+  });
+
+  it('reports as application_utilization the loop’s busy time while requests are in flight, not its idle baseline', () => {
+    const { s, sources, advance } = fakeSources();
+    const load = new LoadSampler({ sources });
+    // 100 ms with nothing in flight: timers, GC, the sampler — 5% busy.
+    advance(100, 0.05, 5);
+    // Ten requests of 2 ms of loop each, one after the other, 50 ms apart.
+    for (let i = 0; i < 10; i++) {
+      load.requestStarted();
+      s.t += 2;
+      s.active += 2;
+      load.requestFinished();
+      advance(48, 0.05, 2);
+    }
+    // A request in flight across the sample: its busy time so far counts in this window.
+    load.requestStarted();
+    s.t += 3;
+    s.active += 3;
+    const snap = load.sample();
+    const seconds = (100 + 500 + 3) / 1000;
+    expect(snap.rps).toBeCloseTo(10 / seconds, 6);
+    // 23 ms of request work in 603 ms, where the loop was busy 23 + 29 ms in all.
+    expect(snap.applicationUtilization).toBeCloseTo(23 / 603, 4);
+    expect(snap.eventLoopUtilization).toBeCloseTo(52 / 603, 4);
+    expect(snap.report.applicationUtilization).toBe(snap.applicationUtilization);
+    // A58's weight, qps / utilization, is then 1000 / (ms of loop per request) — the server's
+    // capacity — where the whole event-loop utilization would make it 40% lower and would fall
+    // with the traffic the server gets.
+    const weight = snap.report.rpsFractional / snap.report.applicationUtilization;
+    expect(weight).toBeGreaterThan(10 / (23 / 1000) - 1);
+    expect(weight).toBeLessThan(10 / (23 / 1000) + 1);
+    // The request still in flight carries its 3 ms into the next window.
+    s.t += 97;
+    s.active += 7;
+    load.requestFinished();
+    advance(903, 0, 0);
+    const next = load.sample();
+    expect(next.applicationUtilization).toBeCloseTo(7 / 1000, 4);
+    expect(next.rps).toBeCloseTo(1, 6);
+  });
+
+  it('stretches the report window over intervals that finish nothing, so a rarely called server reports its rate, not 0', () => {
+    const { sources, advance } = fakeSources();
+    const load = new LoadSampler({ sources, intervalMs: 100 });
+    const call = () => {
+      load.requestStarted();
+      advance(1, 1, 1);
+      load.requestFinished();
+    };
+    // One call every 400 ms; samples every 100 ms.
+    call();
+    advance(99, 0, 0);
+    let snap = load.sample();
+    expect(snap.rps).toBeCloseTo(10, 6); // 1 in 100 ms
+    const reports: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      for (let i = 0; i < 3; i++) {
+        advance(100, 0, 0);
+        reports.push(load.sample().report.rpsFractional); // nothing finished: the last window's
+      }
+      call();
+      advance(99, 0, 0);
+      snap = load.sample();
+      reports.push(snap.report.rpsFractional);
+    }
+    expect(reports).toEqual([10, 10, 10, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5]);
+    expect(reports.every((r) => r > 0)).toBe(true);
+    expect(snap.applicationUtilization).toBeCloseTo(1 / 400, 6);
+    // An idle server: after MAX_WINDOW_INTERVALS empty intervals its report says 0.
+    for (let i = 0; i < MAX_WINDOW_INTERVALS; i++) {
+      advance(100, 0.01, 0);
+      snap = load.sample();
+    }
+    expect([snap.rps, snap.applicationUtilization]).toEqual([0, 0]);
   });
 
   it('rejects bad metric names and values with a clear error', () => {

@@ -55,15 +55,23 @@ export interface LoadSnapshot {
   readonly at: number;
   /** Length of the interval it covers, in ms (0 for the initial snapshot). */
   readonly intervalMs: number;
-  /** Event-loop utilization over the interval (0..1): the report's `application_utilization` unless the application set its own. */
+  /** Event-loop utilization over the interval (0..1), idle-time work (timers, GC between requests) included. */
   readonly eventLoopUtilization: number;
+  /**
+   * The report's `application_utilization`: the event loop's busy time while requests were in
+   * flight over the report window (0..1), unless the application set its own.
+   */
+  readonly applicationUtilization: number;
   /** Process CPU time over the interval divided by the interval and by `cpus` (0..1; may exceed 1 briefly). */
   readonly cpuUtilization: number;
   /** RSS divided by the memory the process may use (0..1). */
   readonly memUtilization: number;
-  /** Requests finished per second over the interval. */
+  /**
+   * Requests finished per second over the report window: the intervals since the last one that
+   * finished a request (at most `MAX_WINDOW_INTERVALS`).
+   */
   readonly rps: number;
-  /** Requests finished as failures per second over the interval (shed requests included). */
+  /** Requests finished as failures per second over the report window (shed requests included). */
   readonly eps: number;
   /** Requests shed by overload protection per second over the interval (counted in `rps` and `eps` too). */
   readonly shedRps: number;
@@ -83,6 +91,9 @@ export interface LoadSnapshot {
 }
 
 export const DEFAULT_LOAD_INTERVAL_MS = 1000;
+
+/** The longest report window, in sample intervals (see `LoadSampler`). */
+export const MAX_WINDOW_INTERVALS = 10;
 
 const round = (x: number, digits: number) => {
   const f = 10 ** digits;
@@ -144,16 +155,28 @@ export function processLoadSources(resolutionMs = 10): LoadSources {
  * response costs one header set and no encoding (gRFC A51 per-call reports; Envoy's
  * `endpoint-load-metrics` header):
  *
- * - **application_utilization**: event-loop utilization (`performance.eventLoopUtilization`) over
- *   the interval. A Node server saturates when its event loop does, long before its CPUs do (one
- *   busy loop on an 8-CPU host is 12.5% CPU), so this is the figure balancers should weigh by
- *   (A58 prefers it over `cpu_utilization`). `setApplicationUtilization()` replaces it.
+ * - **application_utilization**: the event loop's busy time while requests were in flight, over
+ *   the report window (`performance.eventLoopUtilization`, read when the first request comes in
+ *   after none and when the last one leaves). A Node server saturates when its event loop does,
+ *   long before its CPUs do (one busy loop on an 8-CPU host is 12.5% CPU), so this is the figure
+ *   balancers should weigh by (A58 prefers it over `cpu_utilization`). Busy time with no request in
+ *   flight (timers, GC, the sampler itself, and on a shared machine the time the process was not
+ *   scheduled mid-turn) is left out: A58's weight is qps / utilization, an estimate of the
+ *   requests the server serves per unit of its capacity, and an idle baseline in the utilization
+ *   makes a lightly used server look expensive (weight ≈ qps / baseline: the fewer requests it
+ *   gets, the fewer it is sent). At saturation requests are always in flight and it is the
+ *   event-loop utilization. `setApplicationUtilization()` replaces it.
+ * - **rps_fractional / eps** and the utilization are measured over the *report window*: the sample
+ *   intervals since the last one that finished a request (at most `MAX_WINDOW_INTERVALS`), so that
+ *   a server called less often than once per interval reports the rate it serves, not 0 in most
+ *   intervals (A58 clients ignore reports with qps 0).
  * - **cpu_utilization**: process CPU time (`process.cpuUsage`) over the interval, divided by the
  *   interval and by the CPUs the process may use (the host count, or a cgroup v2 quota when lower:
  *   see `readCapacity`). Includes GC and libuv threadpool work.
  * - **mem_utilization**: RSS over the memory the process may use (host memory or cgroup limit).
  * - **rps_fractional / eps**: requests (and failed requests) finished per second, from the counters
- *   the inbound side bumps once per request (`requestStarted` / `requestFinished`).
+ *   the inbound side bumps once per request (`requestStarted` / `requestFinished`), over the report
+ *   window.
  * - **named_metrics**: the application's own (`set(name, value)`), plus `in_flight` (the most in
  *   flight at once during the interval), `event_loop_delay_p99_ms` and, while overload protection
  *   sheds, `shed_rps` unless `builtinMetrics` is off.
@@ -184,8 +207,16 @@ export class LoadSampler {
   #lastAt: number;
   #lastCpu: number;
   #lastLoop: { readonly active: number; readonly idle: number };
-  #lastFinished = 0;
-  #lastFailed = 0;
+  /** Event-loop busy time (ms) while requests were in flight, in the current report window. */
+  #requestBusy = 0;
+  /** The loop's cumulative busy time when the current stretch with requests in flight began. */
+  #busySince = 0;
+  /** Start of the current report window: time, and finished and failed counts then. */
+  #windowAt: number;
+  #windowFinished = 0;
+  #windowFailed = 0;
+  /** The figures of the last complete report window. */
+  #window = { rps: 0, eps: 0, utilization: 0 };
   #current: LoadSnapshot;
   /** The current snapshot's header in each form, and its overloaded variant, made on first use. */
   #forms: LoadForms | undefined;
@@ -210,7 +241,8 @@ export class LoadSampler {
     this.#lastAt = this.#src.now();
     this.#lastCpu = this.#src.cpuMicros();
     this.#lastLoop = this.#src.eventLoop();
-    this.#current = this.#snapshot(this.#lastAt, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    this.#windowAt = this.#lastAt;
+    this.#current = this.#snapshot(this.#lastAt, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
   }
 
   /** Starts sampling every `intervalMs` on an unref'd timer (idempotent). */
@@ -233,14 +265,20 @@ export class LoadSampler {
     return this.#timer !== undefined;
   }
 
-  /** Counts a request in (the inbound side calls it once per request). */
+  /**
+   * Counts a request in (the inbound side calls it once per request). The first request in flight
+   * after none also reads the event loop's busy time (~0.2 µs): the loop time requests account for
+   * is the busy time while any is in flight (see `application_utilization`).
+   */
   requestStarted(): void {
-    if (++this.#inFlight > this.#peak) this.#peak = this.#inFlight;
+    if (this.#inFlight++ === 0) this.#busySince = this.#src.eventLoop().active;
+    if (this.#inFlight > this.#peak) this.#peak = this.#inFlight;
   }
 
   /** Counts a request out; `failed` when it ended as a server-side error (it then counts in `eps`). */
   requestFinished(failed = false): void {
-    if (this.#inFlight > 0) this.#inFlight--;
+    if (this.#inFlight > 0 && --this.#inFlight === 0)
+      this.#requestBusy += this.#src.eventLoop().active - this.#busySince;
     this.#finished++;
     if (failed) this.#failed++;
   }
@@ -408,9 +446,8 @@ export class LoadSampler {
     const elu = dActive + dIdle > 0 ? dActive / (dActive + dIdle) : 0;
     const cpuUtil = (cpu - this.#lastCpu) / 1000 / elapsed / src.cpus;
     const seconds = elapsed / 1000;
-    const rps = (this.#finished - this.#lastFinished) / seconds;
-    const eps = (this.#failed - this.#lastFailed) / seconds;
     const shedRps = (this.#shed - this.#lastShed) / seconds;
+    const w = this.#closeWindow(at, loop.active);
     const delay = src.takeEventLoopDelay() ?? { p99: 0, max: 0 };
     this.#current = this.#snapshot(
       at,
@@ -418,8 +455,9 @@ export class LoadSampler {
       elu,
       cpuUtil,
       src.rssBytes() / src.memoryBytes,
-      rps,
-      eps,
+      w.rps,
+      w.eps,
+      w.utilization,
       shedRps,
       delay.p99,
       delay.max,
@@ -427,8 +465,6 @@ export class LoadSampler {
     this.#lastAt = at;
     this.#lastCpu = cpu;
     this.#lastLoop = loop;
-    this.#lastFinished = this.#finished;
-    this.#lastFailed = this.#failed;
     this.#lastShed = this.#shed;
     this.#peak = this.#inFlight;
     const snapshot = this.#current;
@@ -442,6 +478,33 @@ export class LoadSampler {
     return snapshot;
   }
 
+  /**
+   * The report window (rps, eps, application utilization): the intervals since the last one that
+   * finished a request, so that a server called less often than once per interval reports the rate
+   * it serves rather than 0 in most intervals (gRFC A58 clients ignore a report with qps 0, and a
+   * lightly used server would keep no weight); at most `MAX_WINDOW_INTERVALS` intervals, after
+   * which an idle server reports 0. While a window stays empty, the last complete one is reported.
+   */
+  #closeWindow(at: number, active: number): { rps: number; eps: number; utilization: number } {
+    if (this.#inFlight > 0) {
+      this.#requestBusy += active - this.#busySince;
+      this.#busySince = active;
+    }
+    const ms = at - this.#windowAt;
+    const done = this.#finished - this.#windowFinished;
+    if (done === 0 && ms < MAX_WINDOW_INTERVALS * this.intervalMs) return this.#window;
+    this.#window = {
+      rps: done / (ms / 1000),
+      eps: (this.#failed - this.#windowFailed) / (ms / 1000),
+      utilization: Math.min(1, this.#requestBusy / ms),
+    };
+    this.#windowAt = at;
+    this.#windowFinished = this.#finished;
+    this.#windowFailed = this.#failed;
+    this.#requestBusy = 0;
+    return this.#window;
+  }
+
   #snapshot(
     at: number,
     intervalMs: number,
@@ -450,11 +513,14 @@ export class LoadSampler {
     mem: number,
     rps: number,
     eps: number,
+    requestUtilization: number,
     shedRps: number,
     delayP99: number,
     delayMax: number,
   ): LoadSnapshot {
     const eventLoopUtilization = round(Math.min(1, Math.max(0, elu)), 4);
+    const applicationUtilization =
+      this.#appUtilization ?? round(Math.min(1, Math.max(0, requestUtilization)), 4);
     const cpuUtilization = round(Math.max(0, cpu), 4);
     const memUtilization = round(Math.min(1, Math.max(0, mem)), 4);
     const named: Record<string, number> = Object.create(null);
@@ -470,7 +536,7 @@ export class LoadSampler {
       {
         cpuUtilization,
         memUtilization,
-        applicationUtilization: this.#appUtilization ?? eventLoopUtilization,
+        applicationUtilization,
         rpsFractional: round(rps, 3),
         eps: round(eps, 3),
         utilization: this.#utilization,
@@ -483,6 +549,7 @@ export class LoadSampler {
       at,
       intervalMs,
       eventLoopUtilization,
+      applicationUtilization,
       cpuUtilization,
       memUtilization,
       rps,
