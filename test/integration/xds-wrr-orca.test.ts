@@ -44,8 +44,7 @@ let cp: ControlPlane;
 let client: grpc.Client;
 
 beforeAll(async () => {
-  // A wide contrast (30 ms a call against ~0): under a loaded machine the idle server's loop looks
-  // busier than it is (descheduled time counts as busy), which narrows A58's weights.
+  // A wide contrast: 30 ms of event loop a call against ~0.
   [busy, idle] = await Promise.all([backend('busy', 30), backend('idle', 0)]);
   cp = await startControlPlane({
     config: {
@@ -99,8 +98,13 @@ describe('grpc-js-xds weighted_round_robin on meshlet servers’ ORCA reports', 
     await shares(40);
     let last: Record<string, number> = {};
     // 80 calls a round: round robin's share would be 0.5 ± 0.056, so 0.75 is not reached by chance.
-    // The bar is below what a quiet machine gives (≥ 0.95): under load, the idle server's
-    // descheduled time counts as busy in its utilization, which narrows A58's weights.
+    // What made this flaky (the busy server got 97% for 30 s): when the busy server's report came
+    // first, grpc-js gave the idle one, still without a weight, the period of weight 1 against the
+    // busy one's ~30; the idle server, called about once a second, then sent reports of 100 ms
+    // intervals in which it had finished nothing (qps 0, which A58 clients ignore), so it never got
+    // a weight. Its reports now cover the intervals since it last finished a request, with the
+    // loop time its requests took (not its idle baseline): its first report after one call gives
+    // it a weight of ~1000s, and the next picker shifts the traffic (docs/load-aware.md).
     await until(
       async () => {
         last = await shares(80);

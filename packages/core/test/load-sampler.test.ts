@@ -184,6 +184,17 @@ describe('LoadSampler', () => {
     expect(reports).toEqual([10, 10, 10, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5, 2.5]);
     expect(reports.every((r) => r > 0)).toBe(true);
     expect(snap.applicationUtilization).toBeCloseTo(1 / 400, 6);
+    // A quick call's share of a window keeps its precision, and is never 0 with requests finished
+    // (A58 clients read utilization 0 as no report).
+    load.requestStarted();
+    advance(0.05, 1, 0);
+    load.requestFinished();
+    advance(99.95, 0, 0);
+    expect(load.sample().report.applicationUtilization).toBe(0.0005);
+    load.requestStarted();
+    load.requestFinished();
+    advance(100, 0.01, 0);
+    expect(load.sample().report.applicationUtilization).toBe(0.000001);
     // An idle server: after MAX_WINDOW_INTERVALS empty intervals its report says 0.
     for (let i = 0; i < MAX_WINDOW_INTERVALS; i++) {
       advance(100, 0.01, 0);

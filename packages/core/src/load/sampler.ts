@@ -100,6 +100,19 @@ const round = (x: number, digits: number) => {
   return Math.round(x * f) / f;
 };
 
+/** The least utilization reported for a window that finished requests (and the rounding step). */
+const MIN_UTILIZATION = 1e-6;
+
+/**
+ * A utilization rounded to 4 significant digits and to 1e-6, and not below 1e-6 unless 0: a lightly
+ * used server's ~1e-4 keeps its precision (A58's weight divides by it), and the TEXT form stays a
+ * plain decimal (JavaScript writes numbers under 1e-6 with an exponent).
+ */
+function smallFigure(x: number): number {
+  if (x <= 0) return 0;
+  return Math.max(MIN_UTILIZATION, round(Number(x.toPrecision(4)), 6));
+}
+
 const NAME_RE = /^[\w.\-:/]{1,128}$/;
 
 function checkName(name: string): void {
@@ -496,7 +509,10 @@ export class LoadSampler {
     this.#window = {
       rps: done / (ms / 1000),
       eps: (this.#failed - this.#windowFailed) / (ms / 1000),
-      utilization: Math.min(1, this.#requestBusy / ms),
+      // Requests that finished took some of the loop, however little: never 0 with them (A58
+      // clients take utilization 0 for "no report"; a server of a few quick calls a second uses
+      // ~1e-4 of its loop).
+      utilization: done > 0 ? Math.max(MIN_UTILIZATION, Math.min(1, this.#requestBusy / ms)) : 0,
     };
     this.#windowAt = at;
     this.#windowFinished = this.#finished;
@@ -520,7 +536,7 @@ export class LoadSampler {
   ): LoadSnapshot {
     const eventLoopUtilization = round(Math.min(1, Math.max(0, elu)), 4);
     const applicationUtilization =
-      this.#appUtilization ?? round(Math.min(1, Math.max(0, requestUtilization)), 4);
+      this.#appUtilization ?? smallFigure(Math.min(1, Math.max(0, requestUtilization)));
     const cpuUtilization = round(Math.max(0, cpu), 4);
     const memUtilization = round(Math.min(1, Math.max(0, mem)), 4);
     const named: Record<string, number> = Object.create(null);
