@@ -91,6 +91,7 @@ async function runVariant(
   const run = await runScenario(instances, clients, {
     service: { ...BASE_SERVICE, ...variant.service },
     overload: variant.overload,
+    stallBlind: variant.stallBlind,
     phases: [{ ms: warmupMs + measureMs, rps: RPS_PER_CLIENT }],
     warmupMs,
     marks: [warmupMs, warmupMs + measureMs],

@@ -35,6 +35,8 @@ import {
 
 const VARIANTS: readonly Variant[] = [
   LOAD_AWARE,
+  // The same, with limiters that take the clients' own event-loop stalls for endpoint latency.
+  { ...LOAD_AWARE, name: 'load_aware_stall_blind', stallBlind: true },
   {
     name: 'peak_ewma+shedding',
     service: { lb: 'peak_ewma', retry: { on: ['refused-stream'] } },
@@ -91,6 +93,7 @@ async function runVariant(
   const run = await runScenario(instances, clients, {
     service: { ...BASE_SERVICE, ...variant.service },
     overload: variant.overload,
+    stallBlind: variant.stallBlind,
     phases: [
       { ms: surgeStart, rps: calmRps },
       { ms: t.surgeMs, rps: surgeRps },

@@ -26,6 +26,12 @@ export interface ClientRun {
   readonly ports: readonly number[];
   /** The service's config besides its endpoints (lb, timeout, ...). */
   readonly service: Readonly<Record<string, unknown>>;
+  /**
+   * The mesh gets its clock injected (the same `performance.now`): a mesh with an injected clock
+   * does not hand its services the process' heartbeat, so the limiter does not discount the
+   * client's own event-loop stalls (the A/B of that change).
+   */
+  readonly stallBlind?: boolean;
   readonly phases: readonly Phase[];
   /** Requests scheduled before this (ms from the start) warm up and are not recorded. */
   readonly warmupMs: number;
@@ -71,9 +77,10 @@ function errorCode(err: unknown): string {
 }
 
 export async function runClient(run: ClientRun): Promise<ClientResult> {
-  const mesh = await createMesh({
-    services: { svc: { endpoints: run.ports.map((p) => `127.0.0.1:${p}`), ...run.service } },
-  });
+  const mesh = await createMesh(
+    { services: { svc: { endpoints: run.ports.map((p) => `127.0.0.1:${p}`), ...run.service } } },
+    run.stallBlind === true ? { now: () => performance.now() } : {},
+  );
   const result: { -readonly [K in keyof ClientResult]: ClientResult[K] } = {
     sched: [],
     lat: [],

@@ -80,6 +80,11 @@ export interface Variant {
   readonly service: Readonly<Record<string, unknown>>;
   /** The instances' overload protection (`inbound.overload`); default off. */
   readonly overload?: unknown;
+  /**
+   * Clients whose adaptive concurrency limiter does not tell their own event-loop stalls from
+   * the endpoints' latency (as before it did): the A/B of that change in one run.
+   */
+  readonly stallBlind?: boolean;
 }
 
 /** Every request's deadline in both scenarios. */
@@ -347,6 +352,8 @@ export async function runScenario(
     readonly service: Readonly<Record<string, unknown>>;
     /** The instances' overload protection for this run (default off). */
     readonly overload?: unknown;
+    /** See `Variant.stallBlind`. */
+    readonly stallBlind?: boolean;
     readonly phases: readonly Phase[];
     readonly warmupMs: number;
     readonly marks: readonly number[];
@@ -382,6 +389,7 @@ export async function runScenario(
       {
         ports: instances.map((i) => i.port),
         service: opts.service,
+        stallBlind: opts.stallBlind === true,
         phases: opts.phases,
         warmupMs: opts.warmupMs,
       },
