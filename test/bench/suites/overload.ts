@@ -157,7 +157,7 @@ const suite: BenchSuite = {
     const variants = selectedVariants(VARIANTS);
     // Full runs: fresh processes per variant (see runVariants), so a variant's place in the run
     // does not change its result; quick runs share one set.
-    const { runs, order, orderedBy } = await runVariants(
+    const { runs, results, loadAverage, order, orderedBy } = await runVariants(
       variants,
       {
         specs: INSTANCES,
@@ -196,10 +196,8 @@ const suite: BenchSuite = {
           orderedBy,
           service: BASE_SERVICE,
         },
-        variants: Object.fromEntries(order.map((k) => [k, (runs[k] as { result: VariantResult }).result])),
-        loadAverage: Object.fromEntries(
-          order.map((k) => [k, (runs[k] as { loadAverage: unknown }).loadAverage]),
-        ),
+        variants: results,
+        loadAverage,
       },
       summary,
     };

@@ -188,7 +188,7 @@ const suite: BenchSuite = {
     const warmUp = quick ? undefined : { ms: 3000, rps: NOMINAL_CAPACITY / 2 / CLIENTS };
     // Full runs: fresh processes per variant (see runVariants), so a variant's place in the run
     // does not change its result.
-    const { runs, order, orderedBy } = await runVariants(
+    const { runs, results, loadAverage, order, orderedBy } = await runVariants(
       variants,
       {
         specs: INSTANCES,
@@ -226,13 +226,10 @@ const suite: BenchSuite = {
           orderedBy,
           service: BASE_SERVICE,
         },
-        variants: Object.fromEntries(order.map((k) => [k, (runs[k] as { result: SurgeResult }).result])),
-        loadAverage: Object.fromEntries(
-          order.map((k) => [k, (runs[k] as { loadAverage: unknown }).loadAverage]),
-        ),
+        variants: results,
+        loadAverage,
         targets: Object.fromEntries(
-          order.map((k) => {
-            const r = (runs[k] as { result: SurgeResult }).result;
+          Object.entries(results).map(([k, r]) => {
             return [
               k,
               {

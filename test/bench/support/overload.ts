@@ -184,7 +184,14 @@ export async function runVariants<R>(
     readonly fresh: boolean;
   },
   run: (instances: Instance[], clients: Clients, variant: Variant) => Promise<R>,
-): Promise<{ runs: Record<string, VariantRun<R>>; order: string[]; orderedBy: string }> {
+): Promise<{
+  runs: Record<string, VariantRun<R>>;
+  /** Results by variant, and load averages by variant, in the order they ran. */
+  results: Record<string, R>;
+  loadAverage: Record<string, VariantRun<R>['loadAverage']>;
+  order: string[];
+  orderedBy: string;
+}> {
   const { order, how } = variantOrder(variants);
   const runs: Record<string, VariantRun<R>> = {};
   const one = async (instances: Instance[], clients: Clients, v: Variant) => {
@@ -201,7 +208,15 @@ export async function runVariants<R>(
       for (const v of order) await one(i, c, v);
     });
   }
-  return { runs, order: order.map((v) => v.name), orderedBy: how };
+  const names = order.map((v) => v.name);
+  const of = (k: string) => runs[k] as VariantRun<R>;
+  return {
+    runs,
+    results: Object.fromEntries(names.map((k) => [k, of(k).result])),
+    loadAverage: Object.fromEntries(names.map((k) => [k, of(k).loadAverage])),
+    order: names,
+    orderedBy: how,
+  };
 }
 
 const round2 = (x: number) => Math.round(x * 100) / 100;
