@@ -171,6 +171,33 @@ export async function runClient(run: ClientRun): Promise<ClientResult> {
   }
 }
 
+/**
+ * `MESHLET_BENCH_CLIENT_STALLS=STALL/EVERY` (ms, e.g. `150/500`): the client process blocks its own
+ * event loop STALL ms about every EVERY ms (±50%), as a busy or starved client would, while the
+ * instances keep their capacity (the block sleeps, it takes no CPU from them). For the A/B of the
+ * limiter's handling of the client's own stalls on a machine whose load would otherwise decide.
+ * Returns the stop function.
+ */
+function clientStalls(spec: string | undefined): () => void {
+  const m = /^(\d+)\/(\d+)$/.exec(spec ?? '');
+  if (m === null) return () => {};
+  const stall = Number(m[1]);
+  const every = Number(m[2]);
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  let timer: NodeJS.Timeout | undefined;
+  const next = () => {
+    timer = setTimeout(
+      () => {
+        Atomics.wait(cell, 0, 0, stall);
+        next();
+      },
+      every * (0.5 + Math.random()),
+    );
+  };
+  next();
+  return () => clearTimeout(timer);
+}
+
 if (process.argv[2] === 'child' && process.send) {
   // Load everything a mesh loads lazily before saying ready, so that the first measured run does
   // not compete with eight processes compiling modules.
@@ -180,10 +207,13 @@ if (process.argv[2] === 'child' && process.send) {
   process.on('message', (m: { cmd?: string; id?: number; count?: number; run?: ClientRun }) => {
     const run = m.run;
     if (m.cmd !== 'run' || run === undefined) return;
-    Promise.all(Array.from({ length: m.count ?? 1 }, () => runClient(run))).then(
-      (results) => process.send?.({ id: m.id, results }),
-      (err: unknown) => process.send?.({ id: m.id, error: String((err as Error)?.stack ?? err) }),
-    );
+    const stopStalls = clientStalls(process.env.MESHLET_BENCH_CLIENT_STALLS);
+    Promise.all(Array.from({ length: m.count ?? 1 }, () => runClient(run)))
+      .finally(stopStalls)
+      .then(
+        (results) => process.send?.({ id: m.id, results }),
+        (err: unknown) => process.send?.({ id: m.id, error: String((err as Error)?.stack ?? err) }),
+      );
   });
   process.on('disconnect', () => process.exit(0));
   process.send({ ready: true });
