@@ -111,7 +111,16 @@ export interface EndpointSnapshot {
    */
   load?: { utilization: number; rps: number; eps: number; weight: number; ageMs: number } | undefined;
   /** Its adaptive concurrency limit and attempts in flight. Absent without a limiter. */
-  concurrency?: { limit: number; inFlight: number; minRttMs: number | null; refused: number } | undefined;
+  concurrency?:
+    | {
+        limit: number;
+        inFlight: number;
+        minRttMs: number | null;
+        refused: number;
+        /** Latency samples dropped as mostly the client's own event-loop stall. */
+        discarded: number;
+      }
+    | undefined;
   /** Milliseconds it is still avoided for (Retry-After penalty, e.g. it shed load); 0: none. */
   penaltyMs: number;
 }
@@ -549,6 +558,7 @@ export class Mesh {
                   inFlight: st.concurrency.inFlight,
                   minRttMs: Number.isFinite(st.concurrency.minRttMs) ? st.concurrency.minRttMs : null,
                   refused: st.concurrency.refused,
+                  discarded: st.concurrency.discarded,
                 },
           penaltyMs: Math.max(0, Math.round(st.penaltyUntil - now)),
         })),
