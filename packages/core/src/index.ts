@@ -315,11 +315,13 @@ export { decodeOrcaLoadReport, encodeOrcaLoadReport } from './load/orca-proto.js
 export {
   DEFAULT_OVERLOAD,
   EventLoopLag,
+  type LocalStalls,
   type OverloadConfig,
   OverloadGuard,
   processEventLoopLag,
   SHED_HEADER,
   type ShedReason,
+  STALL_MIN_MS,
 } from './load/overload.js';
 export {
   DEFAULT_LOAD_INTERVAL_MS,
