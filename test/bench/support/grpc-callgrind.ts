@@ -1,0 +1,97 @@
+/**
+ * Client instructions per gRPC unary call under callgrind (repeatable whatever the machine's load):
+ * N echo calls at concurrency C through one variant to the benchmark server (`grpc-servers.mjs`,
+ * its own process, not traced), after a warm-up; only the measured calls are counted
+ * (`callgrind_control --zero` before a window of N calls, `--dump` after it), in W windows:
+ *
+ *   node --conditions=meshlet-source --import tsx test/bench/support/grpc-callgrind.ts mesh 20 1 20  # warm tsx's cache
+ *   mkdir -p /tmp/cg && CALLGRIND_OUT=/tmp/cg/g valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/g.%p \
+ *     --smc-check=all-non-file node --single-threaded --no-memory-reducer --expose-gc \
+ *     --min-semi-space-size=256 --max-semi-space-size=256 --conditions=meshlet-source --import tsx \
+ *     test/bench/support/grpc-callgrind.ts mesh 2000 10 4000 2
+ *
+ * Why those V8 flags: a gRPC call allocates ~35 KB (grpc-js and Node's HTTP/2), so a window of a
+ * few thousand calls holds several scavenges and sometimes a mark-compact, and with V8's helper
+ * threads on, how much of that work lands on which thread, and when the optimizing compiler
+ * finishes, moved the count by ±10% between runs of the same code. `--single-threaded` puts all of
+ * it on the main thread, a young generation larger than a window allocates plus `gc()` before it
+ * (`--expose-gc`) keeps collections out of the window (`--no-memory-reducer`: under callgrind's
+ * slowdown its timer would start one), so a window counts the calls' own work; the heap's growth
+ * over the window is printed too (bytes allocated per call, what the collector's cost follows).
+ * Compare the last window of each variant; add `--perf-basic-prof` to name JIT code (callgrind's
+ * `???:0x…` entries, looked up in `/tmp/perf-<pid>.map`).
+ *
+ * Arguments: variant, N, concurrency C, warm-up calls, windows W. Variants: `raw` (a grpc-js
+ * client to `127.0.0.1:port`, pick_first), `mesh` (`createMeshClient(EchoClient, 'mesh:///bench')`
+ * on `createMesh` with the defaults, telemetry included, as `suites/grpc.ts`), `mesh-bare` (the
+ * same with metrics off), `plain` (a plain grpc-js client on `mesh:///bench`: meshlet's resolver and
+ * picker, no `MeshCall`). Prints per window `<variant> c=<C> <N> window <w>: <instructions per
+ * call> cpu … heap … B/call`. Run it under `node --cpu-prof` instead of valgrind for a profile of
+ * the same loop (`cpuprofile-groups.mjs`).
+ */
+import { fork } from 'node:child_process';
+import { type Client, credentials } from '@grpc/grpc-js';
+import { createMeshClient } from '../../../packages/grpc/src/index.js';
+import { EchoClient, echo } from '../../../packages/grpc/test/helpers.js';
+import { createMesh } from '../../../packages/meshlet/src/index.js';
+import { control, lastDumpInstructions } from './callgrind-control.js';
+
+const variant = process.argv[2] ?? 'mesh';
+const n = Number(process.argv[3] ?? 4000);
+const concurrency = Number(process.argv[4] ?? 1);
+const warm = Number(process.argv[5] ?? 4000);
+const windows = Number(process.argv[6] ?? 1);
+const underCallgrind = process.env.CALLGRIND_OUT !== undefined;
+
+const child = fork(new URL('./grpc-servers.mjs', import.meta.url), ['1', '0', '1'], {
+  execArgv: [],
+  stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+});
+const ports = await new Promise<number[]>((resolve) =>
+  child.once('message', (m) => resolve((m as { ports: number[] }).ports)),
+);
+const target = `127.0.0.1:${ports[0]}`;
+const mesh = variant.startsWith('raw')
+  ? undefined
+  : await createMesh({
+      services: { bench: { endpoints: [target] } },
+      ...(variant.endsWith('-bare') ? { telemetry: { metrics: { enabled: false } } } : {}),
+    });
+await mesh?.ready();
+const client: Client =
+  variant === 'raw'
+    ? new EchoClient(target, credentials.createInsecure())
+    : variant === 'plain'
+      ? new EchoClient('mesh:///bench', credentials.createInsecure())
+      : createMeshClient(EchoClient, 'mesh:///bench');
+
+async function run(count: number): Promise<void> {
+  let left = count;
+  const worker = async () => {
+    while (left-- > 0) await echo(client, { text: 'x' });
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+await run(warm);
+// With the flags of the header, no garbage collection falls inside a window.
+const gc = (globalThis as { gc?: () => void }).gc;
+for (let w = 0; w < windows; w++) {
+  gc?.();
+  if (underCallgrind) await control('--zero');
+  const h0 = process.memoryUsage().heapUsed;
+  const c0 = process.cpuUsage();
+  await run(n);
+  const cpu = process.cpuUsage(c0);
+  const h1 = process.memoryUsage().heapUsed;
+  if (underCallgrind) await control(`--dump=window${w}`);
+  const ir = underCallgrind ? lastDumpInstructions() : undefined;
+  console.log(
+    `${variant} c=${concurrency} ${n} window ${w}: ${ir === undefined ? '(no callgrind)' : Math.round(ir / Math.max(1, n))} ` +
+      `cpu ${((cpu.user + cpu.system) / n).toFixed(1)}us/call heap ${gc === undefined ? '?' : Math.round((h1 - h0) / n)} B/call`,
+  );
+}
+client.close();
+await mesh?.close();
+child.kill();
+process.exit(0);
