@@ -5,21 +5,20 @@
  * (`callgrind_control --zero` before a window of N calls, `--dump` after it), in W windows:
  *
  *   node --conditions=meshlet-source --import tsx test/bench/support/grpc-callgrind.ts mesh 20 1 20  # warm tsx's cache
- *   mkdir -p /tmp/cg && CALLGRIND_OUT=/tmp/cg/g valgrind --tool=callgrind --callgrind-out-file=/tmp/cg/g.%p \
- *     --smc-check=all-non-file node --single-threaded --no-memory-reducer --expose-gc \
- *     --min-semi-space-size=256 --max-semi-space-size=256 --conditions=meshlet-source --import tsx \
- *     test/bench/support/grpc-callgrind.ts mesh 2000 10 4000 2
+ *   mkdir -p /tmp/cg && CALLGRIND_OUT=/tmp/cg/g valgrind --tool=callgrind --separate-threads=yes \
+ *     --callgrind-out-file=/tmp/cg/g.%p --smc-check=all-non-file node --perf-basic-prof \
+ *     --conditions=meshlet-source --import tsx test/bench/support/grpc-callgrind.ts mesh 3000 10 5000
  *
- * Why those V8 flags: a gRPC call allocates ~35 KB (grpc-js and Node's HTTP/2), so a window of a
- * few thousand calls holds several scavenges and sometimes a mark-compact, and with V8's helper
- * threads on, how much of that work lands on which thread, and when the optimizing compiler
- * finishes, moved the count by ±10% between runs of the same code. `--single-threaded` puts all of
- * it on the main thread, a young generation larger than a window allocates plus `gc()` before it
- * (`--expose-gc`) keeps collections out of the window (`--no-memory-reducer`: under callgrind's
- * slowdown its timer would start one), so a window counts the calls' own work; the heap's growth
- * over the window is printed too (bytes allocated per call, what the collector's cost follows).
- * Compare the last window of each variant; add `--perf-basic-prof` to name JIT code (callgrind's
- * `???:0x…` entries, looked up in `/tmp/perf-<pid>.map`).
+ * counts the main thread (`<file>.1-01`; V8's helper threads vary by more than a call costs) with
+ * V8's compiler and scavenges on their usual threads; run the variants side by side in the same
+ * minutes and compare. `--perf-basic-prof` names JIT code: callgrind lists V8's generated code as
+ * `???:0x…`, which `/tmp/perf-<pid>.map` resolves. For bytes allocated per call, run it with
+ * `node --expose-gc --single-threaded --no-memory-reducer --min-semi-space-size=256
+ * --max-semi-space-size=256` (natively is enough): `gc()` before each window and a young
+ * generation larger than a window allocates keep collections out of it, and the heap's growth is
+ * printed. Do not compare instruction counts of such runs: single-threaded, TurboFan compiles
+ * land in the windows, and the `gc()` makes the next window recompile what it flushed
+ * (docs/benchmarks.md, 2026-12-06, gRPC unary per call).
  *
  * Arguments: variant, N, concurrency C, warm-up calls, windows W. Variants: `raw` (a grpc-js
  * client to `127.0.0.1:port`, pick_first), `mesh` (`createMeshClient(EchoClient, 'mesh:///bench')`
@@ -74,7 +73,7 @@ async function run(count: number): Promise<void> {
 }
 
 await run(warm);
-// With the flags of the header, no garbage collection falls inside a window.
+// With the flags of the header's allocation recipe, no garbage collection falls inside a window.
 const gc = (globalThis as { gc?: () => void }).gc;
 for (let w = 0; w < windows; w++) {
   gc?.();
