@@ -96,7 +96,7 @@ export function expressRouteTemplate(req: ExpressRequestLike): string | undefine
   if (!req.baseUrl) return appPath ? appPath + own : own;
   let mounts = mountCache.get(route);
   if (mounts === undefined) {
-    const stack = (app?.router ?? app?._router)?.stack;
+    const stack = (app?._router ?? app?.router)?.stack; // Express 4's `router` getter throws
     const found: string[] = [];
     if (Array.isArray(stack)) findMounts(stack, route, '', found, 0);
     const distinct = [...new Set(found)].sort();

@@ -1,4 +1,5 @@
 import { Agent, request as httpRequest, type Server } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import {
   currentDeadline,
@@ -222,6 +223,49 @@ describe('meshMiddleware', () => {
       ['GET', '/x', 201, '/x'],
       ['GET', '/api/items/42', 200, '/api/items/:id'],
       ['GET', '/missing', 404, undefined],
+    ]);
+  });
+});
+
+describe('meshMiddleware on Express 4', () => {
+  // Express 4 (the peer range's floor) keeps its router in `_router`; its `router` getter throws.
+  const express4 = createRequire(import.meta.url)('express4') as typeof express;
+
+  it('admits, refuses and reports the route of a request through a mounted router', async () => {
+    const ended: Array<[string, number, string | undefined]> = [];
+    const telemetry: InboundTelemetry = {
+      start(info) {
+        return {
+          run: (fn) => fn(),
+          end: (status, _error, route) => ended.push([info.path, status, route ?? info.route]),
+        };
+      },
+    };
+    const app = express4();
+    app.use(
+      meshMiddleware({
+        telemetry,
+        authorizer: (a) => ({ allowed: !a.path?.startsWith('/api/admin'), reason: 'DENY /api/admin' }),
+      }),
+    );
+    const api = express4.Router();
+    api.get('/items/:id', (req, res) => {
+      res.json({ id: req.params.id });
+    });
+    api.get('/admin', (_req, res) => {
+      res.json({ reached: true });
+    });
+    app.use('/api', api);
+    const { base, port } = await listen(app);
+    expect(await (await fetch(`${base}/api/items/42`)).json()).toEqual({ id: '42' });
+    const { rawHttp, rawRequest } = await import('../../../test/helpers/raw-http.js');
+    const denied = await rawHttp(port, rawRequest('GET', '/api/ADMIN/'));
+    expect(denied.status).toBe(403);
+    await new Promise((r) => setImmediate(r));
+    // Express 4's layers do not give the mount pattern: the route's own path stands alone.
+    expect(ended).toEqual([
+      ['/api/items/42', 200, '/items/:id'],
+      ['/api/ADMIN/', 403, undefined], // refused before routing: no route
     ]);
   });
 });
