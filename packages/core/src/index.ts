@@ -113,6 +113,7 @@ export type {
   DiscoverySource,
   DiscoveryUpdate,
 } from './discovery/types.js';
+export { concatSegments, segmentedUpdate } from './discovery/update.js';
 export { HttpDrainer, type HttpDrainOptions } from './drain.js';
 export { clampTimer, formatDuration, MAX_TIMER_MS, parseDuration } from './duration.js';
 export { type ActiveHealth, EndpointState, type PickResult } from './endpoint-state.js';

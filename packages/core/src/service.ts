@@ -40,6 +40,7 @@ export type EndpointSetFilter = (
   all: readonly EndpointState[],
 ) => readonly EndpointState[];
 
+const NO_OFFSETS = new Int32Array(0);
 const PEAK_EWMA_DECAY_MS = 10_000;
 /** The weight of one sample in `EndpointState.ewmaBaseMs`. */
 const EWMA_BASE_ALPHA = 1 / 8;
@@ -107,6 +108,9 @@ export class ServiceRuntime {
   #priorityLoad: ReadonlyMap<number, number> = new Map();
   /** The last plan's per-locality host arrays (reused by the next rebuild when unchanged). */
   #hostArrays: ReadonlyMap<string, EndpointState[]> = new Map();
+  /** The last update's parts when `#all` is their concatenation (see `applyUpdate`), and where each starts. */
+  #segments: readonly (readonly Endpoint[])[] | undefined;
+  #segmentOffsets: Int32Array = NO_OFFSETS;
 
   constructor(
     name: string,
@@ -255,14 +259,21 @@ export class ServiceRuntime {
    * update (sources that reuse unchanged `Endpoint` objects, such as the xDS client) is matched
    * without a map lookup, others by id; only added endpoints get new state, and the map of states
    * is updated in place (removals are swept only when the sizes say something was removed).
+   *
+   * An update given as `segments` is read part by part (its flat `endpoints` never): a part that
+   * is the very same array as the part at the same index of the previous update, when that update
+   * listed every endpoint once, takes its states from the previous list as a block (no per-endpoint
+   * matching), so a one-endpoint change of one locality matches only that locality's endpoints.
    */
   applyUpdate(update: DiscoveryUpdate): void {
     if (this.#closed) return;
     const now = this.now();
-    const eps = update.endpoints;
+    const segs = update.segments ?? [update.endpoints];
     const states = this.#states;
     const prevAll = this.#all;
     const prevLen = prevAll.length;
+    const prevSegs = this.#segments;
+    const prevOffsets = this.#segmentOffsets;
     const epoch = ++this.#updateEpoch;
     // The new list of states, built only from the first difference with the previous one on.
     let list: EndpointState[] | undefined;
@@ -271,36 +282,61 @@ export class ServiceRuntime {
     let changed = false;
     /** Endpoints whose weight alone changed (no new picker needed when the policy reads weights live). */
     let reweighted: EndpointState[] | undefined;
-    for (let i = 0; i < eps.length; i++) {
-      const ep = eps[i] as Endpoint;
-      // A state whose endpoint is this very object is its state (a hint by index, no lookup).
-      let st = i < prevLen ? (prevAll[i] as EndpointState) : undefined;
-      if (st === undefined || st.endpoint !== ep) {
-        st = states.get(ep.id);
-        if (st === undefined) {
-          st = new EndpointState(this.name, ep, now);
-          states.set(ep.id, st);
-          added++;
-        } else if (st.seenInUpdate !== epoch && st.endpoint !== ep) {
-          const old = st.endpoint;
-          if (!sameEndpoint(old, ep)) {
-            if (!sameButWeight(old, ep)) changed = true;
-            else if (reweighted === undefined) reweighted = [st];
-            else reweighted.push(st);
+    const offsets = new Int32Array(segs.length);
+    let i = 0;
+    for (let k = 0; k < segs.length; k++) {
+      const eps = segs[k] as readonly Endpoint[];
+      const n = eps.length;
+      offsets[k] = i;
+      if (prevSegs !== undefined && k < prevSegs.length && prevSegs[k] === eps) {
+        // The same part as last time, whose states are prevAll[from, from + n) in order.
+        const from = prevOffsets[k] as number;
+        if (list === undefined && from === i && same === i) {
+          for (let j = 0; j < n; j++) (prevAll[from + j] as EndpointState).seenInUpdate = epoch;
+          same += n;
+        } else {
+          list ??= prevAll.slice(0, same);
+          for (let j = 0; j < n; j++) {
+            const st = prevAll[from + j] as EndpointState;
+            if (st.seenInUpdate === epoch) continue; // listed by an earlier part: the first wins
+            st.seenInUpdate = epoch;
+            list.push(st);
           }
-          st.endpoint = ep;
         }
+        i += n;
+        continue;
       }
-      if (st.seenInUpdate === epoch) continue; // duplicates: the first wins
-      st.seenInUpdate = epoch;
-      if (list === undefined) {
-        if (i === same && st === prevAll[i]) {
-          same++;
-          continue;
+      for (let j = 0; j < n; j++, i++) {
+        const ep = eps[j] as Endpoint;
+        // A state whose endpoint is this very object is its state (a hint by index, no lookup).
+        let st = i < prevLen ? (prevAll[i] as EndpointState) : undefined;
+        if (st === undefined || st.endpoint !== ep) {
+          st = states.get(ep.id);
+          if (st === undefined) {
+            st = new EndpointState(this.name, ep, now);
+            states.set(ep.id, st);
+            added++;
+          } else if (st.seenInUpdate !== epoch && st.endpoint !== ep) {
+            const old = st.endpoint;
+            if (!sameEndpoint(old, ep)) {
+              if (!sameButWeight(old, ep)) changed = true;
+              else if (reweighted === undefined) reweighted = [st];
+              else reweighted.push(st);
+            }
+            st.endpoint = ep;
+          }
         }
-        list = prevAll.slice(0, same);
+        if (st.seenInUpdate === epoch) continue; // duplicates: the first wins
+        st.seenInUpdate = epoch;
+        if (list === undefined) {
+          if (i === same && st === prevAll[i]) {
+            same++;
+            continue;
+          }
+          list = prevAll.slice(0, same);
+        }
+        list.push(st);
       }
-      list.push(st);
     }
     const count = list === undefined ? same : list.length;
     const removed: EndpointState[] = [];
@@ -315,6 +351,15 @@ export class ServiceRuntime {
     // Unchanged membership and order: keep the previous array.
     if (list === undefined) this.#all = same === prevLen ? prevAll : prevAll.slice(0, same);
     else this.#all = added === 0 && removed.length === 0 && sameOrder(list, prevAll) ? prevAll : list;
+    // The parts can stand for blocks of the list next time only when it is their concatenation
+    // (no endpoint listed twice).
+    if (update.segments !== undefined && this.#all.length === i) {
+      this.#segments = update.segments;
+      this.#segmentOffsets = offsets;
+    } else {
+      this.#segments = undefined;
+      this.#segmentOffsets = NO_OFFSETS;
+    }
     const d = this.discovery;
     d.hasData = true;
     d.version = update.version;
@@ -328,11 +373,15 @@ export class ServiceRuntime {
     if (added > 0 || removed.length > 0 || changed || d.updates === 1 || this.#all !== prevAll)
       this.#notifyWatchers();
     if (this.events.wants('endpoints')) {
+      const removedCount = removed.length;
       this.events.emit('endpoints', {
         service: this.name,
-        endpoints: update.endpoints,
+        // Read on demand: a segmented update builds its flat list only for a listener that reads it.
+        get endpoints() {
+          return update.endpoints;
+        },
         added,
-        removed: removed.length,
+        removed: removedCount,
         version: update.version,
       });
     }

@@ -7,6 +7,7 @@ import {
   makeEndpoint,
   parseConfig,
   ServiceRuntime,
+  segmentedUpdate,
 } from '../src/index.js';
 
 const runtime = () => {
@@ -157,6 +158,191 @@ describe('ServiceRuntime.applyUpdate (diff)', () => {
           prev = new Map(rt.endpoints.map((s) => [s.id, s]));
         }
         expect(prev.size).toBe(rt.endpoints.length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+/** A segmented update whose flat list must not be read (the runtime reads the parts). */
+const parts = (segments: readonly (readonly Endpoint[])[], version?: string) => ({
+  get endpoints(): readonly Endpoint[] {
+    throw new Error('the flat endpoints list was read');
+  },
+  segments,
+  version,
+});
+
+const locality = (zone: string, from: number, n: number, priority = 0, weight = 1) =>
+  Object.freeze(
+    Array.from({ length: n }, (_, j) =>
+      makeEndpoint({ address: `10.0.0.${from + j}`, port: 80, weight, priority, locality: { zone } }),
+    ),
+  );
+
+describe('ServiceRuntime.applyUpdate with segments (per-locality parts)', () => {
+  it('an unchanged part keeps its states without reading the flat list; a changed one is diffed', () => {
+    const { rt, removed } = runtime();
+    const a = locality('a', 0, 20);
+    const b = locality('b', 20, 20);
+    const c = locality('c', 40, 20);
+    rt.applyUpdate(parts([a, b, c], 'v1'));
+    expect(rt.endpoints.map((s) => s.id)).toEqual([...a, ...b, ...c].map((e) => e.id));
+    const before = [...rt.endpoints];
+    (rt.endpoint('10.0.0.3:80') as { active: number }).active = 4;
+    (rt.endpoint('10.0.0.45:80') as { active: number }).active = 2;
+    const picker = rt.picker;
+    // Locality b changes: endpoint 25 re-weighted, 30 removed, 99 added at its end.
+    const b2 = Object.freeze([
+      ...b.slice(0, 5),
+      makeEndpoint({ address: '10.0.0.25', port: 80, weight: 7, locality: { zone: 'b' } }),
+      ...b.slice(6, 10),
+      ...b.slice(11),
+      makeEndpoint({ address: '10.0.0.99', port: 80, locality: { zone: 'b' } }),
+    ]);
+    rt.applyUpdate(parts([a, b2, c], 'v2'));
+    expect(rt.discovery.version).toBe('v2');
+    expect(rt.endpoints.map((s) => s.id)).toEqual([...a, ...b2, ...c].map((e) => e.id));
+    for (const s of rt.endpoints) if (s.id !== '10.0.0.99:80') expect(before).toContain(s);
+    expect(rt.endpoints.slice(0, 20)).toEqual(before.slice(0, 20));
+    expect(rt.endpoint('10.0.0.3:80')?.active).toBe(4);
+    expect(rt.endpoint('10.0.0.45:80')?.active).toBe(2);
+    expect(rt.endpoint('10.0.0.25:80')?.endpoint.weight).toBe(7);
+    expect(rt.endpoint('10.0.0.25:80')).toBe(before[25]);
+    expect(rt.endpoint('10.0.0.30:80')).toBeUndefined();
+    expect(removed).toEqual(['10.0.0.30:80']);
+    expect(rt.picker).not.toBe(picker);
+    // Nothing changed at all: the same list and picker.
+    const all = rt.endpoints;
+    const picker2 = rt.picker;
+    rt.applyUpdate(parts([a, b2, c], 'v3'));
+    expect(rt.endpoints).toBe(all);
+    expect(rt.picker).toBe(picker2);
+  });
+
+  it('a removed part removes its endpoints; parts may move, be re-split or come flat', () => {
+    const { rt, removed } = runtime();
+    const a = locality('a', 0, 5);
+    const b = locality('b', 5, 5);
+    const c = locality('c', 10, 5);
+    rt.applyUpdate(parts([a, b, c]));
+    const sa = rt.endpoints.slice(0, 5);
+    const sc = rt.endpoints.slice(10, 15);
+    rt.applyUpdate(parts([a, c]));
+    expect(removed).toEqual(b.map((e) => e.id));
+    expect(rt.endpoints).toEqual([...sa, ...sc]);
+    expect(rt.endpoints.every((s, i) => s === [...sa, ...sc][i])).toBe(true);
+    // Moved (c first), then the same endpoints as one flat list, then as parts again.
+    rt.applyUpdate(parts([c, a]));
+    expect(rt.endpoints.map((s) => s.id)).toEqual([...c, ...a].map((e) => e.id));
+    rt.applyUpdate({ endpoints: [...a, ...c] });
+    expect(rt.endpoints.map((s) => s.id)).toEqual([...a, ...c].map((e) => e.id));
+    rt.applyUpdate(parts([a.slice(0, 2), a.slice(2), c]));
+    expect(rt.endpoints.map((s) => s.id)).toEqual([...a, ...c].map((e) => e.id));
+    expect(rt.endpoints.slice(0, 5).every((s, i) => s === sa[i])).toBe(true);
+    expect(removed).toEqual(b.map((e) => e.id));
+    // An empty update removes everything.
+    rt.applyUpdate(parts([]));
+    expect(rt.endpoints).toEqual([]);
+    expect(removed.length).toBe(15);
+  });
+
+  it('an endpoint in two parts is listed once (the first wins), whichever part is reused', () => {
+    const { rt } = runtime();
+    const a = locality('a', 0, 3);
+    const b = locality('b', 3, 3);
+    rt.applyUpdate(parts([a, b]));
+    // b now also lists endpoint 1 (in zone b): a, the reused part, wins.
+    const b2 = Object.freeze([
+      ...b,
+      makeEndpoint({ address: '10.0.0.1', port: 80, locality: { zone: 'b' } }),
+    ]);
+    rt.applyUpdate(parts([a, b2]));
+    expect(rt.endpoints.map((s) => s.id)).toEqual([...a, ...b].map((e) => e.id));
+    expect(rt.endpoint('10.0.0.1:80')?.endpoint.locality.zone).toBe('a');
+    // The changed part first: it wins over the reused one.
+    rt.applyUpdate(parts([b2, a]));
+    expect(rt.endpoints.map((s) => s.id)).toEqual([
+      '10.0.0.3:80',
+      '10.0.0.4:80',
+      '10.0.0.5:80',
+      '10.0.0.1:80',
+      '10.0.0.0:80',
+      '10.0.0.2:80',
+    ]);
+    expect(rt.endpoint('10.0.0.1:80')?.endpoint.locality.zone).toBe('b');
+    rt.applyUpdate(parts([a, b]));
+    expect(rt.endpoints.map((s) => s.id)).toEqual([...a, ...b].map((e) => e.id));
+    expect(rt.endpoint('10.0.0.1:80')?.endpoint.locality.zone).toBe('a');
+  });
+
+  it('priorities still fail over when a part of priority 0 turns unhealthy', () => {
+    const { rt } = runtime();
+    const p0 = locality('a', 0, 4, 0);
+    const p1 = locality('b', 4, 4, 1);
+    rt.applyUpdate(parts([p0, p1]));
+    expect(rt.priorityLoad.get(0)).toBe(100);
+    const down = Object.freeze(p0.map((e) => Object.freeze({ ...e, health: 'unhealthy' as const })));
+    rt.applyUpdate(parts([down, p1]));
+    expect(rt.priorityLoad.get(0) ?? 0).toBe(0);
+    expect(rt.priorityLoad.get(1)).toBe(100);
+    const picked = new Set<string>();
+    for (let i = 0; i < 50; i++) {
+      const r = rt.pick({ attempt: 0 });
+      if (r.kind === 'pick') picked.add(r.endpoint.id);
+    }
+    expect([...picked].every((id) => p1.some((e) => e.id === id))).toBe(true);
+    rt.applyUpdate(parts([p0, p1]));
+    expect(rt.priorityLoad.get(0)).toBe(100);
+  });
+
+  it('segmentedUpdate builds the flat list once, on first read; the endpoints event reads it lazily', () => {
+    const a = locality('a', 0, 3);
+    const b = locality('b', 3, 3);
+    const u = segmentedUpdate([a, b], 'v');
+    expect(u.endpoints).toEqual([...a, ...b]);
+    expect(u.endpoints).toBe(u.endpoints);
+    expect(segmentedUpdate([a]).endpoints).toBe(a);
+    const { rt } = runtime();
+    let seen: readonly Endpoint[] | undefined;
+    rt.events.on('endpoints', (e) => {
+      seen = e.endpoints;
+    });
+    rt.applyUpdate(u);
+    expect(seen).toEqual([...a, ...b]);
+  });
+
+  it('matches the flat path for random sequences of parts (reused, changed, duplicated, moved)', () => {
+    // A pool of parts: objects reused by identity across updates, with overlapping ids.
+    const pool = [
+      locality('a', 0, 3),
+      locality('b', 3, 3),
+      locality('c', 6, 3),
+      locality('a', 0, 3, 0, 2),
+      locality('b', 2, 4),
+      locality('d', 9, 2, 1),
+    ];
+    const update = fc.array(fc.nat(pool.length - 1), { maxLength: 5 });
+    fc.assert(
+      fc.property(fc.array(update, { minLength: 1, maxLength: 8 }), (updates) => {
+        const seg = runtime();
+        const flat = runtime();
+        for (const u of updates) {
+          const segments = u.map((i) => pool[i] as readonly Endpoint[]);
+          const before = new Map(seg.rt.endpoints.map((s) => [s.id, s]));
+          seg.rt.applyUpdate(parts(segments));
+          flat.rt.applyUpdate({ endpoints: segments.flat() });
+          expect(seg.rt.endpoints.map((s) => [s.id, s.endpoint])).toEqual(
+            flat.rt.endpoints.map((s) => [s.id, s.endpoint]),
+          );
+          for (const s of seg.rt.endpoints) {
+            expect(s.endpoint).toBe(flat.rt.endpoint(s.id)?.endpoint);
+            expect(seg.rt.endpoint(s.id)).toBe(s);
+            if (before.has(s.id)) expect(s).toBe(before.get(s.id));
+          }
+          expect(seg.removed).toEqual(flat.removed);
+          expect(seg.rt.priorityLoad).toEqual(flat.rt.priorityLoad);
+        }
       }),
       { numRuns: 300 },
     );

@@ -5,6 +5,16 @@ import type { Fields, ObjectSchema, Schema } from '../schema.js';
 /** A full replacement of a service's endpoint set (state of the world, never a delta). */
 export interface DiscoveryUpdate {
   readonly endpoints: readonly Endpoint[];
+  /**
+   * Optional: the same endpoints as `endpoints`, in the same order, as consecutive immutable parts
+   * (xDS EDS: one per locality). When present, `ServiceRuntime.applyUpdate` reads these and never
+   * `endpoints`, which a source may then compute only when someone reads it (see
+   * `segmentedUpdate`). A part that is the very same array object as a part of the source's
+   * previous update must have the same contents: the runtime then takes its endpoints' states as
+   * they are instead of matching them one by one. Sources without such parts (static, file, DNS,
+   * Kubernetes) give `endpoints` alone.
+   */
+  readonly segments?: readonly (readonly Endpoint[])[] | undefined;
   /** An opaque version for snapshots (file mtime, DNS answer time, resourceVersion, xDS version). */
   readonly version?: string | undefined;
 }
