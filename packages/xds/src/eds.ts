@@ -1,4 +1,4 @@
-import { type Endpoint, endpointId, type Locality } from '@meshlet/core';
+import { concatSegments, type Endpoint, endpointId, type Locality } from '@meshlet/core';
 import type * as protobuf from 'protobufjs';
 import { decodeMessage, type Msg } from './codec.js';
 import { EDS_TYPE, lookupType } from './protos.js';
@@ -674,11 +674,11 @@ function translateLocality(
     perEntry[j] = ep;
   }
   let endpoints: readonly Endpoint[];
-  if (pipes === 0) endpoints = perEntry as Endpoint[];
+  if (pipes === 0) endpoints = Object.freeze(perEntry as Endpoint[]);
   else {
     const list: Endpoint[] = [];
     for (const ep of perEntry) if (ep !== null) list.push(ep);
-    endpoints = list;
+    endpoints = Object.freeze(list);
   }
   return { bytes: buf, dropped: false, frame, starts, ends, perEntry, ownWeights, endpoints };
 }
@@ -749,13 +749,6 @@ function incremental(buf: Buffer, prev: EdsState | undefined): EdsState {
     seenPriorities.add(state.frame.priority);
     parts.push(state.endpoints);
   }
-  // One exact-size copy (concat), rather than a growing array.
-  let endpoints: Endpoint[];
-  if (parts.length <= 4096) endpoints = NO_ENDPOINTS.concat(...parts);
-  else {
-    endpoints = [];
-    for (const p of parts) for (let i = 0; i < p.length; i++) endpoints.push(p[i] as Endpoint);
-  }
   checkPriorities(seenPriorities, 'endpoints');
   let policy: Buffer | undefined;
   let drops = NO_DROPS;
@@ -766,9 +759,16 @@ function incremental(buf: Buffer, prev: EdsState | undefined): EdsState {
         ? prev.update.dropOverloads
         : translateDrops(decodePolicy(policy));
   }
+  // The flat list only when someone reads it: the runtime reads the parts (`segments`).
+  const segments = Object.freeze(parts);
+  let flat: readonly Endpoint[] | undefined;
   const update: EndpointsUpdate = Object.freeze({
     name,
-    endpoints: Object.freeze(endpoints),
+    get endpoints(): readonly Endpoint[] {
+      flat ??= concatSegments(segments);
+      return flat;
+    },
+    segments,
     dropOverloads: drops,
   });
   return { bytes: buf, update, localities, policy };

@@ -1,6 +1,7 @@
 import {
   type DiscoveryListener,
   type DiscoverySource,
+  type DiscoveryUpdate,
   type Endpoint,
   ErrorCodes,
   FALLBACK_UPSTREAM_SECURITY,
@@ -25,6 +26,20 @@ export interface XdsResolverOptions {
    * exact names, or `*.suffix` patterns. Default `['*']`.
    */
   hosts?: readonly string[];
+}
+
+/**
+ * The runtime's update for an EDS resource: its per-locality parts (`segments`, reused from one
+ * version to the next while a locality's bytes do not change) and its flat list read lazily.
+ */
+export function discoveryUpdateOf(e: EndpointsUpdate, version: string | undefined): DiscoveryUpdate {
+  return {
+    get endpoints() {
+      return e.endpoints;
+    },
+    segments: e.segments,
+    version,
+  };
 }
 
 /**
@@ -164,7 +179,7 @@ class ClusterSource implements DiscoverySource {
       const stop = this.#client.watch<EndpointsUpdate>(EDS_TYPE, c.edsServiceName ?? c.name, {
         onUpdate: (e) => {
           this.#ref.drops = e.dropOverloads;
-          listener.onUpdate({ endpoints: e.endpoints, version: this.#client.versionOf(EDS_TYPE) });
+          listener.onUpdate(discoveryUpdateOf(e, this.#client.versionOf(EDS_TYPE)));
         },
         onError: (err) =>
           listener.onError(new MeshError(ErrorCodes.XDS_RESOURCE, err.message, { service: c.name })),

@@ -1138,6 +1138,7 @@ export function translateEndpoints(m: Msg, base = ''): EndpointsUpdate {
   if (!name) fail('cluster_name', 'is required');
   const pre = base ? `${base}.` : '';
   const endpoints: Endpoint[] = [];
+  const segments: (readonly Endpoint[])[] = [];
   const seenPriorities = new Set<number>();
   list(m.endpoints).forEach((lle, l) => {
     const lp = `${pre}endpoints[${l}]`;
@@ -1156,15 +1157,21 @@ export function translateEndpoints(m: Msg, base = ''): EndpointsUpdate {
       priority,
     };
     const lbes = list(lle.lbEndpoints);
+    const segment: Endpoint[] = [];
     for (let e = 0; e < lbes.length; e++) {
       const endpoint = translateLbEndpoint(lbes[e] as Msg, frame, lp, e);
-      if (endpoint !== undefined) endpoints.push(endpoint);
+      if (endpoint !== undefined) {
+        endpoints.push(endpoint);
+        segment.push(endpoint);
+      }
     }
+    segments.push(Object.freeze(segment));
   });
   checkPriorities(seenPriorities, `${pre}endpoints`);
   return Object.freeze({
     name,
     endpoints: Object.freeze(endpoints),
+    segments: Object.freeze(segments),
     dropOverloads: translateDrops(m.policy),
   });
 }

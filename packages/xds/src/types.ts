@@ -153,6 +153,13 @@ export interface DropOverload {
 
 export interface EndpointsUpdate {
   readonly name: string;
+  /** Every endpoint, in order: the concatenation of `segments` (built on first read by the incremental path). */
   readonly endpoints: readonly Endpoint[];
+  /**
+   * The endpoints of each `LocalityLbEndpoints` that is not dropped, in order (unix pipes left
+   * out). The incremental translation reuses a locality's array, the very same object, while its
+   * bytes do not change: the runtime then skips it (`DiscoveryUpdate.segments`).
+   */
+  readonly segments: readonly (readonly Endpoint[])[];
   readonly dropOverloads: readonly DropOverload[];
 }

@@ -1,4 +1,5 @@
 import { isDeepStrictEqual } from 'node:util';
+import { Mesh, parseConfig } from '@meshlet/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type EdsState, peekClusterName, translateEndpointsIncremental } from '../src/eds.js';
@@ -12,6 +13,7 @@ import {
   translateEndpoints,
 } from '../src/index.js';
 import { lookupType } from '../src/protos.js';
+import { discoveryUpdateOf } from '../src/resolver.js';
 import { gatewayFixtureResources, jsonFixtureResources } from './fixture-loader.js';
 
 // ---- a tiny protobuf writer, to lay out messages as encoders may (field order, unknown fields) ----
@@ -426,6 +428,48 @@ describe('incremental EDS translation (wire-format diff)', () => {
     expect(eb[0]?.locality).toBe(ea[0]?.locality);
     // The same bytes again (a re-sent SotW response): the very same state, nothing translated.
     expect(translateEndpointsIncremental(Buffer.from(bytesB), b)).toBe(b);
+  });
+
+  it('gives per-locality parts, reusing the unchanged ones, which the runtime takes as they are', async () => {
+    const mesh = new Mesh(parseConfig({}));
+    try {
+      const rt = mesh.ensureService({
+        key: 'big',
+        discoveryType: 'xds',
+        createSource: () => ({ start: () => {}, close: () => {} }),
+      });
+      const removed: string[] = [];
+      mesh.events.on('endpointRemoved', (e) => removed.push(e.endpoint.id));
+      const a = translateEndpointsIncremental(encodeCla(big(() => 1)), undefined);
+      expect(a.update.segments).toHaveLength(10);
+      rt.applyUpdate(discoveryUpdateOf(a.update, '1'));
+      const states = [...rt.endpoints];
+      (rt.endpoint('10.0.0.7:8000') as { active: number }).active = 3;
+      // One endpoint of locality 5 changes weight: only that part is a new array.
+      const b = translateEndpointsIncremental(encodeCla(big((i) => (i === 517 ? 5 : 1))), a);
+      const fresh = b.update.segments.map((seg, l) => seg !== a.update.segments[l]);
+      expect(fresh).toEqual([false, false, false, false, false, true, false, false, false, false]);
+      rt.applyUpdate(discoveryUpdateOf(b.update, '2'));
+      expect(rt.endpoints.every((st, i) => st === states[i])).toBe(true);
+      expect(rt.endpoint('10.0.2.5:8000')?.endpoint.weight).toBe(5);
+      expect(rt.endpoint('10.0.0.7:8000')?.active).toBe(3);
+      expect(rt.discovery.version).toBe('2');
+      // Locality 2 removed (its 100 endpoints go), locality 5 changed back.
+      const model = big(() => 1);
+      model.localities.splice(2, 1);
+      const c = translateEndpointsIncremental(encodeCla(model), b);
+      expect(c.update.endpoints).toStrictEqual(
+        translateEndpoints(decodeMessage(EDS_TYPE, encodeCla(model))).endpoints,
+      );
+      rt.applyUpdate(discoveryUpdateOf(c.update, '3'));
+      expect(rt.endpoints).toHaveLength(900);
+      expect(removed).toHaveLength(100);
+      expect(removed.every((id) => rt.endpoint(id) === undefined)).toBe(true);
+      expect(rt.endpoint('10.0.2.5:8000')?.endpoint.weight).toBe(1);
+      expect(rt.endpoint('10.0.0.7:8000')).toBe(states[7]);
+    } finally {
+      await mesh.close();
+    }
   });
 
   it('detects every kind of change to one endpoint or its locality in a large assignment', () => {

@@ -22,6 +22,7 @@ import {
   translateCluster,
   translateEndpoints,
 } from '../../../packages/xds/src/index.js';
+import { discoveryUpdateOf } from '../../../packages/xds/src/resolver.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import { startServerProcess } from '../support/server.js';
 import { handshakeProviderVsDir } from '../support/xds-handshake.js';
@@ -29,7 +30,8 @@ import { listenerUpdateUnderLoad, rbacMicro } from '../support/xds-inbound.js';
 
 /**
  * xDS update costs, through the path the xDS client takes: a CDS + EDS update of 10,000 endpoints
- * (decode → translation → `ServiceRuntime.applyUpdate`, i.e. diff and picker rebuild; EDS is
+ * (decode → translation → `ServiceRuntime.applyUpdate` with per-locality parts, as the client passes
+ * them, i.e. diff and picker rebuild; EDS is
  * translated incrementally against the previous version, as the client does, and here every
  * endpoint changes), a one-endpoint change (the whole ClusterLoadAssignment is re-sent in
  * state-of-the-world xDS: a wire-level diff reuses the 9,999 unchanged endpoints), the same
@@ -154,7 +156,7 @@ const suite: BenchSuite = {
         endpoints: translateEndpoints(decodeMessage(EDS_TYPE, i % 2 === 0 ? edsB : edsA)).endpoints,
       });
       eds = translateEndpointsIncremental(i % 2 === 0 ? edsA : edsB, eds);
-      rt.applyUpdate({ endpoints: eds.update.endpoints });
+      rt.applyUpdate(discoveryUpdateOf(eds.update, undefined));
     }
     const gcs = gcPauses();
     const fullWindows: number[] = [];
@@ -165,7 +167,7 @@ const suite: BenchSuite = {
       const c = translateCluster(decodeAny(CDS_TYPE, cds));
       eds = translateEndpointsIncremental(i % 2 === 0 ? edsA : edsB, eds);
       if (c.name !== 'big') throw new Error('bad cluster');
-      rt.applyUpdate({ endpoints: eds.update.endpoints, version: String(i) });
+      rt.applyUpdate(discoveryUpdateOf(eds.update, String(i)));
       const t1 = performance.now();
       full.push(t1 - t0);
       fullCpu.push(cpuMs(c0));
@@ -185,7 +187,7 @@ const suite: BenchSuite = {
     }
     // 2. One endpoint changes (weight): SotW EDS re-sends the whole assignment.
     eds = translateEndpointsIncremental(edsA, undefined);
-    rt.applyUpdate({ endpoints: eds.update.endpoints });
+    rt.applyUpdate(discoveryUpdateOf(eds.update, undefined));
     const oneChange: number[] = [];
     const oneChangeCpu: number[] = [];
     const applyOnly: number[] = [];
@@ -200,7 +202,7 @@ const suite: BenchSuite = {
     for (let i = 0; i < 10; i++) {
       // Unmeasured warm-up (JIT).
       eds = translateEndpointsIncremental(variants[i % 2] as Uint8Array, eds);
-      rt.applyUpdate({ endpoints: eds.update.endpoints });
+      rt.applyUpdate(discoveryUpdateOf(eds.update, undefined));
       translateEndpointsIncremental(copies[i % 2] as Uint8Array, eds);
     }
     const oneWindows: number[] = [];
@@ -211,7 +213,7 @@ const suite: BenchSuite = {
       const t0 = performance.now();
       eds = translateEndpointsIncremental(bytes, eds);
       const t1 = performance.now();
-      rt.applyUpdate({ endpoints: eds.update.endpoints });
+      rt.applyUpdate(discoveryUpdateOf(eds.update, undefined));
       const t2 = performance.now();
       oneChangeCpu.push(cpuMs(c0));
       oneChange.push(t2 - t0);
@@ -235,13 +237,13 @@ const suite: BenchSuite = {
     const healthChange: number[] = [];
     for (let i = 0; i < 10; i++) {
       eds = translateEndpointsIncremental(healthVariants[i % 2] as Uint8Array, eds);
-      rt.applyUpdate({ endpoints: eds.update.endpoints });
+      rt.applyUpdate(discoveryUpdateOf(eds.update, undefined));
     }
     for (let i = 0; i < runs * 2; i++) {
       await sleep(ONE_GAP_MS);
       const t0 = performance.now();
       eds = translateEndpointsIncremental(healthVariants[i % 2] as Uint8Array, eds);
-      rt.applyUpdate({ endpoints: eds.update.endpoints });
+      rt.applyUpdate(discoveryUpdateOf(eds.update, undefined));
       healthChange.push(performance.now() - t0);
     }
     gcs.stop();
