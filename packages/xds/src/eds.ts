@@ -50,7 +50,8 @@ export interface LocalityState {
   readonly ends: Int32Array;
   /** The endpoint of each entry (null: a unix pipe, skipped), and each entry's own weight. */
   readonly perEntry: readonly (Endpoint | null)[];
-  readonly ownWeights: Float64Array;
+  /** `load_balancing_weight` values: uint32, at least 1. */
+  readonly ownWeights: Uint32Array;
   /** The non-null entries, in order. */
   readonly endpoints: readonly Endpoint[];
 }
@@ -406,7 +407,7 @@ const NO_ENTRIES: readonly (Endpoint | null)[] = Object.freeze([]);
 const NO_ENDPOINTS: readonly Endpoint[] = Object.freeze([]);
 const NO_DROPS: readonly DropOverload[] = Object.freeze([]);
 const NO_OFFSETS = new Int32Array(0);
-const NO_WEIGHTS = new Float64Array(0);
+const NO_WEIGHTS = new Uint32Array(0);
 const DROPPED_FRAME: LocalityFrame = Object.freeze({
   locality: Object.freeze({ region: '', zone: '', subZone: '' }),
   locWeight: 0,
@@ -427,7 +428,11 @@ interface ScannedLocality {
   ends: Int32Array;
 }
 
-function scanLocality(buf: Buffer): ScannedLocality {
+/**
+ * `expected`: how many `lb_endpoints` entries to size the offset arrays for (the same locality's
+ * count last time; otherwise one per 16 bytes, more than an entry of the common shape takes).
+ */
+function scanLocality(buf: Buffer, expected: number): ScannedLocality {
   const w = new Wire(buf, 0, buf.length);
   const { lle, locality } = wireTables();
   const out: ScannedLocality = {
@@ -437,8 +442,8 @@ function scanLocality(buf: Buffer): ScannedLocality {
     locWeight: undefined,
     priority: 0,
     count: 0,
-    starts: new Int32Array(16 + (buf.length >> 5)),
-    ends: new Int32Array(16 + (buf.length >> 5)),
+    starts: new Int32Array(16 + expected),
+    ends: new Int32Array(16 + expected),
   };
   while (w.pos < w.end) {
     const tag = w.varint();
@@ -566,7 +571,7 @@ function translateLocality(
   diff: Diff,
   lp: string,
 ): LocalityState {
-  const s = scanLocality(buf);
+  const s = scanLocality(buf, old !== undefined && !old.dropped ? old.perEntry.length : buf.length >> 4);
   if (s.locWeight === 0) {
     return {
       bytes: buf,
@@ -606,7 +611,7 @@ function translateLocality(
   const starts = s.starts;
   const ends = s.ends;
   const perEntry: (Endpoint | null)[] = new Array(n);
-  const ownWeights = new Float64Array(n);
+  const ownWeights = new Uint32Array(n);
   let pipes = 0;
   // Entries inside the common prefix are the old ones at the same index; entries inside the
   // common suffix are the old ones at the same distance from the end (when the offsets agree).
