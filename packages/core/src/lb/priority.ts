@@ -338,6 +338,10 @@ export function planPicker(input: PlanInput): Plan {
   const first = all[0];
   const firstPriority = first === undefined ? 0 : first.endpoint.priority;
   let uniform = first !== undefined;
+  // Whether every endpoint has the first one's priority and none is draining (then `all` is the
+  // one group's member list as it is), and how many usable endpoints are degraded.
+  let onePriority = true;
+  let degradedUsable = 0;
   for (let i = 0; i < all.length; i++) {
     const st = all[i] as EndpointState;
     // Slow start begins when the endpoint joins, and again when active health checks bring it back.
@@ -349,8 +353,10 @@ export function planPicker(input: PlanInput): Plan {
     const h = st.endpoint.health;
     if (h === 'draining') {
       uniform = false;
+      onePriority = false;
       continue;
     }
+    if (st.endpoint.priority !== firstPriority) onePriority = false;
     if (st.ejectedUntil > now) refreshAt = Math.min(refreshAt, st.ejectedUntil);
     if (st.penaltyUntil > now) refreshAt = Math.min(refreshAt, st.penaltyUntil);
     if (!usableOnItsOwn(st, now)) {
@@ -358,10 +364,26 @@ export function planPicker(input: PlanInput): Plan {
       continue;
     }
     usable++;
+    if (h === 'degraded') degradedUsable++;
     if (h === 'degraded' || st.endpoint.priority !== firstPriority) uniform = false;
   }
   if (uniform) {
     groups.set(firstPriority, { priority: firstPriority, all, healthy: all, degraded: [] });
+  } else if (onePriority && first !== undefined) {
+    // One priority, nothing draining (e.g. one endpoint of 10,000 turned unhealthy): the group's
+    // members are `all` itself, and its healthy and degraded lists exact-size arrays (no copy of
+    // the member list, no arrays grown by push).
+    const healthy = new Array<EndpointState>(usable - degradedUsable);
+    const degraded = new Array<EndpointState>(degradedUsable);
+    let hi = 0;
+    let di = 0;
+    for (let i = 0; i < all.length; i++) {
+      const st = all[i] as EndpointState;
+      if (!usableOnItsOwn(st, now)) continue;
+      if (st.endpoint.health === 'degraded') degraded[di++] = st;
+      else healthy[hi++] = st;
+    }
+    groups.set(firstPriority, { priority: firstPriority, all, healthy, degraded });
   } else {
     // Pass 2: group by priority and health.
     // Endpoints of one priority usually come together: remember the last group (no lookup each).
