@@ -102,6 +102,11 @@ export class EndpointState {
   lbSeenHealth: ActiveHealth = 'unknown';
   /** @internal The number of the last discovery update that listed this endpoint (diffing). */
   seenInUpdate = 0;
+  /**
+   * @internal The discovery part (`DiscoveryUpdate.segments`) this endpoint was last matched in:
+   * tells `applyUpdate` that a changed part lists an endpoint of a part it skipped.
+   */
+  segment: readonly Endpoint[] | undefined = undefined;
   /** What the endpoint reported about its load (ORCA), from its first report on (`ServiceRuntime.reportLoad`). */
   load: EndpointLoad | undefined = undefined;
   /** Its adaptive concurrency limiter state, from the first attempt a limiter admitted on. */

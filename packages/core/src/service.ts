@@ -272,75 +272,30 @@ export class ServiceRuntime {
     const states = this.#states;
     const prevAll = this.#all;
     const prevLen = prevAll.length;
-    const prevSegs = this.#segments;
-    const prevOffsets = this.#segmentOffsets;
-    const epoch = ++this.#updateEpoch;
-    // The new list of states, built only from the first difference with the previous one on.
-    let list: EndpointState[] | undefined;
-    let same = 0;
-    let added = 0;
-    let changed = false;
-    /** Endpoints whose weight alone changed (no new picker needed when the policy reads weights live). */
-    let reweighted: EndpointState[] | undefined;
-    const offsets = new Int32Array(segs.length);
-    let i = 0;
-    for (let k = 0; k < segs.length; k++) {
-      const eps = segs[k] as readonly Endpoint[];
-      const n = eps.length;
-      offsets[k] = i;
-      if (prevSegs !== undefined && k < prevSegs.length && prevSegs[k] === eps) {
-        // The same part as last time, whose states are prevAll[from, from + n) in order.
-        const from = prevOffsets[k] as number;
-        if (list === undefined && from === i && same === i) {
-          for (let j = 0; j < n; j++) (prevAll[from + j] as EndpointState).seenInUpdate = epoch;
-          same += n;
-        } else {
-          list ??= prevAll.slice(0, same);
-          for (let j = 0; j < n; j++) {
-            const st = prevAll[from + j] as EndpointState;
-            if (st.seenInUpdate === epoch) continue; // listed by an earlier part: the first wins
-            st.seenInUpdate = epoch;
-            list.push(st);
-          }
-        }
-        i += n;
-        continue;
-      }
-      for (let j = 0; j < n; j++, i++) {
-        const ep = eps[j] as Endpoint;
-        // A state whose endpoint is this very object is its state (a hint by index, no lookup).
-        let st = i < prevLen ? (prevAll[i] as EndpointState) : undefined;
-        if (st === undefined || st.endpoint !== ep) {
-          st = states.get(ep.id);
-          if (st === undefined) {
-            st = new EndpointState(this.name, ep, now);
-            states.set(ep.id, st);
-            added++;
-          } else if (st.seenInUpdate !== epoch && st.endpoint !== ep) {
-            const old = st.endpoint;
-            if (!sameEndpoint(old, ep)) {
-              if (!sameButWeight(old, ep)) changed = true;
-              else if (reweighted === undefined) reweighted = [st];
-              else reweighted.push(st);
-            }
-            st.endpoint = ep;
-          }
-        }
-        if (st.seenInUpdate === epoch) continue; // duplicates: the first wins
-        st.seenInUpdate = epoch;
-        if (list === undefined) {
-          if (i === same && st === prevAll[i]) {
-            same++;
-            continue;
-          }
-          list = prevAll.slice(0, same);
-        }
-        list.push(st);
-      }
+    // Parts that are the previous update's part at the same index are skipped (not read at all)
+    // when that update listed every endpoint once; if a changed part lists an endpoint of a skipped
+    // one, the update is matched again, reading every part.
+    const prevSegs = update.segments === undefined ? undefined : this.#segments;
+    let m = this.#match(segs, prevAll, prevSegs, now);
+    let added = m.added;
+    if (m.bailed) {
+      m = this.#match(segs, prevAll, undefined, now);
+      added += m.added;
+      m.changed = true;
     }
+    const { list, same, offsets, skipped, reweighted } = m;
+    const changed = m.changed;
+    const epoch = this.#updateEpoch;
+    const i = m.total;
     const count = list === undefined ? same : list.length;
     const removed: EndpointState[] = [];
     if (states.size !== count) {
+      // Something was removed: the skipped parts' states are marked now (O(n) only then).
+      for (let b = 0; b < skipped.length; b += 2) {
+        const from = skipped[b] as number;
+        const to = from + (skipped[b + 1] as number);
+        for (let j = from; j < to; j++) (prevAll[j] as EndpointState).seenInUpdate = epoch;
+      }
       states.forEach((st, id) => {
         if (st.seenInUpdate !== epoch) {
           removed.push(st);
@@ -386,6 +341,96 @@ export class ServiceRuntime {
       });
     }
     this.#wake();
+  }
+
+  /**
+   * Matches the parts of an update against the previous list of states (see `applyUpdate`): marks
+   * the states it lists with a new update number, creates states for new endpoints and records
+   * changed ones. With `prevSegs`, a part that is the very same array as the one at the same index
+   * last time is not read: its states are the block of `prevAll` where that part was (`skipped`
+   * holds those blocks, unmarked); `bailed` when a changed part lists an endpoint of such a block.
+   */
+  #match(
+    segs: readonly (readonly Endpoint[])[],
+    prevAll: readonly EndpointState[],
+    prevSegs: readonly (readonly Endpoint[])[] | undefined,
+    now: number,
+  ): MatchResult {
+    const states = this.#states;
+    const prevLen = prevAll.length;
+    const prevOffsets = this.#segmentOffsets;
+    const epoch = ++this.#updateEpoch;
+    const offsets = new Int32Array(segs.length);
+    const skipped: number[] = [];
+    let reused: Set<readonly Endpoint[]> | undefined;
+    if (prevSegs !== undefined) {
+      for (let k = 0; k < segs.length && k < prevSegs.length; k++) {
+        if (prevSegs[k] !== segs[k]) continue;
+        reused ??= new Set();
+        reused.add(segs[k] as readonly Endpoint[]);
+      }
+    }
+    // The new list of states, built only from the first difference with the previous one on.
+    let list: EndpointState[] | undefined;
+    let same = 0;
+    let added = 0;
+    let changed = false;
+    /** Endpoints whose weight alone changed (no new picker needed when the policy reads weights live). */
+    let reweighted: EndpointState[] | undefined;
+    let i = 0;
+    for (let k = 0; k < segs.length; k++) {
+      const eps = segs[k] as readonly Endpoint[];
+      const n = eps.length;
+      offsets[k] = i;
+      if (reused !== undefined && (prevSegs as readonly (readonly Endpoint[])[])[k] === eps) {
+        // The same part as last time: its states are prevAll[from, from + n), in order.
+        const from = prevOffsets[k] as number;
+        skipped.push(from, n);
+        if (list === undefined && from === i && same === i) same += n;
+        else {
+          list ??= prevAll.slice(0, same);
+          for (let j = 0; j < n; j++) list.push(prevAll[from + j] as EndpointState);
+        }
+        i += n;
+        continue;
+      }
+      for (let j = 0; j < n; j++, i++) {
+        const ep = eps[j] as Endpoint;
+        // A state whose endpoint is this very object is its state (a hint by index, no lookup).
+        let st = i < prevLen ? (prevAll[i] as EndpointState) : undefined;
+        if (st === undefined || st.endpoint !== ep) {
+          st = states.get(ep.id);
+          if (st === undefined) {
+            st = new EndpointState(this.name, ep, now);
+            states.set(ep.id, st);
+            added++;
+          } else if (st.seenInUpdate !== epoch && st.endpoint !== ep) {
+            const old = st.endpoint;
+            if (!sameEndpoint(old, ep)) {
+              if (!sameButWeight(old, ep)) changed = true;
+              else if (reweighted === undefined) reweighted = [st];
+              else reweighted.push(st);
+            }
+            st.endpoint = ep;
+          }
+        }
+        if (st.seenInUpdate === epoch) continue; // duplicates: the first wins
+        // Listed by a skipped part too: match again, reading every part (the first occurrence wins).
+        if (reused !== undefined && st.segment !== undefined && reused.has(st.segment))
+          return { ...EMPTY_MATCH, added, bailed: true };
+        st.seenInUpdate = epoch;
+        st.segment = eps;
+        if (list === undefined) {
+          if (i === same && st === prevAll[i]) {
+            same++;
+            continue;
+          }
+          list = prevAll.slice(0, same);
+        }
+        list.push(st);
+      }
+    }
+    return { list, same, added, changed, reweighted, offsets, skipped, total: i, bailed: false };
   }
 
   /**
@@ -815,6 +860,34 @@ function decay(elapsed: number, tau: number): number {
 function isAvoided(ep: EndpointState, avoid: EndpointState | readonly EndpointState[]): boolean {
   return ep === avoid || (Array.isArray(avoid) && avoid.includes(ep));
 }
+
+interface MatchResult {
+  /** The new list of states, when it differs from the previous one past its first `same`. */
+  readonly list: EndpointState[] | undefined;
+  readonly same: number;
+  readonly added: number;
+  changed: boolean;
+  readonly reweighted: EndpointState[] | undefined;
+  /** Where each part starts in the list (when it lists every endpoint once). */
+  readonly offsets: Int32Array;
+  /** (start, length) pairs of the previous list's blocks taken whole for skipped parts (not marked). */
+  readonly skipped: readonly number[];
+  /** How many endpoints the parts hold in all (duplicates included). */
+  readonly total: number;
+  readonly bailed: boolean;
+}
+
+const EMPTY_MATCH: MatchResult = {
+  list: undefined,
+  same: 0,
+  added: 0,
+  changed: false,
+  reweighted: undefined,
+  offsets: NO_OFFSETS,
+  skipped: [],
+  total: 0,
+  bailed: false,
+};
 
 function sameOrder(a: readonly EndpointState[], b: readonly EndpointState[]): boolean {
   if (a.length !== b.length) return false;

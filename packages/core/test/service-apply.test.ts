@@ -322,15 +322,16 @@ describe('ServiceRuntime.applyUpdate with segments (per-locality parts)', () => 
       locality('b', 2, 4),
       locality('d', 9, 2, 1),
     ];
-    const update = fc.array(fc.nat(pool.length - 1), { maxLength: 5 });
+    // Now and then an update of the same endpoints comes flat (as another source would send it).
+    const update = fc.tuple(fc.array(fc.nat(pool.length - 1), { maxLength: 5 }), fc.nat(4));
     fc.assert(
       fc.property(fc.array(update, { minLength: 1, maxLength: 8 }), (updates) => {
         const seg = runtime();
         const flat = runtime();
-        for (const u of updates) {
+        for (const [u, asFlat] of updates) {
           const segments = u.map((i) => pool[i] as readonly Endpoint[]);
           const before = new Map(seg.rt.endpoints.map((s) => [s.id, s]));
-          seg.rt.applyUpdate(parts(segments));
+          seg.rt.applyUpdate(asFlat === 0 ? { endpoints: segments.flat() } : parts(segments));
           flat.rt.applyUpdate({ endpoints: segments.flat() });
           expect(seg.rt.endpoints.map((s) => [s.id, s.endpoint])).toEqual(
             flat.rt.endpoints.map((s) => [s.id, s.endpoint]),
