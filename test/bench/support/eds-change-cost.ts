@@ -10,7 +10,7 @@
  *   measured loop is counted, the counters zeroed before it and dumped after it):
  *
  *     mkdir -p /tmp/eds && CALLGRIND_OUT=/tmp/eds/cg valgrind --tool=callgrind \
- *       --callgrind-out-file=/tmp/eds/cg.%p --smc-check=all-non-file \
+ *       --callgrind-out-file=/tmp/eds/cg.%p --separate-threads=yes --smc-check=all-non-file \
  *       node --conditions=meshlet-source --import tsx test/bench/support/eds-change-cost.ts callgrind 300
  */
 import { PerformanceObserver } from 'node:perf_hooks';
@@ -65,7 +65,7 @@ const step = (i: number) => {
   eds = translateEndpointsIncremental(variants[i % 2] as Uint8Array, eds);
   rt.applyUpdate(discoveryUpdateOf(eds.update, String(i)));
 };
-for (let i = 0; i < 200; i++) step(i); // warm-up (JIT)
+for (let i = 0; i < (mode === 'alloc' ? 200 : 1000); i++) step(i); // warm-up (JIT)
 
 if (mode === 'alloc') {
   let gcs = 0;
