@@ -363,6 +363,8 @@ export class ServiceRuntime {
     const offsets = new Int32Array(segs.length);
     const skipped: number[] = [];
     let reused: Set<readonly Endpoint[]> | undefined;
+    let lastPart: readonly Endpoint[] | undefined;
+    let lastPartReused = false;
     if (prevSegs !== undefined) {
       for (let k = 0; k < segs.length && k < prevSegs.length; k++) {
         if (prevSegs[k] !== segs[k]) continue;
@@ -416,8 +418,12 @@ export class ServiceRuntime {
         }
         if (st.seenInUpdate === epoch) continue; // duplicates: the first wins
         // Listed by a skipped part too: match again, reading every part (the first occurrence wins).
-        if (reused !== undefined && st.segment !== undefined && reused.has(st.segment))
-          return { ...EMPTY_MATCH, added, bailed: true };
+        // (Neighbours share their part: one set lookup per run of them.)
+        if (reused !== undefined && st.segment !== lastPart) {
+          lastPart = st.segment;
+          lastPartReused = lastPart !== undefined && reused.has(lastPart);
+        }
+        if (lastPartReused) return { ...EMPTY_MATCH, added, bailed: true };
         st.seenInUpdate = epoch;
         st.segment = eps;
         if (list === undefined) {
