@@ -26,7 +26,7 @@ import { discoveryUpdateOf } from '../../../packages/xds/src/resolver.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import { startServerProcess } from '../support/server.js';
 import { handshakeProviderVsDir } from '../support/xds-handshake.js';
-import { listenerUpdateUnderLoad, rbacMicro } from '../support/xds-inbound.js';
+import { listenerUpdateUnderLoad, pct, r3, rbacMicro } from '../support/xds-inbound.js';
 
 /**
  * xDS update costs, through the path the xDS client takes: a CDS + EDS update of 10,000 endpoints
@@ -119,11 +119,6 @@ const CLUSTER: Msg = {
   lbPolicy: 'ROUND_ROBIN',
 };
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
-}
-const r3 = (x: number) => Math.round(x * 1000) / 1000;
 const cpuMs = (since: NodeJS.CpuUsage): number => {
   const d = process.cpuUsage(since);
   return (d.user + d.system) / 1000;

@@ -46,7 +46,7 @@ const PEER: InboundPeer = Object.freeze({
 });
 
 /** ns per operation of `fn` over `n` calls, best of `reps` (the least disturbed by the machine). */
-function nsPerOp(n: number, reps: number, fn: (i: number) => unknown): number {
+export function nsPerOp(n: number, reps: number, fn: (i: number) => unknown): number {
   let best = Number.POSITIVE_INFINITY;
   let sink = 0;
   for (let r = 0; r < reps; r++) {

@@ -43,25 +43,14 @@ import {
   translateServerListener,
   XdsInboundListeners,
 } from '../../../packages/xds/src/index.js';
-import { POLICY_20 } from './admission.js';
+import { nsPerOp, POLICY_20 } from './admission.js';
 
-function nsPerOp(n: number, reps: number, fn: (i: number) => unknown): number {
-  let best = Number.POSITIVE_INFINITY;
-  let sink = 0;
-  for (let r = 0; r < reps; r++) {
-    const t0 = performance.now();
-    for (let i = 0; i < n; i++) if (fn(i) !== undefined) sink++;
-    best = Math.min(best, ((performance.now() - t0) * 1e6) / n);
-  }
-  if (sink < 0) console.log(sink);
-  return best;
-}
-
-const pct = (xs: number[], p: number) => {
+/** The `p`th percentile (0–100) of unsorted samples. */
+export const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
 };
-const r3 = (x: number) => Math.round(x * 1000) / 1000;
+export const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 /** The inbound listener of `address` for a service with `policies`, as a server decodes it. */
 function servedListener(address: string, policies: unknown): ServerListenerUpdate {
