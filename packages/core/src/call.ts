@@ -962,8 +962,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
         o.end(outcome, status, this.#attempts, endpoint, error);
       } catch {}
     }
-    if (!rt.events.wants('request')) return;
-    rt.events.emit('request', {
+    const requests = rt.events.requests;
+    if (!requests.wanted) return;
+    requests.emit({
       service: rt.name,
       method: this.method,
       path: this.path,

@@ -112,24 +112,28 @@ const EVENT_NAMES: readonly MeshEventName[] = [
 type Listener<K extends MeshEventName> = (event: MeshEventMap[K]) => void;
 
 /**
- * The mesh's event channel. Listeners run synchronously and must not throw (a throwing listener is
- * isolated so that telemetry never breaks a request). Every event is also published on the
- * `node:diagnostics_channel` channel `meshlet:<name>` when that channel has subscribers.
+ * One event's listeners and its diagnostics channel. The hot paths (every request and attempt)
+ * hold the slot of their event (`MeshEvents.requests`, `.attempts`) and test and emit through it:
+ * no lookup by event name, which at a call site that sees several names is a megamorphic keyed
+ * load (~100 instructions each; eight per request before — docs/benchmarks.md).
  */
-export class MeshEvents {
-  readonly #listeners: { [K in MeshEventName]?: Listener<K>[] } = {};
-  readonly #channels = {} as Record<MeshEventName, diagnosticsChannel.Channel>;
+export class EventSlot<K extends MeshEventName> {
+  readonly name: K;
+  readonly #listeners: Listener<K>[] = [];
+  readonly #channel: diagnosticsChannel.Channel;
 
-  constructor() {
-    for (const name of EVENT_NAMES) this.#channels[name] = diagnosticsChannel.channel(`meshlet:${name}`);
+  constructor(name: K) {
+    this.name = name;
+    this.#channel = diagnosticsChannel.channel(`meshlet:${name}`);
   }
 
-  on<K extends MeshEventName>(name: K, listener: Listener<K>): () => void {
-    let list = this.#listeners[name] as Listener<K>[] | undefined;
-    if (!list) {
-      list = [];
-      (this.#listeners as Record<string, unknown>)[name] = list;
-    }
+  /** True when someone listens; lets the hot path skip building an event object. */
+  get wanted(): boolean {
+    return this.#listeners.length > 0 || this.#channel.hasSubscribers;
+  }
+
+  on(listener: Listener<K>): () => void {
+    const list = this.#listeners;
     list.push(listener);
     return () => {
       const i = list.indexOf(listener);
@@ -137,28 +141,56 @@ export class MeshEvents {
     };
   }
 
+  emit(event: MeshEventMap[K]): void {
+    const list = this.#listeners;
+    for (let i = 0; i < list.length; i++) {
+      try {
+        (list[i] as Listener<K>)(event);
+      } catch (err) {
+        process.emitWarning(
+          `meshlet: a '${this.name}' event listener threw: ${(err as Error)?.message}`,
+          'MeshletWarning',
+        );
+      }
+    }
+    const ch = this.#channel;
+    if (ch.hasSubscribers) ch.publish(event);
+  }
+}
+
+type Slots = { readonly [K in MeshEventName]: EventSlot<K> };
+
+/**
+ * The mesh's event channel. Listeners run synchronously and must not throw (a throwing listener is
+ * isolated so that telemetry never breaks a request). Every event is also published on the
+ * `node:diagnostics_channel` channel `meshlet:<name>` when that channel has subscribers.
+ */
+export class MeshEvents {
+  readonly #slots: Slots;
+  /** The `request` event's slot (one per logical call), for the call path. */
+  readonly requests: EventSlot<'request'>;
+  /** The `attempt` event's slot (one per attempt), for the call path. */
+  readonly attempts: EventSlot<'attempt'>;
+
+  constructor() {
+    const slots: Record<string, EventSlot<MeshEventName>> = {};
+    for (const name of EVENT_NAMES) slots[name] = new EventSlot(name);
+    this.#slots = slots as unknown as Slots;
+    this.requests = this.#slots.request;
+    this.attempts = this.#slots.attempt;
+  }
+
+  on<K extends MeshEventName>(name: K, listener: Listener<K>): () => void {
+    return (this.#slots[name] as EventSlot<K>).on(listener);
+  }
+
   /** True when someone listens for `name`; lets the hot path skip building an event object. */
   wants(name: MeshEventName): boolean {
-    const list = this.#listeners[name];
-    return (list !== undefined && list.length > 0) || this.#channels[name].hasSubscribers;
+    return this.#slots[name].wanted;
   }
 
   emit<K extends MeshEventName>(name: K, event: MeshEventMap[K]): void {
-    const list = this.#listeners[name] as Listener<K>[] | undefined;
-    if (list) {
-      for (let i = 0; i < list.length; i++) {
-        try {
-          (list[i] as Listener<K>)(event);
-        } catch (err) {
-          process.emitWarning(
-            `meshlet: a '${name}' event listener threw: ${(err as Error)?.message}`,
-            'MeshletWarning',
-          );
-        }
-      }
-    }
-    const ch = this.#channels[name];
-    if (ch.hasSubscribers) ch.publish(event);
+    (this.#slots[name] as EventSlot<K>).emit(event);
   }
 }
 

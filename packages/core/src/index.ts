@@ -131,6 +131,7 @@ export {
 export {
   type AttemptEvent,
   debugLogger,
+  type EventSlot,
   type MeshEventMap,
   type MeshEventName,
   MeshEvents,

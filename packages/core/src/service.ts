@@ -772,8 +772,9 @@ export class ServiceRuntime {
         (observers[i] as AttemptObserver)(ep, verdict, status, now - start, now);
       }
     }
-    if (this.events.wants('attempt')) {
-      this.events.emit('attempt', {
+    const attempts = this.events.attempts;
+    if (attempts.wanted) {
+      attempts.emit({
         service: this.name,
         endpoint: ep,
         attempt,
