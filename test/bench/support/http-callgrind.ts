@@ -1,27 +1,50 @@
 /**
- * Client instructions per HTTP request under callgrind (repeatable whatever the machine's load):
- * N sequential requests through one variant to the benchmark server (its own process, not traced),
- * after a warm-up. Run one variant with two request counts and subtract, so start-up, module
- * loading and most JIT compilation cancel out:
+ * Client cost per HTTP request, raw undici vs the mesh, sequential or at concurrency C: N requests
+ * through one variant to the benchmark server (its own process, not traced), after a warm-up, in
+ * W measured windows. Each window prints instructions per request (under callgrind: only the
+ * window is counted, `callgrind_control --zero` before it and `--dump` after it), CPU per request,
+ * the garbage collections in it (scavenges and mark-compacts, their count and pause time per
+ * request) and, with `--expose-gc`, the heap's growth per request:
  *
- *   for n in 2000 6000; do
- *     valgrind --tool=callgrind --callgrind-out-file=/dev/null --smc-check=all-non-file \
- *       node --conditions=meshlet-source --import tsx test/bench/support/http-callgrind.ts mesh-request $n
- *   done   # (second "Collected" - first) / 4,000 = instructions per request
+ *   node --conditions=meshlet-source --import tsx test/bench/support/http-callgrind.ts mesh-request 20 20  # warm tsx's cache
+ *   mkdir -p /tmp/cg && CALLGRIND_OUT=/tmp/cg/h valgrind --tool=callgrind --separate-threads=yes \
+ *     --callgrind-out-file=/tmp/cg/h.%p --smc-check=all-non-file node --conditions=meshlet-source \
+ *     --import tsx test/bench/support/http-callgrind.ts mesh-request 3000 3000 50 2
  *
- * Variants: `raw-request` (undici `Pool.request`), `mesh-request` (`mesh.dispatcher.request`),
- * `raw-fetch` (undici `fetch` with the pool as dispatcher), `mesh-fetch` (`mesh.fetch`). The mesh
- * is `createMesh` with the defaults (as in suites/fetch.ts); `mesh-request-bare` and
- * `mesh-fetch-bare` turn metrics off. Run it under `node --cpu-prof`
- * instead of valgrind for a profile of the same loop (`cpuprofile-groups.mjs`).
+ * counts the main thread (`<file>.<n>-01`; V8's helper threads vary by more than a request costs).
+ * Run raw and mesh side by side in the same minutes and compare. Bytes allocated per request:
+ * natively with `node --expose-gc --single-threaded --no-memory-reducer --min-semi-space-size=256
+ * --max-semi-space-size=256` (`gc()` before each window, a young generation larger than a window
+ * allocates: no collection inside it). Without valgrind it runs natively (CPU and GC per request),
+ * and with `HTTP_PROFILE=<file>` it writes a V8 CPU profile of each window alone
+ * (`<file>.<variant>.<w>.cpuprofile`, 100 µs sampling; read it with `cpuprofile-groups.mjs <file> N`).
+ *
+ * The old recipe still works: without `CALLGRIND_OUT`, a run's whole-process "Collected" count
+ * for two request counts, differenced (docs/benchmarks.md, issue 13, milestone 3).
+ *
+ * Arguments: variant, N, warm-up requests, concurrency C (1), windows W (1). Variants:
+ * `raw-request` (undici `Pool.request`), `mesh-request` (`mesh.dispatcher.request`), `raw-fetch`
+ * (undici `fetch` with the pool as dispatcher), `mesh-fetch` (`mesh.fetch`). The pool and the mesh
+ * are those of `suites/fetch.ts` (a `Pool` with no connection limit, `createMesh` with the
+ * defaults, metrics on); `mesh-request-bare` and `mesh-fetch-bare` turn metrics off.
  */
 import { fork } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
 import { Pool, fetch as undiciFetch } from 'undici';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
+import { control, lastDumpInstructions } from './callgrind-control.js';
 
-const variant = process.argv[2] ?? 'mesh-request';
+/** One variant, or several separated by commas: run in one process, as the suite runs them. */
+const variants = (process.argv[2] ?? 'mesh-request').split(',');
 const n = Number(process.argv[3] ?? 2000);
 const warm = Number(process.argv[4] ?? 3000);
+const concurrency = Number(process.argv[5] ?? 1);
+const windows = Number(process.argv[6] ?? 1);
+const underCallgrind = process.env.CALLGRIND_OUT !== undefined;
+/** `HTTP_PROFILE=<file>`: a V8 CPU profile of the measured windows only (`<file>.<variant>.<w>.cpuprofile`). */
+const profileTo = process.env.HTTP_PROFILE;
 
 const child = fork(new URL('./http-server.mjs', import.meta.url), [], {
   execArgv: [],
@@ -31,10 +54,11 @@ const port = await new Promise<number>((resolve) =>
   child.once('message', (m) => resolve((m as { port: number }).port)),
 );
 const origin = `http://127.0.0.1:${port}`;
-const pool = new Pool(origin, { connections: 1 });
+// As suites/fetch.ts: no connection limit (one connection per request in flight).
+const pool = new Pool(origin, { keepAliveTimeout: 4_000, connectTimeout: 10_000 });
 // `…-bare`: the mesh with metrics off (what telemetry costs per request, by difference).
-const bare = variant.endsWith('-bare');
-const mesh = variant.startsWith('mesh')
+const bare = variants.some((v) => v.endsWith('-bare'));
+const mesh = variants.some((v) => v.startsWith('mesh'))
   ? await createMesh({
       services: { bench: { endpoints: [`127.0.0.1:${port}`] } },
       ...(bare ? { telemetry: { metrics: { enabled: false } } } : {}),
@@ -42,30 +66,34 @@ const mesh = variant.startsWith('mesh')
   : undefined;
 if (mesh) await mesh.ready();
 
-async function once(): Promise<void> {
-  switch (bare ? variant.slice(0, -5) : variant) {
+const PATH = '/items/42';
+const rawUrl = `${origin}${PATH}`;
+const meshUrl = `http://bench${PATH}`;
+
+async function once(variant: string): Promise<void> {
+  switch (variant.endsWith('-bare') ? variant.slice(0, -5) : variant) {
     case 'raw-request': {
-      const r = await pool.request({ origin, path: '/', method: 'GET' });
-      await r.body.text();
+      const r = await pool.request({ method: 'GET', path: PATH });
+      await r.body.arrayBuffer();
       return;
     }
     case 'mesh-request': {
       const r = await (mesh as NonNullable<typeof mesh>).dispatcher.request({
         origin: 'http://bench',
-        path: '/',
         method: 'GET',
+        path: PATH,
       });
-      await r.body.text();
+      await r.body.arrayBuffer();
       return;
     }
     case 'raw-fetch': {
-      const r = await undiciFetch(`${origin}/`, { dispatcher: pool });
-      await r.text();
+      const r = await undiciFetch(rawUrl, { dispatcher: pool });
+      await r.arrayBuffer();
       return;
     }
     case 'mesh-fetch': {
-      const r = await (mesh as NonNullable<typeof mesh>).fetch('http://bench/');
-      await r.text();
+      const r = await (mesh as NonNullable<typeof mesh>).fetch(meshUrl);
+      await r.arrayBuffer();
       return;
     }
     default:
@@ -73,10 +101,123 @@ async function once(): Promise<void> {
   }
 }
 
+/** `count` requests, `concurrency` at a time (closed loop, as the suite's workers). */
+async function run(variant: string, count: number): Promise<void> {
+  let left = count;
+  const worker = async () => {
+    while (left-- > 0) await once(variant);
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/** Garbage collections seen by a `gc` performance observer: count and pause time, by kind. */
+const gcs = { minor: 0, minorMs: 0, major: 0, majorMs: 0 };
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
+    if (kind === constants.NODE_PERFORMANCE_GC_MINOR) {
+      gcs.minor++;
+      gcs.minorMs += e.duration;
+    } else if (
+      kind === constants.NODE_PERFORMANCE_GC_MAJOR ||
+      kind === constants.NODE_PERFORMANCE_GC_INCREMENTAL
+    ) {
+      gcs.major++;
+      gcs.majorMs += e.duration;
+    }
+  }
+});
+
+/**
+ * CPU ticks (user + system, 1/100 s) of each thread of this process by name (Linux `/proc`): the
+ * main thread's (`node`) and V8's helper threads' (`V8Worker`: concurrent compilation, parallel
+ * scavenges, concurrent marking), which `process.cpuUsage()` adds together.
+ */
+function threadTicks(): Map<string, number> {
+  const out = new Map<string, number>();
+  try {
+    for (const t of readdirSync('/proc/self/task')) {
+      const stat = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ticks = Number(f[11]) + Number(f[12]);
+      const key = t === String(process.pid) ? 'main' : name.replace(/\s+/g, '');
+      out.set(key, (out.get(key) ?? 0) + ticks);
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
+
+/** Open sockets of this process (connections in the pools), from `/proc/self/fd`. */
+function openSockets(): number | string {
+  try {
+    let n = 0;
+    for (const fd of readdirSync('/proc/self/fd')) {
+      try {
+        if (readlinkSync(`/proc/self/fd/${fd}`).startsWith('socket:')) n++;
+      } catch {}
+    }
+    return n;
+  } catch {
+    return '?';
+  }
+}
+
 try {
-  for (let i = 0; i < warm; i++) await once();
-  for (let i = 0; i < n; i++) await once();
+  for (const v of variants) await run(v, warm);
+  if (!underCallgrind) gcObserver.observe({ entryTypes: ['gc'] });
+  // With the flags of the header's allocation recipe, no garbage collection falls inside a window.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  // Several variants: each window measures each in turn, in ABBA order (as suites/fetch.ts).
+  const order = (w: number) => (w % 2 === 0 ? variants : [...variants].reverse());
+  for (let w = 0; w < windows; w++)
+    for (const variant of order(w)) {
+      gc?.();
+      // gc entries arrive asynchronously: let the forced one's be delivered before the window.
+      await new Promise((r) => setImmediate(r));
+      Object.assign(gcs, { minor: 0, minorMs: 0, major: 0, majorMs: 0 });
+      if (underCallgrind) await control('--zero');
+      const session = profileTo === undefined ? undefined : new Session();
+      if (session !== undefined) {
+        session.connect();
+        await session.post('Profiler.enable');
+        await session.post('Profiler.setSamplingInterval', { interval: 100 });
+        await session.post('Profiler.start');
+      }
+      const t0 = threadTicks();
+      const h0 = process.memoryUsage().heapUsed;
+      const c0 = process.cpuUsage();
+      await run(variant, n);
+      const cpu = process.cpuUsage(c0);
+      const h1 = process.memoryUsage().heapUsed;
+      const t1 = threadTicks();
+      if (session !== undefined) {
+        const { profile } = await session.post('Profiler.stop');
+        writeFileSync(`${profileTo}.${variant}.${w}.cpuprofile`, JSON.stringify(profile));
+        session.disconnect();
+      }
+      if (underCallgrind) await control(`--dump=${variant}.${w}`);
+      await new Promise((r) => setImmediate(r));
+      const ir = underCallgrind ? lastDumpInstructions() : undefined;
+      const per = Math.max(1, n);
+      console.log(
+        `${variant} c=${concurrency} ${n} window ${w}: ${ir === undefined ? '(no callgrind)' : Math.round(ir / per)} ` +
+          `cpu ${((cpu.user + cpu.system) / per).toFixed(2)}us/req (user ${(cpu.user / per).toFixed(2)}) ` +
+          `heap ${gc === undefined ? '?' : Math.round((h1 - h0) / per)} B/req ` +
+          `gc: ${gcs.minor} scavenges ${((gcs.minorMs * 1000) / per).toFixed(2)}us/req, ` +
+          `${gcs.major} mark-compacts ${((gcs.majorMs * 1000) / per).toFixed(2)}us/req; ${openSockets()} sockets; threads us/req: ${[
+            ...t1,
+          ]
+            .map(([k, v]) => [k, ((v - (t0.get(k) ?? 0)) * 10_000) / per] as const)
+            .filter(([, us]) => us > 0)
+            .map(([k, us]) => `${k} ${us.toFixed(2)}`)
+            .join(', ')}`,
+      );
+    }
 } finally {
+  gcObserver.disconnect();
   await pool.close();
   await mesh?.close();
   child.kill();
