@@ -39,10 +39,13 @@ export class EndpointState {
    */
   ewmaBaseMs = 0;
   /**
-   * How many samples in a row were more than twice the baseline: the fade of the peak's excess
-   * takes `2 ** ewmaStrikes` times as long, so an endpoint whose probes keep confirming that it
-   * is slow is probed ever more rarely (as outlier ejection grows with each ejection), while one
-   * spike is forgiven after a few rounds. A sample within twice the baseline resets it.
+   * How many of its samples in a row were more than twice the service's recent latency
+   * (`LbClock.recentMs`; its own baseline before the service has one): the fade of the peak's
+   * excess takes `2 ** ewmaStrikes` times as long, so an endpoint whose probes keep confirming that
+   * it is slower than the rest is probed ever more rarely (as outlier ejection grows with each
+   * ejection), while one spike is forgiven after a few rounds. Judged against the fleet, not the
+   * endpoint's own past: when the whole service slows down (a loaded machine, a GC pause of this
+   * process), that says nothing about one endpoint. A success within that bound resets it.
    */
   ewmaStrikes = 0;
   /** `performance.now()` of the last EWMA update. */
@@ -161,24 +164,33 @@ export class EndpointState {
 }
 
 /**
- * An endpoint's latency estimate (ms) before the time decay: its baseline plus the excess of its
- * last peak, fading out linearly over `span × 2^ewmaStrikes` of the service's samples since the
- * endpoint's last one. 0 for an endpoint never observed.
+ * An endpoint's latency estimate (ms) before the time decay: its last peak, fading out linearly
+ * over `span × 2^ewmaStrikes` of the service's samples since the endpoint's last one, down to its
+ * floor — its baseline, or the service's recent latency (`recentMs`, `LbClock.recentMs`) when
+ * that is lower. 0 for an endpoint never observed.
  *
  * Why samples and not only time: an endpoint that lost P2C comparisons because of one slow
  * answer gets no samples to correct it, and a time constant cannot suit both 100 and 10,000
  * requests a second (at concurrency 1 over three loopback servers, Finagle's 10 s decay kept a
  * server that took one 40 ms answer out of rotation for the whole run of 300 calls). Counting the
- * service's samples forgives a spike after a few rounds at any rate, while the baseline keeps an
- * endpoint that is really slow out: each probe confirms it and raises the baseline.
+ * service's samples forgives a spike after a few rounds at any rate, while the strikes keep an
+ * endpoint that is really slow out: each probe that confirms it doubles the wait for the next.
+ *
+ * Why the floor is the fleet's recent latency when that is lower: an avoided endpoint's baseline
+ * is as stale as its peak. A baseline set by a spike (the second sample, which seeds it, taken in a
+ * GC pause of this process: 15.9 ms against the fleet's 0.3), or left high by a loaded minute
+ * while the others' came back down, would otherwise keep the endpoint out until the time decay —
+ * the rest of a benchmark run of 300 calls (one server got 2). After the fade it is probed like
+ * any endpoint of the fleet, and its answer sets its estimate again.
  */
-export function peakEwmaEstimate(ep: EndpointState, samples: number, span: number): number {
+export function peakEwmaEstimate(ep: EndpointState, samples: number, span: number, recentMs = 0): number {
   const base = ep.ewmaBaseMs;
-  const excess = ep.ewmaMs - base;
+  const floor = recentMs > 0 && recentMs < base ? recentMs : base;
+  const excess = ep.ewmaMs - floor;
   if (excess <= 0) return ep.ewmaMs;
   const age = samples - ep.ewmaSeq;
   const fade = span * 2 ** ep.ewmaStrikes;
-  return age >= fade ? base : base + excess * (1 - age / fade);
+  return age >= fade ? floor : floor + excess * (1 - age / fade);
 }
 
 let nextSlot = 0;

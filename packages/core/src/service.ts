@@ -104,7 +104,7 @@ export class ServiceRuntime {
   #refreshAt = Number.POSITIVE_INFINITY;
   #ewmaDecayMs = PEAK_EWMA_DECAY_MS;
   /** The clock as of the last attempt end or rebuild (see `LbContext.clock`). */
-  readonly #clock = { ms: 0, samples: 0, span: EWMA_SPAN_PER_ENDPOINT * 2 };
+  readonly #clock = { ms: 0, samples: 0, span: EWMA_SPAN_PER_ENDPOINT * 2, recentMs: 0 };
   #priorityLoad: ReadonlyMap<number, number> = new Map();
   /** The last plan's per-locality host arrays (reused by the next rebuild when unchanged). */
   #hostArrays: ReadonlyMap<string, EndpointState[]> = new Map();
@@ -734,7 +734,7 @@ export class ServiceRuntime {
         // baseline also with the service's samples since this endpoint's last one.
         const w = decay(now - ep.ewmaStamp, this.#ewmaDecayMs);
         const base = ep.ewmaBaseMs * w;
-        const current = peakEwmaEstimate(ep, clock.samples, clock.span) * w;
+        const current = peakEwmaEstimate(ep, clock.samples, clock.span, clock.recentMs) * w;
         const success = verdict === 'success';
         // A failure's latency is a lower bound: it may raise the estimates, never lower them.
         if (success || rtt >= current) {
@@ -747,13 +747,21 @@ export class ServiceRuntime {
             ep.ewmaBaseMs = success || step > 0 ? base + step * EWMA_BASE_ALPHA : base;
           }
           ep.ewmaMs = Math.max(rtt, current);
-          // Clearly slower than its baseline again: the next fade takes twice as long.
-          if (base > 0 && rtt > 2 * base) {
+          // Clearly slower than the service as of late (its own baseline while the service has no
+          // recent latency): the next fade takes twice as long. Slower than its own past but not
+          // than the rest — the whole machine or this process stalled — is no strike.
+          const ref = clock.recentMs > 0 ? clock.recentMs : base;
+          if (ref > 0 && rtt > 2 * ref) {
             if (ep.ewmaStrikes < EWMA_MAX_STRIKES) ep.ewmaStrikes++;
           } else if (success) ep.ewmaStrikes = 0;
           ep.ewmaStamp = now;
           ep.ewmaSeq = clock.samples + 1;
         }
+      }
+      if (verdict === 'success') {
+        // The service's recent latency: each success weighs one over the endpoint count.
+        const r = clock.recentMs;
+        clock.recentMs = r === 0 ? rtt : r + (rtt - r) * (EWMA_SPAN_PER_ENDPOINT / clock.span);
       }
       clock.samples++;
     }

@@ -109,6 +109,7 @@ describe('mesh: resolver and per-call balancing', () => {
     if (!slow) throw new Error('no endpoint');
     slow.ewmaMs = 60_000; // as if it typically answered in a minute
     slow.ewmaBaseMs = 60_000;
+    slow.ewmaStrikes = 8; // and its probes had confirmed it eight times in a row
     slow.ewmaStamp = m.now();
     for (let i = 0; i < 20; i++) await echo(client, { text: 'x' });
     expect((list[0] as TestServer).calls).toBe(0);

@@ -29,10 +29,11 @@ export interface PeakEwmaConfig {
  *
  * The estimate (`peakEwmaEstimate`, kept by `ServiceRuntime.endAttempt`) jumps to any latency
  * above it at once (the "peak"); the peak's excess over the endpoint's baseline (an EWMA of its
- * samples, each weighing 1/8) fades out over the service's next `LbClock.span` samples (about
- * four rounds of the endpoint set), so an endpoint that lost comparisons because of one slow answer
- * — and therefore gets no samples to correct it — is back after a few rounds at any request rate,
- * while one that stays slow raises its baseline with every probe and stays avoided. When read,
+ * samples, each weighing 1/8), or over the service's recent latency when that is lower, fades out
+ * over the service's next `LbClock.span` samples (about four rounds of the endpoint set), so an
+ * endpoint that lost comparisons because of one slow answer — and therefore gets no samples to
+ * correct it — is back after a few rounds at any request rate, while one whose probes keep coming
+ * back more than twice as slow as the service waits twice as long each time and stays avoided. When read,
  * everything also decays towards zero with time constant `decay` (Finagle's decay), so an endpoint
  * avoided for a long time is probed again and recovers as soon as it answers fast. An endpoint never observed is costed at the mean estimate
  * of the observed endpoints of its set (as of the last rebuild), or `defaultRtt` when none has
@@ -90,8 +91,9 @@ class PeakEwmaPicker implements Picker {
     const clock = this.#clock;
     const samples = clock.samples ?? 0;
     const span = clock.span ?? 1;
-    const ea = peakEwmaEstimate(a, samples, span);
-    const eb = peakEwmaEstimate(b, samples, span);
+    const recent = clock.recentMs ?? 0;
+    const ea = peakEwmaEstimate(a, samples, span, recent);
+    const eb = peakEwmaEstimate(b, samples, span, recent);
     if (ea !== 0 && eb !== 0) {
       // Both estimates decay from their own stamps towards zero at the same rate, so "now"
       // cancels out of the comparison: scale a's by the decay between the two stamps.

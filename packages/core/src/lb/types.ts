@@ -85,6 +85,12 @@ export interface LbClock {
    * baseline fades out: 4 × the endpoint count, i.e. about four of its own samples at a fair share.
    */
   readonly span?: number;
+  /**
+   * The service's recent latency (ms): an EWMA of its successful samples, each weighing one over
+   * the endpoint count (about the last round of the set); 0 before the first. The floor an avoided
+   * endpoint's estimate fades to when lower than its baseline, and what a strike is judged against.
+   */
+  readonly recentMs?: number;
 }
 
 /** A registered load-balancing policy. Built-ins register exactly like third-party ones. */
