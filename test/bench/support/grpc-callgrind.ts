@@ -24,7 +24,11 @@
  * client to `127.0.0.1:port`, pick_first), `mesh` (`createMeshClient(EchoClient, 'mesh:///bench')`
  * on `createMesh` with the defaults, telemetry included, as `suites/grpc.ts`), `mesh-bare` (the
  * same with metrics off), `plain` (a plain grpc-js client on `mesh:///bench`: meshlet's resolver and
- * picker, no `MeshCall`). Prints per window `<variant> c=<C> <N> window <w>: <instructions per
+ * picker, no `MeshCall`). A `-beside` suffix (`raw-beside`, `mesh-beside`) runs the warm-up through both
+ * a raw and a mesh client in the same process and measures the named one, as `pnpm bench` does
+ * (its raw and mesh rounds share one process): grpc-js's and Node's shared code (EventEmitter,
+ * streams, grpc-js's call classes) then sees both kinds of calls, which makes some of its sites
+ * polymorphic for both variants. Prints per window `<variant> c=<C> <N> window <w>: <instructions per
  * call> cpu … heap … B/call`. Run it under `node --cpu-prof` instead of valgrind for a profile of
  * the same loop (`cpuprofile-groups.mjs`).
  */
@@ -35,7 +39,9 @@ import { EchoClient, echo } from '../../../packages/grpc/test/helpers.js';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
 import { control, lastDumpInstructions } from './callgrind-control.js';
 
-const variant = process.argv[2] ?? 'mesh';
+const named = process.argv[2] ?? 'mesh';
+const beside = named.endsWith('-beside');
+const variant = beside ? named.slice(0, -'-beside'.length) : named;
 const n = Number(process.argv[3] ?? 4000);
 const concurrency = Number(process.argv[4] ?? 1);
 const warm = Number(process.argv[5] ?? 4000);
@@ -50,29 +56,38 @@ const ports = await new Promise<number[]>((resolve) =>
   child.once('message', (m) => resolve((m as { ports: number[] }).ports)),
 );
 const target = `127.0.0.1:${ports[0]}`;
-const mesh = variant.startsWith('raw')
-  ? undefined
-  : await createMesh({
-      services: { bench: { endpoints: [target] } },
-      ...(variant.endsWith('-bare') ? { telemetry: { metrics: { enabled: false } } } : {}),
-    });
+const mesh =
+  variant.startsWith('raw') && !beside
+    ? undefined
+    : await createMesh({
+        services: { bench: { endpoints: [target] } },
+        ...(variant.endsWith('-bare') ? { telemetry: { metrics: { enabled: false } } } : {}),
+      });
 await mesh?.ready();
-const client: Client =
-  variant === 'raw'
+const clientOf = (v: string): Client =>
+  v === 'raw'
     ? new EchoClient(target, credentials.createInsecure())
-    : variant === 'plain'
+    : v === 'plain'
       ? new EchoClient('mesh:///bench', credentials.createInsecure())
       : createMeshClient(EchoClient, 'mesh:///bench');
+const client = clientOf(variant);
+const other: Client | undefined = beside ? clientOf(variant === 'raw' ? 'mesh' : 'raw') : undefined;
 
-async function run(count: number): Promise<void> {
+async function runOn(c: Client, count: number): Promise<void> {
   let left = count;
   const worker = async () => {
-    while (left-- > 0) await echo(client, { text: 'x' });
+    while (left-- > 0) await echo(c, { text: 'x' });
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
 }
+const run = (count: number) => runOn(client, count);
 
-await run(warm);
+if (other !== undefined) {
+  // As the suite's ABBA rounds: both clients warm up in turns.
+  for (let i = 0; i < 4; i++) {
+    await runOn(i % 3 === 0 ? client : other, Math.ceil(warm / 4));
+  }
+} else await run(warm);
 // With the flags of the header's allocation recipe, no garbage collection falls inside a window.
 const gc = (globalThis as { gc?: () => void }).gc;
 for (let w = 0; w < windows; w++) {
@@ -86,11 +101,12 @@ for (let w = 0; w < windows; w++) {
   if (underCallgrind) await control(`--dump=window${w}`);
   const ir = underCallgrind ? lastDumpInstructions() : undefined;
   console.log(
-    `${variant} c=${concurrency} ${n} window ${w}: ${ir === undefined ? '(no callgrind)' : Math.round(ir / Math.max(1, n))} ` +
+    `${named} c=${concurrency} ${n} window ${w}: ${ir === undefined ? '(no callgrind)' : Math.round(ir / Math.max(1, n))} ` +
       `cpu ${((cpu.user + cpu.system) / n).toFixed(1)}us/call heap ${gc === undefined ? '?' : Math.round((h1 - h0) / n)} B/call`,
   );
 }
 client.close();
+other?.close();
 await mesh?.close();
 child.kill();
 process.exit(0);
