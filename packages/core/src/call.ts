@@ -235,8 +235,6 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   #observer: CallObserver | undefined = undefined;
   /** The attempt being handed to the transport (`send` may report its connection synchronously). */
   #sending: A | undefined = undefined;
-  /** The clock read at `begin()`, reused by the first attempt's start (no second read). */
-  #startClock = -1;
   /** What the first attempt may take (`attemptBudgetMs`), known at `begin()` without a clock read. */
   #firstBudget = Number.POSITIVE_INFINITY;
   /** Until when the call may wait for an endpoint under its concurrency limit (-1: has not waited). */
@@ -398,8 +396,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       this.#deadlineExpired();
       return;
     }
-    this.#startClock = now;
-    this.#next();
+    this.#next(now);
   }
 
   /**
@@ -471,7 +468,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   }
 
   /** Admits and starts the next attempt: breaker, thresholds, pick (avoiding endpoints tried). */
-  #next(): void {
+  /** `clock`: the call's clock read at `begin()`, for its first attempt in the same tick (else -1). */
+  #next(clock = -1): void {
     if (this.#state === DONE) return;
     const rt = this.service;
     const resilience = rt.resilience;
@@ -526,8 +524,6 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const att = this.createAttempt(ep, this.#attempts++);
     att.limited = limiter !== undefined;
     // The first attempt starts in the same tick as the call: the call's clock read serves.
-    const clock = this.#startClock;
-    this.#startClock = -1;
     if (clock < 0) this.#firstBudget = -1; // not the call's first tick: compute from the clock
     att.startedAt = rt.startAttempt(ep, clock >= 0 ? clock : undefined);
     att.permit = permit;
@@ -572,8 +568,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       return;
     }
     this.#state = IDLE;
-    // The next attempt starts later than the call: its clock and budget are read afresh.
-    this.#startClock = -1;
+    // The next attempt starts later than the call: its budget is computed afresh.
     this.#firstBudget = -1;
     this.#waitingOn = limiter;
     limiter.wait(this);

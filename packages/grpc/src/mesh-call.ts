@@ -384,8 +384,11 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
 
   readonly #client: MeshClientPolicy;
   readonly #unary: boolean;
-  /** The caller's deadline (epoch ms; Infinity: none); the parent call's, when it propagates. */
-  readonly #deadline: number;
+  /**
+   * The caller's deadline (epoch ms; undefined: none); the parent call's, when it propagates. Not
+   * Infinity for none: a field that holds a double is a heap number of its own in every call.
+   */
+  readonly #deadline: number | undefined;
   readonly #parent: ParentCall;
   readonly #propagate: number | null | undefined;
   #channel: Channel | undefined = undefined;
@@ -457,7 +460,7 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
       if ((all & propagate.CANCELLATION) !== 0)
         parent.on('cancelled', () => this.cancelWithStatus(status.CANCELLED, 'Cancelled by parent call'));
     }
-    this.#deadline = d;
+    this.#deadline = d === Number.POSITIVE_INFINITY ? undefined : d;
     this.#parent = parent;
     this.#propagate = pf;
   }
@@ -660,7 +663,7 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
       this.hash = this.service.requestHash(hashHeaders.view);
       hashHeaders.metadata = undefined;
     }
-    this.begin(this.#deadline === Number.POSITIVE_INFINITY ? undefined : this.#deadline);
+    this.begin(this.#deadline);
   }
 
   protected override onStart(): void {
