@@ -46,6 +46,29 @@ describe('deadline context', () => {
     }
   });
 
+  it('reads digits as Number() does, and other forms through Number()', () => {
+    // The digit-by-digit fast path must agree with the definition (Number, finite, >= 0, clamped).
+    const reference = (v: string) => {
+      if (v.length === 0 || v.length > 12) return undefined;
+      const ms = Number(v);
+      return Number.isFinite(ms) && ms >= 0 ? 1_000 + Math.min(ms, 2 ** 31 - 1) : undefined;
+    };
+    const alphabet = '0123456789 .e+-x_a';
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      return seed % n;
+    };
+    const cases = ['0', '007', '5000', '999999999999', '2147483648', ' 50', '50 ', '1e3', '0x10', '1.5', '+7'];
+    for (let i = 0; i < 3_000; i++) {
+      let v = '';
+      const len = rnd(14);
+      for (let j = 0; j < len; j++) v += alphabet[i % 3 === 0 ? rnd(10) : rnd(alphabet.length)];
+      cases.push(v);
+    }
+    for (const v of cases) expect([v, parseDeadlineHeader(v, 1_000)]).toEqual([v, reference(v)]);
+  });
+
   it('reads an inbound deadline: meshlet header first, then x-request-timeout, then the default', () => {
     expect(inboundDeadline({ 'x-meshlet-deadline-ms': '200', 'x-request-timeout': '900' }, 0, 1_000)).toBe(
       1_200,
