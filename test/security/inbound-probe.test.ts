@@ -5,13 +5,13 @@
  * DENY-list and an ALLOW-list policy. The assertion is on handler invocations: no request reaches
  * a handler the policy denies, whatever the answer was; allowed requests still work.
  */
-import type { Server as HttpServer } from 'node:http';
+import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import express from 'express';
 import Fastify, { type FastifyServerOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { meshMiddleware } from '../../packages/express/src/index.js';
+import { meshHandler, meshMiddleware } from '../../packages/express/src/index.js';
 import { meshPlugin } from '../../packages/fastify/src/index.js';
 import { createMeshServer } from '../../packages/grpc/src/index.js';
 import { echoDefinition } from '../../packages/grpc/test/helpers.js';
@@ -152,14 +152,18 @@ function counter(): { counts: Counts; hit: (name: string) => void } {
   return { counts, hit };
 }
 
-async function expressServer(policies: AuthorizationPolicy[], strict: boolean): Promise<Target> {
+async function expressServer(
+  policies: AuthorizationPolicy[],
+  strict: boolean,
+  form: 'middleware' | 'handler' = 'middleware',
+): Promise<Target> {
   const { counts, hit } = counter();
   const app = express();
   if (strict) {
     app.enable('case sensitive routing');
     app.enable('strict routing');
   }
-  app.use(meshMiddleware({ authorizer: createAuthorizer(policies) }));
+  if (form === 'middleware') app.use(meshMiddleware({ authorizer: createAuthorizer(policies) }));
   const ok = (name: string) => (_req: express.Request, res: express.Response) => {
     hit(name);
     res.json({ handler: name });
@@ -180,7 +184,12 @@ async function expressServer(policies: AuthorizationPolicy[], strict: boolean): 
   app.get('/iponly', ok('iponly'));
   app.get('/principal-only', ok('principal'));
   const server = await new Promise<HttpServer>((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    if (form === 'middleware') {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    } else {
+      const handler = meshHandler(app, { authorizer: createAuthorizer(policies) });
+      const s = createServer(handler).listen(0, '127.0.0.1', () => resolve(s));
+    }
   });
   cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
   cleanups.push(() => server.closeAllConnections());
@@ -228,6 +237,8 @@ const LENIENT = {
 const SERVERS: Array<[string, (p: AuthorizationPolicy[]) => Promise<Target>]> = [
   ['Express (default routing)', (p) => expressServer(p, false)],
   ['Express (case sensitive, strict routing)', (p) => expressServer(p, true)],
+  ['Express behind meshHandler (default routing)', (p) => expressServer(p, false, 'handler')],
+  ['Express behind meshHandler (case sensitive, strict routing)', (p) => expressServer(p, true, 'handler')],
   ['Fastify (default routing)', (p) => fastifyServer(p, {})],
   [
     'Fastify (case-insensitive, duplicate and trailing slashes ignored, ; delimiter)',

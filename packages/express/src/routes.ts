@@ -1,7 +1,7 @@
 import { type RouteView, routeView } from '@meshlet/core';
 
 /** The parts of Express (4 and 5) and its router that routing views and route templates are read from. */
-interface ExpressApp {
+export interface ExpressApp {
   enabled?(setting: string): boolean;
   path?(): string;
   /** Express 5 (created on first use). */
@@ -37,7 +37,11 @@ let lastView: RouteView | undefined;
  * router was created from them), remembered for the last app seen.
  */
 export function expressRouteView(req: ExpressRequestLike): RouteView {
-  const app = req.app;
+  return expressAppRouteView(req.app);
+}
+
+/** `expressRouteView` of an app (its settings; Express's defaults when it has none). */
+export function expressAppRouteView(app: ExpressApp | undefined): RouteView {
   if (app === lastApp && lastView !== undefined) return lastView;
   const enabled = (s: string) => (typeof app?.enabled === 'function' ? app.enabled(s) : false);
   const view = routeView({

@@ -1,4 +1,4 @@
-import { Agent, request as httpRequest, type Server } from 'node:http';
+import { Agent, createServer, request as httpRequest, type Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import {
@@ -16,8 +16,14 @@ import {
 } from '@meshlet/core';
 import { createAuthorizer } from '@meshlet/tls';
 import express from 'express';
-import { afterEach, describe, expect, it } from 'vitest';
-import { DEADLINE_HEADER, gracefulShutdown, meshMiddleware } from '../src/index.js';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  DEADLINE_HEADER,
+  gracefulShutdown,
+  type MeshMiddlewareOptions,
+  meshHandler,
+  meshMiddleware,
+} from '../src/index.js';
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -31,9 +37,26 @@ async function newMesh(): Promise<Mesh> {
   return mesh;
 }
 
+/**
+ * The two ways of putting the mesh in front of an app: as its first layer (`meshMiddleware`) or as
+ * its server's request listener (`meshHandler`). `mount` does the one the running block tests.
+ */
+type Form = 'middleware' | 'handler';
+let form: Form = 'middleware';
+const handlerOptions = new WeakMap<express.Express, MeshMiddlewareOptions>();
+function mount(app: express.Express, options: MeshMiddlewareOptions = {}): void {
+  if (form === 'middleware') app.use(meshMiddleware(options));
+  else handlerOptions.set(app, options);
+}
+
 async function listen(app: express.Express): Promise<{ server: Server; base: string; port: number }> {
+  const options = handlerOptions.get(app);
   const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    if (options === undefined) {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    } else {
+      const s = createServer(meshHandler(app, options)).listen(0, '127.0.0.1', () => resolve(s));
+    }
   });
   cleanups.push(
     () =>
@@ -51,11 +74,21 @@ async function get(url: string, headers: Record<string, string> = {}) {
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
-describe('meshMiddleware', () => {
+describe.each([
+  ['meshMiddleware', 'middleware'],
+  ['meshHandler', 'handler'],
+] as const)('%s', (_name, f) => {
+  beforeEach(() => {
+    form = f;
+  });
+  afterEach(() => {
+    form = 'middleware';
+  });
+
   it('serves liveness and readiness; readiness fails while draining', async () => {
     const mesh = await newMesh();
     const app = express();
-    app.use(meshMiddleware({ mesh }));
+    mount(app, { mesh });
     const { base } = await listen(app);
     expect(await get(`${base}/healthz`)).toEqual({ status: 200, body: { status: 'alive' } });
     expect(await get(`${base}/ready`)).toEqual({ status: 200, body: { status: 'ready' } });
@@ -68,7 +101,7 @@ describe('meshMiddleware', () => {
     const mesh = new Mesh(parseConfig({ services: { slow: { endpoints: ['127.0.0.1:1'] } } }));
     cleanups.push(() => mesh.close());
     const app = express();
-    app.use(meshMiddleware({ mesh, readinessPath: '/readyz' }));
+    mount(app, { mesh, readinessPath: '/readyz' });
     const { base } = await listen(app);
     // static discovery answers at once but ready() has not been awaited yet: isReady is false
     const first = await get(`${base}/readyz`);
@@ -86,7 +119,7 @@ describe('meshMiddleware', () => {
       },
     ]);
     const app = express();
-    app.use(meshMiddleware({ authorizer }));
+    mount(app, { authorizer });
     app.get('/data', (_req, res) => {
       res.json({ ok: true });
     });
@@ -97,9 +130,31 @@ describe('meshMiddleware', () => {
     expect(denied.body).toMatchObject({ error: { code: 'MESHLET_ERR_FORBIDDEN', policy: 'deny-mallory' } });
   });
 
+  it('refuses a request (500) when the inbound step throws, never reaching the handler', async () => {
+    const app = express();
+    mount(app, {
+      authorizer: () => {
+        throw new Error('policy store unavailable');
+      },
+    });
+    let reached = 0;
+    app.get('/x', (_req, res) => {
+      reached++;
+      res.json({});
+    });
+    const { base } = await listen(app);
+    const warned = new Promise<string>((resolve) => process.once('warning', (w) => resolve(w.message)));
+    const res = await fetch(`${base}/x`);
+    expect(res.status).toBe(500);
+    await res.arrayBuffer();
+    expect(reached).toBe(0);
+    // the handler form says why (the middleware form leaves it to Express's final handler)
+    if (form === 'handler') expect(await warned).toMatch(/policy store unavailable/);
+  });
+
   it("runs handlers in the deadline context of a trusted caller's x-meshlet-deadline-ms / x-request-timeout", async () => {
     const app = express();
-    app.use(meshMiddleware({ deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] } }));
+    mount(app, { deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] } });
     app.get('/d', async (_req, res) => {
       await new Promise((r) => setTimeout(r, 5));
       const d = currentDeadline();
@@ -116,9 +171,9 @@ describe('meshMiddleware', () => {
   });
 
   it("ignores an untrusted caller's deadline header and clamps a trusted one to the service's timeout", async () => {
-    const seen = async (options: Parameters<typeof meshMiddleware>[0], headers: Record<string, string>) => {
+    const seen = async (options: MeshMiddlewareOptions, headers: Record<string, string>) => {
       const app = express();
-      app.use(meshMiddleware(options));
+      mount(app, options);
       app.get('/d', (_req, res) => {
         const d = currentDeadline();
         res.json({ left: d === undefined ? null : d - Date.now() });
@@ -143,7 +198,7 @@ describe('meshMiddleware', () => {
 
   it('hands Express the normalized path (req.url), keeps the received one in req.originalUrl', async () => {
     const app = express();
-    app.use(meshMiddleware({ escapedSlashes: 'UNESCAPE_AND_REDIRECT' }));
+    mount(app, { escapedSlashes: 'UNESCAPE_AND_REDIRECT' });
     app.get('/files/:name', (req, res) => {
       res.json({ url: req.url, originalUrl: req.originalUrl, name: req.params.name });
     });
@@ -198,7 +253,7 @@ describe('meshMiddleware', () => {
       },
     };
     const app = express();
-    app.use(meshMiddleware({ telemetry }));
+    mount(app, { telemetry });
     let sawSpan = false;
     let closeListeners = 0;
     app.get('/x', (_req, res) => {

@@ -9,17 +9,27 @@ import { admissionMicro } from '../support/admission.js';
  * Inbound overhead: Express and Fastify with meshlet's middleware/plugin vs the bare framework
  * (target >= 0.95x throughput), same route, same client, side by side in one run.
  *
- * Each framework runs in three child processes (`support/inbound-servers.ts`), one per variant:
- * the bare framework, `core` (a core `Mesh` without telemetry: probes, authorization lookup,
- * deadline context) and `full` (what `createMesh()` gives: `@meshlet/telemetry` installed, so +
- * server metrics and spans through the no-op tracer). Every request carries
+ * Each framework runs in child processes (`support/inbound-servers.ts`), three per variant: the
+ * bare framework, `core` (a core `Mesh` without telemetry: probes, authorization lookup, deadline
+ * context) and `full` (what `createMesh()` gives: `@meshlet/telemetry` installed, so + server
+ * metrics and spans through the no-op tracer), and for Express `handler` (the `full` setup through
+ * `meshHandler`, in front of the app instead of as its first router layer). Every request carries
  * `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds alternate
- * between the variants (bare, core, full, then the reverse), and for each round we record the
- * client-observed throughput and the server process' CPU time per request (`process.cpuUsage()`
- * deltas of the child, over IPC). Throughput on a shared 2-core machine is noisy (the client
- * competes with the server for the same cores); server CPU per request is what the middleware
- * adds, and survives noise better. Ratios are medians over rounds of the paired per-round ratios.
- * Quick mode measures `full` against bare only, in short rounds: a smoke test, not a measurement.
+ * between the variants (bare, core, full, …, then the reverse), a pair of rounds on the same
+ * process of each variant, the next pair on the next process. For each round
+ * we record the client-observed throughput and the server process' CPU time per request
+ * (`process.cpuUsage()` deltas of the child, over IPC). Ratios are medians over rounds of the
+ * paired per-round ratios.
+ *
+ * Why three processes per variant: identical processes differ. Four bare Express processes
+ * measured side by side on this machine served 28,400–30,700 requests a second (Node 24.22, one
+ * run, the same code): where V8 placed and when it optimized what, per process, moves throughput
+ * by ±4% for the process' whole life, and a ratio of one process to one other carries that as
+ * a bias no number of rounds removes. Three per variant, taken in turn, average it out of the
+ * medians. Throughput on a shared 2-core machine is noisy besides (the client competes with the
+ * server for the same cores); server CPU per request is what the middleware adds, and survives
+ * noise better. Quick mode measures `full` against bare only, one process each, in short
+ * rounds: a smoke test, not a measurement.
  *
  * The meshed variants run the whole inbound admission step: path normalization, a 20-rule ALLOW
  * policy walked to its last rule, the routed view, the deadline (loopback is a trusted network
@@ -28,7 +38,7 @@ import { admissionMicro } from '../support/admission.js';
  */
 
 type Framework = 'express' | 'fastify';
-type VariantName = 'bare' | 'core' | 'full';
+type VariantName = 'bare' | 'core' | 'full' | 'handler';
 
 interface Child {
   readonly ports: Readonly<Record<string, number>>;
@@ -138,26 +148,36 @@ const suite: BenchSuite = {
     // default (`full`) against bare only, to stay within the quick run's per-suite cap.
     const rounds = quick ? 2 : 24;
     const roundMs = quick ? 100 : 400;
-    const warmupMs = quick ? 500 : 2000;
-    const VARIANTS: readonly VariantName[] = quick ? ['bare', 'full'] : ['bare', 'core', 'full'];
+    const warmupMs = quick ? 500 : 1500;
+    const ALL: readonly VariantName[] = quick ? ['bare', 'full'] : ['bare', 'core', 'full', 'handler'];
+    // Processes per variant (see above): rounds take them in turn.
+    const processes = quick ? 1 : 3;
     const pools: Pool[] = [];
     for (const fw of ['express', 'fastify'] as const satisfies readonly Framework[]) {
-      // One process per framework and variant, as a service runs one framework one way.
-      const children = await Promise.all(VARIANTS.map((v) => startChild(v, fw)));
+      // `handler` (meshHandler, in front of the app) exists for Express only.
+      const VARIANTS = ALL.filter((v) => v !== 'handler' || fw === 'express');
+      // Each process serves one framework one way, as a service does.
+      const children = await Promise.all(
+        VARIANTS.flatMap((v) => Array.from({ length: processes }, () => startChild(v, fw))),
+      );
       try {
-        const targets = {} as Record<VariantName, Target>;
+        const targets = {} as Record<VariantName, Target[]>;
         for (const [i, v] of VARIANTS.entries()) {
-          const child = children[i] as Child;
-          const port = child.ports[`${fw}.${v}`];
-          const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
-          pools.push(pool);
-          targets[v] = { pool, child };
+          targets[v] = [];
+          for (let k = 0; k < processes; k++) {
+            const child = children[i * processes + k] as Child;
+            const port = child.ports[`${fw}.${v}`];
+            const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
+            pools.push(pool);
+            targets[v].push({ pool, child });
+          }
         }
-        for (const v of VARIANTS) await closedLoop(targets[v].pool, concurrency, warmupMs);
-        const per: Record<VariantName, Round[]> = { bare: [], core: [], full: [] };
+        for (const v of VARIANTS) for (const t of targets[v]) await closedLoop(t.pool, concurrency, warmupMs);
+        const per: Record<VariantName, Round[]> = { bare: [], core: [], full: [], handler: [] };
         for (let r = 0; r < rounds; r++) {
           const order = r % 2 === 0 ? VARIANTS : [...VARIANTS].reverse();
-          for (const v of order) per[v].push(await measure(targets[v], concurrency, roundMs));
+          const k = Math.floor(r / 2) % processes; // both orders of a pair on the same processes
+          for (const v of order) per[v].push(await measure(targets[v][k] as Target, concurrency, roundMs));
         }
         const paired = (v: VariantName, f: (m: Round, b: Round) => number) =>
           median(per[v].map((m, i) => f(m, per.bare[i] as Round)));
@@ -183,7 +203,7 @@ const suite: BenchSuite = {
             addedServerUsPerRequest: round2(addedUs),
           };
           summary.push(
-            `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : 'createMesh defaults, telemetry on'}) vs bare ${fw}: ` +
+            `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : v === 'handler' ? 'meshHandler in front of the app, createMesh defaults' : 'createMesh defaults, telemetry on'}) vs bare ${fw}: ` +
               `${tput.toFixed(3)}x throughput, ${cpu.toFixed(3)}x by server CPU ` +
               `(+${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us) ` +
               `[${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`,

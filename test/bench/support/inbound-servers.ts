@@ -8,7 +8,8 @@
  * over a core `Mesh` without telemetry: the admission step with path normalization, a 20-rule
  * ALLOW policy walked to its last rule, the caller's deadline from a trusted network, probes) or
  * `full` (over a mesh with `@meshlet/telemetry` installed as `createMesh()` does: + server metrics,
- * spans through the no-op tracer). Separate processes keep each variant's CPU its own: the deadline
+ * spans through the no-op tracer) or `handler` (Express only: `full` through `meshHandler`, in front
+ * of the app rather than as its first layer). Separate processes keep each variant's CPU its own: the deadline
  * context's AsyncLocalStorage turns on promise hooks for a whole process (Node 20), and garbage one
  * variant leaves must not be collected on another's time (a process shared by two variants that
  * take turns hands each one's GC debt to the other).
@@ -16,14 +17,15 @@
  * Reports `{ ports: { 'express.bare': n, … } }` over IPC and answers `{ cpu: id }` with
  * `{ cpu: id, us }` (this process' user + system CPU so far, µs). Exits when the parent goes away.
  */
-import type { Server as HttpServer } from 'node:http';
+import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Mesh as CoreMesh } from '../../../packages/core/src/index.js';
 
-type Variant = 'bare' | 'empty' | 'core' | 'full';
-const variant: Variant = (['empty', 'core', 'full'] as const).find((v) => v === process.argv[2]) ?? 'bare';
+type Variant = 'bare' | 'empty' | 'core' | 'full' | 'handler';
+const variant: Variant =
+  (['empty', 'core', 'full', 'handler'] as const).find((v) => v === process.argv[2]) ?? 'bare';
 const framework = process.argv[3] === 'fastify' ? 'fastify' : 'express';
 // The meshlet packages are loaded only by meshed processes: a bare one stays bare.
 const m =
@@ -45,6 +47,16 @@ const inbound = m && {
 
 async function listenExpress(mesh: CoreMesh | undefined): Promise<number> {
   const app = express();
+  if (variant === 'handler' && mesh && m) {
+    // `handler`: the same as `full`, in front of the app (`meshHandler`) instead of as its first layer.
+    app.get('/items/:id', (req, res) => {
+      res.json({ id: req.params.id });
+    });
+    const s = createServer(m.meshHandler(app, { mesh, ...inbound }));
+    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
+    s.keepAliveTimeout = 60_000;
+    return (s.address() as AddressInfo).port;
+  }
   if (mesh && m) app.use(m.meshMiddleware({ mesh, ...inbound }));
   // `empty`: the bare framework with one middleware that does nothing (what any middleware costs).
   else if (variant === 'empty') app.use((_req, _res, next) => next());
@@ -72,7 +84,7 @@ let mesh: CoreMesh | undefined;
 if (m) {
   mesh = new m.Mesh(m.parseConfig({}));
   // `full`: what createMesh() gives the inbound side, a mesh with @meshlet/telemetry installed.
-  if (variant === 'full') await m.installTelemetry(mesh, { admin: false });
+  if (variant === 'full' || variant === 'handler') await m.installTelemetry(mesh, { admin: false });
   await mesh.ready();
 }
 export const port = framework === 'express' ? await listenExpress(mesh) : await listenFastify(mesh);
