@@ -20,7 +20,12 @@ import {
   socketPeer,
   trackLoad,
 } from '@meshlet/core';
-import { type ExpressRequestLike, expressAppRouteView, expressRouteTemplate, expressRouteView } from './routes.js';
+import {
+  type ExpressRequestLike,
+  expressAppRouteView,
+  expressRouteTemplate,
+  expressRouteView,
+} from './routes.js';
 
 /** The middleware's options: the inbound options every adapter takes (see `InboundOptions`). */
 export type MeshMiddlewareOptions = InboundOptions;
@@ -61,7 +66,13 @@ type ExpressRequest = IncomingMessage & ExpressRequestLike & { originalUrl?: str
  * in the request's deadline and span context. `atRoot`: the request's `url` is the whole path
  * (not cut by a mount); `view`: how the app routes.
  */
-type Inbound = (req: ExpressRequest, res: ServerResponse, next: () => void, atRoot: boolean, view: RouteView) => void;
+type Inbound = (
+  req: ExpressRequest,
+  res: ServerResponse,
+  next: () => void,
+  atRoot: boolean,
+  view: RouteView,
+) => void;
 
 function inbound(options: MeshMiddlewareOptions): Inbound {
   const mesh = options.mesh;
