@@ -146,10 +146,13 @@ describe.each([
     const warned = new Promise<string>((resolve) => process.once('warning', (w) => resolve(w.message)));
     const res = await fetch(`${base}/x`);
     expect(res.status).toBe(500);
-    await res.arrayBuffer();
+    const body = await res.text();
     expect(reached).toBe(0);
     // the handler form says why (the middleware form leaves it to Express's final handler)
-    if (form === 'handler') expect(await warned).toMatch(/policy store unavailable/);
+    if (form === 'handler') {
+      expect(body).toBe('Internal Server Error');
+      expect(await warned).toMatch(/policy store unavailable/);
+    }
   });
 
   it("runs handlers in the deadline context of a trusted caller's x-meshlet-deadline-ms / x-request-timeout", async () => {
