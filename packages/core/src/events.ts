@@ -173,7 +173,8 @@ export class MeshEvents {
   readonly attempts: EventSlot<'attempt'>;
 
   constructor() {
-    const slots: Record<string, EventSlot<MeshEventName>> = {};
+    // No prototype: an inherited name (`toString`) is no event.
+    const slots: Record<string, EventSlot<MeshEventName>> = Object.create(null);
     for (const name of EVENT_NAMES) slots[name] = new EventSlot(name);
     this.#slots = slots as unknown as Slots;
     this.requests = this.#slots.request;
@@ -181,12 +182,16 @@ export class MeshEvents {
   }
 
   on<K extends MeshEventName>(name: K, listener: Listener<K>): () => void {
-    return (this.#slots[name] as EventSlot<K>).on(listener);
+    const slot = this.#slots[name] as EventSlot<K> | undefined;
+    // A name from untyped code that no event has: say so rather than fail on a missing slot.
+    if (slot === undefined)
+      throw new TypeError(`unknown mesh event "${String(name)}" (events: ${EVENT_NAMES.join(', ')})`);
+    return slot.on(listener);
   }
 
   /** True when someone listens for `name`; lets the hot path skip building an event object. */
   wants(name: MeshEventName): boolean {
-    return this.#slots[name].wanted;
+    return (this.#slots[name] as EventSlot<MeshEventName> | undefined)?.wanted === true;
   }
 
   emit<K extends MeshEventName>(name: K, event: MeshEventMap[K]): void {

@@ -70,4 +70,14 @@ describe('MeshEvents slots (the call path emits through them, not by name)', () 
       process.off('warning', onWarning);
     }
   });
+
+  it('names an unknown event (from untyped code) instead of failing on it', () => {
+    const events = new MeshEvents();
+    const on = events.on as (name: string, l: () => void) => () => void;
+    for (const name of ['requests', 'toString', '__proto__'])
+      expect(() => on.call(events, name, () => {})).toThrow(/unknown mesh event ".*" \(events: .*request/);
+    const wants = events.wants as (name: string) => boolean;
+    expect(wants.call(events, 'toString')).toBe(false);
+    expect(wants.call(events, 'nope')).toBe(false);
+  });
 });
