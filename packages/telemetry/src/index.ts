@@ -87,6 +87,8 @@ export {
   extractContext,
   formatTraceparent,
   type HeaderGetter,
+  type HeaderRecord,
+  type HeaderSource,
   headerGetter,
   injectHeaders,
   parseB3,

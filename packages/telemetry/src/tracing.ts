@@ -108,12 +108,21 @@ function b3Context(tid: string, sid: string, sampled: string | undefined): SpanC
 /** Header lookup used by extraction: give it a function over the inbound request's headers. */
 export type HeaderGetter = (lowerName: string) => string | undefined;
 
+/** Request headers by lower-case name, as Node gives them (`IncomingHttpHeaders`). */
+export type HeaderRecord = Readonly<Record<string, string | readonly string[] | undefined>>;
+
+/** Where extraction reads headers from: a getter, or the headers themselves. */
+export type HeaderSource = HeaderGetter | HeaderRecord;
+
 /** Builds a getter over Node's `IncomingHttpHeaders` (or any record of lower-case names). */
-export function headerGetter(headers: Readonly<Record<string, string | string[] | undefined>>): HeaderGetter {
-  return (name) => {
-    const v = headers[name];
-    return Array.isArray(v) ? v.join(',') : v;
-  };
+export function headerGetter(headers: HeaderRecord): HeaderGetter {
+  return (name) => readHeader(headers, name);
+}
+
+function readHeader(h: HeaderSource, name: string): string | undefined {
+  if (typeof h === 'function') return h(name);
+  const v = h[name];
+  return typeof v === 'string' || v === undefined ? v : v.join(',');
 }
 
 /**
@@ -121,16 +130,18 @@ export function headerGetter(headers: Readonly<Record<string, string | string[] 
  * in the order given) and returns `base` with it set as the span context.
  */
 export function extractContext(
-  get: HeaderGetter,
+  headers: HeaderSource,
   formats: readonly Propagation[],
   base: Context = ROOT_CONTEXT,
 ): Context {
-  for (const f of formats) {
+  // An index loop: an array iterator per request where this code is not fully optimized.
+  for (let i = 0; i < formats.length; i++) {
+    const f = formats[i] as Propagation;
     let sc: SpanContext | undefined;
     if (f === 'w3c') {
-      sc = parseTraceparent(get('traceparent'));
+      sc = parseTraceparent(readHeader(headers, 'traceparent'));
       if (sc) {
-        const ts = get('tracestate');
+        const ts = readHeader(headers, 'tracestate');
         if (ts) {
           try {
             sc = { ...sc, traceState: createTraceState(ts) };
@@ -140,12 +151,17 @@ export function extractContext(
         }
       }
     } else if (f === 'b3') {
-      sc = parseB3(get('b3'));
+      sc = parseB3(readHeader(headers, 'b3'));
     } else {
-      const tid = get('x-b3-traceid');
-      const sid = get('x-b3-spanid');
+      const tid = readHeader(headers, 'x-b3-traceid');
+      const sid = readHeader(headers, 'x-b3-spanid');
       if (tid && sid)
-        sc = b3Context(tid, sid, get('x-b3-sampled') ?? (get('x-b3-flags') === '1' ? 'd' : undefined));
+        sc = b3Context(
+          tid,
+          sid,
+          readHeader(headers, 'x-b3-sampled') ??
+            (readHeader(headers, 'x-b3-flags') === '1' ? 'd' : undefined),
+        );
     }
     if (sc) return trace.setSpanContext(base, sc);
   }
@@ -435,6 +451,8 @@ export interface ServerSpanInfo {
   readonly peerIdentity?: string | undefined;
   /** Reads an inbound header by lower-case name (see `headerGetter`). */
   readonly header: HeaderGetter;
+  /** The inbound headers themselves, when at hand: extraction reads them directly, not through `header`. */
+  readonly headers?: HeaderRecord | undefined;
 }
 
 /**
@@ -458,15 +476,29 @@ export class ServerTracing {
 
   /** Starts a SERVER span; returns it with the context that has it active. */
   start(info: ServerSpanInfo): { span: Span; context: Context } {
-    // Tracing off: no server span, no trace carried on (the caller's trace headers are ignored).
-    if (!this.enabled) return { span: NO_SPAN, context: context.active() };
-    const parent = extractContext(info.header, this.formats, context.active());
-    // The global provider with no SDK behind it and no caller's trace to carry on: nothing to
-    // record or propagate, so no span, attributes or context are built for the request.
+    const parent = this.parentOf(info, context.active());
+    const span = this.spanFor(info, parent);
+    return { span, context: this.contextFor(span, parent) };
+  }
+
+  /** `base` with the caller's trace (from `info`'s headers) as the remote parent; `base` when tracing is off or there is none. */
+  parentOf(info: ServerSpanInfo, base: Context): Context {
+    // Tracing off: no trace carried on (the caller's trace headers are ignored).
+    if (!this.enabled) return base;
+    return extractContext(info.headers ?? info.header, this.formats, base);
+  }
+
+  /**
+   * The SERVER span of a request under `parent` (from `parentOf`): a no-op span when tracing is off,
+   * or when the global provider has no SDK behind it and there is no caller's trace to carry on
+   * (nothing to record or propagate: no span or attributes are built for the request).
+   */
+  spanFor(info: ServerSpanInfo, parent: Context): Span {
+    if (!this.enabled) return NO_SPAN;
     const proxy = this.#proxy;
     if (proxy !== undefined && proxy.getDelegate() === NOOP_PROVIDER) {
       const psc = trace.getSpanContext(parent);
-      if (psc === undefined || !isSpanContextValid(psc)) return { span: NO_SPAN, context: parent };
+      if (psc === undefined || !isSpanContextValid(psc)) return NO_SPAN;
     }
     const attributes: Attributes = {
       'http.request.method': info.method,
@@ -481,14 +513,19 @@ export class ServerTracing {
     if (info.userAgent !== undefined) attributes['user_agent.original'] = info.userAgent;
     if (info.peerIdentity !== undefined) attributes['meshlet.peer.identity'] = info.peerIdentity;
     const name = info.route !== undefined ? `${info.method} ${info.route}` : info.method;
-    const span = this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+    return this.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+  }
+
+  /** The context to run the handler in: `parent` with `span` active, or `parent` itself when `span` changes nothing downstream. */
+  contextFor(span: Span, parent: Context): Context {
+    if (span === NO_SPAN) return parent;
     // A span that records nothing and carries no trace (no SDK registered, no caller's trace)
     // changes nothing downstream: keep the caller's context rather than allocate one per request.
     if (!span.isRecording()) {
       const sc = span.spanContext();
-      if (sc.traceId === INVALID_TRACEID || !isSpanContextValid(sc)) return { span, context: parent };
+      if (sc.traceId === INVALID_TRACEID || !isSpanContextValid(sc)) return parent;
     }
-    return { span, context: trace.setSpan(parent, span) };
+    return trace.setSpan(parent, span);
   }
 
   /** Ends a server span with the response status (5xx, or an error, marks it failed). */

@@ -316,6 +316,49 @@ describe('server spans and propagation', () => {
     expect(series('POST', '0', '/pkg.Svc/Call')).toBe(1);
   });
 
+  it('reads an adapter’s request through (Node’s headers, repeated ones joined) and enters a context only to carry one', async () => {
+    const entries: AccessLogEntry[] = [];
+    const { m } = await setup({ accessLog: {} }, false, {
+      accessLogSink: (e: AccessLogEntry) => entries.push(e),
+    });
+    const KEY = Symbol('outer');
+    const outer = ROOT_CONTEXT.setValue(KEY, 'outer');
+    const info = (headers: Record<string, string | string[]>) => ({
+      transport: 'http' as const,
+      method: 'GET',
+      path: '/books/7',
+      route: '/books/:id',
+      headers,
+      principal: 'spiffe://cluster.local/ns/bookinfo/sa/productpage',
+    });
+    context.with(outer, () => {
+      // No SDK, no caller's trace: the handler runs in the context the request started in.
+      const plain = m.telemetry.inbound.start(info({ host: 'reviews:9080', 'user-agent': 'curl/8' }));
+      expect(plain?.run(() => context.active())).toBe(outer);
+      plain?.end(200);
+      // A caller's trace (its tracestate repeated, as Node keeps repeated headers) is carried into the handler.
+      const traced = m.telemetry.inbound.start(
+        info({
+          traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+          tracestate: ['congo=t61rcWkgMzE', 'rojo=00f067aa0ba902b7'],
+        }),
+      );
+      const inside = traced?.run(() => trace.getSpanContext(context.active()));
+      expect(inside?.traceId).toBe('4bf92f3577b34da6a3ce929d0e0e4736');
+      expect(inside?.traceState?.get('rojo')).toBe('00f067aa0ba902b7');
+      expect(traced?.run(() => context.active().getValue(KEY))).toBe('outer');
+      traced?.end(503);
+    });
+    // The access log reads the request's fields and headers through the same view.
+    expect(entries.map((e) => [e.method, e.path, e.status, e.host, e.user_agent, e.peer_identity])).toEqual([
+      ['GET', '/books/7', 200, 'reviews:9080', 'curl/8', 'spiffe://cluster.local/ns/bookinfo/sa/productpage'],
+      ['GET', '/books/7', 503, undefined, undefined, 'spiffe://cluster.local/ns/bookinfo/sa/productpage'],
+    ]);
+    expect((await m.telemetry.scrape()).body).toMatch(
+      /http_server_requests_total\{http_request_method="GET",http_response_status_code="503",status_class="5xx",http_route="\/books\/:id"\} 1/,
+    );
+  });
+
   it('parses and rejects traceparent and b3 per spec', () => {
     expect(parseTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')?.traceFlags).toBe(1);
     expect(parseTraceparent('00-00000000000000000000000000000000-00f067aa0ba902b7-01')).toBeUndefined();
@@ -327,15 +370,15 @@ describe('server spans and propagation', () => {
     expect(parseB3('80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1')?.traceFlags).toBe(1);
     expect(parseB3('a3ce929d0e0e4736-e457b5a2e4d86bd1-0')?.traceId).toBe('0000000000000000a3ce929d0e0e4736');
     expect(parseB3('0')).toBeUndefined();
-    const ctx = extractContext(
-      headerGetter({
-        'x-b3-traceid': '80f198ee56343ba864fe8b2a57d3eff7',
-        'x-b3-spanid': 'e457b5a2e4d86bd1',
-        'x-b3-sampled': '1',
-      }),
-      ['w3c', 'b3multi'],
-    );
+    const b3 = {
+      'x-b3-traceid': '80f198ee56343ba864fe8b2a57d3eff7',
+      'x-b3-spanid': 'e457b5a2e4d86bd1',
+      'x-b3-sampled': '1',
+    };
+    const ctx = extractContext(headerGetter(b3), ['w3c', 'b3multi']);
     expect(trace.getSpanContext(ctx)?.spanId).toBe('e457b5a2e4d86bd1');
+    // The headers themselves read the same as a getter over them.
+    expect(trace.getSpanContext(extractContext(b3, ['w3c', 'b3multi']))).toEqual(trace.getSpanContext(ctx));
   });
 });
 
