@@ -117,6 +117,31 @@ describe('LoadSampler', () => {
     expect(snap.eventLoopUtilization).toBe(0.2);
   });
 
+  it('reads the loop’s busy time at in-flight transitions from eventLoopActive when the sources have one', () => {
+    const { s, sources } = fakeSources();
+    let busy = 0;
+    const load = new LoadSampler({ sources: { ...sources, eventLoopActive: () => busy } });
+    load.requestStarted();
+    s.t += 10;
+    // eventLoop() says 10 ms busy; eventLoopActive 4 ms: the transitions read the latter.
+    s.active += 10;
+    busy += 4;
+    load.requestFinished();
+    s.t += 990;
+    s.idle += 990;
+    expect(load.sample().applicationUtilization).toBeCloseTo(4 / 1000, 4);
+  });
+
+  it('reads the process’ loop busy time as eventLoopUtilization() computes it', () => {
+    const active = processLoadSources().eventLoopActive as () => number;
+    const before = performance.eventLoopUtilization().active;
+    const read = active();
+    const after = performance.eventLoopUtilization().active;
+    expect(before).toBeGreaterThan(0);
+    expect(read).toBeGreaterThanOrEqual(before);
+    expect(read).toBeLessThanOrEqual(after);
+  });
+
   it('reports as application_utilization the loop’s busy time while requests are in flight, not its idle baseline', () => {
     const { s, sources, advance } = fakeSources();
     const load = new LoadSampler({ sources });

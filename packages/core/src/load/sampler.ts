@@ -16,6 +16,12 @@ export interface LoadSources {
   /** Cumulative event-loop busy and idle time in ms (`performance.eventLoopUtilization()`). */
   eventLoop(): { readonly active: number; readonly idle: number };
   /**
+   * Cumulative event-loop busy time in ms, `eventLoop().active` without the object: read at every
+   * 0 ↔ 1 in-flight transition (up to twice per request). Optional: without it (or when only
+   * `eventLoop` is replaced), `eventLoop().active`.
+   */
+  eventLoopActive?(): number;
+  /**
    * The event-loop delay since the previous call, in ms beyond the sampling resolution (p99 and
    * max), then starts a new window. `undefined` while the monitor is off.
    */
@@ -130,6 +136,7 @@ function checkValue(name: string, value: number): void {
 /** The process' own counters. The event-loop delay monitor runs only between `start` and `stop`. */
 export function processLoadSources(resolutionMs = 10): LoadSources {
   const capacity = readCapacity();
+  const timing = performance.nodeTiming;
   let histogram: ReturnType<typeof monitorEventLoopDelay> | undefined;
   return {
     now: () => performance.now(),
@@ -138,6 +145,12 @@ export function processLoadSources(resolutionMs = 10): LoadSources {
       return u.user + u.system;
     },
     eventLoop: () => performance.eventLoopUtilization(),
+    // What eventLoopUtilization() computes for `active` (now − loop start − idle time), with no
+    // result object and its three numbers per read.
+    eventLoopActive: () => {
+      const start = timing.loopStart;
+      return start <= 0 ? 0 : performance.now() - start - timing.idleTime;
+    },
     takeEventLoopDelay: () => {
       const h = histogram;
       if (h === undefined) return undefined;
@@ -205,6 +218,8 @@ export class LoadSampler {
   readonly #builtin: boolean;
   readonly #limits: OrcaLimits;
   readonly #src: LoadSources;
+  /** The loop's cumulative busy time (`LoadSources.eventLoopActive`). */
+  readonly #active: () => number;
   #timer: NodeJS.Timeout | undefined;
 
   #inFlight = 0;
@@ -250,7 +265,14 @@ export class LoadSampler {
       )
         ? undefined
         : processLoadSources(options.eventLoopDelayResolutionMs ?? 10);
-    this.#src = { ...defaults, ...options.sources } as LoadSources;
+    const src = { ...defaults, ...options.sources } as LoadSources;
+    this.#src = src;
+    // A replaced `eventLoop` without its own `eventLoopActive` is read for both.
+    const active =
+      options.sources?.eventLoop !== undefined && options.sources.eventLoopActive === undefined
+        ? undefined
+        : src.eventLoopActive;
+    this.#active = active ?? (() => src.eventLoop().active);
     this.#lastAt = this.#src.now();
     this.#lastCpu = this.#src.cpuMicros();
     this.#lastLoop = this.#src.eventLoop();
@@ -284,14 +306,13 @@ export class LoadSampler {
    * is the busy time while any is in flight (see `application_utilization`).
    */
   requestStarted(): void {
-    if (this.#inFlight++ === 0) this.#busySince = this.#src.eventLoop().active;
+    if (this.#inFlight++ === 0) this.#busySince = this.#active();
     if (this.#inFlight > this.#peak) this.#peak = this.#inFlight;
   }
 
   /** Counts a request out; `failed` when it ended as a server-side error (it then counts in `eps`). */
   requestFinished(failed = false): void {
-    if (this.#inFlight > 0 && --this.#inFlight === 0)
-      this.#requestBusy += this.#src.eventLoop().active - this.#busySince;
+    if (this.#inFlight > 0 && --this.#inFlight === 0) this.#requestBusy += this.#active() - this.#busySince;
     this.#finished++;
     if (failed) this.#failed++;
   }
