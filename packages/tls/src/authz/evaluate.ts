@@ -302,6 +302,11 @@ interface CompiledOperation {
 
 interface CompiledRule {
   readonly from: readonly CompiledSource[] | undefined;
+  /**
+   * Every source of `from` names principals or namespaces, so a request without a principal (no
+   * mTLS peer) matches none of them: decided before the sources are walked.
+   */
+  readonly needsPrincipal: boolean;
   readonly to: readonly CompiledOperation[] | undefined;
   readonly when: Match | undefined;
   readonly match: Node | undefined;
@@ -415,9 +420,16 @@ function compileWhen(c: Condition): Match {
   return all(m);
 }
 
+/** The source matches only requests with a principal (`fieldOk` needs a value for a positive list). */
+function sourceNeedsPrincipal(s: CompiledSource): boolean {
+  return s.principals !== undefined || s.namespaces !== undefined;
+}
+
 function compileRule(r: Rule): CompiledRule {
+  const from = r.from && r.from.length > 0 ? r.from.map((f) => compileSource(f.source)) : undefined;
   return {
-    from: r.from && r.from.length > 0 ? r.from.map((f) => compileSource(f.source)) : undefined,
+    from,
+    needsPrincipal: from?.every(sourceNeedsPrincipal) === true,
     to: r.to && r.to.length > 0 ? r.to.map((t) => compileOperation(t.operation)) : undefined,
     when: r.when && r.when.length > 0 ? all(r.when.map(compileWhen)) : undefined,
     match: r.match === undefined ? undefined : compileCondition(r.match),
@@ -431,6 +443,10 @@ function compileRule(r: Rule): CompiledRule {
 function matchRule(r: CompiledRule, a: RequestAttributes): boolean {
   const from = r.from;
   if (from !== undefined) {
+    if (r.needsPrincipal) {
+      const p = a.principal;
+      if (p === undefined || p === '') return false;
+    }
     let ok = false;
     for (let i = 0; i < from.length && !ok; i++) ok = matchSource(from[i] as CompiledSource, a);
     if (!ok) return false;
