@@ -8,9 +8,17 @@
  *
  *   node --conditions=meshlet-source --import tsx test/bench/support/servers-callgrind.ts full express 20 20  # warm tsx's cache
  *   CALLGRIND_OUT=/tmp/cg/x valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file=/tmp/cg/x.%p --smc-check=all-non-file \
- *     node --conditions=meshlet-source --import tsx test/bench/support/servers-callgrind.ts full express 2000 2000
+ *     --instr-atstart=no node --conditions=meshlet-source --import tsx test/bench/support/servers-callgrind.ts full express 2000 30000
  *
- * Arguments: variant (`bare`, `core`, `full`), framework (`express`, `fastify`), N, warm-up
+ * With `--instr-atstart=no` the warm-up runs uninstrumented (about ten times faster than counted
+ * code), so it can be as long as a loaded server's first seconds: after 2,000 requests much of the
+ * inbound path still runs in V8's baseline and mid tiers (their IC calls counted per request),
+ * after 30,000 it runs optimized, as in `pnpm bench`. Meshed variants stop the load sampler while
+ * counting (`KEEP_SAMPLER=1` keeps it): its timers would be charged to requests by wall time, which
+ * callgrind stretches ~50x. Add `--perf-basic-prof` to node to name JIT code per function (V8
+ * writes /tmp/perf-<pid>.map; the newest entry covering an address is the function).
+ *
+ * Arguments: variant (`bare`, `empty`, `core`, `full`, `handler`), framework (`express`, `fastify`), N, warm-up
  * requests, and `no-deadline` to leave the deadline header out (no deadline context is entered).
  * Prints `<variant> <framework> <N> <instructions per request>` of the main thread (the client's
  * work and V8's worker threads not included; without `--separate-threads=yes`, of all threads).
