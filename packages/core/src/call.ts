@@ -965,13 +965,18 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
         o.end(outcome, status, this.#attempts, endpoint, error);
       } catch {}
     }
+    const hooks = rt.hooks;
     const requests = rt.events.requests;
+    const listen = hooks.listensToCalls;
+    if (!listen && !requests.wanted) return;
+    const durationMs = (now >= 0 ? now : rt.now()) - this.#startedAt;
+    if (listen) hooks.callEnded(this, durationMs, outcome, status, this.#attempts, endpoint, error);
     if (!requests.wanted) return;
     requests.emit({
       service: rt.name,
       method: this.method,
       path: this.path,
-      durationMs: (now >= 0 ? now : rt.now()) - this.#startedAt,
+      durationMs,
       outcome,
       status,
       attempts: this.#attempts,

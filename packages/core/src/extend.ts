@@ -61,6 +61,7 @@ export type { Mesh, NameResolver, ResolvedService } from './mesh.js';
 export {
   type CallHook,
   type CallInfo,
+  type CallListener,
   type CallObserver,
   type EndpointRemovedListener,
   grpcStatusName,

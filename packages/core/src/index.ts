@@ -373,6 +373,7 @@ export {
 export {
   type CallHook,
   type CallInfo,
+  type CallListener,
   type CallObserver,
   grpcStatusName,
   type Transport,

@@ -6,7 +6,7 @@ import { ErrorCodes, MeshError } from './errors.js';
 import { MeshEvents } from './events.js';
 import { processEventLoopLag } from './load/overload.js';
 import { attachLogger, consoleLogger, type LogRateLimit, type MeshLogger } from './logger.js';
-import { type CallHook, type EndpointRemovedListener, RuntimeHooks } from './observer.js';
+import { type CallHook, type CallListener, type EndpointRemovedListener, RuntimeHooks } from './observer.js';
 import { discoverySources } from './registry.js';
 import type { Router } from './router.js';
 import { ServiceRuntime, type ServiceRuntimeOptions } from './service.js';
@@ -446,6 +446,15 @@ export class Mesh {
    */
   setCallHook(hook: CallHook | undefined): void {
     this.hooks.callHook = hook;
+  }
+
+  /**
+   * Adds a listener of every outbound call and attempt, every transport's (`CallListener`: the
+   * values of the `request` and `attempt` events, with no object made per call) —
+   * `@meshlet/telemetry` records its metrics here. Returns a function that removes it.
+   */
+  addCallListener(listener: CallListener): () => void {
+    return this.hooks.addCallListener(listener);
   }
 
   /**

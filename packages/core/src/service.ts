@@ -682,7 +682,8 @@ export class ServiceRuntime {
   /**
    * Marks the end of an attempt: releases the in-flight count, feeds the endpoint's latency
    * estimate and failure rate (what latency-aware balancers read), runs the attempt observers
-   * (outlier detection) and publishes the attempt to telemetry.
+   * (outlier detection), tells the call listeners (`RuntimeHooks.addCallListener`: telemetry) and
+   * emits the `attempt` event when someone listens.
    *
    * `start` is when the attempt was dispatched (the attempt's duration in events and spans);
    * `connectedAt` when it was on a connection, from which its latency is measured (connection
@@ -780,6 +781,18 @@ export class ServiceRuntime {
         (observers[i] as AttemptObserver)(ep, verdict, status, now - start, now);
       }
     }
+    this.hooks.attemptEnded(
+      this,
+      ep,
+      attempt,
+      now - start,
+      outcome,
+      status,
+      error,
+      retryReason,
+      transport,
+      verdict,
+    );
     const attempts = this.events.attempts;
     if (attempts.wanted) {
       attempts.emit({

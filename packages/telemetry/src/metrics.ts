@@ -1,5 +1,4 @@
 import {
-  type AttemptEvent,
   type EndpointState,
   grpcStatusName,
   type Mesh,
@@ -8,6 +7,7 @@ import {
   type RequestEvent,
   runningProcessLoad,
   type ServiceRuntime,
+  type Transport,
 } from '@meshlet/core';
 import { allocateEndpointSlot } from '@meshlet/core/extend';
 import { collectDefaultMetrics } from 'prom-client';
@@ -714,7 +714,14 @@ export class MeshMetrics {
     // ---- events ----
     const on = <K extends keyof MeshEventMap>(name: K, fn: (e: MeshEventMap[K]) => void) =>
       this.#disposers.push(mesh.events.on(name, fn));
-    if (this.#otel || this.#epAttempts !== undefined) on('attempt', (e) => this.#onAttempt(e));
+    // Attempts through core's call listener: the values of the `attempt` event, no event object.
+    if (this.#otel || this.#epAttempts !== undefined)
+      this.#disposers.push(
+        mesh.addCallListener({
+          attemptEnd: (rt, ep, _attempt, durationMs, outcome, status, _error, _retry, transport) =>
+            this.#onAttempt(rt.name, ep, durationMs, outcome, status, transport),
+        }),
+      );
     on('ejection', (e) => {
       if (!e.ejected) return;
       this.#ejections.child({ service: e.service }).inc();
@@ -815,55 +822,69 @@ export class MeshMetrics {
     return { count: c.child(labels), duration: d.child(labels) };
   }
 
-  /** Records a logical request (called by the telemetry's `request` listener). */
+  /** Records a logical request, as a `request` event describes it. */
   onRequest(e: RequestEvent): void {
-    const s = this.#service(e.service);
+    this.onCall(e.service, e.method, e.path, e.durationMs, e.outcome, e.status, e.transport);
+  }
+
+  /**
+   * Records a logical request (called by the telemetry's call listener, `Mesh.addCallListener`,
+   * with the values a `request` event carries).
+   */
+  onCall(
+    service: string,
+    method: string,
+    path: string,
+    durationMs: number,
+    outcome: Outcome,
+    status: number | undefined,
+    transport: Transport,
+  ): void {
+    const s = this.#service(service);
     const st = s.stats;
     st.requests++;
-    if (e.outcome !== 'success') st.errors++;
-    st.durationSumMs += e.durationMs;
-    const status = e.status;
-    const oi = outcomeIndex(e.outcome);
-    const mi = methodIndex(e.method);
+    if (outcome !== 'success') st.errors++;
+    st.durationSumMs += durationMs;
+    const oi = outcomeIndex(outcome);
+    const mi = methodIndex(method);
     const key = mi * 1_000_000 + oi * 1000 + (status ?? 0);
     const stash = this.#stash;
     const traceId = stash?.traceId;
-    if (this.#otel && e.transport === 'grpc') {
-      const b = this.#rpcBound(s, e.path, oi, status);
+    if (this.#otel && transport === 'grpc') {
+      const b = this.#rpcBound(s, path, oi, status);
       b.count.value++;
       if (traceId !== undefined)
-        b.duration.observeWithExemplar(e.durationMs / 1000, traceId, stash?.spanId as string);
-      else b.duration.observe(e.durationMs / 1000);
+        b.duration.observeWithExemplar(durationMs / 1000, traceId, stash?.spanId as string);
+      else b.duration.observe(durationMs / 1000);
     } else if (this.#otel) {
       let b = s.logical.get(key);
       if (b === undefined) {
         b = this.#bind(
           this.#logicalCount as CF,
           this.#logicalDuration as HistogramFamily,
-          e.service,
-          e.method,
+          service,
+          method,
           status,
-          e.outcome,
+          outcome,
         );
         s.logical.set(key, b);
       }
       b.count.value++;
       if (traceId !== undefined)
-        b.duration.observeWithExemplar(e.durationMs / 1000, traceId, stash?.spanId as string);
-      else b.duration.observe(e.durationMs / 1000);
+        b.duration.observeWithExemplar(durationMs / 1000, traceId, stash?.spanId as string);
+      else b.duration.observe(durationMs / 1000);
     }
     if (this.#istio) {
-      const grpc = e.transport === 'grpc';
+      const grpc = transport === 'grpc';
       const ikey = key + (grpc ? 500_000 : 0);
       let b = s.istio.get(ikey);
       if (b === undefined) {
-        b = this.#istioBind(e.service, status, e.outcome, grpc);
+        b = this.#istioBind(service, status, outcome, grpc);
         s.istio.set(ikey, b);
       }
       b.count.value++;
-      if (traceId !== undefined)
-        b.duration.observeWithExemplar(e.durationMs, traceId, stash?.spanId as string);
-      else b.duration.observe(e.durationMs);
+      if (traceId !== undefined) b.duration.observeWithExemplar(durationMs, traceId, stash?.spanId as string);
+      else b.duration.observe(durationMs);
     }
   }
 
@@ -897,19 +918,25 @@ export class MeshMetrics {
     return b;
   }
 
-  #onAttempt(e: AttemptEvent): void {
-    const status = e.status;
-    if (this.#otel && e.transport === 'grpc') {
-      const s = this.#service(e.service);
-      const oi = outcomeIndex(e.outcome);
+  #onAttempt(
+    service: string,
+    ep: EndpointState,
+    durationMs: number,
+    outcome: Outcome,
+    status: number | undefined,
+    transport: Transport,
+  ): void {
+    if (this.#otel && transport === 'grpc') {
+      const s = this.#service(service);
+      const oi = outcomeIndex(outcome);
       const code = status === undefined || status < 0 || status >= RPC_CODES - 1 ? RPC_CODES - 1 : status;
       const slot = oi * RPC_CODES + code;
       let b = s.rpcAttempts[slot];
       if (b === undefined) {
         const labels = {
-          service: e.service,
+          service,
           rpc_status_code: status === undefined ? '' : grpcStatusName(status),
-          outcome: e.outcome,
+          outcome,
         };
         b = {
           count: (this.#rpcAttemptCount as CF).child(labels),
@@ -918,17 +945,17 @@ export class MeshMetrics {
         s.rpcAttempts[slot] = b;
       }
       b.count.value++;
-      b.duration.observe(e.durationMs / 1000);
+      b.duration.observe(durationMs / 1000);
     } else if (this.#otel) {
-      const s = this.#service(e.service);
-      const key = outcomeIndex(e.outcome) * 1000 + (status ?? 0);
+      const s = this.#service(service);
+      const key = outcomeIndex(outcome) * 1000 + (status ?? 0);
       let b = s.attempts.get(key);
       if (b === undefined) {
         const labels = {
-          service: e.service,
+          service,
           http_response_status_code: status === undefined ? '' : String(status),
           status_class: statusClass(status),
-          outcome: e.outcome,
+          outcome,
         };
         b = {
           count: (this.#attemptCount as CF).child(labels),
@@ -937,24 +964,23 @@ export class MeshMetrics {
         s.attempts.set(key, b);
       }
       b.count.value++;
-      b.duration.observe(e.durationMs / 1000);
+      b.duration.observe(durationMs / 1000);
     }
     if (this.#epAttempts !== undefined) {
-      const ep = e.endpoint;
       let es = ep.slots[ENDPOINT_SLOT] as EndpointSeries | undefined;
       if (es === undefined) {
-        const labels = { service: e.service, endpoint: ep.id };
+        const labels = { service, endpoint: ep.id };
         es = { labels, duration: (this.#epDuration as HistogramFamily).child(labels), outcomes: [] };
         ep.slots[ENDPOINT_SLOT] = es;
       }
-      const oi = outcomeIndex(e.outcome);
+      const oi = outcomeIndex(outcome);
       let c = es.outcomes[oi];
       if (c === undefined) {
-        c = this.#epAttempts.child({ ...es.labels, outcome: e.outcome });
+        c = this.#epAttempts.child({ ...es.labels, outcome });
         es.outcomes[oi] = c;
       }
       c.value++;
-      es.duration.observe(e.durationMs / 1000);
+      es.duration.observe(durationMs / 1000);
     }
   }
 

@@ -295,17 +295,36 @@ export class MeshTelemetry {
     const metrics = this.metrics;
     const log = this.accessLog;
     const stash = this.#stash;
+    // Calls through core's call listener (the values of the `request` event, no event object):
+    // the call's observer (tracing) has just put its trace ids in the stash.
     this.#unsubscribe =
       metrics === undefined && log === undefined
         ? () => {}
-        : mesh.events.on('request', (e: RequestEvent) => {
-            try {
-              stash.check(e.service);
-              metrics?.onRequest(e);
-              log?.onRequest(e, stash);
-            } finally {
-              stash.clear();
-            }
+        : mesh.addCallListener({
+            callEnd: (call, durationMs, outcome, status, attempts, endpoint, error) => {
+              const service = call.service.name;
+              try {
+                stash.check(service);
+                metrics?.onCall(service, call.method, call.path, durationMs, outcome, status, call.transport);
+                if (log !== undefined) {
+                  const e: RequestEvent = {
+                    service,
+                    method: call.method,
+                    path: call.path,
+                    durationMs,
+                    outcome,
+                    status,
+                    attempts,
+                    endpoint,
+                    error,
+                    transport: call.transport,
+                  };
+                  log.onRequest(e, stash);
+                }
+              } finally {
+                stash.clear();
+              }
+            },
           });
   }
 
