@@ -106,7 +106,8 @@ function retryPolicy(base: RetryPolicy, r: RouteRetry): RetryPolicy {
     ...base,
     maxRetries: Math.min(10, r.numRetries),
     on,
-    statusCodes: Object.freeze([...statusCodes]),
+    // Not frozen: read on every HTTP answer, see core's DEFAULT_RETRY.
+    statusCodes: [...statusCodes],
     backoffBaseMs: r.backoffBaseMs ?? base.backoffBaseMs,
     backoffMaxMs: r.backoffMaxMs ?? base.backoffMaxMs,
     grpcCodes: Object.freeze(grpcCodes),
