@@ -164,6 +164,52 @@ const IN_FLIGHT = 1;
 const COMMITTED = 2;
 const DONE = 3;
 
+// `Call`'s flags (one small integer instead of five fields).
+/** The request may be sent again after it may have been processed. */
+const IDEMPOTENT = 1;
+/** `begin()` ran. */
+const STARTED = 2;
+/** It waited for discovery's first answer once. */
+const QUEUED = 4;
+/** A max-retries slot is taken for the next attempt. */
+const RETRY_SLOT = 8;
+/** The current attempt is being handed to the transport (`send` may report its connection synchronously). */
+const SENDING = 16;
+
+/**
+ * What a call needs only off its common path (a deadline, a retry, a stop, a wait for capacity):
+ * made on first use (`Call.#more`), so that a call without any of them is half the size — the
+ * first attempt succeeding, with no deadline, is nearly every call (docs/benchmarks.md).
+ */
+class CallState {
+  /** The endpoint of the last failed attempt, and every endpoint tried from the second retry on. */
+  lastEndpoint: EndpointState | undefined = undefined;
+  tried: EndpointState[] | undefined = undefined;
+  /** The call's deadline on the service clock (Infinity: none) and whether it is the caller's. */
+  deadlineAt = Number.POSITIVE_INFINITY;
+  callerDeadline = false;
+  deadlineTimer: NodeJS.Timeout | undefined = undefined;
+  /** The backoff timer of a retry, or of a wait for capacity. */
+  backoff: NodeJS.Timeout | undefined = undefined;
+  /** Why the call was stopped (cancelled, deadline), and the error the caller gets. */
+  stop: AttemptFailure | undefined = undefined;
+  stopError: Error | undefined = undefined;
+  /**
+   * What the first attempt may take under the deadline (`attemptBudgetMs`), known at `begin()`
+   * without a clock read; -1: compute it from the clock.
+   */
+  firstBudget = -1;
+  /** Until when the call may wait for an endpoint under its concurrency limit (-1: has not waited). */
+  waitUntil = -1;
+  /** The limiter the call waits on, while it does. */
+  waitingOn: AdaptiveConcurrency | undefined = undefined;
+  /** When the current wait for capacity began (its timer was set). */
+  waitFrom = 0;
+}
+
+/** The state of every call that has none of its own yet (read only: `Call.#more` replaces it). */
+const NO_STATE: CallState = Object.freeze(new CallState());
+
 function startObserver(hook: CallHook, call: CallInfo): CallObserver | undefined {
   try {
     return hook.start(call);
@@ -209,40 +255,17 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   /** `PickContext`: request headers, for policies that read them. */
   headers: Readonly<Record<string, string | string[] | undefined>> | undefined = undefined;
 
-  /** Whether the request may be sent again after it may have been processed. */
-  #idempotent: boolean;
   #state = IDLE;
-  #started = false;
+  /** `IDEMPOTENT`, `STARTED`, `QUEUED`, `RETRY_SLOT`, `SENDING`. */
+  #flags: number;
   /** Attempts started. */
   #attempts = 0;
   #current: A | undefined = undefined;
-  #lastEndpoint: EndpointState | undefined = undefined;
-  /** Every endpoint tried, from the second retry on (a retry avoids them all). */
-  #tried: EndpointState[] | undefined = undefined;
   #startedAt = 0;
-  /** The call's deadline on the service clock (Infinity: none) and whether it is the caller's. */
-  #deadlineAt = Number.POSITIVE_INFINITY;
-  #callerDeadline = false;
-  #deadlineTimer: NodeJS.Timeout | undefined = undefined;
-  #backoff: NodeJS.Timeout | undefined = undefined;
-  /** Why the call was stopped (cancelled, deadline), and the error the caller gets. */
-  #stop: AttemptFailure | undefined = undefined;
-  #stopError: Error | undefined = undefined;
   #lastStatus: number | undefined = undefined;
-  #queued = false;
-  /** A max-retries slot taken for the next attempt. */
-  #retrySlot = false;
   #observer: CallObserver | undefined = undefined;
-  /** The attempt being handed to the transport (`send` may report its connection synchronously). */
-  #sending: A | undefined = undefined;
-  /** What the first attempt may take (`attemptBudgetMs`), known at `begin()` without a clock read. */
-  #firstBudget = Number.POSITIVE_INFINITY;
-  /** Until when the call may wait for an endpoint under its concurrency limit (-1: has not waited). */
-  #waitUntil = -1;
-  /** The limiter the call waits on, while it does. */
-  #waitingOn: AdaptiveConcurrency | undefined = undefined;
-  /** When the current wait for capacity began (its timer was set). */
-  #waitFrom = 0;
+  /** Deadline, retry, stop and wait state (`NO_STATE` until the call needs any: `#more()`). */
+  #rare: CallState = NO_STATE;
 
   /**
    * `service` undefined: a call routed when it starts (gRPC routes on metadata, which comes with
@@ -257,7 +280,17 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     this.service = service as ServiceRuntime;
     this.policy = (policy ?? service?.policy) as ServicePolicy;
     this.transport = transport;
-    this.#idempotent = idempotent;
+    this.#flags = idempotent ? IDEMPOTENT : 0;
+  }
+
+  /** The call's off-path state, made on first use. */
+  #more(): CallState {
+    let r = this.#rare;
+    if (r === NO_STATE) {
+      r = new CallState();
+      this.#rare = r;
+    }
+    return r;
   }
 
   // ---- what the transport supplies ----------------------------------------------------------
@@ -304,19 +337,19 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * metadata, which arrives with grpc-js's `start`). Only before `begin()`.
    */
   protected retarget(service: ServiceRuntime, policy: ServicePolicy | undefined): void {
-    if (this.#started) return;
+    if ((this.#flags & STARTED) !== 0) return;
     this.service = service;
     this.policy = policy ?? service.policy;
   }
 
   /** Marks the call idempotent (a per-call signal that arrives with grpc-js's `start`). Only before `begin()`. */
   protected markIdempotent(): void {
-    if (!this.#started) this.#idempotent = true;
+    if ((this.#flags & STARTED) === 0) this.#flags |= IDEMPOTENT;
   }
 
   /** True when the call's deadline is the caller's (its own, or the inbound request's in scope). */
   protected get callersDeadline(): boolean {
-    return this.#callerDeadline;
+    return this.#rare.callerDeadline;
   }
 
   /** Milliseconds since `begin()` (service clock). */
@@ -357,12 +390,13 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * `x-meshlet-deadline-ms`).
    */
   attemptBudgetMs(): number {
-    // The first attempt, started in the same tick as the call: nothing has elapsed.
-    if (this.#attempts <= 1 && this.#firstBudget >= 0) return this.#firstBudget;
     const perTry = this.policy.perTryTimeoutMs;
     let ms = perTry > 0 ? perTry : Number.POSITIVE_INFINITY;
-    if (this.#deadlineAt !== Number.POSITIVE_INFINITY) {
-      const left = this.#deadlineAt - this.service.now();
+    const r = this.#rare;
+    if (r.deadlineAt !== Number.POSITIVE_INFINITY) {
+      // The first attempt, started in the same tick as the call: nothing has elapsed.
+      if (this.#attempts <= 1 && r.firstBudget >= 0) return r.firstBudget;
+      const left = r.deadlineAt - this.service.now();
       if (left < ms) ms = Math.max(1, left);
     }
     return ms;
@@ -375,7 +409,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * the deadline of the inbound request in scope and the policy's `timeout` are added here.
    */
   begin(callerDeadline?: number): void {
-    this.#started = true;
+    this.#flags |= STARTED;
     const rt = this.service;
     const now = rt.now();
     this.#startedAt = now;
@@ -383,14 +417,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const ms = this.#composeDeadline(callerDeadline);
     const hook = this.callHook();
     if (hook !== undefined) this.#observer = startObserver(hook, this);
-    const perTry = this.policy.perTryTimeoutMs;
-    this.#firstBudget = perTry > 0 && perTry < ms ? perTry : ms;
     if (ms !== Number.POSITIVE_INFINITY) {
-      this.#deadlineAt = now + ms;
-      if (ms > 0) this.#deadlineTimer = setTimeout(Call.#deadlineFired, ms, this);
+      const r = this.#more();
+      const perTry = this.policy.perTryTimeoutMs;
+      r.firstBudget = perTry > 0 && perTry < ms ? perTry : ms;
+      r.deadlineAt = now + ms;
+      if (ms > 0) r.deadlineTimer = setTimeout(Call.#deadlineFired, ms, this);
     }
     this.onStart();
-    if (this.#state === DONE || this.#stop !== undefined) return; // cancelled in onStart
+    if (this.#state === DONE || this.#rare.stop !== undefined) return; // cancelled in onStart
     if (ms <= 0) {
       // Already past the deadline: fail without sending anything.
       this.#deadlineExpired();
@@ -412,11 +447,11 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       const epoch = Date.now();
       if (inbound !== undefined && inbound - epoch < ms) {
         ms = Math.max(0, inbound - epoch);
-        this.#callerDeadline = true;
+        this.#more().callerDeadline = true;
       }
       if (callerDeadline !== undefined && callerDeadline - epoch < ms) {
         ms = Math.max(0, callerDeadline - epoch);
-        this.#callerDeadline = true;
+        this.#more().callerDeadline = true;
       }
     }
     // Never more than a timer can hold (a longer wait would fire at once).
@@ -433,13 +468,14 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   }
 
   static #deadlineFired(call: Call): void {
-    call.#deadlineTimer = undefined;
+    call.#rare.deadlineTimer = undefined;
     call.#deadlineExpired();
   }
 
   #deadlineExpired(): void {
     const name = this.service.name;
-    const err = this.#callerDeadline
+    const caller = this.#rare.callerDeadline;
+    const err = caller
       ? new MeshError(ErrorCodes.TIMEOUT, `request to service "${name}" exceeded the caller's deadline`, {
           service: name,
           endpoint: this.#current?.endpoint.id,
@@ -449,14 +485,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
           `request to service "${name}" exceeded its ${this.policy.timeoutMs}ms timeout`,
           { service: name, endpoint: this.#current?.endpoint.id },
         );
-    this.#stopWith(this.#callerDeadline ? AttemptFailures.callerDeadline : AttemptFailures.timeout, err);
+    this.#stopWith(caller ? AttemptFailures.callerDeadline : AttemptFailures.timeout, err);
   }
 
   /** Ends the call with `error`: aborts the attempt in flight, or fails at once if none is. */
   #stopWith(reason: AttemptFailure, error: Error): void {
-    if (this.#state === DONE || this.#stop !== undefined) return;
-    this.#stop = reason;
-    this.#stopError = error;
+    if (this.#state === DONE || this.#rare.stop !== undefined) return;
+    const r = this.#more();
+    r.stop = reason;
+    r.stopError = error;
     const att = this.#current;
     if (att !== undefined && !att.ended && (this.#state === IN_FLIGHT || this.#state === COMMITTED)) {
       att.abortedFor = reason;
@@ -478,7 +515,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (breaker !== undefined) {
       permit = breaker.tryAcquire();
       if (permit === undefined) {
-        this.#finish(breaker.openError(this.#lastEndpoint?.id), 'circuit_open');
+        this.#finish(breaker.openError(this.#rare.lastEndpoint?.id), 'circuit_open');
         return;
       }
     }
@@ -491,7 +528,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     }
     this.attempt = this.#attempts;
     const limiter = resilience.concurrency;
-    const res = rt.pick(this, this.#tried ?? this.#lastEndpoint, limiter);
+    const r = this.#rare;
+    const res = rt.pick(this, r.tried ?? r.lastEndpoint, limiter);
     if (res.kind !== 'pick') {
       permit?.done('ignore');
       thresholds.leave(true);
@@ -501,14 +539,14 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       }
       // Discovery has not answered yet: wait for its first answer (bounded by the deadline).
       // A second `queue` means the service closed meanwhile.
-      if (this.#queued || rt.closed) {
+      if ((this.#flags & QUEUED) !== 0 || rt.closed) {
         this.#finish(
           new MeshError(ErrorCodes.CLOSED, `service "${rt.name}" was closed`, { service: rt.name }),
           'no_endpoint',
         );
         return;
       }
-      this.#queued = true;
+      this.#flags |= QUEUED;
       this.#state = IDLE;
       rt.whenDiscovered().then(() => this.#next());
       return;
@@ -524,17 +562,19 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const att = this.createAttempt(ep, this.#attempts++);
     att.limited = limiter !== undefined;
     // The first attempt starts in the same tick as the call: the call's clock read serves.
-    if (clock < 0) this.#firstBudget = -1; // not the call's first tick: compute from the clock
+    if (clock < 0 && r !== NO_STATE) r.firstBudget = -1; // not the call's first tick: compute from the clock
     att.startedAt = rt.startAttempt(ep, clock >= 0 ? clock : undefined);
     att.permit = permit;
-    att.retrySlot = this.#retrySlot;
-    this.#retrySlot = false;
+    if ((this.#flags & RETRY_SLOT) !== 0) {
+      att.retrySlot = true;
+      this.#flags &= ~RETRY_SLOT;
+    }
     this.#current = att;
     this.#state = IN_FLIGHT;
     const perTry = this.policy.perTryTimeoutMs;
-    if (perTry > 0 && att.startedAt + perTry < this.#deadlineAt)
+    if (perTry > 0 && att.startedAt + perTry < r.deadlineAt)
       att.timer = setTimeout(Call.#perTryFired, perTry, this, att);
-    this.#sending = att;
+    this.#flags |= SENDING;
     try {
       this.send(att);
     } catch (err) {
@@ -542,7 +582,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       // make a connection pool for): the caller's request, not the endpoint's failure.
       this.failed(att, AttemptFailures.caller, err instanceof Error ? err : new Error(String(err)));
     } finally {
-      this.#sending = undefined;
+      this.#flags &= ~SENDING;
     }
   }
 
@@ -554,8 +594,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   #waitForCapacity(limiter: AdaptiveConcurrency): void {
     const rt = this.service;
     const now = rt.now();
-    if (this.#waitUntil < 0) this.#waitUntil = Math.min(now + limiter.config.maxWaitMs, this.#deadlineAt);
-    const left = this.#waitUntil - now;
+    const r = this.#more();
+    if (r.waitUntil < 0) r.waitUntil = Math.min(now + limiter.config.maxWaitMs, r.deadlineAt);
+    const left = r.waitUntil - now;
     if (!(left > 0)) {
       this.#finish(
         new MeshError(
@@ -569,32 +610,34 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     }
     this.#state = IDLE;
     // The next attempt starts later than the call: its budget is computed afresh.
-    this.#firstBudget = -1;
-    this.#waitingOn = limiter;
+    r.firstBudget = -1;
+    r.waitingOn = limiter;
     limiter.wait(this);
-    this.#waitFrom = now;
-    this.#backoff = setTimeout(Call.#waitEnded, left, this);
+    r.waitFrom = now;
+    r.backoff = setTimeout(Call.#waitEnded, left, this);
   }
 
   /** @internal An attempt of the service ended while the call waited for capacity: pick again. */
   capacityFreed(): void {
-    if (this.#waitingOn === undefined || this.#state === DONE) return;
-    this.#waitingOn = undefined;
-    if (this.#backoff !== undefined) clearTimeout(this.#backoff);
-    this.#backoff = undefined;
+    const r = this.#rare;
+    if (r.waitingOn === undefined || this.#state === DONE) return;
+    r.waitingOn = undefined;
+    if (r.backoff !== undefined) clearTimeout(r.backoff);
+    r.backoff = undefined;
     this.#next();
   }
 
   static #waitEnded(call: Call): void {
-    call.#backoff = undefined;
-    const limiter = call.#waitingOn;
+    const r = call.#rare;
+    r.backoff = undefined;
+    const limiter = r.waitingOn;
     limiter?.cancelWait(call);
-    call.#waitingOn = undefined;
+    r.waitingOn = undefined;
     // The client's own stall is not a wait for the endpoints: when its loop could not run during
     // the wait, the answers that free capacity may be unread yet (timers run before I/O after a
     // long turn). The stalled time is added to the wait, within the deadline.
-    const stalled = limiter?.localStallMs(call.service.now() - call.#waitFrom) ?? 0;
-    if (stalled > 0) call.#waitUntil = Math.min(call.#waitUntil + stalled, call.#deadlineAt);
+    const stalled = limiter?.localStallMs(call.service.now() - r.waitFrom) ?? 0;
+    if (stalled > 0) r.waitUntil = Math.min(r.waitUntil + stalled, r.deadlineAt);
     call.#next();
   }
 
@@ -619,7 +662,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   connected(att: A): void {
     if (att.ended || att.connectedAt >= 0) return;
     // A pooled connection takes the request while it is being sent: no time has passed.
-    att.connectedAt = att === this.#sending ? att.startedAt : this.service.now();
+    att.connectedAt =
+      (this.#flags & SENDING) !== 0 && att === this.#current ? att.startedAt : this.service.now();
     if (att.pending) {
       att.pending = false;
       this.service.resilience.thresholds.connected();
@@ -720,8 +764,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const now = this.#endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
     if (att !== this.#current || this.#state === DONE) return false;
     if (att.retryReason !== undefined) {
-      if (this.#stop !== undefined) {
-        this.#finish(this.#stopError as Error, this.#stop.outcome);
+      const r = this.#rare;
+      if (r.stop !== undefined) {
+        this.#finish(r.stopError as Error, r.stop.outcome);
         return false;
       }
       this.#triedEndpoint(att.endpoint);
@@ -741,9 +786,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const f = att.abortedFor ?? reported;
     this.#endAttempt(att, f.outcome, att.status, error, att.shed ? 'ignore' : f.verdict, undefined);
     if (att !== this.#current || this.#state === DONE) return;
-    const stop = this.#stop;
+    const r = this.#rare;
+    const stop = r.stop;
     if (stop !== undefined) {
-      this.#finish(this.#stopError as Error, stop.outcome);
+      this.#finish(r.stopError as Error, stop.outcome);
       return;
     }
     if (att.retryReason !== undefined && this.#state === IN_FLIGHT) {
@@ -817,10 +863,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * have read its body).
    */
   #retryAllowed(anyMethod: boolean, consumed: boolean): boolean {
-    if (this.#stop !== undefined || this.#state !== IN_FLIGHT) return false;
+    if (this.#rare.stop !== undefined || this.#state !== IN_FLIGHT) return false;
     const p = this.policy.retry;
     if (this.#attempts > p.maxRetries) return false;
-    if (!anyMethod && !this.#idempotent && !p.nonIdempotent) return false;
+    if (!anyMethod && (this.#flags & IDEMPOTENT) === 0 && !p.nonIdempotent) return false;
     return this.replayable(consumed);
   }
 
@@ -836,7 +882,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (retryAfterMs !== undefined && retryAfterMs > delay) delay = retryAfterMs;
     const resilience = rt.resilience;
     let denial: string | undefined;
-    if (now + delay >= this.#deadlineAt) denial = 'deadline';
+    if (now + delay >= this.#rare.deadlineAt) denial = 'deadline';
     else if (resilience.breaker !== undefined && resilience.breaker.state !== 'closed')
       denial = 'circuit_open';
     else if (!resilience.thresholds.startRetry()) denial = 'max_retries';
@@ -845,7 +891,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       denial = 'budget';
     }
     const allowed = denial === undefined;
-    if (allowed) this.#retrySlot = true;
+    if (allowed) this.#flags |= RETRY_SLOT;
     if (rt.events.wants('retry')) {
       rt.events.emit('retry', { service: rt.name, attempt: this.#attempts, reason, allowed, denial });
     }
@@ -854,21 +900,22 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
 
   #scheduleRetry(delay: number): void {
     this.#state = IDLE;
-    this.#backoff = setTimeout(Call.#backoffEnded, delay, this);
+    this.#more().backoff = setTimeout(Call.#backoffEnded, delay, this);
   }
 
   static #backoffEnded(call: Call): void {
-    call.#backoff = undefined;
+    call.#rare.backoff = undefined;
     call.#next();
   }
 
   /** Records the endpoint of a failed attempt before a retry (no array for a first retry). */
   #triedEndpoint(ep: EndpointState): void {
-    const last = this.#lastEndpoint;
-    this.#lastEndpoint = ep;
+    const r = this.#more();
+    const last = r.lastEndpoint;
+    r.lastEndpoint = ep;
     if (last === undefined || last === ep) return;
-    if (this.#tried === undefined) this.#tried = [last, ep];
-    else if (!this.#tried.includes(ep)) this.#tried.push(ep);
+    if (r.tried === undefined) r.tried = [last, ep];
+    else if (!r.tried.includes(ep)) r.tried.push(ep);
   }
 
   // ---- accounting ---------------------------------------------------------------------------
@@ -932,13 +979,15 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   }
 
   #clearTimers(): void {
-    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
-    if (this.#backoff !== undefined) clearTimeout(this.#backoff);
-    this.#deadlineTimer = undefined;
-    this.#backoff = undefined;
-    if (this.#waitingOn !== undefined) {
-      this.#waitingOn.cancelWait(this);
-      this.#waitingOn = undefined;
+    const r = this.#rare;
+    if (r === NO_STATE) return;
+    if (r.deadlineTimer !== undefined) clearTimeout(r.deadlineTimer);
+    if (r.backoff !== undefined) clearTimeout(r.backoff);
+    r.deadlineTimer = undefined;
+    r.backoff = undefined;
+    if (r.waitingOn !== undefined) {
+      r.waitingOn.cancelWait(this);
+      r.waitingOn = undefined;
     }
   }
 
@@ -947,8 +996,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (this.#state === DONE) return;
     this.#state = DONE;
     this.#clearTimers();
-    if (this.#retrySlot) {
-      this.#retrySlot = false;
+    if ((this.#flags & RETRY_SLOT) !== 0) {
+      this.#flags &= ~RETRY_SLOT;
       this.service.resilience.thresholds.endRetry();
     }
     this.#report(outcome, this.errorStatus(error) ?? this.#lastStatus, error);
