@@ -7,7 +7,7 @@ import type { Outcome, Verdict } from './events.js';
 import type { PickContext } from './lb/types.js';
 import type { AdaptiveConcurrency } from './load/concurrency.js';
 import type { CallHook, CallInfo, CallObserver, Transport } from './observer.js';
-import type { BreakerPermit } from './resilience/breaker.js';
+import type { AttemptPermit } from './resilience/breaker.js';
 import { backoffDelay } from './retry.js';
 import { type ServiceRuntime, verdictOf } from './service.js';
 
@@ -139,7 +139,7 @@ export class CallAttempt {
   /** True once the attempt's end was recorded (further reports are ignored). */
   ended = false;
   /** @internal The breaker permit the attempt holds. */
-  permit: BreakerPermit | undefined = undefined;
+  permit: AttemptPermit | undefined = undefined;
   /** @internal Counted as pending in the thresholds until it has a connection. */
   pending = true;
   /** @internal Holds a max-retries slot. */
@@ -511,9 +511,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const rt = this.service;
     const resilience = rt.resilience;
     const breaker = resilience.breaker;
-    let permit: BreakerPermit | undefined;
+    let permit: AttemptPermit | undefined;
     if (breaker !== undefined) {
-      permit = breaker.tryAcquire();
+      permit = breaker.acquire();
       if (permit === undefined) {
         this.#finish(breaker.openError(this.#rare.lastEndpoint?.id), 'circuit_open');
         return;

@@ -52,6 +52,29 @@ describe('circuit breaker', () => {
     expect(b.stats().rejected).toBe(1);
   });
 
+  it("the pipeline's permits (`acquire`) count as `tryAcquire`'s: the closed breaker is its own permit", async () => {
+    const a = make({ volumeThreshold: 10, errorThresholdPercentage: 50 });
+    const t = make({ volumeThreshold: 10, errorThresholdPercentage: 50 });
+    const verdicts: Array<'success' | 'failure' | 'ignore'> = [
+      ...Array(5).fill('failure'),
+      'ignore',
+      'success',
+      ...Array(4).fill('failure'),
+    ];
+    for (const v of verdicts) {
+      const p = a.b.acquire();
+      // Closed: nothing is made per attempt.
+      if (a.b.state === 'closed') expect(p).toBe(a.b);
+      p?.done(v);
+      t.b.tryAcquire()?.done(v);
+      await flush();
+      expect(a.b.stats()).toEqual(t.b.stats());
+    }
+    expect(a.b.state).toBe('open');
+    expect(a.b.acquire()).toBeUndefined();
+    expect(a.states).toEqual(t.states);
+  });
+
   it('does not count ignored outcomes (cancellations) as failures', async () => {
     const { b } = make({ volumeThreshold: 5 });
     await run(b, [...Array(20).fill('ignore'), 'failure', 'failure']);
