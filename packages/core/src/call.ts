@@ -118,10 +118,32 @@ export function statusOutcome(transport: Transport, status: number): Outcome {
   }
 }
 
+// `CallAttempt`'s flags.
+const A_ENDED = 1;
+const A_PENDING = 2;
+const A_RETRY_SLOT = 4;
+const A_SHED = 8;
+const A_LIMITED = 16;
+
+/** An attempt's state off its common path (a retry decided on its answer, a per-try timer, an abort). */
+class AttemptState {
+  retryReason: string | undefined = undefined;
+  retryDelayMs = 0;
+  timer: NodeJS.Timeout | undefined = undefined;
+  abortedFor: AttemptFailure | undefined = undefined;
+}
+
+/** The state of every attempt that has none of its own yet (read only). */
+const NO_ATTEMPT_STATE: AttemptState = Object.freeze(new AttemptState());
+
 /**
  * One attempt of a call, as the pipeline tracks it. Transports subclass it with their wire state
  * (undici's handler, a grpc-js channel call) and report what happens to it through the call's
  * `connected` / `response` / `complete` / `failed` methods.
+ *
+ * Kept small (it is made for every attempt): the booleans live in one flags field and what only
+ * a retried, timed or aborted attempt needs in a side object made on first write; the accessors
+ * read as the fields they replace.
  */
 export class CallAttempt {
   readonly endpoint: EndpointState;
@@ -133,29 +155,91 @@ export class CallAttempt {
   connectedAt = -1;
   /** The response status (HTTP status, gRPC code), once known. */
   status: number | undefined = undefined;
-  /** Set when the pipeline decided at `response()` to retry: the response is being discarded. */
-  retryReason: string | undefined = undefined;
-  retryDelayMs = 0;
-  /** True once the attempt's end was recorded (further reports are ignored). */
-  ended = false;
   /** @internal The breaker permit the attempt holds. */
   permit: AttemptPermit | undefined = undefined;
-  /** @internal Counted as pending in the thresholds until it has a connection. */
-  pending = true;
-  /** @internal Holds a max-retries slot. */
-  retrySlot = false;
-  /** @internal The per-try timer. */
-  timer: NodeJS.Timeout | undefined = undefined;
-  /** @internal Why the pipeline aborted it (per-try timeout, the call's stop), if it did. */
-  abortedFor: AttemptFailure | undefined = undefined;
-  /** The endpoint shed the request (`x-meshlet-shed`): it was not processed, and says nothing bad of the endpoint. */
-  shed = false;
-  /** @internal Admitted by the service's adaptive concurrency limiter (released at its end). */
-  limited = false;
+  #flags = A_PENDING;
+  #rare: AttemptState = NO_ATTEMPT_STATE;
 
   constructor(endpoint: EndpointState, index: number) {
     this.endpoint = endpoint;
     this.index = index;
+  }
+
+  #flag(bit: number, on: boolean): void {
+    this.#flags = on ? this.#flags | bit : this.#flags & ~bit;
+  }
+
+  #more(): AttemptState {
+    let r = this.#rare;
+    if (r === NO_ATTEMPT_STATE) {
+      r = new AttemptState();
+      this.#rare = r;
+    }
+    return r;
+  }
+
+  /** True once the attempt's end was recorded (further reports are ignored). */
+  get ended(): boolean {
+    return (this.#flags & A_ENDED) !== 0;
+  }
+  set ended(v: boolean) {
+    this.#flag(A_ENDED, v);
+  }
+  /** @internal Counted as pending in the thresholds until it has a connection. */
+  get pending(): boolean {
+    return (this.#flags & A_PENDING) !== 0;
+  }
+  set pending(v: boolean) {
+    this.#flag(A_PENDING, v);
+  }
+  /** @internal Holds a max-retries slot. */
+  get retrySlot(): boolean {
+    return (this.#flags & A_RETRY_SLOT) !== 0;
+  }
+  set retrySlot(v: boolean) {
+    this.#flag(A_RETRY_SLOT, v);
+  }
+  /** The endpoint shed the request (`x-meshlet-shed`): it was not processed, and says nothing bad of the endpoint. */
+  get shed(): boolean {
+    return (this.#flags & A_SHED) !== 0;
+  }
+  set shed(v: boolean) {
+    this.#flag(A_SHED, v);
+  }
+  /** @internal Admitted by the service's adaptive concurrency limiter (released at its end). */
+  get limited(): boolean {
+    return (this.#flags & A_LIMITED) !== 0;
+  }
+  set limited(v: boolean) {
+    this.#flag(A_LIMITED, v);
+  }
+
+  /** Set when the pipeline decided at `response()` to retry: the response is being discarded. */
+  get retryReason(): string | undefined {
+    return this.#rare.retryReason;
+  }
+  set retryReason(v: string | undefined) {
+    if (v !== undefined || this.#rare !== NO_ATTEMPT_STATE) this.#more().retryReason = v;
+  }
+  get retryDelayMs(): number {
+    return this.#rare.retryDelayMs;
+  }
+  set retryDelayMs(v: number) {
+    if (v !== 0 || this.#rare !== NO_ATTEMPT_STATE) this.#more().retryDelayMs = v;
+  }
+  /** @internal The per-try timer. */
+  get timer(): NodeJS.Timeout | undefined {
+    return this.#rare.timer;
+  }
+  set timer(v: NodeJS.Timeout | undefined) {
+    if (v !== undefined || this.#rare !== NO_ATTEMPT_STATE) this.#more().timer = v;
+  }
+  /** @internal Why the pipeline aborted it (per-try timeout, the call's stop), if it did. */
+  get abortedFor(): AttemptFailure | undefined {
+    return this.#rare.abortedFor;
+  }
+  set abortedFor(v: AttemptFailure | undefined) {
+    if (v !== undefined || this.#rare !== NO_ATTEMPT_STATE) this.#more().abortedFor = v;
   }
 }
 
