@@ -165,10 +165,6 @@ export class CallAttempt {
     this.index = index;
   }
 
-  #flag(bit: number, on: boolean): void {
-    this.#flags = on ? this.#flags | bit : this.#flags & ~bit;
-  }
-
   #more(): AttemptState {
     let r = this.#rare;
     if (r === NO_ATTEMPT_STATE) {
@@ -183,35 +179,35 @@ export class CallAttempt {
     return (this.#flags & A_ENDED) !== 0;
   }
   set ended(v: boolean) {
-    this.#flag(A_ENDED, v);
+    this.#flags = v ? this.#flags | A_ENDED : this.#flags & ~A_ENDED;
   }
   /** @internal Counted as pending in the thresholds until it has a connection. */
   get pending(): boolean {
     return (this.#flags & A_PENDING) !== 0;
   }
   set pending(v: boolean) {
-    this.#flag(A_PENDING, v);
+    this.#flags = v ? this.#flags | A_PENDING : this.#flags & ~A_PENDING;
   }
   /** @internal Holds a max-retries slot. */
   get retrySlot(): boolean {
     return (this.#flags & A_RETRY_SLOT) !== 0;
   }
   set retrySlot(v: boolean) {
-    this.#flag(A_RETRY_SLOT, v);
+    this.#flags = v ? this.#flags | A_RETRY_SLOT : this.#flags & ~A_RETRY_SLOT;
   }
   /** The endpoint shed the request (`x-meshlet-shed`): it was not processed, and says nothing bad of the endpoint. */
   get shed(): boolean {
     return (this.#flags & A_SHED) !== 0;
   }
   set shed(v: boolean) {
-    this.#flag(A_SHED, v);
+    this.#flags = v ? this.#flags | A_SHED : this.#flags & ~A_SHED;
   }
   /** @internal Admitted by the service's adaptive concurrency limiter (released at its end). */
   get limited(): boolean {
     return (this.#flags & A_LIMITED) !== 0;
   }
   set limited(v: boolean) {
-    this.#flag(A_LIMITED, v);
+    this.#flags = v ? this.#flags | A_LIMITED : this.#flags & ~A_LIMITED;
   }
 
   /** Set when the pipeline decided at `response()` to retry: the response is being discarded. */
@@ -644,7 +640,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       return;
     }
     const att = this.createAttempt(ep, this.#attempts++);
-    att.limited = limiter !== undefined;
+    if (limiter !== undefined) att.limited = true;
     // The first attempt starts in the same tick as the call: the call's clock read serves.
     if (clock < 0 && r !== NO_STATE) r.firstBudget = -1; // not the call's first tick: compute from the clock
     att.startedAt = rt.startAttempt(ep, clock >= 0 ? clock : undefined);
@@ -1026,8 +1022,9 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       permit.done(verdict === 'success' ? 'success' : verdict === 'ignore' ? 'ignore' : 'failure');
     }
     const thresholds = rt.resilience.thresholds;
-    thresholds.leave(att.pending);
-    att.pending = false;
+    const pending = att.pending;
+    thresholds.leave(pending);
+    if (pending) att.pending = false;
     if (att.retrySlot) {
       att.retrySlot = false;
       thresholds.endRetry();
