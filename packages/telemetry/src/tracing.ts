@@ -389,6 +389,9 @@ export class ClientTracing implements CallHook {
     // a remote parent to pass along (near-zero cost when tracing is not set up).
     const proxy = this.#proxy;
     if (proxy !== undefined && proxy.getDelegate() === NOOP_PROVIDER) {
+      // The root context (what the API answers while no context manager is registered) holds no
+      // span: no lookup in it (a Map lookup per request).
+      if (parent === ROOT_CONTEXT) return undefined;
       const psc = trace.getSpanContext(parent);
       if (psc === undefined || !isSpanContextValid(psc)) return undefined;
     }

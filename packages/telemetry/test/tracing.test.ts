@@ -196,6 +196,26 @@ describe('client spans', () => {
     expect(exporter.getFinishedSpans()).toHaveLength(0);
   });
 
+  it("without a tracer provider, passes an active caller's trace along (and nothing without one)", async () => {
+    const { m, b } = await setup({}, false);
+    const sc = {
+      traceId: '0af7651916cd43dd8448eb211c80319c',
+      spanId: 'b7ad6b7169203331',
+      traceFlags: 1,
+      isRemote: true,
+    };
+    await context.with(trace.setSpanContext(ROOT_CONTEXT, sc), async () => {
+      await (await m.fetch('http://reviews/')).text();
+    });
+    expect(b.requests[0]?.headers.traceparent).toBe(`00-${sc.traceId}-${sc.spanId}-01`);
+    // The root context (no caller's trace): nothing injected.
+    await context.with(ROOT_CONTEXT, async () => {
+      await (await m.fetch('http://reviews/')).text();
+    });
+    expect(b.requests[1]?.headers.traceparent).toBeUndefined();
+    expect(exporter.getFinishedSpans()).toHaveLength(0);
+  });
+
   it('attaches trace ids as exemplars in OpenMetrics output', async () => {
     const { m } = await setup({ metrics: { exemplars: true } });
     await (await m.fetch('http://reviews/')).text();
