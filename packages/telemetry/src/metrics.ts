@@ -202,6 +202,14 @@ class ServiceSeries {
   readonly rpc = new Map<string, Array<Bound | undefined>>();
   readonly rpcAttempts: Array<Bound | undefined> = [];
   readonly istio = new Map<number, Bound>();
+  /**
+   * The last logical request's and attempt's series and their keys: a service's requests mostly
+   * end the same way, and a hit spares a Map lookup per request (entries are never removed).
+   */
+  lastLogicalKey = -1;
+  lastLogical: Bound | undefined = undefined;
+  lastAttemptKey = -1;
+  lastAttempt: Bound | undefined = undefined;
   readonly stats: ServiceStats = {
     requests: 0,
     errors: 0,
@@ -251,6 +259,7 @@ export class MeshMetrics {
   readonly #mesh: Mesh;
   readonly #stash: TraceStash | undefined;
   readonly #services = new Map<string, ServiceSeries>();
+  #lastService: ServiceSeries | undefined = undefined;
   readonly #otel: boolean;
   readonly #istio: boolean;
   readonly #disposers: Array<() => void> = [];
@@ -757,6 +766,10 @@ export class MeshMetrics {
   }
 
   #service(name: string): ServiceSeries {
+    // The last service asked for (one service, or a few in turn, is the common case): no Map
+    // lookup. Entries are never removed.
+    const last = this.#lastService;
+    if (last !== undefined && last.name === name) return last;
     let s = this.#services.get(name);
     if (s === undefined) {
       s = new ServiceSeries(name);
@@ -764,6 +777,7 @@ export class MeshMetrics {
       for (const st of ['closed', 'open', 'half_open'])
         this.#breakerState.set({ service: name, state: st }, st === 'closed' ? 1 : 0);
     }
+    this.#lastService = s;
     return s;
   }
 
@@ -857,7 +871,7 @@ export class MeshMetrics {
         b.duration.observeWithExemplar(durationMs / 1000, traceId, stash?.spanId as string);
       else b.duration.observe(durationMs / 1000);
     } else if (this.#otel) {
-      let b = s.logical.get(key);
+      let b = key === s.lastLogicalKey ? s.lastLogical : s.logical.get(key);
       if (b === undefined) {
         b = this.#bind(
           this.#logicalCount as CF,
@@ -869,6 +883,8 @@ export class MeshMetrics {
         );
         s.logical.set(key, b);
       }
+      s.lastLogicalKey = key;
+      s.lastLogical = b;
       b.count.value++;
       if (traceId !== undefined)
         b.duration.observeWithExemplar(durationMs / 1000, traceId, stash?.spanId as string);
@@ -949,7 +965,7 @@ export class MeshMetrics {
     } else if (this.#otel) {
       const s = this.#service(service);
       const key = outcomeIndex(outcome) * 1000 + (status ?? 0);
-      let b = s.attempts.get(key);
+      let b = key === s.lastAttemptKey ? s.lastAttempt : s.attempts.get(key);
       if (b === undefined) {
         const labels = {
           service,
@@ -963,6 +979,8 @@ export class MeshMetrics {
         };
         s.attempts.set(key, b);
       }
+      s.lastAttemptKey = key;
+      s.lastAttempt = b;
       b.count.value++;
       b.duration.observe(durationMs / 1000);
     }

@@ -69,6 +69,53 @@ describe('request metrics', () => {
     expect(text).not.toContain('istio_requests_total');
   });
 
+  it('counts each series right when services and statuses alternate (the per-service caches)', async () => {
+    const { m } = await setup({});
+    const reviews = m.mesh.service('reviews');
+    const metrics = m.telemetry.metrics;
+    if (!reviews || !metrics) throw new Error('no runtime');
+    const ep = reviews.endpoints[0];
+    if (!ep) throw new Error('no endpoint');
+    // What the call listener hands over, for two services, in an order that defeats any cache
+    // that would not key on the service and the series.
+    const order: Array<[string, number]> = [
+      ['reviews', 200],
+      ['ratings', 200],
+      ['reviews', 503],
+      ['reviews', 503],
+      ['reviews', 200],
+      ['ratings', 404],
+      ['ratings', 200],
+    ];
+    for (const [service, status] of order) {
+      const outcome = status >= 500 ? 'http_error' : 'success';
+      metrics.onCall(service, 'GET', '/', 2, outcome, status, 'http');
+      reviews.hooks.attemptEnded(
+        { ...reviews, name: service } as typeof reviews,
+        ep,
+        0,
+        2,
+        outcome,
+        status,
+        undefined,
+        undefined,
+        'http',
+        'success',
+      );
+    }
+    const text = (await m.telemetry.scrape()).body;
+    for (const [service, status, n] of [
+      ['reviews', 200, 2],
+      ['reviews', 503, 2],
+      ['ratings', 200, 2],
+      ['ratings', 404, 1],
+    ] as const) {
+      const labels = { service, http_response_status_code: String(status) };
+      expect(sample(text, 'http_client_requests_total', labels)).toBe(n);
+      expect(sample(text, 'meshlet_client_attempts_total', labels)).toBe(n);
+    }
+  });
+
   it('labels connect failures and missing endpoints by outcome', async () => {
     const { m, b } = await setup({});
     const dead = b[0] as Backend;
