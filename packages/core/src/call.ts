@@ -146,96 +146,103 @@ const NO_ATTEMPT_STATE: AttemptState = Object.freeze(new AttemptState());
  * read as the fields they replace.
  */
 export class CallAttempt {
-  readonly endpoint: EndpointState;
+  declare readonly endpoint: EndpointState;
   /** 0 for the first attempt. */
-  readonly index: number;
+  declare readonly index: number;
   /** When the attempt was dispatched (service clock). */
-  startedAt = 0;
+  declare startedAt: number;
   /** When it was on a connection (latency is measured from here); negative until then. */
-  connectedAt = -1;
+  declare connectedAt: number;
   /** The response status (HTTP status, gRPC code), once known. */
-  status: number | undefined = undefined;
+  declare status: number | undefined;
   /** @internal The breaker permit the attempt holds. */
-  permit: AttemptPermit | undefined = undefined;
-  #flags = A_PENDING;
-  #rare: AttemptState = NO_ATTEMPT_STATE;
+  declare permit: AttemptPermit | undefined;
+  declare private _flags: number;
+  declare private _rare: AttemptState;
 
   constructor(endpoint: EndpointState, index: number) {
+    // Every field is assigned here, none declared with an initializer or `#`: see `Call`.
     this.endpoint = endpoint;
     this.index = index;
+    this.startedAt = 0;
+    this.connectedAt = -1;
+    this.status = undefined;
+    this.permit = undefined;
+    this._flags = A_PENDING;
+    this._rare = NO_ATTEMPT_STATE;
   }
 
-  #more(): AttemptState {
-    let r = this.#rare;
+  private _more(): AttemptState {
+    let r = this._rare;
     if (r === NO_ATTEMPT_STATE) {
       r = new AttemptState();
-      this.#rare = r;
+      this._rare = r;
     }
     return r;
   }
 
   /** True once the attempt's end was recorded (further reports are ignored). */
   get ended(): boolean {
-    return (this.#flags & A_ENDED) !== 0;
+    return (this._flags & A_ENDED) !== 0;
   }
   set ended(v: boolean) {
-    this.#flags = v ? this.#flags | A_ENDED : this.#flags & ~A_ENDED;
+    this._flags = v ? this._flags | A_ENDED : this._flags & ~A_ENDED;
   }
   /** @internal Counted as pending in the thresholds until it has a connection. */
   get pending(): boolean {
-    return (this.#flags & A_PENDING) !== 0;
+    return (this._flags & A_PENDING) !== 0;
   }
   set pending(v: boolean) {
-    this.#flags = v ? this.#flags | A_PENDING : this.#flags & ~A_PENDING;
+    this._flags = v ? this._flags | A_PENDING : this._flags & ~A_PENDING;
   }
   /** @internal Holds a max-retries slot. */
   get retrySlot(): boolean {
-    return (this.#flags & A_RETRY_SLOT) !== 0;
+    return (this._flags & A_RETRY_SLOT) !== 0;
   }
   set retrySlot(v: boolean) {
-    this.#flags = v ? this.#flags | A_RETRY_SLOT : this.#flags & ~A_RETRY_SLOT;
+    this._flags = v ? this._flags | A_RETRY_SLOT : this._flags & ~A_RETRY_SLOT;
   }
   /** The endpoint shed the request (`x-meshlet-shed`): it was not processed, and says nothing bad of the endpoint. */
   get shed(): boolean {
-    return (this.#flags & A_SHED) !== 0;
+    return (this._flags & A_SHED) !== 0;
   }
   set shed(v: boolean) {
-    this.#flags = v ? this.#flags | A_SHED : this.#flags & ~A_SHED;
+    this._flags = v ? this._flags | A_SHED : this._flags & ~A_SHED;
   }
   /** @internal Admitted by the service's adaptive concurrency limiter (released at its end). */
   get limited(): boolean {
-    return (this.#flags & A_LIMITED) !== 0;
+    return (this._flags & A_LIMITED) !== 0;
   }
   set limited(v: boolean) {
-    this.#flags = v ? this.#flags | A_LIMITED : this.#flags & ~A_LIMITED;
+    this._flags = v ? this._flags | A_LIMITED : this._flags & ~A_LIMITED;
   }
 
   /** Set when the pipeline decided at `response()` to retry: the response is being discarded. */
   get retryReason(): string | undefined {
-    return this.#rare.retryReason;
+    return this._rare.retryReason;
   }
   set retryReason(v: string | undefined) {
-    if (v !== undefined || this.#rare !== NO_ATTEMPT_STATE) this.#more().retryReason = v;
+    if (v !== undefined || this._rare !== NO_ATTEMPT_STATE) this._more().retryReason = v;
   }
   get retryDelayMs(): number {
-    return this.#rare.retryDelayMs;
+    return this._rare.retryDelayMs;
   }
   set retryDelayMs(v: number) {
-    if (v !== 0 || this.#rare !== NO_ATTEMPT_STATE) this.#more().retryDelayMs = v;
+    if (v !== 0 || this._rare !== NO_ATTEMPT_STATE) this._more().retryDelayMs = v;
   }
   /** @internal The per-try timer. */
   get timer(): NodeJS.Timeout | undefined {
-    return this.#rare.timer;
+    return this._rare.timer;
   }
   set timer(v: NodeJS.Timeout | undefined) {
-    if (v !== undefined || this.#rare !== NO_ATTEMPT_STATE) this.#more().timer = v;
+    if (v !== undefined || this._rare !== NO_ATTEMPT_STATE) this._more().timer = v;
   }
   /** @internal Why the pipeline aborted it (per-try timeout, the call's stop), if it did. */
   get abortedFor(): AttemptFailure | undefined {
-    return this.#rare.abortedFor;
+    return this._rare.abortedFor;
   }
   set abortedFor(v: AttemptFailure | undefined) {
-    if (v !== undefined || this.#rare !== NO_ATTEMPT_STATE) this.#more().abortedFor = v;
+    if (v !== undefined || this._rare !== NO_ATTEMPT_STATE) this._more().abortedFor = v;
   }
 }
 
@@ -258,7 +265,7 @@ const SENDING = 16;
 
 /**
  * What a call needs only off its common path (a deadline, a retry, a stop, a wait for capacity):
- * made on first use (`Call.#more`), so that a call without any of them is half the size — the
+ * made on first use (`Call._more`), so that a call without any of them is half the size — the
  * first attempt succeeding, with no deadline, is nearly every call (docs/benchmarks.md).
  */
 class CallState {
@@ -287,7 +294,7 @@ class CallState {
   waitFrom = 0;
 }
 
-/** The state of every call that has none of its own yet (read only: `Call.#more` replaces it). */
+/** The state of every call that has none of its own yet (read only: `Call._more` replaces it). */
 const NO_STATE: CallState = Object.freeze(new CallState());
 
 function startObserver(hook: CallHook, call: CallInfo): CallObserver | undefined {
@@ -324,28 +331,28 @@ function startObserver(hook: CallHook, call: CallInfo): CallObserver | undefined
  */
 export abstract class Call<A extends CallAttempt = CallAttempt> implements CallInfo, PickContext {
   /** The service the call goes to (a transport that routes at `begin()` sets it with `retarget`). */
-  service: ServiceRuntime;
+  declare service: ServiceRuntime;
   /** The policy in force: the service's, or a route's merge over it. */
-  policy: ServicePolicy;
-  readonly transport: Transport;
+  declare policy: ServicePolicy;
+  declare readonly transport: Transport;
   /** `PickContext`: the 0-based number of the attempt being picked. */
-  attempt = 0;
+  declare attempt: number;
   /** `PickContext`: the request's affinity hash for hash-based balancers. */
-  hash: number | undefined = undefined;
+  declare hash: number | undefined;
   /** `PickContext`: request headers, for policies that read them. */
-  headers: Readonly<Record<string, string | string[] | undefined>> | undefined = undefined;
+  declare headers: Readonly<Record<string, string | string[] | undefined>> | undefined;
 
-  #state = IDLE;
+  declare private _state: number;
   /** `IDEMPOTENT`, `STARTED`, `QUEUED`, `RETRY_SLOT`, `SENDING`. */
-  #flags: number;
+  declare private _flags: number;
   /** Attempts started. */
-  #attempts = 0;
-  #current: A | undefined = undefined;
-  #startedAt = 0;
-  #lastStatus: number | undefined = undefined;
-  #observer: CallObserver | undefined = undefined;
-  /** Deadline, retry, stop and wait state (`NO_STATE` until the call needs any: `#more()`). */
-  #rare: CallState = NO_STATE;
+  declare private _attempts: number;
+  declare private _current: A | undefined;
+  declare private _startedAt: number;
+  declare private _lastStatus: number | undefined;
+  declare private _observer: CallObserver | undefined;
+  /** Deadline, retry, stop and wait state (`NO_STATE` until the call needs any: `_more()`). */
+  declare private _rare: CallState;
 
   /**
    * `service` undefined: a call routed when it starts (gRPC routes on metadata, which comes with
@@ -357,18 +364,32 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     transport: Transport,
     idempotent: boolean,
   ) {
+    // Every field is assigned here, in one order, none declared with an initializer or `#`, and
+    // the class has no `#` methods: on Node 20, a base class that declares instance fields or
+    // private methods makes every `new` of a subclass go through V8's generic construct stub
+    // (~230 instructions more per object, measured: docs/benchmarks.md). Privacy is TypeScript's.
     this.service = service as ServiceRuntime;
     this.policy = (policy ?? service?.policy) as ServicePolicy;
     this.transport = transport;
-    this.#flags = idempotent ? IDEMPOTENT : 0;
+    this.attempt = 0;
+    this.hash = undefined;
+    this.headers = undefined;
+    this._state = IDLE;
+    this._flags = idempotent ? IDEMPOTENT : 0;
+    this._attempts = 0;
+    this._current = undefined;
+    this._startedAt = 0;
+    this._lastStatus = undefined;
+    this._observer = undefined;
+    this._rare = NO_STATE;
   }
 
   /** The call's off-path state, made on first use. */
-  #more(): CallState {
-    let r = this.#rare;
+  private _more(): CallState {
+    let r = this._rare;
     if (r === NO_STATE) {
       r = new CallState();
-      this.#rare = r;
+      this._rare = r;
     }
     return r;
   }
@@ -417,51 +438,51 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * metadata, which arrives with grpc-js's `start`). Only before `begin()`.
    */
   protected retarget(service: ServiceRuntime, policy: ServicePolicy | undefined): void {
-    if ((this.#flags & STARTED) !== 0) return;
+    if ((this._flags & STARTED) !== 0) return;
     this.service = service;
     this.policy = policy ?? service.policy;
   }
 
   /** Marks the call idempotent (a per-call signal that arrives with grpc-js's `start`). Only before `begin()`. */
   protected markIdempotent(): void {
-    if ((this.#flags & STARTED) === 0) this.#flags |= IDEMPOTENT;
+    if ((this._flags & STARTED) === 0) this._flags |= IDEMPOTENT;
   }
 
   /** True when the call's deadline is the caller's (its own, or the inbound request's in scope). */
   protected get callersDeadline(): boolean {
-    return this.#rare.callerDeadline;
+    return this._rare.callerDeadline;
   }
 
   /** Milliseconds since `begin()` (service clock). */
   protected elapsedMs(): number {
-    return this.service.now() - this.#startedAt;
+    return this.service.now() - this._startedAt;
   }
 
   // ---- state the transport reads ------------------------------------------------------------
 
   /** The attempt in flight (or the last one). */
   get current(): A | undefined {
-    return this.#current;
+    return this._current;
   }
 
   /** Attempts started so far. */
   get attempts(): number {
-    return this.#attempts;
+    return this._attempts;
   }
 
   /** True once the call ended (delivered or failed). */
   get finished(): boolean {
-    return this.#state === DONE;
+    return this._state === DONE;
   }
 
   /** True once the response was committed to the caller (no more retries). */
   get committed(): boolean {
-    return this.#state === COMMITTED;
+    return this._state === COMMITTED;
   }
 
   /** Headers the call's observer adds (trace context), flat `[name, value, …]`. */
   get extraHeaders(): readonly string[] | undefined {
-    return this.#observer?.headers;
+    return this._observer?.headers;
   }
 
   /**
@@ -472,10 +493,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   attemptBudgetMs(): number {
     const perTry = this.policy.perTryTimeoutMs;
     let ms = perTry > 0 ? perTry : Number.POSITIVE_INFINITY;
-    const r = this.#rare;
+    const r = this._rare;
     if (r.deadlineAt !== Number.POSITIVE_INFINITY) {
       // The first attempt, started in the same tick as the call: nothing has elapsed.
-      if (this.#attempts <= 1 && r.firstBudget >= 0) return r.firstBudget;
+      if (this._attempts <= 1 && r.firstBudget >= 0) return r.firstBudget;
       const left = r.deadlineAt - this.service.now();
       if (left < ms) ms = Math.max(1, left);
     }
@@ -489,29 +510,29 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * the deadline of the inbound request in scope and the policy's `timeout` are added here.
    */
   begin(callerDeadline?: number): void {
-    this.#flags |= STARTED;
+    this._flags |= STARTED;
     const rt = this.service;
     const now = rt.now();
-    this.#startedAt = now;
+    this._startedAt = now;
     rt.retryBudget.recordRequest(now);
-    const ms = this.#composeDeadline(callerDeadline);
+    const ms = this._composeDeadline(callerDeadline);
     const hook = this.callHook();
-    if (hook !== undefined) this.#observer = startObserver(hook, this);
+    if (hook !== undefined) this._observer = startObserver(hook, this);
     if (ms !== Number.POSITIVE_INFINITY) {
-      const r = this.#more();
+      const r = this._more();
       const perTry = this.policy.perTryTimeoutMs;
       r.firstBudget = perTry > 0 && perTry < ms ? perTry : ms;
       r.deadlineAt = now + ms;
       if (ms > 0) r.deadlineTimer = setTimeout(Call.#deadlineFired, ms, this);
     }
     this.onStart();
-    if (this.#state === DONE || this.#rare.stop !== undefined) return; // cancelled in onStart
+    if (this._state === DONE || this._rare.stop !== undefined) return; // cancelled in onStart
     if (ms <= 0) {
       // Already past the deadline: fail without sending anything.
-      this.#deadlineExpired();
+      this._deadlineExpired();
       return;
     }
-    this.#next(now);
+    this._next(now);
   }
 
   /**
@@ -519,7 +540,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * the inbound request's deadline in scope and the policy's timeout (Infinity: none). Records
    * whose deadline it is (an expiry of the caller's says nothing about the endpoint).
    */
-  #composeDeadline(callerDeadline: number | undefined): number {
+  private _composeDeadline(callerDeadline: number | undefined): number {
     const timeout = this.policy.timeoutMs;
     let ms = timeout > 0 ? timeout : Number.POSITIVE_INFINITY;
     const inbound = currentDeadline();
@@ -527,11 +548,11 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       const epoch = Date.now();
       if (inbound !== undefined && inbound - epoch < ms) {
         ms = Math.max(0, inbound - epoch);
-        this.#more().callerDeadline = true;
+        this._more().callerDeadline = true;
       }
       if (callerDeadline !== undefined && callerDeadline - epoch < ms) {
         ms = Math.max(0, callerDeadline - epoch);
-        this.#more().callerDeadline = true;
+        this._more().callerDeadline = true;
       }
     }
     // Never more than a timer can hold (a longer wait would fire at once).
@@ -540,7 +561,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
 
   /** The caller cancelled (its abort function, a cancelled gRPC call). `reason` is what it gets. */
   cancel(reason?: Error): void {
-    this.#stopWith(
+    this._stopWith(
       AttemptFailures.cancelled,
       reason ??
         new MeshError(ErrorCodes.CANCELLED, 'the request was cancelled', { service: this.service.name }),
@@ -548,46 +569,46 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   }
 
   static #deadlineFired(call: Call): void {
-    call.#rare.deadlineTimer = undefined;
-    call.#deadlineExpired();
+    call._rare.deadlineTimer = undefined;
+    call._deadlineExpired();
   }
 
-  #deadlineExpired(): void {
+  private _deadlineExpired(): void {
     const name = this.service.name;
-    const caller = this.#rare.callerDeadline;
+    const caller = this._rare.callerDeadline;
     const err = caller
       ? new MeshError(ErrorCodes.TIMEOUT, `request to service "${name}" exceeded the caller's deadline`, {
           service: name,
-          endpoint: this.#current?.endpoint.id,
+          endpoint: this._current?.endpoint.id,
         })
       : new MeshError(
           ErrorCodes.TIMEOUT,
           `request to service "${name}" exceeded its ${this.policy.timeoutMs}ms timeout`,
-          { service: name, endpoint: this.#current?.endpoint.id },
+          { service: name, endpoint: this._current?.endpoint.id },
         );
-    this.#stopWith(caller ? AttemptFailures.callerDeadline : AttemptFailures.timeout, err);
+    this._stopWith(caller ? AttemptFailures.callerDeadline : AttemptFailures.timeout, err);
   }
 
   /** Ends the call with `error`: aborts the attempt in flight, or fails at once if none is. */
-  #stopWith(reason: AttemptFailure, error: Error): void {
-    if (this.#state === DONE || this.#rare.stop !== undefined) return;
-    const r = this.#more();
+  private _stopWith(reason: AttemptFailure, error: Error): void {
+    if (this._state === DONE || this._rare.stop !== undefined) return;
+    const r = this._more();
     r.stop = reason;
     r.stopError = error;
-    const att = this.#current;
-    if (att !== undefined && !att.ended && (this.#state === IN_FLIGHT || this.#state === COMMITTED)) {
+    const att = this._current;
+    if (att !== undefined && !att.ended && (this._state === IN_FLIGHT || this._state === COMMITTED)) {
       att.abortedFor = reason;
       this.abort(att, error);
       // The transport reports the aborted attempt through failed(), which finishes the call.
       return;
     }
-    this.#finish(error, reason.outcome);
+    this._finish(error, reason.outcome);
   }
 
   /** Admits and starts the next attempt: breaker, thresholds, pick (avoiding endpoints tried). */
   /** `clock`: the call's clock read at `begin()`, for its first attempt in the same tick (else -1). */
-  #next(clock = -1): void {
-    if (this.#state === DONE) return;
+  private _next(clock = -1): void {
+    if (this._state === DONE) return;
     const rt = this.service;
     const resilience = rt.resilience;
     const breaker = resilience.breaker;
@@ -595,7 +616,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (breaker !== undefined) {
       permit = breaker.acquire();
       if (permit === undefined) {
-        this.#finish(breaker.openError(this.#rare.lastEndpoint?.id), 'circuit_open');
+        this._finish(breaker.openError(this._rare.lastEndpoint?.id), 'circuit_open');
         return;
       }
     }
@@ -603,32 +624,32 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const overflow = thresholds.enter();
     if (overflow !== undefined) {
       permit?.done('ignore');
-      this.#finish(thresholds.overloadedError(overflow), 'overloaded');
+      this._finish(thresholds.overloadedError(overflow), 'overloaded');
       return;
     }
-    this.attempt = this.#attempts;
+    this.attempt = this._attempts;
     const limiter = resilience.concurrency;
-    const r = this.#rare;
+    const r = this._rare;
     const res = rt.pick(this, r.tried ?? r.lastEndpoint, limiter);
     if (res.kind !== 'pick') {
       permit?.done('ignore');
       thresholds.leave(true);
       if (res.kind === 'fail') {
-        this.#finish(res.error, 'no_endpoint');
+        this._finish(res.error, 'no_endpoint');
         return;
       }
       // Discovery has not answered yet: wait for its first answer (bounded by the deadline).
       // A second `queue` means the service closed meanwhile.
-      if ((this.#flags & QUEUED) !== 0 || rt.closed) {
-        this.#finish(
+      if ((this._flags & QUEUED) !== 0 || rt.closed) {
+        this._finish(
           new MeshError(ErrorCodes.CLOSED, `service "${rt.name}" was closed`, { service: rt.name }),
           'no_endpoint',
         );
         return;
       }
-      this.#flags |= QUEUED;
-      this.#state = IDLE;
-      rt.whenDiscovered().then(() => this.#next());
+      this._flags |= QUEUED;
+      this._state = IDLE;
+      rt.whenDiscovered().then(() => this._next());
       return;
     }
     const ep = res.endpoint;
@@ -636,25 +657,25 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       // Every usable endpoint is at its limit: wait for an attempt to end (bounded), or fail.
       permit?.done('ignore');
       thresholds.leave(true);
-      this.#waitForCapacity(limiter);
+      this._waitForCapacity(limiter);
       return;
     }
-    const att = this.createAttempt(ep, this.#attempts++);
+    const att = this.createAttempt(ep, this._attempts++);
     if (limiter !== undefined) att.limited = true;
     // The first attempt starts in the same tick as the call: the call's clock read serves.
     if (clock < 0 && r !== NO_STATE) r.firstBudget = -1; // not the call's first tick: compute from the clock
     att.startedAt = rt.startAttempt(ep, clock >= 0 ? clock : undefined);
     att.permit = permit;
-    if ((this.#flags & RETRY_SLOT) !== 0) {
+    if ((this._flags & RETRY_SLOT) !== 0) {
       att.retrySlot = true;
-      this.#flags &= ~RETRY_SLOT;
+      this._flags &= ~RETRY_SLOT;
     }
-    this.#current = att;
-    this.#state = IN_FLIGHT;
+    this._current = att;
+    this._state = IN_FLIGHT;
     const perTry = this.policy.perTryTimeoutMs;
     if (perTry > 0 && att.startedAt + perTry < r.deadlineAt)
       att.timer = setTimeout(Call.#perTryFired, perTry, this, att);
-    this.#flags |= SENDING;
+    this._flags |= SENDING;
     try {
       this.send(att);
     } catch (err) {
@@ -662,7 +683,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       // make a connection pool for): the caller's request, not the endpoint's failure.
       this.failed(att, AttemptFailures.caller, err instanceof Error ? err : new Error(String(err)));
     } finally {
-      this.#flags &= ~SENDING;
+      this._flags &= ~SENDING;
     }
   }
 
@@ -671,14 +692,14 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * the service to end, at most `maxWait` in all and never past its deadline, then picks again;
    * when the wait is over it fails with `MESHLET_ERR_OVERLOADED` (nothing was sent).
    */
-  #waitForCapacity(limiter: AdaptiveConcurrency): void {
+  private _waitForCapacity(limiter: AdaptiveConcurrency): void {
     const rt = this.service;
     const now = rt.now();
-    const r = this.#more();
+    const r = this._more();
     if (r.waitUntil < 0) r.waitUntil = Math.min(now + limiter.config.maxWaitMs, r.deadlineAt);
     const left = r.waitUntil - now;
     if (!(left > 0)) {
-      this.#finish(
+      this._finish(
         new MeshError(
           ErrorCodes.OVERLOADED,
           `every endpoint of service "${rt.name}" is at its adaptive concurrency limit`,
@@ -688,7 +709,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       );
       return;
     }
-    this.#state = IDLE;
+    this._state = IDLE;
     // The next attempt starts later than the call: its budget is computed afresh.
     r.firstBudget = -1;
     r.waitingOn = limiter;
@@ -699,16 +720,16 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
 
   /** @internal An attempt of the service ended while the call waited for capacity: pick again. */
   capacityFreed(): void {
-    const r = this.#rare;
-    if (r.waitingOn === undefined || this.#state === DONE) return;
+    const r = this._rare;
+    if (r.waitingOn === undefined || this._state === DONE) return;
     r.waitingOn = undefined;
     if (r.backoff !== undefined) clearTimeout(r.backoff);
     r.backoff = undefined;
-    this.#next();
+    this._next();
   }
 
   static #waitEnded(call: Call): void {
-    const r = call.#rare;
+    const r = call._rare;
     r.backoff = undefined;
     const limiter = r.waitingOn;
     limiter?.cancelWait(call);
@@ -718,13 +739,13 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     // long turn). The stalled time is added to the wait, within the deadline.
     const stalled = limiter?.localStallMs(call.service.now() - r.waitFrom) ?? 0;
     if (stalled > 0) r.waitUntil = Math.min(r.waitUntil + stalled, r.deadlineAt);
-    call.#next();
+    call._next();
   }
 
   static #perTryFired(call: Call, att: CallAttempt): void {
     att.timer = undefined;
     // A response being read away before a retry already decided this attempt's fate.
-    if (att !== call.#current || call.#state !== IN_FLIGHT || att.ended || att.retryReason !== undefined)
+    if (att !== call._current || call._state !== IN_FLIGHT || att.ended || att.retryReason !== undefined)
       return;
     const name = call.service.name;
     const err = new MeshError(
@@ -743,7 +764,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     if (att.ended || att.connectedAt >= 0) return;
     // A pooled connection takes the request while it is being sent: no time has passed.
     att.connectedAt =
-      (this.#flags & SENDING) !== 0 && att === this.#current ? att.startedAt : this.service.now();
+      (this._flags & SENDING) !== 0 && att === this._current ? att.startedAt : this.service.now();
     if (att.pending) {
       att.pending = false;
       this.service.resilience.thresholds.connected();
@@ -758,32 +779,32 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    */
   response(att: A, status: number, retryAfterMs?: number, shed = false): boolean {
     att.status = status;
-    if (att !== this.#current || this.#state !== IN_FLIGHT || att.ended) return false;
-    this.#lastStatus = status;
+    if (att !== this._current || this._state !== IN_FLIGHT || att.ended) return false;
+    this._lastStatus = status;
     const rt = this.service;
-    if (shed) return this.#shedResponse(att, status, retryAfterMs);
+    if (shed) return this._shedResponse(att, status, retryAfterMs);
     // A shedding endpoint (429/503 + Retry-After) is avoided until the penalty ends.
     if (this.transport === 'http' && (status === 429 || status >= 500))
       rt.penalize(att.endpoint, status, retryAfterMs);
-    const reason = this.#statusRetryReason(status);
+    const reason = this._statusRetryReason(status);
     // gRPC codes the user listed (a client's `retry.codes`, an xDS route's `retry_on`) are retried
     // whatever the method's idempotency: the user said the code means "not processed".
     const explicit = this.transport === 'grpc' && this.policy.retry.grpcCodes !== undefined;
-    return this.#retryOrCommit(att, reason, explicit, retryAfterMs);
+    return this._retryOrCommit(att, reason, explicit, retryAfterMs);
   }
 
   /**
    * Retries the answered attempt for `reason` when the policy and the budget allow (false: the
    * transport drops what follows), or commits the call to it (true).
    */
-  #retryOrCommit(
+  private _retryOrCommit(
     att: A,
     reason: string | undefined,
     anyMethod: boolean,
     retryAfterMs: number | undefined,
   ): boolean {
-    if (reason !== undefined && this.#retryAllowed(anyMethod, true)) {
-      const delay = this.#admitRetry(reason, retryAfterMs);
+    if (reason !== undefined && this._retryAllowed(anyMethod, true)) {
+      const delay = this._admitRetry(reason, retryAfterMs);
       if (delay !== undefined) {
         att.retryReason = reason;
         att.retryDelayMs = delay;
@@ -802,13 +823,13 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * another endpoint at once (after the usual jittered backoff, not after Retry-After) whatever
    * its method, when the policy retries refused streams (or the status) and the budget allows.
    */
-  #shedResponse(att: A, status: number, retryAfterMs: number | undefined): boolean {
+  private _shedResponse(att: A, status: number, retryAfterMs: number | undefined): boolean {
     att.shed = true;
     this.service.penalize(att.endpoint, status, retryAfterMs, true);
     const reason = this.policy.retry.on.has('refused-stream')
       ? 'refused-stream'
-      : this.#statusRetryReason(status);
-    return this.#retryOrCommit(att, reason, true, undefined);
+      : this._statusRetryReason(status);
+    return this._retryOrCommit(att, reason, true, undefined);
   }
 
   /**
@@ -816,8 +837,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * (gRPC: on response headers, gRFC A6). The per-try timeout stops applying.
    */
   commit(att: A): void {
-    if (att !== this.#current || this.#state !== IN_FLIGHT) return;
-    this.#state = COMMITTED;
+    if (att !== this._current || this._state !== IN_FLIGHT) return;
+    this._state = COMMITTED;
     if (att.timer !== undefined) {
       clearTimeout(att.timer);
       att.timer = undefined;
@@ -841,21 +862,21 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       : status === undefined
         ? 'success'
         : verdictOf(this.transport, outcome, status);
-    const now = this.#endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
-    if (att !== this.#current || this.#state === DONE) return false;
+    const now = this._endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
+    if (att !== this._current || this._state === DONE) return false;
     if (att.retryReason !== undefined) {
-      const r = this.#rare;
+      const r = this._rare;
       if (r.stop !== undefined) {
-        this.#finish(r.stopError as Error, r.stop.outcome);
+        this._finish(r.stopError as Error, r.stop.outcome);
         return false;
       }
-      this.#triedEndpoint(att.endpoint);
-      this.#scheduleRetry(att.retryDelayMs);
+      this._triedEndpoint(att.endpoint);
+      this._scheduleRetry(att.retryDelayMs);
       return false;
     }
-    this.#state = DONE;
-    this.#clearTimers();
-    this.#report(outcome, status, undefined, now);
+    this._state = DONE;
+    this._clearTimers();
+    this._report(outcome, status, undefined, now);
     return true;
   }
 
@@ -864,38 +885,38 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     // An attempt the pipeline aborted (per-try timeout, the call's deadline or cancellation) fails
     // for that reason, whatever the transport made of the abort.
     const f = att.abortedFor ?? reported;
-    this.#endAttempt(att, f.outcome, att.status, error, att.shed ? 'ignore' : f.verdict, undefined);
-    if (att !== this.#current || this.#state === DONE) return;
-    const r = this.#rare;
+    this._endAttempt(att, f.outcome, att.status, error, att.shed ? 'ignore' : f.verdict, undefined);
+    if (att !== this._current || this._state === DONE) return;
+    const r = this._rare;
     const stop = r.stop;
     if (stop !== undefined) {
-      this.#finish(r.stopError as Error, stop.outcome);
+      this._finish(r.stopError as Error, stop.outcome);
       return;
     }
-    if (att.retryReason !== undefined && this.#state === IN_FLIGHT) {
+    if (att.retryReason !== undefined && this._state === IN_FLIGHT) {
       // Reading away a response already decided to be retried failed: the retry stands.
-      this.#triedEndpoint(att.endpoint);
-      this.#scheduleRetry(att.retryDelayMs);
+      this._triedEndpoint(att.endpoint);
+      this._scheduleRetry(att.retryDelayMs);
       return;
     }
-    if (this.#state === IN_FLIGHT) {
-      const reason = this.#failureRetryReason(f);
-      if (reason !== undefined && this.#retryAllowed(f.kind === 'never-sent', att.connectedAt >= 0)) {
-        const delay = this.#admitRetry(reason, undefined);
+    if (this._state === IN_FLIGHT) {
+      const reason = this._failureRetryReason(f);
+      if (reason !== undefined && this._retryAllowed(f.kind === 'never-sent', att.connectedAt >= 0)) {
+        const delay = this._admitRetry(reason, undefined);
         if (delay !== undefined) {
-          this.#triedEndpoint(att.endpoint);
-          this.#scheduleRetry(delay);
+          this._triedEndpoint(att.endpoint);
+          this._scheduleRetry(delay);
           return;
         }
       }
     }
-    this.#finish(error, f.outcome);
+    this._finish(error, f.outcome);
   }
 
   // ---- retry rules --------------------------------------------------------------------------
 
   /** The retry condition a response status meets under the policy, if any. */
-  #statusRetryReason(status: number): string | undefined {
+  private _statusRetryReason(status: number): string | undefined {
     const p = this.policy.retry;
     const on = p.on;
     if (this.transport === 'http') {
@@ -925,7 +946,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   }
 
   /** The retry condition a failure meets under the policy (Envoy's implications included). */
-  #failureRetryReason(f: AttemptFailure): string | undefined {
+  private _failureRetryReason(f: AttemptFailure): string | undefined {
     const c = f.condition;
     if (c === undefined) return undefined;
     const on = this.policy.retry.on;
@@ -942,11 +963,11 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * status (`anyMethod`), and a request the transport can send again (`consumed`: the attempt may
    * have read its body).
    */
-  #retryAllowed(anyMethod: boolean, consumed: boolean): boolean {
-    if (this.#rare.stop !== undefined || this.#state !== IN_FLIGHT) return false;
+  private _retryAllowed(anyMethod: boolean, consumed: boolean): boolean {
+    if (this._rare.stop !== undefined || this._state !== IN_FLIGHT) return false;
     const p = this.policy.retry;
-    if (this.#attempts > p.maxRetries) return false;
-    if (!anyMethod && (this.#flags & IDEMPOTENT) === 0 && !p.nonIdempotent) return false;
+    if (this._attempts > p.maxRetries) return false;
+    if (!anyMethod && (this._flags & IDEMPOTENT) === 0 && !p.nonIdempotent) return false;
     return this.replayable(consumed);
   }
 
@@ -955,14 +976,14 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
    * breaker (never retry into an open one), `thresholds.maxRetries` and the retry budget. Emits a
    * `retry` event; returns the delay, or undefined when the retry is refused.
    */
-  #admitRetry(reason: string, retryAfterMs: number | undefined): number | undefined {
+  private _admitRetry(reason: string, retryAfterMs: number | undefined): number | undefined {
     const rt = this.service;
     const now = rt.now();
-    let delay = backoffDelay(this.policy.retry, this.#attempts - 1);
+    let delay = backoffDelay(this.policy.retry, this._attempts - 1);
     if (retryAfterMs !== undefined && retryAfterMs > delay) delay = retryAfterMs;
     const resilience = rt.resilience;
     let denial: string | undefined;
-    if (now + delay >= this.#rare.deadlineAt) denial = 'deadline';
+    if (now + delay >= this._rare.deadlineAt) denial = 'deadline';
     else if (resilience.breaker !== undefined && resilience.breaker.state !== 'closed')
       denial = 'circuit_open';
     else if (!resilience.thresholds.startRetry()) denial = 'max_retries';
@@ -971,26 +992,26 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       denial = 'budget';
     }
     const allowed = denial === undefined;
-    if (allowed) this.#flags |= RETRY_SLOT;
+    if (allowed) this._flags |= RETRY_SLOT;
     if (rt.events.wants('retry')) {
-      rt.events.emit('retry', { service: rt.name, attempt: this.#attempts, reason, allowed, denial });
+      rt.events.emit('retry', { service: rt.name, attempt: this._attempts, reason, allowed, denial });
     }
     return allowed ? delay : undefined;
   }
 
-  #scheduleRetry(delay: number): void {
-    this.#state = IDLE;
-    this.#more().backoff = setTimeout(Call.#backoffEnded, delay, this);
+  private _scheduleRetry(delay: number): void {
+    this._state = IDLE;
+    this._more().backoff = setTimeout(Call.#backoffEnded, delay, this);
   }
 
   static #backoffEnded(call: Call): void {
-    call.#rare.backoff = undefined;
-    call.#next();
+    call._rare.backoff = undefined;
+    call._next();
   }
 
   /** Records the endpoint of a failed attempt before a retry (no array for a first retry). */
-  #triedEndpoint(ep: EndpointState): void {
-    const r = this.#more();
+  private _triedEndpoint(ep: EndpointState): void {
+    const r = this._more();
     const last = r.lastEndpoint;
     r.lastEndpoint = ep;
     if (last === undefined || last === ep) return;
@@ -1001,7 +1022,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   // ---- accounting ---------------------------------------------------------------------------
 
   /** Records an attempt's end once: breaker verdict, thresholds, retry slot, runtime, observer. */
-  #endAttempt(
+  private _endAttempt(
     att: A,
     outcome: Outcome,
     status: number | undefined,
@@ -1050,7 +1071,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
         outcome,
       );
     }
-    const o = this.#observer;
+    const o = this._observer;
     if (o?.attemptEnd !== undefined) {
       try {
         o.attemptEnd(att.endpoint, att.index, outcome, status, now - att.startedAt, error, retryReason);
@@ -1059,8 +1080,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     return now;
   }
 
-  #clearTimers(): void {
-    const r = this.#rare;
+  private _clearTimers(): void {
+    const r = this._rare;
     if (r === NO_STATE) return;
     if (r.deadlineTimer !== undefined) clearTimeout(r.deadlineTimer);
     if (r.backoff !== undefined) clearTimeout(r.backoff);
@@ -1073,34 +1094,34 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   }
 
   /** Ends the call with `error`, which the caller gets. */
-  #finish(error: Error, outcome: Outcome): void {
-    if (this.#state === DONE) return;
-    this.#state = DONE;
-    this.#clearTimers();
-    if ((this.#flags & RETRY_SLOT) !== 0) {
-      this.#flags &= ~RETRY_SLOT;
+  private _finish(error: Error, outcome: Outcome): void {
+    if (this._state === DONE) return;
+    this._state = DONE;
+    this._clearTimers();
+    if ((this._flags & RETRY_SLOT) !== 0) {
+      this._flags &= ~RETRY_SLOT;
       this.service.resilience.thresholds.endRetry();
     }
-    this.#report(outcome, this.errorStatus(error) ?? this.#lastStatus, error);
+    this._report(outcome, this.errorStatus(error) ?? this._lastStatus, error);
     this.deliverError(error);
   }
 
   /** `now`: the time of the call's end when the caller just read it (< 0: read the clock). */
-  #report(outcome: Outcome, status: number | undefined, error: Error | undefined, now = -1): void {
+  private _report(outcome: Outcome, status: number | undefined, error: Error | undefined, now = -1): void {
     const rt = this.service;
-    const endpoint = this.#current?.endpoint;
-    const o = this.#observer;
+    const endpoint = this._current?.endpoint;
+    const o = this._observer;
     if (o !== undefined) {
       try {
-        o.end(outcome, status, this.#attempts, endpoint, error);
+        o.end(outcome, status, this._attempts, endpoint, error);
       } catch {}
     }
     const hooks = rt.hooks;
     const requests = rt.events.requests;
     const listen = hooks.listensToCalls;
     if (!listen && !requests.wanted) return;
-    const durationMs = (now >= 0 ? now : rt.now()) - this.#startedAt;
-    if (listen) hooks.callEnded(this, durationMs, outcome, status, this.#attempts, endpoint, error);
+    const durationMs = (now >= 0 ? now : rt.now()) - this._startedAt;
+    if (listen) hooks.callEnded(this, durationMs, outcome, status, this._attempts, endpoint, error);
     if (!requests.wanted) return;
     requests.emit({
       service: rt.name,
@@ -1109,7 +1130,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       durationMs,
       outcome,
       status,
-      attempts: this.#attempts,
+      attempts: this._attempts,
       endpoint,
       error,
       transport: this.transport,
