@@ -10,7 +10,13 @@
  *     --conditions=meshlet-source --import tsx test/bench/support/stub-callgrind.ts 20000 ['{"retry":false}']
  *
  * The optional JSON is merged into the service's config (a policy turned off, as the fetch
- * suite's stub variants). Natively it prints CPU per dispatch instead.
+ * suite's stub variants). Natively it prints CPU per dispatch instead, and with `--expose-gc`
+ * the heap's growth per dispatch (bytes allocated: `gc()` before each window, and a young
+ * generation larger than a window allocates, so that nothing is collected inside it):
+ *
+ *   node --expose-gc --single-threaded --no-memory-reducer --min-semi-space-size=256 \
+ *     --max-semi-space-size=256 --conditions=meshlet-source --import tsx \
+ *     test/bench/support/stub-callgrind.ts 20000
  */
 import { createMesh } from '../../../packages/meshlet/src/index.js';
 import { control, lastDumpInstructions } from './callgrind-control.js';
@@ -36,16 +42,20 @@ async function batch(count: number): Promise<void> {
 }
 
 await batch(50_000);
+const gc = (globalThis as { gc?: () => void }).gc;
 for (let w = 0; w < 3; w++) {
+  gc?.();
+  const h0 = process.memoryUsage().heapUsed;
   if (underCallgrind) await control('--zero');
   const c0 = process.cpuUsage();
   await batch(n);
   const c = process.cpuUsage(c0);
+  const bytes = gc === undefined ? '' : `, heap +${Math.round((process.memoryUsage().heapUsed - h0) / n)} B`;
   if (underCallgrind) await control(`--dump=w${w}`);
   const ir = underCallgrind ? lastDumpInstructions() : undefined;
   console.log(
     `stub window ${w}: ${ir === undefined ? '-' : Math.round(ir / n)} instructions, ` +
-      `cpu ${(((c.user + c.system) * 1000) / n).toFixed(0)} ns per dispatch`,
+      `cpu ${(((c.user + c.system) * 1000) / n).toFixed(0)} ns per dispatch${bytes}`,
   );
 }
 await mesh.close();
