@@ -235,6 +235,7 @@ class SharedChannel implements ChannelInterface {
     this.#pool = pool;
     this.#pooled = pooled;
     this.#policy = policy;
+    if (policy !== undefined) policy.channel = pooled.channel;
   }
   close(): void {
     if (this.#closed) return;
@@ -264,10 +265,9 @@ class SharedChannel implements ChannelInterface {
     parent: Parameters<Channel['createCall']>[3],
     flags: Parameters<Channel['createCall']>[4],
   ): GrpcCall {
-    const channel = this.#pooled.channel;
     const policy = this.#policy;
-    if (policy === undefined) return channel.createCall(method, deadline, host, parent, flags);
-    return policy.createCall(channel, method, deadline, host, parent, flags);
+    if (policy === undefined) return this.#pooled.channel.createCall(method, deadline, host, parent, flags);
+    return policy.createCall(method, deadline, host, parent, flags);
   }
 }
 

@@ -154,6 +154,8 @@ export class MeshClientPolicy {
    * channel that is not a `mesh:` one): then a failure before a pick is not known to be unsent.
    */
   managedPicks = true;
+  /** The channel a mesh client's calls make their attempts on (set by the client's channel handle). */
+  channel: Channel | undefined = undefined;
   /** Flags (`UNARY`, `IDEMPOTENT`) by method path, when the client's method table is known. */
   readonly #methods: ReadonlyMap<string, number> | undefined;
   readonly #idempotent: ReadonlySet<string> | undefined;
@@ -246,9 +248,8 @@ export class MeshClientPolicy {
     });
   }
 
-  /** Creates the mesh call of one client call on `channel` (see `MeshCall`). */
+  /** Creates the mesh call of one client call on the client's channel (see `MeshCall`). */
   createCall(
-    channel: Channel,
     method: string,
     deadline: Deadline,
     host: string | null | undefined,
@@ -256,10 +257,10 @@ export class MeshClientPolicy {
     flags: number | null | undefined,
   ): MeshCall {
     // As grpc-js: a call on a closed channel throws where it is made.
-    if (channel.getConnectivityState(false) === connectivityState.SHUTDOWN)
+    if ((this.channel as Channel).getConnectivityState(false) === connectivityState.SHUTDOWN)
       throw new Error('Channel has been shut down');
     const call = new MeshCall(this, method, this.flagsOf(method), deadline, parent, flags);
-    call.onChannel(channel, host);
+    call.onChannel(host);
     return call;
   }
 
@@ -293,6 +294,9 @@ export class StatusError extends Error {
   }
 }
 
+/** `GrpcAttempt.held` when nothing is held. */
+const NOTHING: unique symbol = Symbol('nothing held');
+
 /** One attempt of a mesh call: the listener of its grpc-js call. */
 export class GrpcAttempt extends CallAttempt implements InterceptingListener {
   readonly owner: MeshCall;
@@ -302,11 +306,11 @@ export class GrpcAttempt extends CallAttempt implements InterceptingListener {
   picked = false;
   /** Why meshlet's picker did not send the attempt (it never left the client). */
   pickFailure: AttemptFailure | undefined = undefined;
-  /** A response message that came before the call committed (an interceptor chain's unary placeholder). */
-  held: unknown = undefined;
-  hasHeld = false;
-  /** The write callback of a replayable stream's attempt. */
-  written: (() => void) | undefined = undefined;
+  /**
+   * A response message that came before the call committed (an interceptor chain's unary
+   * placeholder); `NOTHING` when none did.
+   */
+  held: unknown = NOTHING;
 
   constructor(owner: MeshCall, endpoint: EndpointState, index: number) {
     super(endpoint, index);
@@ -348,6 +352,57 @@ function deliverLater(call: MeshCall, st: StatusObject): void {
   call.deliverStatus(st);
 }
 
+// A mesh call's flags (one small-integer field instead of six booleans).
+/** A unary call (its one message is kept for a replay). */
+const F_UNARY = 1;
+/** `#md` is a copy the call owns (else the caller's, which carries the call only while an attempt starts). */
+const F_MD_OWNED = 2;
+/** Started on its service (routing and fault delays are over). */
+const F_BEGUN = 4;
+/** Ended before it began (cancelled, refused by its route). */
+const F_OVER = 8;
+/** The caller asked to read (replayed on each attempt). */
+const F_READING = 16;
+/** The caller half-closed (replayed on each attempt). */
+const F_HALF_CLOSED = 32;
+
+/**
+ * What a call needs only when it is not a plain call of a mesh client (made on first use): a
+ * parent call, a host, per-call credentials, an interceptor chain below it, a route's fault delay.
+ */
+class CallExtras {
+  parent: ParentCall = null;
+  /** The propagation flags the attempts' calls get (the parent's deadline and cancellation are the call's own). */
+  propagate: number | null | undefined = undefined;
+  host: string | null | undefined = undefined;
+  credentials: CallCredentials | undefined = undefined;
+  /** A route's fault delay. */
+  timer: NodeJS.Timeout | undefined = undefined;
+  /** Attempts are the rest of an interceptor chain (`meshInterceptor`). */
+  nextCall: NextCall | undefined = undefined;
+  iopts: InterceptorOptions | undefined = undefined;
+}
+
+/** A streaming call's messages (see `MeshCall.sendMessageWithContext`), made when it starts. */
+class StreamState {
+  /** Still keeping its messages for a replay (not committed, within the buffer). */
+  replay = true;
+  /**
+   * The messages, written to the current attempt one at a time (each after the previous one's
+   * write completed, as grpc-js's calls below expect): all of them until the call commits, then
+   * only those not written yet. Undefined once committed and drained.
+   */
+  queue: QueuedMessage[] | undefined = [];
+  /** The next message of `queue` to write. */
+  next = 0;
+  writing = false;
+  /** Bytes kept for a replay. */
+  kept = 0;
+  halfCloseSent = false;
+  /** The write callback of the current attempt (one per attempt: a late one names its own). */
+  written: (() => void) | undefined = undefined;
+}
+
 /**
  * One client call of a mesh client, at grpc-js's channel level (below serialization, above the
  * channel's own resolving, retrying and load-balancing calls) — or, through `meshInterceptor`, as
@@ -356,7 +411,9 @@ function deliverLater(call: MeshCall, st: StatusObject): void {
  * `request` event) with a gRPC wire: an attempt is one grpc-js call that meshlet's picker sends to
  * the endpoint the pipeline chose. One object per call (the call is also its metadata's options
  * object, where the picker finds it, and the picker's result), plus one per attempt; no closures
- * on the success path of a unary call.
+ * on the success path of a unary call. What only some calls need (streams, parents, credentials,
+ * interceptor chains, routes' delays) lives in side objects made on first use, so a unary call's
+ * object stays small (docs/benchmarks.md, 2026-12-06, gRPC unary per-call cost).
  *
  * Semantics (gRFC A6, as grpc-js's own retries): the call **commits** to an attempt when its
  * response headers arrive (unary calls too: the `metadata` event and the messages then flow as
@@ -370,62 +427,31 @@ function deliverLater(call: MeshCall, st: StatusObject): void {
  */
 export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOptions, RouteRequest {
   readonly path: string;
-  // MetadataOptions: the call's metadata carries the call itself (through grpc-js's clones) to the
-  // picker; the caller's options are copied here.
-  idempotentRequest?: boolean;
-  waitForReady?: boolean;
-  cacheableRequest?: boolean;
-  corked?: boolean;
-  // The picker's result for the current attempt (experimental.PickResult).
-  readonly pickResultType = PICK_COMPLETE;
+  // The picker's result for the current attempt (experimental.PickResult): `pickResultType`,
+  // `status` and `onCallEnded` are constants on the prototype (see below the class).
+  declare readonly pickResultType: typeof PICK_COMPLETE;
+  declare readonly status: null;
+  declare readonly onCallEnded: null;
   subchannel: SubchannelInterface | null = null;
-  readonly status = null;
-  readonly onCallEnded = null;
 
   readonly #client: MeshClientPolicy;
-  readonly #unary: boolean;
+  /** `F_*` flags. */
+  #flags: number;
   /**
    * The caller's deadline (epoch ms; undefined: none); the parent call's, when it propagates. Not
    * Infinity for none: a field that holds a double is a heap number of its own in every call.
    */
   readonly #deadline: number | undefined;
-  readonly #parent: ParentCall;
-  readonly #propagate: number | null | undefined;
-  #channel: Channel | undefined = undefined;
-  #host: string | null | undefined = undefined;
-  #nextCall: NextCall | undefined = undefined;
-  #iopts: InterceptorOptions | undefined = undefined;
   #listener: InterceptingListener | undefined = undefined;
   /** The metadata attempts start with: the caller's, or a copy of it the call owns. */
   #md: Metadata | undefined = undefined;
-  #mdOwned = false;
   /** The caller's metadata options (restored on the caller's metadata after each attempt starts). */
   #userOptions: MetadataOptions | undefined = undefined;
-  #credentials: CallCredentials | undefined = undefined;
-  /** Started on its service (routing and fault delays are over). */
-  #begun = false;
-  /** Ended before it began (cancelled, refused by its route). */
-  #over = false;
-  #timer: NodeJS.Timeout | undefined = undefined;
-  #reading = false;
-  #halfClosed = false;
   // A unary call's message, kept for a replay.
   #context: MessageContext | undefined = undefined;
   #message: unknown = undefined;
-  // A streaming call's messages (see `sendMessageWithContext`).
-  /** Still keeping its messages for a replay (not committed, within the buffer). */
-  #replay = false;
-  /**
-   * A streaming call's messages, written to the current attempt one at a time (each after the
-   * previous one's write completed, as grpc-js's calls below expect): all of them until the call
-   * commits, then only those not written yet. Undefined once committed and drained, and for
-   * unary calls.
-   */
-  #queue: QueuedMessage[] | undefined = undefined;
-  #queueNext = 0;
-  #writing = false;
-  #keptBytes = 0;
-  #halfCloseSent = false;
+  #extras: CallExtras | undefined = undefined;
+  #stream: StreamState | undefined = undefined;
 
   constructor(
     client: MeshClientPolicy,
@@ -445,13 +471,14 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     );
     this.#client = client;
     this.path = path;
-    this.#unary = unary;
+    this.#flags = unary ? F_UNARY : 0;
     let d = typeof deadline === 'number' ? deadline : deadline.getTime();
-    let pf = propagateFlags;
     if (parent !== null && parent !== undefined) {
+      const x = this.#extrasOf();
+      x.parent = parent;
       // The parent's deadline and cancellation are the call's own (the pipeline enforces them).
-      pf = (propagateFlags ?? propagate.DEFAULTS) & ~(propagate.DEADLINE | propagate.CANCELLATION);
       const all = propagateFlags ?? propagate.DEFAULTS;
+      x.propagate = all & ~(propagate.DEADLINE | propagate.CANCELLATION);
       if ((all & propagate.DEADLINE) !== 0) {
         const pd = parent.getDeadline();
         const pms = typeof pd === 'number' ? pd : pd.getTime();
@@ -459,30 +486,52 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
       }
       if ((all & propagate.CANCELLATION) !== 0)
         parent.on('cancelled', () => this.cancelWithStatus(status.CANCELLED, 'Cancelled by parent call'));
-    }
+    } else if (propagateFlags !== undefined) this.#extrasOf().propagate = propagateFlags;
     this.#deadline = d === Number.POSITIVE_INFINITY ? undefined : d;
-    this.#parent = parent;
-    this.#propagate = pf;
   }
 
-  /** Attempts are channel calls on `channel` (mesh clients). */
-  onChannel(channel: Channel, host: string | null | undefined): void {
-    this.#channel = channel;
-    this.#host = host;
+  #extrasOf(): CallExtras {
+    let x = this.#extras;
+    if (x === undefined) {
+      x = new CallExtras();
+      this.#extras = x;
+    }
+    return x;
+  }
+
+  /** Attempts are channel calls on the client's channel (mesh clients); `host` as grpc-js's. */
+  onChannel(host: string | null | undefined): void {
+    if (host !== undefined && host !== null) this.#extrasOf().host = host;
   }
 
   /** Attempts are the rest of an interceptor chain (`meshInterceptor`). */
   onInterceptor(options: InterceptorOptions, nextCall: NextCall): void {
-    this.#nextCall = nextCall;
-    this.#iopts =
+    const x = this.#extrasOf();
+    x.nextCall = nextCall;
+    x.iopts =
       options.deadline === undefined && options.parent == null
         ? options
         : {
             ...options,
             deadline: undefined,
             parent: undefined,
-            propagate_flags: this.#propagate ?? undefined,
+            propagate_flags: x.propagate ?? undefined,
           };
+  }
+
+  // ---- MetadataOptions: the caller's, read through the call (grpc-js reads `waitForReady`) ----
+
+  get idempotentRequest(): boolean | undefined {
+    return this.#userOptions?.idempotentRequest;
+  }
+  get waitForReady(): boolean | undefined {
+    return this.#userOptions?.waitForReady;
+  }
+  get cacheableRequest(): boolean | undefined {
+    return this.#userOptions?.cacheableRequest;
+  }
+  get corked(): boolean | undefined {
+    return this.#userOptions?.corked;
   }
 
   // ---- what a router and the call hook see ----------------------------------------------------
@@ -506,45 +555,39 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   // ---- grpc-js's call interface (towards grpc-js's client above) ------------------------------
 
   start(metadata: Metadata, listener: InterceptingListener): void {
-    if (this.#over) return;
+    if ((this.#flags & F_OVER) !== 0) return;
     this.#listener = listener;
     const opts = metadata.getOptions();
     this.#userOptions = opts;
-    if (opts.idempotentRequest === true) {
-      this.idempotentRequest = true;
-      this.markIdempotent();
-    }
-    if (opts.waitForReady !== undefined) this.waitForReady = opts.waitForReady;
-    if (opts.cacheableRequest !== undefined) this.cacheableRequest = opts.cacheableRequest;
-    if (opts.corked !== undefined) this.corked = opts.corked;
+    if (opts.idempotentRequest === true) this.markIdempotent();
     this.#md = metadata;
+    const chained = this.#extras?.nextCall !== undefined;
     // A chain below an interceptor may start its call later: the call keeps its own metadata.
-    if (this.#nextCall !== undefined) this.#ownMetadata();
-    if (!this.#unary && this.#nextCall === undefined) {
-      this.#replay = true;
-      this.#queue = [];
-    }
+    if (chained) this.#ownMetadata();
+    // A stream keeps its messages for a replay (not below an interceptor: its messages go straight
+    // to the chain's call).
+    if ((this.#flags & F_UNARY) === 0 && !chained) this.#stream = new StreamState();
     if (this.#client.router !== undefined) this.#route(false);
     else this.#begin();
   }
 
   sendMessageWithContext(context: MessageContext, message: Buffer): void {
-    const queue = this.#queue;
-    if (queue !== undefined) {
+    const s = this.#stream;
+    if (s !== undefined && s.queue !== undefined) {
       let cb = context.callback;
-      if (this.#replay) {
-        if (this.#keptBytes + message.length <= STREAM_RETRY_BUFFER_BYTES) {
+      if (s.replay) {
+        if (s.kept + message.length <= STREAM_RETRY_BUFFER_BYTES) {
           // Kept for a replay: the writer may go on at once (next tick, as after a write).
-          this.#keptBytes += message.length;
+          s.kept += message.length;
           if (cb !== undefined) process.nextTick(cb);
           cb = undefined;
-        } else this.#overflow();
+        } else this.#overflow(s);
       }
-      queue.push({ flags: context.flags, message, callback: cb });
+      s.queue.push({ flags: context.flags, message, callback: cb });
       this.#pump();
       return;
     }
-    if (this.#unary) {
+    if ((this.#flags & F_UNARY) !== 0) {
       this.#context = context;
       this.#message = message;
     }
@@ -558,14 +601,14 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   }
 
   startRead(): void {
-    this.#reading = true;
+    this.#flags |= F_READING;
     const att = this.current;
     if (att !== undefined && !att.ended) att.call?.startRead();
   }
 
   halfClose(): void {
-    this.#halfClosed = true;
-    if (this.#queue !== undefined) {
+    this.#flags |= F_HALF_CLOSED;
+    if (this.#stream?.queue !== undefined) {
       this.#pump();
       return;
     }
@@ -574,9 +617,9 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   }
 
   cancelWithStatus(code: status, details: string): void {
-    if (this.#over || this.finished) return;
+    if ((this.#flags & F_OVER) !== 0 || this.finished) return;
     const st: StatusObject = { code, details, metadata: new Metadata() };
-    if (!this.#begun) {
+    if ((this.#flags & F_BEGUN) === 0) {
       // Still being routed (or waiting out a fault delay): nothing was sent.
       this.#end(st);
       return;
@@ -594,7 +637,7 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   }
 
   setCredentials(credentials: CallCredentials): void {
-    this.#credentials = credentials;
+    this.#extrasOf().credentials = credentials;
     const att = this.current;
     if (att !== undefined && !att.ended) (att.call as GrpcCall | undefined)?.setCredentials(credentials);
   }
@@ -606,7 +649,7 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   // ---- routing (routed targets: an xDS listener) ----------------------------------------------
 
   #route(waited: boolean): void {
-    if (this.#over) return;
+    if ((this.#flags & F_OVER) !== 0) return;
     const router = this.#client.router as Router;
     const result = router.route(this);
     if (result === undefined) {
@@ -621,17 +664,17 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     const target = result as RouteTarget;
     const rt = target.runtime;
     this.hash = target.hash;
-    this.retarget(rt, this.#client.policyFor(target.policy ?? rt.policy, rt, this.#unary));
+    this.retarget(rt, this.#client.policyFor(target.policy ?? rt.policy, rt, (this.#flags & F_UNARY) !== 0));
     if (target.delayMs > 0) {
-      this.#timer = setTimeout(MeshCall.#delayed, target.delayMs, this, target);
+      this.#extrasOf().timer = setTimeout(MeshCall.#delayed, target.delayMs, this, target);
       return;
     }
     this.#routed(target);
   }
 
   static #delayed(call: MeshCall, target: RouteTarget): void {
-    call.#timer = undefined;
-    if (!call.#over) call.#routed(target);
+    (call.#extras as CallExtras).timer = undefined;
+    if ((call.#flags & F_OVER) === 0) call.#routed(target);
   }
 
   #routed(target: RouteTarget): void {
@@ -646,17 +689,20 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
 
   /** Ends a call that never began on a service. */
   #end(st: StatusObject): void {
-    if (this.#over) return;
-    this.#over = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    if ((this.#flags & F_OVER) !== 0) return;
+    this.#flags |= F_OVER;
+    const x = this.#extras;
+    if (x?.timer !== undefined) {
+      clearTimeout(x.timer);
+      x.timer = undefined;
+    }
     this.#releaseReplay();
     if (this.#listener !== undefined) process.nextTick(deliverLater, this, st);
   }
 
   /** Starts the call on its service: the pipeline (deadline, breaker, thresholds, pick, attempts). */
   #begin(routed = false): void {
-    this.#begun = true;
+    this.#flags |= F_BEGUN;
     if (!routed) {
       // Hash-based balancers hash on the metadata (a route brings its own hash).
       hashHeaders.metadata = this.#md;
@@ -680,11 +726,11 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   /** The metadata attempts start with, as a copy the call owns (made once). */
   #ownMetadata(): Metadata {
     let md = this.#md as Metadata;
-    if (!this.#mdOwned) {
+    if ((this.#flags & F_MD_OWNED) === 0) {
       md = md.clone();
       md.setOptions(this);
       this.#md = md;
-      this.#mdOwned = true;
+      this.#flags |= F_MD_OWNED;
     }
     return md;
   }
@@ -696,22 +742,35 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   }
 
   protected send(att: GrpcAttempt): void {
-    const call: AttemptCall =
-      this.#nextCall !== undefined
-        ? this.#nextCall(this.#iopts as InterceptorOptions)
-        : (this.#channel as Channel).createCall(
-            this.path,
-            Number.POSITIVE_INFINITY,
-            this.#host,
-            this.#parent,
-            this.#propagate,
-          );
+    const x = this.#extras;
+    let call: AttemptCall;
+    if (x === undefined) {
+      call = (this.#client.channel as Channel).createCall(
+        this.path,
+        Number.POSITIVE_INFINITY,
+        undefined,
+        null,
+        undefined,
+      );
+    } else {
+      call =
+        x.nextCall !== undefined
+          ? x.nextCall(x.iopts as InterceptorOptions)
+          : (this.#client.channel as Channel).createCall(
+              this.path,
+              Number.POSITIVE_INFINITY,
+              x.host,
+              x.parent,
+              x.propagate,
+            );
+      if (x.credentials !== undefined) (call as GrpcCall).setCredentials(x.credentials);
+    }
     att.call = call;
-    if (this.#credentials !== undefined) (call as GrpcCall).setCredentials(this.#credentials);
     const budget = this.attemptBudgetMs();
     if (budget !== Number.POSITIVE_INFINITY) this.#ownMetadata().set('grpc-timeout', grpcTimeout(budget));
     const md = this.#md as Metadata;
-    if (this.#mdOwned) call.start(md, att);
+    const flags = this.#flags;
+    if ((flags & F_MD_OWNED) !== 0) call.start(md, att);
     else {
       // grpc-js copies the metadata (and its options object) at once: the caller's metadata
       // carries the call only while the attempt starts.
@@ -721,17 +780,18 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     }
     // Replay what the client did before this attempt existed (a retry, or a call that waited
     // for its route).
-    if (this.#reading) call.startRead();
-    if (this.#queue !== undefined) {
-      att.written = () => this.#onWritten(att);
-      this.#writing = false;
-      this.#queueNext = 0;
-      this.#halfCloseSent = false;
+    if ((flags & F_READING) !== 0) call.startRead();
+    const s = this.#stream;
+    if (s !== undefined && s.queue !== undefined) {
+      s.written = () => this.#onWritten(att);
+      s.writing = false;
+      s.next = 0;
+      s.halfCloseSent = false;
       this.#pump();
       return;
     }
     if (this.#message !== undefined) call.sendMessageWithContext(this.#context ?? {}, this.#message);
-    if (this.#halfClosed) call.halfClose();
+    if ((flags & F_HALF_CLOSED) !== 0) call.halfClose();
   }
 
   protected abort(att: GrpcAttempt, reason: Error): void {
@@ -758,7 +818,7 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   }
 
   protected override replayable(_consumed: boolean): boolean {
-    return this.#unary || this.#replay;
+    return (this.#flags & F_UNARY) !== 0 || this.#stream?.replay === true;
   }
 
   protected override errorStatus(error: Error): number {
@@ -790,9 +850,10 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   #releaseReplay(): void {
     this.#message = undefined;
     this.#context = undefined;
-    if (this.#replay) this.#replay = false;
-    const q = this.#queue;
-    if (q !== undefined && !this.#writing) this.#queue = undefined;
+    const s = this.#stream;
+    if (s === undefined) return;
+    s.replay = false;
+    if (!s.writing) s.queue = undefined;
   }
 
   // ---- the picker (balancer.ts) ----------------------------------------------------------------
@@ -811,7 +872,8 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     if (!att.picked) this.#client.managedPicks = false;
     // Response headers: the call commits to this attempt (gRFC A6); the stream keeps no more.
     this.commit(att);
-    if (this.#queue !== undefined) this.#commitStream();
+    const s = this.#stream;
+    if (s !== undefined && s.queue !== undefined) this.#commitStream(s);
     this.#listener?.onReceiveMetadata(metadata);
   }
 
@@ -821,7 +883,6 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     if (!this.committed) {
       // Only an interceptor chain's unary placeholder comes before the headers: decided at the status.
       att.held = message;
-      att.hasHeld = true;
       return;
     }
     this.#listener?.onReceiveMessage(message);
@@ -854,7 +915,7 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     this.#releaseReplay();
     const l = this.#listener;
     if (l === undefined) return;
-    if (att.hasHeld) l.onReceiveMessage(att.held);
+    if (att.held !== NOTHING) l.onReceiveMessage(att.held);
     l.onReceiveStatus(st);
   }
 
@@ -866,20 +927,21 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
    * queueing.
    */
   #pump(): void {
-    const queue = this.#queue;
+    const s = this.#stream;
+    const queue = s?.queue;
     const att = this.current;
-    if (queue === undefined || att === undefined || att.ended || this.#writing) return;
+    if (s === undefined || queue === undefined || att === undefined || att.ended || s.writing) return;
     const call = att.call;
     if (call === undefined) return;
-    const m = queue[this.#queueNext];
+    const m = queue[s.next];
     if (m !== undefined) {
-      this.#writing = true;
-      call.sendMessageWithContext({ flags: m.flags, callback: att.written }, m.message);
+      s.writing = true;
+      call.sendMessageWithContext({ flags: m.flags, callback: s.written }, m.message);
       return;
     }
-    if (!this.#replay) this.#queue = undefined; // committed and drained: straight through now
-    if (this.#halfClosed && !this.#halfCloseSent) {
-      this.#halfCloseSent = true;
+    if (!s.replay) s.queue = undefined; // committed and drained: straight through now
+    if ((this.#flags & F_HALF_CLOSED) !== 0 && !s.halfCloseSent) {
+      s.halfCloseSent = true;
       call.halfClose();
     }
   }
@@ -887,13 +949,14 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   /** The current attempt finished writing a queued message. */
   #onWritten(att: GrpcAttempt): void {
     if (att !== this.current || att.ended) return; // an attempt given up (retried, or ended)
-    this.#writing = false;
-    const queue = this.#queue;
+    const s = this.#stream as StreamState;
+    s.writing = false;
+    const queue = s.queue;
     if (queue === undefined) return;
-    const m = queue[this.#queueNext] as QueuedMessage | undefined;
+    const m = queue[s.next] as QueuedMessage | undefined;
     if (m === undefined) return;
     // Committed: what the attempt wrote is not kept; kept for a replay: move on.
-    if (this.#replay) this.#queueNext++;
+    if (s.replay) s.next++;
     else queue.shift();
     const cb = m.callback;
     if (cb !== undefined) {
@@ -908,20 +971,27 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
    * more messages kept; those the current attempt already wrote are dropped (those not written yet
    * still go to it, or to the next attempt when none is out).
    */
-  #commitStream(): void {
-    this.#replay = false;
-    const queue = this.#queue;
+  #commitStream(s: StreamState): void {
+    s.replay = false;
+    const queue = s.queue;
     const att = this.current;
-    if (queue !== undefined && att !== undefined && !att.ended && this.#queueNext > 0) {
-      queue.splice(0, this.#queueNext);
-      this.#queueNext = 0;
+    if (queue !== undefined && att !== undefined && !att.ended && s.next > 0) {
+      queue.splice(0, s.next);
+      s.next = 0;
     }
   }
 
   /** The stream's messages outgrew the buffer: it commits to the attempt in flight. */
-  #overflow(): void {
-    this.#commitStream();
+  #overflow(s: StreamState): void {
+    this.#commitStream(s);
     const att = this.current;
     if (att !== undefined && !att.ended) this.commit(att);
   }
 }
+
+// The picker's result constants, shared by every call (see `MeshCall`).
+Object.defineProperties(MeshCall.prototype, {
+  pickResultType: { value: PICK_COMPLETE },
+  status: { value: null },
+  onCallEnded: { value: null },
+});
