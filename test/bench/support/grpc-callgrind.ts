@@ -31,8 +31,16 @@
  * polymorphic for both variants. Prints per window `<variant> c=<C> <N> window <w>: <instructions per
  * call> cpu … heap … B/call`. Run it under `node --cpu-prof` instead of valgrind for a profile of
  * the same loop (`cpuprofile-groups.mjs`).
+ *
+ * `HEAP_SAMPLE=<bytes>` (natively, not under valgrind): which functions allocate a call's bytes —
+ * the inspector's sampling heap profiler, one sample every <bytes> (128–256), with the objects that
+ * scavenges and mark-compacts collected included, over all windows; prints the sampled bytes per
+ * call and the top allocating functions (self, bytes per call; `HEAP_TOP`, default 40). Sampling
+ * and inlining make each line an estimate (an inlined callee's bytes are its caller's): compare
+ * variants over the same N, and trust differences of tens of bytes per call only when they repeat.
  */
 import { fork } from 'node:child_process';
+import { Session } from 'node:inspector/promises';
 import { type Client, credentials } from '@grpc/grpc-js';
 import { createMeshClient } from '../../../packages/grpc/src/index.js';
 import { EchoClient, echo } from '../../../packages/grpc/test/helpers.js';
@@ -90,6 +98,16 @@ if (other !== undefined) {
 } else await run(warm);
 // With the flags of the header's allocation recipe, no garbage collection falls inside a window.
 const gc = (globalThis as { gc?: () => void }).gc;
+const sampleEvery = Number(process.env.HEAP_SAMPLE ?? 0);
+const session = sampleEvery > 0 ? new Session() : undefined;
+if (session !== undefined) {
+  session.connect();
+  await session.post('HeapProfiler.startSampling', {
+    samplingInterval: sampleEvery,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  });
+}
 for (let w = 0; w < windows; w++) {
   gc?.();
   if (underCallgrind) await control('--zero');
@@ -105,8 +123,37 @@ for (let w = 0; w < windows; w++) {
       `cpu ${((cpu.user + cpu.system) / n).toFixed(1)}us/call heap ${gc === undefined ? '?' : Math.round((h1 - h0) / n)} B/call`,
   );
 }
+if (session !== undefined) {
+  const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: SampleNode } };
+  session.disconnect();
+  printAllocations(profile.head, n * windows, Number(process.env.HEAP_TOP ?? 40));
+}
 client.close();
 other?.close();
 await mesh?.close();
 child.kill();
 process.exit(0);
+
+interface SampleNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: SampleNode[];
+}
+
+/** Sampled bytes per call, then the top allocating functions (self) by bytes per call. */
+function printAllocations(head: SampleNode, calls: number, top: number): void {
+  const byFn = new Map<string, number>();
+  let total = 0;
+  const walk = (node: SampleNode) => {
+    const f = node.callFrame;
+    const where = f.url.replace(/^.*node_modules\//, '').replace(/^.*\/(packages|test)\//, '$1/');
+    const key = `${f.functionName || '(anonymous)'} ${where}:${f.lineNumber + 1}`;
+    byFn.set(key, (byFn.get(key) ?? 0) + node.selfSize);
+    total += node.selfSize;
+    for (const c of node.children) walk(c);
+  };
+  walk(head);
+  console.log(`${named} c=${concurrency}: ${Math.round(total / calls)} B/call sampled over ${calls} calls`);
+  for (const [k, v] of [...byFn].sort((a, b) => b[1] - a[1]).slice(0, top))
+    console.log(`${String(Math.round(v / calls)).padStart(7)}  ${k}`);
+}
