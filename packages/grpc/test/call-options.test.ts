@@ -163,7 +163,7 @@ describe('createMeshClient: grpc-js per-call options, as raw grpc-js', () => {
       const f = await front(() => child);
       const caller = new EchoClient(`127.0.0.1:${f.port}`, credentials.createInsecure());
       cleanups.push(() => caller.close());
-      const call = (caller as EchoClientType).echo({ text: 'hold', delayMs: 1 }, {}, () => {}) as {
+      const call = (caller as unknown as EchoClientType).echo({ text: 'hold', delayMs: 1 }, {}, () => {}) as {
         cancel(): void;
       };
       // Cancel once the backend holds the child call.
