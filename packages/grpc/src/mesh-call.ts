@@ -163,6 +163,9 @@ export class MeshClientPolicy {
   readonly #serviceTimeout: boolean;
   /** The client changes nothing of the service policy (then unary calls use it as it is). */
   readonly #plain: boolean;
+  /** The path `flagsOf` saw last, and its flags (from the method table and `idempotentMethods`). */
+  #lastPath: string | undefined = undefined;
+  #lastFlags = 0;
   /** Derived policies by base policy: [with its timeout, without]. */
   readonly #derived = new WeakMap<ServicePolicy, Array<ServicePolicy | undefined>>();
 
@@ -194,18 +197,25 @@ export class MeshClientPolicy {
 
   /** The flags of `path`: from the method table, else the marker's, plus `idempotentMethods`. */
   flagsOf(path: string): number {
-    const methods = this.#methods;
-    let flags = methods === undefined ? nextCallFlags : (methods.get(path) ?? 0);
+    const marker = nextCallFlags;
     nextCallFlags = 0;
-    const extra = this.#idempotent;
-    if (extra !== undefined && (flags & IDEMPOTENT) === 0) {
-      if (extra.has(path)) flags |= IDEMPOTENT;
-      else {
-        const slash = path.lastIndexOf('/');
-        if (slash > 0 && extra.has(path.slice(0, slash))) flags |= IDEMPOTENT;
+    // The method of the previous call, most often the same string object: no lookup.
+    if (path !== this.#lastPath) {
+      const methods = this.#methods;
+      let flags = methods === undefined ? 0 : (methods.get(path) ?? 0);
+      const extra = this.#idempotent;
+      if (extra !== undefined && (flags & IDEMPOTENT) === 0) {
+        if (extra.has(path)) flags |= IDEMPOTENT;
+        else {
+          const slash = path.lastIndexOf('/');
+          if (slash > 0 && extra.has(path.slice(0, slash))) flags |= IDEMPOTENT;
+        }
       }
+      this.#lastPath = path;
+      this.#lastFlags = flags;
     }
-    return flags;
+    // Without a method table, whether the call is unary is the marker's (per call).
+    return this.#methods === undefined ? this.#lastFlags | marker : this.#lastFlags;
   }
 
   /**

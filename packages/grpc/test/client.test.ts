@@ -548,6 +548,38 @@ describe('mesh calls: the channel-level call of mesh clients', () => {
     expect(retries.every(Boolean)).toBe(true);
   });
 
+  it("keeps each method's idempotency when one client's calls alternate between methods", async () => {
+    // One failing server: an idempotent call is retried (processed 1 + 2 times), another is not.
+    const [s] = await servers(1);
+    const server = s as TestServer;
+    server.failWith = status.UNAVAILABLE;
+    await mesh({ echo: { endpoints: eps([server]), retry: { backoff: { base: '1ms', max: '1ms' } } } });
+    const marked = new EchoClient(
+      'mesh:///echo',
+      credentials.createInsecure(),
+      meshClientOptions('mesh:///echo', { idempotentMethods: ['/test.Echo/Echo'] }),
+    );
+    // With the method table: `Get` is idempotent by its proto options, `Echo` is not.
+    const table = createMeshClient(EchoClient, 'mesh:///echo');
+    cleanups.push(
+      () => marked.close(),
+      () => table.close(),
+    );
+    const executions = async (call: () => Promise<unknown>) => {
+      const before = server.calls;
+      await expect(call()).rejects.toMatchObject({ code: status.UNAVAILABLE });
+      return server.calls - before;
+    };
+    const seen: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      seen.push(await executions(() => echo(marked, { text: 'x' })));
+      seen.push(await executions(() => get(marked, { text: 'x' })));
+      seen.push(await executions(() => echo(table, { text: 'x' })));
+      seen.push(await executions(() => get(table, { text: 'x' })));
+    }
+    expect(seen).toEqual([3, 1, 1, 3, 3, 1, 1, 3]);
+  });
+
   it('meshInterceptor runs a channel meshlet did not create on the same pipeline (retries, request events, thresholds)', async () => {
     const list = await servers(2);
     (list[0] as TestServer).failWith = status.UNAVAILABLE;
