@@ -144,9 +144,10 @@ describe('createMeshClient: grpc-js per-call options, as raw grpc-js', () => {
       await Promise.all(f.child);
       const got = seen.at(-1)?.deadline;
       expect(got).toBeDefined();
-      // The backend's deadline is the parent's (less what the hops took, never later).
-      expect(got as number).toBeLessThanOrEqual(deadline + 50);
-      expect(got as number).toBeGreaterThan(deadline - 2_000);
+      // The backend's deadline is the parent's, as grpc-timeout carried it: what was left when the
+      // child was sent, counted from when the backend received it (later by the transit time, which
+      // a loaded machine stretches; no deadline at all without the parent's, see below).
+      expect(Math.abs((got as number) - deadline)).toBeLessThan(2_000);
     }
     // Without DEADLINE in the flags, the child has no deadline of its parent's.
     const f = await front(() => mesh, propagate.CANCELLATION);
