@@ -368,6 +368,12 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
   #options: ChannelOptions = {};
   #destroyed = false;
   #scheduled = false;
+  /**
+   * An entry may be IDLE (set when one is created or reports IDLE, cleared by `exitIdle` when none
+   * is): grpc-js calls `exitIdle` on every call, which then costs a field read, not a walk over
+   * every endpoint's entry.
+   */
+  #maybeIdle = false;
   readonly headers = new MetadataHeaders();
   readonly #onState = (
     sub: SubchannelInterface,
@@ -557,6 +563,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       sub.ref();
       sub.addConnectivityStateListener(this.#onState);
       entry.state = sub.getConnectivityState();
+      this.#maybeIdle = true;
       if (entry.state === READY) entry.everReady = true;
       sub.startConnecting();
       created = true;
@@ -634,6 +641,7 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       }
     } else if (next === IDLE) {
       // Keep a connection to every endpoint so that picks find READY subchannels.
+      this.#maybeIdle = true;
       sub.startConnecting();
     }
     this.#schedulePublish();
@@ -713,8 +721,17 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
     );
   }
 
+  /** Asks every IDLE subchannel to connect (grpc-js calls this at every call). */
   exitIdle(): void {
-    for (const e of this.#entries.values()) if (e.state === IDLE) e.subchannel.startConnecting();
+    if (!this.#maybeIdle) return;
+    let idle = false;
+    for (const e of this.#entries.values()) {
+      if (e.state !== IDLE) continue;
+      idle = true;
+      e.subchannel.startConnecting();
+    }
+    // Still IDLE until the subchannel says CONNECTING: keep looking until none is.
+    this.#maybeIdle = idle;
   }
 
   resetBackoff(): void {
