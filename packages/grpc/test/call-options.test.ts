@@ -79,12 +79,13 @@ async function clients(port: number): Promise<{ raw: Client; mesh: Client }> {
 
 /**
  * A front server whose handler calls the backend through `client` with the front call as its
- * parent (and `flags`, if given); resolves with the child call's error, if any.
+ * parent (and `flags`, if given), and a raw client of it (`caller`); `child` holds each child
+ * call's outcome (its reply text, or its error code).
  */
 async function front(
   client: () => Client,
   flags?: number,
-): Promise<{ port: number; child: Promise<unknown>[] }> {
+): Promise<{ caller: Client; child: Promise<unknown>[] }> {
   const child: Promise<unknown>[] = [];
   const handler: handleUnaryCall<EchoRequest, EchoReply> = (
     call: ServerUnaryCall<EchoRequest, EchoReply>,
@@ -103,8 +104,12 @@ async function front(
     );
   };
   const server = await startEchoServer('front', { handler });
-  cleanups.push(() => stopServer(server));
-  return { port: server.port, child };
+  const caller = new EchoClient(`127.0.0.1:${server.port}`, credentials.createInsecure());
+  cleanups.push(
+    () => stopServer(server),
+    () => caller.close(),
+  );
+  return { caller, child };
 }
 
 describe('createMeshClient: grpc-js per-call options, as raw grpc-js', () => {
@@ -137,10 +142,8 @@ describe('createMeshClient: grpc-js per-call options, as raw grpc-js', () => {
     const { raw, mesh } = await clients(server.port);
     for (const child of [raw, mesh]) {
       const f = await front(() => child);
-      const caller = new EchoClient(`127.0.0.1:${f.port}`, credentials.createInsecure());
-      cleanups.push(() => caller.close());
       const deadline = Date.now() + 5_000;
-      await echo(caller, { text: 'x' }, { deadline });
+      await echo(f.caller, { text: 'x' }, { deadline });
       await Promise.all(f.child);
       const got = seen.at(-1)?.deadline;
       expect(got).toBeDefined();
@@ -151,9 +154,7 @@ describe('createMeshClient: grpc-js per-call options, as raw grpc-js', () => {
     }
     // Without DEADLINE in the flags, the child has no deadline of its parent's.
     const f = await front(() => mesh, propagate.CANCELLATION);
-    const caller = new EchoClient(`127.0.0.1:${f.port}`, credentials.createInsecure());
-    cleanups.push(() => caller.close());
-    await echo(caller, { text: 'y' }, { deadline: Date.now() + 5_000 });
+    await echo(f.caller, { text: 'y' }, { deadline: Date.now() + 5_000 });
     expect(seen.at(-1)?.deadline).toBeUndefined();
   });
 
@@ -162,9 +163,11 @@ describe('createMeshClient: grpc-js per-call options, as raw grpc-js', () => {
     const { raw, mesh } = await clients(server.port);
     for (const child of [raw, mesh]) {
       const f = await front(() => child);
-      const caller = new EchoClient(`127.0.0.1:${f.port}`, credentials.createInsecure());
-      cleanups.push(() => caller.close());
-      const call = (caller as unknown as EchoClientType).echo({ text: 'hold', delayMs: 1 }, {}, () => {}) as {
+      const call = (f.caller as unknown as EchoClientType).echo(
+        { text: 'hold', delayMs: 1 },
+        {},
+        () => {},
+      ) as {
         cancel(): void;
       };
       // Cancel once the backend holds the child call.
