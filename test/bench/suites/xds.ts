@@ -129,7 +129,7 @@ const suite: BenchSuite = {
   inQuick: true,
   async run({ quick }): Promise<BenchSuiteResult> {
     const N = 10_000;
-    const runs = quick ? 12 : 60;
+    const runs = quick ? 8 : 60;
     const edsA = encodeMessage(EDS_TYPE, cla('big', N, 8000));
     const edsB = encodeMessage(EDS_TYPE, cla('big', N, 9000));
     const cds = encodeMessage(CDS_TYPE, CLUSTER);
@@ -255,7 +255,7 @@ const suite: BenchSuite = {
     };
     const fullGc = gcIn(fullWindows);
     const oneGc = gcIn(oneWindows);
-    // 3. Memory per endpoint: 50k endpoints (20k quick) in one runtime (model objects + runtime state).
+    // 3. Memory per endpoint: 50k endpoints (10k quick) in one runtime (model objects + runtime state).
     // A full GC around the heap readings (only here, never in timed runs).
     setFlagsFromString('--expose-gc');
     const gc = runInNewContext('gc') as (() => void) | undefined;
@@ -267,7 +267,7 @@ const suite: BenchSuite = {
     });
     gc?.();
     const before = process.memoryUsage().heapUsed;
-    const M = quick ? 20_000 : 50_000;
+    const M = quick ? 10_000 : 50_000;
     const eps = [];
     for (let i = 0; i < M; i++)
       eps.push(
@@ -307,7 +307,7 @@ const suite: BenchSuite = {
         },
       },
     );
-    const reqs = quick ? 1200 : 10_000;
+    const reqs = quick ? 600 : 10_000;
     const latencies = async (n: number): Promise<number[]> => {
       const out: number[] = [];
       const conc = 10;

@@ -252,7 +252,7 @@ export async function handshakeProviderVsDir(quick: boolean): Promise<HandshakeR
   const p = await handshakePaths();
   try {
     const rounds = quick ? 2 : 10;
-    const n = quick ? 20 : 200;
+    const n = quick ? 8 : 200;
     const client = await compare(rounds, n, p.clientDir, p.clientProvider);
     const server = await compare(rounds, n, p.serverDir, p.serverProvider);
     return { handshakesPerRound: n, rounds, client, server };

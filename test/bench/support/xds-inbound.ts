@@ -254,7 +254,7 @@ export async function listenerUpdateUnderLoad(quick: boolean): Promise<UpdateUnd
     if (ok[0] && ok[1]) break;
     await sleep(10);
   }
-  const seconds = quick ? 2 : 8;
+  const seconds = quick ? 1 : 8;
   const failures: string[] = [];
   const counts = { http: 0, grpc: 0 };
   const failed = { http: 0, grpc: 0 };
