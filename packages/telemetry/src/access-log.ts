@@ -248,9 +248,11 @@ export class AccessLog {
     return r >= 1 || (r > 0 && this.#random() < r);
   }
 
-  /** Logs an outbound mesh request (the telemetry's `request` listener calls it). */
-  onRequest(e: RequestEvent, stash: TraceStash): void {
-    if (!this.sampled(e.outcome !== 'success')) return;
+  /**
+   * Logs an outbound mesh request that `sampled` kept (telemetry's call listener asks first, so
+   * that a request sampling drops costs no line's fields).
+   */
+  writeRequest(e: RequestEvent, stash: TraceStash): void {
     const local = this.#mesh.config.local;
     const err = e.error as (Error & { code?: unknown }) | undefined;
     this.write({

@@ -306,7 +306,8 @@ export class MeshTelemetry {
               try {
                 stash.check(service);
                 metrics?.onCall(service, call.method, call.path, durationMs, outcome, status, call.transport);
-                if (log !== undefined) {
+                // The line's fields are gathered only for a request sampling keeps.
+                if (log?.sampled(outcome !== 'success')) {
                   const e: RequestEvent = {
                     service,
                     method: call.method,
@@ -319,7 +320,7 @@ export class MeshTelemetry {
                     error,
                     transport: call.transport,
                   };
-                  log.onRequest(e, stash);
+                  log.writeRequest(e, stash);
                 }
               } finally {
                 stash.clear();
