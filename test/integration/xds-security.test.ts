@@ -240,7 +240,7 @@ describe('load reporting (LRS)', () => {
     const w = await world({ loadReporting: true });
     for (let i = 0; i < 10; i++) await (await w.mesh.fetch('http://reviews/')).text();
     const node = 'sidecar~127.0.0.1~pod1.fake-namespace~fake-namespace.svc.cluster.local';
-    await until(() => (w.cp.loadReports()[node]?.clusters.reviews?.issued ?? 0) >= 10, 5_000, 'load reports');
+    await until(() => (w.cp.loadReports()[node]?.clusters.reviews?.issued ?? 0) >= 10, 8_000, 'load reports');
     const r = w.cp.loadReports()[node]?.clusters.reviews;
     expect(r).toMatchObject({ issued: 10, succeeded: 10, errors: 0, inProgress: 0, dropped: 0 });
     // Per locality, what each endpoint served (z1: the mTLS one, z2: the plaintext one).
@@ -251,7 +251,7 @@ describe('load reporting (LRS)', () => {
     });
     // Reports keep coming at the interval asked (200 ms), with nothing new to say.
     const before = w.cp.loadReports()[node]?.reports ?? 0;
-    await until(() => (w.cp.loadReports()[node]?.reports ?? 0) >= before + 2, 3_000, 'more reports');
+    await until(() => (w.cp.loadReports()[node]?.reports ?? 0) >= before + 2, 8_000, 'more reports');
     expect(w.cp.clients().find((c) => c.node === node)?.loadReports?.clusters.reviews?.issued).toBe(10);
   });
 });

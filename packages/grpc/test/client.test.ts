@@ -147,7 +147,7 @@ describe('mesh: resolver and per-call balancing', () => {
     expect(durations[0]).toBeGreaterThanOrEqual(290); // the attempt, as the caller saw it
     const ewma = m.service('echo')?.endpoints[0]?.ewmaMs ?? 0;
     expect(ewma).toBeGreaterThan(0); // observed…
-    expect(ewma).toBeLessThan(100); // …from the stream: the endpoint's request latency
+    expect(ewma).toBeLessThan(200); // …from the stream: the endpoint's request latency
   });
 
   it('ring_hash on a metadata key sends the same key to the same server', async () => {
