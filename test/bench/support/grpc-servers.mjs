@@ -1,7 +1,29 @@
 // Benchmark gRPC echo servers in a child process: argv = count, baseMs, factor.
 // Replies to the parent with { ports }; a message { slow: index | null } makes one server
 // `factor` times slower (answered with { ok: true }).
+// With WIRE_SESSION=1 (test/bench/support/grpc-wire.ts), a message { sessions: true } is answered
+// with each HTTP/2 session's streams and the settings its client sent.
+import http2 from 'node:http2';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
+
+const sessions = [];
+if (process.env.WIRE_SESSION === '1') {
+  const create = http2.createServer;
+  http2.createServer = (...args) => {
+    const server = create(...args);
+    server.on('session', (session) => {
+      const s = { remotePort: session.socket?.remotePort, streams: 0, maxInFlight: 0, inFlight: 0, session };
+      sessions.push(s);
+      session.on('stream', (stream) => {
+        s.streams++;
+        s.inFlight++;
+        if (s.inFlight > s.maxInFlight) s.maxInFlight = s.inFlight;
+        stream.once('close', () => s.inFlight--);
+      });
+    });
+    return server;
+  };
+}
 
 const count = Number(process.argv[2] ?? 1);
 const baseMs = Number(process.argv[3] ?? 0);
@@ -42,7 +64,15 @@ for (let i = 0; i < count; i++) {
   ports.push(port);
 }
 process.on('message', (m) => {
-  if (m && 'slow' in m) {
+  if (m?.sessions) {
+    process.send(
+      sessions.map(({ session, ...s }) => ({
+        ...s,
+        remoteSettings: session.remoteSettings,
+        localSettings: session.localSettings,
+      })),
+    );
+  } else if (m && 'slow' in m) {
     slow = m.slow;
     process.send({ ok: true });
   }
