@@ -5,7 +5,7 @@ import { createMeshClient } from '../../../packages/grpc/src/index.js';
 import { EchoClient, echo } from '../../../packages/grpc/test/helpers.js';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
-import { pairedRatio, round2, round3, runInterleaved, type VariantStats } from '../support/ab.js';
+import { pairedRatio, quartiles, round2, round3, runInterleaved, type VariantStats } from '../support/ab.js';
 
 /**
  * gRPC benchmarks:
@@ -91,15 +91,21 @@ async function throughput(
       const r = stats.raw as VariantStats;
       const m = stats.mesh as VariantStats;
       const ratio = pairedRatio(m, r);
+      const roundRatios = m.roundRps.map((x, i) => x / (r.roundRps[i] ?? Number.NaN));
+      // The spread of the paired rounds: at c=50 a round's GC pauses (a mark-compact is 2–8% of
+      // a 500 ms round) move single ratios by several percent (docs/benchmarks.md).
+      const [q1, q3] = quartiles(roundRatios);
       results[`unary.c${concurrency}`] = {
         throughputRatio: round3(ratio),
-        roundRatios: m.roundRps.map((x, i) => round3(x / (r.roundRps[i] ?? Number.NaN))),
+        roundRatios: roundRatios.map(round3),
+        roundRatioQuartiles: [round3(q1), round3(q3)],
         clientCpuUsPerCall: { raw: round2(r.cpuUsPerRequest), mesh: round2(m.cpuUsPerRequest) },
         raw: summarise(r),
         mesh: summarise(m),
       };
       summary.push(
         `grpc unary c=${String(concurrency).padEnd(2)} mesh/raw throughput ${ratio.toFixed(3)}x ` +
+          `(rounds ${q1.toFixed(2)}–${q3.toFixed(2)}) ` +
           `(${Math.round(m.rps)} vs ${Math.round(r.rps)} calls/s) p50 ${m.p50Us.toFixed(0)}us vs ${r.p50Us.toFixed(0)}us ` +
           `client CPU/call ${m.cpuUsPerRequest.toFixed(1)}us vs ${r.cpuUsPerRequest.toFixed(1)}us ` +
           `[${ratio >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`,

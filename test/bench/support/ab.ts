@@ -141,6 +141,19 @@ export function median(values: readonly number[]): number {
   return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
+/** The first and third quartiles of `values` (linear interpolation), NaN for none. */
+export function quartiles(values: readonly number[]): [number, number] {
+  if (values.length === 0) return [Number.NaN, Number.NaN];
+  const s = [...values].sort((a, b) => a - b);
+  const at = (q: number) => {
+    const i = q * (s.length - 1);
+    const lo = Math.floor(i);
+    const hi = Math.ceil(i);
+    return (s[lo] as number) + ((s[hi] as number) - (s[lo] as number)) * (i - lo);
+  };
+  return [at(0.25), at(0.75)];
+}
+
 /** Median of the per-round throughput ratios `a / b` (rounds are paired in time). */
 export function pairedRatio(a: VariantStats, b: VariantStats): number {
   const n = Math.min(a.roundRps.length, b.roundRps.length);

@@ -53,7 +53,11 @@ const ports = await new Promise<number[]>((resolve) =>
 );
 const serverPid = child.pid as number;
 const target = `127.0.0.1:${ports[0]}`;
-const mesh = await createMesh({ services: { bench: { endpoints: [target] } } });
+// `WIRE_METRICS=0`: the mesh without telemetry's metrics (what they cost a call).
+const mesh = await createMesh({
+  services: { bench: { endpoints: [target] } },
+  ...(process.env.WIRE_METRICS === '0' ? { telemetry: { metrics: { enabled: false } } } : {}),
+});
 await mesh.ready();
 // `WIRE_VARIANTS` (default `raw,mesh`): also `plain` (a plain grpc-js client on `mesh:///bench`:
 // meshlet's resolver and picker, no `MeshCall`).
