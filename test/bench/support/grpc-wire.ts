@@ -13,7 +13,9 @@
  * bytes: the HTTP/2 bytes of a call in each direction, plus the IPC channel's few), voluntary and
  * involuntary context switches (`/proc/<pid>/status`: a voluntary one is a wait in epoll with
  * nothing to do), and CPU (client: `process.cpuUsage`; server: `/proc/<pid>/stat`, 10 ms ticks).
- * The client's garbage-collection pauses are summed per window too (`PerformanceObserver` `gc`
+ * Each window also prints the client's event-loop idle and active time per call
+ * (`performance.eventLoopUtilization`; wall time, usable on a quiet machine only). The client's
+ * garbage-collection pauses are summed per window too (`PerformanceObserver` `gc`
  * entries: scavenges and mark-compacts, main-thread pause time per call — wall time, so it grows
  * with the load; the counts do not). After the windows it lists the TCP connections to the server
  * (`ss`), by client port, with the bytes each carried, so connections per variant can be told
@@ -185,9 +187,11 @@ for (let w = 0; w < windows * names.length; w++) {
   const s0 = sample(serverPid);
   if (session !== undefined) await session.post('Profiler.start');
   const g0 = { ...gcPause };
+  const elu0 = performance.eventLoopUtilization();
   const t0 = performance.now();
   await run(clients[name] as Client, n);
   const ms = performance.now() - t0;
+  const elu = performance.eventLoopUtilization(elu0);
   if (session !== undefined)
     addProfile(name, ((await session.post('Profiler.stop')) as { profile: Profile }).profile);
   // PerformanceObserver delivers entries asynchronously: let the window's last ones arrive.
@@ -209,7 +213,8 @@ for (let w = 0; w < windows * names.length; w++) {
   t.s.push(s0, s1);
   t.gc.push(gc.minorUs, gc.majorUs);
   console.log(
-    `${name.padEnd(4)} c=${concurrency} w${w}: ${Math.round((n * 1000) / ms)} calls/s\n` +
+    `${name.padEnd(4)} c=${concurrency} w${w}: ${Math.round((n * 1000) / ms)} calls/s, ` +
+      `event loop idle ${((elu.idle * 1000) / n).toFixed(1)}us/call active ${((elu.active * 1000) / n).toFixed(1)}us/call\n` +
       `  client ${fmt(c0, c1)}\n  server ${fmt(s0, s1)}\n` +
       `  client GC pauses ${gc.minorUs.toFixed(1)}us/call in ${gc.minor} scavenges, ${gc.majorUs.toFixed(1)}us/call in ${gc.major} mark-compacts`,
   );
