@@ -2,8 +2,12 @@
 // Replies to the parent with { ports }; a message { slow: index | null } makes one server
 // `factor` times slower (answered with { ok: true }).
 // With WIRE_SESSION=1 (test/bench/support/grpc-wire.ts), a message { sessions: true } is answered
-// with each HTTP/2 session's streams and the settings its client sent.
+// with each HTTP/2 session's streams and the settings its client sent. With WIRE_FRAMES=1 each
+// server is reached through a frame-counting TCP relay (its port is the one reported), and a
+// message { frames: true } is answered with the HTTP/2 frames each way, by type, summed over the
+// connections.
 import http2 from 'node:http2';
+import net from 'node:net';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 
 const sessions = [];
@@ -23,6 +27,74 @@ if (process.env.WIRE_SESSION === '1') {
     });
     return server;
   };
+}
+
+/** Counts the HTTP/2 frames of one direction of a connection (after the client's preface). */
+class FrameCounter {
+  constructor(preface, totals) {
+    this.skip = preface; // bytes to pass over: the preface, then each frame's payload
+    this.head = Buffer.alloc(9);
+    this.have = 0; // bytes of the current frame header read so far
+    this.totals = totals;
+  }
+  feed(chunk) {
+    let i = 0;
+    while (i < chunk.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - i);
+        this.skip -= n;
+        i += n;
+        continue;
+      }
+      const n = Math.min(9 - this.have, chunk.length - i);
+      chunk.copy(this.head, this.have, i, i + n);
+      this.have += n;
+      i += n;
+      if (this.have === 9) {
+        this.have = 0;
+        const type = FRAME_TYPES[this.head[3]] ?? `type${this.head[3]}`;
+        this.totals[type] = (this.totals[type] ?? 0) + 1;
+        this.skip = this.head.readUIntBE(0, 3);
+      }
+    }
+  }
+}
+const FRAME_TYPES = [
+  'DATA',
+  'HEADERS',
+  'PRIORITY',
+  'RST_STREAM',
+  'SETTINGS',
+  'PUSH_PROMISE',
+  'PING',
+  'GOAWAY',
+  'WINDOW_UPDATE',
+  'CONTINUATION',
+];
+const frames = { toServer: {}, toClient: {} };
+
+async function relay(port) {
+  const server = net.createServer((c) => {
+    const u = net.connect(port, '127.0.0.1');
+    c.setNoDelay(true);
+    u.setNoDelay(true);
+    const up = new FrameCounter(24, frames.toServer);
+    const down = new FrameCounter(0, frames.toClient);
+    c.on('data', (d) => {
+      up.feed(d);
+      u.write(d);
+    });
+    u.on('data', (d) => {
+      down.feed(d);
+      c.write(d);
+    });
+    c.on('close', () => u.destroy());
+    u.on('close', () => c.destroy());
+    c.on('error', () => {});
+    u.on('error', () => {});
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server.address().port;
 }
 
 const count = Number(process.argv[2] ?? 1);
@@ -61,10 +133,12 @@ for (let i = 0; i < count; i++) {
       e ? reject(e) : resolve(p),
     ),
   );
-  ports.push(port);
+  ports.push(process.env.WIRE_FRAMES === '1' ? await relay(port) : port);
 }
 process.on('message', (m) => {
-  if (m?.sessions) {
+  if (m?.frames) {
+    process.send({ frames });
+  } else if (m?.sessions) {
     process.send(
       sessions.map(({ session, ...s }) => ({
         ...s,

@@ -24,6 +24,10 @@
  * thing measured. Frames are not counted one by one; the bytes per call are (a frame more per
  * call would add its 9-byte header, and HPACK makes the header blocks the same bytes each time).
  *
+ * `WIRE_FRAMES=1`: the clients reach the server through a TCP relay in the server's process that
+ * counts the HTTP/2 frames each way by type (DATA, HEADERS, WINDOW_UPDATE, PING, …), printed per
+ * call for each window (the relay costs the server process CPU and adds a hop: use it for the
+ * frame counts, not for the other figures).
  * `WIRE_SESSION=1`: the server child reports, per HTTP/2 session, the streams it served (and the
  * most in flight at once) and the settings its client sent (max concurrent streams, window sizes,
  * frame size), so the channel options each client's connection was made with can be compared.
@@ -105,6 +109,25 @@ new PerformanceObserver((list) => {
   }
 }).observe({ entryTypes: ['gc'] });
 
+// `WIRE_FRAMES=1`: the server child relays each connection through a frame counter.
+type FrameCounts = { toServer: Record<string, number>; toClient: Record<string, number> };
+const counting = process.env.WIRE_FRAMES === '1';
+const askFrames = (): Promise<FrameCounts> =>
+  new Promise((resolve) => {
+    child.once('message', (m) => resolve(structuredClone((m as { frames: FrameCounts }).frames)));
+    child.send({ frames: true });
+  });
+const frameDiff = (a: FrameCounts, b: FrameCounts) =>
+  (['toServer', 'toClient'] as const)
+    .map(
+      (dir) =>
+        `${dir} ${Object.keys(b[dir])
+          .sort()
+          .map((t) => `${t} ${(((b[dir][t] ?? 0) - (a[dir][t] ?? 0)) / n).toFixed(3)}`)
+          .join(' ')}`,
+    )
+    .join('; ');
+
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim() || 100);
 
 function sample(pid: number | 'self'): Sample {
@@ -185,6 +208,7 @@ for (let w = 0; w < windows * names.length; w++) {
   const name = names[pass % 2 === 0 ? i : names.length - 1 - i] as string;
   const c0 = sample('self');
   const s0 = sample(serverPid);
+  const f0 = counting ? await askFrames() : undefined;
   if (session !== undefined) await session.post('Profiler.start');
   const g0 = { ...gcPause };
   const elu0 = performance.eventLoopUtilization();
@@ -204,6 +228,7 @@ for (let w = 0; w < windows * names.length; w++) {
   };
   const c1 = sample('self');
   const s1 = sample(serverPid);
+  if (f0 !== undefined) console.log(`  frames per call: ${frameDiff(f0, await askFrames())}`);
   let t = totals[name];
   if (t === undefined) {
     t = { c: [], s: [], gc: [] };
