@@ -461,16 +461,106 @@ function matchRule(r: CompiledRule, a: RequestAttributes): boolean {
   return r.match === undefined || test(r.match, a);
 }
 
-interface Compiled {
+/** Candidate lists cached per method and per principal presence; more distinct methods walk every rule. */
+const MAX_INDEXED_METHODS = 32;
+
+/**
+ * One policy, compiled. A request walks only the rules that can match it (`candidates`): a rule
+ * whose every source needs a principal is left out for a request without one, and a rule whose
+ * every operation excludes the request's method is left out for that method. The rest are walked
+ * in their order and tested in full, so the first matching rule is the one the plain walk finds.
+ */
+export class Compiled {
   readonly name: string;
   readonly action: AuthorizationAction;
   readonly rules: readonly CompiledRule[];
+  /** Per rule: the decision when it matched (no AUDIT policy matched), made on first use. */
+  readonly decisions: (AuthorizationDecision | undefined)[] = [];
+  /** Candidate rule indexes by method, for requests without and with a principal. */
+  readonly #anonymous = new Map<string, readonly number[]>();
+  readonly #authenticated = new Map<string, readonly number[]>();
+  /** The last lookup of each map (requests repeat one method: no hash lookup for them). */
+  #anonymousMethod: string | undefined = undefined;
+  #anonymousList: readonly number[] = NO_RULES;
+  #authenticatedMethod: string | undefined = undefined;
+  #authenticatedList: readonly number[] = NO_RULES;
+
+  constructor(name: string, action: AuthorizationAction, rules: readonly CompiledRule[]) {
+    this.name = name;
+    this.action = action;
+    this.rules = rules;
+  }
+
+  /** The rules a request with (or without) a principal and this method can match, in order. */
+  candidates(hasPrincipal: boolean, method: string): readonly number[] {
+    if (hasPrincipal) {
+      if (method === this.#authenticatedMethod) return this.#authenticatedList;
+      const list = this.#lookup(this.#authenticated, true, method);
+      this.#authenticatedMethod = method;
+      this.#authenticatedList = list;
+      return list;
+    }
+    if (method === this.#anonymousMethod) return this.#anonymousList;
+    const list = this.#lookup(this.#anonymous, false, method);
+    this.#anonymousMethod = method;
+    this.#anonymousList = list;
+    return list;
+  }
+
+  #lookup(cache: Map<string, readonly number[]>, hasPrincipal: boolean, method: string): readonly number[] {
+    let list = cache.get(method);
+    if (list !== undefined) return list;
+    const out: number[] = [];
+    for (let i = 0; i < this.rules.length; i++) {
+      if (mayMatch(this.rules[i] as CompiledRule, hasPrincipal, method)) out.push(i);
+    }
+    list = Object.freeze(out);
+    // Methods come from clients: past a bound, lists are computed per request and not kept.
+    if (cache.size < MAX_INDEXED_METHODS) cache.set(method, list);
+    return list;
+  }
 }
 
-function firstRule(p: Compiled, a: RequestAttributes): number {
+const NO_RULES: readonly number[] = Object.freeze([]);
+
+/**
+ * Whether `r` can match a request with (or without) a principal and this method (`''`: none).
+ * False only when `matchRule` is false for every such request; true otherwise.
+ */
+function mayMatch(r: CompiledRule, hasPrincipal: boolean, method: string): boolean {
+  if (r.needsPrincipal && !hasPrincipal) return false;
+  const to = r.to;
+  if (to === undefined) return true;
+  for (let i = 0; i < to.length; i++) {
+    const o = to[i] as CompiledOperation;
+    if ((o.methods === undefined && o.notMethods === undefined) || fieldOk(o.methods, o.notMethods, method))
+      return true;
+  }
+  return false;
+}
+
+/** The first rule of `p` that matches, by the plain walk of every rule (the index's reference). */
+export function firstRuleByWalk(p: Compiled, a: RequestAttributes): number {
   const rules = p.rules;
   for (let i = 0; i < rules.length; i++) if (matchRule(rules[i] as CompiledRule, a)) return i;
   return -1;
+}
+
+/** The first rule of `p` that matches, walking only its candidates. */
+export function firstRule(p: Compiled, a: RequestAttributes): number {
+  const pr = a.principal;
+  const list = p.candidates(pr !== undefined && pr !== '', a.method ?? '');
+  const rules = p.rules;
+  for (let k = 0; k < list.length; k++) {
+    const i = list[k] as number;
+    if (matchRule(rules[i] as CompiledRule, a)) return i;
+  }
+  return -1;
+}
+
+/** Compiles one policy (exported for the index's tests). */
+export function compilePolicy(p: AuthorizationPolicy): Compiled {
+  return new Compiled(p.name, p.action, (p.rules ?? []).map(compileRule));
 }
 
 /**
@@ -487,11 +577,7 @@ export function createAuthorizer(
   const config: AuthorizationConfig = Array.isArray(input)
     ? { mode: 'PERMISSIVE', policies: input as readonly AuthorizationPolicy[] }
     : (input as AuthorizationConfig);
-  const compiled = config.policies.map((p) => ({
-    name: p.name,
-    action: p.action,
-    rules: (p.rules ?? []).map(compileRule),
-  }));
+  const compiled = config.policies.map(compilePolicy);
   const deny = compiled.filter((p) => p.action === 'DENY');
   const allow = compiled.filter((p) => p.action === 'ALLOW');
   const audit = compiled.filter((p) => p.action === 'AUDIT');
@@ -500,7 +586,6 @@ export function createAuthorizer(
 
   // Decisions are immutable: made once per (policy, rule) and reused, unless AUDIT policies matched
   // (their names are part of the decision).
-  const ruleDecisions = new Map<Compiled, AuthorizationDecision[]>();
   const makeDecision = (p: Compiled, i: number, allowed: boolean, audited: readonly string[]) =>
     Object.freeze({
       allowed,
@@ -511,15 +596,10 @@ export function createAuthorizer(
     });
   const ruleDecision = (p: Compiled, i: number, allowed: boolean, audited: readonly string[]) => {
     if (audited !== NONE) return makeDecision(p, i, allowed, audited);
-    let list = ruleDecisions.get(p);
-    if (list === undefined) {
-      list = [];
-      ruleDecisions.set(p, list);
-    }
-    let d = list[i];
+    let d = p.decisions[i];
     if (d === undefined) {
       d = makeDecision(p, i, allowed, audited);
-      list[i] = d;
+      p.decisions[i] = d;
     }
     return d;
   };
