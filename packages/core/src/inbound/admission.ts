@@ -59,6 +59,33 @@ export const CLIENT_CERT_HEADER = 'x-forwarded-client-cert';
 
 const NO_POLICIES: readonly InboundPolicySource[] = [];
 
+/** The peer of a request refused before its connection was looked at. */
+const NO_PEER: InboundPeer = Object.freeze({
+  remoteAddress: undefined,
+  localAddress: undefined,
+  localPort: undefined,
+  principal: undefined,
+  mtls: false,
+  sni: undefined,
+});
+
+/** Why a request was refused, as its coded JSON body says. */
+export interface RefusalError {
+  readonly code: string;
+  readonly message: string;
+  readonly policy?: string | undefined;
+  readonly rule?: number | undefined;
+}
+
+/** The state only a refused request has. */
+interface Refusal {
+  error: RefusalError | undefined;
+  decision: InboundDecision | undefined;
+  location: string | undefined;
+  shed: ShedReason | undefined;
+  retryAfter: string | undefined;
+}
+
 /**
  * One inbound request after the admission step: the attributes the authorizer saw, what telemetry
  * was told, and the outcome. When `status` is 0 the request is admitted: enter the handler with
@@ -84,15 +111,13 @@ export class InboundRequest
   changed = false;
   redirect = false;
   route: string | undefined;
-  principal: string | undefined = undefined;
-  mtls = false;
-  sourceIp: string | undefined = undefined;
+  /**
+   * The connection's peer (set by the admission step): `principal`, `mtls`, `sourceIp`,
+   * `destinationIp`, `destinationPort`, `sni`, `tls` and `peerCertificate` read through it, so a
+   * request does not copy eight fields of an object its connection already holds.
+   */
+  peer: InboundPeer = NO_PEER;
   remoteIp: string | undefined = undefined;
-  destinationIp: string | undefined = undefined;
-  destinationPort: number | undefined = undefined;
-  sni: string | undefined = undefined;
-  tls = false;
-  peerCertificate: PeerCertificateInfo | undefined = undefined;
   host: string | undefined = undefined;
   /** The filter chain of the connection's inbound listener (xDS servers), if any. */
   filterChain: InboundFilterChain | undefined = undefined;
@@ -106,14 +131,6 @@ export class InboundRequest
   pathMatching: PathMatching | undefined = undefined;
   /** 0: admitted; else the status to answer with. */
   status = 0;
-  /** Why it was refused (with the code the body carries). */
-  error:
-    | { code: string; message: string; policy?: string | undefined; rule?: number | undefined }
-    | undefined = undefined;
-  /** The denying decision of a 403. */
-  decision: InboundDecision | undefined = undefined;
-  /** Where a 307 sends the caller (`UNESCAPE_AND_REDIRECT`). */
-  location: string | undefined = undefined;
   /** Absolute deadline (epoch ms) the handler runs under, if any. */
   deadline: number | undefined = undefined;
   span: InboundSpan | undefined = undefined;
@@ -122,12 +139,82 @@ export class InboundRequest
    * when the client asked for it or the server sends it always; undefined: none.
    */
   loadReport: string | undefined = undefined;
-  /** Set when overload protection shed the request (status 503): why. */
-  shed: ShedReason | undefined = undefined;
-  /** With `shed`: the `Retry-After` value, whole seconds. */
-  retryAfter: string | undefined = undefined;
   /** @internal The sampler counting the request in flight until `finished()`. */
   load: LoadSampler | undefined = undefined;
+  /** What only a refused request has (made when it is refused): see the accessors below. */
+  #refusal: Refusal | undefined = undefined;
+
+  get principal(): string | undefined {
+    return this.peer.principal;
+  }
+  get mtls(): boolean {
+    return this.peer.mtls;
+  }
+  get sourceIp(): string | undefined {
+    return this.peer.remoteAddress;
+  }
+  get destinationIp(): string | undefined {
+    return this.peer.localAddress;
+  }
+  get destinationPort(): number | undefined {
+    return this.peer.localPort;
+  }
+  get sni(): string | undefined {
+    return this.peer.sni;
+  }
+  get tls(): boolean {
+    const p = this.peer;
+    return p.tls ?? p.mtls;
+  }
+  get peerCertificate(): PeerCertificateInfo | undefined {
+    return this.peer.certificate;
+  }
+
+  #refused(): Refusal {
+    this.#refusal ??= {
+      error: undefined,
+      decision: undefined,
+      location: undefined,
+      shed: undefined,
+      retryAfter: undefined,
+    };
+    return this.#refusal;
+  }
+  /** Why it was refused (with the code the body carries). */
+  get error(): RefusalError | undefined {
+    return this.#refusal?.error;
+  }
+  set error(e: RefusalError | undefined) {
+    this.#refused().error = e;
+  }
+  /** The denying decision of a 403. */
+  get decision(): InboundDecision | undefined {
+    return this.#refusal?.decision;
+  }
+  set decision(d: InboundDecision | undefined) {
+    this.#refused().decision = d;
+  }
+  /** Where a 307 sends the caller (`UNESCAPE_AND_REDIRECT`). */
+  get location(): string | undefined {
+    return this.#refusal?.location;
+  }
+  set location(l: string | undefined) {
+    this.#refused().location = l;
+  }
+  /** Set when overload protection shed the request (status 503): why. */
+  get shed(): ShedReason | undefined {
+    return this.#refusal?.shed;
+  }
+  set shed(s: ShedReason | undefined) {
+    this.#refused().shed = s;
+  }
+  /** With `shed`: the `Retry-After` value, whole seconds. */
+  get retryAfter(): string | undefined {
+    return this.#refusal?.retryAfter;
+  }
+  set retryAfter(v: string | undefined) {
+    this.#refused().retryAfter = v;
+  }
 
   constructor(
     transport: 'http' | 'grpc',
@@ -473,14 +560,7 @@ export class InboundAdmission {
       }
       r.host = r.authority;
     } else r.host = typeof authority === 'string' ? authority : host;
-    r.principal = peer.principal;
-    r.mtls = peer.mtls;
-    r.sourceIp = peer.remoteAddress;
-    r.destinationIp = peer.localAddress;
-    r.destinationPort = peer.localPort;
-    r.sni = peer.sni;
-    r.tls = peer.tls ?? peer.mtls;
-    r.peerCertificate = peer.certificate;
+    r.peer = peer;
     r.remoteIp =
       this.xffNumTrustedHops > 0
         ? (forwardedClientIp(h['x-forwarded-for'], this.xffNumTrustedHops) ?? peer.remoteAddress)
