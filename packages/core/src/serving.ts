@@ -314,6 +314,12 @@ export interface InboundSpan {
   /** Runs the handler inside the span's context (so outbound calls carry the trace). */
   run<R>(fn: () => R): R;
   /**
+   * Optional: `false` when `run(fn)` would only call `fn` (the span's context is the one already
+   * active: no span to carry, no caller's trace), so the adapter may call the handler itself and
+   * make no closure for `run`. Absent or `true`: the handler is always run through `run`.
+   */
+  readonly entersContext?: boolean | undefined;
+  /**
    * The request finished with `status` (HTTP status, or gRPC status code). `route`: the matched
    * route template when it became known only after routing (Express), over `InboundRequestInfo.route`.
    */

@@ -84,8 +84,11 @@ export class ServerRequest {
   private readonly info: ServerRequestInfo;
   private readonly started: number;
   private ended = false;
-  /** Whether `run` enters `context`: false when it is the context that was active at the start. */
-  private readonly enters: boolean;
+  /**
+   * Whether `run` enters `context`: false when it is the context that was active at the start
+   * (`InboundSpan.entersContext`: the adapter then calls the handler itself).
+   */
+  readonly entersContext: boolean;
 
   /**
    * `enters`: false when `ctx` is the context that was active when the request started (no span to
@@ -97,7 +100,7 @@ export class ServerRequest {
     this.span = span;
     this.context = ctx;
     this.started = performance.now();
-    this.enters = enters;
+    this.entersContext = enters;
   }
 
   /**
@@ -105,7 +108,7 @@ export class ServerRequest {
    * that is the context the request started in (entering it would change nothing).
    */
   run<R>(fn: () => R): R {
-    return this.enters ? otelContext.with(this.context, fn) : fn();
+    return this.entersContext ? otelContext.with(this.context, fn) : fn();
   }
 
   /** Ends the request: closes the span, records server metrics and the access log line. */

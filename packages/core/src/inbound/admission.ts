@@ -232,7 +232,8 @@ export class InboundRequest
   enter(next: () => void): void {
     const span = this.span;
     const d = this.deadline;
-    if (span === undefined) {
+    // A span whose context is already the active one adds nothing to enter: no closure for it.
+    if (span === undefined || span.entersContext === false) {
       if (d === undefined) next();
       else runWithDeadline(d, next);
     } else if (d === undefined) span.run(next);
