@@ -121,30 +121,47 @@ const NONE: readonly string[] = Object.freeze([]);
 /** Compiled Istio string patterns: exact values, prefixes, suffixes, or `*` (any non-empty value). */
 interface Patterns {
   readonly exact: Set<string>;
+  /**
+   * The exact values when they are few (compared one by one: for a handful of short strings that
+   * is cheaper than hashing the value); undefined: look them up in `exact`.
+   */
+  exactList: readonly string[] | undefined;
   readonly prefixes: string[];
   readonly suffixes: string[];
   any: boolean;
 }
+
+/** Up to this many exact values are compared one by one. */
+const EXACT_LIST_MAX = 8;
 
 function compilePatterns(
   patterns: readonly string[],
   fixed: (s: string) => string,
   exactOnly: (s: string) => string = fixed,
 ): Patterns {
-  const p: Patterns = { exact: new Set(), prefixes: [], suffixes: [], any: false };
+  const p: Patterns = { exact: new Set(), exactList: undefined, prefixes: [], suffixes: [], any: false };
   for (const raw of patterns) {
     if (raw === '*') p.any = true;
     else if (raw.endsWith('*')) p.prefixes.push(fixed(raw.slice(0, -1)));
     else if (raw.startsWith('*')) p.suffixes.push(fixed(raw.slice(1)));
     else p.exact.add(exactOnly(raw));
   }
+  if (p.exact.size <= EXACT_LIST_MAX) p.exactList = Object.freeze([...p.exact]);
   return p;
 }
 
 function matches(p: Patterns, v: string): boolean {
-  if (p.any || p.exact.has(v)) return true;
-  for (const x of p.prefixes) if (v.startsWith(x)) return true;
-  for (const x of p.suffixes) if (v.endsWith(x)) return true;
+  if (p.any) return true;
+  const list = p.exactList;
+  if (list === undefined) {
+    if (p.exact.has(v)) return true;
+  } else {
+    for (let i = 0; i < list.length; i++) if (list[i] === v) return true;
+  }
+  const pre = p.prefixes;
+  for (let i = 0; i < pre.length; i++) if (v.startsWith(pre[i] as string)) return true;
+  const suf = p.suffixes;
+  for (let i = 0; i < suf.length; i++) if (v.endsWith(suf[i] as string)) return true;
   return false;
 }
 
