@@ -315,13 +315,8 @@ function repeatsHost(raw: readonly string[] | undefined): boolean {
   let seen = false;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i] as string;
-    if (
-      n.length === 4 &&
-      (n.charCodeAt(0) | 0x20) === 104 &&
-      (n.charCodeAt(1) | 0x20) === 111 &&
-      (n.charCodeAt(2) | 0x20) === 115 &&
-      (n.charCodeAt(3) | 0x20) === 116
-    ) {
+    // The usual spellings compare as whole strings (a character loop costs more in optimized code).
+    if (n.length === 4 && (n === 'Host' || n === 'host' || n.toLowerCase() === 'host')) {
       if (seen) return true;
       seen = true;
     }
@@ -463,11 +458,14 @@ export class InboundAdmission {
     ) {
       return this.#refused(r, target);
     }
+    // `x-request-timeout` is read only when `x-meshlet-deadline-ms` is absent or unusable.
     const h1 = headers[DEADLINE_HEADER];
-    const h2 = headers[REQUEST_TIMEOUT_HEADER];
+    const h2 = h1 === undefined ? headers[REQUEST_TIMEOUT_HEADER] : undefined;
     if ((h1 !== undefined || h2 !== undefined) && this.#trusts(r, peer)) {
       const now = Date.now();
-      const d = parseDeadlineHeader(h1, now) ?? parseDeadlineHeader(h2, now);
+      const d =
+        parseDeadlineHeader(h1, now) ??
+        parseDeadlineHeader(h1 === undefined ? h2 : headers[REQUEST_TIMEOUT_HEADER], now);
       this.#deadline(r, d === undefined ? undefined : d - now, now);
     } else if (this.timeoutMs > 0) this.#deadline(r, undefined, Date.now());
     this.#startTelemetry(r);

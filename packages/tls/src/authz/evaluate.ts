@@ -146,7 +146,7 @@ function compilePatterns(
     else if (raw.startsWith('*')) p.suffixes.push(fixed(raw.slice(1)));
     else p.exact.add(exactOnly(raw));
   }
-  if (p.exact.size <= EXACT_LIST_MAX) p.exactList = Object.freeze([...p.exact]);
+  if (p.exact.size <= EXACT_LIST_MAX) p.exactList = [...p.exact];
   return p;
 }
 
@@ -531,14 +531,15 @@ export class Compiled {
     for (let i = 0; i < this.rules.length; i++) {
       if (mayMatch(this.rules[i] as CompiledRule, hasPrincipal, method)) out.push(i);
     }
-    list = Object.freeze(out);
+    // Not frozen: optimized code on Node 20 did not inline keyed loads from the frozen lists.
+    list = out;
     // Methods come from clients: past a bound, lists are computed per request and not kept.
     if (cache.size < MAX_INDEXED_METHODS) cache.set(method, list);
     return list;
   }
 }
 
-const NO_RULES: readonly number[] = Object.freeze([]);
+const NO_RULES: readonly number[] = [];
 
 /**
  * Whether `r` can match a request with (or without) a principal and this method (`''`: none).
