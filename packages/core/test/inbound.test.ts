@@ -350,6 +350,10 @@ describe('InboundAdmission', () => {
         deadlines: { trustedNetworks: ['127.0.0.0/8'] },
       });
       expect(left(nets, PLAIN, { 'x-meshlet-deadline-ms': '1e308' })).toBe(Math.round(MAX_TIMER_MS / 1000));
+      // x-meshlet-deadline-ms first; x-request-timeout when it is absent or unusable
+      expect(left(nets, PLAIN, { 'x-meshlet-deadline-ms': '4000', 'x-request-timeout': '9000' })).toBe(4);
+      expect(left(nets, PLAIN, { 'x-meshlet-deadline-ms': 'soon', 'x-request-timeout': '9000' })).toBe(9);
+      expect(left(nets, PLAIN, { 'x-meshlet-deadline-ms': 'soon' })).toBeUndefined();
       const g = new InboundAdmission({ transport: 'grpc', timeoutMs: 3000 });
       const grpc = g.admitGrpc('/s/M', {}, MESH_PEER, Date.now() + 1000);
       expect(Math.round(((grpc.deadline ?? 0) - Date.now()) / 1000)).toBe(1);
