@@ -125,6 +125,14 @@ const A_RETRY_SLOT = 4;
 const A_SHED = 8;
 const A_LIMITED = 16;
 
+/** Clears an attempt's pending flag; true when it was set. */
+function clearPending(att: CallAttempt): boolean {
+  const f = att._flags;
+  if ((f & A_PENDING) === 0) return false;
+  att._flags = f & ~A_PENDING;
+  return true;
+}
+
 /** An attempt's state off its common path (a retry decided on its answer, a per-try timer, an abort). */
 class AttemptState {
   retryReason: string | undefined = undefined;
@@ -157,7 +165,8 @@ export class CallAttempt {
   declare status: number | undefined;
   /** @internal The breaker permit the attempt holds. */
   declare permit: AttemptPermit | undefined;
-  declare private _flags: number;
+  /** @internal `A_ENDED`, `A_PENDING`, … (see the accessors). */
+  declare _flags: number;
   declare private _rare: AttemptState;
 
   constructor(endpoint: EndpointState, index: number) {
@@ -765,10 +774,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     // A pooled connection takes the request while it is being sent: no time has passed.
     att.connectedAt =
       (this._flags & SENDING) !== 0 && att === this._current ? att.startedAt : this.service.now();
-    if (att.pending) {
-      att.pending = false;
-      this.service.resilience.thresholds.connected();
-    }
+    // The flag itself, not the `pending` accessors: this runs for every attempt.
+    if (clearPending(att)) this.service.resilience.thresholds.connected();
   }
 
   /**
@@ -786,7 +793,11 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     // A shedding endpoint (429/503 + Retry-After) is avoided until the penalty ends.
     if (this.transport === 'http' && (status === 429 || status >= 500))
       rt.penalize(att.endpoint, status, retryAfterMs);
-    const reason = this._statusRetryReason(status);
+    // An HTTP answer below 500 whose status is not listed meets no condition: decided inline.
+    const reason =
+      this.transport === 'http' && status < 500 && !listed(this.policy.retry.statusCodes, status)
+        ? undefined
+        : this._statusRetryReason(status);
     // gRPC codes the user listed (a client's `retry.codes`, an xDS route's `retry_on`) are retried
     // whatever the method's idempotency: the user said the code means "not processed".
     const explicit = this.transport === 'grpc' && this.policy.retry.grpcCodes !== undefined;
@@ -856,13 +867,17 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       ? 'overloaded'
       : status === undefined
         ? 'success'
-        : statusOutcome(this.transport, status);
+        : this.transport === 'http'
+          ? status >= 500
+            ? 'http_error'
+            : 'success'
+          : statusOutcome(this.transport, status);
     const verdict: Verdict = att.shed
       ? 'ignore'
       : status === undefined
         ? 'success'
         : verdictOf(this.transport, outcome, status);
-    const now = this._endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
+    const recorded = this._endAttempt(att, outcome, status, undefined, verdict, att.retryReason);
     if (att !== this._current || this._state === DONE) return false;
     if (att.retryReason !== undefined) {
       const r = this._rare;
@@ -876,7 +891,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     }
     this._state = DONE;
     this._clearTimers();
-    this._report(outcome, status, undefined, now);
+    // The attempt's end just read the clock: the call ends then too.
+    this._report(outcome, status, undefined, recorded ? this.service.clockMs : -1);
     return true;
   }
 
@@ -1021,7 +1037,10 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
 
   // ---- accounting ---------------------------------------------------------------------------
 
-  /** Records an attempt's end once: breaker verdict, thresholds, retry slot, runtime, observer. */
+  /**
+   * Records an attempt's end once: breaker verdict, thresholds, retry slot, runtime, observer.
+   * False when it was recorded before; the clock read is then `service.clockMs`.
+   */
   private _endAttempt(
     att: A,
     outcome: Outcome,
@@ -1029,8 +1048,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     error: Error | undefined,
     verdict: Verdict,
     retryReason: string | undefined,
-  ): number {
-    if (att.ended) return -1;
+  ): boolean {
+    if (att.ended) return false;
     att.ended = true;
     if (att.timer !== undefined) {
       clearTimeout(att.timer);
@@ -1050,7 +1069,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       att.retrySlot = false;
       thresholds.endRetry();
     }
-    const now = rt.endAttempt(
+    rt.recordAttemptEnd(
       att.endpoint,
       att.startedAt,
       att.index,
@@ -1062,6 +1081,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       verdict,
       att.connectedAt,
     );
+    const now = rt.clockMs;
     if (att.limited) {
       att.limited = false;
       // The limit follows latency: shed answers, fast failures and cancellations are not sampled.
@@ -1077,7 +1097,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
         o.attemptEnd(att.endpoint, att.index, outcome, status, now - att.startedAt, error, retryReason);
       } catch {}
     }
-    return now;
+    return true;
   }
 
   private _clearTimers(): void {

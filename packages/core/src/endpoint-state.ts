@@ -189,7 +189,9 @@ export function peakEwmaEstimate(ep: EndpointState, samples: number, span: numbe
   const excess = ep.ewmaMs - floor;
   if (excess <= 0) return ep.ewmaMs;
   const age = samples - ep.ewmaSeq;
-  const fade = span * 2 ** ep.ewmaStrikes;
+  const strikes = ep.ewmaStrikes;
+  // A shift, not `2 ** strikes` (a call into the math library per attempt); strikes stay ≤ 16.
+  const fade = span * (strikes < 31 ? 1 << strikes : 2 ** strikes);
   return age >= fade ? floor : floor + excess * (1 - age / fade);
 }
 

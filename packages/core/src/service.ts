@@ -711,6 +711,37 @@ export class ServiceRuntime {
     verdict: Verdict = verdictOf(transport, outcome, status),
     connectedAt: number = start,
   ): number {
+    this.recordAttemptEnd(
+      ep,
+      start,
+      attempt,
+      outcome,
+      status,
+      error,
+      retryReason,
+      transport,
+      verdict,
+      connectedAt,
+    );
+    return this.#clock.ms;
+  }
+
+  /**
+   * @internal `endAttempt` without its return value (the call pipeline's: a double returned from a
+   * function that is not inlined is a heap number made per call); the clock it read is `clockMs`.
+   */
+  recordAttemptEnd(
+    ep: EndpointState,
+    start: number,
+    attempt: number,
+    outcome: Outcome,
+    status: number | undefined,
+    error: Error | undefined,
+    retryReason: string | undefined,
+    transport: 'http' | 'grpc',
+    verdict: Verdict,
+    connectedAt: number,
+  ): void {
     ep.active--;
     if (
       transport === 'grpc'
@@ -808,7 +839,11 @@ export class ServiceRuntime {
         verdict,
       });
     }
-    return now;
+  }
+
+  /** @internal The clock as of the last attempt end (what `endAttempt` read) or rebuild. */
+  get clockMs(): number {
+    return this.#clock.ms;
   }
 
   #observers: AttemptObserver[] = [];

@@ -1,3 +1,4 @@
+import OpossumBreaker from 'opossum';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   type BreakerPermit,
@@ -8,6 +9,7 @@ import {
   parseConfig,
   Thresholds,
 } from '../src/index.js';
+import { statusWindow } from '../src/resilience/breaker.js';
 
 /** opossum settles permits through promises: let its microtasks run. */
 async function flush() {
@@ -126,6 +128,30 @@ describe('circuit breaker', () => {
     vi.advanceTimersByTime(1_000);
     const again = [b.tryAcquire(), b.tryAcquire(), b.tryAcquire()].filter(Boolean);
     expect(again).toHaveLength(1);
+  });
+
+  it("closed: counts permits in opossum's newest bucket, which rolls out of the window", () => {
+    const { b } = make({ volumeThreshold: 100, windowMs: 10_000, buckets: 10 });
+    for (let i = 0; i < 3; i++) b.tryAcquire()?.done('success');
+    expect(b.stats().fires).toBe(3);
+    vi.advanceTimersByTime(5_000);
+    for (let i = 0; i < 2; i++) b.tryAcquire()?.done('success');
+    expect(b.stats().fires).toBe(5);
+    // The first three leave with their bucket; the last two are still in the window.
+    vi.advanceTimersByTime(5_500);
+    expect(b.stats().fires).toBe(2);
+    vi.advanceTimersByTime(5_000);
+    expect(b.stats().fires).toBe(0);
+  });
+
+  it("finds opossum's rolling window (the closed-state count goes straight into it)", () => {
+    const cb = new OpossumBreaker(async () => undefined, { rollingCountBuckets: 4, enableSnapshots: false });
+    const w = statusWindow(cb.status);
+    expect(w).toHaveLength(4);
+    (w?.[0] as { fires: number }).fires++;
+    expect(cb.stats.fires).toBe(1);
+    cb.shutdown();
+    expect(statusWindow({})).toBeUndefined();
   });
 
   it('settles a permit once; later calls are ignored', async () => {

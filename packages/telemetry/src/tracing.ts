@@ -188,6 +188,23 @@ export function injectHeaders(sc: SpanContext, formats: readonly Propagation[]):
 
 // ---- client ---------------------------------------------------------------------------------
 
+/**
+ * Where the OpenTelemetry API (major version 1) keeps what is registered globally — the context
+ * manager under `context`, the tracer provider under `trace` — created by the first registration.
+ * A test checks that the API still registers there.
+ */
+export const OTEL_API_GLOBAL = Symbol.for('opentelemetry.js.api.1');
+
+/**
+ * Whether anything may answer `context.active()` with another context than the root: a context
+ * manager registered with the API (any version: the API itself then checks compatibility). One
+ * property read of the global object; a manager registered later is seen on the next call.
+ */
+function contextManagerRegistered(): boolean {
+  const api = (globalThis as { [OTEL_API_GLOBAL]?: { context?: unknown } })[OTEL_API_GLOBAL];
+  return api !== undefined && api.context !== undefined;
+}
+
 /** The provider a ProxyTracerProvider delegates to while no SDK is registered. */
 const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
 /** The span of requests nobody traces (no SDK, no caller's trace): records and carries nothing. */
@@ -384,17 +401,20 @@ export class ClientTracing implements CallHook {
   }
 
   start(info: CallInfo): CallObserver | undefined {
-    const parent = context.active();
     // The global provider with no SDK behind it: skip span construction entirely unless there is
     // a remote parent to pass along (near-zero cost when tracing is not set up).
     const proxy = this.#proxy;
+    let parent: Context;
     if (proxy !== undefined && proxy.getDelegate() === NOOP_PROVIDER) {
-      // The root context (what the API answers while no context manager is registered) holds no
-      // span: no lookup in it (a Map lookup per request).
+      // No context manager registered: the API's answer is the root context, which holds no span
+      // (no `context.active()`: its global lookups and version check cost ~150 instructions).
+      if (!contextManagerRegistered()) return undefined;
+      parent = context.active();
+      // The root context holds no span: no lookup in it (a Map lookup per request).
       if (parent === ROOT_CONTEXT) return undefined;
       const psc = trace.getSpanContext(parent);
       if (psc === undefined || !isSpanContextValid(psc)) return undefined;
-    }
+    } else parent = context.active();
     const { host, port } = hostPort(info.authority);
     const grpc = info.transport === 'grpc';
     // gRPC: the RPC conventions (`rpc.system.name`, `rpc.method` as `pkg.Service/Method`), plus

@@ -17,6 +17,7 @@ import {
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AccessLogEntry } from '../src/index.js';
 import { extractContext, headerGetter, parseB3, parseTraceparent } from '../src/index.js';
+import { OTEL_API_GLOBAL } from '../src/tracing.js';
 import { type Backend, startBackend, startMesh, type TestMesh } from './helpers.js';
 
 /** A minimal AsyncLocalStorage context manager (what @opentelemetry/context-async-hooks does). */
@@ -214,6 +215,31 @@ describe('client spans', () => {
     });
     expect(b.requests[1]?.headers.traceparent).toBeUndefined();
     expect(exporter.getFinishedSpans()).toHaveLength(0);
+  });
+
+  it('without a tracer provider, sees a context manager registered or removed after it was installed', async () => {
+    // The hook skips `context.active()` while no context manager is registered: it must notice
+    // one registered later (and one removed) on the next request.
+    context.disable();
+    const { m, b } = await setup({}, false);
+    const sc = {
+      traceId: '0af7651916cd43dd8448eb211c80319c',
+      spanId: 'b7ad6b7169203331',
+      traceFlags: 1,
+      isRemote: true,
+    };
+    const traced = trace.setSpanContext(ROOT_CONTEXT, sc);
+    // No manager: `context.with` cannot make the caller's context active, nothing to pass along.
+    await context.with(traced, async () => (await m.fetch('http://reviews/')).text());
+    expect(b.requests[0]?.headers.traceparent).toBeUndefined();
+    expect(context.setGlobalContextManager(new AlsContextManager())).toBe(true);
+    // The API keeps it where the hook looks.
+    expect((globalThis as Record<symbol, { context?: unknown }>)[OTEL_API_GLOBAL]?.context).toBeDefined();
+    await context.with(traced, async () => (await m.fetch('http://reviews/')).text());
+    expect(b.requests[1]?.headers.traceparent).toBe(`00-${sc.traceId}-${sc.spanId}-01`);
+    context.disable();
+    await context.with(traced, async () => (await m.fetch('http://reviews/')).text());
+    expect(b.requests[2]?.headers.traceparent).toBeUndefined();
   });
 
   it('attaches trace ids as exemplars in OpenMetrics output', async () => {
