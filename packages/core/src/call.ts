@@ -541,7 +541,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       this._deadlineExpired();
       return;
     }
-    this._next(now);
+    this._next(true);
   }
 
   /**
@@ -615,8 +615,12 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
   }
 
   /** Admits and starts the next attempt: breaker, thresholds, pick (avoiding endpoints tried). */
-  /** `clock`: the call's clock read at `begin()`, for its first attempt in the same tick (else -1). */
-  private _next(clock = -1): void {
+  /**
+   * `firstTick`: called from `begin()`, in the call's first tick: the call's clock read
+   * (`_startedAt`) is the attempt's start (a flag, not the time: a double passed to a function that
+   * is not inlined is a heap number made per call).
+   */
+  private _next(firstTick = false): void {
     if (this._state === DONE) return;
     const rt = this.service;
     const resilience = rt.resilience;
@@ -672,8 +676,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const att = this.createAttempt(ep, this._attempts++);
     if (limiter !== undefined) att.limited = true;
     // The first attempt starts in the same tick as the call: the call's clock read serves.
-    if (clock < 0 && r !== NO_STATE) r.firstBudget = -1; // not the call's first tick: compute from the clock
-    att.startedAt = rt.startAttempt(ep, clock >= 0 ? clock : undefined);
+    if (!firstTick && r !== NO_STATE) r.firstBudget = -1; // not the call's first tick: compute from the clock
+    att.startedAt = rt.startAttempt(ep, firstTick ? this._startedAt : undefined);
     att.permit = permit;
     if ((this._flags & RETRY_SLOT) !== 0) {
       att.retrySlot = true;
@@ -1049,8 +1053,11 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     verdict: Verdict,
     retryReason: string | undefined,
   ): boolean {
-    if (att.ended) return false;
-    att.ended = true;
+    // The flags read and cleared at once (ended set; pending, retry slot and limiter released
+    // below), not through their accessors: this runs for every attempt.
+    const flags = att._flags;
+    if ((flags & A_ENDED) !== 0) return false;
+    att._flags = (flags | A_ENDED) & ~(A_PENDING | A_RETRY_SLOT | A_LIMITED);
     if (att.timer !== undefined) {
       clearTimeout(att.timer);
       att.timer = undefined;
@@ -1062,13 +1069,8 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       permit.done(verdict === 'success' ? 'success' : verdict === 'ignore' ? 'ignore' : 'failure');
     }
     const thresholds = rt.resilience.thresholds;
-    const pending = att.pending;
-    thresholds.leave(pending);
-    if (pending) att.pending = false;
-    if (att.retrySlot) {
-      att.retrySlot = false;
-      thresholds.endRetry();
-    }
+    thresholds.leave((flags & A_PENDING) !== 0);
+    if ((flags & A_RETRY_SLOT) !== 0) thresholds.endRetry();
     rt.recordAttemptEnd(
       att.endpoint,
       att.startedAt,
@@ -1082,8 +1084,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       att.connectedAt,
     );
     const now = rt.clockMs;
-    if (att.limited) {
-      att.limited = false;
+    if ((flags & A_LIMITED) !== 0) {
       // The limit follows latency: shed answers, fast failures and cancellations are not sampled.
       rt.resilience.concurrency?.release(
         att.endpoint,

@@ -245,6 +245,13 @@ class HostMonitor {
 
 const MONITOR_SLOT = allocateEndpointSlot();
 
+/** An answer that says the endpoint works (the external-error rules' success). */
+function success(m: HostMonitor): void {
+  m.success++;
+  m.consecutive5xx = 0;
+  m.consecutiveGateway = 0;
+}
+
 function monitorOf(ep: EndpointState): HostMonitor {
   let m = ep.slots[MONITOR_SLOT] as HostMonitor | undefined;
   if (m === undefined) {
@@ -298,7 +305,17 @@ export class OutlierDetector {
     this.#host = host;
     this.#policy = policy;
     this.#random = random;
-    this.observe = (ep, verdict, _status, _duration, now) => this.#observe(ep, verdict, now);
+    // A success in the default (not split) mode, nearly every attempt, is counted right here: no
+    // further call, and no heap number made for `now` to pass it.
+    this.observe = (ep, verdict, _status, _duration, now) => {
+      if (verdict === 'success' && !this.#closed && !this.#policy.splitExternalLocalOriginErrors) {
+        const m = monitorOf(ep);
+        m.total++;
+        success(m);
+        return;
+      }
+      this.#observe(ep, verdict, now);
+    };
     this.#armSweep();
   }
 
@@ -352,9 +369,7 @@ export class OutlierDetector {
     }
     m.total++;
     if (verdict === 'success') {
-      m.success++;
-      m.consecutive5xx = 0;
-      m.consecutiveGateway = 0;
+      success(m);
       return;
     }
     // A gateway error, or (without split mode) a local failure, which Envoy maps to 503/504.

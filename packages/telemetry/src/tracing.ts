@@ -48,9 +48,11 @@ export class TraceStash {
   }
   /** Keeps the ids only if they belong to a request of `service` (guards against a stale stash). */
   check(service: string): void {
-    if (this.service !== service) this.clear();
+    // An empty stash (no trace: nearly every request without an SDK) is left as it is.
+    if (this.service !== undefined && this.service !== service) this.clear();
   }
   clear(): void {
+    if (this.service === undefined) return; // empty already (`set` sets all three)
     this.traceId = undefined;
     this.spanId = undefined;
     this.service = undefined;
