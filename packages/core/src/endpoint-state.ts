@@ -63,8 +63,12 @@ export class EndpointState {
   /**
    * `performance.now()` of the last `failRate` update; starts when the endpoint joined (a history
    * of no failures), so one early failure weighs what the time since then is worth, not all.
+   *
+   * The time fields start as numbers (`= 0`, set in the constructor): a field declared without an
+   * initializer is first defined as `undefined`, which makes V8 keep it as a tagged field, so every
+   * store of a time made a heap number and a write barrier (`failStamp`: on every attempt).
    */
-  failStamp: number;
+  failStamp = 0;
   /**
    * Total attempts sent, and those that failed because of the endpoint (gateway errors and local
    * failures, not the caller's cancellations or application errors), over the endpoint's life.
@@ -93,14 +97,14 @@ export class EndpointState {
   /** Avoid-until for endpoints that answered 429/503 with Retry-After (0 = none). */
   penaltyUntil = 0;
   /** `performance.now()` when the endpoint joined (slow start). */
-  readonly addedAt: number;
+  readonly addedAt: number = 0;
   /**
    * The weight load balancers honour: `endpoint.weight` times the slow-start factor. Written by
    * `ServiceRuntime.rebuild` (off the hot path), read by pickers.
    */
-  lbWeight: number;
+  lbWeight = 0;
   /** Start of the current slow-start window: when the endpoint joined or last passed health checks. */
-  slowStartFrom: number;
+  slowStartFrom = 0;
   /** Active health as of the last rebuild (to notice unhealthy → healthy transitions). */
   lbSeenHealth: ActiveHealth = 'unknown';
   /** @internal The number of the last discovery update that listed this endpoint (diffing). */
