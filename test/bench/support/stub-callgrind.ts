@@ -9,6 +9,12 @@
  *     --callgrind-out-file=/tmp/cg/s.%p --smc-check=all-non-file node --perf-basic-prof \
  *     --conditions=meshlet-source --import tsx test/bench/support/stub-callgrind.ts 20000 ['{"retry":false}']
  *
+ * `--perf-basic-prof` writes `/tmp/perf-<pid>.map`, which names the JIT code in the dumps. On a
+ * machine shared with sessions whose processes run in other PID namespaces but share `/tmp`, a
+ * process of theirs with the same pid overwrites that file (seen: a map naming another checkout's
+ * files): give the run a private `/tmp` (as root: `unshare -m --propagation private sh -c 'mount
+ * --bind <dir> /tmp && …'`; docs/benchmarks.md, fifth pass).
+ *
  * The optional JSON is merged into the service's config (a policy turned off, as the fetch
  * suite's stub variants). Natively it prints CPU per dispatch instead, and with `--expose-gc`
  * the heap's growth per dispatch (bytes allocated: `gc()` before each window, and a young
