@@ -58,23 +58,33 @@ export class MeshRequest extends Call<HttpAttempt> {
     authority: string,
     route?: RouteTarget,
   ) {
-    super(rt, route?.policy, 'http', isIdempotentMethod(opts.method));
+    const method = opts.method;
+    // GET first: the general test (and the body's classification below) only when needed, which
+    // keeps this constructor's optimized code small (see docs/benchmarks.md, fifth pass).
+    super(rt, route?.policy, 'http', method === 'GET' || isIdempotentMethod(method));
     this.#host = host;
     this.#opts = opts;
     this.#handler = handler;
     this.authority = authority;
     this.hash = route !== undefined ? route.hash : rt.requestHash(opts.headers);
-    const kind = bodyKind(opts.body);
-    this.#stream = kind === STREAM;
-    if (kind === ITERABLE) {
-      // Kept for a replay whenever the call may be retried (even a POST is sent again after an
-      // HTTP/2 REFUSED_STREAM, which may come after its body was read).
-      const retry = this.policy.retry;
-      this.#replay = new ReplayBody(
-        opts.body as AsyncIterable<unknown>,
-        retry.maxRetries > 0 ? retry.bufferLimitBytes : 0,
-      );
-    } else this.#replay = undefined;
+    const body = opts.body;
+    if (body == null) {
+      this.#stream = false;
+      this.#replay = undefined;
+    } else {
+      const kind = bodyKind(body);
+      this.#stream = kind === STREAM;
+      this.#replay = kind === ITERABLE ? this.#replayOf(body as AsyncIterable<unknown>) : undefined;
+    }
+  }
+
+  /**
+   * A one-shot body kept for a replay whenever the call may be retried (even a POST is sent again
+   * after an HTTP/2 REFUSED_STREAM, which may come after its body was read).
+   */
+  #replayOf(body: AsyncIterable<unknown>): ReplayBody {
+    const retry = this.policy.retry;
+    return new ReplayBody(body, retry.maxRetries > 0 ? retry.bufferLimitBytes : 0);
   }
 
   get method(): string {
