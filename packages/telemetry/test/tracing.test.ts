@@ -82,6 +82,14 @@ async function setup(
   return { m, b };
 }
 
+/** A caller's remote trace, as an inbound request would have made active. */
+const CALLER_TRACE = {
+  traceId: '0af7651916cd43dd8448eb211c80319c',
+  spanId: 'b7ad6b7169203331',
+  traceFlags: 1,
+  isRemote: true,
+};
+
 function countHeader(raw: string[], name: string): number {
   let n = 0;
   for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).toLowerCase() === name) n++;
@@ -199,12 +207,7 @@ describe('client spans', () => {
 
   it("without a tracer provider, passes an active caller's trace along (and nothing without one)", async () => {
     const { m, b } = await setup({}, false);
-    const sc = {
-      traceId: '0af7651916cd43dd8448eb211c80319c',
-      spanId: 'b7ad6b7169203331',
-      traceFlags: 1,
-      isRemote: true,
-    };
+    const sc = CALLER_TRACE;
     await context.with(trace.setSpanContext(ROOT_CONTEXT, sc), async () => {
       await (await m.fetch('http://reviews/')).text();
     });
@@ -222,12 +225,7 @@ describe('client spans', () => {
     // one registered later (and one removed) on the next request.
     context.disable();
     const { m, b } = await setup({}, false);
-    const sc = {
-      traceId: '0af7651916cd43dd8448eb211c80319c',
-      spanId: 'b7ad6b7169203331',
-      traceFlags: 1,
-      isRemote: true,
-    };
+    const sc = CALLER_TRACE;
     const traced = trace.setSpanContext(ROOT_CONTEXT, sc);
     // No manager: `context.with` cannot make the caller's context active, nothing to pass along.
     await context.with(traced, async () => (await m.fetch('http://reviews/')).text());
