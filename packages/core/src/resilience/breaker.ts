@@ -99,24 +99,6 @@ export interface AttemptPermit {
 const noop = (): void => {};
 
 /**
- * opossum's rolling window: its `Status` keeps the buckets in an array under a private symbol
- * (`Symbol('window')`), newest first, and rotates them in that same array for the breaker's life.
- * Counting a closed-state permit is then one property increment on the newest bucket instead of
- * `status.increment('fires')` — a keyed load and store by a property name that varies, ~70
- * instructions on every attempt (docs/benchmarks.md, fifth pass). Undefined when this opossum keeps
- * its window otherwise: the pipeline then calls `increment` (a test checks the window is found).
- */
-export function statusWindow(status: object): Array<{ fires: number }> | undefined {
-  for (const sym of Object.getOwnPropertySymbols(status)) {
-    if (sym.description !== 'window') continue;
-    const w = (status as Record<symbol, unknown>)[sym];
-    if (Array.isArray(w) && w.length > 0 && typeof (w[0] as { fires?: unknown }).fires === 'number')
-      return w as Array<{ fires: number }>;
-  }
-  return undefined;
-}
-
-/**
  * A ticket for one attempt through the breaker. Settle it exactly once with `done()` (further
  * calls are ignored).
  */
@@ -201,8 +183,6 @@ export class CircuitBreaker implements AttemptPermit {
   readonly policy: BreakerPolicy;
   readonly #cb: CircuitBreakerImpl<[BreakerPermit], undefined>;
   readonly #events: MeshEvents;
-  /** opossum's rolling window, newest bucket first (`statusWindow`), when it can be reached. */
-  readonly #window: Array<{ fires: number }> | undefined;
   #probeOut = false;
   #state: BreakerState = 'closed';
   /** Calls refused because the breaker was open or its probe was out. */
@@ -223,7 +203,6 @@ export class CircuitBreaker implements AttemptPermit {
       rollingPercentilesEnabled: false,
       enableSnapshots: false,
     });
-    this.#window = statusWindow(this.#cb.status);
     this.#cb.on('open', () => this.#transition('open'));
     this.#cb.on('halfOpen', () => this.#transition('half_open'));
     this.#cb.on('close', () => this.#transition('closed'));
@@ -258,9 +237,7 @@ export class CircuitBreaker implements AttemptPermit {
       return undefined;
     }
     if (state === 'closed' && this.#cb.closed) {
-      const w = this.#window;
-      if (w !== undefined) (w[0] as { fires: number }).fires++;
-      else this.#cb.status.increment('fires');
+      this.#cb.status.increment('fires');
       return this;
     }
     const permit = new BreakerPermit(this);
