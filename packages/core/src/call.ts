@@ -772,19 +772,12 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
 
   // ---- what the transport reports -----------------------------------------------------------
 
-  /**
-   * The attempt is on a connection (request written): latency is measured from now — or from the
-   * attempt's start when `atStart`: the transport knows the connection was ready when the attempt
-   * started (gRPC: the pick found its subchannel READY, and grpc-js starts the stream a microtask
-   * later), so no connection setup lies between, and no clock read is needed.
-   */
-  connected(att: A, atStart = false): void {
+  /** The attempt is on a connection (request written): latency is measured from now. */
+  connected(att: A): void {
     if (att.ended || att.connectedAt >= 0) return;
     // A pooled connection takes the request while it is being sent: no time has passed.
     att.connectedAt =
-      atStart || ((this._flags & SENDING) !== 0 && att === this._current)
-        ? att.startedAt
-        : this.service.now();
+      (this._flags & SENDING) !== 0 && att === this._current ? att.startedAt : this.service.now();
     // The flag itself, not the `pending` accessors: this runs for every attempt.
     if (clearPending(att)) this.service.resilience.thresholds.connected();
   }

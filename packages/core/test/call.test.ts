@@ -304,26 +304,6 @@ describe('the call pipeline', () => {
     expect(a.endpoint.ewmaMs).toBeLessThan(6);
   });
 
-  it("measures latency from the attempt's start when the transport says its connection was ready then", () => {
-    const { rt } = service({}, 1);
-    const call = new FakeCall(rt, 'http', true);
-    call.begin();
-    const a = call.last;
-    vi.advanceTimersByTime(3); // a stream started later, on a connection that was ready at the pick
-    call.connected(a, true);
-    expect(a.connectedAt).toBe(a.startedAt);
-    vi.advanceTimersByTime(5);
-    call.response(a, 200);
-    call.complete(a);
-    expect(a.endpoint.ewmaMs).toBe(8);
-    // Without it, the same wait counts as connection setup.
-    const b = new FakeCall(rt, 'http', true);
-    b.begin();
-    vi.advanceTimersByTime(3);
-    b.connected(b.last);
-    expect(b.last.connectedAt - b.last.startedAt).toBe(3);
-  });
-
   it('reports to the outbound observer: start, every attempt, end', () => {
     const { rt } = service();
     const seen: string[] = [];
