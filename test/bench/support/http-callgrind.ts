@@ -4,7 +4,8 @@
  * W measured windows. Each window prints instructions per request (under callgrind: only the
  * window is counted, `callgrind_control --zero` before it and `--dump` after it), CPU per request,
  * the garbage collections in it (scavenges and mark-compacts, their count and pause time per
- * request) and, with `--expose-gc`, the heap's growth per request:
+ * request), the host's TCP segments, the server process' CPU and both processes' context switches
+ * per request and, with `--expose-gc`, the heap's growth per request:
  *
  *   node --conditions=meshlet-source --import tsx test/bench/support/http-callgrind.ts mesh-request 20 20  # warm tsx's cache
  *   mkdir -p /tmp/cg && CALLGRIND_OUT=/tmp/cg/h valgrind --tool=callgrind --separate-threads=yes \
@@ -165,6 +166,39 @@ function openSockets(): number | string {
   }
 }
 
+/**
+ * A process' context switches (voluntary: it blocked, e.g. waiting in epoll; involuntary: it was
+ * preempted) and CPU ticks (user + system, all threads), from `/proc/<pid>`.
+ */
+function procCounters(pid: number | string): { vol: number; invol: number; ticks: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return {
+      vol: Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN),
+      invol: Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN),
+      ticks: Number(f[11]) + Number(f[12]),
+    };
+  } catch {
+    return { vol: Number.NaN, invol: Number.NaN, ticks: Number.NaN };
+  }
+}
+
+/** The host's TCP segments sent so far (`/proc/net/snmp`: every process, loopback included). */
+function tcpOutSegs(): number {
+  try {
+    const lines = readFileSync('/proc/net/snmp', 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('Tcp:'));
+    const names = (lines[0] as string).split(/\s+/);
+    const values = (lines[1] as string).split(/\s+/);
+    return Number(values[names.indexOf('OutSegs')]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
 try {
   for (const v of variants) await run(v, warm);
   if (!underCallgrind) gcObserver.observe({ entryTypes: ['gc'] });
@@ -187,12 +221,18 @@ try {
         await session.post('Profiler.start');
       }
       const t0 = threadTicks();
+      const s0 = procCounters(child.pid as number);
+      const me0 = procCounters('self');
+      const seg0 = tcpOutSegs();
       const h0 = process.memoryUsage().heapUsed;
       const c0 = process.cpuUsage();
       await run(variant, n);
       const cpu = process.cpuUsage(c0);
       const h1 = process.memoryUsage().heapUsed;
       const t1 = threadTicks();
+      const s1 = procCounters(child.pid as number);
+      const me1 = procCounters('self');
+      const seg1 = tcpOutSegs();
       if (session !== undefined) {
         const { profile } = await session.post('Profiler.stop');
         writeFileSync(`${profileTo}.${variant}.${w}.cpuprofile`, JSON.stringify(profile));
@@ -213,7 +253,11 @@ try {
             .map(([k, v]) => [k, ((v - (t0.get(k) ?? 0)) * 10_000) / per] as const)
             .filter(([, us]) => us > 0)
             .map(([k, us]) => `${k} ${us.toFixed(2)}`)
-            .join(', ')}`,
+            .join(', ')}; ` +
+          `TCP segments ${((seg1 - seg0) / per).toFixed(2)}/req (host), server cpu ${(((s1.ticks - s0.ticks) * 10_000) / per).toFixed(2)}us/req, ` +
+          `context switches per request: server ${((s1.vol - s0.vol) / per).toFixed(2)} voluntary ` +
+          `${((s1.invol - s0.invol) / per).toFixed(2)} preempted, client (main thread) ${((me1.vol - me0.vol) / per).toFixed(2)} / ` +
+          `${((me1.invol - me0.invol) / per).toFixed(2)}`,
       );
     }
 } finally {
