@@ -185,6 +185,19 @@ function procCounters(pid: number | string): { vol: number; invol: number; ticks
   }
 }
 
+/** This process' read and write system calls so far (`/proc/self/io`: `syscr`, `syscw`). */
+function syscalls(): { r: number; w: number } {
+  try {
+    const io = readFileSync('/proc/self/io', 'utf8');
+    return {
+      r: Number(/syscr:\s+(\d+)/.exec(io)?.[1] ?? Number.NaN),
+      w: Number(/syscw:\s+(\d+)/.exec(io)?.[1] ?? Number.NaN),
+    };
+  } catch {
+    return { r: Number.NaN, w: Number.NaN };
+  }
+}
+
 /** The host's TCP segments sent so far (`/proc/net/snmp`: every process, loopback included). */
 function tcpOutSegs(): number {
   try {
@@ -224,6 +237,7 @@ try {
       const s0 = procCounters(child.pid as number);
       const me0 = procCounters('self');
       const seg0 = tcpOutSegs();
+      const io0 = syscalls();
       const h0 = process.memoryUsage().heapUsed;
       const c0 = process.cpuUsage();
       await run(variant, n);
@@ -233,6 +247,7 @@ try {
       const s1 = procCounters(child.pid as number);
       const me1 = procCounters('self');
       const seg1 = tcpOutSegs();
+      const io1 = syscalls();
       if (session !== undefined) {
         const { profile } = await session.post('Profiler.stop');
         writeFileSync(`${profileTo}.${variant}.${w}.cpuprofile`, JSON.stringify(profile));
@@ -254,6 +269,7 @@ try {
             .filter(([, us]) => us > 0)
             .map(([k, us]) => `${k} ${us.toFixed(2)}`)
             .join(', ')}; ` +
+          `client syscalls ${((io1.r - io0.r) / per).toFixed(2)} read / ${((io1.w - io0.w) / per).toFixed(2)} write per request, ` +
           `TCP segments ${((seg1 - seg0) / per).toFixed(2)}/req (host), server cpu ${(((s1.ticks - s0.ticks) * 10_000) / per).toFixed(2)}us/req, ` +
           `context switches per request: server ${((s1.vol - s0.vol) / per).toFixed(2)} voluntary ` +
           `${((s1.invol - s0.invol) / per).toFixed(2)} preempted, client (main thread) ${((me1.vol - me0.vol) / per).toFixed(2)} / ` +
