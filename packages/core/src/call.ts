@@ -797,11 +797,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     // A shedding endpoint (429/503 + Retry-After) is avoided until the penalty ends.
     if (this.transport === 'http' && (status === 429 || status >= 500))
       rt.penalize(att.endpoint, status, retryAfterMs);
-    // An HTTP answer below 500 whose status is not listed meets no condition: decided inline.
-    const reason =
-      this.transport === 'http' && status < 500 && !listed(this.policy.retry.statusCodes, status)
-        ? undefined
-        : this._statusRetryReason(status);
+    const reason = this._statusRetryReason(status);
     // gRPC codes the user listed (a client's `retry.codes`, an xDS route's `retry_on`) are retried
     // whatever the method's idempotency: the user said the code means "not processed".
     const explicit = this.transport === 'grpc' && this.policy.retry.grpcCodes !== undefined;
@@ -871,11 +867,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
       ? 'overloaded'
       : status === undefined
         ? 'success'
-        : this.transport === 'http'
-          ? status >= 500
-            ? 'http_error'
-            : 'success'
-          : statusOutcome(this.transport, status);
+        : statusOutcome(this.transport, status);
     const verdict: Verdict = att.shed
       ? 'ignore'
       : status === undefined
@@ -1071,7 +1063,7 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     const thresholds = rt.resilience.thresholds;
     thresholds.leave((flags & A_PENDING) !== 0);
     if ((flags & A_RETRY_SLOT) !== 0) thresholds.endRetry();
-    rt.recordAttemptEnd(
+    rt.endAttempt(
       att.endpoint,
       att.startedAt,
       att.index,

@@ -697,7 +697,8 @@ export class ServiceRuntime {
    * in with a weight that grows with the time since the last observation. Only a success blends
    * in a lower latency: a failure, and an attempt that says nothing about the endpoint (cancelled,
    * the caller's deadline), only ever raise it (their latency is a lower bound), so an endpoint
-   * that fails fast never looks fast. Returns the clock it read.
+   * that fails fast never looks fast. The clock it read is `clockMs` afterwards (not returned: a
+   * double returned from a function that is not inlined is a heap number made per call).
    */
   endAttempt(
     ep: EndpointState,
@@ -710,37 +711,6 @@ export class ServiceRuntime {
     transport: 'http' | 'grpc',
     verdict: Verdict = verdictOf(transport, outcome, status),
     connectedAt: number = start,
-  ): number {
-    this.recordAttemptEnd(
-      ep,
-      start,
-      attempt,
-      outcome,
-      status,
-      error,
-      retryReason,
-      transport,
-      verdict,
-      connectedAt,
-    );
-    return this.#clock.ms;
-  }
-
-  /**
-   * @internal `endAttempt` without its return value (the call pipeline's: a double returned from a
-   * function that is not inlined is a heap number made per call); the clock it read is `clockMs`.
-   */
-  recordAttemptEnd(
-    ep: EndpointState,
-    start: number,
-    attempt: number,
-    outcome: Outcome,
-    status: number | undefined,
-    error: Error | undefined,
-    retryReason: string | undefined,
-    transport: 'http' | 'grpc',
-    verdict: Verdict,
-    connectedAt: number,
   ): void {
     ep.active--;
     if (
@@ -841,7 +811,7 @@ export class ServiceRuntime {
     }
   }
 
-  /** @internal The clock as of the last attempt end (what `endAttempt` read) or rebuild. */
+  /** The clock (`now()`) as of the last attempt's end (what `endAttempt` read) or rebuild. */
   get clockMs(): number {
     return this.#clock.ms;
   }
