@@ -76,6 +76,8 @@ interface Comparison {
   addedP99Us: number;
   cpuPerRequestRatio: number;
   addedCpuUsPerRequest: number;
+  /** The second raw Pool against the first (full runs). */
+  control: { throughputRatio: number; cpuPerRequestRatio: number } | undefined;
 }
 
 const suite: BenchSuite = {
@@ -84,6 +86,9 @@ const suite: BenchSuite = {
   async run({ quick }): Promise<BenchSuiteResult> {
     const server = await startServerProcess();
     const pool = new Pool(server.origin, { keepAliveTimeout: 4_000, connectTimeout: 10_000 });
+    // `control`: a second raw Pool of its own, measured as if it were a variant: what the suite
+    // reads when nothing differs (its ratio to raw is the run's resolution). Full runs only.
+    const controlPool = new Pool(server.origin, { keepAliveTimeout: 4_000, connectTimeout: 10_000 });
     const mesh = await createMesh({ services: { bench: { endpoints: [`127.0.0.1:${server.port}`] } } });
     try {
       await mesh.ready();
@@ -101,6 +106,13 @@ const suite: BenchSuite = {
           name: 'mesh',
           send: async () => {
             const res = await mesh.fetch(meshUrl);
+            await res.arrayBuffer();
+          },
+        },
+        {
+          name: 'control',
+          send: async () => {
+            const res = await undiciFetch(rawUrl, { dispatcher: controlPool });
             await res.arrayBuffer();
           },
         },
@@ -124,6 +136,13 @@ const suite: BenchSuite = {
             await res.body.arrayBuffer();
           },
         },
+        {
+          name: 'control',
+          send: async () => {
+            const res = await controlPool.request({ method: 'GET', path: '/items/42' });
+            await res.body.arrayBuffer();
+          },
+        },
       ];
       const apis: Array<['fetch' | 'request', Variant[]]> = [
         ['fetch', fetchVariants],
@@ -134,14 +153,22 @@ const suite: BenchSuite = {
         // Quick runs keep the request API at c=1 only (the mesh's own latency, without fetch's).
         for (const concurrency of quick && api === 'request' ? [1] : CONCURRENCY) {
           const stats = await runInterleaved(
-            variants,
+            quick ? variants.filter((v) => v.name !== 'control') : variants,
             quick
               ? { concurrency, rounds: 2, roundMs: 150, warmupMs: 100 }
               : { concurrency, rounds: 8, roundMs: 1000, warmupMs: 500 },
           );
           const raw = stats.raw as VariantStats;
           const m = stats.mesh as VariantStats;
+          const control = stats.control;
           comparisons.push({
+            control:
+              control === undefined
+                ? undefined
+                : {
+                    throughputRatio: pairedRatio(control, raw),
+                    cpuPerRequestRatio: control.cpuUsPerRequest / raw.cpuUsPerRequest,
+                  },
             api,
             concurrency,
             raw,
@@ -177,10 +204,19 @@ const suite: BenchSuite = {
           addedP99UsPooled: round2(c.mesh.p99Us - c.raw.p99Us),
           raw: summarise(c.raw),
           mesh: summarise(c.mesh),
+          ...(c.control && {
+            controlVsRaw: {
+              throughputRatio: round3(c.control.throughputRatio),
+              cpuPerRequestRatio: round3(c.control.cpuPerRequestRatio),
+            },
+          }),
         };
-        const targets: string[] = [];
-        if (c.concurrency >= 10)
-          targets.push(c.throughputRatio >= 0.9 ? 'throughput ok' : 'THROUGHPUT < 0.90x');
+        // Issue 13's targets: >= 0.95x throughput and <= 1.05x client CPU per request, at every
+        // concurrency; at c=1 also the added latency.
+        const targets: string[] = [
+          c.throughputRatio >= 0.95 ? 'throughput ok' : 'THROUGHPUT < 0.95x',
+          c.cpuPerRequestRatio <= 1.05 ? 'cpu ok' : 'CPU > 1.05x',
+        ];
         if (c.concurrency === 1) {
           targets.push(c.addedP50Us <= 25 ? 'p50 ok' : 'ADDED P50 > 25us');
           targets.push(c.addedP99Us <= 100 ? 'p99 ok' : 'ADDED P99 > 100us');
@@ -188,13 +224,17 @@ const suite: BenchSuite = {
         summary.push(
           `${c.api.padEnd(7)} c=${String(c.concurrency).padEnd(2)}  mesh/raw throughput ${c.throughputRatio.toFixed(3)}x ` +
             `(${Math.round(c.mesh.rps)} vs ${Math.round(c.raw.rps)} req/s)  added p50 ${c.addedP50Us.toFixed(1)}us ` +
-            `p99 ${c.addedP99Us.toFixed(1)}us  cpu/req ${c.cpuPerRequestRatio.toFixed(2)}x (+${c.addedCpuUsPerRequest.toFixed(1)}us)  [${targets.join(', ')}]`,
+            `p99 ${c.addedP99Us.toFixed(1)}us  cpu/req ${c.cpuPerRequestRatio.toFixed(2)}x (+${c.addedCpuUsPerRequest.toFixed(1)}us)  [${targets.join(', ')}]` +
+            (c.control
+              ? `  (raw vs raw: ${c.control.throughputRatio.toFixed(3)}x, cpu ${c.control.cpuPerRequestRatio.toFixed(2)}x)`
+              : ''),
         );
       }
       return { results, summary };
     } finally {
       await mesh.close();
       await pool.close();
+      await controlPool.close();
       await server.close();
     }
   },

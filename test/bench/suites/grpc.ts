@@ -73,13 +73,22 @@ async function throughput(
   const mesh = await createMesh({ services: { bench: { endpoints: [`127.0.0.1:${servers.ports[0]}`] } } });
   const raw = new EchoClient(`127.0.0.1:${servers.ports[0]}`, credentials.createInsecure());
   const meshed = createMeshClient(EchoClient, 'mesh:///bench');
+  // `control`: a second raw client (its own channel), measured as if it were a variant: what the
+  // suite reads when nothing differs (its ratio to raw is the run's resolution). Full runs only.
+  const control = new EchoClient(`127.0.0.1:${servers.ports[0]}`, credentials.createInsecure(), {
+    // grpc-js shares subchannels (connections) between channels through its global pool: a
+    // local pool keeps the control's connection its own, as the mesh client's is.
+    'grpc.use_local_subchannel_pool': 1,
+  });
   try {
     await mesh.ready();
     await echo(raw, { text: 'warm' });
     await echo(meshed, { text: 'warm' });
+    await echo(control, { text: 'warm' });
     const variants = [
       { name: 'raw', send: () => echo(raw, { text: 'x' }) },
       { name: 'mesh', send: () => echo(meshed, { text: 'x' }) },
+      ...(quick ? [] : [{ name: 'control', send: () => echo(control, { text: 'x' }) }]),
     ];
     for (const concurrency of quick ? [10] : [1, 10, 50]) {
       const stats = await runInterleaved(
@@ -95,6 +104,8 @@ async function throughput(
       // The spread of the paired rounds: at c=50 a round's GC pauses (a mark-compact is 2–8% of
       // a 500 ms round) move single ratios by several percent (docs/benchmarks.md).
       const [q1, q3] = quartiles(roundRatios);
+      const c = stats.control;
+      const controlRatio = c === undefined ? undefined : pairedRatio(c, r);
       results[`unary.c${concurrency}`] = {
         throughputRatio: round3(ratio),
         roundRatios: roundRatios.map(round3),
@@ -102,17 +113,20 @@ async function throughput(
         clientCpuUsPerCall: { raw: round2(r.cpuUsPerRequest), mesh: round2(m.cpuUsPerRequest) },
         raw: summarise(r),
         mesh: summarise(m),
+        ...(controlRatio !== undefined && { controlVsRaw: round3(controlRatio) }),
       };
       summary.push(
         `grpc unary c=${String(concurrency).padEnd(2)} mesh/raw throughput ${ratio.toFixed(3)}x ` +
           `(rounds ${q1.toFixed(2)}–${q3.toFixed(2)}) ` +
           `(${Math.round(m.rps)} vs ${Math.round(r.rps)} calls/s) p50 ${m.p50Us.toFixed(0)}us vs ${r.p50Us.toFixed(0)}us ` +
           `client CPU/call ${m.cpuUsPerRequest.toFixed(1)}us vs ${r.cpuUsPerRequest.toFixed(1)}us ` +
-          `[${ratio >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`,
+          `[${ratio >= 0.95 ? 'ok' : 'BELOW 0.95x'}]` +
+          (controlRatio === undefined ? '' : `  (raw vs raw: ${controlRatio.toFixed(3)}x)`),
       );
     }
   } finally {
     raw.close();
+    control.close();
     meshed.close();
     await mesh.close();
     await servers.close();

@@ -1,35 +1,48 @@
-import { type ChildProcess, fork } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHistogram, performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
-import { median, round2, round3 } from '../support/ab.js';
+import { median, quartiles, round2, round3 } from '../support/ab.js';
 import { admissionMicro } from '../support/admission.js';
+import { asGenerator, forkServer, placement } from '../support/placement.js';
 
 /**
  * Inbound overhead: Express and Fastify with meshlet's middleware/plugin vs the bare framework
  * (target >= 0.95x throughput), same route, same client, side by side in one run.
  *
- * Each framework runs in child processes (`support/inbound-servers.ts`), three per variant: the
- * bare framework, `core` (a core `Mesh` without telemetry: probes, authorization lookup, deadline
- * context) and `full` (what `createMesh()` gives: `@meshlet/telemetry` installed, so + server
- * metrics and spans through the no-op tracer), and for Express `handler` (the `full` setup through
- * `meshHandler`, in front of the app instead of as its first router layer). Every request carries
- * `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds alternate
- * between the variants (bare, core, full, …, then the reverse), a pair of rounds on the same
- * process of each variant, the next pair on the next process. For each round
- * we record the client-observed throughput and the server process' CPU time per request
- * (`process.cpuUsage()` deltas of the child, over IPC). Ratios are medians over rounds of the
- * paired per-round ratios.
+ * Each framework runs in child processes (`support/inbound-servers.ts`), one process per variant:
+ * the bare framework, `core` (a core `Mesh` without telemetry: probes, authorization lookup,
+ * deadline context), `full` (what `createMesh()` gives: `@meshlet/telemetry` installed, so + server
+ * metrics and spans through the no-op tracer), for Express `handler` (the `full` setup through
+ * `meshHandler`, in front of the app instead of as its first router layer), and `control` (a
+ * second bare process). Every request carries `x-meshlet-deadline-ms`, as calls from a meshed
+ * caller under a deadline do. Rounds alternate between the variants (bare, core, full, …, then the
+ * reverse). For each round we record the client-observed throughput and the server process' CPU
+ * time per request (`process.cpuUsage()` deltas of the child, over IPC). Ratios are medians over
+ * rounds of the paired per-round ratios (a round against the bare round of the same pass).
  *
- * Why three processes per variant: identical processes differ. Four bare Express processes
- * measured side by side on this machine served 28,400–30,700 requests a second (Node 24.22, one
- * run, the same code): where V8 placed and when it optimized what, per process, moves throughput
- * by ±4% for the process' whole life, and a ratio of one process to one other carries that as
- * a bias no number of rounds removes. Three per variant, taken in turn, average it out of the
- * medians. Throughput on a shared 2-core machine is noisy besides (the client competes with the
- * server for the same cores); server CPU per request is what the middleware adds, and survives
- * noise better. Quick mode measures `full` against bare only, one process each, in short
- * rounds: a smoke test, not a measurement.
+ * Generations: identical processes differ. Four bare Express processes measured side by side on
+ * this machine served 28,400–30,700 requests a second (Node 24.22, the same code), and on Node 20
+ * two bare processes took 104 and 115 µs of CPU a request: where V8 placed and when it optimized
+ * what, per process, moves a process' cost by ±4–10% for its whole life, and a ratio of one
+ * process to one other carries that as a bias no number of rounds removes. So the processes are
+ * replaced: each generation starts one process per variant, warms each, measures four rounds
+ * (two passes forward, two in reverse), and stops them; twelve generations give each variant
+ * twelve processes, whose biases the median averages out. `control` is a bare process measured as
+ * if it were a variant: its ratio to bare is what the run reads when nothing differs (its
+ * resolution). The summary gives the spread of the per-round ratios and of the per-generation
+ * ones.
+ *
+ * Placement: the load generator (this process) runs on CPU 0 and the servers on the others
+ * (`support/placement.ts`; `MESHLET_BENCH_PIN=0` turns it off). A server's throughput is then
+ * bounded by its own core, and a meshed server's extra collection and compilation run there too.
+ *
+ * Attribution runs: `MESHLET_BENCH_SERVER_VARIANTS` (a comma list from `als`, `core`, `full`,
+ * `handler`, `control`; bare is always measured), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`,
+ * `fastify`), `MESHLET_BENCH_SERVER_GENERATIONS` (default 12) and `MESHLET_BENCH_SERVER_ROUND_MS`
+ * (default 400). `als` is bare Express run inside a plain `AsyncLocalStorage.run` holding a
+ * number, as meshlet's deadline context is, without any meshlet code. Quick mode measures `full`
+ * against bare only, one generation, in short rounds: a smoke test, not a measurement.
  *
  * The meshed variants run the whole inbound admission step: path normalization, a 20-rule ALLOW
  * policy walked to its last rule, the routed view, the deadline (loopback is a trusted network
@@ -37,8 +50,28 @@ import { admissionMicro } from '../support/admission.js';
  * step alone, in this process, against its budget: normalization + the 20-rule policy <= 1 µs.
  */
 
-type Framework = 'express' | 'fastify';
-type VariantName = 'bare' | 'core' | 'full' | 'handler';
+const FRAMEWORKS = ['express', 'fastify'] as const;
+type Framework = (typeof FRAMEWORKS)[number];
+const VARIANT_NAMES = ['bare', 'als', 'core', 'full', 'handler', 'control'] as const;
+
+/** A comma-separated subset of `known` from the environment (for attribution runs), else `fallback`. */
+function envList<T extends string>(name: string, known: readonly T[], fallback: readonly T[]): readonly T[] {
+  const raw = process.env[name];
+  if (!raw) return fallback;
+  const list = raw.split(',').map((x) => x.trim());
+  const bad = list.filter((x) => !(known as readonly string[]).includes(x));
+  if (bad.length > 0) throw new Error(`${name}: unknown ${bad.join(', ')} (known: ${known.join(', ')})`);
+  return list as T[];
+}
+
+function envCount(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (!raw) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name}: expected a whole number >= 1, got ${raw}`);
+  return n;
+}
+type VariantName = 'bare' | 'als' | 'core' | 'full' | 'handler' | 'control';
 
 interface Child {
   readonly ports: Readonly<Record<string, number>>;
@@ -46,11 +79,15 @@ interface Child {
   close(): Promise<void>;
 }
 
-async function startChild(mode: VariantName, fw: Framework): Promise<Child> {
-  const child: ChildProcess = fork(new URL('../support/inbound-servers.ts', import.meta.url), [mode, fw], {
-    execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
+async function startChild(mode: Exclude<VariantName, 'control'>, fw: Framework): Promise<Child> {
+  const child: ChildProcess = forkServer(
+    new URL('../support/inbound-servers.ts', import.meta.url),
+    [mode, fw],
+    {
+      execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    },
+  );
   const ports = await new Promise<Record<string, number>>((resolve, reject) => {
     child.once('error', reject);
     child.once('exit', (code) =>
@@ -140,91 +177,136 @@ async function measure(t: Target, concurrency: number, ms: number): Promise<Roun
 const suite: BenchSuite = {
   name: 'servers',
   inQuick: true,
-  async run({ quick }): Promise<BenchSuiteResult> {
-    const results: Record<string, unknown> = {};
-    const summary: string[] = [];
-    const concurrency = 10;
-    // Many short rounds: a pair of neighbouring rounds sees the same machine load. Quick: the
-    // default (`full`) against bare only, to stay within the quick run's per-suite cap.
-    const rounds = quick ? 2 : 24;
-    const roundMs = quick ? 100 : 400;
-    const warmupMs = quick ? 500 : 1500;
-    const ALL: readonly VariantName[] = quick ? ['bare', 'full'] : ['bare', 'core', 'full', 'handler'];
-    // Processes per variant (see above): rounds take them in turn.
-    const processes = quick ? 1 : 3;
-    const pools: Pool[] = [];
-    for (const fw of ['express', 'fastify'] as const satisfies readonly Framework[]) {
-      // `handler` (meshHandler, in front of the app) exists for Express only.
-      const VARIANTS = ALL.filter((v) => v !== 'handler' || fw === 'express');
+  run({ quick }): Promise<BenchSuiteResult> {
+    return asGenerator(() => runPlaced(quick));
+  },
+};
+
+async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
+  const results: Record<string, unknown> = {};
+  const summary: string[] = [];
+  const concurrency = 10;
+  // Generations: each starts one process per variant, warms them, measures round pairs on them
+  // (forward, then reverse order: neighbouring rounds see the same machine load) and stops them.
+  // Quick: one generation, the default (`full`) against bare only, within the quick run's cap.
+  const generations = quick ? 1 : envCount('MESHLET_BENCH_SERVER_GENERATIONS', 12);
+  const roundsPerGeneration = quick ? 2 : 4;
+  const roundMs = quick ? 100 : envCount('MESHLET_BENCH_SERVER_ROUND_MS', 400);
+  const warmupMs = quick ? 500 : 1000;
+  // `control`: bare processes of their own, measured as a variant: what the harness reads when
+  // nothing differs (its ratio to bare is the run's resolution).
+  const ALL: readonly VariantName[] = quick
+    ? ['bare', 'full']
+    : [
+        'bare', // every ratio is against it
+        ...envList('MESHLET_BENCH_SERVER_VARIANTS', VARIANT_NAMES, [
+          'core',
+          'full',
+          'handler',
+          'control',
+        ]).filter((v) => v !== 'bare'),
+      ];
+  const where = placement();
+  results.placement = where ?? 'none';
+  for (const fw of envList('MESHLET_BENCH_SERVER_FRAMEWORKS', FRAMEWORKS, FRAMEWORKS)) {
+    // `handler` (meshHandler, in front of the app) and `als` exist for Express only.
+    const VARIANTS = ALL.filter((v) => (v !== 'handler' && v !== 'als') || fw === 'express');
+    const per: Record<VariantName, Round[]> = {
+      bare: [],
+      als: [],
+      core: [],
+      full: [],
+      handler: [],
+      control: [],
+    };
+    for (let g = 0; g < generations; g++) {
       // Each process serves one framework one way, as a service does.
-      const children = await Promise.all(
-        VARIANTS.flatMap((v) => Array.from({ length: processes }, () => startChild(v, fw))),
-      );
+      const children = await Promise.all(VARIANTS.map((v) => startChild(v === 'control' ? 'bare' : v, fw)));
+      const pools: Pool[] = [];
       try {
-        const targets = {} as Record<VariantName, Target[]>;
+        const targets = {} as Record<VariantName, Target>;
         for (const [i, v] of VARIANTS.entries()) {
-          targets[v] = [];
-          for (let k = 0; k < processes; k++) {
-            const child = children[i * processes + k] as Child;
-            const port = child.ports[`${fw}.${v}`];
-            const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
-            pools.push(pool);
-            targets[v].push({ pool, child });
-          }
+          const child = children[i] as Child;
+          const port = child.ports[`${fw}.${v === 'control' ? 'bare' : v}`];
+          const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency });
+          pools.push(pool);
+          targets[v] = { pool, child };
         }
-        for (const v of VARIANTS) for (const t of targets[v]) await closedLoop(t.pool, concurrency, warmupMs);
-        const per: Record<VariantName, Round[]> = { bare: [], core: [], full: [], handler: [] };
-        for (let r = 0; r < rounds; r++) {
+        for (const v of VARIANTS) await closedLoop(targets[v].pool, concurrency, warmupMs);
+        for (let r = 0; r < roundsPerGeneration; r++) {
           const order = r % 2 === 0 ? VARIANTS : [...VARIANTS].reverse();
-          const k = Math.floor(r / 2) % processes; // both orders of a pair on the same processes
-          for (const v of order) per[v].push(await measure(targets[v][k] as Target, concurrency, roundMs));
+          for (const v of order) per[v].push(await measure(targets[v], concurrency, roundMs));
         }
-        const paired = (v: VariantName, f: (m: Round, b: Round) => number) =>
-          median(per[v].map((m, i) => f(m, per.bare[i] as Round)));
-        const med = (v: VariantName, f: (x: Round) => number) => median(per[v].map(f));
-        const out: Record<string, unknown> = {};
-        for (const v of VARIANTS) {
-          out[v] = {
-            rps: Math.round(med(v, (x) => x.rps)),
-            p50Us: round2(med(v, (x) => x.p50Us)),
-            serverUsPerRequest: round2(med(v, (x) => x.serverUsPerRequest)),
-            errors: per[v].reduce((n, x) => n + x.errors, 0),
-          };
-        }
-        for (const v of VARIANTS) {
-          if (v === 'bare') continue;
-          const tput = paired(v, (m, b) => m.rps / b.rps);
-          // What the server's CPU allows: bare CPU per request over meshed CPU per request.
-          const cpu = paired(v, (m, b) => b.serverUsPerRequest / m.serverUsPerRequest);
-          const addedUs = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest);
-          out[`${v}VsBare`] = {
-            throughputRatio: round3(tput),
-            serverCpuRatio: round3(cpu),
-            addedServerUsPerRequest: round2(addedUs),
-          };
-          summary.push(
-            `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : v === 'handler' ? 'meshHandler in front of the app, createMesh defaults' : 'createMesh defaults, telemetry on'}) vs bare ${fw}: ` +
-              `${tput.toFixed(3)}x throughput, ${cpu.toFixed(3)}x by server CPU ` +
-              `(+${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us) ` +
-              `[${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`,
-          );
-        }
-        results[`${fw}Middleware`] = out;
       } finally {
-        for (const p of pools.splice(0)) await p.close();
+        for (const p of pools) await p.close();
         await Promise.all(children.map((c) => c.close()));
       }
     }
-    const micro = admissionMicro(quick);
-    results.admission = Object.fromEntries(Object.entries(micro).map(([k, v]) => [k, Math.round(v)]));
+    {
+      const ratios = (v: VariantName) => per[v].map((m, i) => m.rps / (per.bare[i] as Round).rps);
+      // One ratio per generation (the median of its rounds): how much a set of processes moves it.
+      const byGeneration = (v: VariantName) =>
+        Array.from({ length: generations }, (_, g) =>
+          median(ratios(v).slice(g * roundsPerGeneration, (g + 1) * roundsPerGeneration)),
+        );
+      const paired = (v: VariantName, f: (m: Round, b: Round) => number) =>
+        median(per[v].map((m, i) => f(m, per.bare[i] as Round)));
+      const med = (v: VariantName, f: (x: Round) => number) => median(per[v].map(f));
+      const out: Record<string, unknown> = {};
+      for (const v of VARIANTS) {
+        out[v] = {
+          rps: Math.round(med(v, (x) => x.rps)),
+          p50Us: round2(med(v, (x) => x.p50Us)),
+          serverUsPerRequest: round2(med(v, (x) => x.serverUsPerRequest)),
+          errors: per[v].reduce((n, x) => n + x.errors, 0),
+        };
+      }
+      for (const v of VARIANTS) {
+        if (v === 'bare') continue;
+        const tput = paired(v, (m, b) => m.rps / b.rps);
+        // The spread of the paired per-round ratios (what one round says), and of the generations'.
+        const [q1, q3] = quartiles(ratios(v));
+        const gens = byGeneration(v);
+        const [g1, g3] = quartiles(gens);
+        // What the server's CPU allows: bare CPU per request over meshed CPU per request.
+        const cpu = paired(v, (m, b) => b.serverUsPerRequest / m.serverUsPerRequest);
+        const addedUs = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest);
+        out[`${v}VsBare`] = {
+          throughputRatio: round3(tput),
+          roundRatioQuartiles: [round3(q1), round3(q3)],
+          generationRatios: gens.map(round3),
+          serverCpuRatio: round3(cpu),
+          addedServerUsPerRequest: round2(addedUs),
+        };
+        const what =
+          v === 'control'
+            ? `bare ${fw} (a second set of processes, the run's resolution)`
+            : v === 'als'
+              ? `bare ${fw} run in an AsyncLocalStorage (no meshlet)`
+              : `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : v === 'handler' ? 'meshHandler in front of the app, createMesh defaults' : 'createMesh defaults, telemetry on'})`;
+        summary.push(
+          `${what} vs bare ${fw}: ` +
+            `${tput.toFixed(3)}x throughput (rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}), ${cpu.toFixed(3)}x by server CPU ` +
+            `(${addedUs >= 0 ? '+' : ''}${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us)` +
+            (v === 'control' ? '' : ` [${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`),
+        );
+      }
+      results[`${fw}Middleware`] = out;
+    }
+  }
+  const micro = admissionMicro(quick);
+  results.admission = Object.fromEntries(Object.entries(micro).map(([k, v]) => [k, Math.round(v)]));
+  summary.push(
+    `inbound admission alone: normalization ${micro.normalizeNs.toFixed(0)} ns (with escapes and dot segments ${micro.normalizeSlowNs.toFixed(0)} ns), ` +
+      `20-rule policy ${micro.policyNs.toFixed(0)} ns, both ${micro.normalizeAndPolicyNs.toFixed(0)} ns ` +
+      `[${micro.normalizeAndPolicyNs <= 1000 ? 'ok' : 'ABOVE 1 µs'}]; the whole step ${micro.admitExpressNs.toFixed(0)} ns (Express view), ` +
+      `${micro.admitFastifyNs.toFixed(0)} ns (Fastify view)`,
+  );
+  if (!quick)
     summary.push(
-      `inbound admission alone: normalization ${micro.normalizeNs.toFixed(0)} ns (with escapes and dot segments ${micro.normalizeSlowNs.toFixed(0)} ns), ` +
-        `20-rule policy ${micro.policyNs.toFixed(0)} ns, both ${micro.normalizeAndPolicyNs.toFixed(0)} ns ` +
-        `[${micro.normalizeAndPolicyNs <= 1000 ? 'ok' : 'ABOVE 1 µs'}]; the whole step ${micro.admitExpressNs.toFixed(0)} ns (Express view), ` +
-        `${micro.admitFastifyNs.toFixed(0)} ns (Fastify view)`,
+      `placement: ${where ? `load generator on CPU ${where.generator}, servers on CPU ${where.servers}` : 'none (MESHLET_BENCH_PIN=0, one CPU, or no taskset)'}`,
     );
-    return { results, summary };
-  },
-};
+  return { results, summary };
+}
 
 export default suite;

@@ -4,7 +4,9 @@
  *
  * One process serves one framework in one variant, as a service runs: argv[3] = `express` or
  * `fastify`, argv[2] = `bare` (the bare framework), `empty` (the bare framework with one
- * middleware / `onRequest` hook that does nothing: what any middleware costs), `core` (meshlet's inbound middleware/plugin
+ * middleware / `onRequest` hook that does nothing: what any middleware costs), `als` (Express only:
+ * the bare app run inside a plain `AsyncLocalStorage.run` holding a number, as meshlet's deadline
+ * context is, and nothing of meshlet's), `core` (meshlet's inbound middleware/plugin
  * over a core `Mesh` without telemetry: the admission step with path normalization, a 20-rule
  * ALLOW policy walked to its last rule, the caller's deadline from a trusted network, probes) or
  * `full` (over a mesh with `@meshlet/telemetry` installed as `createMesh()` does: + server metrics,
@@ -23,13 +25,13 @@ import express from 'express';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Mesh as CoreMesh } from '../../../packages/core/src/index.js';
 
-type Variant = 'bare' | 'empty' | 'core' | 'full' | 'handler';
+type Variant = 'bare' | 'empty' | 'als' | 'core' | 'full' | 'handler';
 const variant: Variant =
-  (['empty', 'core', 'full', 'handler'] as const).find((v) => v === process.argv[2]) ?? 'bare';
+  (['empty', 'als', 'core', 'full', 'handler'] as const).find((v) => v === process.argv[2]) ?? 'bare';
 const framework = process.argv[3] === 'fastify' ? 'fastify' : 'express';
 // The meshlet packages are loaded only by meshed processes: a bare one stays bare.
 const m =
-  variant === 'bare' || variant === 'empty'
+  variant === 'bare' || variant === 'empty' || variant === 'als'
     ? undefined
     : {
         ...(await import('../../../packages/core/src/index.js')),
@@ -47,6 +49,19 @@ const inbound = m && {
 
 async function listenExpress(mesh: CoreMesh | undefined): Promise<number> {
   const app = express();
+  if (variant === 'als') {
+    // `als`: bare Express behind a request listener that runs it in an AsyncLocalStorage holding a
+    // number, as meshlet's deadline context does, and nothing else of meshlet's.
+    const { AsyncLocalStorage } = await import('node:async_hooks');
+    const storage = new AsyncLocalStorage<number>();
+    app.get('/items/:id', (req, res) => {
+      res.json({ id: req.params.id });
+    });
+    const s = createServer((req, res) => storage.run(performance.now() + 5000, () => app(req, res)));
+    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', () => resolve()));
+    s.keepAliveTimeout = 60_000;
+    return (s.address() as AddressInfo).port;
+  }
   if (variant === 'handler' && mesh && m) {
     // `handler`: the same as `full`, in front of the app (`meshHandler`) instead of as its first layer.
     app.get('/items/:id', (req, res) => {
