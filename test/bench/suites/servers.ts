@@ -71,7 +71,7 @@ function envCount(name: string, fallback: number): number {
   if (!Number.isInteger(n) || n < 1) throw new Error(`${name}: expected a whole number >= 1, got ${raw}`);
   return n;
 }
-type VariantName = 'bare' | 'als' | 'core' | 'full' | 'handler' | 'control';
+type VariantName = (typeof VARIANT_NAMES)[number];
 
 interface Child {
   readonly ports: Readonly<Record<string, number>>;
@@ -242,57 +242,7 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
         await Promise.all(children.map((c) => c.close()));
       }
     }
-    {
-      const ratios = (v: VariantName) => per[v].map((m, i) => m.rps / (per.bare[i] as Round).rps);
-      // One ratio per generation (the median of its rounds): how much a set of processes moves it.
-      const byGeneration = (v: VariantName) =>
-        Array.from({ length: generations }, (_, g) =>
-          median(ratios(v).slice(g * roundsPerGeneration, (g + 1) * roundsPerGeneration)),
-        );
-      const paired = (v: VariantName, f: (m: Round, b: Round) => number) =>
-        median(per[v].map((m, i) => f(m, per.bare[i] as Round)));
-      const med = (v: VariantName, f: (x: Round) => number) => median(per[v].map(f));
-      const out: Record<string, unknown> = {};
-      for (const v of VARIANTS) {
-        out[v] = {
-          rps: Math.round(med(v, (x) => x.rps)),
-          p50Us: round2(med(v, (x) => x.p50Us)),
-          serverUsPerRequest: round2(med(v, (x) => x.serverUsPerRequest)),
-          errors: per[v].reduce((n, x) => n + x.errors, 0),
-        };
-      }
-      for (const v of VARIANTS) {
-        if (v === 'bare') continue;
-        const tput = paired(v, (m, b) => m.rps / b.rps);
-        // The spread of the paired per-round ratios (what one round says), and of the generations'.
-        const [q1, q3] = quartiles(ratios(v));
-        const gens = byGeneration(v);
-        const [g1, g3] = quartiles(gens);
-        // What the server's CPU allows: bare CPU per request over meshed CPU per request.
-        const cpu = paired(v, (m, b) => b.serverUsPerRequest / m.serverUsPerRequest);
-        const addedUs = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest);
-        out[`${v}VsBare`] = {
-          throughputRatio: round3(tput),
-          roundRatioQuartiles: [round3(q1), round3(q3)],
-          generationRatios: gens.map(round3),
-          serverCpuRatio: round3(cpu),
-          addedServerUsPerRequest: round2(addedUs),
-        };
-        const what =
-          v === 'control'
-            ? `bare ${fw} (a second set of processes, the run's resolution)`
-            : v === 'als'
-              ? `bare ${fw} run in an AsyncLocalStorage (no meshlet)`
-              : `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : v === 'handler' ? 'meshHandler in front of the app, createMesh defaults' : 'createMesh defaults, telemetry on'})`;
-        summary.push(
-          `${what} vs bare ${fw}: ` +
-            `${tput.toFixed(3)}x throughput (rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}), ${cpu.toFixed(3)}x by server CPU ` +
-            `(${addedUs >= 0 ? '+' : ''}${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us)` +
-            (v === 'control' ? '' : ` [${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`),
-        );
-      }
-      results[`${fw}Middleware`] = out;
-    }
+    report(fw, VARIANTS, per, generations, roundsPerGeneration, results, summary);
   }
   const micro = admissionMicro(quick);
   results.admission = Object.fromEntries(Object.entries(micro).map(([k, v]) => [k, Math.round(v)]));
@@ -307,6 +257,67 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
       `placement: ${where ? `load generator on CPU ${where.generator}, servers on CPU ${where.servers}` : 'none (MESHLET_BENCH_PIN=0, one CPU, or no taskset)'}`,
     );
   return { results, summary };
+}
+
+/** The ratios of one framework's variants to bare: into `results` and a summary line each. */
+function report(
+  fw: Framework,
+  variants: readonly VariantName[],
+  per: Record<VariantName, Round[]>,
+  generations: number,
+  roundsPerGeneration: number,
+  results: Record<string, unknown>,
+  summary: string[],
+): void {
+  const ratios = (v: VariantName) => per[v].map((m, i) => m.rps / (per.bare[i] as Round).rps);
+  // One ratio per generation (the median of its rounds): how much a set of processes moves it.
+  const byGeneration = (v: VariantName) =>
+    Array.from({ length: generations }, (_, g) =>
+      median(ratios(v).slice(g * roundsPerGeneration, (g + 1) * roundsPerGeneration)),
+    );
+  const paired = (v: VariantName, f: (m: Round, b: Round) => number) =>
+    median(per[v].map((m, i) => f(m, per.bare[i] as Round)));
+  const med = (v: VariantName, f: (x: Round) => number) => median(per[v].map(f));
+  const out: Record<string, unknown> = {};
+  for (const v of variants) {
+    out[v] = {
+      rps: Math.round(med(v, (x) => x.rps)),
+      p50Us: round2(med(v, (x) => x.p50Us)),
+      serverUsPerRequest: round2(med(v, (x) => x.serverUsPerRequest)),
+      errors: per[v].reduce((n, x) => n + x.errors, 0),
+    };
+  }
+  for (const v of variants) {
+    if (v === 'bare') continue;
+    const tput = paired(v, (m, b) => m.rps / b.rps);
+    // The spread of the paired per-round ratios (what one round says), and of the generations'.
+    const [q1, q3] = quartiles(ratios(v));
+    const gens = byGeneration(v);
+    const [g1, g3] = quartiles(gens);
+    // What the server's CPU allows: bare CPU per request over meshed CPU per request.
+    const cpu = paired(v, (m, b) => b.serverUsPerRequest / m.serverUsPerRequest);
+    const addedUs = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest);
+    out[`${v}VsBare`] = {
+      throughputRatio: round3(tput),
+      roundRatioQuartiles: [round3(q1), round3(q3)],
+      generationRatios: gens.map(round3),
+      serverCpuRatio: round3(cpu),
+      addedServerUsPerRequest: round2(addedUs),
+    };
+    const what =
+      v === 'control'
+        ? `bare ${fw} (a second set of processes, the run's resolution)`
+        : v === 'als'
+          ? `bare ${fw} run in an AsyncLocalStorage (no meshlet)`
+          : `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : v === 'handler' ? 'meshHandler in front of the app, createMesh defaults' : 'createMesh defaults, telemetry on'})`;
+    summary.push(
+      `${what} vs bare ${fw}: ` +
+        `${tput.toFixed(3)}x throughput (rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}), ${cpu.toFixed(3)}x by server CPU ` +
+        `(${addedUs >= 0 ? '+' : ''}${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us)` +
+        (v === 'control' ? '' : ` [${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`),
+    );
+  }
+  results[`${fw}Middleware`] = out;
 }
 
 export default suite;

@@ -57,12 +57,14 @@ function setCpus(cpus: string): void {
  */
 export async function asGenerator<T>(fn: () => Promise<T>): Promise<T> {
   const p = placement();
-  const before = p && currentCpus();
-  if (p) setCpus(p.generator);
+  if (!p) return fn();
+  // Back where it was afterwards (every CPU if that could not be read): later suites run unplaced.
+  const before = currentCpus() ?? `0-${availableParallelism() - 1}`;
+  setCpus(p.generator);
   try {
     return await fn();
   } finally {
-    if (before) setCpus(before);
+    setCpus(before);
   }
 }
 
