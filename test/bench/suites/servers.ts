@@ -1,17 +1,23 @@
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { createHistogram, performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import { median, quartiles, round2, round3 } from '../support/ab.js';
-import { admissionMicro } from '../support/admission.js';
+import { admissionMicro, BENCH_DEADLINES, POLICY_20 } from '../support/admission.js';
 import { asGenerator, forkServer, placement } from '../support/placement.js';
 
 /**
  * Inbound overhead: Express and Fastify with meshlet's middleware/plugin vs the bare framework
  * (target >= 0.95x throughput), same route, same client, side by side in one run.
  *
- * Each framework runs in child processes (`support/inbound-servers.ts`), one process per variant:
- * the bare framework, `core` (a core `Mesh` without telemetry: probes, authorization lookup,
+ * Each framework runs in child processes (`support/inbound-servers.mjs`), one process per variant,
+ * started with plain `node` and loading meshlet from its `dist`, as services run it (the suite
+ * runs `pnpm build` first when the dist is missing or older than the sources). The variants: the bare
+ * framework, `loaded` (the bare framework in a process that loaded meshlet and made a mesh with
+ * telemetry, requests not going through it: what loading meshlet alone changes), `core` (a core `Mesh` without telemetry: probes, authorization lookup,
  * deadline context), `full` (what `createMesh()` gives: `@meshlet/telemetry` installed, so + server
  * metrics and spans through the no-op tracer), for Express `handler` (the `full` setup through
  * `meshHandler`, in front of the app instead of as its first router layer), and `control` (a
@@ -37,8 +43,18 @@ import { asGenerator, forkServer, placement } from '../support/placement.js';
  * (`support/placement.ts`; `MESHLET_BENCH_PIN=0` turns it off). A server's throughput is then
  * bounded by its own core, and a meshed server's extra collection and compilation run there too.
  *
- * Attribution runs: `MESHLET_BENCH_SERVER_VARIANTS` (a comma list from `als`, `core`, `full`,
- * `handler`, `control`; bare is always measured), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`,
+ * Why `loaded`: Express 5 routes through path-to-regexp, whose `match` stores each parameter into
+ * an `Object.create(null)` object. Whether that store runs from V8's inline cache or misses it on
+ * every request (a runtime call, ~6% of a small request's server CPU on Node 24) depends on the
+ * order in which V8 optimizes that process' functions, and that order moves with what else the
+ * process loaded: a bare Express process that also loads fastify, undici, grpc-js and pino misses
+ * on every request, and so does one that loads meshlet, with or without meshlet in the request
+ * path (docs/benchmarks.md, "The servers suite from dist"). `loaded` against bare is that effect;
+ * the meshed variants against `loaded` are what meshlet does per request.
+ *
+ * Attribution runs: `MESHLET_BENCH_SERVER_VARIANTS` (a comma list from `als`, `loaded`, `core`,
+ * `full`, `handler`, `control`; bare is always measured), `MESHLET_BENCH_SERVER_FROM_SOURCE=1` (the
+ * servers load meshlet's TypeScript sources under tsx instead of its dist), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`,
  * `fastify`), `MESHLET_BENCH_SERVER_GENERATIONS` (default 12) and `MESHLET_BENCH_SERVER_ROUND_MS`
  * (default 400). `als` is bare Express run inside a plain `AsyncLocalStorage.run` holding a
  * number, as meshlet's deadline context is, without any meshlet code. Quick mode measures `full`
@@ -52,7 +68,55 @@ import { asGenerator, forkServer, placement } from '../support/placement.js';
 
 const FRAMEWORKS = ['express', 'fastify'] as const;
 type Framework = (typeof FRAMEWORKS)[number];
-const VARIANT_NAMES = ['bare', 'als', 'core', 'full', 'handler', 'control'] as const;
+const VARIANT_NAMES = ['bare', 'als', 'loaded', 'core', 'full', 'handler', 'control'] as const;
+/** `MESHLET_BENCH_SERVER_FROM_SOURCE=1`: the servers load meshlet's TypeScript sources (under tsx), not its dist. */
+const FROM_SOURCE = process.env.MESHLET_BENCH_SERVER_FROM_SOURCE === '1';
+/** The meshed servers' policy and deadline trust (`inbound-servers.mjs` reads them). */
+const INBOUND = JSON.stringify({ policies: POLICY_20, deadlines: BENCH_DEADLINES });
+/** The packages the servers load. */
+const SERVER_PACKAGES = ['core', 'express', 'fastify', 'telemetry', 'tls'] as const;
+
+/** The newest modification time (ms) of the files under `dir`. */
+function newestMtime(dir: string): number {
+  let newest = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    newest = Math.max(newest, statSync(join(e.parentPath, e.name)).mtimeMs);
+  }
+  return newest;
+}
+
+/**
+ * The package whose `dist` is missing or older than its sources, if any (the servers would measure
+ * other code than the tree's).
+ */
+function staleBuild(): string | undefined {
+  const root = fileURLToPath(new URL('../../../packages/', import.meta.url));
+  for (const p of SERVER_PACKAGES) {
+    let built: number;
+    try {
+      built = statSync(join(root, p, 'dist', 'index.js')).mtimeMs;
+    } catch {
+      return `packages/${p}/dist is missing`;
+    }
+    if (newestMtime(join(root, p, 'src')) > built) return `packages/${p}/dist is older than its src`;
+  }
+  return undefined;
+}
+
+/** The servers load meshlet's `dist`: builds it first when it is missing or stale (`pnpm build`). */
+function ensureBuilt(): void {
+  if (FROM_SOURCE) return;
+  const why = staleBuild();
+  if (why === undefined) return;
+  console.log(`  (${why}: running \`pnpm build\` first, the servers load meshlet's dist)`);
+  execFileSync('pnpm', ['run', 'build'], {
+    cwd: fileURLToPath(new URL('../../../', import.meta.url)),
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const still = staleBuild();
+  if (still !== undefined) throw new Error(`servers suite: after \`pnpm build\`, ${still}`);
+}
 
 /** A comma-separated subset of `known` from the environment (for attribution runs), else `fallback`. */
 function envList<T extends string>(name: string, known: readonly T[], fallback: readonly T[]): readonly T[] {
@@ -81,10 +145,12 @@ interface Child {
 
 async function startChild(mode: Exclude<VariantName, 'control'>, fw: Framework): Promise<Child> {
   const child: ChildProcess = forkServer(
-    new URL('../support/inbound-servers.ts', import.meta.url),
+    new URL('../support/inbound-servers.mjs', import.meta.url),
     [mode, fw],
     {
-      execArgv: ['--import', 'tsx', '--conditions=meshlet-source'],
+      // Plain node with meshlet's dist, as a service runs it; or its sources under tsx.
+      execArgv: FROM_SOURCE ? ['--import', 'tsx', '--conditions=meshlet-source'] : [],
+      env: { ...process.env, MESHLET_BENCH_INBOUND: INBOUND },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     },
   );
@@ -183,6 +249,7 @@ const suite: BenchSuite = {
 };
 
 async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
+  ensureBuilt();
   const results: Record<string, unknown> = {};
   const summary: string[] = [];
   const concurrency = 10;
@@ -200,6 +267,7 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
     : [
         'bare', // every ratio is against it
         ...envList('MESHLET_BENCH_SERVER_VARIANTS', VARIANT_NAMES, [
+          'loaded',
           'core',
           'full',
           'handler',
@@ -208,12 +276,14 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
       ];
   const where = placement();
   results.placement = where ?? 'none';
+  results.meshletFrom = FROM_SOURCE ? 'source (tsx)' : 'dist (plain node)';
   for (const fw of envList('MESHLET_BENCH_SERVER_FRAMEWORKS', FRAMEWORKS, FRAMEWORKS)) {
     // `handler` (meshHandler, in front of the app) and `als` exist for Express only.
     const VARIANTS = ALL.filter((v) => (v !== 'handler' && v !== 'als') || fw === 'express');
     const per: Record<VariantName, Round[]> = {
       bare: [],
       als: [],
+      loaded: [],
       core: [],
       full: [],
       handler: [],
@@ -309,12 +379,14 @@ function report(
         ? `bare ${fw} (a second set of processes, the run's resolution)`
         : v === 'als'
           ? `bare ${fw} run in an AsyncLocalStorage (no meshlet)`
-          : `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : v === 'handler' ? 'meshHandler in front of the app, createMesh defaults' : 'createMesh defaults, telemetry on'})`;
+          : v === 'loaded'
+            ? `bare ${fw} in a process that loaded meshlet (requests do not go through it)`
+            : `${fw} + meshlet (${v === 'core' ? 'core mesh, no telemetry' : v === 'handler' ? 'meshHandler in front of the app, createMesh defaults' : 'createMesh defaults, telemetry on'})`;
     summary.push(
       `${what} vs bare ${fw}: ` +
         `${tput.toFixed(3)}x throughput (rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}), ${cpu.toFixed(3)}x by server CPU ` +
         `(${addedUs >= 0 ? '+' : ''}${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us)` +
-        (v === 'control' ? '' : ` [${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`),
+        (v === 'control' || v === 'als' || v === 'loaded' ? '' : ` [${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]`),
     );
   }
   results[`${fw}Middleware`] = out;

@@ -1,8 +1,8 @@
 /**
  * The inbound admission step measured alone (no sockets, no framework): normalization, a 20-rule
  * policy, the routed view, deadline and peer, as the servers bench's meshed variants run them.
- * Used by `suites/servers.ts` (in-process micro-benchmark) and `support/inbound-servers.ts` (the
- * same policy in the server processes).
+ * Used by `suites/servers.ts` (in-process micro-benchmark; it passes the same policy to the server
+ * processes, `support/inbound-servers.mjs`).
  */
 import { performance } from 'node:perf_hooks';
 import {

@@ -1,7 +1,8 @@
 /**
  * Server instructions per HTTP request under callgrind (repeatable whatever the machine's load):
- * one Express or Fastify server of the `servers` suite (`inbound-servers.ts`: `bare`, `core` or
- * `full`) in this process, traced; the client (`http-client.mjs`) in a child process, not traced,
+ * one Express or Fastify server of the `servers` suite (`inbound-servers.mjs`: `bare`, `core` or
+ * `full`; meshlet from its dist, or from its sources with `MESHLET_BENCH_SERVER_FROM_SOURCE=1`) in
+ * this process, traced; the client (`http-client.mjs`) in a child process, not traced,
  * sends a warm-up and then N sequential keep-alive requests (`GET /items/42` with
  * `x-meshlet-deadline-ms`, as the suite's). Only those N are counted (`callgrind_control` zeroes
  * the counters after the warm-up and dumps them after the loop):
@@ -26,12 +27,14 @@
  * several runs.
  */
 import { fork } from 'node:child_process';
+import { BENCH_DEADLINES, POLICY_20 } from './admission.js';
 import { control, lastDumpInstructions } from './callgrind-control.js';
 
 const n = Number(process.argv[4] ?? 2000);
 const warm = Number(process.argv[5] ?? 2000);
 const headers = process.argv[6] === 'no-deadline' ? {} : { 'x-meshlet-deadline-ms': '5000' };
-const { port } = await import('./inbound-servers.js');
+process.env.MESHLET_BENCH_INBOUND ??= JSON.stringify({ policies: POLICY_20, deadlines: BENCH_DEADLINES });
+const { port, meshlet } = await import('./inbound-servers.mjs');
 
 const client = fork(new URL('./http-client.mjs', import.meta.url), [], {
   execArgv: [],
@@ -49,10 +52,7 @@ const run = (count: number) =>
 await run(warm);
 // Timer work (the load sampler's 1 s sample and its 10 ms delay monitor) is charged to requests in
 // proportion to the wall time the loop takes, which callgrind stretches ~50x: stop it while counting.
-if (process.env.KEEP_SAMPLER === undefined && !['bare', 'empty'].includes(process.argv[2] ?? 'bare')) {
-  const core = await import('../../../packages/core/src/index.js');
-  core.runningProcessLoad()?.stop();
-}
+if (process.env.KEEP_SAMPLER === undefined) meshlet?.runningProcessLoad()?.stop();
 // Under `--instr-atstart=no` the warm-up runs uninstrumented (~10x faster), so it can be long enough
 // for V8 to optimize the hot functions as a server under load has; counting starts here.
 await control('--instr=on');
