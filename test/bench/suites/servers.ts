@@ -15,14 +15,14 @@ import { asGenerator, forkServer, placement } from '../support/placement.js';
  *
  * Each framework runs in child processes (`support/inbound-servers.mjs`), one process per variant,
  * started with plain `node` and loading meshlet from its `dist`, as services run it (the suite
- * runs `pnpm build` first when the dist is missing or older than the sources). The variants: the bare
- * framework, `loaded` (the bare framework in a process that loaded meshlet and made a mesh with
- * telemetry, requests not going through it: what loading meshlet alone changes), `core` (a core `Mesh` without telemetry: probes, authorization lookup,
- * deadline context), `full` (what `createMesh()` gives: `@meshlet/telemetry` installed, so + server
- * metrics and spans through the no-op tracer), for Express `handler` (the `full` setup through
- * `meshHandler`, in front of the app instead of as its first router layer), and `control` (a
- * second bare process). Every request carries `x-meshlet-deadline-ms`, as calls from a meshed
- * caller under a deadline do. Rounds alternate between the variants (bare, core, full, …, then the
+ * runs `pnpm build` first when the dist is missing or older than the sources). The variants: the
+ * bare framework, `loaded` (the bare framework in a process that loaded meshlet and made a mesh
+ * with telemetry, requests not going through it: what loading meshlet alone changes), `core` (a
+ * core `Mesh` without telemetry: probes, authorization lookup, deadline context), `full` (what
+ * `createMesh()` gives: `@meshlet/telemetry` installed, so + server metrics and spans through the
+ * no-op tracer), for Express `handler` (the `full` setup through `meshHandler`, in front of the
+ * app instead of as its first router layer), and `control` (a second bare process). Every request
+ * carries `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds alternate between the variants (bare, core, full, …, then the
  * reverse). For each round we record the client-observed throughput and the server process' CPU
  * time per request (`process.cpuUsage()` deltas of the child, over IPC). Ratios are medians over
  * rounds of the paired per-round ratios (a round against the bare round of the same pass).
@@ -53,10 +53,12 @@ import { asGenerator, forkServer, placement } from '../support/placement.js';
  * the meshed variants against `loaded` are what meshlet does per request.
  *
  * Attribution runs: `MESHLET_BENCH_SERVER_VARIANTS` (a comma list from `als`, `loaded`, `core`,
- * `full`, `handler`, `control`; bare is always measured), `MESHLET_BENCH_SERVER_FROM_SOURCE=1` (the
- * servers load meshlet's TypeScript sources under tsx instead of its dist), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`,
- * `fastify`), `MESHLET_BENCH_SERVER_GENERATIONS` (default 12) and `MESHLET_BENCH_SERVER_ROUND_MS`
- * (default 400). `als` is bare Express run inside a plain `AsyncLocalStorage.run` holding a
+ * `full`, `handler`, `control`; bare is always measured), `MESHLET_BENCH_SERVER_FROM_SOURCE=1`
+ * (the servers load meshlet's TypeScript sources under tsx instead of its dist; a bare Fastify
+ * process under tsx measured 3.5–6 µs a request slower than under plain node, which flattered the
+ * ratios), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`, `fastify`),
+ * `MESHLET_BENCH_SERVER_GENERATIONS` (default 12) and `MESHLET_BENCH_SERVER_ROUND_MS` (default
+ * 400). `als` is bare Express run inside a plain `AsyncLocalStorage.run` holding a
  * number, as meshlet's deadline context is, without any meshlet code. Quick mode measures `full`
  * against bare only, one generation, in short rounds: a smoke test, not a measurement.
  *
@@ -69,7 +71,7 @@ import { asGenerator, forkServer, placement } from '../support/placement.js';
 const FRAMEWORKS = ['express', 'fastify'] as const;
 type Framework = (typeof FRAMEWORKS)[number];
 const VARIANT_NAMES = ['bare', 'als', 'loaded', 'core', 'full', 'handler', 'control'] as const;
-/** `MESHLET_BENCH_SERVER_FROM_SOURCE=1`: the servers load meshlet's TypeScript sources (under tsx), not its dist. */
+/** `MESHLET_BENCH_SERVER_FROM_SOURCE=1`: the servers load meshlet's sources (under tsx), not its dist. */
 const FROM_SOURCE = process.env.MESHLET_BENCH_SERVER_FROM_SOURCE === '1';
 /** The meshed servers' policy and deadline trust (`inbound-servers.mjs` reads them). */
 const INBOUND = JSON.stringify({ policies: POLICY_20, deadlines: BENCH_DEADLINES });
@@ -244,12 +246,13 @@ const suite: BenchSuite = {
   name: 'servers',
   inQuick: true,
   run({ quick }): Promise<BenchSuiteResult> {
+    // Before the load generator is put on its one CPU: a build uses every CPU.
+    ensureBuilt();
     return asGenerator(() => runPlaced(quick));
   },
 };
 
 async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
-  ensureBuilt();
   const results: Record<string, unknown> = {};
   const summary: string[] = [];
   const concurrency = 10;
