@@ -22,9 +22,10 @@ import { asGenerator, forkServer, placement } from '../support/placement.js';
  * `createMesh()` gives: `@meshlet/telemetry` installed, so + server metrics and spans through the
  * no-op tracer), for Express `handler` (the `full` setup through `meshHandler`, in front of the
  * app instead of as its first router layer), and `control` (a second bare process). Every request
- * carries `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds alternate between the variants (bare, core, full, …, then the
- * reverse). For each round we record the client-observed throughput and the server process' CPU
- * time per request (`process.cpuUsage()` deltas of the child, over IPC). Ratios are medians over
+ * carries `x-meshlet-deadline-ms`, as calls from a meshed caller under a deadline do. Rounds
+ * alternate between the variants (bare, core, full, …, then the reverse). For each round we
+ * record the client-observed throughput and the server process' CPU time per request
+ * (`process.cpuUsage()` deltas of the child, over IPC). Ratios are medians over
  * rounds of the paired per-round ratios (a round against the bare round of the same pass).
  *
  * Generations: identical processes differ. Four bare Express processes measured side by side on
