@@ -6,8 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import { median, quartiles, round2, round3 } from '../support/ab.js';
-import { admissionMicro, BENCH_DEADLINES, POLICY_20 } from '../support/admission.js';
+import { admissionMicro } from '../support/admission.js';
 import { asGenerator, forkServer, placement } from '../support/placement.js';
+import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
 
 /**
  * Inbound overhead: Express and Fastify with meshlet's middleware/plugin vs the bare framework

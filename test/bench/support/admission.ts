@@ -13,28 +13,10 @@ import {
   routeView,
   type TargetParts,
 } from '../../../packages/core/src/index.js';
-import { type AuthorizationPolicy, createAuthorizer } from '../../../packages/tls/src/index.js';
+import { createAuthorizer } from '../../../packages/tls/src/index.js';
+import { BENCH_DEADLINES, POLICY_20 } from './policy20.js';
 
-/**
- * A 20-rule ALLOW policy whose last rule admits the benchmark's route (`GET /items/*` from any
- * mesh or loopback peer), so every request walks all twenty.
- */
-export const POLICY_20: AuthorizationPolicy[] = [
-  {
-    name: 'twenty-rules',
-    action: 'ALLOW',
-    rules: [
-      ...Array.from({ length: 19 }, (_, i) => ({
-        from: [{ source: { principals: [`cluster.local/ns/team${i}/sa/*`] } }],
-        to: [{ operation: { methods: ['GET', 'POST'], paths: [`/svc${i}/*`, `/api/v${i}/*`] } }],
-      })),
-      { to: [{ operation: { methods: ['GET', 'HEAD'], paths: ['/items/*', '/health'] } }] },
-    ],
-  },
-];
-
-/** Deadline headers from loopback count (the bench's requests carry one, as meshed callers' do). */
-export const BENCH_DEADLINES = { trustedNetworks: ['127.0.0.0/8', '::1'] };
+export { BENCH_DEADLINES, POLICY_20 };
 
 const PEER: InboundPeer = Object.freeze({
   remoteAddress: '127.0.0.1',

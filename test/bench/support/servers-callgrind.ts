@@ -27,8 +27,8 @@
  * several runs.
  */
 import { fork } from 'node:child_process';
-import { BENCH_DEADLINES, POLICY_20 } from './admission.js';
 import { control, lastDumpInstructions } from './callgrind-control.js';
+import { BENCH_DEADLINES, POLICY_20 } from './policy20.js';
 
 const n = Number(process.argv[4] ?? 2000);
 const warm = Number(process.argv[5] ?? 2000);
