@@ -13,6 +13,8 @@
  * `ROUND_MS` (default 1000) alternating forward and reverse, `ROUNDS` (default 8) per concurrency
  * after a warm-up. Prints, per concurrency, the throughput ratio (median of the per-round ratios)
  * and the client CPU per request ratio (sums over the rounds) of `mesh` and `control` to `raw`.
+ * Its round loop is its own, a small copy of `ab.ts`'s `runInterleaved`: that is TypeScript, and
+ * this script must run without tsx.
  */
 import { fork } from 'node:child_process';
 import { Pool } from 'undici';
