@@ -78,7 +78,10 @@ type VariantName = (typeof VARIANT_NAMES)[number];
 const FROM_SOURCE = process.env.MESHLET_BENCH_SERVER_FROM_SOURCE === '1';
 /** The meshed servers' policy and deadline trust (`inbound-servers.mjs` reads them). */
 const INBOUND = JSON.stringify({ policies: POLICY_20, deadlines: BENCH_DEADLINES });
-/** The packages the servers load. */
+/**
+ * The packages the servers load: the list `inbound-servers.mjs` imports (that file starts a server
+ * when imported, so the two name them each; keep them the same).
+ */
 const SERVER_PACKAGES = ['core', 'express', 'fastify', 'telemetry', 'tls'] as const;
 
 /** The newest modification time (ms) of the files under `dir`. */

@@ -51,7 +51,10 @@ const load = (name) =>
 
 // The meshlet packages are loaded only by processes that use them: a bare one stays bare.
 const usesMeshlet = variant === 'loaded' || variant === 'core' || variant === 'full' || variant === 'handler';
-/** The loaded meshlet packages (core, express, fastify, telemetry, tls), or undefined. */
+/**
+ * The loaded meshlet packages (core, express, fastify, telemetry, tls: the suite's `SERVER_PACKAGES`,
+ * whose dist it rebuilds when stale), or undefined.
+ */
 export const meshlet = usesMeshlet
   ? Object.assign(
       {},
