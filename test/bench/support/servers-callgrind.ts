@@ -21,6 +21,11 @@
  *
  * Arguments: variant (`bare`, `empty`, `core`, `full`, `handler`), framework (`express`, `fastify`), N, warm-up
  * requests, and `no-deadline` to leave the deadline header out (no deadline context is entered).
+ * `MESHLET_BENCH_SERVER_MODULE`: another server module to count instead of `inbound-servers.mjs`, with
+ * the same exports (`port`, and `meshlet` or undefined) — e.g. one that loads an earlier checkout's
+ * `dist`, to count the code before a change beside the code after it (docs/benchmarks.md, "The
+ * inbound step against the middleware it replaced"). Add `--cache-sim=yes --branch-sim=yes` to
+ * valgrind for cache misses and mispredicted branches beside the instructions.
  * Prints `<variant> <framework> <N> <instructions per request>` of the main thread (the client's
  * work and V8's worker threads not included; without `--separate-threads=yes`, of all threads).
  * Express's count moves by some ±25,000 from run to run (how V8 optimized that process): compare
@@ -34,7 +39,11 @@ const n = Number(process.argv[4] ?? 2000);
 const warm = Number(process.argv[5] ?? 2000);
 const headers = process.argv[6] === 'no-deadline' ? {} : { 'x-meshlet-deadline-ms': '5000' };
 process.env.MESHLET_BENCH_INBOUND ??= JSON.stringify({ policies: POLICY_20, deadlines: BENCH_DEADLINES });
-const { port, meshlet } = await import('./inbound-servers.mjs');
+const serverModule = process.env.MESHLET_BENCH_SERVER_MODULE || './inbound-servers.mjs';
+const { port, meshlet } = (await import(serverModule)) as {
+  port: number;
+  meshlet?: { runningProcessLoad?: () => { stop(): void } | undefined };
+};
 
 const client = fork(new URL('./http-client.mjs', import.meta.url), [], {
   execArgv: [],
@@ -52,7 +61,7 @@ const run = (count: number) =>
 await run(warm);
 // Timer work (the load sampler's 1 s sample and its 10 ms delay monitor) is charged to requests in
 // proportion to the wall time the loop takes, which callgrind stretches ~50x: stop it while counting.
-if (process.env.KEEP_SAMPLER === undefined) meshlet?.runningProcessLoad()?.stop();
+if (process.env.KEEP_SAMPLER === undefined) meshlet?.runningProcessLoad?.()?.stop();
 // Under `--instr-atstart=no` the warm-up runs uninstrumented (~10x faster), so it can be long enough
 // for V8 to optimize the hot functions as a server under load has; counting starts here.
 await control('--instr=on');
