@@ -21,11 +21,12 @@
  *
  * Arguments: variant (`bare`, `empty`, `core`, `full`, `handler`), framework (`express`, `fastify`), N, warm-up
  * requests, and `no-deadline` to leave the deadline header out (no deadline context is entered).
- * `MESHLET_BENCH_SERVER_MODULE`: another server module to count instead of `inbound-servers.mjs`, with
- * the same exports (`port`, and `meshlet` or undefined) — e.g. one that loads an earlier checkout's
- * `dist`, to count the code before a change beside the code after it (docs/benchmarks.md, "The
- * inbound step against the middleware it replaced"). Add `--cache-sim=yes --branch-sim=yes` to
- * valgrind for cache misses and mispredicted branches beside the instructions.
+ * `MESHLET_BENCH_SERVER_MODULE`: another server module (an absolute path) to count instead of
+ * `inbound-servers.mjs`, with the same exports (`port`, and `meshlet` or undefined) — e.g. one
+ * that loads an earlier checkout's `dist`, to count the code before a change beside the code after
+ * it (docs/benchmarks.md, "The inbound step against the middleware it replaced"). Add
+ * `--cache-sim=yes --branch-sim=yes` to valgrind for cache misses and mispredicted branches
+ * beside the instructions.
  * Prints `<variant> <framework> <N> <instructions per request>` of the main thread (the client's
  * work and V8's worker threads not included; without `--separate-threads=yes`, of all threads).
  * Express's count moves by some ±25,000 from run to run (how V8 optimized that process): compare
