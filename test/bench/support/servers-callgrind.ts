@@ -21,18 +21,20 @@
  *
  * Arguments: variant (`bare`, `empty`, `core`, `full`, `handler`), framework (`express`, `fastify`), N, warm-up
  * requests, and `no-deadline` to leave the deadline header out (no deadline context is entered).
- * `MESHLET_BENCH_SERVER_MODULE`: another server module (an absolute path) to count instead of
- * `inbound-servers.mjs`, with the same exports (`port`, and `meshlet` or undefined) — e.g. one
- * that loads an earlier checkout's `dist`, to count the code before a change beside the code after
- * it (docs/benchmarks.md, "The inbound step against the middleware it replaced"). Add
- * `--cache-sim=yes --branch-sim=yes` to valgrind for cache misses and mispredicted branches
- * beside the instructions.
+ * `MESHLET_BENCH_SERVER_MODULE`: another server module (a path, relative to the working directory)
+ * to count instead of `inbound-servers.mjs` (the default), with the same exports (`port`, and
+ * `meshlet` or undefined) — e.g. one that loads an earlier checkout's `dist`, to count the code
+ * before a change beside the code after it (docs/benchmarks.md, "The inbound step against the
+ * middleware it replaced"). Add `--cache-sim=yes --branch-sim=yes` to valgrind for cache misses
+ * and mispredicted branches beside the instructions.
  * Prints `<variant> <framework> <N> <instructions per request>` of the main thread (the client's
  * work and V8's worker threads not included; without `--separate-threads=yes`, of all threads).
  * Express's count moves by some ±25,000 from run to run (how V8 optimized that process): compare
  * several runs.
  */
 import { fork } from 'node:child_process';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { control, lastDumpInstructions } from './callgrind-control.js';
 import { BENCH_DEADLINES, POLICY_20 } from './policy20.js';
 
@@ -40,7 +42,8 @@ const n = Number(process.argv[4] ?? 2000);
 const warm = Number(process.argv[5] ?? 2000);
 const headers = process.argv[6] === 'no-deadline' ? {} : { 'x-meshlet-deadline-ms': '5000' };
 process.env.MESHLET_BENCH_INBOUND ??= JSON.stringify({ policies: POLICY_20, deadlines: BENCH_DEADLINES });
-const serverModule = process.env.MESHLET_BENCH_SERVER_MODULE || './inbound-servers.mjs';
+const given = process.env.MESHLET_BENCH_SERVER_MODULE;
+const serverModule = given ? pathToFileURL(resolve(given)).href : './inbound-servers.mjs';
 const { port, meshlet } = (await import(serverModule)) as {
   port: number;
   meshlet?: { runningProcessLoad?: () => { stop(): void } | undefined };
