@@ -2,6 +2,7 @@ import { Pool, fetch as undiciFetch } from 'undici';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import {
+  pairedCpuRatio,
   pairedDiff,
   pairedRatio,
   round2,
@@ -9,6 +10,7 @@ import {
   runInterleaved,
   type Variant,
   type VariantStats,
+  warmUp,
 } from '../support/ab.js';
 import { startServerProcess } from '../support/server.js';
 import { cpuNsPerCall, sinkHandler, stubPool } from '../support/stub-pool.js';
@@ -63,8 +65,21 @@ async function stubCosts(quick: boolean): Promise<Record<string, number>> {
  * `fetch` (undici's fetch over a raw Pool vs `mesh.fetch`) and `request` (undici's
  * `Dispatcher.request` on a raw Pool vs on `mesh.dispatcher`), which isolates the mesh's own cost
  * from fetch's.
+ *
+ * Steady state: before the first comparison every variant of both APIs sends `WARM_UP_REQUESTS`
+ * requests, unmeasured. V8 optimizes the mesh's per-request functions with TurboFan only after
+ * 10,000–28,000 requests (Node 24, `--trace-opt`: `Call._next`, `begin`, `endAttempt` by ~12,000,
+ * the breaker's `acquire` by ~22,000, `MeshRequest#options` by ~28,000), later than undici's own,
+ * and the first comparison (fetch, c=1, ~7,000 requests a second) would otherwise measure half its
+ * rounds before that. A long-running service runs the optimized code.
+ *
+ * Ratios are medians over rounds of paired per-round ratios (each round against the raw round next
+ * to it in time), for throughput and for client CPU per request alike; the CPU of all rounds pooled
+ * is reported beside it (`cpuPerRequestRatioPooled`), as is the control's.
  */
 const CONCURRENCY = [1, 10, 50] as const;
+/** Requests each variant sends before the first measured round (full runs; quick: 2,000). */
+const WARM_UP_REQUESTS = 30_000;
 
 interface Comparison {
   api: 'fetch' | 'request';
@@ -76,8 +91,13 @@ interface Comparison {
   addedP99Us: number;
   cpuPerRequestRatio: number;
   addedCpuUsPerRequest: number;
+  /** Client CPU per request, all rounds pooled (mesh over raw, and mesh minus raw in µs). */
+  cpuPerRequestRatioPooled: number;
+  addedCpuUsPerRequestPooled: number;
   /** The second raw Pool against the first (full runs). */
-  control: { throughputRatio: number; cpuPerRequestRatio: number } | undefined;
+  control:
+    | { throughputRatio: number; cpuPerRequestRatio: number; cpuPerRequestRatioPooled: number }
+    | undefined;
 }
 
 const suite: BenchSuite = {
@@ -149,6 +169,12 @@ const suite: BenchSuite = {
         ['request', requestVariants],
       ];
       const comparisons: Comparison[] = [];
+      for (const [, variants] of apis)
+        await warmUp(
+          quick ? variants.filter((v) => v.name !== 'control') : variants,
+          quick ? 2_000 : WARM_UP_REQUESTS,
+          10,
+        );
       for (const [api, variants] of apis) {
         // Quick runs keep the request API at c=1 only (the mesh's own latency, without fetch's).
         for (const concurrency of quick && api === 'request' ? [1] : CONCURRENCY) {
@@ -167,7 +193,8 @@ const suite: BenchSuite = {
                 ? undefined
                 : {
                     throughputRatio: pairedRatio(control, raw),
-                    cpuPerRequestRatio: control.cpuUsPerRequest / raw.cpuUsPerRequest,
+                    cpuPerRequestRatio: pairedCpuRatio(control, raw),
+                    cpuPerRequestRatioPooled: control.cpuUsPerRequest / raw.cpuUsPerRequest,
                   },
             api,
             concurrency,
@@ -176,8 +203,10 @@ const suite: BenchSuite = {
             throughputRatio: pairedRatio(m, raw),
             addedP50Us: pairedDiff(m.roundP50Us, raw.roundP50Us),
             addedP99Us: pairedDiff(m.roundP99Us, raw.roundP99Us),
-            cpuPerRequestRatio: m.cpuUsPerRequest / raw.cpuUsPerRequest,
-            addedCpuUsPerRequest: m.cpuUsPerRequest - raw.cpuUsPerRequest,
+            cpuPerRequestRatio: pairedCpuRatio(m, raw),
+            addedCpuUsPerRequest: pairedDiff(m.roundCpuUsPerRequest, raw.roundCpuUsPerRequest),
+            cpuPerRequestRatioPooled: m.cpuUsPerRequest / raw.cpuUsPerRequest,
+            addedCpuUsPerRequestPooled: m.cpuUsPerRequest - raw.cpuUsPerRequest,
           });
         }
       }
@@ -200,6 +229,8 @@ const suite: BenchSuite = {
           addedP99Us: round2(c.addedP99Us),
           cpuPerRequestRatio: round3(c.cpuPerRequestRatio),
           addedCpuUsPerRequest: round2(c.addedCpuUsPerRequest),
+          cpuPerRequestRatioPooled: round3(c.cpuPerRequestRatioPooled),
+          addedCpuUsPerRequestPooled: round2(c.addedCpuUsPerRequestPooled),
           addedP50UsPooled: round2(c.mesh.p50Us - c.raw.p50Us),
           addedP99UsPooled: round2(c.mesh.p99Us - c.raw.p99Us),
           raw: summarise(c.raw),
@@ -208,6 +239,7 @@ const suite: BenchSuite = {
             controlVsRaw: {
               throughputRatio: round3(c.control.throughputRatio),
               cpuPerRequestRatio: round3(c.control.cpuPerRequestRatio),
+              cpuPerRequestRatioPooled: round3(c.control.cpuPerRequestRatioPooled),
             },
           }),
         };
@@ -224,9 +256,10 @@ const suite: BenchSuite = {
         summary.push(
           `${c.api.padEnd(7)} c=${String(c.concurrency).padEnd(2)}  mesh/raw throughput ${c.throughputRatio.toFixed(3)}x ` +
             `(${Math.round(c.mesh.rps)} vs ${Math.round(c.raw.rps)} req/s)  added p50 ${c.addedP50Us.toFixed(1)}us ` +
-            `p99 ${c.addedP99Us.toFixed(1)}us  cpu/req ${c.cpuPerRequestRatio.toFixed(2)}x (+${c.addedCpuUsPerRequest.toFixed(1)}us)  [${targets.join(', ')}]` +
+            `p99 ${c.addedP99Us.toFixed(1)}us  cpu/req ${c.cpuPerRequestRatio.toFixed(3)}x (${signed(c.addedCpuUsPerRequest)}us; pooled ` +
+            `${c.cpuPerRequestRatioPooled.toFixed(3)}x, ${signed(c.addedCpuUsPerRequestPooled)}us)  [${targets.join(', ')}]` +
             (c.control
-              ? `  (raw vs raw: ${c.control.throughputRatio.toFixed(3)}x, cpu ${c.control.cpuPerRequestRatio.toFixed(2)}x)`
+              ? `  (raw vs raw: ${c.control.throughputRatio.toFixed(3)}x, cpu ${c.control.cpuPerRequestRatio.toFixed(3)}x, pooled ${c.control.cpuPerRequestRatioPooled.toFixed(3)}x)`
               : ''),
         );
       }
@@ -239,6 +272,9 @@ const suite: BenchSuite = {
     }
   },
 };
+
+/** A difference with its sign (`+1.2`, `-0.4`). */
+const signed = (n: number): string => `${n >= 0 ? '+' : ''}${n.toFixed(1)}`;
 
 function summarise(s: VariantStats): Record<string, number> {
   return {

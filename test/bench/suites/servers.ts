@@ -34,7 +34,8 @@ import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
  * two bare processes took 104 and 115 µs of CPU a request: where V8 placed and when it optimized
  * what, per process, moves a process' cost by ±4–10% for its whole life, and a ratio of one
  * process to one other carries that as a bias no number of rounds removes. So the processes are
- * replaced: each generation starts one process per variant, warms each, measures four rounds
+ * replaced: each generation starts one process per variant, warms each (1 s and at least 40,000
+ * requests: until V8 has optimized the meshed processes' per-request code), measures four rounds
  * (two passes forward, two in reverse), and stops them; twelve generations give each variant
  * twelve processes, whose biases the median averages out. `control` is a bare process measured as
  * if it were a variant: its ratio to bare is what the run reads when nothing differs (its
@@ -224,14 +225,18 @@ async function closedLoop(
   pool: Pool,
   concurrency: number,
   ms: number,
+  /** Go on past `ms` until this many requests were sent (a warm-up by count). */
+  minRequests = 0,
 ): Promise<Omit<Round, 'serverUsPerRequest'> & { n: number }> {
   const hist = createHistogram();
   let n = 0;
+  let started = 0;
   let errors = 0;
   const t0 = performance.now();
   const end = t0 + ms;
   const worker = async () => {
-    while (performance.now() < end) {
+    while (performance.now() < end || started < minRequests) {
+      started++;
       const s = performance.now();
       try {
         const res = await pool.request({
@@ -288,6 +293,12 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
   const roundsPerGeneration = quick ? 2 : 4;
   const roundMs = quick ? 100 : envCount('MESHLET_BENCH_SERVER_ROUND_MS', 400);
   const warmupMs = quick ? 500 : 1000;
+  // And at least this many requests per process: V8 gives a meshed server's per-request functions
+  // TurboFan code only after 14,000–38,000 requests (Node 24, `--trace-opt`: `admitHttp` by
+  // ~16,000, telemetry's `ServerRequest` and `#startTelemetry` by ~28,000, the load sampler's
+  // `requestStarted` by ~38,000), a bare framework's by ~20,000; one second at c=10 is 20,000–30,000
+  // requests, which left the meshed processes' first rounds on unoptimized code.
+  const warmupRequests = quick ? 0 : 40_000;
   // `control`: bare processes of their own, measured as a variant: what the harness reads when
   // nothing differs (its ratio to bare is the run's resolution).
   const ALL: readonly VariantName[] = quick
@@ -325,7 +336,7 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
           pools.push(pool);
           targets[v] = { pool, child };
         }
-        for (const v of VARIANTS) await closedLoop(targets[v].pool, concurrency, warmupMs);
+        for (const v of VARIANTS) await closedLoop(targets[v].pool, concurrency, warmupMs, warmupRequests);
         for (let r = 0; r < roundsPerGeneration; r++) {
           const order = r % 2 === 0 ? VARIANTS : [...VARIANTS].reverse();
           for (const v of order) per[v].push(await measure(targets[v], concurrency, roundMs));

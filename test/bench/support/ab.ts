@@ -39,6 +39,8 @@ export interface VariantStats {
   readonly roundRps: readonly number[];
   readonly roundP50Us: readonly number[];
   readonly roundP99Us: readonly number[];
+  /** Client CPU time per request (µs) of each round, in order. */
+  readonly roundCpuUsPerRequest: readonly number[];
 }
 
 interface Acc {
@@ -50,6 +52,7 @@ interface Acc {
   roundRps: number[];
   roundP50Us: number[];
   roundP99Us: number[];
+  roundCpuUsPerRequest: number[];
 }
 
 async function round(v: Variant, concurrency: number, ms: number, acc: Acc | undefined): Promise<void> {
@@ -84,6 +87,7 @@ async function round(v: Variant, concurrency: number, ms: number, acc: Acc | und
     acc.seconds += seconds;
     acc.cpuUs += cpu.user + cpu.system;
     acc.roundRps.push(requests / seconds);
+    acc.roundCpuUsPerRequest.push((cpu.user + cpu.system) / Math.max(1, requests));
     if (hist && requests > 0) {
       acc.hist.add(hist);
       acc.roundP50Us.push(hist.percentile(50) / 1000);
@@ -107,6 +111,7 @@ export async function runInterleaved(
       roundRps: [],
       roundP50Us: [],
       roundP99Us: [],
+      roundCpuUsPerRequest: [],
     }),
   );
   for (const v of variants) await round(v, options.concurrency, options.warmupMs, undefined);
@@ -129,6 +134,7 @@ export async function runInterleaved(
       roundRps: a.roundRps,
       roundP50Us: a.roundP50Us,
       roundP99Us: a.roundP99Us,
+      roundCpuUsPerRequest: a.roundCpuUsPerRequest,
     };
   });
   return out;
@@ -160,6 +166,44 @@ export function pairedRatio(a: VariantStats, b: VariantStats): number {
   const ratios: number[] = [];
   for (let i = 0; i < n; i++) ratios.push((a.roundRps[i] as number) / (b.roundRps[i] as number));
   return median(ratios);
+}
+
+/**
+ * Median over rounds of `a`'s client CPU per request over `b`'s, each round of `a` paired with the
+ * round of `b` next to it in time — as `pairedRatio` reads throughput — so that one round hit by
+ * the machine (a neighbour's burst, a collection) moves one ratio of the median, not the total.
+ */
+export function pairedCpuRatio(a: VariantStats, b: VariantStats): number {
+  const n = Math.min(a.roundCpuUsPerRequest.length, b.roundCpuUsPerRequest.length);
+  const ratios: number[] = [];
+  for (let i = 0; i < n; i++)
+    ratios.push((a.roundCpuUsPerRequest[i] as number) / (b.roundCpuUsPerRequest[i] as number));
+  return median(ratios);
+}
+
+/**
+ * Sends `requests` requests through each variant in turn, `concurrency` at a time, unmeasured:
+ * a warm-up by count rather than by time, for code that V8 optimizes only after many calls.
+ */
+export async function warmUp(
+  variants: readonly Variant[],
+  requests: number,
+  concurrency: number,
+): Promise<void> {
+  for (const v of variants) {
+    let left = requests;
+    const send = v.send;
+    const worker = async () => {
+      while (left-- > 0) {
+        try {
+          await send();
+        } catch {
+          // counted nowhere: a warm-up
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  }
 }
 
 /**

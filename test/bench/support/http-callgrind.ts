@@ -10,9 +10,12 @@
  *   node --conditions=meshlet-source --import tsx test/bench/support/http-callgrind.ts mesh-request 20 20  # warm tsx's cache
  *   mkdir -p /tmp/cg && CALLGRIND_OUT=/tmp/cg/h valgrind --tool=callgrind --separate-threads=yes \
  *     --callgrind-out-file=/tmp/cg/h.%p --smc-check=all-non-file node --conditions=meshlet-source \
- *     --import tsx test/bench/support/http-callgrind.ts mesh-request 3000 3000 50 2
+ *     --import tsx test/bench/support/http-callgrind.ts raw-request,mesh-request 4000 30000 10 4
  *
  * counts the main thread (`<file>.<n>-01`; V8's helper threads vary by more than a request costs).
+ * Warm up with 30,000 requests or more: V8 gives the mesh's per-request functions TurboFan code only
+ * after 10,000–28,000 requests (Node 24, `--trace-opt`), and windows before that count the mesh's
+ * code in Maglev (docs/benchmarks.md, "The client at steady state").
  * Run raw and mesh side by side in the same minutes and compare. Bytes allocated per request:
  * natively with `node --expose-gc --single-threaded --no-memory-reducer --min-semi-space-size=256
  * --max-semi-space-size=256` (`gc()` before each window, a young generation larger than a window
