@@ -294,10 +294,10 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
   const roundMs = quick ? 100 : envCount('MESHLET_BENCH_SERVER_ROUND_MS', 400);
   const warmupMs = quick ? 500 : 1000;
   // And at least this many requests per process: V8 gives a meshed server's per-request functions
-  // TurboFan code only after 14,000–38,000 requests (Node 24, `--trace-opt`: `admitHttp` by
-  // ~16,000, telemetry's `ServerRequest` and `#startTelemetry` by ~28,000, the load sampler's
-  // `requestStarted` by ~38,000), a bare framework's by ~20,000; one second at c=10 is 20,000–30,000
-  // requests, which left the meshed processes' first rounds on unoptimized code.
+  // TurboFan code only after 16,000–38,000 requests (Node 24, `--trace-opt`: `admitHttp` by
+  // 16,000–18,000, telemetry's `ServerRequest` and `#startTelemetry` by 26,000–28,000, the load
+  // sampler's `requestStarted` by 28,000–38,000), a bare framework's by ~22,000; one second at c=10
+  // is 20,000–30,000 requests, which left the meshed processes' first rounds on unoptimized code.
   const warmupRequests = quick ? 0 : 40_000;
   // `control`: bare processes of their own, measured as a variant: what the harness reads when
   // nothing differs (its ratio to bare is the run's resolution).
