@@ -160,25 +160,26 @@ export function quartiles(values: readonly number[]): [number, number] {
   return [at(0.25), at(0.75)];
 }
 
-/** Median of the per-round throughput ratios `a / b` (rounds are paired in time). */
-export function pairedRatio(a: VariantStats, b: VariantStats): number {
-  const n = Math.min(a.roundRps.length, b.roundRps.length);
+/** Median over rounds of `a[i] / b[i]` for a per-round statistic (rounds are paired in time). */
+function pairedQuotient(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
   const ratios: number[] = [];
-  for (let i = 0; i < n; i++) ratios.push((a.roundRps[i] as number) / (b.roundRps[i] as number));
+  for (let i = 0; i < n; i++) ratios.push((a[i] as number) / (b[i] as number));
   return median(ratios);
 }
 
+/** Median of the per-round throughput ratios `a / b` (rounds are paired in time). */
+export function pairedRatio(a: VariantStats, b: VariantStats): number {
+  return pairedQuotient(a.roundRps, b.roundRps);
+}
+
 /**
- * Median over rounds of `a`'s client CPU per request over `b`'s, each round of `a` paired with the
- * round of `b` next to it in time — as `pairedRatio` reads throughput — so that one round hit by
- * the machine (a neighbour's burst, a collection) moves one ratio of the median, not the total.
+ * Median over rounds of `a`'s client CPU per request over `b`'s, paired in time as `pairedRatio`
+ * reads throughput: one round hit by the machine (a neighbour's burst, a collection) moves one
+ * ratio of the median, not the total.
  */
 export function pairedCpuRatio(a: VariantStats, b: VariantStats): number {
-  const n = Math.min(a.roundCpuUsPerRequest.length, b.roundCpuUsPerRequest.length);
-  const ratios: number[] = [];
-  for (let i = 0; i < n; i++)
-    ratios.push((a.roundCpuUsPerRequest[i] as number) / (b.roundCpuUsPerRequest[i] as number));
-  return median(ratios);
+  return pairedQuotient(a.roundCpuUsPerRequest, b.roundCpuUsPerRequest);
 }
 
 /**
