@@ -21,12 +21,13 @@ export async function control(flag: string): Promise<void> {
 }
 
 /**
- * `events: Ir` count of the newest dump of this process (`--callgrind-out-file=<dir>/<name>.<pid>`).
- * Under `--separate-threads=yes` (dumps `<name>.<pid>.<n>-<thread>`) the main thread's (`-01`):
- * V8's platform worker threads (concurrent compilation, parallel scavenges) vary from run to run
- * by more than a request costs.
+ * The counts of the newest dump of this process (`--callgrind-out-file=<dir>/<name>.<pid>`), by
+ * event name (`Ir`, and with `--cache-sim=yes --branch-sim=yes` also `I1mr`, `D1mr`, `D1mw`,
+ * `ILmr`, `DLmr`, `DLmw`, `Bcm`, `Bim`). Under `--separate-threads=yes` (dumps
+ * `<name>.<pid>.<n>-<thread>`) the main thread's (`-01`): V8's platform worker threads (concurrent
+ * compilation, parallel scavenges) vary from run to run by more than a request costs.
  */
-export function lastDumpInstructions(): number | undefined {
+export function lastDumpCosts(): Record<string, number> | undefined {
   const out = process.argv.find((a) => a.startsWith('--callgrind-out-file='));
   const hint = process.env.CALLGRIND_OUT ?? out?.slice('--callgrind-out-file='.length);
   const dir = hint ? dirname(hint) : '/tmp';
@@ -38,6 +39,28 @@ export function lastDumpInstructions(): number | undefined {
     if (best === undefined || n > best.n) best = { n, file: f };
   }
   if (best === undefined) return undefined;
-  const m = /^(?:summary|totals):\s+(\d+)/m.exec(readFileSync(join(dir, best.file), 'utf8'));
-  return m ? Number(m[1]) : undefined;
+  const text = readFileSync(join(dir, best.file), 'utf8');
+  const events = /^events:\s+(.+)$/m.exec(text)?.[1]?.trim().split(/\s+/);
+  const counts = /^(?:summary|totals):\s+(.+)$/m.exec(text)?.[1]?.trim().split(/\s+/);
+  if (events === undefined || counts === undefined) return undefined;
+  return Object.fromEntries(events.map((e, i) => [e, Number(counts[i] ?? 0)]));
+}
+
+/** `events: Ir` count of the newest dump of this process (see `lastDumpCosts`). */
+export function lastDumpInstructions(): number | undefined {
+  return lastDumpCosts()?.Ir;
+}
+
+/**
+ * Callgrind's cycle estimate from a dump's counts, or undefined without the cache and branch
+ * simulation: instructions, plus 10 per first-level miss (instruction and data), 100 per
+ * last-level miss and 15 per mispredicted branch (the weights of docs/benchmarks.md). Which cache
+ * is "last level" is the run's `--LL`: valgrind takes the host's L3 by default; this VM's L2
+ * (`--LL=1310720,20,64`) makes last-level misses L2 misses, those the shared L3 serves.
+ */
+export function estimatedCycles(c: Readonly<Record<string, number>>): number | undefined {
+  const { Ir, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw, Bcm, Bim } = c;
+  if (Ir === undefined || I1mr === undefined || D1mr === undefined || D1mw === undefined) return undefined;
+  if (ILmr === undefined || DLmr === undefined || DLmw === undefined) return undefined;
+  return Ir + 10 * (I1mr + D1mr + D1mw) + 100 * (ILmr + DLmr + DLmw) + 15 * ((Bcm ?? 0) + (Bim ?? 0));
 }

@@ -26,16 +26,20 @@
  * `meshlet` or undefined) — e.g. one that loads an earlier checkout's `dist`, to count the code
  * before a change beside the code after it (docs/benchmarks.md, "The inbound step against the
  * middleware it replaced"). Add `--cache-sim=yes --branch-sim=yes` to valgrind for cache misses
- * and mispredicted branches beside the instructions.
- * Prints `<variant> <framework> <N> <instructions per request>` of the main thread (the client's
- * work and V8's worker threads not included; without `--separate-threads=yes`, of all threads).
+ * and mispredicted branches beside the instructions, and `--I1=32768,8,64 --D1=49152,12,64
+ * --LL=1310720,20,64` for this VM's caches with its L2 as the last level (valgrind's default
+ * last level is the host's 48 MB L3, which nothing here misses): the line then adds callgrind's
+ * cycle estimate per request (`estimatedCycles`) and the misses it counts.
+ * Prints `<variant> <framework> <N> <instructions per request> [est <cycles> …]` of the main
+ * thread (the client's work and V8's worker threads not included; without
+ * `--separate-threads=yes`, of all threads).
  * Express's count moves by some ±25,000 from run to run (how V8 optimized that process): compare
  * several runs.
  */
 import { fork } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { control, lastDumpInstructions } from './callgrind-control.js';
+import { control, estimatedCycles, lastDumpCosts } from './callgrind-control.js';
 import { BENCH_DEADLINES, POLICY_20 } from './policy20.js';
 
 const n = Number(process.argv[4] ?? 2000);
@@ -72,9 +76,15 @@ await control('--instr=on');
 await control('--zero');
 await run(n);
 await control('--dump=measured');
-const ir = lastDumpInstructions();
+const costs = lastDumpCosts();
+const per = (v: number | undefined) => (v === undefined ? '?' : String(Math.round(v / Math.max(1, n))));
+const est = costs === undefined ? undefined : estimatedCycles(costs);
 console.log(
-  `${process.argv[2]} ${process.argv[3]} ${n} ${ir === undefined ? '(no dump found)' : Math.round(ir / Math.max(1, n))}`,
+  `${process.argv[2]} ${process.argv[3]} ${n} ${costs === undefined ? '(no dump found)' : per(costs.Ir)}` +
+    (costs === undefined || est === undefined
+      ? ''
+      : ` est ${per(est)} I1mr ${per(costs.I1mr)} D1m ${per((costs.D1mr ?? 0) + (costs.D1mw ?? 0))}` +
+        ` LLm ${per((costs.ILmr ?? 0) + (costs.DLmr ?? 0) + (costs.DLmw ?? 0))} Bm ${per((costs.Bcm ?? 0) + (costs.Bim ?? 0))}`),
 );
 client.kill();
 process.exit(0);
