@@ -52,11 +52,12 @@ export function lastDumpInstructions(): number | undefined {
 }
 
 /**
- * Callgrind's cycle estimate from a dump's counts, or undefined without the cache and branch
- * simulation: instructions, plus 10 per first-level miss (instruction and data), 100 per
- * last-level miss and 15 per mispredicted branch (the weights of docs/benchmarks.md). Which cache
- * is "last level" is the run's `--LL`: valgrind takes the host's L3 by default; this VM's L2
- * (`--LL=1310720,20,64`) makes last-level misses L2 misses, those the shared L3 serves.
+ * Callgrind's cycle estimate from a dump's counts, or undefined without the cache simulation:
+ * instructions, plus 10 per first-level miss (instruction and data), 100 per last-level miss and
+ * 15 per mispredicted branch when `--branch-sim=yes` counts them (the weights of
+ * docs/benchmarks.md). Which cache is "last level" is the run's `--LL`: valgrind takes the host's
+ * L3 by default; this VM's L2 (`--LL=1310720,20,64`) makes last-level misses L2 misses, those the
+ * shared L3 serves.
  */
 export function estimatedCycles(c: Readonly<Record<string, number>>): number | undefined {
   const { Ir, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw, Bcm, Bim } = c;
