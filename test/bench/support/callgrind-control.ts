@@ -51,17 +51,34 @@ export function lastDumpInstructions(): number | undefined {
   return lastDumpCosts()?.Ir;
 }
 
+/** A dump's misses, grouped: first-level instruction and data, last-level, mispredicted branches. */
+export interface CacheMisses {
+  readonly l1i: number;
+  readonly l1d: number;
+  readonly ll: number;
+  readonly branches: number;
+}
+
+/**
+ * The misses of a dump's counts (`lastDumpCosts`), or undefined without `--cache-sim=yes`;
+ * mispredicted branches count only when `--branch-sim=yes` gave them.
+ */
+export function cacheMisses(c: Readonly<Record<string, number>>): CacheMisses | undefined {
+  const { I1mr, D1mr, D1mw, ILmr, DLmr, DLmw, Bcm, Bim } = c;
+  if (I1mr === undefined || D1mr === undefined || D1mw === undefined) return undefined;
+  if (ILmr === undefined || DLmr === undefined || DLmw === undefined) return undefined;
+  return { l1i: I1mr, l1d: D1mr + D1mw, ll: ILmr + DLmr + DLmw, branches: (Bcm ?? 0) + (Bim ?? 0) };
+}
+
 /**
  * Callgrind's cycle estimate from a dump's counts, or undefined without the cache simulation:
  * instructions, plus 10 per first-level miss (instruction and data), 100 per last-level miss and
- * 15 per mispredicted branch when `--branch-sim=yes` counts them (the weights of
- * docs/benchmarks.md). Which cache is "last level" is the run's `--LL`: valgrind takes the host's
- * L3 by default; this VM's L2 (`--LL=1310720,20,64`) makes last-level misses L2 misses, those the
- * shared L3 serves.
+ * 15 per mispredicted branch (the weights of docs/benchmarks.md). Which cache is "last level" is
+ * the run's `--LL`: valgrind takes the host's L3 by default; this VM's L2 (`--LL=1310720,20,64`)
+ * makes last-level misses L2 misses, those the shared L3 serves.
  */
 export function estimatedCycles(c: Readonly<Record<string, number>>): number | undefined {
-  const { Ir, I1mr, D1mr, D1mw, ILmr, DLmr, DLmw, Bcm, Bim } = c;
-  if (Ir === undefined || I1mr === undefined || D1mr === undefined || D1mw === undefined) return undefined;
-  if (ILmr === undefined || DLmr === undefined || DLmw === undefined) return undefined;
-  return Ir + 10 * (I1mr + D1mr + D1mw) + 100 * (ILmr + DLmr + DLmw) + 15 * ((Bcm ?? 0) + (Bim ?? 0));
+  const m = cacheMisses(c);
+  if (m === undefined || c.Ir === undefined) return undefined;
+  return c.Ir + 10 * (m.l1i + m.l1d) + 100 * m.ll + 15 * m.branches;
 }

@@ -39,7 +39,7 @@
 import { fork } from 'node:child_process';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { control, estimatedCycles, lastDumpCosts } from './callgrind-control.js';
+import { cacheMisses, control, estimatedCycles, lastDumpCosts } from './callgrind-control.js';
 import { BENCH_DEADLINES, POLICY_20 } from './policy20.js';
 
 const n = Number(process.argv[4] ?? 2000);
@@ -78,13 +78,13 @@ await run(n);
 await control('--dump=measured');
 const costs = lastDumpCosts();
 const per = (v: number | undefined) => (v === undefined ? '?' : String(Math.round(v / Math.max(1, n))));
-const est = costs === undefined ? undefined : estimatedCycles(costs);
+const misses = costs === undefined ? undefined : cacheMisses(costs);
 console.log(
   `${process.argv[2]} ${process.argv[3]} ${n} ${costs === undefined ? '(no dump found)' : per(costs.Ir)}` +
-    (costs === undefined || est === undefined
+    (costs === undefined || misses === undefined
       ? ''
-      : ` est ${per(est)} I1mr ${per(costs.I1mr)} D1m ${per((costs.D1mr ?? 0) + (costs.D1mw ?? 0))}` +
-        ` LLm ${per((costs.ILmr ?? 0) + (costs.DLmr ?? 0) + (costs.DLmw ?? 0))} Bm ${per((costs.Bcm ?? 0) + (costs.Bim ?? 0))}`),
+      : ` est ${per(estimatedCycles(costs))} I1mr ${per(misses.l1i)} D1m ${per(misses.l1d)} LLm ${per(misses.ll)}` +
+        ` Bm ${per(misses.branches)}`),
 );
 client.kill();
 process.exit(0);
