@@ -11,7 +11,9 @@ import {
   round2,
   round3,
   runInterleaved,
+  targetVerdict,
   type VariantStats,
+  verdictText,
   warmUp,
 } from '../support/ab.js';
 
@@ -132,7 +134,7 @@ async function throughput(
           `(rounds ${q1.toFixed(2)}–${q3.toFixed(2)}) ` +
           `(${Math.round(m.rps)} vs ${Math.round(r.rps)} calls/s) p50 ${m.p50Us.toFixed(0)}us vs ${r.p50Us.toFixed(0)}us ` +
           `client CPU/call ${m.cpuUsPerRequest.toFixed(1)}us vs ${r.cpuUsPerRequest.toFixed(1)}us ` +
-          `[${ratio >= 0.95 ? 'ok' : 'BELOW 0.95x'}]` +
+          `[${verdictText(targetVerdict(ratio, 0.95, controlRatio), 'BELOW 0.95x', controlRatio)}]` +
           (controlRatio === undefined ? '' : `  (raw vs raw: ${controlRatio.toFixed(3)}x)`),
       );
     }

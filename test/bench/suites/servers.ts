@@ -5,7 +5,7 @@ import { createHistogram, performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
-import { median, quartiles, round2, round3 } from '../support/ab.js';
+import { median, quartiles, round2, round3, targetVerdict, verdictText } from '../support/ab.js';
 import { admissionMicro } from '../support/admission.js';
 import { asGenerator, forkServer, placement } from '../support/placement.js';
 import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
@@ -391,6 +391,8 @@ function report(
       errors: per[v].reduce((n, x) => n + x.errors, 0),
     };
   }
+  // What the run reads when nothing differs: the meshed variants' verdicts are read at it.
+  const control = variants.includes('control') ? paired('control', (m, b) => m.rps / b.rps) : undefined;
   for (const v of variants) {
     if (v === 'bare') continue;
     const tput = paired(v, (m, b) => m.rps / b.rps);
@@ -409,12 +411,15 @@ function report(
       addedServerUsPerRequest: round2(addedUs),
     };
     const { what, meshed } = VARIANT_INFO[v];
+    const verdict = meshed ? targetVerdict(tput, 0.95, control) : undefined;
+    if (verdict !== undefined) (out[`${v}VsBare`] as Record<string, unknown>).verdict = verdict;
     summary.push(
       `${what(fw)} vs bare ${fw}: ` +
         `${tput.toFixed(3)}x throughput (rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}), ${cpu.toFixed(3)}x by server CPU ` +
         `(${addedUs >= 0 ? '+' : ''}${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us)` +
-        // The 0.95x target is meshlet's: the other variants are baselines and attributions.
-        (meshed ? ` [${tput >= 0.95 ? 'ok' : 'BELOW 0.95x'}]` : ''),
+        // The 0.95x target is meshlet's: the other variants are baselines and attributions. A
+        // ratio nearer to it than the control is to 1 is unresolved by this run.
+        (verdict === undefined ? '' : ` [${verdictText(verdict, 'BELOW 0.95x', control)}]`),
     );
   }
   results[`${fw}Middleware`] = out;

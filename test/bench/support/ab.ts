@@ -220,3 +220,44 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): number {
 
 export const round2 = (n: number): number => Math.round(n * 100) / 100;
 export const round3 = (n: number): number => Math.round(n * 1000) / 1000;
+
+/**
+ * What a run says about a ratio against its target, given the run's control (the same comparison
+ * with nothing different: raw vs raw, bare vs bare). The control's distance from 1 is what the run
+ * reads when nothing differs, so a ratio closer to the target than that says nothing either way:
+ *
+ * - `met`: on the target's side by more than the control's distance from 1;
+ * - `missed`: on the other side by more than it;
+ * - `unresolved`: within it (also when the control is not a finite number).
+ *
+ * Without a control (quick runs) the ratio is read as it is. `higherIsBetter`: throughput (the
+ * target is a floor); false for CPU per request (a ceiling).
+ */
+export function targetVerdict(
+  ratio: number,
+  target: number,
+  control: number | undefined,
+  higherIsBetter = true,
+): 'met' | 'missed' | 'unresolved' {
+  const margin = higherIsBetter ? ratio - target : target - ratio;
+  if (control === undefined) return margin >= 0 ? 'met' : 'missed';
+  const resolution = Math.abs(control - 1);
+  if (!Number.isFinite(resolution) || !Number.isFinite(margin)) return 'unresolved';
+  if (margin >= resolution) return 'met';
+  if (-margin > resolution) return 'missed';
+  return 'unresolved';
+}
+
+/**
+ * The bracketed verdict of a summary line: `ok`, the miss (`BELOW 0.95x`, as `missed` says it), or
+ * `unresolved: control 1.289x`.
+ */
+export function verdictText(
+  verdict: 'met' | 'missed' | 'unresolved',
+  missed: string,
+  control: number | undefined,
+): string {
+  if (verdict === 'met') return 'ok';
+  if (verdict === 'missed') return missed;
+  return `unresolved: control ${control === undefined ? '?' : control.toFixed(3)}x`;
+}
