@@ -226,9 +226,9 @@ export const round3 = (n: number): number => Math.round(n * 1000) / 1000;
  * with nothing different: raw vs raw, bare vs bare). The control's distance from 1 is what the run
  * reads when nothing differs, so a ratio closer to the target than that says nothing either way:
  *
- * - `met`: on the target's side by more than the control's distance from 1;
+ * - `met`: on the target's side by at least the control's distance from 1;
  * - `missed`: on the other side by more than it;
- * - `unresolved`: within it (also when the control is not a finite number).
+ * - `unresolved`: in between (also when the control or the ratio is not a finite number).
  *
  * Without a control (quick runs) the ratio is read as it is. `higherIsBetter`: throughput (the
  * target is a floor); false for CPU per request (a ceiling).
