@@ -53,15 +53,18 @@ import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
  * process loaded: a bare Express process that also loads fastify, undici, grpc-js and pino misses
  * on every request, and so does one that loads meshlet, with or without meshlet in the request
  * path (docs/benchmarks.md, "The servers suite from dist"). `loaded` against bare is that effect;
- * the meshed variants against `loaded` are what meshlet does per request.
+ * the meshed variants against `loaded` are what meshlet does per request (each meshed line gives
+ * that ratio too, `vs loaded`). On Node 26 loading undici, prom-client or grpc-js alone costs a
+ * bare Express process 6–11% (docs/benchmarks.md, "What loading a library does to bare Express").
  *
  * Attribution runs: `MESHLET_BENCH_SERVER_VARIANTS` (a comma list from `als`, `loaded`, `core`,
  * `full`, `handler`, `control`; bare is always measured), `MESHLET_BENCH_SERVER_FROM_SOURCE=1`
  * (the servers load meshlet's TypeScript sources under tsx instead of its dist; a bare Fastify
  * process under tsx measured 3.5–6 µs a request slower than under plain node, which flattered the
  * ratios), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`, `fastify`),
- * `MESHLET_BENCH_SERVER_GENERATIONS` (default 12) and `MESHLET_BENCH_SERVER_ROUND_MS` (default
- * 400). `als` is bare Express run inside a plain `AsyncLocalStorage.run` holding a
+ * `MESHLET_BENCH_SERVER_GENERATIONS` (default 12), `MESHLET_BENCH_SERVER_ROUND_MS` (default
+ * 400) and `MESHLET_BENCH_LOADED_IMPORTS` (what the `loaded` processes load instead of meshlet: a
+ * library, a heap ballast, plain code; see `support/inbound-servers.mjs`). `als` is bare Express run inside a plain `AsyncLocalStorage.run` holding a
  * number, as meshlet's deadline context is, without any meshlet code. Quick mode measures `full`
  * against bare only, one generation, in short rounds: a smoke test, not a measurement.
  *
@@ -412,11 +415,23 @@ function report(
     };
     const { what, meshed } = VARIANT_INFO[v];
     const verdict = meshed ? targetVerdict(tput, 0.95, control) : undefined;
-    if (verdict !== undefined) (out[`${v}VsBare`] as Record<string, unknown>).verdict = verdict;
+    const row = out[`${v}VsBare`] as Record<string, unknown>;
+    if (verdict !== undefined) row.verdict = verdict;
+    // Against `loaded` (the same rounds): what meshlet does per request, apart from what loading
+    // libraries does to the framework's own code. Not the target's baseline, which is bare.
+    let againstLoaded = '';
+    if (meshed && variants.includes('loaded')) {
+      const loaded = per.loaded;
+      const r = median(per[v].map((m, i) => m.rps / (loaded[i] as Round).rps));
+      const us = median(per[v].map((m, i) => m.serverUsPerRequest - (loaded[i] as Round).serverUsPerRequest));
+      row.vsLoaded = { throughputRatio: round3(r), addedServerUsPerRequest: round2(us) };
+      againstLoaded = `; vs loaded ${r.toFixed(3)}x (${us >= 0 ? '+' : ''}${us.toFixed(1)}us/req)`;
+    }
     summary.push(
       `${what(fw)} vs bare ${fw}: ` +
         `${tput.toFixed(3)}x throughput (rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}), ${cpu.toFixed(3)}x by server CPU ` +
         `(${addedUs >= 0 ? '+' : ''}${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us)` +
+        againstLoaded +
         // The 0.95x target is meshlet's: the other variants are baselines and attributions. A
         // ratio nearer to it than the control is to 1 is unresolved by this run.
         (verdict === undefined ? '' : ` [${verdictText(verdict, 'BELOW 0.95x', control)}]`),

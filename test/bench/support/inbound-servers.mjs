@@ -52,15 +52,59 @@ const load = (name) =>
 // The meshlet packages are loaded only by processes that use them: a bare one stays bare.
 const usesMeshlet = variant === 'loaded' || variant === 'core' || variant === 'full' || variant === 'handler';
 /**
+ * `MESHLET_BENCH_LOADED_IMPORTS` (attribution runs, `loaded` only): instead of meshlet, the
+ * `loaded` process loads what this comma list names, in order, and serves the bare framework:
+ * `<package>` (a meshlet package's dist, e.g. `tls`), `<package>:<module>` (a module as that
+ * meshlet package resolves it: `tls:undici`, `telemetry:prom-client`, `core:node:zlib`),
+ * `ballast=<n>` (n small objects kept alive: heap without code) or `functions=<n>` (n small
+ * functions compiled and called once: code without a library). What loading a given library does
+ * to the framework's own requests (docs/benchmarks.md, "What loading a library does to bare
+ * Express").
+ */
+const LOADED_IMPORTS = variant === 'loaded' ? process.env.MESHLET_BENCH_LOADED_IMPORTS : undefined;
+if (LOADED_IMPORTS !== undefined) await loadForAttribution(LOADED_IMPORTS.split(','));
+
+async function loadForAttribution(specs) {
+  const { createRequire } = await import('node:module');
+  for (const spec of specs) {
+    const [what, n] = spec.split('=');
+    if (what === 'ballast' && n !== undefined) {
+      globalThis.meshletBenchBallast = Array.from({ length: Number(n) }, (_, k) => ({
+        k,
+        s: `x${k}`,
+        a: [k],
+      }));
+    } else if (what === 'functions' && n !== undefined) {
+      const src = Array.from(
+        { length: Number(n) },
+        (_, k) => `function f${k}(o) { return o.a${k % 50} + ${k}; } f${k}({ a${k % 50}: 1 });`,
+      );
+      // One function body whose inner functions V8 compiles one by one as each is called.
+      new Function(src.join('\n'))();
+    } else {
+      const i = spec.indexOf(':');
+      const pkg = i < 0 ? spec : spec.slice(0, i);
+      const dir = new URL(`../../../packages/${pkg}/`, import.meta.url);
+      await import(
+        i < 0
+          ? new URL('dist/index.js', dir).href
+          : createRequire(new URL('package.json', dir)).resolve(spec.slice(i + 1))
+      );
+    }
+  }
+}
+
+/**
  * The loaded meshlet packages (core, express, fastify, telemetry, tls: the suite's `SERVER_PACKAGES`,
  * whose dist it rebuilds when stale), or undefined.
  */
-export const meshlet = usesMeshlet
-  ? Object.assign(
-      {},
-      ...(await Promise.all(['core', 'express', 'fastify', 'telemetry', 'tls'].map((p) => load(p)))),
-    )
-  : undefined;
+export const meshlet =
+  usesMeshlet && LOADED_IMPORTS === undefined
+    ? Object.assign(
+        {},
+        ...(await Promise.all(['core', 'express', 'fastify', 'telemetry', 'tls'].map((p) => load(p)))),
+      )
+    : undefined;
 
 let mesh;
 let inbound;
