@@ -64,8 +64,9 @@ import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
  * ratios), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`, `fastify`),
  * `MESHLET_BENCH_SERVER_GENERATIONS` (default 12), `MESHLET_BENCH_SERVER_ROUND_MS` (default
  * 400) and `MESHLET_BENCH_LOADED_IMPORTS` (what the `loaded` processes load instead of meshlet: a
- * library, a heap ballast, plain code; see `support/inbound-servers.mjs`). `als` is bare Express run inside a plain `AsyncLocalStorage.run` holding a
- * number, as meshlet's deadline context is, without any meshlet code. Quick mode measures `full`
+ * library, a heap ballast, plain code; see `support/inbound-servers.mjs`). `als` is bare Express
+ * run inside a plain `AsyncLocalStorage.run` holding a number, as meshlet's deadline context is,
+ * without any meshlet code. Quick mode measures `full`
  * against bare only, one generation, in short rounds: a smoke test, not a measurement.
  *
  * The meshed variants run the whole inbound admission step: path normalization, a 20-rule ALLOW
