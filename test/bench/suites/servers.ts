@@ -63,8 +63,10 @@ import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
  * process under tsx measured 3.5–6 µs a request slower than under plain node, which flattered the
  * ratios), `MESHLET_BENCH_SERVER_FRAMEWORKS` (`express`, `fastify`),
  * `MESHLET_BENCH_SERVER_GENERATIONS` (default 12), `MESHLET_BENCH_SERVER_ROUND_MS` (default
- * 400) and `MESHLET_BENCH_LOADED_IMPORTS` (what the `loaded` processes load instead of meshlet: a
- * library, a heap ballast, plain code; see `support/inbound-servers.mjs`). `als` is bare Express
+ * 400), `MESHLET_BENCH_LOADED_IMPORTS` (what the `loaded` processes load instead of meshlet: a
+ * library, a heap ballast, plain code; see `support/inbound-servers.mjs`) and
+ * `MESHLET_BENCH_SERVER_NODE_ARGS` (flags for the server processes, space-separated, e.g.
+ * `--single-threaded`; the load generator runs without them). `als` is bare Express
  * run inside a plain `AsyncLocalStorage.run` holding a number, as meshlet's deadline context is,
  * without any meshlet code. Quick mode measures `full`
  * against bare only, one generation, in short rounds: a smoke test, not a measurement.
@@ -181,7 +183,11 @@ async function startChild(mode: Exclude<VariantName, 'control'>, fw: Framework):
     [mode, fw],
     {
       // Plain node with meshlet's dist, as a service runs it; or its sources under tsx.
-      execArgv: FROM_SOURCE ? ['--import', 'tsx', '--conditions=meshlet-source'] : [],
+      // `MESHLET_BENCH_SERVER_NODE_ARGS`: flags for the server processes only (attribution runs).
+      execArgv: [
+        ...(FROM_SOURCE ? ['--import', 'tsx', '--conditions=meshlet-source'] : []),
+        ...(process.env.MESHLET_BENCH_SERVER_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? []),
+      ],
       env: { ...process.env, MESHLET_BENCH_INBOUND: INBOUND },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     },
