@@ -66,10 +66,10 @@ import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
  * 400), `MESHLET_BENCH_LOADED_IMPORTS` (what the `loaded` processes load instead of meshlet: a
  * library, a heap ballast, plain code; see `support/inbound-servers.mjs`) and
  * `MESHLET_BENCH_SERVER_NODE_ARGS` (flags for the server processes, space-separated, e.g.
- * `--single-threaded`; the load generator runs without them). `als` is bare Express
- * run inside a plain `AsyncLocalStorage.run` holding a number, as meshlet's deadline context is,
- * without any meshlet code. Quick mode measures `full`
- * against bare only, one generation, in short rounds: a smoke test, not a measurement.
+ * `--single-threaded`; the load generator runs without them). `als` is bare Express run inside a
+ * plain `AsyncLocalStorage.run` holding a number, as meshlet's deadline context is, without any
+ * meshlet code. Quick mode measures `full` against bare only, one generation, in short rounds: a
+ * smoke test, not a measurement.
  *
  * The meshed variants run the whole inbound admission step: path normalization, a 20-rule ALLOW
  * policy walked to its last rule, the routed view, the deadline (loopback is a trusted network
@@ -389,8 +389,9 @@ function report(
     Array.from({ length: generations }, (_, g) =>
       median(ratios(v).slice(g * roundsPerGeneration, (g + 1) * roundsPerGeneration)),
     );
-  const paired = (v: VariantName, f: (m: Round, b: Round) => number) =>
-    median(per[v].map((m, i) => f(m, per.bare[i] as Round)));
+  // Each round of `v` against the same round of `base` (bare, or `loaded`), then the median.
+  const paired = (v: VariantName, f: (m: Round, b: Round) => number, base: VariantName = 'bare') =>
+    median(per[v].map((m, i) => f(m, per[base][i] as Round)));
   const med = (v: VariantName, f: (x: Round) => number) => median(per[v].map(f));
   const out: Record<string, unknown> = {};
   for (const v of variants) {
@@ -428,9 +429,8 @@ function report(
     // libraries does to the framework's own code. Not the target's baseline, which is bare.
     let againstLoaded = '';
     if (meshed && variants.includes('loaded')) {
-      const loaded = per.loaded;
-      const r = median(per[v].map((m, i) => m.rps / (loaded[i] as Round).rps));
-      const us = median(per[v].map((m, i) => m.serverUsPerRequest - (loaded[i] as Round).serverUsPerRequest));
+      const r = paired(v, (m, b) => m.rps / b.rps, 'loaded');
+      const us = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest, 'loaded');
       row.vsLoaded = { throughputRatio: round3(r), addedServerUsPerRequest: round2(us) };
       againstLoaded = `; vs loaded ${r.toFixed(3)}x (${us >= 0 ? '+' : ''}${us.toFixed(1)}us/req)`;
     }
