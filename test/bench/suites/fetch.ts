@@ -15,6 +15,7 @@ import {
   warmUp,
 } from '../support/ab.js';
 import { startServerProcess } from '../support/server.js';
+import { spin, spinIterations } from '../support/spin.mjs';
 import { cpuNsPerCall, sinkHandler, stubPool } from '../support/stub-pool.js';
 
 /**
@@ -80,6 +81,16 @@ async function stubCosts(quick: boolean): Promise<Record<string, number>> {
  * is reported beside it (`cpuPerRequestRatioPooled`), as is the control's.
  */
 const CONCURRENCY = [1, 10, 50] as const;
+/**
+ * `MESHLET_BENCH_FETCH_SPIN_NS` (full runs, off by default): adds a `spin` variant to the `request`
+ * API, raw undici plus that many nanoseconds of hot arithmetic per request (`support/spin.mjs`),
+ * reported beside the mesh against raw: what this harness makes of a known, cache-resident cost
+ * (the mesh's own dispatch costs 0.5–0.6 µs against the stub pool, in a tight loop).
+ */
+const SPIN_NS = Number(process.env.MESHLET_BENCH_FETCH_SPIN_NS ?? 0);
+if (!Number.isInteger(SPIN_NS) || SPIN_NS < 0)
+  throw new Error(`MESHLET_BENCH_FETCH_SPIN_NS: expected whole nanoseconds >= 0, got ${SPIN_NS}`);
+
 /** Requests each variant sends before the first measured round (full runs; quick: 2,000). */
 const WARM_UP_REQUESTS = 30_000;
 
@@ -96,6 +107,8 @@ interface Comparison {
   /** Client CPU per request, all rounds pooled (mesh over raw, and mesh minus raw in µs). */
   cpuPerRequestRatioPooled: number;
   addedCpuUsPerRequestPooled: number;
+  /** Raw plus `SPIN_NS` of hot arithmetic per request against raw (`MESHLET_BENCH_FETCH_SPIN_NS`). */
+  spin: { throughputRatio: number; cpuPerRequestRatio: number; addedCpuUsPerRequest: number } | undefined;
   /** The second raw Pool against the first (full runs). */
   control:
     | { throughputRatio: number; cpuPerRequestRatio: number; cpuPerRequestRatioPooled: number }
@@ -166,6 +179,17 @@ const suite: BenchSuite = {
           },
         },
       ];
+      if (SPIN_NS > 0 && !quick) {
+        const n = spinIterations(SPIN_NS);
+        requestVariants.push({
+          name: 'spin',
+          send: async () => {
+            spin(n);
+            const res = await pool.request({ method: 'GET', path: '/items/42' });
+            await res.body.arrayBuffer();
+          },
+        });
+      }
       const apis: Array<['fetch' | 'request', Variant[]]> = [
         ['fetch', fetchVariants],
         ['request', requestVariants],
@@ -189,7 +213,16 @@ const suite: BenchSuite = {
           const raw = stats.raw as VariantStats;
           const m = stats.mesh as VariantStats;
           const control = stats.control;
+          const sp = stats.spin;
           comparisons.push({
+            spin:
+              sp === undefined
+                ? undefined
+                : {
+                    throughputRatio: pairedRatio(sp, raw),
+                    cpuPerRequestRatio: pairedCpuRatio(sp, raw),
+                    addedCpuUsPerRequest: pairedDiff(sp.roundCpuUsPerRequest, raw.roundCpuUsPerRequest),
+                  },
             control:
               control === undefined
                 ? undefined
@@ -237,6 +270,14 @@ const suite: BenchSuite = {
           addedP99UsPooled: round2(c.mesh.p99Us - c.raw.p99Us),
           raw: summarise(c.raw),
           mesh: summarise(c.mesh),
+          ...(c.spin && {
+            spinVsRaw: {
+              spinNs: SPIN_NS,
+              throughputRatio: round3(c.spin.throughputRatio),
+              cpuPerRequestRatio: round3(c.spin.cpuPerRequestRatio),
+              addedCpuUsPerRequest: round2(c.spin.addedCpuUsPerRequest),
+            },
+          }),
           ...(c.control && {
             controlVsRaw: {
               throughputRatio: round3(c.control.throughputRatio),
@@ -265,6 +306,9 @@ const suite: BenchSuite = {
             `${c.cpuPerRequestRatioPooled.toFixed(3)}x, ${signed(c.addedCpuUsPerRequestPooled)}us)  [${targets.join(', ')}]` +
             (c.control
               ? `  (raw vs raw: ${c.control.throughputRatio.toFixed(3)}x, cpu ${c.control.cpuPerRequestRatio.toFixed(3)}x, pooled ${c.control.cpuPerRequestRatioPooled.toFixed(3)}x)`
+              : '') +
+            (c.spin
+              ? `  (raw + ${SPIN_NS} ns hot loop vs raw: ${c.spin.throughputRatio.toFixed(3)}x, cpu ${c.spin.cpuPerRequestRatio.toFixed(3)}x, ${signed(c.spin.addedCpuUsPerRequest)}us)`
               : ''),
         );
       }

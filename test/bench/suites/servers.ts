@@ -68,7 +68,11 @@ import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
  * `MESHLET_BENCH_SERVER_NODE_ARGS` (flags for the server processes, space-separated, e.g.
  * `--single-threaded`; the load generator runs without them). `als` is bare Express run inside a
  * plain `AsyncLocalStorage.run` holding a number, as meshlet's deadline context is, without any
- * meshlet code. Quick mode measures `full` against bare only, one generation, in short rounds: a
+ * meshlet code. `spin` is the bare framework plus a hot loop calibrated to `MESHLET_BENCH_SPIN_NS`
+ * (default 2000) per request: a known cost, to read what the harness makes of one.
+ * `MESHLET_BENCH_SERVER_RATE=<requests/s>` replaces the closed loop with an open loop at that
+ * offered rate: both sides serve the same rate, and the server CPU per request carries the result
+ * (docs/benchmarks.md, "A known cost beside meshlet's"). Quick mode measures `full` against bare only, one generation, in short rounds: a
  * smoke test, not a measurement.
  *
  * The meshed variants run the whole inbound admission step: path normalization, a 20-rule ALLOW
@@ -79,8 +83,19 @@ import { BENCH_DEADLINES, POLICY_20 } from '../support/policy20.js';
 
 const FRAMEWORKS = ['express', 'fastify'] as const;
 type Framework = (typeof FRAMEWORKS)[number];
-const VARIANT_NAMES = ['bare', 'als', 'loaded', 'core', 'full', 'handler', 'control'] as const;
+const VARIANT_NAMES = ['bare', 'als', 'spin', 'loaded', 'core', 'full', 'handler', 'control'] as const;
 type VariantName = (typeof VARIANT_NAMES)[number];
+/**
+ * `MESHLET_BENCH_SERVER_RATE` (requests a second): an open-loop run at that offered rate instead of
+ * the closed loop at c=10. Both sides then serve the same rate, so the throughput ratio reads ~1
+ * by construction and the ratio that carries the result is the server CPU per request (bare over
+ * meshed: the capacity the meshed server has left at that load), which is what the verdict reads.
+ */
+const OPEN_RATE = process.env.MESHLET_BENCH_SERVER_RATE
+  ? envCount('MESHLET_BENCH_SERVER_RATE', 0)
+  : undefined;
+/** `spin`'s hot loop per request, ns (`MESHLET_BENCH_SPIN_NS`, default 2000). */
+const SPIN_NS = process.env.MESHLET_BENCH_SPIN_NS ? envCount('MESHLET_BENCH_SPIN_NS', 0) : 2000;
 /** `MESHLET_BENCH_SERVER_FROM_SOURCE=1`: the servers load meshlet's sources (under tsx), not its dist. */
 const FROM_SOURCE = process.env.MESHLET_BENCH_SERVER_FROM_SOURCE === '1';
 /** The meshed servers' policy and deadline trust (`inbound-servers.mjs` reads them). */
@@ -140,6 +155,10 @@ const VARIANT_INFO: Record<
 > = {
   bare: { what: (fw) => `bare ${fw}`, meshed: false },
   als: { what: (fw) => `bare ${fw} run in an AsyncLocalStorage (no meshlet)`, meshed: false },
+  spin: {
+    what: (fw) => `bare ${fw} + ${SPIN_NS} ns of hot arithmetic per request (a known cost, no meshlet)`,
+    meshed: false,
+  },
   loaded: {
     what: (fw) => `bare ${fw} in a process that loaded meshlet (requests do not go through it)`,
     meshed: false,
@@ -188,7 +207,7 @@ async function startChild(mode: Exclude<VariantName, 'control'>, fw: Framework):
         ...(FROM_SOURCE ? ['--import', 'tsx', '--conditions=meshlet-source'] : []),
         ...(process.env.MESHLET_BENCH_SERVER_NODE_ARGS?.split(' ').filter((a) => a !== '') ?? []),
       ],
-      env: { ...process.env, MESHLET_BENCH_INBOUND: INBOUND },
+      env: { ...process.env, MESHLET_BENCH_INBOUND: INBOUND, MESHLET_BENCH_SPIN_NS: String(SPIN_NS) },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     },
   );
@@ -270,6 +289,61 @@ async function closedLoop(
   return { n, rps: n / seconds, p50Us: hist.percentile(50) / 1000, errors };
 }
 
+/**
+ * Open loop: `rate` requests a second for `ms`, sent on a 1 ms tick (each tick sends what is due
+ * by then), whatever the answers' pace; waits for the last answers. What Istio's and Linkerd's
+ * published overhead figures use (a fixed load, the CPU it costs), against the closed loop's
+ * "as fast as the server answers".
+ */
+async function openLoop(
+  pool: Pool,
+  rate: number,
+  ms: number,
+): Promise<Omit<Round, 'serverUsPerRequest'> & { n: number }> {
+  const hist = createHistogram();
+  let n = 0;
+  let sent = 0;
+  let errors = 0;
+  const inflight = new Set<Promise<void>>();
+  const one = async () => {
+    const s = performance.now();
+    try {
+      const res = await pool.request({
+        method: 'GET',
+        path: '/items/42',
+        headers: { 'x-meshlet-deadline-ms': '5000' },
+      });
+      await res.body.arrayBuffer();
+      if (res.statusCode !== 200) errors++;
+    } catch {
+      errors++;
+    }
+    hist.record(Math.max(1, Math.round((performance.now() - s) * 1e6)));
+    n++;
+  };
+  const t0 = performance.now();
+  const total = Math.floor((ms * rate) / 1000);
+  await new Promise<void>((resolve) => {
+    const tick = setInterval(() => {
+      const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000));
+      while (sent < due) {
+        sent++;
+        const p: Promise<void> = one().then(() => {
+          inflight.delete(p);
+        });
+        inflight.add(p);
+      }
+      if (sent >= total) {
+        clearInterval(tick);
+        resolve();
+      }
+    }, 1);
+  });
+  await Promise.all(inflight);
+  const seconds = (performance.now() - t0) / 1000;
+  return { n, rps: n / seconds, p50Us: hist.percentile(50) / 1000, errors };
+}
+
 interface Target {
   readonly pool: Pool;
   readonly child: Child;
@@ -277,7 +351,10 @@ interface Target {
 
 async function measure(t: Target, concurrency: number, ms: number): Promise<Round> {
   const c0 = await t.child.cpuUs();
-  const r = await closedLoop(t.pool, concurrency, ms);
+  const r =
+    OPEN_RATE === undefined
+      ? await closedLoop(t.pool, concurrency, ms)
+      : await openLoop(t.pool, OPEN_RATE, ms);
   const c1 = await t.child.cpuUs();
   return { rps: r.rps, p50Us: r.p50Us, errors: r.errors, serverUsPerRequest: (c1 - c0) / Math.max(1, r.n) };
 }
@@ -325,6 +402,8 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
       ];
   const where = placement();
   results.placement = where ?? 'none';
+  results.load =
+    OPEN_RATE === undefined ? `closed loop, c=${concurrency}` : `open loop, ${OPEN_RATE} requests/s`;
   results.meshletFrom = FROM_SOURCE ? 'source (tsx)' : 'dist (plain node)';
   for (const fw of envList('MESHLET_BENCH_SERVER_FRAMEWORKS', FRAMEWORKS, FRAMEWORKS)) {
     // `handler` (meshHandler, in front of the app) and `als` exist for Express only.
@@ -368,7 +447,7 @@ async function runPlaced(quick: boolean): Promise<BenchSuiteResult> {
   );
   if (!quick)
     summary.push(
-      `placement: ${where ? `load generator on CPU ${where.generator}, servers on CPU ${where.servers}` : 'none (MESHLET_BENCH_PIN=0, one CPU, or no taskset)'}`,
+      `placement: ${where ? `load generator on CPU ${where.generator}, servers on CPU ${where.servers}` : 'none (MESHLET_BENCH_PIN=0, one CPU, or no taskset)'}; load: ${results.load}`,
     );
   return { results, summary };
 }
@@ -383,7 +462,13 @@ function report(
   results: Record<string, unknown>,
   summary: string[],
 ): void {
-  const ratios = (v: VariantName) => per[v].map((m, i) => m.rps / (per.bare[i] as Round).rps);
+  // The ratio that carries the result: throughput in the closed loop; in the open loop (both sides
+  // served the same offered rate) the server CPU per request, bare's over the variant's.
+  const open = OPEN_RATE !== undefined;
+  const tputOf = (m: Round, b: Round) => m.rps / b.rps;
+  const cpuOf = (m: Round, b: Round) => b.serverUsPerRequest / m.serverUsPerRequest;
+  const headline = open ? cpuOf : tputOf;
+  const ratios = (v: VariantName) => per[v].map((m, i) => headline(m, per.bare[i] as Round));
   // One ratio per generation (the median of its rounds): how much a set of processes moves it.
   const byGeneration = (v: VariantName) =>
     Array.from({ length: generations }, (_, g) =>
@@ -403,16 +488,18 @@ function report(
     };
   }
   // What the run reads when nothing differs: the meshed variants' verdicts are read at it.
-  const control = variants.includes('control') ? paired('control', (m, b) => m.rps / b.rps) : undefined;
+  const control = variants.includes('control') ? paired('control', headline) : undefined;
+  const signedUs = (us: number) => `${us >= 0 ? '+' : ''}${us.toFixed(1)}us/req`;
   for (const v of variants) {
     if (v === 'bare') continue;
-    const tput = paired(v, (m, b) => m.rps / b.rps);
+    const tput = paired(v, tputOf);
+    const main = paired(v, headline);
     // The spread of the paired per-round ratios (what one round says), and of the generations'.
     const [q1, q3] = quartiles(ratios(v));
     const gens = byGeneration(v);
     const [g1, g3] = quartiles(gens);
     // What the server's CPU allows: bare CPU per request over meshed CPU per request.
-    const cpu = paired(v, (m, b) => b.serverUsPerRequest / m.serverUsPerRequest);
+    const cpu = paired(v, cpuOf);
     const addedUs = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest);
     out[`${v}VsBare`] = {
       throughputRatio: round3(tput),
@@ -422,22 +509,28 @@ function report(
       addedServerUsPerRequest: round2(addedUs),
     };
     const { what, meshed } = VARIANT_INFO[v];
-    const verdict = meshed ? targetVerdict(tput, 0.95, control) : undefined;
+    const verdict = meshed ? targetVerdict(main, 0.95, control) : undefined;
     const row = out[`${v}VsBare`] as Record<string, unknown>;
     if (verdict !== undefined) row.verdict = verdict;
     // Against `loaded` (the same rounds): what meshlet does per request, apart from what loading
     // libraries does to the framework's own code. Not the target's baseline, which is bare.
     let againstLoaded = '';
     if (meshed && variants.includes('loaded')) {
-      const r = paired(v, (m, b) => m.rps / b.rps, 'loaded');
+      const r = paired(v, headline, 'loaded');
       const us = paired(v, (m, b) => m.serverUsPerRequest - b.serverUsPerRequest, 'loaded');
-      row.vsLoaded = { throughputRatio: round3(r), addedServerUsPerRequest: round2(us) };
-      againstLoaded = `; vs loaded ${r.toFixed(3)}x (${us >= 0 ? '+' : ''}${us.toFixed(1)}us/req)`;
+      row.vsLoaded = {
+        [open ? 'serverCpuRatio' : 'throughputRatio']: round3(r),
+        addedServerUsPerRequest: round2(us),
+      };
+      againstLoaded = `; vs loaded ${r.toFixed(3)}x (${signedUs(us)})`;
     }
+    const spread = `rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}`;
+    const onBare = `${signedUs(addedUs)} on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us`;
     summary.push(
       `${what(fw)} vs bare ${fw}: ` +
-        `${tput.toFixed(3)}x throughput (rounds ${q1.toFixed(2)}–${q3.toFixed(2)}, process sets ${g1.toFixed(2)}–${g3.toFixed(2)}), ${cpu.toFixed(3)}x by server CPU ` +
-        `(${addedUs >= 0 ? '+' : ''}${addedUs.toFixed(1)}us/req on ${med('bare', (x) => x.serverUsPerRequest).toFixed(1)}us)` +
+        (open
+          ? `${cpu.toFixed(3)}x by server CPU at ${OPEN_RATE} requests/s (${spread}; ${onBare})`
+          : `${tput.toFixed(3)}x throughput (${spread}), ${cpu.toFixed(3)}x by server CPU (${onBare})`) +
         againstLoaded +
         // The 0.95x target is meshlet's: the other variants are baselines and attributions. A
         // ratio nearer to it than the control is to 1 is unresolved by this run.

@@ -13,6 +13,10 @@
  * - `empty`: the bare framework with one middleware / `onRequest` hook that does nothing;
  * - `als` (Express only): the bare app run inside a plain `AsyncLocalStorage.run` holding a
  *   number, as meshlet's deadline context is, with no meshlet code;
+ * - `spin`: the bare framework with a hot arithmetic loop per request (before the app; Fastify: an
+ *   `onRequest` hook) that took `MESHLET_BENCH_SPIN_NS` ns (default 2000) in a tight loop at
+ *   start-up: a known cost, to read what the harness makes of it (a loop this small stays in the
+ *   caches; meshlet's step touches far more code and data per request);
  * - `loaded`: the bare framework in a process that has loaded meshlet (core, the adapters, TLS,
  *   telemetry) and made a mesh with telemetry installed, as `full` does, but serves requests
  *   without it: what loading meshlet does to the framework's own code, apart from what meshlet
@@ -36,8 +40,9 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createServer } from 'node:http';
 import express from 'express';
 import Fastify from 'fastify';
+import { spin, spinIterations } from './spin.mjs';
 
-const VARIANTS = ['bare', 'empty', 'als', 'loaded', 'core', 'full', 'handler'];
+const VARIANTS = ['bare', 'empty', 'als', 'spin', 'loaded', 'core', 'full', 'handler'];
 const variant = VARIANTS.includes(process.argv[2] ?? '') ? process.argv[2] : 'bare';
 const framework = process.argv[3] === 'fastify' ? 'fastify' : 'express';
 const fromSource = process.env.MESHLET_BENCH_SERVER_FROM_SOURCE === '1';
@@ -119,6 +124,9 @@ if (meshlet !== undefined) {
   if (variant !== 'core') await meshlet.installTelemetry(mesh, { admin: false });
   await mesh.ready();
 }
+/** `spin`: iterations of the hot loop that took `MESHLET_BENCH_SPIN_NS` in a tight loop. */
+const spinN = variant === 'spin' ? spinIterations(Number(process.env.MESHLET_BENCH_SPIN_NS ?? 2000)) : 0;
+
 /** Whether requests go through meshlet (`loaded` only loads it). */
 const meshed = variant === 'core' || variant === 'full' || variant === 'handler';
 
@@ -137,6 +145,13 @@ function listenExpress() {
     res.json({ id: req.params.id });
   });
   if (variant === 'handler') return listen(createServer(meshlet.meshHandler(app, { mesh, ...inbound })));
+  if (variant === 'spin')
+    return listen(
+      createServer((req, res) => {
+        spin(spinN);
+        app(req, res);
+      }),
+    );
   if (variant === 'als') {
     const storage = new AsyncLocalStorage();
     return listen(createServer((req, res) => storage.run(performance.now() + 5000, () => app(req, res))));
@@ -148,6 +163,11 @@ async function listenFastify() {
   const app = Fastify();
   if (meshed) await app.register(meshlet.meshPlugin, { mesh, drain: false, ...inbound });
   else if (variant === 'empty') app.addHook('onRequest', (_req, _reply, next) => next());
+  else if (variant === 'spin')
+    app.addHook('onRequest', (_req, _reply, next) => {
+      spin(spinN);
+      next();
+    });
   app.get('/items/:id', async (req) => ({ id: req.params.id }));
   await app.listen({ port: 0, host: '127.0.0.1' });
   app.server.keepAliveTimeout = 60_000;
