@@ -1,7 +1,7 @@
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createHistogram, performance } from 'node:perf_hooks';
+import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
@@ -95,7 +95,7 @@ const OPEN_RATE = process.env.MESHLET_BENCH_SERVER_RATE
   ? envCount('MESHLET_BENCH_SERVER_RATE', 0)
   : undefined;
 /** `spin`'s hot loop per request, ns (`MESHLET_BENCH_SPIN_NS`, default 2000). */
-const SPIN_NS = process.env.MESHLET_BENCH_SPIN_NS ? envCount('MESHLET_BENCH_SPIN_NS', 0) : 2000;
+const SPIN_NS = envCount('MESHLET_BENCH_SPIN_NS', 2000);
 /** `MESHLET_BENCH_SERVER_FROM_SOURCE=1`: the servers load meshlet's sources (under tsx), not its dist. */
 const FROM_SOURCE = process.env.MESHLET_BENCH_SERVER_FROM_SOURCE === '1';
 /** The meshed servers' policy and deadline trust (`inbound-servers.mjs` reads them). */
@@ -256,37 +256,20 @@ async function closedLoop(
   ms: number,
   /** Go on past `ms` until this many requests were sent (a warm-up by count). */
   minRequests = 0,
-): Promise<Omit<Round, 'serverUsPerRequest'> & { n: number }> {
-  const hist = createHistogram();
-  let n = 0;
+): Promise<LoopResult> {
+  const t = tally();
   let started = 0;
-  let errors = 0;
-  const t0 = performance.now();
-  const end = t0 + ms;
+  const end = t.t0 + ms;
   const worker = async () => {
     while (performance.now() < end || started < minRequests) {
       started++;
-      const s = performance.now();
-      try {
-        const res = await pool.request({
-          method: 'GET',
-          path: '/items/42',
-          headers: { 'x-meshlet-deadline-ms': '5000' },
-        });
-        await res.body.arrayBuffer();
-        if (res.statusCode !== 200) errors++;
-      } catch {
-        errors++;
-      }
-      hist.record(Math.max(1, Math.round((performance.now() - s) * 1e6)));
-      n++;
+      await sendOne(pool, t);
     }
   };
   const workers: Promise<void>[] = [];
   for (let i = 0; i < concurrency; i++) workers.push(worker());
   await Promise.all(workers);
-  const seconds = (performance.now() - t0) / 1000;
-  return { n, rps: n / seconds, p50Us: hist.percentile(50) / 1000, errors };
+  return result(t);
 }
 
 /**
@@ -295,53 +278,59 @@ async function closedLoop(
  * published overhead figures use (a fixed load, the CPU it costs), against the closed loop's
  * "as fast as the server answers".
  */
-async function openLoop(
-  pool: Pool,
-  rate: number,
-  ms: number,
-): Promise<Omit<Round, 'serverUsPerRequest'> & { n: number }> {
-  const hist = createHistogram();
-  let n = 0;
-  let sent = 0;
-  let errors = 0;
-  const inflight = new Set<Promise<void>>();
-  const one = async () => {
-    const s = performance.now();
-    try {
-      const res = await pool.request({
-        method: 'GET',
-        path: '/items/42',
-        headers: { 'x-meshlet-deadline-ms': '5000' },
-      });
-      await res.body.arrayBuffer();
-      if (res.statusCode !== 200) errors++;
-    } catch {
-      errors++;
-    }
-    hist.record(Math.max(1, Math.round((performance.now() - s) * 1e6)));
-    n++;
-  };
-  const t0 = performance.now();
+async function openLoop(pool: Pool, rate: number, ms: number): Promise<LoopResult> {
+  const t = tally();
   const total = Math.floor((ms * rate) / 1000);
+  const sends: Promise<void>[] = [];
   await new Promise<void>((resolve) => {
     const tick = setInterval(() => {
-      const due = Math.min(total, Math.floor(((performance.now() - t0) * rate) / 1000));
-      while (sent < due) {
-        sent++;
-        const p: Promise<void> = one().then(() => {
-          inflight.delete(p);
-        });
-        inflight.add(p);
-      }
-      if (sent >= total) {
+      const due = Math.min(total, Math.floor(((performance.now() - t.t0) * rate) / 1000));
+      while (sends.length < due) sends.push(sendOne(pool, t));
+      if (sends.length >= total) {
         clearInterval(tick);
         resolve();
       }
     }, 1);
   });
-  await Promise.all(inflight);
-  const seconds = (performance.now() - t0) / 1000;
-  return { n, rps: n / seconds, p50Us: hist.percentile(50) / 1000, errors };
+  await Promise.all(sends);
+  return result(t);
+}
+
+type LoopResult = Omit<Round, 'serverUsPerRequest'> & { n: number };
+
+/** What a loop counts: answers, errors, latencies, from its start. */
+interface Tally {
+  readonly hist: RecordableHistogram;
+  readonly t0: number;
+  n: number;
+  errors: number;
+}
+
+function tally(): Tally {
+  return { hist: createHistogram(), t0: performance.now(), n: 0, errors: 0 };
+}
+
+/** The suite's request (`GET /items/42` under a caller's deadline), counted into `t`. */
+async function sendOne(pool: Pool, t: Tally): Promise<void> {
+  const s = performance.now();
+  try {
+    const res = await pool.request({
+      method: 'GET',
+      path: '/items/42',
+      headers: { 'x-meshlet-deadline-ms': '5000' },
+    });
+    await res.body.arrayBuffer();
+    if (res.statusCode !== 200) t.errors++;
+  } catch {
+    t.errors++;
+  }
+  t.hist.record(Math.max(1, Math.round((performance.now() - s) * 1e6)));
+  t.n++;
+}
+
+function result(t: Tally): LoopResult {
+  const seconds = (performance.now() - t.t0) / 1000;
+  return { n: t.n, rps: t.n / seconds, p50Us: t.hist.percentile(50) / 1000, errors: t.errors };
 }
 
 interface Target {
