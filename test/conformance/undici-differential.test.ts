@@ -22,7 +22,10 @@ import { BIG, bigChunks, bigSha256, EchoServer, type Received } from './http-ech
  * server received (method, path, headers in order, body bytes). The only differences allowed are
  * the documented mesh features (docs/semantics.md): the `Host` the mesh sends is the service's
  * authority, and the response URL names it. Nothing else is normalised except what changes
- * between any two runs of the same request (the date header, a multipart boundary).
+ * between any two runs of the same request (the date header, a multipart boundary) and what fetch
+ * itself derives from the URL: undici 8's fetch (Node 26's global fetch) sends `Sec-Fetch-Mode`
+ * only to a potentially trustworthy URL (https, loopback), which the raw side's
+ * `http://127.0.0.1:PORT` is and the mesh's `http://svc` is not.
  */
 
 type FetchFn = (url: string, init?: Record<string, unknown>) => Promise<Response>;
@@ -69,12 +72,12 @@ afterAll(async () => {
   await server?.close();
 });
 
-/** What the server received, minus the documented mesh difference (`host`). */
+/** What the server received, minus the documented mesh difference (`host`) and fetch's URL-derived `sec-fetch-mode`. */
 function seen(records: Received[], boundary?: string) {
   return records.map((r) => ({
     ...r,
     headers: r.headers
-      .filter(([k]) => k !== 'host')
+      .filter(([k]) => k !== 'host' && k !== 'sec-fetch-mode')
       .map(([k, v]) => [k, boundary ? v.replaceAll(boundary, '<boundary>') : v]),
     bodyText: boundary ? r.bodyText?.replaceAll(boundary, '<boundary>') : r.bodyText,
     bodySha256: boundary ? '<varies with the boundary>' : r.bodySha256,
@@ -320,6 +323,53 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
     } finally {
       setGlobalDispatcher(previous);
     }
+  });
+
+  it("a handler in undici's controller form (onRequestStart, …) sees what undici gives it", async () => {
+    // The form Node 26's global fetch (undici 8) dispatches with: it reads the response headers
+    // from `controller.rawHeaders`, and trailers from `controller.rawTrailers`.
+    const text = (raw: unknown) => {
+      if (!Array.isArray(raw)) return raw;
+      const out: string[] = [];
+      for (let i = 0; i + 1 < raw.length; i += 2) {
+        const name = String(raw[i]);
+        if (!/^(date|keep-alive)$/i.test(name)) out.push(name, String(raw[i + 1]));
+      }
+      return out;
+    };
+    await expectSame(
+      (s) =>
+        new Promise((resolve) => {
+          const seen: unknown[] = [];
+          const body: Buffer[] = [];
+          s.dispatcher.dispatch(
+            { origin: s.base, path: '/trailers', method: 'POST', body: 'controller form' },
+            {
+              onRequestStart(c) {
+                seen.push(['start', c.aborted, c.paused, c.reason]);
+              },
+              onResponseStarted() {
+                seen.push(['response started']);
+              },
+              onResponseStart(c, status, headers, statusText) {
+                const { date: _d, 'keep-alive': _k, ...rest } = headers;
+                seen.push(['headers', status, statusText, rest, text(c.rawHeaders)]);
+              },
+              onResponseData(_c, chunk) {
+                body.push(chunk);
+              },
+              onResponseEnd(c, trailers) {
+                seen.push(['end', Buffer.concat(body).toString(), trailers, text(c.rawTrailers)]);
+                resolve(seen);
+              },
+              onResponseError(_c, err) {
+                seen.push(['error', errorShape(err)]);
+                resolve(seen);
+              },
+            } as Dispatcher.DispatchHandler,
+          );
+        }),
+    );
   });
 
   describe('aborts', () => {

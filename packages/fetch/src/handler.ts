@@ -24,13 +24,22 @@ function headersObject(raw: Buffer[] | string[] | null | undefined): Record<stri
   return undiciTransport().parseHeaders(raw as Buffer[]) as Record<string, string | string[]>;
 }
 
-/** The controller a controller-form handler receives; backed by the legacy abort/resume pair. */
+/**
+ * The controller a controller-form handler receives; backed by the legacy abort/resume pair. Like
+ * undici's own controller it carries the response's raw header and trailer lists: undici 8's
+ * fetch (Node 26's global fetch) reads the response headers from `rawHeaders`, not from the
+ * parsed object.
+ */
 class AdapterController {
   #abort: ((err?: Error) => void) | undefined;
   #resume: (() => void) | undefined;
   #paused = false;
   #aborted = false;
   #reason: Error | null = null;
+  /** The response's raw headers (`[name, value, …]`), set when they arrive. */
+  rawHeaders: Buffer[] | string[] | null = null;
+  /** The response's raw trailers, set when the response ends. */
+  rawTrailers: Buffer[] | string[] | null = null;
 
   get paused(): boolean {
     return this.#paused;
@@ -78,7 +87,12 @@ class ControllerAdapter implements LegacyHandler {
     this.#c.bind(abort);
     this.#h.onRequestStart?.(this.#controller, context);
   }
+  /** Forwarded as undici's own adapter does (`UnwrapHandler`); body-sent callbacks are not. */
+  onResponseStarted(): void {
+    this.#h.onResponseStarted?.();
+  }
   onUpgrade(statusCode: number, rawHeaders: Buffer[] | string[] | null, socket: unknown): void {
+    this.#c.rawHeaders = rawHeaders;
     this.#h.onRequestUpgrade?.(
       this.#controller,
       statusCode,
@@ -88,6 +102,7 @@ class ControllerAdapter implements LegacyHandler {
   }
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     this.#c.bindResume(resume);
+    this.#c.rawHeaders = rawHeaders;
     this.#h.onResponseStart?.(this.#controller, statusCode, headersObject(rawHeaders), statusText);
     return !this.#c.paused;
   }
@@ -96,6 +111,7 @@ class ControllerAdapter implements LegacyHandler {
     return !this.#c.paused;
   }
   onComplete(trailers: Buffer[] | string[] | null): void {
+    this.#c.rawTrailers = trailers;
     this.#h.onResponseEnd?.(this.#controller, headersObject(trailers));
   }
   onError(err: Error): void {

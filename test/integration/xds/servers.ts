@@ -221,7 +221,14 @@ export function grpcCall(
     opts.plaintext === true || opts.client === undefined
       ? credentials.createInsecure()
       : meshChannelCredentials(opts.client);
-  const client = new EchoClient(`127.0.0.1:${port}`, creds) as Client;
+  // grpc-js sends the target's host as the TLS server name, and Node 26 refuses an IP address
+  // there (RFC 6066): a TLS channel to `127.0.0.1:port` names the server as grpc-js documents
+  // for such targets. The mesh credentials check the SPIFFE ID, not the name.
+  const client = new EchoClient(
+    `127.0.0.1:${port}`,
+    creds,
+    creds._isSecure() ? { 'grpc.ssl_target_name_override': 'localhost' } : {},
+  ) as Client;
   const md = new Metadata();
   for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v);
   const path = opts.path ?? '/test.Echo/Echo';
