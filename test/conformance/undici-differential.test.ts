@@ -16,8 +16,8 @@ import { BIG, bigChunks, bigSha256, EchoServer, type Received } from './http-ech
 
 /**
  * Differential test: the same requests through raw undici (an `Agent` to the server's address)
- * and through meshlet (`mesh.fetch`, `mesh.dispatcher`, Node's global fetch after
- * `installGlobalDispatcher()`), against one real loopback server. Each case compares, field by
+ * and through meshlet (`mesh.fetch`, `mesh.dispatcher`, Node's own fetch with the dispatcher or
+ * after `installGlobalDispatcher()` — undici 8's fetch on Node 26), against one real loopback server. Each case compares, field by
  * field, what the caller got (status, headers, body bytes, error classes and codes) and what the
  * server received (method, path, headers in order, body bytes). The only differences allowed are
  * the documented mesh features (docs/semantics.md): the `Host` the mesh sends is the service's
@@ -193,6 +193,14 @@ const FETCH_BODIES: Record<string, () => unknown> = {
 };
 
 const STREAMED = new Set(['ReadableStream', 'async iterable', 'Node Readable']);
+
+/** The FormData of Node's own fetch (undici's is a different class to Node's bundled undici). */
+function globalFormData(): FormData {
+  const f = new FormData();
+  f.set('field', 'value');
+  f.set('file', new Blob(['file contents'], { type: 'text/plain' }), 'a.txt');
+  return f;
+}
 
 /** Every body kind `Dispatcher.request` takes (the values as for fetch; chunks as Buffers). */
 const REQUEST_BODIES: Record<string, () => unknown> = {
@@ -370,6 +378,69 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
           );
         }),
     );
+  });
+
+  describe("Node's own fetch (the undici Node bundles: 6 on Node 20, 7 on 24, 8 on 26) with the dispatcher", () => {
+    // `fetch(url, { dispatcher })` with Node's global fetch, as an application that keeps Node's
+    // fetch and passes `mesh.dispatcher` (or installs it globally) does.
+    const nodeFetch = (s: Side): Side => ({
+      ...s,
+      fetch: (url, init) =>
+        globalThis.fetch(url, { ...init, dispatcher: s.dispatcher } as RequestInit) as Promise<Response>,
+    });
+    it('every body kind', async () => {
+      for (const [kind, make] of Object.entries(FETCH_BODIES)) {
+        await expectSame((s) =>
+          fetchResult(
+            s,
+            nodeFetch(s).fetch(`${s.base}/echo`, {
+              method: 'POST',
+              body: kind === 'FormData' ? globalFormData() : make(),
+              ...(STREAMED.has(kind) ? { duplex: 'half' } : {}),
+            }),
+          ),
+        );
+      }
+    });
+    it('redirects, compression, HEAD, 204, 304, error statuses, trailers', async () => {
+      await expectSame(async (s0) => {
+        const s = nodeFetch(s0);
+        const out: unknown[] = [];
+        for (const redirect of ['follow', 'manual', 'error'])
+          for (const code of [303, 307])
+            out.push(
+              await fetchResult(
+                s,
+                s.fetch(`${s.base}/redirect/${code}`, { method: 'POST', body: 'posted', redirect }),
+              ),
+            );
+        for (const enc of ['gzip', 'br', 'deflate'])
+          out.push(await fetchResult(s, s.fetch(`${s.base}/${enc}`)));
+        out.push(await fetchResult(s, s.fetch(`${s.base}/status/200`, { method: 'HEAD' })));
+        for (const st of [204, 304, 404, 500])
+          out.push(await fetchResult(s, s.fetch(`${s.base}/status/${st}`)));
+        out.push(await fetchResult(s, s.fetch(`${s.base}/trailers`)));
+        return out;
+      });
+    });
+    it("aborts, and the caller's mistakes", async () => {
+      await expectSame(async (s0) => {
+        const s = nodeFetch(s0);
+        const ac = new AbortController();
+        const p = fetchResult(s, s.fetch(`${s.base}/hang-headers`, { signal: ac.signal }));
+        await waitForRequest();
+        ac.abort();
+        return [
+          await p,
+          await fetchResult(s, s.fetch(`${s.base}/echo`, { signal: AbortSignal.abort(new Error('stop')) })),
+          await fetchResult(s, s.fetch(`${s.base}/echo`, { headers: { 'x-bad': 'a\nb' } })),
+          await fetchResult(
+            s,
+            s.fetch(`${s.base}/echo`, { method: 'PUT', body: 'x', headers: { expect: '100-continue' } }),
+          ),
+        ];
+      });
+    });
   });
 
   describe('aborts', () => {
