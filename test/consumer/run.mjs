@@ -216,6 +216,8 @@ const grpc = makeApp('grpc', {
   '@meshlet/demo': tgz['@meshlet/demo'],
   '@grpc/grpc-js': '^1.14.0',
   ...otel,
+  // The application's own undici, a major newer than meshlet's (own-undici.mjs).
+  undici: '^8.0.0',
   express: '^5.1.0',
   fastify: '^5.0.0',
   'prom-client': '^15.0.0',
@@ -283,6 +285,8 @@ for (const major of majors) {
   node(bin, http, 'cjs.cjs');
   node(bin, grpc, 'grpc.mjs');
   node(bin, grpc, 'xds.mjs');
+  // undici 8 wants Node >= 22.19.
+  if (Number(major) >= 22) node(bin, grpc, 'own-undici.mjs');
   // Interleaved, so that a change of load on the machine touches all three alike.
   const modes = {
     import: "import 'meshlet'",
@@ -300,7 +304,7 @@ for (const major of majors) {
     );
   }
   log(
-    `Node ${version}: HTTP-only module list, trace parenting, CJS require, mesh:/// with the app's grpc-js, xDS`,
+    `Node ${version}: HTTP-only module list, trace parenting, CJS require, mesh:/// with the app's grpc-js, xDS${Number(major) >= 22 ? ", the app's own undici 8" : ''}`,
   );
 }
 
