@@ -57,6 +57,16 @@ export interface CreateMeshOptions extends CoreMeshOptions {
  * The mesh a service links: discovery, balancing and resilience (from `@meshlet/core`) plus
  * `fetch` and an undici `dispatcher` that route through them.
  */
+
+/**
+ * Where undici keeps the process-wide dispatcher: `undici.globalDispatcher.2`, which undici 8 reads
+ * (Node 26's fetch), and `undici.globalDispatcher.1`, which undici 6 and 7 read (Node 20's, 22's
+ * and 24's fetch). undici 7's and 8's `setGlobalDispatcher` write both.
+ */
+const GLOBAL_DISPATCHER_SLOTS = [
+  Symbol.for('undici.globalDispatcher.2'),
+  Symbol.for('undici.globalDispatcher.1'),
+] as const;
 export class Mesh extends CoreMesh {
   /** An undici Dispatcher routing mesh hosts through the mesh; usable with `setGlobalDispatcher`. */
   readonly dispatcher: MeshDispatcher;
@@ -93,11 +103,16 @@ export class Mesh extends CoreMesh {
    */
   installGlobalDispatcher(): () => void {
     if (this.#restoreGlobal) return this.#restoreGlobal;
-    const { getGlobalDispatcher, setGlobalDispatcher } = undiciGlobal();
-    const previous = getGlobalDispatcher();
-    setGlobalDispatcher(this.dispatcher);
+    // Both of undici's slots, as they were: undici 8 (Node 26's fetch) keeps its dispatcher in one
+    // and a wrapper of it for older undici in the other, so neither can be rebuilt from the other.
+    const slots = globalThis as unknown as Record<symbol, unknown>;
+    const previous = GLOBAL_DISPATCHER_SLOTS.map((slot) => slots[slot]);
+    undiciGlobal().setGlobalDispatcher(this.dispatcher);
     const restore = () => {
-      if (getGlobalDispatcher() === this.dispatcher) setGlobalDispatcher(previous);
+      // A slot someone else has set since keeps what they set.
+      GLOBAL_DISPATCHER_SLOTS.forEach((slot, i) => {
+        if (slots[slot] === this.dispatcher) slots[slot] = previous[i];
+      });
       this.#restoreGlobal = undefined;
     };
     this.#restoreGlobal = restore;
