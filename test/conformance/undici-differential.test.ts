@@ -419,7 +419,10 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
     const nodeFetch = (s: Side): Side => ({
       ...s,
       fetch: (url, init) =>
-        globalThis.fetch(url, { ...init, dispatcher: s.dispatcher } as RequestInit) as Promise<Response>,
+        globalThis.fetch(url, {
+          ...init,
+          dispatcher: s.dispatcher,
+        } as unknown as RequestInit) as Promise<Response>,
     });
     it('every body kind', async () => {
       for (const [kind, make] of Object.entries(FETCH_BODIES)) {
