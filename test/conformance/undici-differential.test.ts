@@ -333,6 +333,78 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
     }
   });
 
+  describe("a handler that throws: undici gives it its own error back (undici's interceptors rely on it)", () => {
+    for (const form of ['callback', 'controller'] as const)
+      for (const at of ['headers', 'data', 'end'] as const)
+        it(`${form} form, thrown at the response's ${at}`, async () => {
+          await expectSame(
+            (s) =>
+              new Promise((resolve) => {
+                const seen: unknown[] = [];
+                const thrown = new Error(`thrown at ${at}`);
+                const fail = (where: string) => {
+                  seen.push(where);
+                  if (where === at) throw thrown;
+                };
+                const onError = (err: Error) => {
+                  seen.push(['error', err === thrown ? 'the thrown error' : errorShape(err)]);
+                  resolve(seen);
+                };
+                const handler =
+                  form === 'callback'
+                    ? {
+                        onConnect() {},
+                        onHeaders() {
+                          fail('headers');
+                          return true;
+                        },
+                        onData() {
+                          fail('data');
+                          return true;
+                        },
+                        onComplete() {
+                          fail('end');
+                          resolve(seen);
+                        },
+                        onError,
+                      }
+                    : {
+                        onRequestStart() {},
+                        onResponseStart() {
+                          fail('headers');
+                        },
+                        onResponseData() {
+                          fail('data');
+                        },
+                        onResponseEnd() {
+                          fail('end');
+                          resolve(seen);
+                        },
+                        onResponseError(_c: unknown, err: Error) {
+                          onError(err);
+                        },
+                      };
+                s.dispatcher.dispatch(
+                  { origin: s.base, path: '/echo', method: 'GET' },
+                  handler as unknown as Dispatcher.DispatchHandler,
+                );
+              }),
+          );
+        });
+  });
+
+  it("undici's retry interceptor composed on the dispatcher retries a status (it throws from its end callback)", async () => {
+    // 500: a status the mesh itself does not retry by default (Istio's retry_on), so both sides
+    // send exactly what the interceptor sends.
+    const { interceptors } = await import('undici');
+    await expectSame(async (s) => {
+      const d = s.dispatcher.compose(
+        interceptors.retry({ statusCodes: [500], minTimeout: 1, maxRetries: 1 }),
+      );
+      return requestResult(d.request({ origin: s.base, path: '/status/500', method: 'GET' }));
+    });
+  });
+
   it("installGlobalDispatcher()'s undo puts back both of undici's global slots as they were", async () => {
     // undici 8 (Node 26) keeps its dispatcher in `.2` and a wrapper of it for older undici in `.1`.
     const g = globalThis as unknown as Record<symbol, unknown>;

@@ -120,6 +120,19 @@ class ControllerAdapter implements LegacyHandler {
   }
 }
 
+/**
+ * Gives the caller its completion. A handler that throws from it gets the error in its error
+ * callback, as undici gives it (undici's own interceptors rely on it: the retry interceptor throws
+ * from its completion to retry a status).
+ */
+export function deliverComplete(h: LegacyHandler, trailers: Buffer[] | string[] | null): void {
+  try {
+    h.onComplete?.(trailers);
+  } catch (err) {
+    h.onError?.(err as Error);
+  }
+}
+
 /** Returns a legacy-form handler for whatever handler form the caller used. */
 export function toLegacyHandler(handler: object): LegacyHandler {
   return typeof (handler as NewHandler).onRequestStart === 'function'

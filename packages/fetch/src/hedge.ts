@@ -1,7 +1,7 @@
 import { isIdempotentMethod, type RouteTarget, type ServiceRuntime } from '@meshlet/core';
 import type { Dispatcher } from 'undici';
 import { bodyKind, VALUE } from './body.js';
-import type { LegacyHandler } from './handler.js';
+import { deliverComplete, type LegacyHandler } from './handler.js';
 import { MeshRequest, type RequestHost } from './request.js';
 
 /**
@@ -197,7 +197,7 @@ class HedgeCopy implements LegacyHandler {
     this.finished = true;
     if (!this.#won) return;
     this.#parent.finished();
-    this.#parent.handler.onComplete?.(trailers);
+    deliverComplete(this.#parent.handler, trailers);
   }
 
   onError(err: Error): void {

@@ -12,11 +12,11 @@ import {
   type ServiceRuntime,
   SHED_HEADER,
 } from '@meshlet/core';
-import { Call, CallAttempt } from '@meshlet/core/extend';
+import { AttemptFailures, Call, CallAttempt } from '@meshlet/core/extend';
 import type { Dispatcher } from 'undici';
 import { bodyKind, ITERABLE, ReplayBody, STREAM } from './body.js';
 import { classifyError, toMeshError } from './errors.js';
-import { type LegacyHandler, rawNameIs } from './handler.js';
+import { deliverComplete, type LegacyHandler, rawNameIs } from './handler.js';
 import { readHeader, withHeader, withHeaders } from './hook.js';
 import { undiciTransport } from './undici.js';
 
@@ -172,8 +172,13 @@ export class MeshRequest extends Call<HttpAttempt> {
     const h = this.#handler;
     if (status < 200) {
       // Informational (103 Early Hints, …): passed on for the attempt the caller may still get.
-      if (att === this.current && !this.finished && !att.discarding)
-        return h.onHeaders?.(status, raw, resume, text) ?? true;
+      if (att === this.current && !this.finished && !att.discarding) {
+        try {
+          return h.onHeaders?.(status, raw, resume, text) ?? true;
+        } catch (err) {
+          throw callerThrew(att, err);
+        }
+      }
       return true;
     }
     // One pass over the headers, comparing names without allocating: the endpoint's load report
@@ -214,19 +219,27 @@ export class MeshRequest extends Call<HttpAttempt> {
       att.discarding = true;
       return true;
     }
-    return h.onHeaders ? h.onHeaders(status, raw, resume, text) : true;
+    try {
+      return h.onHeaders ? h.onHeaders(status, raw, resume, text) : true;
+    } catch (err) {
+      throw callerThrew(att, err);
+    }
   }
 
   attemptData(att: HttpAttempt, chunk: Buffer): boolean {
     if (att.discarding) return true;
     const h = this.#handler;
-    return h.onData ? h.onData(chunk) : true;
+    try {
+      return h.onData ? h.onData(chunk) : true;
+    } catch (err) {
+      throw callerThrew(att, err);
+    }
   }
 
   attemptComplete(att: HttpAttempt, trailers: Buffer[] | string[] | null): void {
     if (!this.complete(att) || att.discarding) return;
     this.#replay?.release();
-    this.#handler.onComplete?.(trailers);
+    deliverComplete(this.#handler, trailers);
   }
 
   attemptError(att: HttpAttempt, err: Error): void {
@@ -261,6 +274,16 @@ export class MeshRequest extends Call<HttpAttempt> {
   attemptRequestSent(att: HttpAttempt): void {
     if (att === this.current) this.#handler.onRequestSent?.();
   }
+}
+
+/**
+ * The caller's handler threw from its headers or data callback. undici aborts the request with that
+ * error and hands it to the handler's error callback; the mesh rethrows it so undici does so, and
+ * records the attempt as the caller's (not retried, not counted against the endpoint).
+ */
+function callerThrew(att: HttpAttempt, err: unknown): unknown {
+  att.abortedFor = AttemptFailures.caller;
+  return err;
 }
 
 /** A failing request body (the caller's stream errored): the caller's, never the endpoint's. */

@@ -105,6 +105,58 @@ describe('HTTP call semantics', () => {
     );
   });
 
+  it('a handler that throws from its headers, data or completion gets its error back; the endpoint is not blamed', async () => {
+    const s = await rig.server((_req, res) => res.end('ok'));
+    const { dispatcher, mesh } = rig.mesh({
+      services: {
+        svc: { endpoints: [s.address], circuitBreaker: { volumeThreshold: 5 } },
+        // A hedged request delivers through its winning copy.
+        hedged: { endpoints: [s.address], circuitBreaker: { volumeThreshold: 5 }, hedge: { delay: '10s' } },
+      },
+    });
+    const retries = rig.collect(mesh, 'retry');
+    const ejections = rig.collect(mesh, 'ejection');
+    for (let i = 0; i < 10; i++) {
+      for (const [at, origin] of ['headers', 'data', 'complete'].flatMap((w) => [
+        [w, 'http://svc'],
+        [w, 'http://hedged'],
+      ])) {
+        const thrown = new Error(at);
+        const got = await new Promise<unknown>((resolve) => {
+          const fail = (where: string) => {
+            if (where === at) throw thrown;
+          };
+          dispatcher.dispatch({ origin, path: '/', method: 'GET' }, {
+            onConnect() {},
+            onHeaders() {
+              fail('headers');
+              return true;
+            },
+            onData() {
+              fail('data');
+              return true;
+            },
+            onComplete() {
+              fail('complete');
+              resolve('completed');
+            },
+            onError: resolve,
+          } as never);
+        });
+        expect(got).toBe(thrown);
+      }
+    }
+    expect(retries).toEqual([]);
+    expect(ejections).toEqual([]);
+    for (const name of ['svc', 'hedged']) {
+      const rt = mesh.service(name);
+      expect(rt?.resilience.breaker?.stats()).toMatchObject({ state: 'closed', failures: 0 });
+      expect(rt?.endpoints[0]?.failures).toBe(0);
+    }
+    // One request each: the caller's exception is not retried.
+    expect(s.requests).toHaveLength(60);
+  });
+
   it("a caller's Host header in any case replaces the mesh's authority: one Host header", async () => {
     const s = await rig.server((req, res) => res.end(JSON.stringify(req.rawHeaders)));
     const { dispatcher } = rig.mesh({ services: { svc: [s.address] } });
