@@ -1,19 +1,33 @@
 // An application with its own undici (8, the major Node 26 bundles) next to meshlet's undici 7:
-// undici 8's request, fetch and stream with `mesh.dispatcher` get what they get from a plain
-// undici 8 Agent — the response headers included (undici 8 reads them from its handler's
-// controller, `rawHeaders`). Node >= 22.19 (undici 8's engines).
+// undici 8's request, fetch, stream and interceptors (redirect, retry, cache) with
+// `mesh.dispatcher` get what they get from a plain undici 8 Agent, the response headers included
+// (undici 8 reads them from its handler's controller, `rawHeaders`). Node >= 22.19 (undici 8's
+// engines).
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
-import { Agent, fetch, request, stream } from 'undici';
+import { Agent, fetch, interceptors, request, stream } from 'undici';
 import { check } from './lib.mjs';
 
 const { createMesh } = await import('meshlet');
 const own = createRequire(import.meta.url)('undici/package.json').version;
 check(own.startsWith('8.'), `the application's own undici is 8 (${own})`);
 
+let flaky = 0;
 const server = createServer((req, res) => {
+  if (req.url === '/redirect') {
+    res.writeHead(302, { location: '/moved' });
+    res.end();
+    return;
+  }
+  // Every other request fails with 500 (a status the mesh does not retry by default).
+  if (req.url === '/flaky' && flaky++ % 2 === 0) {
+    res.writeHead(500);
+    res.end('failed');
+    return;
+  }
+  if (req.url === '/cached') res.setHeader('cache-control', 'max-age=60');
   let body = '';
   req.on('data', (c) => (body += c));
   req.on('end', () => {
@@ -51,7 +65,27 @@ async function calls(dispatcher, base) {
         },
       }),
   );
+  // undici 8's own interceptors composed on the dispatcher (the retry interceptor retries by
+  // throwing from its completion callback).
+  flaky = 0;
+  const composed = dispatcher.compose(
+    interceptors.redirect({ maxRedirections: 2 }),
+    interceptors.retry({ statusCodes: [500], minTimeout: 1, maxRetries: 2 }),
+    interceptors.cache(),
+  );
+  const viaInterceptors = [];
+  for (const path of ['/redirect', '/flaky', '/cached', '/cached']) {
+    const c = await request(`${base}${path}`, { dispatcher: composed });
+    viaInterceptors.push([
+      path,
+      c.statusCode,
+      c.headers['x-from'],
+      c.headers.age !== undefined,
+      await c.body.text(),
+    ]);
+  }
   return {
+    interceptors: viaInterceptors,
     request: [r.statusCode, r.headers['x-from'], await r.body.text()],
     trailers: [t.headers['x-from'], tBody, { ...t.trailers }],
     fetch: [f.status, f.headers.get('x-from'), await f.text()],
