@@ -405,6 +405,25 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
     });
   });
 
+  it("undici's other interceptors composed on the dispatcher: redirect, responseError, dump, decompress, deduplicate", async () => {
+    const { interceptors } = await import('undici');
+    for (const [name, interceptor] of [
+      ['redirect', interceptors.redirect({ maxRedirections: 2 })],
+      ['responseError', interceptors.responseError()],
+      ['dump', interceptors.dump({ maxSize: 1024 })],
+      ['decompress', interceptors.decompress()],
+      ['deduplicate', interceptors.deduplicate()],
+    ] as const) {
+      await expectSame(async (s) => {
+        const d = s.dispatcher.compose(interceptor);
+        const out: unknown[] = [name];
+        for (const path of ['/redirect/302', '/status/404', '/gzip', '/trailers'])
+          out.push(await requestResult(d.request({ origin: s.base, path, method: 'GET' })));
+        return out;
+      });
+    }
+  });
+
   it("installGlobalDispatcher()'s undo puts back both of undici's global slots as they were", async () => {
     // undici 8 (Node 26) keeps its dispatcher in `.2` and a wrapper of it for older undici in `.1`.
     const g = globalThis as unknown as Record<symbol, unknown>;
