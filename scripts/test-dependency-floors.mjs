@@ -21,7 +21,12 @@ const CHECKED = {
     'test/integration/xds-grpc-routing.test.ts',
     'test/integration/xds-grpc-mtls.test.ts',
   ],
-  undici: ['packages/fetch/test', 'packages/kubernetes/test', 'packages/tls/test/server.test.ts'],
+  undici: [
+    'packages/fetch/test',
+    'packages/kubernetes/test',
+    'packages/tls/test/server.test.ts',
+    'test/integration/global-dispatcher.test.ts',
+  ],
   'prom-client': ['packages/telemetry/test', 'test/integration/telemetry.test.ts'],
   '@opentelemetry/api': ['packages/telemetry/test', 'test/integration/telemetry.test.ts'],
   protobufjs: ['packages/xds/test', 'test/integration/xds-routing.test.ts'],

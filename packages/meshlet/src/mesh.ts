@@ -54,19 +54,32 @@ export interface CreateMeshOptions extends CoreMeshOptions {
 }
 
 /**
- * The mesh a service links: discovery, balancing and resilience (from `@meshlet/core`) plus
- * `fetch` and an undici `dispatcher` that route through them.
- */
-
-/**
  * Where undici keeps the process-wide dispatcher: `undici.globalDispatcher.2`, which undici 8 reads
  * (Node 26's fetch), and `undici.globalDispatcher.1`, which undici 6 and 7 read (Node 20's, 22's
- * and 24's fetch). undici 7's and 8's `setGlobalDispatcher` write both.
+ * and 24's fetch). undici 8's `setGlobalDispatcher` writes both, and undici 7's from 7.27 on.
  */
 const GLOBAL_DISPATCHER_SLOTS = [
   Symbol.for('undici.globalDispatcher.2'),
   Symbol.for('undici.globalDispatcher.1'),
 ] as const;
+
+/** Sets one of undici's global slots as undici defines them (writable, not enumerable). */
+function setGlobalSlot(slot: symbol, value: unknown): void {
+  if (Object.getOwnPropertyDescriptor(globalThis, slot)?.writable === true)
+    (globalThis as unknown as Record<symbol, unknown>)[slot] = value;
+  else
+    Object.defineProperty(globalThis, slot, {
+      value,
+      writable: true,
+      enumerable: false,
+      configurable: false,
+    });
+}
+
+/**
+ * The mesh a service links: discovery, balancing and resilience (from `@meshlet/core`) plus
+ * `fetch` and an undici `dispatcher` that route through them.
+ */
 export class Mesh extends CoreMesh {
   /** An undici Dispatcher routing mesh hosts through the mesh; usable with `setGlobalDispatcher`. */
   readonly dispatcher: MeshDispatcher;
@@ -108,10 +121,13 @@ export class Mesh extends CoreMesh {
     const slots = globalThis as unknown as Record<symbol, unknown>;
     const previous = GLOBAL_DISPATCHER_SLOTS.map((slot) => slots[slot]);
     undiciGlobal().setGlobalDispatcher(this.dispatcher);
+    // undici before 7.27 writes only `.1`, which Node 26's fetch does not read.
+    for (const slot of GLOBAL_DISPATCHER_SLOTS)
+      if (slots[slot] !== this.dispatcher) setGlobalSlot(slot, this.dispatcher);
     const restore = () => {
       // A slot someone else has set since keeps what they set.
       GLOBAL_DISPATCHER_SLOTS.forEach((slot, i) => {
-        if (slots[slot] === this.dispatcher) slots[slot] = previous[i];
+        if (slots[slot] === this.dispatcher) setGlobalSlot(slot, previous[i]);
       });
       this.#restoreGlobal = undefined;
     };
