@@ -118,9 +118,11 @@ export class Mesh extends CoreMesh {
     if (this.#restoreGlobal) return this.#restoreGlobal;
     // Both of undici's slots, as they were: undici 8 (Node 26's fetch) keeps its dispatcher in one
     // and a wrapper of it for older undici in the other, so neither can be rebuilt from the other.
+    // Read after undici's global module has loaded: on load it puts a default Agent in the slots.
+    const { setGlobalDispatcher } = undiciGlobal();
     const slots = globalThis as unknown as Record<symbol, unknown>;
     const previous = GLOBAL_DISPATCHER_SLOTS.map((slot) => slots[slot]);
-    undiciGlobal().setGlobalDispatcher(this.dispatcher);
+    setGlobalDispatcher(this.dispatcher);
     // undici before 7.27 writes only `.1`, which Node 26's fetch does not read.
     for (const slot of GLOBAL_DISPATCHER_SLOTS)
       if (slots[slot] !== this.dispatcher) setGlobalSlot(slot, this.dispatcher);
