@@ -17,9 +17,10 @@ import { BIG, bigChunks, bigSha256, EchoServer, type Received } from './http-ech
 /**
  * Differential test: the same requests through raw undici (an `Agent` to the server's address)
  * and through meshlet (`mesh.fetch`, `mesh.dispatcher`, Node's own fetch with the dispatcher or
- * after `installGlobalDispatcher()` — undici 8's fetch on Node 26), against one real loopback server. Each case compares, field by
- * field, what the caller got (status, headers, body bytes, error classes and codes) and what the
- * server received (method, path, headers in order, body bytes). The only differences allowed are
+ * after `installGlobalDispatcher()`: undici 8's fetch on Node 26), against one real loopback
+ * server. Each case compares, field by field, what the caller got (status, headers, body bytes,
+ * error classes and codes) and what the server received (method, path, headers in order, body
+ * bytes). The only differences allowed are
  * the documented mesh features (docs/semantics.md): the `Host` the mesh sends is the service's
  * authority, and the response URL names it. Nothing else is normalised except what changes
  * between any two runs of the same request (the date header, a multipart boundary) and what fetch
@@ -72,7 +73,10 @@ afterAll(async () => {
   await server?.close();
 });
 
-/** What the server received, minus the documented mesh difference (`host`) and fetch's URL-derived `sec-fetch-mode`. */
+/**
+ * What the server received, minus the documented mesh difference (`host`) and fetch's URL-derived
+ * `sec-fetch-mode`.
+ */
 function seen(records: Received[], boundary?: string) {
   return records.map((r) => ({
     ...r,
@@ -169,12 +173,7 @@ const FETCH_BODIES: Record<string, () => unknown> = {
   Uint8Array: () => new TextEncoder().encode('a typed array body'),
   ArrayBuffer: () => new TextEncoder().encode('an array buffer body').buffer,
   Blob: () => new Blob(['a blob body'], { type: 'text/x-blob' }),
-  FormData: () => {
-    const f = new UndiciFormData();
-    f.set('field', 'value');
-    f.set('file', new Blob(['file contents'], { type: 'text/plain' }), 'a.txt');
-    return f;
-  },
+  FormData: () => formData(),
   URLSearchParams: () => new URLSearchParams({ a: '1', b: 'two words' }),
   ReadableStream: () =>
     new ReadableStream({
@@ -194,9 +193,12 @@ const FETCH_BODIES: Record<string, () => unknown> = {
 
 const STREAMED = new Set(['ReadableStream', 'async iterable', 'Node Readable']);
 
-/** The FormData of Node's own fetch (undici's is a different class to Node's bundled undici). */
-function globalFormData(): FormData {
-  const f = new FormData();
+/**
+ * A form with a field and a file, of undici's `FormData` (for `mesh.fetch`, undici's fetch) or of
+ * Node's (for Node's own fetch: a different class from a different copy of undici).
+ */
+function formData(Form: typeof UndiciFormData | typeof FormData = UndiciFormData): FormData {
+  const f = new Form() as FormData;
   f.set('field', 'value');
   f.set('file', new Blob(['file contents'], { type: 'text/plain' }), 'a.txt');
   return f;
@@ -318,11 +320,11 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
       await expectSame(async (s) => {
         if (s.name === 'mesh') mesh.installGlobalDispatcher();
         else setGlobalDispatcher(agent);
-        const form = new FormData();
-        form.set('field', 'value');
-        form.set('file', new Blob(['file contents'], { type: 'text/plain' }), 'a.txt');
         const results = [
-          await fetchResult(s, globalThis.fetch(`${s.base}/echo`, { method: 'POST', body: form })),
+          await fetchResult(
+            s,
+            globalThis.fetch(`${s.base}/echo`, { method: 'POST', body: formData(FormData) }),
+          ),
           await fetchResult(s, globalThis.fetch(`${s.base}/status/201`)),
         ];
         if (s.name === 'mesh') mesh.installGlobalDispatcher()();
@@ -489,7 +491,7 @@ describe('undici differential: mesh vs raw undici on the same requests', { timeo
             s,
             nodeFetch(s).fetch(`${s.base}/echo`, {
               method: 'POST',
-              body: kind === 'FormData' ? globalFormData() : make(),
+              body: kind === 'FormData' ? formData(FormData) : make(),
               ...(STREAMED.has(kind) ? { duplex: 'half' } : {}),
             }),
           ),

@@ -50,9 +50,11 @@ const agent = new Agent();
 /** The same calls through `dispatcher` to `base`. */
 async function calls(dispatcher, base) {
   const r = await request(`${base}/r`, { dispatcher, method: 'POST', body: 'x' });
+  const viaRequest = [r.statusCode, r.headers['x-from'], await r.body.text()];
   const t = await request(`${base}/trailers`, { dispatcher });
-  const tBody = await t.body.text();
+  const viaTrailers = [t.headers['x-from'], await t.body.text(), { ...t.trailers }];
   const f = await fetch(`${base}/f`, { dispatcher, method: 'PUT', body: 'y' });
+  const viaFetch = [f.status, f.headers.get('x-from'), await f.text()];
   const chunks = [];
   await stream(
     `${base}/s`,
@@ -85,11 +87,11 @@ async function calls(dispatcher, base) {
     ]);
   }
   return {
-    interceptors: viaInterceptors,
-    request: [r.statusCode, r.headers['x-from'], await r.body.text()],
-    trailers: [t.headers['x-from'], tBody, { ...t.trailers }],
-    fetch: [f.status, f.headers.get('x-from'), await f.text()],
+    request: viaRequest,
+    trailers: viaTrailers,
+    fetch: viaFetch,
     stream: chunks.join(''),
+    interceptors: viaInterceptors,
   };
 }
 const raw = JSON.stringify(await calls(agent, `http://127.0.0.1:${port}`));
@@ -97,7 +99,7 @@ const meshed = JSON.stringify(await calls(mesh.dispatcher, 'http://echo'));
 check(raw.includes('"echo"'), `control: a plain undici 8 Agent gets the headers (${raw})`);
 check(
   meshed === raw,
-  `undici 8's request, fetch and stream through mesh.dispatcher as through an Agent (${meshed})`,
+  `undici 8's request, fetch, stream and interceptors through mesh.dispatcher as through an Agent (${meshed})`,
 );
 await mesh.close();
 await agent.close();
