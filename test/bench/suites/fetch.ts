@@ -2,9 +2,12 @@ import { Pool, fetch as undiciFetch } from 'undici';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import {
+  type AlternationStats,
+  alternate,
   pairedCpuRatio,
   pairedDiff,
   pairedRatio,
+  readAlternation,
   round2,
   round3,
   runInterleaved,
@@ -90,6 +93,9 @@ const CONCURRENCY = [1, 10, 50] as const;
 const SPIN_NS = Number(process.env.MESHLET_BENCH_FETCH_SPIN_NS ?? 0);
 if (!Number.isInteger(SPIN_NS) || SPIN_NS < 0)
   throw new Error(`MESHLET_BENCH_FETCH_SPIN_NS: expected whole nanoseconds >= 0, got ${SPIN_NS}`);
+
+/** Requests each variant sends in the request-by-request pass at c=1 (full runs only). */
+const ALTERNATION_REQUESTS = 30_000;
 
 /** Requests each variant sends before the first measured round (full runs; quick: 2,000). */
 const WARM_UP_REQUESTS = 30_000;
@@ -201,6 +207,19 @@ const suite: BenchSuite = {
           quick ? 2_000 : WARM_UP_REQUESTS,
           10,
         );
+      // Concurrency 1 request by request (`alternate`, full runs), before the rounds: a resolution
+      // of tenths of a microsecond where rounds of a second read two raw pools up to ±10% apart;
+      // `request` first, before fetch's garbage.
+      const alternations: Array<[api: 'fetch' | 'request', Record<string, AlternationStats>]> = [];
+      if (!quick)
+        for (const [api, variants] of [...apis].reverse())
+          alternations.push([
+            api,
+            await alternate(
+              variants.filter((v) => v.name !== 'spin'),
+              ALTERNATION_REQUESTS,
+            ),
+          ]);
       for (const [api, variants] of apis) {
         // Quick runs keep the request API at c=1 only (the mesh's own latency, without fetch's).
         for (const concurrency of quick && api === 'request' ? [1] : CONCURRENCY) {
@@ -311,6 +330,11 @@ const suite: BenchSuite = {
               ? `  (raw + ${SPIN_NS} ns hot loop vs raw: ${c.spin.throughputRatio.toFixed(3)}x, cpu ${c.spin.cpuPerRequestRatio.toFixed(3)}x, ${signed(c.spin.addedCpuUsPerRequest)}us)`
               : ''),
         );
+      }
+      for (const [api, st] of alternations) {
+        const reading = readAlternation(st, 0.95, 1.05);
+        results[`${api}.c1.alternating`] = reading.results;
+        summary.push(`${api.padEnd(7)} c=1  ${reading.text}`);
       }
       return { results, summary };
     } finally {

@@ -6,8 +6,10 @@ import { EchoClient, echo } from '../../../packages/grpc/test/helpers.js';
 import { createMesh } from '../../../packages/meshlet/src/index.js';
 import type { BenchSuite, BenchSuiteResult } from '../lib.js';
 import {
+  alternate,
   pairedRatio,
   quartiles,
+  readAlternation,
   round2,
   round3,
   runInterleaved,
@@ -104,6 +106,13 @@ async function throughput(
     // mesh's TurboFan code only after 10,000–18,000 calls (Node 24, `--trace-opt`), and the first
     // comparison (c=1) would otherwise measure its first rounds before that.
     await warmUp(variants, quick ? 1_000 : 20_000, 10);
+    // Concurrency 1 call by call (`alternate`, full runs): resolved to a few microseconds, where
+    // rounds read two raw clients several percent apart.
+    if (!quick) {
+      const alternation = readAlternation(await alternate(variants, 20_000), 0.95);
+      results['unary.c1.alternating'] = alternation.results;
+      summary.push(`grpc unary c=1  ${alternation.text}`);
+    }
     for (const concurrency of quick ? [10] : [1, 10, 50]) {
       const stats = await runInterleaved(
         variants,

@@ -261,3 +261,182 @@ export function verdictText(
   if (verdict === 'missed') return missed;
   return `unresolved: control ${control === undefined ? '?' : control.toFixed(3)}x`;
 }
+
+/** A difference of means with its standard error, from paired blocks (`blockPairedDiff`). */
+export interface PairedDiff {
+  /** Mean of `a - b` per request. */
+  readonly mean: number;
+  /** Standard error of that mean (the spread of the block means over √blocks). */
+  readonly se: number;
+  readonly blocks: number;
+}
+
+/**
+ * `a - b` per request, where `a[i]` and `b[i]` were measured next to each other in time: the mean
+ * over blocks of `block` consecutive pairs, with the standard error from the spread of the block
+ * means (a burst on the machine moves one block of both sides, and the blocks' spread says how far
+ * the whole can be trusted). Blocks, not single pairs: one request's CPU is read from the kernel in
+ * whole microseconds. Within a block the `trim` share of the pairs at each end is left out (1%):
+ * a garbage collection or a preemption lands on one request of a pair, milliseconds against tens of
+ * microseconds, and which side it lands on is chance (what the variants' garbage costs is read by
+ * the rounds of `runInterleaved`, which count every collection).
+ */
+export function blockPairedDiff(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  block = 1000,
+  trim = 0.01,
+): PairedDiff {
+  const n = Math.min(a.length, b.length);
+  const cut = Math.floor(block * trim);
+  const means: number[] = [];
+  const d = new Float64Array(block);
+  for (let s = 0; s + block <= n; s += block) {
+    for (let i = 0; i < block; i++) d[i] = (a[s + i] as number) - (b[s + i] as number);
+    means.push(trimmedMean(d, cut));
+  }
+  if (means.length < 2) return { mean: Number.NaN, se: Number.NaN, blocks: means.length };
+  const mean = means.reduce((x, y) => x + y, 0) / means.length;
+  const variance = means.reduce((x, y) => x + (y - mean) ** 2, 0) / (means.length - 1);
+  return { mean, se: Math.sqrt(variance / means.length), blocks: means.length };
+}
+
+/** The mean of `values` without the `cut` smallest and the `cut` largest (sorts `values` in place). */
+export function trimmedMean(values: Float64Array, cut: number): number {
+  values.sort();
+  let sum = 0;
+  for (let i = cut; i < values.length - cut; i++) sum += values[i] as number;
+  return sum / (values.length - 2 * cut);
+}
+
+/** One variant against the first of `alternate()`: per request, CPU and latency. */
+export interface AlternationStats {
+  readonly requests: number;
+  /** Mean client CPU (user + system, all threads) and latency per request, in µs (1% trimmed at each end). */
+  readonly cpuUs: number;
+  readonly latencyUs: number;
+  /** This variant minus the first, per request, paired in time (µs). */
+  readonly cpuDiff: PairedDiff;
+  readonly latencyDiff: PairedDiff;
+}
+
+/**
+ * Concurrency 1 without rounds: the variants take turns request by request (the first of each turn
+ * rotates), and each request's client CPU (`process.cpuUsage()` around it: the process' CPU from
+ * the call to the body's end) and latency are recorded, so every request of one variant has one of
+ * each other variant's next to it in time. Rounds of a second (`runInterleaved`) pair what happened
+ * in neighbouring seconds; on a shared machine two raw pools read up to ±10% apart that way, and
+ * at concurrency 1 this pairing reads them within a few tenths of a microsecond (the first
+ * variant's control). What it cannot do is concurrency: overlapping requests share the CPU.
+ */
+export async function alternate(
+  variants: readonly Variant[],
+  requests: number,
+): Promise<Record<string, AlternationStats>> {
+  const cpu = variants.map(() => new Float64Array(requests));
+  const wall = variants.map(() => new Float64Array(requests));
+  const sends = variants.map((v) => v.send);
+  for (let i = 0; i < requests; i++) {
+    for (let j = 0; j < sends.length; j++) {
+      const k = (i + j) % sends.length;
+      const t0 = performance.now();
+      const c0 = process.cpuUsage();
+      await (sends[k] as () => Promise<unknown>)();
+      const c = process.cpuUsage(c0);
+      (wall[k] as Float64Array)[i] = (performance.now() - t0) * 1000;
+      (cpu[k] as Float64Array)[i] = c.user + c.system;
+    }
+  }
+  // Trimmed as the differences are (`blockPairedDiff`): a collection is not one request's cost.
+  const mean = (a: Float64Array) => trimmedMean(Float64Array.from(a), Math.floor(a.length * 0.01));
+  const out: Record<string, AlternationStats> = {};
+  variants.forEach((v, k) => {
+    out[v.name] = {
+      requests,
+      cpuUs: mean(cpu[k] as Float64Array),
+      latencyUs: mean(wall[k] as Float64Array),
+      cpuDiff: blockPairedDiff(cpu[k] as Float64Array, cpu[0] as Float64Array),
+      latencyDiff: blockPairedDiff(wall[k] as Float64Array, wall[0] as Float64Array),
+    };
+  });
+  return out;
+}
+
+/**
+ * The resolution of an alternation, as a ratio's distance from 1: the control's difference from
+ * the first variant plus two standard errors of the compared variant's difference, over the first
+ * variant's mean. Passed to `targetVerdict` as the control (`1 + resolution`).
+ */
+export function alternationResolution(d: PairedDiff, control: PairedDiff, base: number): number {
+  return (Math.abs(control.mean) + 2 * d.se) / base;
+}
+
+/** What `alternate()` says of `mesh` against `raw` (and `control`, when measured). */
+export interface AlternationReading {
+  /** For the results file. */
+  readonly results: Record<string, unknown>;
+  /** For the summary line: the ratios, the differences and the verdicts against the targets. */
+  readonly text: string;
+}
+
+/**
+ * Reads an alternation of `raw`, `mesh` and (full runs) `control` against the targets: throughput
+ * (the inverse of latency at concurrency 1) at least `throughputTarget`, client CPU per request at
+ * most `cpuTarget` (omitted: not judged), each at the resolution `alternationResolution` gives.
+ */
+export function readAlternation(
+  st: Record<string, AlternationStats>,
+  throughputTarget: number,
+  cpuTarget?: number,
+): AlternationReading {
+  const raw = st.raw as AlternationStats;
+  const m = st.mesh as AlternationStats;
+  const control = st.control;
+  const cpuRatio = m.cpuUs / raw.cpuUs;
+  const throughputRatio = raw.latencyUs / m.latencyUs;
+  const cpuRes = control && alternationResolution(m.cpuDiff, control.cpuDiff, raw.cpuUs);
+  const latRes = control && alternationResolution(m.latencyDiff, control.latencyDiff, raw.latencyUs);
+  const r2 = (n: number) => Math.round(n * 100) / 100;
+  const r3 = (n: number) => Math.round(n * 1000) / 1000;
+  const signed = (n: number) => `${n >= 0 ? '+' : ''}${n.toFixed(1)}`;
+  const tControl = latRes === undefined ? undefined : 1 - latRes;
+  const cControl = cpuRes === undefined ? undefined : 1 + cpuRes;
+  const verdicts = [
+    `throughput ${verdictText(targetVerdict(throughputRatio, throughputTarget, tControl), `< ${throughputTarget}x`, tControl)}`,
+  ];
+  if (cpuTarget !== undefined)
+    verdicts.push(
+      `cpu ${verdictText(targetVerdict(cpuRatio, cpuTarget, cControl, false), `> ${cpuTarget}x`, cControl)}`,
+    );
+  return {
+    results: {
+      requests: m.requests,
+      rawCpuUsPerRequest: r2(raw.cpuUs),
+      meshCpuUsPerRequest: r2(m.cpuUs),
+      cpuPerRequestRatio: r3(cpuRatio),
+      addedCpuUsPerRequest: r2(m.cpuDiff.mean),
+      addedCpuUsStandardError: r2(m.cpuDiff.se),
+      rawLatencyUs: r2(raw.latencyUs),
+      throughputRatio: r3(throughputRatio),
+      addedLatencyUs: r2(m.latencyDiff.mean),
+      addedLatencyUsStandardError: r2(m.latencyDiff.se),
+      ...(control && {
+        controlVsRaw: {
+          addedCpuUsPerRequest: r2(control.cpuDiff.mean),
+          addedCpuUsStandardError: r2(control.cpuDiff.se),
+          addedLatencyUs: r2(control.latencyDiff.mean),
+        },
+        cpuResolution: r3(cpuRes as number),
+        throughputResolution: r3(latRes as number),
+      }),
+    },
+    text:
+      `request by request (${m.requests} each): throughput ${throughputRatio.toFixed(3)}x ` +
+      `(latency ${signed(m.latencyDiff.mean)} ± ${(2 * m.latencyDiff.se).toFixed(1)}us on ${raw.latencyUs.toFixed(1)}us), ` +
+      `cpu/req ${cpuRatio.toFixed(3)}x (${signed(m.cpuDiff.mean)} ± ${(2 * m.cpuDiff.se).toFixed(1)}us on ${raw.cpuUs.toFixed(1)}us) ` +
+      `[${verdicts.join(', ')}]` +
+      (control
+        ? `  (raw vs raw: latency ${signed(control.latencyDiff.mean)}us, cpu ${signed(control.cpuDiff.mean)}us)`
+        : ''),
+  };
+}
