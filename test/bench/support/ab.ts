@@ -392,12 +392,11 @@ export function readAlternation(
   const raw = st.raw as AlternationStats;
   const m = st.mesh as AlternationStats;
   const control = st.control;
-  const cpuRatio = m.cpuUs / raw.cpuUs;
-  const throughputRatio = raw.latencyUs / m.latencyUs;
+  // From the paired differences (what the verdicts' resolution is about), not the two means.
+  const cpuRatio = 1 + m.cpuDiff.mean / raw.cpuUs;
+  const throughputRatio = raw.latencyUs / (raw.latencyUs + m.latencyDiff.mean);
   const cpuRes = control && alternationResolution(m.cpuDiff, control.cpuDiff, raw.cpuUs);
   const latRes = control && alternationResolution(m.latencyDiff, control.latencyDiff, raw.latencyUs);
-  const r2 = (n: number) => Math.round(n * 100) / 100;
-  const r3 = (n: number) => Math.round(n * 1000) / 1000;
   const signed = (n: number) => `${n >= 0 ? '+' : ''}${n.toFixed(1)}`;
   const tControl = latRes === undefined ? undefined : 1 - latRes;
   const cControl = cpuRes === undefined ? undefined : 1 + cpuRes;
@@ -411,23 +410,23 @@ export function readAlternation(
   return {
     results: {
       requests: m.requests,
-      rawCpuUsPerRequest: r2(raw.cpuUs),
-      meshCpuUsPerRequest: r2(m.cpuUs),
-      cpuPerRequestRatio: r3(cpuRatio),
-      addedCpuUsPerRequest: r2(m.cpuDiff.mean),
-      addedCpuUsStandardError: r2(m.cpuDiff.se),
-      rawLatencyUs: r2(raw.latencyUs),
-      throughputRatio: r3(throughputRatio),
-      addedLatencyUs: r2(m.latencyDiff.mean),
-      addedLatencyUsStandardError: r2(m.latencyDiff.se),
+      rawCpuUsPerRequest: round2(raw.cpuUs),
+      meshCpuUsPerRequest: round2(m.cpuUs),
+      cpuPerRequestRatio: round3(cpuRatio),
+      addedCpuUsPerRequest: round2(m.cpuDiff.mean),
+      addedCpuUsStandardError: round2(m.cpuDiff.se),
+      rawLatencyUs: round2(raw.latencyUs),
+      throughputRatio: round3(throughputRatio),
+      addedLatencyUs: round2(m.latencyDiff.mean),
+      addedLatencyUsStandardError: round2(m.latencyDiff.se),
       ...(control && {
         controlVsRaw: {
-          addedCpuUsPerRequest: r2(control.cpuDiff.mean),
-          addedCpuUsStandardError: r2(control.cpuDiff.se),
-          addedLatencyUs: r2(control.latencyDiff.mean),
+          addedCpuUsPerRequest: round2(control.cpuDiff.mean),
+          addedCpuUsStandardError: round2(control.cpuDiff.se),
+          addedLatencyUs: round2(control.latencyDiff.mean),
         },
-        cpuResolution: r3(cpuRes as number),
-        throughputResolution: r3(latRes as number),
+        cpuResolution: round3(cpuRes as number),
+        throughputResolution: round3(latRes as number),
       }),
     },
     text:
