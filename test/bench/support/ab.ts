@@ -326,8 +326,8 @@ export interface AlternationStats {
  * the call to the body's end) and latency are recorded, so every request of one variant has one of
  * each other variant's next to it in time. Rounds of a second (`runInterleaved`) pair what happened
  * in neighbouring seconds; on a shared machine two raw pools read up to ±10% apart that way, and
- * at concurrency 1 this pairing reads them within a few tenths of a microsecond (the first
- * variant's control). What it cannot do is concurrency: overlapping requests share the CPU.
+ * at concurrency 1 this pairing reads them 0.2 to 1.7 µs apart (docs/benchmarks.md, 2026-12-07
+ * evening). What it cannot do is concurrency: overlapping requests share the CPU.
  */
 export async function alternate(
   variants: readonly Variant[],
