@@ -11,6 +11,7 @@ import {
   round2,
   round3,
   runInterleaved,
+  signed,
   targetVerdict,
   type Variant,
   type VariantStats,
@@ -345,9 +346,6 @@ const suite: BenchSuite = {
     }
   },
 };
-
-/** A difference with its sign (`+1.2`, `-0.4`). */
-const signed = (n: number): string => `${n >= 0 ? '+' : ''}${n.toFixed(1)}`;
 
 function summarise(s: VariantStats): Record<string, number> {
   return {

@@ -218,6 +218,9 @@ export function pairedDiff(a: readonly number[], b: readonly number[]): number {
   return median(diffs);
 }
 
+/** A difference with its sign (`+1.2`, `-0.4`), to `digits` decimals. */
+export const signed = (n: number, digits = 1): string => `${n >= 0 ? '+' : ''}${n.toFixed(digits)}`;
+
 export const round2 = (n: number): number => Math.round(n * 100) / 100;
 export const round3 = (n: number): number => Math.round(n * 1000) / 1000;
 
@@ -302,7 +305,7 @@ export function blockPairedDiff(
 }
 
 /** The mean of `values` without the `cut` smallest and the `cut` largest (sorts `values` in place). */
-export function trimmedMean(values: Float64Array, cut: number): number {
+function trimmedMean(values: Float64Array, cut: number): number {
   values.sort();
   let sum = 0;
   for (let i = cut; i < values.length - cut; i++) sum += values[i] as number;
@@ -397,7 +400,6 @@ export function readAlternation(
   const throughputRatio = raw.latencyUs / (raw.latencyUs + m.latencyDiff.mean);
   const cpuRes = control && alternationResolution(m.cpuDiff, control.cpuDiff, raw.cpuUs);
   const latRes = control && alternationResolution(m.latencyDiff, control.latencyDiff, raw.latencyUs);
-  const signed = (n: number) => `${n >= 0 ? '+' : ''}${n.toFixed(1)}`;
   const tControl = latRes === undefined ? undefined : 1 - latRes;
   const cControl = cpuRes === undefined ? undefined : 1 + cpuRes;
   const verdicts = [

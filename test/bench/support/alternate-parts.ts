@@ -16,7 +16,7 @@
  */
 import { buildConnector, Dispatcher, Pool } from 'undici';
 import { createMesh, type Mesh } from '../../../packages/meshlet/src/index.js';
-import { alternate, type Variant, warmUp } from './ab.js';
+import { alternate, signed, type Variant, warmUp } from './ab.js';
 import { startServerProcess } from './server.js';
 
 const names = (process.argv[2] ?? 'raw,mesh,alloff,bare,thin,control').split(',');
@@ -134,16 +134,12 @@ try {
     const s = st[name];
     if (s === undefined) continue;
     console.log(
-      `${name.padEnd(10)} cpu ${signed(s.cpuDiff.mean)} ± ${(2 * s.cpuDiff.se).toFixed(2)}us (${(s.cpuUs / (first?.cpuUs ?? 1)).toFixed(3)}x), ` +
-        `latency ${signed(s.latencyDiff.mean)} ± ${(2 * s.latencyDiff.se).toFixed(2)}us`,
+      `${name.padEnd(10)} cpu ${signed(s.cpuDiff.mean, 2)} ± ${(2 * s.cpuDiff.se).toFixed(2)}us (${(1 + s.cpuDiff.mean / (first?.cpuUs ?? 1)).toFixed(3)}x), ` +
+        `latency ${signed(s.latencyDiff.mean, 2)} ± ${(2 * s.latencyDiff.se).toFixed(2)}us`,
     );
   }
 } finally {
   for (const m of meshes) await m.close();
   for (const p of pools) await p.close();
   await server.close();
-}
-
-function signed(n: number): string {
-  return `${n >= 0 ? '+' : ''}${n.toFixed(2)}`;
 }
