@@ -1,4 +1,4 @@
-import { isIdempotentMethod, type RouteTarget, type ServiceRuntime } from '@meshlet/core';
+import { type HedgePolicy, isIdempotentMethod, type RouteTarget, type ServiceRuntime } from '@meshlet/core';
 import type { Dispatcher } from 'undici';
 import { bodyKind, VALUE } from './body.js';
 import { deliverComplete, type LegacyHandler } from './handler.js';
@@ -19,7 +19,10 @@ export function startMeshRequest(
 ): void {
   const hedge = route === undefined ? rt.policy.hedge : (route.policy ?? rt.policy).hedge;
   if (hedge !== undefined && isIdempotentMethod(opts.method) && bodyKind(opts.body) === VALUE) {
-    new HedgedRequest(host, rt, opts, handler, authority, hedge.delayMs, hedge.maxHedges, route).start();
+    // Each copy is a full mesh request of the same options, reporting to its own handler.
+    const send = (copy: LegacyHandler): void =>
+      new MeshRequest(host, rt, opts, copy, authority, route).begin();
+    new HedgedRequest(send, handler, hedge).start();
     return;
   }
   new MeshRequest(host, rt, opts, handler, authority, route).begin();
@@ -34,14 +37,11 @@ export function startMeshRequest(
  * request (its own retries within the shared retry budget and breaker).
  */
 class HedgedRequest {
-  readonly #host: RequestHost;
-  readonly #rt: ServiceRuntime;
-  readonly #opts: Dispatcher.DispatchOptions;
+  /** Sends one copy of the request, reporting to `copy`. */
+  readonly #send: (copy: LegacyHandler) => void;
   readonly #handler: LegacyHandler;
-  readonly #authority: string;
-  readonly #delayMs: number;
-  readonly #maxHedges: number;
-  readonly #route: RouteTarget | undefined;
+  /** When the next copy goes out, and how many extra copies may. */
+  readonly #hedge: HedgePolicy;
   readonly #copies: HedgeCopy[] = [];
   #winner: HedgeCopy | undefined;
   #timer: NodeJS.Timeout | undefined;
@@ -51,24 +51,10 @@ class HedgedRequest {
   #reported = false;
   #lastError: Error | undefined;
 
-  constructor(
-    host: RequestHost,
-    rt: ServiceRuntime,
-    opts: Dispatcher.DispatchOptions,
-    handler: LegacyHandler,
-    authority: string,
-    delayMs: number,
-    maxHedges: number,
-    route: RouteTarget | undefined,
-  ) {
-    this.#host = host;
-    this.#rt = rt;
-    this.#opts = opts;
+  constructor(send: (copy: LegacyHandler) => void, handler: LegacyHandler, hedge: HedgePolicy) {
+    this.#send = send;
     this.#handler = handler;
-    this.#authority = authority;
-    this.#delayMs = delayMs;
-    this.#maxHedges = maxHedges;
-    this.#route = route;
+    this.#hedge = hedge;
   }
 
   start(): void {
@@ -80,14 +66,14 @@ class HedgedRequest {
   #launch(): void {
     const copy = new HedgeCopy(this);
     this.#copies.push(copy);
-    new MeshRequest(this.#host, this.#rt, this.#opts, copy, this.#authority, this.#route).begin();
-    if (this.#copies.length <= this.#maxHedges && !this.#done) {
+    this.#send(copy);
+    if (this.#copies.length <= this.#hedge.maxHedges && !this.#done) {
       this.#timer = setTimeout(
         (self: HedgedRequest) => {
           self.#timer = undefined;
           if (!self.#done && self.#winner === undefined) self.#launch();
         },
-        this.#delayMs,
+        this.#hedge.delayMs,
         this,
       );
       this.#timer.unref();
