@@ -43,6 +43,10 @@ describe('quickstart demo', { timeout: 60_000 }, () => {
     const flaky = byName.get('reviews-2');
     if ((flaky?.served ?? 0) >= 20) expect(flaky?.injected, why).toBeGreaterThan(0);
     expect(flaky?.errors ?? 0, why).toBeGreaterThanOrEqual(flaky?.injected ?? 0);
+    // Its fast failures count against it in the default balancer: it gets less traffic than each
+    // healthy instance (a fast 503 must not look like a fast server).
+    for (const healthy of ['reviews-1', 'reviews-3'])
+      expect(flaky?.attempts ?? 0, why).toBeLessThan(byName.get(healthy)?.attempts ?? 0);
     // The dying instance died, and the frontend's mesh noticed: attempts to it failed, or (when
     // a health check ran first, as can happen on a loaded machine) it was taken out of rotation.
     const dying = byName.get('reviews-4');

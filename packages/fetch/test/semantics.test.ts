@@ -326,6 +326,31 @@ describe('HTTP call semantics', () => {
     expect(ep?.ewmaMs).toBeLessThan(100); // the endpoint's request latency
   });
 
+  it('three equal servers at concurrency 1 each get at least 15% of 300 requests under the default balancer, though each first request paid for a slow connection', async () => {
+    const servers = await Promise.all([0, 1, 2].map(() => rig.server((_req, res) => res.end('ok'))));
+    const { fetch, mesh } = rig.mesh(
+      // No `lb`: the default balancer (peak-EWMA, power of two choices).
+      { services: { svc: { endpoints: servers.map((s) => s.address) } } },
+      {
+        // Every new connection takes 40 ms to set up (as a TLS handshake over a distance would).
+        poolOptions: {
+          connect: (opts, cb) => {
+            setTimeout(() => {
+              const socket = connect({ host: opts.hostname, port: Number(opts.port) });
+              socket.once('connect', () => cb(null, socket));
+              socket.once('error', (err) => cb(err, null));
+            }, 40);
+          },
+        },
+      },
+    );
+    expect(mesh.service('svc')?.policy.lb.policy).toBe('peak_ewma');
+    for (let i = 0; i < 300; i++) expect(await (await fetch('http://svc/')).text()).toBe('ok');
+    const counts = servers.map((s) => s.requests.length);
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(300);
+    for (const n of counts) expect(n).toBeGreaterThanOrEqual(45);
+  });
+
   it('frees the pool of an endpoint that leaves its service (a watch, not the event bus)', async () => {
     const s = await rig.server((_req, res) => res.end('ok'));
     const other = await rig.server((_req, res) => res.end('ok'));
