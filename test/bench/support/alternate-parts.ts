@@ -97,6 +97,9 @@ const VARIANTS: Record<string, () => Promise<Variant['send']>> = {
   nobreaker: async () => through((await mesh({ circuitBreaker: false }, {})).dispatcher),
   nooutlier: async () => through((await mesh({ outlierDetection: false }, {})).dispatcher),
   noretry: async () => through((await mesh({ retry: false }, {})).dispatcher),
+  // the defaults with tracing off, or with round robin instead of peak-EWMA
+  notracing: async () => through((await mesh({}, { tracing: false })).dispatcher),
+  rr: async () => through((await mesh({ lb: 'round_robin' }, {})).dispatcher),
   // the three policies and metrics off
   alloff: async () => through((await mesh(FEATURES_OFF, { metrics: false })).dispatcher),
   // and tracing off, round robin instead of peak-EWMA
