@@ -1,7 +1,13 @@
 import type { IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
 import { makeEndpoint, runWithDeadline } from '@meshlet/core';
-import { errors, getGlobalDispatcher, setGlobalDispatcher, FormData as UndiciFormData } from 'undici';
+import {
+  type buildConnector,
+  errors,
+  getGlobalDispatcher,
+  setGlobalDispatcher,
+  FormData as UndiciFormData,
+} from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { causeCode, Rig, until } from './resilience-helpers.js';
 
@@ -10,6 +16,17 @@ async function bodyOf(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
+}
+
+/** An undici connector whose every connection takes `ms` to set up, then dials plain TCP. */
+function slowConnect(ms: number): buildConnector.connector {
+  return (opts, cb) => {
+    setTimeout(() => {
+      const socket = connect({ host: opts.hostname, port: Number(opts.port) });
+      socket.once('connect', () => cb(null, socket));
+      socket.once('error', (err) => cb(err, null));
+    }, ms);
+  };
 }
 
 /**
@@ -308,15 +325,7 @@ describe('HTTP call semantics', () => {
       { services: { svc: { endpoints: [s.address] } } },
       {
         // Every new connection takes 300 ms to set up (as a slow TLS handshake would).
-        poolOptions: {
-          connect: (opts, cb) => {
-            setTimeout(() => {
-              const socket = connect({ host: opts.hostname, port: Number(opts.port) });
-              socket.once('connect', () => cb(null, socket));
-              socket.once('error', (err) => cb(err, null));
-            }, 300);
-          },
-        },
+        poolOptions: { connect: slowConnect(300) },
       },
     );
     const attempts = rig.collect(mesh, 'attempt');
@@ -333,15 +342,7 @@ describe('HTTP call semantics', () => {
       { services: { svc: { endpoints: servers.map((s) => s.address) } } },
       {
         // Every new connection takes 40 ms to set up (as a TLS handshake over a distance would).
-        poolOptions: {
-          connect: (opts, cb) => {
-            setTimeout(() => {
-              const socket = connect({ host: opts.hostname, port: Number(opts.port) });
-              socket.once('connect', () => cb(null, socket));
-              socket.once('error', (err) => cb(err, null));
-            }, 40);
-          },
-        },
+        poolOptions: { connect: slowConnect(40) },
       },
     );
     expect(mesh.service('svc')?.policy.lb.policy).toBe('peak_ewma');

@@ -30,7 +30,8 @@ const parse = (b: Buffer) => JSON.parse(b.toString());
  * `Echo` is not idempotent; `Get` (the same handler) is marked idempotent the way
  * @grpc/proto-loader gives a proto's `option idempotency_level = IDEMPOTENT` (method options).
  */
-const unary = (path: string, originalName: string, options?: object) => ({
+/** A unary method of JSON messages (`options`: the method options a proto would give). */
+export const unary = (path: string, originalName: string, options?: object) => ({
   path,
   requestStream: false,
   responseStream: false,

@@ -23,6 +23,7 @@ import {
   status,
   stopServer,
   type TestServer,
+  unary,
 } from './helpers.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -59,18 +60,7 @@ const endpoints = (list: TestServer[]) => list.map((s) => `127.0.0.1:${s.port}`)
 
 /** A method none of the servers has: grpc-js answers UNIMPLEMENTED itself. */
 const MissingClient = makeGenericClientConstructor(
-  {
-    Missing: {
-      path: '/test.Echo/Missing',
-      requestStream: false,
-      responseStream: false,
-      requestSerialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-      requestDeserialize: (b: Buffer) => JSON.parse(b.toString()),
-      responseSerialize: (v: unknown) => Buffer.from(JSON.stringify(v)),
-      responseDeserialize: (b: Buffer) => JSON.parse(b.toString()),
-      originalName: 'missing',
-    },
-  },
+  { Missing: unary('/test.Echo/Missing', 'missing') },
   'Missing',
 );
 
