@@ -21,6 +21,7 @@ import {
 import { startServerProcess } from '../support/server.js';
 import { spin, spinIterations } from '../support/spin.mjs';
 import { cpuNsPerCall, sinkHandler, stubPool } from '../support/stub-pool.js';
+import { thinDispatcher } from '../support/thin.js';
 
 /**
  * The mesh's own CPU per request, attributed: `MeshDispatcher.dispatch` against a stub pool (no
@@ -132,8 +133,27 @@ const suite: BenchSuite = {
     // reads when nothing differs (its ratio to raw is the run's resolution). Full runs only.
     const controlPool = new Pool(server.origin, { keepAliveTimeout: 4_000, connectTimeout: 10_000 });
     const mesh = await createMesh({ services: { bench: { endpoints: [`127.0.0.1:${server.port}`] } } });
+    // The floor under `mesh` in the `request` alternation (full runs): `bare`, the same pipeline
+    // with nothing on it (no breaker, outlier detection, retries, metrics or tracing; round robin);
+    // `thin`, a dispatcher with no pipeline (support/thin.ts). Reported beside the mesh, not judged.
+    const bare = quick
+      ? undefined
+      : await createMesh({
+          services: {
+            bench: {
+              endpoints: [`127.0.0.1:${server.port}`],
+              circuitBreaker: false,
+              outlierDetection: false,
+              retry: false,
+              lb: 'round_robin',
+            },
+          },
+          telemetry: { metrics: false, tracing: false },
+        });
+    const thin = quick ? undefined : thinDispatcher('http://bench', server.port);
     try {
       await mesh.ready();
+      await bare?.ready();
       const rawUrl = `${server.origin}/items/42`;
       const meshUrl = 'http://bench/items/42';
       const fetchVariants: Variant[] = [
@@ -186,6 +206,13 @@ const suite: BenchSuite = {
           },
         },
       ];
+      const through = (d: { request: typeof pool.request }) => async () => {
+        const res = await d.request({ origin: 'http://bench', method: 'GET', path: '/items/42' });
+        await res.body.arrayBuffer();
+      };
+      const floorVariants: Variant[] = [];
+      if (bare !== undefined) floorVariants.push({ name: 'bare', send: through(bare.dispatcher) });
+      if (thin !== undefined) floorVariants.push({ name: 'thin', send: through(thin) });
       if (SPIN_NS > 0 && !quick) {
         const n = spinIterations(SPIN_NS);
         requestVariants.push({
@@ -208,6 +235,7 @@ const suite: BenchSuite = {
           quick ? 2_000 : WARM_UP_REQUESTS,
           10,
         );
+      await warmUp(floorVariants, WARM_UP_REQUESTS, 10);
       // Concurrency 1 request by request (`alternate`, full runs), before the rounds: it reads two
       // raw pools 0.2 to 1.7 µs apart where rounds of a second read them up to ±10% apart;
       // `request` first, before fetch's garbage.
@@ -217,7 +245,7 @@ const suite: BenchSuite = {
           alternations.push([
             api,
             await alternate(
-              variants.filter((v) => v.name !== 'spin'),
+              [...variants.filter((v) => v.name !== 'spin'), ...(api === 'request' ? floorVariants : [])],
               ALTERNATION_REQUESTS,
             ),
           ]);
@@ -336,16 +364,57 @@ const suite: BenchSuite = {
         const reading = readAlternation(st, 0.95, 1.05);
         results[`${api}.c1.alternating`] = reading.results;
         summary.push(`${api.padEnd(7)} c=1  ${reading.text}`);
+        const floor = floorReading(st);
+        if (floor !== undefined) {
+          results[`${api}.c1.floor`] = floor.results;
+          summary.push(`${api.padEnd(7)} c=1  floor: ${floor.text}`);
+        }
       }
       return { results, summary };
     } finally {
       await mesh.close();
+      await bare?.close();
+      await thin?.close();
       await pool.close();
       await controlPool.close();
       await server.close();
     }
   },
 };
+
+/**
+ * The floor variants of an alternation against raw, in the same terms as the mesh's reading:
+ * client CPU and latency added per request (± two standard errors) and the CPU ratio.
+ */
+function floorReading(
+  st: Record<string, AlternationStats>,
+): { results: Record<string, unknown>; text: string } | undefined {
+  const raw = st.raw as AlternationStats;
+  const parts = (['bare', 'thin'] as const).flatMap((name) => {
+    const s = st[name];
+    return s === undefined ? [] : [[name, s] as const];
+  });
+  if (parts.length === 0) return undefined;
+  const results: Record<string, unknown> = {};
+  const text: string[] = [];
+  for (const [name, s] of parts) {
+    const ratio = 1 + s.cpuDiff.mean / raw.cpuUs;
+    results[name] = {
+      cpuPerRequestRatio: round3(ratio),
+      addedCpuUs: round2(s.cpuDiff.mean),
+      addedCpuUs2se: round2(2 * s.cpuDiff.se),
+      addedLatencyUs: round2(s.latencyDiff.mean),
+    };
+    text.push(
+      `${name} cpu ${ratio.toFixed(3)}x (${signed(s.cpuDiff.mean)} ± ${(2 * s.cpuDiff.se).toFixed(2)}us), ` +
+        `latency ${signed(s.latencyDiff.mean)}us`,
+    );
+  }
+  return {
+    results,
+    text: `${text.join('; ')} (bare: the pipeline with every policy, metrics and tracing off; thin: no pipeline)`,
+  };
+}
 
 function summarise(s: VariantStats): Record<string, number> {
   return {

@@ -14,10 +14,11 @@
  * to 28,000). Every variant runs in this one process, so each run's figures compare with each
  * other, not with another run's (another run's JIT placement differs by ±1 µs).
  */
-import { buildConnector, Dispatcher, Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import { createMesh, type Mesh } from '../../../packages/meshlet/src/index.js';
 import { alternate, signed, type Variant, warmUp } from './ab.js';
 import { startServerProcess } from './server.js';
+import { thinDispatcher } from './thin.js';
 
 const names = (process.argv[2] ?? 'raw,mesh,alloff,bare,thin,control').split(',');
 const requests = Number(process.argv[3] ?? 30_000);
@@ -32,51 +33,13 @@ const pool = (): Pool => {
   return p;
 };
 const meshes: Mesh[] = [];
+const thins: Dispatcher[] = [];
 const FEATURES_OFF = { circuitBreaker: false, outlierDetection: false, retry: false };
 async function mesh(service: object, telemetry: object): Promise<Mesh> {
   const m = await createMesh({ services: { bench: { endpoints: [ep], ...service } }, telemetry });
   meshes.push(m);
   await m.ready();
   return m;
-}
-
-/** A dispatcher with no pipeline: the route's pool by origin, and a handler that forwards. */
-class Thin extends Dispatcher {
-  readonly #routes: Map<string, Dispatcher>;
-  constructor(routes: Map<string, Dispatcher>) {
-    super();
-    this.#routes = routes;
-  }
-  override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const target = this.#routes.get(String(opts.origin)) as Dispatcher;
-    return target.dispatch(opts, new Forward(handler as Forward['h'], performance.now()));
-  }
-}
-/** Forwards undici's callbacks, and reads the clock at the end as the mesh does for its latency. */
-class Forward {
-  static elapsed = 0;
-  constructor(
-    readonly h: Required<
-      Pick<Dispatcher.DispatchHandler, 'onConnect' | 'onHeaders' | 'onData' | 'onComplete' | 'onError'>
-    >,
-    readonly start: number,
-  ) {}
-  onConnect(abort: (err?: Error) => void): void {
-    this.h.onConnect(abort);
-  }
-  onHeaders(status: number, raw: Buffer[], resume: () => void, text: string): boolean {
-    return this.h.onHeaders(status, raw, resume, text);
-  }
-  onData(chunk: Buffer): boolean {
-    return this.h.onData(chunk);
-  }
-  onComplete(trailers: string[] | null): void {
-    Forward.elapsed += performance.now() - this.start;
-    this.h.onComplete(trailers);
-  }
-  onError(err: Error): void {
-    this.h.onError(err);
-  }
 }
 
 const through = (d: Dispatcher) => async () => {
@@ -109,13 +72,9 @@ const VARIANTS: Record<string, () => Promise<Variant['send']>> = {
     ),
   // an endpoint pool as the mesh makes it (origin `http://bench`, dialing the endpoint), no pipeline
   thin: async () => {
-    const base = buildConnector({ timeout: 10_000 });
-    const p = new Pool('http://bench', {
-      keepAliveTimeout: 4_000,
-      connect: (opts, cb) => base({ ...opts, hostname: '127.0.0.1', port: String(server.port) }, cb),
-    });
-    pools.push(p);
-    return through(new Thin(new Map([['http://bench', p]])));
+    const d = thinDispatcher('http://bench', server.port);
+    thins.push(d);
+    return through(d);
   },
 };
 
@@ -144,5 +103,6 @@ try {
 } finally {
   for (const m of meshes) await m.close();
   for (const p of pools) await p.close();
+  for (const d of thins) await d.close();
   await server.close();
 }
