@@ -33,13 +33,18 @@ const CHUNK = Buffer.alloc(64 * 1024, 'meshlet-');
  * - `/big`: 64 MiB streamed;
  * - `/hang-headers`: never answers (until the test ends);
  * - `/hang-body`: headers and a first chunk, then nothing;
- * plus `upgrade` (101, then echoes what it reads) and CONNECT (200, then echoes).
+ * - `/gate`: headers and a first chunk, the rest when the test calls `releaseGates()`;
+ * - `/early-hints`: 103 Early Hints, then 200;
+ * - `/short-body`: `content-length: 100`, 10 bytes, then the connection is destroyed;
+ * plus `upgrade` (101, then echoes what it reads; a WebSocket handshake is answered as one, then a
+ * text frame `hello` is sent, and a close frame answers the client's) and CONNECT (200, then echoes).
  */
 export class EchoServer {
   readonly server: Server;
   readonly received: Received[] = [];
   readonly #sockets = new Set<Socket>();
   readonly #held = new Set<ServerResponse>();
+  readonly #gates = new Set<ServerResponse>();
   port = 0;
 
   constructor() {
@@ -50,6 +55,20 @@ export class EchoServer {
     });
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
       this.received.push(record(req, Buffer.alloc(0), 'complete'));
+      const key = req.headers['sec-websocket-key'];
+      if (typeof key === 'string') {
+        const accept = createHash('sha1')
+          .update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`)
+          .digest('base64');
+        socket.write(
+          `HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-accept: ${accept}\r\n\r\n`,
+        );
+        // One unmasked text frame (FIN, opcode 1); what the client sends next (its close frame) is
+        // answered with a close frame, and the connection ends.
+        socket.write(Buffer.concat([Buffer.from([0x81, 5]), Buffer.from('hello')]));
+        socket.once('data', () => socket.end(Buffer.from([0x88, 0])));
+        return;
+      }
       socket.write(
         `HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${req.headers.upgrade}\r\n\r\n`,
       );
@@ -74,7 +93,14 @@ export class EchoServer {
     return this.received.splice(0);
   }
 
+  /** Ends every `/gate` response held so far with `released`. */
+  releaseGates(): void {
+    for (const r of this.#gates) r.end('released');
+    this.#gates.clear();
+  }
+
   async close(): Promise<void> {
+    for (const r of this.#gates) r.destroy();
     for (const r of this.#held) r.destroy();
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -171,6 +197,19 @@ export class EchoServer {
         res.setHeader('content-type', 'text/plain');
         res.write('first chunk');
         this.#held.add(res);
+        return;
+      case '/gate':
+        res.setHeader('content-type', 'text/plain');
+        res.write('first chunk, ');
+        this.#gates.add(res);
+        return;
+      case '/early-hints':
+        res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+        res.end('after hints');
+        return;
+      case '/short-body':
+        res.setHeader('content-length', '100');
+        res.write('ten bytes.', () => res.socket?.destroy());
         return;
       default:
         res.statusCode = 404;
