@@ -274,6 +274,31 @@ describe('undici differential, more: mesh vs raw undici', { timeout: 60_000 }, (
       );
     });
 
+    it('controller form: abort before the response, without a reason', async () => {
+      await expectSame(
+        (s) =>
+          new Promise((resolve) => {
+            const log: unknown[] = [];
+            s.dispatcher.dispatch({ origin: s.base, path: '/hang-headers', method: 'GET' }, {
+              onRequestStart(c) {
+                log.push('start');
+                waitForRequest().then(() => (c.abort as (reason?: Error) => void)());
+              },
+              onResponseStart() {
+                log.push('headers');
+              },
+              onResponseEnd() {
+                resolve(log);
+              },
+              onResponseError(c, err) {
+                log.push(['error', errorShape(err), c.aborted, c.reason]);
+                resolve(log);
+              },
+            } as Dispatcher.DispatchHandler);
+          }),
+      );
+    });
+
     it('an upgrade through dispatch in the controller form', async () => {
       await expectSame(
         (s) =>

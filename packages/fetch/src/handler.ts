@@ -35,7 +35,8 @@ class AdapterController {
   #resume: (() => void) | undefined;
   #paused = false;
   #aborted = false;
-  #reason: Error | null = null;
+  /** As undici's controller keeps it: the reason given (undefined when none was), null before. */
+  #reason: Error | null | undefined = null;
   /** The response's raw headers (`[name, value, …]`), set when they arrive. */
   rawHeaders: Buffer[] | string[] | null = null;
   /** The response's raw trailers, set when the response ends. */
@@ -48,7 +49,7 @@ class AdapterController {
     return this.#aborted;
   }
   get reason(): Error | null {
-    return this.#reason;
+    return this.#reason as Error | null;
   }
   bind(abort: (err?: Error) => void): void {
     this.#abort = abort;
@@ -59,7 +60,7 @@ class AdapterController {
   abort(reason?: Error): void {
     if (this.#aborted) return;
     this.#aborted = true;
-    this.#reason = reason ?? null;
+    this.#reason = reason;
     this.#abort?.(reason);
   }
   pause(): void {
