@@ -339,6 +339,29 @@ describe('undici differential, more: mesh vs raw undici', { timeout: 60_000 }, (
         return { infos, res };
       });
     });
+
+    it('invalid arguments to dispatch: no handler, no options', async () => {
+      await expectSame(async (s) => {
+        const out: unknown[] = [];
+        try {
+          s.dispatcher.dispatch(
+            { origin: s.base, path: '/echo', method: 'GET' },
+            null as unknown as Dispatcher.DispatchHandler,
+          );
+          out.push('no throw');
+        } catch (err) {
+          out.push(errorShape(err));
+        }
+        const { handler, done } = recordingHandler();
+        try {
+          out.push(s.dispatcher.dispatch(null as unknown as Dispatcher.DispatchOptions, handler));
+          out.push(await done);
+        } catch (err) {
+          out.push(['thrown', errorShape(err)]);
+        }
+        return out;
+      });
+    });
   });
 
   describe('request options', () => {
@@ -565,6 +588,90 @@ describe('undici differential, more: mesh vs raw undici', { timeout: 60_000 }, (
       expect(meshed.error.code).toBe('MESHLET_ERR_RESET');
       expect(meshed.error.cause).toEqual(raw.error);
       expect(r.mesh.server).toEqual(r.raw.server);
+    });
+  });
+
+  describe("the dispatcher's life", () => {
+    it('closed and destroyed, before and after', async () => {
+      const f = await freshSides();
+      try {
+        await expectSame(async (s) => {
+          const d = s.dispatcher as Dispatcher & { closed?: boolean; destroyed?: boolean };
+          const out: unknown[] = [[d.closed, d.destroyed]];
+          await d.close();
+          out.push([d.closed, d.destroyed]);
+          await d.destroy();
+          out.push([d.closed, d.destroyed]);
+          return out;
+        }, f.sides);
+      } finally {
+        await f.close();
+      }
+    });
+
+    it('requests after close() and after destroy()', async () => {
+      const closed = await freshSides();
+      const destroyed = await freshSides();
+      try {
+        for (const f of [closed, destroyed]) {
+          await expectSame(async (s) => {
+            if (f === closed) await s.dispatcher.close();
+            else await s.dispatcher.destroy();
+            const { handler, done } = recordingHandler();
+            return [
+              await requestResult(s.dispatcher.request({ origin: s.base, path: '/echo', method: 'GET' })),
+              s.dispatcher.dispatch({ origin: s.base, path: '/echo', method: 'GET' }, handler),
+              await done,
+            ];
+          }, f.sides);
+        }
+      } finally {
+        await closed.close();
+        await destroyed.close();
+      }
+    });
+
+    it('close() lets a request in flight finish; a second close() waits for it too', async () => {
+      const f = await freshSides();
+      try {
+        await expectSame(async (s) => {
+          const log: string[] = [];
+          const res = await s.dispatcher.request({ origin: s.base, path: '/gate', method: 'GET' });
+          const body = res.body.text().then((t) => log.push(`body: ${t}`));
+          const first = s.dispatcher.close().then(() => log.push('first close'));
+          const second = s.dispatcher.close().then(() => log.push('second close'));
+          await new Promise((r) => setImmediate(r));
+          log.push('released');
+          server.releaseGates();
+          await Promise.all([body, first, second]);
+          return log;
+        }, f.sides);
+      } finally {
+        await f.close();
+      }
+    });
+
+    it('destroy() fails a request in flight (its error), destroy(err) with err', async () => {
+      for (const reason of [undefined, new Error('going away')]) {
+        const f = await freshSides();
+        try {
+          await expectSameCallers(async (s) => {
+            const waiting = requestResult(
+              s.dispatcher.request({ origin: s.base, path: '/hang-headers', method: 'GET' }),
+            );
+            await waitForRequest();
+            const res = await s.dispatcher.request({ origin: s.base, path: '/hang-body', method: 'GET' });
+            const reading = res.body.text().then(
+              () => 'no error',
+              (e: unknown) => errorShape(e),
+            );
+            await s.dispatcher.destroy(reason ?? null);
+            return { waiting: await waiting, reading: await reading };
+          }, f.sides);
+        } finally {
+          await f.close();
+        }
+      }
     });
   });
 

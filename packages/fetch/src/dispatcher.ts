@@ -124,7 +124,12 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
   readonly #isClosed = (): boolean => this.#closed;
   readonly #pools = new Set<Pool>();
   readonly #unsubscribe: () => void;
+  /** No new request is taken: `close()` or `destroy()` was called. */
   #closed = false;
+  /** `close()` was called (undici's `closed`); its promise, which every later `close()` returns. */
+  #closing: Promise<void> | undefined = undefined;
+  /** `destroy()` was called, or `close()` finished (undici's `destroyed`). */
+  #destroyed = false;
 
   constructor(mesh: Mesh, options: MeshDispatcherOptions = {}) {
     super();
@@ -140,7 +145,23 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
     this.#unsubscribe = mesh.onEndpointRemoved((endpoint) => this.#release(endpoint));
   }
 
+  /** True once `close()` was called (as undici's dispatchers say). */
+  get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  /** True once `destroy()` was called or `close()` finished (as undici's dispatchers say). */
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    // undici's argument checks (DispatcherBase), in its words: two type tests per request.
+    if (handler === null || typeof handler !== 'object') {
+      const { InvalidArgumentError } = undiciTransport().errors;
+      throw new InvalidArgumentError('handler must be an object');
+    }
+    if (opts === null || typeof opts !== 'object' || this.#closed) return this.#refuse(opts, handler);
     const origin = opts.origin;
     const key = typeof origin === 'string' ? origin : origin instanceof URL ? origin.origin : '';
     let route = key === this.#lastKey ? this.#lastRoute : this.#routes.get(key);
@@ -174,13 +195,27 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
       }
       return this.#passthrough.dispatch(opts, handler);
     }
-    if (this.#closed) {
-      const h = toLegacyHandler(handler);
-      h.onError?.(new MeshError(ErrorCodes.CLOSED, 'the mesh dispatcher is closed', { service: rt.name }));
-      return true;
-    }
     startMeshRequest(this, rt, opts, toLegacyHandler(handler), route.authority);
     return true;
+  }
+
+  /**
+   * A request refused as undici's dispatchers refuse it (options that are not an object, a closed
+   * or destroyed dispatcher): the handler's error callback gets undici's error, and `dispatch`
+   * returns false (or throws it, for a handler without one).
+   */
+  #refuse(opts: unknown, handler: Dispatcher.DispatchHandler): boolean {
+    const { ClientClosedError, ClientDestroyedError, InvalidArgumentError } = undiciTransport().errors;
+    const err =
+      opts === null || typeof opts !== 'object'
+        ? new InvalidArgumentError('opts must be an object.')
+        : this.#destroyed
+          ? new ClientDestroyedError()
+          : new ClientClosedError();
+    const h = toLegacyHandler(handler);
+    if (typeof h.onError !== 'function') throw err;
+    h.onError(err);
+    return false;
   }
 
   #route(key: string): RouteEntry {
@@ -285,10 +320,16 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
     this.#lastRoute = undefined;
   }
 
+  /**
+   * Stops taking requests (later ones fail with undici's `ClientClosedError`, then
+   * `ClientDestroyedError`) and resolves once those in flight have finished; every call of it
+   * resolves then, as with undici.
+   */
   override close(): Promise<void>;
   override close(callback: () => void): void;
   override close(callback?: () => void): Promise<void> | void {
-    const p = this.#close();
+    this.#closing ??= this.#close();
+    const p = this.#closing;
     if (callback) {
       p.then(callback, callback);
       return;
@@ -297,14 +338,15 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
   }
 
   async #close(): Promise<void> {
-    if (this.#closed) return;
     this.#closed = true;
+    if (this.#destroyed) return; // destroyed already: nothing left to wait for
     this.#unsubscribe();
     const pools = [...this.#pools];
     this.#pools.clear();
     for (const rt of this.mesh.services()) for (const ep of rt.endpoints) ep.slots[POOL_SLOT] = undefined;
     await Promise.all(pools.map((p) => p.close().catch(() => p.destroy())));
     if (this.#ownsPassthrough) await this.#passthrough.close();
+    this.#destroyed = true;
   }
 
   override destroy(): Promise<void>;
@@ -315,6 +357,7 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
     const err = typeof a === 'function' ? null : (a ?? null);
     const callback = typeof a === 'function' ? a : b;
     this.#closed = true;
+    this.#destroyed = true;
     this.#unsubscribe();
     const pools = [...this.#pools];
     this.#pools.clear();

@@ -12,7 +12,7 @@ import {
   type ServiceRuntime,
   SHED_HEADER,
 } from '@meshlet/core';
-import { AttemptFailures, Call, CallAttempt } from '@meshlet/core/extend';
+import { type AttemptFailure, AttemptFailures, Call, CallAttempt } from '@meshlet/core/extend';
 import type { Dispatcher } from 'undici';
 import { bodyKind, ITERABLE, ReplayBody, STREAM } from './body.js';
 import { classifyError, toMeshError } from './errors.js';
@@ -29,6 +29,8 @@ export interface RequestHost {
   poolFor(ep: EndpointState, rt: ServiceRuntime, authority: string): Dispatcher;
   /** An outbound hook overriding the mesh's (see `Mesh.setCallHook`); undefined: the mesh's. */
   readonly requestHook?: CallHook | undefined;
+  /** The caller destroyed the dispatcher: what fails now fails for that. */
+  readonly destroyed?: boolean;
 }
 
 /**
@@ -243,15 +245,19 @@ export class MeshRequest extends Call<HttpAttempt> {
   }
 
   attemptError(att: HttpAttempt, err: Error): void {
-    const replay = this.#replay;
-    // The caller's body failing is the caller's business, not the endpoint's.
-    const f =
-      replay !== undefined &&
-      replay.error !== undefined &&
-      (replay.error === err || replay.error === err.cause)
-        ? CALLER_BODY
-        : classifyError(err, att.onConnection);
+    const f = this.#failure(att, err);
     this.failed(att, f, toMeshError(err, f, this.service.name, att.endpoint.id));
+  }
+
+  /** How an attempt failed: the caller's doing (undici's error as it is), or the endpoint's. */
+  #failure(att: HttpAttempt, err: Error): AttemptFailure {
+    // The caller destroyed the dispatcher (undici's ClientDestroyedError, or the caller's reason).
+    if (this.#host.destroyed === true) return AttemptFailures.caller;
+    // The caller's body failing is the caller's business, not the endpoint's.
+    const replay = this.#replay;
+    const failed = replay !== undefined ? replay.error : undefined;
+    if (failed != null && (failed === err || failed === err.cause)) return CALLER_BODY;
+    return classifyError(err, att.onConnection);
   }
 
   attemptUpgrade(att: HttpAttempt, status: number, raw: Buffer[] | string[] | null, socket: unknown): void {
