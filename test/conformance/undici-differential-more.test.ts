@@ -673,6 +673,36 @@ describe('undici differential, more: mesh vs raw undici', { timeout: 60_000 }, (
         }
       }
     });
+
+    it("the dispatcher's connection events: connect, disconnect", async () => {
+      const f = await freshSides();
+      try {
+        await expectSame(async (s) => {
+          const events: unknown[] = [];
+          for (const name of ['connect', 'disconnect', 'connectionError']) {
+            (s.dispatcher as NodeJS.EventEmitter).on(
+              name,
+              (origin: URL, targets: Dispatcher[], err?: Error) => {
+                events.push([
+                  name,
+                  String(origin).replace(s.base, '<base>'),
+                  targets[0] === s.dispatcher,
+                  targets.length,
+                  err === undefined ? undefined : errorShape(err),
+                ]);
+              },
+            );
+          }
+          await requestResult(
+            s.dispatcher.request({ origin: s.base, path: '/echo', method: 'GET', reset: true }),
+          );
+          await s.dispatcher.close();
+          return events;
+        }, f.sides);
+      } finally {
+        await f.close();
+      }
+    });
   });
 
   describe('interceptors composed over the dispatcher', () => {

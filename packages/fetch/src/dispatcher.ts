@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import {
   type CallHook,
   type EndpointState,
@@ -130,6 +131,9 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
   #closing: Promise<void> | undefined = undefined;
   /** `destroy()` was called, or `close()` finished (undici's `destroyed`). */
   #destroyed = false;
+  /** Forwards a pool's connection events as undici's Agent does: `[this, ...targets]`. */
+  readonly #forward = (name: string) => (origin: URL, targets: Dispatcher[], err?: Error) =>
+    (this as EventEmitter).emit(name, origin, [this, ...targets], err);
 
   constructor(mesh: Mesh, options: MeshDispatcherOptions = {}) {
     super();
@@ -290,6 +294,8 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
       ...given,
       connect: dialing(ep.endpoint.address, ep.endpoint.port, base),
     });
+    for (const name of ['connect', 'disconnect', 'connectionError', 'drain'] as const)
+      (pool as EventEmitter).on(name, this.#forward(name));
     this.#pools.add(pool);
     return pool;
   }
