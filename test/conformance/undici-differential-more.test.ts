@@ -773,6 +773,13 @@ describe('undici differential, more: mesh vs raw undici', { timeout: 60_000 }, (
         ['sec-websocket-key'],
       );
     });
+
+    it("the dispatcher's WebSocket limits (undici's defaults) apply", async () => {
+      await expectSame(async (s) => ({
+        webSocketOptions: (s.dispatcher as unknown as { webSocketOptions?: unknown }).webSocketOptions,
+        eventSourceOptions: (s.dispatcher as unknown as { eventSourceOptions?: unknown }).eventSourceOptions,
+      }));
+    });
   });
 
   it('getGlobalDispatcher() after installGlobalDispatcher() and after its undo', async () => {

@@ -1,3 +1,4 @@
+import { kStringMaxLength } from 'node:buffer';
 import type { EventEmitter } from 'node:events';
 import {
   type CallHook,
@@ -157,6 +158,19 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
   /** True once `destroy()` was called or `close()` finished (as undici's dispatchers say). */
   get destroyed(): boolean {
     return this.#destroyed;
+  }
+
+  /**
+   * The limits undici's WebSocket reads from the dispatcher it connects through (undici's defaults,
+   * as an `Agent` gives them): without them its frame parser has none.
+   */
+  get webSocketOptions(): { maxFragments: number; maxPayloadSize: number } {
+    return { maxFragments: 131072, maxPayloadSize: 128 * 1024 * 1024 };
+  }
+
+  /** What undici's EventSource reads from its dispatcher (undici's default: the longest string). */
+  get eventSourceOptions(): { maxEventSize: number } {
+    return { maxEventSize: kStringMaxLength };
   }
 
   override dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
