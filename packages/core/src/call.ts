@@ -484,6 +484,14 @@ export abstract class Call<A extends CallAttempt = CallAttempt> implements CallI
     return this._state === DONE;
   }
 
+  /**
+   * True while the transport's `send()` runs: a failure it reports now was raised by its own
+   * dispatch, synchronously (e.g. a request its library refused as given).
+   */
+  protected get sending(): boolean {
+    return (this._flags & SENDING) !== 0;
+  }
+
   /** True once the response was committed to the caller (no more retries). */
   get committed(): boolean {
     return this._state === COMMITTED;

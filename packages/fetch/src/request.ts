@@ -257,6 +257,12 @@ export class MeshRequest extends Call<HttpAttempt> {
     const replay = this.#replay;
     const failed = replay !== undefined ? replay.error : undefined;
     if (failed != null && (failed === err || failed === err.cause)) return CALLER_BODY;
+    // undici refused the request as the pool was handed it (its checks threw, before any
+    // connection): the caller's request — unless the pool itself was closed (the endpoint left).
+    if (this.sending && !att.onConnection) {
+      const code = (err as { code?: unknown }).code;
+      if (code !== 'UND_ERR_CLOSED' && code !== 'UND_ERR_DESTROYED') return AttemptFailures.caller;
+    }
     return classifyError(err, att.onConnection);
   }
 
