@@ -524,6 +524,46 @@ describe('undici differential, more: mesh vs raw undici', { timeout: 60_000 }, (
         ),
       ]);
     });
+
+    it("a streamed body that fails with a network-like code: the caller's error, sent once", async () => {
+      // An inbound request piped upstream fails with ECONNRESET when its client goes away: that is
+      // the caller's body, not the endpoint.
+      const failing = (kind: 'stream' | 'iterable') => {
+        const err = Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+        return kind === 'stream'
+          ? new Readable({
+              read() {
+                // One part, then the failure.
+                if (this.readableDidRead) return;
+                this.push('first part, ');
+                setImmediate(() => this.destroy(err));
+              },
+            })
+          : (async function* () {
+              yield Buffer.from('first part, ');
+              await new Promise((r) => setImmediate(r));
+              throw err;
+            })();
+      };
+      await expectSameCallers(async (s) => [
+        await requestResult(
+          s.dispatcher.request({
+            origin: s.base,
+            path: '/echo',
+            method: 'PUT',
+            body: failing('stream') as never,
+          }),
+        ),
+        await requestResult(
+          s.dispatcher.request({
+            origin: s.base,
+            path: '/echo',
+            method: 'PUT',
+            body: failing('iterable') as never,
+          }),
+        ),
+      ]);
+    });
   });
 
   describe('aborts with a reason that is not an Error', () => {

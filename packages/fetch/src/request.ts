@@ -253,9 +253,15 @@ export class MeshRequest extends Call<HttpAttempt> {
   #failure(att: HttpAttempt, err: Error): AttemptFailure {
     // The caller destroyed the dispatcher (undici's ClientDestroyedError, or the caller's reason).
     if (this.#host.destroyed === true) return AttemptFailures.caller;
-    // The caller's body failing is the caller's business, not the endpoint's.
+    // The caller's body failing is the caller's business, not the endpoint's: a replayed body
+    // keeps its source's error; a Node stream says it failed (`errored`).
     const replay = this.#replay;
-    const failed = replay !== undefined ? replay.error : undefined;
+    const failed =
+      replay !== undefined
+        ? replay.error
+        : this.#stream
+          ? (this.#opts.body as { errored?: unknown }).errored
+          : undefined;
     if (failed != null && (failed === err || failed === err.cause)) return CALLER_BODY;
     // undici refused the request as the pool was handed it (its checks threw, before any
     // connection): the caller's request — unless the pool itself was closed (the endpoint left).
