@@ -237,6 +237,22 @@ describe('undici differential, more: mesh vs raw undici', { timeout: 60_000 }, (
       expect(r.mesh.server).toEqual(r.raw.server);
     });
 
+    it('callback form, a hedged request (opt-in hedge): the same callbacks', async () => {
+      const hedged = await freshSides({ hedge: { delay: '10s', maxHedges: 1 } });
+      try {
+        await expectSame(async (s) => {
+          const { handler, done } = recordingHandler();
+          s.dispatcher.dispatch(
+            { origin: s.base, path: '/echo', method: 'GET', body: Buffer.from('sent body') },
+            handler,
+          );
+          return done;
+        }, hedged.sides);
+      } finally {
+        await hedged.close();
+      }
+    });
+
     it('controller form: pause, resume, and abort mid-body with a reason', async () => {
       await expectSame(
         (s) =>

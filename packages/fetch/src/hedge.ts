@@ -49,6 +49,8 @@ class HedgedRequest {
   #done = false;
   /** The caller got its terminal callback (complete, error or upgrade). */
   #reported = false;
+  /** The caller was told a response started (`onResponseStarted`). */
+  #started = false;
   #lastError: Error | undefined;
 
   constructor(send: (copy: LegacyHandler) => void, handler: LegacyHandler, hedge: HedgePolicy) {
@@ -98,6 +100,18 @@ class HedgedRequest {
 
   get handler(): LegacyHandler {
     return this.#handler;
+  }
+
+  /** Another copy won: what this one reports about its request no longer reaches the caller. */
+  lost(copy: HedgeCopy): boolean {
+    return this.#winner !== undefined && this.#winner !== copy;
+  }
+
+  /** True for the first copy whose response starts (the caller hears of it once). */
+  responseStarted(): boolean {
+    if (this.#started) return false;
+    this.#started = true;
+    return true;
   }
 
   /** A copy failed: report it only if it had won, or if no other copy can still answer. */
@@ -199,7 +213,18 @@ class HedgeCopy implements LegacyHandler {
     this.#parent.handler.onUpgrade?.(status, raw, socket);
   }
 
+  /** Before any copy won, as for any attempt (docs/semantics.md: once per attempt). */
+  onBodySent(chunk: unknown): void {
+    if (!this.#parent.lost(this)) this.#parent.handler.onBodySent?.(chunk);
+  }
+
+  onRequestSent(): void {
+    if (!this.#parent.lost(this)) this.#parent.handler.onRequestSent?.();
+  }
+
+  /** Comes before a copy can win (with the response's headers): the first copy's is passed on. */
   onResponseStarted(): void {
-    if (this.#won) this.#parent.handler.onResponseStarted?.();
+    if (!this.#parent.lost(this) && this.#parent.responseStarted())
+      this.#parent.handler.onResponseStarted?.();
   }
 }
