@@ -278,6 +278,14 @@ export class MeshDispatcher extends DispatcherBase implements RequestHost {
   }
 
   #newPool(ep: EndpointState, rt: ServiceRuntime, authority: string): EndpointPool {
+    // A request that was in flight when the dispatcher closed, and now wants a pool (a retry
+    // after its backoff, a request that waited for discovery): none is made, which close() would
+    // never close. The attempt fails as undici's retry interceptor's would on a closed Agent, with
+    // undici's error, the caller's (thrown from `send`: not retried, not the endpoint's).
+    if (this.#closed) {
+      const { ClientClosedError, ClientDestroyedError } = undiciTransport().errors;
+      throw this.#destroyed ? new ClientDestroyedError() : new ClientClosedError();
+    }
     const c = rt.policy.connection;
     // thresholds.maxConnections caps each endpoint's pool (requests over it wait as pending).
     const maxConn = Math.min(

@@ -296,6 +296,34 @@ describe('MeshDispatcher', () => {
     expect(seen).toEqual(['/composed']);
   });
 
+  it("close() during a retry's backoff: the retry fails with undici's error for a closed dispatcher, no new pool", async () => {
+    let answered = 0;
+    let closing: Promise<void> | undefined;
+    const [s] = await servers(1, (_i, _req, res) => {
+      answered++;
+      res.statusCode = 503;
+      res.end('unavailable');
+      // The mesh retries a 503 after a backoff; close the dispatcher while that request is out.
+      closing ??= dispatcher.close();
+    });
+    const { dispatcher } = meshOf({ reviews: { endpoints: [s?.address] } });
+    const err = await request('http://reviews/', { dispatcher }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await closing;
+    // As undici's own dispatchers answer once close() was called: ClientClosedError, and
+    // ClientDestroyedError once it has finished (which it may have, its pools being idle).
+    expect(err).toBeInstanceOf(Error);
+    const shape = [(err as Error).constructor.name, (err as { code?: string }).code];
+    expect([
+      ['ClientClosedError', 'UND_ERR_CLOSED'],
+      ['ClientDestroyedError', 'UND_ERR_DESTROYED'],
+    ]).toContainEqual(shape);
+    // One attempt reached the server: the retry made no pool (which close() would never close).
+    expect(answered).toBe(1);
+  });
+
   it('close() leaves no sockets or timers behind', async () => {
     const count = () => {
       const by = new Map<string, number>();
