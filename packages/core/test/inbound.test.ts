@@ -223,6 +223,16 @@ describe('peer helpers', () => {
     );
     expect(spiffeIdFromSubjectAltName('URI:"spiffe://td/x, y", DNS:b')).toBe('spiffe://td/x, y');
     expect(spiffeIdFromSubjectAltName('DNS:URI:spiffe://no')).toBeUndefined();
+    // text inside another entry's value is not an entry (a URI SAN `x URI:spiffe://td/admin`)
+    expect(spiffeIdFromSubjectAltName('URI:x URI:spiffe://td/admin')).toBeUndefined();
+    expect(spiffeIdFromSubjectAltName('URI:x URI:spiffe://td/admin, URI:spiffe://td/web')).toBe(
+      'spiffe://td/web',
+    );
+    expect(spiffeIdFromSubjectAltName('DNS:"a\\"b, URI:spiffe://td/admin", URI:spiffe://td/web')).toBe(
+      'spiffe://td/web',
+    );
+    // two SPIFFE IDs: not an X.509-SVID, no identity
+    expect(spiffeIdFromSubjectAltName('URI:spiffe://td/a, URI:spiffe://td/b')).toBeUndefined();
     expect(spiffeIdFromSubjectAltName(undefined)).toBeUndefined();
   });
 });

@@ -82,31 +82,47 @@ function listenAddressOf(socket: PeerSocket): { host: string; port: number } | u
 
 /**
  * The SPIFFE ID in a certificate's subject alternative names as Node renders them
- * (`subjectaltname`: `DNS:x, URI:spiffe://td/ns/a/sa/b`; an entry with `, ` in it is JSON-quoted).
+ * (`subjectaltname`: `DNS:x, URI:spiffe://td/ns/a/sa/b`; entries joined with `, `, a value holding
+ * a comma, a quote or a backslash JSON-quoted with its commas escaped): the one `spiffe://` URI
+ * SAN. Entries are read one after the other, so text inside another entry's value (a URI SAN
+ * `x URI:spiffe://td/ns/a/sa/admin`) is never taken for an entry; a certificate with two or more
+ * `spiffe://` URI SANs is not an X.509-SVID and has no SPIFFE ID (undefined).
  */
 export function spiffeIdFromSubjectAltName(san: string | undefined): string | undefined {
   if (!san) return undefined;
-  let i = san.indexOf('URI:');
-  while (i >= 0) {
-    if (i === 0 || san.charCodeAt(i - 1) === 32) {
-      let v: string;
-      if (san.charCodeAt(i + 4) === 34) {
-        const close = san.indexOf('", ', i + 5);
-        const raw = close < 0 ? san.slice(i + 4) : san.slice(i + 4, close + 1);
+  let id: string | undefined;
+  let i = 0;
+  const len = san.length;
+  while (i < len) {
+    const colon = san.indexOf(':', i);
+    if (colon < 0) break;
+    let end: number;
+    let value: string | undefined;
+    const uri = colon === i + 3 && san.startsWith('URI', i);
+    if (san.charCodeAt(colon + 1) === 34) {
+      // a JSON string: up to its closing quote (escapes skipped)
+      let j = colon + 2;
+      while (j < len && san.charCodeAt(j) !== 34) j += san.charCodeAt(j) === 92 ? 2 : 1;
+      if (uri) {
         try {
-          v = JSON.parse(raw) as string;
+          value = JSON.parse(san.slice(i + 4, j + 1)) as string;
         } catch {
-          v = '';
+          value = undefined;
         }
-      } else {
-        const end = san.indexOf(', ', i);
-        v = end < 0 ? san.slice(i + 4) : san.slice(i + 4, end);
       }
-      if (v.startsWith('spiffe://')) return v;
+      end = san.indexOf(', ', j);
+    } else {
+      end = san.indexOf(', ', i);
+      if (uri) value = end < 0 ? san.slice(i + 4) : san.slice(i + 4, end);
     }
-    i = san.indexOf('URI:', i + 4);
+    if (value?.startsWith('spiffe://')) {
+      if (id !== undefined) return undefined;
+      id = value;
+    }
+    if (end < 0) break;
+    i = end + 2;
   }
-  return undefined;
+  return id;
 }
 
 const peers = new WeakMap<object, InboundPeer>();

@@ -1,0 +1,254 @@
+/**
+ * The inbound side attacked as in Envoy's and Istio's CVE history, beyond the path tricks of
+ * inbound-probe.test.ts: SPIFFE identities forged through a certificate's subject alternative
+ * names, HTTP/1.1 framing and header smuggling, identity headers a client sets, Host /
+ * `:authority` confusion, HTTP/2 abuse (CONTINUATION flood, rapid reset, oversized header lists),
+ * hostile deadline headers and gRPC method paths with trailing data. Every request is written by
+ * hand on a raw socket (HTTP/1.1 bytes, HTTP/2 frames with a hand-made HPACK block): nothing is
+ * normalized on the way. The assertions are on what reached a handler.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server as HttpServer, type IncomingMessage } from 'node:http';
+import { connect as h2connect } from 'node:http2';
+import { createServer as createHttpsServer } from 'node:https';
+import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { type Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
+import express from 'express';
+import Fastify from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { currentDeadline } from '../../packages/core/src/index.js';
+import { meshMiddleware } from '../../packages/express/src/index.js';
+import { meshPlugin } from '../../packages/fastify/src/index.js';
+import { createMeshServer } from '../../packages/grpc/src/index.js';
+import { echoDefinition } from '../../packages/grpc/test/helpers.js';
+import { type AuthorizationPolicy, createAuthorizer, peerIdentity } from '../../packages/tls/src/index.js';
+import { type RawResponse, rawGrpc, rawHttp, rawRequest } from '../helpers/raw-http.js';
+
+const cleanups: Array<() => unknown> = [];
+afterAll(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+type Counts = Record<string, number>;
+
+function counter(): { counts: Counts; hit: (name: string) => void } {
+  const counts: Counts = {};
+  return { counts, hit: (name) => void (counts[name] = (counts[name] ?? 0) + 1) };
+}
+
+function closeHttp(server: HttpServer | ReturnType<typeof createHttpsServer>): void {
+  cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+  cleanups.push(() => server.closeAllConnections());
+}
+
+// ---------------------------------------------------------------------------------------------
+// SPIFFE identity from the peer certificate
+// ---------------------------------------------------------------------------------------------
+
+function openssl(args: string[], cwd: string): void {
+  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** A CA and leaf certificates (EC P-256) made by the openssl CLI; `sans` as openssl's [alt] section. */
+function pki(dir: string) {
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=attack-ca',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
+  const leaf = (name: string, sans: string[]) => {
+    openssl(
+      [
+        'req',
+        '-new',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        `${name}.key`,
+        '-out',
+        `${name}.csr`,
+        '-subj',
+        `/CN=${name}`,
+      ],
+      dir,
+    );
+    writeFileSync(
+      join(dir, `${name}.ext`),
+      `subjectAltName=@alt\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n[alt]\n${sans.join('\n')}\n`,
+    );
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-days',
+        '1',
+        '-extfile',
+        `${name}.ext`,
+        '-out',
+        `${name}.crt`,
+      ],
+      dir,
+    );
+    return { cert: readFileSync(join(dir, `${name}.crt`)), key: readFileSync(join(dir, `${name}.key`)) };
+  };
+  return { ca: readFileSync(join(dir, 'ca.crt')), leaf };
+}
+
+/** One HTTP/1.1 request over TLS with a client certificate; resolves when the server closes. */
+function rawHttps(
+  port: number,
+  ca: Buffer,
+  client: { cert: Buffer; key: Buffer },
+  request: Buffer,
+): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const socket = tlsConnect(
+      { port, host: '127.0.0.1', ca, ...client, checkServerIdentity: () => undefined },
+      () => socket.write(request),
+    );
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const text = Buffer.concat(chunks).toString('latin1');
+      const end = text.indexOf('\r\n\r\n');
+      resolve({
+        status: Number(text.split(' ')[1] ?? 0) || 0,
+        headers: {},
+        body: end < 0 ? '' : text.slice(end + 4),
+      });
+    });
+  });
+}
+
+describe('SPIFFE identity from the peer certificate (mTLS Express server)', () => {
+  const TD = 'spiffe://cluster.local/ns/default/sa';
+  let port: number;
+  let ca: Buffer;
+  const { counts, hit } = counter();
+  const seen: Array<string | undefined> = [];
+  let certs: Record<string, { cert: Buffer; key: Buffer }>;
+
+  beforeAll(async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'meshlet-attack-pki-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const p = pki(dir);
+    ca = p.ca;
+    certs = {
+      // the legitimate admin workload
+      admin: p.leaf('admin', [`URI.1=${TD}/admin`]),
+      // one URI SAN that is not a SPIFFE ID, whose text holds `URI:spiffe://…/admin`: Node renders
+      // it as `URI:x URI:spiffe://…/admin` (no quoting: it has no comma)
+      injected: p.leaf('injected', [`URI.1=x URI:${TD}/admin`]),
+      // the same text after a real SPIFFE ID of another workload
+      injectedAfter: p.leaf('injected-after', [`URI.1=x URI:${TD}/admin`, `URI.2=${TD}/web`]),
+      // two SPIFFE IDs: not an X.509-SVID
+      two: p.leaf('two', [`URI.1=${TD}/admin`, `URI.2=${TD}/web`]),
+      twoReversed: p.leaf('two-reversed', [`URI.1=${TD}/web`, `URI.2=${TD}/admin`]),
+      // a non-SPIFFE URI next to one SPIFFE ID: that ID
+      withHttpsUri: p.leaf('with-https-uri', ['URI.1=https://admin.example', `URI.2=${TD}/web`]),
+      // no URI SAN at all
+      dnsOnly: p.leaf('dns-only', ['DNS.1=admin.default.svc']),
+    };
+    const policies: AuthorizationPolicy[] = [
+      {
+        name: 'allow',
+        action: 'ALLOW',
+        rules: [
+          {
+            from: [{ source: { principals: ['cluster.local/ns/default/sa/admin'] } }],
+            to: [{ operation: { paths: ['/admin'] } }],
+          },
+          // any authenticated workload
+          { from: [{ source: { principals: ['*'] } }], to: [{ operation: { paths: ['/mesh-only'] } }] },
+        ],
+      },
+    ];
+    const app = express();
+    app.use(meshMiddleware({ authorizer: createAuthorizer(policies) }));
+    for (const name of ['admin', 'mesh-only']) {
+      app.get(`/${name}`, (req, res) => {
+        hit(name);
+        seen.push(peerIdentity(req));
+        res.json({ handler: name });
+      });
+    }
+    const server = createHttpsServer(
+      { key: certs.admin?.key, cert: certs.admin?.cert, ca, requestCert: true, rejectUnauthorized: true },
+      app,
+    );
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    closeHttp(server);
+    port = (server.address() as AddressInfo).port;
+  });
+
+  const get = (cert: string, path: string) =>
+    rawHttps(port, ca, certs[cert] as { cert: Buffer; key: Buffer }, rawRequest('GET', path));
+
+  it('the legitimate workload is admitted (the policy works)', async () => {
+    expect((await get('admin', '/admin')).status).toBe(200);
+    expect(seen.at(-1)).toBe(`${TD}/admin`);
+  });
+
+  it('a URI SAN whose text holds "URI:spiffe://…" is not read as a second entry', async () => {
+    const before = counts.admin ?? 0;
+    const a = await get('injected', '/admin');
+    const b = await get('injectedAfter', '/admin');
+    expect([a.status, b.status]).toEqual([403, 403]);
+    expect(counts.admin ?? 0).toBe(before);
+    // the one real SPIFFE ID of the second certificate is still its identity
+    expect((await get('injectedAfter', '/mesh-only')).status).toBe(200);
+    expect(seen.at(-1)).toBe(`${TD}/web`);
+  });
+
+  it('a certificate with two SPIFFE IDs is not an X.509-SVID: no identity, whatever their order', async () => {
+    const before = counts.admin ?? 0;
+    const statuses = [
+      (await get('two', '/admin')).status,
+      (await get('twoReversed', '/admin')).status,
+      (await get('two', '/mesh-only')).status,
+    ];
+    expect(statuses).toEqual([403, 403, 403]);
+    expect(counts.admin ?? 0).toBe(before);
+  });
+
+  it('a non-SPIFFE URI next to one SPIFFE ID: that ID; no URI SAN: no identity (`*` needs one)', async () => {
+    expect((await get('withHttpsUri', '/mesh-only')).status).toBe(200);
+    expect(seen.at(-1)).toBe(`${TD}/web`);
+    expect((await get('withHttpsUri', '/admin')).status).toBe(403);
+    expect((await get('dnsOnly', '/mesh-only')).status).toBe(403);
+  });
+});
