@@ -252,3 +252,192 @@ describe('SPIFFE identity from the peer certificate (mTLS Express server)', () =
     expect((await get('dnsOnly', '/mesh-only')).status).toBe(403);
   });
 });
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/1.1 framing and header smuggling, identity headers, Host confusion (Express and Fastify)
+// ---------------------------------------------------------------------------------------------
+
+/** Denies the admin area and requests for the admin host. */
+const DENY: AuthorizationPolicy[] = [
+  {
+    name: 'deny-admin',
+    action: 'DENY',
+    rules: [
+      { to: [{ operation: { paths: ['/admin', '/admin/*'] } }] },
+      { to: [{ operation: { hosts: ['admin.example.com'] } }] },
+    ],
+  },
+];
+
+interface Target {
+  readonly port: number;
+  readonly counts: Counts;
+  /** What the last handler saw of the identity headers and its deadline. */
+  readonly last: { xfcc?: unknown; rawXfcc?: boolean; deadline?: number | undefined; host?: unknown };
+}
+
+async function expressTarget(inbound: Parameters<typeof meshMiddleware>[0] = {}): Promise<Target> {
+  const { counts, hit } = counter();
+  const last: Target['last'] = {};
+  const app = express();
+  app.use(meshMiddleware({ authorizer: createAuthorizer(DENY), ...inbound }));
+  const ok = (name: string) => (req: express.Request, res: express.Response) => {
+    hit(name);
+    see(last, req);
+    res.json({ handler: name });
+  };
+  app.all('/admin', ok('admin'));
+  app.all('/public', ok('public'));
+  const server = createServer(app);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  closeHttp(server);
+  return { port: (server.address() as AddressInfo).port, counts, last };
+}
+
+async function fastifyTarget(inbound: Parameters<typeof meshMiddleware>[0] = {}): Promise<Target> {
+  const { counts, hit } = counter();
+  const last: Target['last'] = {};
+  const app = Fastify();
+  await app.register(meshPlugin, { authorizer: createAuthorizer(DENY), drain: false, ...inbound });
+  const ok = (name: string) => async (req: { raw: IncomingMessage }) => {
+    hit(name);
+    see(last, req.raw);
+    return { handler: name };
+  };
+  app.all('/admin', ok('admin'));
+  app.all('/public', ok('public'));
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  cleanups.push(() => app.close());
+  return { port: (app.server.address() as AddressInfo).port, counts, last };
+}
+
+function see(last: Target['last'], req: IncomingMessage): void {
+  last.xfcc = req.headers['x-forwarded-client-cert'];
+  last.rawXfcc = req.rawHeaders.some((h) => h.toLowerCase() === 'x-forwarded-client-cert');
+  last.deadline = currentDeadline();
+  last.host = req.headers.host;
+}
+
+const HTTP_SERVERS: Array<[string, typeof expressTarget]> = [
+  ['Express', expressTarget],
+  ['Fastify', fastifyTarget],
+];
+
+/** Malformed framing: each must be refused (400 / 431) without any handler running. */
+const SMUGGLING: Array<[string, string]> = [
+  ['two different Content-Lengths', 'POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!'],
+  ['Content-Length list', 'POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!'],
+  [
+    'Content-Length and Transfer-Encoding (CL.TE)',
+    'POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n',
+  ],
+  [
+    'Transfer-Encoding not ending in chunked',
+    'POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n',
+  ],
+  [
+    'obsolete line folding',
+    'GET /public HTTP/1.1\r\nHost: x\r\nX-A: a\r\n Transfer-Encoding: chunked\r\n\r\n',
+  ],
+  ['whitespace before the colon', 'POST /public HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello'],
+  ['NUL in a header value', 'GET /public HTTP/1.1\r\nHost: x\r\nX-A: a\u0000b\r\n\r\n'],
+  ['bare CR in a header value', 'GET /public HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n'],
+  ['bare LF line ends', 'GET /admin HTTP/1.1\nHost: x\n\n'],
+  ['LF in the request target', 'GET /public\n/admin HTTP/1.1\r\nHost: x\r\n\r\n'],
+  ['a header line without a colon', 'GET /public HTTP/1.1\r\nHost: x\r\nGET /admin\r\n\r\n'],
+  ['a 20 KiB header', `GET /public HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20 * 1024)}\r\n\r\n`],
+  ['no Host header', 'GET /public HTTP/1.1\r\n\r\n'],
+];
+
+const SMUGGLED = 'GET /admin HTTP/1.1\r\nHost: x\r\n\r\n';
+/**
+ * Malformed bodies: Node's parser has handed the headers to the (allowed) handler when it meets
+ * them; it must then fail the connection, so the request smuggled after them is never parsed.
+ */
+const BODY_SMUGGLING: Array<[string, string]> = [
+  ['Transfer-Encoding: xchunked', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n${SMUGGLED}`],
+  ['an invalid chunk size', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n${SMUGGLED}`],
+  ['chunk size with trailing junk', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3x\r\nabc\r\n0\r\n\r\n${SMUGGLED}`],
+  ['chunk extension with a bare LF', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a\nb\r\nx\r\n0\r\n\r\n${SMUGGLED}`],
+  ['chunk data longer than its size', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n${SMUGGLED}`],
+];
+
+describe.each(HTTP_SERVERS)('%s: HTTP/1.1 framing, identity headers, Host', (_name, start) => {
+  let t: Target;
+  beforeAll(async () => {
+    t = await start();
+  });
+
+  it('refuses every header-level smuggling shape without running a handler', async () => {
+    const out: string[] = [];
+    for (const [what, req] of SMUGGLING) {
+      const r = await rawHttp(t.port, Buffer.from(req, 'latin1'));
+      out.push(`${what}: ${r.status}`);
+    }
+    expect(t.counts, out.join('\n')).toEqual({});
+    expect(out.filter((o) => !/: (400|431)$/.test(o))).toEqual([]);
+  });
+
+  it('a malformed body fails the connection: the request smuggled after it never runs', async () => {
+    const out: string[] = [];
+    for (const [what, req] of BODY_SMUGGLING) {
+      const r = await rawHttp(t.port, Buffer.from(req, 'latin1'));
+      out.push(`${what}: ${r.status}`);
+    }
+    expect(t.counts.admin ?? 0, out.join('\n')).toBe(0);
+  });
+
+  it('removes x-forwarded-client-cert however a client spells or repeats it', async () => {
+    const r = await rawHttp(
+      t.port,
+      rawRequest('GET', '/public', [
+        'Host: x',
+        'X-Forwarded-Client-Cert: By=spiffe://cluster.local/ns/default/sa/api;URI=spiffe://cluster.local/ns/default/sa/admin',
+        'x-forwarded-client-cert: URI=spiffe://cluster.local/ns/default/sa/admin',
+      ]),
+    );
+    expect(r.status).toBe(200);
+    expect(t.last.xfcc).toBeUndefined();
+  });
+
+  it('Host: port, case and repetition never dodge a host rule', async () => {
+    const before = t.counts.public ?? 0;
+    const hosts = [
+      ['Host: admin.example.com'],
+      ['Host: ADMIN.Example.COM'],
+      ['Host: admin.example.com:8080'],
+      ['Host: admin.example.com:'],
+      ['Host: admin.example.com:80:80'],
+      ['Host: x', 'Host: admin.example.com'],
+      ['Host: admin.example.com', 'Host: x'],
+    ];
+    const statuses: number[] = [];
+    for (const h of hosts) statuses.push((await rawHttp(t.port, rawRequest('GET', '/public', h))).status);
+    // absolute-form: its authority is the host (and must agree with Host)
+    statuses.push((await rawHttp(t.port, rawRequest('GET', 'http://admin.example.com/public', []))).status);
+    statuses.push(
+      (await rawHttp(t.port, rawRequest('GET', 'http://x/public', ['Host: admin.example.com']))).status,
+    );
+    statuses.push(
+      (await rawHttp(t.port, rawRequest('GET', 'http://admin.example.com/public', ['Host: x']))).status,
+    );
+    expect(t.counts.public ?? 0, statuses.join(',')).toBe(before);
+    expect(statuses.every((s) => s === 403 || s === 400)).toBe(true);
+  });
+
+  it('request targets `*` and authority-form reach no handler', async () => {
+    const statuses: number[] = [];
+    for (const [m, target] of [
+      ['OPTIONS', '*'],
+      ['GET', '*'],
+      ['CONNECT', 'admin.example.com:443'],
+      ['GET', 'admin'],
+      ['GET', 'file:///admin'],
+      ['GET', 'http://u@x/admin'],
+    ] as const)
+      statuses.push((await rawHttp(t.port, rawRequest(m, target))).status);
+    expect(t.counts.admin ?? 0, statuses.join(',')).toBe(0);
+    // CONNECT: Node closes the connection (no 'connect' listener); the rest: 400 or 404
+    expect(statuses.every((s) => s === 0 || (s >= 400 && s < 500))).toBe(true);
+  });
+});

@@ -195,6 +195,18 @@ describe('the rule matrix', () => {
       true,
     ],
     ['hosts suffix', { to: [{ operation: { hosts: ['*.svc'] } }] }, base, true],
+    [
+      'hosts: cut at the first colon (a Host of admin:80:80 is admin, as frameworks read it)',
+      { to: [{ operation: { hosts: ['reviews.default.svc'] } }] },
+      { ...base, host: 'reviews.default.svc:80:80' },
+      true,
+    ],
+    [
+      'hosts: an IPv6 literal keeps its colons',
+      { to: [{ operation: { hosts: ['[::1]'] } }] },
+      { ...base, host: '[::1]:9080' },
+      true,
+    ],
     ['notHosts', { to: [{ operation: { notHosts: ['reviews.*'] } }] }, base, false],
     // when
     ['when header', { when: [{ key: 'request.headers[X-User]', values: ['alice', 'bob'] }] }, base, true],

@@ -229,13 +229,17 @@ function pathOnly(path: string | undefined): string | undefined {
   return q < 0 ? path : path.slice(0, q);
 }
 
+/**
+ * Hosts: the Host / `:authority` as sent, or its host part, cut at the first `:` after the name
+ * (Istio's `host` or `host:*`): `admin:80:80` is `admin`, as the frameworks' `hostname` reads it.
+ */
 function hostMatcher(patterns: readonly string[]) {
   const m = stringMatcher(patterns, (s) => s.toLowerCase());
   return (host: string | undefined): boolean => {
     if (!host) return false;
     if (m(host)) return true;
-    const colon = host.lastIndexOf(':');
-    return colon > 0 && !host.endsWith(']') && m(host.slice(0, colon));
+    const colon = host.indexOf(':', host.charCodeAt(0) === 91 ? host.indexOf(']') : 0);
+    return colon > 0 && m(host.slice(0, colon));
   };
 }
 
