@@ -79,6 +79,7 @@ export {
   type MeshServerOptions,
   meshServerInterceptor,
   SERVER_KEEPALIVE_DEFAULTS,
+  SERVER_MAX_CONCURRENT_STREAMS,
 } from './server.js';
 export {
   GRPC_JS_MIN_VERSION,

@@ -295,6 +295,15 @@ export class MeshGrpcServer extends Server {
   }
 }
 
+/**
+ * The calls one HTTP/2 connection may have open at once (`grpc.max_concurrent_streams`, sent as
+ * SETTINGS_MAX_CONCURRENT_STREAMS; `serverOptions` may set another). grpc-js sets none and turns
+ * Node's session memory limit off, so without it one connection could hold any number of calls
+ * open, each with up to ~150 KB of metadata (2,000 held 230 MB of the server's memory). Clients
+ * queue calls beyond it; a client that does not gets those streams refused.
+ */
+export const SERVER_MAX_CONCURRENT_STREAMS = 1000;
+
 /** A grpc-js `Server` with meshlet's interceptor, keepalive defaults and Health service. */
 export interface MeshServer {
   readonly server: MeshGrpcServer;
@@ -310,6 +319,7 @@ export function createMeshServer(options: MeshServerOptions = {}): MeshServer {
   const server = new MeshGrpcServer(
     {
       ...SERVER_KEEPALIVE_DEFAULTS,
+      'grpc.max_concurrent_streams': SERVER_MAX_CONCURRENT_STREAMS,
       ...(options.maxConnectionAgeMs !== undefined
         ? {
             'grpc.max_connection_age_ms': options.maxConnectionAgeMs,
