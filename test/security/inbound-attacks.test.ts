@@ -10,7 +10,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server as HttpServer, type IncomingMessage } from 'node:http';
-import { connect as h2connect } from 'node:http2';
 import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentDeadline } from '../../packages/core/src/index.js';
 import { meshMiddleware } from '../../packages/express/src/index.js';
 import { meshPlugin } from '../../packages/fastify/src/index.js';
-import { createMeshServer } from '../../packages/grpc/src/index.js';
+import { createMeshServer, SERVER_MAX_CONCURRENT_STREAMS } from '../../packages/grpc/src/index.js';
 import { echoDefinition } from '../../packages/grpc/test/helpers.js';
 import { type AuthorizationPolicy, createAuthorizer, peerIdentity } from '../../packages/tls/src/index.js';
 import { type RawResponse, rawGrpc, rawHttp, rawRequest } from '../helpers/raw-http.js';
@@ -37,7 +36,12 @@ type Counts = Record<string, number>;
 
 function counter(): { counts: Counts; hit: (name: string) => void } {
   const counts: Counts = {};
-  return { counts, hit: (name) => void (counts[name] = (counts[name] ?? 0) + 1) };
+  return {
+    counts,
+    hit: (name) => {
+      counts[name] = (counts[name] ?? 0) + 1;
+    },
+  };
 }
 
 function closeHttp(server: HttpServer | ReturnType<typeof createHttpsServer>): void {
@@ -325,7 +329,10 @@ const HTTP_SERVERS: Array<[string, typeof expressTarget]> = [
 
 /** Malformed framing: each must be refused (400 / 431) without any handler running. */
 const SMUGGLING: Array<[string, string]> = [
-  ['two different Content-Lengths', 'POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!'],
+  [
+    'two different Content-Lengths',
+    'POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!',
+  ],
   ['Content-Length list', 'POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!'],
   [
     'Content-Length and Transfer-Encoding (CL.TE)',
@@ -355,11 +362,26 @@ const SMUGGLED = 'GET /admin HTTP/1.1\r\nHost: x\r\n\r\n';
  * them; it must then fail the connection, so the request smuggled after them is never parsed.
  */
 const BODY_SMUGGLING: Array<[string, string]> = [
-  ['Transfer-Encoding: xchunked', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n${SMUGGLED}`],
-  ['an invalid chunk size', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n${SMUGGLED}`],
-  ['chunk size with trailing junk', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3x\r\nabc\r\n0\r\n\r\n${SMUGGLED}`],
-  ['chunk extension with a bare LF', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a\nb\r\nx\r\n0\r\n\r\n${SMUGGLED}`],
-  ['chunk data longer than its size', `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n${SMUGGLED}`],
+  [
+    'Transfer-Encoding: xchunked',
+    `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n${SMUGGLED}`,
+  ],
+  [
+    'an invalid chunk size',
+    `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n\r\n${SMUGGLED}`,
+  ],
+  [
+    'chunk size with trailing junk',
+    `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3x\r\nabc\r\n0\r\n\r\n${SMUGGLED}`,
+  ],
+  [
+    'chunk extension with a bare LF',
+    `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;a\nb\r\nx\r\n0\r\n\r\n${SMUGGLED}`,
+  ],
+  [
+    'chunk data longer than its size',
+    `POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n${SMUGGLED}`,
+  ],
 ];
 
 describe.each(HTTP_SERVERS)('%s: HTTP/1.1 framing, identity headers, Host', (_name, start) => {
@@ -439,5 +461,296 @@ describe.each(HTTP_SERVERS)('%s: HTTP/1.1 framing, identity headers, Host', (_na
     expect(t.counts.admin ?? 0, statuses.join(',')).toBe(0);
     // CONNECT: Node closes the connection (no 'connect' listener); the rest: 400 or 404
     expect(statuses.every((s) => s === 0 || (s >= 400 && s < 500))).toBe(true);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2: raw frames
+// ---------------------------------------------------------------------------------------------
+
+/** An HPACK integer with an `n`-bit prefix whose other bits are `first`. */
+function hpackInt(value: number, n: number, first = 0): number[] {
+  const max = (1 << n) - 1;
+  if (value < max) return [first | value];
+  const out = [first | max];
+  let v = value - max;
+  while (v >= 128) {
+    out.push((v % 128) + 128);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return out;
+}
+
+/** A literal header field without indexing, new name, no Huffman coding. */
+function literal(name: string, value: string): Buffer {
+  const n = Buffer.from(name, 'latin1');
+  const v = Buffer.from(value, 'latin1');
+  return Buffer.concat([
+    Buffer.from([0]),
+    Buffer.from(hpackInt(n.length, 7)),
+    n,
+    Buffer.from(hpackInt(v.length, 7)),
+    v,
+  ]);
+}
+
+/** The header block of a gRPC call to `path` (`:method POST` and `:scheme http` from the static table). */
+function grpcBlock(path: string, extra: Array<[string, string]> = []): Buffer {
+  return Buffer.concat([
+    Buffer.from([0x83, 0x86]),
+    literal(':path', path),
+    literal(':authority', 'x'),
+    literal('content-type', 'application/grpc'),
+    literal('te', 'trailers'),
+    ...extra.map(([n, v]) => literal(n, v)),
+  ]);
+}
+
+const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, GOAWAY: 7, CONTINUATION: 9 } as const;
+
+function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(payload.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream, 5);
+  return Buffer.concat([h, payload]);
+}
+
+/** One gRPC message frame (`{"text":"x"}`, the echo definition's JSON). */
+const GRPC_MESSAGE = (() => {
+  const m = Buffer.from(JSON.stringify({ text: 'x' }));
+  const b = Buffer.alloc(5 + m.length);
+  b.writeUInt32BE(m.length, 1);
+  m.copy(b, 5);
+  return b;
+})();
+
+/**
+ * A raw HTTP/2 connection: the client preface is sent on connect; the frames the server sends are
+ * parsed (their types counted, a GOAWAY's error code kept); `closed` resolves when the server
+ * closes the connection or sends GOAWAY.
+ */
+class RawH2 {
+  readonly socket: Socket;
+  readonly seen: Record<number, number> = {};
+  goawayCode: number | undefined;
+  /** Streams the server ended (END_STREAM or RST_STREAM), with their waiters. */
+  readonly ended = new Set<number>();
+  readonly #waiters = new Map<number, () => void>();
+  /** The server's SETTINGS, by identifier. */
+  readonly settings: Record<number, number> = {};
+  readonly closed: Promise<void>;
+  #buf = Buffer.alloc(0);
+
+  constructor(port: number) {
+    this.socket = netConnect(port, '127.0.0.1');
+    this.socket.on('error', () => {}); // a reset while the flood is written is an outcome, not an error
+    this.socket.write(
+      Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(FRAME.SETTINGS, 0, 0)]),
+    );
+    this.closed = new Promise<void>((resolve) => {
+      this.socket.on('close', () => resolve());
+      this.socket.on('data', (c: Buffer) => {
+        this.#buf = Buffer.concat([this.#buf, c]);
+        while (this.#buf.length >= 9) {
+          const len = this.#buf.readUIntBE(0, 3);
+          if (this.#buf.length < 9 + len) break;
+          const type = this.#buf[3] as number;
+          const flags = this.#buf[4] as number;
+          this.seen[type] = (this.seen[type] ?? 0) + 1;
+          if (type === FRAME.SETTINGS && (flags & 1) === 0) {
+            for (let o = 9; o + 6 <= 9 + len; o += 6)
+              this.settings[this.#buf.readUInt16BE(o)] = this.#buf.readUInt32BE(o + 2);
+            this.write(frame(FRAME.SETTINGS, 1, 0));
+          }
+          const id = this.#buf.readUInt32BE(5) & 0x7fffffff;
+          if (
+            id !== 0 &&
+            (type === FRAME.RST_STREAM || ((type === FRAME.HEADERS || type === FRAME.DATA) && flags & 1))
+          ) {
+            this.ended.add(id);
+            this.#waiters.get(id)?.();
+          }
+          if (type === FRAME.GOAWAY) {
+            this.goawayCode = this.#buf.readUInt32BE(13);
+            resolve();
+          }
+          this.#buf = this.#buf.subarray(9 + len);
+        }
+      });
+    });
+    cleanups.push(() => this.socket.destroy());
+  }
+
+  /** Resolves when the server has ended stream `id`. */
+  streamEnd(id: number): Promise<void> {
+    if (this.ended.has(id)) return Promise.resolve();
+    return new Promise((r) => this.#waiters.set(id, r));
+  }
+
+  write(b: Buffer): void {
+    if (!this.socket.destroyed) this.socket.write(b);
+  }
+}
+
+describe('gRPC server: HTTP/2 abuse, :authority confusion, method paths with trailing data', () => {
+  const adminDefinition: ServiceDefinition = {
+    Get: {
+      ...(echoDefinition.Echo as ServiceDefinition[string]),
+      path: '/test.Admin/Get',
+      originalName: 'get',
+    },
+  };
+  let port: number;
+  const { counts, hit } = counter();
+  const hosts: unknown[] = [];
+  /** Calls whose metadata reached the admission step. */
+  let admitted = 0;
+  const counted = (policies: AuthorizationPolicy[]) => {
+    const a = createAuthorizer(policies);
+    return (attrs: Parameters<typeof a>[0]) => {
+      admitted++;
+      return a(attrs);
+    };
+  };
+
+  beforeAll(async () => {
+    const ms = createMeshServer({
+      authorizer: counted([
+        {
+          name: 'deny',
+          action: 'DENY',
+          rules: [
+            { to: [{ operation: { paths: ['/test.Admin/Get'] } }] },
+            { to: [{ operation: { hosts: ['admin.example.com'] } }] },
+          ],
+        },
+      ]),
+      health: false,
+    });
+    const reply =
+      (name: string) =>
+      (
+        call: { request: { text: string }; metadata: { get(k: string): unknown[] } },
+        cb: (e: null, r: object) => void,
+      ) => {
+        hit(name);
+        hosts.push(call.metadata.get('host')[0]);
+        cb(null, { text: call.request.text });
+      };
+    ms.server.addService(echoDefinition, { Echo: reply('echo'), Get: reply('echo') });
+    ms.server.addService(adminDefinition, { Get: reply('admin') });
+    port = await new Promise<number>((resolve, reject) =>
+      ms.server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
+    );
+    cleanups.push(() => (ms.server as Server).forceShutdown());
+  });
+
+  it('method paths with trailing data never reach the method an exact rule denies', async () => {
+    const statuses: number[] = [];
+    for (const p of [
+      '/test.Admin/Get/',
+      '/test.Admin/Get/x',
+      '/test.Admin/Get;x',
+      '/test.Admin/Get%20',
+      '/test.Admin/Get.',
+      '/test.Admin/Get?',
+      '/test.Admin/Get#',
+      '/test.Admin/Get//',
+      '/test.Admin//Get',
+      '/test.Admin/./Get',
+    ])
+      statuses.push((await rawGrpc(port, p, GRPC_MESSAGE.subarray(5))).grpcStatus);
+    expect(counts.admin ?? 0, statuses.join(',')).toBe(0);
+    expect((await rawGrpc(port, '/test.Echo/Echo', GRPC_MESSAGE.subarray(5))).grpcStatus).toBe(0);
+  });
+
+  it('a host header that differs from :authority is refused (the policy reads :authority)', async () => {
+    const before = counts.echo ?? 0;
+    const c = new RawH2(port);
+    c.write(frame(FRAME.HEADERS, 4, 1, grpcBlock('/test.Echo/Echo', [['host', 'admin.example.com']])));
+    c.write(frame(FRAME.DATA, 1, 1, GRPC_MESSAGE));
+    await c.streamEnd(1);
+    c.socket.destroy();
+    expect(counts.echo ?? 0, JSON.stringify(hosts)).toBe(before);
+    // the same call with only :authority: admitted (the probe works)
+    const d = new RawH2(port);
+    d.write(frame(FRAME.HEADERS, 4, 1, grpcBlock('/test.Echo/Echo')));
+    d.write(frame(FRAME.DATA, 1, 1, GRPC_MESSAGE));
+    await d.streamEnd(1);
+    d.socket.destroy();
+    expect(counts.echo ?? 0).toBe(before + 1);
+  });
+
+  it('a CONTINUATION flood ends the connection before the flood does', async () => {
+    const before = JSON.stringify(counts);
+    const c = new RawH2(port);
+    c.write(frame(FRAME.HEADERS, 0, 1, grpcBlock('/test.Echo/Echo')));
+    const junk = literal('x-flood', 'a'.repeat(64));
+    let sent = 0;
+    for (; sent < 20_000 && !c.socket.destroyed && c.goawayCode === undefined; sent++) {
+      c.write(frame(FRAME.CONTINUATION, 0, 1, junk));
+      if (sent % 500 === 499) await new Promise<void>((r) => setImmediate(r));
+    }
+    await c.closed;
+    expect(sent).toBeLessThan(20_000);
+    expect(JSON.stringify(counts)).toBe(before);
+  });
+
+  it('rapid reset: a client that opens and cancels streams without end gets GOAWAY', async () => {
+    const c = new RawH2(port);
+    const block = grpcBlock('/test.Echo/Echo');
+    const cancel = Buffer.alloc(4);
+    cancel.writeUInt32BE(8); // CANCEL
+    let sent = 0;
+    for (; sent < 50_000 && !c.socket.destroyed && c.goawayCode === undefined; sent++) {
+      const id = 2 * sent + 1;
+      c.write(Buffer.concat([frame(FRAME.HEADERS, 4, id, block), frame(FRAME.RST_STREAM, 0, id, cancel)]));
+      if (sent % 200 === 199) await new Promise<void>((r) => setImmediate(r));
+    }
+    await c.closed;
+    expect(sent).toBeLessThan(50_000);
+  });
+
+  it('a header block beyond what nghttp2 takes (CONTINUATION frames past its cap) ends the connection', async () => {
+    const before = JSON.stringify(counts);
+    const c = new RawH2(port);
+    const big = Array.from({ length: 40 }, (_, i): [string, string] => [`x-big-${i}`, 'a'.repeat(8000)]);
+    const block = grpcBlock('/test.Echo/Echo', big);
+    const parts: Buffer[] = [];
+    for (let i = 0; i < block.length; i += 16_000) parts.push(block.subarray(i, i + 16_000));
+    parts.forEach((p, i) => {
+      c.write(frame(i === 0 ? FRAME.HEADERS : FRAME.CONTINUATION, i === parts.length - 1 ? 4 : 0, 1, p));
+    });
+    c.write(frame(FRAME.DATA, 1, 1, GRPC_MESSAGE));
+    await c.closed;
+    expect(JSON.stringify(counts)).toBe(before);
+  });
+
+  it('one connection holds at most SERVER_MAX_CONCURRENT_STREAMS open calls; streams beyond are refused', async () => {
+    const c = new RawH2(port);
+    const block = grpcBlock('/test.Echo/Echo', [['x-pad', 'a'.repeat(4000)]]);
+    const from = admitted;
+    const extra = 200;
+    // the limit is announced in the server's first SETTINGS
+    await new Promise<void>((resolve) => {
+      const check = () => ((c.seen[FRAME.SETTINGS] ?? 0) > 0 ? resolve() : setImmediate(check));
+      check();
+    });
+    expect(c.settings[3]).toBe(SERVER_MAX_CONCURRENT_STREAMS);
+    for (let i = 0; i < SERVER_MAX_CONCURRENT_STREAMS + extra; i++) {
+      c.write(frame(FRAME.HEADERS, 4, 2 * i + 1, block)); // END_HEADERS, the call left open
+      if (i % 200 === 199) await new Promise<void>((r) => setImmediate(r));
+    }
+    await new Promise<void>((resolve) => {
+      const check = () => ((c.seen[FRAME.RST_STREAM] ?? 0) >= extra ? resolve() : setImmediate(check));
+      check();
+    });
+    expect(admitted - from).toBeLessThanOrEqual(SERVER_MAX_CONCURRENT_STREAMS);
+    c.socket.destroy();
   });
 });

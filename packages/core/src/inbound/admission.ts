@@ -330,7 +330,7 @@ function repeatsHost(raw: readonly string[] | undefined): boolean {
  *
  * 1. **target**: absolute-form and fragments reduced to the path; the path normalized as Istio's
  *    `pathNormalization` says (see `normalizeTarget`); malformed targets and conflicting or
- *    repeated Host headers answered 400;
+ *    repeated Host headers answered 400 (gRPC: a `host` that differs from `:authority`);
  * 2. **peer**: identity only from the verified mTLS certificate; the client IP is the connection
  *    peer, or the Nth `X-Forwarded-For` entry from the right with N trusted hops;
  *    `x-forwarded-client-cert` from the client is removed (Envoy's default, SANITIZE);
@@ -494,7 +494,18 @@ export class InboundAdmission {
       r.load = sampler;
     }
     if (!this.#target(r, path, false) || !this.#peer(r, peer)) return this.#refused(r, path);
-    if (authority !== undefined) r.host = authority;
+    if (authority !== undefined) {
+      // RFC 9113 §8.3.1: a `host` header must not differ from `:authority` (the policy reads the
+      // latter; the handler's metadata would carry the former).
+      const host = headers.host;
+      if (
+        host !== undefined &&
+        (typeof host !== 'string' || !sameHost(authority, host)) &&
+        bad(r, `the host header (${String(host)}) differs from :authority (${authority})`)
+      )
+        return this.#refused(r, path);
+      r.host = authority;
+    }
     if (!this.#listener(r, peer) || !this.#authorize(r, this.#view)) return this.#refused(r, path);
     const now = Date.now();
     this.#deadline(r, deadline !== undefined && this.#trusts(r, peer) ? deadline - now : undefined, now);
