@@ -422,7 +422,7 @@ describe.each(HTTP_SERVERS)('%s: HTTP/1.1 framing, identity headers, Host', (_na
     expect(t.last.xfcc).toBeUndefined();
   });
 
-  it('Host: port, case and repetition never dodge a host rule', async () => {
+  it('Host: port, case, trailing dot and repetition never dodge a host rule', async () => {
     const before = t.counts.public ?? 0;
     const hosts = [
       ['Host: admin.example.com'],
@@ -430,6 +430,8 @@ describe.each(HTTP_SERVERS)('%s: HTTP/1.1 framing, identity headers, Host', (_na
       ['Host: admin.example.com:8080'],
       ['Host: admin.example.com:'],
       ['Host: admin.example.com:80:80'],
+      ['Host: admin.example.com.'],
+      ['Host: Admin.Example.Com.:8080'],
       ['Host: x', 'Host: admin.example.com'],
       ['Host: admin.example.com', 'Host: x'],
     ];
@@ -752,5 +754,86 @@ describe('gRPC server: HTTP/2 abuse, :authority confusion, method paths with tra
     });
     expect(admitted - from).toBeLessThanOrEqual(SERVER_MAX_CONCURRENT_STREAMS);
     c.socket.destroy();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 to an HTTP server (Fastify h2c): Host vs :authority
+// ---------------------------------------------------------------------------------------------
+
+describe('Fastify over HTTP/2: a host header that differs from :authority', () => {
+  it('is refused before the handler; :authority alone is served', async () => {
+    const { counts, hit } = counter();
+    const app = Fastify({ http2: true });
+    await app.register(meshPlugin, { authorizer: createAuthorizer(DENY), drain: false });
+    app.get('/public', async () => {
+      hit('public');
+      return { handler: 'public' };
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    cleanups.push(() => app.close());
+    const port = (app.server.address() as AddressInfo).port;
+    const get = (extra: Array<[string, string]>) =>
+      Buffer.concat([
+        Buffer.from([0x82, 0x86]), // :method GET, :scheme http
+        literal(':path', '/public'),
+        literal(':authority', 'x'),
+        ...extra.map(([n, v]) => literal(n, v)),
+      ]);
+    const c = new RawH2(port);
+    c.write(frame(FRAME.HEADERS, 5, 1, get([['host', 'admin.example.com']])));
+    c.write(frame(FRAME.HEADERS, 5, 3, get([['host', 'X']]))); // the same host in another case
+    c.write(frame(FRAME.HEADERS, 5, 5, get([])));
+    c.write(frame(FRAME.HEADERS, 5, 7, get([['host', 'x:1']])));
+    await Promise.all([c.streamEnd(1), c.streamEnd(3), c.streamEnd(5), c.streamEnd(7)]);
+    c.socket.destroy();
+    expect(counts.public).toBe(2);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Hostile deadline headers from a trusted peer
+// ---------------------------------------------------------------------------------------------
+
+describe.each(HTTP_SERVERS)('%s: hostile x-meshlet-deadline-ms values', (_name, start) => {
+  it('a trusted caller gets a deadline within [now, now + 2^31-1 ms] or none; an untrusted one none', async () => {
+    const trusted = await start({ deadlines: { trustedNetworks: ['127.0.0.0/8', '::1'] } });
+    const untrusted = await start();
+    const VALUES = [
+      '-1',
+      '-0',
+      '1e400',
+      'NaN',
+      'Infinity',
+      '-Infinity',
+      '0x7fffffff',
+      '99999999999',
+      '9'.repeat(13),
+    ];
+    VALUES.push('1, 2', '1.5e3', '0', '', '1e308', '0b11', '4294967296');
+    const bad: string[] = [];
+    for (const t of [trusted, untrusted]) {
+      for (const v of VALUES) {
+        const before = Date.now();
+        const r = await rawHttp(
+          t.port,
+          rawRequest('GET', '/public', ['Host: x', `x-meshlet-deadline-ms: ${v}`]),
+        );
+        const d = t.last.deadline;
+        const ok =
+          r.status === 200 &&
+          (d === undefined || (t === trusted && d >= before && d <= Date.now() + 2 ** 31 - 1));
+        if (!ok)
+          bad.push(`${t === trusted ? 'trusted' : 'untrusted'} ${JSON.stringify(v)}: ${r.status} ${d}`);
+        t.last.deadline = undefined;
+      }
+    }
+    expect(bad).toEqual([]);
+    // the control: an ordinary value counts from the trusted caller only
+    const before = Date.now();
+    await rawHttp(trusted.port, rawRequest('GET', '/public', ['Host: x', 'x-meshlet-deadline-ms: 5000']));
+    expect(trusted.last.deadline).toBeGreaterThanOrEqual(before + 5000);
+    await rawHttp(untrusted.port, rawRequest('GET', '/public', ['Host: x', 'x-meshlet-deadline-ms: 5000']));
+    expect(untrusted.last.deadline).toBeUndefined();
   });
 });

@@ -202,6 +202,12 @@ describe('the rule matrix', () => {
       true,
     ],
     [
+      'hosts: a trailing dot names the same host',
+      { to: [{ operation: { hosts: ['reviews.default.svc'] } }] },
+      { ...base, host: 'Reviews.default.svc.:9080' },
+      true,
+    ],
+    [
       'hosts: an IPv6 literal keeps its colons',
       { to: [{ operation: { hosts: ['[::1]'] } }] },
       { ...base, host: '[::1]:9080' },

@@ -231,7 +231,9 @@ function pathOnly(path: string | undefined): string | undefined {
 
 /**
  * Hosts: the Host / `:authority` as sent, or its host part, cut at the first `:` after the name
- * (Istio's `host` or `host:*`): `admin:80:80` is `admin`, as the frameworks' `hostname` reads it.
+ * (Istio's `host` or `host:*`): `admin:80:80` is `admin`, as the frameworks' `hostname` reads it;
+ * a trailing dot dropped (`admin.example.com.` names the same host; Envoy's
+ * `strip_trailing_host_dot`).
  */
 function hostMatcher(patterns: readonly string[]) {
   const m = stringMatcher(patterns, (s) => s.toLowerCase());
@@ -239,7 +241,9 @@ function hostMatcher(patterns: readonly string[]) {
     if (!host) return false;
     if (m(host)) return true;
     const colon = host.indexOf(':', host.charCodeAt(0) === 91 ? host.indexOf(']') : 0);
-    return colon > 0 && m(host.slice(0, colon));
+    let name = colon > 0 ? host.slice(0, colon) : host;
+    if (name.length > 1 && name.charCodeAt(name.length - 1) === 46) name = name.slice(0, -1);
+    return name !== host && m(name);
   };
 }
 
