@@ -164,6 +164,7 @@ export {
   InboundAdmission,
   type InboundAdmissionOptions,
   InboundRequest,
+  removeClientCert,
   requestedLoadFormat,
 } from './inbound/admission.js';
 export {

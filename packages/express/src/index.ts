@@ -17,6 +17,7 @@ import {
   REQUEST_TIMEOUT_HEADER,
   type RouteView,
   refusalHeaders,
+  removeClientCert,
   socketPeer,
   trackLoad,
 } from '@meshlet/core';
@@ -108,6 +109,7 @@ function inbound(options: MeshMiddlewareOptions): Inbound {
       refuse(req, res, r);
       return;
     }
+    if (r.clientCert) removeClientCert(req);
     if (r.changed) {
       // Envoy forwards the normalized path: Express routes what the policy saw.
       if (!atRoot) {

@@ -15,6 +15,7 @@ import {
   REQUEST_TIMEOUT_HEADER,
   type RouteView,
   refusalHeaders,
+  removeClientCert,
   routeView,
   socketPeer,
   trackLoad,
@@ -142,6 +143,7 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
       r.span?.end(r.status, r.refusalError());
       return;
     }
+    if (r.clientCert) removeClientCert(raw);
     // The load report (one header, pre-encoded) and the count out when the response is over.
     const span = r.span;
     const res = reply.raw;

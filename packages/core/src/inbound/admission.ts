@@ -131,6 +131,11 @@ export class InboundRequest
   pathMatching: PathMatching | undefined = undefined;
   /** 0: admitted; else the status to answer with. */
   status = 0;
+  /**
+   * The client sent `x-forwarded-client-cert`: removed from the headers object; an HTTP adapter
+   * removes it from Node's other views of the request too (`removeClientCert`).
+   */
+  clientCert = false;
   /** Absolute deadline (epoch ms) the handler runs under, if any. */
   deadline: number | undefined = undefined;
   span: InboundSpan | undefined = undefined;
@@ -576,7 +581,10 @@ export class InboundAdmission {
         ? (forwardedClientIp(h['x-forwarded-for'], this.xffNumTrustedHops) ?? peer.remoteAddress)
         : peer.remoteAddress;
     // Envoy's SANITIZE: a client-supplied certificate description never reaches the application.
-    if (h[CLIENT_CERT_HEADER] !== undefined) delete (h as Record<string, unknown>)[CLIENT_CERT_HEADER];
+    if (h[CLIENT_CERT_HEADER] !== undefined) {
+      delete (h as Record<string, unknown>)[CLIENT_CERT_HEADER];
+      r.clientCert = true;
+    }
     return true;
   }
 
@@ -713,6 +721,26 @@ export class InboundAdmission {
     const tel = t ?? this.#ports?.telemetry;
     if (tel !== undefined) r.span = tel.start(r);
   }
+}
+
+/**
+ * Removes a client-sent `x-forwarded-client-cert` from Node's other views of a request than
+ * `headers` (which the admission step cleaned): `rawHeaders`, and `headersDistinct` (HTTP/1.1,
+ * made from `rawHeaders` with their original count, so it is made first). Called by the HTTP
+ * adapters when `InboundRequest.clientCert` is set (rare: no cost on ordinary requests).
+ */
+export function removeClientCert(req: { readonly rawHeaders: readonly string[] }): void {
+  const distinct = (req as { readonly headersDistinct?: Record<string, unknown> }).headersDistinct;
+  if (distinct !== undefined) delete distinct[CLIENT_CERT_HEADER];
+  const a = req.rawHeaders as string[];
+  let w = 0;
+  for (let i = 0; i < a.length; i += 2) {
+    const n = a[i] as string;
+    if (n.length === CLIENT_CERT_HEADER.length && n.toLowerCase() === CLIENT_CERT_HEADER) continue;
+    a[w++] = n;
+    a[w++] = a[i + 1] as string;
+  }
+  a.length = w;
 }
 
 function pathOf(target: string): string {
