@@ -186,6 +186,9 @@ describe('SPIFFE identity from the peer certificate (mTLS Express server)', () =
       withHttpsUri: p.leaf('with-https-uri', ['URI.1=https://admin.example', `URI.2=${TD}/web`]),
       // no URI SAN at all
       dnsOnly: p.leaf('dns-only', ['DNS.1=admin.default.svc']),
+      // a trust domain that starts like ours, a namespace that starts like default
+      otherTd: p.leaf('other-td', ['URI.1=spiffe://cluster.local.evil/ns/default/sa/web']),
+      otherNs: p.leaf('other-ns', ['URI.1=spiffe://cluster.local/ns/default-evil/sa/web']),
     };
     const policies: AuthorizationPolicy[] = [
       {
@@ -198,12 +201,18 @@ describe('SPIFFE identity from the peer certificate (mTLS Express server)', () =
           },
           // any authenticated workload
           { from: [{ source: { principals: ['*'] } }], to: [{ operation: { paths: ['/mesh-only'] } }] },
+          // the default namespace of our trust domain, by prefix and by namespace
+          {
+            from: [{ source: { principals: ['cluster.local/ns/default/*'] } }],
+            to: [{ operation: { paths: ['/ns-only'] } }],
+          },
+          { from: [{ source: { namespaces: ['default'] } }], to: [{ operation: { paths: ['/ns-field'] } }] },
         ],
       },
     ];
     const app = express();
     app.use(meshMiddleware({ authorizer: createAuthorizer(policies) }));
-    for (const name of ['admin', 'mesh-only']) {
+    for (const name of ['admin', 'mesh-only', 'ns-only', 'ns-field']) {
       app.get(`/${name}`, (req, res) => {
         hit(name);
         seen.push(peerIdentity(req));
@@ -254,6 +263,17 @@ describe('SPIFFE identity from the peer certificate (mTLS Express server)', () =
     expect(seen.at(-1)).toBe(`${TD}/web`);
     expect((await get('withHttpsUri', '/admin')).status).toBe(403);
     expect((await get('dnsOnly', '/mesh-only')).status).toBe(403);
+  });
+
+  it('wildcard principals: a look-alike trust domain or namespace does not match', async () => {
+    const statuses = [
+      (await get('otherTd', '/ns-only')).status,
+      (await get('otherNs', '/ns-only')).status,
+      (await get('otherNs', '/ns-field')).status,
+      (await get('withHttpsUri', '/ns-only')).status,
+      (await get('withHttpsUri', '/ns-field')).status,
+    ];
+    expect(statuses).toEqual([403, 403, 403, 200, 200]);
   });
 });
 
@@ -792,6 +812,55 @@ describe('Fastify over HTTP/2: a host header that differs from :authority', () =
     await Promise.all([c.streamEnd(1), c.streamEnd(3), c.streamEnd(5), c.streamEnd(7)]);
     c.socket.destroy();
     expect(counts.public).toBe(2);
+  });
+});
+
+describe('Fastify over HTTP/2: :method spellings HTTP/1.1 cannot send', () => {
+  it('a lower-case or unknown :method never reaches a handler a method rule denies', async () => {
+    const { counts, hit } = counter();
+    const app = Fastify({ http2: true });
+    await app.register(meshPlugin, {
+      authorizer: createAuthorizer([
+        {
+          name: 'deny-get-secret',
+          action: 'DENY',
+          rules: [{ to: [{ operation: { methods: ['GET'], paths: ['/secret'] } }] }],
+        },
+      ]),
+      drain: false,
+    });
+    app.get('/secret', async () => {
+      hit('secret');
+      return { handler: 'secret' };
+    });
+    app.post('/secret', async () => {
+      hit('post');
+      return { handler: 'post' };
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    cleanups.push(() => app.close());
+    const port = (app.server.address() as AddressInfo).port;
+    const c = new RawH2(port);
+    const methods = ['get', 'Get', 'GET ', 'head', 'HEAD', 'GET', 'POST'];
+    methods.forEach((m, i) => {
+      c.write(
+        frame(
+          FRAME.HEADERS,
+          5,
+          2 * i + 1,
+          Buffer.concat([
+            literal(':method', m),
+            Buffer.from([0x86]),
+            literal(':path', '/secret'),
+            literal(':authority', 'x'),
+          ]),
+        ),
+      );
+    });
+    await Promise.race([c.closed, Promise.all(methods.map((_, i) => c.streamEnd(2 * i + 1)))]);
+    c.socket.destroy();
+    // only POST is served
+    expect(counts).toEqual({ post: 1 });
   });
 });
 
