@@ -20,7 +20,7 @@ import express from 'express';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentDeadline } from '../../packages/core/src/index.js';
-import { meshMiddleware } from '../../packages/express/src/index.js';
+import { meshMiddleware, meshUpgrades } from '../../packages/express/src/index.js';
 import { meshPlugin } from '../../packages/fastify/src/index.js';
 import { createMeshServer, SERVER_MAX_CONCURRENT_STREAMS } from '../../packages/grpc/src/index.js';
 import { echoDefinition } from '../../packages/grpc/test/helpers.js';
@@ -861,6 +861,57 @@ describe('Fastify over HTTP/2: :method spellings HTTP/1.1 cannot send', () => {
     c.socket.destroy();
     // only POST is served
     expect(counts).toEqual({ post: 1 });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Upgrade requests (WebSocket): they go to the server's `upgrade` listeners, not the middleware
+// ---------------------------------------------------------------------------------------------
+
+describe.each([
+  ['Express + meshUpgrades', 'express'],
+  ['Fastify', 'fastify'],
+] as const)('%s: upgrade requests', (_name, kind) => {
+  it('are admitted by the same policy before any upgrade listener runs', async () => {
+    const reached: string[] = [];
+    let server: HttpServer;
+    if (kind === 'express') {
+      const app = express();
+      app.use(meshMiddleware({ authorizer: createAuthorizer(DENY) }));
+      server = meshUpgrades(createServer(app), { authorizer: createAuthorizer(DENY) });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      closeHttp(server);
+    } else {
+      const app = Fastify();
+      await app.register(meshPlugin, { authorizer: createAuthorizer(DENY), drain: false });
+      await app.listen({ port: 0, host: '127.0.0.1' });
+      cleanups.push(() => app.close());
+      server = app.server;
+    }
+    // a WebSocket library's listener, added after the mesh
+    server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
+      reached.push(`${req.url} ${req.headers['x-forwarded-client-cert'] ?? ''}`);
+      socket.end('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    });
+    const port = (server.address() as AddressInfo).port;
+    const upgrade = (target: string, extra: string[] = ['Host: x']) =>
+      rawHttp(
+        port,
+        rawRequest('GET', target, [...extra, 'Upgrade: websocket', 'Connection: Upgrade'], false),
+      );
+    const statuses = [
+      (await upgrade('/admin')).status,
+      (await upgrade('/ADMIN/x')).status,
+      (await upgrade('/x/../admin')).status,
+      (await upgrade('/public', ['Host: admin.example.com'])).status,
+      (await upgrade('/public', ['Host: x', 'Host: y'])).status,
+    ];
+    expect(statuses).toEqual([403, 403, 403, 403, 400]);
+    expect(reached).toEqual([]);
+    // allowed: the listener runs, with the normalized path and without a client's certificate header
+    const ok = await upgrade('/x/../public', ['Host: x', 'X-Forwarded-Client-Cert: URI=spiffe://td/admin']);
+    expect(ok.status).toBe(101);
+    expect(reached).toEqual(['/public ']);
   });
 });
 

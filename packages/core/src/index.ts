@@ -230,6 +230,7 @@ export {
   type RouteView,
   routeView,
 } from './inbound/route-view.js';
+export { guardUpgrades, type UpgradeServer } from './inbound/upgrade.js';
 export {
   type ClientSideWrrConfig,
   clientSideWeightedRoundRobin,

@@ -4,6 +4,7 @@ import {
   closeConnectionAfter,
   countOut,
   DEADLINE_HEADER,
+  guardUpgrades,
   HttpDrainer,
   type HttpDrainOptions,
   InboundAdmission,
@@ -232,6 +233,18 @@ function failClosed(res: ServerResponse, err: unknown): void {
   res.setHeader('content-type', 'text/plain; charset=utf-8');
   res.setHeader('content-length', Buffer.byteLength(text));
   res.end(text);
+}
+
+/**
+ * The inbound admission step for the `upgrade` requests (WebSocket) of the server an Express app
+ * listens on: they go to the server's `upgrade` listeners (`ws`' `handleUpgrade`), never through
+ * Express's middleware, so `meshMiddleware` never sees them. Call it once with the options given
+ * to `meshMiddleware`: `meshUpgrades(app.listen(8080), { mesh })`. A refused request is answered
+ * on the socket (400 / 403 / 503 with the coded JSON body) before any listener runs.
+ */
+export function meshUpgrades<S extends Server>(server: S, options: MeshMiddlewareOptions = {}): S {
+  guardUpgrades(server, new InboundAdmission({ ...options, transport: 'http' }));
+  return server;
 }
 
 export interface GracefulShutdownOptions extends HttpDrainOptions {

@@ -2,6 +2,7 @@ import {
   closeConnectionAfter,
   countOut,
   DEADLINE_HEADER,
+  guardUpgrades,
   HttpDrainer,
   type HttpDrainOptions,
   InboundAdmission,
@@ -108,6 +109,10 @@ const plugin: FastifyPluginCallback<MeshFastifyOptions> = (fastify: FastifyInsta
       reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready' });
     });
   }
+
+  // Upgrade requests (WebSocket) go to the server's `upgrade` listeners, never through the hooks:
+  // the same admission step runs before those listeners.
+  guardUpgrades(fastify.server, admission);
 
   if (!fastify.hasRequestDecorator(STATE)) fastify.decorateRequest(STATE, null);
 
