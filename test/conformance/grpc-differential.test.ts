@@ -1,0 +1,680 @@
+/**
+ * Differential tests: the same call against the same plain grpc-js server, through a raw grpc-js
+ * client (the reference) and through `createMeshClient` on `mesh:///diff`, compared field by
+ * field — what the caller observes (the order and count of events, the error object, status,
+ * trailers) and what the server saw. They cover what a grpc-js user hits beyond the interop cases
+ * of grpc-interop.test.ts: events when the server fails mid-stream, `cancel()` at each stage,
+ * deadlines as a Date or already passed, call credentials that fail, the client's own
+ * interceptors, `close()`, message size limits, backpressure. A difference a documented mesh
+ * feature explains is asserted as such, with the doc named (docs/semantics.md, docs/grpc.md).
+ */
+
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
+import {
+  CallCredentials,
+  type CallOptions,
+  type Client,
+  type ClientDuplexStream,
+  type ClientReadableStream,
+  type ClientWritableStream,
+  connectivityState,
+  credentials,
+  InterceptingCall,
+  type Interceptor,
+  Metadata,
+  makeGenericClientConstructor,
+  Server,
+  ServerCredentials,
+  type ServerDuplexStream,
+  type ServerReadableStream,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type ServiceDefinition,
+  type ServiceError,
+  type StatusObject,
+  status,
+} from '@grpc/grpc-js';
+import type { Mesh } from '@meshlet/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createMeshClient, meshClientOptions } from '../../packages/grpc/src/index.js';
+import { meshFor } from '../../packages/grpc/test/helpers.js';
+import { deferred, metadataRecord, stableDetails } from './observe.js';
+
+// --- a JSON service whose handlers do what the request says -----------------------------------
+
+interface Req {
+  /** `ok`, `fail` (status `code`, trailer), `hold` (never answer), `big` (`size` bytes back). */
+  mode?: 'ok' | 'fail' | 'hold' | 'big';
+  /** Response messages of a server stream / bidi before its end or failure. */
+  n?: number;
+  code?: number;
+  size?: number;
+  id?: string;
+  /** Send the response headers at once. */
+  headers?: boolean;
+}
+interface Res {
+  i: number;
+  body?: string;
+}
+
+const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+const parse = (b: Buffer) => JSON.parse(b.toString());
+const method = (name: string, requestStream: boolean, responseStream: boolean) => ({
+  path: `/diff.Diff/${name}`,
+  requestStream,
+  responseStream,
+  requestSerialize: json,
+  requestDeserialize: parse,
+  responseSerialize: json,
+  responseDeserialize: parse,
+  originalName: name[0]?.toLowerCase() + name.slice(1),
+});
+const definition: ServiceDefinition = {
+  Unary: method('Unary', false, false),
+  ServerStream: method('ServerStream', false, true),
+  ClientStream: method('ClientStream', true, false),
+  Bidi: method('Bidi', true, true),
+};
+const DiffClient = makeGenericClientConstructor(definition, 'Diff');
+type Cb = (err: ServiceError | null, res?: Res) => void;
+interface DiffClientType extends Client {
+  unary(req: Req, md: Metadata, opts: CallOptions, cb: Cb): ReturnType<Client['makeUnaryRequest']>;
+  serverStream(req: Req, md: Metadata, opts: CallOptions): ClientReadableStream<Res>;
+  clientStream(md: Metadata, opts: CallOptions, cb: Cb): ClientWritableStream<Req>;
+  bidi(md: Metadata, opts: CallOptions): ClientDuplexStream<Req, Res>;
+}
+
+const TRAILER = 'x-diff-trailer';
+
+function failure(code: number): Partial<ServiceError> {
+  const metadata = new Metadata();
+  metadata.set(TRAILER, 'failed');
+  return { code, details: `failed with ${code}`, metadata };
+}
+
+/** What the server saw of a call, by the request's `id`. */
+interface Seen {
+  cancelled: boolean;
+  readonly done: Promise<void>;
+  settle(): void;
+}
+const seen = new Map<string, Seen>();
+function track(id: string | undefined, call: { on(e: 'cancelled', f: () => void): unknown }): Seen {
+  const d = deferred();
+  const s: Seen = { cancelled: false, done: d.promise, settle: d.resolve };
+  if (id !== undefined) seen.set(id, s);
+  call.on('cancelled', () => {
+    s.cancelled = true;
+    s.settle();
+  });
+  return s;
+}
+
+function answer(req: Req, i: number): Res {
+  return req.mode === 'big' ? { i, body: 'x'.repeat(req.size ?? 0) } : { i };
+}
+
+const handlers = {
+  Unary(call: ServerUnaryCall<Req, Res>, cb: (e: Partial<ServiceError> | null, r?: Res) => void) {
+    const req = call.request;
+    const s = track(req.id, call);
+    if (req.headers) call.sendMetadata(new Metadata());
+    if (req.mode === 'hold') return;
+    if (req.mode === 'fail') cb(failure(req.code ?? status.INTERNAL));
+    else cb(null, answer(req, 0));
+    s.settle();
+  },
+  async ServerStream(call: ServerWritableStream<Req, Res>) {
+    const req = call.request;
+    const s = track(req.id, call);
+    if (req.headers) call.sendMetadata(new Metadata());
+    for (let i = 0; i < (req.n ?? 0) && !s.cancelled; i++) {
+      if (!call.write(answer(req, i))) await new Promise((r) => call.once('drain', r));
+    }
+    if (req.mode === 'hold' || s.cancelled) return;
+    if (req.mode === 'fail') call.emit('error', failure(req.code ?? status.INTERNAL));
+    else {
+      const md = new Metadata();
+      md.set(TRAILER, 'ok');
+      call.end(md);
+    }
+    s.settle();
+  },
+  ClientStream(call: ServerReadableStream<Req, Res>, cb: (e: Partial<ServiceError> | null, r?: Res) => void) {
+    let first: Req | undefined;
+    let count = 0;
+    let s: Seen | undefined;
+    call.on('data', (m: Req) => {
+      count++;
+      if (first === undefined) {
+        first = m;
+        s = track(m.id, call);
+      }
+    });
+    call.on('end', () => {
+      if (first?.mode === 'hold') return;
+      if (first?.mode === 'fail') cb(failure(first.code ?? status.INTERNAL));
+      else cb(null, { i: count });
+      s?.settle();
+    });
+  },
+  Bidi(call: ServerDuplexStream<Req, Res>) {
+    let i = 0;
+    let s: Seen | undefined;
+    call.on('data', (m: Req) => {
+      if (s === undefined) s = track(m.id, call);
+      if (m.mode === 'fail') {
+        call.emit('error', failure(m.code ?? status.INTERNAL));
+        s.settle();
+        return;
+      }
+      if (m.mode !== 'hold') call.write({ i: i++ });
+    });
+    call.on('end', () => {
+      call.end();
+      s?.settle();
+    });
+  },
+};
+
+// --- what a caller observes ---------------------------------------------------------------------
+
+interface ErrorView {
+  readonly isError: boolean;
+  readonly code: unknown;
+  readonly details: string;
+  readonly message: string;
+  readonly metadata: unknown;
+  readonly keys: readonly string[];
+}
+
+function errorView(e: unknown): ErrorView {
+  const err = e as ServiceError;
+  return {
+    isError: e instanceof Error,
+    code: err.code,
+    details: stableDetails(String(err.details)),
+    message: stableDetails(String(err.message)),
+    metadata: metadataRecord(err.metadata),
+    keys: Object.keys(err).sort(),
+  };
+}
+
+/** Everything the caller saw of one call: events in order (each with what it carried). */
+interface Observed {
+  events: string[];
+  status?: { code: number; details: string; trailers: unknown };
+  error?: ErrorView;
+  response?: unknown;
+  messages: unknown[];
+}
+
+type EventSource = {
+  on(event: string, fn: (...args: unknown[]) => void): unknown;
+};
+
+/**
+ * Records `metadata`, `status`, `data`, `end`, `error`, `close` (the streams' events) and the
+ * response callback; resolves once the call is over (status, plus callback / end-or-error and close).
+ */
+function record(
+  call: EventSource,
+  o: Observed,
+  opts: { stream: boolean; callback?: Promise<void>; awaitClose?: boolean },
+): Promise<void> {
+  const over = deferred();
+  let gotStatus = false;
+  // A duplex whose writable side the caller left open never closes.
+  let gotClose = !opts.stream || opts.awaitClose === false;
+  const check = () => {
+    if (gotStatus && gotClose) setImmediate(over.resolve);
+  };
+  call.on('metadata', () => o.events.push('metadata'));
+  call.on('status', (...a: unknown[]) => {
+    const st = a[0] as StatusObject;
+    o.events.push(`status ${status[st.code]}`);
+    o.status = { code: st.code, details: stableDetails(st.details), trailers: metadataRecord(st.metadata) };
+    gotStatus = true;
+    check();
+  });
+  if (opts.stream) {
+    call.on('data', (...a: unknown[]) => {
+      o.events.push('data');
+      o.messages.push(a[0]);
+    });
+    call.on('end', () => o.events.push('end'));
+    call.on('error', (...a: unknown[]) => {
+      o.events.push('error');
+      o.error = errorView(a[0]);
+    });
+    call.on('close', () => {
+      o.events.push('close');
+      gotClose = true;
+      check();
+    });
+  }
+  return opts.callback ? Promise.all([over.promise, opts.callback]).then(() => undefined) : over.promise;
+}
+
+function callbackOf(o: Observed): { cb: Cb; called: Promise<void> } {
+  const d = deferred();
+  return {
+    cb: (err, res) => {
+      o.events.push(err ? 'callback(error)' : 'callback(response)');
+      if (err) o.error = errorView(err);
+      else o.response = res;
+      d.resolve();
+    },
+    called: d.promise,
+  };
+}
+
+/**
+ * grpc-js words the caller's deadline "Deadline exceeded after 0.101s" followed by the phases
+ * that took measurable time (",name resolution: …", ",LB pick: …", ",remote_addr=…"); a mesh
+ * call, whose deadline is the pipeline's timer, gives the first part only — documented:
+ * docs/semantics.md (the caller's deadline "in grpc-js's words") and docs/grpc.md "Deadlines".
+ * (stableDetails masks the details; the error's `message` is cut here.) Everything else must
+ * be equal.
+ */
+const withoutPhases = (o: Observed): Observed => {
+  const cut = (s: string) => s.replace(/^((?:\d+ DEADLINE_EXCEEDED: )?Deadline exceeded after Ns),.*$/, '$1');
+  return {
+    ...o,
+    ...(o.error
+      ? { error: { ...o.error, details: cut(o.error.details), message: cut(o.error.message) } }
+      : {}),
+    ...(o.status ? { status: { ...o.status, details: cut(o.status.details) } } : {}),
+  };
+};
+
+const fresh = (): Observed => ({ events: [], messages: [] });
+let nextId = 0;
+const newId = () => `c${++nextId}`;
+
+// --- the two clients ------------------------------------------------------------------------------
+
+let server: Server;
+let port: number;
+let mesh: Mesh;
+const clients: Client[] = [];
+
+beforeAll(async () => {
+  server = new Server();
+  server.addService(definition, handlers as never);
+  port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) =>
+      e ? reject(e) : resolve(p),
+    ),
+  );
+  mesh = await meshFor({ diff: { endpoints: [`127.0.0.1:${port}`] } });
+});
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await mesh.close();
+  server.forceShutdown();
+});
+
+type Kind = 'grpc-js' | 'mesh';
+
+function client(
+  kind: Kind,
+  opts: { channelOptions?: Record<string, unknown>; interceptors?: Interceptor[] } = {},
+) {
+  const c =
+    kind === 'grpc-js'
+      ? new DiffClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
+          ...opts.channelOptions,
+          ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
+        })
+      : createMeshClient(DiffClient, 'mesh:///diff', {
+          ...(opts.channelOptions ? { channelOptions: opts.channelOptions } : {}),
+          ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
+        });
+  clients.push(c);
+  return c as unknown as DiffClientType;
+}
+
+/** Shared clients of each kind for the cases that need no options of their own. */
+const shared = new Map<Kind, DiffClientType>();
+function sharedClient(kind: Kind): DiffClientType {
+  let c = shared.get(kind);
+  if (c === undefined) {
+    c = client(kind);
+    shared.set(kind, c);
+  }
+  return c;
+}
+
+/** Runs `scenario` through each kind and returns [reference, mesh]. */
+async function both<T>(scenario: (c: DiffClientType, kind: Kind) => Promise<T>, make = sharedClient) {
+  const ref = await scenario(make('grpc-js'), 'grpc-js');
+  const got = await scenario(make('mesh'), 'mesh');
+  return [ref, got] as const;
+}
+
+// --- scenarios ------------------------------------------------------------------------------------
+
+async function unaryCall(c: DiffClientType, req: Req, opts: CallOptions = {}, md = new Metadata()) {
+  const o = fresh();
+  const { cb, called } = callbackOf(o);
+  const call = c.unary(req, md, opts, cb);
+  await record(call as unknown as EventSource, o, { stream: false, callback: called });
+  return o;
+}
+
+async function serverStream(c: DiffClientType, req: Req, opts: CallOptions = {}) {
+  const o = fresh();
+  const call = c.serverStream(req, new Metadata(), opts);
+  await record(call as unknown as EventSource, o, { stream: true });
+  return o;
+}
+
+describe('gRPC differential: createMeshClient against raw grpc-js, the same server', () => {
+  describe('events, their order and count', () => {
+    it('unary: OK', async () => {
+      const [ref, got] = await both((c) => unaryCall(c, { mode: 'ok' }));
+      // grpc-js calls back before it emits `status`.
+      expect(ref.events).toEqual(['metadata', 'callback(response)', 'status OK']);
+      expect(got).toEqual(ref);
+    });
+
+    it('unary: the server fails (the error object, status, trailers)', async () => {
+      const [ref, got] = await both((c) => unaryCall(c, { mode: 'fail', code: status.FAILED_PRECONDITION }));
+      expect(ref.error?.message).toBe('9 FAILED_PRECONDITION: failed with 9');
+      expect(got).toEqual(ref);
+    });
+
+    it('unary: the server fails after sending its headers', async () => {
+      const [ref, got] = await both((c) =>
+        unaryCall(c, { mode: 'fail', code: status.INTERNAL, headers: true }),
+      );
+      expect(ref.events[0]).toBe('metadata');
+      expect(got).toEqual(ref);
+    });
+
+    it('server stream: ends OK after 3 messages (trailers)', async () => {
+      const [ref, got] = await both((c) => serverStream(c, { mode: 'ok', n: 3 }));
+      expect(ref.messages).toHaveLength(3);
+      expect(got).toEqual(ref);
+    });
+
+    it('server stream: the server fails after 3 messages', async () => {
+      const [ref, got] = await both((c) => serverStream(c, { mode: 'fail', n: 3, code: status.ABORTED }));
+      expect(ref.error?.code).toBe(status.ABORTED);
+      expect(got).toEqual(ref);
+    });
+
+    it('server stream: the server fails before any message', async () => {
+      const [ref, got] = await both((c) => serverStream(c, { mode: 'fail', n: 0, code: status.NOT_FOUND }));
+      expect(got).toEqual(ref);
+    });
+
+    it('client stream: OK, and the server fails at half-close', async () => {
+      const run = async (c: DiffClientType, mode: 'ok' | 'fail') => {
+        const o = fresh();
+        const { cb, called } = callbackOf(o);
+        const call = c.clientStream(new Metadata(), {}, cb);
+        const done = record(call as unknown as EventSource, o, { stream: true, callback: called });
+        const writes: string[] = [];
+        call.write({ mode, code: status.OUT_OF_RANGE }, () => {
+          writes.push('write 1');
+        });
+        call.write({}, () => {
+          writes.push('write 2');
+        });
+        call.once('finish', () => writes.push('finish'));
+        call.end();
+        await done;
+        return { ...o, writes };
+      };
+      const [okRef, okGot] = await both((c) => run(c, 'ok'));
+      expect(okGot).toEqual(okRef);
+      const [failRef, failGot] = await both((c) => run(c, 'fail'));
+      expect(failGot).toEqual(failRef);
+    });
+
+    it('bidi: half-close first, then the server ends; and the server fails mid-stream', async () => {
+      const run = async (c: DiffClientType, fail: boolean) => {
+        const o = fresh();
+        const call = c.bidi(new Metadata(), {});
+        const done = record(call as unknown as EventSource, o, { stream: true, awaitClose: !fail });
+        call.write({ mode: 'ok' });
+        await new Promise((r) => call.once('data', r));
+        if (fail) call.write({ mode: 'fail', code: status.DATA_LOSS });
+        else call.end();
+        await done;
+        return o;
+      };
+      const [okRef, okGot] = await both((c) => run(c, false));
+      expect(okGot).toEqual(okRef);
+      const [failRef, failGot] = await both((c) => run(c, true));
+      expect(failGot).toEqual(failRef);
+    });
+  });
+
+  describe('cancel() at each stage', () => {
+    const cancelUnary = async (c: DiffClientType, when: 'sync' | 'tick' | 'headers') => {
+      const id = newId();
+      const o = fresh();
+      const { cb, called } = callbackOf(o);
+      const call = c.unary({ mode: 'hold', id, headers: when === 'headers' }, new Metadata(), {}, cb);
+      const done = record(call as unknown as EventSource, o, { stream: false, callback: called });
+      if (when === 'sync') call.cancel();
+      else if (when === 'tick') setImmediate(() => call.cancel());
+      else call.on('metadata', () => call.cancel());
+      await done;
+      const s = seen.get(id);
+      if (s !== undefined) await s.done;
+      return { ...o, serverSaw: s === undefined ? 'nothing' : s.cancelled ? 'cancelled' : 'not cancelled' };
+    };
+    it('unary, cancelled synchronously after the call is made', async () => {
+      const [ref, got] = await both((c) => cancelUnary(c, 'sync'));
+      expect(ref.error?.code).toBe(status.CANCELLED);
+      expect(got).toEqual(ref);
+    });
+    it('unary, cancelled after the response headers', async () => {
+      const [ref, got] = await both((c) => cancelUnary(c, 'headers'));
+      expect(ref.serverSaw).toBe('cancelled');
+      expect(got).toEqual(ref);
+    });
+
+    it('server stream, cancelled mid-stream (after the first message)', async () => {
+      const run = async (c: DiffClientType) => {
+        const id = newId();
+        const o = fresh();
+        const call = c.serverStream({ mode: 'hold', n: 2, id }, new Metadata(), {});
+        const done = record(call as unknown as EventSource, o, { stream: true });
+        call.once('data', () => call.cancel());
+        await done;
+        await seen.get(id)?.done;
+        return { ...o, messages: o.messages.length > 0, serverCancelled: seen.get(id)?.cancelled };
+      };
+      const [ref, got] = await both(run);
+      expect(ref.serverCancelled).toBe(true);
+      expect(got).toEqual(ref);
+    });
+  });
+
+  describe('deadlines', () => {
+    const held = async (c: DiffClientType, deadline: Date | number) => {
+      const id = newId();
+      const o = await unaryCall(c, { mode: 'hold', id }, { deadline });
+      const s = seen.get(id);
+      if (s !== undefined) await s.done;
+      return {
+        ...withoutPhases(o),
+        serverSaw: s === undefined ? 'nothing' : s.cancelled ? 'cancelled' : 'answered',
+      };
+    };
+    it('a Date deadline, expiring while the server holds the call', async () => {
+      const [ref, got] = await both((c) => held(c, new Date(Date.now() + 100)));
+      expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);
+      expect(ref.error?.message).toBe('4 DEADLINE_EXCEEDED: Deadline exceeded after Ns');
+      expect(ref.serverSaw).toBe('cancelled');
+      expect(got).toEqual(ref);
+    });
+    it('a number deadline, expiring while the server holds the call', async () => {
+      const [ref, got] = await both((c) => held(c, Date.now() + 100));
+      expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);
+      expect(got).toEqual(ref);
+    });
+    it('a deadline already passed when the call is made', async () => {
+      const [ref, got] = await both((c) => held(c, Date.now() - 1_000));
+      expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);
+      expect(ref.serverSaw).toBe('nothing');
+      expect(got).toEqual(ref);
+    });
+  });
+
+  describe('no endpoint ready (nothing listens on the port)', () => {
+    let downPort = 0;
+    let downMesh: Mesh | undefined;
+    /** A port nothing listens on (bound, then closed). */
+    const closedPort = async () => {
+      const probe = createServer();
+      const p = await new Promise<number>((resolve) =>
+        probe.listen(0, '127.0.0.1', () => resolve((probe.address() as AddressInfo).port)),
+      );
+      await new Promise((r) => probe.close(r));
+      return p;
+    };
+    beforeAll(async () => {
+      downPort = await closedPort();
+      downMesh = await meshFor({ down: { endpoints: [`127.0.0.1:${downPort}`] } });
+    });
+    afterAll(() => downMesh?.close());
+    const downClient = (kind: Kind) => {
+      const c =
+        kind === 'grpc-js'
+          ? new DiffClient(`127.0.0.1:${downPort}`, credentials.createInsecure())
+          : createMeshClient(DiffClient, 'mesh:///down');
+      clients.push(c);
+      return c as unknown as DiffClientType;
+    };
+    it('without waitForReady: UNAVAILABLE "No connection established. Last error: …"', async () => {
+      const [ref, got] = await both(
+        (c) => unaryCall(c, { mode: 'ok' }, { deadline: Date.now() + 5_000 }),
+        downClient,
+      );
+      expect(ref.error?.code).toBe(status.UNAVAILABLE);
+      // Documented (docs/grpc.md "Per-call balancing"): grpc-js's words with the subchannel's
+      // error, naming the endpoint (grpc-js ends them with its resolver's ". Resolution note: …").
+      const ending = (o: Observed): Observed => {
+        const cut = (t: string) => t.replace(/( \(endpoint 127\.0\.0\.1:PORT\)|\. Resolution note: .*)$/, '');
+        return JSON.parse(JSON.stringify(o, (_k, v) => (typeof v === 'string' ? cut(v) : v)));
+      };
+      expect(got.error?.details).toMatch(
+        /^No connection established\. Last error: .*ECONNREFUSED.* \(endpoint 127\.0\.0\.1:PORT\)$/,
+      );
+      expect(ending(got)).toEqual(ending(ref));
+    });
+  });
+
+  describe('call credentials', () => {
+    it('a metadata generator that fails: the error as grpc-js words it', async () => {
+      const creds = CallCredentials.createFromMetadataGenerator((_opts, cb) => cb(new Error('no token')));
+      const [ref, got] = await both((c) => unaryCall(c, { mode: 'ok' }, { credentials: creds }));
+      expect(ref.error).toBeDefined();
+      expect(got).toEqual(ref);
+    });
+    it('a metadata generator that fails with a code', async () => {
+      const creds = CallCredentials.createFromMetadataGenerator((_opts, cb) =>
+        cb(Object.assign(new Error('denied'), { code: status.PERMISSION_DENIED })),
+      );
+      const [ref, got] = await both((c) => unaryCall(c, { mode: 'ok' }, { credentials: creds }));
+      expect(got).toEqual(ref);
+    });
+  });
+
+  describe('message size limits', () => {
+    it('a response over grpc.max_receive_message_length: RESOURCE_EXHAUSTED', async () => {
+      const opts = { channelOptions: { 'grpc.max_receive_message_length': 1024 } };
+      const [ref, got] = await both(
+        (c) => unaryCall(c, { mode: 'big', size: 4096 }),
+        (k) => client(k, opts),
+      );
+      expect(ref.error?.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(got).toEqual(ref);
+    });
+    it('a request over grpc.max_send_message_length: RESOURCE_EXHAUSTED', async () => {
+      const opts = { channelOptions: { 'grpc.max_send_message_length': 1024 } };
+      const [ref, got] = await both(
+        (c) => unaryCall(c, { mode: 'ok', id: 'x'.repeat(4096) }),
+        (k) => client(k, opts),
+      );
+      expect(ref.error?.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(got).toEqual(ref);
+    });
+  });
+
+  describe('the client', () => {
+    it('waitForReady(deadline, cb) on the client and the channel state once ready', async () => {
+      const run = async (c: DiffClientType) => {
+        const err = await new Promise<Error | undefined>((resolve) =>
+          c.waitForReady(Date.now() + 5_000, (e) => resolve(e)),
+        );
+        return { err: err?.message, state: connectivityState[c.getChannel().getConnectivityState(false)] };
+      };
+      const [ref, got] = await both(run, (k) => client(k));
+      expect(ref).toEqual({ err: undefined, state: 'READY' });
+      expect(got).toEqual(ref);
+    });
+  });
+
+  describe("the caller's interceptors", () => {
+    it('client interceptors see one logical call, with its metadata and status', async () => {
+      const run = async (c: DiffClientType, log: string[]) => {
+        await unaryCall(c, { mode: 'fail', code: status.UNAVAILABLE });
+        return log;
+      };
+      const logging =
+        (log: string[]): Interceptor =>
+        (options, nextCall) =>
+          new InterceptingCall(nextCall(options), {
+            start(md, _listener, next) {
+              log.push(`start ${options.method_definition.path}`);
+              next(md, {
+                onReceiveMetadata(m, n) {
+                  log.push('metadata');
+                  n(m);
+                },
+                onReceiveMessage(m, n) {
+                  log.push('message');
+                  n(m);
+                },
+                onReceiveStatus(s, n) {
+                  log.push(`status ${status[s.code]}`);
+                  n(s);
+                },
+              });
+            },
+          });
+      const refLog: string[] = [];
+      const gotLog: string[] = [];
+      const ref = await run(client('grpc-js', { interceptors: [logging(refLog)] }), refLog);
+      const got = await run(client('mesh', { interceptors: [logging(gotLog)] }), gotLog);
+      expect(got).toEqual(ref);
+    });
+
+    it('per-call interceptors (CallOptions.interceptors) replace the client ones, through meshClientOptions too', async () => {
+      const log: string[] = [];
+      const perCall: Interceptor = (options, nextCall) => {
+        log.push('per-call');
+        return new InterceptingCall(nextCall(options));
+      };
+      const c = new DiffClient(
+        'mesh:///diff',
+        credentials.createInsecure(),
+        meshClientOptions('mesh:///diff'),
+      ) as unknown as DiffClientType;
+      clients.push(c);
+      const o = await unaryCall(c, { mode: 'ok' }, { interceptors: [perCall] });
+      expect(log).toEqual(['per-call']);
+      expect(o.events).toEqual(['metadata', 'callback(response)', 'status OK']);
+    });
+  });
+});
