@@ -612,6 +612,26 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
   });
 
   describe('the client', () => {
+    it('a call after client.close() throws where it is made, even when another client shares the channel', async () => {
+      const run = async (c: DiffClientType, kind: Kind) => {
+        const other = client(kind); // a second client of the same target (mesh: the same pooled channel)
+        await unaryCall(other, { mode: 'ok' });
+        c.close();
+        let thrown: string | undefined;
+        try {
+          c.unary({ mode: 'ok' }, new Metadata(), {}, () => {});
+        } catch (e) {
+          thrown = (e as Error).message;
+        }
+        const state = c.getChannel().getConnectivityState(false);
+        const otherStill = (await unaryCall(other, { mode: 'ok' })).events;
+        return { thrown, state: connectivityState[state], otherStill };
+      };
+      const [ref, got] = await both(run, (k) => client(k));
+      expect(ref.thrown).toBe('Channel has been shut down');
+      expect(got).toEqual(ref);
+    });
+
     it('waitForReady(deadline, cb) on the client and the channel state once ready', async () => {
       const run = async (c: DiffClientType) => {
         const err = await new Promise<Error | undefined>((resolve) =>

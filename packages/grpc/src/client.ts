@@ -6,6 +6,7 @@ import {
   type ChannelOptions,
   type Client,
   type ClientOptions,
+  connectivityState,
   credentials,
   type Interceptor,
   type ServiceDefinition,
@@ -249,10 +250,14 @@ class SharedChannel implements ChannelInterface {
   getTarget(): string {
     return this.#pooled.channel.getTarget();
   }
+  // A released handle is a closed channel to its client, as grpc-js's after `close()`, even while
+  // other clients keep the pooled channel open: SHUTDOWN, and new calls and watches throw.
   getConnectivityState(tryToConnect: boolean): ReturnType<Channel['getConnectivityState']> {
+    if (this.#closed) return connectivityState.SHUTDOWN;
     return this.#pooled.channel.getConnectivityState(tryToConnect);
   }
   watchConnectivityState(...args: Parameters<Channel['watchConnectivityState']>): void {
+    if (this.#closed) throw new Error('Channel has been shut down');
     this.#pooled.channel.watchConnectivityState(...args);
   }
   getChannelzRef(): ReturnType<Channel['getChannelzRef']> {
@@ -265,6 +270,7 @@ class SharedChannel implements ChannelInterface {
     parent: Parameters<Channel['createCall']>[3],
     flags: Parameters<Channel['createCall']>[4],
   ): GrpcCall {
+    if (this.#closed) throw new Error('Channel has been shut down');
     const policy = this.#policy;
     if (policy === undefined) return this.#pooled.channel.createCall(method, deadline, host, parent, flags);
     return policy.createCall(method, deadline, host, parent, flags);
