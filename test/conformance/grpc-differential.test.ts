@@ -572,6 +572,102 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       );
       expect(ending(got)).toEqual(ending(ref));
     });
+    it('with waitForReady: the call waits (here until its deadline), not failed UNAVAILABLE', async () => {
+      const [ref, got] = await both(async (c) => {
+        const md = new Metadata({ waitForReady: true });
+        return withoutPhases(await unaryCall(c, { mode: 'ok' }, { deadline: Date.now() + 300 }, md));
+      }, downClient);
+      expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);
+      expect(got).toEqual(ref);
+    });
+    it('with waitForReady: the call goes through once the server comes up', async () => {
+      // A port and a mesh of its own per client: no channel of another test reconnects to it.
+      const run = async (_c: DiffClientType, kind: Kind) => {
+        const port = await closedPort();
+        const m = kind === 'mesh' ? await meshFor({ late: { endpoints: [`127.0.0.1:${port}`] } }) : undefined;
+        const c = (kind === 'grpc-js'
+          ? new DiffClient(`127.0.0.1:${port}`, credentials.createInsecure())
+          : createMeshClient(DiffClient, 'mesh:///late')) as unknown as DiffClientType;
+        const channel = c.getChannel();
+        const o = fresh();
+        const { cb, called } = callbackOf(o);
+        const md = new Metadata({ waitForReady: true });
+        const call = c.unary({ mode: 'ok' }, md, { deadline: Date.now() + 15_000 }, cb);
+        const done = record(call as unknown as EventSource, o, { stream: false, callback: called });
+        // Once the channel failed to connect, a server comes up on the port.
+        while (channel.getConnectivityState(false) !== connectivityState.TRANSIENT_FAILURE) {
+          const from = channel.getConnectivityState(false);
+          await new Promise((r) => channel.watchConnectivityState(from, Date.now() + 10_000, r));
+        }
+        const late = new Server();
+        late.addService(definition, handlers as never);
+        await new Promise<number>((resolve, reject) =>
+          late.bindAsync(`127.0.0.1:${port}`, ServerCredentials.createInsecure(), (e, p) =>
+            e ? reject(e) : resolve(p),
+          ),
+        );
+        try {
+          await done;
+        } finally {
+          c.close();
+          await m?.close();
+          late.forceShutdown();
+        }
+        return o;
+      };
+      const [ref, got] = await both(run, downClient);
+      expect(ref.events).toEqual(['metadata', 'callback(response)', 'status OK']);
+      expect(got).toEqual(ref);
+    });
+    it('with waitForReady, two endpoints: both calls go through once one of them comes up', async () => {
+      // round_robin on both sides: the two calls are placed one on each endpoint; only the second
+      // endpoint comes up, and the call waiting on the first must move there.
+      const run = async (_c: DiffClientType, kind: Kind) => {
+        const a = await closedPort();
+        const b = await closedPort();
+        const m =
+          kind === 'mesh'
+            ? await meshFor({ late2: { endpoints: [`127.0.0.1:${a}`, `127.0.0.1:${b}`], lb: 'round_robin' } })
+            : undefined;
+        const c = (kind === 'grpc-js'
+          ? new DiffClient(`ipv4:127.0.0.1:${a},127.0.0.1:${b}`, credentials.createInsecure(), {
+              'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
+            })
+          : createMeshClient(DiffClient, 'mesh:///late2')) as unknown as DiffClientType;
+        const channel = c.getChannel();
+        const calls = [fresh(), fresh()].map((o) => {
+          const { cb, called } = callbackOf(o);
+          const md = new Metadata({ waitForReady: true });
+          const call = c.unary({ mode: 'ok' }, md, { deadline: Date.now() + 15_000 }, cb);
+          return { o, done: record(call as unknown as EventSource, o, { stream: false, callback: called }) };
+        });
+        while (channel.getConnectivityState(false) !== connectivityState.TRANSIENT_FAILURE) {
+          const from = channel.getConnectivityState(false);
+          await new Promise((r) => channel.watchConnectivityState(from, Date.now() + 10_000, r));
+        }
+        const late = new Server();
+        late.addService(definition, handlers as never);
+        await new Promise<number>((resolve, reject) =>
+          late.bindAsync(`127.0.0.1:${b}`, ServerCredentials.createInsecure(), (e, p) =>
+            e ? reject(e) : resolve(p),
+          ),
+        );
+        try {
+          await Promise.all(calls.map((x) => x.done));
+        } finally {
+          c.close();
+          await m?.close();
+          late.forceShutdown();
+        }
+        return calls.map((x) => x.o);
+      };
+      const [ref, got] = await both(run, downClient);
+      expect(ref.map((o) => o.events)).toEqual([
+        ['metadata', 'callback(response)', 'status OK'],
+        ['metadata', 'callback(response)', 'status OK'],
+      ]);
+      expect(got).toEqual(ref);
+    });
   });
 
   describe('call credentials', () => {

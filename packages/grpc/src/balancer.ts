@@ -99,7 +99,8 @@ function noConnection(lastError: string | undefined): string {
 
 /**
  * The pick of an attempt that is not sent: DROP, so that grpc-js ends it at once even for a
- * `waitForReady` call (the mesh call then retries it elsewhere, it never left the client).
+ * `waitForReady` call (the mesh call then retries it elsewhere, it never left the client; a
+ * `waitForReady` attempt is queued instead while no endpoint of its service is READY).
  */
 function dropResult(details: string): PickResult {
   return failResult(details, PICK_DROP);
@@ -197,7 +198,8 @@ interface ServiceView {
  *   pipeline: it goes to the chosen endpoint's subchannel once that is READY (the call waits while
  *   it connects; an IDLE one is asked to connect); one in TRANSIENT_FAILURE, or an endpoint that
  *   left, ends the attempt unsent (a DROP naming the connection error), which the pipeline
- *   retries elsewhere: it provably never left the client.
+ *   retries elsewhere: it provably never left the client. A `waitForReady` attempt waits instead
+ *   while no endpoint of its service is READY (gRPC's wait-for-ready).
  * - A plain grpc-js call asks meshlet's service picker (`runtime.pick`) itself, so the service's
  *   balancer, health, outlier ejection and panic threshold decide where each call goes. When the
  *   chosen endpoint has no READY subchannel, it is asked to connect and the pick is retried; then
@@ -433,11 +435,22 @@ export class MeshLoadBalancer implements GrpcLoadBalancer {
       return call as unknown as PickResult;
     }
     if (state === TRANSIENT_FAILURE) {
+      // gRPC's wait-for-ready (as grpc-js): a `waitForReady` call is not failed because no
+      // connection can be made; it waits, re-picked at every connectivity change and bounded by
+      // its deadline, until its endpoint reconnects — or, once another endpoint of its service is
+      // READY, ends unsent so that the pipeline retries it there.
+      if (call.waitForReady === true && !this.#anyReady(call.service)) return QUEUE_RESULT;
       att.pickFailure = AttemptFailures.connect;
       return dropResult(`${noConnection(entry.lastError)} (endpoint ${ep.id})`);
     }
     if (state === IDLE) entry.subchannel.startConnecting();
     return QUEUE_RESULT;
+  }
+
+  /** Whether a subchannel of `rt` is READY (a `waitForReady` attempt's failure path only). */
+  #anyReady(rt: ServiceRuntime): boolean {
+    for (const e of this.#entries.values()) if (e.rt === rt && e.state === READY) return true;
+    return false;
   }
 
   #reconcileScheduled: Set<ServiceRuntime> | undefined;
