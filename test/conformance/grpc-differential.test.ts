@@ -318,22 +318,37 @@ afterAll(async () => {
   server.forceShutdown();
 });
 
-type Kind = 'grpc-js' | 'mesh';
+/**
+ * `grpc-js`: the reference, on `127.0.0.1:PORT`; `mesh`: `createMeshClient` (its method table
+ * from the class); `mesh-options`: a grpc-js client with `meshClientOptions` (no method table: a
+ * marker interceptor tells unary calls apart).
+ */
+type Kind = 'grpc-js' | 'mesh' | 'mesh-options';
 
-function client(
-  kind: Kind,
-  opts: { channelOptions?: Record<string, unknown>; interceptors?: Interceptor[] } = {},
-) {
+interface MeshOpts {
+  channelOptions?: Record<string, unknown>;
+  interceptors?: Interceptor[];
+}
+
+/** A meshed client of `target` of the kind (`mesh` or `mesh-options`). */
+function meshed(kind: Kind, target: string, opts: MeshOpts = {}): Client {
+  const o = {
+    ...(opts.channelOptions ? { channelOptions: opts.channelOptions } : {}),
+    ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
+  };
+  return kind === 'mesh'
+    ? createMeshClient(DiffClient, target, o)
+    : new DiffClient(target, credentials.createInsecure(), meshClientOptions(target, o));
+}
+
+function client(kind: Kind, opts: MeshOpts = {}) {
   const c =
     kind === 'grpc-js'
       ? new DiffClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
           ...opts.channelOptions,
           ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
         })
-      : createMeshClient(DiffClient, 'mesh:///diff', {
-          ...(opts.channelOptions ? { channelOptions: opts.channelOptions } : {}),
-          ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
-        });
+      : meshed(kind, 'mesh:///diff', opts);
   clients.push(c);
   return c as unknown as DiffClientType;
 }
@@ -349,10 +364,15 @@ function sharedClient(kind: Kind): DiffClientType {
   return c;
 }
 
-/** Runs `scenario` through each kind and returns [reference, mesh]. */
+/**
+ * Runs `scenario` through each kind and returns [reference, mesh]; the two meshed clients must
+ * have seen the same (the caller compares the mesh's to the reference, projected as the case needs).
+ */
 async function both<T>(scenario: (c: DiffClientType, kind: Kind) => Promise<T>, make = sharedClient) {
   const ref = await scenario(make('grpc-js'), 'grpc-js');
   const got = await scenario(make('mesh'), 'mesh');
+  const options = await scenario(make('mesh-options'), 'mesh-options');
+  expect(options, 'meshClientOptions client vs createMeshClient').toEqual(got);
   return [ref, got] as const;
 }
 
@@ -551,7 +571,7 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       const c =
         kind === 'grpc-js'
           ? new DiffClient(`127.0.0.1:${downPort}`, credentials.createInsecure())
-          : createMeshClient(DiffClient, 'mesh:///down');
+          : meshed(kind, 'mesh:///down');
       clients.push(c);
       return c as unknown as DiffClientType;
     };
@@ -584,10 +604,11 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       // A port and a mesh of its own per client: no channel of another test reconnects to it.
       const run = async (_c: DiffClientType, kind: Kind) => {
         const port = await closedPort();
-        const m = kind === 'mesh' ? await meshFor({ late: { endpoints: [`127.0.0.1:${port}`] } }) : undefined;
+        const m =
+          kind === 'grpc-js' ? undefined : await meshFor({ late: { endpoints: [`127.0.0.1:${port}`] } });
         const c = (kind === 'grpc-js'
           ? new DiffClient(`127.0.0.1:${port}`, credentials.createInsecure())
-          : createMeshClient(DiffClient, 'mesh:///late')) as unknown as DiffClientType;
+          : meshed(kind, 'mesh:///late')) as unknown as DiffClientType;
         const channel = c.getChannel();
         const o = fresh();
         const { cb, called } = callbackOf(o);
@@ -626,14 +647,14 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
         const a = await closedPort();
         const b = await closedPort();
         const m =
-          kind === 'mesh'
+          kind !== 'grpc-js'
             ? await meshFor({ late2: { endpoints: [`127.0.0.1:${a}`, `127.0.0.1:${b}`], lb: 'round_robin' } })
             : undefined;
         const c = (kind === 'grpc-js'
           ? new DiffClient(`ipv4:127.0.0.1:${a},127.0.0.1:${b}`, credentials.createInsecure(), {
               'grpc.service_config': JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }),
             })
-          : createMeshClient(DiffClient, 'mesh:///late2')) as unknown as DiffClientType;
+          : meshed(kind, 'mesh:///late2')) as unknown as DiffClientType;
         const channel = c.getChannel();
         const calls = [fresh(), fresh()].map((o) => {
           const { cb, called } = callbackOf(o);
@@ -769,28 +790,31 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
               });
             },
           });
-      const refLog: string[] = [];
-      const gotLog: string[] = [];
-      const ref = await run(client('grpc-js', { interceptors: [logging(refLog)] }), refLog);
-      const got = await run(client('mesh', { interceptors: [logging(gotLog)] }), gotLog);
+      const logs: Record<Kind, string[]> = { 'grpc-js': [], mesh: [], 'mesh-options': [] };
+      const [ref, got] = await both(
+        (c, kind) => run(c, logs[kind]),
+        (k) => client(k, { interceptors: [logging(logs[k])] }),
+      );
+      // grpc-js's unary call hands its listeners a null message before a status without one.
+      expect(ref).toEqual(['start /diff.Diff/Unary', 'message', 'status UNAVAILABLE']);
       expect(got).toEqual(ref);
     });
 
-    it('per-call interceptors (CallOptions.interceptors) replace the client ones, through meshClientOptions too', async () => {
-      const log: string[] = [];
-      const perCall: Interceptor = (options, nextCall) => {
-        log.push('per-call');
-        return new InterceptingCall(nextCall(options));
-      };
-      const c = new DiffClient(
-        'mesh:///diff',
-        credentials.createInsecure(),
-        meshClientOptions('mesh:///diff'),
-      ) as unknown as DiffClientType;
-      clients.push(c);
-      const o = await unaryCall(c, { mode: 'ok' }, { interceptors: [perCall] });
-      expect(log).toEqual(['per-call']);
-      expect(o.events).toEqual(['metadata', 'callback(response)', 'status OK']);
+    it('per-call interceptors (CallOptions.interceptors), which replace the client ones', async () => {
+      const logs: Record<Kind, string[]> = { 'grpc-js': [], mesh: [], 'mesh-options': [] };
+      const perCall =
+        (log: string[]): Interceptor =>
+        (options, nextCall) => {
+          log.push(`per-call ${options.method_definition.path}`);
+          return new InterceptingCall(nextCall(options));
+        };
+      const [ref, got] = await both(async (c, kind) => {
+        const o = await unaryCall(c, { mode: 'ok' }, { interceptors: [perCall(logs[kind])] });
+        const st = await serverStream(c, { mode: 'ok', n: 2 }, { interceptors: [perCall(logs[kind])] });
+        return { o, st, log: logs[kind] };
+      });
+      expect(ref.log).toEqual(['per-call /diff.Diff/Unary', 'per-call /diff.Diff/ServerStream']);
+      expect(got).toEqual(ref);
     });
   });
 });
