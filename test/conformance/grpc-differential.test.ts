@@ -908,6 +908,32 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       expect(got).toEqual(ref);
     });
 
+    it('interceptor_providers beside meshClientOptions (spread into the client options)', async () => {
+      const run = async (c: DiffClientType, log: string[]) => {
+        await unaryCall(c, { mode: 'ok' });
+        return log;
+      };
+      const provider = (log: string[]) => (def: { path: string }) => {
+        log.push(`provided for ${def.path}`);
+        return (options: Parameters<Interceptor>[0], nextCall: Parameters<Interceptor>[1]) =>
+          new InterceptingCall(nextCall(options));
+      };
+      const refLog: string[] = [];
+      const gotLog: string[] = [];
+      const raw = new DiffClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
+        interceptor_providers: [provider(refLog)],
+      });
+      const meshOpts = new DiffClient('mesh:///diff', credentials.createInsecure(), {
+        ...meshClientOptions('mesh:///diff'),
+        interceptor_providers: [provider(gotLog)],
+      });
+      clients.push(raw, meshOpts);
+      const ref = await run(raw as unknown as DiffClientType, refLog);
+      const got = await run(meshOpts as unknown as DiffClientType, gotLog);
+      expect(ref).toEqual(['provided for /diff.Diff/Unary']);
+      expect(got).toEqual(ref);
+    });
+
     it('per-call interceptors (CallOptions.interceptors), which replace the client ones', async () => {
       const logs: Record<Kind, string[]> = { 'grpc-js': [], mesh: [], 'mesh-options': [] };
       const perCall =

@@ -14,14 +14,7 @@ import {
 import { type EndpointState, endpointId, type Mesh, type ServiceRuntime, unmapIp } from '@meshlet/core';
 import { SERVICE_SUBCHANNEL_ARG } from './balancer.js';
 import type { CallHook, MeshInterceptorOptions } from './interceptors.js';
-import {
-  type GrpcCall,
-  IDEMPOTENT,
-  idempotencyOf,
-  MeshClientPolicy,
-  UNARY,
-  unaryMarker,
-} from './mesh-call.js';
+import { type GrpcCall, IDEMPOTENT, idempotencyOf, MeshClientPolicy, markUnary, UNARY } from './mesh-call.js';
 import { parseMeshTarget, resolveRoutedTarget } from './resolver.js';
 
 /**
@@ -318,8 +311,8 @@ export function pooledChannelCount(mesh: Mesh): number {
  * every call of the client runs as a `MeshCall` (core's call pipeline: deadline, breaker,
  * thresholds, retries under gRFC A6's rules within the retry budget, telemetry; see
  * mesh-call.ts), plus the caller's own interceptors. meshlet adds no interceptor layer of its own:
- * only a marker telling the channel which calls are unary (`createMeshClient` reads that, and the
- * proto's `idempotency_level`, from the client class instead).
+ * only a call invocation transformer telling the channel which calls are unary (`createMeshClient`
+ * reads that, and the proto's `idempotency_level`, from the client class instead).
  *
  * ```ts
  * const client = new ReviewsClient('mesh:///reviews', credentials.createInsecure(), meshClientOptions('mesh:///reviews'));
@@ -348,13 +341,14 @@ function clientOptions(
     methods,
     target,
   );
-  const interceptors = [...(options.interceptors ?? [])];
-  // Without the client's method table, the innermost interceptor tells the channel which calls are unary.
-  if (methods === undefined) interceptors.push(unaryMarker);
-  return {
+  const out: ClientOptions = {
     channelOverride: meshChannel(mesh, target, creds, options.channelOptions, policy) as Channel,
-    interceptors,
+    interceptors: [...(options.interceptors ?? [])],
   };
+  // Without the client's method table, a call invocation transformer tells the channel which calls
+  // are unary (it runs for every call, whatever interceptors the call brings).
+  if (methods === undefined) out.callInvocationTransformer = markUnary;
+  return out;
 }
 
 /**

@@ -1,11 +1,11 @@
 import {
   type CallCredentials,
+  type CallInvocationTransformer,
   type Channel,
   connectivityState,
   type Deadline,
   experimental,
   type InterceptingListener,
-  type Interceptor,
   type InterceptorOptions,
   Metadata,
   type MetadataOptions,
@@ -76,22 +76,23 @@ export const IDEMPOTENT = 2;
 
 /**
  * The flags of the call being created right now, when the client's method table is not known.
- * Set by `unaryMarker` (the innermost client interceptor of a `meshClientOptions` client)
- * immediately before grpc-js synchronously creates the channel call, and consumed by
- * `MeshClientPolicy.createCall`; any other call reads 0 (a streaming call of unknown idempotency).
+ * Set by `markUnary` (the call invocation transformer of a `meshClientOptions` client) just
+ * before grpc-js synchronously builds the call's interceptor chain and creates the channel call,
+ * and consumed by `MeshClientPolicy.createCall`; any other call reads 0 (a streaming call of
+ * unknown idempotency).
  */
 let nextCallFlags = 0;
 
 /**
- * The one client interceptor of a `meshClientOptions` client (no method table): it only tells the
- * channel whether the call is unary, then returns grpc-js's own call, so it adds no layer.
+ * The call invocation transformer of a `meshClientOptions` client (no method table): it only tells
+ * the channel whether the call is unary. grpc-js runs it for every call of the client, whatever
+ * interceptors the call has (per-call `interceptors` replace the client's: a marker interceptor
+ * would be dropped with them), and it adds no layer to the call.
  */
-export const unaryMarker: Interceptor = (options, nextCall) => {
-  const def = options.method_definition;
+export const markUnary: CallInvocationTransformer = (props) => {
+  const def = props.methodDefinition;
   nextCallFlags = !def.requestStream && !def.responseStream ? UNARY : 0;
-  const call = nextCall(options);
-  nextCallFlags = 0;
-  return call as ReturnType<Interceptor>;
+  return props;
 };
 
 /** Proto `idempotency_level` (a method definition's `options`, as @grpc/proto-loader gives them). */
@@ -190,12 +191,12 @@ export class MeshClientPolicy {
     this.target = targetName;
   }
 
-  /** Whether the method table is known (else `unaryMarker` tells which calls are unary). */
+  /** Whether the method table is known (else `markUnary` tells which calls are unary). */
   get knowsMethods(): boolean {
     return this.#methods !== undefined;
   }
 
-  /** The flags of `path`: from the method table, else the marker's, plus `idempotentMethods`. */
+  /** The flags of `path`: from the method table, else `markUnary`'s, plus `idempotentMethods`. */
   flagsOf(path: string): number {
     const marker = nextCallFlags;
     nextCallFlags = 0;
@@ -214,7 +215,7 @@ export class MeshClientPolicy {
       this.#lastPath = path;
       this.#lastFlags = flags;
     }
-    // Without a method table, whether the call is unary is the marker's (per call).
+    // Without a method table, whether the call is unary is `markUnary`'s (per call).
     return this.#methods === undefined ? this.#lastFlags | marker : this.#lastFlags;
   }
 

@@ -2,6 +2,8 @@ import { type AddressInfo, connect, createServer as createNetServer } from 'node
 import {
   type ClientReadableStream,
   credentials,
+  InterceptingCall,
+  type Interceptor,
   Metadata,
   makeGenericClientConstructor,
   Server,
@@ -415,6 +417,14 @@ describe('retries (gRFC A6 rules, within the budget) and deadlines', () => {
       code: status.DEADLINE_EXCEEDED,
       details: expect.stringContaining('MESHLET_ERR_TIMEOUT'),
     });
+    // Per-call interceptors replace the client's in grpc-js: the call is still known to be unary.
+    const perCall: Interceptor = (options, nextCall) => new InterceptingCall(nextCall(options));
+    await expect(
+      echo(client, { text: 'slow', delayMs: 2_000 }, { interceptors: [perCall] }),
+    ).rejects.toMatchObject({
+      code: status.DEADLINE_EXCEEDED,
+      details: expect.stringContaining('MESHLET_ERR_TIMEOUT'),
+    });
   });
 
   it('a service timeout is the deadline of unary calls (sent as grpc-timeout); serviceTimeout: false and the caller’s deadline', async () => {
@@ -530,7 +540,7 @@ describe('mesh calls: the channel-level call of mesh clients', () => {
   };
   const StreamClient = makeGenericClientConstructor(streamDef, 'Stream');
 
-  it('retries through meshClientOptions too (a marker interceptor tells unary calls apart)', async () => {
+  it('retries through meshClientOptions too (a call invocation transformer tells unary calls apart)', async () => {
     const list = await servers(2);
     (list[0] as TestServer).failWith = status.UNAVAILABLE;
     const m = await mesh({ echo: { endpoints: eps(list), lb: 'round_robin' } });
