@@ -650,6 +650,20 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);
       expect(got).toEqual(ref);
     });
+    it('a deadline that is not a time (NaN, an invalid Date, a string, -Infinity): as grpc-js', async () => {
+      const run = async (c: DiffClientType, deadline: unknown) => {
+        try {
+          const o = await unaryCall(c, { mode: 'ok' }, { deadline: deadline as number });
+          return { thrown: undefined, o: withoutPhases(o) };
+        } catch (e) {
+          return { thrown: `${(e as Error).name}: ${(e as Error).message}` };
+        }
+      };
+      for (const deadline of [Number.NaN, new Date(Number.NaN), 'soon', Number.NEGATIVE_INFINITY]) {
+        const [ref, got] = await both((c) => run(c, deadline));
+        expect(got, String(deadline)).toEqual(ref);
+      }
+    });
     it('a deadline already passed when the call is made', async () => {
       const [ref, got] = await both((c) => held(c, Date.now() - 1_000));
       expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);

@@ -267,7 +267,10 @@ export class MeshClientPolicy {
     parent: ParentCall,
     flags: number | null | undefined,
   ): MeshCall {
-    // As grpc-js: a call on a closed channel throws where it is made.
+    // As grpc-js: a deadline that is no time, and a call on a closed channel, throw where the
+    // call is made.
+    if (typeof deadline !== 'number' && !(deadline instanceof Date))
+      throw new TypeError('Channel#createCall: deadline must be a number or Date');
     if ((this.channel as Channel).getConnectivityState(false) === connectivityState.SHUTDOWN)
       throw new Error('Channel has been shut down');
     const call = new MeshCall(this, method, this.flagsOf(method), deadline, parent, flags);
@@ -484,6 +487,8 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     this.path = path;
     this.#flags = unary ? F_UNARY : 0;
     let d = typeof deadline === 'number' ? deadline : deadline.getTime();
+    // A NaN deadline (an invalid Date, arithmetic on a missing value) has passed, as in grpc-js.
+    if (Number.isNaN(d)) d = 0;
     if (parent !== null && parent !== undefined) {
       const x = this.#extrasOf();
       x.parent = parent;
