@@ -1,12 +1,14 @@
 /**
  * Differential tests: the same call against the same plain grpc-js server, through a raw grpc-js
- * client (the reference) and through `createMeshClient` on `mesh:///diff`, compared field by
- * field — what the caller observes (the order and count of events, the error object, status,
- * trailers) and what the server saw. They cover what a grpc-js user hits beyond the interop cases
- * of grpc-interop.test.ts: events when the server fails mid-stream, `cancel()` at each stage,
- * deadlines as a Date or already passed, call credentials that fail, the client's own
- * interceptors, `close()`, message size limits, backpressure. A difference a documented mesh
- * feature explains is asserted as such, with the doc named (docs/semantics.md, docs/grpc.md).
+ * client (the reference) and through `createMeshClient`, a `meshClientOptions` client and a plain
+ * grpc-js client on `mesh:///diff`, compared field by field — what the caller observes (the order
+ * and count of events, the error object, status, trailers) and what the server saw. They cover
+ * what a grpc-js user hits beyond the interop cases of grpc-interop.test.ts: events when the
+ * server fails mid-stream, `cancel()` at each stage, deadlines (a Date, passed, not a time),
+ * `waitForReady`, call credentials that fail or never answer, the client's own and per-call
+ * interceptors, `close()`, message and metadata size limits, backpressure. A difference a
+ * documented mesh feature explains is asserted as such, with the doc named (docs/semantics.md,
+ * docs/grpc.md).
  */
 
 import type { AddressInfo } from 'node:net';
@@ -336,9 +338,10 @@ afterAll(async () => {
 /**
  * `grpc-js`: the reference, on `127.0.0.1:PORT`; `mesh`: `createMeshClient` (its method table
  * from the class); `mesh-options`: a grpc-js client with `meshClientOptions` (no method table: a
- * marker interceptor tells unary calls apart).
+ * call invocation transformer tells unary calls apart); `mesh-target`: a plain grpc-js client on
+ * the `mesh:` target (meshlet's resolver and picker, grpc-js's own calls).
  */
-type Kind = 'grpc-js' | 'mesh' | 'mesh-options';
+type Kind = 'grpc-js' | 'mesh' | 'mesh-options' | 'mesh-target';
 
 interface MeshOpts {
   channelOptions?: Record<string, unknown>;
@@ -351,6 +354,11 @@ function meshed(kind: Kind, target: string, opts: MeshOpts = {}): Client {
     ...(opts.channelOptions ? { channelOptions: opts.channelOptions } : {}),
     ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
   };
+  if (kind === 'mesh-target')
+    return new DiffClient(target, credentials.createInsecure(), {
+      ...opts.channelOptions,
+      ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
+    });
   return kind === 'mesh'
     ? createMeshClient(DiffClient, target, o)
     : new DiffClient(target, credentials.createInsecure(), meshClientOptions(target, o));
@@ -383,11 +391,19 @@ function sharedClient(kind: Kind): DiffClientType {
  * Runs `scenario` through each kind and returns [reference, mesh]; the two meshed clients must
  * have seen the same (the caller compares the mesh's to the reference, projected as the case needs).
  */
-async function both<T>(scenario: (c: DiffClientType, kind: Kind) => Promise<T>, make = sharedClient) {
+async function both<T>(
+  scenario: (c: DiffClientType, kind: Kind) => Promise<T>,
+  make = sharedClient,
+  /** Checks the plain client on the `mesh:` target when it differs from the mesh client (documented). */
+  checkPlain?: (plain: T, ref: T) => void,
+) {
   const ref = await scenario(make('grpc-js'), 'grpc-js');
   const got = await scenario(make('mesh'), 'mesh');
   const options = await scenario(make('mesh-options'), 'mesh-options');
   expect(options, 'meshClientOptions client vs createMeshClient').toEqual(got);
+  const plain = await scenario(make('mesh-target'), 'mesh-target');
+  if (checkPlain !== undefined) checkPlain(plain, ref);
+  else expect(plain, 'grpc-js client on the mesh: target vs createMeshClient').toEqual(got);
   return [ref, got] as const;
 }
 
@@ -737,17 +753,27 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       return c as unknown as DiffClientType;
     };
     it('without waitForReady: UNAVAILABLE "No connection established. Last error: …"', async () => {
+      // Documented (docs/grpc.md "Per-call balancing"): grpc-js's words with the subchannel's
+      // error, naming the endpoint for a mesh call and the service for a plain call on the mesh:
+      // target (grpc-js ends them with its resolver's ". Resolution note: …").
+      const ending = (o: Observed): Observed => {
+        const cut = (t: string) =>
+          t
+            .replace(/( \(endpoint 127\.0\.0\.1:PORT\)|\. Resolution note: .*)$/, '')
+            .replace(/^((?:\d+ UNAVAILABLE: )?)service "down": /, '$1');
+        return JSON.parse(JSON.stringify(o, (_k, v) => (typeof v === 'string' ? cut(v) : v)));
+      };
       const [ref, got] = await both(
         (c) => unaryCall(c, { mode: 'ok' }, { deadline: Date.now() + 5_000 }),
         downClient,
+        (plain, reference) => {
+          expect(plain.error?.details).toMatch(
+            /^service "down": No connection established\. Last error: .*ECONNREFUSED/,
+          );
+          expect(ending(plain)).toEqual(ending(reference));
+        },
       );
       expect(ref.error?.code).toBe(status.UNAVAILABLE);
-      // Documented (docs/grpc.md "Per-call balancing"): grpc-js's words with the subchannel's
-      // error, naming the endpoint (grpc-js ends them with its resolver's ". Resolution note: …").
-      const ending = (o: Observed): Observed => {
-        const cut = (t: string) => t.replace(/( \(endpoint 127\.0\.0\.1:PORT\)|\. Resolution note: .*)$/, '');
-        return JSON.parse(JSON.stringify(o, (_k, v) => (typeof v === 'string' ? cut(v) : v)));
-      };
       expect(got.error?.details).toMatch(
         /^No connection established\. Last error: .*ECONNREFUSED.* \(endpoint 127\.0\.0\.1:PORT\)$/,
       );
@@ -951,7 +977,7 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
               });
             },
           });
-      const logs: Record<Kind, string[]> = { 'grpc-js': [], mesh: [], 'mesh-options': [] };
+      const logs: Record<Kind, string[]> = { 'grpc-js': [], mesh: [], 'mesh-options': [], 'mesh-target': [] };
       const [ref, got] = await both(
         (c, kind) => run(c, logs[kind]),
         (k) => client(k, { interceptors: [logging(logs[k])] }),
@@ -988,7 +1014,7 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
     });
 
     it('per-call interceptors (CallOptions.interceptors), which replace the client ones', async () => {
-      const logs: Record<Kind, string[]> = { 'grpc-js': [], mesh: [], 'mesh-options': [] };
+      const logs: Record<Kind, string[]> = { 'grpc-js': [], mesh: [], 'mesh-options': [], 'mesh-target': [] };
       const perCall =
         (log: string[]): Interceptor =>
         (options, nextCall) => {
