@@ -46,8 +46,11 @@ import { deferred, metadataRecord, stableDetails } from './observe.js';
 // --- a JSON service whose handlers do what the request says -----------------------------------
 
 interface Req {
-  /** `ok`, `fail` (status `code`, trailer), `hold` (never answer), `big` (`size` bytes back). */
-  mode?: 'ok' | 'fail' | 'hold' | 'big';
+  /**
+   * `ok`, `fail` (status `code`, trailer), `hold` (never answer), `big` (`size` bytes back),
+   * `stall` (bidi: stop reading the client's messages).
+   */
+  mode?: 'ok' | 'fail' | 'hold' | 'big' | 'stall';
   /** Response messages of a server stream / bidi before its end or failure. */
   n?: number;
   code?: number;
@@ -187,7 +190,8 @@ const handlers = {
         s.settle();
         return;
       }
-      if (m.mode !== 'hold') call.write({ i: i++ });
+      if (m.mode === 'stall') call.pause();
+      else if (m.mode !== 'hold') call.write({ i: i++ });
     });
     call.on('end', () => {
       call.end();
@@ -628,6 +632,46 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       };
       const [ref, got] = await both(run);
       expect(ref.error?.code).toBe(status.CANCELLED);
+      expect(got).toEqual(ref);
+    });
+    it("bidi: a write after the server failed the call (its callback, the stream's events)", async () => {
+      const run = async (c: DiffClientType) => {
+        const o = fresh();
+        const call = c.bidi(new Metadata(), {});
+        const done = record(call as unknown as EventSource, o, { stream: true, awaitClose: false });
+        call.write({ mode: 'fail', code: status.ABORTED });
+        await done;
+        const after = await new Promise<string>((resolve) => {
+          const ok = call.write({ mode: 'ok' }, (e: unknown) =>
+            resolve(e ? `callback(${String(e)})` : 'callback()'),
+          );
+          if (!ok) o.events.push('write returned false');
+        });
+        call.end();
+        await new Promise<void>((resolve) => (call.closed ? resolve() : call.once('close', () => resolve())));
+        return { ...o, after };
+      };
+      const [ref, got] = await both(run);
+      expect(got).toEqual(ref);
+    });
+    it('bidi: writes still waiting (the server stopped reading) when the deadline ends the call', async () => {
+      const run = async (c: DiffClientType) => {
+        const o = fresh();
+        const call = c.bidi(new Metadata(), { deadline: Date.now() + 300 });
+        const done = record(call as unknown as EventSource, o, { stream: true, awaitClose: false });
+        call.write({ mode: 'stall' });
+        // 8 MB in 512 KiB messages: far past HTTP/2's windows and the mesh's replay buffer.
+        const big = { mode: 'ok' as const, id: 'x'.repeat(512 * 1024) };
+        const written = Array.from(
+          { length: 16 },
+          () => new Promise<boolean>((resolve) => call.write(big, () => resolve(true))),
+        );
+        await done;
+        const calledBack = await Promise.all(written);
+        return { ...withoutPhases(o), calledBack: calledBack.length };
+      };
+      const [ref, got] = await both(run);
+      expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);
       expect(got).toEqual(ref);
     });
     it('server stream: the deadline passes mid-stream', async () => {

@@ -588,6 +588,13 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
   }
 
   sendMessageWithContext(context: MessageContext, message: Buffer): void {
+    if ((this.#flags & F_OVER) !== 0 || this.finished) {
+      // The call is over: the message goes nowhere, and the writer is called back, as grpc-js's
+      // calls do (a writer waiting for it would wait forever).
+      const cb = context.callback;
+      if (cb !== undefined) process.nextTick(cb);
+      return;
+    }
     const s = this.#stream;
     if (s !== undefined && s.queue !== undefined) {
       let cb = context.callback;
