@@ -537,6 +537,27 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       expect(got).toEqual(ref);
     });
 
+    it('unary, cancelled after it ended: nothing changes; getAuthContext() during and after', async () => {
+      const run = async (c: DiffClientType) => {
+        const o = fresh();
+        const { cb, called } = callbackOf(o);
+        const call = c.unary({ mode: 'ok' }, new Metadata(), {}, cb) as unknown as {
+          cancel(): void;
+          getAuthContext(): unknown;
+        };
+        let atMetadata: unknown;
+        (call as unknown as EventSource).on('metadata', () => {
+          atMetadata = call.getAuthContext();
+        });
+        await record(call as unknown as EventSource, o, { stream: false, callback: called });
+        call.cancel();
+        await new Promise((r) => setImmediate(r));
+        return { ...o, atMetadata, afterStatus: call.getAuthContext() };
+      };
+      const [ref, got] = await both(run);
+      expect(ref.events).toEqual(['metadata', 'callback(response)', 'status OK']);
+      expect(got).toEqual(ref);
+    });
     it('server stream, cancelled mid-stream (after the first message)', async () => {
       const run = async (c: DiffClientType) => {
         const id = newId();
@@ -822,6 +843,17 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
         /^No connection established\. Last error: .*ECONNREFUSED.* \(endpoint 127\.0\.0\.1:PORT\)$/,
       );
       expect(ending(got)).toEqual(ending(ref));
+    });
+    it('client.waitForReady(deadline, cb): fails at the deadline; the channel state', async () => {
+      const run = async (c: DiffClientType) => {
+        const err = await new Promise<Error | undefined>((resolve) =>
+          c.waitForReady(Date.now() + 300, (e) => resolve(e)),
+        );
+        return { err: err?.message, state: connectivityState[c.getChannel().getConnectivityState(false)] };
+      };
+      const [ref, got] = await both(run, downClient);
+      expect(ref.err).toBe('Failed to connect before the deadline');
+      expect(got).toEqual(ref);
     });
     it('with waitForReady: the call waits (here until its deadline), not failed UNAVAILABLE', async () => {
       const [ref, got] = await both(async (c) => {
