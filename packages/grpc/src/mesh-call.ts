@@ -917,8 +917,10 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     let f = att.pickFailure;
     if (f === undefined && att.connectedAt < 0 && st.code !== status.OK) {
       // The attempt never had a stream: picked but not started (call credentials, metadata) is
-      // the caller's; never picked at all (name resolution, a closed channel), never sent.
-      if (att.picked) f = AttemptFailures.caller;
+      // the caller's; never picked at all (name resolution, a closed channel: UNAVAILABLE), never
+      // sent; any other code before a pick (a message over grpc.max_send_message_length) is the
+      // caller's too, and another attempt would fail alike.
+      if (att.picked || st.code !== status.UNAVAILABLE) f = AttemptFailures.caller;
       else if (this.#client.managedPicks) f = AttemptFailures.notSent;
     }
     if (f !== undefined) {
