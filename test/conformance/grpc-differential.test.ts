@@ -48,9 +48,11 @@ import { deferred, metadataRecord, stableDetails } from './observe.js';
 interface Req {
   /**
    * `ok`, `fail` (status `code`, trailer), `hold` (never answer), `big` (`size` bytes back),
-   * `stall` (bidi: stop reading the client's messages).
+   * `stall` (bidi: stop reading the client's messages), `flaky` (unary: UNAVAILABLE to the
+   * first `n` (default 1) executions of its `id`, then answers with the
+   * `grpc-previous-rpc-attempts` it got).
    */
-  mode?: 'ok' | 'fail' | 'hold' | 'big' | 'stall';
+  mode?: 'ok' | 'fail' | 'hold' | 'big' | 'stall' | 'flaky';
   /** Response messages of a server stream / bidi before its end or failure. */
   n?: number;
   code?: number;
@@ -112,6 +114,8 @@ interface Seen {
   settle(): void;
 }
 const seen = new Map<string, Seen>();
+/** Executions of each `flaky` call id. */
+const flaky = new Map<string, number>();
 function track(id: string | undefined, call: { on(e: 'cancelled', f: () => void): unknown }): Seen {
   const d = deferred();
   const s: Seen = { cancelled: false, done: d.promise, settle: d.resolve };
@@ -136,6 +140,14 @@ const handlers = {
     const s = track(req.id, call);
     if (req.headers) call.sendMetadata(new Metadata());
     if (req.mode === 'hold') return;
+    if (req.mode === 'flaky') {
+      const n = (flaky.get(req.id ?? '') ?? 0) + 1;
+      flaky.set(req.id ?? '', n);
+      if (n <= (req.n ?? 1)) cb({ code: status.UNAVAILABLE, details: 'try again' });
+      else cb(null, { i: n, body: String(call.metadata.get('grpc-previous-rpc-attempts')[0] ?? 'none') });
+      s.settle();
+      return;
+    }
     const trailer = new Metadata();
     if (req.trailerSize !== undefined) trailer.set('x-big', 'b'.repeat(req.trailerSize));
     if (req.mode === 'fail') cb(failure(req.code ?? status.INTERNAL));
@@ -744,6 +756,75 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
       );
       expect(ref.error?.code).toBe(status.DEADLINE_EXCEEDED);
       expect(got).toEqual(ref);
+    });
+  });
+
+  describe('retries (gRFC A6)', () => {
+    it('a retried call: grpc-previous-rpc-attempts to the server and in the response headers', async () => {
+      // grpc-js retries with a service config's retryPolicy; a mesh client retries an idempotent
+      // method (here named in idempotentMethods) — documented: retries (gRFC A6) within budget.
+      const retryConfig = {
+        'grpc.service_config': JSON.stringify({
+          methodConfig: [
+            {
+              name: [{ service: 'diff.Diff', method: 'Unary' }],
+              retryPolicy: {
+                maxAttempts: 3,
+                initialBackoff: '0.01s',
+                maxBackoff: '0.05s',
+                backoffMultiplier: 2,
+                retryableStatusCodes: ['UNAVAILABLE'],
+              },
+            },
+          ],
+        }),
+      };
+      const make = (kind: Kind): DiffClientType => {
+        const c =
+          kind === 'grpc-js'
+            ? new DiffClient(`127.0.0.1:${port}`, credentials.createInsecure(), retryConfig)
+            : kind === 'mesh'
+              ? createMeshClient(DiffClient, 'mesh:///diff', { idempotentMethods: ['/diff.Diff/Unary'] })
+              : kind === 'mesh-options'
+                ? new DiffClient(
+                    'mesh:///diff',
+                    credentials.createInsecure(),
+                    meshClientOptions('mesh:///diff', { idempotentMethods: ['/diff.Diff/Unary'] }),
+                  )
+                : new DiffClient('mesh:///diff', credentials.createInsecure(), retryConfig);
+        clients.push(c);
+        return c as unknown as DiffClientType;
+      };
+      const run = async (c: DiffClientType, failures: number) => {
+        const o = fresh();
+        const { cb, called } = callbackOf(o);
+        const call = c.unary({ mode: 'flaky', id: newId(), n: failures }, new Metadata(), {}, cb);
+        let headers: unknown;
+        (call as unknown as EventSource).on('metadata', (...a: unknown[]) => {
+          headers = metadataRecord(a[0] as Metadata)?.['grpc-previous-rpc-attempts'];
+        });
+        await record(call as unknown as EventSource, o, { stream: false, callback: called });
+        return { ...o, headers };
+      };
+      // A plain client on the mesh: target is not compared here: its channel's service config is
+      // the mesh resolver's, so grpc-js's retryPolicy given in grpc.service_config does not apply.
+      const [ref, got] = await both(
+        (c) => run(c, 1),
+        make,
+        () => {},
+      );
+      expect(ref.response).toEqual({ i: 2, body: '1' });
+      expect(ref.headers).toEqual(['1']);
+      expect(got).toEqual(ref);
+      // Every attempt fails (3 attempts, grpc-js's maxAttempts and the mesh's retry.attempts 2):
+      // the trailers carry the count.
+      const [refFail, gotFail] = await both(
+        (c) => run(c, 5),
+        make,
+        () => {},
+      );
+      expect(refFail.status?.trailers).toMatchObject({ 'grpc-previous-rpc-attempts': ['2'] });
+      expect(gotFail).toEqual(refFail);
     });
   });
 

@@ -308,6 +308,9 @@ export class StatusError extends Error {
   }
 }
 
+/** The metadata key of gRFC A6's count of earlier attempts (request headers, response headers or trailers). */
+const PREVIOUS_ATTEMPTS = 'grpc-previous-rpc-attempts';
+
 /** `GrpcAttempt.held` when nothing is held. */
 const NOTHING: unique symbol = Symbol('nothing held');
 
@@ -325,6 +328,8 @@ export class GrpcAttempt extends CallAttempt implements InterceptingListener {
    * placeholder); `NOTHING` when none did.
    */
   held: unknown = NOTHING;
+  /** Its response headers came. */
+  gotHeaders = false;
 
   constructor(owner: MeshCall, endpoint: EndpointState, index: number) {
     super(endpoint, index);
@@ -789,6 +794,8 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
       if (x.credentials !== undefined) (call as GrpcCall).setCredentials(x.credentials);
     }
     att.call = call;
+    // A retry tells the server how many attempts came before (gRFC A6, as grpc-js's retries).
+    if (att.index > 0) this.#ownMetadata().set(PREVIOUS_ATTEMPTS, String(att.index));
     const budget = this.attemptBudgetMs();
     if (budget !== Number.POSITIVE_INFINITY) this.#ownMetadata().set('grpc-timeout', grpcTimeout(budget));
     const md = this.#md as Metadata;
@@ -895,8 +902,11 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     if (!att.picked) this.#client.managedPicks = false;
     // Response headers: the call commits to this attempt (gRFC A6); the stream keeps no more.
     this.commit(att);
+    att.gotHeaders = true;
     const s = this.#stream;
     if (s !== undefined && s.queue !== undefined) this.#commitStream(s);
+    // A retried call tells the caller how many attempts came before (gRFC A6, as grpc-js).
+    if (att.index > 0) metadata.set(PREVIOUS_ATTEMPTS, String(att.index));
     this.#listener?.onReceiveMetadata(metadata);
   }
 
@@ -941,6 +951,8 @@ export class MeshCall extends Call<GrpcAttempt> implements GrpcCall, MetadataOpt
     const l = this.#listener;
     if (l === undefined) return;
     if (att.held !== NOTHING) l.onReceiveMessage(att.held);
+    // Without headers, the trailers say how many attempts came before (gRFC A6, as grpc-js).
+    if (att.index > 0 && !att.gotHeaders) md.set(PREVIOUS_ATTEMPTS, String(att.index));
     l.onReceiveStatus(st);
   }
 
