@@ -806,23 +806,15 @@ describe('gRPC differential: createMeshClient against raw grpc-js, the same serv
         await record(call as unknown as EventSource, o, { stream: false, callback: called });
         return { ...o, headers };
       };
-      // A plain client on the mesh: target is not compared here: its channel's service config is
-      // the mesh resolver's, so grpc-js's retryPolicy given in grpc.service_config does not apply.
-      const [ref, got] = await both(
-        (c) => run(c, 1),
-        make,
-        () => {},
-      );
+      // The plain client on the mesh: target retries as grpc-js does, with the retryPolicy of its
+      // grpc.service_config (the mesh resolver's service config keeps the channel's methodConfig).
+      const [ref, got] = await both((c) => run(c, 1), make);
       expect(ref.response).toEqual({ i: 2, body: '1' });
       expect(ref.headers).toEqual(['1']);
       expect(got).toEqual(ref);
       // Every attempt fails (3 attempts, grpc-js's maxAttempts and the mesh's retry.attempts 2):
       // the trailers carry the count.
-      const [refFail, gotFail] = await both(
-        (c) => run(c, 5),
-        make,
-        () => {},
-      );
+      const [refFail, gotFail] = await both((c) => run(c, 5), make);
       expect(refFail.status?.trailers).toMatchObject({ 'grpc-previous-rpc-attempts': ['2'] });
       expect(gotFail).toEqual(refFail);
     });

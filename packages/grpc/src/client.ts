@@ -15,7 +15,7 @@ import { type EndpointState, endpointId, type Mesh, type ServiceRuntime, unmapIp
 import { SERVICE_SUBCHANNEL_ARG } from './balancer.js';
 import type { CallHook, MeshInterceptorOptions } from './interceptors.js';
 import { type GrpcCall, IDEMPOTENT, idempotencyOf, MeshClientPolicy, markUnary, UNARY } from './mesh-call.js';
-import { parseMeshTarget, resolveRoutedTarget } from './resolver.js';
+import { MESH_CLIENT_CHANNEL, parseMeshTarget, resolveRoutedTarget } from './resolver.js';
 
 /**
  * Client keepalive defaults for mesh channels. A ping every 5 minutes when calls are in flight,
@@ -282,7 +282,7 @@ export function meshChannel(
   policy?: MeshClientPolicy,
 ): ChannelInterface {
   const pool = poolOf(mesh);
-  const merged: ChannelOptions = { ...CLIENT_KEEPALIVE_DEFAULTS, ...options };
+  const merged: ChannelOptions = { ...CLIENT_KEEPALIVE_DEFAULTS, ...options, [MESH_CLIENT_CHANNEL]: 1 };
   const key = `${target}\u0000${credentialId(creds)}\u0000${JSON.stringify(merged)}`;
   let pooled = pool.channels.get(key);
   if (!pooled) {

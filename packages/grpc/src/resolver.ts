@@ -1,4 +1,4 @@
-import { experimental, Metadata, type ServiceConfig, status } from '@grpc/grpc-js';
+import { type ChannelOptions, experimental, Metadata, type ServiceConfig, status } from '@grpc/grpc-js';
 import { ErrorCodes, type Mesh, MeshError, type Router, type ServiceRuntime } from '@meshlet/core';
 import { LB_POLICY_NAME, ROUTER_ATTRIBUTE, RUNTIME_ATTRIBUTE, registerMeshBalancer } from './balancer.js';
 import { CONFIG_SELECTOR_KEY, RoutingConfigSelector } from './routing.js';
@@ -115,6 +115,34 @@ const SERVICE_CONFIG: ServiceConfig = {
 };
 
 /**
+ * The channel option that marks a mesh client's pooled channel (`meshChannel`): its calls are
+ * `MeshCall`s, whose pipeline owns retries and deadlines, so a `grpc.service_config` given to it
+ * does not add grpc-js's own.
+ */
+export const MESH_CLIENT_CHANNEL = 'grpc-node.meshlet_mesh_client';
+
+/**
+ * The service config of a service's channel: `meshlet`'s balancer, with the `methodConfig` (retry
+ * policies, timeouts, waitForReady) and `retryThrottling` of the channel's own
+ * `grpc.service_config` for a plain grpc-js client — what grpc-js applies when a resolver gives no
+ * config. grpc-js validated that JSON when the channel was made.
+ */
+function serviceConfigOf(options: ChannelOptions | undefined): ServiceConfig {
+  const raw = options?.['grpc.service_config'];
+  if (typeof raw !== 'string' || options?.[MESH_CLIENT_CHANNEL] !== undefined) return SERVICE_CONFIG;
+  try {
+    const own = JSON.parse(raw) as Partial<ServiceConfig>;
+    return {
+      ...SERVICE_CONFIG,
+      methodConfig: own.methodConfig ?? [],
+      ...(own.retryThrottling === undefined ? {} : { retryThrottling: own.retryThrottling }),
+    };
+  } catch {
+    return SERVICE_CONFIG;
+  }
+}
+
+/**
  * The grpc-js resolver of the `mesh:` scheme. It hands the channel the service's endpoints, the
  * `ServiceRuntime` (as a resolver attribute for the `meshlet` balancer) and a service config that
  * selects that balancer; it re-reports whenever discovery changes the endpoint set.
@@ -133,9 +161,12 @@ class MeshResolver implements experimental.Resolver {
   #pending = false;
   #destroyed = false;
 
-  constructor(target: GrpcUri, listener: ResolverListener) {
+  readonly #serviceConfig: ServiceConfig;
+
+  constructor(target: GrpcUri, listener: ResolverListener, options?: ChannelOptions) {
     this.#target = target;
     this.#listener = listener;
+    this.#serviceConfig = serviceConfigOf(options);
   }
 
   updateResolution(): void {
@@ -190,7 +221,7 @@ class MeshResolver implements experimental.Resolver {
     this.#listener(
       { ok: true, value: endpoints },
       { [RUNTIME_ATTRIBUTE]: runtime },
-      { ok: true, value: SERVICE_CONFIG },
+      { ok: true, value: this.#serviceConfig },
       '',
     );
   }
