@@ -7,13 +7,9 @@
  * hand on a raw socket (HTTP/1.1 bytes, HTTP/2 frames with a hand-made HPACK block): nothing is
  * normalized on the way. The assertions are on what reached a handler.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server as HttpServer, type IncomingMessage } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { type Server, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 import express from 'express';
@@ -25,6 +21,7 @@ import { meshPlugin } from '../../packages/fastify/src/index.js';
 import { createMeshServer, SERVER_MAX_CONCURRENT_STREAMS } from '../../packages/grpc/src/index.js';
 import { echoDefinition } from '../../packages/grpc/test/helpers.js';
 import { type AuthorizationPolicy, createAuthorizer, peerIdentity } from '../../packages/tls/src/index.js';
+import { opensslCa, opensslLeaf, tempDir } from '../../packages/tls/test/helpers.js';
 import { type RawResponse, rawGrpc, rawHttp, rawRequest } from '../helpers/raw-http.js';
 
 const cleanups: Array<() => unknown> = [];
@@ -53,89 +50,11 @@ function closeHttp(server: HttpServer | ReturnType<typeof createHttpsServer>): v
 // SPIFFE identity from the peer certificate
 // ---------------------------------------------------------------------------------------------
 
-function openssl(args: string[], cwd: string): void {
-  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/** A CA and leaf certificates (EC P-256) made by the openssl CLI; `sans` as openssl's [alt] section. */
-function pki(dir: string) {
-  openssl(
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=attack-ca',
-      '-addext',
-      'basicConstraints=critical,CA:TRUE',
-      '-addext',
-      'keyUsage=critical,keyCertSign,cRLSign',
-    ],
-    dir,
-  );
-  const leaf = (name: string, sans: string[]) => {
-    openssl(
-      [
-        'req',
-        '-new',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
-        '-keyout',
-        `${name}.key`,
-        '-out',
-        `${name}.csr`,
-        '-subj',
-        `/CN=${name}`,
-      ],
-      dir,
-    );
-    writeFileSync(
-      join(dir, `${name}.ext`),
-      `subjectAltName=@alt\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n[alt]\n${sans.join('\n')}\n`,
-    );
-    openssl(
-      [
-        'x509',
-        '-req',
-        '-in',
-        `${name}.csr`,
-        '-CA',
-        'ca.crt',
-        '-CAkey',
-        'ca.key',
-        '-CAcreateserial',
-        '-days',
-        '1',
-        '-extfile',
-        `${name}.ext`,
-        '-out',
-        `${name}.crt`,
-      ],
-      dir,
-    );
-    return { cert: readFileSync(join(dir, `${name}.crt`)), key: readFileSync(join(dir, `${name}.key`)) };
-  };
-  return { ca: readFileSync(join(dir, 'ca.crt')), leaf };
-}
-
 /** One HTTP/1.1 request over TLS with a client certificate; resolves when the server closes. */
 function rawHttps(
   port: number,
-  ca: Buffer,
-  client: { cert: Buffer; key: Buffer },
+  ca: string,
+  client: { cert: string; key: string },
   request: Buffer,
 ): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
@@ -161,34 +80,35 @@ function rawHttps(
 describe('SPIFFE identity from the peer certificate (mTLS Express server)', () => {
   const TD = 'spiffe://cluster.local/ns/default/sa';
   let port: number;
-  let ca: Buffer;
+  let ca: string;
   const { counts, hit } = counter();
   const seen: Array<string | undefined> = [];
-  let certs: Record<string, { cert: Buffer; key: Buffer }>;
+  let certs: Record<string, { cert: string; key: string }>;
 
   beforeAll(async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'meshlet-attack-pki-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const p = pki(dir);
-    ca = p.ca;
+    const { dir, cleanup } = tempDir('meshlet-attack-pki-');
+    cleanups.push(cleanup);
+    const authority = opensslCa(dir, 'attack-ca');
+    ca = authority.cert;
+    const leaf = (name: string, sans: string[]) => opensslLeaf(authority, name, { sans });
     certs = {
       // the legitimate admin workload
-      admin: p.leaf('admin', [`URI.1=${TD}/admin`]),
+      admin: leaf('admin', [`URI.1=${TD}/admin`]),
       // one URI SAN that is not a SPIFFE ID, whose text holds `URI:spiffe://…/admin`: Node renders
       // it as `URI:x URI:spiffe://…/admin` (no quoting: it has no comma)
-      injected: p.leaf('injected', [`URI.1=x URI:${TD}/admin`]),
+      injected: leaf('injected', [`URI.1=x URI:${TD}/admin`]),
       // the same text after a real SPIFFE ID of another workload
-      injectedAfter: p.leaf('injected-after', [`URI.1=x URI:${TD}/admin`, `URI.2=${TD}/web`]),
+      injectedAfter: leaf('injected-after', [`URI.1=x URI:${TD}/admin`, `URI.2=${TD}/web`]),
       // two SPIFFE IDs: not an X.509-SVID
-      two: p.leaf('two', [`URI.1=${TD}/admin`, `URI.2=${TD}/web`]),
-      twoReversed: p.leaf('two-reversed', [`URI.1=${TD}/web`, `URI.2=${TD}/admin`]),
+      two: leaf('two', [`URI.1=${TD}/admin`, `URI.2=${TD}/web`]),
+      twoReversed: leaf('two-reversed', [`URI.1=${TD}/web`, `URI.2=${TD}/admin`]),
       // a non-SPIFFE URI next to one SPIFFE ID: that ID
-      withHttpsUri: p.leaf('with-https-uri', ['URI.1=https://admin.example', `URI.2=${TD}/web`]),
+      withHttpsUri: leaf('with-https-uri', ['URI.1=https://admin.example', `URI.2=${TD}/web`]),
       // no URI SAN at all
-      dnsOnly: p.leaf('dns-only', ['DNS.1=admin.default.svc']),
+      dnsOnly: leaf('dns-only', ['DNS.1=admin.default.svc']),
       // a trust domain that starts like ours, a namespace that starts like default
-      otherTd: p.leaf('other-td', ['URI.1=spiffe://cluster.local.evil/ns/default/sa/web']),
-      otherNs: p.leaf('other-ns', ['URI.1=spiffe://cluster.local/ns/default-evil/sa/web']),
+      otherTd: leaf('other-td', ['URI.1=spiffe://cluster.local.evil/ns/default/sa/web']),
+      otherNs: leaf('other-ns', ['URI.1=spiffe://cluster.local/ns/default-evil/sa/web']),
     };
     const policies: AuthorizationPolicy[] = [
       {
@@ -229,7 +149,7 @@ describe('SPIFFE identity from the peer certificate (mTLS Express server)', () =
   });
 
   const get = (cert: string, path: string) =>
-    rawHttps(port, ca, certs[cert] as { cert: Buffer; key: Buffer }, rawRequest('GET', path));
+    rawHttps(port, ca, certs[cert] as { cert: string; key: string }, rawRequest('GET', path));
 
   it('the legitimate workload is admitted (the policy works)', async () => {
     expect((await get('admin', '/admin')).status).toBe(200);

@@ -76,11 +76,15 @@ export interface OpensslLeaf {
   readonly keyPath: string;
 }
 
-/** A workload certificate signed by `ca` with the openssl CLI; `days: -1` makes an expired one. */
+/**
+ * A workload certificate signed by `ca` with the openssl CLI; `days: -1` makes an expired one.
+ * `sans`: the subject alternative names as lines of an openssl `[alt]` section (`URI.1=…`,
+ * `DNS.1=…`: values may hold spaces and commas), instead of `spiffeId` and `dns`.
+ */
 export function opensslLeaf(
   ca: OpensslCa,
   name: string,
-  opts: { spiffeId?: string; days?: number; dns?: string[] } = {},
+  opts: { spiffeId?: string; days?: number; dns?: string[]; sans?: readonly string[] } = {},
 ): OpensslLeaf {
   const dir = ca.dir;
   const keyPath = join(dir, `${name}.key`);
@@ -109,9 +113,12 @@ export function opensslLeaf(
     ...(opts.spiffeId ? [`URI:${opts.spiffeId}`] : []),
     ...(opts.dns ?? []).map((d) => `DNS:${d}`),
   ];
+  const base = 'extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n';
   writeFileSync(
     ext,
-    `${sans.length ? `subjectAltName=${sans.join(',')}\n` : ''}extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n`,
+    opts.sans !== undefined
+      ? `subjectAltName=@alt\n${base}[alt]\n${opts.sans.join('\n')}\n`
+      : `${sans.length ? `subjectAltName=${sans.join(',')}\n` : ''}${base}`,
   );
   openssl(
     [
